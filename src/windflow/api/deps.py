@@ -1,0 +1,73 @@
+"""``Annotated`` dependency aliases used by every router."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+
+from windflow.api.resources import Resources
+from windflow.api.security import get_principal
+from windflow.auth.permissions import Principal
+from windflow.domain.errors import ServiceUnavailable
+from windflow.events.base import EventBus
+from windflow.settings import Settings
+
+
+def get_resources(request: Request) -> Resources:
+    return request.app.state.resources  # type: ignore[no-any-return]
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_settings_dep(resources: ResourcesDep) -> Settings:
+    return resources.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def read_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    async with resources.db.read() as session:
+        yield session
+
+
+async def write_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    """The route's unit of work: committed when the route returns, rolled back when it raises."""
+    async with resources.db.write() as session:
+        yield session
+    if resources.relay is not None:
+        resources.relay.notify()
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(read_session)]
+WriteSessionDep = Annotated[AsyncSession, Depends(write_session)]
+
+
+async def get_temporal(resources: ResourcesDep) -> Client:
+    try:
+        return await resources.temporal.get()
+    except Exception as exc:
+        raise ServiceUnavailable(f"Temporal at {resources.settings.temporal_address} is unreachable: {exc}") from None
+
+
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+
+
+def get_bus(resources: ResourcesDep) -> EventBus:
+    return resources.bus
+
+
+BusDep = Annotated[EventBus, Depends(get_bus)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+RequestIdDep = Annotated[str, Depends(request_id)]

@@ -1,0 +1,23 @@
+"""What the API process holds for its lifetime: settings, store, Temporal client, event bus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from windflow.events.base import EventBus
+from windflow.events.relay import OutboxRelay
+from windflow.persistence.db import Database
+from windflow.settings import Settings
+from windflow.temporal_client import LazyClient
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    db: Database
+    temporal: LazyClient
+    bus: EventBus
+    jwt_key: str
+    relay: OutboxRelay | None = None
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,260 @@
+"""Service registry and versioned configs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import jsonpatch
+from fastapi import APIRouter, Body, Depends, Header, Query, Response, status
+
+from windflow.api.audit import record
+from windflow.api.deps import ReadSessionDep, RequestIdDep, WriteSessionDep
+from windflow.api.errors import ERROR_RESPONSES, ApiError
+from windflow.api.schemas import (
+    ConfigDiff,
+    ConfigRevert,
+    ConfigUpdate,
+    ConfigVersionPublic,
+    PageOf,
+    ServiceCreate,
+    ServicePublic,
+    ValidationReport,
+)
+from windflow.api.security import require
+from windflow.auth.permissions import Permission, Principal
+from windflow.domain.errors import ConfigInvalid
+from windflow.domain.graph import layers
+from windflow.domain.models import ServiceSpec
+from windflow.domain.redaction import REDACTED, is_secret_key, redact
+from windflow.persistence import registry
+from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository
+
+router = APIRouter(prefix="/services", tags=["services"], responses=ERROR_RESPONSES)
+services = ServiceRepository()
+versions = ConfigVersionRepository()
+
+CanRead = Annotated[Principal, Depends(require(Permission.SERVICES_READ))]
+CanReadConfigs = Annotated[Principal, Depends(require(Permission.CONFIGS_READ))]
+CanWriteConfigs = Annotated[Principal, Depends(require(Permission.CONFIGS_WRITE))]
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ApiError(422, f"label filter {item!r} must look like key=value", code="validation_error",
+                           details=[{"loc": ["query", "label"], "msg": "expected key=value"}])
+        out[key] = value
+    return out
+
+
+def _expected(if_match: str | None, body_value: int | None) -> int | None:
+    if body_value is not None:
+        return body_value
+    if if_match is None:
+        return None
+    text = if_match.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise ApiError(400, "If-Match must carry the version number, e.g. If-Match: \"3\"", code="bad_request")
+    return int(text)
+
+
+@router.get("", response_model=PageOf[ServicePublic], summary="List services")
+async def list_services(
+    session: ReadSessionDep,
+    _: CanRead,
+    label: Annotated[list[str], Query(description="Filter key=value; repeat for several")] = [],  # noqa: B006
+    driver: str | None = None,
+    monitored: bool | None = None,
+    state: str | None = Query(None, description="e.g. healthy, unhealthy, backing_off, blocked"),
+    q: str | None = Query(None, max_length=200, description="Search id, description and labels"),
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = Query(None, max_length=512),
+) -> PageOf[ServicePublic]:
+    page = await services.list(session=session, limit=limit, cursor=cursor, labels=_labels(label), driver=driver,
+                               monitored=monitored, state=state, q=q)
+    return PageOf[ServicePublic](items=[ServicePublic.of(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ServicePublic, summary="Create a service")
+async def create_service(
+    body: ServiceCreate,
+    session: WriteSessionDep,
+    principal: CanWriteConfigs,
+    request_id: RequestIdDep,
+    response: Response,
+    comment: str = Query("", max_length=2000),
+) -> ServicePublic:
+    spec = ServiceSpec.model_validate(body.model_dump())
+    await registry.create_service(session=session, spec=spec, author=principal.name, comment=comment)
+    await record(session, principal, "service.create", spec.id, request_id)
+    row = await services.require(session=session, service_id=spec.id)
+    response.headers["ETag"] = f'"{row.current_version}"'
+    response.headers["Location"] = f"/api/v1/services/{spec.id}"
+    return ServicePublic.of(row)
+
+
+@router.post("/validate", response_model=ValidationReport, summary="Validate a new service (saves nothing)")
+async def validate_new_service(
+    session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()]
+) -> ValidationReport:
+    try:
+        spec = registry.parse_spec(body)
+        await registry.check_graph_with(session=session, specs=[spec])
+    except ConfigInvalid as exc:
+        return ValidationReport(valid=False, problems=list(exc.details or []))
+    graph = await services.graph(session=session)
+    graph[spec.id] = list(spec.depends_on)
+    return ValidationReport(valid=True, order=layers(graph))
+
+
+@router.get("/{service_id}", response_model=ServicePublic, summary="One service")
+async def get_service(service_id: str, session: ReadSessionDep, _: CanRead, response: Response) -> ServicePublic:
+    row = await services.require(session=session, service_id=service_id)
+    response.headers["ETag"] = f'"{row.current_version}"'
+    return ServicePublic.of(row)
+
+
+@router.delete("/{service_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a service")
+async def delete_service(
+    service_id: str,
+    session: WriteSessionDep,
+    principal: CanWriteConfigs,
+    request_id: RequestIdDep,
+    force: bool = Query(False, description="Delete even if others depend on it (they are unlinked)"),
+) -> Response:
+    unlinked = await registry.delete_service(session=session, service_id=service_id, force=force,
+                                             author=principal.name)
+    await record(session, principal, "service.delete", service_id, request_id,
+                 details={"force": force, "unlinked": unlinked})
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@router.get("/{service_id}/config", response_model=ConfigVersionPublic, summary="Current config")
+async def get_config(
+    service_id: str, session: ReadSessionDep, _: CanReadConfigs, response: Response
+) -> ConfigVersionPublic:
+    row = await services.require(session=session, service_id=service_id)
+    version = await versions.get(session=session, service_id=service_id, version=row.current_version)
+    response.headers["ETag"] = f'"{row.current_version}"'
+    return ConfigVersionPublic.of(version)
+
+
+@router.put(
+    "/{service_id}/config",
+    response_model=ConfigVersionPublic,
+    summary="Change the config (new version)",
+    responses={428: ERROR_RESPONSES[409] | {"description": "expected version missing"}},
+)
+async def put_config(
+    service_id: str,
+    body: ConfigUpdate,
+    session: WriteSessionDep,
+    principal: CanWriteConfigs,
+    request_id: RequestIdDep,
+    response: Response,
+    if_match: Annotated[str | None, Header(description='Expected current version, e.g. "3"')] = None,
+) -> ConfigVersionPublic:
+    expected = _expected(if_match, body.expected_version)
+    if expected is None:
+        raise ApiError(428, "send the expected current version (If-Match header or expected_version)",
+                       code="precondition_required")
+    content = {k: v for k, v in body.content.items() if k != "id"}
+    row, version = await registry.update_service(
+        session=session, service_id=service_id, data=content, expected_version=expected, author=principal.name,
+        comment=body.comment,
+    )
+    if version is None:
+        version = await versions.get(session=session, service_id=service_id, version=row.current_version)
+    else:
+        await record(session, principal, "config.update", service_id, request_id,
+                     details={"version": version.version, "comment": body.comment})
+    response.headers["ETag"] = f'"{version.version}"'
+    return ConfigVersionPublic.of(version)
+
+
+@router.post("/{service_id}/config/validate", response_model=ValidationReport,
+             summary="Validate a proposed config (saves nothing)")
+async def validate_config(
+    service_id: str, session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()]
+) -> ValidationReport:
+    row = await services.require(session=session, service_id=service_id)
+    content = body.get("content", body) if isinstance(body.get("content"), dict) else body
+    try:
+        spec = registry.parse_spec(registry.merge_secrets({**content, "id": service_id}, row))
+        await registry.check_graph_with(session=session, specs=[spec])
+    except ConfigInvalid as exc:
+        return ValidationReport(valid=False, problems=list(exc.details or []))
+    graph = await services.graph(session=session)
+    graph[service_id] = list(spec.depends_on)
+    return ValidationReport(valid=True, order=layers(graph))
+
+
+@router.get("/{service_id}/config/versions", response_model=PageOf[ConfigVersionPublic], summary="Config history")
+async def list_versions(
+    service_id: str,
+    session: ReadSessionDep,
+    _: CanReadConfigs,
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = Query(None, max_length=512),
+) -> PageOf[ConfigVersionPublic]:
+    await services.require(session=session, service_id=service_id)
+    page = await versions.list(session=session, service_id=service_id, limit=limit, cursor=cursor)
+    return PageOf[ConfigVersionPublic](items=[ConfigVersionPublic.of(r) for r in page.items],
+                                       next_cursor=page.next_cursor)
+
+
+@router.get("/{service_id}/config/versions/{version}", response_model=ConfigVersionPublic, summary="One version")
+async def get_version(
+    service_id: str, version: int, session: ReadSessionDep, _: CanReadConfigs
+) -> ConfigVersionPublic:
+    return ConfigVersionPublic.of(await versions.get(session=session, service_id=service_id, version=version))
+
+
+@router.get("/{service_id}/config/diff", response_model=ConfigDiff, summary="Diff two versions (JSON Patch)")
+async def diff_versions(
+    service_id: str,
+    session: ReadSessionDep,
+    _: CanReadConfigs,
+    from_version: Annotated[int, Query(alias="from", ge=1)],
+    to_version: Annotated[int, Query(alias="to", ge=1)],
+) -> ConfigDiff:
+    a = await versions.get(session=session, service_id=service_id, version=from_version)
+    b = await versions.get(session=session, service_id=service_id, version=to_version)
+    keys = set(a.content.get("secret_keys") or []) | set(b.content.get("secret_keys") or [])
+    patch = jsonpatch.make_patch(a.content, b.content).patch
+    return ConfigDiff(service_id=service_id, from_version=from_version, to_version=to_version,
+                      patch=[_redact_op(op, keys) for op in patch])
+
+
+def _redact_op(op: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    if "value" not in op:
+        return op
+    if any(is_secret_key(part, keys) for part in str(op["path"]).split("/")):
+        return {**op, "value": REDACTED}
+    return {**op, "value": redact(op["value"], keys)}
+
+
+@router.post("/{service_id}/config/revert", response_model=ConfigVersionPublic, summary="Revert to a version")
+async def revert_config(
+    service_id: str,
+    body: ConfigRevert,
+    session: WriteSessionDep,
+    principal: CanWriteConfigs,
+    request_id: RequestIdDep,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> ConfigVersionPublic:
+    expected = _expected(if_match, body.expected_version)
+    version = await registry.revert_service(
+        session=session, service_id=service_id, to_version=body.version, expected_version=expected,
+        author=principal.name, comment=body.comment,
+    )
+    await record(session, principal, "config.revert", service_id, request_id,
+                 details={"to_version": body.version, "new_version": version.version})
+    response.headers["ETag"] = f'"{version.version}"'
+    return ConfigVersionPublic.of(version)

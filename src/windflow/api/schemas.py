@@ -1,0 +1,181 @@
+"""Request and response models of the REST API (``XCreate`` / ``XPublic`` per entity)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from windflow.domain.models import ServiceSpec
+from windflow.domain.redaction import redact
+from windflow.persistence.models import AuditRow, ConfigTemplateRow, ConfigVersionRow, ServiceRow
+
+T = TypeVar("T")
+
+
+class PageOf(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` to get the next page; null at the end")
+
+
+class ServiceCreate(ServiceSpec):
+    """A new service: its full definition."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "cache", "driver": "process", "config": {"command": ["redis-server", "--port", "6390"]},
+        "health": {"kind": "tcp", "port": 6390}, "labels": {"tier": "data"},
+    }]})
+
+
+class ServicePublic(BaseModel):
+    id: str
+    description: str
+    labels: dict[str, str]
+    driver: str
+    config: dict[str, Any]
+    depends_on: list[str]
+    health: dict[str, Any] | None
+    restart: dict[str, Any]
+    monitored: bool
+    restart_with_dependencies: bool
+    host: str | None
+    secret_keys: list[str]
+    version: int = Field(description="Current config version; send it back as If-Match to change the config")
+    state: str
+    state_detail: dict[str, Any]
+    state_changed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: ServiceRow) -> ServicePublic:
+        spec = row.spec
+        secret_keys = list(spec.get("secret_keys") or [])
+        content = redact(spec, secret_keys)
+        return cls(
+            id=row.id,
+            description=row.description,
+            labels=row.labels or {},
+            driver=row.driver,
+            config=content.get("config") or {},
+            depends_on=list(row.depends_on or []),
+            health=content.get("health"),
+            restart=content.get("restart") or {},
+            monitored=row.monitored,
+            restart_with_dependencies=bool(spec.get("restart_with_dependencies", False)),
+            host=row.host,
+            secret_keys=secret_keys,
+            version=row.current_version,
+            state=row.state,
+            state_detail=row.state_detail or {},
+            state_changed_at=row.state_changed_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+class ServiceBody(BaseModel):
+    """The versioned content of a service (everything but its id). Redacted secrets sent back are kept."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "driver": "process", "config": {"command": ["python3", "app.py"]}, "depends_on": ["database"],
+        "health": {"kind": "http", "url": "http://127.0.0.1:8080/health"},
+    }]})
+
+
+class ConfigUpdate(BaseModel):
+    content: dict[str, Any] = Field(description="The service's full definition without its id")
+    expected_version: int | None = Field(None, ge=1, description="Or send the If-Match header")
+    comment: str = Field("", max_length=2000)
+
+
+class ConfigRevert(BaseModel):
+    version: int = Field(ge=1, description="The version whose content becomes the new current version")
+    expected_version: int | None = Field(None, ge=1)
+    comment: str = Field("", max_length=2000)
+
+
+class ConfigVersionPublic(BaseModel):
+    service_id: str
+    version: int
+    content: dict[str, Any]
+    content_hash: str
+    author: str
+    comment: str
+    reverted_from: int | None
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: ConfigVersionRow) -> ConfigVersionPublic:
+        return cls(
+            service_id=row.service_id, version=row.version,
+            content=redact(row.content, row.content.get("secret_keys") or []),
+            content_hash=row.content_hash, author=row.author, comment=row.comment, reverted_from=row.reverted_from,
+            status=row.status, created_at=row.created_at,
+        )
+
+
+class ConfigDiff(BaseModel):
+    service_id: str
+    from_version: int
+    to_version: int
+    patch: list[dict[str, Any]] = Field(description="RFC 6902 JSON Patch turning `from` into `to` (redacted)")
+
+
+class ValidationReport(BaseModel):
+    valid: bool
+    problems: list[dict[str, Any]] = Field(default_factory=list)
+    order: list[list[str]] | None = Field(None, description="Start layers, when the graph is valid")
+
+
+class TemplateParameter(BaseModel):
+    name: str
+    description: str = ""
+    default: Any = None
+    required: bool = False
+
+
+class TemplatePublic(BaseModel):
+    name: str
+    description: str
+    parameters: list[TemplateParameter]
+    content: dict[str, Any]
+    builtin: bool
+
+    @classmethod
+    def of(cls, row: ConfigTemplateRow) -> TemplatePublic:
+        return cls(name=row.name, description=row.description,
+                   parameters=[TemplateParameter.model_validate(p) for p in row.parameters],
+                   content=row.content, builtin=row.builtin)
+
+
+class TemplateInstantiate(BaseModel):
+    service_id: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    create: bool = Field(False, description="Also create the service in the registry")
+    comment: str = ""
+
+
+class ApplyResultPublic(BaseModel):
+    created: list[str]
+    updated: list[str]
+    unchanged: list[str]
+    deleted: list[str]
+
+
+class AuditPublic(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    request_id: str | None
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: AuditRow) -> AuditPublic:
+        return cls(id=row.id, at=row.at, actor=row.actor, action=row.action, target=row.target, outcome=row.outcome,
+                   request_id=row.request_id, details=row.details or {})

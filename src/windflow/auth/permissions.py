@@ -1,0 +1,55 @@
+"""Permissions and the built-in roles that bundle them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    INITIALIZE_SYSTEM = "initialize_system"
+    SERVICES_READ = "services:read"
+    SERVICES_CONTROL = "services:control"
+    CONFIGS_READ = "configs:read"
+    CONFIGS_WRITE = "configs:write"
+    RECOVERY_TRIGGER = "recovery:trigger"
+    SCHEDULES_MANAGE = "schedules:manage"
+    USERS_MANAGE = "users:manage"
+    AUDIT_READ = "audit:read"
+
+
+ALL_PERMISSIONS = frozenset(Permission)
+
+BUILTIN_ROLES: dict[str, frozenset[Permission]] = {
+    "admin": ALL_PERMISSIONS,
+    "operator": frozenset(
+        {
+            Permission.INITIALIZE_SYSTEM,
+            Permission.SERVICES_READ,
+            Permission.SERVICES_CONTROL,
+            Permission.CONFIGS_READ,
+            Permission.CONFIGS_WRITE,
+            Permission.RECOVERY_TRIGGER,
+            Permission.SCHEDULES_MANAGE,
+            Permission.AUDIT_READ,
+        }
+    ),
+    "viewer": frozenset({Permission.SERVICES_READ, Permission.CONFIGS_READ}),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user (through a session token) or a machine (through a personal API token)."""
+
+    name: str
+    permissions: frozenset[str] = field(default_factory=frozenset)
+    roles: tuple[str, ...] = ()
+    kind: str = "user"  # user | api_token | system
+    token_id: str | None = None
+
+    def can(self, permission: str) -> bool:
+        return permission in self.permissions
+
+
+SYSTEM_PRINCIPAL = Principal(name="system", permissions=ALL_PERMISSIONS, roles=("admin",), kind="system")

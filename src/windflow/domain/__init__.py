@@ -1,0 +1,1 @@
+"""Pure models and rules. No I/O; safe to import inside workflows."""

@@ -1,0 +1,334 @@
+"""The service registry's model: what a service is, how it is driven, probed and restarted.
+
+Everything here is pure pydantic: safe inside workflows and shared by API, store and activities.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from windflow.domain.durations import Duration
+
+SERVICE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
+_SERVICE_ID = re.compile(SERVICE_ID_PATTERN)
+
+ServiceId = Annotated[
+    str,
+    Field(
+        pattern=SERVICE_ID_PATTERN,
+        min_length=1,
+        max_length=64,
+        description="Slug: lower-case letters, digits, '-' and '_', starting and ending with a letter or digit.",
+        examples=["database"],
+    ),
+]
+
+
+def is_service_id(value: str) -> bool:
+    return bool(_SERVICE_ID.match(value))
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a system file must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- drivers
+
+
+class DriverKind(StrEnum):
+    PROCESS = "process"
+    COMMAND = "command"
+    HTTP = "http"
+    NOOP = "noop"
+
+
+class ProcessConfig(_Strict):
+    """A local process started and watched by the worker."""
+
+    driver: Literal["process"] = Field("process", exclude=True, repr=False)
+    command: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="argv; never run through a shell", examples=[["python3", "-m", "http.server"]]
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables")
+    cwd: str | None = Field(None, description="Working directory (relative paths resolve against the system file)")
+    inherit_env: bool = Field(True, description="Start from the worker's environment before applying `env`")
+    stop_signal: Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"] = "SIGTERM"
+    stop_grace: Duration = Field(10.0, description="Time between the stop signal and SIGKILL")
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Size cap of each log file before rotation")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not name or "=" in name or "\x00" in name:
+                raise ValueError(f"invalid environment variable name {name!r}")
+        return value
+
+
+class ShellCommand(_Strict):
+    """One command of the `command` driver: argv list (preferred) or a shell string run with `sh -c`."""
+
+    run: list[Annotated[str, Field(min_length=1)]] | Annotated[str, Field(min_length=1)] = Field(
+        description="argv list, or a string run through `/bin/sh -c` (the string is yours, never interpolated)"
+    )
+    timeout: Duration = 30.0
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+
+class CommandConfig(_Strict):
+    """User-given commands for start / stop / restart / status: systemd units, init scripts, remote hosts."""
+
+    driver: Literal["command"] = Field("command", exclude=True, repr=False)
+    start: ShellCommand
+    stop: ShellCommand
+    restart: ShellCommand | None = Field(None, description="Defaults to stop then start")
+    status: ShellCommand | None = Field(None, description="Exit 0 means running; absent means unknown")
+
+
+class HttpEndpoint(_Strict):
+    url: str = Field(pattern=r"^https?://", examples=["http://127.0.0.1:9000/control/start"])
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+
+
+class HttpDriverConfig(_Strict):
+    """Control endpoints of a service that exposes them (an agent, a cloud API, a webhook relay)."""
+
+    driver: Literal["http"] = Field("http", exclude=True, repr=False)
+    start: HttpEndpoint
+    stop: HttpEndpoint
+    restart: HttpEndpoint | None = None
+    status: HttpEndpoint | None = None
+    auth_token: str | None = Field(None, description="Sent as `Authorization: Bearer ...`; redacted everywhere")
+    timeout: Duration = 10.0
+    verify_tls: bool = True
+
+
+class NoopConfig(_Strict):
+    """Starts nothing; for dry runs and for services something else manages."""
+
+    driver: Literal["noop"] = Field("noop", exclude=True, repr=False)
+
+
+DriverConfig = Annotated[
+    ProcessConfig | CommandConfig | HttpDriverConfig | NoopConfig,
+    Field(discriminator="driver"),
+]
+
+DRIVER_CONFIG_MODELS: dict[DriverKind, type[BaseModel]] = {
+    DriverKind.PROCESS: ProcessConfig,
+    DriverKind.COMMAND: CommandConfig,
+    DriverKind.HTTP: HttpDriverConfig,
+    DriverKind.NOOP: NoopConfig,
+}
+
+# --------------------------------------------------------------------------- health
+
+
+class ProbeKind(StrEnum):
+    HTTP = "http"
+    TCP = "tcp"
+    EXEC = "exec"
+    POSTGRES = "postgres"
+    REDIS = "redis"
+
+
+class _HealthBase(_Strict):
+    interval: Duration = Field(2.0, gt=0, description="Time between probes")
+    timeout: Duration = Field(1.0, gt=0, description="A probe that takes longer fails")
+    failure_threshold: int = Field(3, ge=1, le=100, description="Consecutive failures before unhealthy")
+    success_threshold: int = Field(1, ge=1, le=100, description="Consecutive passes before healthy")
+    start_period: Duration = Field(0.0, ge=0, description="Failures are ignored this long after a start")
+
+
+class HttpHealth(_HealthBase):
+    kind: Literal["http"]
+    url: str = Field(pattern=r"^https?://", examples=["http://127.0.0.1:8000/health"])
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    body_contains: str | None = None
+    body_regex: str | None = None
+    max_latency: Duration | None = Field(None, description="Slower answers count as failures")
+    headers: dict[str, str] = Field(default_factory=dict)
+    verify_tls: bool = True
+
+    @field_validator("expect_status", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("body_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+class TcpHealth(_HealthBase):
+    kind: Literal["tcp"]
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
+class ExecHealth(_HealthBase):
+    kind: Literal["exec"]
+    command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, description="argv; exit 0 is healthy")
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+
+class PostgresHealth(_HealthBase):
+    kind: Literal["postgres"]
+    dsn: str = Field(
+        description="libpq connection string or URL; a password in it is redacted",
+        examples=["postgresql://app@127.0.0.1:5432/app"],
+    )
+    query: str = "SELECT 1"
+
+
+class RedisHealth(_HealthBase):
+    kind: Literal["redis"]
+    url: str = Field(pattern=r"^rediss?://", examples=["redis://127.0.0.1:6379/0"])
+
+
+HealthSpec = Annotated[
+    HttpHealth | TcpHealth | ExecHealth | PostgresHealth | RedisHealth,
+    Field(discriminator="kind"),
+]
+
+# --------------------------------------------------------------------------- restart policy
+
+
+class GiveUp(StrEnum):
+    ESCALATE = "escalate"  # notify, leave the service stopped
+    ESCALATE_AND_RETRY = "escalate_and_retry"  # notify, keep retrying at backoff_max
+    ASK = "ask"  # notify, wait for an operator's decision
+
+
+class RestartPolicy(_Strict):
+    max_attempts: int = Field(5, ge=1, le=1000, description="Restarts within `reset_after` before giving up")
+    backoff: Duration = Field(1.0, ge=0, description="Delay before the second attempt")
+    multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    backoff_max: Duration = Field(60.0, ge=0)
+    jitter: float = Field(0.1, ge=0.0, le=1.0, description="Fraction of the delay added at random")
+    reset_after: Duration = Field(300.0, ge=0, description="Healthy this long resets the attempt count")
+    on_give_up: GiveUp = GiveUp.ESCALATE
+    ask_timeout: Duration = Field(3600.0, gt=0, description="With on_give_up=ask: wait this long for a decision")
+
+    @model_validator(mode="after")
+    def _cap(self) -> RestartPolicy:
+        if self.backoff_max < self.backoff:
+            raise ValueError("backoff_max must be at least backoff")
+        return self
+
+    def delay_before(self, attempt: int) -> float:
+        """Delay (seconds, without jitter) before ``attempt`` (1-based); attempt 1 runs at once."""
+        if attempt <= 1:
+            return 0.0
+        delay = self.backoff * (self.multiplier ** (attempt - 2))
+        return min(delay, self.backoff_max)
+
+
+# --------------------------------------------------------------------------- service
+
+SECRET_KEY_PATTERN = re.compile(
+    r"(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|^key$|_key$)", re.IGNORECASE
+)
+
+
+class ServiceSpec(_Strict):
+    """A service as declared in the system file and stored in the registry."""
+
+    id: ServiceId
+    description: str = Field("", max_length=2000)
+    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=255)]] = Field(
+        default_factory=dict
+    )
+    driver: DriverKind
+    config: DriverConfig
+    depends_on: list[ServiceId] = Field(default_factory=list)
+    health: HealthSpec | None = None
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    monitored: bool = Field(True, description="Supervise the service and recover it when it fails")
+    restart_with_dependencies: bool = Field(
+        False, description="Restart this service after one of its dependencies was recovered"
+    )
+    host: str | None = Field(None, max_length=253, description="Run the driver on this worker host only")
+    secret_keys: list[str] = Field(
+        default_factory=list, description="Extra config keys whose values are secrets (redacted in responses)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tag_config(cls, data: Any) -> Any:
+        # The config's type follows the sibling `driver` field: tag it so the union discriminates on it.
+        if isinstance(data, dict) and "config" in data:
+            driver = data.get("driver")
+            config = data.get("config")
+            if config is None:
+                config = {}
+            if isinstance(config, dict) and isinstance(driver, str):
+                data = {**data, "config": {**config, "driver": driver}}
+            elif isinstance(config, BaseModel) and isinstance(driver, str):
+                data = {**data, "config": {**config.model_dump(), "driver": driver}}
+        elif isinstance(data, dict) and data.get("driver") == DriverKind.NOOP:
+            data = {**data, "config": {"driver": "noop"}}
+        return data
+
+    @field_validator("depends_on")
+    @classmethod
+    def _unique_deps(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        dupes = [d for d in value if d in seen or seen.add(d)]  # type: ignore[func-returns-value]
+        if dupes:
+            raise ValueError(f"listed more than once: {', '.join(sorted(set(dupes)))}")
+        return value
+
+    @model_validator(mode="after")
+    def _self_dependency(self) -> ServiceSpec:
+        if self.id in self.depends_on:
+            raise ValueError(f"service {self.id!r} cannot depend on itself")
+        return self
+
+    def content(self) -> dict[str, Any]:
+        """The versioned part of a service: everything but its id, as JSON-ready data."""
+        return self.model_dump(mode="json", exclude={"id"})
+
+    @property
+    def process_config(self) -> ProcessConfig:
+        assert isinstance(self.config, ProcessConfig)
+        return self.config
+
+
+class ServiceState(StrEnum):
+    """What windflow last knew about a service (stored; live detail comes from supervisors)."""
+
+    UNKNOWN = "unknown"
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    RECOVERING = "recovering"
+    BACKING_OFF = "backing_off"
+    BLOCKED = "blocked"
+    GAVE_UP = "gave_up"

@@ -1,0 +1,151 @@
+"""The system file (``windflow.yaml``): every service of a system, validated all together.
+
+Parsing is pure: the caller reads the file; this module turns text into specs or a complete list of
+problems, each with the path where it sits (``services.api.health.port``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from windflow.domain.errors import ConfigInvalid
+from windflow.domain.graph import find_cycle, format_cycle, missing_dependencies
+from windflow.domain.models import ProcessConfig, ServiceSpec, is_service_id
+
+SYSTEM_FILE_VERSION = 1
+_UNION_FIELDS = {"config", "health"}
+
+
+class Problem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str = "value_error"
+
+    @property
+    def path(self) -> str:
+        return ".".join(str(p) for p in self.loc)
+
+
+def problems_from(exc: ValidationError, prefix: Iterable[str | int] = ()) -> list[Problem]:
+    """Pydantic errors as :class:`Problem` s; discriminator tags are dropped from the path."""
+    out: list[Problem] = []
+    for err in exc.errors(include_url=False):
+        loc = list(err["loc"])
+        if len(loc) >= 2 and loc[0] in _UNION_FIELDS and isinstance(loc[1], str) and "-" not in loc[1]:
+            tag = loc[1]
+            if tag in {"process", "command", "http", "noop", "tcp", "exec", "postgres", "redis"}:
+                loc = [loc[0], *loc[2:]]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        out.append(Problem(loc=[*prefix, *loc], msg=msg, type=str(err["type"])))
+    return out
+
+
+def graph_problems(graph: Mapping[str, list[str]], prefix: Iterable[str | int] = ("services",)) -> list[Problem]:
+    problems: list[Problem] = []
+    for node, deps in sorted(missing_dependencies(graph).items()):
+        problems.append(
+            Problem(loc=[*prefix, node, "depends_on"], msg=f"unknown service(s): {', '.join(deps)}", type="missing")
+        )
+    if not problems:
+        cycle = find_cycle(graph)
+        if cycle:
+            problems.append(
+                Problem(loc=[*prefix, cycle[0], "depends_on"], msg=f"dependency cycle: {format_cycle(cycle)}",
+                        type="cycle")
+            )
+    return problems
+
+
+class SystemFile(BaseModel):
+    version: int = Field(SYSTEM_FILE_VERSION, description="Format version of the file")
+    services: list[ServiceSpec]
+
+
+def parse_yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigInvalid(f"the system file is not valid YAML{where}",
+                            details=[{"loc": [], "msg": str(exc), "type": "yaml"}]) from None
+
+
+def load_system(data: Any, *, base_dir: str | None = None) -> SystemFile:
+    """Validate a whole system document. Raises :class:`ConfigInvalid` listing every problem."""
+    problems: list[Problem] = []
+    if not isinstance(data, dict):
+        raise ConfigInvalid("the system file must be a mapping with a 'services' key",
+                            details=[Problem(loc=[], msg="expected a mapping").model_dump()])
+    unknown = sorted(set(data) - {"version", "services"})
+    for key in unknown:
+        problems.append(Problem(loc=[key], msg="unknown top-level key", type="extra_forbidden"))
+    version = data.get("version", SYSTEM_FILE_VERSION)
+    if version != SYSTEM_FILE_VERSION:
+        problems.append(Problem(loc=["version"], msg=f"unsupported version {version!r} (expected 1)"))
+    raw_services = data.get("services")
+    if not isinstance(raw_services, dict):
+        problems.append(Problem(loc=["services"], msg="expected a mapping of service id to service", type="dict_type"))
+        raise ConfigInvalid(_summary(problems), details=[p.model_dump() for p in problems])
+    specs: list[ServiceSpec] = []
+    for sid, body in raw_services.items():
+        sid_text = str(sid)
+        if not is_service_id(sid_text):
+            problems.append(Problem(loc=["services", sid_text], msg="invalid service id: use a-z, 0-9, '-', '_'"))
+            continue
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            problems.append(Problem(loc=["services", sid_text], msg="expected a mapping", type="dict_type"))
+            continue
+        if "id" in body and body["id"] != sid_text:
+            problems.append(Problem(loc=["services", sid_text, "id"], msg="id differs from the key"))
+            continue
+        try:
+            spec = ServiceSpec.model_validate({**body, "id": sid_text})
+        except ValidationError as exc:
+            problems.extend(problems_from(exc, ["services", sid_text]))
+            continue
+        specs.append(resolve_paths(spec, base_dir) if base_dir else spec)
+    if not problems:
+        problems.extend(graph_problems({s.id: list(s.depends_on) for s in specs}))
+    if problems:
+        raise ConfigInvalid(_summary(problems), details=[p.model_dump() for p in problems])
+    return SystemFile(version=SYSTEM_FILE_VERSION, services=specs)
+
+
+def _summary(problems: list[Problem]) -> str:
+    n = len(problems)
+    first = problems[0]
+    more = f" (and {n - 1} more)" if n > 1 else ""
+    return f"invalid system file: {first.path or 'document'}: {first.msg}{more}"
+
+
+def resolve_paths(spec: ServiceSpec, base_dir: str) -> ServiceSpec:
+    """Make a process service's relative ``cwd`` absolute against the system file's directory."""
+    if isinstance(spec.config, ProcessConfig):
+        cwd = spec.config.cwd
+        resolved = os.path.normpath(os.path.join(base_dir, cwd)) if cwd and not os.path.isabs(cwd) else cwd
+        if cwd is None:
+            resolved = base_dir
+        if resolved != cwd:
+            config = spec.config.model_copy(update={"cwd": resolved})
+            return spec.model_copy(update={"config": config})
+    return spec
+
+
+def dump_system(specs: Iterable[ServiceSpec]) -> dict[str, Any]:
+    """The registry as a system document that re-applies to the same state."""
+    return {
+        "version": SYSTEM_FILE_VERSION,
+        "services": {s.id: s.content() for s in sorted(specs, key=lambda s: s.id)},
+    }
+
+
+def to_yaml(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True)

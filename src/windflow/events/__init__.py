@@ -1,0 +1,1 @@
+"""Event bus: an in-process bus for embedded mode, Redis Streams in production."""

@@ -1,0 +1,236 @@
+"""Service registry use cases: create, change, revert, delete services and apply whole systems.
+
+Each function runs inside the caller's unit of work (it never commits) and writes its events to the
+outbox in the same transaction, so a change and its event cannot diverge.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from windflow.domain.errors import ConfigInvalid, Conflict, NotFound
+from windflow.domain.events import ConfigChanged, EventType, make_event
+from windflow.domain.graph import dependants
+from windflow.domain.models import ServiceSpec
+from windflow.domain.redaction import REDACTED, contains_placeholder, restore_redacted
+from windflow.domain.system import Problem, SystemFile, graph_problems, problems_from
+from windflow.persistence.models import ConfigVersionRow, ServiceRow
+from windflow.persistence.repositories import (
+    ConfigVersionRepository,
+    OutboxRepository,
+    ServiceRepository,
+    spec_of,
+)
+
+services_repo = ServiceRepository()
+versions_repo = ConfigVersionRepository()
+outbox_repo = OutboxRepository()
+
+
+def _invalid(problems: list[Problem], message: str | None = None) -> ConfigInvalid:
+    first = problems[0]
+    text = message or f"invalid service: {first.path}: {first.msg}"
+    if len(problems) > 1 and message is None:
+        text += f" (and {len(problems) - 1} more)"
+    return ConfigInvalid(text, details=[p.model_dump() for p in problems])
+
+
+def parse_spec(data: dict[str, Any], *, prefix: list[str | int] | None = None) -> ServiceSpec:
+    try:
+        return ServiceSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(problems_from(exc, prefix or [])) from None
+
+
+async def emit_config_changed(
+    *, session: AsyncSession, service_id: str, version: int, author: str, comment: str, change: str
+) -> None:
+    event = make_event(
+        EventType.CONFIG_CHANGED,
+        ConfigChanged(service_id=service_id, version=version, author=author, comment=comment, change=change),
+        event_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+    )
+    await outbox_repo.add(session=session, event=event)
+
+
+async def check_graph_with(
+    *, session: AsyncSession, specs: list[ServiceSpec], removed: frozenset[str] | set[str] = frozenset()
+) -> None:
+    graph = {k: v for k, v in (await services_repo.graph(session=session)).items() if k not in removed}
+    for spec in specs:
+        graph[spec.id] = list(spec.depends_on)
+    problems = graph_problems(graph)
+    if problems:
+        raise _invalid(problems, message=problems[0].msg)
+
+
+async def create_service(
+    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = ""
+) -> ConfigVersionRow:
+    if contains_placeholder(spec.content()):
+        raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
+    if await services_repo.get(session=session, service_id=spec.id) is not None:
+        raise Conflict(f"service {spec.id!r} already exists", details={"service_id": spec.id})
+    await check_graph_with(session=session, specs=[spec])
+    version = await services_repo.create(session=session, spec=spec, author=author, comment=comment)
+    await emit_config_changed(session=session, service_id=spec.id, version=1, author=author, comment=comment,
+                              change="create")
+    return version
+
+
+def merge_secrets(new: dict[str, Any], old_row: ServiceRow) -> dict[str, Any]:
+    """A client that read a redacted config and sends it back keeps the stored secrets."""
+    return restore_redacted(new, {"id": old_row.id, **old_row.spec})
+
+
+async def update_service(
+    *,
+    session: AsyncSession,
+    service_id: str,
+    data: dict[str, Any],
+    expected_version: int | None,
+    author: str,
+    comment: str = "",
+) -> tuple[ServiceRow, ConfigVersionRow | None]:
+    row = await services_repo.require(session=session, service_id=service_id, for_update=True)
+    merged = merge_secrets({**data, "id": service_id}, row)
+    spec = parse_spec(merged)
+    if contains_placeholder(spec.content()):
+        raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
+    await check_graph_with(session=session, specs=[spec])
+    version = await services_repo.update(
+        session=session, spec=spec, expected_version=expected_version, author=author, comment=comment
+    )
+    if version is not None:
+        await emit_config_changed(session=session, service_id=service_id, version=version.version, author=author,
+                                  comment=comment, change="update")
+    return row, version
+
+
+async def revert_service(
+    *,
+    session: AsyncSession,
+    service_id: str,
+    to_version: int,
+    expected_version: int | None,
+    author: str,
+    comment: str = "",
+) -> ConfigVersionRow:
+    await services_repo.require(session=session, service_id=service_id, for_update=True)
+    old = await versions_repo.get(session=session, service_id=service_id, version=to_version)
+    spec = parse_spec({**old.content, "id": service_id})
+    await check_graph_with(session=session, specs=[spec])
+    version = await services_repo.update(
+        session=session,
+        spec=spec,
+        expected_version=expected_version,
+        author=author,
+        comment=comment or f"revert to version {to_version}",
+        reverted_from=to_version,
+    )
+    assert version is not None
+    await emit_config_changed(session=session, service_id=service_id, version=version.version, author=author,
+                              comment=version.comment, change="revert")
+    return version
+
+
+async def delete_service(*, session: AsyncSession, service_id: str, force: bool, author: str) -> list[str]:
+    """Delete a service. Refused while others depend on it unless ``force`` (which unlinks them)."""
+    await services_repo.require(session=session, service_id=service_id, for_update=True)
+    graph = await services_repo.graph(session=session)
+    direct = sorted(n for n, deps in graph.items() if service_id in deps)
+    if direct and not force:
+        raise Conflict(
+            f"service {service_id!r} is a dependency of {', '.join(direct)}; delete those first or use force",
+            details={"dependants": direct, "all_dependants": sorted(dependants(graph, service_id))},
+        )
+    for name in direct:
+        row = await services_repo.require(session=session, service_id=name, for_update=True)
+        spec = spec_of(row)
+        spec = spec.model_copy(update={"depends_on": [d for d in spec.depends_on if d != service_id]})
+        comment = f"dependency {service_id!r} deleted"
+        version = await services_repo.update(session=session, spec=spec, expected_version=None, author=author,
+                                             comment=comment)
+        if version is not None:
+            await emit_config_changed(session=session, service_id=name, version=version.version, author=author,
+                                      comment=comment, change="update")
+    await services_repo.delete(session=session, service_id=service_id)
+    await emit_config_changed(session=session, service_id=service_id, version=0, author=author, comment="deleted",
+                              change="delete")
+    return direct
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged, "deleted": self.deleted}
+
+
+async def apply_system(
+    *, session: AsyncSession, system: SystemFile, author: str, prune: bool = False, comment: str = ""
+) -> ApplyResult:
+    """Make the registry hold ``system``: all-or-nothing (the caller's transaction rolls back on error)."""
+    result = ApplyResult()
+    existing = {r.id: r for r in await services_repo.all(session=session)}
+    wanted = {s.id: s for s in system.services}
+    removed = set(existing) - set(wanted) if prune else set()
+    problems: list[Problem] = []
+    merged_specs: list[ServiceSpec] = []
+    for spec in system.services:
+        if spec.id in existing:
+            merged = merge_secrets(spec.model_dump(mode="json"), existing[spec.id])
+            try:
+                spec = ServiceSpec.model_validate(merged)
+            except ValidationError as exc:
+                problems.extend(problems_from(exc, ["services", spec.id]))
+                continue
+        if contains_placeholder(spec.content()):
+            problems.append(Problem(loc=["services", spec.id], msg=f"{REDACTED!r} is a placeholder for a secret"))
+        merged_specs.append(spec)
+    graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}
+    graph.update({s.id: list(s.depends_on) for s in merged_specs})
+    problems.extend(graph_problems(graph))
+    if problems:
+        raise _invalid(problems, message=f"invalid system: {problems[0].path}: {problems[0].msg}")
+    note = comment or "applied from system file"
+    # creates first in dependency order is not needed: the graph was checked as a whole
+    for spec in merged_specs:
+        if spec.id not in existing:
+            await services_repo.create(session=session, spec=spec, author=author, comment=note)
+            await emit_config_changed(session=session, service_id=spec.id, version=1, author=author, comment=note,
+                                      change="create")
+            result.created.append(spec.id)
+            continue
+        version = await services_repo.update(session=session, spec=spec, expected_version=None, author=author,
+                                             comment=note)
+        if version is None:
+            result.unchanged.append(spec.id)
+        else:
+            await emit_config_changed(session=session, service_id=spec.id, version=version.version, author=author,
+                                      comment=note, change="update")
+            result.updated.append(spec.id)
+    for sid in sorted(removed):
+        await services_repo.delete(session=session, service_id=sid)
+        await emit_config_changed(session=session, service_id=sid, version=0, author=author, comment=note,
+                                  change="delete")
+        result.deleted.append(sid)
+    return result
+
+
+async def load_spec(*, session: AsyncSession, service_id: str) -> ServiceSpec:
+    row = await services_repo.get(session=session, service_id=service_id)
+    if row is None:
+        raise NotFound(f"service {service_id!r} not found", details={"service_id": service_id})
+    return spec_of(row)

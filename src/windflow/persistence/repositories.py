@@ -1,0 +1,560 @@
+"""Repositories: async, keyword-only ``session``, never commit (the unit of work owns the transaction)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, and_, case, delete, func, literal_column, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from windflow.domain.errors import ConfigInvalid, NotFound, VersionConflict
+from windflow.domain.events import Event
+from windflow.domain.models import ServiceSpec
+from windflow.domain.results import ProbeResult
+from windflow.persistence.models import (
+    AuditRow,
+    ConfigTemplateRow,
+    ConfigVersionRow,
+    OutboxRow,
+    ProbeResultRow,
+    RunSummaryRow,
+    ServiceRow,
+    utcnow,
+)
+
+T = TypeVar("T")
+MAX_LIMIT = 500
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any]:
+    if not cursor:
+        return {}
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError
+        return data
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigInvalid("invalid cursor", details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]) from None
+
+
+def content_hash(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _search_text(spec: ServiceSpec) -> str:
+    labels = " ".join(f"{k} {v} {k}={v}" for k, v in sorted(spec.labels.items()))
+    return f"{spec.id} {spec.id.replace('-', ' ').replace('_', ' ')} {spec.description} {labels}".strip()
+
+
+def spec_of(row: ServiceRow) -> ServiceSpec:
+    return ServiceSpec.model_validate({"id": row.id, **row.spec})
+
+
+# --------------------------------------------------------------------------- services
+
+
+class ServiceRepository:
+    async def get(self, *, session: AsyncSession, service_id: str, for_update: bool = False) -> ServiceRow | None:
+        stmt = select(ServiceRow).where(ServiceRow.id == service_id)
+        if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        return (await session.execute(stmt)).scalar_one_or_none()
+
+    async def require(self, *, session: AsyncSession, service_id: str, for_update: bool = False) -> ServiceRow:
+        row = await self.get(session=session, service_id=service_id, for_update=for_update)
+        if row is None:
+            raise NotFound(f"service {service_id!r} not found", details={"service_id": service_id})
+        return row
+
+    async def ids(self, *, session: AsyncSession) -> list[str]:
+        return list((await session.execute(select(ServiceRow.id).order_by(ServiceRow.id))).scalars())
+
+    async def graph(self, *, session: AsyncSession) -> dict[str, list[str]]:
+        rows = await session.execute(select(ServiceRow.id, ServiceRow.depends_on))
+        return {sid: list(deps or []) for sid, deps in rows}
+
+    async def all(self, *, session: AsyncSession) -> list[ServiceRow]:
+        return list((await session.execute(select(ServiceRow).order_by(ServiceRow.id))).scalars())
+
+    async def specs(self, *, session: AsyncSession, ids: Sequence[str] | None = None) -> list[ServiceSpec]:
+        stmt = select(ServiceRow).order_by(ServiceRow.id)
+        if ids is not None:
+            stmt = stmt.where(ServiceRow.id.in_(list(ids)))
+        return [spec_of(r) for r in (await session.execute(stmt)).scalars()]
+
+    async def list(
+        self,
+        *,
+        session: AsyncSession,
+        limit: int = 50,
+        cursor: str | None = None,
+        labels: dict[str, str] | None = None,
+        driver: str | None = None,
+        monitored: bool | None = None,
+        state: str | None = None,
+        q: str | None = None,
+    ) -> Page[ServiceRow]:
+        limit = max(1, min(limit, MAX_LIMIT))
+        position = decode_cursor(cursor)
+        stmt: Select[Any] = select(ServiceRow)
+        if driver:
+            stmt = stmt.where(ServiceRow.driver == driver)
+        if monitored is not None:
+            stmt = stmt.where(ServiceRow.monitored == monitored)
+        if state:
+            stmt = stmt.where(ServiceRow.state == state)
+        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+        for key, value in (labels or {}).items():
+            if dialect == "postgresql":
+                stmt = stmt.where(ServiceRow.labels.contains({key: value}))  # type: ignore[attr-defined]
+            else:
+                stmt = stmt.where(func.json_extract(ServiceRow.labels, f'$."{key}"') == value)
+        if q and q.strip():
+            return await self._search(session=session, stmt=stmt, q=q.strip(), limit=limit, position=position,
+                                      dialect=dialect)
+        after = position.get("after")
+        if after is not None:
+            stmt = stmt.where(ServiceRow.id > str(after))
+        rows = list((await session.execute(stmt.order_by(ServiceRow.id).limit(limit + 1))).scalars())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor({"after": rows[-1].id}) if more and rows else None)
+
+    async def _search(
+        self, *, session: AsyncSession, stmt: Select[Any], q: str, limit: int, position: dict[str, Any], dialect: str
+    ) -> Page[ServiceRow]:
+        offset = int(position.get("offset", 0)) if str(position.get("offset", 0)).isdigit() else 0
+        if dialect == "postgresql":
+            vector = func.to_tsvector(literal_column("'simple'"), ServiceRow.search_text)
+            query = func.websearch_to_tsquery(literal_column("'simple'"), q)
+            prefix = or_(*(ServiceRow.search_text.ilike(f"%{_escape_like(t)}%", escape="\\") for t in q.split()))
+            rank = func.ts_rank(vector, query)
+            stmt = stmt.where(or_(vector.op("@@")(query), prefix)).order_by(rank.desc(), ServiceRow.id)
+        else:
+            terms = [t for t in q.split() if t]
+            stmt = stmt.where(
+                and_(*(ServiceRow.search_text.ilike(f"%{_escape_like(t)}%", escape="\\") for t in terms))
+            )
+            # rank: an exact id match first, then id prefix matches, then the rest by id
+            stmt = stmt.order_by((ServiceRow.id != q), ~ServiceRow.id.startswith(q), ServiceRow.id)
+        rows = list((await session.execute(stmt.offset(offset).limit(limit + 1))).scalars())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor({"offset": offset + limit}) if more else None)
+
+    async def create(
+        self, *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = ""
+    ) -> ConfigVersionRow:
+        content = spec.content()
+        row = ServiceRow(
+            id=spec.id,
+            description=spec.description,
+            labels=spec.labels,
+            driver=spec.driver.value,
+            monitored=spec.monitored,
+            depends_on=list(spec.depends_on),
+            host=spec.host,
+            current_version=1,
+            spec=content,
+            search_text=_search_text(spec),
+            state="unknown",
+            state_detail={},
+        )
+        session.add(row)
+        version = ConfigVersionRow(
+            service_id=spec.id, version=1, content=content, content_hash=content_hash(content), author=author,
+            comment=comment,
+        )
+        session.add(version)
+        await session.flush()
+        return version
+
+    async def update(
+        self,
+        *,
+        session: AsyncSession,
+        spec: ServiceSpec,
+        expected_version: int | None,
+        author: str,
+        comment: str = "",
+        reverted_from: int | None = None,
+    ) -> ConfigVersionRow | None:
+        """Save ``spec`` as the next version. Returns ``None`` when the content did not change.
+
+        The compare-and-set on ``current_version`` makes concurrent writers with the same expected
+        version produce exactly one new version; the others get :class:`VersionConflict`.
+        """
+        row = await self.require(session=session, service_id=spec.id, for_update=True)
+        if expected_version is not None and row.current_version != expected_version:
+            raise VersionConflict(
+                f"service {spec.id!r} is at version {row.current_version}, not {expected_version}",
+                details={"current_version": row.current_version, "expected_version": expected_version},
+            )
+        content = spec.content()
+        if content == row.spec and reverted_from is None:
+            return None
+        current = row.current_version
+        result = await session.execute(
+            update(ServiceRow)
+            .where(ServiceRow.id == spec.id, ServiceRow.current_version == current)
+            .values(
+                current_version=current + 1,
+                spec=content,
+                description=spec.description,
+                labels=spec.labels,
+                driver=spec.driver.value,
+                monitored=spec.monitored,
+                depends_on=list(spec.depends_on),
+                host=spec.host,
+                search_text=_search_text(spec),
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise VersionConflict(f"service {spec.id!r} was changed meanwhile", details={"expected_version": current})
+        version = ConfigVersionRow(
+            service_id=spec.id, version=current + 1, content=content, content_hash=content_hash(content),
+            author=author, comment=comment, reverted_from=reverted_from,
+        )
+        session.add(version)
+        await session.flush()
+        await session.refresh(row)
+        return version
+
+    async def delete(self, *, session: AsyncSession, service_id: str) -> None:
+        await session.execute(delete(ProbeResultRow).where(ProbeResultRow.service_id == service_id))
+        await session.execute(delete(ConfigVersionRow).where(ConfigVersionRow.service_id == service_id))
+        await session.execute(delete(ServiceRow).where(ServiceRow.id == service_id))
+
+    async def set_state(
+        self, *, session: AsyncSession, service_id: str, state: str, detail: dict[str, Any] | None = None
+    ) -> str | None:
+        """Record the state; returns the previous one (``None`` if the service is unknown)."""
+        row = await self.get(session=session, service_id=service_id)
+        if row is None:
+            return None
+        previous = row.state
+        row.state = state
+        row.state_detail = detail or {}
+        if previous != state:
+            row.state_changed_at = utcnow()
+        await session.flush()
+        return previous
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --------------------------------------------------------------------------- config versions
+
+
+class ConfigVersionRepository:
+    async def list(
+        self, *, session: AsyncSession, service_id: str, limit: int = 50, cursor: str | None = None
+    ) -> Page[ConfigVersionRow]:
+        limit = max(1, min(limit, MAX_LIMIT))
+        before = decode_cursor(cursor).get("before")
+        stmt = select(ConfigVersionRow).where(ConfigVersionRow.service_id == service_id)
+        if isinstance(before, int):
+            stmt = stmt.where(ConfigVersionRow.version < before)
+        rows = list((await session.execute(stmt.order_by(ConfigVersionRow.version.desc()).limit(limit + 1))).scalars())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor({"before": rows[-1].version}) if more and rows else None)
+
+    async def get(self, *, session: AsyncSession, service_id: str, version: int) -> ConfigVersionRow:
+        row = (
+            await session.execute(
+                select(ConfigVersionRow).where(
+                    ConfigVersionRow.service_id == service_id, ConfigVersionRow.version == version
+                )
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"service {service_id!r} has no version {version}",
+                           details={"service_id": service_id, "version": version})
+        return row
+
+    async def numbers(self, *, session: AsyncSession, service_id: str) -> list[int]:
+        stmt = select(ConfigVersionRow.version).where(ConfigVersionRow.service_id == service_id)
+        return sorted((await session.execute(stmt)).scalars())
+
+    async def mark(self, *, session: AsyncSession, service_id: str, version: int, status: str) -> None:
+        row = await self.get(session=session, service_id=service_id, version=version)
+        row.status = status
+        await session.flush()
+
+    async def last_good(self, *, session: AsyncSession, service_id: str) -> ConfigVersionRow | None:
+        stmt = (
+            select(ConfigVersionRow)
+            .where(ConfigVersionRow.service_id == service_id, ConfigVersionRow.status == "good")
+            .order_by(ConfigVersionRow.version.desc())
+            .limit(1)
+        )
+        return (await session.execute(stmt)).scalar_one_or_none()
+
+
+# --------------------------------------------------------------------------- templates
+
+
+class TemplateRepository:
+    async def list(self, *, session: AsyncSession) -> list[ConfigTemplateRow]:
+        return list((await session.execute(select(ConfigTemplateRow).order_by(ConfigTemplateRow.name))).scalars())
+
+    async def get(self, *, session: AsyncSession, name: str) -> ConfigTemplateRow:
+        row = await session.get(ConfigTemplateRow, name)
+        if row is None:
+            raise NotFound(f"template {name!r} not found", details={"template": name})
+        return row
+
+    async def upsert(
+        self,
+        *,
+        session: AsyncSession,
+        name: str,
+        description: str,
+        parameters: list[dict[str, Any]],
+        content: dict[str, Any],
+        builtin: bool = False,
+    ) -> ConfigTemplateRow:
+        row = await session.get(ConfigTemplateRow, name)
+        if row is None:
+            row = ConfigTemplateRow(name=name)
+            session.add(row)
+        row.description = description
+        row.parameters = parameters
+        row.content = content
+        row.builtin = builtin
+        await session.flush()
+        return row
+
+    async def delete(self, *, session: AsyncSession, name: str) -> None:
+        row = await self.get(session=session, name=name)
+        await session.delete(row)
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class AuditRepository:
+    async def add(
+        self,
+        *,
+        session: AsyncSession,
+        actor: str,
+        action: str,
+        target: str = "",
+        outcome: str = "success",
+        request_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditRow:
+        row = AuditRow(actor=actor, action=action, target=target, outcome=outcome, request_id=request_id,
+                       details=details or {}, at=utcnow())
+        session.add(row)
+        await session.flush()
+        return row
+
+    async def list(
+        self,
+        *,
+        session: AsyncSession,
+        limit: int = 50,
+        cursor: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Page[AuditRow]:
+        limit = max(1, min(limit, MAX_LIMIT))
+        before = decode_cursor(cursor).get("before")
+        stmt = select(AuditRow)
+        for column, value in ((AuditRow.actor, actor), (AuditRow.action, action), (AuditRow.target, target),
+                              (AuditRow.outcome, outcome)):
+            if value:
+                stmt = stmt.where(column == value)
+        if since:
+            stmt = stmt.where(AuditRow.at >= since)
+        if until:
+            stmt = stmt.where(AuditRow.at < until)
+        if isinstance(before, int):
+            stmt = stmt.where(AuditRow.id < before)
+        rows = list((await session.execute(stmt.order_by(AuditRow.id.desc()).limit(limit + 1))).scalars())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor({"before": rows[-1].id}) if more and rows else None)
+
+
+# --------------------------------------------------------------------------- run summaries
+
+
+class RunSummaryRepository:
+    async def upsert(
+        self,
+        *,
+        session: AsyncSession,
+        run_id: str,
+        kind: str,
+        workflow_id: str,
+        status: str,
+        actor: str = "system",
+        service_id: str | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> RunSummaryRow:
+        row = await session.get(RunSummaryRow, run_id)
+        if row is None:
+            row = RunSummaryRow(run_id=run_id, kind=kind, workflow_id=workflow_id, started_at=started_at or utcnow())
+            session.add(row)
+        row.status = status
+        row.actor = actor
+        row.service_id = service_id
+        if started_at is not None:
+            row.started_at = started_at
+        row.finished_at = finished_at
+        if summary is not None:
+            row.summary = summary
+        await session.flush()
+        return row
+
+    async def get(self, *, session: AsyncSession, run_id: str) -> RunSummaryRow | None:
+        return await session.get(RunSummaryRow, run_id)
+
+    async def list(
+        self,
+        *,
+        session: AsyncSession,
+        kind: str,
+        limit: int = 50,
+        cursor: str | None = None,
+        status: str | None = None,
+        service_id: str | None = None,
+    ) -> Page[RunSummaryRow]:
+        limit = max(1, min(limit, MAX_LIMIT))
+        pos = decode_cursor(cursor)
+        stmt = select(RunSummaryRow).where(RunSummaryRow.kind == kind)
+        if status:
+            stmt = stmt.where(RunSummaryRow.status == status)
+        if service_id:
+            stmt = stmt.where(RunSummaryRow.service_id == service_id)
+        if "started_at" in pos and "run_id" in pos:
+            at = datetime.fromisoformat(str(pos["started_at"]))
+            stmt = stmt.where(
+                or_(RunSummaryRow.started_at < at,
+                    and_(RunSummaryRow.started_at == at, RunSummaryRow.run_id < str(pos["run_id"])))
+            )
+        stmt = stmt.order_by(RunSummaryRow.started_at.desc(), RunSummaryRow.run_id.desc()).limit(limit + 1)
+        rows = list((await session.execute(stmt)).scalars())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if rows else None
+        nxt = None
+        if more and last is not None:
+            nxt = encode_cursor({"started_at": last.started_at.isoformat(), "run_id": last.run_id})
+        return Page(rows, nxt)
+
+    async def running(self, *, session: AsyncSession, kind: str) -> list[RunSummaryRow]:
+        stmt = select(RunSummaryRow).where(RunSummaryRow.kind == kind, RunSummaryRow.finished_at.is_(None))
+        return list((await session.execute(stmt)).scalars())
+
+
+# --------------------------------------------------------------------------- probe results
+
+
+class ProbeResultRepository:
+    async def add(
+        self, *, session: AsyncSession, service_id: str, results: Sequence[ProbeResult], keep: int = 1000
+    ) -> None:
+        if not results:
+            return
+        session.add_all(
+            ProbeResultRow(service_id=service_id, healthy=r.healthy, latency_ms=r.latency_ms, message=r.message[:2000],
+                           checked_at=r.checked_at)
+            for r in results
+        )
+        await session.flush()
+        # keep a bounded history: delete everything older than the newest `keep`
+        cutoff = (
+            select(ProbeResultRow.id)
+            .where(ProbeResultRow.service_id == service_id)
+            .order_by(ProbeResultRow.id.desc())
+            .offset(keep)
+            .limit(1)
+        )
+        boundary = (await session.execute(cutoff)).scalar_one_or_none()
+        if boundary is not None:
+            await session.execute(
+                delete(ProbeResultRow).where(ProbeResultRow.service_id == service_id, ProbeResultRow.id <= boundary)
+            )
+
+    async def recent(self, *, session: AsyncSession, service_id: str, limit: int = 100) -> list[ProbeResultRow]:
+        stmt = (
+            select(ProbeResultRow)
+            .where(ProbeResultRow.service_id == service_id)
+            .order_by(ProbeResultRow.id.desc())
+            .limit(max(1, min(limit, 1000)))
+        )
+        return list((await session.execute(stmt)).scalars())
+
+    async def availability(self, *, session: AsyncSession, service_id: str, window: timedelta) -> float | None:
+        since = utcnow() - window
+        stmt = select(func.count(), func.sum(case((ProbeResultRow.healthy, 1), else_=0))).where(
+            ProbeResultRow.service_id == service_id, ProbeResultRow.checked_at >= since
+        )
+        total, healthy = (await session.execute(stmt)).one()
+        return (float(healthy or 0) / total) if total else None
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+class OutboxRepository:
+    async def add(self, *, session: AsyncSession, event: Event) -> None:
+        session.add(
+            OutboxRow(event_id=event.event_id, event_type=event.event_type.value,
+                      payload=event.model_dump(mode="json"), created_at=event.timestamp)
+        )
+        await session.flush()
+
+    async def pending(self, *, session: AsyncSession, limit: int = 500) -> list[OutboxRow]:
+        stmt = select(OutboxRow).where(OutboxRow.published_at.is_(None)).order_by(OutboxRow.id).limit(limit)
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        return list((await session.execute(stmt)).scalars())
+
+    async def mark_published(self, *, session: AsyncSession, ids: Sequence[int]) -> None:
+        if ids:
+            await session.execute(update(OutboxRow).where(OutboxRow.id.in_(list(ids))).values(published_at=utcnow()))
+
+    async def purge_published(self, *, session: AsyncSession, older_than: timedelta) -> int:
+        result = await session.execute(
+            delete(OutboxRow).where(OutboxRow.published_at.is_not(None),
+                                    OutboxRow.published_at < utcnow() - older_than)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def lag(self, *, session: AsyncSession) -> int:
+        stmt = select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None))
+        return int((await session.execute(stmt)).scalar_one())

@@ -1,0 +1,33 @@
+"""Health checks: one Protocol, one class per probe kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+from windflow.domain.errors import ConfigInvalid
+from windflow.domain.models import HealthSpec, ProbeKind
+from windflow.domain.results import ProbeResult
+
+
+@runtime_checkable
+class HealthProbe(Protocol):
+    kind: ProbeKind
+
+    async def check(self, spec: HealthSpec) -> ProbeResult:
+        """Run one probe; never raises for an unhealthy target and never outlives ``spec.timeout``."""
+        ...
+
+
+class ProbeRegistry:
+    def __init__(self, probes: Mapping[ProbeKind, HealthProbe]) -> None:
+        self._probes = dict(probes)
+
+    def get(self, kind: ProbeKind | str) -> HealthProbe:
+        try:
+            return self._probes[ProbeKind(kind)]
+        except (KeyError, ValueError):
+            raise ConfigInvalid(f"no probe registered for kind {kind!r}") from None
+
+    async def check(self, spec: HealthSpec) -> ProbeResult:
+        return await self.get(spec.kind).check(spec)

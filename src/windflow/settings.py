@@ -1,0 +1,210 @@
+"""One settings object for every process (API, worker, CLI, `windflow up`).
+
+Read from ``WINDFLOW_*`` environment variables, an optional ``.env`` and an optional ``windflow.toml``
+(``WINDFLOW_CONFIG_FILE`` names another). Only composition roots call :func:`get_settings`; everything
+else receives the object.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MIN_JWT_SECRET_BYTES = 32
+
+
+class Mode(StrEnum):
+    EMBEDDED = "embedded"
+    PRODUCTION = "production"
+
+
+class SettingsError(Exception):
+    """Invalid settings: the message names each offending environment variable."""
+
+
+def _toml_file() -> Path:
+    return Path(os.environ.get("WINDFLOW_CONFIG_FILE", "windflow.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WINDFLOW_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    mode: Mode = Field(Mode.EMBEDDED, description="embedded (one machine, generated secrets) or production")
+    data_dir: Path = Field(Path(".windflow"), description="State of this instance: database, logs, pid files")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite+aiosqlite in the data dir. postgres:// is accepted"
+    )
+    redis_url: str | None = Field(None, description="Redis for events and caches; unset = in-process bus")
+    temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
+    temporal_namespace: str = Field("default", description="Temporal namespace")
+    task_queue: str = Field("windflow", description="Temporal task queue shared by all workers")
+    temporal_port: int = Field(7233, ge=1, le=65535, description="Port of the dev server `windflow up` starts")
+    temporal_ui_port: int = Field(8233, ge=0, le=65535, description="Temporal Web UI port for `windflow up`; 0 = none")
+    api_host: str = Field("127.0.0.1", description="Address the API binds")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API binds")
+    public_url: str | None = Field(None, description="Base URL of the API as users reach it (links in responses)")
+    temporal_ui_url: str | None = Field(None, description="Base URL of the Temporal Web UI (links to runs)")
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 key (>= 32 bytes). Embedded: generated in the data dir when unset"
+    )
+    access_token_ttl: int = Field(900, ge=30, description="Access token lifetime, seconds")
+    refresh_token_ttl: int = Field(14 * 86400, ge=60, description="Refresh token lifetime, seconds")
+    bootstrap_admin_user: str = Field("admin", description="First admin's user name")
+    bootstrap_admin_password: SecretStr | None = Field(None, description="First admin's password (unattended)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="Log level")
+    log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else json")
+    probe_history: int = Field(1000, ge=10, le=100_000, description="Probe results kept per service")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts")
+    worker_host: str | None = Field(None, description="Host name of this worker (host-affine services)")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file())
+        return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix):]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value[len("sqlite:///"):]
+        allowed = ("postgresql+psycopg://", "sqlite+aiosqlite://")
+        if not value.startswith(allowed):
+            raise ValueError("must start with postgresql:// (psycopg 3) or sqlite:/// (aiosqlite)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:7233")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_len(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_JWT_SECRET_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs(self) -> Settings:
+        if self.mode == Mode.PRODUCTION:
+            if self.jwt_secret is None:
+                raise ValueError("WINDFLOW_JWT_SECRET is required when WINDFLOW_MODE=production")
+            if self.database_url is None:
+                raise ValueError("WINDFLOW_DATABASE_URL is required when WINDFLOW_MODE=production")
+        return self
+
+    # ----------------------------------------------------------------- derived values
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.resolved_data_dir / 'windflow.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def api_base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def temporal_ui_base_url(self) -> str | None:
+        if self.temporal_ui_url:
+            return self.temporal_ui_url.rstrip("/")
+        if self.mode == Mode.EMBEDDED and self.temporal_ui_port:
+            return f"http://127.0.0.1:{self.temporal_ui_port}"
+        return None
+
+    def jwt_key(self) -> str:
+        """The signing key: configured, or generated once and kept in the data dir (embedded mode only)."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.resolved_data_dir / "jwt_secret"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key
+
+    def ensure_data_dir(self) -> Path:
+        path = self.resolved_data_dir
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning a validation error into one message that names each variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            name = "WINDFLOW_" + loc[0].upper() if loc else "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{name}: {msg}" if loc else msg)
+        raise SettingsError("invalid settings: " + "; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

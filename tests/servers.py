@@ -1,0 +1,90 @@
+"""Real PostgreSQL and Redis for the tests: the machine's own when they answer, else throwaway ones.
+
+With ``CI=true`` nothing may be skipped: a missing server is started here or the run fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Throwaway:
+    """A server this test run started and must stop."""
+
+    url: str
+    stop_cmds: list[list[str]] = field(default_factory=list)
+    tmpdir: str | None = None
+
+    def stop(self) -> None:
+        for cmd in self.stop_cmds:
+            subprocess.run(cmd, check=False, capture_output=True)
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def start_redis(port: int | None = None) -> Throwaway:
+    exe = shutil.which("redis-server")
+    if not exe:
+        raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+    port = port or free_port()
+    tmp = tempfile.mkdtemp(prefix="wf-redis.")
+    subprocess.run(
+        [exe, "--bind", "127.0.0.1", "--port", str(port), "--dir", tmp, "--save", "", "--appendonly", "no",
+         "--daemonize", "yes", "--pidfile", f"{tmp}/redis.pid", "--logfile", f"{tmp}/redis.log"],
+        check=True,
+    )
+    deadline = time.monotonic() + 10
+    while not port_open("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"throwaway redis on {port} did not start")
+        time.sleep(0.05)
+    stop = ["sh", "-c", f"kill $(cat {tmp}/redis.pid) 2>/dev/null; sleep 0.2"]
+    return Throwaway(url=f"redis://127.0.0.1:{port}/0", stop_cmds=[stop], tmpdir=tmp)
+
+
+def start_postgres(port: int | None = None) -> Throwaway:
+    if not PG_BIN_CANDIDATES:
+        raise RuntimeError("PostgreSQL server binaries not found (apt-get install -y postgresql)")
+    pg_bin = PG_BIN_CANDIDATES[0]
+    port = port or free_port()
+    tmp = tempfile.mkdtemp(prefix="wf-pg.")
+    user = "postgres" if os.geteuid() == 0 else None
+    run_as = ["runuser", "-u", user, "--"] if user else []
+    if user:
+        shutil.chown(tmp, user, user)
+    os.chmod(tmp, 0o700)
+    data = f"{tmp}/data"
+    subprocess.run([*run_as, str(pg_bin / "initdb"), "-D", data, "-U", "windflow", "--auth=trust", "-E", "UTF8",
+                    "--no-locale"], check=True, capture_output=True)
+    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off")
+    subprocess.run([*run_as, str(pg_bin / "pg_ctl"), "-D", data, "-l", f"{tmp}/pg.log", "-w", "-o", opts, "start"],
+                   check=True, capture_output=True)
+    subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "windflow", "-d", "postgres", "-c",
+                    "create database test"], check=True, capture_output=True)
+    stop = [*run_as, str(pg_bin / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"]
+    return Throwaway(url=f"postgresql://windflow@127.0.0.1:{port}/test", stop_cmds=[stop], tmpdir=tmp)
