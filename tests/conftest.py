@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+import uuid as _uuid
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlparse
 
+import httpx2
 import pytest
+import pytest_asyncio
 
 from tests.servers import Throwaway, port_open, start_postgres, start_redis
+from windflow.persistence.db import Database
+from windflow.persistence.migrate import upgrade
+from windflow.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 _SKIPPED: list[str] = []
@@ -65,3 +71,113 @@ def pytest_unconfigure(config):
 
 def pytest_sessionfinish(session, exitstatus):
     session.config._windflow_exitstatus = int(exitstatus)
+
+
+# --------------------------------------------------------------------------- store
+
+
+
+
+def _pg_admin_exec(postgres_url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request, tmp_path_factory) -> Iterator[str]:
+    """A fresh, migrated-on-demand database per backend; tests using it run on both."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "windflow.db"
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    name = f"wf_{_uuid.uuid4().hex[:12]}"
+    _pg_admin_exec(base, f'CREATE DATABASE "{name}"')
+    parsed = urlparse(base)
+    url = parsed._replace(path=f"/{name}").geturl().replace("postgresql://", "postgresql+psycopg://", 1)
+    yield url
+    _pg_admin_exec(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def migrated_db(database_url: str) -> AsyncIterator[Database]:
+    db = Database.from_url(database_url)
+    await upgrade(db.engine)
+    yield db
+    await db.dispose()
+
+
+async def _wipe(db: Database) -> None:
+    from windflow.persistence.models import Base
+
+    async with db.write() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            await session.execute(table.delete())
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(migrated_db: Database) -> AsyncIterator[Database]:
+    """The session database, emptied before each test."""
+    await _wipe(migrated_db)
+    yield migrated_db
+
+
+@pytest.fixture
+def settings(tmp_path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        jwt_secret="x" * 48,
+        temporal_address=os.environ.get("WINDFLOW_TEST_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+        _env_file=None,
+    )
+
+
+def mint_token(settings: Settings, permissions=None, subject: str = "tester", roles=("admin",)) -> str:
+    from windflow.auth.permissions import ALL_PERMISSIONS
+    from windflow.auth.tokens import issue_access_token
+
+    perms = {str(p) for p in (ALL_PERMISSIONS if permissions is None else permissions)}
+    token, _ = issue_access_token(key=settings.jwt_key(), subject=subject, permissions=perms, roles=tuple(roles))
+    return token
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def app_resources(settings: Settings, db: Database):
+    from windflow.api.app import build_resources
+
+    res = await build_resources(settings, migrate=False)
+    await res.db.dispose()
+    res.db = db
+    from windflow.events.relay import OutboxRelay
+
+    res.relay = OutboxRelay(db, res.bus, interval=0.05)
+    yield res
+    await res.bus.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def app(settings: Settings, app_resources):
+    from windflow.api.app import create_app
+
+    application = create_app(settings, resources=app_resources)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def anon(app) -> AsyncIterator[httpx2.AsyncClient]:
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://windflow.test") as client:
+        yield client
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def api(app, settings: Settings) -> AsyncIterator[httpx2.AsyncClient]:
+    """An API client authorized as an admin."""
+    transport = httpx2.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {mint_token(settings)}"}
+    async with httpx2.AsyncClient(transport=transport, base_url="http://windflow.test", headers=headers) as client:
+        yield client

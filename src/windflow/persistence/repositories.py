@@ -123,10 +123,7 @@ class ServiceRepository:
             stmt = stmt.where(ServiceRow.state == state)
         dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
         for key, value in (labels or {}).items():
-            if dialect == "postgresql":
-                stmt = stmt.where(ServiceRow.labels.contains({key: value}))  # type: ignore[attr-defined]
-            else:
-                stmt = stmt.where(func.json_extract(ServiceRow.labels, f'$."{key}"') == value)
+            stmt = stmt.where(ServiceRow.labels[key].as_string() == value)
         if q and q.strip():
             return await self._search(session=session, stmt=stmt, q=q.strip(), limit=limit, position=position,
                                       dialect=dialect)
@@ -179,6 +176,7 @@ class ServiceRepository:
             state_detail={},
         )
         session.add(row)
+        await session.flush()  # the parent row first: versions reference it
         version = ConfigVersionRow(
             service_id=spec.id, version=1, content=content, content_hash=content_hash(content), author=author,
             comment=comment,
