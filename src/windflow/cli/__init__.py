@@ -1,0 +1,1 @@
+"""The `windflow` command line (Typer + Rich)."""

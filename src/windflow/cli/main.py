@@ -1,0 +1,134 @@
+"""Entry point of the `windflow` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from windflow import __version__
+from windflow.cli.client import check, client, console, err_console
+from windflow.settings import SettingsError, load_settings
+
+app = typer.Typer(name="windflow", help="Bring a system of services up in the right order and keep it up.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (default: settings / stored login)")]
+
+
+def settings_or_exit():  # type: ignore[no-untyped-def]
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def version() -> None:
+    """Print windflow's version."""
+    console.print(__version__)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply database migrations (embedded mode applies them at start by itself)."""
+    from windflow.persistence.db import Database
+    from windflow.persistence.migrate import current_revision, upgrade
+
+    settings = settings_or_exit()
+    settings.ensure_data_dir()
+
+    async def _run() -> str | None:
+        db = Database.from_url(settings.sqlalchemy_url)
+        try:
+            await upgrade(db.engine, revision)
+            return await current_revision(db.engine)
+        finally:
+            await db.dispose()
+
+    rev = asyncio.run(_run())
+    console.print(f"database at revision [bold]{rev}[/bold]")
+
+
+@app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="windflow.yaml")],
+    prune: Annotated[bool, typer.Option(help="Delete services the file does not name")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only")] = False,
+    api: ApiUrl = None,
+) -> None:
+    """Load a system file into the registry (all-or-nothing)."""
+    from windflow.domain.errors import ConfigInvalid
+    from windflow.domain.system import load_system, parse_yaml, to_yaml
+
+    text = file.read_text(encoding="utf-8")
+    try:
+        system = load_system(parse_yaml(text), base_dir=str(file.resolve().parent))
+    except ConfigInvalid as exc:
+        err_console.print(f"[red]{exc.message}[/red]")
+        for item in exc.details or []:
+            err_console.print(f"  - {'.'.join(map(str, item['loc']))}: {item['msg']}")
+        raise typer.Exit(2) from None
+    if dry_run:
+        console.print(f"[green]valid[/green]: {len(system.services)} services")
+        return
+    from windflow.domain.system import dump_system
+
+    body = to_yaml(dump_system(system.services))
+    with client(api) as http:
+        result = check(http.put("/api/v1/system", content=body, params={"prune": prune},
+                                headers={"content-type": "application/yaml"}))
+    for key in ("created", "updated", "unchanged", "deleted"):
+        if result[key]:
+            console.print(f"{key}: {', '.join(result[key])}")
+
+
+@app.command("export")
+def export(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default stdout)")] = None,
+    secrets: Annotated[bool, typer.Option(help="Include secret values")] = False,
+    api: ApiUrl = None,
+) -> None:
+    """Write the registry as a system file that re-applies to the same state."""
+    with client(api) as http:
+        text = check(http.get("/api/v1/system", params={"secrets": secrets, "format": "yaml"}))
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("api")
+def run_api(
+    host: Annotated[str | None, typer.Option(help="Bind address (WINDFLOW_API_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (WINDFLOW_API_PORT)")] = None,
+) -> None:
+    """Run the REST/WebSocket API."""
+    import uvicorn
+
+    from windflow.api.app import create_app
+
+    settings = settings_or_exit()
+    settings = settings.model_copy(update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v})
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_level=settings.log_level.lower(), proxy_headers=True)
+
+
+def run() -> None:
+    """Console-script entry: leave with os._exit so Temporal's runtime cannot abort at interpreter exit."""
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
