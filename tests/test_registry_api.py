@@ -185,7 +185,9 @@ async def _table_counts(db) -> dict[str, int]:
         return {
             "services": (await s.execute(select(func.count()).select_from(ServiceRow))).scalar_one(),
             "versions": (await s.execute(select(func.count()).select_from(ConfigVersionRow))).scalar_one(),
-            "outbox": (await s.execute(select(func.count()).select_from(OutboxRow))).scalar_one(),
+            # AUDIT events excluded: a refused request is audited (outcome=failure), which is not a change
+            "outbox": (await s.execute(select(func.count()).select_from(OutboxRow)
+                                       .where(OutboxRow.event_type != "AUDIT"))).scalar_one(),
         }
 
 

@@ -53,6 +53,26 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default sqlite+aiosqlite in the data dir. postgres:// is accepted"
     )
     redis_url: str | None = Field(None, description="Redis for events and caches; unset = in-process bus")
+    events_stream: str = Field("windflow:events", min_length=1, max_length=200,
+                               description="Redis stream of all events (prefix it per deployment or test)")
+    events_maxlen: int = Field(100_000, ge=100, description="Events the Redis stream retains, approximately "
+                               "(XADD MAXLEN ~; the in-process bus keeps at most 10,000); a client resumes by "
+                               "id within this window")
+    events_relay_interval: float = Field(0.25, gt=0, le=30, description="Outbox relay poll interval, seconds "
+                                         "(local commits and PostgreSQL NOTIFY wake it sooner)")
+    events_claim_idle: float = Field(30.0, gt=0, description="Seconds an event delivered to a consumer group "
+                                     "member stays unacknowledged before another member reclaims it")
+    events_max_deliveries: int = Field(5, ge=1, description="Deliveries of one event to a consumer group "
+                                       "before it moves to the dead-letter stream")
+    events_metrics_interval: float = Field(10.0, ge=0, description="Seconds between METRICS_UPDATE rounds "
+                                           "(per-service health, latency, restarts, availability); 0 = off")
+    ws_queue_size: int = Field(1000, ge=1, description="Events buffered per WebSocket client; a client that "
+                               "falls further behind is told so and disconnected (it resumes by id)")
+    ws_heartbeat: float = Field(15.0, gt=0, description="Seconds between server ping messages on WebSockets")
+    ws_send_timeout: float = Field(10.0, gt=0, description="Seconds one WebSocket send may block before the "
+                                   "client is dropped as unresponsive")
+    ws_auth_timeout: float = Field(10.0, gt=0, description="Seconds a WebSocket client without a token in the "
+                                   "URL or headers has to send its auth message")
     temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
     temporal_namespace: str = Field("default", description="Temporal namespace")
     task_queue: str = Field("windflow", description="Temporal task queue shared by all workers")
@@ -69,6 +89,9 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(14 * 86400, ge=60, description="Refresh token lifetime, seconds")
     bootstrap_admin_user: str = Field("admin", description="First admin's user name")
     bootstrap_admin_password: SecretStr | None = Field(None, description="First admin's password (unattended)")
+    login_attempts_per_user: int = Field(10, ge=1, description="Login attempts per user name per login window")
+    login_attempts_per_address: int = Field(30, ge=1, description="Login attempts per client address per window")
+    login_window: int = Field(60, ge=1, description="Login rate-limit sliding window, seconds")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else json")
     probe_history: int = Field(1000, ge=10, le=100_000, description="Probe results kept per service")

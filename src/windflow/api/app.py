@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from windflow import __version__
+from windflow.api.accounts import bootstrap_auth
+from windflow.api.audit import AuditFailuresMiddleware
 from windflow.api.errors import install_error_handlers
+from windflow.api.event_hub import EventHub
+from windflow.api.metrics_feed import MetricsFeed
 from windflow.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from windflow.api.resources import Resources
-from windflow.api.routers import health, services, system, templates
+from windflow.api.routers import audit, auth, events, health, initializations, services, system, templates, users, ws
+from windflow.api.security import authorize_first
+from windflow.events.base import EventBus
 from windflow.events.memory import MemoryBus
+from windflow.events.redis_streams import RedisStreamsBus
 from windflow.events.relay import OutboxRelay
 from windflow.persistence.db import Database
 from windflow.persistence.migrate import upgrade
@@ -25,6 +31,7 @@ from windflow.temporal_client import LazyClient
 
 log = logging.getLogger("windflow.api")
 API_PREFIX = "/api/v1"
+MEMORY_BUS_MAXLEN = 10_000  # the in-process bus holds events as objects in this process's memory
 
 
 async def build_resources(settings: Settings, *, migrate: bool | None = None) -> Resources:
@@ -34,11 +41,45 @@ async def build_resources(settings: Settings, *, migrate: bool | None = None) ->
         await upgrade(db.engine)
     async with db.write() as session:
         await seed_templates(session=session)
-    bus = MemoryBus()
+    await bootstrap_auth(settings, db)
+    bus = build_bus(settings)
     resources = Resources(settings=settings, db=db, temporal=LazyClient(settings), bus=bus,
                           jwt_key=settings.jwt_key())
-    resources.relay = OutboxRelay(db, bus)
+    resources.relay = OutboxRelay(db, bus, interval=settings.events_relay_interval)
     return resources
+
+
+def build_bus(settings: Settings) -> EventBus:
+    """Redis Streams when ``redis_url`` is set (connects lazily: Redis may be down now and come back later;
+    the outbox keeps events meanwhile), else the in-process bus."""
+    if settings.redis_url:
+        return RedisStreamsBus(settings.redis_url, stream=settings.events_stream, maxlen=settings.events_maxlen,
+                               claim_idle=settings.events_claim_idle, max_deliveries=settings.events_max_deliveries)
+    return MemoryBus(maxlen=min(settings.events_maxlen, MEMORY_BUS_MAXLEN))
+
+
+def start_event_tasks(app: FastAPI, res: Resources) -> list[asyncio.Task[None]]:
+    """The API process's event machinery: outbox relay, the WebSocket fan-out hub, the metrics feed."""
+    settings = res.settings
+    hub = EventHub(res.bus, queue_size=settings.ws_queue_size)
+    app.state.event_hub = hub
+    lease = res.bus.acquire_lease if isinstance(res.bus, RedisStreamsBus) else None
+    feed = MetricsFeed(res.db, res.bus, interval=settings.events_metrics_interval, lease=lease)
+    app.state.metrics_feed = feed
+    tasks = [asyncio.create_task(hub.run(), name="event-hub"), asyncio.create_task(feed.run(), name="metrics")]
+    if res.relay:
+        tasks.append(asyncio.create_task(res.relay.run(), name="outbox-relay"))
+    return tasks
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel until the task has ended: on Python 3.11 ``asyncio.wait_for`` swallows a cancellation that lands
+    in the same loop iteration as its awaited future completing (CPython gh-86296), so one cancel may be lost."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("background task %s ended with %r", task.get_name(), task.exception())
 
 
 def create_app(settings: Settings, *, resources: Resources | None = None) -> FastAPI:
@@ -46,14 +87,14 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         res = resources or await build_resources(settings)
         app.state.resources = res
-        relay_task = asyncio.create_task(res.relay.run()) if res.relay else None
+        tasks = start_event_tasks(app, res)
         try:
             yield
         finally:
-            if relay_task:
-                relay_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await relay_task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                await stop_task(task)
             if resources is None:
                 await res.bus.close()
                 await res.db.dispose()
@@ -67,11 +108,13 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    app.add_middleware(AuditFailuresMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
-    v1 = APIRouter(prefix=API_PREFIX)
-    for module in (services, system, templates):
+    v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
+    for module in (services, system, templates, initializations, auth, users, audit, events, ws):
         v1.include_router(module.router)
+    v1.include_router(users.roles_router)
     app.include_router(v1)
     return app

@@ -1,41 +1,125 @@
-"""Who is calling: a bearer access token (JWT) becomes a :class:`Principal`; routes declare a permission."""
+"""Who is calling: a bearer token becomes a :class:`Principal`; routes declare what they need.
+
+Two kinds of bearer token are accepted:
+
+* an access JWT from ``POST /api/v1/auth/login`` (HS256; refused once its ``jti`` or its session is revoked);
+* a personal API token (``wf_pat_...``), looked up by its SHA-256; it acts as its owner, limited to its own
+  permissions intersected with the owner's current ones, and stops working when revoked, expired or when the
+  owner is disabled or deleted.
+
+Every route declares its permission with ``Depends(require(Permission.X))`` or, when any signed-in caller may
+use it, ``Depends(authenticated)``; the permission-matrix test walks the app's routes and fails on a route that
+declares neither and is not public.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from starlette.requests import HTTPConnection
 
 from windflow.api.errors import ApiError
 from windflow.auth.permissions import Permission, Principal
-from windflow.auth.tokens import InvalidToken, decode_access_token, principal_from_claims
+from windflow.auth.tokens import (
+    InvalidToken,
+    decode_access_token,
+    hash_opaque_token,
+    is_api_token,
+    principal_from_claims,
+)
+from windflow.persistence.auth_repositories import ApiTokenRepository, DenylistRepository, UserRepository
 
-bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/login")
+log = logging.getLogger("windflow.api.security")
+
+LOGIN_PATH = "/api/v1/auth/login"
+ANY_AUTHENTICATED = "authenticated"
+"""The pseudo-permission of routes open to every signed-in caller (``/auth/me``, own API tokens, logout)."""
+
+bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/login, or an API token")
+oauth2 = OAuth2PasswordBearer(tokenUrl=LOGIN_PATH, auto_error=False,
+                              description="Sign in with user name and password (the docs' Authorize button)")
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_denylist = DenylistRepository()
+_api_tokens = ApiTokenRepository()
+_users = UserRepository()
 
 
-async def authenticate(request: Request, token: str) -> Principal:
-    """Turn a presented token into a principal (access JWT)."""
-    key: str = request.app.state.resources.jwt_key
+def _unauthorized(message: str, code: str = "invalid_token") -> ApiError:
+    return ApiError(401, message, code=code, headers=_CHALLENGE)
+
+
+async def authenticate(conn: HTTPConnection, token: str) -> Principal:
+    """Turn a presented token into a principal (HTTP requests and WebSockets alike); 401 ``ApiError`` if not."""
+    resources = conn.app.state.resources
+    if not token:
+        raise _unauthorized("authentication required", code="unauthorized")
+    if is_api_token(token):
+        principal = await _api_token_principal(resources, token)
+    else:
+        try:
+            claims = decode_access_token(token, key=resources.jwt_key)
+        except InvalidToken as exc:
+            raise _unauthorized(str(exc)) from None
+        principal = principal_from_claims(claims)
+        keys = [f"jti:{principal.token_id}"] + ([f"sid:{principal.session_id}"] if principal.session_id else [])
+        async with resources.db.read() as session:
+            if await _denylist.any_active(session=session, keys=keys):
+                raise _unauthorized("token revoked")
+    conn.state.principal = principal
+    return principal
+
+
+async def _api_token_principal(resources: object, token: str) -> Principal:
+    db = resources.db  # type: ignore[attr-defined]
+    async with db.read() as session:
+        found = await _api_tokens.by_hash(session=session, token_hash=hash_opaque_token(token))
+        if found is None:
+            raise _unauthorized("invalid API token")
+        row, user = found.token, found.user
+        now = datetime.now(UTC)
+        if row.revoked_at is not None:
+            raise _unauthorized("API token revoked")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise _unauthorized("API token expired")
+        if user.disabled:
+            raise _unauthorized("the token's owner is disabled", code="account_disabled")
+        owner = await _users.with_roles(session=session, user=user)
     try:
-        claims = decode_access_token(token, key=key)
-    except InvalidToken as exc:
-        raise ApiError(401, str(exc), code="invalid_token", headers=_CHALLENGE) from None
-    return principal_from_claims(claims)
+        async with db.write() as session:
+            await _api_tokens.touch(session=session, token_id=row.id)
+    except Exception as exc:  # bookkeeping only: never refuse a valid token over it
+        log.warning("could not record API token use: %s", exc)
+    return Principal(
+        name=user.username,
+        permissions=frozenset(row.permissions or []) & owner.permissions,
+        roles=tuple(owner.roles),
+        kind="api_token",
+        token_id=row.id,
+        expires_at=row.expires_at,
+    )
+
+
+def _forbidden(permission: str) -> ApiError:
+    return ApiError(403, f"permission {permission!r} required", code="forbidden", details={"required": permission})
 
 
 async def get_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _password_flow: Annotated[str | None, Depends(oauth2)] = None,
 ) -> Principal:
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):  # already authenticated for this request (by the route guard)
+        return known
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise ApiError(401, "authentication required: send 'Authorization: Bearer <token>'",
-                       code="unauthorized", headers=_CHALLENGE)
-    principal = await authenticate(request, credentials.credentials)
-    request.state.principal = principal
-    return principal
+        raise _unauthorized("authentication required: send 'Authorization: Bearer <token>'", code="unauthorized")
+    return await authenticate(request, credentials.credentials)
 
 
 def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
@@ -43,10 +127,59 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
 
     async def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.can(permission.value):
-            raise ApiError(403, f"permission {permission.value!r} required", code="forbidden",
-                           details={"required": permission.value})
+            raise _forbidden(permission.value)
         return principal
 
     _check.permission = permission  # type: ignore[attr-defined]
     _check.__name__ = f"require_{permission.name.lower()}"
     return _check
+
+
+async def authenticated(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """Dependency of routes open to any signed-in caller (declares :data:`ANY_AUTHENTICATED`)."""
+    return principal
+
+
+authenticated.permission = ANY_AUTHENTICATED  # type: ignore[attr-defined]
+
+AuthenticatedDep = Annotated[Principal, Depends(authenticated)]
+
+
+# --------------------------------------------------------------------------- authorize before anything else
+
+
+def declared_permission(route: object) -> str | None:
+    """The permission a route declares anywhere in its dependency tree (``None``: a public route)."""
+    cached = getattr(route, "_windflow_permission", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    found: str | None = None
+    stack = list(getattr(getattr(route, "dependant", None), "dependencies", []))
+    while stack and found is None:
+        dep = stack.pop()
+        permission = getattr(dep.call, "permission", None)
+        if permission is not None:
+            found = str(permission)
+        stack.extend(dep.dependencies)
+    route._windflow_permission = found  # type: ignore[attr-defined]
+    return found
+
+
+async def authorize_first(conn: HTTPConnection) -> None:
+    """Router-level guard: checks the route's declared permission before any other dependency runs.
+
+    FastAPI resolves a route's dependencies in parameter order, so a route listing ``TemporalDep`` or a write
+    session before its ``require(...)`` would contact Temporal or lock the store for an anonymous caller. This
+    guard runs first whatever the order (401/403 before any work); ``require`` then finds the principal cached.
+    """
+    if conn.scope.get("type") != "http":
+        return  # WebSocket endpoints authenticate themselves (token in the query, header or first message)
+    permission = declared_permission(conn.scope.get("route"))
+    if permission is None:
+        return
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("authentication required: send 'Authorization: Bearer <token>'", code="unauthorized")
+    principal = await authenticate(conn, token.strip())
+    if permission != ANY_AUTHENTICATED and not principal.can(permission):
+        raise _forbidden(permission)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -46,10 +47,25 @@ class Principal:
     permissions: frozenset[str] = field(default_factory=frozenset)
     roles: tuple[str, ...] = ()
     kind: str = "user"  # user | api_token | system
-    token_id: str | None = None
+    token_id: str | None = None  # the access token's jti, or the API token's id
+    session_id: str | None = None  # refresh-token family the access token belongs to (logout revokes it)
+    expires_at: datetime | None = None  # when the presented token stops being valid
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
+
+
+def permissions_of(roles: dict[str, frozenset[str] | set[str] | list[str]]) -> frozenset[str]:
+    """The union of the permissions the given roles bundle."""
+    out: set[str] = set()
+    for perms in roles.values():
+        out.update(str(p) for p in perms)
+    return frozenset(out)
+
+
+def unknown_permissions(values: list[str] | set[str] | frozenset[str]) -> list[str]:
+    known = {p.value for p in Permission}
+    return sorted(v for v in values if v not in known)
 
 
 SYSTEM_PRINCIPAL = Principal(name="system", permissions=ALL_PERMISSIONS, roles=("admin",), kind="system")

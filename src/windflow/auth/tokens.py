@@ -1,7 +1,16 @@
-"""Access tokens: short-lived HS256 JWTs (PyJWT) carrying the caller's permissions."""
+"""Tokens.
+
+* Access tokens: short-lived HS256 JWTs (PyJWT) carrying ``sub``, ``exp``, ``iat``, ``jti``, the caller's
+  ``permissions`` and roles, and ``sid`` (the refresh-token family, so logout can revoke them).
+* Opaque tokens (refresh tokens, personal API tokens): 256 random bits behind a recognizable prefix. Only their
+  SHA-256 is stored: with that much entropy a fast hash is enough, and it makes look-up an index hit.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +21,9 @@ from windflow.auth.permissions import Principal
 
 ALGORITHM = "HS256"
 ISSUER = "windflow"
+REFRESH_PREFIX = "wf_rt_"
+API_TOKEN_PREFIX = "wf_pat_"
+LEEWAY_SECONDS = 5
 
 
 class InvalidToken(Exception):
@@ -20,7 +32,7 @@ class InvalidToken(Exception):
 
 def issue_access_token(
     *, key: str, subject: str, permissions: frozenset[str] | set[str], roles: tuple[str, ...] = (),
-    ttl: int = 900, now: datetime | None = None,
+    ttl: int = 900, now: datetime | None = None, session_id: str | None = None,
 ) -> tuple[str, datetime]:
     issued = now or datetime.now(UTC)
     expires = issued + timedelta(seconds=ttl)
@@ -32,16 +44,19 @@ def issue_access_token(
         "exp": int(expires.timestamp()),
         "jti": uuid.uuid4().hex,
         "typ": "access",
-        "perms": sorted(permissions),
+        "permissions": sorted(permissions),
         "roles": list(roles),
     }
+    if session_id:
+        claims["sid"] = session_id
     return jwt.encode(claims, key, algorithm=ALGORITHM), expires
 
 
 def decode_access_token(token: str, *, key: str) -> dict[str, Any]:
+    """Verify signature (HS256 only: ``alg: none`` and any other algorithm are refused), expiry and issuer."""
     try:
         claims = jwt.decode(
-            token, key, algorithms=[ALGORITHM], issuer=ISSUER,
+            token, key, algorithms=[ALGORITHM], issuer=ISSUER, leeway=LEEWAY_SECONDS,
             options={"require": ["exp", "iat", "sub", "jti"]},
         )
     except jwt.ExpiredSignatureError:
@@ -50,14 +65,39 @@ def decode_access_token(token: str, *, key: str) -> dict[str, Any]:
         raise InvalidToken(f"invalid token: {exc}") from None
     if claims.get("typ") != "access":
         raise InvalidToken("not an access token")
+    if not isinstance(claims.get("permissions", []), list):
+        raise InvalidToken("invalid token: malformed permissions")
     return claims
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
     return Principal(
         name=str(claims["sub"]),
-        permissions=frozenset(str(p) for p in claims.get("perms", [])),
+        permissions=frozenset(str(p) for p in claims.get("permissions", [])),
         roles=tuple(str(r) for r in claims.get("roles", [])),
         kind="user",
         token_id=str(claims.get("jti")),
+        session_id=str(claims["sid"]) if claims.get("sid") else None,
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
     )
+
+
+# --------------------------------------------------------------------------- opaque tokens
+
+
+def new_opaque_token(prefix: str) -> tuple[str, str]:
+    """A fresh token and the hash to store: ``(token, sha256_hex)``."""
+    token = prefix + secrets.token_urlsafe(32)
+    return token, hash_opaque_token(token)
+
+
+def hash_opaque_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def same_hash(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def is_api_token(token: str) -> bool:
+    return token.startswith(API_TOKEN_PREFIX)

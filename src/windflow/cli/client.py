@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,35 @@ def api_url(explicit: str | None = None) -> str:
 
 
 def token(explicit: str | None = None) -> str | None:
-    return explicit or os.environ.get("WINDFLOW_TOKEN") or load_credentials().get("access_token")
+    return explicit or os.environ.get("WINDFLOW_TOKEN") or stored_access_token()
+
+
+def stored_access_token(*, margin: float = 30.0) -> str | None:
+    """The stored login's access token, rotated first through its refresh token when (nearly) expired."""
+    creds = load_credentials()
+    access, refresh, expires = creds.get("access_token"), creds.get("refresh_token"), creds.get("expires_at")
+    if not access or not refresh or not expires:
+        return access
+    try:
+        fresh = datetime.fromisoformat(str(expires)).timestamp() - time.time() > margin
+    except ValueError:
+        fresh = False
+    if fresh:
+        return str(access)
+    try:
+        resp = httpx2.post(f"{api_url()}/api/v1/auth/refresh", json={"refresh_token": refresh}, timeout=30.0,
+                           headers={"User-Agent": "windflow-cli"})
+    except httpx2.HTTPError:
+        return str(access)  # the API is unreachable: let the real request say so
+    if resp.status_code != 200:
+        return str(access)  # refresh refused (session ended): the request's 401 tells the user to log in
+    save_credentials({**creds, **credentials_from(resp.json())})
+    return str(resp.json()["access_token"])
+
+
+def credentials_from(pair: dict[str, Any]) -> dict[str, Any]:
+    """What is kept of a login/refresh answer in the credentials file."""
+    return {k: pair[k] for k in ("access_token", "refresh_token", "expires_at", "refresh_expires_at") if k in pair}
 
 
 def client(url: str | None = None, tok: str | None = None, timeout: float = 30.0) -> httpx2.Client:

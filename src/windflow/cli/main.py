@@ -11,13 +11,19 @@ from typing import Annotated
 import typer
 
 from windflow import __version__
+from windflow.cli.auth import register as register_auth
 from windflow.cli.client import check, client, console, err_console
+from windflow.cli.events import app as events_app
+from windflow.cli.init import app as init_app
 from windflow.settings import SettingsError, load_settings
 
 app = typer.Typer(name="windflow", help="Bring a system of services up in the right order and keep it up.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(events_app, name="events")
+app.add_typer(init_app, name="init")
+register_auth(app)  # login, logout, users, tokens
 
 ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (default: settings / stored login)")]
 
@@ -120,6 +126,42 @@ def run_api(
     settings = settings.model_copy(update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v})
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
                 log_level=settings.log_level.lower(), proxy_headers=True)
+
+
+@app.command("worker")
+def run_worker_cmd(
+    host: Annotated[str | None, typer.Option("--host", help="This worker's host name (host-affine services)")] = None,
+) -> None:
+    """Run a Temporal worker (scale out by running several)."""
+    from windflow.worker import run_worker
+
+    settings = settings_or_exit()
+    if host:
+        settings = settings.model_copy(update={"worker_host": host})
+    asyncio.run(run_worker(settings))
+
+
+@app.command("up")
+def up(
+    system_file: Annotated[Path | None, typer.Argument(help="windflow.yaml to apply (and initialize)")] = None,
+    initialize: Annotated[bool, typer.Option("--init/--no-init", help="Initialize after applying")] = True,
+    stop_services: Annotated[bool, typer.Option("--stop-services", help="Stop managed services on exit")] = False,
+    exit_after_init: Annotated[bool, typer.Option("--exit-after-init", help="Stop once initialized")] = False,
+) -> None:
+    """Run everything on embedded defaults: Temporal dev server, worker, API (and initialize a system)."""
+    from windflow.cli.up import run_up
+
+    settings = settings_or_exit()
+    if system_file is not None and not system_file.is_file():
+        err_console.print(f"[red]no such file: {system_file}[/red]")
+        raise typer.Exit(2)
+    try:
+        code = asyncio.run(run_up(settings, system_file=system_file, initialize=initialize,
+                                  stop_services=stop_services, exit_after_init=exit_after_init))
+    except RuntimeError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 def run() -> None:

@@ -84,6 +84,23 @@ class Database:
     def writer_session(self) -> AsyncSession:
         return self._writer()
 
+    async def notifications(self, channel: str) -> AsyncIterator[str]:
+        """PostgreSQL only: LISTEN on ``channel`` over a dedicated connection and yield each payload.
+
+        Ends with an error when the connection drops; the caller reconnects (and re-checks what it may have
+        missed meanwhile, since NOTIFY is not queued for absent listeners)."""
+        if self.dialect != "postgresql":
+            raise RuntimeError("LISTEN/NOTIFY needs PostgreSQL")
+        import psycopg
+        from psycopg import sql
+
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            yield ""  # listening: anything committed from now on is announced
+            async for note in conn.notifies():
+                yield note.payload
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")

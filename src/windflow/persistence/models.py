@@ -153,3 +153,6 @@ class OutboxRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
+from windflow.persistence import auth_models as _auth_models  # noqa: E402,F401  (users/roles/tokens tables)

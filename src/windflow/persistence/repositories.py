@@ -528,6 +528,14 @@ class ProbeResultRepository:
 # --------------------------------------------------------------------------- outbox
 
 
+OUTBOX_CHANNEL = "windflow_outbox"
+RELAY_LOCK_KEY = 0x77696E64  # pg advisory lock held by the one relay publishing at a time ("wind")
+
+
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
 class OutboxRepository:
     async def add(self, *, session: AsyncSession, event: Event) -> None:
         session.add(
@@ -535,10 +543,20 @@ class OutboxRepository:
                       payload=event.model_dump(mode="json"), created_at=event.timestamp)
         )
         await session.flush()
+        if _is_postgres(session):
+            # delivered at COMMIT (never for a rollback) to every relay LISTENing, in any process
+            await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+
+    async def try_lock_relay(self, *, session: AsyncSession) -> bool:
+        """PostgreSQL: take the transaction-scoped relay lock, so replicas publish one after another and the
+        stream keeps commit order. False when another relay holds it. Other databases: always True."""
+        if not _is_postgres(session):
+            return True
+        return bool((await session.execute(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY)))).scalar_one())
 
     async def pending(self, *, session: AsyncSession, limit: int = 500) -> list[OutboxRow]:
         stmt = select(OutboxRow).where(OutboxRow.published_at.is_(None)).order_by(OutboxRow.id).limit(limit)
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
+        if _is_postgres(session):
             stmt = stmt.with_for_update(skip_locked=True)
         return list((await session.execute(stmt)).scalars())
 

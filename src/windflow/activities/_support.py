@@ -1,0 +1,79 @@
+"""Shared by activity classes: error classification and writing state + event in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from temporalio.exceptions import ApplicationError
+
+from windflow.domain.errors import WindflowError
+from windflow.domain.events import EventType, ServiceStatusUpdate, make_event
+from windflow.persistence.repositories import OutboxRepository, ServiceRepository
+
+if TYPE_CHECKING:
+    from windflow.persistence.db import Database
+
+outbox = OutboxRepository()
+services = ServiceRepository()
+
+
+def to_application_error(exc: WindflowError) -> ApplicationError:
+    """Classify once: the workflow's retry policy lists the non-retryable types by name."""
+    return ApplicationError(exc.message, exc.details, type=type(exc).__name__, non_retryable=not exc.retryable)
+
+
+def new_event(event_type: EventType, data: BaseModel) -> Any:
+    return make_event(event_type, data, event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
+
+
+class StateWriter:
+    """Records a service's state and publishes the change (outbox), in one transaction."""
+
+    def __init__(self, db: Database, on_commit: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.on_commit = on_commit
+
+    async def set_state(
+        self,
+        service_id: str,
+        state: str,
+        *,
+        source: str,
+        message: str = "",
+        pid: int | None = None,
+        detail: dict[str, Any] | None = None,
+        merge: bool = True,
+    ) -> str | None:
+        async with self.db.write() as session:
+            row = await services.get(session=session, service_id=service_id)
+            if row is None:
+                return None
+            new_detail = {**(row.state_detail or {}), **(detail or {})} if merge else dict(detail or {})
+            if pid is not None:
+                new_detail["pid"] = pid
+            if message:
+                new_detail["message"] = message
+            new_detail["source"] = source
+            previous = await services.set_state(session=session, service_id=service_id, state=state,
+                                                detail=new_detail)
+            if previous != state or message:
+                event = new_event(
+                    EventType.SERVICE_STATUS_UPDATE,
+                    ServiceStatusUpdate(service_id=service_id, state=state, previous_state=previous, pid=pid,
+                                        message=message, source=source),
+                )
+                await outbox.add(session=session, event=event)
+        if self.on_commit:
+            self.on_commit()
+        return previous
+
+    async def publish(self, *events: Any) -> None:
+        async with self.db.write() as session:
+            for event in events:
+                await outbox.add(session=session, event=event)
+        if self.on_commit:
+            self.on_commit()

@@ -1,0 +1,56 @@
+"""Run summaries and run events: written by workflows through these activities (workflows do no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from temporalio import activity
+
+from windflow.domain.contracts import TERMINAL_INIT, RecordInitInput
+from windflow.domain.events import EventType, InitializationUpdate, make_event
+from windflow.persistence.models import OutboxRow
+from windflow.persistence.repositories import OutboxRepository, RunSummaryRepository
+
+if TYPE_CHECKING:
+    from windflow.persistence.db import Database
+
+runs = RunSummaryRepository()
+outbox = OutboxRepository()
+
+
+class RecordActivities:
+    def __init__(self, *, db: Database, on_commit: Callable[[], None] | None = None) -> None:
+        self.db = db
+        self.on_commit = on_commit
+
+    @activity.defn(name="record_initialization")
+    async def record_initialization(self, req: RecordInitInput) -> None:
+        """Upsert the run summary and publish its updates. Idempotent: event ids come from the workflow."""
+        state = req.state
+        async with self.db.write() as session:
+            await runs.upsert(
+                session=session,
+                run_id=state.run_id,
+                kind="initialization",
+                workflow_id=state.workflow_id,
+                status=state.status.value,
+                actor=state.actor,
+                started_at=state.started_at,
+                finished_at=state.finished_at if state.status in TERMINAL_INIT and req.final else None,
+                summary=state.model_dump(mode="json"),
+            )
+            if req.event_ids:
+                known = set(
+                    (await session.execute(select(OutboxRow.event_id).where(OutboxRow.event_id.in_(req.event_ids))))
+                    .scalars()
+                )
+                for event_id, data in zip(req.event_ids, req.events, strict=True):
+                    if event_id in known:
+                        continue
+                    event = make_event(EventType.INITIALIZATION_UPDATE, InitializationUpdate.model_validate(data),
+                                       event_id=event_id, timestamp=req.timestamp)
+                    await outbox.add(session=session, event=event)
+        if self.on_commit:
+            self.on_commit()

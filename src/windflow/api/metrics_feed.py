@@ -1,0 +1,84 @@
+"""``METRICS_UPDATE`` events: per-service health, probe latency, restarts and availability, every N seconds.
+
+Metrics are samples, not state changes: they go straight to the bus (no outbox row, no database write per
+round); a round lost while the bus is down is superseded by the next one. With several API replicas on one
+Redis, a lease (``SET NX PX`` for one interval) lets exactly one replica publish each round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from windflow.domain.events import Event, EventType, MetricsUpdate, make_event
+from windflow.events.base import EventPublisher
+from windflow.persistence.db import Database
+from windflow.persistence.repositories import ProbeResultRepository, ServiceRepository
+
+log = logging.getLogger("windflow.api.metrics")
+
+Lease = Callable[[str, float], Awaitable[bool]]
+
+
+class MetricsFeed:
+    def __init__(self, db: Database, bus: EventPublisher, *, interval: float, lease: Lease | None = None) -> None:
+        self._db = db
+        self._bus = bus
+        self.interval = interval
+        self._lease = lease
+        self._services = ServiceRepository()
+        self._probes = ProbeResultRepository()
+        self.rounds = 0
+
+    async def collect(self) -> list[MetricsUpdate]:
+        out = []
+        async with self._db.read() as session:
+            for row in await self._services.all(session=session):
+                latest = await self._probes.recent(session=session, service_id=row.id, limit=1)
+                detail = row.state_detail or {}
+                restarts = detail.get("restarts", 0)
+                out.append(MetricsUpdate(
+                    service_id=row.id,
+                    health=row.state,
+                    latency_ms=latest[0].latency_ms if latest else None,
+                    restarts=restarts if isinstance(restarts, int) else 0,
+                    availability_1h=await self._probes.availability(
+                        session=session, service_id=row.id, window=timedelta(hours=1)),
+                    availability_24h=await self._probes.availability(
+                        session=session, service_id=row.id, window=timedelta(hours=24)),
+                ))
+        return out
+
+    async def run_once(self) -> int:
+        """Publish one round; returns how many events (0 when another replica holds this round's lease)."""
+        if self._lease is not None and not await self._lease("metrics", self.interval * 0.9):
+            return 0
+        now = datetime.now(UTC)
+        events: list[Event] = [
+            make_event(EventType.METRICS_UPDATE, figures, event_id=str(uuid.uuid4()), timestamp=now)
+            for figures in await self.collect()
+        ]
+        if events:
+            await self._bus.publish_many(events)
+        self.rounds += 1
+        return len(events)
+
+    async def run(self) -> None:
+        if self.interval <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        next_round = loop.time() + self.interval
+        while True:
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
+            next_round += self.interval
+            if next_round < loop.time():  # fell behind (slow store): don't burst to catch up
+                next_round = loop.time() + self.interval
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # bus or store away: skip this round, the next one supersedes it
+                log.warning("metrics round skipped: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,141 @@
+"""``windflow events tail``: follow the live event stream over the API's WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import typer
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from windflow.cli.client import api_url, console, err_console, token
+
+app = typer.Typer(help="Events: follow what windflow does, live.", no_args_is_help=True)
+
+FATAL_CLOSE = {4400: "bad request", 4401: "not authenticated", 4403: "permission denied"}
+
+
+def ws_url(base: str, *, types: list[str], services: list[str], since: str | None) -> str:
+    scheme, sep, rest = base.partition("://")
+    ws_scheme = {"https": "wss", "http": "ws"}.get(scheme, scheme) if sep else "ws"
+    query: list[tuple[str, str]] = []
+    if types:
+        query.append(("types", ",".join(types)))
+    if services:
+        query.append(("services", ",".join(services)))
+    if since:
+        query.append(("last_event_id", since))
+    url = f"{ws_scheme}://{rest if sep else base}/api/v1/ws"
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def describe(event: dict[str, Any]) -> str:
+    data = event.get("data") or {}
+    service = data.get("service_id") or data.get("component") or ""
+    kind = event.get("event_type", "?")
+    details = {
+        "SERVICE_STATUS_UPDATE": lambda: f"{data.get('previous_state') or '?'} → {data.get('state')}",
+        "HEALTH_CHECK": lambda: f"{'healthy' if data.get('healthy') else 'UNHEALTHY'} "
+                                f"{data.get('latency_ms', 0):.0f} ms",
+        "CONFIG_CHANGED": lambda: f"v{data.get('version')} {data.get('change', '')} by {data.get('author')}",
+        "INITIALIZATION_UPDATE": lambda: f"{data.get('status')} {data.get('progress')}%"
+                                         + (f" {data.get('component')}={data.get('component_status')}"
+                                            if data.get("component") else ""),
+        "RECOVERY_UPDATE": lambda: f"{data.get('status')} attempt {data.get('attempt')}/{data.get('max_attempts')}",
+        "ROLLOUT_UPDATE": lambda: f"{data.get('status')} v{data.get('version')}",
+        "METRICS_UPDATE": lambda: f"{data.get('health')} latency={data.get('latency_ms')} "
+                                  f"restarts={data.get('restarts')} avail1h={data.get('availability_1h')}",
+        "AUDIT": lambda: f"{data.get('actor')} {data.get('action')} {data.get('target')} {data.get('outcome')}",
+    }.get(kind, lambda: json.dumps(data))()
+    message = data.get("message")
+    return " ".join(p for p in (kind, service, details, f"— {message}" if message else "") if p)
+
+
+async def tail(
+    url: str,
+    bearer: str | None,
+    *,
+    raw: bool,
+    count: int | None,
+    follow: bool = True,
+) -> int:
+    """Print events until ``count`` were shown or interrupted; reconnects (resuming by id) when dropped."""
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
+    last_id: str | None = None
+    shown = 0
+    failures = 0
+    while True:
+        target = url
+        if last_id is not None:
+            base, _, query = url.partition("?")
+            params = [p for p in query.split("&") if p and not p.startswith("last_event_id=")]
+            target = base + "?" + "&".join([*params, urlencode({"last_event_id": last_id})])
+        try:
+            async with connect(target, additional_headers=headers, open_timeout=10) as ws:
+                async for frame in ws:
+                    failures = 0
+                    msg = json.loads(frame)
+                    kind = msg.get("type")
+                    if kind == "event":
+                        last_id = msg["id"]
+                        event = msg["event"]
+                        if raw:
+                            sys.stdout.write(json.dumps(msg) + "\n")
+                            sys.stdout.flush()
+                        else:
+                            console.print(f"[dim]{event.get('timestamp', '')} {msg['id']}[/dim] "
+                                          f"{describe(event)}", highlight=False, soft_wrap=True)
+                        shown += 1
+                        if count is not None and shown >= count:
+                            return 0
+                    elif kind == "gap":
+                        err_console.print(f"[yellow]{msg.get('message')}[/yellow]")
+                    elif kind == "lagging":
+                        err_console.print("[yellow]fell behind; resuming[/yellow]")
+                    elif kind == "subscribed" and last_id is None:
+                        last_id = msg.get("position")
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            if code in FATAL_CLOSE:
+                reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                err_console.print(f"[red]{FATAL_CLOSE[code]}[/red]: {reason}")
+                if code == 4401:
+                    err_console.print("  (run `windflow login` or set WINDFLOW_TOKEN)")
+                return 2
+        except InvalidStatus as exc:
+            err_console.print(f"[red]the API refused the connection: HTTP {exc.response.status_code}[/red]")
+            return 2
+        except InvalidURI as exc:
+            err_console.print(f"[red]{exc}[/red]")
+            return 2
+        except (OSError, TimeoutError) as exc:
+            failures += 1
+            if not follow or failures > 30:
+                err_console.print(f"[red]cannot reach {url.partition('?')[0]}: {exc}[/red]")
+                return 1
+        if not follow:
+            return 0
+        await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
+
+
+@app.command("tail")
+def tail_cmd(
+    event_type: Annotated[list[str] | None, typer.Option("--type", "-t", help="Event type (repeatable), "
+                                                          "e.g. SERVICE_STATUS_UPDATE")] = None,
+    service: Annotated[list[str] | None, typer.Option("--service", "-s", help="Service id (repeatable)")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Resume after this event id (stream position)")] = None,
+    raw: Annotated[bool, typer.Option("--json", help="One JSON message per line")] = False,
+    count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit after this many events")] = None,
+    api: Annotated[str | None, typer.Option("--api", help="API base URL (default: settings / stored login)")] = None,
+) -> None:
+    """Print events as they happen (Ctrl-C to stop); reconnects and resumes by id if the connection drops."""
+    url = ws_url(api_url(api), types=event_type or [], services=service or [], since=since)
+    try:
+        code = asyncio.run(tail(url, token(), raw=raw, count=count))
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)

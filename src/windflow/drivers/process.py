@@ -1,0 +1,703 @@
+"""The ``process`` driver: a local process started detached, logged to capped files, re-adopted after restarts.
+
+How it works
+
+* **Detached.** The child runs in its own session and process group (``start_new_session=True``) with
+  stdin on ``/dev/null``, so it survives the worker that started it. Stop signals go to the whole group.
+* **State file.** ``data_dir/run/{service}.json`` holds pid, pgid, the process start time (field 22 of
+  ``/proc/PID/stat``, clock ticks since boot), the boot id and the command. A process is "ours" only if
+  the pid is alive *and* its start time and boot id match, so a recycled pid is never mistaken for ours
+  (this machine's pid_max can be as low as 32768). A new driver instance (a restarted worker) re-adopts
+  the process from this file: status, stop and wait_exit work on it.
+* **Exit seen at once.** Every tracked process gets a pidfd (``os.pidfd_open``) registered with the
+  event loop (``loop.add_reader``). When it turns readable the process has exited; the driver then reaps
+  it with ``waitid(P_PIDFD)`` if it is our child (exit code and signal known, no zombie left behind) or,
+  for an adopted process, records the exit with an unknown code. A zombie (``Z`` in ``/proc/PID/stat``:
+  its parent, here possibly a PID 1 that never reaps, has not collected it) counts as exited; liveness is
+  never judged by ``kill(pid, 0)``. Where pidfds are unavailable the driver polls every 50 ms instead.
+* **Logs.** stdout and stderr go straight to ``data_dir/logs/{service}.out.log`` / ``.err.log``, opened
+  ``O_APPEND`` by the child, so logging keeps working while no worker runs. Size is capped by *copy-
+  truncate*: when a file is over ``log_max_bytes`` its last ``log_max_bytes`` bytes are copied to
+  ``{file}.1`` and the file is truncated in place (the child's O_APPEND writes continue at the new end).
+  The check runs before each start, on every ``status`` call and every ``log_check_interval`` seconds
+  while ``wait_exit`` is watching. Honest limits: between two checks a chatty service can overshoot the
+  cap, and lines written during the copy itself may be lost (as with logrotate's ``copytruncate``).
+  If a log file cannot be opened (unwritable directory, disk full) the service still starts with that
+  stream on ``/dev/null`` and the result's message says so.
+* **Concurrency.** start/stop/restart hold an ``asyncio.Lock`` per service; one driver instance is meant
+  to be used from one event loop (the worker's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from windflow.domain.durations import format_duration
+from windflow.domain.errors import ConfigInvalid, DriverFailed
+from windflow.domain.models import DriverKind, ProcessConfig, ServiceSpec, is_service_id
+from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
+
+__all__ = [
+    "ProcStat",
+    "ProcessDriver",
+    "boot_id",
+    "describe_exit",
+    "group_members",
+    "read_proc_stat",
+    "resolve_command",
+    "watch_exit",
+]
+
+STATE_VERSION = 1
+_Stream = IO[bytes] | int  # an open file handed to the child, or subprocess.DEVNULL
+POLL_FALLBACK = 0.05
+#: how long stop waits for the process to vanish after SIGKILL before giving up
+KILL_WAIT = 5.0
+
+
+# ---------------------------------------------------------------------------------------------- /proc
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields of ``/proc/PID/stat`` the driver needs."""
+
+    pid: int
+    state: str  # R, S, D, Z (zombie), X (dead), T, ...
+    pgid: int
+    starttime: int  # clock ticks after boot
+
+    @property
+    def exited(self) -> bool:
+        return self.state in ("Z", "X", "x")
+
+
+def read_proc_stat(pid: int) -> ProcStat | None:
+    """Parse ``/proc/PID/stat``; None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    # the command name (field 2) is in parentheses and may itself contain spaces or ')'
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return ProcStat(pid=pid, state=fields[0].decode(), pgid=int(fields[2]), starttime=int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``, found by scanning /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = read_proc_stat(int(entry))
+            if stat is not None and stat.pgid == pgid and not stat.exited:
+                members.append(stat.pid)
+    return members
+
+
+_BOOT_ID: str | None = None
+_BOOT_TIME: float | None = None
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def boot_id() -> str:
+    """This boot's random id: start times are relative to boot, so they only compare within one boot."""
+    global _BOOT_ID
+    if _BOOT_ID is None:
+        try:
+            _BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            _BOOT_ID = ""
+    return _BOOT_ID
+
+
+def _boot_time() -> float:
+    global _BOOT_TIME
+    if _BOOT_TIME is None:
+        _BOOT_TIME = 0.0
+        with contextlib.suppress(OSError), open("/proc/stat") as fh:
+            for line in fh:
+                if line.startswith("btime "):
+                    _BOOT_TIME = float(line.split()[1])
+                    break
+    return _BOOT_TIME
+
+
+def _started_at(starttime: int) -> datetime:
+    return datetime.fromtimestamp(_boot_time() + starttime / _CLK_TCK, tz=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------------------------------- exits
+
+
+def describe_exit(exit_code: int | None, sig: int | None) -> str:
+    if sig is not None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"killed by signal {sig} ({name})"
+    if exit_code is None:
+        return "exited (not our child: exit status unknown)"
+    return f"exited with code {exit_code}"
+
+
+def _reap(pid: int, pidfd: int | None) -> tuple[bool, int | None, int | None]:
+    """Collect the exit status of ``pid`` if it is our child: (reaped, exit_code, signal)."""
+    try:
+        if pidfd is not None:
+            res = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        else:
+            res = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return False, None, None  # not our child (adopted), or already reaped elsewhere
+    except OSError:
+        return False, None, None
+    if res is None:
+        return False, None, None
+    if res.si_code == os.CLD_EXITED:
+        return True, res.si_status, None
+    return True, None, res.si_status  # CLD_KILLED / CLD_DUMPED
+
+
+def _pidfd_open(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+@dataclass(slots=True)
+class _ExitWatch:
+    """Calls ``on_exit(exit_code, signal)`` once, as soon as ``pid`` exits (reaping it if it is our child)."""
+
+    pid: int
+    starttime: int | None
+    on_exit: Callable[[int | None, int | None], None]
+    loop: asyncio.AbstractEventLoop
+    pidfd: int | None = None
+    poller: asyncio.Task[None] | None = None
+    done: bool = False
+
+    def start(self) -> None:
+        self.pidfd = _pidfd_open(self.pid)
+        if self.pidfd is not None:
+            # the pid may have been recycled between our identity check and pidfd_open: check again
+            stat = read_proc_stat(self.pid)
+            if self.starttime is not None and (stat is None or stat.starttime != self.starttime):
+                os.close(self.pidfd)
+                self.pidfd = None
+                self._fire(None, None)
+                return
+            self.loop.add_reader(self.pidfd, self._on_readable)
+        else:
+            self.poller = self.loop.create_task(self._poll())
+
+    def _on_readable(self) -> None:
+        reaped, code, sig = _reap(self.pid, self.pidfd)
+        self._fire(code, sig)
+
+    async def _poll(self) -> None:
+        while not self.done:
+            stat = read_proc_stat(self.pid)
+            if stat is None or (self.starttime is not None and stat.starttime != self.starttime):
+                self._fire(None, None)  # gone (reaped elsewhere), or the pid now belongs to someone else
+                return
+            if stat.exited:
+                _, code, sig = _reap(self.pid, None)  # identity checked above: safe to reap by pid
+                self._fire(code, sig)
+                return
+            await asyncio.sleep(POLL_FALLBACK)
+
+    def _fire(self, code: int | None, sig: int | None) -> None:
+        if self.done:
+            return
+        self.close()
+        self.on_exit(code, sig)
+
+    def close(self) -> None:
+        """Stop watching (the process is left alone)."""
+        self.done = True
+        if self.pidfd is not None:
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.poller is not None and not self.poller.done() and self.poller is not asyncio.current_task():
+            self.poller.cancel()
+
+
+def watch_exit(
+    pid: int, on_exit: Callable[[int | None, int | None], None], *, starttime: int | None = None
+) -> _ExitWatch:
+    """Watch ``pid`` on the running loop; returns the watch (``close()`` it to stop watching)."""
+    watch = _ExitWatch(pid=pid, starttime=starttime, on_exit=on_exit, loop=asyncio.get_running_loop())
+    watch.start()
+    return watch
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def build_env(*, inherit: bool, extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ) if inherit else {}
+    env.update(extra)
+    return env
+
+
+def resolve_command(argv: list[str], env: dict[str, str], cwd: str | None = None) -> list[str]:
+    """Resolve ``argv[0]`` without a slash on the PATH of the *final* environment (not the worker's)."""
+    exe = argv[0]
+    if "/" in exe:
+        return list(argv)
+    path = env.get("PATH", os.defpath)
+    found = shutil.which(exe, path=path)
+    if found is None:
+        where = f" (cwd {cwd})" if cwd else ""
+        raise DriverFailed(f"executable {exe!r} not found on PATH {path!r}{where}", details={"path": path})
+    return [found, *argv[1:]]
+
+
+# ---------------------------------------------------------------------------------------------- logs
+
+
+def cap_log(path: Path, max_bytes: int) -> bool:
+    """Copy-truncate ``path`` when it is over ``max_bytes``: keep its tail in ``path.1``. True if rotated."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if size <= max_bytes:
+        return False
+    backup = path.with_name(path.name + ".1")
+    tmp = path.with_name(path.name + ".1.tmp")
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            src.seek(max(0, size - max_bytes))
+            remaining = max_bytes
+            while remaining > 0:
+                chunk = src.read(min(1 << 20, remaining))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                remaining -= len(chunk)
+        os.replace(tmp, backup)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    # truncate even if the backup failed: a full disk is exactly when the cap matters most
+    try:
+        os.truncate(path, 0)
+    except OSError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
+@dataclass(eq=False)
+class _Proc:
+    """One process this driver tracks: started here (``own``) or re-adopted from a state file."""
+
+    service_id: str
+    pid: int
+    pgid: int
+    starttime: int
+    command: list[str]
+    started_at: datetime
+    own: bool
+    popen: subprocess.Popen[bytes] | None = None
+    logs: list[Path] = field(default_factory=list)
+    log_max_bytes: int = 10 * 1024 * 1024
+    exit: ExitInfo | None = None
+    exited: asyncio.Future[ExitInfo] | None = None
+    watch: _ExitWatch | None = None
+    stopping: bool = False
+
+    def is_alive(self) -> bool:
+        if self.exit is not None:
+            return False
+        stat = read_proc_stat(self.pid)
+        return stat is not None and stat.starttime == self.starttime and not stat.exited
+
+
+class ProcessDriver:
+    """Starts, stops and watches local processes; see the module docstring for the design."""
+
+    kind = DriverKind.PROCESS
+
+    def __init__(self, *, data_dir: Path, log_check_interval: float = 5.0, kill_wait: float = KILL_WAIT) -> None:
+        self.data_dir = Path(data_dir)
+        self.run_dir = self.data_dir / "run"
+        self.log_dir = self.data_dir / "logs"
+        self.log_check_interval = log_check_interval
+        self.kill_wait = kill_wait
+        self._procs: dict[str, _Proc] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ public API
+
+    async def start(self, service: ServiceSpec) -> DriverResult:
+        cfg = self._config(service)
+        async with self._lock(service.id):
+            proc, _ = self._lookup(service.id)
+            if proc is not None and proc.is_alive():
+                return DriverResult(ok=True, action="start", changed=False, pid=proc.pid, started_at=proc.started_at,
+                                    message=f"already running (pid {proc.pid})")
+            return await self._spawn(service, cfg, action="start")
+
+    async def stop(self, service: ServiceSpec, *, grace: float | None = None) -> DriverResult:
+        cfg = self._config(service)
+        async with self._lock(service.id):
+            return await self._stop(service.id, cfg, grace=grace, action="stop")
+
+    async def restart(self, service: ServiceSpec, *, grace: float | None = None) -> DriverResult:
+        cfg = self._config(service)
+        async with self._lock(service.id):
+            stopped = await self._stop(service.id, cfg, grace=grace, action="restart")
+            result = await self._spawn(service, cfg, action="restart")
+            before = f"{stopped.message}; " if stopped.changed else ""
+            return result.model_copy(update={"message": f"{before}{result.message}"})
+
+    async def status(self, service: ServiceSpec) -> ServiceStatus:
+        cfg = self._config(service)
+        proc, note = self._lookup(service.id)
+        if proc is None:
+            return ServiceStatus(status=RunStatus.STOPPED, message=note or "not started")
+        self._cap_logs(proc, cfg.log_max_bytes)
+        if proc.is_alive():
+            return ServiceStatus(status=RunStatus.RUNNING, pid=proc.pid, started_at=proc.started_at,
+                                 message=f"running (pid {proc.pid})")
+        reason = proc.exit.message if proc.exit is not None else "exited"
+        return ServiceStatus(status=RunStatus.STOPPED, pid=proc.pid, started_at=proc.started_at,
+                             message=f"pid {proc.pid} {reason}")
+
+    async def wait_exit(self, service: ServiceSpec) -> ExitInfo | None:
+        """Return as soon as the service's process exits; at once if it is not running."""
+        cfg = self._config(service)
+        proc, note = self._lookup(service.id)
+        if proc is None:
+            return ExitInfo(pid=0, exited_at=_now(), message=note or "not running")
+        fut = self._exit_future(proc)
+        while not fut.done():
+            # asyncio.wait never cancels ``fut``: a cancelled waiter leaves the watch for the others
+            await asyncio.wait([fut], timeout=self.log_check_interval)
+            if not fut.done():
+                self._cap_logs(proc, cfg.log_max_bytes)
+        return fut.result()
+
+    def close(self) -> None:
+        """Stop watching every process (they keep running; a new driver instance can re-adopt them)."""
+        for proc in self._procs.values():
+            if proc.watch is not None:
+                proc.watch.close()
+                proc.watch = None
+        self._procs.clear()
+
+    # ------------------------------------------------------------------ paths and state
+
+    def state_path(self, service_id: str) -> Path:
+        return self.run_dir / f"{service_id}.json"
+
+    def log_paths(self, service_id: str) -> tuple[Path, Path]:
+        return self.log_dir / f"{service_id}.out.log", self.log_dir / f"{service_id}.err.log"
+
+    def _lock(self, service_id: str) -> asyncio.Lock:
+        lock = self._locks.get(service_id)
+        if lock is None:
+            lock = self._locks[service_id] = asyncio.Lock()
+        return lock
+
+    @staticmethod
+    def _config(service: ServiceSpec) -> ProcessConfig:
+        if not isinstance(service.config, ProcessConfig):
+            raise ConfigInvalid(f"service {service.id!r}: the process driver needs a process config")
+        if not is_service_id(service.id):
+            raise ConfigInvalid(f"invalid service id {service.id!r}")
+        return service.config
+
+    def _read_state(self, service_id: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.state_path(service_id).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            return None
+        return data
+
+    def _write_state(self, proc: _Proc, *, cwd: str | None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        data = {
+            "version": STATE_VERSION,
+            "service": proc.service_id,
+            "pid": proc.pid,
+            "pgid": proc.pgid,
+            "starttime": proc.starttime,
+            "boot_id": boot_id(),
+            "started_at": proc.started_at.isoformat(),
+            "command": proc.command,
+            "cwd": cwd,
+            "logs": [str(p) for p in proc.logs],
+        }
+        path = self.state_path(proc.service_id)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def _forget_state(self, service_id: str, pid: int) -> None:
+        state = self._read_state(service_id)
+        if state is not None and state.get("pid") == pid:
+            with contextlib.suppress(OSError):
+                self.state_path(service_id).unlink()
+
+    def _lookup(self, service_id: str) -> tuple[_Proc | None, str]:
+        """The tracked process of ``service_id`` (live or exited), adopting it from the state file if needed.
+
+        Returns ``(None, reason)`` when nothing of ours is there.
+        """
+        known = self._procs.get(service_id)
+        if known is not None and known.exit is None:
+            return known, ""
+        state = self._read_state(service_id)
+        if state is None:
+            return known, "" if known is not None else "not started"
+        try:
+            pid, pgid, starttime = int(state["pid"]), int(state["pgid"]), int(state["starttime"])
+        except (KeyError, TypeError, ValueError):
+            return known, "state file unreadable"
+        if known is not None and known.pid == pid and known.starttime == starttime:
+            return known, ""  # the one we already saw exit
+        if state.get("boot_id") != boot_id():
+            return known, f"pid {pid} is from an earlier boot"
+        stat = read_proc_stat(pid)
+        if stat is None:
+            return known, f"pid {pid} is gone"
+        if stat.starttime != starttime:
+            return known, f"pid {pid} now belongs to another process (start time differs)"
+        started = state.get("started_at")
+        proc = _Proc(
+            service_id=service_id,
+            pid=pid,
+            pgid=pgid,
+            starttime=starttime,
+            command=list(state.get("command") or []),
+            started_at=datetime.fromisoformat(started) if isinstance(started, str) else _started_at(starttime),
+            own=False,
+            logs=[Path(p) for p in state.get("logs") or []],
+        )
+        self._procs[service_id] = proc
+        if stat.exited:
+            # a zombie: exited for all purposes. Reap it if it happens to be our child (same process as the
+            # driver that started it); otherwise its parent (maybe a PID 1 that never reaps) keeps it.
+            proc.exited = asyncio.get_running_loop().create_future()
+            reaped, code, sig = _reap(pid, None)
+            self._mark_exited(proc, code, sig, note="" if reaped else "zombie")
+        else:
+            self._watch(proc)
+        return proc, ""
+
+    # ------------------------------------------------------------------ exit tracking
+
+    def _watch(self, proc: _Proc) -> None:
+        loop = asyncio.get_running_loop()
+        proc.exited = loop.create_future()
+
+        def on_exit(code: int | None, sig: int | None) -> None:
+            self._mark_exited(proc, code, sig)
+
+        proc.watch = watch_exit(proc.pid, on_exit, starttime=proc.starttime)
+
+    def _exit_future(self, proc: _Proc) -> asyncio.Future[ExitInfo]:
+        loop = asyncio.get_running_loop()
+        if proc.exited is None or proc.exited.get_loop() is not loop:
+            # first use on this loop (e.g. the driver was built before the worker's loop ran)
+            if proc.watch is not None:
+                proc.watch.close()
+            fut: asyncio.Future[ExitInfo] = loop.create_future()
+            if proc.exit is not None:
+                fut.set_result(proc.exit)
+                proc.exited = fut
+            else:
+                self._watch(proc)
+        assert proc.exited is not None
+        return proc.exited
+
+    def _mark_exited(self, proc: _Proc, code: int | None, sig: int | None, *, note: str = "") -> None:
+        if proc.exit is not None:
+            return
+        if proc.popen is not None and proc.popen.returncode is None:
+            # tell subprocess we reaped it, or it would waitpid() a possibly recycled pid later
+            proc.popen.returncode = -sig if sig is not None else (code if code is not None else -1)
+        message = describe_exit(code, sig)
+        if note == "zombie":
+            message = "exited (zombie not reaped by its parent; exit status unknown)"
+        if proc.stopping:
+            message = f"stopped by windflow: {message}"
+        proc.exit = ExitInfo(pid=proc.pid, exit_code=code, signal=sig, exited_at=_now(), message=message)
+        if proc.watch is not None:
+            proc.watch.close()
+            proc.watch = None
+        if proc.exited is not None and not proc.exited.done():
+            proc.exited.set_result(proc.exit)
+
+    # ------------------------------------------------------------------ start / stop
+
+    def _open_logs(self, service_id: str, max_bytes: int) -> tuple[_Stream, _Stream, list[str], list[Path]]:
+        """Open (append) the two log files; a stream that cannot be opened goes to /dev/null, with a note."""
+        notes: list[str] = []
+        opened: list[_Stream] = []
+        paths: list[Path] = []
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            notes.append(f"log directory {self.log_dir} unusable ({exc.strerror or exc}): output goes to /dev/null")
+            return subprocess.DEVNULL, subprocess.DEVNULL, notes, paths
+        for path in self.log_paths(service_id):
+            cap_log(path, max_bytes)
+            try:
+                opened.append(open(path, "ab", buffering=0))  # noqa: SIM115 (handed to the child, closed below)
+                paths.append(path)
+            except OSError as exc:
+                notes.append(f"cannot open log {path} ({exc.strerror or exc}): that stream goes to /dev/null")
+                opened.append(subprocess.DEVNULL)
+        return opened[0], opened[1], notes, paths
+
+    async def _spawn(self, service: ServiceSpec, cfg: ProcessConfig, *, action: str) -> DriverResult:
+        env = build_env(inherit=cfg.inherit_env, extra=cfg.env)
+        argv = resolve_command(cfg.command, env, cfg.cwd)
+        out, err, notes, log_paths = self._open_logs(service.id, cfg.log_max_bytes)
+        try:
+            popen = subprocess.Popen(  # noqa: S603 (argv list, never a shell)
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=cfg.cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            detail = exc.strerror or str(exc)
+            where = f" in {cfg.cwd}" if cfg.cwd and exc.errno == errno.ENOENT else ""
+            raise DriverFailed(f"cannot start {argv[0]!r}{where}: {detail}", details={"command": argv}) from None
+        finally:
+            for stream in (out, err):
+                if not isinstance(stream, int):
+                    stream.close()
+        stat = read_proc_stat(popen.pid)
+        starttime = stat.starttime if stat is not None else 0
+        proc = _Proc(
+            service_id=service.id,
+            pid=popen.pid,
+            pgid=popen.pid,  # start_new_session: the child leads its own group
+            starttime=starttime,
+            command=argv,
+            started_at=_now(),  # exact; the boot-time-derived one is only a fallback for adoption
+            own=True,
+            popen=popen,
+            logs=log_paths,
+            log_max_bytes=cfg.log_max_bytes,
+        )
+        self._procs[service.id] = proc
+        self._watch(proc)
+        try:
+            self._write_state(proc, cwd=cfg.cwd)
+        except OSError as exc:
+            notes.append(f"state file not written ({exc.strerror or exc}): a restarted worker will not re-adopt it")
+        message = "; ".join([f"started pid {proc.pid}", *notes])
+        return DriverResult(ok=True, action=action, changed=True, pid=proc.pid, started_at=proc.started_at,
+                            message=message)
+
+    async def _stop(self, service_id: str, cfg: ProcessConfig, *, grace: float | None, action: str) -> DriverResult:
+        proc, note = self._lookup(service_id)
+        if proc is None or not proc.is_alive():
+            changed = False
+            if proc is not None:
+                self._forget_state(service_id, proc.pid)
+            message = f"not running ({proc.exit.message})" if proc is not None and proc.exit else "not running"
+            if note and proc is None:
+                message = f"not running ({note})"
+            if proc is not None and proc.pgid == proc.pid:
+                # the leader died on its own; what it left in its group (a server a wrapper script started)
+                # still holds ports and files. While any member lives the group id cannot be reused.
+                leftovers = group_members(proc.pgid)
+                if leftovers:
+                    self._killpg(proc.pgid, signal.SIGKILL)
+                    changed = True
+                    message += f"; killed {len(leftovers)} leftover process(es) of its group"
+            return DriverResult(ok=True, action=action, changed=changed, message=message)
+        grace = cfg.stop_grace if grace is None else max(0.0, grace)
+        sig = signal.Signals[cfg.stop_signal]
+        fut = self._exit_future(proc)
+        proc.stopping = True
+        self._signal(proc, sig)
+        forced = False
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout=grace)
+        except TimeoutError:
+            forced = True
+            self._signal(proc, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), timeout=self.kill_wait)
+            except TimeoutError:
+                raise DriverFailed(
+                    f"pid {proc.pid} did not exit {format_duration(self.kill_wait)} after SIGKILL "
+                    "(uninterruptible sleep?)", details={"pid": proc.pid}
+                ) from None
+        # the leader is gone: take down anything it left in its group (workers, shells' children)
+        if proc.pgid == proc.pid:
+            self._killpg(proc.pgid, signal.SIGKILL)
+        info = fut.result()
+        self._forget_state(service_id, proc.pid)
+        how = f"SIGKILL after {format_duration(grace)} grace" if forced else sig.name
+        outcome = info.message.removeprefix("stopped by windflow: ")
+        return DriverResult(ok=True, action=action, changed=True, pid=proc.pid, exit_code=info.exit_code,
+                            message=f"stopped pid {proc.pid} ({how}; {outcome})")
+
+    def _signal(self, proc: _Proc, sig: int) -> None:
+        """Signal the process group, but only if the process still leads it (it did when we started it).
+
+        A state file we did not write (or a process that is somehow not a group leader) gets the signal
+        on its pid alone: never a group that may hold unrelated processes.
+        """
+        stat = read_proc_stat(proc.pid)
+        if stat is None or stat.starttime != proc.starttime:
+            return
+        if stat.pgid == proc.pid == proc.pgid:
+            self._killpg(proc.pgid, sig)
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, sig)
+
+    @staticmethod
+    def _killpg(pgid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    def _cap_logs(self, proc: _Proc, max_bytes: int) -> None:
+        for path in proc.logs:
+            cap_log(path, max_bytes)

@@ -1,0 +1,120 @@
+"""The worker's composition root: registers workflows and activities on the task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.worker import Worker, WorkflowRunner
+
+from windflow.activities.records import RecordActivities
+from windflow.activities.runs import TemporalActivities
+from windflow.activities.services import ServiceActivities
+from windflow.drivers import build_driver_registry
+from windflow.persistence.db import Database
+from windflow.probes import build_probe_registry
+from windflow.settings import Settings
+from windflow.workflows import search_attributes as sa
+from windflow.workflows.initialization import SystemInitialization
+
+log = logging.getLogger("windflow.worker")
+
+WORKFLOWS: list[type] = [SystemInitialization]
+
+
+@dataclass
+class WorkerParts:
+    """What a worker is made of, so tests and `windflow up` can reach the pieces."""
+
+    worker: Worker
+    services: ServiceActivities
+    records: RecordActivities
+
+
+def activities_of(*objects: Any) -> list[Callable[..., Any]]:
+    """Every ``@activity.defn`` method of the given activity classes."""
+    out: list[Callable[..., Any]] = []
+    for obj in objects:
+        for name in dir(type(obj)):
+            member = getattr(type(obj), name)
+            if callable(member) and hasattr(member, "__temporal_activity_definition"):
+                out.append(getattr(obj, name))
+    return out
+
+
+def build_worker(
+    *,
+    client: Client,
+    settings: Settings,
+    db: Database,
+    task_queue: str | None = None,
+    on_commit: Callable[[], None] | None = None,
+    workflow_runner: WorkflowRunner | None = None,
+    extra_workflows: Sequence[type] = (),
+    max_concurrent_activities: int = 2000,
+) -> WorkerParts:
+    data_dir = settings.ensure_data_dir()
+    drivers = build_driver_registry(data_dir=data_dir)
+    probes = build_probe_registry()
+    services = ServiceActivities(db=db, drivers=drivers, probes=probes, probe_history=settings.probe_history,
+                                 on_commit=on_commit)
+    records = RecordActivities(db=db, on_commit=on_commit)
+    runs = TemporalActivities(client=client)
+    kwargs: dict[str, Any] = {}
+    if workflow_runner is not None:
+        kwargs["workflow_runner"] = workflow_runner
+    worker = Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[*WORKFLOWS, *extra_workflows],
+        activities=activities_of(services, records, runs),
+        max_concurrent_activities=max_concurrent_activities,
+        **kwargs,
+    )
+    return WorkerParts(worker=worker, services=services, records=records)
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register windflow's search attributes in the namespace if missing; returns the ones added."""
+    existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    have = set(existing.custom_attributes)
+    missing = {k.name: IndexedValueType.ValueType(k.indexed_value_type.value) for k in sa.ALL_KEYS
+               if k.name not in have}
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)
+
+
+async def run_worker(settings: Settings) -> None:
+    """`windflow worker`: run until SIGINT/SIGTERM, then finish in-flight tasks and exit."""
+    from windflow.persistence.migrate import upgrade
+    from windflow.settings import Mode
+    from windflow.temporal_client import connect
+
+    db = Database.from_url(settings.sqlalchemy_url)
+    if settings.mode == Mode.EMBEDDED:
+        await upgrade(db.engine)
+    client = await connect(settings, identity=None)
+    added = await ensure_search_attributes(client, settings.temporal_namespace)
+    if added:
+        log.info("registered search attributes: %s", ", ".join(added))
+    parts = build_worker(client=client, settings=settings, db=db)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+    async with parts.worker:
+        await stop.wait()
+    await db.dispose()

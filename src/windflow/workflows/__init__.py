@@ -1,0 +1,1 @@
+"""Temporal workflow definitions. Deterministic: they import domain/ and call activities by reference."""

@@ -1,0 +1,375 @@
+"""``SystemInitialization`` (id ``init/{run_id}``): bring a system up in dependency order.
+
+validate → plan (topological layers) → start each component as soon as all of its dependencies are
+healthy (not layer by layer) → wait until healthy → summary. Live state through the ``status`` query;
+``retry_component`` update; cancellation rolls back (stops what this run started, dependants first)
+unless ``on_cancel=leave_running``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from windflow.activities.records import RecordActivities
+    from windflow.activities.runs import TemporalActivities
+    from windflow.activities.services import ServiceActivities
+    from windflow.domain.contracts import (
+        TERMINAL_INIT,
+        AwaitWorkflowInput,
+        ComponentState,
+        ComponentStatus,
+        InitInput,
+        InitState,
+        InitStatus,
+        RecordInitInput,
+        RetryComponentInput,
+        RetryComponentResult,
+        ServiceActionInput,
+        ValidateSystemInput,
+        WaitHealthyInput,
+    )
+    from windflow.domain.graph import dependants
+    from windflow.domain.models import ServiceSpec
+    from windflow.workflows import _policies as policies
+    from windflow.workflows import search_attributes as sa
+
+DONE = {ComponentStatus.HEALTHY, ComponentStatus.FAILED, ComponentStatus.SKIPPED, ComponentStatus.STOPPED}
+
+
+def error_text(exc: BaseException) -> str:
+    """The innermost useful message of an activity failure."""
+    cause: BaseException | None = exc
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    return str(cause) if cause is not None else str(exc)
+
+
+@workflow.defn(name="SystemInitialization")
+class SystemInitialization:
+    @workflow.init
+    def __init__(self, input: InitInput) -> None:
+        info = workflow.info()
+        self.input = input
+        self.state = InitState(run_id=input.run_id, workflow_id=info.workflow_id, actor=input.actor,
+                               options=input.options, started_at=workflow.now())
+        self.specs: dict[str, ServiceSpec] = {}
+        self.graph: dict[str, list[str]] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.dirty = False
+        self.retry_requested = False
+        self.semaphore: asyncio.Semaphore | None = None
+        self.pending_events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+        self.publisher: asyncio.Task[None] | None = None
+        self.publish_wakeup = False
+        self.closing = False
+
+    # ----------------------------------------------------------------- queries and updates
+
+    @workflow.query(name="status")
+    def status(self) -> InitState:
+        return self.state
+
+    @workflow.update(name="retry_component")
+    async def retry_component(self, req: RetryComponentInput) -> RetryComponentResult:
+        comp = self.state.components[req.component]
+        comp.status = ComponentStatus.PENDING
+        comp.last_error = None
+        comp.finished_at = None
+        for name in dependants(self.graph, req.component):
+            other = self.state.components.get(name)
+            if other is not None and other.status == ComponentStatus.SKIPPED:
+                other.status = ComponentStatus.PENDING
+                other.last_error = None
+        self.retry_requested = True
+        self.dirty = True
+        self._emit(req.component, f"retry of {req.component} requested")
+        return RetryComponentResult(accepted=True, message=f"{req.component} will be retried")
+
+    @retry_component.validator
+    def _validate_retry(self, req: RetryComponentInput) -> None:
+        comp = self.state.components.get(req.component)
+        if comp is None:
+            raise ValueError(f"{req.component!r} is not part of this initialization")
+        if comp.status != ComponentStatus.FAILED:
+            raise ValueError(f"{req.component!r} is {comp.status.value}, only a FAILED component can be retried")
+        if self.state.status in (InitStatus.CANCELLING, InitStatus.CANCELLED, InitStatus.SUCCEEDED):
+            raise ValueError(f"the initialization is {self.state.status.value}")
+
+    # ----------------------------------------------------------------- run
+
+    @workflow.run
+    async def run(self, input: InitInput) -> InitState:
+        self.publisher = asyncio.create_task(self._publish_loop())
+        options = input.options
+        try:
+            if input.wait_for:
+                self._set_status(InitStatus.PENDING, f"queued after {input.wait_for}")
+                await workflow.execute_activity_method(
+                    TemporalActivities.await_workflow,
+                    AwaitWorkflowInput(workflow_id=input.wait_for),
+                    start_to_close_timeout=timedelta(seconds=options.overall_timeout),
+                    heartbeat_timeout=policies.WAIT_HEARTBEAT,
+                    retry_policy=policies.STORE_RETRY,
+                )
+            self._set_status(InitStatus.VALIDATING, "validating configs and the dependency graph")
+            validation = await workflow.execute_activity_method(
+                ServiceActivities.validate_system,
+                ValidateSystemInput(components=options.components),
+                start_to_close_timeout=policies.STORE_TIMEOUT,
+                retry_policy=policies.STORE_RETRY,
+            )
+            if not validation.valid:
+                self.state.problems = validation.problems
+                first = validation.problems[0] if validation.problems else {"msg": "invalid"}
+                where = ".".join(str(p) for p in first.get("loc", []))
+                return await self._finish(InitStatus.FAILED, f"validation failed: {where}: {first.get('msg')}")
+            self.specs = {s.id: s for s in validation.specs}
+            self.graph = {s.id: list(s.depends_on) for s in validation.specs}
+            self.state.plan = validation.plan
+            for layer_no, layer in enumerate(validation.plan):
+                for name in layer:
+                    self.state.components[name] = ComponentState(name=name, layer=layer_no,
+                                                                 depends_on=self.graph[name])
+            workflow.upsert_search_attributes([sa.SERVICES.value_set(sorted(self.specs))])
+            if options.validate_only:
+                order = " | ".join(", ".join(layer) for layer in validation.plan)
+                return await self._finish(InitStatus.SUCCEEDED, f"valid; would start in this order: {order}")
+            if options.parallelism:
+                self.semaphore = asyncio.Semaphore(options.parallelism)
+            self._set_status(InitStatus.RUNNING, f"starting {len(self.specs)} components")
+            deadline = workflow.now() + timedelta(seconds=options.overall_timeout)
+            while True:
+                timed_out = not await self._drive(deadline)
+                failed = [c.name for c in self.state.components.values() if c.status == ComponentStatus.FAILED]
+                if timed_out:
+                    return await self._finish(
+                        InitStatus.FAILED, f"overall timeout of {options.overall_timeout:g}s reached")
+                if not failed:
+                    return await self._finish(InitStatus.SUCCEEDED, "all components healthy")
+                if options.retry_window <= 0:
+                    return await self._finish(InitStatus.FAILED, f"failed: {', '.join(failed)}")
+                self.state.awaiting_retry_until = workflow.now() + timedelta(seconds=options.retry_window)
+                self._set_status(InitStatus.FAILED, f"failed: {', '.join(failed)}; awaiting retry_component")
+                self.retry_requested = False
+                try:
+                    await workflow.wait_condition(lambda: self.retry_requested,
+                                                  timeout=timedelta(seconds=options.retry_window))
+                except TimeoutError:
+                    return await self._finish(InitStatus.FAILED, f"failed: {', '.join(failed)}")
+                self.state.awaiting_retry_until = None
+                self._set_status(InitStatus.RUNNING, "retrying")
+        except (asyncio.CancelledError, CancelledError):
+            await self._compensate()
+            raise
+
+    async def _drive(self, deadline) -> bool:  # type: ignore[no-untyped-def]
+        """Start whatever is ready until nothing runs. False when the overall deadline passed."""
+        while True:
+            self._schedule()
+            if not self.tasks:
+                return True
+            remaining = (deadline - workflow.now()).total_seconds()
+            if remaining <= 0:
+                for name, task in list(self.tasks.items()):
+                    task.cancel()
+                    comp = self.state.components[name]
+                    comp.status = ComponentStatus.FAILED
+                    comp.last_error = "overall timeout"
+                await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+                self.tasks.clear()
+                return False
+            self.dirty = False
+            try:
+                await workflow.wait_condition(lambda: self.dirty, timeout=timedelta(seconds=remaining))
+            except TimeoutError:
+                continue
+
+    def _schedule(self) -> None:
+        comps = self.state.components
+        stop_mode = self.input.options.on_failure == "stop"
+        any_failed = any(c.status == ComponentStatus.FAILED for c in comps.values())
+        for name in sorted(comps, key=lambda n: (comps[n].layer, n)):
+            comp = comps[name]
+            if comp.status != ComponentStatus.PENDING or name in self.tasks:
+                continue
+            gone = (ComponentStatus.FAILED, ComponentStatus.SKIPPED)
+            blocked = [d for d in comp.depends_on if comps[d].status in gone]
+            if blocked:
+                comp.status = ComponentStatus.SKIPPED
+                comp.last_error = f"dependency {blocked[0]} did not come up"
+                self._emit(name)
+                continue
+            if stop_mode and any_failed:
+                continue  # start nothing new; what remains is skipped below once nothing runs
+            if all(comps[d].status == ComponentStatus.HEALTHY for d in comp.depends_on):
+                self.tasks[name] = asyncio.create_task(self._component(name))
+        if stop_mode and any_failed and not self.tasks:
+            for comp in comps.values():
+                if comp.status == ComponentStatus.PENDING:
+                    comp.status = ComponentStatus.SKIPPED
+                    comp.last_error = "the run stopped after a failure"
+                    self._emit(comp.name)
+        self._update_progress()
+
+    async def _component(self, name: str) -> None:
+        comp = self.state.components[name]
+        options = self.input.options
+        try:
+            if self.semaphore is not None:
+                await self.semaphore.acquire()
+            try:
+                comp.attempts += 1
+                comp.status = ComponentStatus.STARTING
+                comp.started_at = workflow.now()
+                comp.last_error = None
+                self._emit(name)
+                spec = self.specs[name]
+                if comp.attempts > 1:  # a retry picks up the config as it is now (it may have been fixed)
+                    spec = await workflow.execute_activity_method(
+                        ServiceActivities.load_service, name, start_to_close_timeout=policies.STORE_TIMEOUT,
+                        retry_policy=policies.STORE_RETRY)
+                    self.specs[name] = spec
+                started = await workflow.execute_activity_method(
+                    ServiceActivities.start_service,
+                    ServiceActionInput(spec=spec, source="initialization", run_id=self.state.run_id),
+                    start_to_close_timeout=policies.CONTROL_TIMEOUT,
+                    heartbeat_timeout=policies.CONTROL_HEARTBEAT,
+                    retry_policy=policies.CONTROL_RETRY,
+                )
+                comp.pid = started.result.pid
+                comp.started_by_run = comp.started_by_run or started.result.changed
+                comp.status = ComponentStatus.WAITING_HEALTHY
+                self._emit(name)
+                interval = spec.health.interval if spec.health else 1.0
+                await workflow.execute_activity_method(
+                    ServiceActivities.wait_healthy,
+                    WaitHealthyInput(spec=spec, timeout=options.component_timeout, run_id=self.state.run_id),
+                    start_to_close_timeout=timedelta(seconds=options.component_timeout + 60),
+                    heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * interval)),
+                    retry_policy=policies.WAIT_RETRY,
+                    # a rollback must not race a probe loop that would record the stop as a failure
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+                comp.status = ComponentStatus.HEALTHY
+                comp.healthy_at = workflow.now()
+                comp.finished_at = comp.healthy_at
+                self._emit(name)
+            finally:
+                if self.semaphore is not None:
+                    self.semaphore.release()
+        except ActivityError as exc:
+            comp.status = ComponentStatus.FAILED
+            comp.last_error = error_text(exc)
+            comp.finished_at = workflow.now()
+            self._emit(name)
+        finally:
+            self.tasks.pop(name, None)
+            self.dirty = True
+
+    # ----------------------------------------------------------------- cancellation
+
+    async def _compensate(self) -> None:
+        self._set_status(InitStatus.CANCELLING, "cancelling")
+        for task in list(self.tasks.values()):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for comp in self.state.components.values():
+            if comp.status not in DONE:
+                comp.status = ComponentStatus.SKIPPED if not comp.started_by_run else comp.status
+                comp.last_error = comp.last_error or "cancelled"
+        if self.input.options.on_cancel == "rollback":
+            started = {n for n, c in self.state.components.items() if c.started_by_run}
+            for layer in reversed(self.state.plan):
+                names = [n for n in layer if n in started]
+                if not names:
+                    continue
+                await asyncio.gather(*(self._stop(n) for n in names))
+        await self._finish(InitStatus.CANCELLED, "cancelled"
+                           + (", started components stopped" if self.input.options.on_cancel == "rollback"
+                              else ", components left running"))
+
+    async def _stop(self, name: str) -> None:
+        comp = self.state.components[name]
+        try:
+            await workflow.execute_activity_method(
+                ServiceActivities.stop_service,
+                ServiceActionInput(spec=self.specs[name], source="initialization", run_id=self.state.run_id),
+                start_to_close_timeout=policies.CONTROL_TIMEOUT,
+                heartbeat_timeout=policies.CONTROL_HEARTBEAT,
+                retry_policy=policies.CONTROL_RETRY,
+            )
+            comp.status = ComponentStatus.STOPPED
+        except ActivityError as exc:
+            comp.last_error = f"rollback stop failed: {error_text(exc)}"
+        comp.finished_at = workflow.now()
+        self._emit(name)
+
+    # ----------------------------------------------------------------- state, events, summary
+
+    def _update_progress(self) -> None:
+        comps = self.state.components.values()
+        if self.state.status == InitStatus.SUCCEEDED:
+            self.state.progress = 100
+        elif comps:
+            done = sum(1 for c in comps if c.status in DONE)
+            self.state.progress = min(99, int(100 * done / len(self.state.components)))
+
+    def _set_status(self, status: InitStatus, message: str) -> None:
+        self.state.status = status
+        self.state.message = message
+        workflow.upsert_search_attributes([sa.STATUS.value_set(status.value)])
+        self._emit(None)
+
+    def _emit(self, component: str | None, message: str | None = None) -> None:
+        self._update_progress()
+        comp = self.state.components.get(component) if component else None
+        data = {
+            "run_id": self.state.run_id,
+            "workflow_id": self.state.workflow_id,
+            "status": self.state.status.value,
+            "progress": self.state.progress,
+            "component": component,
+            "component_status": comp.status.value if comp else None,
+            "message": message or (comp.last_error or "" if comp else self.state.message),
+        }
+        self.pending_events.append((str(workflow.uuid4()), data))
+        self.publish_wakeup = True
+
+    async def _publish_loop(self) -> None:
+        """One writer: events reach the store (and the bus) in the order they happened, in batches."""
+        while not self.closing:
+            await workflow.wait_condition(lambda: self.publish_wakeup or self.closing)
+            if self.publish_wakeup:
+                await self._flush(final=False)
+
+    async def _flush(self, *, final: bool) -> None:
+        self.publish_wakeup = False
+        batch, self.pending_events = self.pending_events, []
+        await workflow.execute_activity_method(
+            RecordActivities.record_initialization,
+            RecordInitInput(state=self.state, final=final, events=[d for _, d in batch],
+                            event_ids=[i for i, _ in batch], timestamp=workflow.now()),
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
+
+    async def _finish(self, status: InitStatus, message: str) -> InitState:
+        self.state.finished_at = workflow.now()
+        self._set_status(status, message)
+        self.closing = True
+        if self.publisher is not None:
+            await asyncio.gather(self.publisher, return_exceptions=True)  # let an in-flight batch land first
+        await self._flush(final=True)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if status == InitStatus.FAILED:
+            raise ApplicationError(message, self.state.model_dump(mode="json"), type="InitializationFailed",
+                                   non_retryable=True)
+        assert status in TERMINAL_INIT
+        return self.state
