@@ -312,3 +312,18 @@ async def test_relay_wakes_on_postgres_notify_from_another_writer(db):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_undecodable_entries_are_skipped_by_readers_and_dead_lettered_by_groups(bus: RedisStreamsBus):
+    good = [status_event("db", n=i) for i in range(3)]
+    await bus.publish_many(good[:1])
+    await bus.redis.xadd(bus.stream, {"event": "{not json"})  # written by something else
+    await bus.publish_many(good[1:])
+    assert [e.event_id for _, e in await bus.read(limit=3)] == [e.event_id for e in good]
+    consumer = bus.consumer("g", "c", block_ms=50)
+    got = Collector()
+    for delivery in await consumer.fetch():
+        assert await consumer.handle(delivery, got)
+    assert got.ids == [e.event_id for e in good]
+    dead = await bus.redis.xrange(f"{bus.stream}:dead")
+    assert [f["reason"] for _, f in dead] == ["undecodable entry"]

@@ -2,7 +2,7 @@
 """A stand-in service for demos, tests and benchmarks. Standard library only: runs with any python3.
 
     standin.py --name api --port 8000 [--protocol http|tcp] [--boot SECONDS]
-               [--crash-after SECONDS] [--fail-start]
+               [--crash-after SECONDS] [--fail-start] [--requires HOST:PORT ...]
 
 HTTP mode:
     GET  /health  200 {"status": "ok", "name": ..., "pid": ...}
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -32,6 +33,15 @@ from typing import Any
 
 STARTED = time.time()
 HUNG = threading.Event()
+REQUIRES: list[tuple[str, int]] = []
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def log(name: str, text: str) -> None:
@@ -62,6 +72,10 @@ class HealthHandler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] == "/health":
             if HUNG.is_set():
                 threading.Event().wait()  # stall this request forever; other threads go on
+            down = [f"{h}:{p}" for h, p in REQUIRES if not _reachable(h, p)]
+            if down:  # like an app whose database is gone: alive, but not healthy
+                self._send_json(503, {"status": "degraded", "name": self.name, "unreachable": down})
+                return
             self._send_json(200, {"status": "ok", "name": self.name, "pid": os.getpid()})
         elif self.path.split("?", 1)[0] == "/":
             self._send_json(200, {"name": self.name, "pid": os.getpid(), "uptime": round(time.time() - STARTED, 3),
@@ -111,7 +125,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--boot", type=float, default=None, help="seconds to wait before binding (env STANDIN_BOOT)")
     parser.add_argument("--crash-after", type=float, default=None, help="exit 1 this many seconds after binding")
     parser.add_argument("--fail-start", action="store_true", help="exit 1 right after the boot delay")
+    parser.add_argument("--fail-start-while", default=None, metavar="PATH",
+                        help="exit 1 right after the boot delay while PATH exists")
+    parser.add_argument("--requires", action="append", default=[], metavar="HOST:PORT",
+                        help="report 503 on /health while this TCP address does not answer (repeatable)")
     args = parser.parse_args(argv)
+    for item in args.requires:
+        host, _, port = item.rpartition(":")
+        REQUIRES.append((host or "127.0.0.1", int(port)))
     if args.boot is None:
         args.boot = float(os.environ.get("STANDIN_BOOT", "0") or 0)
     return args
@@ -133,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.fail_start:
         log(args.name, "failing at start (--fail-start)")
+        return 1
+    if args.fail_start_while and os.path.exists(args.fail_start_while):
+        log(args.name, f"failing at start: {args.fail_start_while} exists")
         return 1
 
     server: socketserver.TCPServer

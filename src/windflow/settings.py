@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from windflow.domain.notifications import ChannelConfig
+
 MIN_JWT_SECRET_BYTES = 32
 
 
@@ -97,6 +99,18 @@ class Settings(BaseSettings):
     probe_history: int = Field(1000, ge=10, le=100_000, description="Probe results kept per service")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts")
     worker_host: str | None = Field(None, description="Host name of this worker (host-affine services)")
+    notification_channels: list[ChannelConfig] = Field(
+        default_factory=list,
+        description="Escalation channels besides the system file's, as a JSON list, e.g. "
+        '[{"name": "ops", "kind": "slack", "url": "https://hooks.slack.com/services/..."}, '
+        '{"name": "log", "kind": "log"}]; a channel of the same name in the system file is ignored',
+    )
+    restart_max_in_flight: int = Field(5, ge=1, description="Restarts in progress at once across all services "
+                                       "(global restart budget); further recoveries wait their turn")
+    restart_max_per_window: int = Field(30, ge=1, description="Restarts started within restart_window across all "
+                                        "services (global restart budget)")
+    restart_window: float = Field(60.0, gt=0, le=86400, description="Sliding window of restart_max_per_window, "
+                                  "seconds")
 
     @classmethod
     def settings_customise_sources(

@@ -15,19 +15,24 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.worker import Worker, WorkflowRunner
 
+from windflow.activities.notifications import NotificationActivities
 from windflow.activities.records import RecordActivities
 from windflow.activities.runs import TemporalActivities
 from windflow.activities.services import ServiceActivities
+from windflow.activities.supervision import SupervisionActivities
 from windflow.drivers import build_driver_registry
+from windflow.persistence.budget import RestartBudget
 from windflow.persistence.db import Database
 from windflow.probes import build_probe_registry
 from windflow.settings import Settings
 from windflow.workflows import search_attributes as sa
+from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.initialization import SystemInitialization
+from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
 
 log = logging.getLogger("windflow.worker")
 
-WORKFLOWS: list[type] = [SystemInitialization]
+WORKFLOWS: list[type] = [SystemInitialization, ServiceSupervisor, ServiceRecovery, ServiceControl, RecoverySweep]
 
 
 @dataclass
@@ -37,6 +42,7 @@ class WorkerParts:
     worker: Worker
     services: ServiceActivities
     records: RecordActivities
+    supervision: SupervisionActivities
 
 
 def activities_of(*objects: Any) -> list[Callable[..., Any]]:
@@ -68,6 +74,12 @@ def build_worker(
                                  on_commit=on_commit)
     records = RecordActivities(db=db, on_commit=on_commit)
     runs = TemporalActivities(client=client)
+    budget = RestartBudget(db, max_in_flight=settings.restart_max_in_flight,
+                           max_per_window=settings.restart_max_per_window, window=settings.restart_window,
+                           lease=300.0)
+    supervision = SupervisionActivities(db=db, drivers=drivers, probes=probes, budget=budget,
+                                        probe_history=settings.probe_history, on_commit=on_commit)
+    notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels))
     kwargs: dict[str, Any] = {}
     if workflow_runner is not None:
         kwargs["workflow_runner"] = workflow_runner
@@ -75,11 +87,11 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=activities_of(services, records, runs),
+        activities=activities_of(services, records, runs, supervision, notifications),
         max_concurrent_activities=max_concurrent_activities,
         **kwargs,
     )
-    return WorkerParts(worker=worker, services=services, records=records)
+    return WorkerParts(worker=worker, services=services, records=records, supervision=supervision)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:

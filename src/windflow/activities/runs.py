@@ -6,9 +6,30 @@ import asyncio
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
-from windflow.domain.contracts import AwaitWorkflowInput, AwaitWorkflowResult
+from windflow.domain.contracts import (
+    AwaitSupervisorInput,
+    AwaitSupervisorResult,
+    AwaitWorkflowInput,
+    AwaitWorkflowResult,
+    PauseInput,
+    RecoverNowInput,
+    RecoverNowResult,
+    SupervisionState,
+    SupervisorControlInput,
+    SupervisorInput,
+    SupervisorsInput,
+    SupervisorsResult,
+    SupervisorStatus,
+)
+from windflow.workflows import search_attributes as sa
 
 
 class TemporalActivities:
@@ -30,3 +51,109 @@ class TemporalActivities:
                 return AwaitWorkflowResult(workflow_id=req.workflow_id, status=desc.status.name.lower())
             activity.heartbeat(desc.status.name if desc.status else "unknown")
             await asyncio.sleep(req.poll)
+
+    @activity.defn(name="recover_via_supervisor")
+    async def recover_via_supervisor(self, req: AwaitSupervisorInput) -> AwaitSupervisorResult:
+        """Ask the service's supervisor to recover it and follow until it is done.
+
+        ``supervised=False`` when the service has no running supervisor (the caller recovers it itself).
+        """
+        handle = self.client.get_workflow_handle(f"supervise/{req.service_id}")
+        try:
+            desc = await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return AwaitSupervisorResult(supervised=False)
+            raise
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            return AwaitSupervisorResult(supervised=False)
+        answer = await handle.execute_update(
+            "recover_now", RecoverNowInput(reason=req.reason, actor=req.actor, source=req.source),
+            result_type=RecoverNowResult,
+        )
+        if not answer.attached and answer.state != SupervisionState.RECOVERING:
+            return AwaitSupervisorResult(supervised=True, state=answer.state.value, message=answer.message)
+        busy = {SupervisionState.RECOVERING, SupervisionState.BACKING_OFF, SupervisionState.BLOCKED,
+                SupervisionState.WAITING_BUDGET}
+        await asyncio.sleep(0.05)
+        while True:
+            status = await handle.query("status", result_type=SupervisorStatus)
+            if status.state not in busy:
+                return AwaitSupervisorResult(supervised=True, attached=answer.attached, state=status.state.value,
+                                             attempt=status.attempt, message=status.message)
+            activity.heartbeat(status.state.value)
+            await asyncio.sleep(req.poll)
+
+    # ----------------------------------------------------------------- supervisors
+
+    async def _running(self, workflow_id: str) -> bool:
+        try:
+            desc = await self.client.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return desc.status == WorkflowExecutionStatus.RUNNING
+
+    async def _start_supervisor(self, service_id: str, task_queue: str, actor: str) -> bool:
+        """Start ``supervise/{service_id}`` unless it runs; True when this call started it."""
+        workflow_id = f"supervise/{service_id}"
+        if await self._running(workflow_id):
+            return False
+        await self.client.start_workflow(
+            "ServiceSupervisor",
+            SupervisorInput(service_id=service_id),
+            id=workflow_id,
+            task_queue=task_queue or activity.info().task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            memo={"actor": actor},
+            search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "supervisor"),
+                                                     SearchAttributePair(sa.SERVICE, service_id),
+                                                     SearchAttributePair(sa.STATE, "starting")]),
+            static_summary=f"supervises {service_id}",
+        )
+        return True
+
+    @activity.defn(name="ensure_supervisors")
+    async def ensure_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:
+        """Every named (monitored) service gets a running supervisor."""
+        out = SupervisorsResult()
+        for service_id in req.service_ids:
+            started = await self._start_supervisor(service_id, req.task_queue, req.actor)
+            (out.started if started else out.already_running).append(service_id)
+            activity.heartbeat(service_id)
+        return out
+
+    @activity.defn(name="stop_stale_supervisors")
+    async def stop_stale_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:
+        """Supervisors of services that are gone or no longer monitored are told to stop."""
+        out = SupervisorsResult()
+        keep = set(req.service_ids)
+        query = "WindflowKind = 'supervisor' AND ExecutionStatus = 'Running'"
+        async for execution in self.client.list_workflows(query):
+            service_id = execution.id.removeprefix("supervise/")
+            if service_id not in keep:
+                await self.client.get_workflow_handle(execution.id).signal("stop_supervision")
+                out.stopped.append(service_id)
+        return out
+
+    @activity.defn(name="pause_supervisor")
+    async def pause_supervisor(self, req: SupervisorControlInput) -> bool:
+        """Pause supervision (returns once it is paused); False when the service has no supervisor."""
+        workflow_id = f"supervise/{req.service_id}"
+        if not await self._running(workflow_id):
+            return False
+        await self.client.get_workflow_handle(workflow_id).execute_update(
+            "pause", PauseInput(reason=req.reason, actor=req.actor), result_type=SupervisorStatus)
+        return True
+
+    @activity.defn(name="resume_supervisor")
+    async def resume_supervisor(self, req: SupervisorControlInput) -> str:
+        """Resume supervision, or start it; returns resumed | started."""
+        workflow_id = f"supervise/{req.service_id}"
+        if await self._running(workflow_id):
+            await self.client.get_workflow_handle(workflow_id).signal("resume")
+            return "resumed"
+        await self._start_supervisor(req.service_id, req.task_queue, req.actor)
+        return "started"

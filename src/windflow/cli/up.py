@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 from rich.console import Console
 
 from windflow.settings import Settings
@@ -78,7 +79,10 @@ class DevServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = settings.ensure_data_dir() / "temporal.log"
 
-    async def start(self, timeout: float = 60.0) -> None:
+    async def start(self, timeout: float = 60.0, abort: asyncio.Event | None = None) -> None:
+        """Spawn the dev server and wait until its frontend answers (or ``abort`` is set: a signal came).
+
+        On failure the child is stopped again: a server that started but never answered must not linger."""
         s = self.settings
         wanted = ((s.temporal_port, "WINDFLOW_TEMPORAL_PORT"), (s.temporal_ui_port, "WINDFLOW_TEMPORAL_UI_PORT"))
         for port, what in wanted:
@@ -88,13 +92,27 @@ class DevServer:
         self.proc = subprocess.Popen(dev_server_command(s), stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + timeout
+        try:
+            await self._wait_ready(timeout, abort)
+        except BaseException:
+            self.stop(timeout=5)
+            raise
+
+    async def _wait_ready(self, timeout: float, abort: asyncio.Event | None) -> None:
         from temporalio.client import Client
 
+        assert self.proc is not None
+        s = self.settings
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if abort is not None and abort.is_set():
+                return
             if self.proc.poll() is not None:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"the Temporal dev server exited ({self.proc.returncode}):\n{tail}")
+            if port_free(s.temporal_port):  # not listening yet: do not pay for a gRPC connect attempt
+                await asyncio.sleep(0.1)
+                continue
             try:
                 client = await Client.connect(s.temporal_address, namespace=s.temporal_namespace)
                 await client.service_client.check_health()
@@ -124,7 +142,13 @@ async def run_up(
     stop_services: bool,
     exit_after_init: bool,
 ) -> int:
-    """Run everything until a signal (or, with ``exit_after_init``, until the initialization ended)."""
+    """Run everything until a signal (or, with ``exit_after_init``, until the initialization ended).
+
+    Shutdown order: API, then the worker (cancels in-flight activities, so nothing starts a service any
+    more), then, with ``stop_services``, every registered service, then the store and the dev server. An
+    initialization interrupted by the signal stays open in Temporal (its history is in the data dir's
+    SQLite file) and resumes on the next ``windflow up``.
+    """
     import uvicorn
 
     from windflow.api.app import build_resources, create_app
@@ -143,11 +167,14 @@ async def run_up(
 
     server = DevServer(settings)
     console.print(f"[dim]data dir {settings.resolved_data_dir}[/dim]")
-    with console.status("starting the Temporal dev server"):
-        await server.start()
     resources = None
     code = 0
     try:
+        with console.status("starting the Temporal dev server"):
+            await server.start(abort=stop)
+        if stop.is_set():
+            console.print("stopped before start-up finished")
+            return 0
         client = await connect(settings, identity="windflow-up")
         await ensure_search_attributes(client, settings.temporal_namespace)
         resources = await build_resources(settings, migrate=True)
@@ -156,49 +183,88 @@ async def run_up(
         parts = build_worker(client=client, settings=settings, db=resources.db,
                              on_commit=relay.notify if relay else None)
         app = create_app(settings, resources=resources)
+        # a WebSocket client that never goes away must not hold the shutdown hostage
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                                lifespan="on")
+                                lifespan="on", timeout_graceful_shutdown=5)
         api = uvicorn.Server(config)
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        async with parts.worker:
-            api_task = asyncio.create_task(api.serve())
-            while not api.started:
-                if api_task.done():
+        interrupted: asyncio.Task[int] | None = None  # an apply-and-initialize step a signal cut short
+        try:
+            async with parts.worker:
+                api_task = asyncio.create_task(api.serve())
+                try:
+                    while not api.started:
+                        if api_task.done():
+                            await api_task
+                            raise RuntimeError(f"the API did not start on {settings.api_host}:{settings.api_port}")
+                        await asyncio.sleep(0.05)
+                    base = f"http://{settings.api_host}:{settings.api_port}"
+                    console.print(f"[bold green]windflow is up[/bold green]  API {base}  docs {base}/docs")
+                    if settings.temporal_ui_base_url:
+                        console.print(f"Temporal Web UI {settings.temporal_ui_base_url}"
+                                      f"/namespaces/{settings.temporal_namespace}/workflows")
+                    if system_file is not None and not stop.is_set():
+                        token, _ = issue_access_token(key=resources.jwt_key, subject="windflow-up",
+                                                      permissions={str(p) for p in ALL_PERMISSIONS},
+                                                      roles=("admin",), ttl=24 * 3600)
+                        init_task = asyncio.create_task(
+                            asyncio.to_thread(_apply_and_init, base, token, system_file, initialize))
+                        code = await _until_done_or_stopped(init_task, stop)
+                        interrupted = None if init_task.done() else init_task
+                    if exit_after_init:
+                        stop.set()
+                    elif not stop.is_set():
+                        console.print("[dim]Ctrl-C stops windflow; managed services keep running"
+                                      + (" (--stop-services: they stop too)" if stop_services else "") + "[/dim]")
+                    await stop.wait()
+                    console.print("shutting down")
+                finally:
+                    api.should_exit = True
                     await api_task
-                    raise RuntimeError("the API did not start")
-                await asyncio.sleep(0.05)
-            base = f"http://{settings.api_host}:{settings.api_port}"
-            console.print(f"[bold green]windflow is up[/bold green]  API {base}  docs {base}/docs")
-            if settings.temporal_ui_base_url:
-                console.print(f"Temporal Web UI {settings.temporal_ui_base_url}"
-                              f"/namespaces/{settings.temporal_namespace}/workflows")
-            token, _ = issue_access_token(key=resources.jwt_key, subject="windflow-up",
-                                          permissions={str(p) for p in ALL_PERMISSIONS}, roles=("admin",),
-                                          ttl=3600)
-            if system_file is not None:
-                code = await asyncio.to_thread(_apply_and_init, base, token, system_file, initialize)
-                if exit_after_init:
-                    stop.set()
-            console.print("[dim]Ctrl-C stops windflow; managed services keep running"
-                          + (" (--stop-services: they stop too)" if stop_services else "") + "[/dim]")
-            await stop.wait()
-            console.print("shutting down")
+                    if interrupted is not None:
+                        # the watcher's next request fails now that the API is gone: it ends by itself
+                        with contextlib.suppress(BaseException):
+                            await asyncio.wait_for(interrupted, 10)
+                        if not console.is_terminal:
+                            console.line()  # after the live display's open last line
+                        console.print("[yellow]initialization interrupted: it resumes on the next "
+                                      "`windflow up`[/yellow]")
+                        if exit_after_init:
+                            code = 1
             if stop_services:
                 await _stop_all(parts.services, resources.db)
-            api.should_exit = True
-            await api_task
+        finally:
+            if resources is not None:
+                await resources.bus.close()
+                await resources.db.dispose()
     finally:
-        if resources is not None:
-            await resources.bus.close()
-            await resources.db.dispose()
         server.stop()
     return code
+
+
+async def _until_done_or_stopped(init_task: asyncio.Task[int], stop: asyncio.Event) -> int:
+    """The apply-and-initialize step's exit code; 0 if a signal came first (the step is then abandoned)."""
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({init_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not init_task.done():
+        return 0
+    try:
+        return init_task.result()
+    except click.exceptions.Exit as exc:  # check() already printed the API's error
+        return exc.exit_code or 1
+    except Exception as exc:  # noqa: BLE001 - report, keep serving (or exit, with --exit-after-init)
+        console.print(f"[red]applying or initializing failed: {exc}[/red]")
+        return 1
 
 
 def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) -> int:
     import httpx2
 
     from windflow.cli.client import check
+    from windflow.cli.client import console as watch_console
     from windflow.cli.init import watch
     from windflow.domain.system import dump_system, load_system, parse_yaml, to_yaml
 
@@ -213,6 +279,8 @@ def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) 
             return 0
         accepted = check(http.post("/api/v1/initializations", json={"queue": True}))
         run = watch(http, accepted["run_id"])
+    if not watch_console.is_terminal:
+        watch_console.line()  # a live display off a terminal leaves its last line open
     return 0 if run["status"] == "SUCCEEDED" else 1
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from windflow.domain.models import ServiceSpec
+from windflow.domain.notifications import DeliveryResult, Notification
 from windflow.domain.results import DriverResult, ProbeResult
 
 # --------------------------------------------------------------------------- initialization
@@ -166,3 +167,229 @@ class RecordInitInput(BaseModel):
     events: list[dict[str, Any]] = Field(default_factory=list, description="INITIALIZATION_UPDATE data items")
     event_ids: list[str] = Field(default_factory=list)
     timestamp: datetime
+
+
+# --------------------------------------------------------------------------- supervision and recovery
+
+
+class SupervisionState(StrEnum):
+    STARTING = "starting"
+    WATCHING = "watching"
+    RECOVERING = "recovering"
+    BACKING_OFF = "backing_off"
+    BLOCKED = "blocked"
+    WAITING_BUDGET = "waiting_budget"
+    WAITING_DECISION = "waiting_decision"
+    GAVE_UP = "gave_up"
+    PAUSED = "paused"
+
+
+class WatchInput(BaseModel):
+    spec: ServiceSpec
+    since: datetime | None = Field(None, description="When the current process started (for start_period)")
+    record_every: float = Field(15.0, gt=0, description="Seconds between batched writes of probe results")
+
+
+class WatchResult(BaseModel):
+    verdict: Literal["exited", "unhealthy", "not_running"]
+    message: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    detected_at: datetime
+    healthy_for: float = Field(0.0, description="Seconds the service had been healthy before this verdict")
+    probes: list[ProbeResult] = Field(default_factory=list, description="The failing probes (evidence)")
+
+
+class DependencyCheckInput(BaseModel):
+    service_id: str
+    depends_on: list[str] = Field(default_factory=list)
+
+
+class DependencyCheckResult(BaseModel):
+    unhealthy: list[str] = Field(default_factory=list)
+    messages: dict[str, str] = Field(default_factory=dict)
+
+
+class WaitDependenciesInput(BaseModel):
+    service_id: str
+    depends_on: list[str]
+    poll: float = 0.5
+
+
+class RecoverStepInput(BaseModel):
+    spec: ServiceSpec
+    reason: str
+    confirm: bool = Field(False, description="Re-probe first: a blip must not restart a healthy service")
+    requested_at: datetime = Field(description="workflow.now() when asked; makes the restart idempotent")
+    holder: str = Field(description="Unique per attempt: the restart-budget lease holder")
+    timeout: float = 60.0
+    source: str = "recovery"
+    workflow_id: str = ""
+    attempt: int = 1
+    max_attempts: int = 1
+
+
+class RecoverStepResult(BaseModel):
+    outcome: Literal["recovered", "healthy", "failed", "budget"]
+    message: str = ""
+    retry_after: float = 0.0
+    pid: int | None = None
+    restarted: bool = False
+    elapsed: float = 0.0
+    probes: list[ProbeResult] = Field(default_factory=list)
+
+
+class SupervisorStatus(BaseModel):
+    """What the supervisor's `status` query returns (and the store and events carry)."""
+
+    service_id: str
+    workflow_id: str
+    state: SupervisionState = SupervisionState.STARTING
+    paused_reason: str | None = None
+    last_verdict: WatchResult | None = None
+    attempt: int = 0
+    max_attempts: int = 0
+    next_attempt_at: datetime | None = None
+    blocked_on: list[str] = Field(default_factory=list)
+    restarts: list[datetime] = Field(default_factory=list, description="Restart times in the current window")
+    restarts_total: int = 0
+    recoveries_total: int = 0
+    last_error: str | None = None
+    last_recovery_seconds: float | None = None
+    healthy_since: datetime | None = None
+    message: str = ""
+    since: datetime | None = None
+
+
+class SupervisorInput(BaseModel):
+    service_id: str
+    heartbeat_timeout: float = Field(30.0, ge=2, description="Seconds before a silent watch is retried elsewhere")
+    carried: SupervisorStatus | None = Field(None, description="State carried over by continue-as-new")
+    paused: bool = False
+    paused_reason: str | None = None
+
+
+class PauseInput(BaseModel):
+    reason: str = "paused by an operator"
+    actor: str = "system"
+
+
+class RecoverNowInput(BaseModel):
+    reason: str = "manual"
+    actor: str = "system"
+    source: str = "api"
+
+
+class RecoverNowResult(BaseModel):
+    attached: bool = Field(description="True when a recovery was already running and this request joined it")
+    state: SupervisionState
+    message: str = ""
+
+
+class DecisionInput(BaseModel):
+    decision: Literal["approve", "keep_stopped"]
+    actor: str = "system"
+
+
+class RecoveryInput(BaseModel):
+    service_id: str
+    reason: str = "manual"
+    actor: str = "system"
+    source: str = "api"
+
+
+class RecoveryResult(BaseModel):
+    service_id: str
+    outcome: Literal["recovered", "healthy", "gave_up", "delegated", "failed"]
+    attempts: int = 0
+    message: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RecordSupervisionInput(BaseModel):
+    status: SupervisorStatus
+    service_state: str | None = Field(None, description="New value of the service's state column")
+    events: list[dict[str, Any]] = Field(default_factory=list, description="(event_type, data) items")
+    event_ids: list[str] = Field(default_factory=list)
+    recovery: dict[str, Any] | None = Field(None, description="A recovery run summary to upsert")
+    timestamp: datetime
+
+
+class SweepInput(BaseModel):
+    actor: str = "schedule"
+
+
+class SweepResult(BaseModel):
+    supervisors_started: list[str] = Field(default_factory=list)
+    recoveries_started: list[str] = Field(default_factory=list)
+    supervisors_stopped: list[str] = Field(default_factory=list)
+    checked: int = 0
+    message: str = ""
+
+
+class AwaitSupervisorInput(BaseModel):
+    service_id: str
+    reason: str = "manual"
+    actor: str = "system"
+    source: str = "api"
+    poll: float = 0.5
+
+
+class AwaitSupervisorResult(BaseModel):
+    supervised: bool
+    attached: bool = False
+    state: str = ""
+    attempt: int = 0
+    message: str = ""
+
+
+class ControlInput(BaseModel):
+    service_id: str
+    action: Literal["start", "stop", "restart"]
+    actor: str = "system"
+    timeout: float = Field(120.0, gt=0)
+
+
+class ControlResult(BaseModel):
+    service_id: str
+    action: str
+    ok: bool
+    message: str = ""
+    pid: int | None = None
+    supervision: str = Field("", description="paused, resumed, started or none")
+
+
+class SupervisorsInput(BaseModel):
+    service_ids: list[str] = Field(default_factory=list)
+    task_queue: str = ""
+    actor: str = "system"
+
+
+class SupervisorsResult(BaseModel):
+    started: list[str] = Field(default_factory=list)
+    already_running: list[str] = Field(default_factory=list)
+    stopped: list[str] = Field(default_factory=list)
+
+
+class SupervisorControlInput(BaseModel):
+    service_id: str
+    reason: str = ""
+    actor: str = "system"
+    task_queue: str = ""
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+class NotifyInput(BaseModel):
+    notification: Notification
+    channels: list[str] | None = Field(None, description="Only these channels (by name); None = every channel")
+
+
+class NotifyResult(BaseModel):
+    results: list[DeliveryResult] = Field(default_factory=list)
+
+    @property
+    def delivered(self) -> list[str]:
+        return [r.channel for r in self.results if r.delivered]

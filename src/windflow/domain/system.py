@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.graph import find_cycle, format_cycle, missing_dependencies
 from windflow.domain.models import ProcessConfig, ServiceSpec, is_service_id
+from windflow.domain.notifications import NotificationsSection
 
 SYSTEM_FILE_VERSION = 1
 _UNION_FIELDS = {"config", "health"}
@@ -64,6 +65,9 @@ def graph_problems(graph: Mapping[str, list[str]], prefix: Iterable[str | int] =
 class SystemFile(BaseModel):
     version: int = Field(SYSTEM_FILE_VERSION, description="Format version of the file")
     services: list[ServiceSpec]
+    notifications: NotificationsSection | None = Field(
+        None, description="Escalation channels; absent = leave the stored channels as they are"
+    )
 
 
 def parse_yaml(text: str) -> Any:
@@ -82,12 +86,13 @@ def load_system(data: Any, *, base_dir: str | None = None) -> SystemFile:
     if not isinstance(data, dict):
         raise ConfigInvalid("the system file must be a mapping with a 'services' key",
                             details=[Problem(loc=[], msg="expected a mapping").model_dump()])
-    unknown = sorted(set(data) - {"version", "services"})
+    unknown = sorted(set(data) - {"version", "services", "notifications"})
     for key in unknown:
         problems.append(Problem(loc=[key], msg="unknown top-level key", type="extra_forbidden"))
     version = data.get("version", SYSTEM_FILE_VERSION)
     if version != SYSTEM_FILE_VERSION:
         problems.append(Problem(loc=["version"], msg=f"unsupported version {version!r} (expected 1)"))
+    notifications = _load_notifications(data, problems)
     raw_services = data.get("services")
     if not isinstance(raw_services, dict):
         problems.append(Problem(loc=["services"], msg="expected a mapping of service id to service", type="dict_type"))
@@ -116,7 +121,31 @@ def load_system(data: Any, *, base_dir: str | None = None) -> SystemFile:
         problems.extend(graph_problems({s.id: list(s.depends_on) for s in specs}))
     if problems:
         raise ConfigInvalid(_summary(problems), details=[p.model_dump() for p in problems])
-    return SystemFile(version=SYSTEM_FILE_VERSION, services=specs)
+    return SystemFile(version=SYSTEM_FILE_VERSION, services=specs, notifications=notifications)
+
+
+def _load_notifications(data: dict[str, Any], problems: list[Problem]) -> NotificationsSection | None:
+    if "notifications" not in data:
+        return None
+    raw = data["notifications"]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(Problem(loc=["notifications"], msg="expected a mapping with a 'channels' list",
+                                type="dict_type"))
+        return None
+    try:
+        section = NotificationsSection.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(problems_from(exc, ["notifications"]))
+        return None
+    seen: set[str] = set()
+    for i, channel in enumerate(section.channels):
+        if channel.name in seen:
+            problems.append(Problem(loc=["notifications", "channels", i, "name"],
+                                    msg=f"channel {channel.name!r} is listed more than once"))
+        seen.add(channel.name)
+    return section
 
 
 def _summary(problems: list[Problem]) -> str:
@@ -139,12 +168,15 @@ def resolve_paths(spec: ServiceSpec, base_dir: str) -> ServiceSpec:
     return spec
 
 
-def dump_system(specs: Iterable[ServiceSpec]) -> dict[str, Any]:
+def dump_system(specs: Iterable[ServiceSpec], *, notifications: NotificationsSection | None = None) -> dict[str, Any]:
     """The registry as a system document that re-applies to the same state."""
-    return {
+    document: dict[str, Any] = {
         "version": SYSTEM_FILE_VERSION,
         "services": {s.id: s.content() for s in sorted(specs, key=lambda s: s.id)},
     }
+    if notifications is not None:
+        document["notifications"] = notifications.model_dump(mode="json")
+    return document
 
 
 def to_yaml(document: dict[str, Any]) -> str:

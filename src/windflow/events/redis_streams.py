@@ -164,9 +164,18 @@ class RedisStreamsBus:
     # ------------------------------------------------------------------ read
 
     async def read(self, *, after: str | None = None, limit: int = 100) -> list[tuple[str, Event]]:
+        """Fewer than ``limit`` events back means the end of the stream (undecodable entries are skipped)."""
+        limit = max(1, limit)
+        out: list[tuple[str, Event]] = []
         start = f"({normalize(after)}" if after else "-"
-        entries = await self.redis.xrange(self.stream, min=start, max="+", count=max(1, limit))
-        return [(pos, ev) for pos, fields in entries if (ev := self._decode(pos, fields)) is not None]
+        while len(out) < limit:
+            want = limit - len(out)
+            entries = await self.redis.xrange(self.stream, min=start, max="+", count=want)
+            out += [(pos, ev) for pos, fields in entries if (ev := self._decode(pos, fields)) is not None]
+            if len(entries) < want:
+                break
+            start = f"({entries[-1][0]}"
+        return out
 
     async def last_position(self) -> str | None:
         entries = await self.redis.xrevrange(self.stream, max="+", min="-", count=1)

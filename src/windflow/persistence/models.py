@@ -156,3 +156,53 @@ class OutboxRow(Base):
 
 
 from windflow.persistence import auth_models as _auth_models  # noqa: E402,F401  (users/roles/tokens tables)
+
+# --------------------------------------------------------------------------- recovery: notifications, restart budget
+# (migration 0003_recovery)
+
+
+class NotificationChannelRow(Base):
+    """Channels from the system file's ``notifications`` key (settings channels are not stored)."""
+
+    __tablename__ = "notification_channels"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NotificationLogRow(Base):
+    """Every delivery attempt of a notification to a channel, delivered or not."""
+
+    __tablename__ = "notification_log"
+    __table_args__ = (
+        Index("ix_notification_log_notification_channel", "notification_id", "channel"),
+        Index("ix_notification_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    notification_id: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    service_id: Mapped[str] = mapped_column(String(64), index=True)
+    workflow_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    delivered: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RestartLeaseRow(Base):
+    """One granted restart (global restart budget). In flight while not released and not expired."""
+
+    __tablename__ = "restart_leases"
+    __table_args__ = (Index("ix_restart_leases_acquired_at", "acquired_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    service_id: Mapped[str] = mapped_column(String(64))
+    holder: Mapped[str] = mapped_column(String(256), index=True)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

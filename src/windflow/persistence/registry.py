@@ -21,6 +21,7 @@ from windflow.domain.models import ServiceSpec
 from windflow.domain.redaction import REDACTED, contains_placeholder, restore_redacted
 from windflow.domain.system import Problem, SystemFile, graph_problems, problems_from
 from windflow.persistence.models import ConfigVersionRow, ServiceRow
+from windflow.persistence.notifications import NotificationChannelRepository
 from windflow.persistence.repositories import (
     ConfigVersionRepository,
     OutboxRepository,
@@ -31,6 +32,7 @@ from windflow.persistence.repositories import (
 services_repo = ServiceRepository()
 versions_repo = ConfigVersionRepository()
 outbox_repo = OutboxRepository()
+channels_repo = NotificationChannelRepository()
 
 
 def _invalid(problems: list[Problem], message: str | None = None) -> ConfigInvalid:
@@ -202,6 +204,8 @@ async def apply_system(
     graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}
     graph.update({s.id: list(s.depends_on) for s in merged_specs})
     problems.extend(graph_problems(graph))
+    channels, channel_problems = await channels_repo.plan(session=session, system=system)
+    problems.extend(channel_problems)
     if problems:
         raise _invalid(problems, message=f"invalid system: {problems[0].path}: {problems[0].msg}")
     note = comment or "applied from system file"
@@ -226,6 +230,8 @@ async def apply_system(
         await emit_config_changed(session=session, service_id=sid, version=0, author=author, comment=note,
                                   change="delete")
         result.deleted.append(sid)
+    if channels is not None:
+        await channels_repo.replace(session=session, channels=channels)
     return result
 
 

@@ -15,7 +15,12 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.audit import record
@@ -159,9 +164,9 @@ async def start_initialization(
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         memo={"actor": principal.name, "request_id": request_id},
         search_attributes=TypedSearchAttributes([
-            sa.KIND.value_set(KIND),
-            sa.STATUS.value_set(InitStatus.PENDING.value),
-            sa.ACTOR.value_set(principal.name),
+            SearchAttributePair(sa.KIND, KIND),
+            SearchAttributePair(sa.STATUS, InitStatus.PENDING.value),
+            SearchAttributePair(sa.ACTOR, principal.name),
         ]),
         static_summary=f"initialization by {principal.name}"
         + (" (validate only)" if options.validate_only else "")

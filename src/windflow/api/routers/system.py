@@ -15,13 +15,16 @@ from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.graph import layers
+from windflow.domain.notifications import NotificationsSection, redact_channel
 from windflow.domain.redaction import redact
 from windflow.domain.system import dump_system, load_system, parse_yaml, to_yaml
 from windflow.persistence import registry
+from windflow.persistence.notifications import NotificationChannelRepository
 from windflow.persistence.repositories import ServiceRepository
 
 router = APIRouter(prefix="/system", tags=["system"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
+channels = NotificationChannelRepository()
 
 _BODY_DOC = {
     "requestBody": {
@@ -86,7 +89,9 @@ async def export(
     secrets: bool = Query(False, description="Include secret values (needs configs:write)"),
     format: str | None = Query(None, pattern="^(yaml|json)$"),
 ) -> Response:
-    document = dump_system(await services.specs(session=session))
+    stored_channels = await channels.list(session=session)
+    document = dump_system(await services.specs(session=session),
+                           notifications=NotificationsSection(channels=stored_channels) if stored_channels else None)
     principal: Principal = request.state.principal
     if secrets and not principal.can(Permission.CONFIGS_WRITE.value):
         raise ApiError(403, "exporting secrets needs configs:write", code="forbidden")
@@ -94,6 +99,8 @@ async def export(
         document["services"] = {
             sid: redact(body, body.get("secret_keys") or []) for sid, body in document["services"].items()
         }
+        if "notifications" in document:
+            document["notifications"]["channels"] = [redact_channel(c) for c in document["notifications"]["channels"]]
     wants_json = format == "json" or (format is None and "json" in request.headers.get("accept", "")
                                       and "yaml" not in request.headers.get("accept", ""))
     if wants_json:

@@ -253,16 +253,18 @@ class EventStream:
             now = time.monotonic()
             if now >= expiry:
                 raise _Closing(CLOSE_UNAUTHORIZED, "token expired; reconnect with a fresh token and last_event_id")
-            wait = min(next_ping, expiry) - now
             if next_ping <= now:
                 await self.send_json({"type": "ping", "ts": datetime.now(UTC).isoformat()})
                 next_ping = time.monotonic() + heartbeat
                 continue
             try:
-                async with asyncio.timeout(wait):
-                    position, text = await self.sub.queue.get()
-            except TimeoutError:
-                continue
+                position, text = self.sub.queue.get_nowait()  # a burst: no timer per message
+            except asyncio.QueueEmpty:
+                try:
+                    async with asyncio.timeout(min(next_ping, expiry) - now):
+                        position, text = await self.sub.queue.get()
+                except TimeoutError:
+                    continue
             if self.sub.overflowed:
                 await self._too_slow()
             if position is not None:

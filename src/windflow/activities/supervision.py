@@ -1,0 +1,366 @@
+"""Supervision activities: watch a service, check its dependencies, run one recovery attempt.
+
+``watch_service`` is the only long-running one: it probes on the service's own interval in this
+worker (a probe is not a workflow task) and returns as soon as the process exits (seen at once through
+the driver) or the probe has failed ``failure_threshold`` times in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from temporalio import activity
+
+from windflow.activities._support import StateWriter, new_event, outbox
+from windflow.domain.contracts import (
+    DependencyCheckInput,
+    DependencyCheckResult,
+    RecordSupervisionInput,
+    RecoverStepInput,
+    RecoverStepResult,
+    WaitDependenciesInput,
+    WatchInput,
+    WatchResult,
+)
+from windflow.domain.errors import WindflowError
+from windflow.domain.events import EventType, HealthCheck, make_event
+from windflow.domain.health import HealthTracker, HealthVerdict
+from windflow.domain.models import ServiceSpec
+from windflow.domain.results import ProbeResult, RunStatus
+from windflow.drivers.base import DriverRegistry
+from windflow.persistence.models import OutboxRow
+from windflow.persistence.repositories import (
+    ProbeResultRepository,
+    RunSummaryRepository,
+    ServiceRepository,
+    spec_of,
+)
+from windflow.probes.base import ProbeRegistry
+
+if TYPE_CHECKING:
+    from windflow.persistence.db import Database
+
+services = ServiceRepository()
+probe_results = ProbeResultRepository()
+runs = RunSummaryRepository()
+
+#: probe cadence while a restarted service comes up: fine-grained, recovery time is the product's figure
+RECOVERY_POLL = 0.02
+RECOVERY_POLL_MAX = 0.25
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SupervisionActivities:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        drivers: DriverRegistry,
+        probes: ProbeRegistry,
+        budget: Any | None = None,
+        probe_history: int = 1000,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.drivers = drivers
+        self.probes = probes
+        self.budget = budget
+        self.probe_history = probe_history
+        self.state = StateWriter(db, on_commit)
+        self.on_commit = on_commit
+
+    # ----------------------------------------------------------------- probes and records
+
+    async def _probe(self, spec: ServiceSpec) -> ProbeResult:
+        if spec.health is None:
+            status = await self.drivers.for_service(spec).status(spec)
+            return ProbeResult(healthy=status.status != RunStatus.STOPPED, latency_ms=0.0,
+                               message=f"driver says {status.status.value}", checked_at=_now())
+        return await self.probes.check(spec.health)
+
+    async def _record_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None,
+                             publish: bool) -> None:
+        if not results:
+            return
+        async with self.db.write() as session:
+            if await services.get(session=session, service_id=spec.id) is None:
+                return
+            await probe_results.add(session=session, service_id=spec.id, results=results, keep=self.probe_history)
+            if publish:
+                last = results[-1]
+                await outbox.add(session=session, event=new_event(
+                    EventType.HEALTH_CHECK,
+                    HealthCheck(service_id=spec.id, healthy=last.healthy, latency_ms=last.latency_ms,
+                                message=last.message, checked_at=last.checked_at, verdict=verdict)))
+        if self.on_commit:
+            self.on_commit()
+
+    # ----------------------------------------------------------------- watch
+
+    @activity.defn(name="watch_service")
+    async def watch_service(self, req: WatchInput) -> WatchResult:
+        """Return the first bad verdict: the process exited, or the probe failed ``failure_threshold`` times."""
+        spec = req.spec
+        driver = self.drivers.for_service(spec)
+        status = await driver.status(spec)
+        if status.status == RunStatus.STOPPED:
+            return WatchResult(verdict="not_running", message=status.message or f"{spec.id} is not running",
+                               detected_at=_now())
+        exit_task = asyncio.create_task(driver.wait_exit(spec))
+        health = spec.health
+        since = req.since or status.started_at or _now()
+        tracker = HealthTracker(
+            failure_threshold=health.failure_threshold if health else 1,
+            success_threshold=health.success_threshold if health else 1,
+            start_period=health.start_period if health else 0.0,
+        )
+        unrecorded: list[ProbeResult] = []
+        recent: list[ProbeResult] = []
+        last_record = time.monotonic()
+        healthy_since: float | None = None
+        verdict = HealthVerdict.UNKNOWN
+        probe_task: asyncio.Task[ProbeResult] | None = None
+        try:
+            next_probe = time.monotonic()
+            while True:
+                activity.heartbeat({"verdict": verdict.value, "checks": len(recent)})
+                if health is not None and probe_task is None:
+                    delay = max(0.0, next_probe - time.monotonic())
+                    probe_task = asyncio.create_task(self._after(delay, lambda: self._probe(spec)))
+                waiting: set[asyncio.Future[Any]] = {exit_task}
+                if probe_task is not None:
+                    waiting.add(probe_task)
+                done, _ = await asyncio.wait(waiting, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+                if exit_task in done:
+                    info = exit_task.result()
+                    if info is not None:
+                        await self._record_probes(spec, unrecorded, "unhealthy", publish=True)
+                        return WatchResult(
+                            verdict="exited", message=info.message or f"pid {info.pid} exited",
+                            exit_code=info.exit_code, signal=info.signal, detected_at=info.exited_at,
+                            healthy_for=(time.monotonic() - healthy_since) if healthy_since else 0.0,
+                            probes=recent[-5:],
+                        )
+                    # this driver cannot observe exits: rely on the probe alone
+                    exit_task = asyncio.create_task(asyncio.Event().wait())  # type: ignore[arg-type]
+                if probe_task is not None and probe_task in done:
+                    result = probe_task.result()
+                    probe_task = None
+                    next_probe += health.interval if health else 1.0
+                    if next_probe < time.monotonic():  # fell behind (slow probe): re-anchor, no burst
+                        next_probe = time.monotonic()
+                    unrecorded.append(result)
+                    recent.append(result)
+                    del recent[:-20]
+                    previous = verdict
+                    elapsed = (_now() - since).total_seconds()
+                    verdict = tracker.observe(result.healthy, since_start=elapsed)
+                    if verdict == HealthVerdict.HEALTHY and previous != HealthVerdict.HEALTHY:
+                        healthy_since = time.monotonic()
+                        await self._record_probes(spec, unrecorded, "healthy", publish=True)
+                        unrecorded = []
+                        last_record = time.monotonic()
+                        await self.state.set_state(spec.id, "healthy", source="supervisor", message="healthy")
+                    if verdict == HealthVerdict.UNHEALTHY:
+                        await self._record_probes(spec, unrecorded, "unhealthy", publish=True)
+                        failing = [r for r in recent if not r.healthy][-tracker.failure_threshold:]
+                        return WatchResult(
+                            verdict="unhealthy",
+                            message=f"probe failed {tracker.consecutive_failures} times: {result.message}",
+                            detected_at=_now(),
+                            healthy_for=(time.monotonic() - healthy_since) if healthy_since else 0.0,
+                            probes=failing,
+                        )
+                if unrecorded and time.monotonic() - last_record >= req.record_every:
+                    await self._record_probes(spec, unrecorded, None, publish=False)
+                    unrecorded = []
+                    last_record = time.monotonic()
+        finally:
+            for task in (exit_task, probe_task):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+
+    @staticmethod
+    async def _after(delay: float, make: Callable[[], Any]) -> Any:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await make()
+
+    # ----------------------------------------------------------------- dependencies
+
+    async def _specs(self, ids: list[str]) -> dict[str, ServiceSpec]:
+        async with self.db.read() as session:
+            return {s.id: s for s in await services.specs(session=session, ids=ids)}
+
+    @activity.defn(name="check_dependencies")
+    async def check_dependencies(self, req: DependencyCheckInput) -> DependencyCheckResult:
+        """Probe each direct dependency now: which are unhealthy (dead is not the same as blocked)."""
+        specs = await self._specs(req.depends_on)
+        results = await asyncio.gather(*(self._probe(specs[d]) for d in req.depends_on if d in specs))
+        out = DependencyCheckResult()
+        for name, result in zip([d for d in req.depends_on if d in specs], results, strict=True):
+            if not result.healthy:
+                out.unhealthy.append(name)
+                out.messages[name] = result.message
+        return out
+
+    @activity.defn(name="wait_dependencies")
+    async def wait_dependencies(self, req: WaitDependenciesInput) -> DependencyCheckResult:
+        """Heartbeat until every direct dependency answers its probe again."""
+        while True:
+            result = await self.check_dependencies(DependencyCheckInput(service_id=req.service_id,
+                                                                        depends_on=req.depends_on))
+            if not result.unhealthy:
+                return result
+            activity.heartbeat({"waiting_for": result.unhealthy})
+            await asyncio.sleep(req.poll)
+
+    # ----------------------------------------------------------------- one recovery attempt
+
+    @activity.defn(name="recover_step")
+    async def recover_step(self, req: RecoverStepInput) -> RecoverStepResult:
+        """Confirm → take a restart-budget lease → restart (idempotent) → wait until healthy."""
+        spec = req.spec
+        begin = time.monotonic()
+        driver = self.drivers.for_service(spec)
+        if req.confirm:
+            result = await self._probe(spec)
+            if result.healthy:
+                return RecoverStepResult(outcome="healthy", message=f"re-probe passed: {result.message}",
+                                         probes=[result], elapsed=time.monotonic() - begin)
+        lease = None
+        if self.budget is not None:
+            granted = await self.budget.acquire(service_id=spec.id, holder=req.holder)
+            if not granted.granted:
+                return RecoverStepResult(outcome="budget", message=granted.reason,
+                                         retry_after=max(0.1, float(granted.retry_after)))
+            lease = granted
+        try:
+            return await self._restart_and_wait(req, driver, begin)
+        finally:
+            if lease is not None:
+                with contextlib.suppress(Exception):
+                    await self.budget.release(lease_id=lease.id)  # type: ignore[union-attr]
+
+    async def _restart_and_wait(self, req: RecoverStepInput, driver: Any, begin: float) -> RecoverStepResult:
+        spec = req.spec
+        status = await driver.status(spec)
+        already = (
+            status.status == RunStatus.RUNNING
+            and status.started_at is not None
+            and status.started_at >= req.requested_at
+        )
+        restarted = True
+        if already:
+            pid = status.pid  # a previous try of this very attempt restarted it (the worker died after)
+        else:
+            await self.state.set_state(spec.id, "recovering", source=req.source,
+                                       message=f"restarting ({req.reason}), attempt {req.attempt} of "
+                                               f"{req.max_attempts}")
+            try:
+                result = await driver.restart(spec)
+            except WindflowError as exc:
+                return RecoverStepResult(outcome="failed", message=f"restart failed: {exc.message}",
+                                         elapsed=time.monotonic() - begin)
+            if not result.ok:
+                return RecoverStepResult(outcome="failed", message=f"restart failed: {result.message}",
+                                         elapsed=time.monotonic() - begin)
+            pid = result.pid
+        since = time.monotonic()
+        health = spec.health
+        tracker = HealthTracker(
+            failure_threshold=10**6, success_threshold=health.success_threshold if health else 1,
+            start_period=health.start_period if health else 0.0,
+        )
+        recent: list[ProbeResult] = []
+        poll = RECOVERY_POLL
+        while True:
+            status = await driver.status(spec)
+            if status.status == RunStatus.STOPPED:
+                await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
+                message = f"exited while starting: {status.message}".strip()
+                return RecoverStepResult(outcome="failed", message=message, pid=pid, restarted=restarted,
+                                         elapsed=time.monotonic() - begin, probes=recent[-5:])
+            result = await self._probe(spec)
+            recent.append(result)
+            del recent[:-20]
+            if tracker.observe(result.healthy) == HealthVerdict.HEALTHY:
+                await self._record_probes(spec, recent[-10:], "healthy", publish=True)
+                await self.state.set_state(spec.id, "healthy", source=req.source, pid=pid, message="recovered")
+                return RecoverStepResult(outcome="recovered", message=result.message, pid=pid, restarted=restarted,
+                                         elapsed=time.monotonic() - begin, probes=[result])
+            waited = time.monotonic() - since
+            if waited >= req.timeout:
+                await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
+                return RecoverStepResult(outcome="failed", restarted=restarted, pid=pid,
+                                         message=f"not healthy {req.timeout:g}s after restart: {result.message}",
+                                         elapsed=time.monotonic() - begin, probes=recent[-5:])
+            activity.heartbeat({"waited": round(waited, 3), "last": result.message})
+            await asyncio.sleep(poll)
+            poll = min(poll * 1.25, RECOVERY_POLL_MAX)
+
+    # ----------------------------------------------------------------- records
+
+    @activity.defn(name="record_supervision")
+    async def record_supervision(self, req: RecordSupervisionInput) -> None:
+        """Service state column, recovery summaries and events, in one transaction (idempotent ids)."""
+        status = req.status
+        async with self.db.write() as session:
+            row = await services.get(session=session, service_id=status.service_id)
+            if row is not None and req.service_state is not None:
+                detail = {**(row.state_detail or {}), "supervision": status.model_dump(mode="json")}
+                await services.set_state(session=session, service_id=status.service_id, state=req.service_state,
+                                         detail=detail)
+            elif row is not None:
+                row.state_detail = {**(row.state_detail or {}), "supervision": status.model_dump(mode="json")}
+            if req.recovery is not None:
+                summary = dict(req.recovery)
+                for key in ("started_at", "finished_at"):
+                    if isinstance(summary.get(key), str):
+                        summary[key] = datetime.fromisoformat(summary[key])
+                await runs.upsert(session=session, **summary)
+            if req.event_ids:
+                known = set((await session.execute(
+                    select(OutboxRow.event_id).where(OutboxRow.event_id.in_(req.event_ids)))).scalars())
+                for event_id, item in zip(req.event_ids, req.events, strict=True):
+                    if event_id in known:
+                        continue
+                    event_type = EventType(item["event_type"])
+                    from windflow.domain.events import EVENT_DATA_MODELS
+
+                    data = EVENT_DATA_MODELS[event_type].model_validate(item["data"])
+                    await outbox.add(session=session, event=make_event(event_type, data, event_id=event_id,
+                                                                       timestamp=req.timestamp))
+        if self.on_commit:
+            self.on_commit()
+
+    @activity.defn(name="load_spec_or_none")
+    async def load_spec_or_none(self, service_id: str) -> ServiceSpec | None:
+        async with self.db.read() as session:
+            row = await services.get(session=session, service_id=service_id)
+        return spec_of(row) if row is not None else None
+
+    @activity.defn(name="dependants_of")
+    async def dependants_of(self, service_id: str) -> list[str]:
+        """Direct dependants flagged ``restart_with_dependencies``."""
+        async with self.db.read() as session:
+            specs = await services.specs(session=session)
+        return sorted(s.id for s in specs if service_id in s.depends_on and s.restart_with_dependencies)
+
+    @activity.defn(name="list_monitored")
+    async def list_monitored(self, _: str = "") -> list[ServiceSpec]:
+        async with self.db.read() as session:
+            return [s for s in await services.specs(session=session) if s.monitored]
+
+

@@ -1,0 +1,18 @@
+"""Generic webhook: POST the notification as JSON (``Notification.model_dump(mode="json")``)."""
+
+from __future__ import annotations
+
+from windflow.domain.notifications import ChannelConfig, DeliveryResult, Notification
+from windflow.notify._http import post_json
+
+
+class WebhookChannel:
+    def __init__(self, config: ChannelConfig) -> None:
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    async def send(self, notification: Notification) -> DeliveryResult:
+        return await post_json(self.config, notification.model_dump(mode="json"))

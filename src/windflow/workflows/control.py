@@ -1,0 +1,116 @@
+"""``ServiceControl`` (id ``control/{service}``): a user's start/stop/restart, and ``RecoverySweep``.
+
+A user's stop pauses supervision first, so windflow does not "recover" a service a human stopped; a
+start resumes it once the service is healthy. ``RecoverySweep`` runs from a Temporal Schedule and
+reconciles like a controller: every monitored service has a running supervisor, and supervisors of
+services that are gone or no longer monitored stop.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from windflow.activities.runs import TemporalActivities
+    from windflow.activities.services import ServiceActivities
+    from windflow.activities.supervision import SupervisionActivities
+    from windflow.domain.contracts import (
+        ControlInput,
+        ControlResult,
+        ServiceActionInput,
+        SupervisorControlInput,
+        SupervisorsInput,
+        SweepInput,
+        SweepResult,
+        WaitHealthyInput,
+    )
+    from windflow.workflows import _policies as policies
+    from windflow.workflows import search_attributes as sa
+
+
+def _error(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    return str(cause)
+
+
+@workflow.defn(name="ServiceControl")
+class ServiceControl:
+    @workflow.run
+    async def run(self, input: ControlInput) -> ControlResult:
+        workflow.upsert_search_attributes([sa.KIND.value_set("control"), sa.SERVICE.value_set(input.service_id),
+                                           sa.ACTOR.value_set(input.actor)])
+        spec = await workflow.execute_activity_method(
+            SupervisionActivities.load_spec_or_none, input.service_id,
+            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+        if spec is None:
+            return ControlResult(service_id=input.service_id, action=input.action, ok=False,
+                                 message="service not found")
+        supervisor = SupervisorControlInput(service_id=spec.id, actor=input.actor,
+                                            reason=f"{input.action} by {input.actor}",
+                                            task_queue=workflow.info().task_queue)
+        supervision = "none"
+        if input.action in ("stop", "restart"):
+            paused = await workflow.execute_activity_method(
+                TemporalActivities.pause_supervisor, supervisor,
+                start_to_close_timeout=timedelta(seconds=120), retry_policy=policies.STORE_RETRY)
+            supervision = "paused" if paused else "none"
+        action = ServiceActionInput(spec=spec, source="user")
+        try:
+            if input.action == "stop":
+                done = await workflow.execute_activity_method(
+                    ServiceActivities.stop_service, action, start_to_close_timeout=policies.CONTROL_TIMEOUT,
+                    heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
+                return ControlResult(service_id=spec.id, action="stop", ok=True, message=done.result.message,
+                                     supervision=supervision)
+            method = ServiceActivities.start_service if input.action == "start" else ServiceActivities.restart_service
+            done = await workflow.execute_activity_method(
+                method, action, start_to_close_timeout=policies.CONTROL_TIMEOUT,
+                heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
+            interval = spec.health.interval if spec.health else 1.0
+            await workflow.execute_activity_method(
+                ServiceActivities.wait_healthy,
+                WaitHealthyInput(spec=spec, timeout=input.timeout, source="user"),
+                start_to_close_timeout=timedelta(seconds=input.timeout + 60),
+                heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * interval)),
+                retry_policy=policies.WAIT_RETRY)
+        except ActivityError as exc:
+            return ControlResult(service_id=spec.id, action=input.action, ok=False, message=_error(exc),
+                                 supervision=supervision)
+        if spec.monitored:
+            supervision = await workflow.execute_activity_method(
+                TemporalActivities.resume_supervisor, supervisor,
+                start_to_close_timeout=timedelta(seconds=60), retry_policy=policies.STORE_RETRY)
+        return ControlResult(service_id=spec.id, action=input.action, ok=True, message="healthy",
+                             pid=done.result.pid, supervision=supervision)
+
+
+@workflow.defn(name="RecoverySweep")
+class RecoverySweep:
+    @workflow.run
+    async def run(self, input: SweepInput) -> SweepResult:
+        workflow.upsert_search_attributes([sa.KIND.value_set("sweep"), sa.ACTOR.value_set(input.actor)])
+        monitored = await workflow.execute_activity_method(
+            SupervisionActivities.list_monitored, "", start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY)
+        ids = [s.id for s in monitored]
+        ensured = await workflow.execute_activity_method(
+            TemporalActivities.ensure_supervisors,
+            SupervisorsInput(service_ids=ids, task_queue=workflow.info().task_queue, actor=input.actor),
+            start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=policies.STORE_RETRY)
+        stale = await workflow.execute_activity_method(
+            TemporalActivities.stop_stale_supervisors, SupervisorsInput(service_ids=ids),
+            start_to_close_timeout=timedelta(minutes=10), retry_policy=policies.STORE_RETRY)
+        parts = []
+        if ensured.started:
+            parts.append(f"started supervisors: {', '.join(ensured.started)}")
+        if stale.stopped:
+            parts.append(f"stopped supervisors: {', '.join(stale.stopped)}")
+        return SweepResult(supervisors_started=ensured.started, supervisors_stopped=stale.stopped,
+                           checked=len(ids),
+                           message="; ".join(parts) or f"all {len(ids)} monitored services supervised")

@@ -1,0 +1,575 @@
+"""``ServiceSupervisor`` (id ``supervise/{service}``) and ``ServiceRecovery`` (id ``recover/{service}``).
+
+The supervisor is a long-lived entity workflow per monitored service: it runs the ``watch_service``
+activity, which returns as soon as the process exits or the probe fails ``failure_threshold`` times, then
+recovers the service inline (restart with backoff, start limit, escalation) and watches again. It is the
+single executor of recoveries for its service, so two triggers never make two restarts: the API, the
+sweep and alerts reach it through ``ServiceRecovery`` (id ``recover/{service}``, one at a time by id),
+which signals the supervisor and follows it, or recovers an unsupervised service itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from windflow.activities.runs import TemporalActivities
+    from windflow.activities.services import ServiceActivities
+    from windflow.activities.supervision import SupervisionActivities
+    from windflow.domain.contracts import (
+        AwaitSupervisorInput,
+        DecisionInput,
+        DependencyCheckInput,
+        NotifyInput,
+        PauseInput,
+        RecordSupervisionInput,
+        RecoverNowInput,
+        RecoverNowResult,
+        RecoverStepInput,
+        RecoveryInput,
+        RecoveryResult,
+        ServiceActionInput,
+        SupervisionState,
+        SupervisorInput,
+        SupervisorStatus,
+        WaitDependenciesInput,
+        WatchInput,
+        WatchResult,
+    )
+    from windflow.domain.models import GiveUp, ServiceSpec
+    from windflow.domain.notifications import Notification
+    from windflow.workflows import _policies as policies
+    from windflow.workflows import search_attributes as sa
+
+#: the service state column (and `GET /services?state=`) for each supervision state
+SERVICE_STATE = {
+    SupervisionState.WATCHING: "healthy",
+    SupervisionState.RECOVERING: "recovering",
+    SupervisionState.BACKING_OFF: "backing_off",
+    SupervisionState.BLOCKED: "blocked",
+    SupervisionState.WAITING_BUDGET: "backing_off",
+    SupervisionState.WAITING_DECISION: "gave_up",
+    SupervisionState.GAVE_UP: "gave_up",
+}
+WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
+                          maximum_interval=timedelta(seconds=10))
+NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                           maximum_interval=timedelta(seconds=30), maximum_attempts=6)
+HISTORY_LIMIT = 4000
+
+
+def _error(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    return str(cause)
+
+
+class _Interrupted(Exception):
+    """A signal asked the supervisor to stop what it is doing (pause, reload, recover now, stop)."""
+
+
+class RecoveryRoutine:
+    """Restart with exponential backoff, start limit, dependency blocking and escalation.
+
+    Shared by the supervisor and by ``ServiceRecovery`` for services that have no supervisor.
+    """
+
+    status: SupervisorStatus
+    spec: ServiceSpec
+    heartbeat_timeout: timedelta
+
+    def __init__(self) -> None:
+        self.pending_events: list[tuple[str, dict[str, Any]]] = []
+        self.recovery_summary: dict[str, Any] | None = None
+        self.publish_wakeup = False
+        self.service_state: str | None = None
+        self.decision: DecisionInput | None = None
+        self.interrupt: str | None = None
+        self.retry_forever = False
+        self.closing = False
+
+    # ----------------------------------------------------------------- events and records
+
+    def set_state(self, state: SupervisionState, message: str = "") -> None:
+        changed = state != self.status.state
+        self.status.state = state
+        self.status.message = message
+        self.status.since = workflow.now() if changed else self.status.since
+        mapped = SERVICE_STATE.get(state)
+        if mapped is not None:
+            self.service_state = mapped
+        workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+        self.emit_recovery(state.value, message)
+
+    def emit_recovery(self, status: str, message: str) -> None:
+        data = {
+            "service_id": self.status.service_id,
+            "workflow_id": workflow.info().workflow_id,
+            "status": status,
+            "attempt": self.status.attempt,
+            "max_attempts": self.status.max_attempts,
+            "next_attempt_at": self.status.next_attempt_at.isoformat() if self.status.next_attempt_at else None,
+            "message": message,
+        }
+        self.pending_events.append((str(workflow.uuid4()), {"event_type": "RECOVERY_UPDATE", "data": data}))
+        self.publish_wakeup = True
+
+    async def flush(self) -> None:
+        self.publish_wakeup = False
+        batch, self.pending_events = self.pending_events, []
+        summary, self.recovery_summary = self.recovery_summary, None
+        state, self.service_state = self.service_state, None
+        await workflow.execute_activity_method(
+            SupervisionActivities.record_supervision,
+            RecordSupervisionInput(status=self.status, service_state=state, events=[d for _, d in batch],
+                                   event_ids=[i for i, _ in batch], recovery=summary, timestamp=workflow.now()),
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
+
+    async def publish_loop(self) -> None:
+        """One writer, so events land in order; batches what piled up while the last write ran."""
+        while not self.closing:
+            await workflow.wait_condition(lambda: self.publish_wakeup or self.closing)
+            if self.publish_wakeup:
+                await self.flush()
+
+    async def close_publisher(self, publisher: asyncio.Task[None]) -> None:
+        self.closing = True
+        await asyncio.gather(publisher, return_exceptions=True)
+        if self.pending_events or self.recovery_summary or self.service_state:
+            await self.flush()
+
+    # ----------------------------------------------------------------- waiting that signals can cut short
+
+    async def interruptible(self, awaitable: Any, *, timeout: float | None = None) -> Any:
+        """Run ``awaitable`` until done, or until an interrupt arrives (then cancel it and raise)."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            await workflow.wait_condition(lambda: task.done() or self.interrupt is not None,
+                                          timeout=timedelta(seconds=timeout) if timeout else None)
+        except TimeoutError:
+            pass
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if self.interrupt is not None:
+            raise _Interrupted(self.interrupt)
+        raise TimeoutError
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        try:
+            await workflow.wait_condition(lambda: self.interrupt is not None, timeout=timedelta(seconds=seconds))
+        except TimeoutError:
+            return
+        raise _Interrupted(self.interrupt or "interrupted")
+
+    def paused_now(self) -> bool:
+        return False
+
+    # ----------------------------------------------------------------- recovery
+
+    async def recover(self, reason: str, *, confirm: bool, source: str) -> str:
+        """Bring the service back. Returns recovered | healthy | gave_up."""
+        policy = self.spec.restart
+        self.status.max_attempts = policy.max_attempts
+        started = workflow.now()
+        attempts_here = 0
+        while True:
+            if self.paused_now():
+                raise _Interrupted("pause")
+            if self.status.attempt >= policy.max_attempts and not self.retry_forever:
+                outcome = await self.give_up(reason)
+                if outcome != "approved":
+                    return "gave_up"
+                continue
+            if self.spec.depends_on:
+                check = await workflow.execute_activity_method(
+                    SupervisionActivities.check_dependencies,
+                    DependencyCheckInput(service_id=self.spec.id, depends_on=self.spec.depends_on),
+                    start_to_close_timeout=policies.PROBE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+                if check.unhealthy:
+                    self.status.blocked_on = check.unhealthy
+                    self.set_state(SupervisionState.BLOCKED, f"waiting for {', '.join(check.unhealthy)}")
+                    await self.interruptible(workflow.execute_activity_method(
+                        SupervisionActivities.wait_dependencies,
+                        WaitDependenciesInput(service_id=self.spec.id, depends_on=self.spec.depends_on),
+                        start_to_close_timeout=timedelta(days=30), heartbeat_timeout=self.heartbeat_timeout,
+                        retry_policy=WATCH_RETRY,
+                        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED))
+                    self.status.blocked_on = []
+                    confirm = True  # the dependency is back: the service may well be fine now
+            delay = policy.delay_before(self.status.attempt + 1)
+            if self.retry_forever:
+                delay = policy.backoff_max
+            if delay > 0:
+                delay *= 1.0 + policy.jitter * workflow.random().random()
+                self.status.next_attempt_at = workflow.now() + timedelta(seconds=delay)
+                self.set_state(SupervisionState.BACKING_OFF,
+                               f"attempt {self.status.attempt + 1} of {policy.max_attempts} at "
+                               f"{self.status.next_attempt_at.isoformat(timespec='seconds')}")
+                await self.sleep(delay)
+            self.status.next_attempt_at = None
+            self.status.attempt += 1
+            attempts_here += 1
+            self.set_state(SupervisionState.RECOVERING,
+                           f"attempt {self.status.attempt} of {policy.max_attempts}: {reason}")
+            holder = f"{workflow.info().workflow_id}/{workflow.info().run_id}/{workflow.uuid4()}"
+            health = self.spec.health
+            timeout = max(10.0, (health.start_period if health else 0) + 30.0)
+            try:
+                step = await workflow.execute_activity_method(
+                    SupervisionActivities.recover_step,
+                    RecoverStepInput(spec=self.spec, reason=reason, confirm=confirm, requested_at=workflow.now(),
+                                     holder=holder, timeout=timeout, source=source,
+                                     workflow_id=workflow.info().workflow_id, attempt=self.status.attempt,
+                                     max_attempts=policy.max_attempts),
+                    start_to_close_timeout=timedelta(seconds=timeout + 60),
+                    heartbeat_timeout=min(self.heartbeat_timeout, timedelta(seconds=10)),
+                    retry_policy=policies.WAIT_RETRY)
+            except ActivityError as exc:
+                self.status.last_error = _error(exc)
+                confirm = False
+                continue
+            if step.outcome == "healthy":
+                self.status.attempt -= 1
+                self.set_state(SupervisionState.WATCHING, f"not restarted: {step.message}")
+                return "healthy"
+            if step.outcome == "budget":
+                self.status.attempt -= 1
+                self.status.next_attempt_at = workflow.now() + timedelta(seconds=step.retry_after)
+                self.set_state(SupervisionState.WAITING_BUDGET, f"waiting for the restart budget: {step.message}")
+                await self.sleep(step.retry_after)
+                continue
+            if step.restarted:
+                self.status.restarts.append(workflow.now())
+                self.status.restarts_total += 1
+            if step.outcome == "recovered":
+                now = workflow.now()
+                self.status.recoveries_total += 1
+                self.status.last_error = None
+                self.status.healthy_since = now
+                self.status.last_recovery_seconds = (now - started).total_seconds()
+                self.record_recovery("recovered", started, attempts_here, reason)
+                took = self.status.last_recovery_seconds
+                self.set_state(SupervisionState.WATCHING, f"recovered after {attempts_here} attempt(s) in {took:.2f}s")
+                return "recovered"
+            self.status.last_error = step.message
+            confirm = False
+
+    def record_recovery(self, outcome: str, started: Any, attempts: int, reason: str) -> None:
+        info = workflow.info()
+        self.recovery_summary = {
+            "run_id": f"{info.workflow_id}:{info.run_id}:{self.status.recoveries_total}:{attempts}:{outcome}",
+            "kind": "recovery",
+            "workflow_id": info.workflow_id,
+            "service_id": self.spec.id,
+            "status": outcome,
+            "started_at": started,
+            "finished_at": workflow.now(),
+            "summary": {"reason": reason, "attempts": attempts, "attempt": self.status.attempt,
+                        "seconds": (workflow.now() - started).total_seconds(), "last_error": self.status.last_error,
+                        "verdict": self.status.last_verdict.model_dump(mode="json") if self.status.last_verdict
+                        else None},
+        }
+        self.publish_wakeup = True
+
+    async def notify(self, kind: str, text: str) -> None:
+        """Escalate through the configured channels; a channel that stays down does not stop the workflow."""
+        notification = Notification(
+            id=str(workflow.uuid4()), kind=kind, service_id=self.spec.id,
+            title=f"{self.spec.id}: {kind.replace('_', ' ')}", text=text,
+            details={"attempt": self.status.attempt, "max_attempts": self.status.max_attempts,
+                     "last_error": self.status.last_error},
+            workflow_id=workflow.info().workflow_id, timestamp=workflow.now())
+        try:
+            await workflow.execute_activity("notify", NotifyInput(notification=notification),
+                                            start_to_close_timeout=timedelta(seconds=60), retry_policy=NOTIFY_RETRY)
+        except ActivityError as exc:
+            workflow.logger.warning("escalation not delivered: %s", _error(exc))
+
+    async def give_up(self, reason: str) -> str:
+        """Start limit reached. Returns approved (one more round) or stopped."""
+        policy = self.spec.restart
+        text = (f"{self.spec.id} did not recover after {self.status.attempt} attempts ({reason}); "
+                f"last error: {self.status.last_error or 'unknown'}")
+        self.record_recovery("gave_up", workflow.now(), self.status.attempt, reason)
+        if policy.on_give_up == GiveUp.ESCALATE_AND_RETRY:
+            await self.notify("escalated", text + "; retrying at backoff_max")
+            self.retry_forever = True
+            return "approved"
+        if policy.on_give_up == GiveUp.ASK:
+            self.decision = None
+            self.set_state(SupervisionState.WAITING_DECISION, "gave up; waiting for an operator: approve or "
+                           "keep_stopped")
+            await self.notify("needs_decision", text + "; approve another round or keep it stopped")
+            try:
+                await workflow.wait_condition(lambda: self.decision is not None,
+                                              timeout=timedelta(seconds=policy.ask_timeout))
+            except TimeoutError:
+                self.decision = DecisionInput(decision="keep_stopped", actor="timeout")
+            decision = self.decision
+            self.decision = None
+            if decision is not None and decision.decision == "approve":
+                self.status.attempt = 0
+                self.emit_recovery("approved", f"another round approved by {decision.actor}")
+                return "approved"
+        else:
+            await self.notify("gave_up", text)
+        await self.stop_service("gave up: left stopped")
+        self.set_state(SupervisionState.GAVE_UP, text)
+        return "stopped"
+
+    async def stop_service(self, why: str) -> None:
+        try:
+            await workflow.execute_activity_method(
+                ServiceActivities.stop_service, ServiceActionInput(spec=self.spec, source="supervisor"),
+                start_to_close_timeout=policies.CONTROL_TIMEOUT, heartbeat_timeout=policies.CONTROL_HEARTBEAT,
+                retry_policy=policies.CONTROL_RETRY)
+        except ActivityError as exc:
+            self.status.last_error = f"{why}; stop failed: {_error(exc)}"
+
+
+@workflow.defn(name="ServiceSupervisor")
+class ServiceSupervisor(RecoveryRoutine):
+    @workflow.init
+    def __init__(self, input: SupervisorInput) -> None:
+        super().__init__()
+        self.status = input.carried or SupervisorStatus(service_id=input.service_id,
+                                                        workflow_id=workflow.info().workflow_id)
+        self.status.workflow_id = workflow.info().workflow_id
+        self.paused = input.paused
+        self.status.paused_reason = input.paused_reason
+        self.heartbeat_timeout = timedelta(seconds=input.heartbeat_timeout)
+        self.stop_requested = False
+        self.recover_request: RecoverNowInput | None = None
+        self.dependency_recovered: str | None = None
+
+    # ----------------------------------------------------------------- messages
+
+    @workflow.query(name="status")
+    def query_status(self) -> SupervisorStatus:
+        return self.status
+
+    def paused_now(self) -> bool:
+        return self.paused or self.stop_requested
+
+    @workflow.update(name="pause")
+    async def pause(self, req: PauseInput) -> SupervisorStatus:
+        """Stop watching (and recovering) until resumed; returns once supervision is really paused."""
+        self.paused = True
+        self.status.paused_reason = f"{req.reason} ({req.actor})"
+        self.interrupt = "pause"
+        await workflow.wait_condition(lambda: self.status.state == SupervisionState.PAUSED)
+        return self.status
+
+    @workflow.signal(name="resume")
+    def resume(self) -> None:
+        if self.paused or self.status.state == SupervisionState.GAVE_UP:
+            self.paused = False
+            self.status.paused_reason = None
+            self.status.attempt = 0
+            self.retry_forever = False
+            if self.status.state == SupervisionState.GAVE_UP:
+                self.status.state = SupervisionState.STARTING
+            self.interrupt = "resume"
+
+    @workflow.signal(name="policy_changed")
+    def policy_changed(self) -> None:
+        self.interrupt = "reload"
+
+    @workflow.signal(name="stop_supervision")
+    def stop_supervision(self) -> None:
+        self.stop_requested = True
+        self.interrupt = "stop"
+
+    @workflow.signal(name="dependency_recovered")
+    def on_dependency_recovered(self, dependency: str) -> None:
+        if self.spec_loaded and self.spec.restart_with_dependencies and not self.paused:
+            self.dependency_recovered = dependency
+            if self.status.state == SupervisionState.WATCHING:
+                self.interrupt = "dependency"
+
+    @workflow.update(name="recover_now")
+    async def recover_now(self, req: RecoverNowInput) -> RecoverNowResult:
+        busy = self.status.state in (SupervisionState.RECOVERING, SupervisionState.BACKING_OFF,
+                                     SupervisionState.BLOCKED, SupervisionState.WAITING_BUDGET)
+        if busy:
+            return RecoverNowResult(attached=True, state=self.status.state,
+                                    message=f"a recovery is already running ({self.status.message})")
+        if self.paused:
+            return RecoverNowResult(attached=False, state=self.status.state,
+                                    message=f"supervision is paused: {self.status.paused_reason}")
+        if self.status.state in (SupervisionState.GAVE_UP, SupervisionState.WAITING_DECISION):
+            self.status.attempt = 0  # an operator's trigger gets a fresh round
+            self.retry_forever = False
+        self.recover_request = req
+        self.interrupt = "recover"
+        return RecoverNowResult(attached=False, state=SupervisionState.RECOVERING, message="recovery started")
+
+    @workflow.update(name="decide")
+    async def decide(self, req: DecisionInput) -> SupervisorStatus:
+        self.decision = req
+        return self.status
+
+    @decide.validator
+    def _validate_decision(self, _req: DecisionInput) -> None:
+        if self.status.state != SupervisionState.WAITING_DECISION:
+            raise ValueError(f"no decision is pending (state {self.status.state.value})")
+
+    # ----------------------------------------------------------------- run
+
+    @property
+    def spec_loaded(self) -> bool:
+        return hasattr(self, "spec")
+
+    async def load(self) -> bool:
+        spec = await workflow.execute_activity_method(
+            SupervisionActivities.load_spec_or_none, self.status.service_id,
+            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+        if spec is None or not spec.monitored:
+            return False
+        self.spec = spec
+        return True
+
+    @workflow.run
+    async def run(self, input: SupervisorInput) -> SupervisorStatus:
+        publisher = asyncio.create_task(self.publish_loop())
+        workflow.upsert_search_attributes([sa.KIND.value_set("supervisor"), sa.SERVICE.value_set(input.service_id)])
+        while not self.stop_requested:
+            if not await self.load():
+                self.status.message = "service deleted or no longer monitored"
+                break
+            if self.paused:
+                self.set_state(SupervisionState.PAUSED, self.status.paused_reason or "paused")
+                self.interrupt = None
+                await workflow.wait_condition(lambda: not self.paused or self.stop_requested)
+                continue
+            if self.status.state == SupervisionState.GAVE_UP and self.recover_request is None:
+                self.interrupt = None
+                await workflow.wait_condition(lambda: self.interrupt is not None)
+                continue
+            self.interrupt = None
+            try:
+                await self.cycle()
+            except _Interrupted:
+                pass
+            info = workflow.info()
+            if info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT:
+                break
+        await self.close_publisher(publisher)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self.stop_requested or not self.spec_loaded or not self.spec.monitored:
+            self.status.state = SupervisionState.PAUSED
+            self.status.message = self.status.message or "supervision stopped"
+            return self.status
+        workflow.continue_as_new(SupervisorInput(
+            service_id=self.status.service_id, carried=self.status, paused=self.paused,
+            paused_reason=self.status.paused_reason, heartbeat_timeout=input.heartbeat_timeout))
+
+    async def cycle(self) -> None:
+        """Watch, then recover when the verdict (or a request) says so."""
+        if self.interrupt == "recover" or self.recover_request is not None:
+            req, self.recover_request = self.recover_request, None
+            self.interrupt = None
+            await self.recover(f"requested by {req.actor if req else 'operator'}", confirm=False,
+                               source=req.source if req else "api")
+            return
+        if self.dependency_recovered is not None:
+            dependency, self.dependency_recovered = self.dependency_recovered, None
+            await self.recover(f"dependency {dependency} recovered", confirm=False, source="supervisor")
+            return
+        if self.status.state != SupervisionState.WATCHING:
+            self.set_state(SupervisionState.WATCHING, "watching")
+        verdict: WatchResult = await self.interruptible(workflow.execute_activity_method(
+            SupervisionActivities.watch_service,
+            WatchInput(spec=self.spec),
+            start_to_close_timeout=timedelta(days=365),
+            heartbeat_timeout=self.heartbeat_timeout,
+            retry_policy=WATCH_RETRY,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        ))
+        if self.paused:
+            return
+        self.status.last_verdict = verdict
+        if verdict.healthy_for >= self.spec.restart.reset_after:
+            self.status.attempt = 0
+            self.retry_forever = False
+        self.status.restarts = [t for t in self.status.restarts
+                                if (workflow.now() - t).total_seconds() < self.spec.restart.reset_after]
+        self.emit_recovery("detected", f"{verdict.verdict}: {verdict.message}")
+        outcome = await self.recover(f"{verdict.verdict}: {verdict.message}",
+                                     confirm=verdict.verdict == "unhealthy", source="supervisor")
+        if outcome == "recovered":
+            await self.signal_dependants()
+
+    async def signal_dependants(self) -> None:
+        ids = await workflow.execute_activity_method(
+            SupervisionActivities.dependants_of, self.spec.id,
+            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+        for name in ids:
+            try:
+                await workflow.get_external_workflow_handle(f"supervise/{name}").signal(
+                    ServiceSupervisor.on_dependency_recovered, self.spec.id)
+            except ApplicationError:
+                continue
+            except Exception:  # no supervisor for that dependant
+                continue
+
+
+@workflow.defn(name="ServiceRecovery")
+class ServiceRecovery(RecoveryRoutine):
+    """One recovery of one service, by id ``recover/{service}`` (a second trigger attaches to it)."""
+
+    @workflow.init
+    def __init__(self, input: RecoveryInput) -> None:
+        super().__init__()
+        self.status = SupervisorStatus(service_id=input.service_id, workflow_id=workflow.info().workflow_id)
+        self.heartbeat_timeout = timedelta(seconds=30)
+
+    @workflow.query(name="status")
+    def query_status(self) -> SupervisorStatus:
+        return self.status
+
+    @workflow.update(name="decide")
+    async def decide(self, req: DecisionInput) -> SupervisorStatus:
+        self.decision = req
+        return self.status
+
+    @workflow.run
+    async def run(self, input: RecoveryInput) -> RecoveryResult:
+        started = workflow.now()
+        workflow.upsert_search_attributes([sa.KIND.value_set("recovery"), sa.SERVICE.value_set(input.service_id),
+                                           sa.ACTOR.value_set(input.actor)])
+        follow = await workflow.execute_activity_method(
+            TemporalActivities.recover_via_supervisor,
+            AwaitSupervisorInput(service_id=input.service_id, reason=input.reason, actor=input.actor,
+                                 source=input.source),
+            start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=policies.STORE_RETRY)
+        if follow.supervised:
+            return RecoveryResult(service_id=input.service_id, outcome="delegated", attempts=follow.attempt,
+                                  message=follow.message, started_at=started, finished_at=workflow.now())
+        spec = await workflow.execute_activity_method(
+            SupervisionActivities.load_spec_or_none, input.service_id,
+            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+        if spec is None:
+            raise ApplicationError(f"service {input.service_id!r} not found", type="NotFound", non_retryable=True)
+        self.spec = spec
+        publisher = asyncio.create_task(self.publish_loop())
+        outcome = await self.recover(input.reason, confirm=False, source=input.source)
+        await self.close_publisher(publisher)
+        return RecoveryResult(service_id=input.service_id, outcome=outcome,  # type: ignore[arg-type]
+                              attempts=self.status.attempt, message=self.status.message, started_at=started,
+                              finished_at=workflow.now())

@@ -1,0 +1,414 @@
+"""Supervision and recovery on a real Temporal dev server, a real worker and real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx2
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy
+
+from tests.helpers import eventually, kill_marked, processes_with, register, running_worker, standin, worker_settings
+from tests.servers import free_port
+from windflow.domain.contracts import (
+    ControlInput,
+    RecoveryInput,
+    SupervisionState,
+    SupervisorInput,
+    SupervisorStatus,
+    SweepInput,
+)
+from windflow.domain.notifications import ChannelConfig
+from windflow.drivers import build_driver_registry
+from windflow.workflows.control import RecoverySweep, ServiceControl
+from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+def wsettings(tmp_path, task_queue, temporal_env, sqlite_db):
+    return worker_settings(tmp_path, task_queue, temporal_env, sqlite_db)
+
+
+@pytest.fixture
+def ports():
+    allocated: list[int] = []
+
+    def take() -> int:
+        port = free_port()
+        allocated.append(port)
+        return port
+
+    yield take
+    for port in allocated:
+        kill_marked(f"--port {port} ")
+
+
+async def start_service(wsettings, spec):
+    driver = build_driver_registry(data_dir=wsettings.ensure_data_dir()).for_service(spec)
+    result = await driver.start(spec)
+    assert result.ok, result.message
+    return result.pid
+
+
+async def supervise(client, task_queue, service_id: str, heartbeat_timeout: float = 5.0):
+    return await client.start_workflow(
+        ServiceSupervisor.run, SupervisorInput(service_id=service_id, heartbeat_timeout=heartbeat_timeout),
+        id=f"supervise/{service_id}", task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+    )
+
+
+async def status_of(handle) -> SupervisorStatus:
+    return await handle.query(ServiceSupervisor.query_status)
+
+
+async def healthy(port: int) -> bool:
+    try:
+        async with httpx2.AsyncClient(timeout=0.5) as http:
+            return (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+    except httpx2.HTTPError:
+        return False
+
+
+async def watching(handle, restarts: int | None = None) -> SupervisorStatus | None:
+    st = await status_of(handle)
+    if st.state != SupervisionState.WATCHING:
+        return None
+    if restarts is not None and st.restarts_total != restarts:
+        return None
+    return st
+
+
+def spawns(wsettings, service_id: str) -> int:
+    """How many times the stand-in booted (it logs one line per boot)."""
+    log = Path(wsettings.data_dir) / "logs" / f"{service_id}.out.log"
+    return log.read_text().count("booting") if log.exists() else 0
+
+
+async def stop_supervisor(handle) -> None:
+    await handle.terminate("test over")
+
+
+async def test_sigkilled_service_is_restarted_and_healthy(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    client = temporal_env.client
+    port = ports()
+    spec = standin("web", port, boot=0.2)
+    await register(sqlite_db, spec)
+    pid = await start_service(wsettings, spec)
+    await eventually(lambda: healthy(port), timeout=10)
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await supervise(client, task_queue, "web")
+        await eventually(lambda: watching(handle), timeout=15)
+        os.kill(pid, signal.SIGKILL)
+        st = await eventually(lambda: watching(handle, restarts=1), timeout=20)
+        assert await healthy(port)
+        new = processes_with(f"--port {port} ")
+        assert len(new) == 1 and new[0] != pid
+        assert st.last_verdict is not None and st.last_verdict.verdict == "exited"
+        assert st.last_recovery_seconds is not None
+        await stop_supervisor(handle)
+
+
+async def test_hung_service_is_detected_and_restarted(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    client = temporal_env.client
+    port = ports()
+    spec = standin("hung", port, boot=0.1, interval="0.2s", failure_threshold=2)
+    await register(sqlite_db, spec)
+    pid = await start_service(wsettings, spec)
+    await eventually(lambda: healthy(port), timeout=10)
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await supervise(client, task_queue, "hung")
+        await eventually(lambda: watching(handle), timeout=15)
+        async with httpx2.AsyncClient() as http:
+            await http.post(f"http://127.0.0.1:{port}/hang")
+        st = await eventually(lambda: watching(handle, restarts=1), timeout=30)
+        assert st.last_verdict.verdict == "unhealthy"
+        assert st.last_verdict.probes and not st.last_verdict.probes[-1].healthy
+        assert processes_with(f"--port {port} ") != [pid]
+        assert await healthy(port)
+        await stop_supervisor(handle)
+
+
+class Receiver:
+    """A real local HTTP server that records the webhooks it gets."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.bodies.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_crash_loop_hits_start_limit_escalates_once(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    client = temporal_env.client
+    receiver = Receiver()
+    try:
+        port = ports()
+        spec = standin("crashy", port, boot=0.1, args=["--crash-after", "0.3"],
+                       restart={"max_attempts": 3, "backoff": "100ms", "backoff_max": "200ms",
+                                "on_give_up": "escalate"})
+        await register(sqlite_db, spec)
+        await start_service(wsettings, spec)
+        settings = wsettings.model_copy(update={"notification_channels": [
+            ChannelConfig(name="hook", kind="webhook", url=receiver.url)]})
+        async with running_worker(client, settings, sqlite_db):
+            handle = await supervise(client, task_queue, "crashy")
+            st = await eventually(lambda: _in_state(handle, SupervisionState.GAVE_UP), timeout=60)
+            await asyncio.sleep(1.0)  # nothing more happens once it gave up
+            st = await status_of(handle)
+            assert st.state == SupervisionState.GAVE_UP
+            assert st.attempt == 3
+            assert processes_with(f"--port {port} ") == []  # escalate: left stopped
+            gave_up = [b for b in receiver.bodies if b.get("kind") == "gave_up"]
+            assert len(gave_up) == 1, receiver.bodies
+            assert gave_up[0]["service_id"] == "crashy"
+            await stop_supervisor(handle)
+    finally:
+        receiver.close()
+
+
+async def _in_state(handle, state) -> SupervisorStatus | None:
+    st = await status_of(handle)
+    return st if st.state == state else None
+
+
+async def test_two_simultaneous_triggers_make_one_recovery(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    client = temporal_env.client
+    port = ports()
+    spec = standin("dup", port, boot=0.5)
+    await register(sqlite_db, spec)
+    await start_service(wsettings, spec)
+    await eventually(lambda: healthy(port), timeout=10)
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await supervise(client, task_queue, "dup")
+        await eventually(lambda: watching(handle), timeout=15)
+        before = spawns(wsettings, "dup")
+
+        async def trigger():
+            return await client.start_workflow(
+                ServiceRecovery.run, RecoveryInput(service_id="dup", reason="test", actor="tester"),
+                id="recover/dup", task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+
+        first, second = await asyncio.gather(trigger(), trigger())
+        assert first.result_run_id == second.result_run_id
+        result = await first.result()
+        assert result.outcome == "delegated"
+        st = await eventually(lambda: watching(handle, restarts=1), timeout=20)
+        assert st.restarts_total == 1
+        assert spawns(wsettings, "dup") == before + 1
+        await stop_supervisor(handle)
+
+
+async def test_user_stop_is_not_undone(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    client = temporal_env.client
+    port = ports()
+    spec = standin("manual", port, boot=0.1)
+    await register(sqlite_db, spec)
+    await start_service(wsettings, spec)
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await supervise(client, task_queue, "manual")
+        await eventually(lambda: watching(handle), timeout=15)
+        stop = await client.execute_workflow(
+            ServiceControl.run, ControlInput(service_id="manual", action="stop", actor="alice"),
+            id="control/manual/1", task_queue=task_queue)
+        assert stop.ok and stop.supervision == "paused"
+        await asyncio.sleep(1.5)
+        st = await status_of(handle)
+        assert st.state == SupervisionState.PAUSED and "alice" in (st.paused_reason or "")
+        assert processes_with(f"--port {port} ") == []
+        start = await client.execute_workflow(
+            ServiceControl.run, ControlInput(service_id="manual", action="start", actor="alice"),
+            id="control/manual/2", task_queue=task_queue)
+        assert start.ok and start.supervision == "resumed"
+        await eventually(lambda: watching(handle), timeout=15)
+        assert await healthy(port)
+        await stop_supervisor(handle)
+
+
+async def test_sweep_restores_a_stopped_supervisor_and_schedule_exists(temporal_env, wsettings, sqlite_db, ports,
+                                                                       task_queue):
+    from windflow.schedules import SWEEP_SCHEDULE_ID, ensure_sweep_schedule
+
+    client = temporal_env.client
+    port = ports()
+    spec = standin("swept", port, boot=0.1)
+    await register(sqlite_db, spec)
+    await start_service(wsettings, spec)
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await supervise(client, task_queue, "swept")
+        await eventually(lambda: watching(handle), timeout=15)
+        await handle.terminate("simulating a lost supervisor")
+        result = await client.execute_workflow(RecoverySweep.run, SweepInput(actor="tester"), id="sweep/test",
+                                               task_queue=task_queue)
+        assert result.supervisors_started == ["swept"]
+        fresh = client.get_workflow_handle("supervise/swept")
+        assert (await fresh.describe()).status == WorkflowExecutionStatus.RUNNING
+        await eventually(lambda: watching(fresh), timeout=15)
+        # the schedule exists in Temporal and can be triggered
+        schedule = await ensure_sweep_schedule(client, task_queue=task_queue, every=timedelta(minutes=5),
+                                               schedule_id=f"{SWEEP_SCHEDULE_ID}-{task_queue}")
+        desc = await schedule.describe()
+        assert desc.schedule.spec.intervals[0].every == timedelta(minutes=5)
+        await schedule.trigger()
+        await eventually(lambda: _schedule_ran(schedule), timeout=20)
+        await schedule.delete()
+        await fresh.terminate("test over")
+
+
+async def _schedule_ran(schedule) -> bool:
+    desc = await schedule.describe()
+    return bool(desc.info.recent_actions)
+
+
+async def test_dependency_down_blocks_dependants_without_restart_storm(temporal_env, wsettings, sqlite_db, ports,
+                                                                       task_queue):
+    client = temporal_env.client
+    db_port, a_port, b_port = ports(), ports(), ports()
+    db = standin("db", db_port, boot=2.0, protocol="tcp", interval="0.2s")
+    apps = [standin(name, port, boot=0.1, deps=["db"], args=["--requires", f"127.0.0.1:{db_port}"],
+                    interval="0.2s", failure_threshold=2)
+            for name, port in (("app-a", a_port), ("app-b", b_port))]
+    await register(sqlite_db, db, *apps)
+    db_pid = await start_service(wsettings, db)
+    await eventually(lambda: _tcp_up(db_port), timeout=10)
+    for spec in apps:
+        await start_service(wsettings, spec)
+    async with running_worker(client, wsettings, sqlite_db):
+        handles = {name: await supervise(client, task_queue, name) for name in ("db", "app-a", "app-b")}
+        for handle in handles.values():
+            await eventually(lambda h=handle: watching(h), timeout=20)
+        app_spawns = {n: spawns(wsettings, n) for n in ("app-a", "app-b")}
+        os.kill(db_pid, signal.SIGKILL)
+        await eventually(lambda: _in_state(handles["app-a"], SupervisionState.BLOCKED), timeout=20)
+        st = await status_of(handles["app-b"])
+        assert st.state in (SupervisionState.BLOCKED, SupervisionState.WATCHING)
+        await eventually(lambda: watching(handles["db"], restarts=1), timeout=30)
+        for name in ("app-a", "app-b"):
+            await eventually(lambda n=name: watching(handles[n]), timeout=20)
+            st = await status_of(handles[name])
+            assert st.restarts_total == 0, st
+            assert spawns(wsettings, name) == app_spawns[name]
+        assert await healthy(a_port) and await healthy(b_port)
+        for handle in handles.values():
+            await handle.terminate("test over")
+
+
+async def _tcp_up(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        return True
+    except OSError:
+        return False
+
+
+def _worker_process(wsettings, tmp_path, name: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "WINDFLOW_DATA_DIR": str(wsettings.data_dir),
+        "WINDFLOW_DATABASE_URL": wsettings.database_url,
+        "WINDFLOW_TEMPORAL_ADDRESS": wsettings.temporal_address,
+        "WINDFLOW_TEMPORAL_NAMESPACE": wsettings.temporal_namespace,
+        "WINDFLOW_TASK_QUEUE": wsettings.task_queue,
+        "WINDFLOW_JWT_SECRET": "y" * 40,
+    }
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+async def test_worker_killed_mid_recovery_restarts_once(temporal_env, wsettings, sqlite_db, ports, task_queue,
+                                                        tmp_path):
+    client = temporal_env.client
+    port = ports()
+    spec = standin("slowboot", port, boot=3.0)
+    await register(sqlite_db, spec)
+    pid = await start_service(wsettings, spec)
+    await eventually(lambda: healthy(port), timeout=15)
+    first = _worker_process(wsettings, tmp_path, "w1")
+    second = None
+    try:
+        handle = await supervise(client, task_queue, "slowboot", heartbeat_timeout=3)
+        await eventually(lambda: watching(handle), timeout=30)
+        booted = spawns(wsettings, "slowboot")
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: _in_state(handle, SupervisionState.RECOVERING), timeout=20)
+        await eventually(lambda: spawns(wsettings, "slowboot") == booted + 1, timeout=10)
+        _kill(first)  # the restarted service is still booting: the recovery is in flight
+        second = _worker_process(wsettings, tmp_path, "w2")
+        st = await eventually(lambda: watching(handle, restarts=1), timeout=60)
+        assert spawns(wsettings, "slowboot") == booted + 1  # one restart, not two
+        assert len(processes_with(f"--port {port} ")) == 1
+        assert st.restarts_total == 1
+        await handle.terminate("test over")
+    finally:
+        _kill(first)
+        _kill(second)
+
+
+async def test_worker_killed_during_backoff_resumes_the_timer(temporal_env, wsettings, sqlite_db, ports, task_queue,
+                                                              tmp_path):
+    client = temporal_env.client
+    port = ports()
+    flag = tmp_path / "broken"
+    spec = standin("flaky", port, boot=0.1, args=["--fail-start-while", str(flag)],
+                   restart={"max_attempts": 5, "backoff": "4s", "multiplier": 1, "backoff_max": "4s", "jitter": 0})
+    await register(sqlite_db, spec)
+    pid = await start_service(wsettings, spec)
+    await eventually(lambda: healthy(port), timeout=10)
+    first = _worker_process(wsettings, tmp_path, "w1")
+    second = None
+    try:
+        handle = await supervise(client, task_queue, "flaky", heartbeat_timeout=3)
+        await eventually(lambda: watching(handle), timeout=30)
+        flag.write_text("x")
+        os.kill(pid, signal.SIGKILL)
+        st = await eventually(lambda: _in_state(handle, SupervisionState.BACKING_OFF), timeout=20)
+        due = st.next_attempt_at
+        assert st.attempt == 1 and due is not None
+        _kill(first)
+        flag.unlink()
+        second = _worker_process(wsettings, tmp_path, "w2")
+        st = await eventually(lambda: watching(handle, restarts=2), timeout=60)
+        assert st.attempt == 2  # the failed restart and the one after the backoff
+        assert st.healthy_since is not None and st.healthy_since >= due
+        assert (st.healthy_since - due).total_seconds() < 15
+        await handle.terminate("test over")
+    finally:
+        _kill(first)
+        _kill(second)
