@@ -303,7 +303,7 @@ async def test_invalid_channel_config_is_422_with_path(api, db):
                                                                       "url": "http://x"}]}})
 
 
-def test_dump_system_includes_notifications_only_when_given():
+async def test_dump_system_includes_notifications_only_when_given():
     system = load_system(SYSTEM)
     assert isinstance(system.notifications, NotificationsSection)
     doc = dump_system(system.services, notifications=system.notifications)

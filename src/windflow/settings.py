@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     probe_history: int = Field(1000, ge=10, le=100_000, description="Probe results kept per service")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts")
     worker_host: str | None = Field(None, description="Host name of this worker (host-affine services)")
+    sweep_interval: float = Field(300.0, ge=10, description="Seconds between recovery sweeps (Temporal Schedule)")
     notification_channels: list[ChannelConfig] = Field(
         default_factory=list,
         description="Escalation channels besides the system file's, as a JSON list, e.g. "

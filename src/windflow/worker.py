@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -24,6 +25,7 @@ from windflow.drivers import build_driver_registry
 from windflow.persistence.budget import RestartBudget
 from windflow.persistence.db import Database
 from windflow.probes import build_probe_registry
+from windflow.schedules import ensure_sweep_schedule
 from windflow.settings import Settings
 from windflow.workflows import search_attributes as sa
 from windflow.workflows.control import RecoverySweep, ServiceControl
@@ -121,6 +123,8 @@ async def run_worker(settings: Settings) -> None:
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
     parts = build_worker(client=client, settings=settings, db=db)
+    await ensure_sweep_schedule(client, task_queue=settings.task_queue,
+                                every=timedelta(seconds=settings.sweep_interval))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -360,7 +360,17 @@ class SupervisionActivities:
 
     @activity.defn(name="list_monitored")
     async def list_monitored(self, _: str = "") -> list[ServiceSpec]:
+        """Monitored services windflow has brought up, except those a user stopped."""
         async with self.db.read() as session:
-            return [s for s in await services.specs(session=session) if s.monitored]
+            rows = await services.all(session=session)
+        out = []
+        for row in rows:
+            detail = row.state_detail or {}
+            if not row.monitored or row.state == "unknown":
+                continue
+            if row.state == "stopped" and detail.get("source") == "user":
+                continue
+            out.append(spec_of(row))
+        return out
 
 

@@ -17,7 +17,20 @@ from windflow.api.event_hub import EventHub
 from windflow.api.metrics_feed import MetricsFeed
 from windflow.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from windflow.api.resources import Resources
-from windflow.api.routers import audit, auth, events, health, initializations, services, system, templates, users, ws
+from windflow.api.routers import (
+    audit,
+    auth,
+    events,
+    health,
+    initializations,
+    recoveries,
+    schedules,
+    services,
+    system,
+    templates,
+    users,
+    ws,
+)
 from windflow.api.security import authorize_first
 from windflow.events.base import EventBus
 from windflow.events.memory import MemoryBus
@@ -113,7 +126,8 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
-    for module in (services, system, templates, initializations, auth, users, audit, events, ws):
+    for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
+                   ws):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     app.include_router(v1)

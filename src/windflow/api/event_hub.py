@@ -12,11 +12,15 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
+from windflow.auth.permissions import Permission, Principal
 from windflow.domain.events import Event, EventType
 from windflow.events.base import EventBus
 
 log = logging.getLogger("windflow.api.events")
+
+MAX_FILTER_ITEMS = 200
 
 
 def event_service(event: Event) -> str | None:
@@ -45,6 +49,37 @@ class EventFilter:
             "types": sorted(t.value for t in self.types) if self.types is not None else None,
             "services": sorted(self.services) if self.services is not None else None,
         }
+
+
+def _split(values: list[str] | Any) -> list[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError("must be a list of strings")
+    out = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    if len(out) > MAX_FILTER_ITEMS:
+        raise ValueError(f"at most {MAX_FILTER_ITEMS} items")
+    return out or None
+
+
+def build_filter(types: list[str] | Any, services: list[str] | Any, principal: Principal) -> EventFilter:
+    """Raises ValueError (bad request) or PermissionError (AUDIT asked without audit:read)."""
+    names = _split(types)
+    event_types: frozenset[EventType] | None = None
+    if names is not None:
+        try:
+            event_types = frozenset(EventType(n.upper()) for n in names)
+        except ValueError:
+            known = ", ".join(t.value for t in EventType)
+            raise ValueError(f"unknown event type in {names}; known: {known}") from None
+    can_audit = principal.can(Permission.AUDIT_READ.value)
+    if event_types is not None and EventType.AUDIT in event_types and not can_audit:
+        raise PermissionError("AUDIT events need the audit:read permission")
+    service_ids = _split(services)
+    return EventFilter(types=event_types, services=frozenset(service_ids) if service_ids is not None else None,
+                       audit=can_audit)
 
 
 def encode_event(position: str, event: Event) -> str:

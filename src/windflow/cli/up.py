@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +156,7 @@ async def run_up(
     from windflow.api.app import build_resources, create_app
     from windflow.auth.permissions import ALL_PERMISSIONS
     from windflow.auth.tokens import issue_access_token
+    from windflow.schedules import ensure_sweep_schedule
     from windflow.temporal_client import connect
     from windflow.worker import build_worker, ensure_search_attributes
 
@@ -177,6 +180,8 @@ async def run_up(
             return 0
         client = await connect(settings, identity="windflow-up")
         await ensure_search_attributes(client, settings.temporal_namespace)
+        await ensure_sweep_schedule(client, task_queue=settings.task_queue,
+                                    every=timedelta(seconds=settings.sweep_interval))
         resources = await build_resources(settings, migrate=True)
         resources.temporal._client = client  # share one connection
         relay = resources.relay
@@ -188,7 +193,7 @@ async def run_up(
                                 lifespan="on", timeout_graceful_shutdown=5)
         api = uvicorn.Server(config)
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        interrupted: asyncio.Task[int] | None = None  # an apply-and-initialize step a signal cut short
+        interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
         try:
             async with parts.worker:
                 api_task = asyncio.create_task(api.serve())
@@ -209,7 +214,7 @@ async def run_up(
                                                       roles=("admin",), ttl=24 * 3600)
                         init_task = asyncio.create_task(
                             asyncio.to_thread(_apply_and_init, base, token, system_file, initialize))
-                        code = await _until_done_or_stopped(init_task, stop)
+                        code = await _apply_and_init_until_stopped(init_task, stop, client)
                         interrupted = None if init_task.done() else init_task
                     if exit_after_init:
                         stop.set()
@@ -242,25 +247,52 @@ async def run_up(
     return code
 
 
-async def _until_done_or_stopped(init_task: asyncio.Task[int], stop: asyncio.Event) -> int:
-    """The apply-and-initialize step's exit code; 0 if a signal came first (the step is then abandoned)."""
+async def _until_done_or_stopped(task: asyncio.Future[Any], stop: asyncio.Event) -> bool:
+    """Wait for ``task`` unless a signal comes first; True if the task is done."""
     stopped = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({init_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
-    if not init_task.done():
+    return task.done()
+
+
+async def _apply_and_init_until_stopped(init_task: asyncio.Task[InitOutcome], stop: asyncio.Event,
+                                        client: Any) -> int:
+    """The apply-and-initialize step's exit code; 0 if a signal came first (the step is then abandoned).
+
+    The live display ends when the ``status`` query reports the run SUCCEEDED, which the workflow does a
+    moment before it closes (it still writes its summary): wait for the close too, or an
+    ``--exit-after-init`` would stop the worker under a run that then stays open until the next start."""
+    if not await _until_done_or_stopped(init_task, stop):
         return 0
     try:
-        return init_task.result()
+        outcome = init_task.result()
     except click.exceptions.Exit as exc:  # check() already printed the API's error
         return exc.exit_code or 1
     except Exception as exc:  # noqa: BLE001 - report, keep serving (or exit, with --exit-after-init)
         console.print(f"[red]applying or initializing failed: {exc}[/red]")
         return 1
+    if outcome.workflow_id and outcome.status in ("SUCCEEDED", "CANCELLED"):  # a FAILED run may await a retry
+        closing = asyncio.ensure_future(_closed(client, outcome.workflow_id))
+        if not await _until_done_or_stopped(closing, stop):
+            closing.cancel()
+    return outcome.code
 
 
-def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) -> int:
+async def _closed(client: Any, workflow_id: str, timeout: float = 60.0) -> None:
+    with contextlib.suppress(Exception):  # the run's own outcome was reported already
+        await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), timeout)
+
+
+@dataclass
+class InitOutcome:
+    code: int
+    workflow_id: str | None = None
+    status: str | None = None
+
+
+def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) -> InitOutcome:
     import httpx2
 
     from windflow.cli.client import check
@@ -276,12 +308,12 @@ def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) 
         changed = {k: v for k, v in result.items() if v}
         console.print(f"applied {system_file}: " + ", ".join(f"{k} {len(v)}" for k, v in changed.items()))
         if not initialize:
-            return 0
+            return InitOutcome(0)
         accepted = check(http.post("/api/v1/initializations", json={"queue": True}))
         run = watch(http, accepted["run_id"])
     if not watch_console.is_terminal:
         watch_console.line()  # a live display off a terminal leaves its last line open
-    return 0 if run["status"] == "SUCCEEDED" else 1
+    return InitOutcome(0 if run["status"] == "SUCCEEDED" else 1, accepted["workflow_id"], run["status"])
 
 
 async def _stop_all(services: Any, db: Any) -> None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.graph import find_cycle, format_cycle, missing_dependencies
 from windflow.domain.models import ProcessConfig, ServiceSpec, is_service_id
-from windflow.domain.notifications import NotificationsSection
+from windflow.domain.notifications import ChannelConfig, NotificationsSection
 
 SYSTEM_FILE_VERSION = 1
 _UNION_FIELDS = {"config", "health"}
@@ -134,18 +134,30 @@ def _load_notifications(data: dict[str, Any], problems: list[Problem]) -> Notifi
         problems.append(Problem(loc=["notifications"], msg="expected a mapping with a 'channels' list",
                                 type="dict_type"))
         return None
-    try:
-        section = NotificationsSection.model_validate(raw)
-    except ValidationError as exc:
-        problems.extend(problems_from(exc, ["notifications"]))
+    for key in sorted(set(raw) - {"channels"}, key=str):
+        problems.append(Problem(loc=["notifications", str(key)], msg="unknown key", type="extra_forbidden"))
+    raw_channels = raw.get("channels") or []
+    if not isinstance(raw_channels, list):
+        problems.append(Problem(loc=["notifications", "channels"], msg="expected a list of channels",
+                                type="list_type"))
         return None
+    channels: list[ChannelConfig] = []
     seen: set[str] = set()
-    for i, channel in enumerate(section.channels):
-        if channel.name in seen:
+    for i, item in enumerate(raw_channels):
+        try:
+            channel = ChannelConfig.model_validate(item)
+        except ValidationError as exc:
+            problems.extend(problems_from(exc, ["notifications", "channels", i]))
+            channel = None
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name in seen:
             problems.append(Problem(loc=["notifications", "channels", i, "name"],
-                                    msg=f"channel {channel.name!r} is listed more than once"))
-        seen.add(channel.name)
-    return section
+                                    msg=f"channel {name!r} is listed more than once"))
+        elif isinstance(name, str):
+            seen.add(name)
+        if channel is not None:
+            channels.append(channel)
+    return NotificationsSection(channels=channels)
 
 
 def _summary(problems: list[Problem]) -> str:

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         RetryComponentInput,
         RetryComponentResult,
         ServiceActionInput,
+        SupervisorsInput,
         ValidateSystemInput,
         WaitHealthyInput,
     )
@@ -154,6 +155,7 @@ class SystemInitialization:
                     return await self._finish(InitStatus.SUCCEEDED, "all components healthy")
                 if options.retry_window <= 0:
                     return await self._finish(InitStatus.FAILED, f"failed: {', '.join(failed)}")
+                await self._supervise_healthy()
                 self.state.awaiting_retry_until = workflow.now() + timedelta(seconds=options.retry_window)
                 self._set_status(InitStatus.FAILED, f"failed: {', '.join(failed)}; awaiting retry_component")
                 self.retry_requested = False
@@ -360,7 +362,26 @@ class SystemInitialization:
             retry_policy=policies.STORE_RETRY,
         )
 
+    async def _supervise_healthy(self) -> None:
+        """Monitored components that came up get their supervisor (idempotent)."""
+        if not workflow.patched("supervise-after-init"):
+            return
+        names = [n for n, c in self.state.components.items()
+                 if c.status == ComponentStatus.HEALTHY and self.specs[n].monitored]
+        if not names or self.input.options.validate_only:
+            return
+        try:
+            await workflow.execute_activity_method(
+                TemporalActivities.ensure_supervisors,
+                SupervisorsInput(service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor),
+                start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=policies.STORE_RETRY)
+        except ActivityError as exc:
+            self.state.message += f" (supervision not started: {error_text(exc)})"
+
     async def _finish(self, status: InitStatus, message: str) -> InitState:
+        if status != InitStatus.CANCELLED:
+            await self._supervise_healthy()
         self.state.finished_at = workflow.now()
         self._set_status(status, message)
         self.closing = True

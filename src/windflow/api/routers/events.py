@@ -16,8 +16,7 @@ from pydantic import BaseModel, Field, create_model
 
 from windflow.api.deps import BusDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
-from windflow.api.event_hub import encode_event
-from windflow.api.routers.ws import build_filter
+from windflow.api.event_hub import build_filter, encode_event
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.errors import ServiceUnavailable

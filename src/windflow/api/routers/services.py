@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import jsonpatch
-from fastapi import APIRouter, Body, Depends, Header, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Query, Response, status
 
 from windflow.api.audit import record
-from windflow.api.deps import ReadSessionDep, RequestIdDep, WriteSessionDep
+from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import (
     ConfigDiff,
@@ -21,6 +21,7 @@ from windflow.api.schemas import (
     ValidationReport,
 )
 from windflow.api.security import require
+from windflow.api.supervisors import tell_supervisor
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.graph import layers
@@ -122,12 +123,15 @@ async def delete_service(
     session: WriteSessionDep,
     principal: CanWriteConfigs,
     request_id: RequestIdDep,
+    resources: ResourcesDep,
+    background: BackgroundTasks,
     force: bool = Query(False, description="Delete even if others depend on it (they are unlinked)"),
 ) -> Response:
     unlinked = await registry.delete_service(session=session, service_id=service_id, force=force,
                                              author=principal.name)
     await record(session, principal, "service.delete", service_id, request_id,
                  details={"force": force, "unlinked": unlinked})
+    background.add_task(tell_supervisor, resources, service_id, monitored=False)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -157,6 +161,8 @@ async def put_config(
     principal: CanWriteConfigs,
     request_id: RequestIdDep,
     response: Response,
+    resources: ResourcesDep,
+    background: BackgroundTasks,
     if_match: Annotated[str | None, Header(description='Expected current version, e.g. "3"')] = None,
 ) -> ConfigVersionPublic:
     expected = _expected(if_match, body.expected_version)
@@ -173,6 +179,7 @@ async def put_config(
     else:
         await record(session, principal, "config.update", service_id, request_id,
                      details={"version": version.version, "comment": body.comment})
+        background.add_task(tell_supervisor, resources, service_id, monitored=bool(version.content.get("monitored")))
     response.headers["ETag"] = f'"{version.version}"'
     return ConfigVersionPublic.of(version)
 
@@ -247,6 +254,8 @@ async def revert_config(
     principal: CanWriteConfigs,
     request_id: RequestIdDep,
     response: Response,
+    resources: ResourcesDep,
+    background: BackgroundTasks,
     if_match: Annotated[str | None, Header()] = None,
 ) -> ConfigVersionPublic:
     expected = _expected(if_match, body.expected_version)
@@ -256,5 +265,6 @@ async def revert_config(
     )
     await record(session, principal, "config.revert", service_id, request_id,
                  details={"to_version": body.version, "new_version": version.version})
+    background.add_task(tell_supervisor, resources, service_id, monitored=bool(version.content.get("monitored")))
     response.headers["ETag"] = f'"{version.version}"'
     return ConfigVersionPublic.of(version)

@@ -31,12 +31,11 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from windflow.api.errors import ApiError
-from windflow.api.event_hub import EventFilter, EventHub, QueueItem, Subscription, encode_event
+from windflow.api.event_hub import EventFilter, EventHub, QueueItem, Subscription, build_filter, encode_event
 from windflow.api.resources import Resources
 from windflow.api.security import authenticate
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.errors import WindflowError
-from windflow.domain.events import EventType
 from windflow.events.base import InvalidPosition, is_after, parse_position
 
 log = logging.getLogger("windflow.api.ws")
@@ -52,7 +51,6 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4008
 
 REPLAY_BATCH = 500
-MAX_FILTER_ITEMS = 200
 HUB_START_TIMEOUT = 5.0
 
 
@@ -69,37 +67,6 @@ class _Gone(Exception):
 
 def _reason(text: str) -> str:
     return text.encode()[:123].decode(errors="ignore")  # a close reason is at most 123 bytes
-
-
-def _split(values: list[str] | Any) -> list[str] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        values = [values]
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise ValueError("must be a list of strings")
-    out = [part.strip() for value in values for part in value.split(",") if part.strip()]
-    if len(out) > MAX_FILTER_ITEMS:
-        raise ValueError(f"at most {MAX_FILTER_ITEMS} items")
-    return out or None
-
-
-def build_filter(types: list[str] | Any, services: list[str] | Any, principal: Principal) -> EventFilter:
-    """Raises ValueError (bad request) or PermissionError (AUDIT asked without audit:read)."""
-    names = _split(types)
-    event_types: frozenset[EventType] | None = None
-    if names is not None:
-        try:
-            event_types = frozenset(EventType(n.upper()) for n in names)
-        except ValueError:
-            known = ", ".join(t.value for t in EventType)
-            raise ValueError(f"unknown event type in {names}; known: {known}") from None
-    can_audit = principal.can(Permission.AUDIT_READ.value)
-    if event_types is not None and EventType.AUDIT in event_types and not can_audit:
-        raise PermissionError("AUDIT events need the audit:read permission")
-    service_ids = _split(services)
-    return EventFilter(types=event_types, services=frozenset(service_ids) if service_ids is not None else None,
-                       audit=can_audit)
 
 
 def _bearer(websocket: WebSocket) -> str | None:

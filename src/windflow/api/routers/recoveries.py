@@ -1,0 +1,279 @@
+"""Recovery, supervision and control of one service: trigger, follow, decide, act, measure."""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from windflow.api.audit import record
+from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep
+from windflow.api.errors import ERROR_RESPONSES, ApiError
+from windflow.api.schemas import PageOf
+from windflow.api.security import require
+from windflow.auth.permissions import Permission, Principal
+from windflow.domain.contracts import (
+    ControlInput,
+    ControlResult,
+    DecisionInput,
+    RecoveryInput,
+    SupervisorInput,
+    SupervisorStatus,
+)
+from windflow.persistence.repositories import ProbeResultRepository, RunSummaryRepository, ServiceRepository
+from windflow.workflows import search_attributes as sa
+from windflow.workflows.control import ServiceControl
+from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
+
+router = APIRouter(prefix="/services/{service_id}", tags=["recovery"], responses=ERROR_RESPONSES)
+services = ServiceRepository()
+runs = RunSummaryRepository()
+probes = ProbeResultRepository()
+
+CanRead = Annotated[Principal, Depends(require(Permission.SERVICES_READ))]
+CanRecover = Annotated[Principal, Depends(require(Permission.RECOVERY_TRIGGER))]
+CanControl = Annotated[Principal, Depends(require(Permission.SERVICES_CONTROL))]
+
+
+class RecoveryCreate(BaseModel):
+    reason: str = Field("manual", max_length=500)
+
+
+class RecoveryAccepted(BaseModel):
+    service_id: str
+    workflow_id: str
+    run_id: str
+    attached: bool = Field(description="True when a recovery of this service was already running: this joined it")
+    supervised: bool
+    temporal_ui: str | None = None
+
+
+class RecoveryPublic(BaseModel):
+    run_id: str
+    workflow_id: str
+    service_id: str | None
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    summary: dict[str, Any]
+
+
+class SupervisionPublic(BaseModel):
+    service_id: str
+    supervised: bool
+    status: SupervisorStatus | None = None
+
+
+class ActionCreate(BaseModel):
+    action: Literal["start", "stop", "restart"]
+    wait: bool = Field(True, description="Wait until the action is done (healthy after start/restart)")
+    timeout: float = Field(120.0, gt=0, le=3600)
+
+
+class DecisionCreate(BaseModel):
+    decision: Literal["approve", "keep_stopped"]
+
+
+class ServiceMetrics(BaseModel):
+    service_id: str
+    state: str
+    restarts_total: int
+    restarts_1h: int
+    restarts_24h: int
+    recoveries_24h: int
+    time_to_recover_p50: float | None = Field(None, description="Seconds, recoveries in the last 24 h")
+    time_to_recover_max: float | None = None
+    availability_1h: float | None = Field(None, description="Share of passing probes, 0..1")
+    availability_24h: float | None = None
+    latency_ms_p50: float | None = None
+    last_check: datetime | None = None
+
+
+def ui_link(resources: Any, workflow_id: str) -> str | None:
+    base = resources.settings.temporal_ui_base_url
+    if not base:
+        return None
+    return f"{base}/namespaces/{resources.settings.temporal_namespace}/workflows/{workflow_id.replace('/', '%2F')}"
+
+
+async def _supervisor_running(client: Client, service_id: str) -> bool:
+    try:
+        desc = await client.get_workflow_handle(f"supervise/{service_id}").describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return desc.status == WorkflowExecutionStatus.RUNNING
+
+
+@router.post("/recoveries", status_code=status.HTTP_202_ACCEPTED, response_model=RecoveryAccepted,
+             summary="Recover a service now (joins a running recovery)")
+async def trigger_recovery(
+    service_id: str,
+    body: RecoveryCreate,
+    session: ReadSessionDep,
+    client: TemporalDep,
+    resources: ResourcesDep,
+    principal: CanRecover,
+    request_id: RequestIdDep,
+) -> RecoveryAccepted:
+    await services.require(session=session, service_id=service_id)
+    workflow_id = f"recover/{service_id}"
+    handle = await client.start_workflow(
+        ServiceRecovery.run,
+        RecoveryInput(service_id=service_id, reason=body.reason, actor=principal.name, source="api"),
+        id=workflow_id,
+        task_queue=resources.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        memo={"actor": principal.name, "request_id": request_id},
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "recovery"),
+                                                 SearchAttributePair(sa.SERVICE, service_id),
+                                                 SearchAttributePair(sa.ACTOR, principal.name)]),
+        static_summary=f"recovery of {service_id} by {principal.name}",
+    )
+    desc = await handle.describe()
+    memo = await desc.memo()
+    attached = memo.get("request_id") != request_id  # USE_EXISTING returned someone else's recovery
+    async with resources.db.write() as wsession:
+        await record(wsession, principal, "recovery.trigger", workflow_id, request_id,
+                     details={"reason": body.reason, "attached": attached})
+    return RecoveryAccepted(service_id=service_id, workflow_id=workflow_id, run_id=desc.run_id, attached=attached,
+                            supervised=await _supervisor_running(client, service_id),
+                            temporal_ui=ui_link(resources, workflow_id))
+
+
+@router.get("/recoveries", response_model=PageOf[RecoveryPublic], summary="Recovery history (from the store)")
+async def list_recoveries(
+    service_id: str,
+    session: ReadSessionDep,
+    _: CanRead,
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = Query(None, max_length=512),
+) -> PageOf[RecoveryPublic]:
+    await services.require(session=session, service_id=service_id)
+    page = await runs.list(session=session, kind="recovery", service_id=service_id, limit=limit, cursor=cursor)
+    return PageOf[RecoveryPublic](
+        items=[RecoveryPublic(run_id=r.run_id, workflow_id=r.workflow_id, service_id=r.service_id, status=r.status,
+                              started_at=r.started_at, finished_at=r.finished_at, summary=r.summary or {})
+               for r in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/supervision", response_model=SupervisionPublic, summary="Live supervision state (query)")
+async def get_supervision(service_id: str, session: ReadSessionDep, client: TemporalDep,
+                          _: CanRead) -> SupervisionPublic:
+    row = await services.require(session=session, service_id=service_id)
+    if not await _supervisor_running(client, service_id):
+        stored = (row.state_detail or {}).get("supervision")
+        return SupervisionPublic(service_id=service_id, supervised=False,
+                                 status=SupervisorStatus.model_validate(stored) if stored else None)
+    live = await client.get_workflow_handle(f"supervise/{service_id}").query(ServiceSupervisor.query_status)
+    return SupervisionPublic(service_id=service_id, supervised=True, status=live)
+
+
+@router.post("/supervision", status_code=status.HTTP_202_ACCEPTED, response_model=SupervisionPublic,
+             summary="Start supervising the service (idempotent)")
+async def start_supervision(service_id: str, session: ReadSessionDep, client: TemporalDep, resources: ResourcesDep,
+                            principal: CanControl, request_id: RequestIdDep) -> SupervisionPublic:
+    spec_row = await services.require(session=session, service_id=service_id)
+    if not spec_row.monitored:
+        raise ApiError(409, f"{service_id} is not monitored: set monitored: true first", code="conflict")
+    await client.start_workflow(
+        ServiceSupervisor.run, SupervisorInput(service_id=service_id), id=f"supervise/{service_id}",
+        task_queue=resources.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        memo={"actor": principal.name},
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "supervisor"),
+                                                 SearchAttributePair(sa.SERVICE, service_id)]),
+        static_summary=f"supervises {service_id}",
+    )
+    async with resources.db.write() as wsession:
+        await record(wsession, principal, "supervision.start", f"supervise/{service_id}", request_id)
+    return SupervisionPublic(service_id=service_id, supervised=True)
+
+
+@router.post("/recoveries/decision", response_model=SupervisionPublic,
+             summary="Decide on an escalated recovery waiting for an operator (on_give_up: ask)")
+async def decide(service_id: str, body: DecisionCreate, client: TemporalDep, resources: ResourcesDep,
+                 principal: CanRecover, request_id: RequestIdDep) -> SupervisionPublic:
+    handle = client.get_workflow_handle(f"supervise/{service_id}")
+    try:
+        st = await handle.execute_update(ServiceSupervisor.decide,
+                                         DecisionInput(decision=body.decision, actor=principal.name))
+    except WorkflowUpdateFailedError as exc:
+        raise ApiError(409, f"no decision pending for {service_id}: {exc.cause}", code="conflict") from None
+    async with resources.db.write() as wsession:
+        await record(wsession, principal, "recovery.decision", f"supervise/{service_id}", request_id,
+                     details={"decision": body.decision})
+    return SupervisionPublic(service_id=service_id, supervised=True, status=st)
+
+
+@router.post("/actions", response_model=ControlResult, summary="start | stop | restart (a stop pauses supervision)",
+             responses={202: {"model": ControlResult}})
+async def act(
+    service_id: str,
+    body: ActionCreate,
+    session: ReadSessionDep,
+    client: TemporalDep,
+    resources: ResourcesDep,
+    principal: CanControl,
+    request_id: RequestIdDep,
+    response: Response,
+) -> ControlResult:
+    await services.require(session=session, service_id=service_id)
+    workflow_id = f"control/{service_id}/{uuid.uuid4().hex[:12]}"
+    handle = await client.start_workflow(
+        ServiceControl.run,
+        ControlInput(service_id=service_id, action=body.action, actor=principal.name, timeout=body.timeout),
+        id=workflow_id, task_queue=resources.settings.task_queue, memo={"actor": principal.name},
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "control"),
+                                                 SearchAttributePair(sa.SERVICE, service_id),
+                                                 SearchAttributePair(sa.ACTOR, principal.name)]),
+        static_summary=f"{body.action} {service_id} by {principal.name}",
+    )
+    result = ControlResult(service_id=service_id, action=body.action, ok=True, message="accepted")
+    if body.wait:
+        result = await handle.result()
+    else:
+        response.status_code = status.HTTP_202_ACCEPTED
+    async with resources.db.write() as wsession:
+        await record(wsession, principal, f"service.{body.action}", service_id, request_id,
+                     outcome="success" if result.ok else "failure",
+                     details={"workflow_id": workflow_id, "message": result.message})
+    return result
+
+
+@router.get("/metrics", response_model=ServiceMetrics, summary="Restarts, time to recover, availability")
+async def metrics(service_id: str, session: ReadSessionDep, _: CanRead) -> ServiceMetrics:
+    row = await services.require(session=session, service_id=service_id)
+    now = datetime.now(UTC)
+    supervision = (row.state_detail or {}).get("supervision") or {}
+    restart_times = [datetime.fromisoformat(t) for t in supervision.get("restarts", [])]
+    recent = await runs.list(session=session, kind="recovery", service_id=service_id, limit=500)
+    day = [r for r in recent.items if r.started_at >= now - timedelta(days=1)]
+    durations = [float(r.summary.get("seconds")) for r in day
+                 if r.status == "recovered" and isinstance(r.summary.get("seconds"), int | float)]
+    checks = await probes.recent(session=session, service_id=service_id, limit=200)
+    latencies = [c.latency_ms for c in checks if c.healthy]
+    return ServiceMetrics(
+        service_id=service_id,
+        state=row.state,
+        restarts_total=int(supervision.get("restarts_total", 0)),
+        restarts_1h=sum(1 for t in restart_times if t >= now - timedelta(hours=1)),
+        restarts_24h=sum(1 for t in restart_times if t >= now - timedelta(days=1)),
+        recoveries_24h=len(durations),
+        time_to_recover_p50=statistics.median(durations) if durations else None,
+        time_to_recover_max=max(durations) if durations else None,
+        availability_1h=await probes.availability(session=session, service_id=service_id, window=timedelta(hours=1)),
+        availability_24h=await probes.availability(session=session, service_id=service_id,
+                                                   window=timedelta(days=1)),
+        latency_ms_p50=statistics.median(latencies) if latencies else None,
+        last_check=checks[0].checked_at if checks else None,
+    )

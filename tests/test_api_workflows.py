@@ -1,0 +1,178 @@
+"""The front door to the workflows, end to end: REST → Temporal → real worker → real processes.
+
+Runs on SQLite and PostgreSQL (the store the worker's activities write to is the API's own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from tests.helpers import eventually, kill_marked, processes_with, running_worker, standin
+from tests.servers import free_port
+from windflow.settings import Settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+def settings(tmp_path, database_url, temporal_env, task_queue) -> Settings:
+    client = temporal_env.client
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        jwt_secret="x" * 48,
+        temporal_address=client.service_client.config.target_host,
+        temporal_namespace=client.namespace,
+        task_queue=task_queue,
+        _env_file=None,
+    )
+
+
+@pytest.fixture
+def ports():
+    allocated: list[int] = []
+
+    def take() -> int:
+        port = free_port()
+        allocated.append(port)
+        return port
+
+    yield take
+    for port in allocated:
+        kill_marked(f"--port {port} ")
+
+
+async def create(api, spec) -> None:
+    r = await api.post("/api/v1/services", json=spec.model_dump(mode="json"))
+    assert r.status_code == 201, r.text
+
+
+async def wait_run(api, run_id: str, *statuses: str, timeout: float = 60) -> dict:
+    async def done():
+        body = (await api.get(f"/api/v1/initializations/{run_id}")).json()
+        return body if body["status"] in statuses else None
+
+    return await eventually(done, timeout=timeout, interval=0.2)
+
+
+async def test_initialize_through_the_api_then_supervise_and_recover(temporal_env, settings, db, api, ports):
+    client = temporal_env.client
+    p_db, p_app = ports(), ports()
+    await create(api, standin("db", p_db, boot=0.2))
+    await create(api, standin("app", p_app, boot=0.2, deps=["db"]))
+    async with running_worker(client, settings, db):
+        r = await api.post("/api/v1/initializations", json={})
+        assert r.status_code == 202, r.text
+        run_id = r.json()["run_id"]
+        assert r.json()["links"]["self"] == f"/api/v1/initializations/{run_id}"
+        # a second full initialization while one runs: 409 unless queued
+        second = await api.post("/api/v1/initializations", json={})
+        assert second.status_code in (409, 202), second.text
+        if second.status_code == 409:
+            assert second.json()["error"]["code"] == "conflict"
+        body = await wait_run(api, run_id, "SUCCEEDED", "FAILED")
+        assert body["status"] == "SUCCEEDED", body
+        assert body["progress"] == 100
+        history = (await api.get("/api/v1/initializations", params={"status": "SUCCEEDED"})).json()["items"]
+        assert run_id in [h["run_id"] for h in history]
+        # the run's healthy monitored components are supervised now
+        sup = await eventually(lambda: _supervised(api, "app"), timeout=20)
+        assert sup["status"]["state"] == "watching"
+        # kill the app: the supervisor brings it back; the API shows the recovery
+        pid = processes_with(f"--port {p_app} ")[0]
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: _restarted(api, "app"), timeout=30)
+        metrics = (await api.get("/api/v1/services/app/metrics")).json()
+        assert metrics["restarts_total"] >= 1 and metrics["recoveries_24h"] >= 1
+        recoveries = (await api.get("/api/v1/services/app/recoveries")).json()["items"]
+        assert recoveries and recoveries[0]["status"] == "recovered"
+        # filter by supervision state
+        healthy = (await api.get("/api/v1/services", params={"state": "healthy"})).json()["items"]
+        assert {"db", "app"} <= {s["id"] for s in healthy}
+        # a manual recovery joins/creates recover/app and is attached to the supervisor
+        r = await api.post("/api/v1/services/app/recoveries", json={"reason": "test"})
+        assert r.status_code == 202, r.text
+        assert r.json()["workflow_id"] == "recover/app" and r.json()["supervised"] is True
+        await eventually(lambda: _restarts_at_least(api, "app", 2), timeout=30)
+        # a user stop pauses supervision and is not undone
+        r = await api.post("/api/v1/services/app/actions", json={"action": "stop"})
+        assert r.status_code == 200 and r.json()["ok"] and r.json()["supervision"] == "paused", r.text
+        await asyncio.sleep(1.0)
+        assert processes_with(f"--port {p_app} ") == []
+        sup = (await api.get("/api/v1/services/app/supervision")).json()
+        assert sup["status"]["state"] == "paused"
+        r = await api.post("/api/v1/services/app/actions", json={"action": "start"})
+        assert r.json()["ok"] and r.json()["supervision"] == "resumed", r.text
+        for name in ("db", "app"):
+            await client.get_workflow_handle(f"supervise/{name}").terminate("test over")
+        audit = (await api.get("/api/v1/audit", params={"action": "initialization.start"})).json()["items"]
+        assert audit and audit[0]["actor"] == "tester"
+
+
+async def _supervised(api, name):
+    body = (await api.get(f"/api/v1/services/{name}/supervision")).json()
+    return body if body.get("supervised") and body["status"] and body["status"]["state"] == "watching" else None
+
+
+async def _restarted(api, name):
+    body = (await api.get(f"/api/v1/services/{name}/supervision")).json()
+    st = body.get("status") or {}
+    return st.get("state") == "watching" and st.get("restarts_total", 0) >= 1
+
+
+async def _restarts_at_least(api, name, n):
+    st = (await api.get(f"/api/v1/services/{name}/supervision")).json().get("status") or {}
+    return st.get("state") == "watching" and st.get("restarts_total", 0) >= n
+
+
+async def test_cancel_and_retry_through_the_api(temporal_env, settings, db, api, ports):
+    client = temporal_env.client
+    p1, p2 = ports(), ports()
+    await create(api, standin("base", p1))
+    await create(api, standin("top", p2, deps=["base"], args=["--fail-start"]))
+    async with running_worker(client, settings, db):
+        r = await api.post("/api/v1/initializations", json={"retry_window": 60})
+        run_id = r.json()["run_id"]
+        body = await wait_run(api, run_id, "FAILED")
+        assert body["live"] is True
+        top = body["state"]["components"]["top"]
+        assert top["status"] == "FAILED" and top["last_error"]
+        # retrying a healthy component is refused; the failed one after a fix is accepted
+        r = await api.post(f"/api/v1/initializations/{run_id}/components/base/retry")
+        assert r.status_code == 409, r.text
+        current = (await api.get("/api/v1/services/top/config")).json()
+        fixed = standin("top", p2, deps=["base"]).content()
+        r = await api.put("/api/v1/services/top/config", json={"content": fixed},
+                          headers={"If-Match": f'"{current["version"]}"'})
+        assert r.status_code == 200, r.text
+        r = await api.post(f"/api/v1/initializations/{run_id}/components/top/retry")
+        assert r.status_code == 200 and r.json()["accepted"], r.text
+        body = await wait_run(api, run_id, "SUCCEEDED")
+        # a validate-only run, then a run that gets cancelled
+        r = await api.post("/api/v1/initializations", json={"validate_only": True})
+        assert r.status_code == 202
+        v = await wait_run(api, r.json()["run_id"], "SUCCEEDED")
+        assert v["state"]["plan"] == [["base"], ["top"]]
+        for name in ("base", "top"):
+            await client.get_workflow_handle(f"supervise/{name}").terminate("test over")
+        r = await api.post(f"/api/v1/initializations/{run_id}/cancel")
+        assert r.status_code == 409  # already finished
+        assert (await api.get("/api/v1/initializations/nope")).status_code == 404
+
+
+async def test_schedules_crud(temporal_env, settings, db, api):
+    sid = f"windflow-test-{settings.task_queue[3:]}"
+    r = await api.post("/api/v1/schedules", json={"id": sid, "every_seconds": 600, "paused": True})
+    assert r.status_code == 201, r.text
+    assert r.json()["every_seconds"] == 600 and r.json()["paused"] is True
+    assert (await api.post("/api/v1/schedules", json={"id": sid})).status_code == 409
+    r = await api.patch(f"/api/v1/schedules/{sid}", json={"paused": False, "every_seconds": 120})
+    assert r.status_code == 200 and r.json()["paused"] is False and r.json()["every_seconds"] == 120
+    assert sid in [s["id"] for s in (await api.get("/api/v1/schedules")).json()]
+    assert (await api.patch(f"/api/v1/schedules/{sid}", json={})).status_code == 422
+    assert (await api.delete(f"/api/v1/schedules/{sid}")).status_code == 204
+    assert (await api.get(f"/api/v1/schedules/{sid}")).status_code == 404
