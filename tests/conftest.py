@@ -233,6 +233,19 @@ def strict_runner():
 
 
 @pytest_asyncio.fixture(loop_scope="session")
+async def postgres_db(postgres_url) -> AsyncIterator[Database]:
+    """A fresh, migrated PostgreSQL database for one test (for PostgreSQL-only behaviour)."""
+    name = f"wf_{_uuid.uuid4().hex[:12]}"
+    _pg_admin_exec(postgres_url, f'CREATE DATABASE "{name}"')
+    url = urlparse(postgres_url)._replace(path=f"/{name}").geturl().replace("postgresql://", "postgresql+psycopg://", 1)
+    database = Database.from_url(url)
+    await upgrade(database.engine)
+    yield database
+    await database.dispose()
+    _pg_admin_exec(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def sqlite_db(tmp_path) -> AsyncIterator[Database]:
     """A fresh, migrated SQLite store for one test (the embedded default)."""
     database = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")

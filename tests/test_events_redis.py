@@ -294,11 +294,10 @@ async def test_two_relays_publish_each_event_once_in_order(db, bus: RedisStreams
     assert [e.event_id for _, e in await bus.read(limit=1000)] == [e.event_id for e in written]
 
 
-async def test_relay_wakes_on_postgres_notify_from_another_writer(db):
+async def test_relay_wakes_on_postgres_notify_from_another_writer(postgres_db):
     """Rows written by another process (no notify() call reaches this relay) are relayed at once on PostgreSQL:
     the insert's pg_notify wakes the relay LISTENing, long before its poll interval."""
-    if db.dialect != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    db = postgres_db
     bus = MemoryBus()
     relay = OutboxRelay(db, bus, interval=60.0)
     task = asyncio.create_task(relay.run())

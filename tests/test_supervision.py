@@ -412,3 +412,29 @@ async def test_worker_killed_during_backoff_resumes_the_timer(temporal_env, wset
     finally:
         _kill(first)
         _kill(second)
+
+
+async def test_human_gate_waits_for_a_decision(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    from windflow.domain.contracts import DecisionInput
+
+    client = temporal_env.client
+    port = ports()
+    spec = standin("gated", port, boot=0.1, args=["--crash-after", "0.3"],
+                   restart={"max_attempts": 2, "backoff": "100ms", "backoff_max": "100ms", "on_give_up": "ask",
+                            "ask_timeout": "1h"})
+    await register(sqlite_db, spec)
+    await start_service(wsettings, spec)
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await supervise(client, task_queue, "gated")
+        st = await eventually(lambda: _in_state(handle, SupervisionState.WAITING_DECISION), timeout=60)
+        assert st.attempt == 2
+        spawned = spawns(wsettings, "gated")
+        await asyncio.sleep(0.8)
+        assert spawns(wsettings, "gated") == spawned  # waits for the operator, durably
+        await handle.execute_update(ServiceSupervisor.decide, DecisionInput(decision="approve", actor="bob"))
+        await eventually(lambda: spawns(wsettings, "gated") > spawned, timeout=20)  # another round runs
+        await eventually(lambda: _in_state(handle, SupervisionState.WAITING_DECISION), timeout=60)
+        await handle.execute_update(ServiceSupervisor.decide, DecisionInput(decision="keep_stopped", actor="bob"))
+        await eventually(lambda: _in_state(handle, SupervisionState.GAVE_UP), timeout=20)
+        assert processes_with(f"--port {port} ") == []
+        await stop_supervisor(handle)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 services = ServiceRepository()
 probe_results = ProbeResultRepository()
 runs = RunSummaryRepository()
+log = logging.getLogger(__name__)
 
 #: probe cadence while a restarted service comes up: fine-grained, recovery time is the product's figure
 RECOVERY_POLL = 0.02
@@ -77,6 +79,7 @@ class SupervisionActivities:
         self.probe_history = probe_history
         self.state = StateWriter(db, on_commit)
         self.on_commit = on_commit
+        self._background: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- probes and records
 
@@ -103,6 +106,20 @@ class SupervisionActivities:
                                 message=last.message, checked_at=last.checked_at, verdict=verdict)))
         if self.on_commit:
             self.on_commit()
+
+    def _record_later(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str) -> None:
+        """Record the evidence of a verdict without holding the verdict back: the restart waits on the verdict,
+        and this write (a few ms, more while another writer holds SQLite's lock) is not needed for it."""
+
+        async def record() -> None:
+            try:
+                await self._record_probes(spec, results, verdict, publish=True)
+            except Exception:  # evidence, not state: log it, the supervision goes on
+                log.exception("recording the probe results of %s failed", spec.id)
+
+        task = asyncio.create_task(record())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ----------------------------------------------------------------- watch
 
@@ -143,7 +160,7 @@ class SupervisionActivities:
                 if exit_task in done:
                     info = exit_task.result()
                     if info is not None:
-                        await self._record_probes(spec, unrecorded, "unhealthy", publish=True)
+                        self._record_later(spec, unrecorded, "unhealthy")
                         return WatchResult(
                             verdict="exited", message=info.message or f"pid {info.pid} exited",
                             exit_code=info.exit_code, signal=info.signal, detected_at=info.exited_at,
@@ -171,7 +188,7 @@ class SupervisionActivities:
                         last_record = time.monotonic()
                         await self.state.set_state(spec.id, "healthy", source="supervisor", message="healthy")
                     if verdict == HealthVerdict.UNHEALTHY:
-                        await self._record_probes(spec, unrecorded, "unhealthy", publish=True)
+                        self._record_later(spec, unrecorded, "unhealthy")
                         failing = [r for r in recent if not r.healthy][-tracker.failure_threshold:]
                         return WatchResult(
                             verdict="unhealthy",
@@ -265,14 +282,23 @@ class SupervisionActivities:
         if already:
             pid = status.pid  # a previous try of this very attempt restarted it (the worker died after)
         else:
-            await self.state.set_state(spec.id, "recovering", source=req.source,
-                                       message=f"restarting ({req.reason}), attempt {req.attempt} of "
-                                               f"{req.max_attempts}")
+            # the state write runs alongside the restart, not before it: on SQLite it can wait for the lock
+            # held by the supervisor's own record_supervision (scheduled in the same workflow task)
+            marking = asyncio.ensure_future(self.state.set_state(
+                spec.id, "recovering", source=req.source,
+                message=f"restarting ({req.reason}), attempt {req.attempt} of {req.max_attempts}"))
             try:
                 result = await driver.restart(spec)
             except WindflowError as exc:
+                await marking
                 return RecoverStepResult(outcome="failed", message=f"restart failed: {exc.message}",
                                          elapsed=time.monotonic() - begin)
+            except BaseException:
+                marking.cancel()
+                with contextlib.suppress(BaseException):
+                    await marking
+                raise
+            await marking
             if not result.ok:
                 return RecoverStepResult(outcome="failed", message=f"restart failed: {result.message}",
                                          elapsed=time.monotonic() - begin)

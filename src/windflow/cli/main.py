@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from windflow import __version__
+from windflow.cli import ops
 from windflow.cli.auth import register as register_auth
 from windflow.cli.client import check, client, console, err_console
 from windflow.cli.events import app as events_app
@@ -23,6 +24,9 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
 app.add_typer(init_app, name="init")
+app.add_typer(ops.service_app, name="service")
+app.command("services")(ops.services)
+app.command("recover")(ops.recover)
 register_auth(app)  # login, logout, users, tokens
 
 ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (default: settings / stored login)")]
@@ -87,7 +91,7 @@ def apply(
         return
     from windflow.domain.system import dump_system
 
-    body = to_yaml(dump_system(system.services))
+    body = to_yaml(dump_system(system.services, notifications=system.notifications))
     with client(api) as http:
         result = check(http.put("/api/v1/system", content=body, params={"prune": prune},
                                 headers={"content-type": "application/yaml"}))
@@ -125,7 +129,7 @@ def run_api(
     settings = settings_or_exit()
     settings = settings.model_copy(update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v})
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_level=settings.log_level.lower(), proxy_headers=True)
+                log_level=settings.log_level.lower(), proxy_headers=True, ws_per_message_deflate=False)
 
 
 @app.command("worker")

@@ -190,7 +190,7 @@ async def run_up(
         app = create_app(settings, resources=resources)
         # a WebSocket client that never goes away must not hold the shutdown hostage
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=5)
+                                lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)
         api = uvicorn.Server(config)
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
@@ -303,7 +303,8 @@ def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) 
     system = load_system(parse_yaml(system_file.read_text(encoding="utf-8")),
                          base_dir=str(system_file.resolve().parent))
     with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
-        result = check(http.put("/api/v1/system", content=to_yaml(dump_system(system.services)),
+        document = dump_system(system.services, notifications=system.notifications)
+        result = check(http.put("/api/v1/system", content=to_yaml(document),
                                 headers={"content-type": "application/yaml"}))
         changed = {k: v for k, v in result.items() if v}
         console.print(f"applied {system_file}: " + ", ".join(f"{k} {len(v)}" for k, v in changed.items()))

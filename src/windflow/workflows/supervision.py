@@ -207,7 +207,7 @@ class RecoveryRoutine:
                         WaitDependenciesInput(service_id=self.spec.id, depends_on=self.spec.depends_on),
                         start_to_close_timeout=timedelta(days=30), heartbeat_timeout=self.heartbeat_timeout,
                         retry_policy=WATCH_RETRY,
-                        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED))
+                        cancellation_type=ActivityCancellationType.TRY_CANCEL))
                     self.status.blocked_on = []
                     confirm = True  # the dependency is back: the service may well be fine now
             delay = policy.delay_before(self.status.attempt + 1)
@@ -498,7 +498,9 @@ class ServiceSupervisor(RecoveryRoutine):
             start_to_close_timeout=timedelta(days=365),
             heartbeat_timeout=self.heartbeat_timeout,
             retry_policy=WATCH_RETRY,
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            # a pause or reload must not wait for the next (throttled) heartbeat to reach the activity: the
+            # abandoned watch ends at its next heartbeat, and whatever it returns then is ignored
+            cancellation_type=ActivityCancellationType.TRY_CANCEL,
         ))
         if self.paused:
             return

@@ -1,0 +1,109 @@
+"""Day-to-day operations: `windflow services`, `windflow recover`, `windflow service start|stop|restart`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from windflow.cli.client import check, client, console, err_console
+
+ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL")]
+service_app = typer.Typer(help="Control one service (a stop pauses its supervision).", no_args_is_help=True)
+
+STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "backing_off": "yellow",
+               "blocked": "magenta", "gave_up": "bold red", "failed": "red", "unhealthy": "red", "stopped": "blue"}
+
+
+def services(
+    state: Annotated[str | None, typer.Option(help="Only services in this state (e.g. backing_off)")] = None,
+    label: Annotated[list[str], typer.Option(help="key=value filter; repeatable")] = [],  # noqa: B006
+    q: Annotated[str | None, typer.Option("-q", "--search", help="Search id, description, labels")] = None,
+    api: ApiUrl = None,
+) -> None:
+    """List services with their state."""
+    params: dict[str, Any] = {"limit": 500, "label": label}
+    if state:
+        params["state"] = state
+    if q:
+        params["q"] = q
+    rows: list[dict[str, Any]] = []
+    with client(api) as http:
+        while True:
+            page = check(http.get("/api/v1/services", params=params))
+            rows += page["items"]
+            if not page["next_cursor"]:
+                break
+            params["cursor"] = page["next_cursor"]
+    table = Table("service", "state", "driver", "depends on", "version", "detail")
+    for s in rows:
+        sup = (s.get("state_detail") or {}).get("supervision") or {}
+        detail = sup.get("message") or (s.get("state_detail") or {}).get("message") or ""
+        table.add_row(s["id"], Text(s["state"], STATE_STYLE.get(s["state"], "")), s["driver"],
+                      ", ".join(s["depends_on"]), str(s["version"]), detail)
+    console.print(table)
+
+
+def recover(
+    service: str,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail)")] = "manual",
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow until the service is back")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait")] = 300.0,
+    api: ApiUrl = None,
+) -> None:
+    """Recover a service now (joins a recovery that is already running)."""
+    with client(api) as http:
+        accepted = check(http.post(f"/api/v1/services/{service}/recoveries", json={"reason": reason}))
+        joined = "joined the running" if accepted["attached"] else "started a"
+        console.print(f"{joined} recovery: {accepted['workflow_id']}")
+        if accepted.get("temporal_ui"):
+            console.print(f"[dim]{accepted['temporal_ui']}[/dim]")
+        if not wait:
+            return
+        deadline = time.monotonic() + timeout
+        last = ""
+        time.sleep(0.3)
+        with console.status("recovering") as status:
+            while time.monotonic() < deadline:
+                sup = check(http.get(f"/api/v1/services/{service}/supervision")).get("status") or {}
+                state = sup.get("state", "")
+                status.update(f"{state}: {sup.get('message', '')}")
+                if state != last:
+                    last = state
+                if state in ("watching", "gave_up", "paused") and sup.get("attempt", 0) >= 0:
+                    console.print(Text(f"{service}: {state} — {sup.get('message', '')}",
+                                       STATE_STYLE.get("healthy" if state == "watching" else state, "")))
+                    raise typer.Exit(0 if state == "watching" else 1)
+                time.sleep(0.25)
+    err_console.print(f"{service}: not back within {timeout:g}s")
+    raise typer.Exit(1)
+
+
+def _act(action: str, service: str, api: str | None, wait: bool) -> None:
+    with client(api, timeout=300) as http:
+        result = check(http.post(f"/api/v1/services/{service}/actions", json={"action": action, "wait": wait}))
+    style = "green" if result["ok"] else "red"
+    console.print(Text(f"{action} {service}: {result['message']} (supervision {result.get('supervision')})", style))
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@service_app.command("start")
+def start(service: str, wait: bool = True, api: ApiUrl = None) -> None:
+    """Start a service, wait until healthy, resume its supervision."""
+    _act("start", service, api, wait)
+
+
+@service_app.command("stop")
+def stop(service: str, wait: bool = True, api: ApiUrl = None) -> None:
+    """Stop a service and pause its supervision (windflow will not restart it)."""
+    _act("stop", service, api, wait)
+
+
+@service_app.command("restart")
+def restart(service: str, wait: bool = True, api: ApiUrl = None) -> None:
+    """Restart a service and wait until healthy."""
+    _act("restart", service, api, wait)
