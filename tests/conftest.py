@@ -252,3 +252,29 @@ async def sqlite_db(tmp_path) -> AsyncIterator[Database]:
     await upgrade(database.engine)
     yield database
     await database.dispose()
+
+
+@pytest.fixture
+def ports():
+    """Free TCP ports for stand-in services; whatever listens on them is killed after the test."""
+    from tests.helpers import kill_marked
+    from tests.servers import free_port
+
+    allocated: list[int] = []
+
+    def take() -> int:
+        port = free_port()
+        allocated.append(port)
+        return port
+
+    yield take
+    for port in allocated:
+        kill_marked(f"--port {port} ")
+
+
+@pytest.fixture
+def wsettings(tmp_path, task_queue, temporal_env, sqlite_db):
+    """Worker settings on the per-test SQLite store and the session's Temporal dev server."""
+    from tests.helpers import worker_settings
+
+    return worker_settings(tmp_path, task_queue, temporal_env, sqlite_db)

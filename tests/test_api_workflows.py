@@ -11,8 +11,7 @@ import signal
 
 import pytest
 
-from tests.helpers import eventually, kill_marked, processes_with, running_worker, standin
-from tests.servers import free_port
+from tests.helpers import eventually, processes_with, running_worker, standin
 from windflow.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -42,20 +41,6 @@ async def no_stray_supervisors(temporal_env):
             await client.get_workflow_handle(f"supervise/{name}").terminate("test over")
         except Exception:
             pass
-
-
-@pytest.fixture
-def ports():
-    allocated: list[int] = []
-
-    def take() -> int:
-        port = free_port()
-        allocated.append(port)
-        return port
-
-    yield take
-    for port in allocated:
-        kill_marked(f"--port {port} ")
 
 
 async def create(api, spec) -> None:

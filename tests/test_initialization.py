@@ -14,8 +14,7 @@ import pytest
 from sqlalchemy import select, update
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
 
-from tests.helpers import eventually, kill_marked, processes_with, register, running_worker, standin, worker_settings
-from tests.servers import free_port
+from tests.helpers import eventually, processes_with, register, running_worker, standin
 from windflow.domain.contracts import (
     ComponentStatus,
     InitInput,
@@ -30,25 +29,6 @@ from windflow.workflows.initialization import SystemInitialization
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HISTORIES = Path(__file__).parent / "histories"
-
-
-@pytest.fixture
-def wsettings(tmp_path, task_queue, temporal_env, sqlite_db):
-    return worker_settings(tmp_path, task_queue, temporal_env, sqlite_db)
-
-
-@pytest.fixture
-def ports():
-    allocated: list[int] = []
-
-    def take() -> int:
-        port = free_port()
-        allocated.append(port)
-        return port
-
-    yield take
-    for port in allocated:
-        kill_marked(f"--port {port} ")
 
 
 async def start_init(client, task_queue, **options) -> tuple[str, object]:

@@ -18,8 +18,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 
-from tests.helpers import eventually, kill_marked, processes_with, register, running_worker, standin, worker_settings
-from tests.servers import free_port
+from tests.helpers import eventually, processes_with, register, running_worker, standin
 from windflow.domain.contracts import (
     ControlInput,
     RecoveryInput,
@@ -34,25 +33,6 @@ from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture
-def wsettings(tmp_path, task_queue, temporal_env, sqlite_db):
-    return worker_settings(tmp_path, task_queue, temporal_env, sqlite_db)
-
-
-@pytest.fixture
-def ports():
-    allocated: list[int] = []
-
-    def take() -> int:
-        port = free_port()
-        allocated.append(port)
-        return port
-
-    yield take
-    for port in allocated:
-        kill_marked(f"--port {port} ")
 
 
 async def start_service(wsettings, spec):

@@ -206,3 +206,5 @@ class RestartLeaseRow(Base):
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+from windflow.persistence import hook_models as _hook_models  # noqa: E402,F401  (incoming alert webhooks)
