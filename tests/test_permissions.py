@@ -26,6 +26,8 @@ PUBLIC = {
     ("GET", "/readyz"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/hooks/alertmanager"),  # alert webhooks: authenticated by the hook's own token
+    ("POST", "/api/v1/hooks/{hook_id}"),
 }
 """Routes anyone may call. The OpenAPI document and the docs pages are plain Starlette routes, not API routes."""
 

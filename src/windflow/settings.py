@@ -112,6 +112,21 @@ class Settings(BaseSettings):
                                         "services (global restart budget)")
     restart_window: float = Field(60.0, gt=0, le=86400, description="Sliding window of restart_max_per_window, "
                                   "seconds")
+    codec_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Payload encryption keys as JSON {key_id: base64 32-byte key}; set = every payload in "
+        "Temporal's history is AES-GCM encrypted. Keep retired keys here while histories still use them",
+    )
+    codec_key_id: str | None = Field(None, description="Id (in codec_keys) of the key that encrypts new payloads; "
+                                     "may be left unset when codec_keys holds a single key")
+    codec_cors_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8233"],
+        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI",
+    )
+    worker_metrics_port: int = Field(9464, ge=0, le=65534, description="`windflow worker`: Temporal SDK metrics "
+                                     "(Prometheus) on this port, windflow's own metrics on the next one; 0 = off")
+    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics endpoints bind "
+                                     "(0.0.0.0 in containers)")
 
     @classmethod
     def settings_customise_sources(
@@ -168,6 +183,29 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
             raise ValueError(f"must be at least {MIN_JWT_SECRET_BYTES} bytes")
         return value
+
+    @field_validator("codec_keys")
+    @classmethod
+    def _codec_keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        from windflow.codec import decode_key
+
+        for key_id, key in value.items():
+            if not key_id:
+                raise ValueError("key ids must not be empty")
+            try:
+                decode_key(key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"key {key_id!r} {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _codec_key_id(self) -> Settings:
+        if self.codec_key_id is not None and self.codec_key_id not in self.codec_keys:
+            raise ValueError(f"WINDFLOW_CODEC_KEY_ID {self.codec_key_id!r} is not a key id in WINDFLOW_CODEC_KEYS")
+        if self.codec_key_id is None and len(self.codec_keys) > 1:
+            raise ValueError("WINDFLOW_CODEC_KEY_ID must name the encrypting key when WINDFLOW_CODEC_KEYS holds "
+                             "several keys")
+        return self
 
     @model_validator(mode="after")
     def _production_needs(self) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,13 +11,26 @@ from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 
+from windflow.codec import EncryptionCodec, codec_from_keys
 from windflow.settings import Settings
 
 DATA_CONVERTER: DataConverter = pydantic_data_converter
 
 
-def data_converter(settings: Settings | None = None) -> DataConverter:  # noqa: ARG001 - codec arrives later
-    return DATA_CONVERTER
+def payload_codec(settings: Settings | None) -> EncryptionCodec | None:
+    """The payload encryption codec when ``WINDFLOW_CODEC_KEYS`` is set (see :mod:`windflow.codec`)."""
+    if settings is None or not settings.codec_keys:
+        return None
+    keys = {kid: key.get_secret_value() for kid, key in settings.codec_keys.items()}
+    return codec_from_keys(keys, settings.codec_key_id)
+
+
+def data_converter(settings: Settings | None = None) -> DataConverter:
+    """Pydantic payloads, encrypted by the codec when keys are configured. Every client goes through here."""
+    codec = payload_codec(settings)
+    if codec is None:
+        return DATA_CONVERTER
+    return dataclasses.replace(DATA_CONVERTER, payload_codec=codec)
 
 
 async def connect(

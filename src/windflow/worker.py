@@ -14,6 +14,7 @@ from typing import Any
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker, WorkflowRunner
 
 from windflow.activities.notifications import NotificationActivities
@@ -68,6 +69,7 @@ def build_worker(
     workflow_runner: WorkflowRunner | None = None,
     extra_workflows: Sequence[type] = (),
     max_concurrent_activities: int = 2000,
+    graceful_shutdown: timedelta = timedelta(0),
 ) -> WorkerParts:
     data_dir = settings.ensure_data_dir()
     drivers = build_driver_registry(data_dir=data_dir)
@@ -91,6 +93,8 @@ def build_worker(
         workflows=[*WORKFLOWS, *extra_workflows],
         activities=activities_of(services, records, runs, supervision, notifications),
         max_concurrent_activities=max_concurrent_activities,
+        # on SIGTERM, let short activities finish; long watches are cancelled and resume on another worker
+        graceful_shutdown_timeout=graceful_shutdown,
         **kwargs,
     )
     return WorkerParts(worker=worker, services=services, records=records, supervision=supervision)
@@ -103,9 +107,13 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     missing = {k.name: IndexedValueType.ValueType(k.indexed_value_type.value) for k in sa.ALL_KEYS
                if k.name not in have}
     if missing:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
-        )
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+        except RPCError as exc:  # another worker starting at the same moment registered them first
+            if exc.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
     return sorted(missing)
 
 
@@ -118,11 +126,19 @@ async def run_worker(settings: Settings) -> None:
     db = Database.from_url(settings.sqlalchemy_url)
     if settings.mode == Mode.EMBEDDED:
         await upgrade(db.engine)
-    client = await connect(settings, identity=None)
+    kwargs: dict[str, Any] = {}
+    if settings.worker_metrics_port:
+        from windflow.metrics import sdk_runtime, serve_windflow_metrics
+
+        host, port = settings.worker_metrics_host, settings.worker_metrics_port
+        kwargs["runtime"] = sdk_runtime(host, port)  # the Temporal SDK's own metrics on `port`
+        serve_windflow_metrics(host, port + 1)  # windflow's registry on the next port
+        log.info("metrics: Temporal SDK on %s:%d, windflow on %s:%d", host, port, host, port + 1)
+    client = await connect(settings, identity=None, **kwargs)
     added = await ensure_search_attributes(client, settings.temporal_namespace)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
-    parts = build_worker(client=client, settings=settings, db=db)
+    parts = build_worker(client=client, settings=settings, db=db, graceful_shutdown=timedelta(seconds=10))
     await ensure_sweep_schedule(client, task_queue=settings.task_queue,
                                 every=timedelta(seconds=settings.sweep_interval))
     stop = asyncio.Event()

@@ -10,6 +10,7 @@ from temporalio import activity
 
 from windflow.domain.contracts import TERMINAL_INIT, RecordInitInput
 from windflow.domain.events import EventType, InitializationUpdate, make_event
+from windflow.metrics import INITIALIZATION_DURATION
 from windflow.persistence.models import OutboxRow
 from windflow.persistence.repositories import OutboxRepository, RunSummaryRepository
 
@@ -54,3 +55,6 @@ class RecordActivities:
                     await outbox.add(session=session, event=event)
         if self.on_commit:
             self.on_commit()
+        if req.final and state.status in TERMINAL_INIT and state.finished_at and state.started_at:
+            INITIALIZATION_DURATION.labels(status=state.status.value).observe(
+                max(0.0, (state.finished_at - state.started_at).total_seconds()))

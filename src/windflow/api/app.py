@@ -20,8 +20,10 @@ from windflow.api.resources import Resources
 from windflow.api.routers import (
     audit,
     auth,
+    codec,
     events,
     health,
+    hooks,
     initializations,
     recoveries,
     schedules,
@@ -36,6 +38,7 @@ from windflow.events.base import EventBus
 from windflow.events.memory import MemoryBus
 from windflow.events.redis_streams import RedisStreamsBus
 from windflow.events.relay import OutboxRelay
+from windflow.metrics import MetricsEndpoint
 from windflow.persistence.db import Database
 from windflow.persistence.migrate import upgrade
 from windflow.persistence.seed import seed_templates
@@ -124,10 +127,14 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.add_middleware(AuditFailuresMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    # outermost: answers the Temporal UI's preflight on the codec paths before anything else runs
+    app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/",
+                       origins=list(settings.codec_cors_origins))
+    app.add_route("/metrics", MetricsEndpoint(), methods=["GET"], include_in_schema=False)  # public, aggregate
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws):
+                   ws, codec, hooks):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     app.include_router(v1)

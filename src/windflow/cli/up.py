@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,11 @@ from rich.console import Console
 from windflow.settings import Settings
 
 console = Console()
+
+#: shutdown bounds: `windflow up` must exit promptly on Ctrl-C / SIGTERM whatever is in flight
+WORKER_STOP_TIMEOUT = 5.0
+SUPERVISION_STOP_TIMEOUT = 5.0
+STATE_RECORD_TIMEOUT = 5.0
 
 
 def temporal_binary() -> str:
@@ -178,7 +184,14 @@ async def run_up(
         if stop.is_set():
             console.print("stopped before start-up finished")
             return 0
-        client = await connect(settings, identity="windflow-up")
+        extra: dict[str, Any] = {}
+        metrics_port = settings.worker_metrics_port
+        if metrics_port and port_free(metrics_port, settings.worker_metrics_host):
+            from windflow.metrics import sdk_runtime
+
+            # the Temporal SDK's metrics; windflow's own are on the API's /metrics in this process
+            extra["runtime"] = sdk_runtime(settings.worker_metrics_host, metrics_port)
+        client = await connect(settings, identity="windflow-up", **extra)
         await ensure_search_attributes(client, settings.temporal_namespace)
         await ensure_sweep_schedule(client, task_queue=settings.task_queue,
                                     every=timedelta(seconds=settings.sweep_interval))
@@ -195,7 +208,7 @@ async def run_up(
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
         try:
-            async with parts.worker:
+            async with _worker_running(parts.worker, stop) as worker_failed:
                 api_task = asyncio.create_task(api.serve())
                 try:
                     while not api.started:
@@ -236,6 +249,8 @@ async def run_up(
                                       "`windflow up`[/yellow]")
                         if exit_after_init:
                             code = 1
+                    if stop_services and not worker_failed():
+                        await _end_supervision(client, resources.db)  # while the worker still runs
             if stop_services:
                 await _stop_all(parts.services, resources.db)
         finally:
@@ -317,18 +332,93 @@ def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) 
     return InitOutcome(0 if run["status"] == "SUCCEEDED" else 1, accepted["workflow_id"], run["status"])
 
 
-async def _stop_all(services: Any, db: Any) -> None:
-    """--stop-services: stop every registered service, dependants first."""
-    from windflow.domain.graph import layers
+@contextlib.asynccontextmanager
+async def _worker_running(worker: Any, stop: asyncio.Event) -> AsyncIterator[Callable[[], bool]]:
+    """Like ``async with worker``, with two differences for a command that must end when asked to:
+
+    * a fatal worker error sets ``stop`` (everything shuts down, the error is raised at the end) instead of
+      cancelling the body half-way through the shutdown sequence;
+    * the worker's shutdown is bounded: it cancels in-flight activities at once, and one that does not
+      finish within WORKER_STOP_TIMEOUT is left behind with a warning (its heartbeat times out and the
+      next worker retries it), so `windflow up` still exits.
+
+    Yields a function telling whether the worker failed."""
+    run = asyncio.create_task(worker.run())
+
+    def failed() -> bool:
+        return run.done() and not run.cancelled() and run.exception() is not None
+
+    run.add_done_callback(lambda _: stop.set() if failed() else None)
+    try:
+        yield failed
+    finally:
+        shutdown = asyncio.ensure_future(worker.shutdown())
+        await asyncio.wait({shutdown}, timeout=WORKER_STOP_TIMEOUT)
+        await asyncio.wait({run}, timeout=1.0)
+        if not run.done():
+            console.print(f"[yellow]the worker did not stop within {WORKER_STOP_TIMEOUT:g}s (an activity "
+                          "ignored its cancellation); leaving it behind[/yellow]")
+        elif failed():
+            raise RuntimeError(f"the worker failed: {run.exception()}") from run.exception()
+
+
+async def _registered(db: Any) -> dict[str, Any]:
     from windflow.persistence.repositories import ServiceRepository
 
     async with db.read() as session:
-        specs = {s.id: s for s in await ServiceRepository().specs(session=session)}
+        return {s.id: s for s in await ServiceRepository().specs(session=session)}
+
+
+async def _end_supervision(client: Any, db: Any) -> None:
+    """--stop-services: end the services' supervisors first, or they would "recover" what is stopped next
+    (at once, or as soon as the next `windflow up` runs them). The next initialization starts them again."""
+    from temporalio.service import RPCError
+
+    async def end(service_id: str) -> None:
+        handle = client.get_workflow_handle(f"supervise/{service_id}")
+        try:
+            await handle.signal("stop_supervision")
+        except RPCError:
+            return  # never supervised, or its supervisor already ended
+        with contextlib.suppress(Exception):
+            await handle.result()
+
+    try:
+        specs = await _registered(db)
+        await asyncio.wait_for(asyncio.gather(*(end(s) for s in specs)), SUPERVISION_STOP_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - best effort: the services are stopped regardless
+        console.print(f"[yellow]could not end supervision cleanly: {exc!r}[/yellow]")
+
+
+async def _stop_all(services: Any, db: Any) -> None:
+    """--stop-services: stop every registered service, dependants first.
+
+    The processes are stopped first; their new state is recorded afterwards, bounded in time: an activity
+    cancelled by the worker's shutdown in the middle of a store write can leave the SQLite write lock
+    held until its connection is collected, and that must not keep `windflow up` from exiting."""
+    from windflow.domain.graph import layers
+
+    specs = await _registered(db)
+    stopped: dict[str, str] = {}
+
     async def stop_one(name: str) -> None:
         spec = specs[name]
-        result = await services.drivers.for_service(spec).stop(spec)
-        await services.state.set_state(name, "stopped", source="user", message=result.message or "stopped")
+        try:
+            result = await services.drivers.for_service(spec).stop(spec)
+        except Exception as exc:  # noqa: BLE001 - report it and stop the others
+            console.print(f"[red]could not stop {name}: {exc}[/red]")
+            return
+        stopped[name] = result.message or "stopped"
         console.print(f"stopped {name}")
 
     for layer in reversed(layers({k: list(v.depends_on) for k, v in specs.items()})):
-        await asyncio.gather(*(stop_one(n) for n in layer), return_exceptions=True)
+        await asyncio.gather(*(stop_one(n) for n in layer))
+
+    async def record() -> None:
+        for name, message in stopped.items():
+            await services.state.set_state(name, "stopped", source="user", message=message)
+
+    try:
+        await asyncio.wait_for(record(), STATE_RECORD_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - the processes are stopped; only the registry lags
+        console.print(f"[yellow]services stopped, but their state was not recorded: {exc!r}[/yellow]")

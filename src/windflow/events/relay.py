@@ -38,6 +38,7 @@ from datetime import timedelta
 
 from windflow.domain.events import Event
 from windflow.events.base import EventPublisher
+from windflow.metrics import EVENTS_PUBLISHED
 from windflow.persistence.db import Database
 from windflow.persistence.repositories import OUTBOX_CHANNEL, OutboxRepository
 
@@ -97,6 +98,7 @@ class OutboxRelay:
             async with self._db.write() as session:
                 await self._repo.mark_published(session=session, ids=[r.id for r in rows])
         self.published += len(rows)
+        EVENTS_PUBLISHED.inc(len(rows))
         return len(rows)
 
     async def purge(self) -> int:

@@ -207,4 +207,5 @@ class RestartLeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
+
 from windflow.persistence import hook_models as _hook_models  # noqa: E402,F401  (incoming alert webhooks)

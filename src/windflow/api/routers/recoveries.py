@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -113,6 +114,38 @@ async def _supervisor_running(client: Client, service_id: str) -> bool:
     return desc.status == WorkflowExecutionStatus.RUNNING
 
 
+@dataclass(frozen=True)
+class RecoveryStarted:
+    workflow_id: str
+    run_id: str
+    attached: bool
+
+
+async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str, source: str,
+                         request_id: str) -> RecoveryStarted:
+    """Start ``recover/{service}`` or attach to the running one (``USE_EXISTING``: one recovery at a time).
+
+    ``request_id`` tags the start (memo): a different tag on the returned run means it was already running and this
+    call attached to it. Shared by the manual trigger and the alert webhooks."""
+    workflow_id = f"recover/{service_id}"
+    handle = await client.start_workflow(
+        ServiceRecovery.run,
+        RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source),
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        memo={"actor": actor, "request_id": request_id},
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "recovery"),
+                                                 SearchAttributePair(sa.SERVICE, service_id),
+                                                 SearchAttributePair(sa.ACTOR, actor)]),
+        static_summary=f"recovery of {service_id} by {actor}",
+    )
+    desc = await handle.describe()
+    memo = await desc.memo()
+    attached = memo.get("request_id") != request_id  # USE_EXISTING returned someone else's recovery
+    return RecoveryStarted(workflow_id=workflow_id, run_id=desc.run_id, attached=attached)
+
+
 @router.post("/recoveries", status_code=status.HTTP_202_ACCEPTED, response_model=RecoveryAccepted,
              summary="Recover a service now (joins a running recovery)")
 async def trigger_recovery(
@@ -125,26 +158,13 @@ async def trigger_recovery(
     request_id: RequestIdDep,
 ) -> RecoveryAccepted:
     await services.require(session=session, service_id=service_id)
-    workflow_id = f"recover/{service_id}"
-    handle = await client.start_workflow(
-        ServiceRecovery.run,
-        RecoveryInput(service_id=service_id, reason=body.reason, actor=principal.name, source="api"),
-        id=workflow_id,
-        task_queue=resources.settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        memo={"actor": principal.name, "request_id": request_id},
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "recovery"),
-                                                 SearchAttributePair(sa.SERVICE, service_id),
-                                                 SearchAttributePair(sa.ACTOR, principal.name)]),
-        static_summary=f"recovery of {service_id} by {principal.name}",
-    )
-    desc = await handle.describe()
-    memo = await desc.memo()
-    attached = memo.get("request_id") != request_id  # USE_EXISTING returned someone else's recovery
+    started = await start_recovery(client, task_queue=resources.settings.task_queue, service_id=service_id,
+                                   reason=body.reason, actor=principal.name, source="api", request_id=request_id)
+    workflow_id, attached = started.workflow_id, started.attached
     async with resources.db.write() as wsession:
         await record(wsession, principal, "recovery.trigger", workflow_id, request_id,
                      details={"reason": body.reason, "attached": attached})
-    return RecoveryAccepted(service_id=service_id, workflow_id=workflow_id, run_id=desc.run_id, attached=attached,
+    return RecoveryAccepted(service_id=service_id, workflow_id=workflow_id, run_id=started.run_id, attached=attached,
                             supervised=await _supervisor_running(client, service_id),
                             temporal_ui=ui_link(resources, workflow_id))
 

@@ -1,0 +1,78 @@
+"""Incoming alert webhooks: hooks and the alert log (async, keyword-only session, never commit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from windflow.domain.errors import NotFound
+from windflow.persistence.hook_models import AlertLogRow, HookRow
+from windflow.persistence.models import utcnow
+
+
+class HookRepository:
+    async def add(self, *, session: AsyncSession, hook_id: str, name: str, kind: str, config: dict[str, Any],
+                  token_hash: str, token_prefix: str, created_by: str) -> HookRow:
+        row = HookRow(id=hook_id, name=name, kind=kind, config=config, token_hash=token_hash,
+                      token_prefix=token_prefix, created_by=created_by, created_at=utcnow())
+        session.add(row)
+        await session.flush()
+        return row
+
+    async def get(self, *, session: AsyncSession, hook_id: str) -> HookRow | None:
+        return await session.get(HookRow, hook_id)
+
+    async def require(self, *, session: AsyncSession, hook_id: str) -> HookRow:
+        row = await self.get(session=session, hook_id=hook_id)
+        if row is None:
+            raise NotFound(f"hook {hook_id!r} not found", details={"hook_id": hook_id})
+        return row
+
+    async def by_name(self, *, session: AsyncSession, name: str) -> HookRow | None:
+        return (await session.execute(select(HookRow).where(HookRow.name == name))).scalar_one_or_none()
+
+    async def by_token_hash(self, *, session: AsyncSession, token_hash: str) -> HookRow | None:
+        stmt = select(HookRow).where(HookRow.token_hash == token_hash)
+        return (await session.execute(stmt)).scalar_one_or_none()
+
+    async def list(self, *, session: AsyncSession) -> list[HookRow]:
+        return list((await session.execute(select(HookRow).order_by(HookRow.name))).scalars())
+
+    async def set_token(self, *, session: AsyncSession, hook_id: str, token_hash: str, token_prefix: str) -> HookRow:
+        row = await self.require(session=session, hook_id=hook_id)
+        row.token_hash, row.token_prefix, row.token_rotated_at = token_hash, token_prefix, utcnow()
+        await session.flush()
+        return row
+
+    async def touch(self, *, session: AsyncSession, hook_id: str, at: datetime | None = None) -> None:
+        row = await self.get(session=session, hook_id=hook_id)
+        if row is not None:
+            row.last_used_at = at or utcnow()
+            await session.flush()
+
+    async def delete(self, *, session: AsyncSession, hook_id: str) -> None:
+        await self.require(session=session, hook_id=hook_id)
+        await session.execute(delete(HookRow).where(HookRow.id == hook_id))
+
+
+class AlertLogRepository:
+    async def add_many(self, *, session: AsyncSession, hook_id: str, request_id: str | None,
+                       entries: Sequence[dict[str, Any]]) -> list[AlertLogRow]:
+        now = utcnow()
+        rows = [AlertLogRow(hook_id=hook_id, request_id=request_id, received_at=now, **entry) for entry in entries]
+        session.add_all(rows)
+        await session.flush()
+        return rows
+
+    async def list(self, *, session: AsyncSession, hook_id: str | None = None, service_id: str | None = None,
+                   limit: int = 100) -> list[AlertLogRow]:
+        stmt = select(AlertLogRow).order_by(AlertLogRow.id.desc()).limit(limit)
+        if hook_id is not None:
+            stmt = stmt.where(AlertLogRow.hook_id == hook_id)
+        if service_id is not None:
+            stmt = stmt.where(AlertLogRow.service_id == service_id)
+        return list((await session.execute(stmt)).scalars())
