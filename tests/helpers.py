@@ -83,14 +83,20 @@ def kill_marked(marker: str) -> None:
 
 async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll ``check`` (sync or async) until it returns a truthy value."""
+    from temporalio.service import RPCError
+
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
+        try:
+            last = check()
+            if asyncio.iscoroutine(last):
+                last = await last
+        except RPCError as exc:  # e.g. a query while no worker polls yet (one was just killed): ask again
+            last = exc
+        else:
+            if last:
+                return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 

@@ -264,6 +264,7 @@ async def test_worker_killed_mid_initialization_completes_without_double_starts(
         "WINDFLOW_TEMPORAL_NAMESPACE": client.namespace,
         "WINDFLOW_TASK_QUEUE": task_queue,
         "WINDFLOW_JWT_SECRET": "y" * 40,
+        "WINDFLOW_WORKER_METRICS_PORT": "0",
     }
     cmd = [sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"]
     log = open(tmp_path / "worker1.log", "wb")  # noqa: SIM115

@@ -320,6 +320,7 @@ def _worker_process(wsettings, tmp_path, name: str) -> subprocess.Popen:
         "WINDFLOW_TEMPORAL_NAMESPACE": wsettings.temporal_namespace,
         "WINDFLOW_TASK_QUEUE": wsettings.task_queue,
         "WINDFLOW_JWT_SECRET": "y" * 40,
+        "WINDFLOW_WORKER_METRICS_PORT": "0",
     }
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
     return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"], env=env,
