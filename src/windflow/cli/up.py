@@ -207,6 +207,7 @@ async def run_up(
         api = uvicorn.Server(config)
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
+        registered: dict[str, Any] = {}  # service id -> spec, read at shutdown for --stop-services
         try:
             async with _worker_running(parts.worker, stop) as worker_failed:
                 api_task = asyncio.create_task(api.serve())
@@ -249,10 +250,12 @@ async def run_up(
                                       "`windflow up`[/yellow]")
                         if exit_after_init:
                             code = 1
-                    if stop_services and not worker_failed():
-                        await _end_supervision(client, resources.db)  # while the worker still runs
+                    if stop_services:
+                        registered = await _registered(resources.db)  # before anything is cancelled
+                        if not worker_failed():
+                            await _end_supervision(client, registered)  # while the worker still runs
             if stop_services:
-                await _stop_all(parts.services, resources.db)
+                await _stop_all(parts.services, registered)
         finally:
             if resources is not None:
                 await resources.bus.close()
@@ -369,7 +372,7 @@ async def _registered(db: Any) -> dict[str, Any]:
         return {s.id: s for s in await ServiceRepository().specs(session=session)}
 
 
-async def _end_supervision(client: Any, db: Any) -> None:
+async def _end_supervision(client: Any, specs: dict[str, Any]) -> None:
     """--stop-services: end the services' supervisors first, or they would "recover" what is stopped next
     (at once, or as soon as the next `windflow up` runs them). The next initialization starts them again."""
     from temporalio.service import RPCError
@@ -384,13 +387,12 @@ async def _end_supervision(client: Any, db: Any) -> None:
             await handle.result()
 
     try:
-        specs = await _registered(db)
         await asyncio.wait_for(asyncio.gather(*(end(s) for s in specs)), SUPERVISION_STOP_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - best effort: the services are stopped regardless
         console.print(f"[yellow]could not end supervision cleanly: {exc!r}[/yellow]")
 
 
-async def _stop_all(services: Any, db: Any) -> None:
+async def _stop_all(services: Any, specs: dict[str, Any]) -> None:
     """--stop-services: stop every registered service, dependants first.
 
     The processes are stopped first; their new state is recorded afterwards, bounded in time: an activity
@@ -398,7 +400,6 @@ async def _stop_all(services: Any, db: Any) -> None:
     held until its connection is collected, and that must not keep `windflow up` from exiting."""
     from windflow.domain.graph import layers
 
-    specs = await _registered(db)
     stopped: dict[str, str] = {}
 
     async def stop_one(name: str) -> None:

@@ -101,6 +101,12 @@ def read_proc_stat(pid: int) -> ProcStat | None:
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``, found by scanning /proc."""
+    try:
+        os.killpg(pgid, 0)  # cheap: no process at all in the group means no /proc scan
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        pass  # someone else's processes are in it: scan to tell
     members = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
