@@ -162,6 +162,8 @@ def up(
     try:
         code = asyncio.run(run_up(settings, system_file=system_file, initialize=initialize,
                                   stop_services=stop_services, exit_after_init=exit_after_init))
+    except typer.Exit:  # click's Exit is a RuntimeError: keep its code
+        raise
     except RuntimeError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

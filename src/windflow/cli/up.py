@@ -152,10 +152,11 @@ async def run_up(
 ) -> int:
     """Run everything until a signal (or, with ``exit_after_init``, until the initialization ended).
 
-    Shutdown order: API, then the worker (cancels in-flight activities, so nothing starts a service any
-    more), then, with ``stop_services``, every registered service, then the store and the dev server. An
-    initialization interrupted by the signal stays open in Temporal (its history is in the data dir's
-    SQLite file) and resumes on the next ``windflow up``.
+    Shutdown order: API; with ``stop_services`` the services' supervisors are ended (else they would
+    "recover" what is stopped next); the worker (cancels in-flight activities, so nothing starts a service
+    any more; bounded in time); with ``stop_services`` every registered service, dependants first; then the
+    store and the dev server. An initialization interrupted by the signal stays open in Temporal (its
+    history is in the data dir's SQLite file) and resumes on the next ``windflow up``.
     """
     import uvicorn
 
