@@ -20,6 +20,7 @@ from temporalio import activity
 
 from windflow.activities._support import StateWriter, new_event, outbox
 from windflow.domain.contracts import (
+    SUPERVISABLE_STATES,
     DependencyCheckInput,
     DependencyCheckResult,
     RecordSupervisionInput,
@@ -424,9 +425,9 @@ class SupervisionActivities:
         out = []
         for row in rows:
             detail = row.state_detail or {}
-            if not row.monitored or row.state == "unknown":
-                continue
-            if row.state == "stopped" and detail.get("source") == "user":
+            if not row.monitored or row.state not in SUPERVISABLE_STATES:
+                continue  # never brought up, still being brought up by an initialization, or stopped
+            if detail.get("source") == "user" and row.state == "stopped":
                 continue
             out.append(spec_of(row))
         return out

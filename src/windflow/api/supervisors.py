@@ -9,7 +9,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.resources import Resources
-from windflow.domain.contracts import SupervisorInput
+from windflow.domain.contracts import SUPERVISABLE_STATES, SupervisorInput
 from windflow.workflows import search_attributes as sa
 from windflow.workflows.supervision import ServiceSupervisor
 
@@ -47,4 +47,4 @@ async def _was_initialized(resources: Resources, service_id: str) -> bool:
 
     async with resources.db.read() as session:
         row = await ServiceRepository().get(session=session, service_id=service_id)
-    return row is not None and row.state not in ("unknown", "stopped")
+    return row is not None and row.state in SUPERVISABLE_STATES

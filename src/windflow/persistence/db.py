@@ -6,6 +6,7 @@ concurrent API and worker writes queue instead of failing with "database is lock
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -53,6 +54,16 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+async def _finish(session: AsyncSession, *, commit: bool) -> None:
+    try:
+        if commit:
+            await session.commit()
+        else:
+            await session.rollback()
+    finally:
+        await session.close()
+
+
 class Database:
     """One engine, two session factories: readers (plain BEGIN) and writers (BEGIN IMMEDIATE on SQLite)."""
 
@@ -74,9 +85,20 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits on success, rolls back on any error."""
-        async with self._writer() as session, session.begin():
+        """A unit of work: commits on success, rolls back on any error.
+
+        The commit or rollback and the close run shielded from cancellation: a cancelled caller (an activity
+        cancelled at worker shutdown, say) must not leave its transaction open, which on SQLite would hold the
+        database's write lock until the connection is garbage-collected.
+        """
+        session = self._writer()
+        ok = False
+        try:
+            await session.begin()
             yield session
+            ok = True
+        finally:
+            await asyncio.shield(asyncio.ensure_future(_finish(session, commit=ok)))
 
     def reader_session(self) -> AsyncSession:
         return self._reader()
