@@ -278,3 +278,18 @@ def wsettings(tmp_path, task_queue, temporal_env, sqlite_db):
     from tests.helpers import worker_settings
 
     return worker_settings(tmp_path, task_queue, temporal_env, sqlite_db)
+
+
+@pytest.fixture
+def temporal_settings(tmp_path, database_url: str, temporal_env, task_queue: str) -> Settings:
+    """Like ``settings`` (both store backends), pointed at the session's Temporal dev server and this test's queue."""
+    client = temporal_env.client
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        jwt_secret="x" * 48,
+        temporal_address=client.service_client.config.target_host,
+        temporal_namespace=client.namespace,
+        task_queue=task_queue,
+        _env_file=None,
+    )

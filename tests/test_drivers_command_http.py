@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import threading
 import time
 import uuid
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import processes_with
 from tests.servers import free_port
 from windflow.domain.errors import DriverFailed, DriverUnavailable
 from windflow.domain.models import ServiceSpec
@@ -34,16 +34,7 @@ def command_service(**config: Any) -> ServiceSpec:
 
 
 def live_with(marker: str) -> int:
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                    count += state not in ("Z", "X")
-            except OSError:
-                pass
-    return count
+    return len(processes_with(marker))
 
 
 # ---------------------------------------------------------------------------------------------- command

@@ -17,17 +17,9 @@ NAMES = ("hooked", "gen")
 
 
 @pytest.fixture
-def settings(tmp_path, database_url, temporal_env, task_queue) -> Settings:
-    client = temporal_env.client
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        jwt_secret="x" * 48,
-        temporal_address=client.service_client.config.target_host,
-        temporal_namespace=client.namespace,
-        task_queue=task_queue,
-        _env_file=None,
-    )
+def settings(temporal_settings: Settings) -> Settings:
+    """The API of these tests talks to the session's dev server, on a task queue a test worker polls."""
+    return temporal_settings
 
 
 @pytest.fixture(autouse=True)

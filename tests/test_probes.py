@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 from pydantic import TypeAdapter
 
+from tests.helpers import processes_with
 from tests.servers import free_port
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.models import HealthSpec
@@ -374,16 +375,7 @@ async def test_tcp_probe(closed_port: int) -> None:
 
 
 def live_with(marker: str) -> int:
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                    count += state not in ("Z", "X")
-            except OSError:
-                pass
-    return count
+    return len(processes_with(marker))
 
 
 async def test_exec_probe() -> None:
