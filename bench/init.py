@@ -3,8 +3,12 @@
     .venv/bin/python bench/init.py [--quick] [--runs N] [--seed S]
 
 A generated system of 50 components in 5 dependency levels (10 per level; each component depends on
-1–3 components of the level before it, seeded random). Every component is a real stand-in process
-(``examples/services/standin.py --boot 0.2``) with an HTTP health endpoint on its own port.
+1–3 components of the level before it, seeded random). Every component is a real process with a 0.2 s boot
+time and an HTTP health endpoint on its own port: by default the lean ``bench/component.py`` (socket only,
+``python -I -S``: ~15 ms of CPU to start), with ``--component standin`` the full demo stand-in
+(``examples/services/standin.py --boot 0.2``, which imports ``http.server``). The lean one keeps the
+measure on orchestration: ten full stand-ins starting at once queue for this machine's two cores for
+~0.3 s per level, for the bare loop below as much as for windflow.
 
 Measured in the same run:
 
@@ -55,6 +59,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "examples" / "services" / "standin.py"
+LEAN = ROOT / "bench" / "component.py"
+COMPONENT = {"kind": "lean"}  # set from --component
 sys.path.insert(0, str(ROOT / "src"))
 
 BOOT = 0.2
@@ -123,6 +129,9 @@ def longest_chain(graph: dict[str, list[str]]) -> list[str]:
 
 
 def command(name: str, port: int) -> list[str]:
+    if COMPONENT["kind"] == "lean":
+        return [sys.executable, "-I", "-S", str(LEAN), "--name", f"{MARKER}-{name}", "--port", str(port),
+                "--boot", str(BOOT)]
     return [sys.executable, str(STANDIN), "--name", f"{MARKER}-{name}", "--port", str(port), "--boot", str(BOOT)]
 
 
@@ -242,6 +251,14 @@ async def measure_bare_dag(graph: dict[str, list[str]], ports: dict[str, int]) -
 # ---------------------------------------------------------------------------------------------- windflow
 
 
+async def loop_lag(out: list[float], tick: float = 0.01) -> None:
+    """How late this process's event loop (the worker's) wakes from a 10 ms sleep, in ms."""
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(tick)
+        out.append((time.perf_counter() - t - tick) * 1000)
+
+
 def _ts(event: Any) -> datetime:
     return event.event_time.ToDatetime(tzinfo=UTC)
 
@@ -256,7 +273,7 @@ async def activity_timeline(handle: Any) -> dict[tuple[str, str], dict[str, date
             attrs = event.activity_task_scheduled_event_attributes
             kind = attrs.activity_type.name
             component = ""
-            if kind in ("start_service", "wait_healthy") and attrs.input.payloads:
+            if kind in ("start_service", "wait_healthy", "bring_up") and attrs.input.payloads:
                 with contextlib.suppress(Exception):
                     component = json.loads(attrs.input.payloads[0].data)["spec"]["id"]
             key = (kind, component or f"#{event.event_id}")
@@ -269,6 +286,16 @@ async def activity_timeline(handle: Any) -> dict[tuple[str, str], dict[str, date
             key = scheduled[event.activity_task_completed_event_attributes.scheduled_event_id]
             out[key]["completed"] = _ts(event)
     return out
+
+
+def _start_and_wait(timeline: dict[tuple[str, str], dict[str, datetime]],
+                    name: str) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """The start and the wait of one component: two activities (start_service, wait_healthy), or one
+    (bring_up) that is both."""
+    both = timeline.get(("bring_up", name))
+    if both is not None:
+        return both, both
+    return timeline.get(("start_service", name), {}), timeline.get(("wait_healthy", name), {})
 
 
 def _process_start(pid: int | None) -> datetime | None:
@@ -301,8 +328,7 @@ def analyse(state: Any, timeline: dict[tuple[str, str], dict[str, datetime]], bo
     hops = []
     previous_done: datetime | None = None
     for comp in chain:
-        start = timeline.get(("start_service", comp.name), {})
-        wait = timeline.get(("wait_healthy", comp.name), {})
+        start, wait = _start_and_wait(timeline, comp.name)
         hop = {
             "component": comp.name,
             # dependency's wait_healthy completed -> this component's start_service scheduled (workflow task)
@@ -313,13 +339,16 @@ def analyse(state: Any, timeline: dict[tuple[str, str], dict[str, datetime]], bo
             "spawn_to_bound_ms": _ms(spawned.get(comp.name), bound.get(comp.name)),
             # port bound -> wait_healthy completed (probe cadence + store writes + completion)
             "bound_to_healthy_ms": _ms(bound.get(comp.name), wait.get("completed")),
-            "start_activity_ms": _ms(start.get("scheduled"), start.get("completed")),
-            "start_done_to_wait_scheduled_ms": _ms(start.get("completed"), wait.get("scheduled")),
+            # two activities only (older runs): the start itself, and the step from it to the wait
+            "start_activity_ms": None if start is wait else _ms(start.get("scheduled"), start.get("completed")),
+            "start_done_to_wait_scheduled_ms": None if start is wait else _ms(start.get("completed"),
+                                                                              wait.get("scheduled")),
         }
         hops.append(hop)
         previous_done = wait.get("completed")
     validate = next((v for k, v in timeline.items() if k[0] == "validate_system"), {})
-    first_start = min((v["scheduled"] for k, v in timeline.items() if k[0] == "start_service"), default=None)
+    first_start = min((v["scheduled"] for k, v in timeline.items() if k[0] in ("start_service", "bring_up")),
+                      default=None)
     total = {key: round(sum(h[key] or 0 for h in hops), 1)
              for key in ("schedule_gap_ms", "to_spawn_ms", "spawn_to_bound_ms", "bound_to_healthy_ms")}
     return {
@@ -342,8 +371,7 @@ def _distribution(comps: dict[str, Any], timeline: dict[tuple[str, str], dict[st
     series: dict[str, list[float]] = {"to_spawn": [], "spawn_to_bound": [], "bound_to_healthy": [],
                                       "start_activity_pickup": [], "wait_activity_pickup": []}
     for name in comps:
-        start = timeline.get(("start_service", name), {})
-        wait = timeline.get(("wait_healthy", name), {})
+        start, wait = _start_and_wait(timeline, name)
         for key, value in (
             ("to_spawn", _ms(start.get("scheduled"), spawned.get(name))),
             ("spawn_to_bound", _ms(spawned.get(name), bound.get(name))),
@@ -423,6 +451,8 @@ class Windflow:
 
         run_id = uuid.uuid4().hex[:12]
         client = self.env.client
+        lags: list[float] = []
+        monitor = asyncio.create_task(loop_lag(lags))
         wall_start = datetime.now(UTC)
         begin = time.perf_counter()
         handle = await client.start_workflow(
@@ -433,6 +463,7 @@ class Windflow:
         try:
             state = await handle.result()
         except WorkflowFailureError as exc:
+            monitor.cancel()
             message = str(exc.cause or exc)
             logs = {}
             for name in sorted(set(re.findall(r"l\d+c\d+", message))):
@@ -442,6 +473,7 @@ class Windflow:
             return {"run_id": run_id, "error": message, "logs": logs}
         elapsed = time.perf_counter() - begin
         wall_end = datetime.now(UTC)
+        monitor.cancel()
         if state.status != InitStatus.SUCCEEDED:
             raise RuntimeError(f"initialization {run_id} ended {state.status}: {state.message}")
         bound = {}
@@ -451,6 +483,10 @@ class Windflow:
         spawned = {name: _process_start(c.pid) for name, c in state.components.items()}
         timeline = await activity_timeline(handle)
         profile = analyse(state, timeline, bound, spawned, wall_start, wall_end)
+        lags.sort()
+        profile["worker_loop_lag_ms"] = {
+            "p50": round(lags[len(lags) // 2], 1), "p90": round(lags[len(lags) * 9 // 10], 1),
+            "max": round(lags[-1], 1), "samples": len(lags)} if lags else None
         return {"run_id": run_id, "seconds": round(elapsed, 3), "profile": profile}
 
     async def set_monitored(self, monitored: bool) -> None:
@@ -572,7 +608,7 @@ async def run(quick: bool, runs: int | None, seed: int, monitored_run: bool) -> 
                     "loadavg_1m_at_start": load_start, "loadavg_1m_at_end": round(os.getloadavg()[0], 2)},
         "quick": quick,
         "system": {"components": len(graph), "levels": levels, "per_level": per_level, "seed": seed,
-                   "boot_s": BOOT, "health_interval": HEALTH_INTERVAL,
+                   "boot_s": BOOT, "health_interval": HEALTH_INTERVAL, "component": COMPONENT["kind"],
                    "edges": sum(len(d) for d in graph.values()), "longest_chain": chain},
         "floor": {"theoretical_s": round(BOOT * len(chain), 3), "measured_median_s": floor,
                   "measured_min_s": round(min(floors), 3), "measured_s": [round(f, 3) for f in floors],
@@ -580,8 +616,8 @@ async def run(quick: bool, runs: int | None, seed: int, monitored_run: bool) -> 
                   "note": "longest chain spawned one after another without windflow, /health polled every 5 ms"},
         "bare_dag": {"median_s": round(statistics.median(bare), 3), "seconds": [round(b, 3) for b in bare],
                      "note": "all 50 components by a bare asyncio loop (no windflow, no Temporal), each spawned "
-                             "when its dependencies answer: what this machine's cores allow; above the floor "
-                             "because each level starts 10 interpreters at once"},
+                             "when its dependencies answer: what this machine's cores allow when each level "
+                             "starts 10 processes at once"},
         "windflow": {"median_s": windflow, "min_s": round(min(seconds), 3), "runs_s": seconds,
                      "failed_runs": failed},
         "ratio_to_floor": round(windflow / floor, 3),
@@ -604,7 +640,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--no-supervised-run", action="store_true",
                         help="skip the extra run with monitored services (supervisors started by the init)")
+    parser.add_argument("--component", choices=("lean", "standin"), default="lean",
+                        help="the process every component runs (see above; default lean)")
     args = parser.parse_args()
+    COMPONENT["kind"] = args.component
     # the dev server (spawned by Temporal's core) writes its banner to our fd 1: keep stdout for the JSON
     json_out = os.fdopen(os.dup(1), "w")
     sys.stdout.flush()

@@ -88,3 +88,43 @@ def start_postgres(port: int | None = None) -> Throwaway:
                     "create database test"], check=True, capture_output=True)
     stop = [*run_as, str(pg_bin / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"]
     return Throwaway(url=f"postgresql://windflow@127.0.0.1:{port}/test", stop_cmds=[stop], tmpdir=tmp)
+
+
+class RestartablePostgres:
+    """A throwaway PostgreSQL a test may stop and start again on the same port with its data kept (outage tests).
+
+    ``stop`` is an immediate shutdown (like a crash: clients see their connections drop); ``remove`` stops it
+    and deletes its files."""
+
+    def __init__(self, port: int | None = None) -> None:
+        if not PG_BIN_CANDIDATES:
+            raise RuntimeError("PostgreSQL server binaries not found (apt-get install -y postgresql)")
+        self.pg_bin = PG_BIN_CANDIDATES[0]
+        self.port = port or free_port()
+        self.tmp = tempfile.mkdtemp(prefix="wf-pg.")
+        user = "postgres" if os.geteuid() == 0 else None
+        self.run_as = ["runuser", "-u", user, "--"] if user else []
+        if user:
+            shutil.chown(self.tmp, user, user)
+        os.chmod(self.tmp, 0o700)
+        self.data = f"{self.tmp}/data"
+        subprocess.run([*self.run_as, str(self.pg_bin / "initdb"), "-D", self.data, "-U", "windflow",
+                        "--auth=trust", "-E", "UTF8", "--no-locale"], check=True, capture_output=True)
+        self.start()
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "windflow", "-d", "postgres", "-c",
+                        "create database test"], check=True, capture_output=True)
+        self.url = f"postgresql://windflow@127.0.0.1:{self.port}/test"
+
+    def start(self) -> None:
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.tmp} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off")
+        subprocess.run([*self.run_as, str(self.pg_bin / "pg_ctl"), "-D", self.data, "-l", f"{self.tmp}/pg.log", "-w",
+                        "-o", opts, "start"], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run([*self.run_as, str(self.pg_bin / "pg_ctl"), "-D", self.data, "-m", "immediate", "-w", "stop"],
+                       check=False, capture_output=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -232,6 +232,19 @@ async def test_templates_list_and_instantiate(api):
                                    json={"service_id": "w2", "parameters": {}}), 422)
 
 
+async def test_every_builtin_template_renders_to_a_valid_service(api):
+    """Templates whose parameters all have defaults render with them alone; numbers in argv become text."""
+    for template in (await api.get("/api/v1/config-templates")).json():
+        params = {p["name"]: p.get("default") for p in template["parameters"] if p.get("default") is not None}
+        if any(p.get("required") and p["name"] not in params for p in template["parameters"]):
+            continue
+        r = await api.post(f"/api/v1/config-templates/{template['name']}/instantiate",
+                           json={"service_id": f"t-{template['name']}", "parameters": params})
+        assert r.status_code == 200, (template["name"], r.text)
+    redis = (await api.post("/api/v1/config-templates/redis/instantiate", json={"service_id": "cache"})).json()
+    assert redis["service"]["config"]["command"] == ["redis-server", "--port", "6379", "--save", ""]
+
+
 async def test_request_id_health_and_body_limit(api, anon, settings):
     r = await anon.get("/healthz")
     assert r.status_code == 200 and r.headers["x-request-id"]

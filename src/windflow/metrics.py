@@ -50,6 +50,10 @@ PROBE_LATENCY = Histogram(
 )
 EVENTS_PUBLISHED = Counter("windflow_events_published", "Events the outbox relay published to the bus",
                            registry=REGISTRY)
+WEBHOOK_DELIVERIES = Counter(
+    "windflow_webhook_deliveries", "Outgoing webhook delivery attempts, by outcome (delivered, retrying, failed)",
+    ["outcome"], registry=REGISTRY,
+)
 
 
 def observe_probe(kind: str, latency_ms: float) -> None:

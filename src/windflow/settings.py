@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API binds")
     public_url: str | None = Field(None, description="Base URL of the API as users reach it (links in responses)")
     temporal_ui_url: str | None = Field(None, description="Base URL of the Temporal Web UI (links to runs)")
+    dashboard_dir: Path | None = Field(None, description="Built web dashboard served at / (index.html and "
+                                       "assets); default: web/dist of the source checkout")
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 key (>= 32 bytes). Embedded: generated in the data dir when unset"
     )
@@ -98,6 +100,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else json")
     probe_history: int = Field(1000, ge=10, le=100_000, description="Probe results kept per service")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts")
+    read_cache: bool = Field(True, description="Cache the service list pages (Redis when redis_url is set, else "
+                             "in-process); entries are keyed by the store's change stamp, so no read is stale")
+    read_cache_ttl: float = Field(30.0, gt=0, le=3600, description="Seconds a cached page is kept (bounds memory; "
+                                  "freshness does not depend on it)")
     worker_host: str | None = Field(None, description="Host name of this worker (host-affine services)")
     sweep_interval: float = Field(300.0, ge=10, description="Seconds between recovery sweeps (Temporal Schedule)")
     notification_channels: list[ChannelConfig] = Field(
@@ -127,6 +133,22 @@ class Settings(BaseSettings):
                                      "(Prometheus) on this port, windflow's own metrics on the next one; 0 = off")
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics endpoints bind "
                                      "(0.0.0.0 in containers)")
+    webhooks_dispatch: bool = Field(True, description="Run the outgoing-webhook dispatcher in this API process "
+                                    "(several processes may run it: deliveries are claimed safely in the store)")
+    webhooks_timeout: float = Field(10.0, gt=0, le=300, description="Seconds one webhook delivery attempt may "
+                                    "take (connect, send, answer)")
+    webhooks_max_attempts: int = Field(8, ge=1, le=100, description="Attempts per webhook delivery before it is "
+                                       "marked failed")
+    webhooks_backoff: float = Field(5.0, gt=0, description="Seconds before the first retry of a webhook delivery; "
+                                    "each further retry waits twice as long, up to webhooks_backoff_max")
+    webhooks_backoff_max: float = Field(3600.0, gt=0, description="Longest wait between webhook delivery attempts, "
+                                        "seconds")
+    webhooks_concurrency: int = Field(8, ge=1, le=256, description="Webhook deliveries one dispatcher sends at "
+                                      "once")
+    webhooks_poll_interval: float = Field(1.0, gt=0, le=60, description="Seconds between looks for due webhook "
+                                          "deliveries queued by other processes")
+    webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
+                                           "delivery log")
 
     @classmethod
     def settings_customise_sources(
@@ -167,6 +189,17 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("worker_host")
+    @classmethod
+    def _worker_host(cls, value: str | None) -> str | None:
+        from windflow.domain.models import is_host_name
+
+        if value in (None, ""):
+            return None
+        if not is_host_name(value):
+            raise ValueError("must be a host name: lower-case letters, digits and inner '-', labels separated by '.'")
         return value
 
     @field_validator("temporal_address")

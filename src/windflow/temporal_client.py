@@ -13,6 +13,7 @@ from temporalio.converter import DataConverter
 
 from windflow.codec import EncryptionCodec, codec_from_keys
 from windflow.settings import Settings
+from windflow.tracing import temporal_interceptors
 
 DATA_CONVERTER: DataConverter = pydantic_data_converter
 
@@ -40,7 +41,7 @@ async def connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
-        interceptors=list(interceptors),
+        interceptors=[*temporal_interceptors(), *interceptors],  # tracing + request id; workers inherit them
         identity=identity,
         **kwargs,
     )

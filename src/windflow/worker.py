@@ -19,6 +19,7 @@ from temporalio.worker import Worker, WorkflowRunner
 
 from windflow.activities.notifications import NotificationActivities
 from windflow.activities.records import RecordActivities
+from windflow.activities.rollout import RolloutActivities
 from windflow.activities.runs import TemporalActivities
 from windflow.activities.services import ServiceActivities
 from windflow.activities.supervision import SupervisionActivities
@@ -28,14 +29,18 @@ from windflow.persistence.db import Database
 from windflow.probes import build_probe_registry
 from windflow.schedules import ensure_sweep_schedule
 from windflow.settings import Settings
+from windflow.tracing import traced_drivers, traced_probes
 from windflow.workflows import search_attributes as sa
+from windflow.workflows._policies import host_queue
 from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.initialization import SystemInitialization
+from windflow.workflows.rollout import ConfigRollout
 from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
 
 log = logging.getLogger("windflow.worker")
 
-WORKFLOWS: list[type] = [SystemInitialization, ServiceSupervisor, ServiceRecovery, ServiceControl, RecoverySweep]
+WORKFLOWS: list[type] = [SystemInitialization, ServiceSupervisor, ServiceRecovery, ServiceControl, RecoverySweep,
+                         ConfigRollout]
 
 
 @dataclass
@@ -46,6 +51,9 @@ class WorkerParts:
     services: ServiceActivities
     records: RecordActivities
     supervision: SupervisionActivities
+    #: with ``settings.worker_host``: the worker of this host's own queue (driver and probe activities of the
+    #: services bound to this host, see ``workflows._policies.driver_queue``); run it beside ``worker``
+    host_worker: Worker | None = None
 
 
 def activities_of(*objects: Any) -> list[Callable[..., Any]]:
@@ -72,8 +80,8 @@ def build_worker(
     graceful_shutdown: timedelta = timedelta(0),
 ) -> WorkerParts:
     data_dir = settings.ensure_data_dir()
-    drivers = build_driver_registry(data_dir=data_dir)
-    probes = build_probe_registry()
+    drivers = traced_drivers(build_driver_registry(data_dir=data_dir))
+    probes = traced_probes(build_probe_registry())
     services = ServiceActivities(db=db, drivers=drivers, probes=probes, probe_history=settings.probe_history,
                                  on_commit=on_commit)
     records = RecordActivities(db=db, on_commit=on_commit)
@@ -84,6 +92,7 @@ def build_worker(
     supervision = SupervisionActivities(db=db, drivers=drivers, probes=probes, budget=budget,
                                         probe_history=settings.probe_history, on_commit=on_commit)
     notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels))
+    rollout = RolloutActivities(db=db, drivers=drivers, probes=probes, on_commit=on_commit)
     kwargs: dict[str, Any] = {}
     if workflow_runner is not None:
         kwargs["workflow_runner"] = workflow_runner
@@ -91,13 +100,23 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=activities_of(services, records, runs, supervision, notifications),
+        activities=activities_of(services, records, runs, supervision, notifications, rollout),
         max_concurrent_activities=max_concurrent_activities,
         # on SIGTERM, let short activities finish; long watches are cancelled and resume on another worker
         graceful_shutdown_timeout=graceful_shutdown,
         **kwargs,
     )
-    return WorkerParts(worker=worker, services=services, records=records, supervision=supervision)
+    host_worker = None
+    if settings.worker_host:  # a second poller, on the queue only this host's worker polls (no workflows)
+        host_worker = Worker(
+            client,
+            task_queue=host_queue(task_queue or settings.task_queue, settings.worker_host),
+            activities=activities_of(services, supervision, rollout),
+            max_concurrent_activities=max_concurrent_activities,
+            graceful_shutdown_timeout=graceful_shutdown,
+        )
+    return WorkerParts(worker=worker, services=services, records=records, supervision=supervision,
+                       host_worker=host_worker)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -147,6 +166,8 @@ async def run_worker(settings: Settings) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
-    async with parts.worker:
+    if parts.host_worker is not None:
+        log.info("host %s: also polling %s", settings.worker_host, parts.host_worker.task_queue)
+    async with parts.worker, parts.host_worker or contextlib.nullcontext():
         await stop.wait()
     await db.dispose()

@@ -15,6 +15,8 @@ from windflow.domain.events import EventType, ServiceStatusUpdate, make_event
 from windflow.persistence.repositories import OutboxRepository, ServiceRepository
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from windflow.persistence.db import Database
 
 outbox = OutboxRepository()
@@ -37,8 +39,16 @@ class StateWriter:
         self.db = db
         self.on_commit = on_commit
 
-    async def set_state(
+    async def set_state(self, service_id: str, state: str, **fields: Any) -> str | None:
+        """Record the state and publish the change in its own transaction (fields: see ``set_state_in``)."""
+        previous = await self.db.write_batched(lambda session: self.set_state_in(session, service_id, state, **fields))
+        if self.on_commit:
+            self.on_commit()
+        return previous
+
+    async def set_state_in(
         self,
+        session: AsyncSession,
         service_id: str,
         state: str,
         *,
@@ -48,27 +58,26 @@ class StateWriter:
         detail: dict[str, Any] | None = None,
         merge: bool = True,
     ) -> str | None:
-        async with self.db.write() as session:
-            row = await services.get(session=session, service_id=service_id)
-            if row is None:
-                return None
-            new_detail = {**(row.state_detail or {}), **(detail or {})} if merge else dict(detail or {})
-            if pid is not None:
-                new_detail["pid"] = pid
-            if message:
-                new_detail["message"] = message
-            new_detail["source"] = source
-            previous = await services.set_state(session=session, service_id=service_id, state=state,
-                                                detail=new_detail)
-            if previous != state or message:
-                event = new_event(
-                    EventType.SERVICE_STATUS_UPDATE,
-                    ServiceStatusUpdate(service_id=service_id, state=state, previous_state=previous, pid=pid,
-                                        message=message, source=source),
-                )
-                await outbox.add(session=session, event=event)
-        if self.on_commit:
-            self.on_commit()
+        """Record ``state`` (with message, pid and detail merged into the row's detail unless ``merge=False``)
+        and, when it changed or carries a message, a SERVICE_STATUS_UPDATE event, in the caller's transaction
+        (the caller commits and calls ``on_commit``). Returns the previous state, None for an unknown service."""
+        row = await services.get(session=session, service_id=service_id)
+        if row is None:
+            return None
+        new_detail = {**(row.state_detail or {}), **(detail or {})} if merge else dict(detail or {})
+        if pid is not None:
+            new_detail["pid"] = pid
+        if message:
+            new_detail["message"] = message
+        new_detail["source"] = source
+        previous = await services.set_state(session=session, service_id=service_id, state=state, detail=new_detail)
+        if previous != state or message:
+            event = new_event(
+                EventType.SERVICE_STATUS_UPDATE,
+                ServiceStatusUpdate(service_id=service_id, state=state, previous_state=previous, pid=pid,
+                                    message=message, source=source),
+            )
+            await outbox.add(session=session, event=event)
         return previous
 
     async def publish(self, *events: Any) -> None:

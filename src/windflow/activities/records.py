@@ -47,12 +47,11 @@ class RecordActivities:
                     (await session.execute(select(OutboxRow.event_id).where(OutboxRow.event_id.in_(req.event_ids))))
                     .scalars()
                 )
-                for event_id, data in zip(req.event_ids, req.events, strict=True):
-                    if event_id in known:
-                        continue
-                    event = make_event(EventType.INITIALIZATION_UPDATE, InitializationUpdate.model_validate(data),
-                                       event_id=event_id, timestamp=req.timestamp)
-                    await outbox.add(session=session, event=event)
+                await outbox.add_many(session=session, events=[
+                    make_event(EventType.INITIALIZATION_UPDATE, InitializationUpdate.model_validate(data),
+                               event_id=event_id, timestamp=req.timestamp)
+                    for event_id, data in zip(req.event_ids, req.events, strict=True) if event_id not in known
+                ])
         if self.on_commit:
             self.on_commit()
         if req.final and state.status in TERMINAL_INIT and state.finished_at and state.started_at:

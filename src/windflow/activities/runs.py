@@ -31,6 +31,9 @@ from windflow.domain.contracts import (
 )
 from windflow.workflows import search_attributes as sa
 
+#: Supervisor starts in flight at once (each a describe and a start RPC) when an initialization hands over.
+SUPERVISOR_START_CONCURRENCY = 16
+
 
 class TemporalActivities:
     def __init__(self, *, client: Client) -> None:
@@ -119,10 +122,17 @@ class TemporalActivities:
     async def ensure_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:
         """Every named (monitored) service gets a running supervisor."""
         out = SupervisorsResult()
-        for service_id in req.service_ids:
-            started = await self._start_supervisor(service_id, req.task_queue, req.actor)
+        gate = asyncio.Semaphore(SUPERVISOR_START_CONCURRENCY)  # one start is one RPC: overlap them, boundedly
+
+        async def start(service_id: str) -> bool:
+            async with gate:
+                started = await self._start_supervisor(service_id, req.task_queue, req.actor)
+                activity.heartbeat(service_id)
+                return started
+
+        outcomes = await asyncio.gather(*(start(s) for s in req.service_ids))
+        for service_id, started in zip(req.service_ids, outcomes, strict=True):
             (out.started if started else out.already_running).append(service_id)
-            activity.heartbeat(service_id)
         return out
 
     @activity.defn(name="stop_stale_supervisors")

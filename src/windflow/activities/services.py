@@ -7,6 +7,7 @@ All are idempotent (the drivers are), heartbeat while they wait, and raise typed
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from windflow.activities._support import StateWriter, new_event, to_application_error
+from windflow.activities._support import StateWriter, new_event, outbox, to_application_error
 from windflow.domain.contracts import (
     CheckHealthInput,
     ServiceActionInput,
@@ -38,10 +39,13 @@ from windflow.persistence.repositories import ProbeResultRepository, ServiceRepo
 from windflow.probes.base import ProbeRegistry
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from windflow.persistence.db import Database
 
 services = ServiceRepository()
 probe_results = ProbeResultRepository()
+log = logging.getLogger(__name__)
 
 #: how often wait_healthy probes while a service comes up (faster than the steady-state interval, never
 #: slower): every STARTUP_POLL for the first STARTUP_FAST seconds, where most services become healthy (a
@@ -51,6 +55,8 @@ probe_results = ProbeResultRepository()
 STARTUP_POLL = 0.025
 STARTUP_FAST = 2.0
 STARTUP_POLL_MAX = 0.5
+#: wait_healthy heartbeats at most this often (its heartbeat timeout is at least 5 s)
+HEARTBEAT_EVERY = 0.5
 
 
 class ServiceActivities:
@@ -138,10 +144,12 @@ class ServiceActivities:
             await self.state.set_state(req.spec.id, "failed", source=req.source, message=f"{action}: {exc.message}")
             raise to_application_error(exc) from None
         if not result.ok:
+            log.warning("%s %s failed: %s", action, req.spec.id, result.message)
             await self.state.set_state(req.spec.id, "failed", source=req.source,
                                        message=f"{action}: {result.message}")
             raise to_application_error(DriverFailed(f"{action} {req.spec.id}: {result.message}",
                                                     details={"output": result.output[-2000:]}))
+        log.info("%s %s: %s", action, req.spec.id, result.message or ("done" if result.changed else "no change"))
         return result
 
     @activity.defn(name="start_service")
@@ -170,22 +178,29 @@ class ServiceActivities:
 
     # ----------------------------------------------------------------- health
 
-    async def _store_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None) -> None:
-        if not results:
+    async def _store_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None, *,
+                            state: str | None = None, source: str = "", message: str = "",
+                            detail: dict | None = None) -> None:  # type: ignore[type-arg]
+        """Record probe results (and, with ``state``, the service's new state) in one transaction."""
+        if not results and state is None:
             return
-        last = results[-1]
-        event = new_event(
-            EventType.HEALTH_CHECK,
-            HealthCheck(service_id=spec.id, healthy=last.healthy, latency_ms=last.latency_ms, message=last.message,
-                        checked_at=last.checked_at, verdict=verdict),
-        )
-        async with self.db.write() as session:
-            if await services.get(session=session, service_id=spec.id) is not None:
+
+        async def work(session: AsyncSession) -> None:
+            if await services.get(session=session, service_id=spec.id) is None:
+                return
+            if results:
+                last = results[-1]
                 await probe_results.add(session=session, service_id=spec.id, results=results,
                                         keep=self.probe_history)
-                from windflow.activities._support import outbox
+                await outbox.add(session=session, event=new_event(
+                    EventType.HEALTH_CHECK,
+                    HealthCheck(service_id=spec.id, healthy=last.healthy, latency_ms=last.latency_ms,
+                                message=last.message, checked_at=last.checked_at, verdict=verdict),
+                ))
+            if state is not None:
+                await self.state.set_state_in(session, spec.id, state, source=source, message=message, detail=detail)
 
-                await outbox.add(session=session, event=event)
+        await self.db.write_batched(work)
         if self.state.on_commit:
             self.state.on_commit()
 
@@ -219,10 +234,10 @@ class ServiceActivities:
             start_period=health.start_period if health else 0.0,
         )
         # No "starting" write here: every caller ran start_service / restart_service just before, and those
-        # record it. One store write less per component on each start; under an initialization's burst of
-        # SQLite writers that is ~0.5 s of 4–5 s for 50 components (bench/init.py, A/B medians of 9 runs).
+        # record it. One store write less per component on each start.
         recent: list[ProbeResult] = []
         checks = 0
+        last_beat = 0.0
         poll = STARTUP_POLL
         while True:
             elapsed = time.monotonic() - begin
@@ -230,8 +245,8 @@ class ServiceActivities:
                 status = await driver.status(spec)
                 if status.status == RunStatus.STOPPED:
                     message = f"{spec.id} exited while starting" + (f": {status.message}" if status.message else "")
-                    await self._store_probes(spec, recent[-10:], "unhealthy")
-                    await self.state.set_state(spec.id, "failed", source=req.source, message=message)
+                    await self._store_probes(spec, recent[-10:], "unhealthy", state="failed", source=req.source,
+                                             message=message)
                     raise ApplicationError(message, {"checks": checks}, type="ProcessExited", non_retryable=True)
             if health is None:
                 result = ProbeResult(healthy=True, latency_ms=0.0, message="no health check; process running",
@@ -243,17 +258,18 @@ class ServiceActivities:
             recent.append(result)
             del recent[:-50]
             verdict = tracker.observe(result.healthy, since_start=elapsed)
-            activity.heartbeat({"checks": checks, "elapsed": round(elapsed, 3), "last": result.message})
+            if elapsed - last_beat >= HEARTBEAT_EVERY or checks == 1:  # each beat is converted and queued:
+                last_beat = elapsed  # at 40 rounds a second, beating every round costs more than the probe
+                activity.heartbeat({"checks": checks, "elapsed": round(elapsed, 3), "last": result.message})
             if verdict == HealthVerdict.HEALTHY:
-                await self._store_probes(spec, recent[-10:], "healthy")
-                await self.state.set_state(spec.id, "healthy", source=req.source, message="healthy",
-                                           detail={"healthy_since": datetime.now(UTC).isoformat()})
+                await self._store_probes(spec, recent[-10:], "healthy", state="healthy", source=req.source,
+                                         message="healthy", detail={"healthy_since": datetime.now(UTC).isoformat()})
                 return WaitHealthyResult(healthy=True, elapsed=time.monotonic() - begin, checks=checks, last=result,
                                          message=result.message)
             if elapsed >= req.timeout:
                 message = f"{spec.id} not healthy after {req.timeout:g}s: {result.message}"
-                await self._store_probes(spec, recent[-10:], "unhealthy")
-                await self.state.set_state(spec.id, "failed", source=req.source, message=message)
+                await self._store_probes(spec, recent[-10:], "unhealthy", state="failed", source=req.source,
+                                         message=message)
                 raise to_application_error(HealthCheckFailed(message, details={
                     "checks": checks, "last": [r.model_dump(mode="json") for r in recent[-5:]]}))
             interval = health.interval if health else 0.5

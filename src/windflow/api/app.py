@@ -12,6 +12,9 @@ from fastapi import APIRouter, Depends, FastAPI
 from windflow import __version__
 from windflow.api.accounts import bootstrap_auth
 from windflow.api.audit import AuditFailuresMiddleware
+from windflow.api.cache import close_read_cache
+from windflow.api.dashboard import mount_dashboard
+from windflow.api.dashboard import router as dashboard_router
 from windflow.api.errors import install_error_handlers
 from windflow.api.event_hub import EventHub
 from windflow.api.metrics_feed import MetricsFeed
@@ -26,11 +29,13 @@ from windflow.api.routers import (
     hooks,
     initializations,
     recoveries,
+    rollouts,
     schedules,
     services,
     system,
     templates,
     users,
+    webhooks,
     ws,
 )
 from windflow.api.security import authorize_first
@@ -44,6 +49,8 @@ from windflow.persistence.migrate import upgrade
 from windflow.persistence.seed import seed_templates
 from windflow.settings import Mode, Settings
 from windflow.temporal_client import LazyClient
+from windflow.tracing import instrument_app
+from windflow.webhooks.dispatcher import CONSUMER_GROUP, DeliveryPolicy, WebhookDispatcher, consumer_name
 
 log = logging.getLogger("windflow.api")
 API_PREFIX = "/api/v1"
@@ -85,6 +92,15 @@ def start_event_tasks(app: FastAPI, res: Resources) -> list[asyncio.Task[None]]:
     tasks = [asyncio.create_task(hub.run(), name="event-hub"), asyncio.create_task(feed.run(), name="metrics")]
     if res.relay:
         tasks.append(asyncio.create_task(res.relay.run(), name="outbox-relay"))
+    app.state.webhook_dispatcher = None
+    if settings.webhooks_dispatch:
+        # its own consumer group on Redis (the hub reads the stream without one), so no event is taken from anyone
+        consumer = (res.bus.consumer(CONSUMER_GROUP, consumer_name(), start="$")
+                    if isinstance(res.bus, RedisStreamsBus) else None)
+        dispatcher = WebhookDispatcher(res.db, res.bus, policy=DeliveryPolicy.from_settings(settings),
+                                       consumer=consumer)
+        app.state.webhook_dispatcher = dispatcher
+        tasks.append(asyncio.create_task(dispatcher.run(), name="webhook-dispatcher"))
     return tasks
 
 
@@ -111,6 +127,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
                 task.cancel()
             for task in tasks:
                 await stop_task(task)
+            await close_read_cache(res)
             if resources is None:
                 await res.bus.close()
                 await res.db.dispose()
@@ -134,8 +151,11 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws, codec, hooks):
+                   ws, codec, hooks, webhooks, rollouts):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
+    v1.include_router(dashboard_router)
     app.include_router(v1)
+    instrument_app(app)  # HTTP server spans (no-op unless OTEL_* configures an exporter: windflow.tracing)
+    mount_dashboard(app, settings)  # last: the SPA's fallback route must not shadow any other route
     return app

@@ -44,8 +44,11 @@ async def write_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
         resources.relay.notify()
 
 
-ReadSessionDep = Annotated[AsyncSession, Depends(read_session)]
-WriteSessionDep = Annotated[AsyncSession, Depends(write_session)]
+# scope="function": the transaction ends when the route function returns, before the response is sent, so a
+# commit that fails is the client's error response (not a 200 for a write that never landed), and a read the
+# client sends right after its write sees that write
+ReadSessionDep = Annotated[AsyncSession, Depends(read_session, scope="function")]
+WriteSessionDep = Annotated[AsyncSession, Depends(write_session, scope="function")]
 
 
 async def get_temporal(resources: ResourcesDep) -> Client:

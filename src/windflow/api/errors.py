@@ -9,13 +9,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, OperationalError
+from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from windflow.api.responses import ERROR_RESPONSES, ErrorBody, ErrorEnvelope  # noqa: F401 (routers import them here)
 from windflow.domain.errors import WindflowError
 
 log = logging.getLogger("windflow.api")
@@ -39,17 +40,6 @@ _HTTP_CODES = {
     503: "service_unavailable",
     504: "gateway_timeout",
 }
-
-
-class ErrorBody(BaseModel):
-    code: str = Field(examples=["not_found"])
-    message: str
-    timestamp: datetime
-    details: Any = None
-
-
-class ErrorEnvelope(BaseModel):
-    error: ErrorBody
 
 
 def error_response(
@@ -85,6 +75,24 @@ def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def allowed_methods(request: Request) -> str | None:
+    """The ``Allow`` value for a 405: every method the API routes accept at this path. Routing answers 405 from the
+    first route whose path matches, naming that route's methods only, while GET and DELETE of one path are often
+    two routes. Routes of another path template that also match (``/services/validate`` and
+    ``/services/{service_id}``) are separate resources and are left out."""
+    path = request.scope.get("path", "")
+    template: str | None = None
+    methods: set[str] = set()
+    for rc in iter_route_contexts(request.app.routes):
+        regex = getattr(rc, "path_regex", None) if isinstance(rc.original_route, APIRoute) else None
+        if regex is None or not regex.match(path):
+            continue
+        template = template or rc.path_format
+        if rc.path_format == template:
+            methods |= set(rc.methods or ())
+    return ", ".join(sorted(methods)) or None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(WindflowError)
     async def _domain(_: Request, exc: WindflowError) -> JSONResponse:
@@ -103,11 +111,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", f"{where}: {first['msg']}{more}", errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else _HTTP_CODES.get(exc.status_code, "error")
         details = None if isinstance(exc.detail, str) else exc.detail
+        headers = dict(exc.headers or {})
+        allow = allowed_methods(request) if exc.status_code == 405 else None
+        if allow:
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"} | {"Allow": allow}
         return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), message, details,
-                              dict(exc.headers or {}))
+                              headers)
 
     @app.exception_handler(WorkflowAlreadyStartedError)
     async def _already(_: Request, exc: WorkflowAlreadyStartedError) -> JSONResponse:
@@ -136,6 +148,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "store_unavailable", "the database is unreachable; try again shortly",
                               headers={"Retry-After": "2"})
 
+    @app.exception_handler(DataError)
+    async def _db_refused_value(_: Request, exc: DataError) -> JSONResponse:
+        # the store refuses a value the request carries (PostgreSQL: a NUL character in text, a number out of range)
+        log.warning("the database refused a value: %s", exc.orig)
+        return error_response(422, "invalid_value", "the request holds a value the store cannot keep "
+                              "(e.g. a NUL character)")
+
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated:
@@ -148,9 +167,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "internal error; see the server log")
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorEnvelope, "description": _HTTP_CODES[status].replace("_", " ")}
-    for status in (401, 403, 404, 409, 422)
-}

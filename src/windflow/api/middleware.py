@@ -8,8 +8,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from windflow.logs import REQUEST_ID
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -25,6 +28,8 @@ class RequestIdMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        token = REQUEST_ID.set(rid)  # log lines, and the workflows this request starts (windflow.tracing)
+        trace.get_current_span().set_attribute("windflow.request_id", rid)
 
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -33,7 +38,10 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, _send)
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 def _envelope(code: str, message: str, details: Any = None) -> bytes:

@@ -17,6 +17,7 @@ class Permission(StrEnum):
     SCHEDULES_MANAGE = "schedules:manage"
     USERS_MANAGE = "users:manage"
     AUDIT_READ = "audit:read"
+    WEBHOOKS_MANAGE = "webhooks:manage"
 
 
 ALL_PERMISSIONS = frozenset(Permission)

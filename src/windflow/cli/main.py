@@ -14,6 +14,7 @@ from windflow import __version__
 from windflow.cli import ops
 from windflow.cli.auth import register as register_auth
 from windflow.cli.client import check, client, console, err_console
+from windflow.cli.config import app as config_app
 from windflow.cli.events import app as events_app
 from windflow.cli.init import app as init_app
 from windflow.settings import SettingsError, load_settings
@@ -24,6 +25,7 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
 app.add_typer(init_app, name="init")
+app.add_typer(config_app, name="config")
 app.add_typer(ops.service_app, name="service")
 app.command("services")(ops.services)
 app.command("recover")(ops.recover)
@@ -38,6 +40,32 @@ def settings_or_exit():  # type: ignore[no-untyped-def]
     except SettingsError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+
+
+def observability(settings, service_name: str, *, floor: str = "DEBUG") -> None:  # type: ignore[no-untyped-def]
+    """Log format (WINDFLOW_LOG_FORMAT / _LEVEL, at least ``floor`` unless DEBUG) and tracing (OTEL_*) of a
+    long-running command."""
+    import logging
+
+    from windflow.logs import configure_logging
+    from windflow.tracing import configure_tracing
+
+    level = settings.log_level
+    if level != "DEBUG" and logging.getLevelName(level) < logging.getLevelName(floor):
+        level = floor
+    configure_logging(level=level, fmt=settings.log_format)
+    try:
+        configure_tracing(service_name)
+    except ValueError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def shutdown_observability() -> None:
+    """Flush buffered spans: the process leaves through os._exit, which skips atexit hooks."""
+    from windflow.tracing import shutdown_tracing
+
+    shutdown_tracing()
 
 
 @app.command()
@@ -128,8 +156,12 @@ def run_api(
 
     settings = settings_or_exit()
     settings = settings.model_copy(update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v})
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
-                log_level=settings.log_level.lower(), proxy_headers=True, ws_per_message_deflate=False)
+    observability(settings, "windflow-api")
+    try:  # log_config=None: uvicorn's records go through windflow's log format
+        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None,
+                    log_level=settings.log_level.lower(), proxy_headers=True, ws_per_message_deflate=False)
+    finally:
+        shutdown_observability()
 
 
 @app.command("worker")
@@ -137,12 +169,21 @@ def run_worker_cmd(
     host: Annotated[str | None, typer.Option("--host", help="This worker's host name (host-affine services)")] = None,
 ) -> None:
     """Run a Temporal worker (scale out by running several)."""
+    from windflow.domain.models import is_host_name
     from windflow.worker import run_worker
 
     settings = settings_or_exit()
     if host:
+        if not is_host_name(host):
+            err_console.print(f"[red]--host {host!r}: must be a host name: lower-case letters, digits and inner '-', "
+                              "labels separated by '.'[/red]")
+            raise typer.Exit(2)
         settings = settings.model_copy(update={"worker_host": host})
-    asyncio.run(run_worker(settings))
+    observability(settings, "windflow-worker")
+    try:
+        asyncio.run(run_worker(settings))
+    finally:
+        shutdown_observability()
 
 
 @app.command("up")
@@ -159,6 +200,7 @@ def up(
     if system_file is not None and not system_file.is_file():
         err_console.print(f"[red]no such file: {system_file}[/red]")
         raise typer.Exit(2)
+    observability(settings, "windflow", floor="WARNING")  # the terminal belongs to the progress display
     try:
         code = asyncio.run(run_up(settings, system_file=system_file, initialize=initialize,
                                   stop_services=stop_services, exit_after_init=exit_after_init))
@@ -167,6 +209,8 @@ def up(
     except RuntimeError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
+    finally:
+        shutdown_observability()
     raise typer.Exit(code)
 
 

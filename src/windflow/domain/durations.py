@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
@@ -50,8 +51,13 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     if seconds < 1 and round(seconds * 1000, 6) == int(round(seconds * 1000, 6)):
-        return f"{int(round(seconds * 1000))}ms"
-    return f"{seconds:g}s" if float(f"{seconds:g}") == seconds else f"{seconds!r}s"
+        text = f"{int(round(seconds * 1000))}ms"
+        if parse_duration(text) == seconds:  # 0.009 is not exactly 9 * 0.001: such values stay in seconds
+            return text
+    text = f"{seconds:g}" if float(f"{seconds:g}") == seconds else repr(seconds)
+    if "e" in text:  # 1e-07: parse_duration reads units after plain decimals only
+        text = format(Decimal(repr(seconds)), "f")
+    return f"{text}s"
 
 
 Duration = Annotated[

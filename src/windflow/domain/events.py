@@ -95,6 +95,8 @@ class RolloutUpdate(BaseModel):
     status: str
     version: int | None = None
     message: str = ""
+    rollout_id: str | None = None
+    phase: str | None = None
 
 
 class AuditEvent(BaseModel):

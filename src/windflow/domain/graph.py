@@ -75,17 +75,20 @@ def layers(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
     """Topological layers: layer 0 has no dependencies; each later layer depends only on earlier ones."""
     check_graph(graph)
     level: dict[str, int] = {}
-
-    def depth(node: str, trail: tuple[str, ...] = ()) -> int:
-        if node in level:
-            return level[node]
-        deps = graph.get(node, ())
-        value = 0 if not deps else 1 + max(depth(d, (*trail, node)) for d in deps)
-        level[node] = value
-        return value
-
-    for node in graph:
-        depth(node)
+    for root in graph:  # depth-first with an explicit stack: a long dependency chain must not exhaust recursion
+        stack = [root]
+        while stack:
+            node = stack[-1]
+            if node in level:
+                stack.pop()
+                continue
+            pending = [d for d in graph.get(node, ()) if d not in level]
+            if pending:
+                stack.extend(pending)
+                continue
+            deps = graph.get(node, ())
+            level[node] = 1 + max(level[d] for d in deps) if deps else 0
+            stack.pop()
     out: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
     for node, lvl in level.items():
         out[lvl].append(node)

@@ -38,6 +38,36 @@ def is_service_id(value: str) -> bool:
     return bool(_SERVICE_ID.match(value))
 
 
+#: a worker host name: lower-case DNS labels (letters, digits, inner hyphens; 1-63 characters) joined by dots
+HOST_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+_HOST_NAME = re.compile(HOST_NAME_PATTERN)
+
+
+def is_host_name(value: str) -> bool:
+    return len(value) <= 253 and bool(_HOST_NAME.match(value))
+
+
+MAX_BODY_DEPTH = 32
+"""Deepest nesting of lists and mappings in a free-form value (an HTTP driver's request body)."""
+
+
+def nesting_depth(value: Any, *, stop_after: int = MAX_BODY_DEPTH) -> int:
+    """How deeply lists and mappings nest in ``value`` (a scalar: 0), without recursion; counting stops once past
+    ``stop_after`` (so a list that contains itself ends too)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > stop_after:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a system file must not be silently ignored."""
 
@@ -58,8 +88,9 @@ class ProcessConfig(_Strict):
     """A local process started and watched by the worker."""
 
     driver: Literal["process"] = Field("process", exclude=True, repr=False)
-    command: list[Annotated[str, Field(min_length=1)]] = Field(
-        min_length=1, description="argv; never run through a shell", examples=[["python3", "-m", "http.server"]]
+    command: list[str] = Field(
+        min_length=1, description="argv; never run through a shell (numbers are taken as their text)",
+        examples=[["python3", "-m", "http.server"]]
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables")
     cwd: str | None = Field(None, description="Working directory (relative paths resolve against the system file)")
@@ -67,6 +98,26 @@ class ProcessConfig(_Strict):
     stop_signal: Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"] = "SIGTERM"
     stop_grace: Duration = Field(10.0, description="Time between the stop signal and SIGKILL")
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Size cap of each log file before rotation")
+
+    @field_validator("command", "env", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        """argv and environment are text: a number (a template's ``${port}``, a YAML ``8080``) is its text."""
+        def text(v: Any) -> Any:
+            return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+        if isinstance(value, list):
+            return [text(v) for v in value]
+        if isinstance(value, dict):
+            return {k: text(v) for k, v in value.items()}
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _program(cls, value: list[str]) -> list[str]:
+        if not value[0].strip():
+            raise ValueError("command[0], the program, must not be empty (later arguments may be, like `--save \"\"`)")
+        return value
 
     @field_validator("env")
     @classmethod
@@ -104,6 +155,13 @@ class HttpEndpoint(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     body: Any = None
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+
+    @field_validator("body")
+    @classmethod
+    def _body_depth(cls, value: Any) -> Any:
+        if nesting_depth(value) > MAX_BODY_DEPTH:  # serializing it (store, API answers) would fail
+            raise ValueError(f"body nested deeper than {MAX_BODY_DEPTH} levels")
+        return value
 
 
 class HttpDriverConfig(_Strict):
@@ -242,9 +300,12 @@ class RestartPolicy(_Strict):
 
     def delay_before(self, attempt: int) -> float:
         """Delay (seconds, without jitter) before ``attempt`` (1-based); attempt 1 runs at once."""
-        if attempt <= 1:
+        if attempt <= 1 or self.backoff == 0:
             return 0.0
-        delay = self.backoff * (self.multiplier ** (attempt - 2))
+        try:
+            delay = self.backoff * (self.multiplier ** (attempt - 2))
+        except OverflowError:  # a float power overflows long past the cap (attempts go on with escalate_and_retry)
+            return self.backoff_max
         return min(delay, self.backoff_max)
 
 
@@ -272,7 +333,11 @@ class ServiceSpec(_Strict):
     restart_with_dependencies: bool = Field(
         False, description="Restart this service after one of its dependencies was recovered"
     )
-    host: str | None = Field(None, max_length=253, description="Run the driver on this worker host only")
+    host: str | None = Field(
+        None, max_length=253,
+        description="Run the driver and probes on this worker host only: the worker started with "
+        "`windflow worker --host NAME` (lower-case DNS labels separated by dots)",
+    )
     secret_keys: list[str] = Field(
         default_factory=list, description="Extra config keys whose values are secrets (redacted in responses)"
     )
@@ -301,6 +366,14 @@ class ServiceSpec(_Strict):
         dupes = [d for d in value if d in seen or seen.add(d)]  # type: ignore[func-returns-value]
         if dupes:
             raise ValueError(f"listed more than once: {', '.join(sorted(set(dupes)))}")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str | None) -> str | None:
+        if value is not None and not is_host_name(value):
+            raise ValueError("must be a host name: lower-case letters, digits and inner '-', in labels of at most "
+                             "63 characters separated by '.'")
         return value
 
     @model_validator(mode="after")

@@ -70,14 +70,44 @@ class SystemFile(BaseModel):
     )
 
 
+MAX_DOCUMENT_VALUES = 1_000_000
+"""Most values (keys, items, scalars) a system document may hold once YAML aliases are expanded: a few nested
+aliases can otherwise stand for billions of values (the "billion laughs"), or for a list that contains itself."""
+
+
+def _expands_beyond(data: Any, limit: int) -> bool:
+    """True if ``data``, shared references counted each time they occur, holds more than ``limit`` values."""
+    count = 0
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_yaml(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigInvalid(f"the system file is not valid YAML{where}",
                             details=[{"loc": [], "msg": str(exc), "type": "yaml"}]) from None
+    except RecursionError:
+        raise ConfigInvalid("the system file is nested too deeply",
+                            details=[{"loc": [], "msg": "nested too deeply", "type": "yaml"}]) from None
+    if _expands_beyond(data, MAX_DOCUMENT_VALUES):
+        raise ConfigInvalid(f"the system file expands to more than {MAX_DOCUMENT_VALUES} values (YAML aliases)",
+                            details=[{"loc": [], "msg": "too many values once aliases are expanded",
+                                      "type": "yaml"}])
+    return data
 
 
 def load_system(data: Any, *, base_dir: str | None = None) -> SystemFile:

@@ -22,8 +22,9 @@ How it works
   The check runs before each start, on every ``status`` call and every ``log_check_interval`` seconds
   while ``wait_exit`` is watching. Honest limits: between two checks a chatty service can overshoot the
   cap, and lines written during the copy itself may be lost (as with logrotate's ``copytruncate``).
-  If a log file cannot be opened (unwritable directory, disk full) the service still starts with that
-  stream on ``/dev/null`` and the result's message says so.
+  If a log file cannot be opened (unwritable directory) or the log file system is full (less than
+  ``LOG_MIN_FREE`` left: the child's first write would fail, and many programs exit on that), the service
+  still starts with that stream on ``/dev/null``; the start result's message and every ``status`` say so.
 * **Concurrency.** start/stop/restart hold an ``asyncio.Lock`` per service; one driver instance is meant
   to be used from one event loop (the worker's).
 """
@@ -38,11 +39,11 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from windflow.domain.durations import format_duration
 from windflow.domain.errors import ConfigInvalid, DriverFailed
@@ -60,11 +61,16 @@ __all__ = [
     "watch_exit",
 ]
 
+T = TypeVar("T")
+
 STATE_VERSION = 1
 _Stream = IO[bytes] | int  # an open file handed to the child, or subprocess.DEVNULL
 POLL_FALLBACK = 0.05
 #: how long stop waits for the process to vanish after SIGKILL before giving up
 KILL_WAIT = 5.0
+#: a log file system with less free space than this counts as full: the streams go to /dev/null instead, or the
+#: service's first write would fail (ENOSPC), and many programs exit on a failed write to stdout
+LOG_MIN_FREE = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------- /proc
@@ -318,6 +324,15 @@ def cap_log(path: Path, max_bytes: int) -> bool:
     return True
 
 
+def _free_bytes(path: Path) -> int | None:
+    """Space an unprivileged writer may still use on ``path``'s file system; None when unknown."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 # ---------------------------------------------------------------------------------------------- driver
 
 
@@ -339,12 +354,28 @@ class _Proc:
     exited: asyncio.Future[ExitInfo] | None = None
     watch: _ExitWatch | None = None
     stopping: bool = False
+    notes: list[str] = field(default_factory=list)  # what went wrong at start (logs), repeated by status()
 
     def is_alive(self) -> bool:
         if self.exit is not None:
             return False
         stat = read_proc_stat(self.pid)
         return stat is not None and stat.starttime == self.starttime and not stat.exited
+
+
+async def _finish_despite_cancel(work: Awaitable[T]) -> tuple[T, bool]:
+    """Await ``work`` to its end even if the caller is cancelled meanwhile; returns (result, was_cancelled).
+
+    For a spawn: once the fork has begun the process will exist, and it must not exist untracked."""
+    future = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(future), cancelled
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise
+            cancelled = True
 
 
 class ProcessDriver:
@@ -393,7 +424,7 @@ class ProcessDriver:
         self._cap_logs(proc, cfg.log_max_bytes)
         if proc.is_alive():
             return ServiceStatus(status=RunStatus.RUNNING, pid=proc.pid, started_at=proc.started_at,
-                                 message=f"running (pid {proc.pid})")
+                                 message="; ".join([f"running (pid {proc.pid})", *proc.notes]))
         reason = proc.exit.message if proc.exit is not None else "exited"
         return ServiceStatus(status=RunStatus.STOPPED, pid=proc.pid, started_at=proc.started_at,
                              message=f"pid {proc.pid} {reason}")
@@ -464,6 +495,7 @@ class ProcessDriver:
             "command": proc.command,
             "cwd": cwd,
             "logs": [str(p) for p in proc.logs],
+            "notes": proc.notes,
         }
         path = self.state_path(proc.service_id)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -513,6 +545,7 @@ class ProcessDriver:
             started_at=datetime.fromisoformat(started) if isinstance(started, str) else _started_at(starttime),
             own=False,
             logs=[Path(p) for p in state.get("logs") or []],
+            notes=[str(n) for n in state.get("notes") or []],
         )
         self._procs[service_id] = proc
         if stat.exited:
@@ -583,6 +616,11 @@ class ProcessDriver:
             return subprocess.DEVNULL, subprocess.DEVNULL, notes, paths
         for path in self.log_paths(service_id):
             cap_log(path, max_bytes)
+        free = _free_bytes(self.log_dir)
+        if free is not None and free < LOG_MIN_FREE:
+            notes.append(f"log disk full ({free} bytes free in {self.log_dir}): output goes to /dev/null")
+            return subprocess.DEVNULL, subprocess.DEVNULL, notes, paths
+        for path in self.log_paths(service_id):
             try:
                 opened.append(open(path, "ab", buffering=0))  # noqa: SIM115 (handed to the child, closed below)
                 paths.append(path)
@@ -596,7 +634,10 @@ class ProcessDriver:
         argv = resolve_command(cfg.command, env, cfg.cwd)
         out, err, notes, log_paths = self._open_logs(service.id, cfg.log_max_bytes)
         try:
-            popen = subprocess.Popen(  # noqa: S603 (argv list, never a shell)
+            # in a thread: a fork-exec from this big, many-threaded process takes milliseconds, and a burst of
+            # starts (an initialization's level) would hold the event loop for all of them
+            popen, cancelled = await _finish_despite_cancel(asyncio.to_thread(
+                subprocess.Popen,  # argv list, never a shell
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -605,7 +646,7 @@ class ProcessDriver:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
-            )
+            ))
         except OSError as exc:
             detail = exc.strerror or str(exc)
             where = f" in {cfg.cwd}" if cfg.cwd and exc.errno == errno.ENOENT else ""
@@ -627,6 +668,7 @@ class ProcessDriver:
             popen=popen,
             logs=log_paths,
             log_max_bytes=cfg.log_max_bytes,
+            notes=list(notes),
         )
         self._procs[service.id] = proc
         self._watch(proc)
@@ -634,6 +676,8 @@ class ProcessDriver:
             self._write_state(proc, cwd=cfg.cwd)
         except OSError as exc:
             notes.append(f"state file not written ({exc.strerror or exc}): a restarted worker will not re-adopt it")
+        if cancelled:  # the process exists and is tracked (a later stop finds it); now honour the cancel
+            raise asyncio.CancelledError
         message = "; ".join([f"started pid {proc.pid}", *notes])
         return DriverResult(ok=True, action=action, changed=True, pid=proc.pid, started_at=proc.started_at,
                             message=message)

@@ -13,7 +13,8 @@ BODY_EXCERPT = 300
 USER_AGENT = "windflow-notify/1"
 
 
-def _transport_error(exc: BaseException, timeout: float) -> str:
+def transport_error(exc: BaseException, timeout: float) -> str:
+    """A short, redacted reason for a failed HTTP call (timeout, refused, or the error's own text)."""
     if isinstance(exc, httpx2.TimeoutException | TimeoutError):
         return f"timed out after {timeout:g}s"
     cause: BaseException | None = exc
@@ -32,7 +33,7 @@ async def post_json(config: ChannelConfig, payload: Any) -> DeliveryResult:
         async with httpx2.AsyncClient(timeout=config.timeout, follow_redirects=False, trust_env=False) as client:
             response = await client.post(config.url, json=payload, headers=headers)
     except (httpx2.HTTPError, OSError, TimeoutError) as exc:
-        return DeliveryResult(channel=config.name, delivered=False, error=_transport_error(exc, config.timeout))
+        return DeliveryResult(channel=config.name, delivered=False, error=transport_error(exc, config.timeout))
     if 200 <= response.status_code < 300:
         return DeliveryResult(channel=config.name, delivered=True, status_code=response.status_code)
     excerpt = response.text[:BODY_EXCERPT].strip()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, and_, case, delete, func, literal_column, or_, select, update
+from sqlalchemy import Select, and_, case, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.domain.errors import ConfigInvalid, NotFound, VersionConflict
@@ -73,10 +73,10 @@ def spec_of(row: ServiceRow) -> ServiceSpec:
 
 class ServiceRepository:
     async def get(self, *, session: AsyncSession, service_id: str, for_update: bool = False) -> ServiceRow | None:
-        stmt = select(ServiceRow).where(ServiceRow.id == service_id)
         if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        return (await session.execute(stmt)).scalar_one_or_none()
+            stmt = select(ServiceRow).where(ServiceRow.id == service_id).with_for_update()
+            return (await session.execute(stmt)).scalar_one_or_none()
+        return await session.get(ServiceRow, service_id)  # a row this session already loaded costs no query
 
     async def require(self, *, session: AsyncSession, service_id: str, for_update: bool = False) -> ServiceRow:
         row = await self.get(session=session, service_id=service_id, for_update=for_update)
@@ -242,6 +242,22 @@ class ServiceRepository:
         await session.execute(delete(ProbeResultRow).where(ProbeResultRow.service_id == service_id))
         await session.execute(delete(ConfigVersionRow).where(ConfigVersionRow.service_id == service_id))
         await session.execute(delete(ServiceRow).where(ServiceRow.id == service_id))
+
+    async def change_stamp(self, *, session: AsyncSession) -> str:
+        """A value that changes whenever any service row is created, changed or deleted, by any process.
+
+        Every write of a row sets its ``updated_at`` (state writes through the ORM's ``onupdate``, config writes
+        explicitly), so the row count and the newest ``updated_at`` move with each commit. On SQLite writers run
+        one at a time and stamp inside their transaction, so the newest stamp is the last commit's. On PostgreSQL
+        transactions commit concurrently, in any order: one that stamped earlier may commit after a later one and
+        leave the maximum unchanged, so the stamp also sums every row's ``updated_at`` (exact ``numeric``), which
+        moves whichever row changed. Read caches key their entries by it (``windflow.api.cache``).
+        """
+        columns: list[Any] = [func.count(), func.max(ServiceRow.updated_at)]
+        if _is_postgres(session):
+            columns.append(func.sum(func.extract("epoch", ServiceRow.updated_at)))
+        row = (await session.execute(select(*columns))).one()
+        return ":".join("" if v is None else (v.isoformat() if isinstance(v, datetime) else str(v)) for v in row)
 
     async def set_state(
         self, *, session: AsyncSession, service_id: str, state: str, detail: dict[str, Any] | None = None
@@ -487,25 +503,26 @@ class ProbeResultRepository:
     ) -> None:
         if not results:
             return
-        session.add_all(
-            ProbeResultRow(service_id=service_id, healthy=r.healthy, latency_ms=r.latency_ms, message=r.message[:2000],
-                           checked_at=r.checked_at)
+        # one executemany, not an ORM insert per row (these land on every health verdict, in bursts)
+        await session.execute(insert(ProbeResultRow), [
+            {"service_id": service_id, "healthy": r.healthy, "latency_ms": r.latency_ms, "message": r.message[:2000],
+             "checked_at": r.checked_at}
             for r in results
-        )
-        await session.flush()
-        # keep a bounded history: delete everything older than the newest `keep`
-        cutoff = (
+        ])
+        # keep a bounded history: delete everything older than the newest `keep`, in one statement
+        boundary = (
             select(ProbeResultRow.id)
             .where(ProbeResultRow.service_id == service_id)
             .order_by(ProbeResultRow.id.desc())
             .offset(keep)
             .limit(1)
+            .scalar_subquery()
         )
-        boundary = (await session.execute(cutoff)).scalar_one_or_none()
-        if boundary is not None:
-            await session.execute(
-                delete(ProbeResultRow).where(ProbeResultRow.service_id == service_id, ProbeResultRow.id <= boundary)
-            )
+        await session.execute(
+            delete(ProbeResultRow)
+            .where(ProbeResultRow.service_id == service_id, ProbeResultRow.id <= boundary)
+            .execution_options(synchronize_session=False)
+        )
 
     async def recent(self, *, session: AsyncSession, service_id: str, limit: int = 100) -> list[ProbeResultRow]:
         stmt = (
@@ -524,6 +541,23 @@ class ProbeResultRepository:
         total, healthy = (await session.execute(stmt)).one()
         return (float(healthy or 0) / total) if total else None
 
+    async def latest_latency_by_service(self, *, session: AsyncSession) -> dict[str, float]:
+        """The latest probe's latency of every service that has one, in one query (not one per service)."""
+        newest = select(func.max(ProbeResultRow.id)).group_by(ProbeResultRow.service_id).scalar_subquery()
+        stmt = select(ProbeResultRow.service_id, ProbeResultRow.latency_ms).where(ProbeResultRow.id.in_(newest))
+        return {sid: float(latency) for sid, latency in (await session.execute(stmt)).all()}
+
+    async def availability_by_service(self, *, session: AsyncSession, window: timedelta) -> dict[str, float]:
+        """:meth:`availability` of every service with probes in ``window``, in one grouped query."""
+        since = utcnow() - window
+        stmt = (
+            select(ProbeResultRow.service_id, func.count(), func.sum(case((ProbeResultRow.healthy, 1), else_=0)))
+            .where(ProbeResultRow.checked_at >= since)
+            .group_by(ProbeResultRow.service_id)
+        )
+        return {sid: float(healthy or 0) / total for sid, total, healthy in (await session.execute(stmt)).all()
+                if total}
+
 
 # --------------------------------------------------------------------------- outbox
 
@@ -537,6 +571,18 @@ def _is_postgres(session: AsyncSession) -> bool:
 
 
 class OutboxRepository:
+    async def add_many(self, *, session: AsyncSession, events: Sequence[Event]) -> None:
+        """Several events in one statement, in order (after anything this session added before)."""
+        if not events:
+            return
+        await session.flush()  # earlier pending rows first: the outbox's order is the events' order
+        await session.execute(insert(OutboxRow), [
+            {"event_id": e.event_id, "event_type": e.event_type.value, "payload": e.model_dump(mode="json"),
+             "created_at": e.timestamp} for e in events
+        ])
+        if _is_postgres(session):
+            await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+
     async def add(self, *, session: AsyncSession, event: Event) -> None:
         session.add(
             OutboxRow(event_id=event.event_id, event_type=event.event_type.value,

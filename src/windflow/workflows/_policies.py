@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+
+from windflow.domain.models import ServiceSpec
 
 NON_RETRYABLE = [
     "ConfigInvalid",
@@ -35,3 +41,45 @@ WAIT_HEARTBEAT = timedelta(seconds=5)
 
 #: one probe
 PROBE_TIMEOUT = timedelta(seconds=60)
+
+# --------------------------------------------------------------------------- host-affine services
+
+#: how long a driver or probe activity of a host-bound service may wait for that host's worker to pick it up
+#: (a live worker takes milliseconds; a restarting one a few seconds); then the call fails as HostUnavailable
+HOST_START_TIMEOUT = timedelta(seconds=30)
+
+
+def host_queue(task_queue: str, host: str) -> str:
+    """The task queue only the worker started with ``--host HOST`` polls (besides the shared one)."""
+    return f"{task_queue}.host.{host}"
+
+
+def driver_queue(spec: ServiceSpec) -> str | None:
+    """Where a service's driver and probe activities run: its host's queue, or ``None`` (the workflow's queue)."""
+    if spec.host is None:
+        return None
+    return host_queue(workflow.info().task_queue, spec.host)
+
+
+async def execute_on_host(spec: ServiceSpec, activity: Any, arg: Any, **options: Any) -> Any:
+    """``workflow.execute_activity_method`` for a driver or probe activity of ``spec``, routed to its host.
+
+    A service without ``host`` runs exactly as before (same commands, so histories replay). A host-bound one
+    runs on ``driver_queue(spec)`` and fails with a ``HostUnavailable`` cause, "no worker polls host queue
+    …", when no worker picks the task up within ``HOST_START_TIMEOUT``.
+    """
+    queue = driver_queue(spec)
+    if queue is None:
+        return await workflow.execute_activity_method(activity, arg, **options)
+    try:
+        return await workflow.execute_activity_method(activity, arg, task_queue=queue,
+                                                      schedule_to_start_timeout=HOST_START_TIMEOUT, **options)
+    except ActivityError as exc:
+        cause = exc.cause
+        if isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+            unavailable = ApplicationError(
+                f"no worker polls host queue {queue}: start `windflow worker --host {spec.host}` on host "
+                f"{spec.host!r}", type="HostUnavailable", non_retryable=True)
+            unavailable.__cause__ = cause
+            exc.__cause__ = unavailable
+        raise

@@ -62,18 +62,18 @@ class ServiceControl:
         action = ServiceActionInput(spec=spec, source="user")
         try:
             if input.action == "stop":
-                done = await workflow.execute_activity_method(
-                    ServiceActivities.stop_service, action, start_to_close_timeout=policies.CONTROL_TIMEOUT,
+                done = await policies.execute_on_host(
+                    spec, ServiceActivities.stop_service, action, start_to_close_timeout=policies.CONTROL_TIMEOUT,
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
                 return ControlResult(service_id=spec.id, action="stop", ok=True, message=done.result.message,
                                      supervision=supervision)
             method = ServiceActivities.start_service if input.action == "start" else ServiceActivities.restart_service
-            done = await workflow.execute_activity_method(
-                method, action, start_to_close_timeout=policies.CONTROL_TIMEOUT,
+            done = await policies.execute_on_host(
+                spec, method, action, start_to_close_timeout=policies.CONTROL_TIMEOUT,
                 heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
             interval = spec.health.interval if spec.health else 1.0
-            await workflow.execute_activity_method(
-                ServiceActivities.wait_healthy,
+            await policies.execute_on_host(
+                spec, ServiceActivities.wait_healthy,
                 WaitHealthyInput(spec=spec, timeout=input.timeout, source="user"),
                 start_to_close_timeout=timedelta(seconds=input.timeout + 60),
                 heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * interval)),

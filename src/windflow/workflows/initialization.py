@@ -237,8 +237,8 @@ class SystemInitialization:
                         ServiceActivities.load_service, name, start_to_close_timeout=policies.STORE_TIMEOUT,
                         retry_policy=policies.STORE_RETRY)
                     self.specs[name] = spec
-                started = await workflow.execute_activity_method(
-                    ServiceActivities.start_service,
+                started = await policies.execute_on_host(
+                    spec, ServiceActivities.start_service,
                     ServiceActionInput(spec=spec, source="initialization", run_id=self.state.run_id),
                     start_to_close_timeout=policies.CONTROL_TIMEOUT,
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
@@ -249,8 +249,8 @@ class SystemInitialization:
                 comp.status = ComponentStatus.WAITING_HEALTHY
                 self._emit(name)
                 interval = spec.health.interval if spec.health else 1.0
-                await workflow.execute_activity_method(
-                    ServiceActivities.wait_healthy,
+                await policies.execute_on_host(
+                    spec, ServiceActivities.wait_healthy,
                     WaitHealthyInput(spec=spec, timeout=options.component_timeout, run_id=self.state.run_id),
                     start_to_close_timeout=timedelta(seconds=options.component_timeout + 60),
                     heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * interval)),
@@ -300,8 +300,8 @@ class SystemInitialization:
     async def _stop(self, name: str) -> None:
         comp = self.state.components[name]
         try:
-            await workflow.execute_activity_method(
-                ServiceActivities.stop_service,
+            await policies.execute_on_host(
+                self.specs[name], ServiceActivities.stop_service,
                 ServiceActionInput(spec=self.specs[name], source="initialization", run_id=self.state.run_id),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT,
                 heartbeat_timeout=policies.CONTROL_HEARTBEAT,

@@ -229,8 +229,8 @@ class RecoveryRoutine:
             health = self.spec.health
             timeout = max(10.0, (health.start_period if health else 0) + 30.0)
             try:
-                step = await workflow.execute_activity_method(
-                    SupervisionActivities.recover_step,
+                step = await policies.execute_on_host(
+                    self.spec, SupervisionActivities.recover_step,
                     RecoverStepInput(spec=self.spec, reason=reason, confirm=confirm, requested_at=workflow.now(),
                                      holder=holder, timeout=timeout, source=source,
                                      workflow_id=workflow.info().workflow_id, attempt=self.status.attempt,
@@ -333,8 +333,8 @@ class RecoveryRoutine:
 
     async def stop_service(self, why: str) -> None:
         try:
-            await workflow.execute_activity_method(
-                ServiceActivities.stop_service, ServiceActionInput(spec=self.spec, source="supervisor"),
+            await policies.execute_on_host(
+                self.spec, ServiceActivities.stop_service, ServiceActionInput(spec=self.spec, source="supervisor"),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT, heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                 retry_policy=policies.CONTROL_RETRY)
         except ActivityError as exc:
@@ -492,8 +492,8 @@ class ServiceSupervisor(RecoveryRoutine):
             return
         if self.status.state != SupervisionState.WATCHING:
             self.set_state(SupervisionState.WATCHING, "watching")
-        verdict: WatchResult = await self.interruptible(workflow.execute_activity_method(
-            SupervisionActivities.watch_service,
+        verdict: WatchResult = await self.interruptible(policies.execute_on_host(
+            self.spec, SupervisionActivities.watch_service,
             WatchInput(spec=self.spec),
             start_to_close_timeout=timedelta(days=365),
             heartbeat_timeout=self.heartbeat_timeout,
@@ -511,8 +511,12 @@ class ServiceSupervisor(RecoveryRoutine):
         self.status.restarts = [t for t in self.status.restarts
                                 if (workflow.now() - t).total_seconds() < self.spec.restart.reset_after]
         self.emit_recovery("detected", f"{verdict.verdict}: {verdict.message}")
-        outcome = await self.recover(f"{verdict.verdict}: {verdict.message}",
-                                     confirm=verdict.verdict == "unhealthy", source="supervisor")
+        # An "unhealthy" verdict is re-probed before the restart (a blip must not restart a healthy service)
+        # unless the watch has just seen failure_threshold >= 2 failures in a row: that was the confirmation,
+        # and re-probing a hung service would only wait out one more probe timeout.
+        health = self.spec.health
+        confirm = verdict.verdict == "unhealthy" and (health is None or health.failure_threshold < 2)
+        outcome = await self.recover(f"{verdict.verdict}: {verdict.message}", confirm=confirm, source="supervisor")
         if outcome == "recovered":
             await self.signal_dependants()
 

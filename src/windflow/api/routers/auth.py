@@ -74,7 +74,7 @@ async def login_credentials(request: Request) -> LoginRequest:
     else:
         try:
             data = json.loads(await request.body() or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to decode
             raise RequestValidationError([{"loc": ("body",), "msg": "invalid JSON", "type": "json_invalid"}]) from None
     try:
         creds = LoginRequest.model_validate(data)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from windflow import __version__
 from windflow.api.deps import ResourcesDep
 from windflow.api.errors import error_response
+from windflow.api.responses import ErrorEnvelope
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +20,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", summary="Database and Temporal reachable (503 otherwise)")
+@router.get("/readyz", summary="Database and Temporal reachable (503 otherwise)",
+            responses={503: {"model": ErrorEnvelope, "description": "not ready: details name what is unreachable"}})
 async def readyz(resources: ResourcesDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -253,7 +253,7 @@ def _presented_token(request: Request) -> str:
 async def _payload(request: Request) -> Any:
     try:
         return await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to decode
         raise ApiError(400, "the body is not JSON", code="bad_request") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import uuid
 from dataclasses import dataclass
@@ -140,6 +141,11 @@ async def start_recovery(client: Client, *, task_queue: str, service_id: str, re
                                                  SearchAttributePair(sa.ACTOR, actor)]),
         static_summary=f"recovery of {service_id} by {actor}",
     )
+    # the server says whether this call started the run or found one running (USE_EXISTING); the SDK keeps its
+    # answer on the handle. Without it, ask: the memo names the request that started the run.
+    response = getattr(handle, "_start_workflow_response", None)
+    if response is not None and hasattr(response, "started") and response.run_id:
+        return RecoveryStarted(workflow_id=workflow_id, run_id=response.run_id, attached=not response.started)
     desc = await handle.describe()
     memo = await desc.memo()
     attached = memo.get("request_id") != request_id  # USE_EXISTING returned someone else's recovery
@@ -151,22 +157,27 @@ async def start_recovery(client: Client, *, task_queue: str, service_id: str, re
 async def trigger_recovery(
     service_id: str,
     body: RecoveryCreate,
-    session: ReadSessionDep,
     client: TemporalDep,
     resources: ResourcesDep,
     principal: CanRecover,
     request_id: RequestIdDep,
 ) -> RecoveryAccepted:
-    await services.require(session=session, service_id=service_id)
+    # a short read, not a session held across the Temporal calls below: under load, requests holding a pooled
+    # connection while they wait for a second one (the audit write) would exhaust the pool
+    async with resources.db.read() as session:
+        await services.require(session=session, service_id=service_id)
     started = await start_recovery(client, task_queue=resources.settings.task_queue, service_id=service_id,
                                    reason=body.reason, actor=principal.name, source="api", request_id=request_id)
     workflow_id, attached = started.workflow_id, started.attached
-    async with resources.db.write() as wsession:
-        await record(wsession, principal, "recovery.trigger", workflow_id, request_id,
-                     details={"reason": body.reason, "attached": attached})
+
+    async def audit() -> None:
+        async with resources.db.write() as wsession:
+            await record(wsession, principal, "recovery.trigger", workflow_id, request_id,
+                         details={"reason": body.reason, "attached": attached})
+
+    _, supervised = await asyncio.gather(audit(), _supervisor_running(client, service_id))
     return RecoveryAccepted(service_id=service_id, workflow_id=workflow_id, run_id=started.run_id, attached=attached,
-                            supervised=await _supervisor_running(client, service_id),
-                            temporal_ui=ui_link(resources, workflow_id))
+                            supervised=supervised, temporal_ui=ui_link(resources, workflow_id))
 
 
 @router.get("/recoveries", response_model=PageOf[RecoveryPublic], summary="Recovery history (from the store)")

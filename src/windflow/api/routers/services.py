@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import jsonpatch
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Query, Response, status
 
 from windflow.api.audit import record
+from windflow.api.cache import read_cache_of, services_stamp
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import (
@@ -63,7 +65,7 @@ def _expected(if_match: str | None, body_value: int | None) -> int | None:
 
 @router.get("", response_model=PageOf[ServicePublic], summary="List services")
 async def list_services(
-    session: ReadSessionDep,
+    resources: ResourcesDep,
     _: CanRead,
     label: Annotated[list[str], Query(description="Filter key=value; repeat for several")] = [],  # noqa: B006
     driver: str | None = None,
@@ -72,10 +74,25 @@ async def list_services(
     q: str | None = Query(None, max_length=200, description="Search id, description and labels"),
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, max_length=512),
-) -> PageOf[ServicePublic]:
-    page = await services.list(session=session, limit=limit, cursor=cursor, labels=_labels(label), driver=driver,
-                               monitored=monitored, state=state, q=q)
-    return PageOf[ServicePublic](items=[ServicePublic.of(r) for r in page.items], next_cursor=page.next_cursor)
+) -> Response:
+    labels = _labels(label)
+    cache = read_cache_of(resources)
+    key = None
+    if cache is not None:
+        # the stamp first, then the page: see windflow.api.cache for why no read can be stale
+        query = json.dumps([sorted(labels.items()), driver, monitored, state, q, limit, cursor], separators=(",", ":"))
+        key = f"services:{await services_stamp(resources.db)}:{query}"
+        body = await cache.get(key)
+        if body is not None:
+            return Response(body, media_type="application/json")
+    async with resources.db.read() as session:
+        page = await services.list(session=session, limit=limit, cursor=cursor, labels=labels, driver=driver,
+                                   monitored=monitored, state=state, q=q)
+        result = PageOf[ServicePublic](items=[ServicePublic.of(r) for r in page.items], next_cursor=page.next_cursor)
+    body = result.model_dump_json().encode()
+    if cache is not None and key is not None:
+        await cache.set(key, body)
+    return Response(body, media_type="application/json")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ServicePublic, summary="Create a service")

@@ -40,7 +40,8 @@ _BODY_DOC = {
 async def _document(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
-        raise ConfigInvalid("empty body: send a system file (YAML or JSON)")
+        raise ConfigInvalid("empty body: send a system file (YAML or JSON)",
+                            details=[{"loc": [], "msg": "empty body: send a system file", "type": "missing"}])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -50,6 +51,8 @@ async def _document(request: Request) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"invalid JSON: {exc}", code="bad_request") from None
+        except RecursionError:
+            raise ApiError(400, "invalid JSON: nested too deeply", code="bad_request") from None
     return parse_yaml(text)
 
 

@@ -1,0 +1,333 @@
+"""Config rollouts of one service: start (validate, save, apply, verify, roll back), follow, list, cancel.
+
+A rollout is the ``ConfigRollout`` workflow with id ``rollout/{service}``: one at a time per service (a second
+start while one runs is a 409). The proposed config is validated here first, so a bad one is refused with the
+error envelope and nothing is saved; the workflow validates again against the registry as it is then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from windflow.api.audit import audit_as, record
+from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep
+from windflow.api.errors import ERROR_RESPONSES, ApiError
+from windflow.api.schemas import PageOf
+from windflow.api.security import require
+from windflow.auth.permissions import Permission, Principal
+from windflow.domain.errors import Conflict, NotFound, VersionConflict
+from windflow.domain.rollout import (
+    DEFAULT_VERIFY_WINDOW,
+    MAX_VERIFY_WINDOW,
+    TERMINAL_ROLLOUT,
+    RolloutInput,
+    RolloutPhase,
+    RolloutState,
+    RolloutStatus,
+)
+from windflow.persistence import registry
+from windflow.persistence.repositories import ServiceRepository
+from windflow.persistence.rollout_models import ConfigRolloutRow, RolloutRepository
+from windflow.workflows import search_attributes as sa
+from windflow.workflows.rollout import ConfigRollout
+
+router = APIRouter(prefix="/services/{service_id}/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
+services = ServiceRepository()
+rollouts = RolloutRepository()
+
+CanRead = Annotated[Principal, Depends(require(Permission.CONFIGS_READ))]
+CanWrite = Annotated[Principal, Depends(require(Permission.CONFIGS_WRITE))]
+
+
+def workflow_id_of(service_id: str) -> str:
+    return f"rollout/{service_id}"
+
+
+class RolloutCreate(BaseModel):
+    config: dict[str, Any] = Field(description="The service's full definition without its id (like PUT .../config)")
+    comment: str = Field("", max_length=2000)
+    verify_window: float = Field(DEFAULT_VERIFY_WINDOW, gt=0, le=MAX_VERIFY_WINDOW,
+                                 description="Seconds the new version must stay healthy before it is marked good")
+    expected_version: int | None = Field(None, ge=1, description="Refuse unless the current version is this one")
+    wait: bool = Field(False, description="Answer when the rollout has ended (or after `timeout`)")
+    timeout: float = Field(600.0, gt=0, le=3600, description="With wait: seconds to wait at most")
+
+
+class RolloutLinks(BaseModel):
+    self: str
+    cancel: str
+    temporal_ui: str | None = None
+
+
+class RolloutPublic(BaseModel):
+    rollout_id: str
+    service_id: str
+    workflow_id: str
+    status: RolloutStatus
+    phase: RolloutPhase
+    progress: int
+    actor: str
+    comment: str
+    verify_window: float
+    message: str
+    previous_version: int | None
+    good_version: int | None
+    new_version: int | None
+    restored_version: int | None
+    live: bool = Field(False, description="True when read from the running workflow, false when from the store")
+    state: RolloutState | None = Field(None, description="Phases and health evidence (probe results)")
+    started_at: datetime
+    finished_at: datetime | None
+    links: RolloutLinks
+
+
+def _links(resources: Any, service_id: str, rollout_id: str) -> RolloutLinks:
+    base = f"/api/v1/services/{service_id}/rollouts/{rollout_id}"
+    ui = resources.settings.temporal_ui_base_url
+    wid = workflow_id_of(service_id).replace("/", "%2F")
+    return RolloutLinks(self=base, cancel=f"{base}/cancel",
+                        temporal_ui=f"{ui}/namespaces/{resources.settings.temporal_namespace}/workflows/{wid}"
+                        if ui else None)
+
+
+def _public(resources: Any, row: ConfigRolloutRow, *, state: RolloutState | None = None, live: bool = False,
+            with_state: bool = True) -> RolloutPublic:
+    if state is None and with_state and row.state:
+        state = RolloutState.model_validate(row.state)
+    return RolloutPublic(
+        rollout_id=row.id, service_id=row.service_id, workflow_id=row.workflow_id,
+        status=state.status if state else RolloutStatus(row.status),
+        phase=state.phase if state else RolloutPhase(row.phase),
+        progress=state.progress if state else int((row.state or {}).get("progress", 0)),
+        actor=row.actor, comment=row.comment, verify_window=row.verify_window,
+        message=state.message if state else row.message,
+        previous_version=state.previous_version if state else row.previous_version,
+        good_version=state.good_version if state else row.good_version,
+        new_version=state.new_version if state else row.new_version,
+        restored_version=state.restored_version if state else row.restored_version,
+        live=live, state=state if with_state else None, started_at=row.started_at,
+        finished_at=state.finished_at if state and state.terminal else row.finished_at,
+        links=_links(resources, row.service_id, row.id),
+    )
+
+
+async def _live(client: Client, row: ConfigRolloutRow) -> RolloutState | None:
+    """The running workflow's state, if it is this rollout's (a later rollout reuses the workflow id)."""
+    try:
+        state: RolloutState = await client.get_workflow_handle(row.workflow_id).query(ConfigRollout.status)
+    except Exception:  # closed, unknown, Temporal down or no worker to answer: the store answers
+        return None
+    return state if state.rollout_id == row.id else None
+
+
+async def _start(client: Client, resources: Any, inp: RolloutInput, request_id: str) -> WorkflowHandle[Any, Any]:
+    """Start ``rollout/{service}``; raises WorkflowAlreadyStartedError while one runs."""
+    return await client.start_workflow(
+        ConfigRollout.run, inp, id=workflow_id_of(inp.service_id), task_queue=resources.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        memo={"actor": inp.actor, "request_id": request_id, "rollout_id": inp.rollout_id},
+        search_attributes=TypedSearchAttributes([
+            SearchAttributePair(sa.KIND, "rollout"), SearchAttributePair(sa.SERVICE, inp.service_id),
+            SearchAttributePair(sa.ACTOR, inp.actor),
+            SearchAttributePair(sa.STATUS, RolloutStatus.PENDING.value)]),
+        static_summary=f"config rollout of {inp.service_id} by {inp.actor}"
+        + (f": {inp.comment[:100]}" if inp.comment else ""),
+    )
+
+
+async def _closes(client: Client, workflow_id: str, timeout: float = 10.0) -> bool:
+    """Wait (briefly) for a rollout that has recorded its end to close."""
+    handle = client.get_workflow_handle(workflow_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _running_rollout(client: Client, workflow_id: str) -> str | None:
+    try:
+        memo = await (await client.get_workflow_handle(workflow_id).describe()).memo()
+    except Exception:
+        return None
+    value = memo.get("rollout_id")
+    return str(value) if value else None
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=RolloutPublic,
+             summary="Roll out a new config: save, apply, verify health, roll back on failure",
+             responses={200: {"model": RolloutPublic, "description": "with wait: the rollout has ended"}})
+@audit_as("config.rollout.start")
+async def start_rollout(
+    service_id: str,
+    body: RolloutCreate,
+    client: TemporalDep,
+    resources: ResourcesDep,
+    principal: CanWrite,
+    request_id: RequestIdDep,
+    response: Response,
+) -> RolloutPublic:
+    rollout_id = uuid.uuid4().hex[:16]
+    workflow_id = workflow_id_of(service_id)
+    content = {k: v for k, v in body.config.items() if k != "id"}
+    async with resources.db.write() as session:  # committed before any waiting: the worker writes too
+        row = await services.require(session=session, service_id=service_id)
+        if body.expected_version is not None and body.expected_version != row.current_version:
+            raise VersionConflict(
+                f"service {service_id!r} is at version {row.current_version}, not {body.expected_version}",
+                details={"current_version": row.current_version, "expected_version": body.expected_version})
+        spec = registry.parse_spec(registry.merge_secrets({**content, "id": service_id}, row))
+        await registry.check_graph_with(session=session, specs=[spec])
+        if spec.content() == row.spec:
+            raise ApiError(422, "the proposed config equals the current one: nothing to roll out",
+                           code="config_unchanged", details={"current_version": row.current_version})
+        inp = RolloutInput(rollout_id=rollout_id, service_id=service_id, config=content, comment=body.comment,
+                           actor=principal.name, verify_window=body.verify_window,
+                           expected_version=row.current_version)
+        stored = await rollouts.upsert(
+            session=session, rollout_id=rollout_id, service_id=service_id, workflow_id=workflow_id,
+            status=RolloutStatus.PENDING.value, phase=RolloutPhase.PENDING.value, actor=principal.name,
+            verify_window=body.verify_window, comment=body.comment, message="accepted",
+            previous_version=row.current_version,
+            state=RolloutState(rollout_id=rollout_id, service_id=service_id, workflow_id=workflow_id,
+                               actor=principal.name, comment=body.comment, verify_window=body.verify_window,
+                               previous_version=row.current_version, message="accepted").model_dump(mode="json"))
+        # one rollout at a time: a running `rollout/{service}` makes this raise WorkflowAlreadyStartedError (409)
+        # and the row above rolls back with the transaction
+        try:
+            handle = await _start(client, resources, inp, request_id)
+        except WorkflowAlreadyStartedError:
+            running = await _running_rollout(client, workflow_id)
+            previous = await rollouts.get(session=session, rollout_id=running) if running else None
+            if previous is None or previous.finished_at is None or not await _closes(client, workflow_id):
+                raise Conflict(f"a rollout of {service_id} is running; wait for it or cancel it",
+                               details={"workflow_id": workflow_id, "running_rollout": running}) from None
+            # the previous rollout had recorded its end and was closing: its id is free now
+            handle = await _start(client, resources, inp, request_id)
+        await record(session, principal, "config.rollout.start", service_id, request_id,
+                     details={"rollout_id": rollout_id, "workflow_id": workflow_id,
+                              "from_version": row.current_version, "verify_window": body.verify_window,
+                              "comment": body.comment})
+    if resources.relay is not None:
+        resources.relay.notify()
+    response.headers["Location"] = _links(resources, service_id, rollout_id).self
+    if body.wait:
+        try:
+            await asyncio.wait_for(handle.result(), timeout=body.timeout)
+        except Exception:  # still running, cancelled or failed: the store and the query tell which
+            pass
+        async with resources.db.read() as session:
+            final = await rollouts.get(session=session, rollout_id=rollout_id)
+        if final is not None and final.finished_at is not None:
+            response.status_code = status.HTTP_200_OK
+            return _public(resources, final)
+        live = await _live(client, final or stored)
+        return _public(resources, final or stored, state=live, live=live is not None)
+    return _public(resources, stored)
+
+
+@router.get("", response_model=PageOf[RolloutPublic], summary="Rollout history (from the store)")
+async def list_rollouts(
+    service_id: str,
+    session: ReadSessionDep,
+    resources: ResourcesDep,
+    _: CanRead,
+    status_filter: Annotated[RolloutStatus | None, Query(alias="status")] = None,
+    limit: int = Query(50, ge=1, le=500),
+    cursor: str | None = Query(None, max_length=512),
+) -> PageOf[RolloutPublic]:
+    await services.require(session=session, service_id=service_id)
+    page = await rollouts.list(session=session, service_id=service_id, limit=limit, cursor=cursor,
+                               status=status_filter.value if status_filter else None)
+    return PageOf[RolloutPublic](items=[_public(resources, r, with_state=False) for r in page.items],
+                                 next_cursor=page.next_cursor)
+
+
+async def _row(session: Any, service_id: str, rollout_id: str) -> ConfigRolloutRow:
+    row = await rollouts.get(session=session, rollout_id=rollout_id)
+    if row is None or row.service_id != service_id:
+        raise NotFound(f"rollout {rollout_id!r} of service {service_id!r} not found",
+                       details={"service_id": service_id, "rollout_id": rollout_id})
+    return row
+
+
+@router.get("/{rollout_id}", response_model=RolloutPublic,
+            summary="One rollout: live status and probe results while it runs, the stored result after")
+async def get_rollout(
+    service_id: str, rollout_id: str, session: ReadSessionDep, resources: ResourcesDep, _: CanRead
+) -> RolloutPublic:
+    row = await _row(session, service_id, rollout_id)
+    if row.finished_at is None:
+        try:
+            client = await resources.temporal.get()
+        except Exception:  # Temporal down: the store answers
+            client = None
+        live = await _live(client, row) if client is not None else None
+        if live is not None:
+            return _public(resources, row, state=live, live=True)
+    return _public(resources, row)
+
+
+async def _cancel(service_id: str, rollout_id: str, client: Client, resources: Any, principal: Principal,
+                  request_id: str) -> dict[str, str]:
+    async with resources.db.read() as session:
+        row = await _row(session, service_id, rollout_id)
+    if row.finished_at is not None or RolloutStatus(row.status) in TERMINAL_ROLLOUT:
+        raise Conflict(f"rollout {rollout_id} has already ended ({row.status})",
+                       details={"status": row.status})
+    handle = client.get_workflow_handle(row.workflow_id)
+    try:
+        desc = await handle.describe()
+        memo = await desc.memo()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise Conflict(f"rollout {rollout_id} is not running") from None
+        raise
+    if desc.status != WorkflowExecutionStatus.RUNNING or memo.get("rollout_id") != rollout_id:
+        raise Conflict(f"rollout {rollout_id} is not running", details={"status": row.status})
+    await client.get_workflow_handle(row.workflow_id, run_id=desc.run_id).cancel()
+    async with resources.db.write() as session:
+        await record(session, principal, "config.rollout.cancel", service_id, request_id,
+                     details={"rollout_id": rollout_id})
+    if resources.relay is not None:
+        resources.relay.notify()
+    return {"rollout_id": rollout_id, "status": "cancelling",
+            "message": "cancel requested: the rollout rolls back to the last good version"}
+
+
+@router.post("/{rollout_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
+             summary="Cancel a running rollout (rolls back to the last good version)")
+@audit_as("config.rollout.cancel")
+async def cancel_rollout(
+    service_id: str, rollout_id: str, client: TemporalDep, resources: ResourcesDep, principal: CanWrite,
+    request_id: RequestIdDep,
+) -> dict[str, str]:
+    return await _cancel(service_id, rollout_id, client, resources, principal, request_id)
+
+
+@router.delete("/{rollout_id}", status_code=status.HTTP_202_ACCEPTED,
+               summary="Cancel a running rollout (same as POST .../cancel)")
+@audit_as("config.rollout.cancel")
+async def delete_rollout(
+    service_id: str, rollout_id: str, client: TemporalDep, resources: ResourcesDep, principal: CanWrite,
+    request_id: RequestIdDep,
+) -> dict[str, str]:
+    return await _cancel(service_id, rollout_id, client, resources, principal, request_id)

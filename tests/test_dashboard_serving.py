@@ -1,0 +1,117 @@
+"""The web dashboard at ``/``: built files, SPA fallback for client routes, never shadowing the API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx2
+import pytest
+import pytest_asyncio
+
+from windflow.api.app import create_app
+from windflow.api.dashboard import dashboard_dir
+from windflow.settings import Settings
+
+INDEX = "<!doctype html><div id=app></div>"
+
+
+def _settings(tmp_path: Path, dist: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", jwt_secret="x" * 48, dashboard_dir=dist, _env_file=None)
+
+
+async def _client(settings: Settings) -> AsyncIterator[httpx2.AsyncClient]:
+    app = create_app(settings)  # no lifespan: these routes need no store or Temporal
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://windflow.test") as client:
+        yield client
+
+
+@pytest.fixture
+def dist(tmp_path: Path) -> Path:
+    path = tmp_path / "dist"
+    (path / "assets").mkdir(parents=True)
+    (path / "index.html").write_text(INDEX)
+    (path / "assets" / "index-abc123.js").write_text("console.log(1)")
+    (path / "favicon.svg").write_text("<svg/>")
+    return path
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def built(tmp_path: Path, dist: Path) -> AsyncIterator[httpx2.AsyncClient]:
+    async for client in _client(_settings(tmp_path, dist)):
+        yield client
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def unbuilt(tmp_path: Path) -> AsyncIterator[httpx2.AsyncClient]:
+    async for client in _client(_settings(tmp_path, tmp_path / "missing")):
+        yield client
+
+
+async def test_index_and_client_routes(built: httpx2.AsyncClient) -> None:
+    for path in ("/", "/services/api", "/configs/database", "/initialization"):
+        response = await built.get(path)
+        assert response.status_code == 200, path
+        assert response.text == INDEX
+        assert response.headers["cache-control"] == "no-cache"
+
+
+async def test_static_files(built: httpx2.AsyncClient) -> None:
+    response = await built.get("/assets/index-abc123.js")
+    assert response.status_code == 200
+    assert "immutable" in response.headers["cache-control"]
+    assert (await built.get("/favicon.svg")).text == "<svg/>"
+    assert (await built.get("/assets/missing.js")).status_code == 404
+    assert (await built.get("/robots.txt")).status_code == 404  # a missing file, not a client route
+
+
+async def test_no_path_escape(built: httpx2.AsyncClient, tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("nope")
+    response = await built.get("/%2E%2E/secret.txt")
+    assert "nope" not in response.text
+
+
+async def test_api_paths_are_never_shadowed(built: httpx2.AsyncClient) -> None:
+    assert (await built.get("/openapi.json")).json()["info"]["title"] == "windflow"
+    assert "swagger" in (await built.get("/docs")).text.lower()
+    assert (await built.get("/healthz")).json()["status"] == "ok"
+    for path in ("/api/v1/nope", "/api/v2", "/api", "/docs/nope", "/healthcheck", "/metrics/x", "/readyz/x"):
+        response = await built.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found", path
+    response = await built.get("/api/v1/auth/login")  # a POST-only API path: 405, as without the dashboard
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    response = await built.get("/api/v1/services")
+    assert response.status_code == 401  # the real route answered
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+async def test_without_a_build_the_api_still_works(unbuilt: httpx2.AsyncClient) -> None:
+    response = await unbuilt.get("/")
+    assert response.status_code == 200
+    assert "npm ci && npm run build" in response.text
+    assert (await unbuilt.get("/services/api")).status_code == 404
+    assert (await unbuilt.get("/healthz")).status_code == 200
+    assert (await unbuilt.get("/openapi.json")).status_code == 200
+
+
+def test_default_dashboard_dir_is_the_checkout_web_dist(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, _env_file=None)
+    assert dashboard_dir(settings).parts[-2:] == ("web", "dist")
+
+
+async def test_ui_config_and_health_checks(api: httpx2.AsyncClient, anon: httpx2.AsyncClient,
+                                           settings: Settings) -> None:
+    response = await api.get("/api/v1/ui-config")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["temporal_ui_url"] == settings.temporal_ui_base_url
+    assert body["temporal_namespace"] == settings.temporal_namespace
+    assert (await anon.get("/api/v1/ui-config")).status_code == 401
+    assert (await api.get("/api/v1/services/nope/health-checks")).status_code == 404
+    created = await api.post("/api/v1/services", json={"id": "probe-me", "driver": "noop", "config": {}})
+    assert created.status_code == 201, created.text
+    checks = await api.get("/api/v1/services/probe-me/health-checks", params={"limit": 5})
+    assert checks.status_code == 200
+    assert checks.json() == []

@@ -1,0 +1,153 @@
+"""Host-affine services: drivers and probes run on the worker of the service's host, and a host nobody serves is
+reported as such.
+
+Two real `windflow worker --host NAME` processes share one task queue (and the store); each is the only poller of
+its own host queue. Which worker ran an activity is read from Temporal itself (the worker identity of the
+ActivityTaskStarted event, or of a pending activity) and from the process driver's state files, which live in the
+data dir of the worker that spawned the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError
+
+from tests.helpers import eventually, processes_with, register, running_worker, standin
+from windflow.domain.contracts import ComponentStatus, InitInput, InitOptions, InitState, InitStatus
+from windflow.domain.models import ServiceSpec
+from windflow.workflows import _policies as policies
+from windflow.workflows.initialization import SystemInitialization
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+DRIVER_ACTIVITIES = {"bring_up", "start_service", "wait_healthy", "stop_service", "restart_service",
+                     "watch_service", "recover_step"}
+
+
+def spawn_worker(tmp_path: Path, name: str, env: dict[str, str], *args: str) -> subprocess.Popen:
+    data_dir = tmp_path / f"data-{name}"
+    log = open(tmp_path / f"worker-{name}.log", "wb")  # noqa: SIM115
+    cmd = [sys.executable, "-c", "from windflow.cli.main import run; run()", "worker", *args]
+    return subprocess.Popen(cmd, env={**env, "WINDFLOW_DATA_DIR": str(data_dir)}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def identity(proc: subprocess.Popen) -> str:
+    return f"{proc.pid}@{socket.gethostname()}"  # the SDK's default worker identity
+
+
+def stop(*procs: subprocess.Popen | None) -> None:
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+async def start_init(client, task_queue: str, **options):
+    run_id = uuid.uuid4().hex[:12]
+    return await client.start_workflow(SystemInitialization.run,
+                                       InitInput(run_id=run_id, options=InitOptions(**options), actor="tester"),
+                                       id=f"init/{run_id}", task_queue=task_queue)
+
+
+async def driver_runs(handle) -> list[tuple[str, str, str]]:
+    """(activity type, task queue, worker identity) of every started driver or probe activity of a run."""
+    scheduled: dict[int, tuple[str, str]] = {}
+    out = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = (attrs.activity_type.name, attrs.task_queue.name)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attrs = event.activity_task_started_event_attributes
+            kind, queue = scheduled[attrs.scheduled_event_id]
+            if kind in DRIVER_ACTIVITIES:
+                out.append((kind, queue, attrs.identity))
+    return out
+
+
+async def watched_by(client, service: str) -> str | None:
+    """Identity of the worker running the supervisor's watch of ``service`` (None until one runs it)."""
+    desc = await client.get_workflow_handle(f"supervise/{service}").describe()
+    for pending in desc.raw_description.pending_activities:
+        if pending.activity_type.name == "watch_service" and pending.last_worker_identity:
+            return pending.last_worker_identity
+    return None
+
+
+def bound(spec: ServiceSpec, host: str) -> ServiceSpec:
+    return spec.model_copy(update={"host": host})
+
+
+async def test_each_service_is_started_and_watched_by_its_hosts_worker(temporal_env, wsettings, sqlite_db, ports,
+                                                                       task_queue, tmp_path):
+    client = temporal_env.client
+    p1, p2 = ports(), ports()
+    await register(sqlite_db, bound(standin("on-alpha", p1, boot=0.1), "alpha"),
+                   bound(standin("on-beta", p2, boot=0.1, deps=["on-alpha"]), "beta"))
+    env = {
+        **os.environ,
+        "WINDFLOW_DATABASE_URL": str(sqlite_db.engine.url),
+        "WINDFLOW_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "WINDFLOW_TEMPORAL_NAMESPACE": client.namespace,
+        "WINDFLOW_TASK_QUEUE": task_queue,
+        "WINDFLOW_JWT_SECRET": "y" * 40,
+        "WINDFLOW_WORKER_METRICS_PORT": "0",
+        "WINDFLOW_LOG_FORMAT": "json",
+    }
+    alpha = beta = None
+    try:
+        alpha = spawn_worker(tmp_path, "alpha", env, "--host", "alpha")
+        beta = spawn_worker(tmp_path, "beta", env, "--host", "beta")
+        handle = await start_init(client, task_queue)
+        result: InitState = await asyncio.wait_for(handle.result(), timeout=90)
+        assert result.status == InitStatus.SUCCEEDED, result.message
+        runs = await driver_runs(handle)
+        on_alpha = {(kind, who) for kind, queue, who in runs if queue == f"{task_queue}.host.alpha"}
+        on_beta = {(kind, who) for kind, queue, who in runs if queue == f"{task_queue}.host.beta"}
+        assert on_alpha and on_beta and len(on_alpha) + len(on_beta) == len(set(runs)), runs
+        assert {who for _, who in on_alpha} == {identity(alpha)}
+        assert {who for _, who in on_beta} == {identity(beta)}
+        # the process driver of the host's worker spawned (and tracks) the service
+        assert (tmp_path / "data-alpha" / "run" / "on-alpha.json").exists()
+        assert not (tmp_path / "data-beta" / "run" / "on-alpha.json").exists()
+        assert (tmp_path / "data-beta" / "run" / "on-beta.json").exists()
+        assert len(processes_with(f"--port {p1} ")) == 1 and len(processes_with(f"--port {p2} ")) == 1
+        # the supervisors watch each service from its own host
+        assert await eventually(lambda: watched_by(client, "on-alpha"), timeout=30) == identity(alpha)
+        assert await eventually(lambda: watched_by(client, "on-beta"), timeout=30) == identity(beta)
+    finally:
+        for name in ("on-alpha", "on-beta"):
+            try:
+                await client.get_workflow_handle(f"supervise/{name}").terminate("test over")
+            except Exception:
+                pass
+        stop(alpha, beta)
+
+
+async def test_a_host_without_a_worker_fails_its_component_with_a_clear_error(temporal_env, wsettings, sqlite_db,
+                                                                              ports, task_queue):
+    """Nobody runs `windflow worker --host ghost`: after HOST_START_TIMEOUT the component fails, saying so."""
+    client = temporal_env.client
+    p1, p2 = ports(), ports()
+    await register(sqlite_db, standin("local", p1, boot=0.1, monitored=False),
+                   bound(standin("remote", p2, boot=0.1, monitored=False), "ghost"))
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await start_init(client, task_queue, retry_window=0, on_failure="continue")
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), timeout=policies.HOST_START_TIMEOUT.total_seconds() + 60)
+        state: InitState = await handle.query(SystemInitialization.status)
+    remote = state.components["remote"]
+    assert remote.status == ComponentStatus.FAILED
+    assert f"no worker polls host queue {task_queue}.host.ghost" in (remote.last_error or ""), remote.last_error
+    assert state.components["local"].status == ComponentStatus.HEALTHY
+    assert processes_with(f"--port {p2} ") == []

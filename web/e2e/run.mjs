@@ -1,0 +1,247 @@
+// End-to-end: a real headless Chromium (Debian's, driven by playwright-core) against a real `windflow up` on
+// the example system. Screenshots go to e2e/artifacts/. Usage: node e2e/run.mjs (after npm run build).
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { chromium } from 'playwright-core'
+import { commandLine, startWindflow, WEB } from './server.mjs'
+
+const ARTIFACTS = join(WEB, 'e2e', 'artifacts')
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+const started = Date.now()
+const log = (msg) => console.log(`[e2e ${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}`)
+
+mkdirSync(ARTIFACTS, { recursive: true })
+
+const results = []
+let page
+let windflow
+let browser
+
+async function shot(name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
+}
+
+async function step(name, fn) {
+  const t0 = Date.now()
+  try {
+    await fn()
+    results.push({ name, ok: true, ms: Date.now() - t0 })
+    log(`ok    ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
+  } catch (error) {
+    results.push({ name, ok: false, ms: Date.now() - t0, error })
+    log(`FAIL  ${name}: ${error.stack ?? error}`)
+    await shot(`FAILED-${name.replace(/\W+/g, '-')}`).catch(() => {})
+    throw error
+  }
+}
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message)
+}
+
+async function main() {
+  windflow = await startWindflow({ log })
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] })
+  const context = await browser.newContext({ viewport: { width: 1360, height: 900 } })
+  page = await context.newPage()
+  page.setDefaultTimeout(30_000)
+  const consoleErrors = []
+  page.on('pageerror', (e) => consoleErrors.push(String(e)))
+
+  await step('sign in', async () => {
+    await page.goto(`${windflow.base}/services`)
+    await page.waitForURL(/\/login\?next=/)
+    await shot('01-login')
+    await page.fill('input[name="username"]', 'admin')
+    await page.fill('input[name="password"]', 'wrong password')
+    await page.click('button[type="submit"]')
+    await page.waitForSelector('[data-testid="login-error"]')
+    await page.fill('input[name="password"]', windflow.password)
+    await page.click('button[type="submit"]')
+    await page.waitForURL(/\/services$/)
+    await page.waitForSelector('[data-testid="services-table"] tr[data-service="api"]')
+    await page.waitForSelector('[data-testid="connection"].open')
+  })
+
+  await step('token survives a reload', async () => {
+    await page.reload()
+    await page.waitForSelector('[data-testid="services-table"] tr[data-service="database"]')
+    assert((await page.textContent('[data-testid="user"]')).includes('admin'), 'signed-in user shown')
+  })
+
+  await step('start an initialization and see every component turn healthy', async () => {
+    await page.click('text=Initialization')
+    await page.click('[data-testid="start-init"]')
+    await page.waitForSelector('[data-testid="init-dialog"]')
+    await shot('02-start-dialog')
+    await page.click('[data-testid="confirm-ok"]')
+    await page.waitForSelector('[data-testid="current-run"]')
+    // progress moves live: a component passes through a non-final status before all are healthy
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="components"] tr[data-component]').length === 5, null, { timeout: 30_000 })
+    await shot('03-initializing')
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('[data-testid="components"] tr[data-component]')].every((r) => r.getAttribute('data-status') === 'HEALTHY'),
+      null,
+      { timeout: 90_000 },
+    )
+    await page.waitForSelector('[data-testid="current-run"] [data-testid="status"][data-state="SUCCEEDED"]', { timeout: 60_000 })
+    const progress = await page.getAttribute('[data-testid="current-run"] [role="progressbar"]', 'aria-valuenow')
+    assert(progress === '100', `progress 100, got ${progress}`)
+    const link = await page.getAttribute('[data-testid="current-run"] [data-testid="temporal-link"]', 'href')
+    assert(link && link.includes(`:${windflow.uiPort}/namespaces/default/workflows/init%2F`), `Temporal link, got ${link}`)
+    await page.waitForSelector('[data-testid="init-history"] tbody tr [data-state="SUCCEEDED"]')
+    await shot('04-initialized')
+  })
+
+  await step('overview: the dependency graph is all healthy', async () => {
+    await page.click('a.brand')
+    await page.waitForFunction(
+      () => {
+        const nodes = [...document.querySelectorAll('[data-testid="graph-node"]')]
+        return nodes.length === 5 && nodes.every((n) => n.getAttribute('data-health') === 'HEALTHY')
+      },
+      null,
+      { timeout: 30_000 },
+    )
+    await page.waitForSelector('[data-testid="event-feed"] li.initialization_update')
+    await shot('05-overview-healthy')
+  })
+
+  await step('kill a service process: it turns failed, then recovers live', async () => {
+    await page.click('[data-testid="graph-node"][data-service="api"]')
+    await page.waitForURL(/\/services\/api$/)
+    await page.waitForSelector('[data-testid="service-state"][data-state="healthy"]')
+    await page.waitForSelector('[data-testid="latency-line"]', { timeout: 30_000 })
+    const before = await windflow.api('/api/v1/services/api')
+    const pid = before.state_detail.pid
+    const cmd = commandLine(pid)
+    assert(pid && cmd && cmd.includes(windflow.tmp) && cmd.includes('--name api'), `pid ${pid} is our api process (${cmd})`)
+    process.kill(pid, 'SIGKILL')
+    log(`killed api (pid ${pid})`)
+    // the supervisor sees the exit at once: the service is down (failed tone) while it is restarted
+    await page.waitForSelector('[data-testid="transitions"] li .badge.failed', { timeout: 20_000 })
+    await page.waitForSelector('[data-testid="toast"].error:has-text("api")')
+    await shot('06-api-failed')
+    await page.waitForSelector('[data-testid="transitions"] li[data-state="healthy"]', { timeout: 60_000 })
+    await page.waitForSelector('[data-testid="service-state"][data-state="healthy"]')
+    const after = await windflow.api('/api/v1/services/api')
+    assert(after.state_detail.pid && after.state_detail.pid !== pid, `a new pid (${after.state_detail.pid})`)
+    await page.waitForSelector('[data-testid="recoveries"] tbody tr [data-testid="status"]', { timeout: 30_000 })
+    await shot('07-api-recovered')
+  })
+
+  await step('edit, diff and revert a config', async () => {
+    await page.goto(`${windflow.base}/configs/cache`)
+    await page.waitForFunction(() => document.querySelector('[data-testid="config-editor"]')?.value.startsWith('{'))
+    const original = JSON.parse(await page.inputValue('[data-testid="config-editor"]'))
+    const editor = page.locator('[data-testid="config-editor"]')
+    // an invalid change is shown inline and cannot be saved
+    const invalid = { ...original, health: { ...original.health, kind: 'carrier-pigeon' } }
+    await editor.fill(JSON.stringify(invalid, null, 2))
+    await page.waitForSelector('[data-testid="config-problems"] li')
+    assert(await page.isDisabled('[data-testid="config-save"]'), 'save disabled while invalid')
+    await shot('08-config-invalid')
+    const changed = { ...original, description: 'Stand-in for Redis (edited in the dashboard)' }
+    await editor.fill(JSON.stringify(changed, null, 2))
+    await page.waitForSelector('[data-testid="config-valid"]')
+    await page.click('[data-testid="config-save"]')
+    await page.waitForFunction(() => document.querySelector('[data-testid="config-version"]')?.textContent?.trim() === 'v2')
+    await page.click('[data-testid="tab-history"]')
+    await page.selectOption('[data-testid="diff-from"]', '1')
+    await page.selectOption('[data-testid="diff-to"]', '2')
+    await page.click('[data-testid="diff-show"]')
+    await page.waitForSelector('[data-testid="diff"] code:has-text("/description")')
+    await shot('09-config-diff')
+    await page.click('[data-testid="revert-1"]')
+    await page.click('[data-testid="confirm-ok"]')
+    await page.waitForFunction(() => document.querySelector('[data-testid="config-version"]')?.textContent?.trim() === 'v3')
+    let current = await windflow.api('/api/v1/services/cache/config')
+    for (let i = 0; i < 50 && current.version !== 3; i++) {
+      await new Promise((r) => setTimeout(r, 100))
+      current = await windflow.api('/api/v1/services/cache/config')
+    }
+    assert(current.version === 3 && current.reverted_from === 1, `v3 reverted from v1: ${JSON.stringify(current).slice(0, 200)}`)
+    assert(current.content.description === original.description, 'the original description is back')
+    await page.waitForSelector('[data-testid="config-history"] tr[data-version="3"]')
+    await shot('10-config-reverted')
+  })
+
+  await step('render a config template', async () => {
+    await page.click('[data-testid="tab-templates"]')
+    const t = '[data-template="http-process"]'
+    await page.click(`${t} summary`)
+    await page.fill(`${t} [data-testid="template-id"]`, 'web-copy')
+    await page.click(`${t} [data-testid="template-preview"]`)
+    await page.waitForSelector(`${t} [data-testid="template-error"]:has-text("command")`) // a required parameter
+    await page.fill(`${t} input[placeholder^="command"]`, '["python3", "app.py"]')
+    await page.fill(`${t} input[placeholder^="port"]`, '18090')
+    await page.click(`${t} [data-testid="template-preview"]`)
+    await page.waitForSelector(`${t} [data-testid="template-result"]:has-text("web-copy")`)
+    const rendered = await page.textContent(`${t} [data-testid="template-result"]`)
+    assert(rendered.includes('18090') && rendered.includes('app.py'), `parameters rendered: ${rendered}`)
+    await shot('11-config-template')
+  })
+
+  await step('audit log shows what was done', async () => {
+    await page.click('text=Audit')
+    await page.fill('[data-testid="audit-action"]', 'config.revert')
+    await page.press('[data-testid="audit-action"]', 'Enter')
+    await page.waitForSelector('[data-testid="audit-table"] code:has-text("config.revert")')
+    await shot('12-audit')
+  })
+
+  await step('schedules page lists the recovery sweep', async () => {
+    await page.click('text=Schedules')
+    await page.waitForSelector('[data-testid="schedules"] tbody tr td:has-text("windflow-")')
+    await shot('13-schedules')
+  })
+
+  await step('sign out', async () => {
+    await page.click('[data-testid="logout"]')
+    await page.waitForURL(/\/login/)
+    const stored = await page.evaluate(() => [localStorage.getItem('auth_token'), localStorage.getItem('config_cache')])
+    assert(stored[0] === null && stored[1] === null, `token and config cache cleared: ${stored}`)
+  })
+
+  await step('a viewer sees no controls', async () => {
+    const password = 'viewer-password-123'
+    await windflow.api('/api/v1/users', { method: 'POST', body: JSON.stringify({ username: 'vera', password, roles: ['viewer'] }) })
+    await page.fill('input[name="username"]', 'vera')
+    await page.fill('input[name="password"]', password)
+    await page.click('button[type="submit"]')
+    await page.waitForSelector('[data-testid="graph-node"]')
+    await page.click('text=Services')
+    await page.waitForSelector('[data-testid="services-table"] tr[data-service="api"]')
+    assert((await page.locator('[data-testid^="action-"]').count()) === 0, 'no start/stop/restart/recover buttons')
+    assert((await page.locator('nav >> text=Audit').count()) === 0, 'no audit log link')
+    await page.goto(`${windflow.base}/initialization`)
+    await page.waitForSelector('[data-testid="current-run"]')
+    assert((await page.locator('[data-testid="start-init"]').count()) === 0, 'no start button')
+    await page.goto(`${windflow.base}/configs/api`)
+    await page.waitForFunction(() => document.querySelector('[data-testid="config-editor"]')?.value.startsWith('{'))
+    assert(await page.locator('[data-testid="config-editor"]').getAttribute('readonly') !== null, 'read-only editor')
+    await page.goto(`${windflow.base}/audit`)
+    await page.waitForSelector('text=Not allowed')
+    await shot('14-viewer')
+  })
+
+  assert(consoleErrors.length === 0, `page errors: ${consoleErrors.join('\n')}`)
+}
+
+let failed = false
+try {
+  await main()
+} catch {
+  failed = true
+} finally {
+  await browser?.close().catch(() => {})
+  if (windflow) {
+    log('stopping windflow')
+    await windflow.stop()
+    if (!failed) windflow.cleanup()
+    else log(`kept ${windflow.tmp} (windflow-up.log) for inspection`)
+  }
+}
+const passed = results.filter((r) => r.ok).length
+log(`${passed}/${results.length} steps passed${failed ? ' — FAILED' : ''}; screenshots in e2e/artifacts/`)
+process.exit(failed ? 1 : 0)
