@@ -273,7 +273,7 @@ async def activity_timeline(handle: Any) -> dict[tuple[str, str], dict[str, date
             attrs = event.activity_task_scheduled_event_attributes
             kind = attrs.activity_type.name
             component = ""
-            if kind in ("start_service", "wait_healthy", "bring_up") and attrs.input.payloads:
+            if kind in ("start_service", "wait_healthy") and attrs.input.payloads:
                 with contextlib.suppress(Exception):
                     component = json.loads(attrs.input.payloads[0].data)["spec"]["id"]
             key = (kind, component or f"#{event.event_id}")
@@ -290,11 +290,7 @@ async def activity_timeline(handle: Any) -> dict[tuple[str, str], dict[str, date
 
 def _start_and_wait(timeline: dict[tuple[str, str], dict[str, datetime]],
                     name: str) -> tuple[dict[str, datetime], dict[str, datetime]]:
-    """The start and the wait of one component: two activities (start_service, wait_healthy), or one
-    (bring_up) that is both."""
-    both = timeline.get(("bring_up", name))
-    if both is not None:
-        return both, both
+    """The start_service and wait_healthy activities of one component."""
     return timeline.get(("start_service", name), {}), timeline.get(("wait_healthy", name), {})
 
 
@@ -339,16 +335,13 @@ def analyse(state: Any, timeline: dict[tuple[str, str], dict[str, datetime]], bo
             "spawn_to_bound_ms": _ms(spawned.get(comp.name), bound.get(comp.name)),
             # port bound -> wait_healthy completed (probe cadence + store writes + completion)
             "bound_to_healthy_ms": _ms(bound.get(comp.name), wait.get("completed")),
-            # two activities only (older runs): the start itself, and the step from it to the wait
-            "start_activity_ms": None if start is wait else _ms(start.get("scheduled"), start.get("completed")),
-            "start_done_to_wait_scheduled_ms": None if start is wait else _ms(start.get("completed"),
-                                                                              wait.get("scheduled")),
+            "start_activity_ms": _ms(start.get("scheduled"), start.get("completed")),
+            "start_done_to_wait_scheduled_ms": _ms(start.get("completed"), wait.get("scheduled")),
         }
         hops.append(hop)
         previous_done = wait.get("completed")
     validate = next((v for k, v in timeline.items() if k[0] == "validate_system"), {})
-    first_start = min((v["scheduled"] for k, v in timeline.items() if k[0] in ("start_service", "bring_up")),
-                      default=None)
+    first_start = min((v["scheduled"] for k, v in timeline.items() if k[0] == "start_service"), default=None)
     total = {key: round(sum(h[key] or 0 for h in hops), 1)
              for key in ("schedule_gap_ms", "to_spawn_ms", "spawn_to_bound_ms", "bound_to_healthy_ms")}
     return {

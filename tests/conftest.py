@@ -60,6 +60,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
         terminalreporter.write_line("servers that could not be started (their tests were skipped):", yellow=True)
         for line in _SKIPPED:
             terminalreporter.write_line(f"  - {line}", yellow=True)
+    skipped = terminalreporter.stats.get("skipped", [])
+    if IN_CI and skipped:  # with CI=true nothing may skip: a skip fails the run
+        terminalreporter.write_line(f"CI=true: {len(skipped)} test(s) skipped, which CI does not allow:", red=True)
+        for report in skipped:
+            terminalreporter.write_line(f"  - {report.nodeid}", red=True)
+        config._windflow_exitstatus = 1
 
 
 def pytest_unconfigure(config):
