@@ -20,6 +20,11 @@ from windflow.persistence.migrate import upgrade
 from windflow.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+if IN_CI:  # CI runs the property tests' examples derandomized: the same examples on every run, no flakes
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+    _hypothesis_settings.load_profile("ci")
 _SKIPPED: list[str] = []
 
 

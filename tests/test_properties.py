@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -181,6 +181,9 @@ def test_corrupted_systems_load_or_are_rejected_cleanly(document: dict[str, Any]
 
 @PROPERTY
 @given(st.text(max_size=300))
+@example("? ")  # {None: None}: a null top-level key
+@example("1: a\nb: 2\ntrue: x\n")  # keys of mixed types
+@example("services:\n  ? \n  1: {driver: noop}\n")
 def test_any_text_parses_as_yaml_or_is_rejected_cleanly(text: str) -> None:
     try:
         document = parse_yaml(text)

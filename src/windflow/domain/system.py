@@ -116,9 +116,11 @@ def load_system(data: Any, *, base_dir: str | None = None) -> SystemFile:
     if not isinstance(data, dict):
         raise ConfigInvalid("the system file must be a mapping with a 'services' key",
                             details=[Problem(loc=[], msg="expected a mapping").model_dump()])
-    unknown = sorted(set(data) - {"version", "services", "notifications"})
+    # keys may be anything YAML can make (null, numbers, booleans): name them by their text
+    unknown = sorted((key for key in data if key not in {"version", "services", "notifications"}), key=repr)
     for key in unknown:
-        problems.append(Problem(loc=[key], msg="unknown top-level key", type="extra_forbidden"))
+        loc = key if isinstance(key, str | int) and not isinstance(key, bool) else repr(key)
+        problems.append(Problem(loc=[loc], msg="unknown top-level key", type="extra_forbidden"))
     version = data.get("version", SYSTEM_FILE_VERSION)
     if version != SYSTEM_FILE_VERSION:
         problems.append(Problem(loc=["version"], msg=f"unsupported version {version!r} (expected 1)"))
