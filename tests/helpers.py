@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -124,3 +125,27 @@ async def running_worker(client, settings, db, **kwargs):
     parts = build_worker(client=client, settings=settings, db=db, workflow_runner=strict_runner(), **kwargs)
     async with parts.worker:
         yield parts
+
+
+def worker_process(settings: Any, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
+    """A real `windflow worker` OS process for ``settings`` (its own process group, output in NAME.log)."""
+    env = {
+        **os.environ,
+        "WINDFLOW_DATA_DIR": str(settings.data_dir),
+        "WINDFLOW_DATABASE_URL": settings.database_url or "",
+        "WINDFLOW_TEMPORAL_ADDRESS": settings.temporal_address,
+        "WINDFLOW_TEMPORAL_NAMESPACE": settings.temporal_namespace,
+        "WINDFLOW_TASK_QUEUE": settings.task_queue,
+        "WINDFLOW_JWT_SECRET": "y" * 40,
+        "WINDFLOW_WORKER_METRICS_PORT": "0",  # several workers on one machine: no fixed metrics port
+    }
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (the child keeps writing to it)
+    return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_process_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a process started with ``start_new_session`` and everything in its group, and reap it."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 
 from tests.conftest import TEMPORAL_BIN, mint_token
-from tests.helpers import eventually, processes_with, register, running_worker, standin
+from tests.helpers import eventually, processes_with, register, running_worker, standin, worker_process
 from tests.servers import RestartablePostgres, free_port, port_open, start_redis
 from windflow.domain.contracts import (
     ComponentStatus,
@@ -295,22 +294,6 @@ async def _unpublished_is(db: Database, n: int) -> bool:
 
 
 # --------------------------------------------------------------------------- worker killed with the service
-
-
-def worker_process(settings: Settings, tmp_path: Path, name: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "WINDFLOW_DATA_DIR": str(settings.data_dir),
-        "WINDFLOW_DATABASE_URL": settings.database_url or "",
-        "WINDFLOW_TEMPORAL_ADDRESS": settings.temporal_address,
-        "WINDFLOW_TEMPORAL_NAMESPACE": settings.temporal_namespace,
-        "WINDFLOW_TASK_QUEUE": settings.task_queue,
-        "WINDFLOW_JWT_SECRET": "y" * 40,
-        "WINDFLOW_WORKER_METRICS_PORT": "0",
-    }
-    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def boots(settings: Settings, service_id: str) -> int:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -21,7 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Replayer
 
 from tests.conftest import mint_token
-from tests.helpers import eventually, processes_with, running_worker, standin
+from tests.helpers import eventually, kill_process_group, processes_with, running_worker, standin, worker_process
 from windflow.domain.contracts import SupervisionState, SupervisorInput
 from windflow.domain.rollout import RolloutInput, RolloutPhase, RolloutState, RolloutStatus
 from windflow.drivers import build_driver_registry
@@ -381,28 +379,6 @@ async def test_cli_config_apply_waits_and_fails_when_rolled_back(temporal_env, s
 # --------------------------------------------------------------------------- a worker dies mid-rollout
 
 
-def _worker_process(settings: Settings, tmp_path, name: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "WINDFLOW_DATA_DIR": str(settings.data_dir),
-        "WINDFLOW_DATABASE_URL": settings.database_url,
-        "WINDFLOW_TEMPORAL_ADDRESS": settings.temporal_address,
-        "WINDFLOW_TEMPORAL_NAMESPACE": settings.temporal_namespace,
-        "WINDFLOW_TASK_QUEUE": settings.task_queue,
-        "WINDFLOW_JWT_SECRET": "y" * 40,
-        "WINDFLOW_WORKER_METRICS_PORT": "0",
-    }
-    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _kill(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 async def _probing(handle) -> RolloutState | None:
     """The new version is being verified and has been probed at least once."""
     st: RolloutState = await handle.query(ConfigRollout.status)
@@ -419,7 +395,7 @@ async def test_worker_killed_mid_rollout_ends_consistent(temporal_env, wsettings
     await register(sqlite_db, v1)
     await start_process(wsettings, v1)
     await eventually(lambda: healthy(port), timeout=10)
-    first = _worker_process(wsettings, tmp_path, "w1")
+    first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
         supervisor = await supervise(client, wsettings.task_queue, "kv")
@@ -430,8 +406,8 @@ async def test_worker_killed_mid_rollout_ends_consistent(temporal_env, wsettings
                          verify_window=2.0, expected_version=1),
             id="rollout/kv", task_queue=wsettings.task_queue)
         await eventually(lambda: _probing(handle), timeout=30, interval=0.05)
-        _kill(first)  # the new version is booting or being verified: the rollout is in flight
-        second = _worker_process(wsettings, tmp_path, "w2")
+        kill_process_group(first)  # the new version is booting or being verified: the rollout is in flight
+        second = worker_process(wsettings, tmp_path, "w2")
         result: RolloutState = await asyncio.wait_for(handle.result(), timeout=90)
         assert result.status in (RolloutStatus.SUCCEEDED, RolloutStatus.ROLLED_BACK), result
         # never half: the stored config, the good marker and the running process agree
@@ -450,5 +426,5 @@ async def test_worker_killed_mid_rollout_ends_consistent(temporal_env, wsettings
         st = await eventually(lambda: watching(supervisor), timeout=30)  # supervision resumed
         assert st.paused_reason is None
     finally:
-        _kill(first)
-        _kill(second)
+        kill_process_group(first)
+        kill_process_group(second)

@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +16,15 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 
-from tests.helpers import eventually, processes_with, register, running_worker, standin
+from tests.helpers import (
+    eventually,
+    kill_process_group,
+    processes_with,
+    register,
+    running_worker,
+    standin,
+    worker_process,
+)
 from windflow.domain.contracts import (
     ControlInput,
     RecoveryInput,
@@ -311,28 +317,6 @@ async def _tcp_up(port: int) -> bool:
         return False
 
 
-def _worker_process(wsettings, tmp_path, name: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "WINDFLOW_DATA_DIR": str(wsettings.data_dir),
-        "WINDFLOW_DATABASE_URL": wsettings.database_url,
-        "WINDFLOW_TEMPORAL_ADDRESS": wsettings.temporal_address,
-        "WINDFLOW_TEMPORAL_NAMESPACE": wsettings.temporal_namespace,
-        "WINDFLOW_TASK_QUEUE": wsettings.task_queue,
-        "WINDFLOW_JWT_SECRET": "y" * 40,
-        "WINDFLOW_WORKER_METRICS_PORT": "0",
-    }
-    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _kill(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 async def test_worker_killed_mid_recovery_restarts_once(temporal_env, wsettings, sqlite_db, ports, task_queue,
                                                         tmp_path):
     client = temporal_env.client
@@ -341,7 +325,7 @@ async def test_worker_killed_mid_recovery_restarts_once(temporal_env, wsettings,
     await register(sqlite_db, spec)
     pid = await start_service(wsettings, spec)
     await eventually(lambda: healthy(port), timeout=15)
-    first = _worker_process(wsettings, tmp_path, "w1")
+    first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
         handle = await supervise(client, task_queue, "slowboot", heartbeat_timeout=3)
@@ -350,16 +334,16 @@ async def test_worker_killed_mid_recovery_restarts_once(temporal_env, wsettings,
         os.kill(pid, signal.SIGKILL)
         await eventually(lambda: _in_state(handle, SupervisionState.RECOVERING), timeout=20)
         await eventually(lambda: spawns(wsettings, "slowboot") == booted + 1, timeout=10)
-        _kill(first)  # the restarted service is still booting: the recovery is in flight
-        second = _worker_process(wsettings, tmp_path, "w2")
+        kill_process_group(first)  # the restarted service is still booting: the recovery is in flight
+        second = worker_process(wsettings, tmp_path, "w2")
         st = await eventually(lambda: watching(handle, restarts=1), timeout=60)
         assert spawns(wsettings, "slowboot") == booted + 1  # one restart, not two
         assert len(processes_with(f"--port {port} ")) == 1
         assert st.restarts_total == 1
         await handle.terminate("test over")
     finally:
-        _kill(first)
-        _kill(second)
+        kill_process_group(first)
+        kill_process_group(second)
 
 
 async def test_worker_killed_during_backoff_resumes_the_timer(temporal_env, wsettings, sqlite_db, ports, task_queue,
@@ -372,7 +356,7 @@ async def test_worker_killed_during_backoff_resumes_the_timer(temporal_env, wset
     await register(sqlite_db, spec)
     pid = await start_service(wsettings, spec)
     await eventually(lambda: healthy(port), timeout=10)
-    first = _worker_process(wsettings, tmp_path, "w1")
+    first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
         handle = await supervise(client, task_queue, "flaky", heartbeat_timeout=3)
@@ -382,17 +366,17 @@ async def test_worker_killed_during_backoff_resumes_the_timer(temporal_env, wset
         st = await eventually(lambda: _in_state(handle, SupervisionState.BACKING_OFF), timeout=20)
         due = st.next_attempt_at
         assert st.attempt == 1 and due is not None
-        _kill(first)
+        kill_process_group(first)
         flag.unlink()
-        second = _worker_process(wsettings, tmp_path, "w2")
+        second = worker_process(wsettings, tmp_path, "w2")
         st = await eventually(lambda: watching(handle, restarts=2), timeout=60)
         assert st.attempt == 2  # the failed restart and the one after the backoff
         assert st.healthy_since is not None and st.healthy_since >= due
         assert (st.healthy_since - due).total_seconds() < 15
         await handle.terminate("test over")
     finally:
-        _kill(first)
-        _kill(second)
+        kill_process_group(first)
+        kill_process_group(second)
 
 
 async def test_human_gate_waits_for_a_decision(temporal_env, wsettings, sqlite_db, ports, task_queue):
