@@ -155,6 +155,39 @@ async def test_logout_revokes_the_access_token_and_the_session(api, anon, db):
             ).status_code == 200
 
 
+def test_verified_tokens_cache_until_expiry_per_key_and_bounded(monkeypatch):
+    """The per-process cache of verified access tokens: a hit skips verification only for the same token and
+    key, and only until the token's expiry (plus leeway); the denylist is not its business (logout test above)."""
+    from windflow.auth import tokens
+
+    verified: list[str] = []
+    real = tokens.decode_access_token
+
+    def counting(token: str, *, key: str) -> dict:
+        verified.append(token)
+        return real(token, key=key)
+
+    monkeypatch.setattr(tokens, "decode_access_token", counting)
+    now = [time.time()]
+    cache = tokens.VerifiedTokens(max_entries=2, clock=lambda: now[0])
+    key = "k" * 40
+    first, expires = issue_access_token(key=key, subject="ann", permissions={"services:read"}, ttl=300)
+    assert cache.decode(first, key=key)["sub"] == "ann"
+    assert cache.decode(first, key=key)["sub"] == "ann"
+    assert verified == [first]  # the second presentation was a hit
+    with pytest.raises(tokens.InvalidToken):  # another key verifies afresh, and fails
+        cache.decode(first, key="x" * 40)
+    now[0] = expires.timestamp() + tokens.LEEWAY_SECONDS + 1  # past its expiry: verified again
+    cache.decode(first, key=key)
+    assert verified == [first, first, first]
+    others = [issue_access_token(key=key, subject=f"u{i}", permissions=set(), ttl=300)[0] for i in range(2)]
+    for token in others:
+        cache.decode(token, key=key)
+    assert len(cache) == 2  # bounded: the oldest went
+    cache.decode(first, key=key)
+    assert verified[-1] == first
+
+
 # --------------------------------------------------------------------------- bad tokens
 
 

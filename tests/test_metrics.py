@@ -10,9 +10,18 @@ import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import eventually, kill_marked, register, running_worker, standin, worker_settings
+from tests.helpers import (
+    eventually,
+    healthy,
+    register,
+    running_worker,
+    standin,
+    start_service,
+    supervise,
+    watching,
+    worker_settings,
+)
 from tests.servers import free_port
-from tests.test_supervision import healthy, start_service, stop_supervisor, supervise, watching
 from windflow.metrics import sdk_runtime, serve_windflow_metrics
 from windflow.temporal_client import connect
 
@@ -32,9 +41,9 @@ def value(found: dict, name: str, **labels: str) -> float | None:
     return found.get((name, frozenset(labels.items())))
 
 
-async def test_metrics_after_a_real_recovery(temporal_env, tmp_path, db, task_queue, anon):
+async def test_metrics_after_a_real_recovery(temporal_env, tmp_path, db, task_queue, anon, ports):
     service = f"metrics-web-{uuid.uuid4().hex[:8]}"
-    port = free_port()
+    port = ports()
     wsettings = worker_settings(tmp_path, task_queue, temporal_env, db)
     sdk_port, windflow_port = free_port(), free_port()
     # what `windflow worker` does with WINDFLOW_WORKER_METRICS_PORT: SDK metrics via the client's runtime,
@@ -51,7 +60,7 @@ async def test_metrics_after_a_real_recovery(temporal_env, tmp_path, db, task_qu
             await eventually(lambda: watching(handle), timeout=15)
             os.kill(pid, signal.SIGKILL)
             await eventually(lambda: watching(handle, restarts=1), timeout=20)
-            await stop_supervisor(handle)
+            await handle.terminate("test over")
 
             # the API's /metrics: public, no token
             async def scraped() -> dict | None:
@@ -66,7 +75,6 @@ async def test_metrics_after_a_real_recovery(temporal_env, tmp_path, db, task_qu
                 sdk_text = (await http.get(f"http://127.0.0.1:{sdk_port}/metrics")).text
     finally:
         server.shutdown()
-        kill_marked(f"--port {port} ")
 
     assert value(api, "windflow_restarts_total", service=service) == 1
     assert value(api, "windflow_recovery_duration_seconds_count") >= 1

@@ -98,6 +98,26 @@ async def test_every_route_declares_a_permission_or_is_public(app):
             assert perm is None, f"{method} {path} is public but declares {perm}"
 
 
+async def test_every_dependency_and_endpoint_is_async(app):
+    """FastAPI runs a plain ``def`` dependency or endpoint in its thread pool: a hand-off to a worker thread and
+    back on every request that uses it (``get_resources`` alone is used by most routes)."""
+    import inspect
+
+    def sync_calls(dependant, path):  # type: ignore[no-untyped-def]
+        call = dependant.call
+        if call is not None:
+            fn = call if inspect.isfunction(call) or inspect.ismethod(call) else type(call).__call__
+            if not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
+                yield f"{path}: {getattr(call, '__name__', call)}"
+        for dep in dependant.dependencies:
+            yield from sync_calls(dep, path)
+
+    routes = api_routes(app)
+    assert len(routes) > 20
+    found = sorted({s for _, path, rc, _ in routes for s in sync_calls(rc.dependant, path)})
+    assert not found, f"synchronous dependencies or endpoints (make them async def): {found}"
+
+
 class Sessions:
     """One logged-in user per built-in role; logs in again if a request ended the session (e.g. logout)."""
 

@@ -234,6 +234,7 @@ async def test_templates_list_and_instantiate(api):
 
 async def test_every_builtin_template_renders_to_a_valid_service(api):
     """Templates whose parameters all have defaults render with them alone; numbers in argv become text."""
+    rendered = []
     for template in (await api.get("/api/v1/config-templates")).json():
         params = {p["name"]: p.get("default") for p in template["parameters"] if p.get("default") is not None}
         if any(p.get("required") and p["name"] not in params for p in template["parameters"]):
@@ -241,6 +242,12 @@ async def test_every_builtin_template_renders_to_a_valid_service(api):
         r = await api.post(f"/api/v1/config-templates/{template['name']}/instantiate",
                            json={"service_id": f"t-{template['name']}", "parameters": params})
         assert r.status_code == 200, (template["name"], r.text)
+        service = r.json()["service"]
+        assert service["id"] == f"t-{template['name']}", service
+        argv = service.get("config", {}).get("command")
+        assert argv is None or all(isinstance(arg, str) for arg in argv), (template["name"], argv)
+        rendered.append(template["name"])
+    assert "redis" in rendered, rendered
     redis = (await api.post("/api/v1/config-templates/redis/instantiate", json={"service_id": "cache"})).json()
     assert redis["service"]["config"]["command"] == ["redis-server", "--port", "6379", "--save", ""]
 

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
 
 from windflow.activities._support import StateWriter
 from windflow.domain.models import ServiceSpec
@@ -66,7 +67,7 @@ async def test_one_failing_writer_fails_alone_and_leaves_nothing_half_saved(sqli
         return_exceptions=True,
     )
     assert all(r is not None and not isinstance(r, BaseException) for r in results[:-1])
-    assert isinstance(results[-1], Exception)
+    assert isinstance(results[-1], IntegrityError), results[-1]  # the duplicate event id, not something else
     async with sqlite_db.read() as session:
         states = dict((await session.execute(select(ServiceRow.id, ServiceRow.state))).all())
         dup = (await session.execute(select(OutboxRow).where(OutboxRow.event_id == "dup-1"))).first()
@@ -105,3 +106,119 @@ async def test_postgres_batched_write_is_a_plain_transaction(postgres_db: Databa
     async with postgres_db.read() as session:
         states = set((await session.execute(select(ServiceRow.state).where(ServiceRow.id.in_(ids)))).scalars())
     assert states == {"healthy"}
+
+
+# --------------------------------------------------------------------------- short reads outside a session
+
+
+async def test_rows_reads_committed_data_while_a_writer_holds_its_transaction(sqlite_db: Database) -> None:
+    """Database.rows on SQLite runs on the loop's thread: it must never wait for a writer (WAL) and must see only
+    what is committed."""
+    await _services(sqlite_db, 2)
+    stmt = select(ServiceRow.id).order_by(ServiceRow.id)
+    async with sqlite_db.write() as session:  # an open write transaction with an uncommitted row
+        spec = ServiceSpec.model_validate({"id": "svc-uncommitted", "driver": "noop", "config": {}})
+        await registry.create_service(session=session, spec=spec, author="test")
+        assert [r.id for r in await sqlite_db.rows(stmt)] == ["svc-00", "svc-01"]
+    assert [r.id for r in await sqlite_db.rows(stmt)] == ["svc-00", "svc-01", "svc-uncommitted"]
+
+
+async def test_rows_falls_back_to_a_session_when_the_file_is_locked(sqlite_db: Database, tmp_path) -> None:
+    """A lock that does block readers (another process holding the file exclusively): the quick read gives up
+    after a few milliseconds instead of stalling the event loop, and the read waits in a session instead."""
+    import sqlite3
+    import threading
+
+    await _services(sqlite_db, 1)
+    await sqlite_db.dispose()  # an exclusive lock on a WAL file needs every other connection closed
+    path = sqlite_db.engine.url.database
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("UPDATE services SET description = 'locked' WHERE id = 'svc-00'")
+    release = threading.Timer(0.5, lambda: (other.execute("COMMIT"), other.execute("PRAGMA locking_mode=NORMAL"),
+                                            other.execute("SELECT 1 FROM services"), other.close()))
+    release.start()
+    loop = asyncio.get_running_loop()
+    ticks = 0
+    stop = False
+
+    async def ticker() -> None:  # the loop keeps turning while the read waits
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.create_task(ticker())
+    started = loop.time()
+    rows = await sqlite_db.rows(select(ServiceRow.description).where(ServiceRow.id == "svc-00"))
+    waited = loop.time() - started
+    stop = True
+    await ticking
+    release.join()
+    assert rows[0].description == "locked"  # read after the other process committed
+    assert waited >= 0.4
+    assert ticks >= 10, f"the event loop stalled while the read waited ({ticks} ticks in {waited:.2f}s)"
+
+
+async def test_rows_on_postgres(postgres_db: Database) -> None:
+    await _services(postgres_db, 3)
+    rows = await postgres_db.rows(select(ServiceRow.id).where(ServiceRow.id.in_(["svc-01", "svc-02", "nope"]))
+                                  .order_by(ServiceRow.id))
+    assert [r.id for r in rows] == ["svc-01", "svc-02"]
+
+
+# --------------------------------------------------------------------------- synchronous units of work
+
+
+def _add_service_sync(service_id: str, *, fail: bool = False):  # type: ignore[no-untyped-def]
+    def work(session) -> str:  # type: ignore[no-untyped-def]
+        session.add(ServiceRow(id=service_id, driver="noop", spec={"id": service_id, "driver": "noop"}))
+        session.flush()
+        if fail:
+            raise RuntimeError("refused after the insert")
+        return service_id
+
+    return work
+
+
+async def _ids(db: Database) -> list[str]:
+    return [r.id for r in await db.rows(select(ServiceRow.id).order_by(ServiceRow.id))]
+
+
+async def _commits_or_leaves_nothing(db: Database) -> None:
+    assert await db.write_sync(_add_service_sync("sync-a")) == "sync-a"
+    with pytest.raises(RuntimeError, match="refused"):
+        await db.write_sync(_add_service_sync("sync-b", fail=True))
+    assert await _ids(db) == ["sync-a"]  # the failed unit of work left nothing half-saved
+
+
+async def test_write_sync_commits_or_leaves_nothing_sqlite(sqlite_db: Database) -> None:
+    await _commits_or_leaves_nothing(sqlite_db)
+
+
+async def test_write_sync_commits_or_leaves_nothing_postgres(postgres_db: Database) -> None:
+    await _commits_or_leaves_nothing(postgres_db)
+
+
+async def test_write_sync_queues_behind_this_process_writers(sqlite_db: Database) -> None:
+    """On SQLite it takes the same in-process writer slot as write(): it waits for an open write transaction
+    instead of failing or stalling in SQLite's busy handler, and lands after it."""
+    order: list[str] = []
+    entered = asyncio.Event()
+
+    async def async_writer() -> None:
+        async with sqlite_db.write() as session:
+            session.add(ServiceRow(id="first", driver="noop", spec={"id": "first", "driver": "noop"}))
+            await session.flush()
+            entered.set()
+            await asyncio.sleep(0.3)
+            order.append("async")
+
+    task = asyncio.create_task(async_writer())
+    await entered.wait()
+    await sqlite_db.write_sync(_add_service_sync("second"))
+    order.append("sync")
+    await task
+    assert order == ["async", "sync"]
+    assert await _ids(sqlite_db) == ["first", "second"]

@@ -7,17 +7,14 @@ exporter on the process's tracer provider.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.helpers import register, running_worker, standin
+from tests.helpers import initialize_through_api
 from windflow import tracing
 from windflow.settings import Settings
-from windflow.temporal_client import connect
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -62,14 +59,7 @@ def settings(wsettings: Settings) -> Settings:
 
 async def test_one_trace_links_http_request_workflow_activities_and_driver(spans, temporal_env, settings, db, api,
                                                                            ports):
-    port = ports()
-    await register(db, standin("web", port, boot=0.1, monitored=False))
-    client = await connect(settings)  # tracing and request-id interceptors, inherited by the worker
-    async with running_worker(client, settings, db):
-        r = await api.post("/api/v1/initializations", json={}, headers={"X-Request-Id": "trace-me-1"})
-        assert r.status_code == 202, r.text
-        workflow_id = r.json()["workflow_id"]
-        await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), timeout=60)
+    await initialize_through_api(api, settings, db, ports(), "trace-me-1")
 
     finished = list(spans.get_finished_spans())
     http = [s for s in finished if s.kind == trace.SpanKind.SERVER
@@ -96,6 +86,7 @@ async def test_one_trace_links_http_request_workflow_activities_and_driver(spans
     assert probes and all(p.parent is not None and activity_spans.get(p.parent.span_id) in (
         "RunActivity:bring_up", "RunActivity:wait_healthy") for p in probes)
     assert (probes[-1].attributes or {})["windflow.healthy"] is True
+
 
 async def test_no_exporter_unless_the_otel_environment_asks(monkeypatch):
     for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -126,15 +126,32 @@ def tracer() -> otel_trace.Tracer:
     return otel_trace.get_tracer(TRACER_NAME)
 
 
+def tracing_installed() -> bool:
+    """Whether a tracer provider that records spans is installed (by :func:`configure_tracing` or by the host)."""
+    return not isinstance(otel_trace.get_tracer_provider(),
+                          (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider))
+
+
 def instrument_app(app: FastAPI) -> None:
-    """HTTP server spans for the API (a no-op tracer unless tracing is configured)."""
+    """HTTP server spans for the API, when tracing is installed (the composition roots configure it before they
+    build the app). Without a provider every span would be a no-op, and the middleware building them would
+    still cost about half a millisecond per request."""
+    if not tracing_installed():
+        return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     FastAPIInstrumentor.instrument_app(app, excluded_urls=EXCLUDED_URLS, exclude_spans=["receive", "send"])
 
 
 def temporal_interceptors() -> list[Any]:
-    """Interceptors of every windflow Temporal client; workers built on that client inherit them."""
+    """Interceptors of every windflow Temporal client; workers built on that client inherit them.
+
+    Spans (client calls, workflows, activities) only when tracing is installed: the composition roots
+    configure it before they connect. Without a provider every span is a no-op, and building them and their
+    context headers cost about 0.7 ms of CPU per workflow start (a third of the API's own work for a start).
+    The request id travels either way."""
+    if not tracing_installed():
+        return [RequestIdInterceptor()]
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
     return [TracingInterceptor(), RequestIdInterceptor()]
@@ -305,14 +322,6 @@ def traced_drivers(registry: DriverRegistry) -> DriverRegistry:
 
 
 def traced_probes(registry: ProbeRegistry) -> ProbeRegistry:
-    from windflow.domain.errors import ConfigInvalid
-    from windflow.domain.models import ProbeKind
     from windflow.probes.base import ProbeRegistry
 
-    probes: dict[ProbeKind, HealthProbe] = {}
-    for kind in ProbeKind:
-        try:
-            probes[kind] = TracedProbe(registry.get(kind))
-        except ConfigInvalid:  # a kind this registry does not serve
-            continue
-    return ProbeRegistry(probes)
+    return ProbeRegistry({kind: TracedProbe(registry.get(kind)) for kind in registry.kinds()})

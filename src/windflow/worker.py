@@ -165,6 +165,9 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    from windflow.heap import freeze_startup_heap
+
+    freeze_startup_heap()  # windflow.heap: no full collection walking the start-up heap while tasks wait
     log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
     if parts.host_worker is not None:
         log.info("host %s: also polling %s", settings.worker_host, parts.host_worker.task_queue)

@@ -156,6 +156,6 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     v1.include_router(users.roles_router)
     v1.include_router(dashboard_router)
     app.include_router(v1)
-    instrument_app(app)  # HTTP server spans (no-op unless OTEL_* configures an exporter: windflow.tracing)
+    instrument_app(app)  # HTTP server spans when OTEL_* configures an exporter (windflow.tracing)
     mount_dashboard(app, settings)  # last: the SPA's fallback route must not shadow any other route
     return app

@@ -154,5 +154,4 @@ async def close_read_cache(resources: Any) -> None:
 
 
 async def services_stamp(db: Database) -> str:
-    async with db.read() as session:
-        return await _services.change_stamp(session=session)
+    return await _services.change_stamp(db=db)

@@ -22,7 +22,7 @@ import windflow
 from windflow import __version__
 from windflow.api.deps import ReadSessionDep, ResourcesDep
 from windflow.api.errors import ERROR_RESPONSES, allowed_methods, error_response
-from windflow.api.security import authenticated, require
+from windflow.api.security import AuthenticatedDep, require
 from windflow.auth.permissions import Permission, Principal
 from windflow.persistence.repositories import ProbeResultRepository, ServiceRepository
 from windflow.settings import Settings
@@ -52,7 +52,7 @@ class HealthCheckPublic(BaseModel):
 
 
 @router.get("/ui-config", response_model=UiConfig, summary="What the dashboard needs to know (Temporal Web UI)")
-async def ui_config(resources: ResourcesDep, _: Annotated[Principal, Depends(authenticated)]) -> UiConfig:
+async def ui_config(resources: ResourcesDep, _: AuthenticatedDep) -> UiConfig:
     s = resources.settings
     return UiConfig(version=__version__, temporal_ui_url=s.temporal_ui_base_url,
                     temporal_namespace=s.temporal_namespace, access_token_ttl=s.access_token_ttl)
@@ -118,7 +118,7 @@ def mount_dashboard(app: FastAPI, settings: Settings) -> None:
         relative = path.lstrip("/")
         if relative:
             candidate = (dist / relative).resolve()
-            if candidate.is_relative_to(dist.resolve()) and candidate.is_file():
+            if candidate.is_relative_to(dist) and candidate.is_file():  # dist is resolved already
                 immutable = relative.startswith("assets/")  # content-hashed file names
                 return FileResponse(candidate, headers={
                     "Cache-Control": "public, max-age=31536000, immutable" if immutable else "no-cache"})

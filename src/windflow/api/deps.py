@@ -17,14 +17,16 @@ from windflow.events.base import EventBus
 from windflow.settings import Settings
 
 
-def get_resources(request: Request) -> Resources:
+# every dependency is ``async def``: FastAPI runs a plain ``def`` one in its thread pool, a hand-off to a worker
+# thread and back on every request (tests/test_permissions.py checks)
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources  # type: ignore[no-any-return]
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_settings_dep(resources: ResourcesDep) -> Settings:
+async def get_settings_dep(resources: ResourcesDep) -> Settings:
     return resources.settings
 
 
@@ -61,7 +63,7 @@ async def get_temporal(resources: ResourcesDep) -> Client:
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 
 
-def get_bus(resources: ResourcesDep) -> EventBus:
+async def get_bus(resources: ResourcesDep) -> EventBus:
     return resources.bus
 
 
@@ -69,7 +71,7 @@ BusDep = Annotated[EventBus, Depends(get_bus)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def request_id(request: Request) -> str:
+async def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +70,38 @@ def decode_access_token(token: str, *, key: str) -> dict[str, Any]:
     if not isinstance(claims.get("permissions", []), list):
         raise InvalidToken("invalid token: malformed permissions")
     return claims
+
+
+class VerifiedTokens:
+    """Access tokens this process has verified, with their claims, until they expire.
+
+    A signed-in client presents the same token on every request; verifying it again (parse, HMAC, claim checks)
+    is most of what authentication costs. The cache keeps only verification's outcome for a token and a key:
+    a revocation is still looked up on every request (the denylist), and a token is dropped from the cache
+    at its ``exp`` (plus the leeway verification allows). Bounded: the oldest entries go first.
+    """
+
+    def __init__(self, max_entries: int = 4096, clock: Any = time.time) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+    def decode(self, token: str, *, key: str) -> dict[str, Any]:
+        """:func:`decode_access_token`, answered from the cache for a token verified before and not yet expired."""
+        entry = (key, token)
+        claims = self._entries.get(entry)
+        if claims is not None:
+            if self._clock() < int(claims["exp"]) + LEEWAY_SECONDS:
+                return claims
+            del self._entries[entry]
+        claims = decode_access_token(token, key=key)
+        self._entries[entry] = claims
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return claims
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

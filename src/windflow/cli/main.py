@@ -13,7 +13,7 @@ import typer
 from windflow import __version__
 from windflow.cli import ops
 from windflow.cli.auth import register as register_auth
-from windflow.cli.client import check, client, console, err_console
+from windflow.cli.client import ApiUrl, check, client, console, err_console
 from windflow.cli.config import app as config_app
 from windflow.cli.events import app as events_app
 from windflow.cli.init import app as init_app
@@ -31,7 +31,6 @@ app.command("services")(ops.services)
 app.command("recover")(ops.recover)
 register_auth(app)  # login, logout, users, tokens
 
-ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (default: settings / stored login)")]
 
 
 def settings_or_exit():  # type: ignore[no-untyped-def]
@@ -157,8 +156,12 @@ def run_api(
     settings = settings_or_exit()
     settings = settings.model_copy(update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v})
     observability(settings, "windflow-api")
+    from windflow.heap import freeze_startup_heap
+
+    api = create_app(settings)
+    freeze_startup_heap()  # windflow.heap: no full collection walking the whole start-up heap mid-request
     try:  # log_config=None: uvicorn's records go through windflow's log format
-        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None,
+        uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_config=None,
                     log_level=settings.log_level.lower(), proxy_headers=True, ws_per_message_deflate=False)
     finally:
         shutdown_observability()

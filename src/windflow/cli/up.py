@@ -163,6 +163,7 @@ async def run_up(
     from windflow.api.app import build_resources, create_app
     from windflow.auth.permissions import ALL_PERMISSIONS
     from windflow.auth.tokens import issue_access_token
+    from windflow.heap import freeze_startup_heap
     from windflow.schedules import ensure_sweep_schedule
     from windflow.temporal_client import connect
     from windflow.worker import build_worker, ensure_search_attributes
@@ -202,6 +203,7 @@ async def run_up(
         parts = build_worker(client=client, settings=settings, db=resources.db,
                              on_commit=relay.notify if relay else None)
         app = create_app(settings, resources=resources)
+        freeze_startup_heap()  # windflow.heap: API and worker share this process's loop
         # a WebSocket client that never goes away must not hold the shutdown hostage
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
                                 lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)

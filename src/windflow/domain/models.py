@@ -308,6 +308,11 @@ class RestartPolicy(_Strict):
             return self.backoff_max
         return min(delay, self.backoff_max)
 
+    def jittered(self, delay: float, draw: float) -> float:
+        """``delay`` plus up to ``jitter`` of itself: ``draw`` in [0, 1) is the caller's random draw (in a
+        workflow, from ``workflow.random()``, so a replay waits the same)."""
+        return delay * (1.0 + self.jitter * draw)
+
 
 # --------------------------------------------------------------------------- service
 

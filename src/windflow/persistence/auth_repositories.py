@@ -9,13 +9,16 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.domain.errors import NotFound
+
+if TYPE_CHECKING:
+    from windflow.persistence.db import Database
 from windflow.persistence.auth_models import (
     AccessDenylistRow,
     ApiTokenRow,
@@ -364,6 +367,13 @@ class ApiTokenRepository:
 # --------------------------------------------------------------------------- access-token denylist
 
 
+#: built once: constructing a statement costs more than running this one
+_DENIED = (select(AccessDenylistRow.key)
+           .where(AccessDenylistRow.key.in_(bindparam("keys", expanding=True)),
+                  AccessDenylistRow.expires_at > bindparam("now", type_=AccessDenylistRow.expires_at.type))
+           .limit(1))
+
+
 class DenylistRepository:
     async def add(self, *, session: AsyncSession, key: str, expires_at: datetime) -> None:
         values: dict[str, Any] = {"key": key, "expires_at": expires_at, "revoked_at": utcnow()}
@@ -379,12 +389,12 @@ class DenylistRepository:
         for key in keys:
             await self.add(session=session, key=key, expires_at=expires_at)
 
-    async def any_active(self, *, session: AsyncSession, keys: Sequence[str]) -> bool:
+    async def any_active(self, *, db: Database, keys: Sequence[str]) -> bool:
+        """Whether any of ``keys`` is denied now: read on every request, so outside a session
+        (:meth:`Database.rows`)."""
         if not keys:
             return False
-        stmt = (select(AccessDenylistRow.key)
-                .where(AccessDenylistRow.key.in_(list(keys)), AccessDenylistRow.expires_at > utcnow()).limit(1))
-        return (await session.execute(stmt)).first() is not None
+        return bool(await db.rows(_DENIED, {"keys": list(keys), "now": utcnow()}))
 
     async def purge_expired(self, *, session: AsyncSession) -> int:
         res = await session.execute(delete(AccessDenylistRow).where(AccessDenylistRow.expires_at <= utcnow()))

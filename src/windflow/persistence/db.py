@@ -7,17 +7,25 @@ concurrent API and worker writes queue instead of failing with "database is lock
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import Row, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: :meth:`Database.rows` on SQLite: how long a short read may wait on the event loop's thread for a lock
+#: (in WAL mode readers wait only during a checkpoint that resets the log) before it retries in a session
+SQLITE_QUICK_BUSY_MS = 20
 T = TypeVar("T")
 
 #: SQLite admits one writer at a time; writers of one process queue here, in order, instead of in SQLite's busy
@@ -52,8 +60,8 @@ def create_engine(url: str, *, echo: bool = False, **kwargs: Any) -> AsyncEngine
     return create_async_engine(url, echo=echo, **kwargs)
 
 
-def _sqlite_setup(engine: AsyncEngine) -> None:
-    sync_engine = engine.sync_engine
+def _sqlite_setup(engine: AsyncEngine | Engine) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -70,6 +78,32 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin_mode", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _sqlite_plain_engine(engine: AsyncEngine, *, timeout_ms: int, **kwargs: Any) -> Engine:
+    """A plain (pysqlite, no thread of its own) engine on the same file as ``engine``."""
+    return create_sync_engine(engine.url.set(drivername="sqlite"),
+                              connect_args={"check_same_thread": False, "timeout": timeout_ms / 1000}, **kwargs)
+
+
+def _sqlite_busy(exc: OperationalError) -> bool:
+    """SQLite answered "busy" or "locked" (another connection holds a lock), not another failure."""
+    return getattr(exc.orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _sqlite_quick_engine(async_engine: AsyncEngine) -> Engine:
+    """The engine of :meth:`Database.rows`: autocommit, so one SELECT is one statement and its own snapshot,
+    no BEGIN, no thread."""
+    engine = _sqlite_plain_engine(async_engine, timeout_ms=SQLITE_QUICK_BUSY_MS, isolation_level="AUTOCOMMIT")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_QUICK_BUSY_MS}")
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    return engine
 
 
 async def _finish(session: AsyncSession, *, commit: bool) -> None:
@@ -115,6 +149,8 @@ class Database:
         self._batch: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._batcher: asyncio.Task[None] | None = None
         self._running: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future[Any]]] = []
+        self._quick: Engine | None = None
+        self._sync_writer: Engine | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Database:
@@ -124,6 +160,60 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._reader() as session, session.begin():
             yield session
+
+    async def rows(self, stmt: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Row[Any]]:
+        """The rows of one short ``SELECT`` (a point lookup, an aggregate: a few rows) outside any session.
+
+        For the reads on every request (token denylist, the read cache's change stamp, existence checks): on
+        SQLite the statement runs right here on the event loop's thread, on a plain connection in autocommit
+        mode. aiosqlite would hand each step (cursor, BEGIN, execute, fetch, ROLLBACK) to its thread and back,
+        about ten hand-offs that cost the loop far more than the read itself (tens of microseconds on a file in
+        the page cache). In WAL mode a reader never waits for writers; should it meet a lock anyway (a
+        checkpoint resetting the log), it gives up after ``SQLITE_QUICK_BUSY_MS`` and reads in a session.
+        On PostgreSQL: one statement on a pooled connection, no ORM session.
+        """
+        if self._sqlite_file is not None:
+            if self._quick is None:
+                self._quick = _sqlite_quick_engine(self.engine)
+            try:
+                with self._quick.connect() as conn:
+                    return conn.execute(stmt, params).all()
+            except OperationalError as exc:
+                if not _sqlite_busy(exc):
+                    raise
+            async with self.read() as session:
+                return (await session.execute(stmt, params)).all()
+        async with self.engine.connect() as conn:
+            return (await conn.execute(stmt, params)).all()
+
+    async def write_sync(self, work: Callable[[Session], T]) -> T:
+        """Run the synchronous ``work(session)`` in a write transaction, committed when this returns.
+
+        For small writes on a request's path (an audit record and its event). On SQLite the whole transaction
+        runs on a worker thread over a plain pysqlite connection: one hand-off to the thread and back, where
+        :meth:`write` through aiosqlite makes one per step (BEGIN, each INSERT, COMMIT, the reset), which under
+        load added up to several milliseconds. It queues behind this process's other writers like
+        :meth:`write`, and a cancelled caller does not end it early. On PostgreSQL it is :meth:`write` with
+        ``work`` run on the session's synchronous facade.
+        """
+        if self._sqlite_file is None:
+            async with self.write() as session:
+                return await session.run_sync(work)
+        if self._sync_writer is None:
+            plain = _sqlite_plain_engine(self.engine, timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
+            _sqlite_setup(plain)
+            self._sync_writer = plain.execution_options(sqlite_begin_mode="IMMEDIATE")
+        lock = _sqlite_writer_lock(self._sqlite_file)
+        await _acquire_writer(lock)
+        engine = self._sync_writer
+
+        def transaction() -> T:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                return work(session)
+
+        done = asyncio.get_running_loop().run_in_executor(None, transaction)
+        done.add_done_callback(lambda _: _release_writer(lock))  # once the transaction has ended
+        return await asyncio.shield(done)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -228,4 +318,7 @@ class Database:
             await conn.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:
+        for engine in (self._quick, self._sync_writer):
+            if engine is not None:
+                engine.dispose()
         await self.engine.dispose()

@@ -8,15 +8,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Select, and_, case, delete, func, insert, literal_column, or_, select, update
+from sqlalchemy import Select, and_, bindparam, case, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from windflow.domain.errors import ConfigInvalid, NotFound, VersionConflict
 from windflow.domain.events import Event
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import ProbeResult
+
+if TYPE_CHECKING:
+    from windflow.persistence.db import Database
 from windflow.persistence.models import (
     AuditRow,
     ConfigTemplateRow,
@@ -71,6 +75,10 @@ def spec_of(row: ServiceRow) -> ServiceSpec:
 # --------------------------------------------------------------------------- services
 
 
+_STAMP: dict[str, Select[Any]] = {}
+_EXISTS = select(ServiceRow.id).where(ServiceRow.id == bindparam("service_id"))  # built once, run per request
+
+
 class ServiceRepository:
     async def get(self, *, session: AsyncSession, service_id: str, for_update: bool = False) -> ServiceRow | None:
         if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
@@ -84,12 +92,23 @@ class ServiceRepository:
             raise NotFound(f"service {service_id!r} not found", details={"service_id": service_id})
         return row
 
+    async def require_exists(self, *, db: Database, service_id: str) -> None:
+        """:meth:`require` without loading the row, outside any session (:meth:`Database.rows`)."""
+        if not await db.rows(_EXISTS, {"service_id": service_id}):
+            raise NotFound(f"service {service_id!r} not found", details={"service_id": service_id})
+
     async def ids(self, *, session: AsyncSession) -> list[str]:
         return list((await session.execute(select(ServiceRow.id).order_by(ServiceRow.id))).scalars())
 
     async def graph(self, *, session: AsyncSession) -> dict[str, list[str]]:
         rows = await session.execute(select(ServiceRow.id, ServiceRow.depends_on))
         return {sid: list(deps or []) for sid, deps in rows}
+
+    async def states(self, *, session: AsyncSession) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(id, state, state_detail)`` of every service: no ORM objects, no spec (the metrics feed's read)."""
+        rows = await session.execute(select(ServiceRow.id, ServiceRow.state, ServiceRow.state_detail)
+                                     .order_by(ServiceRow.id))
+        return [(sid, state, detail) for sid, state, detail in rows]
 
     async def all(self, *, session: AsyncSession) -> list[ServiceRow]:
         return list((await session.execute(select(ServiceRow).order_by(ServiceRow.id))).scalars())
@@ -243,7 +262,7 @@ class ServiceRepository:
         await session.execute(delete(ConfigVersionRow).where(ConfigVersionRow.service_id == service_id))
         await session.execute(delete(ServiceRow).where(ServiceRow.id == service_id))
 
-    async def change_stamp(self, *, session: AsyncSession) -> str:
+    async def change_stamp(self, *, db: Database) -> str:
         """A value that changes whenever any service row is created, changed or deleted, by any process.
 
         Every write of a row sets its ``updated_at`` (state writes through the ORM's ``onupdate``, config writes
@@ -251,12 +270,16 @@ class ServiceRepository:
         one at a time and stamp inside their transaction, so the newest stamp is the last commit's. On PostgreSQL
         transactions commit concurrently, in any order: one that stamped earlier may commit after a later one and
         leave the maximum unchanged, so the stamp also sums every row's ``updated_at`` (exact ``numeric``), which
-        moves whichever row changed. Read caches key their entries by it (``windflow.api.cache``).
+        moves whichever row changed. Read on every cached read, so outside a session (:meth:`Database.rows`).
+        Read caches key their entries by it (``windflow.api.cache``).
         """
-        columns: list[Any] = [func.count(), func.max(ServiceRow.updated_at)]
-        if _is_postgres(session):
-            columns.append(func.sum(func.extract("epoch", ServiceRow.updated_at)))
-        row = (await session.execute(select(*columns))).one()
+        stmt = _STAMP.get(db.dialect)
+        if stmt is None:  # built once per dialect: constructing a statement costs more than running this one
+            columns: list[Any] = [func.count(), func.max(ServiceRow.updated_at)]
+            if db.dialect == "postgresql":
+                columns.append(func.sum(func.extract("epoch", ServiceRow.updated_at)))
+            stmt = _STAMP[db.dialect] = select(*columns)
+        (row,) = await db.rows(stmt)  # one statement: one snapshot, no session needed
         return ":".join("" if v is None else (v.isoformat() if isinstance(v, datetime) else str(v)) for v in row)
 
     async def set_state(
@@ -371,6 +394,13 @@ class TemplateRepository:
 
 
 class AuditRepository:
+    @staticmethod
+    def row(*, actor: str, action: str, target: str, outcome: str, request_id: str | None,
+            details: dict[str, Any] | None) -> AuditRow:
+        """A new record (added to a session by :meth:`add`, or by a synchronous unit of work)."""
+        return AuditRow(actor=actor, action=action, target=target, outcome=outcome, request_id=request_id,
+                        details=details or {}, at=utcnow())
+
     async def add(
         self,
         *,
@@ -382,8 +412,8 @@ class AuditRepository:
         request_id: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> AuditRow:
-        row = AuditRow(actor=actor, action=action, target=target, outcome=outcome, request_id=request_id,
-                       details=details or {}, at=utcnow())
+        row = self.row(actor=actor, action=action, target=target, outcome=outcome, request_id=request_id,
+                       details=details)
         session.add(row)
         await session.flush()
         return row
@@ -584,14 +614,23 @@ class OutboxRepository:
             await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
 
     async def add(self, *, session: AsyncSession, event: Event) -> None:
-        session.add(
-            OutboxRow(event_id=event.event_id, event_type=event.event_type.value,
-                      payload=event.model_dump(mode="json"), created_at=event.timestamp)
-        )
+        session.add(self.row(event))
         await session.flush()
         if _is_postgres(session):
             # delivered at COMMIT (never for a rollback) to every relay LISTENing, in any process
             await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+
+    def add_sync(self, *, session: Session, event: Event) -> None:
+        """:meth:`add` in a synchronous unit of work (:meth:`Database.write_sync`)."""
+        session.add(self.row(event))
+        session.flush()
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+
+    @staticmethod
+    def row(event: Event) -> OutboxRow:
+        return OutboxRow(event_id=event.event_id, event_type=event.event_type.value,
+                         payload=event.model_dump(mode="json"), created_at=event.timestamp)
 
     async def try_lock_relay(self, *, session: AsyncSession) -> bool:
         """PostgreSQL: take the transaction-scoped relay lock, so replicas publish one after another and the

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.domain.errors import NotFound
 from windflow.persistence.models import utcnow
-from windflow.persistence.repositories import Page, decode_cursor, encode_cursor
+from windflow.persistence.repositories import Page, _is_postgres, decode_cursor, encode_cursor
 from windflow.persistence.webhook_models import WebhookDeliveryRow, WebhookSubscriptionRow
 
 PENDING = "pending"
@@ -114,8 +114,7 @@ class WebhookDeliveryRepository:
         rows = [{"delivery_id": new_delivery_id(), "subscription_id": sid, "dedup_key": f"{sid}:{event_id}",
                  "event_id": event_id, "event_type": event_type, "payload": payload, "state": PENDING,
                  "attempts": 0, "next_attempt_at": now, "created_at": now} for sid in subscription_ids]
-        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        insert = pg_insert if _is_postgres(session) else sqlite_insert
         stmt = (insert(WebhookDeliveryRow).values(rows).on_conflict_do_nothing(index_elements=["dedup_key"])
                 .returning(WebhookDeliveryRow.id))
         return len((await session.execute(stmt)).all())

@@ -24,14 +24,14 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.api.audit import audit_as, note, record
-from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep
+from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep, get_temporal
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.resources import Resources
 from windflow.api.routers.recoveries import start_recovery
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.auth.tokens import hash_opaque_token, new_opaque_token
-from windflow.domain.errors import Conflict, ServiceUnavailable
+from windflow.domain.errors import Conflict
 from windflow.domain.hooks import (
     DEFAULT_LABEL,
     AlertmanagerConfig,
@@ -290,7 +290,7 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
             out.outcome, out.workflow_id = "attached", started[alert.service][0]
             out.reason = "another alert of this call started or joined the recovery"
         else:
-            result = await start_recovery(await _temporal(resources), task_queue=resources.settings.task_queue,
+            result = await start_recovery(await get_temporal(resources), task_queue=resources.settings.task_queue,
                                           service_id=alert.service, reason=_reason(row, alert), actor=actor,
                                           source="hook", request_id=request_id)
             started[alert.service] = (result.workflow_id, result.attached)
@@ -310,13 +310,6 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
         resources.relay.notify()
     return HookReceipt(hook_id=row.id, hook=row.name, received=len(alerts), outcomes=outcomes,
                        recoveries=sorted({w for w, _ in started.values()}))
-
-
-async def _temporal(resources: Resources) -> Any:
-    try:
-        return await resources.temporal.get()
-    except Exception as exc:
-        raise ServiceUnavailable(f"Temporal at {resources.settings.temporal_address} is unreachable: {exc}") from None
 
 
 def _reason(row: HookRow, alert: IncomingAlert) -> str:

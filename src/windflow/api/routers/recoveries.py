@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from windflow.api.audit import record
+from windflow.api.audit import record, record_now
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import PageOf
@@ -164,18 +164,21 @@ async def trigger_recovery(
 ) -> RecoveryAccepted:
     # a short read, not a session held across the Temporal calls below: under load, requests holding a pooled
     # connection while they wait for a second one (the audit write) would exhaust the pool
-    async with resources.db.read() as session:
-        await services.require(session=session, service_id=service_id)
-    started = await start_recovery(client, task_queue=resources.settings.task_queue, service_id=service_id,
-                                   reason=body.reason, actor=principal.name, source="api", request_id=request_id)
-    workflow_id, attached = started.workflow_id, started.attached
-
-    async def audit() -> None:
-        async with resources.db.write() as wsession:
-            await record(wsession, principal, "recovery.trigger", workflow_id, request_id,
+    await services.require_exists(db=resources.db, service_id=service_id)
+    # whether a supervisor runs does not depend on the start: asked alongside (start and audit, one after the other)
+    supervisor = asyncio.ensure_future(_supervisor_running(client, service_id))
+    try:
+        started = await start_recovery(client, task_queue=resources.settings.task_queue, service_id=service_id,
+                                       reason=body.reason, actor=principal.name, source="api", request_id=request_id)
+        workflow_id, attached = started.workflow_id, started.attached
+        await record_now(resources.db, principal, "recovery.trigger", workflow_id, request_id,
                          details={"reason": body.reason, "attached": attached})
-
-    _, supervised = await asyncio.gather(audit(), _supervisor_running(client, service_id))
+        supervised = await supervisor
+    finally:  # on success it was awaited; else the start or the audit failed and the answer is that error
+        if not supervisor.done():
+            supervisor.cancel()
+        elif not supervisor.cancelled():
+            supervisor.exception()  # retrieved: its own failure is not this answer's
     return RecoveryAccepted(service_id=service_id, workflow_id=workflow_id, run_id=started.run_id, attached=attached,
                             supervised=supervised, temporal_ui=ui_link(resources, workflow_id))
 

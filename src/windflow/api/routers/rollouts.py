@@ -27,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from windflow.api.audit import audit_as, record
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
+from windflow.api.routers.recoveries import ui_link
 from windflow.api.schemas import PageOf
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
@@ -98,11 +99,7 @@ class RolloutPublic(BaseModel):
 
 def _links(resources: Any, service_id: str, rollout_id: str) -> RolloutLinks:
     base = f"/api/v1/services/{service_id}/rollouts/{rollout_id}"
-    ui = resources.settings.temporal_ui_base_url
-    wid = workflow_id_of(service_id).replace("/", "%2F")
-    return RolloutLinks(self=base, cancel=f"{base}/cancel",
-                        temporal_ui=f"{ui}/namespaces/{resources.settings.temporal_namespace}/workflows/{wid}"
-                        if ui else None)
+    return RolloutLinks(self=base, cancel=f"{base}/cancel", temporal_ui=ui_link(resources, workflow_id_of(service_id)))
 
 
 def _public(resources: Any, row: ConfigRolloutRow, *, state: RolloutState | None = None, live: bool = False,

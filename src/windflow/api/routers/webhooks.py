@@ -186,10 +186,18 @@ def _audit_details(row: WebhookSubscriptionRow, **more: Any) -> dict[str, Any]:
             **more}
 
 
-def _wake_dispatcher(request: Request) -> None:
+def _committed(request: Request, resources: Resources, *, subscriptions_changed: bool = False,
+               queued: bool = False) -> None:
+    """After a commit: the outbox relay publishes its audit event; this process's dispatcher (if it runs here)
+    reads the subscriptions again, or looks for the delivery just queued."""
+    if resources.relay is not None:
+        resources.relay.notify()
     dispatcher = getattr(request.app.state, "webhook_dispatcher", None)
     if dispatcher is not None:
-        dispatcher.notify()
+        if subscriptions_changed:
+            dispatcher.subscriptions_changed()
+        if queued:
+            dispatcher.notify()
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -198,7 +206,7 @@ def _wake_dispatcher(request: Request) -> None:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated,
              summary="Subscribe a URL to events (the signing secret is returned once)")
 @audit_as("webhook.create")
-async def create_webhook(body: WebhookCreate, resources: ResourcesDep, principal: CanManage,
+async def create_webhook(body: WebhookCreate, request: Request, resources: ResourcesDep, principal: CanManage,
                          request_id: RequestIdDep) -> WebhookCreated:
     secret = body.secret or new_secret()
     async with resources.db.write() as session:
@@ -208,7 +216,7 @@ async def create_webhook(body: WebhookCreate, resources: ResourcesDep, principal
                                       created_by=principal.name)
         await record(session, principal, "webhook.create", row.id, request_id,
                      details=_audit_details(row, secret_supplied=body.secret is not None))
-    _notify_relay(resources)
+    _committed(request, resources, subscriptions_changed=True)
     return WebhookCreated(**WebhookPublic.of(row).model_dump(), secret=secret)
 
 
@@ -225,8 +233,8 @@ async def get_webhook(webhook_id: WebhookId, session: ReadSessionDep, _: CanMana
 @router.patch("/{webhook_id}", response_model=WebhookPublic,
               summary="Change a webhook: url, event types, enabled, description")
 @audit_as("webhook.update")
-async def update_webhook(webhook_id: WebhookId, body: WebhookUpdate, resources: ResourcesDep, principal: CanManage,
-                         request_id: RequestIdDep) -> WebhookPublic:
+async def update_webhook(webhook_id: WebhookId, body: WebhookUpdate, request: Request, resources: ResourcesDep,
+                         principal: CanManage, request_id: RequestIdDep) -> WebhookPublic:
     changes = body.changes()
     async with resources.db.write() as session:
         if not changes:
@@ -234,35 +242,35 @@ async def update_webhook(webhook_id: WebhookId, body: WebhookUpdate, resources: 
         row = await subscriptions.update(session=session, subscription_id=webhook_id, values=changes)
         await record(session, principal, "webhook.update", row.id, request_id,
                      details=_audit_details(row, changed=sorted(changes)))
-    _notify_relay(resources)
+    _committed(request, resources, subscriptions_changed=True)
     return WebhookPublic.of(row)
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT,
                summary="Delete a webhook and its delivery log")
 @audit_as("webhook.delete")
-async def delete_webhook(webhook_id: WebhookId, resources: ResourcesDep, principal: CanManage,
+async def delete_webhook(webhook_id: WebhookId, request: Request, resources: ResourcesDep, principal: CanManage,
                          request_id: RequestIdDep) -> None:
     async with resources.db.write() as session:
         row = await subscriptions.require(session=session, subscription_id=webhook_id)
         details = _audit_details(row)
         await subscriptions.delete(session=session, subscription_id=webhook_id)
         await record(session, principal, "webhook.delete", webhook_id, request_id, details=details)
-    _notify_relay(resources)
+    _committed(request, resources, subscriptions_changed=True)
 
 
 @router.post("/{webhook_id}/rotate-secret", response_model=WebhookCreated,
              summary="Replace a webhook's signing secret (the new one is returned once and used at once)")
 @audit_as("webhook.rotate_secret")
-async def rotate_webhook_secret(webhook_id: WebhookId, resources: ResourcesDep, principal: CanManage,
-                                request_id: RequestIdDep,
+async def rotate_webhook_secret(webhook_id: WebhookId, request: Request, resources: ResourcesDep,
+                                principal: CanManage, request_id: RequestIdDep,
                                 body: Annotated[SecretRotate | None, Body()] = None) -> WebhookCreated:
     secret = (body.secret if body is not None else None) or new_secret()
     async with resources.db.write() as session:
         row = await subscriptions.set_secret(session=session, subscription_id=webhook_id, secret=secret)
         await record(session, principal, "webhook.rotate_secret", webhook_id, request_id,
                      details={"secret_supplied": body is not None and body.secret is not None})
-    _notify_relay(resources)
+    _committed(request, resources)
     return WebhookCreated(**WebhookPublic.of(row).model_dump(), secret=secret)
 
 
@@ -295,7 +303,7 @@ async def ping_webhook(webhook_id: WebhookId, request: Request, resources: Resou
         await record(session, principal, "webhook.ping", webhook_id, request_id,
                      details={"delivery_id": row.delivery_id, "delivered": result.ok,
                               "status_code": result.status_code})
-    _notify_relay(resources)
+    _committed(request, resources)
     return DeliveryPublic.of(row)
 
 
@@ -345,11 +353,5 @@ async def redeliver_webhook_delivery(webhook_id: WebhookId, delivery_id: Deliver
         await record(session, principal, "webhook.redeliver", webhook_id, request_id,
                      details={"delivery_id": row.delivery_id, "redelivery_of": original.delivery_id,
                               "event_id": original.event_id})
-    _notify_relay(resources)
-    _wake_dispatcher(request)
+    _committed(request, resources, queued=True)
     return DeliveryPublic.of(row)
-
-
-def _notify_relay(resources: Resources) -> None:
-    if resources.relay is not None:
-        resources.relay.notify()
