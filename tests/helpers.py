@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +104,71 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, interva
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
+async def create(api, spec: ServiceSpec) -> None:
+    """Register ``spec`` through the API."""
+    r = await api.post("/api/v1/services", json=spec.model_dump(mode="json"))
+    assert r.status_code == 201, r.text
+
+
+async def start_service(settings: Any, spec: ServiceSpec) -> int:
+    """Start ``spec`` with its driver directly (no workflow), as the worker with ``settings`` would; its pid."""
+    from windflow.drivers import build_driver_registry
+
+    result = await build_driver_registry(data_dir=settings.ensure_data_dir()).for_service(spec).start(spec)
+    assert result.ok, result.message
+    return result.pid
+
+
+async def healthy(port: int) -> bool:
+    """A stand-in on ``port`` answers its /health with 200."""
+    import httpx2
+
+    try:
+        async with httpx2.AsyncClient(timeout=0.5) as http:
+            return (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+    except httpx2.HTTPError:
+        return False
+
+
+async def supervise(client, task_queue: str, service_id: str, heartbeat_timeout: float = 5.0):
+    """Start (or replace) the ServiceSupervisor of ``service_id``; its handle."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from windflow.domain.contracts import SupervisorInput
+    from windflow.workflows.supervision import ServiceSupervisor
+
+    return await client.start_workflow(
+        ServiceSupervisor.run, SupervisorInput(service_id=service_id, heartbeat_timeout=heartbeat_timeout),
+        id=f"supervise/{service_id}", task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+    )
+
+
+async def watching(handle, restarts: int | None = None):
+    """The supervisor's status once it watches again (after ``restarts`` restarts, when given); else None."""
+    from windflow.domain.contracts import SupervisionState
+    from windflow.workflows.supervision import ServiceSupervisor
+
+    st = await handle.query(ServiceSupervisor.query_status)
+    if st.state != SupervisionState.WATCHING:
+        return None
+    if restarts is not None and st.restarts_total != restarts:
+        return None
+    return st
+
+
+async def terminate_quietly(client, *workflow_ids: str) -> None:
+    """Terminate each workflow that is still running (a test's leftovers); one not found or already closed is fine."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    for workflow_id in workflow_ids:
+        try:
+            await client.get_workflow_handle(workflow_id).terminate("test over")
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+
 def worker_settings(tmp_path, task_queue: str, temporal_env, db: Database):
     from windflow.settings import Settings
 
@@ -127,8 +194,28 @@ async def running_worker(client, settings, db, **kwargs):
         yield parts
 
 
-def worker_process(settings: Any, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
-    """A real `windflow worker` OS process for ``settings`` (its own process group, output in NAME.log)."""
+async def initialize_through_api(api, settings: Any, db: Database, port: int, request_id: str):
+    """Register one stand-in ``web`` on ``port`` and run an initialization through the API (``request_id`` as its
+    X-Request-Id) on an in-process worker whose client comes from ``connect``, as in `windflow worker` (with its
+    tracing and request-id interceptors). Returns the finished run's workflow handle."""
+    from windflow.temporal_client import connect
+
+    await register(db, standin("web", port, boot=0.1, monitored=False))
+    client = await connect(settings)
+    async with running_worker(client, settings, db):
+        r = await api.post("/api/v1/initializations", json={}, headers={"X-Request-Id": request_id})
+        assert r.status_code == 202, r.text
+        assert r.headers["x-request-id"] == request_id
+        handle = client.get_workflow_handle(r.json()["workflow_id"])
+        await asyncio.wait_for(handle.result(), timeout=60)
+    return handle
+
+
+def worker_process(settings: Any, tmp_path: Path, name: str, *args: str,
+                   **env_overrides: str) -> subprocess.Popen[bytes]:
+    """A real `windflow worker` OS process for ``settings`` (its own process group, output in NAME.log).
+
+    ``args`` go after ``worker`` (e.g. ``"--host", "alpha"``); ``env_overrides`` are extra WINDFLOW_* settings."""
     env = {
         **os.environ,
         "WINDFLOW_DATA_DIR": str(settings.data_dir),
@@ -138,14 +225,21 @@ def worker_process(settings: Any, tmp_path: Path, name: str) -> subprocess.Popen
         "WINDFLOW_TASK_QUEUE": settings.task_queue,
         "WINDFLOW_JWT_SECRET": "y" * 40,
         "WINDFLOW_WORKER_METRICS_PORT": "0",  # several workers on one machine: no fixed metrics port
+        **env_overrides,
     }
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (the child keeps writing to it)
-    return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker", *args],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def worker_identity(proc: subprocess.Popen[bytes]) -> str:
+    """The Temporal identity of a worker process started by ``worker_process`` (the SDK's default)."""
+    return f"{proc.pid}@{socket.gethostname()}"
 
 
 def kill_process_group(proc: subprocess.Popen[bytes] | None) -> None:
     """SIGKILL a process started with ``start_new_session`` and everything in its group, and reap it."""
     if proc is not None and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group may have gone on its own meanwhile
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)

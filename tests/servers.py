@@ -1,17 +1,21 @@
-"""Real PostgreSQL and Redis for the tests: the machine's own when they answer, else throwaway ones.
+"""Real servers for the tests: PostgreSQL and Redis (the machine's own when they answer, else throwaway ones)
+and a local HTTP receiver that records what is POSTed to it.
 
 With ``CI=true`` nothing may be skipped: a missing server is started here or the run fails.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -128,3 +132,49 @@ class RestartablePostgres:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Receiver:
+    """A real HTTP server on a free local port recording every POST (path, headers, raw ``body``, parsed ``json``
+    or None, the status ``answered``); ``plan[path]`` lists the statuses to answer in turn, then 200."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.plan: dict[str, list[int]] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    parsed = json.loads(body)
+                except ValueError:
+                    parsed = None
+                with receiver.lock:
+                    planned = receiver.plan.get(self.path) or []
+                    code = planned.pop(0) if planned else 200
+                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                              "json": parsed, "answered": code})
+                payload = b"ok" if code < 300 else b"receiver says no"
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def at(self, path: str) -> list[dict]:
+        with self.lock:
+            return [r for r in self.requests if r["path"] == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from tests.helpers import eventually, processes_with, running_worker, standin
+from tests.helpers import create, eventually, processes_with, running_worker, standin, terminate_quietly
 from windflow.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -27,17 +27,7 @@ def settings(temporal_settings: Settings) -> Settings:
 async def no_stray_supervisors(temporal_env):
     """Supervisors of a failed test must not outlive it (ids are reused by the next parameter)."""
     yield
-    client = temporal_env.client
-    for name in ("db", "app", "base", "top"):
-        try:
-            await client.get_workflow_handle(f"supervise/{name}").terminate("test over")
-        except Exception:
-            pass
-
-
-async def create(api, spec) -> None:
-    r = await api.post("/api/v1/services", json=spec.model_dump(mode="json"))
-    assert r.status_code == 201, r.text
+    await terminate_quietly(temporal_env.client, *(f"supervise/{name}" for name in ("db", "app", "base", "top")))
 
 
 async def wait_run(api, run_id: str, *statuses: str, timeout: float = 60) -> dict:

@@ -58,7 +58,7 @@ async def test_index_and_client_routes(built: httpx2.AsyncClient) -> None:
 
 async def test_static_files(built: httpx2.AsyncClient) -> None:
     response = await built.get("/assets/index-abc123.js")
-    assert response.status_code == 200
+    assert response.status_code == 200 and response.text == "console.log(1)"
     assert "immutable" in response.headers["cache-control"]
     assert (await built.get("/favicon.svg")).text == "<svg/>"
     assert (await built.get("/assets/missing.js")).status_code == 404
@@ -67,8 +67,11 @@ async def test_static_files(built: httpx2.AsyncClient) -> None:
 
 async def test_no_path_escape(built: httpx2.AsyncClient, tmp_path: Path) -> None:
     (tmp_path / "secret.txt").write_text("nope")
-    response = await built.get("/%2E%2E/secret.txt")
-    assert "nope" not in response.text
+    for path in ("/%2E%2E/secret.txt", "/..%2Fsecret.txt", "/assets/..%2F..%2Fsecret.txt",
+                 "/assets/%2E%2E/%2E%2E/secret.txt"):
+        response = await built.get(path)
+        assert response.status_code == 404, (path, response.text)  # neither the file nor the SPA's index
+        assert response.json()["error"]["code"] == "not_found", path
 
 
 async def test_api_paths_are_never_shadowed(built: httpx2.AsyncClient) -> None:

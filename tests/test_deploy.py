@@ -21,22 +21,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import unavailable
 from windflow.settings import Mode, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 WINDFLOW = [sys.executable, "-c", "from windflow.cli.main import run; run()"]
 # The variables docker-compose.yml requires (`${VAR:?...}`), with values good enough for validation.
 REQUIRED_ENV = {"POSTGRES_PASSWORD": "compose-test-pw", "WINDFLOW_JWT_SECRET": "x" * 48}
 ONE_SHOT_RESTARTS = ("no", "on-failure")  # services that run to completion (jobs)
-
-
-def _missing(what: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{what} is required in CI (scripts/test installs it)")
-    pytest.skip(f"{what} not available")
 
 
 def _compose() -> dict:
@@ -91,7 +85,7 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
 def test_compose_matches_compose_spec_schema():
     exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
     if exe is None:
-        _missing("check-jsonschema (pip install -e '.[dev]')")
+        unavailable("check-jsonschema (pip install -e '.[dev]')")
     proc = _run([exe, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -99,7 +93,7 @@ def test_compose_matches_compose_spec_schema():
 def test_compose_config_accepted_by_docker_compose():
     exe = shutil.which("docker-compose")
     if exe is None:
-        _missing("docker-compose (Debian package docker-compose)")
+        unavailable("docker-compose (Debian package docker-compose)")
     proc = _run([exe, "-f", str(COMPOSE), "config", "-q"], env=_compose_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # The required secrets really are required: compose refuses to start without them.

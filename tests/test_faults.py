@@ -18,8 +18,17 @@ from sqlalchemy import func, select
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 
-from tests.conftest import TEMPORAL_BIN, mint_token
-from tests.helpers import eventually, processes_with, register, running_worker, standin, worker_process
+from tests.conftest import TEMPORAL_BIN, mint_token, unavailable
+from tests.helpers import (
+    eventually,
+    healthy,
+    kill_process_group,
+    processes_with,
+    register,
+    running_worker,
+    standin,
+    worker_process,
+)
 from tests.servers import RestartablePostgres, free_port, port_open, start_redis
 from windflow.domain.contracts import (
     ComponentStatus,
@@ -71,13 +80,6 @@ async def completed(handle) -> bool:
     return (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
 
 
-def kill_group(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 # --------------------------------------------------------------------------- Temporal server killed
 
 
@@ -106,7 +108,7 @@ class DevServer:
         await eventually(lambda: port_open("127.0.0.1", self.port), timeout=60, interval=0.1)
 
     def kill(self) -> None:
-        kill_group(self.proc)
+        kill_process_group(self.proc)
 
 
 async def test_temporal_server_killed_and_restarted_mid_initialization(sqlite_db, ports, tmp_path):
@@ -318,7 +320,7 @@ async def test_worker_killed_with_its_service_restarts_it_exactly_once(temporal_
     await register(sqlite_db, spec)
     driver = build_driver_registry(data_dir=wsettings.ensure_data_dir()).for_service(spec)
     pid = (await driver.start(spec)).pid
-    await eventually(lambda: _healthy(port), timeout=15)
+    await eventually(lambda: healthy(port), timeout=15)
     first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
@@ -330,26 +332,18 @@ async def test_worker_killed_with_its_service_restarts_it_exactly_once(temporal_
         booted = boots(wsettings, "twice")
         os.kill(pid, signal.SIGKILL)
         await asyncio.sleep(0.05)  # the worker sees the exit at once (pidfd) and acts on it
-        kill_group(first)
+        kill_process_group(first)
         second = worker_process(wsettings, tmp_path, "w2")
         st = await eventually(lambda: supervisor_watching(handle, 1), timeout=90)
         assert st.restarts_total == 1
         assert boots(wsettings, "twice") == booted + 1  # one restart, not two
         live = processes_with(f"--port {port} ")
         assert len(live) == 1 and live[0] != pid
-        assert await _healthy(port)
+        assert await healthy(port)
         await handle.terminate("test over")
     finally:
-        kill_group(first)
-        kill_group(second)
-
-
-async def _healthy(port: int) -> bool:
-    try:
-        async with httpx2.AsyncClient(timeout=0.5) as http:
-            return (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
-    except httpx2.HTTPError:
-        return False
+        kill_process_group(first)
+        kill_process_group(second)
 
 
 # --------------------------------------------------------------------------- log disk full
@@ -357,13 +351,13 @@ async def _healthy(port: int) -> bool:
 
 @contextlib.contextmanager
 def full_tmpfs(path: Path):
-    """A 64 KiB tmpfs at ``path``, filled to the last block (needs root; skips otherwise)."""
+    """A 64 KiB tmpfs at ``path``, filled to the last block (needs root)."""
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
+        unavailable("root and mount(8), to mount a tmpfs")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)], capture_output=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+        unavailable(f"a tmpfs mount ({mounted.stderr.decode().strip()})")
     try:
         with open(path / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
             while True:
@@ -387,7 +381,7 @@ async def test_full_log_disk_service_still_runs_and_it_is_reported(temporal_env,
             _, handle = await start_init(client, task_queue, component_timeout=60)
             result: InitState = await handle.result()
         assert result.status == InitStatus.SUCCEEDED
-        assert await _healthy(port)
+        assert await healthy(port)
         pid = result.components["chatty"].pid
         await asyncio.sleep(0.5)  # it keeps running: no write of its own fails
         assert processes_with(f"--port {port} ") == [pid]

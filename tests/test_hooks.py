@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from tests.helpers import eventually, running_worker, standin
+from tests.auth_helpers import bearer
+from tests.helpers import eventually, running_worker, standin, terminate_quietly
 from windflow.domain.hooks import GenericConfig, find, generic_alerts
 from windflow.settings import Settings
 
@@ -25,16 +26,8 @@ def settings(temporal_settings: Settings) -> Settings:
 @pytest.fixture(autouse=True)
 async def no_stray_supervisors(temporal_env):
     yield
-    for name in NAMES:
-        for wid in (f"supervise/{name}", f"recover/{name}"):
-            try:
-                await temporal_env.client.get_workflow_handle(wid).terminate("test over")
-            except Exception:
-                pass
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    await terminate_quietly(temporal_env.client, *(f"{kind}/{name}" for name in NAMES
+                                                   for kind in ("supervise", "recover")))
 
 
 def am_alert(service: str | None, *, status: str = "firing", fingerprint: str, alertname: str = "ServiceDown"):

@@ -10,11 +10,7 @@ data dir of the worker that spawned the service.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,9 +18,20 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 
-from tests.helpers import eventually, processes_with, register, running_worker, standin
+from tests.helpers import (
+    eventually,
+    kill_process_group,
+    processes_with,
+    register,
+    running_worker,
+    standin,
+    terminate_quietly,
+    worker_identity,
+    worker_process,
+)
 from windflow.domain.contracts import ComponentStatus, InitInput, InitOptions, InitState, InitStatus
 from windflow.domain.models import ServiceSpec
+from windflow.settings import Settings
 from windflow.workflows import _policies as policies
 from windflow.workflows.initialization import SystemInitialization
 
@@ -33,23 +40,10 @@ DRIVER_ACTIVITIES = {"bring_up", "start_service", "wait_healthy", "stop_service"
                      "watch_service", "recover_step"}
 
 
-def spawn_worker(tmp_path: Path, name: str, env: dict[str, str], *args: str) -> subprocess.Popen:
-    data_dir = tmp_path / f"data-{name}"
-    log = open(tmp_path / f"worker-{name}.log", "wb")  # noqa: SIM115
-    cmd = [sys.executable, "-c", "from windflow.cli.main import run; run()", "worker", *args]
-    return subprocess.Popen(cmd, env={**env, "WINDFLOW_DATA_DIR": str(data_dir)}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def identity(proc: subprocess.Popen) -> str:
-    return f"{proc.pid}@{socket.gethostname()}"  # the SDK's default worker identity
-
-
-def stop(*procs: subprocess.Popen | None) -> None:
-    for proc in procs:
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+def host_worker(settings: Settings, tmp_path: Path, host: str) -> subprocess.Popen[bytes]:
+    """A `windflow worker --host HOST` process with a data dir of its own (each host is its own machine)."""
+    own = settings.model_copy(update={"data_dir": tmp_path / f"data-{host}"})
+    return worker_process(own, tmp_path, f"worker-{host}", "--host", host, WINDFLOW_LOG_FORMAT="json")
 
 
 async def start_init(client, task_queue: str, **options):
@@ -94,20 +88,10 @@ async def test_each_service_is_started_and_watched_by_its_hosts_worker(temporal_
     p1, p2 = ports(), ports()
     await register(sqlite_db, bound(standin("on-alpha", p1, boot=0.1), "alpha"),
                    bound(standin("on-beta", p2, boot=0.1, deps=["on-alpha"]), "beta"))
-    env = {
-        **os.environ,
-        "WINDFLOW_DATABASE_URL": str(sqlite_db.engine.url),
-        "WINDFLOW_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-        "WINDFLOW_TEMPORAL_NAMESPACE": client.namespace,
-        "WINDFLOW_TASK_QUEUE": task_queue,
-        "WINDFLOW_JWT_SECRET": "y" * 40,
-        "WINDFLOW_WORKER_METRICS_PORT": "0",
-        "WINDFLOW_LOG_FORMAT": "json",
-    }
     alpha = beta = None
     try:
-        alpha = spawn_worker(tmp_path, "alpha", env, "--host", "alpha")
-        beta = spawn_worker(tmp_path, "beta", env, "--host", "beta")
+        alpha = host_worker(wsettings, tmp_path, "alpha")
+        beta = host_worker(wsettings, tmp_path, "beta")
         handle = await start_init(client, task_queue)
         result: InitState = await asyncio.wait_for(handle.result(), timeout=90)
         assert result.status == InitStatus.SUCCEEDED, result.message
@@ -115,23 +99,20 @@ async def test_each_service_is_started_and_watched_by_its_hosts_worker(temporal_
         on_alpha = {(kind, who) for kind, queue, who in runs if queue == f"{task_queue}.host.alpha"}
         on_beta = {(kind, who) for kind, queue, who in runs if queue == f"{task_queue}.host.beta"}
         assert on_alpha and on_beta and len(on_alpha) + len(on_beta) == len(set(runs)), runs
-        assert {who for _, who in on_alpha} == {identity(alpha)}
-        assert {who for _, who in on_beta} == {identity(beta)}
+        assert {who for _, who in on_alpha} == {worker_identity(alpha)}
+        assert {who for _, who in on_beta} == {worker_identity(beta)}
         # the process driver of the host's worker spawned (and tracks) the service
         assert (tmp_path / "data-alpha" / "run" / "on-alpha.json").exists()
         assert not (tmp_path / "data-beta" / "run" / "on-alpha.json").exists()
         assert (tmp_path / "data-beta" / "run" / "on-beta.json").exists()
         assert len(processes_with(f"--port {p1} ")) == 1 and len(processes_with(f"--port {p2} ")) == 1
         # the supervisors watch each service from its own host
-        assert await eventually(lambda: watched_by(client, "on-alpha"), timeout=30) == identity(alpha)
-        assert await eventually(lambda: watched_by(client, "on-beta"), timeout=30) == identity(beta)
+        assert await eventually(lambda: watched_by(client, "on-alpha"), timeout=30) == worker_identity(alpha)
+        assert await eventually(lambda: watched_by(client, "on-beta"), timeout=30) == worker_identity(beta)
     finally:
-        for name in ("on-alpha", "on-beta"):
-            try:
-                await client.get_workflow_handle(f"supervise/{name}").terminate("test over")
-            except Exception:
-                pass
-        stop(alpha, beta)
+        await terminate_quietly(client, "supervise/on-alpha", "supervise/on-beta")
+        kill_process_group(alpha)
+        kill_process_group(beta)
 
 
 async def test_a_host_without_a_worker_fails_its_component_with_a_clear_error(temporal_env, wsettings, sqlite_db,

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +11,15 @@ import pytest
 from sqlalchemy import select, update
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
 
-from tests.helpers import eventually, processes_with, register, running_worker, standin
+from tests.helpers import (
+    eventually,
+    kill_process_group,
+    processes_with,
+    register,
+    running_worker,
+    standin,
+    worker_process,
+)
 from windflow.domain.contracts import (
     ComponentStatus,
     InitInput,
@@ -256,34 +261,18 @@ async def test_worker_killed_mid_initialization_completes_without_double_starts(
     p1, p2, p3 = ports(), ports(), ports()
     await register(sqlite_db, standin("a", p1), standin("b", p2, deps=["a"], boot=3.0),
                    standin("c", p3, deps=["b"]))
-    env = {
-        **os.environ,
-        "WINDFLOW_DATA_DIR": str(wsettings.data_dir),
-        "WINDFLOW_DATABASE_URL": str(sqlite_db.engine.url),
-        "WINDFLOW_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-        "WINDFLOW_TEMPORAL_NAMESPACE": client.namespace,
-        "WINDFLOW_TASK_QUEUE": task_queue,
-        "WINDFLOW_JWT_SECRET": "y" * 40,
-        "WINDFLOW_WORKER_METRICS_PORT": "0",
-    }
-    cmd = [sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"]
-    log = open(tmp_path / "worker1.log", "wb")  # noqa: SIM115
-    first = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    first = worker_process(wsettings, tmp_path, "worker1")
     second = None
     try:
         _, handle = await start_init(client, task_queue)
         state = await eventually(lambda: _component_state(handle, "b", ComponentStatus.WAITING_HEALTHY), timeout=40)
         pid_a = state.components["a"].pid
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=10)
-        log2 = open(tmp_path / "worker2.log", "wb")  # noqa: SIM115
-        second = subprocess.Popen(cmd, env=env, stdout=log2, stderr=subprocess.STDOUT, start_new_session=True)
+        kill_process_group(first)
+        second = worker_process(wsettings, tmp_path, "worker2")
         result: InitState = await asyncio.wait_for(handle.result(), timeout=90)
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        kill_process_group(first)
+        kill_process_group(second)
     assert result.status == InitStatus.SUCCEEDED
     for port in (p1, p2, p3):
         assert len(processes_with(f"--port {port} ")) == 1, port

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from tests.helpers import register, running_worker, standin
+from tests.helpers import initialize_through_api
 from windflow import logs
 from windflow.settings import Settings
-from windflow.temporal_client import connect
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -22,18 +22,27 @@ class _Tty(io.StringIO):
         return True
 
 
-@pytest.fixture
-def captured():
-    """Configure windflow's logging into a buffer (JSON), and put the root logger back afterwards."""
+@contextmanager
+def configured_logging(fmt: str, stream: io.StringIO) -> Iterator[None]:
+    """Configure windflow's logging into ``stream``, and put the root logger back afterwards."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
+    logs.configure_logging(level="INFO", fmt=fmt, stream=stream)
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """windflow's logs as JSON lines in a buffer."""
     buffer = io.StringIO()
-    logs.configure_logging(level="INFO", fmt="json", stream=buffer)
-    yield buffer
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
+    with configured_logging("json", buffer):
+        yield buffer
 
 
 def lines(buffer: io.StringIO) -> list[dict]:
@@ -55,32 +64,17 @@ async def test_auto_format_is_console_on_a_tty_and_json_otherwise():
     assert logs.use_json("auto", _Tty()) is False
     assert logs.use_json("json", _Tty()) is True
     assert logs.use_json("console", io.StringIO()) is False
-    root = logging.getLogger()
-    handlers = list(root.handlers)
     tty = _Tty()
-    try:
-        logs.configure_logging(level="INFO", fmt="auto", stream=tty)
+    with configured_logging("auto", tty):
         logging.getLogger("windflow.test").warning("hello %s", "there")
-    finally:
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
     text = tty.getvalue()
     assert "hello there" in text and not text.lstrip().startswith("{")
 
 
 async def test_activity_lines_carry_workflow_run_activity_and_request_ids(captured, temporal_env, settings, db, api,
                                                                           ports):
-    port = ports()
-    await register(db, standin("web", port, boot=0.1, monitored=False))
-    client = await connect(settings)  # with the request-id interceptor, inherited by the worker
-    async with running_worker(client, settings, db):
-        r = await api.post("/api/v1/initializations", json={}, headers={"X-Request-Id": "req-logs-42"})
-        assert r.status_code == 202, r.text
-        assert r.headers["x-request-id"] == "req-logs-42"
-        handle = client.get_workflow_handle(r.json()["workflow_id"])
-        await asyncio.wait_for(handle.result(), timeout=60)
-        run_id = (await handle.describe()).run_id
+    handle = await initialize_through_api(api, settings, db, ports(), "req-logs-42")
+    run_id = (await handle.describe()).run_id
 
     records = lines(captured)
     started = [rec for rec in records if rec.get("logger") == "windflow.activities.services"

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -16,6 +14,7 @@ from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from tests.servers import Receiver
 from windflow.activities.notifications import NOT_DELIVERED, NotificationActivities
 from windflow.domain.contracts import NotifyInput
 from windflow.domain.errors import ConfigInvalid
@@ -30,46 +29,6 @@ from windflow.settings import Settings
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 channels_repo = NotificationChannelRepository()
-
-
-class Receiver:
-    """A real local HTTP server recording every POST; ``plan[path]`` lists the statuses to answer in turn."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.plan: dict[str, list[int]] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers),
-                                              "json": json.loads(body)})
-                    statuses = receiver.plan.get(self.path) or [200]
-                    status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
-                payload = b"ok" if status < 300 else b"receiver says no"
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def at(self, path: str) -> list[dict]:
-        with self.lock:
-            return [r for r in self.requests if r["path"] == path]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 from pydantic import TypeAdapter
 
+from tests.conftest import unavailable
 from tests.helpers import processes_with
 from tests.servers import free_port
 from windflow.domain.errors import ConfigInvalid
@@ -175,9 +176,7 @@ def closed_port() -> int:
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            raise RuntimeError("openssl is required for the TLS probe tests in CI")
-        pytest.skip("openssl not installed")
+        unavailable("openssl (for the TLS probe tests)")
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),

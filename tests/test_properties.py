@@ -324,7 +324,7 @@ def test_backoff_never_overflows_however_many_attempts(policy_data: dict[str, An
 @PROPERTY
 @given(st.floats(allow_nan=True), st.floats(1.0, 10.0))
 def test_jitter_is_a_fraction_of_the_delay(jitter: float, multiplier: float) -> None:
-    """The supervisor waits ``delay * (1 + jitter * r)`` with r in [0, 1) (workflows/supervision.py): the policy
+    """The supervisor waits ``policy.jittered(delay, r)`` with r in [0, 1) from workflow.random(): the policy
     admits only a jitter in [0, 1], so the wait stays within [delay, 2 * delay] and is never negative."""
     try:
         policy = RestartPolicy(jitter=jitter, multiplier=multiplier)
@@ -335,8 +335,9 @@ def test_jitter_is_a_fraction_of_the_delay(jitter: float, multiplier: float) -> 
     for attempt in range(2, 12):
         delay = policy.delay_before(attempt)
         for r in (0.0, 0.5, math.nextafter(1.0, 0.0)):
-            waited = delay * (1.0 + policy.jitter * r)
+            waited = policy.jittered(delay, r)
             assert delay <= waited <= delay * (1.0 + policy.jitter) <= 2 * delay
+            assert policy.jittered(delay, 0.0) == delay
 
 
 @PROPERTY
@@ -345,6 +346,7 @@ def test_restart_policy_rejects_negative_and_inverted_backoff(backoff: float, ba
     try:
         policy = RestartPolicy(backoff=backoff, backoff_max=backoff_max)
     except ValidationError:
+        assert not 0.0 <= backoff <= backoff_max <= 366 * 86_400, (backoff, backoff_max)  # only bad ones refused
         return
     assert 0.0 <= policy.backoff <= policy.backoff_max
 

@@ -12,17 +12,27 @@ import sys
 import uuid
 from pathlib import Path
 
-import httpx2
 import pytest
 from sqlalchemy import select
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Replayer
 
 from tests.conftest import mint_token
-from tests.helpers import eventually, kill_process_group, processes_with, running_worker, standin, worker_process
-from windflow.domain.contracts import SupervisionState, SupervisorInput
+from tests.helpers import (
+    create,
+    eventually,
+    healthy,
+    kill_process_group,
+    processes_with,
+    running_worker,
+    standin,
+    start_service,
+    supervise,
+    terminate_quietly,
+    watching,
+    worker_process,
+)
+from windflow.domain.contracts import SupervisionState
 from windflow.domain.rollout import RolloutInput, RolloutPhase, RolloutState, RolloutStatus
-from windflow.drivers import build_driver_registry
 from windflow.persistence.models import ConfigVersionRow, OutboxRow, ServiceRow
 from windflow.persistence.rollout_models import ConfigRolloutRow
 from windflow.settings import Settings
@@ -42,33 +52,10 @@ def settings(temporal_settings: Settings) -> Settings:
 @pytest.fixture(autouse=True)
 async def no_stray_workflows(temporal_env):
     yield
-    for workflow_id in ("supervise/web", "rollout/web", "supervise/kv", "rollout/kv"):
-        try:
-            await temporal_env.client.get_workflow_handle(workflow_id).terminate("test over")
-        except Exception:
-            pass
+    await terminate_quietly(temporal_env.client, "supervise/web", "rollout/web", "supervise/kv", "rollout/kv")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-async def create(api, spec) -> None:
-    r = await api.post("/api/v1/services", json=spec.model_dump(mode="json"))
-    assert r.status_code == 201, r.text
-
-
-async def start_process(settings: Settings, spec) -> int:
-    result = await build_driver_registry(data_dir=settings.ensure_data_dir()).for_service(spec).start(spec)
-    assert result.ok, result.message
-    return result.pid
-
-
-async def healthy(port: int) -> bool:
-    try:
-        async with httpx2.AsyncClient(timeout=0.5) as http:
-            return (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
-    except httpx2.HTTPError:
-        return False
 
 
 def cmdline(pid: int) -> str:
@@ -79,18 +66,6 @@ def only_process(port: int) -> str:
     pids = processes_with(f"--port {port} ")
     assert len(pids) == 1, pids
     return cmdline(pids[0])
-
-
-async def supervise(client, task_queue: str, service_id: str):
-    return await client.start_workflow(
-        ServiceSupervisor.run, SupervisorInput(service_id=service_id, heartbeat_timeout=3),
-        id=f"supervise/{service_id}", task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
-
-
-async def watching(handle):
-    st = await handle.query(ServiceSupervisor.query_status)
-    return st if st.state == SupervisionState.WATCHING else None
 
 
 async def rollout(api, service: str, spec, *, window: float, comment: str = "") -> str:
@@ -142,10 +117,10 @@ async def test_good_change_is_applied_verified_and_marked_good(temporal_env, set
     port = ports()
     v1 = standin("web", port, boot=0.1, interval="0.1s")
     await create(api, v1)
-    await start_process(settings, v1)
+    await start_service(settings, v1)
     await eventually(lambda: healthy(port), timeout=10)
     async with running_worker(client, settings, db):
-        supervisor = await supervise(client, settings.task_queue, "web")
+        supervisor = await supervise(client, settings.task_queue, "web", heartbeat_timeout=3)
         await eventually(lambda: watching(supervisor), timeout=15)
         v2 = standin("web", port, boot=0.4, interval="0.1s")
         rollout_id = await rollout(api, "web", v2, window=3.0, comment="slower boot")
@@ -202,7 +177,7 @@ async def test_bad_change_is_rolled_back_with_evidence(temporal_env, settings, d
     port, dep = ports(), ports()
     v1 = standin("web", port, boot=0.1, interval="0.1s", failure_threshold=3)
     await create(api, v1)
-    await start_process(settings, v1)
+    await start_service(settings, v1)
     await eventually(lambda: healthy(port), timeout=10)
     # the new version needs a dependency the test takes away once the version is up
     dependency = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", dep)
@@ -254,7 +229,7 @@ async def test_concurrent_rollout_is_409_and_cancel_rolls_back(temporal_env, set
     port = ports()
     v1 = standin("web", port, boot=0.1, interval="0.1s")
     await create(api, v1)
-    await start_process(settings, v1)
+    await start_service(settings, v1)
     await eventually(lambda: healthy(port), timeout=10)
     v2 = standin("web", port, boot=0.2, interval="0.1s")
     v3 = standin("web", port, boot=0.3, interval="0.1s")
@@ -344,7 +319,7 @@ async def test_cli_config_apply_waits_and_fails_when_rolled_back(temporal_env, s
     port = ports()
     v1 = standin("web", port, boot=0.1, interval="0.1s")
     await register(db, v1)
-    await start_process(settings, v1)
+    await start_service(settings, v1)
     await eventually(lambda: healthy(port), timeout=10)
     file = tmp_path / "web.yaml"
     file.write_text(yaml.safe_dump(standin("web", port, boot=0.1, interval="0.1s", args=["--fail-start"]).content()))
@@ -393,12 +368,12 @@ async def test_worker_killed_mid_rollout_ends_consistent(temporal_env, wsettings
     v1 = standin("kv", port, boot=0.1, interval="0.2s")
     v2 = standin("kv", port, boot=1.0, interval="0.2s")
     await register(sqlite_db, v1)
-    await start_process(wsettings, v1)
+    await start_service(wsettings, v1)
     await eventually(lambda: healthy(port), timeout=10)
     first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
-        supervisor = await supervise(client, wsettings.task_queue, "kv")
+        supervisor = await supervise(client, wsettings.task_queue, "kv", heartbeat_timeout=3)
         await eventually(lambda: watching(supervisor), timeout=30)
         handle = await client.start_workflow(
             ConfigRollout.run,

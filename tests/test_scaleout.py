@@ -8,32 +8,24 @@ history, and of the pending activity the victim was running when it was killed.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from tests.helpers import eventually, processes_with, register, standin
+from tests.helpers import (
+    eventually,
+    kill_process_group,
+    processes_with,
+    register,
+    standin,
+    worker_identity,
+    worker_process,
+)
 from windflow.domain.contracts import ComponentStatus, InitInput, InitOptions, InitState, InitStatus
 from windflow.workflows.initialization import SystemInitialization
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def spawn_worker(tmp_path: Path, name: str, env: dict[str, str]) -> subprocess.Popen:
-    log = open(tmp_path / f"worker-{name}.log", "wb")  # noqa: SIM115
-    cmd = [sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"]
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def identity(proc: subprocess.Popen) -> str:
-    return f"{proc.pid}@{socket.gethostname()}"  # the SDK's default worker identity
 
 
 async def started_identities(handle) -> set[str]:
@@ -66,19 +58,10 @@ async def test_two_workers_share_an_initialization_and_one_dying_loses_nothing(t
     await register(sqlite_db, *(standin(n, p, boot=0.1, monitored=False) for n, p in layer_ports.items()),
                    standin("slow", slow_port, boot=3.0, deps=first_layer, monitored=False),
                    standin("last", last_port, boot=0.1, deps=["slow"], monitored=False))
-    env = {
-        **os.environ,
-        "WINDFLOW_DATA_DIR": str(wsettings.data_dir),  # one machine: the process driver's state is shared
-        "WINDFLOW_DATABASE_URL": str(sqlite_db.engine.url),
-        "WINDFLOW_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-        "WINDFLOW_TEMPORAL_NAMESPACE": client.namespace,
-        "WINDFLOW_TASK_QUEUE": task_queue,
-        "WINDFLOW_JWT_SECRET": "y" * 40,
-        "WINDFLOW_WORKER_METRICS_PORT": "0",
-        "WINDFLOW_LOG_FORMAT": "json",
-    }
-    workers = {name: spawn_worker(tmp_path, name, env) for name in ("one", "two")}
-    by_identity = {identity(proc): proc for proc in workers.values()}
+    # one machine: both share the process driver's state (wsettings.data_dir)
+    workers = {name: worker_process(wsettings, tmp_path, f"worker-{name}", WINDFLOW_LOG_FORMAT="json")
+               for name in ("one", "two")}
+    by_identity = {worker_identity(proc): proc for proc in workers.values()}
     try:
         run_id = uuid.uuid4().hex[:12]
         handle = await client.start_workflow(
@@ -88,15 +71,12 @@ async def test_two_workers_share_an_initialization_and_one_dying_loses_nothing(t
         before: InitState = await handle.query(SystemInitialization.status)
         pids = {name: before.components[name].pid for name in first_layer}
         victim = by_identity[victim_identity]
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=10)
+        kill_process_group(victim)
         result: InitState = await asyncio.wait_for(handle.result(), timeout=90)
         identities = await started_identities(handle)
     finally:
         for proc in workers.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            kill_process_group(proc)
 
     assert result.status == InitStatus.SUCCEEDED, result.message
     # both workers ran activities of this run: the victim until it died, the survivor to the end

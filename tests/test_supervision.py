@@ -18,63 +18,33 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from tests.helpers import (
     eventually,
+    healthy,
     kill_process_group,
     processes_with,
     register,
     running_worker,
     standin,
+    start_service,
+    supervise,
+    watching,
     worker_process,
 )
 from windflow.domain.contracts import (
     ControlInput,
     RecoveryInput,
     SupervisionState,
-    SupervisorInput,
     SupervisorStatus,
     SweepInput,
 )
 from windflow.domain.notifications import ChannelConfig
-from windflow.drivers import build_driver_registry
 from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def start_service(wsettings, spec):
-    driver = build_driver_registry(data_dir=wsettings.ensure_data_dir()).for_service(spec)
-    result = await driver.start(spec)
-    assert result.ok, result.message
-    return result.pid
-
-
-async def supervise(client, task_queue, service_id: str, heartbeat_timeout: float = 5.0):
-    return await client.start_workflow(
-        ServiceSupervisor.run, SupervisorInput(service_id=service_id, heartbeat_timeout=heartbeat_timeout),
-        id=f"supervise/{service_id}", task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
-    )
-
-
 async def status_of(handle) -> SupervisorStatus:
     return await handle.query(ServiceSupervisor.query_status)
-
-
-async def healthy(port: int) -> bool:
-    try:
-        async with httpx2.AsyncClient(timeout=0.5) as http:
-            return (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
-    except httpx2.HTTPError:
-        return False
-
-
-async def watching(handle, restarts: int | None = None) -> SupervisorStatus | None:
-    st = await status_of(handle)
-    if st.state != SupervisionState.WATCHING:
-        return None
-    if restarts is not None and st.restarts_total != restarts:
-        return None
-    return st
 
 
 def spawns(wsettings, service_id: str) -> int:

@@ -7,11 +7,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +17,7 @@ from sqlalchemy import select
 from tests.auth_helpers import assert_envelope, bearer
 from tests.conftest import mint_token
 from tests.helpers import eventually
+from tests.servers import Receiver
 from windflow.domain.events import ConfigChanged, Event, EventType, ServiceStatusUpdate, make_event
 from windflow.events.base import parse_position
 from windflow.events.memory import MemoryBus
@@ -34,54 +33,15 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 HOOKS = "/api/v1/webhooks"
 
 
-class Receiver:
-    """A real HTTP server on a free local port, recording every POST; ``plan[path]`` lists statuses to answer
-    in turn (then 200)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.plan: dict[str, list[int]] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver.lock:
-                    planned = receiver.plan.get(self.path) or []
-                    code = planned.pop(0) if planned else 200
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                              "answered": code})
-                self.send_response(code)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok" if code < 300 else b"try again")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def at(self, path: str) -> list[dict]:
-        with self.lock:
-            return [r for r in self.requests if r["path"] == path]
-
-    def event_ids(self, path: str) -> list[str]:
-        return [json.loads(r["body"])["event_id"] for r in self.at(path)]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
+
+
+def event_ids(receiver: Receiver, path: str) -> list[str]:
+    return [r["json"]["event_id"] for r in receiver.at(path)]
 
 
 @pytest.fixture
@@ -222,9 +182,9 @@ async def test_event_types_filter_and_disabled_subscriptions_get_nothing(running
         return states and all(st == "delivered" for st in states)
 
     await eventually(all_delivered)
-    assert receiver.event_ids("/config") == [config.event_id]
-    assert receiver.event_ids("/status") == [status.event_id]
-    assert {status.event_id, config.event_id} <= set(receiver.event_ids("/all"))
+    assert event_ids(receiver, "/config") == [config.event_id]
+    assert event_ids(receiver, "/status") == [status.event_id]
+    assert {status.event_id, config.event_id} <= set(event_ids(receiver, "/all"))
     assert await deliveries_of(api, disabled["id"]) == []
     assert receiver.at("/off") == []
 
@@ -236,9 +196,9 @@ async def test_event_types_filter_and_disabled_subscriptions_get_nothing(running
     later = status_event(state="stopped")
     last = await bus.publish(later)
     await eventually(lambda: taken_in(dispatcher, last))
-    await eventually(lambda: receiver.event_ids("/off") == [later.event_id])
+    await eventually(lambda: event_ids(receiver, "/off") == [later.event_id])
     assert [d["event_id"] for d in await deliveries_of(api, only_status["id"])] == [status.event_id]
-    assert receiver.event_ids("/status") == [status.event_id]
+    assert event_ids(receiver, "/status") == [status.event_id]
 
 
 async def test_ping_failure_after_max_attempts_and_redelivery(running, api, receiver):
@@ -406,7 +366,7 @@ async def test_queued_deliveries_survive_a_restart_and_are_claimed_once(db, rece
     async with db.read() as session:
         row = (await session.execute(select(WebhookDeliveryRow))).scalar_one()
     assert (row.state, row.attempts, row.last_status_code) == ("delivered", 1, 200)
-    assert receiver.event_ids("/r") == [event.event_id]
+    assert event_ids(receiver, "/r") == [event.event_id]
 
     # a claim whose sender died is due again once its lease has passed, and sent by the next dispatcher
     other = status_event(state="stopped")

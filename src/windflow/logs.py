@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import structlog
 import temporalio.activity
 import temporalio.workflow
+from opentelemetry import trace
 
 #: the API request this code runs for (set by the API's RequestIdMiddleware and by the activity interceptor)
 REQUEST_ID: ContextVar[str | None] = ContextVar("windflow_request_id", default=None)
@@ -50,12 +51,7 @@ def _add_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any
     request_id = REQUEST_ID.get()
     if request_id:
         event.setdefault("request_id", request_id)
-    try:
-        from opentelemetry import trace
-
-        ctx = trace.get_current_span().get_span_context()
-    except Exception:  # pragma: no cover - tracing is optional at this level
-        return event
+    ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid and ctx.trace_flags.sampled:
         event.setdefault("trace_id", format(ctx.trace_id, "032x"))
         event.setdefault("span_id", format(ctx.span_id, "016x"))

@@ -1,14 +1,13 @@
 import { createPinia, setActivePinia } from 'pinia'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { resetApi, useApi } from '@/composables/useApi'
+import { useApi } from '@/composables/useApi'
 import { setupStorePersistence } from '@/plugins/persistence'
 import { REFRESH_KEY, TOKEN_KEY, useAuthStore } from '@/stores/auth'
 import { CONFIG_CACHE_KEY, useConfigStore } from '@/stores/config'
-import { apiError, json, me, memoryStorage, mockFetch, tokenPair } from './helpers'
+import { apiError, freshPinia, json, me, memoryStorage, mockFetch, tokenPair } from './helpers'
 
 beforeEach(() => {
-  setActivePinia(createPinia())
-  resetApi()
+  freshPinia()
 })
 
 describe('auth store', () => {

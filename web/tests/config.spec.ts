@@ -1,9 +1,7 @@
-import { createPinia, setActivePinia } from 'pinia'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { resetApi } from '@/composables/useApi'
 import { useAuthStore } from '@/stores/auth'
 import { useConfigStore } from '@/stores/config'
-import { apiError, json, mockFetch } from './helpers'
+import { apiError, freshPinia, json, mockFetch } from './helpers'
 
 function version(v: number, content: Record<string, unknown>, extra: Record<string, unknown> = {}) {
   return { service_id: 'api', version: v, content, content_hash: `h${v}`, author: 'dana', comment: '', reverted_from: null, status: 'active', created_at: '2026-01-01T00:00:00Z', ...extra }
@@ -13,8 +11,7 @@ const v1 = version(1, { driver: 'process', config: { command: ['a'] } })
 const v2 = version(2, { driver: 'process', config: { command: ['b'] } })
 
 beforeEach(() => {
-  setActivePinia(createPinia())
-  resetApi()
+  freshPinia()
   useAuthStore().token = 't'
 })
 

@@ -1,4 +1,7 @@
+import { createPinia, setActivePinia } from 'pinia'
 import { vi } from 'vitest'
+import { resetApi } from '@/composables/useApi'
+import { useAuthStore } from '@/stores/auth'
 
 export interface Call {
   method: string
@@ -103,3 +106,18 @@ export function memoryStorage(): Storage {
 }
 
 export const flush = () => new Promise((resolve) => setTimeout(resolve, 0))
+
+/** A fresh active Pinia and API client (each test's setup); returns the Pinia for mount's `global.plugins`. */
+export function freshPinia() {
+  const pinia = createPinia()
+  setActivePinia(pinia)
+  resetApi()
+  return pinia
+}
+
+/** Signs a user in with these permissions, without a server round trip. */
+export function signedIn(permissions: string[]) {
+  const auth = useAuthStore()
+  auth.token = 't'
+  auth.user = me(permissions) as never
+}

@@ -1,9 +1,7 @@
-import { createPinia, setActivePinia } from 'pinia'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { resetApi } from '@/composables/useApi'
 import { useAuthStore } from '@/stores/auth'
 import { useInitializationStore } from '@/stores/initialization'
-import { apiError, json, mockFetch } from './helpers'
+import { apiError, freshPinia, json, mockFetch } from './helpers'
 
 function component(name: string, status: string, layer = 0, depends_on: string[] = []) {
   return { name, status, layer, depends_on, attempts: 1, last_error: null, pid: null, started_at: null, healthy_at: null, finished_at: null, started_by_run: true }
@@ -40,8 +38,7 @@ function run(run_id: string, status = 'RUNNING', progress = 0, components: Recor
 const accepted = { run_id: 'r1', workflow_id: 'init/r1', status: 'PENDING', queued_after: null, links: { self: '', cancel: '', temporal_ui: 'http://ui/x' } }
 
 beforeEach(() => {
-  setActivePinia(createPinia())
-  resetApi()
+  freshPinia()
   useAuthStore().token = 't'
 })
 

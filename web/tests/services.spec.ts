@@ -1,13 +1,10 @@
-import { createPinia, setActivePinia } from 'pinia'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { resetApi } from '@/composables/useApi'
 import { useAuthStore } from '@/stores/auth'
 import { healthOf, useServiceStore } from '@/stores/services'
-import { json, mockFetch, service } from './helpers'
+import { freshPinia, json, mockFetch, service } from './helpers'
 
 beforeEach(() => {
-  setActivePinia(createPinia())
-  resetApi()
+  freshPinia()
   useAuthStore().token = 't'
 })
 

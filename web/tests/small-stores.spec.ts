@@ -1,16 +1,13 @@
-import { createPinia, setActivePinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { resetApi } from '@/composables/useApi'
 import { useAuthStore } from '@/stores/auth'
 import { useEventStore } from '@/stores/events'
 import { useMetricsStore } from '@/stores/metrics'
 import { useNotificationStore } from '@/stores/notifications'
 import { useUiStore } from '@/stores/ui'
-import { json, mockFetch } from './helpers'
+import { freshPinia, json, mockFetch } from './helpers'
 
 beforeEach(() => {
-  setActivePinia(createPinia())
-  resetApi()
+  freshPinia()
 })
 afterEach(() => vi.useRealTimers())
 

@@ -1,30 +1,19 @@
 import { flushPromises, mount } from '@vue/test-utils'
-import { createPinia, setActivePinia } from 'pinia'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
 import { defineComponent, h } from 'vue'
 import { createMemoryHistory } from 'vue-router'
-import { resetApi } from '@/composables/useApi'
 import { EventSocket, useWebSocket } from '@/composables/useWebSocket'
 import { buildRouter } from '@/router'
 import { useAuthStore } from '@/stores/auth'
 import App from '@/App.vue'
 import ConfigsView from '@/views/ConfigsView.vue'
 import ServicesView from '@/views/ServicesView.vue'
-import { json, me, mockFetch, service } from './helpers'
+import { freshPinia, json, me, mockFetch, service, signedIn } from './helpers'
 
-let pinia: ReturnType<typeof createPinia>
+let pinia: ReturnType<typeof freshPinia>
 beforeEach(() => {
-  pinia = createPinia()
-  setActivePinia(pinia)
-  resetApi()
+  pinia = freshPinia()
 })
-
-function signedIn(permissions: string[]) {
-  const auth = useAuthStore()
-  auth.token = 't'
-  auth.user = me(permissions) as never
-  auth.permissions = permissions
-}
 
 describe('router guard', () => {
   it('sends a signed-out visitor to the login page, remembering where they were going', async () => {

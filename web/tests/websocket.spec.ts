@@ -1,6 +1,4 @@
-import { createPinia, setActivePinia } from 'pinia'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { resetApi } from '@/composables/useApi'
 import { EventSocket, isAfter } from '@/composables/useWebSocket'
 import { useAuthStore } from '@/stores/auth'
 import { useConfigStore } from '@/stores/config'
@@ -9,7 +7,7 @@ import { useInitializationStore } from '@/stores/initialization'
 import { useMetricsStore } from '@/stores/metrics'
 import { useNotificationStore } from '@/stores/notifications'
 import { useServiceStore } from '@/stores/services'
-import { json, mockFetch, service, tokenPair } from './helpers'
+import { freshPinia, json, mockFetch, service, tokenPair } from './helpers'
 
 class FakeWebSocket {
   static instances: FakeWebSocket[] = []
@@ -56,8 +54,7 @@ function makeSocket() {
 }
 
 beforeEach(() => {
-  setActivePinia(createPinia())
-  resetApi()
+  freshPinia()
   FakeWebSocket.instances = []
   useAuthStore().token = 'tok'
   useAuthStore().refreshTokenValue = 'r1'

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 
 from windflow.domain.errors import WindflowError
-from windflow.domain.events import EventType, ServiceStatusUpdate, make_event
+from windflow.domain.events import Event, EventType, ServiceStatusUpdate, make_event
+from windflow.persistence.models import OutboxRow
 from windflow.persistence.repositories import OutboxRepository, ServiceRepository
 
 if TYPE_CHECKING:
@@ -30,6 +32,16 @@ def to_application_error(exc: WindflowError) -> ApplicationError:
 
 def new_event(event_type: EventType, data: BaseModel) -> Any:
     return make_event(event_type, data, event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
+
+
+async def add_new_events(session: AsyncSession, events: Sequence[Event]) -> None:
+    """Add, in one statement, the events whose ids the outbox does not hold yet: the record activities get
+    their event ids from the workflow, so a retried record publishes each event once."""
+    if not events:
+        return
+    ids = [e.event_id for e in events]
+    known = set((await session.execute(select(OutboxRow.event_id).where(OutboxRow.event_id.in_(ids)))).scalars())
+    await outbox.add_many(session=session, events=[e for e in events if e.event_id not in known])
 
 
 class StateWriter:

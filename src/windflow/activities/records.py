@@ -5,20 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from temporalio import activity
 
+from windflow.activities._support import add_new_events
 from windflow.domain.contracts import TERMINAL_INIT, RecordInitInput
 from windflow.domain.events import EventType, InitializationUpdate, make_event
 from windflow.metrics import INITIALIZATION_DURATION
-from windflow.persistence.models import OutboxRow
-from windflow.persistence.repositories import OutboxRepository, RunSummaryRepository
+from windflow.persistence.repositories import RunSummaryRepository
 
 if TYPE_CHECKING:
     from windflow.persistence.db import Database
 
 runs = RunSummaryRepository()
-outbox = OutboxRepository()
 
 
 class RecordActivities:
@@ -42,16 +40,11 @@ class RecordActivities:
                 finished_at=state.finished_at if state.status in TERMINAL_INIT and req.final else None,
                 summary=state.model_dump(mode="json"),
             )
-            if req.event_ids:
-                known = set(
-                    (await session.execute(select(OutboxRow.event_id).where(OutboxRow.event_id.in_(req.event_ids))))
-                    .scalars()
-                )
-                await outbox.add_many(session=session, events=[
-                    make_event(EventType.INITIALIZATION_UPDATE, InitializationUpdate.model_validate(data),
-                               event_id=event_id, timestamp=req.timestamp)
-                    for event_id, data in zip(req.event_ids, req.events, strict=True) if event_id not in known
-                ])
+            await add_new_events(session, [
+                make_event(EventType.INITIALIZATION_UPDATE, InitializationUpdate.model_validate(data),
+                           event_id=event_id, timestamp=req.timestamp)
+                for event_id, data in zip(req.event_ids, req.events, strict=True)
+            ])
         if self.on_commit:
             self.on_commit()
         if req.final and state.status in TERMINAL_INIT and state.finished_at and state.started_at:

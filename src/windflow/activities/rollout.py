@@ -22,10 +22,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import select
 from temporalio import activity
 
-from windflow.activities._support import StateWriter, new_event, outbox, to_application_error
+from windflow.activities._support import StateWriter, add_new_events, new_event, outbox, to_application_error
 from windflow.domain.errors import DriverFailed, NotFound, WindflowError
 from windflow.domain.events import ConfigChanged, EventType, RolloutUpdate, make_event
 from windflow.domain.models import ServiceSpec
@@ -47,7 +46,6 @@ from windflow.domain.rollout import (
 )
 from windflow.domain.system import Problem, graph_problems, problems_from
 from windflow.drivers.base import DriverRegistry
-from windflow.persistence.models import OutboxRow
 from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository, content_hash
 from windflow.persistence.rollout_models import RolloutRepository
 from windflow.probes.base import ProbeRegistry
@@ -285,12 +283,9 @@ class RolloutActivities:
                 state=st.model_dump(mode="json"), started_at=st.started_at,
                 finished_at=st.finished_at if req.final else None,
             )
-            if req.event_ids:
-                known = set((await session.execute(
-                    select(OutboxRow.event_id).where(OutboxRow.event_id.in_(req.event_ids)))).scalars())
-                for event_id, data in zip(req.event_ids, req.events, strict=True):
-                    if event_id not in known:
-                        event = make_event(EventType.ROLLOUT_UPDATE, RolloutUpdate.model_validate(data),
-                                           event_id=event_id, timestamp=req.timestamp)
-                        await outbox.add(session=session, event=event)
+            await add_new_events(session, [
+                make_event(EventType.ROLLOUT_UPDATE, RolloutUpdate.model_validate(data), event_id=event_id,
+                           timestamp=req.timestamp)
+                for event_id, data in zip(req.event_ids, req.events, strict=True)
+            ])
         self._committed()

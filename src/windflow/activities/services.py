@@ -34,7 +34,6 @@ from windflow.domain.models import ServiceSpec
 from windflow.domain.results import DriverResult, ProbeResult, RunStatus
 from windflow.domain.system import Problem, graph_problems, problems_from
 from windflow.drivers.base import DriverRegistry
-from windflow.metrics import observe_probe
 from windflow.persistence.repositories import ProbeResultRepository, ServiceRepository, spec_of
 from windflow.probes.base import ProbeRegistry
 
@@ -213,7 +212,6 @@ class ServiceActivities:
                                  checked_at=datetime.now(UTC))
         else:
             result = await self.probes.check(req.spec.health)
-            observe_probe(req.spec.health.kind, result.latency_ms)
         if req.record:
             await self._store_probes(req.spec, [result], None)
         return result
@@ -253,7 +251,6 @@ class ServiceActivities:
                                      checked_at=datetime.now(UTC))
             else:
                 result = await self.probes.check(health)
-                observe_probe(health.kind, result.latency_ms)
             checks += 1
             recent.append(result)
             del recent[:-50]

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from temporalio import activity
 
-from windflow.activities._support import StateWriter, new_event, outbox
+from windflow.activities._support import StateWriter, add_new_events, new_event, outbox
 from windflow.domain.contracts import (
     SUPERVISABLE_STATES,
     DependencyCheckInput,
@@ -31,13 +30,12 @@ from windflow.domain.contracts import (
     WatchResult,
 )
 from windflow.domain.errors import WindflowError
-from windflow.domain.events import EventType, HealthCheck, make_event
+from windflow.domain.events import EVENT_DATA_MODELS, EventType, HealthCheck, make_event
 from windflow.domain.health import HealthTracker, HealthVerdict
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import ProbeResult, RunStatus
 from windflow.drivers.base import DriverRegistry
-from windflow.metrics import RECOVERY_DURATION, RESTARTS, observe_probe
-from windflow.persistence.models import OutboxRow
+from windflow.metrics import RECOVERY_DURATION, RESTARTS
 from windflow.persistence.repositories import (
     ProbeResultRepository,
     RunSummaryRepository,
@@ -93,9 +91,7 @@ class SupervisionActivities:
             status = await self.drivers.for_service(spec).status(spec)
             return ProbeResult(healthy=status.status != RunStatus.STOPPED, latency_ms=0.0,
                                message=f"driver says {status.status.value}", checked_at=_now())
-        result = await self.probes.check(spec.health)
-        observe_probe(spec.health.kind, result.latency_ms)
-        return result
+        return await self.probes.check(spec.health)
 
     async def _record_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None,
                              publish: bool) -> None:
@@ -389,18 +385,12 @@ class SupervisionActivities:
                     if isinstance(summary.get(key), str):
                         summary[key] = datetime.fromisoformat(summary[key])
                 await runs.upsert(session=session, **summary)
-            if req.event_ids:
-                known = set((await session.execute(
-                    select(OutboxRow.event_id).where(OutboxRow.event_id.in_(req.event_ids)))).scalars())
-                for event_id, item in zip(req.event_ids, req.events, strict=True):
-                    if event_id in known:
-                        continue
-                    event_type = EventType(item["event_type"])
-                    from windflow.domain.events import EVENT_DATA_MODELS
-
-                    data = EVENT_DATA_MODELS[event_type].model_validate(item["data"])
-                    await outbox.add(session=session, event=make_event(event_type, data, event_id=event_id,
-                                                                       timestamp=req.timestamp))
+            events = []
+            for event_id, item in zip(req.event_ids, req.events, strict=True):
+                event_type = EventType(item["event_type"])
+                data = EVENT_DATA_MODELS[event_type].model_validate(item["data"])
+                events.append(make_event(event_type, data, event_id=event_id, timestamp=req.timestamp))
+            await add_new_events(session, events)
         if self.on_commit:
             self.on_commit()
 
@@ -419,17 +409,10 @@ class SupervisionActivities:
 
     @activity.defn(name="list_monitored")
     async def list_monitored(self, _: str = "") -> list[ServiceSpec]:
-        """Monitored services windflow has brought up, except those a user stopped."""
+        """Monitored services windflow has brought up and keeps up (``SUPERVISABLE_STATES``)."""
         async with self.db.read() as session:
             rows = await services.all(session=session)
-        out = []
-        for row in rows:
-            detail = row.state_detail or {}
-            if not row.monitored or row.state not in SUPERVISABLE_STATES:
-                continue  # never brought up, still being brought up by an initialization, or stopped
-            if detail.get("source") == "user" and row.state == "stopped":
-                continue
-            out.append(spec_of(row))
-        return out
+        # never brought up, still being brought up by an initialization, or stopped: not supervised
+        return [spec_of(row) for row in rows if row.monitored and row.state in SUPERVISABLE_STATES]
 
 

@@ -13,6 +13,8 @@ from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 
 from windflow.cli.client import (
+    ApiUrl,
+    all_pages,
     api_url,
     check,
     client,
@@ -25,7 +27,6 @@ from windflow.cli.client import (
     stored_access_token,
 )
 
-ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (default: settings / stored login)")]
 PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input")]
 
 users_app = typer.Typer(help="Users (the first admin; listing needs users:manage).", no_args_is_help=True)
@@ -150,15 +151,8 @@ def create_admin(
 @users_app.command("list")
 def list_users(api: ApiUrl = None) -> None:
     """List users with their roles."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
     with client(api) as http:
-        while True:
-            page = check(http.get("/api/v1/users", params={"limit": 500, **({"cursor": cursor} if cursor else {})}))
-            items += page["items"]
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
+        items = all_pages(http, "/api/v1/users")
     table = Table("user", "roles", "disabled", "last login")
     for u in items:
         table.add_row(u["username"], ", ".join(u["roles"]), "yes" if u["disabled"] else "",

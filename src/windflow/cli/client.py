@@ -7,7 +7,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx2
 import typer
@@ -15,6 +15,8 @@ from rich.console import Console
 
 console = Console()
 err_console = Console(stderr=True)
+
+ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (default: settings / stored login)")]
 
 
 def config_dir() -> Path:
@@ -121,3 +123,15 @@ def check(resp: httpx2.Response) -> Any:
     if resp.status_code == 401:
         err_console.print("  (run `windflow login` or set WINDFLOW_TOKEN)")
     raise typer.Exit(2 if resp.status_code < 500 else 1)
+
+
+def all_pages(http: httpx2.Client, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every item of a paged list (``items`` / ``next_cursor``), following the cursor to the end."""
+    query = {"limit": 500, **(params or {})}
+    items: list[dict[str, Any]] = []
+    while True:
+        page = check(http.get(path, params=query))
+        items += page["items"]
+        if not page["next_cursor"]:
+            return items
+        query["cursor"] = page["next_cursor"]

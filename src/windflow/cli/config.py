@@ -12,9 +12,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
-from windflow.cli.client import check, client, console, err_console
+from windflow.cli.client import ApiUrl, check, client, console, err_console
 
-ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL")]
 app = typer.Typer(help="Roll out service configs: save, apply, verify health, roll back on failure.",
                   no_args_is_help=True)
 

@@ -14,10 +14,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from windflow.cli.client import check, client, console, err_console
+from windflow.cli.client import ApiUrl, check, client, console, err_console
 
 app = typer.Typer(help="Initialize the system (bring services up in dependency order).", no_args_is_help=True)
-ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL")]
 
 STYLE = {
     "PENDING": "dim", "STARTING": "cyan", "WAITING_HEALTHY": "yellow", "HEALTHY": "green", "FAILED": "bold red",

@@ -9,9 +9,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from windflow.cli.client import check, client, console, err_console
+from windflow.cli.client import ApiUrl, all_pages, check, client, console, err_console
 
-ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL")]
 service_app = typer.Typer(help="Control one service (a stop pauses its supervision).", no_args_is_help=True)
 
 STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "backing_off": "yellow",
@@ -25,19 +24,13 @@ def services(
     api: ApiUrl = None,
 ) -> None:
     """List services with their state."""
-    params: dict[str, Any] = {"limit": 500, "label": label}
+    params: dict[str, Any] = {"label": label}
     if state:
         params["state"] = state
     if q:
         params["q"] = q
-    rows: list[dict[str, Any]] = []
     with client(api) as http:
-        while True:
-            page = check(http.get("/api/v1/services", params=params))
-            rows += page["items"]
-            if not page["next_cursor"]:
-                break
-            params["cursor"] = page["next_cursor"]
+        rows = all_pages(http, "/api/v1/services", params)
     table = Table("service", "state", "driver", "depends on", "version", "detail")
     for s in rows:
         sup = (s.get("state_detail") or {}).get("supervision") or {}
@@ -64,16 +57,13 @@ def recover(
         if not wait:
             return
         deadline = time.monotonic() + timeout
-        last = ""
         time.sleep(0.3)
         with console.status("recovering") as status:
             while time.monotonic() < deadline:
                 sup = check(http.get(f"/api/v1/services/{service}/supervision")).get("status") or {}
                 state = sup.get("state", "")
                 status.update(f"{state}: {sup.get('message', '')}")
-                if state != last:
-                    last = state
-                if state in ("watching", "gave_up", "paused") and sup.get("attempt", 0) >= 0:
+                if state in ("watching", "gave_up", "paused"):
                     console.print(Text(f"{service}: {state} — {sup.get('message', '')}",
                                        STATE_STYLE.get("healthy" if state == "watching" else state, "")))
                     raise typer.Exit(0 if state == "watching" else 1)

@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.models import HealthSpec, ProbeKind
 from windflow.domain.results import ProbeResult
+from windflow.metrics import observe_probe
 
 
 @runtime_checkable
@@ -29,5 +30,11 @@ class ProbeRegistry:
         except (KeyError, ValueError):
             raise ConfigInvalid(f"no probe registered for kind {kind!r}") from None
 
+    def kinds(self) -> list[ProbeKind]:
+        return sorted(self._probes)
+
     async def check(self, spec: HealthSpec) -> ProbeResult:
-        return await self.get(spec.kind).check(spec)
+        """Run the probe of ``spec.kind``; every probe's latency goes into the probe latency metric here."""
+        result = await self.get(spec.kind).check(spec)
+        observe_probe(spec.kind, result.latency_ms)
+        return result

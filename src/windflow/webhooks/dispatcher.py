@@ -9,6 +9,11 @@ Intake
     seen twice queues nothing new (a delivery's ``dedup_key`` is ``<subscription>:<event_id>``). On the
     in-process bus (one process, and the bus lives as long as it) it reads the bus from its beginning.
     For every enabled subscription whose event types match, it writes a ``pending`` delivery due now.
+    An event no enabled subscription wants costs no query: the dispatcher keeps the event types of the
+    enabled subscriptions in memory, read again after a change made through this process's API
+    (:meth:`WebhookDispatcher.subscriptions_changed`) and at least every ``SUBSCRIPTIONS_REFRESH`` seconds
+    (a change made through another process is seen within that). An event some subscription may want is
+    matched against the store, in the transaction that queues it.
 
 Sending
     Claims due deliveries in the store (a compare-and-set per attempt, see
@@ -68,6 +73,7 @@ ERROR_EXCERPT = 300
 PURGE_EVERY = 600.0
 LEASE_MARGIN = 30.0  # seconds a claim outlives the request timeout
 MIN_WAIT = 0.01
+SUBSCRIPTIONS_REFRESH = 1.0  # seconds the intake trusts its copy of the enabled subscriptions' event types
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,14 @@ class WebhookDispatcher:
         self._client = client
         self._subscriptions = WebhookSubscriptionRepository()
         self._deliveries = WebhookDeliveryRepository()
+        # event types of each enabled subscription (empty: every type), when read, and the generation read
+        self._wanted: list[frozenset[str]] | None = None
+        self._wanted_at = 0.0
+        self._wanted_generation = 0
+        self._generation = 0
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._next_due: datetime | None = None  # the earliest pending delivery's due time, as claim() last read it
         self.started = asyncio.Event()  # set once the intake follows the bus
         self.position: str | None = None  # in-process bus: the last event taken in
         self.queued = 0
@@ -191,19 +203,33 @@ class WebhookDispatcher:
         """Look for due deliveries now (after a local commit queued one)."""
         self._wake.set()
 
+    def subscriptions_changed(self) -> None:
+        """A subscription was added, changed or removed (and committed): read them again before the next event."""
+        self._generation += 1
+
+    async def _may_want(self, event_type: str) -> bool:
+        """Whether some enabled subscription may want ``event_type``, from the in-memory copy (read again when
+        stale). A stale "yes" costs one query; a "no" can be stale only for another process's recent change."""
+        if (self._wanted is None or self._wanted_generation != self._generation
+                or time.monotonic() - self._wanted_at > SUBSCRIPTIONS_REFRESH):
+            generation, read_at = self._generation, time.monotonic()  # a change during the read: read again
+            async with self._db.read() as session:
+                rows = await self._subscriptions.list(session=session, enabled=True)
+            self._wanted = [frozenset(row.event_types) for row in rows]
+            self._wanted_generation, self._wanted_at = generation, read_at
+        return any(not types or event_type in types for types in self._wanted)
+
     # ------------------------------------------------------------------ intake
 
     async def enqueue(self, event: Event) -> int:
         """Queue ``event`` for every enabled subscription that wants it; returns how many deliveries were added."""
-        async with self._db.read() as session:
-            wanted = [row.id for row in await self._subscriptions.matching(session=session,
-                                                                           event_type=event.event_type.value)]
-        if not wanted:
+        event_type = event.event_type.value
+        if not await self._may_want(event_type):
             return 0
         async with self._db.write() as session:
+            wanted = [row.id for row in await self._subscriptions.matching(session=session, event_type=event_type)]
             added = await self._deliveries.enqueue(session=session, subscription_ids=wanted, event_id=event.event_id,
-                                                   event_type=event.event_type.value,
-                                                   payload=event.model_dump(mode="json"))
+                                                   event_type=event_type, payload=event.model_dump(mode="json"))
         if added:
             self.queued += added
             self.notify()
@@ -271,7 +297,7 @@ class WebhookDispatcher:
         """Claim up to ``limit`` due deliveries. Looks first without the write lock (SQLite has one writer),
         so an idle dispatcher never takes it."""
         async with self._db.read() as session:
-            due = await self._deliveries.next_due(session=session)
+            due = self._next_due = await self._deliveries.next_due(session=session)
         if due is None or due > utcnow():
             return []
         async with self._db.write() as session:
@@ -333,9 +359,9 @@ class WebhookDispatcher:
         except Exception as exc:  # the store failed while recording: the lease makes the delivery due again
             log.warning("webhook delivery %s: outcome not stored (%s); it will be retried", claim.delivery_id, exc)
 
-    async def _wait_time(self) -> float:
-        async with self._db.read() as session:
-            due = await self._deliveries.next_due(session=session)
+    def _wait_time(self) -> float:
+        """Until the next due delivery :meth:`claim` saw (when it claimed nothing), at most the poll interval."""
+        due = self._next_due
         if due is None:
             return self.policy.poll_interval
         return max(0.0, min(self.policy.poll_interval, (due - utcnow()).total_seconds()))
@@ -359,7 +385,7 @@ class WebhookDispatcher:
                 elif started:
                     wait = 0.0  # there may be more due
                 else:
-                    wait = max(MIN_WAIT, await self._wait_time())
+                    wait = max(MIN_WAIT, self._wait_time())  # claim() just read the next due time
                 failures = 0
             except asyncio.CancelledError:
                 raise

@@ -42,6 +42,16 @@ WAIT_HEARTBEAT = timedelta(seconds=5)
 #: one probe
 PROBE_TIMEOUT = timedelta(seconds=60)
 
+
+
+def error_text(exc: BaseException) -> str:
+    """The innermost useful message of an activity failure."""
+    cause: BaseException = exc
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    return str(cause)
+
+
 # --------------------------------------------------------------------------- host-affine services
 
 #: how long a driver or probe activity of a host-bound service may wait for that host's worker to pick it up

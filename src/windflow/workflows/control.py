@@ -31,13 +31,6 @@ with workflow.unsafe.imports_passed_through():
     from windflow.workflows import search_attributes as sa
 
 
-def _error(exc: BaseException) -> str:
-    cause: BaseException | None = exc
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    return str(cause)
-
-
 @workflow.defn(name="ServiceControl")
 class ServiceControl:
     @workflow.run
@@ -79,7 +72,7 @@ class ServiceControl:
                 heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * interval)),
                 retry_policy=policies.WAIT_RETRY)
         except ActivityError as exc:
-            return ControlResult(service_id=spec.id, action=input.action, ok=False, message=_error(exc),
+            return ControlResult(service_id=spec.id, action=input.action, ok=False, message=policies.error_text(exc),
                                  supervision=supervision)
         if spec.monitored:
             supervision = await workflow.execute_activity_method(

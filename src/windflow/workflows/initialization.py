@@ -43,14 +43,6 @@ with workflow.unsafe.imports_passed_through():
 DONE = {ComponentStatus.HEALTHY, ComponentStatus.FAILED, ComponentStatus.SKIPPED, ComponentStatus.STOPPED}
 
 
-def error_text(exc: BaseException) -> str:
-    """The innermost useful message of an activity failure."""
-    cause: BaseException | None = exc
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    return str(cause) if cause is not None else str(exc)
-
-
 @workflow.defn(name="SystemInitialization")
 class SystemInitialization:
     @workflow.init
@@ -267,7 +259,7 @@ class SystemInitialization:
                     self.semaphore.release()
         except ActivityError as exc:
             comp.status = ComponentStatus.FAILED
-            comp.last_error = error_text(exc)
+            comp.last_error = policies.error_text(exc)
             comp.finished_at = workflow.now()
             self._emit(name)
         finally:
@@ -309,7 +301,7 @@ class SystemInitialization:
             )
             comp.status = ComponentStatus.STOPPED
         except ActivityError as exc:
-            comp.last_error = f"rollback stop failed: {error_text(exc)}"
+            comp.last_error = f"rollback stop failed: {policies.error_text(exc)}"
         comp.finished_at = workflow.now()
         self._emit(name)
 
@@ -377,7 +369,7 @@ class SystemInitialization:
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=policies.STORE_RETRY)
         except ActivityError as exc:
-            self.state.message += f" (supervision not started: {error_text(exc)})"
+            self.state.message += f" (supervision not started: {policies.error_text(exc)})"
 
     async def _finish(self, status: InitStatus, message: str) -> InitState:
         if status != InitStatus.CANCELLED:

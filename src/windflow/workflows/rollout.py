@@ -60,13 +60,6 @@ ROLLBACK_VERIFY_MAX = 10.0
 COME_UP_MIN = 10.0
 
 
-def error_text(exc: BaseException) -> str:
-    cause: BaseException | None = exc
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    return str(cause) if cause is not None else str(exc)
-
-
 class _Cancelled(Exception):
     """A cancel was requested before anything was changed."""
 
@@ -162,7 +155,7 @@ class ConfigRollout:
                                      comment=self.input.comment),
                     start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
             except ActivityError as exc:
-                await self._finish(RolloutStatus.FAILED, f"not saved: {error_text(exc)}")
+                await self._finish(RolloutStatus.FAILED, f"not saved: {policies.error_text(exc)}")
                 return
             if not saved.changed:
                 await self._finish(RolloutStatus.FAILED, "the proposed config equals the current one: nothing to do")
@@ -183,7 +176,7 @@ class ConfigRollout:
         except _Cancelled:
             await self._finish(RolloutStatus.CANCELLED, "cancelled before anything changed")
         except ActivityError as exc:  # e.g. the service was deleted meanwhile
-            await self._finish(RolloutStatus.FAILED, f"{self.state.phase.value} failed: {error_text(exc)}")
+            await self._finish(RolloutStatus.FAILED, f"{self.state.phase.value} failed: {policies.error_text(exc)}")
 
     def _check_cancel(self) -> None:
         if self.cancel_requested:
@@ -204,20 +197,21 @@ class ConfigRollout:
                 retry_policy=policies.CONTROL_RETRY)
         except ActivityError as exc:
             verification.healthy = False
-            verification.message = f"apply failed: {error_text(exc)}"
+            verification.message = f"apply failed: {policies.error_text(exc)}"
             verification.finished_at = workflow.now()
             return False
         window = self.input.verify_window if slot == "verification" else min(self.input.verify_window,
                                                                              ROLLBACK_VERIFY_MAX)
         await self._phase(verifying, None, f"verifying version {version} for {window:g}s")
-        healthy = await self._verify(spec, verification, interruptible=slot == "verification")
+        healthy = await self._verify(spec, verification, window, interruptible=slot == "verification")
         await workflow.execute_activity_method(
             RolloutActivities.set_rollout_service_state,
             MarkVersionInput(service_id=spec.id, version=version, status="healthy" if healthy else "failed"),
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
         return healthy
 
-    async def _verify(self, spec: ServiceSpec, verification: RolloutVerification, *, interruptible: bool) -> bool:
+    async def _verify(self, spec: ServiceSpec, verification: RolloutVerification, window: float, *,
+                      interruptible: bool) -> bool:
         """Watch the applied version: it must come up, then stay healthy for the verify window.
 
         Probes run on the service's own interval. Until the first healthy verdict (``success_threshold`` passes
@@ -233,7 +227,6 @@ class ConfigRollout:
             success_threshold=health.success_threshold if health else 1,
         )
         applied: datetime = verification.started_at
-        window = self.input.verify_window if interruptible else min(self.input.verify_window, ROLLBACK_VERIFY_MAX)
         streak = (health.failure_threshold * interval + health.timeout) if health else 1.0
         come_up = max(health.start_period if health else 0.0, window, COME_UP_MIN)
         come_up_by = applied + timedelta(seconds=come_up + streak)
@@ -255,7 +248,7 @@ class ConfigRollout:
                     start_to_close_timeout=probe_timeout, retry_policy=PROBE_RETRY)
             except ActivityError as exc:  # the probe could not run at all: that counts as a failed probe
                 probe = RolloutProbe(at=workflow.now(), healthy=False, running=True,
-                                     message=f"probe failed: {error_text(exc)}")
+                                     message=f"probe failed: {policies.error_text(exc)}")
             now = workflow.now()
             since = (now - applied).total_seconds()
             ok = probe.healthy and probe.running

@@ -65,13 +65,6 @@ NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coeffi
 HISTORY_LIMIT = 4000
 
 
-def _error(exc: BaseException) -> str:
-    cause: BaseException | None = exc
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    return str(cause)
-
-
 class _Interrupted(Exception):
     """A signal asked the supervisor to stop what it is doing (pause, reload, recover now, stop)."""
 
@@ -214,7 +207,7 @@ class RecoveryRoutine:
             if self.retry_forever:
                 delay = policy.backoff_max
             if delay > 0:
-                delay *= 1.0 + policy.jitter * workflow.random().random()
+                delay = policy.jittered(delay, workflow.random().random())
                 self.status.next_attempt_at = workflow.now() + timedelta(seconds=delay)
                 self.set_state(SupervisionState.BACKING_OFF,
                                f"attempt {self.status.attempt + 1} of {policy.max_attempts} at "
@@ -239,7 +232,7 @@ class RecoveryRoutine:
                     heartbeat_timeout=min(self.heartbeat_timeout, timedelta(seconds=10)),
                     retry_policy=policies.WAIT_RETRY)
             except ActivityError as exc:
-                self.status.last_error = _error(exc)
+                self.status.last_error = policies.error_text(exc)
                 confirm = False
                 continue
             if step.outcome == "healthy":
@@ -297,7 +290,7 @@ class RecoveryRoutine:
             await workflow.execute_activity("notify", NotifyInput(notification=notification),
                                             start_to_close_timeout=timedelta(seconds=60), retry_policy=NOTIFY_RETRY)
         except ActivityError as exc:
-            workflow.logger.warning("escalation not delivered: %s", _error(exc))
+            workflow.logger.warning("escalation not delivered: %s", policies.error_text(exc))
 
     async def give_up(self, reason: str) -> str:
         """Start limit reached. Returns approved (one more round) or stopped."""
@@ -338,7 +331,7 @@ class RecoveryRoutine:
                 start_to_close_timeout=policies.CONTROL_TIMEOUT, heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                 retry_policy=policies.CONTROL_RETRY)
         except ActivityError as exc:
-            self.status.last_error = f"{why}; stop failed: {_error(exc)}"
+            self.status.last_error = f"{why}; stop failed: {policies.error_text(exc)}"
 
 
 @workflow.defn(name="ServiceSupervisor")

@@ -18,7 +18,7 @@ export const useAuthStore = defineStore('auth', () => {
   const token = ref<string | null>(null)
   const refreshTokenValue = ref<string | null>(null)
   const expiresAt = ref<string | null>(null)
-  const permissions = ref<string[]>([])
+  const permissions = computed<string[]>(() => user.value?.permissions ?? [])
   const isAuthenticated = computed(() => token.value !== null)
   let refreshing: Promise<void> | null = null
 
@@ -41,7 +41,6 @@ export const useAuthStore = defineStore('auth', () => {
 
   function setUser(me: MePublic | null): void {
     user.value = me
-    permissions.value = me ? [...me.permissions] : []
   }
 
   /** Forget the session locally (no request): tokens, user, cached configs. */
