@@ -36,24 +36,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _common import free_port, pct
+
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_P99_MS = 50.0
 WARMUP_EVENTS = 30
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[rank]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def install_uvloop() -> str:

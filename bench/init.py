@@ -1,6 +1,6 @@
 """Initialization wall time against the critical-path floor. Prints one JSON document.
 
-    .venv/bin/python bench/init.py [--quick] [--runs N] [--seed S]
+    .venv/bin/python bench/init.py [--quick] [--runs N] [--seed S] [--component lean|standin] [--no-supervised-run]
 
 A generated system of 50 components in 5 dependency levels (10 per level; each component depends on
 1–3 components of the level before it, seeded random). Every component is a real process with a 0.2 s boot

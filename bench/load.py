@@ -10,7 +10,7 @@ Everything runs on this machine, in processes this bench starts and stops:
   ``--redis URL`` gives the API a Redis (events and the read cache) instead of the in-process defaults.
   No worker runs: started recoveries wait in Temporal, which is what a start costs.
 
-Measured, each from this process with httpx clients (one keep-alive connection each):
+Measured, each from this process with lean keep-alive HTTP/1.1 connections (``Connection``: one per client):
 
 1. ``reads``: ``GET /api/v1/services`` (the default page of 50) by ``--clients`` concurrent clients for a fixed
    time, *saturated* (each client sends its next request as soon as it has the answer: throughput, and a
@@ -54,20 +54,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from _common import free_port, pct
+
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_READ_P99_MS = 50.0
 GOAL_START_RATIO = 1.5
 SERVICES = 1000
 JWT_SECRET = "load-bench-" + "k" * 40
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[rank]
 
 
 def summary(latencies_s: list[float], elapsed: float, errors: int) -> dict[str, Any]:
@@ -77,12 +70,6 @@ def summary(latencies_s: list[float], elapsed: float, errors: int) -> dict[str, 
     return {"n": len(ms), "errors": errors, "per_second": round(len(ms) / elapsed, 1),
             "p50_ms": round(pct(ms, 50), 2), "p99_ms": round(pct(ms, 99), 2), "max_ms": round(max(ms), 2),
             "mean_ms": round(statistics.fmean(ms), 2)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_open(port: int) -> bool:
@@ -200,20 +187,71 @@ def token() -> str:
 # ---------------------------------------------------------------------------------------------- load
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection that speaks just what this bench sends (GET, POST with JSON) and what
+    the API answers (``Content-Length`` or chunked bodies).
+
+    The load generator shares the two cores with the server it measures: a full client library costs about as
+    much CPU per request as the server's answer (httpx: ~1 ms), so with it the bench would mostly measure
+    itself. This costs tens of microseconds, like the C load generators (wrk, hey) would.
+    """
+
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        url = urlparse(base)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._head = f"Host: {self.host}:{self.port}\r\n{extra}".encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        assert self._reader is not None
+        head = f"{method} {path} HTTP/1.1\r\n".encode() + self._head
+        if body:
+            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        try:
+            self._writer.write(head + b"\r\n" + body)
+            status_line, _, headers = (await self._reader.readuntil(b"\r\n\r\n")).partition(b"\r\n")
+            status = int(status_line.split(b" ", 2)[1])
+            fields = {k.strip().lower(): v.strip() for k, _, v in
+                      (line.partition(b":") for line in headers.split(b"\r\n") if line)}
+            if fields.get(b"transfer-encoding") == b"chunked":
+                data = b""
+                while size := int((await self._reader.readuntil(b"\r\n")).strip(), 16):
+                    data += (await self._reader.readexactly(size + 2))[:-2]
+                await self._reader.readuntil(b"\r\n")
+            else:
+                data = await self._reader.readexactly(int(fields.get(b"content-length", b"0")))
+            if fields.get(b"connection") == b"close":
+                await self.close()
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            await self.close()
+            raise
+        return status, data
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
 async def timed_loop(clients: int, seconds: float, base: str, path: str, *, pace: float = 0.0,
                      server_pid: int | None = None) -> dict[str, Any]:
     """``clients`` concurrent clients GETting ``path`` for ``seconds``: back to back (``pace`` 0, the server is
     saturated and latency is queueing: about clients / throughput), or each one request every ``pace`` seconds
     (starting at random phases), like dashboards polling."""
-    import httpx2
-
     headers = {"Authorization": f"Bearer {token()}"}
     latencies: list[float] = []
+    sent_at: list[float] = []
     errors = 0
-    http_clients = [httpx2.AsyncClient(base_url=base, headers=headers, timeout=30) for _ in range(clients)]
+    http_clients = [Connection(base, headers) for _ in range(clients)]
     try:
-        for http in http_clients[:5]:  # warm: connections, caches, first-query plans
-            await http.get(path)
+        for http in http_clients:  # warm: connections, caches, first-query plans
+            await http.request("GET", path)
         cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
         start = time.perf_counter()
         end = start + seconds
@@ -227,12 +265,12 @@ async def timed_loop(clients: int, seconds: float, base: str, path: str, *, pace
                     due += pace
                 t0 = time.perf_counter()
                 try:
-                    resp = await http.get(path)
-                    ok = resp.status_code == 200
-                except httpx2.HTTPError:
+                    ok = (await http.request("GET", path))[0] == 200
+                except (OSError, asyncio.IncompleteReadError, ValueError):
                     ok = False
                 if ok:
                     latencies.append(time.perf_counter() - t0)
+                    sent_at.append(t0 - start)
                 else:
                     errors += 1
 
@@ -241,7 +279,7 @@ async def timed_loop(clients: int, seconds: float, base: str, path: str, *, pace
         cpu = cpu_seconds(server_pid) - cpu0 if server_pid else None
     finally:
         for http in http_clients:
-            await http.aclose()
+            await http.close()
     out = summary(latencies, elapsed, errors)
     if cpu is not None and latencies:
         # what one answer costs the API process, whatever else runs on the machine: the figure that travels
@@ -249,30 +287,38 @@ async def timed_loop(clients: int, seconds: float, base: str, path: str, *, pace
         out["server_cores_busy"] = round(cpu / elapsed, 2)
     if pace:
         out["offered_per_second"] = round(clients / pace, 1)
+        # when the slowest answers were asked for (seconds into the phase): a cluster is one stall of the server
+        slowest = sorted(zip(latencies, sent_at, strict=True), reverse=True)[:max(1, len(latencies) // 100)]
+        out["slowest_sent_at_s"] = [[round(at, 2), round(lat * 1000, 1)] for lat, at in slowest]
     return out
 
 
-async def api_starts(base: str, service_ids: list[str], clients: int) -> dict[str, Any]:
-    import httpx2
+START_BODY = json.dumps({"reason": "load bench"}).encode()
 
+
+async def post_start(http: Connection, service_id: str) -> tuple[bool, str]:
+    """One recovery start through the API: (started, not attached; the answer's first 200 characters)."""
+    try:
+        status, body = await http.request("POST", f"/api/v1/services/{service_id}/recoveries", START_BODY)
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        return False, repr(exc)
+    return status == 202 and not json.loads(body).get("attached"), body[:200].decode(errors="replace")
+
+
+async def api_starts(base: str, service_ids: list[str], clients: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token()}"}
     queue: asyncio.Queue[str] = asyncio.Queue()
     for sid in service_ids:
         queue.put_nowait(sid)
     latencies: list[float] = []
     errors: list[str] = []
-    http_clients = [httpx2.AsyncClient(base_url=base, headers=headers, timeout=60) for _ in range(clients)]
+    http_clients = [Connection(base, headers) for _ in range(clients)]
 
-    async def one(http: Any) -> None:
+    async def one(http: Connection) -> None:
         while not queue.empty():
             sid = queue.get_nowait()
             t0 = time.perf_counter()
-            try:
-                resp = await http.post(f"/api/v1/services/{sid}/recoveries", json={"reason": "load bench"})
-                ok = resp.status_code == 202 and not resp.json().get("attached")
-                detail = resp.text[:200]
-            except httpx2.HTTPError as exc:
-                ok, detail = False, repr(exc)
+            ok, detail = await post_start(http, sid)
             if ok:
                 latencies.append(time.perf_counter() - t0)
             else:
@@ -284,7 +330,7 @@ async def api_starts(base: str, service_ids: list[str], clients: int) -> dict[st
         elapsed = time.perf_counter() - start
     finally:
         for http in http_clients:
-            await http.aclose()
+            await http.close()
     out = summary(latencies, elapsed, len(errors))
     if errors:
         out["first_error"] = errors[0]
@@ -343,24 +389,25 @@ def cpu_seconds(pid: int) -> float:
 
 async def interleaved_starts(base: str, service_ids: list[str], client: Any, task_queue: str) -> dict[str, Any]:
     """One client: an API start, then a bare start, and so on, so both meet the same load on the machine."""
-    import httpx2
-
     api_lat: list[float] = []
     bare_lat: list[float] = []
     errors: list[str] = []
-    async with httpx2.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token()}"}, timeout=60) as http:
+    http = Connection(base, {"Authorization": f"Bearer {token()}"})
+    try:
         start = time.perf_counter()
         for sid in service_ids:
             t0 = time.perf_counter()
-            resp = await http.post(f"/api/v1/services/{sid}/recoveries", json={"reason": "load bench"})
-            if resp.status_code == 202 and not resp.json().get("attached"):
+            ok, detail = await post_start(http, sid)
+            if ok:
                 api_lat.append(time.perf_counter() - t0)
             else:
-                errors.append(resp.text[:200])
+                errors.append(detail)
             bare = await bare_starts(client, task_queue, [f"{task_queue}-{sid}"], 1)
             if bare.get("n"):
                 bare_lat.append(bare["p50_ms"] / 1000)
         elapsed = time.perf_counter() - start
+    finally:
+        await http.close()
     out = {"api": summary(api_lat, elapsed, len(errors)), "bare_client": summary(bare_lat, elapsed, 0)}
     if errors:
         out["api"]["first_error"] = errors[0]
@@ -410,7 +457,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         temporal_proc, address = start_temporal(workdir)
         from temporalio.client import Client
 
-        client = await Client.connect(address, namespace="default", data_converter=DATA_CONVERTER)
+        deadline = time.monotonic() + 60
+        while True:  # the port opens before the frontend answers ("Frontend is not healthy yet")
+            try:
+                client = await Client.connect(address, namespace="default", data_converter=DATA_CONVERTER)
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
         task_queue = f"load-{uuid.uuid4().hex[:8]}"
         cases = [await api_case(workdir, label="sqlite", database_url=f"sqlite+aiosqlite:///{workdir / 'store.db'}",
                                 temporal=address, task_queue=task_queue, redis_url=args.redis, args=args, seq=seq,

@@ -50,10 +50,8 @@ import os
 import platform
 import random
 import re
-import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +62,8 @@ import uuid
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
+
+from _common import free_port, pct, raise_nofile
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "examples" / "services" / "standin.py"
@@ -92,35 +92,12 @@ _POPENS: list[subprocess.Popen[Any]] = []
 # ---------------------------------------------------------------------------------------------- small helpers
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[rank]
-
-
 def summary_ms(values_s: list[float]) -> dict[str, Any]:
     ms = [v * 1000 for v in values_s]
     if not ms:
         return {"n": 0}
     return {"n": len(ms), "p50_ms": round(pct(ms, 50), 1), "p95_ms": round(pct(ms, 95), 1),
             "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1), "mean_ms": round(statistics.fmean(ms), 1)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def raise_nofile(want: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def standin_command(name: str, port: int) -> list[str]:

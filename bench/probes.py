@@ -33,27 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import pct, raise_nofile
+
 GOAL_KILL_P99_MS = 20.0
 GOAL_CPU_PERCENT_AT_1000 = 50.0
 INTERVAL = 1.0
 FAILURE_THRESHOLD = 3
-
-
-def raise_nofile(want: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[rank]
 
 
 def summary_ms(values_s: list[float]) -> dict[str, Any]:
