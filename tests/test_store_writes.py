@@ -222,3 +222,60 @@ async def test_write_sync_queues_behind_this_process_writers(sqlite_db: Database
     await task
     assert order == ["async", "sync"]
     assert await _ids(sqlite_db) == ["first", "second"]
+
+
+def _other_connection_can_write(path: str) -> None:
+    """SQLite's write lock is free: a connection that never waits takes it at once."""
+    import sqlite3
+
+    probe = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+    finally:
+        probe.close()
+
+
+async def test_write_sync_waits_for_another_process_writer_without_stalling_the_loop(sqlite_db: Database) -> None:
+    """The first try runs on the loop's thread and never waits for a lock: while another process holds the
+    write lock it moves to a thread, which waits there (the loop keeps turning), and lands once that writer
+    committed. No path leaves the write lock held: another connection can write right after each call,
+    including after a unit of work that failed."""
+    import sqlite3
+    import threading
+
+    path = str(sqlite_db.engine.url.database)
+    await sqlite_db.write_sync(_add_service_sync("before"))  # the loop's path, uncontended
+    _other_connection_can_write(path)
+    with pytest.raises(RuntimeError, match="refused"):
+        await sqlite_db.write_sync(_add_service_sync("refused", fail=True))
+    _other_connection_can_write(path)
+
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE services SET description = 'other process' WHERE id = 'before'")
+    release = threading.Timer(0.5, lambda: (other.execute("COMMIT"), other.close()))
+    release.start()
+    loop = asyncio.get_running_loop()
+    ticks = 0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.create_task(ticker())
+    started = loop.time()
+    assert await sqlite_db.write_sync(_add_service_sync("after")) == "after"
+    waited = loop.time() - started
+    stop = True
+    await ticking
+    release.join()
+    assert waited >= 0.4  # it waited for the other writer instead of failing with "database is locked"
+    assert ticks >= 10, f"the event loop stalled while the write waited ({ticks} ticks in {waited:.2f}s)"
+    _other_connection_can_write(path)
+    assert await _ids(sqlite_db) == ["after", "before"]
+    described = await sqlite_db.rows(select(ServiceRow.description).where(ServiceRow.id == "before"))
+    assert described[0].description == "other process"

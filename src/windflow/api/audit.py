@@ -79,7 +79,7 @@ async def record_now(
     fields, event = _entry(principal, action, target, request_id, outcome, details)
 
     def work(session: Session) -> None:
-        session.add(_audit.row(**fields))
+        _audit.add_sync(session=session, **fields)
         _outbox.add_sync(session=session, event=event)
 
     await db.write_sync(work)

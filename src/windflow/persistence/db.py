@@ -106,6 +106,32 @@ def _sqlite_quick_engine(async_engine: AsyncEngine) -> Engine:
     return engine
 
 
+def _sqlite_loop_writer(async_engine: AsyncEngine) -> Engine:
+    """The engine of :meth:`Database.write_sync`'s first try, on the event loop's thread: its own connections
+    (nothing else ever uses them), which never wait for a lock (``busy_timeout=0``: busy means "another
+    process writes now", and the write moves to a thread that may wait) and never run a checkpoint (the
+    other connections do: a checkpoint writes and syncs the database file, not something for the loop)."""
+    engine = _sqlite_plain_engine(async_engine, timeout_ms=0)
+    _sqlite_setup(engine)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:  # after _sqlite_setup's listener
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=0")
+        cur.execute("PRAGMA wal_autocheckpoint=0")
+        cur.close()
+
+    return engine.execution_options(sqlite_begin_mode="IMMEDIATE")
+
+
+def _transaction(engine: Engine, work: Callable[[Session], T]) -> T:
+    """``work`` in one write transaction on ``engine``: committed, or rolled back when anything raises. The
+    connection's return to the pool rolls back whatever is still open, so no path leaves SQLite's write lock
+    held."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        return work(session)
+
+
 async def _finish(session: AsyncSession, *, commit: bool) -> None:
     try:
         if commit:
@@ -151,6 +177,7 @@ class Database:
         self._running: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._quick: Engine | None = None
         self._sync_writer: Engine | None = None
+        self._loop_writer: Engine | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Database:
@@ -189,29 +216,37 @@ class Database:
     async def write_sync(self, work: Callable[[Session], T]) -> T:
         """Run the synchronous ``work(session)`` in a write transaction, committed when this returns.
 
-        For small writes on a request's path (an audit record and its event). On SQLite the whole transaction
-        runs on a worker thread over a plain pysqlite connection: one hand-off to the thread and back, where
-        :meth:`write` through aiosqlite makes one per step (BEGIN, each INSERT, COMMIT, the reset), which under
-        load added up to several milliseconds. It queues behind this process's other writers like
-        :meth:`write`, and a cancelled caller does not end it early. On PostgreSQL it is :meth:`write` with
-        ``work`` run on the session's synchronous facade.
+        For small writes on a request's path (an audit record and its event). On SQLite, once this process's
+        earlier writers are done (it queues behind them like :meth:`write`), the transaction runs right here on
+        the event loop's thread over a plain pysqlite connection that never waits for a lock: a few hundred
+        microseconds, where :meth:`write` through aiosqlite hands each step (BEGIN, each INSERT, COMMIT, the
+        reset) to its thread and back, several milliseconds under load. If another process holds the write
+        lock, ``BEGIN IMMEDIATE`` fails at once and the transaction runs on a worker thread instead, which
+        waits for the lock like every other writer; a cancelled caller does not end that one early. ``work``
+        must only touch the session (it may run twice: a busy first try wrote nothing). On PostgreSQL it is
+        :meth:`write` with ``work`` run on the session's synchronous facade.
         """
         if self._sqlite_file is None:
             async with self.write() as session:
                 return await session.run_sync(work)
-        if self._sync_writer is None:
+        if self._sync_writer is None or self._loop_writer is None:
             plain = _sqlite_plain_engine(self.engine, timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
             _sqlite_setup(plain)
             self._sync_writer = plain.execution_options(sqlite_begin_mode="IMMEDIATE")
+            self._loop_writer = _sqlite_loop_writer(self.engine)
         lock = _sqlite_writer_lock(self._sqlite_file)
         await _acquire_writer(lock)
-        engine = self._sync_writer
-
-        def transaction() -> T:
-            with Session(engine, expire_on_commit=False) as session, session.begin():
-                return work(session)
-
-        done = asyncio.get_running_loop().run_in_executor(None, transaction)
+        busy = False
+        try:
+            return _transaction(self._loop_writer, work)
+        except OperationalError as exc:
+            if not _sqlite_busy(exc):
+                raise
+            busy = True  # another process writes now: wait for it on a thread, still holding this process's slot
+        finally:
+            if not busy:
+                _release_writer(lock)
+        done = asyncio.get_running_loop().run_in_executor(None, _transaction, self._sync_writer, work)
         done.add_done_callback(lambda _: _release_writer(lock))  # once the transaction has ended
         return await asyncio.shield(done)
 
@@ -318,7 +353,7 @@ class Database:
             await conn.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:
-        for engine in (self._quick, self._sync_writer):
+        for engine in (self._quick, self._sync_writer, self._loop_writer):
             if engine is not None:
                 engine.dispose()
         await self.engine.dispose()

@@ -76,6 +76,8 @@ def spec_of(row: ServiceRow) -> ServiceSpec:
 
 
 _STAMP: dict[str, Select[Any]] = {}
+_INSERT_AUDIT = insert(AuditRow)  # built once, run per request (synchronous units of work)
+_INSERT_OUTBOX = insert(OutboxRow)
 _EXISTS = select(ServiceRow.id).where(ServiceRow.id == bindparam("service_id"))  # built once, run per request
 
 
@@ -397,9 +399,17 @@ class AuditRepository:
     @staticmethod
     def row(*, actor: str, action: str, target: str, outcome: str, request_id: str | None,
             details: dict[str, Any] | None) -> AuditRow:
-        """A new record (added to a session by :meth:`add`, or by a synchronous unit of work)."""
+        """A new record (added to a session by :meth:`add`)."""
         return AuditRow(actor=actor, action=action, target=target, outcome=outcome, request_id=request_id,
                         details=details or {}, at=utcnow())
+
+    @staticmethod
+    def add_sync(*, session: Session, actor: str, action: str, target: str, outcome: str, request_id: str | None,
+                 details: dict[str, Any] | None) -> None:
+        """A new record in a synchronous unit of work (:meth:`Database.write_sync`): one ``INSERT``, no ORM
+        object and no flush (the unit of work cost more than the write itself)."""
+        session.execute(_INSERT_AUDIT, {"actor": actor, "action": action, "target": target, "outcome": outcome,
+                                        "request_id": request_id, "details": details or {}, "at": utcnow()})
 
     async def add(
         self,
@@ -621,9 +631,9 @@ class OutboxRepository:
             await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
 
     def add_sync(self, *, session: Session, event: Event) -> None:
-        """:meth:`add` in a synchronous unit of work (:meth:`Database.write_sync`)."""
-        session.add(self.row(event))
-        session.flush()
+        """:meth:`add` in a synchronous unit of work (:meth:`Database.write_sync`): one ``INSERT``, no flush."""
+        session.execute(_INSERT_OUTBOX, {"event_id": event.event_id, "event_type": event.event_type.value,
+                                         "payload": event.model_dump(mode="json"), "created_at": event.timestamp})
         if session.get_bind().dialect.name == "postgresql":
             session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
 
