@@ -161,6 +161,23 @@ async def test_rows_falls_back_to_a_session_when_the_file_is_locked(sqlite_db: D
     assert ticks >= 10, f"the event loop stalled while the read waited ({ticks} ticks in {waited:.2f}s)"
 
 
+async def test_rows_keeps_no_snapshot_between_reads(sqlite_db: Database) -> None:
+    """The quick reads' connection stays open with its thread, but holds no read snapshot between reads: a
+    checkpoint right after a read resets the whole log (a held snapshot would pin it and the log would grow)."""
+    import sqlite3
+
+    await _services(sqlite_db, 3)
+    assert len(await sqlite_db.rows(select(ServiceRow.id))) == 3
+    await sqlite_db.write_sync(_add_service_sync("later"))  # frames in the log after that read
+    assert len(await sqlite_db.rows(select(ServiceRow.id))) == 4  # a later read sees the write
+    other = sqlite3.connect(str(sqlite_db.engine.url.database), isolation_level=None)
+    try:
+        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        other.close()
+    assert busy == 0, "a reader's snapshot kept the checkpoint from resetting the log"
+
+
 async def test_rows_on_postgres(postgres_db: Database) -> None:
     await _services(postgres_db, 3)
     rows = await postgres_db.rows(select(ServiceRow.id).where(ServiceRow.id.in_(["svc-01", "svc-02", "nope"]))

@@ -367,9 +367,11 @@ class ApiTokenRepository:
 # --------------------------------------------------------------------------- access-token denylist
 
 
-#: built once: constructing a statement costs more than running this one
+#: built once: constructing a statement costs more than running this one. A request presents one or two keys
+#: (the token's id, its session's id): two fixed parameters, not an expanding ``IN``, which SQLAlchemy would
+#: render anew on every run
 _DENIED = (select(AccessDenylistRow.key)
-           .where(AccessDenylistRow.key.in_(bindparam("keys", expanding=True)),
+           .where(or_(AccessDenylistRow.key == bindparam("key1"), AccessDenylistRow.key == bindparam("key2")),
                   AccessDenylistRow.expires_at > bindparam("now", type_=AccessDenylistRow.expires_at.type))
            .limit(1))
 
@@ -392,9 +394,12 @@ class DenylistRepository:
     async def any_active(self, *, db: Database, keys: Sequence[str]) -> bool:
         """Whether any of ``keys`` is denied now: read on every request, so outside a session
         (:meth:`Database.rows`)."""
-        if not keys:
-            return False
-        return bool(await db.rows(_DENIED, {"keys": list(keys), "now": utcnow()}))
+        now = utcnow()
+        for first in range(0, len(keys), 2):
+            pair = keys[first:first + 2]
+            if await db.rows(_DENIED, {"key1": pair[0], "key2": pair[-1], "now": now}):
+                return True
+        return False
 
     async def purge_expired(self, *, session: AsyncSession) -> int:
         res = await session.execute(delete(AccessDenylistRow).where(AccessDenylistRow.expires_at <= utcnow()))

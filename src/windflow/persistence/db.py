@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Row, make_url
 from sqlalchemy.exc import OperationalError
@@ -176,6 +177,7 @@ class Database:
         self._batcher: asyncio.Task[None] | None = None
         self._running: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._quick: Engine | None = None
+        self._quick_conns: dict[int, Connection] = {}
         self._sync_writer: Engine | None = None
         self._loop_writer: Engine | None = None
 
@@ -197,21 +199,40 @@ class Database:
         about ten hand-offs that cost the loop far more than the read itself (tens of microseconds on a file in
         the page cache). In WAL mode a reader never waits for writers; should it meet a lock anyway (a
         checkpoint resetting the log), it gives up after ``SQLITE_QUICK_BUSY_MS`` and reads in a session.
-        On PostgreSQL: one statement on a pooled connection, no ORM session.
+        The connection stays with the thread (no pool checkout and reset per read); in autocommit mode, with
+        every result fetched whole, it holds no snapshot between reads, so it never keeps a checkpoint from
+        resetting the log. On PostgreSQL: one statement on a pooled connection, no ORM session.
         """
         if self._sqlite_file is not None:
-            if self._quick is None:
-                self._quick = _sqlite_quick_engine(self.engine)
+            conn = self._quick_connection()
             try:
-                with self._quick.connect() as conn:
-                    return conn.execute(stmt, params).all()
+                return conn.execute(stmt, params).all()
             except OperationalError as exc:
                 if not _sqlite_busy(exc):
+                    self._drop_quick_connection()
                     raise
+            except BaseException:
+                self._drop_quick_connection()
+                raise
             async with self.read() as session:
                 return (await session.execute(stmt, params)).all()
         async with self.engine.connect() as conn:
             return (await conn.execute(stmt, params)).all()
+
+    def _quick_connection(self) -> Connection:
+        """This thread's connection for :meth:`rows` (normally just the event loop's thread)."""
+        conn = self._quick_conns.get(threading.get_ident())
+        if conn is None:
+            if self._quick is None:
+                self._quick = _sqlite_quick_engine(self.engine)
+            conn = self._quick_conns[threading.get_ident()] = self._quick.connect()
+        return conn
+
+    def _drop_quick_connection(self) -> None:
+        """After a failure other than "busy": the next read opens a fresh connection."""
+        conn = self._quick_conns.pop(threading.get_ident(), None)
+        if conn is not None:
+            conn.invalidate()
 
     async def write_sync(self, work: Callable[[Session], T]) -> T:
         """Run the synchronous ``work(session)`` in a write transaction, committed when this returns.
@@ -353,6 +374,9 @@ class Database:
             await conn.exec_driver_sql("SELECT 1")
 
     async def dispose(self) -> None:
+        conns, self._quick_conns = list(self._quick_conns.values()), {}
+        for conn in conns:
+            conn.close()
         for engine in (self._quick, self._sync_writer, self._loop_writer):
             if engine is not None:
                 engine.dispose()
