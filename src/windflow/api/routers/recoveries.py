@@ -11,7 +11,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -106,13 +109,17 @@ def ui_link(resources: Any, workflow_id: str) -> str | None:
 
 
 async def _supervisor_running(client: Client, service_id: str) -> bool:
+    """Whether ``supervise/{service_id}`` runs: the raw describe RPC, whose answer's status is all this needs (the
+    SDK's ``describe()`` also decodes the whole description: memo, search attributes, pending activities)."""
+    request = DescribeWorkflowExecutionRequest(namespace=client.namespace,
+                                               execution=WorkflowExecution(workflow_id=f"supervise/{service_id}"))
     try:
-        desc = await client.get_workflow_handle(f"supervise/{service_id}").describe()
+        answer = await client.workflow_service.describe_workflow_execution(request)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False
         raise
-    return desc.status == WorkflowExecutionStatus.RUNNING
+    return answer.workflow_execution_info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
 
 
 @dataclass(frozen=True)
