@@ -287,6 +287,7 @@ async def timed_loop(clients: int, seconds: float, base: str, path: str, *, pace
         out["server_cores_busy"] = round(cpu / elapsed, 2)
     if pace:
         out["offered_per_second"] = round(clients / pace, 1)
+    if latencies:
         # when the slowest answers were asked for (seconds into the phase): a cluster is one stall of the server
         slowest = sorted(zip(latencies, sent_at, strict=True), reverse=True)[:max(1, len(latencies) // 100)]
         out["slowest_sent_at_s"] = [[round(at, 2), round(lat * 1000, 1)] for lat, at in slowest]
