@@ -4,6 +4,8 @@ committed in shared transactions (group commit) without one writer's failure cos
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import event, select
@@ -14,6 +16,8 @@ from windflow.domain.models import ServiceSpec
 from windflow.persistence import registry
 from windflow.persistence.db import Database
 from windflow.persistence.models import OutboxRow, ServiceRow
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -123,6 +127,27 @@ async def test_rows_reads_committed_data_while_a_writer_holds_its_transaction(sq
     assert [r.id for r in await sqlite_db.rows(stmt)] == ["svc-00", "svc-01", "svc-uncommitted"]
 
 
+async def _while_the_loop_turns(awaitable: Awaitable[T]) -> tuple[T, float, int]:
+    """Await ``awaitable`` while a ticker counts the event loop's turns: (its result, seconds taken, ticks). A
+    wait that blocks the loop's thread leaves the ticker at 0 or 1."""
+    loop = asyncio.get_running_loop()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.create_task(ticker())
+    started = loop.time()
+    try:
+        result = await awaitable
+    finally:
+        ticking.cancel()
+    return result, loop.time() - started, ticks
+
+
 async def test_rows_falls_back_to_a_session_when_the_file_is_locked(sqlite_db: Database, tmp_path) -> None:
     """A lock that does block readers (another process holding the file exclusively): the quick read gives up
     after a few milliseconds instead of stalling the event loop, and the read waits in a session instead."""
@@ -139,22 +164,8 @@ async def test_rows_falls_back_to_a_session_when_the_file_is_locked(sqlite_db: D
     release = threading.Timer(0.5, lambda: (other.execute("COMMIT"), other.execute("PRAGMA locking_mode=NORMAL"),
                                             other.execute("SELECT 1 FROM services"), other.close()))
     release.start()
-    loop = asyncio.get_running_loop()
-    ticks = 0
-    stop = False
-
-    async def ticker() -> None:  # the loop keeps turning while the read waits
-        nonlocal ticks
-        while not stop:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    ticking = asyncio.create_task(ticker())
-    started = loop.time()
-    rows = await sqlite_db.rows(select(ServiceRow.description).where(ServiceRow.id == "svc-00"))
-    waited = loop.time() - started
-    stop = True
-    await ticking
+    rows, waited, ticks = await _while_the_loop_turns(
+        sqlite_db.rows(select(ServiceRow.description).where(ServiceRow.id == "svc-00")))
     release.join()
     assert rows[0].description == "locked"  # read after the other process committed
     assert waited >= 0.4
@@ -273,23 +284,9 @@ async def test_write_sync_waits_for_another_process_writer_without_stalling_the_
     other.execute("UPDATE services SET description = 'other process' WHERE id = 'before'")
     release = threading.Timer(0.5, lambda: (other.execute("COMMIT"), other.close()))
     release.start()
-    loop = asyncio.get_running_loop()
-    ticks = 0
-    stop = False
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    ticking = asyncio.create_task(ticker())
-    started = loop.time()
-    assert await sqlite_db.write_sync(_add_service_sync("after")) == "after"
-    waited = loop.time() - started
-    stop = True
-    await ticking
+    written, waited, ticks = await _while_the_loop_turns(sqlite_db.write_sync(_add_service_sync("after")))
     release.join()
+    assert written == "after"
     assert waited >= 0.4  # it waited for the other writer instead of failing with "database is locked"
     assert ticks >= 10, f"the event loop stalled while the write waited ({ticks} ticks in {waited:.2f}s)"
     _other_connection_can_write(path)

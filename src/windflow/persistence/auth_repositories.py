@@ -16,9 +16,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.domain.errors import NotFound
-
-if TYPE_CHECKING:
-    from windflow.persistence.db import Database
 from windflow.persistence.auth_models import (
     AccessDenylistRow,
     ApiTokenRow,
@@ -29,6 +26,9 @@ from windflow.persistence.auth_models import (
 )
 from windflow.persistence.models import utcnow
 from windflow.persistence.repositories import MAX_LIMIT, Page, decode_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from windflow.persistence.db import Database
 
 
 def _new_id() -> str:

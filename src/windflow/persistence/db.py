@@ -61,7 +61,8 @@ def create_engine(url: str, *, echo: bool = False, **kwargs: Any) -> AsyncEngine
     return create_async_engine(url, echo=echo, **kwargs)
 
 
-def _sqlite_setup(engine: AsyncEngine | Engine) -> None:
+def _sqlite_setup(engine: AsyncEngine | Engine, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+                  checkpoint: bool = True) -> None:
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
@@ -71,8 +72,10 @@ def _sqlite_setup(engine: AsyncEngine | Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cur.execute("PRAGMA synchronous=NORMAL")
+        if not checkpoint:  # leave checkpoints (writing and syncing the database file) to other connections
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     @event.listens_for(sync_engine, "begin")
@@ -94,34 +97,24 @@ def _sqlite_busy(exc: OperationalError) -> bool:
 
 def _sqlite_quick_engine(async_engine: AsyncEngine) -> Engine:
     """The engine of :meth:`Database.rows`: autocommit, so one SELECT is one statement and its own snapshot,
-    no BEGIN, no thread."""
+    no BEGIN, no thread; read-only, and waiting at most ``SQLITE_QUICK_BUSY_MS`` for a lock (the driver's
+    ``timeout``)."""
     engine = _sqlite_plain_engine(async_engine, timeout_ms=SQLITE_QUICK_BUSY_MS, isolation_level="AUTOCOMMIT")
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_QUICK_BUSY_MS}")
-        cur.execute("PRAGMA query_only=ON")
-        cur.close()
+        dbapi_conn.execute("PRAGMA query_only=ON")
 
     return engine
 
 
-def _sqlite_loop_writer(async_engine: AsyncEngine) -> Engine:
-    """The engine of :meth:`Database.write_sync`'s first try, on the event loop's thread: its own connections
-    (nothing else ever uses them), which never wait for a lock (``busy_timeout=0``: busy means "another
-    process writes now", and the write moves to a thread that may wait) and never run a checkpoint (the
-    other connections do: a checkpoint writes and syncs the database file, not something for the loop)."""
-    engine = _sqlite_plain_engine(async_engine, timeout_ms=0)
-    _sqlite_setup(engine)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:  # after _sqlite_setup's listener
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout=0")
-        cur.execute("PRAGMA wal_autocheckpoint=0")
-        cur.close()
-
+def _sqlite_writer_engine(async_engine: AsyncEngine, *, busy_timeout_ms: int, checkpoint: bool = True) -> Engine:
+    """A plain engine of write transactions (``BEGIN IMMEDIATE``) on the same file as ``async_engine``, with its
+    own connections. :meth:`Database.write_sync` has two: one for worker threads, which waits for the lock like
+    every writer, and one for the event loop's thread, which never waits (``busy_timeout_ms=0``: busy means
+    "another process writes now") and never checkpoints."""
+    engine = _sqlite_plain_engine(async_engine, timeout_ms=busy_timeout_ms)
+    _sqlite_setup(engine, busy_timeout_ms=busy_timeout_ms, checkpoint=checkpoint)
     return engine.execution_options(sqlite_begin_mode="IMMEDIATE")
 
 
@@ -251,10 +244,8 @@ class Database:
             async with self.write() as session:
                 return await session.run_sync(work)
         if self._sync_writer is None or self._loop_writer is None:
-            plain = _sqlite_plain_engine(self.engine, timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
-            _sqlite_setup(plain)
-            self._sync_writer = plain.execution_options(sqlite_begin_mode="IMMEDIATE")
-            self._loop_writer = _sqlite_loop_writer(self.engine)
+            self._sync_writer = _sqlite_writer_engine(self.engine, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
+            self._loop_writer = _sqlite_writer_engine(self.engine, busy_timeout_ms=0, checkpoint=False)
         lock = _sqlite_writer_lock(self._sqlite_file)
         await _acquire_writer(lock)
         busy = False

@@ -18,9 +18,6 @@ from windflow.domain.errors import ConfigInvalid, NotFound, VersionConflict
 from windflow.domain.events import Event
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import ProbeResult
-
-if TYPE_CHECKING:
-    from windflow.persistence.db import Database
 from windflow.persistence.models import (
     AuditRow,
     ConfigTemplateRow,
@@ -31,6 +28,9 @@ from windflow.persistence.models import (
     ServiceRow,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from windflow.persistence.db import Database
 
 T = TypeVar("T")
 MAX_LIMIT = 500
@@ -395,21 +395,18 @@ class TemplateRepository:
 # --------------------------------------------------------------------------- audit
 
 
+def _audit_values(*, actor: str, action: str, target: str, outcome: str, request_id: str | None,
+                  details: dict[str, Any] | None) -> dict[str, Any]:
+    return {"actor": actor, "action": action, "target": target, "outcome": outcome, "request_id": request_id,
+            "details": details or {}, "at": utcnow()}
+
+
 class AuditRepository:
     @staticmethod
-    def row(*, actor: str, action: str, target: str, outcome: str, request_id: str | None,
-            details: dict[str, Any] | None) -> AuditRow:
-        """A new record (added to a session by :meth:`add`)."""
-        return AuditRow(actor=actor, action=action, target=target, outcome=outcome, request_id=request_id,
-                        details=details or {}, at=utcnow())
-
-    @staticmethod
-    def add_sync(*, session: Session, actor: str, action: str, target: str, outcome: str, request_id: str | None,
-                 details: dict[str, Any] | None) -> None:
-        """A new record in a synchronous unit of work (:meth:`Database.write_sync`): one ``INSERT``, no ORM
-        object and no flush (the unit of work cost more than the write itself)."""
-        session.execute(_INSERT_AUDIT, {"actor": actor, "action": action, "target": target, "outcome": outcome,
-                                        "request_id": request_id, "details": details or {}, "at": utcnow()})
+    def add_sync(*, session: Session, **fields: Any) -> None:
+        """A new record (:func:`_audit_values`' fields) in a synchronous unit of work (:meth:`Database.write_sync`):
+        one ``INSERT``, no ORM object and no flush (the unit of work cost more than the write itself)."""
+        session.execute(_INSERT_AUDIT, _audit_values(**fields))
 
     async def add(
         self,
@@ -422,8 +419,8 @@ class AuditRepository:
         request_id: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> AuditRow:
-        row = self.row(actor=actor, action=action, target=target, outcome=outcome, request_id=request_id,
-                       details=details)
+        row = AuditRow(**_audit_values(actor=actor, action=action, target=target, outcome=outcome,
+                                       request_id=request_id, details=details))
         session.add(row)
         await session.flush()
         return row
@@ -604,10 +601,18 @@ class ProbeResultRepository:
 
 OUTBOX_CHANNEL = "windflow_outbox"
 RELAY_LOCK_KEY = 0x77696E64  # pg advisory lock held by the one relay publishing at a time ("wind")
+#: delivered at COMMIT (never for a rollback) to every relay LISTENing, in any process
+_NOTIFY_OUTBOX = select(func.pg_notify(OUTBOX_CHANNEL, ""))
 
 
 def _is_postgres(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+def _outbox_values(event: Event) -> dict[str, Any]:
+    """An event's outbox row, as column values (one statement for several, or one ORM row)."""
+    return {"event_id": event.event_id, "event_type": event.event_type.value,
+            "payload": event.model_dump(mode="json"), "created_at": event.timestamp}
 
 
 class OutboxRepository:
@@ -616,31 +621,21 @@ class OutboxRepository:
         if not events:
             return
         await session.flush()  # earlier pending rows first: the outbox's order is the events' order
-        await session.execute(insert(OutboxRow), [
-            {"event_id": e.event_id, "event_type": e.event_type.value, "payload": e.model_dump(mode="json"),
-             "created_at": e.timestamp} for e in events
-        ])
+        await session.execute(_INSERT_OUTBOX, [_outbox_values(e) for e in events])
         if _is_postgres(session):
-            await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+            await session.execute(_NOTIFY_OUTBOX)
 
     async def add(self, *, session: AsyncSession, event: Event) -> None:
-        session.add(self.row(event))
+        session.add(OutboxRow(**_outbox_values(event)))
         await session.flush()
         if _is_postgres(session):
-            # delivered at COMMIT (never for a rollback) to every relay LISTENing, in any process
-            await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
+            await session.execute(_NOTIFY_OUTBOX)
 
     def add_sync(self, *, session: Session, event: Event) -> None:
         """:meth:`add` in a synchronous unit of work (:meth:`Database.write_sync`): one ``INSERT``, no flush."""
-        session.execute(_INSERT_OUTBOX, {"event_id": event.event_id, "event_type": event.event_type.value,
-                                         "payload": event.model_dump(mode="json"), "created_at": event.timestamp})
+        session.execute(_INSERT_OUTBOX, _outbox_values(event))
         if session.get_bind().dialect.name == "postgresql":
-            session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))
-
-    @staticmethod
-    def row(event: Event) -> OutboxRow:
-        return OutboxRow(event_id=event.event_id, event_type=event.event_type.value,
-                         payload=event.model_dump(mode="json"), created_at=event.timestamp)
+            session.execute(_NOTIFY_OUTBOX)
 
     async def try_lock_relay(self, *, session: AsyncSession) -> bool:
         """PostgreSQL: take the transaction-scoped relay lock, so replicas publish one after another and the

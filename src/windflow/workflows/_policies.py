@@ -43,7 +43,6 @@ WAIT_HEARTBEAT = timedelta(seconds=5)
 PROBE_TIMEOUT = timedelta(seconds=60)
 
 
-
 def error_text(exc: BaseException) -> str:
     """The innermost useful message of an activity failure."""
     cause: BaseException = exc
