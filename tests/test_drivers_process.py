@@ -278,6 +278,64 @@ async def test_restarted_worker_readopts_the_process(tmp_path: Path, cleanup: Cl
         new.close()
 
 
+WORKER_KILLED_AFTER_FORK = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from windflow.domain.models import ServiceSpec
+from windflow.drivers.process import ProcessDriver
+
+async def main():
+    driver = ProcessDriver(data_dir=Path(sys.argv[1]))
+    # the worker is SIGKILLed the moment after the fork, before it records the pid
+    driver._write_state = lambda proc, cwd: (print(proc.pid, flush=True), os.kill(os.getpid(), signal.SIGKILL))
+    await driver.start(ServiceSpec.model_validate_json(sys.argv[2]))
+
+asyncio.run(main())
+"""
+
+
+async def test_worker_killed_between_fork_and_recording_the_pid_is_not_started_twice(
+        tmp_path: Path, cleanup: Cleanup) -> None:
+    """The crash window of a start: the child runs, the state file has no pid yet. The next driver finds the
+    child by its spawn token, adopts it, and a start is a no-op instead of a second process."""
+    port = free_port()
+    spec = standin("forked", port)
+    died = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", WORKER_KILLED_AFTER_FORK, str(tmp_path), spec.model_dump_json()],
+        capture_output=True, text=True, timeout=30)
+    assert died.returncode == -signal.SIGKILL
+    child = int(died.stdout.split()[0])
+    cleanup.add(child)
+    assert "spawning" in json.loads((tmp_path / "run" / "forked.json").read_text())  # no pid recorded
+    await wait_for(lambda: port_open(port))
+
+    new = ProcessDriver(data_dir=tmp_path)
+    try:
+        status = await new.status(spec)
+        assert status.status == RunStatus.RUNNING and status.pid == child
+        again = await new.start(spec)
+        assert not again.changed and again.pid == child
+        assert live_pids(marker_of(spec)) == [child]  # not started twice
+        assert json.loads((tmp_path / "run" / "forked.json").read_text())["pid"] == child  # recorded now
+        assert (await new.stop(spec)).changed
+        assert live_pids(marker_of(spec)) == []
+    finally:
+        new.close()
+
+
+async def test_a_spawn_that_started_nothing_leaves_no_state(tmp_path: Path) -> None:
+    """A start whose fork fails (no such executable in cwd): no state file, so no /proc scan on every status."""
+    spec = service("broken", ["./no-such-program"], cwd=str(tmp_path))
+    driver = ProcessDriver(data_dir=tmp_path)
+    try:
+        with pytest.raises(DriverFailed):
+            await driver.start(spec)
+        assert not (tmp_path / "run" / "broken.json").exists()
+        assert (await driver.status(spec)).status == RunStatus.STOPPED
+    finally:
+        driver.close()
+
+
 async def test_readopted_process_is_stopped_with_sigkill_after_grace(tmp_path: Path, cleanup: Cleanup) -> None:
     script = ("import signal, sys, time\n"
               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"

@@ -9,6 +9,10 @@ How it works
   the pid is alive *and* its start time and boot id match, so a recycled pid is never mistaken for ours
   (this machine's pid_max can be as low as 32768). A new driver instance (a restarted worker) re-adopts
   the process from this file: status, stop and wait_exit work on it.
+* **No second spawn after a crash.** Before it forks, the driver writes the state file with a fresh spawn
+  token and no pid, and hands the token to the child in ``WINDFLOW_SPAWN_TOKEN``. A worker killed between the
+  fork and recording the pid leaves that file behind; the next driver finds the process by its token in
+  ``/proc/PID/environ`` and adopts it instead of starting the service a second time.
 * **Exit seen at once.** Every tracked process gets a pidfd (``os.pidfd_open``) registered with the
   event loop (``loop.add_reader``). When it turns readable the process has exited; the driver then reaps
   it with ``waitid(P_PIDFD)`` if it is our child (exit code and signal known, no zombie left behind) or,
@@ -39,6 +43,7 @@ import os
 import shutil
 import signal
 import subprocess
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +69,7 @@ __all__ = [
 T = TypeVar("T")
 
 STATE_VERSION = 1
+SPAWN_TOKEN_ENV = "WINDFLOW_SPAWN_TOKEN"
 _Stream = IO[bytes] | int  # an open file handed to the child, or subprocess.DEVNULL
 POLL_FALLBACK = 0.05
 #: how long stop waits for the process to vanish after SIGKILL before giving up
@@ -120,6 +126,25 @@ def group_members(pgid: int) -> list[int]:
             if stat is not None and stat.pgid == pgid and not stat.exited:
                 members.append(stat.pid)
     return members
+
+
+def spawned_with(token: str) -> int | None:
+    """The live process group leader started with ``SPAWN_TOKEN_ENV=token`` in its environment (a /proc scan,
+    only after a crash in the middle of a spawn)."""
+    needle = f"{SPAWN_TOKEN_ENV}={token}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                found = needle in fh.read().split(b"\0")
+        except OSError:
+            continue
+        if found:
+            stat = read_proc_stat(int(entry))
+            if stat is not None and stat.pgid == stat.pid and not stat.exited:  # its children inherit the token
+                return stat.pid
+    return None
 
 
 _BOOT_ID: str | None = None
@@ -390,6 +415,7 @@ class ProcessDriver:
         self.log_check_interval = log_check_interval
         self.kill_wait = kill_wait
         self._procs: dict[str, _Proc] = {}
+        self._spawning: set[str] = set()  # services this driver is forking right now (their state says "spawning")
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ public API
@@ -483,27 +509,45 @@ class ProcessDriver:
         return data
 
     def _write_state(self, proc: _Proc, *, cwd: str | None) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        data = {
-            "version": STATE_VERSION,
-            "service": proc.service_id,
+        self._store_state(proc.service_id, {
             "pid": proc.pid,
             "pgid": proc.pgid,
             "starttime": proc.starttime,
-            "boot_id": boot_id(),
             "started_at": proc.started_at.isoformat(),
             "command": proc.command,
             "cwd": cwd,
             "logs": [str(p) for p in proc.logs],
             "notes": proc.notes,
-        }
-        path = self.state_path(proc.service_id)
+        })
+
+    def _store_state(self, service_id: str, fields: dict[str, Any]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        data = {"version": STATE_VERSION, "service": service_id, "boot_id": boot_id(), **fields}
+        path = self.state_path(service_id)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "w") as fh:
             json.dump(data, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+
+    def _adopt_spawn(self, service_id: str, state: dict[str, Any]) -> dict[str, Any] | None:
+        """A state file written just before a fork whose driver died before recording the pid: the process it
+        started, found by its spawn token and recorded now; None when that spawn never got a process running."""
+        if state.get("boot_id") != boot_id():
+            return None
+        pid = spawned_with(str(state["spawning"]))
+        stat = read_proc_stat(pid) if pid is not None else None
+        if stat is None:  # nothing came of it: forget it, so the next lookup does not scan /proc again
+            with contextlib.suppress(OSError):
+                self.state_path(service_id).unlink()
+            return None
+        recorded = ("version", "service", "boot_id", "spawning")  # _store_state writes the first three itself
+        fields = {key: value for key, value in state.items() if key not in recorded}
+        fields.update({"pid": stat.pid, "pgid": stat.pid, "starttime": stat.starttime})
+        with contextlib.suppress(OSError):
+            self._store_state(service_id, fields)
+        return {**state, **fields}
 
     def _forget_state(self, service_id: str, pid: int) -> None:
         state = self._read_state(service_id)
@@ -520,6 +564,10 @@ class ProcessDriver:
         if known is not None and known.exit is None:
             return known, ""
         state = self._read_state(service_id)
+        if state is not None and "spawning" in state:
+            if service_id in self._spawning:  # this driver's own fork, not recorded yet
+                return known, "starting"
+            state = self._adopt_spawn(service_id, state)
         if state is None:
             return known, "" if known is not None else "not started"
         try:
@@ -633,6 +681,13 @@ class ProcessDriver:
         env = build_env(inherit=cfg.inherit_env, extra=cfg.env)
         argv = resolve_command(cfg.command, env, cfg.cwd)
         out, err, notes, log_paths = self._open_logs(service.id, cfg.log_max_bytes)
+        # recorded before the fork: a driver killed before it records the pid leaves what finds the process (a
+        # failure to write it is reported by the write after the fork, which fails the same way)
+        env[SPAWN_TOKEN_ENV] = token = uuid.uuid4().hex
+        with contextlib.suppress(OSError):
+            self._store_state(service.id, {"spawning": token, "started_at": _now().isoformat(), "command": argv,
+                                           "cwd": cfg.cwd, "logs": [str(p) for p in log_paths], "notes": notes})
+        self._spawning.add(service.id)
         try:
             # in a thread: a fork-exec from this big, many-threaded process takes milliseconds, and a burst of
             # starts (an initialization's level) would hold the event loop for all of them
@@ -648,10 +703,13 @@ class ProcessDriver:
                 close_fds=True,
             ))
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.state_path(service.id).unlink()  # nothing was started
             detail = exc.strerror or str(exc)
             where = f" in {cfg.cwd}" if cfg.cwd and exc.errno == errno.ENOENT else ""
             raise DriverFailed(f"cannot start {argv[0]!r}{where}: {detail}", details={"command": argv}) from None
         finally:
+            self._spawning.discard(service.id)  # from here on self._procs knows the process
             for stream in (out, err):
                 if not isinstance(stream, int):
                     stream.close()
