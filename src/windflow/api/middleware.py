@@ -101,3 +101,79 @@ class BodySizeLimitMiddleware:
 
 class _TooLarge(HTTPException):
     """Raised while the body streams in; the app's HTTP error handler turns it into the envelope."""
+
+
+class NulInQueryMiddleware:
+    """422 for a NUL character anywhere in the query string (``?label=a%00b``): no store keeps one in text, and
+    PostgreSQL would answer with an error the API could only report as a failure of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query: bytes = scope.get("query_string", b"") if scope["type"] in ("http", "websocket") else b""
+        if query and (b"\x00" in query or b"%00" in query.lower()):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 4400, "reason": "NUL character in the query"})
+                return
+            rid = scope.get("state", {}).get("request_id", "")
+            body = _envelope("validation_error", "query: NUL characters are not allowed",
+                             [{"loc": ["query"], "msg": "NUL character", "type": "value_error"}])
+            await send({"type": "http.response.start", "status": 422,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode()),
+                                    (b"x-request-id", str(rid).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+#: the dashboard and the API's own pages: everything from this origin, nothing inline but styles (the SPA sets
+#: style attributes), no framing, no plugins; connect-src 'self' covers the same-origin WebSocket
+APP_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+           "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+           "frame-ancestors 'none'")
+#: /docs and /redoc: their HTML starts the bundle with an inline script; assets from this origin when the docs
+#: are self-hosted, plus the CDN FastAPI's default pages load them from
+DOCS_CDN = "https://cdn.jsdelivr.net"
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+def docs_csp(cdn: str = DOCS_CDN) -> str:
+    """The docs pages' policy; ``cdn=""`` once their assets are served from this origin."""
+    src = " ".join(filter(None, ["'self'", cdn]))
+    return (f"default-src 'self'; script-src {src} 'unsafe-inline'; style-src {src} 'unsafe-inline'; "
+            f"img-src {src} data:; font-src {src}; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+            "frame-ancestors 'none'")
+
+
+class SecurityHeadersMiddleware:
+    """Headers a browser needs to keep the dashboard and the docs to themselves, on every HTTP answer:
+    ``Content-Security-Policy``, ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff``,
+    ``Referrer-Policy: no-referrer`` (a route that sets one of them keeps its own)."""
+
+    def __init__(self, app: ASGIApp, *, docs_sources: str = DOCS_CDN) -> None:
+        self.app = app
+        self.common = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                       (b"referrer-policy", b"no-referrer")]
+        self.app_csp = APP_CSP.encode()
+        self.docs_csp = docs_csp(docs_sources).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        csp = self.docs_csp if path.startswith(DOCS_PATHS) else self.app_csp
+
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in self.common if n not in present]
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", csp))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, _send)

@@ -160,7 +160,7 @@ async def run_up(
     """
     import uvicorn
 
-    from windflow.api.app import build_resources, create_app
+    from windflow.api.app import SERVER_OPTIONS, build_resources, create_app
     from windflow.auth.permissions import ALL_PERMISSIONS
     from windflow.auth.tokens import issue_access_token
     from windflow.heap import freeze_startup_heap
@@ -206,7 +206,7 @@ async def run_up(
         freeze_startup_heap()  # windflow.heap: API and worker share this process's loop
         # a WebSocket client that never goes away must not hold the shutdown hostage
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)
+                                lifespan="on", timeout_graceful_shutdown=5, **SERVER_OPTIONS)  # type: ignore[arg-type]
         api = uvicorn.Server(config)
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short

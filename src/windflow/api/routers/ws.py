@@ -14,7 +14,12 @@ Protocol (JSON text frames)
     client   ``{"type": "subscribe", "types": [...]|null, "services": [...]|null}`` changes the filter
              ``{"type": "ping"}`` → ``{"type": "pong"}``; anything else gets an ``error`` message.
     close    1000 normal · 1001 server shutting down · 1013 event bus unavailable, retry ·
-             4400 bad request · 4401 not authenticated · 4403 permission missing · 4008 too slow
+             4400 bad request · 4401 not authenticated (also: the token expired or was revoked, the session
+             was logged out, the password changed) · 4403 permission missing (also: lost since connecting) ·
+             4008 too slow
+
+An open connection's token is checked again every ``ws_revalidate_interval`` seconds (2 by default): a logout,
+password change, role change, disabled account or revoked API token closes it within that time.
 
 Events arrive in stream order without duplicates; resume with the ``id`` of the last one received.
 """
@@ -90,7 +95,35 @@ async def _receive_message(websocket: WebSocket) -> Any:
         return None
 
 
-async def _authenticate(websocket: WebSocket, timeout: float) -> Principal:
+class Revalidator:
+    """Re-checks the tokens of open connections: one look-up per distinct token per ``interval / 2``, however many
+    connections present it (a dashboard's tabs, a fleet of listeners sharing an API token)."""
+
+    def __init__(self, interval: float) -> None:
+        self.ttl = interval / 2
+        self._checks: dict[str, tuple[float, asyncio.Future[Principal]]] = {}
+
+    async def check(self, websocket: WebSocket, token: str) -> Principal:
+        now = time.monotonic()
+        entry = self._checks.get(token)
+        if entry is None or now - entry[0] >= self.ttl:
+            if len(self._checks) > 1000:
+                self._checks = {k: v for k, v in self._checks.items() if now - v[0] < self.ttl}
+            future = asyncio.ensure_future(authenticate(websocket, token))
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
+            entry = (now, future)
+            self._checks[token] = entry
+        return await asyncio.shield(entry[1])
+
+
+def revalidator(websocket: WebSocket, interval: float) -> Revalidator:
+    found = getattr(websocket.app.state, "ws_revalidator", None)
+    if found is None:
+        found = websocket.app.state.ws_revalidator = Revalidator(interval)
+    return found  # type: ignore[no-any-return]
+
+
+async def _authenticate(websocket: WebSocket, timeout: float) -> tuple[Principal, str]:
     token = _bearer(websocket)
     if token is None:
         try:
@@ -105,7 +138,7 @@ async def _authenticate(websocket: WebSocket, timeout: float) -> Principal:
             raise _Closing(CLOSE_UNAUTHORIZED, "authentication required: first message must be "
                                                "{\"type\": \"auth\", \"token\": ...}")
     try:
-        return await authenticate(websocket, token)
+        return await authenticate(websocket, token), token
     except ApiError as exc:
         raise _Closing(CLOSE_UNAUTHORIZED, f"not authenticated: {exc.message}") from None
     except WindflowError as exc:
@@ -116,8 +149,10 @@ class EventStream:
     """One client connection: replay, then live events from the hub, heartbeats, client messages."""
 
     def __init__(self, websocket: WebSocket, resources: Resources, hub: EventHub, flt: EventFilter,
-                 principal: Principal) -> None:
+                 principal: Principal, token: str) -> None:
         self.ws = websocket
+        self.token = token
+        self.revalidator = revalidator(websocket, resources.settings.ws_revalidate_interval)
         self.bus = resources.bus
         self.settings = resources.settings
         self.hub = hub
@@ -212,7 +247,9 @@ class EventStream:
     async def live(self) -> None:
         assert self.sub is not None
         heartbeat = self.settings.ws_heartbeat
+        recheck_every = self.settings.ws_revalidate_interval
         next_ping = time.monotonic() + heartbeat
+        next_check = time.monotonic() + recheck_every
         expiry = self._expiry()
         while True:
             if self.sub.overflowed:
@@ -220,6 +257,10 @@ class EventStream:
             now = time.monotonic()
             if now >= expiry:
                 raise _Closing(CLOSE_UNAUTHORIZED, "token expired; reconnect with a fresh token and last_event_id")
+            if next_check <= now:
+                await self.revalidate()
+                next_check = time.monotonic() + recheck_every
+                continue
             if next_ping <= now:
                 await self.send_json({"type": "ping", "ts": datetime.now(UTC).isoformat()})
                 next_ping = time.monotonic() + heartbeat
@@ -228,7 +269,7 @@ class EventStream:
                 position, text = self.sub.queue.get_nowait()  # a burst: no timer per message
             except asyncio.QueueEmpty:
                 try:
-                    async with asyncio.timeout(min(next_ping, expiry) - now):
+                    async with asyncio.timeout(min(next_ping, expiry, next_check) - now):
                         position, text = await self.sub.queue.get()
                 except TimeoutError:
                     continue
@@ -240,6 +281,29 @@ class EventStream:
                 self.cursor = position
                 self.sent += 1
             await self.send(text)
+
+    async def revalidate(self) -> None:
+        """Is the token still good, with the permissions this stream was opened with? Else close (4401 / 4403).
+        A store that cannot answer now closes nothing: the next check asks again."""
+        try:
+            principal = await self.revalidator.check(self.ws, self.token)
+        except ApiError as exc:
+            raise _Closing(CLOSE_UNAUTHORIZED, f"not authenticated: {exc.message}") from None
+        except Exception as exc:
+            log.warning("could not re-check a WebSocket token: %s: %s", type(exc).__name__, exc)
+            return
+        if not principal.can(Permission.SERVICES_READ.value):
+            raise _Closing(CLOSE_FORBIDDEN, f"permission {Permission.SERVICES_READ.value!r} required")
+        if not self.principal.permissions <= principal.permissions:
+            wanted = self.filter.describe()
+            try:  # permissions shrank: the same subscription, as the caller may now have it (AUDIT needs audit:read)
+                flt = build_filter(wanted["types"], wanted["services"], principal)
+            except (ValueError, PermissionError):
+                raise _Closing(CLOSE_FORBIDDEN, "permissions changed; reconnect") from None
+            self.filter = flt
+            if self.sub is not None:
+                self.sub.filter = flt
+        self.principal = principal
 
     async def _too_slow(self) -> None:
         assert self.sub is not None
@@ -315,7 +379,7 @@ async def events_ws(websocket: WebSocket) -> None:
     hub: EventHub | None = getattr(websocket.app.state, "event_hub", None)
     await websocket.accept()
     try:
-        principal = await _authenticate(websocket, resources.settings.ws_auth_timeout)
+        principal, token = await _authenticate(websocket, resources.settings.ws_auth_timeout)
         if not principal.can(Permission.SERVICES_READ.value):
             raise _Closing(CLOSE_FORBIDDEN, f"permission {Permission.SERVICES_READ.value!r} required")
         params = websocket.query_params
@@ -343,7 +407,7 @@ async def events_ws(websocket: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
-    stream = EventStream(websocket, resources, hub, flt, principal)
+    stream = EventStream(websocket, resources, hub, flt, principal, token)
     try:
         outcome = await stream.serve(last_event_id)
     except asyncio.CancelledError:
