@@ -143,7 +143,8 @@ async def test_restore_secrets_rules():
     old = {"health": {"url": "http://a:80/x", "headers": {"Authorization": "s"}}, "labels": {"api_token": "t"}}
     same = {"health": {"url": "HTTP://A/y", "headers": {"Authorization": REDACTED}}, "labels": {"api_token": REDACTED}}
     merged, problems = restore_secrets(same, old)
-    assert problems == [] and merged["health"]["headers"]["Authorization"] == "s" and merged["labels"]["api_token"] == "t"
+    assert problems == []
+    assert merged["health"]["headers"]["Authorization"] == "s" and merged["labels"]["api_token"] == "t"
     # a hex/decimal spelling of another host, or a new port, is another destination
     for url in ("http://0x7f000001/x", "http://a:8080/x", "http://a.evil/x"):
         moved = {**same, "health": {**same["health"], "url": url}}
