@@ -19,7 +19,7 @@ from windflow.domain.events import ConfigChanged, EventType, make_event
 from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
 from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
-from windflow.domain.system import Problem, SystemFile, graph_problems, problems_from
+from windflow.domain.system import Problem, SystemFile, graph_problems, keep_recorded_cwd, problems_from
 from windflow.persistence.models import ConfigVersionRow, ServiceRow
 from windflow.persistence.notifications import NotificationChannelRepository
 from windflow.persistence.repositories import (
@@ -209,7 +209,7 @@ async def apply_system(
                 problems.extend(moved)
                 continue
             try:
-                spec = ServiceSpec.model_validate(merged)
+                spec = keep_recorded_cwd(ServiceSpec.model_validate(merged), spec_of(existing[spec.id]))
             except ValidationError as exc:
                 problems.extend(problems_from(exc, ["services", spec.id]))
                 continue
