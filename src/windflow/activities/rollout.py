@@ -46,6 +46,7 @@ from windflow.domain.rollout import (
 )
 from windflow.domain.system import Problem, graph_problems, problems_from
 from windflow.drivers.base import DriverRegistry
+from windflow.metrics import count_restart
 from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository, content_hash
 from windflow.persistence.rollout_models import RolloutRepository
 from windflow.probes.base import ProbeRegistry
@@ -239,6 +240,8 @@ class RolloutActivities:
             await self.state.set_state(spec.id, "failed", source=SOURCE, message=f"{action}: {result.message}")
             raise to_application_error(DriverFailed(f"{action} {spec.id}: {result.message}",
                                                     details={"output": result.output[-2000:]}))
+        if action == "restart":
+            count_restart(spec.id, source="rollout")
         await self.state.set_state(spec.id, "starting", source=SOURCE, pid=result.pid,
                                    message=f"config applied ({action})")
         return ApplyRolloutResult(action=action, pid=result.pid, message=result.message)
@@ -255,7 +258,7 @@ class RolloutActivities:
         if spec.health is None:
             return RolloutProbe(at=_now(), healthy=True, running=True, message="no health check; running")
         begin = time.monotonic()
-        result = await self.probes.check(spec.health)
+        result = await self.probes.check(spec.health, service=spec.id)
         return RolloutProbe(at=result.checked_at, healthy=result.healthy, running=True,
                             latency_ms=result.latency_ms or (time.monotonic() - begin) * 1000, message=result.message)
 
