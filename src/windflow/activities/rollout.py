@@ -28,7 +28,7 @@ from windflow.activities._support import StateWriter, add_new_events, new_event,
 from windflow.domain.errors import DriverFailed, NotFound, WindflowError
 from windflow.domain.events import ConfigChanged, EventType, RolloutUpdate, make_event
 from windflow.domain.models import ServiceSpec
-from windflow.domain.redaction import REDACTED, contains_placeholder, restore_redacted
+from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
 from windflow.domain.results import RunStatus
 from windflow.domain.rollout import (
     ApplyRolloutInput,
@@ -115,11 +115,11 @@ class RolloutActivities:
             row = await services.get(session=session, service_id=req.service_id)
             if row is None:
                 raise to_application_error(NotFound(f"service {req.service_id!r} not found"))
-            merged = restore_redacted({**req.config, "id": req.service_id}, {"id": row.id, **row.spec})
-            problems: list[Problem] = []
+            merged, moved = restore_secrets({**req.config, "id": req.service_id}, {"id": row.id, **row.spec})
+            problems: list[Problem] = [Problem(loc=loc, msg=msg, type="secret_destination") for loc, msg in moved]
             spec: ServiceSpec | None = None
             try:
-                spec = ServiceSpec.model_validate(merged)
+                spec = None if problems else ServiceSpec.model_validate(merged)
             except ValidationError as exc:
                 problems.extend(problems_from(exc))
             if spec is not None:
