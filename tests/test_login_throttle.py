@@ -34,8 +34,9 @@ async def served(settings: Settings, db) -> AsyncIterator[httpx2.AsyncClient]:
     res.relay = None
     application = create_app(settings, resources=res)
     try:
-        async with LiveServer(application) as server, httpx2.AsyncClient(base_url=server.http_url, timeout=30) as client:
-            yield client
+        async with LiveServer(application) as server:
+            async with httpx2.AsyncClient(base_url=server.http_url, timeout=30) as client:
+                yield client
     finally:
         await res.bus.close()
 
