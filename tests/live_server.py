@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
 import uvicorn
@@ -19,6 +20,11 @@ class LiveServer:
         self.port = port or free_port()
         # log_level given: uvicorn logs through the root logger as `windflow api` does (log_config=None)
         extra: dict[str, Any] = {"log_config": None, "access_log": True} if log_level else {}
+        if log_level:  # undo what another server's default log_config set up in this process (own handlers and
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # propagate=False): records reach the root
+                logger = logging.getLogger(name)
+                logger.handlers.clear()
+                logger.propagate = True
         from windflow.api.app import SERVER_OPTIONS  # served as `windflow api` serves it
 
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level or "warning",

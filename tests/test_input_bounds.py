@@ -29,6 +29,8 @@ from windflow.api.routers.initializations import InitializationCreate
 from windflow.api.routers.recoveries import ActionCreate
 from windflow.api.routers.rollouts import RolloutCreate
 from windflow.domain.durations import parse_duration
+from windflow.domain.errors import ConfigInvalid
+from windflow.persistence.repositories import decode_cursor
 
 # asyncio_mode = "auto" with a session loop (pyproject): no module mark, so the sync tests here stay sync
 
@@ -93,6 +95,34 @@ async def test_huge_durations_are_refused_not_a_crash(api):
 def test_property_out_of_range_durations_raise_a_value_error(value):
     with pytest.raises(ValueError, match="out of range"):
         parse_duration(value)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                           max_leaves=8)
+
+
+@given(st.dictionaries(st.sampled_from(["before", "after", "offset", "started_at", "run_id", "id", "x"]),
+                       json_values, max_size=4) | json_values, st.booleans())
+@hsettings(max_examples=200, deadline=None)
+def test_property_any_cursor_decodes_to_a_bounded_position_or_a_422(data, raw):
+    """Whatever a client puts in a cursor: a position whose numbers fit a 64-bit column and whose strings hold no
+    NUL, or ConfigInvalid (422); never another exception."""
+    if raw:
+        text_ = base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    else:
+        text_ = json.dumps(data)[:40] or "x"  # not base64 of JSON at all, mostly
+    try:
+        position = decode_cursor(text_)
+    except ConfigInvalid:
+        return
+    assert isinstance(position, dict)
+    for value in position.values():
+        assert not isinstance(value, dict | list)
+        if isinstance(value, int) and not isinstance(value, bool):
+            assert 0 <= value <= 2**63 - 1
+        if isinstance(value, str):
+            assert "\x00" not in value
 
 
 async def test_nul_in_a_filter_is_422(api):

@@ -62,8 +62,8 @@ async def test_forwarded_for_from_an_untrusted_peer_is_ignored(settings, db):
     strict = settings.model_copy(update={"login_free_failures": 3, "login_attempts_per_address": 100})
     async with served(strict, db) as client:
         await _user(client, strict, "olga")
-        # a guesser on loopback rotating X-Forwarded-For: still one address, held after three failures
-        for i in range(3):
+        # a guesser on loopback rotating X-Forwarded-For: still one address, held after four failures
+        for i in range(4):
             assert (await _login(client, "olga", "wrong", forwarded=f"198.51.100.{i}")).status_code == 401
         r = await _login(client, "olga", PASSWORD, forwarded="198.51.100.99")
         assert_envelope(r, 429, "rate_limited")
@@ -84,14 +84,14 @@ async def test_wrong_passwords_slow_one_address_without_locking_the_user_out(set
     async with served(proxied, db) as client:
         await _user(client, proxied, "quinn")
         attacker, owner = "198.51.100.1", "203.0.113.9"
-        for _ in range(2):
+        for _ in range(3):  # two free, the third holds this pair for 1 s
             assert (await _login(client, "quinn", "wrong", forwarded=attacker)).status_code == 401
         r = await _login(client, "quinn", PASSWORD, forwarded=attacker)
         err = assert_envelope(r, 429, "rate_limited")
         assert r.headers["retry-after"] == "1" and err["details"]["limit"] == "failures"
         # the owner, elsewhere, is not locked out
         assert (await _login(client, "quinn", PASSWORD, forwarded=owner)).status_code == 200
-        await asyncio.sleep(1.1)  # the delay after the 2nd failure: 1 s, then 2 s, 4 s, ...
+        await asyncio.sleep(1.1)  # the delay after the 3rd failure: 1 s, then 2 s, 4 s, ...
         assert (await _login(client, "quinn", "wrong", forwarded=attacker)).status_code == 401
         r = await _login(client, "quinn", PASSWORD, forwarded=attacker)
         assert_envelope(r, 429)
@@ -104,7 +104,7 @@ async def test_password_change_attempts_are_throttled(settings, db):
         await _user(client, limited, "rita")
         headers = bearer((await login(client, "rita"))["access_token"])
         body = {"current_password": "wrong-wrong-wrong", "new_password": "another-long-password"}
-        for _ in range(2):
+        for _ in range(3):
             r = await client.post("/api/v1/auth/password", json=body, headers=headers)
             assert_envelope(r, 403, "invalid_credentials")
         r = await client.post("/api/v1/auth/password", json={**body, "current_password": PASSWORD}, headers=headers)
@@ -115,8 +115,8 @@ async def test_password_change_attempts_are_throttled(settings, db):
 async def test_delays_double_up_to_the_cap():
     now = [1000.0]
     limiter = MemoryRateLimiter(clock=lambda: now[0])
-    delays = [await limiter.fail("k", free=3, base=1.0, cap=8.0, ttl=3600) for _ in range(7)]
-    assert delays == [0, 0, 1, 2, 4, 8, 8]
+    delays = [await limiter.fail("k", free=3, base=1.0, cap=8.0, ttl=3600) for _ in range(8)]
+    assert delays == [0, 0, 0, 1, 2, 4, 8, 8]
     assert await limiter.held("k") == 8
     now[0] += 8.5
     assert await limiter.held("k") is None
@@ -156,15 +156,15 @@ async def test_redis_limiter_delays_are_shared(redis_url):
     prefix = f"test:{time.time_ns()}:"
     a, b = RedisRateLimiter.from_url(redis_url, prefix=prefix), RedisRateLimiter.from_url(redis_url, prefix=prefix)
     try:
-        assert await a.fail("u|1", free=2, base=1.0, cap=60, ttl=60) == 0
+        assert await a.fail("u|1", free=1, base=1.0, cap=60, ttl=60) == 0
         assert await b.held("u|1") is None
-        assert await b.fail("u|1", free=2, base=1.0, cap=60, ttl=60) == 1  # another replica adds to the count
+        assert await b.fail("u|1", free=1, base=1.0, cap=60, ttl=60) == 1  # another replica adds to the count
         assert await a.held("u|1") == 1
-        assert await a.fail("u|1", free=2, base=1.0, cap=60, ttl=60) == 2
+        assert await a.fail("u|1", free=1, base=1.0, cap=60, ttl=60) == 2
         await b.reset("u|1")
         assert await a.held("u|1") is None
         fallback = FallbackRateLimiter(RedisRateLimiter.from_url("redis://127.0.0.1:1/0"))
-        assert await fallback.fail("k", free=1, base=1.0, cap=5, ttl=60) == 1 and fallback.degraded
+        assert await fallback.fail("k", free=0, base=1.0, cap=5, ttl=60) == 1 and fallback.degraded
         assert (await fallback.check()).startswith("degraded")
         await fallback.aclose()
     finally:

@@ -121,7 +121,8 @@ class Settings(BaseSettings):
     login_attempts_per_address: int = Field(30, ge=1, description="Login attempts per client address per window")
     login_window: int = Field(60, ge=1, description="Login rate-limit sliding window, seconds")
     login_free_failures: int = Field(3, ge=1, le=100, description="Wrong passwords for one user from one address "
-                                     "before each further one delays the next attempt (1 s, 2 s, 4 s, ...)")
+                                     "that cost nothing; each further one delays the next attempt (1 s, 2 s, "
+                                     "4 s, ...)")
     login_delay_max: int = Field(300, ge=1, le=86400, description="Longest delay after wrong passwords, seconds")
     forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

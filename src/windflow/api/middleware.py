@@ -128,23 +128,12 @@ class NulInQueryMiddleware:
         await self.app(scope, receive, send)
 
 
-#: the dashboard and the API's own pages: everything from this origin, nothing inline but styles (the SPA sets
-#: style attributes), no framing, no plugins; connect-src 'self' covers the same-origin WebSocket
+#: every answer's policy unless its route sets its own (the docs pages add their inline scripts' hashes): all
+#: from this origin, nothing inline but styles (the SPA sets style attributes), no plugins, no framing;
+#: connect-src 'self' covers the same-origin WebSocket
 APP_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
            "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
            "frame-ancestors 'none'")
-#: /docs and /redoc: their HTML starts the bundle with an inline script; assets from this origin when the docs
-#: are self-hosted, plus the CDN FastAPI's default pages load them from
-DOCS_CDN = "https://cdn.jsdelivr.net"
-DOCS_PATHS = ("/docs", "/redoc")
-
-
-def docs_csp(cdn: str = DOCS_CDN) -> str:
-    """The docs pages' policy; ``cdn=""`` once their assets are served from this origin."""
-    src = " ".join(filter(None, ["'self'", cdn]))
-    return (f"default-src 'self'; script-src {src} 'unsafe-inline'; style-src {src} 'unsafe-inline'; "
-            f"img-src {src} data:; font-src {src}; connect-src 'self'; object-src 'none'; base-uri 'self'; "
-            "frame-ancestors 'none'")
 
 
 class SecurityHeadersMiddleware:
@@ -152,27 +141,21 @@ class SecurityHeadersMiddleware:
     ``Content-Security-Policy``, ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff``,
     ``Referrer-Policy: no-referrer`` (a route that sets one of them keeps its own)."""
 
-    def __init__(self, app: ASGIApp, *, docs_sources: str = DOCS_CDN) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.common = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                       (b"referrer-policy", b"no-referrer")]
-        self.app_csp = APP_CSP.encode()
-        self.docs_csp = docs_csp(docs_sources).encode()
+        self.headers = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                        (b"referrer-policy", b"no-referrer"), (b"content-security-policy", APP_CSP.encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        csp = self.docs_csp if path.startswith(DOCS_PATHS) else self.app_csp
 
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers += [(n, v) for n, v in self.common if n not in present]
-                if b"content-security-policy" not in present:
-                    headers.append((b"content-security-policy", csp))
+                headers += [(n, v) for n, v in self.headers if n not in present]
                 message["headers"] = headers
             await send(message)
 

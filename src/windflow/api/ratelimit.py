@@ -3,8 +3,8 @@
 * ``hit(key, limit, window)`` counts an attempt and returns ``None`` when it is allowed, or the seconds to wait
   before the oldest attempt in the window falls out of it (the ``Retry-After``). Refused attempts are not
   counted, so a client that waits the advertised time gets in.
-* ``fail(key, free, base, cap, ttl)`` records a failure; from the ``free``-th one on, the key is held for
-  ``base * 2**(n - free)`` seconds (at most ``cap``). ``held(key)`` tells how long is left. A success resets it.
+* ``fail(key, free, base, cap, ttl)`` records a failure; after the first ``free`` ones, the n-th holds the key for
+  ``base * 2**(n - free - 1)`` seconds (at most ``cap``). ``held(key)`` tells how long is left. A success resets it.
   Keyed by user *and* client address, this slows a guesser down exponentially without letting anyone lock
   a user out from elsewhere.
 
@@ -36,10 +36,11 @@ class RateLimiter(Protocol):
 
 
 def failure_delay(failures: int, *, free: int, base: float, cap: float) -> float:
-    """Seconds the ``failures``-th failure holds its key: none before ``free``, then doubling up to ``cap``."""
-    if failures < free:
+    """Seconds the ``failures``-th failure holds its key: none for the first ``free``, then ``base`` doubling up to
+    ``cap`` (free=3: 0, 0, 0, 1, 2, 4, ...)."""
+    if failures <= free:
         return 0.0
-    return float(min(cap, base * 2.0 ** min(failures - free, 64)))
+    return float(min(cap, base * 2.0 ** min(failures - free - 1, 64)))
 
 
 class MemoryRateLimiter:
@@ -122,8 +123,8 @@ local key, now, free, base, cap, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV
   tonumber(ARGV[4]), tonumber(ARGV[5])
 local n = redis.call('HINCRBY', key, 'n', 1)
 local delay = 0
-if n >= free then
-  delay = math.min(cap, base * 2 ^ math.min(n - free, 64))
+if n > free then
+  delay = math.min(cap, base * 2 ^ math.min(n - free - 1, 64))
 end
 redis.call('HSET', key, 'until', tostring(now + delay))
 redis.call('PEXPIRE', key, math.ceil(math.max(ttl, delay) * 1000))

@@ -78,7 +78,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Change your password (all your sessions end) */
+        /** Change your password (all your sessions and API tokens end) */
         post: operations["change_password_api_v1_auth_password_post"];
         delete?: never;
         options?: never;
@@ -1034,7 +1034,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Database and Temporal reachable (503 otherwise) */
+        /** Database and Temporal reachable (503 otherwise); Redis reported as degraded */
         get: operations["readyz_readyz_get"];
         put?: never;
         post?: never;
@@ -1121,7 +1121,7 @@ export interface components {
         ApiTokenCreate: {
             /**
              * Expires In Days
-             * @description Default: never expires
+             * @description Default: 90 days (api_token_ttl_days); at most api_token_max_ttl_days (365 by default)
              */
             expires_in_days?: number | null;
             /** Name */
@@ -1609,7 +1609,7 @@ export interface components {
             failure_threshold: number;
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -1886,7 +1886,7 @@ export interface components {
             };
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -2385,7 +2385,7 @@ export interface components {
             failure_threshold: number;
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -2442,7 +2442,7 @@ export interface components {
         ProcessConfig: {
             /**
              * Command
-             * @description argv; never run through a shell
+             * @description argv; never run through a shell (numbers are taken as their text)
              * @example [
              *       "python3",
              *       "-m",
@@ -2462,17 +2462,26 @@ export interface components {
             driver: "process";
             /**
              * Env
-             * @description Extra environment variables
+             * @description Environment variables of the process. It never inherits the worker's environment: it gets PATH, LANG and HOME, the variables named in `inherit_env`, `env_file`, then these
              */
             env?: {
                 [key: string]: string;
             };
             /**
-             * Inherit Env
-             * @description Start from the worker's environment before applying `env`
-             * @default true
+             * Env File
+             * @description A dotenv file (KEY=value lines) read at each start, before `env`
              */
-            inherit_env: boolean;
+            env_file?: string | null;
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
+            /**
+             * Inherit Env
+             * @description Names of worker environment variables passed through (an allow-list; `true`/`false` from older files mean none)
+             */
+            inherit_env?: string[];
             /**
              * Log Max Bytes
              * @description Size cap of each log file before rotation
@@ -2491,6 +2500,11 @@ export interface components {
              * @enum {string}
              */
             stop_signal: "SIGTERM" | "SIGINT" | "SIGQUIT" | "SIGHUP" | "SIGUSR1" | "SIGUSR2";
+            /**
+             * User
+             * @description Run as this user (name or uid), like systemd's User=: the worker must run as root to switch users, and refuses to start the service otherwise
+             */
+            user?: string | null;
         };
         /** RecoveryAccepted */
         RecoveryAccepted: {
@@ -2598,7 +2612,7 @@ export interface components {
             failure_threshold: number;
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -3382,7 +3396,7 @@ export interface components {
             host: string;
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -4275,6 +4289,15 @@ export interface operations {
             };
             /** @description The request does not validate */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description too many attempts; see Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
