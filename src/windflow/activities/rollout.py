@@ -240,7 +240,7 @@ class RolloutActivities:
             raise to_application_error(DriverFailed(f"{action} {spec.id}: {result.message}",
                                                     details={"output": result.output[-2000:]}))
         await self.state.set_state(spec.id, "starting", source=SOURCE, pid=result.pid,
-                                   message=f"config applied ({action})")
+                                   message=f"config applied ({action})", applied_content=spec.content())
         return ApplyRolloutResult(action=action, pid=result.pid, message=result.message)
 
     @activity.defn(name="probe_rollout")

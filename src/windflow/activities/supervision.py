@@ -40,6 +40,7 @@ from windflow.persistence.repositories import (
     ProbeResultRepository,
     RunSummaryRepository,
     ServiceRepository,
+    applied_spec_of,
     spec_of,
 )
 from windflow.probes.base import ProbeRegistry
@@ -310,7 +311,7 @@ class SupervisionActivities:
             async def mark() -> None:
                 await self._evidence_written(spec.id)
                 await self.state.set_state(
-                    spec.id, "recovering", source=req.source,
+                    spec.id, "recovering", source=req.source, process_gone=True,
                     message=f"restarting ({req.reason}), attempt {req.attempt} of {req.max_attempts}")
 
             marking = asyncio.ensure_future(mark())
@@ -343,6 +344,8 @@ class SupervisionActivities:
             status = await driver.status(spec)
             if status.status == RunStatus.STOPPED:
                 await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
+                await self.state.set_state(spec.id, "recovering", source=req.source, restarted=not already,
+                                           process_gone=True)
                 message = f"exited while starting: {status.message}".strip()
                 return RecoverStepResult(outcome="failed", message=message, pid=pid, restarted=restarted,
                                          elapsed=time.monotonic() - begin, probes=recent[-5:])
@@ -351,13 +354,15 @@ class SupervisionActivities:
             del recent[:-20]
             if tracker.observe(result.healthy) == HealthVerdict.HEALTHY:
                 await self._record_probes(spec, recent[-10:], "healthy", publish=True)
-                await self.state.set_state(spec.id, "healthy", source=req.source, pid=pid, message="recovered")
+                await self.state.set_state(spec.id, "healthy", source=req.source, pid=pid, message="recovered",
+                                           restarted=not already)
                 RECOVERY_DURATION.observe(time.monotonic() - begin)
                 return RecoverStepResult(outcome="recovered", message=result.message, pid=pid, restarted=restarted,
                                          elapsed=time.monotonic() - begin, probes=[result])
             waited = time.monotonic() - since
             if waited >= req.timeout:
                 await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
+                await self.state.set_state(spec.id, "recovering", source=req.source, pid=pid, restarted=not already)
                 return RecoverStepResult(outcome="failed", restarted=restarted, pid=pid,
                                          message=f"not healthy {req.timeout:g}s after restart: {result.message}",
                                          elapsed=time.monotonic() - begin, probes=recent[-5:])
@@ -396,9 +401,10 @@ class SupervisionActivities:
 
     @activity.defn(name="load_spec_or_none")
     async def load_spec_or_none(self, service_id: str) -> ServiceSpec | None:
+        """What runs (the applied version; see :func:`applied_spec_of`), or None for a deleted service."""
         async with self.db.read() as session:
             row = await services.get(session=session, service_id=service_id)
-        return spec_of(row) if row is not None else None
+            return await applied_spec_of(session=session, row=row) if row is not None else None
 
     @activity.defn(name="dependants_of")
     async def dependants_of(self, service_id: str) -> list[str]:

@@ -134,6 +134,7 @@ class ServiceActionInput(BaseModel):
     source: str = Field("initialization", description="Who asks: initialization, recovery, user, rollout")
     run_id: str | None = None
     grace: float | None = None
+    actor: str | None = Field(None, description="The user behind the act (recorded as who set the desired state)")
 
 
 class ServiceActionResult(BaseModel):
@@ -370,11 +371,14 @@ class SupervisorsInput(BaseModel):
     service_ids: list[str] = Field(default_factory=list)
     task_queue: str = ""
     actor: str = "system"
+    resume: list[str] = Field(default_factory=list, description="Services whose desired state was just set to "
+                              "running: a paused (or given-up) supervisor of theirs resumes")
 
 
 class SupervisorsResult(BaseModel):
     started: list[str] = Field(default_factory=list)
     already_running: list[str] = Field(default_factory=list)
+    resumed: list[str] = Field(default_factory=list)
     stopped: list[str] = Field(default_factory=list)
 
 

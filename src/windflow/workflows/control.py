@@ -52,7 +52,7 @@ class ServiceControl:
                 TemporalActivities.pause_supervisor, supervisor,
                 start_to_close_timeout=timedelta(seconds=120), retry_policy=policies.STORE_RETRY)
             supervision = "paused" if paused else "none"
-        action = ServiceActionInput(spec=spec, source="user")
+        action = ServiceActionInput(spec=spec, source="user", actor=input.actor)
         try:
             if input.action == "stop":
                 done = await policies.execute_on_host(

@@ -231,7 +231,8 @@ class SystemInitialization:
                     self.specs[name] = spec
                 started = await policies.execute_on_host(
                     spec, ServiceActivities.start_service,
-                    ServiceActionInput(spec=spec, source="initialization", run_id=self.state.run_id),
+                    ServiceActionInput(spec=spec, source="initialization", run_id=self.state.run_id,
+                                       actor=self.state.actor),
                     start_to_close_timeout=policies.CONTROL_TIMEOUT,
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                     retry_policy=policies.CONTROL_RETRY,
@@ -294,7 +295,8 @@ class SystemInitialization:
         try:
             await policies.execute_on_host(
                 self.specs[name], ServiceActivities.stop_service,
-                ServiceActionInput(spec=self.specs[name], source="initialization", run_id=self.state.run_id),
+                ServiceActionInput(spec=self.specs[name], source="initialization", run_id=self.state.run_id,
+                                   actor=self.state.actor),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT,
                 heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                 retry_policy=policies.CONTROL_RETRY,
@@ -365,7 +367,8 @@ class SystemInitialization:
         try:
             await workflow.execute_activity_method(
                 TemporalActivities.ensure_supervisors,
-                SupervisorsInput(service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor),
+                SupervisorsInput(service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor,
+                                 resume=names),
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=policies.STORE_RETRY)
         except ActivityError as exc:
