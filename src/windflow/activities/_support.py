@@ -79,6 +79,7 @@ class StateWriter:
         applied_content: dict[str, Any] | None = None,
         restarted: bool = False,
         process_gone: bool = False,
+        status: dict[str, Any] | None = None,
     ) -> str | None:
         """Record ``state`` (with message, pid and detail merged into the row's detail unless ``merge=False``)
         and, when it changed or carries a message, a SERVICE_STATUS_UPDATE event, in the caller's transaction
@@ -87,7 +88,8 @@ class StateWriter:
         ``desired`` records an explicit act (running | stopped, by ``actor`` or ``source``); ``applied_content``
         the config that was just started (its version becomes the applied one); ``restarted`` counts a restart.
         Facts of the previous state (pid, message, healthy since) do not survive a change of state, and the pid
-        is cleared when the process is gone (stopped, gave up, or ``process_gone``).
+        is cleared when the process is gone (stopped, gave up, or ``process_gone``). ``status`` adds fields of
+        :class:`ServiceStatusUpdate` to the event (reason, recovered, recovery_seconds, attempts).
         """
         row = await services.get(session=session, service_id=service_id)
         if row is None:
@@ -124,7 +126,8 @@ class StateWriter:
             event = new_event(
                 EventType.SERVICE_STATUS_UPDATE,
                 ServiceStatusUpdate(service_id=service_id, state=state, previous_state=previous, pid=row.pid,
-                                    message=message, source=source),
+                                    message=message, source=source, since=row.state_changed_at,
+                                    **(status or {})),
             )
             await outbox.add(session=session, event=event)
         return previous

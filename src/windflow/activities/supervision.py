@@ -25,6 +25,7 @@ from windflow.domain.contracts import (
     RecordSupervisionInput,
     RecoverStepInput,
     RecoverStepResult,
+    SweepPlan,
     WaitDependenciesInput,
     WatchInput,
     WatchResult,
@@ -354,8 +355,11 @@ class SupervisionActivities:
             del recent[:-20]
             if tracker.observe(result.healthy) == HealthVerdict.HEALTHY:
                 await self._record_probes(spec, recent[-10:], "healthy", publish=True)
+                took = (_now() - req.recovery_started_at).total_seconds() if req.recovery_started_at else None
                 await self.state.set_state(spec.id, "healthy", source=req.source, pid=pid, message="recovered",
-                                           restarted=not already)
+                                           restarted=not already,
+                                           status={"recovered": True, "recovery_seconds": took,
+                                                   "attempts": req.attempts_here, "reason": req.reason})
                 RECOVERY_DURATION.observe(time.monotonic() - begin)
                 return RecoverStepResult(outcome="recovered", message=result.message, pid=pid, restarted=restarted,
                                          elapsed=time.monotonic() - begin, probes=[result])
@@ -378,12 +382,20 @@ class SupervisionActivities:
         status = req.status
         async with self.db.write() as session:
             row = await services.get(session=session, service_id=status.service_id)
-            if row is not None and req.service_state is not None:
-                detail = {**(row.state_detail or {}), "supervision": status.model_dump(mode="json")}
-                await services.set_state(session=session, service_id=status.service_id, state=req.service_state,
-                                         detail=detail)
+            supervision = {"supervision": status.model_dump(mode="json")}
+            if row is not None and req.service_state is not None and req.service_state != row.state:
+                # a change of status (blocked, gave up, back to healthy, ...) is a SERVICE_STATUS_UPDATE like any
+                verdict = status.last_verdict
+                gone = req.service_state == "blocked" and verdict is not None \
+                    and verdict.verdict in ("exited", "not_running")
+                if req.service_state == "gave_up":
+                    row.gave_up_version = row.applied_version or row.current_version
+                await self.state.set_state_in(
+                    session, status.service_id, req.service_state, source="supervisor", message=status.message,
+                    detail=supervision, process_gone=gone,
+                    status={"reason": status.message, "attempts": status.attempt})
             elif row is not None:
-                row.state_detail = {**(row.state_detail or {}), "supervision": status.model_dump(mode="json")}
+                row.state_detail = {**(row.state_detail or {}), **supervision}
             if req.recovery is not None:
                 summary = dict(req.recovery)
                 for key in ("started_at", "finished_at"):
@@ -412,6 +424,23 @@ class SupervisionActivities:
         async with self.db.read() as session:
             specs = await services.specs(session=session)
         return sorted(s.id for s in specs if service_id in s.depends_on and s.restart_with_dependencies)
+
+    @activity.defn(name="sweep_plan")
+    async def sweep_plan(self, _: str = "") -> SweepPlan:
+        """Monitored services desired running, whatever their state (a crash, a failed rollback, a reboot), and
+        the given-up ones whose applied version is not the one they gave up with (their config was fixed)."""
+        async with self.db.read() as session:
+            rows = await services.all(session=session)
+        plan = SweepPlan()
+        for row in rows:
+            desired = row.desired or ("running" if row.state in SUPERVISABLE_STATES else None)
+            if not row.monitored or desired != "running":
+                continue
+            plan.supervise.append(row.id)
+            applied = row.applied_version or row.current_version
+            if row.state == "gave_up" and row.gave_up_version is not None and row.gave_up_version != applied:
+                plan.retry.append(row.id)
+        return plan
 
     @activity.defn(name="list_monitored")
     async def list_monitored(self, _: str = "") -> list[ServiceSpec]:

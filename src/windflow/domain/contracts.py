@@ -234,6 +234,8 @@ class RecoverStepInput(BaseModel):
     workflow_id: str = ""
     attempt: int = 1
     max_attempts: int = 1
+    recovery_started_at: datetime | None = Field(None, description="When this recovery began (its duration)")
+    attempts_here: int = Field(1, description="Attempts of this recovery, this one included")
 
 
 class RecoverStepResult(BaseModel):
@@ -331,8 +333,17 @@ class SweepResult(BaseModel):
     supervisors_started: list[str] = Field(default_factory=list)
     recoveries_started: list[str] = Field(default_factory=list)
     supervisors_stopped: list[str] = Field(default_factory=list)
+    retried: list[str] = Field(default_factory=list, description="Given-up services tried again (new version)")
     checked: int = 0
     message: str = ""
+
+
+class SweepPlan(BaseModel):
+    """What the sweep reconciles: services desired running (and monitored), and the given-up ones among them
+    whose applied version changed since they gave up."""
+
+    supervise: list[str] = Field(default_factory=list)
+    retry: list[str] = Field(default_factory=list)
 
 
 class AwaitSupervisorInput(BaseModel):

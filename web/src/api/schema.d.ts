@@ -532,7 +532,10 @@ export interface paths {
         get: operations["get_service_api_v1_services__service_id__get"];
         put?: never;
         post?: never;
-        /** Delete a service */
+        /**
+         * Delete a service
+         * @description Stops the service's process first (an operator's stop, through `ServiceControl`), then removes it from the registry: no process of a deleted service is left running. Refused (409) while other services depend on it, unless `force`.
+         */
         delete: operations["delete_service_api_v1_services__service_id__delete"];
         options?: never;
         head?: never;
@@ -2442,7 +2445,7 @@ export interface components {
         ProcessConfig: {
             /**
              * Command
-             * @description argv; never run through a shell
+             * @description argv; never run through a shell (numbers are taken as their text)
              * @example [
              *       "python3",
              *       "-m",
@@ -3175,6 +3178,11 @@ export interface components {
         };
         /** ServicePublic */
         ServicePublic: {
+            /**
+             * Applied Version
+             * @description The config version that runs (null: never applied)
+             */
+            applied_version?: number | null;
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -3188,6 +3196,20 @@ export interface components {
             depends_on: string[];
             /** Description */
             description: string;
+            /**
+             * Desired
+             * @description Desired state: running | stopped (null: never brought up)
+             */
+            desired?: string | null;
+            /** Desired At */
+            desired_at?: string | null;
+            /**
+             * Desired By
+             * @description Who set the desired state
+             */
+            desired_by?: string | null;
+            /** Desired Reason */
+            desired_reason?: string | null;
             /** Driver */
             driver: string;
             /** Health */
@@ -3204,12 +3226,28 @@ export interface components {
             };
             /** Monitored */
             monitored: boolean;
+            /**
+             * Pending Version
+             * @description A saved version that is not applied yet (runs only after a rollout applies it)
+             */
+            pending_version?: number | null;
+            /**
+             * Pid
+             * @description The service's process, while it has one
+             */
+            pid?: number | null;
             /** Restart */
             restart: {
                 [key: string]: unknown;
             };
             /** Restart With Dependencies */
             restart_with_dependencies: boolean;
+            /**
+             * Restarts Total
+             * @description Restarts windflow's recoveries performed
+             * @default 0
+             */
+            restarts_total: number;
             /** Secret Keys */
             secret_keys: string[];
             /** State */
@@ -3234,6 +3272,11 @@ export interface components {
         /** ServiceStatusUpdate */
         ServiceStatusUpdate: {
             /**
+             * Attempts
+             * @description Restart attempts of the recovery so far
+             */
+            attempts?: number | null;
+            /**
              * Message
              * @default
              */
@@ -3242,8 +3285,30 @@ export interface components {
             pid?: number | null;
             /** Previous State */
             previous_state?: string | null;
+            /**
+             * Reason
+             * @description Why the status changed (the verdict, the dependency waited for, ...)
+             * @default
+             */
+            reason: string;
+            /**
+             * Recovered
+             * @description True on the healthy status a recovery ends with
+             * @default false
+             */
+            recovered: boolean;
+            /**
+             * Recovery Seconds
+             * @description How long that recovery took
+             */
+            recovery_seconds?: number | null;
             /** Service Id */
             service_id: string;
+            /**
+             * Since
+             * @description When the service entered this status
+             */
+            since?: string | null;
             /**
              * Source
              * @description What changed it: initialization, supervisor, recovery, user
