@@ -416,3 +416,25 @@ async def test_changed_probe_in_put_system_reaches_the_running_watch(temporal_en
             await eventually(unhealthy_verdict, timeout=5)
     finally:
         await terminate_quietly(client, "supervise/probed")
+
+
+async def test_histories_of_the_previous_supervision_replay():
+    """Supervisor (blocked, then recovered), unsupervised recovery and sweep histories recorded with the code before
+    desired state and status events replay on today's code (the new steps are behind ``workflow.patched``)."""
+    from pathlib import Path
+
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from windflow.temporal_client import DATA_CONVERTER
+    from windflow.workflows.control import RecoverySweep
+    from windflow.workflows.supervision import ServiceRecovery
+
+    histories = Path(__file__).parent / "histories"
+    replayer = Replayer(workflows=[ServiceSupervisor, ServiceRecovery, RecoverySweep], data_converter=DATA_CONVERTER)
+    for name in ("supervisor_blocked_recovered", "recovery_recovered", "sweep"):
+        text = (histories / f"{name}.json").read_text()
+        if name == "supervisor_blocked_recovered":
+            assert "wait_dependencies" in text and "recover_step" in text  # it was blocked, then restarted
+        result = await replayer.replay_workflow(WorkflowHistory.from_json(name, text))
+        assert result.replay_failure is None
