@@ -129,7 +129,12 @@ class SystemInitialization:
                 for name in layer:
                     self.state.components[name] = ComponentState(name=name, layer=layer_no,
                                                                  depends_on=self.graph[name])
-            workflow.upsert_search_attributes([sa.SERVICES.value_set(sorted(self.specs))])
+            if workflow.patched("bounded-search-attributes"):
+                # a system of any size: the list is cut to the engine's value limit, the count is exact
+                workflow.upsert_search_attributes([sa.SERVICES.value_set(sa.bounded_keywords(sorted(self.specs))),
+                                                   sa.SERVICE_COUNT.value_set(len(self.specs))])
+            else:
+                workflow.upsert_search_attributes([sa.SERVICES.value_set(sorted(self.specs))])
             if options.validate_only:
                 order = " | ".join(", ".join(layer) for layer in validation.plan)
                 return await self._finish(InitStatus.SUCCEEDED, f"valid; would start in this order: {order}")
