@@ -18,6 +18,7 @@ from windflow.domain.errors import ConfigInvalid, Conflict, NotFound
 from windflow.domain.events import ConfigChanged, EventType, make_event
 from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
+from windflow.domain.privilege import check_exec
 from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
 from windflow.domain.system import Problem, SystemFile, graph_problems, keep_recorded_cwd, problems_from
 from windflow.outbound import Outbound, url_problems
@@ -90,8 +91,11 @@ def _require_outbound(spec: ServiceSpec, outbound: Outbound | None) -> None:
 
 
 async def create_service(
-    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = "", outbound: Outbound | None = None
+    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = "", may_exec: bool = True,
+    outbound: Outbound | None = None,
 ) -> ConfigVersionRow:
+    """``may_exec``: the author holds ``services:exec`` (else a spec that runs code on a host is refused)."""
+    check_exec(None, spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
     _require_outbound(spec, outbound)
@@ -132,10 +136,12 @@ async def update_service(
     expected_version: int | None,
     author: str,
     comment: str = "",
+    may_exec: bool = True,
     outbound: Outbound | None = None,
 ) -> tuple[ServiceRow, ConfigVersionRow | None]:
     row = await services_repo.require(session=session, service_id=service_id, for_update=True)
     spec = merge_and_parse({**data, "id": service_id}, row, outbound=outbound)
+    check_exec(spec_of(row), spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
     await check_graph_with(session=session, specs=[spec])
@@ -156,10 +162,12 @@ async def revert_service(
     expected_version: int | None,
     author: str,
     comment: str = "",
+    may_exec: bool = True,
 ) -> ConfigVersionRow:
-    await services_repo.require(session=session, service_id=service_id, for_update=True)
+    row = await services_repo.require(session=session, service_id=service_id, for_update=True)
     old = await versions_repo.get(session=session, service_id=service_id, version=to_version)
     spec = parse_spec({**old.content, "id": service_id})
+    check_exec(spec_of(row), spec, may_exec=may_exec)
     await check_graph_with(session=session, specs=[spec])
     version = await services_repo.update(
         session=session,
@@ -214,9 +222,13 @@ class ApplyResult:
 
 async def apply_system(
     *, session: AsyncSession, system: SystemFile, author: str, prune: bool = False, comment: str = "",
+    may_exec: bool = True,
     outbound: Outbound | None = None,
 ) -> ApplyResult:
-    """Make the registry hold ``system``: all-or-nothing (the caller's transaction rolls back on error)."""
+    """Make the registry hold ``system``: all-or-nothing (the caller's transaction rolls back on error).
+
+    Without ``may_exec`` a service whose exec surface (command, exec probe, env, user) would be created or
+    changed refuses the whole file (403)."""
     result = ApplyResult()
     existing = {r.id: r for r in await services_repo.all(session=session)}
     wanted = {s.id: s for s in system.services}
@@ -237,6 +249,7 @@ async def apply_system(
                 continue
         if contains_placeholder(spec.content()):
             problems.append(Problem(loc=["services", spec.id], msg=f"{REDACTED!r} is a placeholder for a secret"))
+        check_exec(spec_of(existing[spec.id]) if spec.id in existing else None, spec, may_exec=may_exec)
         problems.extend(check_outbound(spec, outbound, ["services", spec.id]))
         merged_specs.append(spec)
     graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}

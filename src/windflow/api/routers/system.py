@@ -68,7 +68,8 @@ async def apply(
 ) -> ApplyResultPublic:
     system = load_system(await _document(request))
     result = await registry.apply_system(session=session, system=system, author=principal.name, prune=prune,
-                                         outbound=resources.outbound)
+                                         outbound=resources.outbound,
+                                         may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "system.apply", "system", request_id, details=result.as_dict())
     return ApplyResultPublic(**result.as_dict())
 
