@@ -2442,7 +2442,7 @@ export interface components {
         ProcessConfig: {
             /**
              * Command
-             * @description argv; never run through a shell
+             * @description argv; never run through a shell (numbers are taken as their text)
              * @example [
              *       "python3",
              *       "-m",
@@ -3299,6 +3299,17 @@ export interface components {
         };
         /** SupervisionPublic */
         SupervisionPublic: {
+            /**
+             * Live
+             * @description True when the status came from the running supervisor itself, false when it is the last one recorded in the store
+             * @default false
+             */
+            live: boolean;
+            /**
+             * Message
+             * @description Why the status is not live, when it is not
+             */
+            message?: string | null;
             /** Service Id */
             service_id: string;
             status?: components["schemas"]["SupervisorStatus"] | null;
