@@ -129,10 +129,15 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://127.0.0.1:8233"],
         description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI",
     )
-    worker_metrics_port: int = Field(9464, ge=0, le=65534, description="`windflow worker`: Temporal SDK metrics "
-                                     "(Prometheus) on this port, windflow's own metrics on the next one; 0 = off")
-    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics endpoints bind "
+    worker_metrics_port: str = Field("9464", description="`windflow worker`: port of its Prometheus endpoint "
+                                     "(/metrics: windflow's worker-side metrics and the Temporal SDK's); 0 = any "
+                                     "free port, a range such as 9464-9473 = the first free one (several workers "
+                                     "per host), off = none")
+    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics endpoint binds "
                                      "(0.0.0.0 in containers)")
+    metrics_token: SecretStr | None = Field(None, description="When set, /metrics (API and worker) wants "
+                                            "`Authorization: Bearer <token>` (Prometheus: `authorization:` in "
+                                            "the scrape config)")
     webhooks_dispatch: bool = Field(True, description="Run the outgoing-webhook dispatcher in this API process "
                                     "(several processes may run it: deliveries are claimed safely in the store)")
     webhooks_timeout: float = Field(10.0, gt=0, le=300, description="Seconds one webhook delivery attempt may "
@@ -201,6 +206,15 @@ class Settings(BaseSettings):
         if not is_host_name(value):
             raise ValueError("must be a host name: lower-case letters, digits and inner '-', labels separated by '.'")
         return value
+
+    @field_validator("worker_metrics_port", mode="before")
+    @classmethod
+    def _metrics_port(cls, value: Any) -> str:
+        from windflow.metrics import parse_port_spec
+
+        text = str(value).strip()
+        parse_port_spec(text)  # ValueError names what is accepted
+        return text
 
     @field_validator("temporal_address")
     @classmethod

@@ -37,6 +37,9 @@ def data_converter(settings: Settings | None = None) -> DataConverter:
 async def connect(
     settings: Settings, *, interceptors: Sequence[Interceptor] = (), identity: str | None = None, **kwargs: Any
 ) -> Client:
+    from windflow.metrics import default_runtime
+
+    kwargs.setdefault("runtime", default_runtime())  # the SDK core's log lines through Python logging
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,

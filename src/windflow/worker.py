@@ -242,14 +242,18 @@ async def run_worker(settings: Settings) -> None:
     db = Database.from_url(settings.sqlalchemy_url)
     if settings.mode == Mode.EMBEDDED:
         await upgrade(db.engine)
-    kwargs: dict[str, Any] = {}
-    if settings.worker_metrics_port:
-        from windflow.metrics import sdk_runtime, serve_windflow_metrics
+    from windflow.metrics import parse_port_spec, serve_metrics, temporal_runtime
 
-        host, port = settings.worker_metrics_host, settings.worker_metrics_port
-        kwargs["runtime"] = sdk_runtime(host, port)  # the Temporal SDK's own metrics on `port`
-        serve_windflow_metrics(host, port + 1)  # windflow's registry on the next port
-        log.info("metrics: Temporal SDK on %s:%d, windflow on %s:%d", host, port, host, port + 1)
+    ports = parse_port_spec(settings.worker_metrics_port)
+    # one Temporal runtime for the process: the SDK core's logs through Python logging (JSON when asked),
+    # its metrics (when wanted) appended to windflow's on the one worker endpoint
+    kwargs: dict[str, Any] = {"runtime": temporal_runtime(metrics=ports is not None)}
+    metrics_server = None
+    if ports is not None:
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        metrics_server = serve_metrics(settings.worker_metrics_host, ports, token=token)
+        log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host, metrics_server.server_port,
+                 extra={"metrics_port": metrics_server.server_port})
     client = await connect(settings, identity=worker_identity(), **kwargs)
     added = await ensure_search_attributes(client, settings.temporal_namespace)
     if added:
@@ -272,4 +276,6 @@ async def run_worker(settings: Settings) -> None:
         reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
         await stop.wait()
         reclaiming.cancel()
+    if metrics_server is not None:
+        metrics_server.shutdown()
     await db.dispose()

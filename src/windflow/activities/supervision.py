@@ -35,7 +35,7 @@ from windflow.domain.health import HealthTracker, HealthVerdict
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import ProbeResult, RunStatus
 from windflow.drivers.base import DriverRegistry
-from windflow.metrics import RECOVERY_DURATION, RESTARTS
+from windflow.metrics import RECOVERY_DURATION, count_restart
 from windflow.persistence.repositories import (
     ProbeResultRepository,
     RunSummaryRepository,
@@ -91,7 +91,7 @@ class SupervisionActivities:
             status = await self.drivers.for_service(spec).status(spec)
             return ProbeResult(healthy=status.status != RunStatus.STOPPED, latency_ms=0.0,
                                message=f"driver says {status.status.value}", checked_at=_now())
-        return await self.probes.check(spec.health)
+        return await self.probes.check(spec.health, service=spec.id)
 
     async def _record_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None,
                              publish: bool) -> None:
@@ -332,7 +332,7 @@ class SupervisionActivities:
             if not result.ok:
                 return RecoverStepResult(outcome="failed", message=f"restart failed: {result.message}",
                                          elapsed=time.monotonic() - begin)
-            RESTARTS.labels(service=spec.id).inc()
+            count_restart(spec.id, req.reason, req.source)
             pid = result.pid
         since = time.monotonic()
         health = spec.health

@@ -186,13 +186,11 @@ async def run_up(
         if stop.is_set():
             console.print("stopped before start-up finished")
             return 0
-        extra: dict[str, Any] = {}
-        metrics_port = settings.worker_metrics_port
-        if metrics_port and port_free(metrics_port, settings.worker_metrics_host):
-            from windflow.metrics import sdk_runtime
+        from windflow.metrics import temporal_runtime
 
-            # the Temporal SDK's metrics; windflow's own are on the API's /metrics in this process
-            extra["runtime"] = sdk_runtime(settings.worker_metrics_host, metrics_port)
+        # the Temporal SDK's metrics join windflow's on the API's /metrics (this process runs the worker);
+        # the SDK core's log lines go through Python logging like every other line
+        extra: dict[str, Any] = {"runtime": temporal_runtime(metrics=True)}
         client = await connect(settings, identity=worker_identity("windflow-up"), **extra)
         await ensure_search_attributes(client, settings.temporal_namespace)
         await ensure_sweep_schedule(client, task_queue=settings.task_queue,

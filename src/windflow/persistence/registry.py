@@ -18,7 +18,7 @@ from windflow.domain.errors import ConfigInvalid, Conflict, NotFound
 from windflow.domain.events import ConfigChanged, EventType, make_event
 from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
-from windflow.domain.redaction import REDACTED, contains_placeholder, restore_redacted
+from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
 from windflow.domain.system import Problem, SystemFile, graph_problems, keep_recorded_cwd, problems_from
 from windflow.persistence.models import ConfigVersionRow, ServiceRow
 from windflow.persistence.notifications import NotificationChannelRepository
@@ -87,9 +87,21 @@ async def create_service(
     return version
 
 
-def merge_secrets(new: dict[str, Any], old_row: ServiceRow) -> dict[str, Any]:
-    """A client that read a redacted config and sends it back keeps the stored secrets."""
-    return restore_redacted(new, {"id": old_row.id, **old_row.spec})
+def merge_secrets(
+    new: dict[str, Any], old_row: ServiceRow, *, prefix: list[str | int] | None = None
+) -> tuple[dict[str, Any], list[Problem]]:
+    """A client that read a redacted config and sends it back keeps the stored secrets, as long as each one
+    still goes where it went (see :func:`restore_secrets`); the rest are problems."""
+    merged, moved = restore_secrets(new, {"id": old_row.id, **old_row.spec})
+    return merged, [Problem(loc=[*(prefix or []), *loc], msg=msg, type="secret_destination") for loc, msg in moved]
+
+
+def merge_and_parse(new: dict[str, Any], old_row: ServiceRow) -> ServiceSpec:
+    """:func:`merge_secrets` then :func:`parse_spec`: a secret sent back for a new destination is a 422."""
+    merged, moved = merge_secrets(new, old_row)
+    if moved:
+        raise _invalid(moved)
+    return parse_spec(merged)
 
 
 async def update_service(
@@ -102,8 +114,7 @@ async def update_service(
     comment: str = "",
 ) -> tuple[ServiceRow, ConfigVersionRow | None]:
     row = await services_repo.require(session=session, service_id=service_id, for_update=True)
-    merged = merge_secrets({**data, "id": service_id}, row)
-    spec = parse_spec(merged)
+    spec = merge_and_parse({**data, "id": service_id}, row)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
     await check_graph_with(session=session, specs=[spec])
@@ -192,7 +203,11 @@ async def apply_system(
     merged_specs: list[ServiceSpec] = []
     for spec in system.services:
         if spec.id in existing:
-            merged = merge_secrets(spec.model_dump(mode="json"), existing[spec.id])
+            merged, moved = merge_secrets(spec.model_dump(mode="json"), existing[spec.id],
+                                          prefix=["services", spec.id])
+            if moved:
+                problems.extend(moved)
+                continue
             try:
                 spec = keep_recorded_cwd(ServiceSpec.model_validate(merged), spec_of(existing[spec.id]))
             except ValidationError as exc:

@@ -191,7 +191,7 @@ async def start_rollout(
             raise VersionConflict(
                 f"service {service_id!r} is at version {row.current_version}, not {body.expected_version}",
                 details={"current_version": row.current_version, "expected_version": body.expected_version})
-        spec = registry.parse_spec(registry.merge_secrets({**content, "id": service_id}, row))
+        spec = registry.merge_and_parse({**content, "id": service_id}, row)
         await registry.check_graph_with(session=session, specs=[spec])
         if spec.content() == row.spec:
             raise ApiError(422, "the proposed config equals the current one: nothing to roll out",

@@ -209,7 +209,7 @@ async def validate_config(
     row = await services.require(session=session, service_id=service_id)
     content = body.get("content", body) if isinstance(body.get("content"), dict) else body
     try:
-        spec = registry.parse_spec(registry.merge_secrets({**content, "id": service_id}, row))
+        spec = registry.merge_and_parse({**content, "id": service_id}, row)
         await registry.check_graph_with(session=session, specs=[spec])
     except ConfigInvalid as exc:
         return ValidationReport(valid=False, problems=list(exc.details or []))

@@ -31,9 +31,9 @@ from windflow.api.resources import Resources
 from windflow.api.schemas import PageOf
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
-from windflow.domain.errors import Conflict
+from windflow.domain.errors import ConfigInvalid, Conflict
 from windflow.domain.events import EventType
-from windflow.domain.redaction import redact_text
+from windflow.domain.redaction import REDACTED, redact_text
 from windflow.persistence.models import utcnow
 from windflow.persistence.webhook_models import WebhookDeliveryRow, WebhookSubscriptionRow
 from windflow.persistence.webhook_repositories import (
@@ -237,6 +237,13 @@ async def update_webhook(webhook_id: WebhookId, body: WebhookUpdate, request: Re
                          principal: CanManage, request_id: RequestIdDep) -> WebhookPublic:
     changes = body.changes()
     async with resources.db.write() as session:
+        if REDACTED in changes.get("url", ""):  # a redacted URL sent back: kept only if nothing else changed
+            current = await subscriptions.require(session=session, subscription_id=webhook_id)
+            if redact_text(current.url) != changes["url"]:
+                raise ConfigInvalid("the URL changed: re-enter its password to send it to the new destination",
+                                    details=[{"loc": ["body", "url"], "msg": "re-enter the password for the new "
+                                              "destination", "type": "secret_destination"}])
+            del changes["url"]
         if not changes:
             return WebhookPublic.of(await subscriptions.require(session=session, subscription_id=webhook_id))
         row = await subscriptions.update(session=session, subscription_id=webhook_id, values=changes)
