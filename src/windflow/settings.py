@@ -77,6 +77,20 @@ class Settings(BaseSettings):
                                    "URL or headers has to send its auth message")
     temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
     temporal_namespace: str = Field("default", description="Temporal namespace")
+    temporal_profile: str | None = Field(None, description="Profile of the Temporal client config file "
+                                         "(TEMPORAL_CONFIG_FILE, else ~/.config/temporalio/temporal.toml) to "
+                                         "connect with; TEMPORAL_* variables (TEMPORAL_ADDRESS, TEMPORAL_API_KEY, "
+                                         "TEMPORAL_TLS_*) apply too. WINDFLOW_TEMPORAL_* settings win over both")
+    temporal_tls: bool | None = Field(None, description="Connect to Temporal over TLS; unset = TLS when a CA, "
+                                      "client certificate, server name or API key is set")
+    temporal_tls_ca: Path | None = Field(None, description="PEM file of the CA that signed the Temporal "
+                                         "frontend's certificate (unset = the system's roots)")
+    temporal_tls_cert: Path | None = Field(None, description="PEM client certificate for mTLS to Temporal")
+    temporal_tls_key: Path | None = Field(None, description="PEM private key of temporal_tls_cert")
+    temporal_tls_server_name: str | None = Field(None, description="Name to expect in the Temporal frontend's "
+                                                 "certificate, and SNI (when it differs from the address' host)")
+    temporal_api_key: SecretStr | None = Field(None, description="API key for Temporal (Temporal Cloud); sent as "
+                                               "a bearer token, implies TLS")
     task_queue: str = Field("windflow", description="Temporal task queue shared by all workers")
     temporal_port: int = Field(7233, ge=1, le=65535, description="Port of the dev server `windflow up` starts")
     temporal_ui_port: int = Field(8233, ge=0, le=65535, description="Temporal Web UI port for `windflow up`; 0 = none")
@@ -255,6 +269,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _temporal_tls_files(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("WINDFLOW_TEMPORAL_TLS_CERT and WINDFLOW_TEMPORAL_TLS_KEY go together (mTLS needs both)")
+        for name in ("temporal_tls_ca", "temporal_tls_cert", "temporal_tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"WINDFLOW_{name.upper()}: no such file: {path}")
+        if self.temporal_tls is False and (self.temporal_tls_ca or self.temporal_tls_cert or self.temporal_api_key):
+            raise ValueError("WINDFLOW_TEMPORAL_TLS=false contradicts the TLS certificate / API key settings")
+        return self
+
+    @model_validator(mode="after")
     def _production_needs(self) -> Settings:
         if self.mode == Mode.PRODUCTION:
             if self.jwt_secret is None:
@@ -314,10 +340,27 @@ class Settings(BaseSettings):
         return path
 
 
+def with_temporal_profile(settings: Settings) -> Settings:
+    """The Temporal address and namespace of the Temporal client profile (TEMPORAL_* variables, the config
+    file) where WINDFLOW_TEMPORAL_ADDRESS / _NAMESPACE do not set them."""
+    from temporalio.envconfig import ClientConfigProfile
+
+    try:
+        profile = ClientConfigProfile.load(profile=settings.temporal_profile)
+    except Exception as exc:  # a malformed config file, an unknown profile
+        raise SettingsError(f"invalid settings: Temporal client profile: {exc}") from None
+    update: dict[str, Any] = {}
+    if profile.address and "temporal_address" not in settings.model_fields_set:
+        update["temporal_address"] = profile.address
+    if profile.namespace and "temporal_namespace" not in settings.model_fields_set:
+        update["temporal_namespace"] = profile.namespace
+    return settings.model_copy(update=update) if update else settings
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning a validation error into one message that names each variable."""
     try:
-        return Settings(**overrides)
+        return with_temporal_profile(Settings(**overrides))
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -131,8 +131,20 @@ def build_worker(
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
-    """Register windflow's search attributes in the namespace if missing; returns the ones added."""
-    existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    """Register windflow's search attributes in the namespace if missing; returns the ones added.
+
+    Where the namespace does not let a worker manage them (Temporal Cloud: they are added in the namespace's
+    settings), a warning names them and the worker goes on."""
+    denied = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.UNAUTHENTICATED)
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace))
+    except RPCError as exc:
+        if exc.status not in denied:
+            raise
+        log.warning("cannot list the namespace's search attributes (%s); make sure %s exist", exc.message,
+                    ", ".join(k.name for k in sa.ALL_KEYS))
+        return []
     have = set(existing.custom_attributes)
     missing = {k.name: IndexedValueType.ValueType(k.indexed_value_type.value) for k in sa.ALL_KEYS
                if k.name not in have}
@@ -142,6 +154,10 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
                 AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
             )
         except RPCError as exc:  # another worker starting at the same moment registered them first
+            if exc.status in denied:
+                log.warning("cannot add search attributes %s (%s): add them in the namespace's settings",
+                            ", ".join(sorted(missing)), exc.message)
+                return []
             if exc.status != RPCStatusCode.ALREADY_EXISTS:
                 raise
     return sorted(missing)

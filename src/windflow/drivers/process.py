@@ -54,6 +54,7 @@ from windflow.domain.durations import format_duration
 from windflow.domain.errors import ConfigInvalid, DriverFailed
 from windflow.domain.models import DriverKind, ProcessConfig, ServiceSpec, is_service_id
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
+from windflow.drivers.environment import clean_env, identity
 
 __all__ = [
     "ProcStat",
@@ -301,12 +302,6 @@ def watch_exit(
 
 
 # ---------------------------------------------------------------------------------------------- commands
-
-
-def build_env(*, inherit: bool, extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ) if inherit else {}
-    env.update(extra)
-    return env
 
 
 def resolve_command(argv: list[str], env: dict[str, str], cwd: str | None = None) -> list[str]:
@@ -690,7 +685,8 @@ class ProcessDriver:
         return opened[0], opened[1], notes, paths
 
     async def _spawn(self, service: ServiceSpec, cfg: ProcessConfig, *, action: str) -> DriverResult:
-        env = build_env(inherit=cfg.inherit_env, extra=cfg.env)
+        who = identity(cfg.user, cfg.group)
+        env = clean_env(extra=cfg.env, inherit=cfg.inherit_env, env_file=cfg.env_file, cwd=cfg.cwd, home=who.home)
         argv = resolve_command(cfg.command, env, cfg.cwd)
         out, err, notes, log_paths = self._open_logs(service.id, cfg.log_max_bytes)
         # recorded before the fork: a driver killed before it records the pid leaves what finds the process (a
@@ -713,6 +709,7 @@ class ProcessDriver:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                **who.popen_kwargs,  # type: ignore[arg-type]
             ))
         except OSError as exc:
             with contextlib.suppress(OSError):

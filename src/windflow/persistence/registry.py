@@ -18,6 +18,7 @@ from windflow.domain.errors import ConfigInvalid, Conflict, NotFound
 from windflow.domain.events import ConfigChanged, EventType, make_event
 from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
+from windflow.domain.privilege import check_exec
 from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
 from windflow.domain.system import Problem, SystemFile, graph_problems, keep_recorded_cwd, problems_from
 from windflow.persistence.models import ConfigVersionRow, ServiceRow
@@ -74,8 +75,10 @@ async def check_graph_with(
 
 
 async def create_service(
-    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = ""
+    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = "", may_exec: bool = True
 ) -> ConfigVersionRow:
+    """``may_exec``: the author holds ``services:exec`` (else a spec that runs code on a host is refused)."""
+    check_exec(None, spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
     if await services_repo.get(session=session, service_id=spec.id) is not None:
@@ -112,9 +115,11 @@ async def update_service(
     expected_version: int | None,
     author: str,
     comment: str = "",
+    may_exec: bool = True,
 ) -> tuple[ServiceRow, ConfigVersionRow | None]:
     row = await services_repo.require(session=session, service_id=service_id, for_update=True)
     spec = merge_and_parse({**data, "id": service_id}, row)
+    check_exec(spec_of(row), spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
     await check_graph_with(session=session, specs=[spec])
@@ -135,10 +140,12 @@ async def revert_service(
     expected_version: int | None,
     author: str,
     comment: str = "",
+    may_exec: bool = True,
 ) -> ConfigVersionRow:
-    await services_repo.require(session=session, service_id=service_id, for_update=True)
+    row = await services_repo.require(session=session, service_id=service_id, for_update=True)
     old = await versions_repo.get(session=session, service_id=service_id, version=to_version)
     spec = parse_spec({**old.content, "id": service_id})
+    check_exec(spec_of(row), spec, may_exec=may_exec)
     await check_graph_with(session=session, specs=[spec])
     version = await services_repo.update(
         session=session,
@@ -192,9 +199,13 @@ class ApplyResult:
 
 
 async def apply_system(
-    *, session: AsyncSession, system: SystemFile, author: str, prune: bool = False, comment: str = ""
+    *, session: AsyncSession, system: SystemFile, author: str, prune: bool = False, comment: str = "",
+    may_exec: bool = True,
 ) -> ApplyResult:
-    """Make the registry hold ``system``: all-or-nothing (the caller's transaction rolls back on error)."""
+    """Make the registry hold ``system``: all-or-nothing (the caller's transaction rolls back on error).
+
+    Without ``may_exec`` a service whose exec surface (command, exec probe, env, user) would be created or
+    changed refuses the whole file (403)."""
     result = ApplyResult()
     existing = {r.id: r for r in await services_repo.all(session=session)}
     wanted = {s.id: s for s in system.services}
@@ -215,6 +226,7 @@ async def apply_system(
                 continue
         if contains_placeholder(spec.content()):
             problems.append(Problem(loc=["services", spec.id], msg=f"{REDACTED!r} is a placeholder for a secret"))
+        check_exec(spec_of(existing[spec.id]) if spec.id in existing else None, spec, may_exec=may_exec)
         merged_specs.append(spec)
     graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}
     graph.update({s.id: list(s.depends_on) for s in merged_specs})

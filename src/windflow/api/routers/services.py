@@ -105,7 +105,8 @@ async def create_service(
     comment: str = Query("", max_length=2000),
 ) -> ServicePublic:
     spec = ServiceSpec.model_validate(body.model_dump())
-    await registry.create_service(session=session, spec=spec, author=principal.name, comment=comment)
+    await registry.create_service(session=session, spec=spec, author=principal.name, comment=comment,
+                                  may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "service.create", spec.id, request_id)
     row = await services.require(session=session, service_id=spec.id)
     response.headers["ETag"] = f'"{row.current_version}"'
@@ -189,7 +190,7 @@ async def put_config(
     content = {k: v for k, v in body.content.items() if k != "id"}
     row, version = await registry.update_service(
         session=session, service_id=service_id, data=content, expected_version=expected, author=principal.name,
-        comment=body.comment,
+        comment=body.comment, may_exec=principal.can(Permission.SERVICES_EXEC.value),
     )
     if version is None:
         version = await versions.get(session=session, service_id=service_id, version=row.current_version)
@@ -278,7 +279,7 @@ async def revert_config(
     expected = _expected(if_match, body.expected_version)
     version = await registry.revert_service(
         session=session, service_id=service_id, to_version=body.version, expected_version=expected,
-        author=principal.name, comment=body.comment,
+        author=principal.name, comment=body.comment, may_exec=principal.can(Permission.SERVICES_EXEC.value),
     )
     await record(session, principal, "config.revert", service_id, request_id,
                  details={"to_version": body.version, "new_version": version.version})
