@@ -3313,6 +3313,17 @@ export interface components {
         };
         /** SupervisionPublic */
         SupervisionPublic: {
+            /**
+             * Live
+             * @description True when the status came from the running supervisor itself, false when it is the last one recorded in the store
+             * @default false
+             */
+            live: boolean;
+            /**
+             * Message
+             * @description Why the status is not live, when it is not
+             */
+            message?: string | null;
             /** Service Id */
             service_id: string;
             status?: components["schemas"]["SupervisorStatus"] | null;
