@@ -140,8 +140,9 @@ class Settings(BaseSettings):
     codec_key_id: str | None = Field(None, description="Id (in codec_keys) of the key that encrypts new payloads; "
                                      "may be left unset when codec_keys holds a single key")
     codec_cors_origins: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8233"],
-        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI",
+        default_factory=list,
+        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI; "
+        "empty (the default) = the origin of the Temporal UI address windflow links to",
     )
     worker_metrics_port: str = Field("9464", description="`windflow worker`: port of its Prometheus endpoint "
                                      "(/metrics: windflow's worker-side metrics and the Temporal SDK's); 0 = any "
@@ -342,6 +343,35 @@ class Settings(BaseSettings):
         if self.mode == Mode.EMBEDDED and self.temporal_ui_port:
             return f"http://127.0.0.1:{self.temporal_ui_port}"
         return None
+
+    def temporal_ui_link(self, workflow_id: str | None = None, run_id: str | None = None) -> str | None:
+        """The Temporal Web UI page of a workflow (its latest run, or ``run_id``), or the namespace's workflow
+        list without an id; ``None`` when there is no UI. The one place that builds these links."""
+        from urllib.parse import quote
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return None
+        url = f"{base}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows"
+        if workflow_id is None:
+            return url
+        url += f"/{quote(workflow_id, safe='')}"
+        if run_id:
+            url += f"/{quote(run_id, safe='')}/history"
+        return url
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """Browser origins allowed on the codec endpoint: configured, else the Temporal UI's own origin."""
+        if self.codec_cors_origins:
+            return list(self.codec_cors_origins)
+        from urllib.parse import urlsplit
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return []
+        parts = urlsplit(base)
+        return [f"{parts.scheme}://{parts.netloc}"]
 
     def jwt_key(self) -> str:
         """The signing key: configured, or generated once and kept in the data dir (embedded mode only)."""

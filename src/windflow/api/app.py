@@ -149,7 +149,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.add_middleware(RequestIdMiddleware)
     # outermost: answers the Temporal UI's preflight on the codec paths before anything else runs
     app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/",
-                       origins=list(settings.codec_cors_origins))
+                       origins=settings.codec_origins)
     # public unless WINDFLOW_METRICS_TOKEN is set; aggregate figures and service ids only
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     app.add_route("/metrics", MetricsEndpoint(token=metrics_token, unauthorized=lambda: error_response(

@@ -148,6 +148,14 @@ def spawned_with(token: str) -> int | None:
     return None
 
 
+def _has_token(pid: int, token: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return f"{SPAWN_TOKEN_ENV}={token}".encode() in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
 _BOOT_ID: str | None = None
 _BOOT_TIME: float | None = None
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -375,6 +383,7 @@ class _Proc:
     watch: _ExitWatch | None = None
     stopping: bool = False
     notes: list[str] = field(default_factory=list)  # what went wrong at start (logs), repeated by status()
+    token: str | None = None  # the spawn token in its environment (and its children's): see _kill_leftovers
 
     def is_alive(self) -> bool:
         if self.exit is not None:
@@ -422,6 +431,7 @@ class ProcessDriver:
             if proc is not None and proc.is_alive():
                 return DriverResult(ok=True, action="start", changed=False, pid=proc.pid, started_at=proc.started_at,
                                     message=f"already running (pid {proc.pid})")
+            self._kill_leftovers(service.id)  # what a main that died unseen left behind holds ports and files
             return await self._spawn(service, cfg, action="start")
 
     async def stop(self, service: ServiceSpec, *, grace: float | None = None) -> DriverResult:
@@ -513,6 +523,7 @@ class ProcessDriver:
             "cwd": cwd,
             "logs": [str(p) for p in proc.logs],
             "notes": proc.notes,
+            "token": proc.token,
         })
 
     def _store_state(self, service_id: str, fields: dict[str, Any]) -> None:
@@ -539,7 +550,7 @@ class ProcessDriver:
             return None
         recorded = ("version", "service", "boot_id", "spawning")  # _store_state writes the first three itself
         fields = {key: value for key, value in state.items() if key not in recorded}
-        fields.update({"pid": stat.pid, "pgid": stat.pid, "starttime": stat.starttime})
+        fields.update({"pid": stat.pid, "pgid": stat.pid, "starttime": stat.starttime, "token": state["spawning"]})
         with contextlib.suppress(OSError):
             self._store_state(service_id, fields)
         return {**state, **fields}
@@ -589,6 +600,7 @@ class ProcessDriver:
             own=False,
             logs=[Path(p) for p in state.get("logs") or []],
             notes=[str(n) for n in state.get("notes") or []],
+            token=state.get("token") if isinstance(state.get("token"), str) else None,
         )
         self._procs[service_id] = proc
         if stat.exited:
@@ -724,6 +736,7 @@ class ProcessDriver:
             logs=log_paths,
             log_max_bytes=cfg.log_max_bytes,
             notes=list(notes),
+            token=token,
         )
         self._procs[service.id] = proc
         self._watch(proc)
@@ -746,6 +759,11 @@ class ProcessDriver:
             message = f"not running ({proc.exit.message})" if proc is not None and proc.exit else "not running"
             if note and proc is None:
                 message = f"not running ({note})"
+            if proc is None:
+                killed = self._kill_leftovers(service_id)
+                if killed:
+                    changed = True
+                    message += f"; killed {killed} leftover process(es) of its group"
             if proc is not None and proc.pgid == proc.pid:
                 # the leader died on its own; what it left in its group (a server a wrapper script started)
                 # still holds ports and files. While any member lives the group id cannot be reused.
@@ -782,6 +800,28 @@ class ProcessDriver:
         outcome = info.message.removeprefix("stopped by windflow: ")
         return DriverResult(ok=True, action=action, changed=True, pid=proc.pid, exit_code=info.exit_code,
                             message=f"stopped pid {proc.pid} ({how}; {outcome})")
+
+    def _kill_leftovers(self, service_id: str) -> int:
+        """SIGKILL the group of a recorded process whose leader died while no driver watched it (a worker restart):
+        its children (a server a wrapper script started) still hold ports and files. The group is known to be the
+        service's only if a member carries the spawn token in its environment: while any member lives, its group
+        id cannot be reused. Returns how many processes were in it."""
+        state = self._read_state(service_id)
+        if state is None or state.get("boot_id") != boot_id() or "spawning" in state:
+            return 0
+        token, pgid = state.get("token"), state.get("pgid")
+        if not isinstance(token, str) or not isinstance(pgid, int):
+            return 0
+        leader = read_proc_stat(pgid)
+        if leader is not None and not leader.exited and leader.starttime == state.get("starttime"):
+            return 0  # the leader lives: a stop handles it
+        members = group_members(pgid)
+        if not any(_has_token(pid, token) for pid in members):
+            return 0
+        self._killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.state_path(service_id).unlink()
+        return len(members)
 
     def _signal(self, proc: _Proc, sig: int) -> None:
         """Signal the process group, but only if the process still leads it (it did when we started it).

@@ -43,7 +43,7 @@ from windflow.persistence.webhook_repositories import (
     WebhookSubscriptionRepository,
 )
 from windflow.webhooks.dispatcher import attempt, new_client
-from windflow.webhooks.signing import new_secret
+from windflow.webhooks.signing import new_secret, standard_secret_problem
 
 PING = "PING"
 MAX_URL = 2048
@@ -93,7 +93,15 @@ def _unique(types: list[EventType]) -> list[EventType]:
 WebhookUrl = Annotated[str, Field(max_length=MAX_URL, json_schema_extra={"pattern": URL_PATTERN}),
                       AfterValidator(check_url)]
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=len(EventType)), AfterValidator(_unique)]
-Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=SECRET_PATTERN)]
+def _standard_secret(value: str) -> str:
+    problem = standard_secret_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=SECRET_PATTERN),
+                   AfterValidator(_standard_secret)]
 Description = Annotated[str, Field(max_length=1000, pattern=TEXT_PATTERN)]
 
 
@@ -151,11 +159,12 @@ class WebhookPublic(BaseModel):
 
 
 class WebhookCreated(WebhookPublic):
-    secret: str = Field(description="Shown once: the receiver verifies X-Windflow-Signature with it")
+    secret: str = Field(description="Shown once: the receiver verifies webhook-signature (Standard Webhooks) "
+                        "with it")
 
 
 class DeliveryPublic(BaseModel):
-    delivery_id: str = Field(description="X-Windflow-Delivery: the same on every attempt of this delivery")
+    delivery_id: str = Field(description="webhook-id: the same on every attempt of this delivery")
     webhook_id: str
     event_id: str
     event_type: str
