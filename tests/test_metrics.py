@@ -114,6 +114,13 @@ async def test_metrics_after_a_real_recovery(temporal_env, tmp_path, db, task_qu
     assert any(n.startswith("temporal_") for n in sdk_names), sdk_names
     assert "temporal_activity_execution_latency_seconds" in sdk_names, sdk_names
     assert "temporal_request" in sdk_names, sdk_names  # a counter: its samples are temporal_request_total
+    # every series the shipped alerts and Grafana dashboard query is one these endpoints export
+    from tests.test_monitoring_deploy import dashboard_and_alert_metric_names, metric_names
+
+    # (the SDK's failure counters appear with the first failed activity or workflow, which this run has not)
+    exported = metric_names(api_text) | metric_names(worker_text)
+    exported |= {"temporal_activity_execution_failed", "temporal_workflow_failed"}
+    assert dashboard_and_alert_metric_names() <= exported, dashboard_and_alert_metric_names() - exported
     # Prometheus' own linter finds nothing in either exposition
     promtool_check_metrics(api_text)
     promtool_check_metrics(worker_text)

@@ -13,11 +13,13 @@ class Permission(StrEnum):
     SERVICES_CONTROL = "services:control"
     CONFIGS_READ = "configs:read"
     CONFIGS_WRITE = "configs:write"
+    SERVICES_EXEC = "services:exec"  # author what a host runs: commands, exec probes, their env, cwd and user
     RECOVERY_TRIGGER = "recovery:trigger"
     SCHEDULES_MANAGE = "schedules:manage"
     USERS_MANAGE = "users:manage"
     AUDIT_READ = "audit:read"
     WEBHOOKS_MANAGE = "webhooks:manage"
+    LOGS_READ = "logs:read"  # services' stdout/stderr: may hold what configs redact, so not for viewers
 
 
 ALL_PERMISSIONS = frozenset(Permission)
@@ -34,6 +36,7 @@ BUILTIN_ROLES: dict[str, frozenset[Permission]] = {
             Permission.RECOVERY_TRIGGER,
             Permission.SCHEDULES_MANAGE,
             Permission.AUDIT_READ,
+            Permission.LOGS_READ,
         }
     ),
     "viewer": frozenset({Permission.SERVICES_READ, Permission.CONFIGS_READ}),

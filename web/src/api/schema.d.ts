@@ -679,6 +679,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/services/{service_id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Tail (and follow) a service's stdout and stderr */
+        get: operations["service_logs_api_v1_services__service_id__logs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/services/{service_id}/metrics": {
         parameters: {
             query?: never;
@@ -1469,7 +1486,7 @@ export interface components {
             delivered_at: string | null;
             /**
              * Delivery Id
-             * @description X-Windflow-Delivery: the same on every attempt of this delivery
+             * @description webhook-id: the same on every attempt of this delivery
              */
             delivery_id: string;
             /** Event Id */
@@ -2181,6 +2198,34 @@ export interface components {
             /** Temporal Ui */
             temporal_ui?: string | null;
         };
+        /** LogLinePublic */
+        LogLinePublic: {
+            /**
+             * At
+             * @description When the line was shipped (Redis source); null for files
+             */
+            at?: string | null;
+            /** Line */
+            line: string;
+            /**
+             * Stream
+             * @enum {string}
+             */
+            stream: "stdout" | "stderr";
+        };
+        /** LogTail */
+        LogTail: {
+            /** Lines */
+            lines: components["schemas"]["LogLinePublic"][];
+            /** Service */
+            service: string;
+            /**
+             * Source
+             * @description file: this host's log files; redis: shipped by a worker
+             * @enum {string}
+             */
+            source: "file" | "redis";
+        };
         /** LogoutRequest */
         LogoutRequest: {
             /**
@@ -2465,17 +2510,26 @@ export interface components {
             driver: "process";
             /**
              * Env
-             * @description Extra environment variables
+             * @description Environment variables of the process. It never inherits the worker's environment: it gets PATH, LANG and HOME, the variables named in `inherit_env`, `env_file`, then these
              */
             env?: {
                 [key: string]: string;
             };
             /**
-             * Inherit Env
-             * @description Start from the worker's environment before applying `env`
-             * @default true
+             * Env File
+             * @description A dotenv file (KEY=value lines) read at each start, before `env`
              */
-            inherit_env: boolean;
+            env_file?: string | null;
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
+            /**
+             * Inherit Env
+             * @description Names of worker environment variables passed through (an allow-list; `true`/`false` from older files mean none)
+             */
+            inherit_env?: string[];
             /**
              * Log Max Bytes
              * @description Size cap of each log file before rotation
@@ -2494,6 +2548,11 @@ export interface components {
              * @enum {string}
              */
             stop_signal: "SIGTERM" | "SIGINT" | "SIGQUIT" | "SIGHUP" | "SIGUSR1" | "SIGUSR2";
+            /**
+             * User
+             * @description Run as this user (name or uid), like systemd's User=: the worker must run as root to switch users, and refuses to start the service otherwise
+             */
+            user?: string | null;
         };
         /** RecoveryAccepted */
         RecoveryAccepted: {
@@ -3364,6 +3423,17 @@ export interface components {
         };
         /** SupervisionPublic */
         SupervisionPublic: {
+            /**
+             * Live
+             * @description True when the status came from the running supervisor itself, false when it is the last one recorded in the store
+             * @default false
+             */
+            live: boolean;
+            /**
+             * Message
+             * @description Why the status is not live, when it is not
+             */
+            message?: string | null;
             /** Service Id */
             service_id: string;
             status?: components["schemas"]["SupervisorStatus"] | null;
@@ -3743,7 +3813,7 @@ export interface components {
             id: string;
             /**
              * Secret
-             * @description Shown once: the receiver verifies X-Windflow-Signature with it
+             * @description Shown once: the receiver verifies webhook-signature (Standard Webhooks) with it
              */
             secret: string;
             /** Secret Rotated At */
@@ -8698,6 +8768,107 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HealthCheckPublic"][];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    service_logs_api_v1_services__service_id__logs_get: {
+        parameters: {
+            query?: {
+                /** @description How many of the last lines to return first */
+                lines?: number;
+                stream?: "all" | "stdout" | "stderr";
+                /** @description Keep the response open and send new lines as they are written */
+                follow?: boolean;
+            };
+            header?: never;
+            path: {
+                service_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description JSON; with follow=true, one JSON line per log line (NDJSON) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogTail"];
+                    "application/x-ndjson": unknown;
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
