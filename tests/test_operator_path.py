@@ -246,7 +246,7 @@ async def test_blocked_gave_up_and_recovered_reach_the_dashboard(temporal_env, w
     await res.db.dispose()
     res.db = sqlite_db
     res.relay = OutboxRelay(sqlite_db, res.bus, interval=0.05)
-    worker_settings = wsettings.model_copy(update={"notification_channels": [
+    worker_settings = wsettings.model_copy(update={"outbound_private_notify": True, "notification_channels": [
         ChannelConfig(name="hook", kind="webhook", url=receiver.url + "/hook")]})
     try:
         async with LiveServer(create_app(api_settings, resources=res)) as server, \
