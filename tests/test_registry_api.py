@@ -221,6 +221,33 @@ async def test_system_file_all_or_nothing_and_export_round_trip(api, db):
     assert report["valid"] and report["order"][0]
 
 
+async def test_an_unchanged_file_applied_by_the_cli_and_by_rest_saves_no_version(api, db):
+    """`windflow apply` / `windflow up` send the file with each process service's working directory resolved to the
+    file's directory; a REST PUT of the same file has none. Alternating the two changes nothing after the first."""
+    from windflow.domain.system import dump_system, load_system, parse_yaml, to_yaml
+
+    file = EXAMPLES / "windflow.yaml"
+    text = file.read_text()
+    system = load_system(parse_yaml(text), base_dir=str(file.resolve().parent))
+    as_cli = to_yaml(dump_system(system.services, notifications=system.notifications))
+    first = await api.put("/api/v1/system", content=as_cli, headers={"content-type": "application/yaml"})
+    assert first.status_code == 200 and first.json()["created"], first.text
+    versions = await _versions(db)
+    for body in (text, as_cli, text, as_cli):
+        r = await api.put("/api/v1/system", content=body, headers={"content-type": "application/yaml"})
+        assert r.status_code == 200, r.text
+        assert not r.json()["updated"] and sorted(r.json()["unchanged"]) == sorted(first.json()["created"])
+    assert await _versions(db) == versions
+    # the recorded directory is the file's, still
+    spec = (await api.get(f"/api/v1/services/{first.json()['created'][0]}")).json()
+    assert spec["config"]["cwd"] == str(file.resolve().parent)
+
+
+async def _versions(db) -> int:
+    async with db.read() as s:
+        return int((await s.execute(select(func.count()).select_from(ConfigVersionRow))).scalar_one())
+
+
 async def test_templates_list_and_instantiate(api):
     names = [t["name"] for t in (await api.get("/api/v1/config-templates")).json()]
     assert "http-process" in names

@@ -15,6 +15,7 @@ from windflow.api.audit import AuditFailuresMiddleware
 from windflow.api.cache import close_read_cache
 from windflow.api.dashboard import mount_dashboard
 from windflow.api.dashboard import router as dashboard_router
+from windflow.api.docs import install_docs
 from windflow.api.errors import install_error_handlers
 from windflow.api.event_hub import EventHub
 from windflow.api.metrics_feed import MetricsFeed
@@ -137,9 +138,11 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
         version=__version__,
         description="Brings a system of services up in the right order and keeps it up.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by windflow.api.docs from local assets (no CDN)
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(AuditFailuresMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -236,6 +236,18 @@ def resolve_paths(spec: ServiceSpec, base_dir: str) -> ServiceSpec:
     return spec
 
 
+def keep_recorded_cwd(spec: ServiceSpec, stored: ServiceSpec) -> ServiceSpec:
+    """``spec`` with the stored working directory when it names none itself.
+
+    `windflow apply` and `windflow up` resolve a process service's missing ``cwd`` to the system file's directory;
+    a REST ``PUT /system`` of the same file has no directory to resolve against. Without this, applying one
+    unchanged file both ways would save a new version each time."""
+    if (isinstance(spec.config, ProcessConfig) and spec.config.cwd is None
+            and isinstance(stored.config, ProcessConfig) and stored.config.cwd is not None):
+        return spec.model_copy(update={"config": spec.config.model_copy(update={"cwd": stored.config.cwd})})
+    return spec
+
+
 def dump_system(specs: Iterable[ServiceSpec], *, notifications: NotificationsSection | None = None) -> dict[str, Any]:
     """The registry as a system document that re-applies to the same state."""
     document: dict[str, Any] = {

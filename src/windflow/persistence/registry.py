@@ -21,7 +21,14 @@ from windflow.domain.events import ConfigChanged, EventType, make_event
 from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
 from windflow.domain.redaction import REDACTED, contains_placeholder, restore_redacted
-from windflow.domain.system import Problem, SystemFile, condition_problems, graph_problems, problems_from
+from windflow.domain.system import (
+    Problem,
+    SystemFile,
+    condition_problems,
+    graph_problems,
+    keep_recorded_cwd,
+    problems_from,
+)
 from windflow.persistence.models import ConfigVersionRow, ServiceRow
 from windflow.persistence.notifications import NotificationChannelRepository
 from windflow.persistence.repositories import (
@@ -214,7 +221,7 @@ async def apply_system(
         if spec.id in existing:
             merged = merge_secrets(spec.model_dump(mode="json"), existing[spec.id])
             try:
-                spec = ServiceSpec.model_validate(merged)
+                spec = keep_recorded_cwd(ServiceSpec.model_validate(merged), spec_of(existing[spec.id]))
             except ValidationError as exc:
                 problems.extend(problems_from(exc, ["services", spec.id]))
                 continue

@@ -158,7 +158,12 @@ class SystemInitialization:
                                                                  depends_on=self.graph[name],
                                                                  conditions=spec.conditions(),
                                                                  kind=spec.kind.value)
-            workflow.upsert_search_attributes([sa.SERVICES.value_set(sorted(self.specs))])
+            if workflow.patched("bounded-search-attributes"):
+                # a system of any size: the list is cut to the engine's value limit, the count is exact
+                workflow.upsert_search_attributes([sa.SERVICES.value_set(sa.bounded_keywords(sorted(self.specs))),
+                                                   sa.SERVICE_COUNT.value_set(len(self.specs))])
+            else:
+                workflow.upsert_search_attributes([sa.SERVICES.value_set(sorted(self.specs))])
             if options.validate_only:
                 return await self._finish(InitStatus.SUCCEEDED, f"valid; {describe_plan(validation.plan, self.specs)}")
             if options.parallelism:
