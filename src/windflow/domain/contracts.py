@@ -254,8 +254,12 @@ class DependencyCheckResult(BaseModel):
 class WaitDependenciesInput(BaseModel):
     service_id: str
     depends_on: list[str]
-
     poll: float = 0.5
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _dependency_ids(value)
 
 
 class RecoverStepInput(BaseModel):
