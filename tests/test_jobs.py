@@ -227,3 +227,50 @@ def test_depends_on_round_trips_short_and_long():
     assert "kind" not in short.content() and "run" not in short.content()
     j = ServiceSpec.model_validate({"id": "m", **JOB, "run": "once"})
     assert ServiceSpec.model_validate({"id": "m", **j.content()}) == j and j.content()["kind"] == "job"
+
+
+# --------------------------------------------------------------------------- API
+
+
+async def test_api_shows_jobs_and_conditions_and_refuses_bad_combinations(api, db):
+    from tests.test_registry_api import _table_counts, assert_envelope
+
+    system = {"version": 1, "services": {
+        "db": {"driver": "noop"},
+        "migrate": {**JOB, "depends_on": ["db"], "run": "once", "timeout": "2m", "success_exit_codes": [0, 3]},
+        "api": {"driver": "noop", "depends_on": {"db": None, "migrate": {"condition": "completed_successfully"}}},
+    }}
+    bad = {"version": 1, "services": {**system["services"], "api": {"driver": "noop", "depends_on": {
+        "db": {"condition": "completed_successfully"}, "migrate": {"condition": "healthy"}}}}}
+    before = await _table_counts(db)
+    err = assert_envelope(await api.put("/api/v1/system", json=bad), 422)
+    paths = {".".join(map(str, d["loc"])): d["msg"] for d in err["details"]}
+    assert "never completes" in paths["services.api.depends_on.db.condition"]
+    assert "never healthy" in paths["services.api.depends_on.migrate.condition"]
+    assert await _table_counts(db) == before
+    r = await api.put("/api/v1/system", json=system)
+    assert r.status_code == 200, r.text
+    api_svc = (await api.get("/api/v1/services/api")).json()
+    assert api_svc["conditions"] == {"db": "healthy", "migrate": "completed_successfully"}
+    assert api_svc["kind"] == "service" and api_svc["job"] is None
+    mig = (await api.get("/api/v1/services/migrate")).json()
+    assert mig["kind"] == "job" and mig["job"] == {"success_exit_codes": [0, 3], "timeout": "2m", "run": "once"}
+    # turning migrate into a service would break api's condition: refused, by the single-service route too
+    content = (await api.get("/api/v1/services/migrate/config")).json()["content"]
+    for key in ("kind", "run", "timeout", "success_exit_codes"):
+        content.pop(key)
+    err = assert_envelope(await api.put("/api/v1/services/migrate/config", json={"content": content},
+                                        headers={"If-Match": '"1"'}), 422)
+    assert "never completes" in err["message"]
+    # the export re-applies unchanged (conditions and job fields round-trip)
+    exported = (await api.get("/api/v1/system")).text
+    assert "completed_successfully" in exported and "run: once" in exported
+    r = await api.put("/api/v1/system", content=exported, headers={"content-type": "application/yaml"})
+    assert sorted(r.json()["unchanged"]) == ["api", "db", "migrate"]
+    # a job's runs
+    async with db.write() as s:
+        s.add(JobRunRow(service_id="migrate", version=1, run_id="r1", attempt=1, succeeded=False, exit_code=2,
+                        duration=0.5, message="migrate exited with code 2: boom", log_tail=["boom"]))
+    runs = (await api.get("/api/v1/services/migrate/job-runs")).json()
+    assert [(x["exit_code"], x["succeeded"], x["log_tail"]) for x in runs] == [(2, False, ["boom"])]
+    assert_envelope(await api.get("/api/v1/services/nope/job-runs"), 404)
