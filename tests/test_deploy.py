@@ -114,7 +114,7 @@ def test_compose_has_no_top_level_name_and_pins_image_tags():
         image = _interpolate(svc["image"], _compose_env())
         repo, sep, tag = image.rpartition(":")
         assert sep and repo and "/" not in tag, f"{name}: image {image!r} has no explicit tag"
-        assert tag != "latest" and re.match(r"\d+\.\d+", tag), f"{name}: tag {tag!r} is not a pinned version"
+        assert tag != "latest" and re.match(r"v?\d+\.\d+", tag), f"{name}: tag {tag!r} is not a pinned version"
 
 
 def test_expected_services_present():

@@ -48,6 +48,11 @@ def _add_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any
             event.setdefault("workflow_id", wf.get("workflow_id"))
             event.setdefault("workflow_run_id", wf.get("run_id"))
             event.setdefault("workflow_type", wf.get("workflow_type"))
+    core = getattr(record, "temporal_log", None) if record is not None else None
+    if core is not None:  # a line of the Temporal SDK core (forwarded by windflow.metrics.temporal_runtime)
+        event.setdefault("sdk_target", getattr(core, "target", None))
+        for key, val in (getattr(core, "fields", None) or {}).items():
+            event.setdefault(str(key), val if isinstance(val, str | int | float | bool) or val is None else str(val))
     request_id = REQUEST_ID.get()
     if request_id:
         event.setdefault("request_id", request_id)

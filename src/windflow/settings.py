@@ -77,6 +77,20 @@ class Settings(BaseSettings):
                                    "URL or headers has to send its auth message")
     temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
     temporal_namespace: str = Field("default", description="Temporal namespace")
+    temporal_profile: str | None = Field(None, description="Profile of the Temporal client config file "
+                                         "(TEMPORAL_CONFIG_FILE, else ~/.config/temporalio/temporal.toml) to "
+                                         "connect with; TEMPORAL_* variables (TEMPORAL_ADDRESS, TEMPORAL_API_KEY, "
+                                         "TEMPORAL_TLS_*) apply too. WINDFLOW_TEMPORAL_* settings win over both")
+    temporal_tls: bool | None = Field(None, description="Connect to Temporal over TLS; unset = TLS when a CA, "
+                                      "client certificate, server name or API key is set")
+    temporal_tls_ca: Path | None = Field(None, description="PEM file of the CA that signed the Temporal "
+                                         "frontend's certificate (unset = the system's roots)")
+    temporal_tls_cert: Path | None = Field(None, description="PEM client certificate for mTLS to Temporal")
+    temporal_tls_key: Path | None = Field(None, description="PEM private key of temporal_tls_cert")
+    temporal_tls_server_name: str | None = Field(None, description="Name to expect in the Temporal frontend's "
+                                                 "certificate, and SNI (when it differs from the address' host)")
+    temporal_api_key: SecretStr | None = Field(None, description="API key for Temporal (Temporal Cloud); sent as "
+                                               "a bearer token, implies TLS")
     task_queue: str = Field("windflow", description="Temporal task queue shared by all workers")
     temporal_port: int = Field(7233, ge=1, le=65535, description="Port of the dev server `windflow up` starts")
     temporal_ui_port: int = Field(8233, ge=0, le=65535, description="Temporal Web UI port for `windflow up`; 0 = none")
@@ -126,13 +140,19 @@ class Settings(BaseSettings):
     codec_key_id: str | None = Field(None, description="Id (in codec_keys) of the key that encrypts new payloads; "
                                      "may be left unset when codec_keys holds a single key")
     codec_cors_origins: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8233"],
-        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI",
+        default_factory=list,
+        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI; "
+        "empty (the default) = the origin of the Temporal UI address windflow links to",
     )
-    worker_metrics_port: int = Field(9464, ge=0, le=65534, description="`windflow worker`: Temporal SDK metrics "
-                                     "(Prometheus) on this port, windflow's own metrics on the next one; 0 = off")
-    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics endpoints bind "
+    worker_metrics_port: str = Field("9464", description="`windflow worker`: port of its Prometheus endpoint "
+                                     "(/metrics: windflow's worker-side metrics and the Temporal SDK's); 0 = any "
+                                     "free port, a range such as 9464-9473 = the first free one (several workers "
+                                     "per host), off = none")
+    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics endpoint binds "
                                      "(0.0.0.0 in containers)")
+    metrics_token: SecretStr | None = Field(None, description="When set, /metrics (API and worker) wants "
+                                            "`Authorization: Bearer <token>` (Prometheus: `authorization:` in "
+                                            "the scrape config)")
     webhooks_dispatch: bool = Field(True, description="Run the outgoing-webhook dispatcher in this API process "
                                     "(several processes may run it: deliveries are claimed safely in the store)")
     webhooks_timeout: float = Field(10.0, gt=0, le=300, description="Seconds one webhook delivery attempt may "
@@ -202,6 +222,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a host name: lower-case letters, digits and inner '-', labels separated by '.'")
         return value
 
+    @field_validator("worker_metrics_port", mode="before")
+    @classmethod
+    def _metrics_port(cls, value: Any) -> str:
+        from windflow.metrics import parse_port_spec
+
+        text = str(value).strip()
+        parse_port_spec(text)  # ValueError names what is accepted
+        return text
+
     @field_validator("temporal_address")
     @classmethod
     def _address(cls, value: str) -> str:
@@ -238,6 +267,18 @@ class Settings(BaseSettings):
         if self.codec_key_id is None and len(self.codec_keys) > 1:
             raise ValueError("WINDFLOW_CODEC_KEY_ID must name the encrypting key when WINDFLOW_CODEC_KEYS holds "
                              "several keys")
+        return self
+
+    @model_validator(mode="after")
+    def _temporal_tls_files(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("WINDFLOW_TEMPORAL_TLS_CERT and WINDFLOW_TEMPORAL_TLS_KEY go together (mTLS needs both)")
+        for name in ("temporal_tls_ca", "temporal_tls_cert", "temporal_tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"WINDFLOW_{name.upper()}: no such file: {path}")
+        if self.temporal_tls is False and (self.temporal_tls_ca or self.temporal_tls_cert or self.temporal_api_key):
+            raise ValueError("WINDFLOW_TEMPORAL_TLS=false contradicts the TLS certificate / API key settings")
         return self
 
     @model_validator(mode="after")
@@ -280,6 +321,35 @@ class Settings(BaseSettings):
             return f"http://127.0.0.1:{self.temporal_ui_port}"
         return None
 
+    def temporal_ui_link(self, workflow_id: str | None = None, run_id: str | None = None) -> str | None:
+        """The Temporal Web UI page of a workflow (its latest run, or ``run_id``), or the namespace's workflow
+        list without an id; ``None`` when there is no UI. The one place that builds these links."""
+        from urllib.parse import quote
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return None
+        url = f"{base}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows"
+        if workflow_id is None:
+            return url
+        url += f"/{quote(workflow_id, safe='')}"
+        if run_id:
+            url += f"/{quote(run_id, safe='')}/history"
+        return url
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """Browser origins allowed on the codec endpoint: configured, else the Temporal UI's own origin."""
+        if self.codec_cors_origins:
+            return list(self.codec_cors_origins)
+        from urllib.parse import urlsplit
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return []
+        parts = urlsplit(base)
+        return [f"{parts.scheme}://{parts.netloc}"]
+
     def jwt_key(self) -> str:
         """The signing key: configured, or generated once and kept in the data dir (embedded mode only)."""
         if self.jwt_secret is not None:
@@ -300,10 +370,27 @@ class Settings(BaseSettings):
         return path
 
 
+def with_temporal_profile(settings: Settings) -> Settings:
+    """The Temporal address and namespace of the Temporal client profile (TEMPORAL_* variables, the config
+    file) where WINDFLOW_TEMPORAL_ADDRESS / _NAMESPACE do not set them."""
+    from temporalio.envconfig import ClientConfigProfile
+
+    try:
+        profile = ClientConfigProfile.load(profile=settings.temporal_profile)
+    except Exception as exc:  # a malformed config file, an unknown profile
+        raise SettingsError(f"invalid settings: Temporal client profile: {exc}") from None
+    update: dict[str, Any] = {}
+    if profile.address and "temporal_address" not in settings.model_fields_set:
+        update["temporal_address"] = profile.address
+    if profile.namespace and "temporal_namespace" not in settings.model_fields_set:
+        update["temporal_namespace"] = profile.namespace
+    return settings.model_copy(update=update) if update else settings
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning a validation error into one message that names each variable."""
     try:
-        return Settings(**overrides)
+        return with_temporal_profile(Settings(**overrides))
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +41,13 @@ from windflow.workflows.rollout import ConfigRollout
 from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
 
 log = logging.getLogger("windflow.worker")
+
+#: how long a workflow task waits on the queue of the worker that ran the workflow last (its cache) before any
+#: worker may take it: a worker that died must not hold its workflows' next steps for long
+STICKY_TIMEOUT = timedelta(seconds=2)
+#: the failure type of an activity attempt of a dead worker that a starting worker ended (see below)
+WORKER_LOST = "WorkerLost"
+_IDENTITY = re.compile(r"^(\d+)@(\S+)")
 
 WORKFLOWS: list[type] = [SystemInitialization, ServiceSupervisor, ServiceRecovery, ServiceControl, RecoverySweep,
                          ConfigRollout]
@@ -104,6 +114,7 @@ def build_worker(
         max_concurrent_activities=max_concurrent_activities,
         # on SIGTERM, let short activities finish; long watches are cancelled and resume on another worker
         graceful_shutdown_timeout=graceful_shutdown,
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         **kwargs,
     )
     host_worker = None
@@ -120,8 +131,20 @@ def build_worker(
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
-    """Register windflow's search attributes in the namespace if missing; returns the ones added."""
-    existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    """Register windflow's search attributes in the namespace if missing; returns the ones added.
+
+    Where the namespace does not let a worker manage them (Temporal Cloud: they are added in the namespace's
+    settings), a warning names them and the worker goes on."""
+    denied = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.UNAUTHENTICATED)
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace))
+    except RPCError as exc:
+        if exc.status not in denied:
+            raise
+        log.warning("cannot list the namespace's search attributes (%s); make sure %s exist", exc.message,
+                    ", ".join(k.name for k in sa.ALL_KEYS))
+        return []
     have = set(existing.custom_attributes)
     missing = {k.name: IndexedValueType.ValueType(k.indexed_value_type.value) for k in sa.ALL_KEYS
                if k.name not in have}
@@ -131,9 +154,99 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
                 AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
             )
         except RPCError as exc:  # another worker starting at the same moment registered them first
+            if exc.status in denied:
+                log.warning("cannot add search attributes %s (%s): add them in the namespace's settings",
+                            ", ".join(sorted(missing)), exc.message)
+                return []
             if exc.status != RPCStatusCode.ALREADY_EXISTS:
                 raise
     return sorted(missing)
+
+
+def worker_identity(suffix: str = "") -> str:
+    """``pid@host`` (the SDK's default form), so that another worker on this host can tell when this one died."""
+    return f"{os.getpid()}@{socket.gethostname()}" + (f" {suffix}" if suffix else "")
+
+
+def _dead_local_worker(identity: str, host: str) -> bool:
+    """Whether ``identity`` names a worker process of this host that no longer runs (a zombie counts as gone)."""
+    match = _IDENTITY.match(identity or "")
+    if match is None or match.group(2) != host:
+        return False  # another host's worker (or an identity without a pid): its heartbeat timeout decides
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    from windflow.drivers.process import read_proc_stat
+
+    stat = read_proc_stat(pid)
+    return stat is None or stat.exited
+
+
+async def reclaim_abandoned_activities(client: Client, task_queue: str, *, concurrency: int = 16) -> int:
+    """End, as failed and so retried at once, the running activity attempts of dead workers of this host.
+
+    Without this, a worker killed with SIGKILL keeps its activities (the services' watches above all) until their
+    heartbeat timeout: meanwhile a crash goes unseen. A worker that starts knows its own host's dead workers by
+    their identity (``pid@host``); it fails their started attempts with ``WorkerLost``, which every retry policy
+    retries, carrying the last heartbeat details, so the next attempt runs here now. Activities are idempotent,
+    as for any retry. Workers of other hosts are left to their heartbeat timeout. Returns how many were ended."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.enums.v1 import PendingActivityState
+    from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure
+    from temporalio.api.workflowservice.v1 import (
+        DescribeWorkflowExecutionRequest,
+        RespondActivityTaskFailedByIdRequest,
+    )
+
+    host = socket.gethostname()
+    me = worker_identity()
+    gate = asyncio.Semaphore(concurrency)
+    ended = 0
+
+    async def reclaim(workflow_id: str, run_id: str) -> None:
+        nonlocal ended
+        async with gate:
+            desc = await client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
+                namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id)))
+            for pending in desc.pending_activities:
+                if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                    continue
+                if not _dead_local_worker(pending.last_worker_identity, host):
+                    continue
+                failure = Failure(
+                    message=f"worker {pending.last_worker_identity} is gone; retried by {me}",
+                    application_failure_info=ApplicationFailureInfo(type=WORKER_LOST))
+                try:
+                    await client.workflow_service.respond_activity_task_failed_by_id(
+                        RespondActivityTaskFailedByIdRequest(
+                            namespace=client.namespace, workflow_id=workflow_id, run_id=run_id,
+                            activity_id=pending.activity_id, failure=failure, identity=me,
+                            last_heartbeat_details=pending.heartbeat_details))
+                except RPCError as exc:  # it completed or timed out meanwhile
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                    continue
+                ended += 1
+                log.info("activity %s (%s) of %s: its worker %s is gone, retried now", pending.activity_id,
+                         pending.activity_type.name, workflow_id, pending.last_worker_identity)
+
+    jobs = [asyncio.ensure_future(reclaim(wf.id, wf.run_id)) async for wf in client.list_workflows(
+        f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'")]
+    for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            log.warning("could not reclaim the activities of a dead worker: %s", outcome)
+    return ended
+
+
+async def reclaim_in_background(client: Client, task_queue: str) -> None:
+    """``reclaim_abandoned_activities`` for a worker that has just started polling; failures only logged."""
+    try:
+        ended = await reclaim_abandoned_activities(client, task_queue)
+    except Exception as exc:  # noqa: BLE001 - Temporal away: the heartbeat timeouts still apply
+        log.warning("could not look for activities of dead workers: %s", exc)
+        return
+    if ended:
+        log.info("took over %d activit%s of dead workers of this host", ended, "y" if ended == 1 else "ies")
 
 
 async def run_worker(settings: Settings) -> None:
@@ -145,15 +258,19 @@ async def run_worker(settings: Settings) -> None:
     db = Database.from_url(settings.sqlalchemy_url)
     if settings.mode == Mode.EMBEDDED:
         await upgrade(db.engine)
-    kwargs: dict[str, Any] = {}
-    if settings.worker_metrics_port:
-        from windflow.metrics import sdk_runtime, serve_windflow_metrics
+    from windflow.metrics import parse_port_spec, serve_metrics, temporal_runtime
 
-        host, port = settings.worker_metrics_host, settings.worker_metrics_port
-        kwargs["runtime"] = sdk_runtime(host, port)  # the Temporal SDK's own metrics on `port`
-        serve_windflow_metrics(host, port + 1)  # windflow's registry on the next port
-        log.info("metrics: Temporal SDK on %s:%d, windflow on %s:%d", host, port, host, port + 1)
-    client = await connect(settings, identity=None, **kwargs)
+    ports = parse_port_spec(settings.worker_metrics_port)
+    # one Temporal runtime for the process: the SDK core's logs through Python logging (JSON when asked),
+    # its metrics (when wanted) appended to windflow's on the one worker endpoint
+    kwargs: dict[str, Any] = {"runtime": temporal_runtime(metrics=ports is not None)}
+    metrics_server = None
+    if ports is not None:
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        metrics_server = serve_metrics(settings.worker_metrics_host, ports, token=token)
+        log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host, metrics_server.server_port,
+                 extra={"metrics_port": metrics_server.server_port})
+    client = await connect(settings, identity=worker_identity(), **kwargs)
     added = await ensure_search_attributes(client, settings.temporal_namespace)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
@@ -172,5 +289,9 @@ async def run_worker(settings: Settings) -> None:
     if parts.host_worker is not None:
         log.info("host %s: also polling %s", settings.worker_host, parts.host_worker.task_queue)
     async with parts.worker, parts.host_worker or contextlib.nullcontext():
+        reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
         await stop.wait()
+        reclaiming.cancel()
+    if metrics_server is not None:
+        metrics_server.shutdown()
     await db.dispose()

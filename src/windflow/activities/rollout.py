@@ -29,7 +29,7 @@ from windflow.activities._support import StateWriter, add_new_events, new_event,
 from windflow.domain.errors import DriverFailed, NotFound, WindflowError
 from windflow.domain.events import ConfigChanged, EventType, RolloutUpdate, make_event
 from windflow.domain.models import ServiceSpec
-from windflow.domain.redaction import REDACTED, contains_placeholder, restore_redacted
+from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
 from windflow.domain.results import RunStatus
 from windflow.domain.rollout import (
     ApplyRolloutInput,
@@ -47,6 +47,7 @@ from windflow.domain.rollout import (
 )
 from windflow.domain.system import Problem, condition_problems, graph_problems, problems_from
 from windflow.drivers.base import DriverRegistry
+from windflow.metrics import count_restart
 from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository, content_hash, spec_of
 from windflow.persistence.rollout_models import RolloutRepository
 from windflow.probes.base import ProbeRegistry
@@ -115,11 +116,11 @@ class RolloutActivities:
             row = await services.get(session=session, service_id=req.service_id)
             if row is None:
                 raise to_application_error(NotFound(f"service {req.service_id!r} not found"))
-            merged = restore_redacted({**req.config, "id": req.service_id}, {"id": row.id, **row.spec})
-            problems: list[Problem] = []
+            merged, moved = restore_secrets({**req.config, "id": req.service_id}, {"id": row.id, **row.spec})
+            problems: list[Problem] = [Problem(loc=loc, msg=msg, type="secret_destination") for loc, msg in moved]
             spec: ServiceSpec | None = None
             try:
-                spec = ServiceSpec.model_validate(merged)
+                spec = None if problems else ServiceSpec.model_validate(merged)
             except ValidationError as exc:
                 problems.extend(problems_from(exc))
             if spec is not None:
@@ -248,6 +249,8 @@ class RolloutActivities:
             await self.state.set_state(spec.id, "failed", source=SOURCE, message=f"{action}: {result.message}")
             raise to_application_error(DriverFailed(f"{action} {spec.id}: {result.message}",
                                                     details={"output": result.output[-2000:]}))
+        if action == "restart":
+            count_restart(spec.id, source="rollout")
         await self.state.set_state(spec.id, "starting", source=SOURCE, pid=result.pid,
                                    message=f"config applied ({action})")
         return ApplyRolloutResult(action=action, pid=result.pid, message=result.message)
@@ -264,7 +267,7 @@ class RolloutActivities:
         if spec.health is None:
             return RolloutProbe(at=_now(), healthy=True, running=True, message="no health check; running")
         begin = time.monotonic()
-        result = await self.probes.check(spec.health)
+        result = await self.probes.check(spec.health, service=spec.id)
         return RolloutProbe(at=result.checked_at, healthy=result.healthy, running=True,
                             latency_ms=result.latency_ms or (time.monotonic() - begin) * 1000, message=result.message)
 

@@ -36,6 +36,7 @@ from windflow.domain.models import ServiceSpec
 from windflow.domain.results import DriverResult, ProbeResult, RunStatus
 from windflow.domain.system import Problem, condition_problems, graph_problems, problems_from
 from windflow.drivers.base import DriverRegistry
+from windflow.metrics import count_restart
 from windflow.persistence.job_models import JobRunRepository, JobRunRow
 from windflow.persistence.repositories import ProbeResultRepository, ServiceRepository, spec_of
 from windflow.probes.base import ProbeRegistry
@@ -189,6 +190,8 @@ class ServiceActivities:
     async def restart_service(self, req: ServiceActionInput) -> ServiceActionResult:
         activity.heartbeat("restarting")
         result = await self._drive("restart", req)
+        if result.changed:
+            count_restart(req.spec.id, source=req.source)
         await self.state.set_state(req.spec.id, "starting", source=req.source, pid=result.pid, message="restarted")
         return ServiceActionResult(result=result)
 
@@ -228,7 +231,7 @@ class ServiceActivities:
             result = ProbeResult(healthy=healthy, latency_ms=0.0, message=f"no probe; driver says {status.status}",
                                  checked_at=datetime.now(UTC))
         else:
-            result = await self.probes.check(req.spec.health)
+            result = await self.probes.check(req.spec.health, service=req.spec.id)
         if req.record:
             await self._store_probes(req.spec, [result], None)
         return result
@@ -267,7 +270,7 @@ class ServiceActivities:
                 result = ProbeResult(healthy=True, latency_ms=0.0, message="no health check; process running",
                                      checked_at=datetime.now(UTC))
             else:
-                result = await self.probes.check(health)
+                result = await self.probes.check(health, service=spec.id)
             checks += 1
             recent.append(result)
             del recent[:-50]

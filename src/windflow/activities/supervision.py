@@ -35,7 +35,7 @@ from windflow.domain.health import HealthTracker, HealthVerdict
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import ProbeResult, RunStatus
 from windflow.drivers.base import DriverRegistry
-from windflow.metrics import RECOVERY_DURATION, RESTARTS
+from windflow.metrics import RECOVERY_DURATION, count_restart
 from windflow.persistence.repositories import (
     ProbeResultRepository,
     RunSummaryRepository,
@@ -91,7 +91,7 @@ class SupervisionActivities:
             status = await self.drivers.for_service(spec).status(spec)
             return ProbeResult(healthy=status.status != RunStatus.STOPPED, latency_ms=0.0,
                                message=f"driver says {status.status.value}", checked_at=_now())
-        return await self.probes.check(spec.health)
+        return await self.probes.check(spec.health, service=spec.id)
 
     async def _record_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None,
                              publish: bool) -> None:
@@ -169,6 +169,9 @@ class SupervisionActivities:
         healthy_since: float | None = None
         verdict = HealthVerdict.UNKNOWN
         probe_task: asyncio.Task[ProbeResult] | None = None
+        # wake up often enough that a heartbeat goes out well within the heartbeat timeout, probes or not
+        beat = activity.info().heartbeat_timeout
+        wake = min(5.0, beat.total_seconds() / 3) if beat else 5.0
         try:
             next_probe = time.monotonic()
             while True:
@@ -179,7 +182,7 @@ class SupervisionActivities:
                 waiting: set[asyncio.Future[Any]] = {exit_task}
                 if probe_task is not None:
                     waiting.add(probe_task)
-                done, _ = await asyncio.wait(waiting, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(waiting, timeout=wake, return_when=asyncio.FIRST_COMPLETED)
                 if exit_task in done:
                     info = exit_task.result()
                     if info is not None:
@@ -331,7 +334,7 @@ class SupervisionActivities:
             if not result.ok:
                 return RecoverStepResult(outcome="failed", message=f"restart failed: {result.message}",
                                          elapsed=time.monotonic() - begin)
-            RESTARTS.labels(service=spec.id).inc()
+            count_restart(spec.id, req.reason, req.source)
             pid = result.pid
         since = time.monotonic()
         health = spec.health

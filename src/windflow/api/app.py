@@ -16,7 +16,7 @@ from windflow.api.cache import close_read_cache
 from windflow.api.dashboard import mount_dashboard
 from windflow.api.dashboard import router as dashboard_router
 from windflow.api.docs import install_docs
-from windflow.api.errors import install_error_handlers
+from windflow.api.errors import error_response, install_error_handlers
 from windflow.api.event_hub import EventHub
 from windflow.api.metrics_feed import MetricsFeed
 from windflow.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
@@ -149,8 +149,12 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.add_middleware(RequestIdMiddleware)
     # outermost: answers the Temporal UI's preflight on the codec paths before anything else runs
     app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/",
-                       origins=list(settings.codec_cors_origins))
-    app.add_route("/metrics", MetricsEndpoint(), methods=["GET"], include_in_schema=False)  # public, aggregate
+                       origins=settings.codec_origins)
+    # public unless WINDFLOW_METRICS_TOKEN is set; aggregate figures and service ids only
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    app.add_route("/metrics", MetricsEndpoint(token=metrics_token, unauthorized=lambda: error_response(
+        401, "unauthorized", "send Authorization: Bearer <WINDFLOW_METRICS_TOKEN>")),
+        methods=["GET"], include_in_schema=False)
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,

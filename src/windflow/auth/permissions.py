@@ -13,6 +13,7 @@ class Permission(StrEnum):
     SERVICES_CONTROL = "services:control"
     CONFIGS_READ = "configs:read"
     CONFIGS_WRITE = "configs:write"
+    SERVICES_EXEC = "services:exec"  # author what a host runs: commands, exec probes, their env, cwd and user
     RECOVERY_TRIGGER = "recovery:trigger"
     SCHEDULES_MANAGE = "schedules:manage"
     USERS_MANAGE = "users:manage"

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import sys
 from typing import Annotated, Any
 
-import httpx2
 import typer
-from rich.table import Table
-from sqlalchemy.exc import DBAPIError
 
 from windflow.cli.client import (
     ApiUrl,
@@ -23,9 +19,12 @@ from windflow.cli.client import (
     credentials_path,
     err_console,
     load_credentials,
+    resolve_api,
     save_credentials,
     stored_access_token,
+    unreachable,
 )
+from windflow.cli.output import Output, OutputOpt, emit
 
 PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input")]
 
@@ -57,15 +56,16 @@ def login(
     api: ApiUrl = None,
 ) -> None:
     """Sign in and keep the tokens in your config dir (other commands use them, refreshing as needed)."""
-    base = api_url(api)
+    import httpx2
+
+    base, source = resolve_api(api)
     name = username or typer.prompt("User name")
     password = _read_password(password_stdin)
     try:
         resp = httpx2.post(f"{base}/api/v1/auth/login", json={"username": name, "password": password},
                            headers={"User-Agent": "windflow-cli"}, timeout=30.0)
     except httpx2.HTTPError as exc:
-        err_console.print(f"[red]cannot reach the API at {base}: {exc}[/red]")
-        raise typer.Exit(1) from None
+        unreachable(base, exc, source)
     if resp.status_code == 429:
         err_console.print(f"[red]too many attempts[/red]: retry in {resp.headers.get('retry-after', '?')} s")
         raise typer.Exit(2)
@@ -78,13 +78,15 @@ def logout(
     all_sessions: Annotated[bool, typer.Option("--all", help="End every session of yours, everywhere")] = False,
 ) -> None:
     """End the stored session on the server and forget the stored tokens."""
+    import httpx2
+
     creds = load_credentials()
     if not creds.get("access_token"):
         console.print("not signed in")
         return
     tok = stored_access_token()
     try:
-        with httpx2.Client(base_url=api_url(), timeout=30.0,
+        with httpx2.Client(base_url=str(creds.get("api_url") or api_url()), timeout=30.0,
                            headers={"Authorization": f"Bearer {tok}", "User-Agent": "windflow-cli"}) as http:
             resp = http.post("/api/v1/auth/logout",
                              json={"refresh_token": creds.get("refresh_token"), "all_sessions": all_sessions})
@@ -108,10 +110,12 @@ def create_admin(
     generate: Annotated[bool, typer.Option("--generate", help="Generate a password and print it once")] = False,
 ) -> None:
     """Create an admin user directly in the database (the way to the first admin in production)."""
+    from sqlalchemy.exc import DBAPIError
+
     from windflow.api.accounts import AdminExists
     from windflow.api.accounts import create_admin as _create
     from windflow.auth.passwords import MIN_PASSWORD_LENGTH, generate_password
-    from windflow.cli.main import settings_or_exit
+    from windflow.cli.commands import settings_or_exit
     from windflow.persistence.db import Database
     from windflow.persistence.migrate import upgrade
     from windflow.settings import Mode
@@ -136,6 +140,8 @@ def create_admin(
             await db.dispose()
 
     try:
+        import asyncio
+
         created = asyncio.run(_run())
     except (AdminExists, ValueError) as exc:
         err_console.print(f"[red]{exc}[/red]")
@@ -149,15 +155,21 @@ def create_admin(
 
 
 @users_app.command("list")
-def list_users(api: ApiUrl = None) -> None:
+def list_users(output: OutputOpt = Output.TABLE, api: ApiUrl = None) -> None:
     """List users with their roles."""
     with client(api) as http:
         items = all_pages(http, "/api/v1/users")
-    table = Table("user", "roles", "disabled", "last login")
-    for u in items:
-        table.add_row(u["username"], ", ".join(u["roles"]), "yes" if u["disabled"] else "",
-                      u["last_login_at"] or "never")
-    console.print(table)
+
+    def table() -> None:
+        from rich.table import Table
+
+        out = Table("user", "roles", "disabled", "last login")
+        for u in items:
+            out.add_row(u["username"], ", ".join(u["roles"]), "yes" if u["disabled"] else "",
+                        u["last_login_at"] or "never")
+        console.print(out)
+
+    emit(items, output, table)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -185,18 +197,25 @@ def create_token(
 @tokens_app.command("list")
 def list_tokens(
     all_users: Annotated[bool, typer.Option("--all-users", help="Every user's tokens (users:manage)")] = False,
-    include_revoked: Annotated[bool, typer.Option("--include-revoked")] = False,
+    include_revoked: Annotated[bool, typer.Option("--include-revoked", help="Revoked tokens too")] = False,
+    output: OutputOpt = Output.TABLE,
     api: ApiUrl = None,
 ) -> None:
     """List API tokens (never their secrets)."""
     with client(api) as http:
         items = check(http.get("/api/v1/auth/tokens",
                                params={"all_users": all_users, "include_revoked": include_revoked}))
-    table = Table("id", "name", "owner", "prefix", "permissions", "expires", "last used", "revoked")
-    for t in items:
-        table.add_row(t["id"], t["name"], t["owner"], t["prefix"] + "…", ", ".join(t["permissions"]),
-                      t["expires_at"] or "never", t["last_used_at"] or "never", t["revoked_at"] or "")
-    console.print(table)
+
+    def table() -> None:
+        from rich.table import Table
+
+        out = Table("id", "name", "owner", "prefix", "permissions", "expires", "last used", "revoked")
+        for t in items:
+            out.add_row(t["id"], t["name"], t["owner"], t["prefix"] + "…", ", ".join(t["permissions"]),
+                        t["expires_at"] or "never", t["last_used_at"] or "never", t["revoked_at"] or "")
+        console.print(out)
+
+    emit(items, output, table)
 
 
 @tokens_app.command("revoke")

@@ -1,105 +1,134 @@
-"""The CLI's view of the API: base URL and token from flags, environment or the stored login."""
+"""The CLI's view of the API: an HTTP client that turns an unreachable API into one line and exit 3, the
+error envelope into a message and an exit code, and the shared options (``--api``, service ids).
+
+Which URL and token: :mod:`windflow.cli.target` (re-exported here). Heavy imports (httpx2, rich, settings) wait
+until a command needs them, so that shell completion stays fast.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any
+import functools
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import httpx2
 import typer
-from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+from windflow.cli.target import (  # noqa: F401 - re-exported for the commands
+    DEFAULT_API_URL,
+    SETTINGS_URL_VARS,
+    api_url,
+    config_dir,
+    credentials_from,
+    credentials_path,
+    load_credentials,
+    resolve_api,
+    save_credentials,
+    stored_access_token,
+    token,
+)
 
-ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (default: settings / stored login)")]
+if TYPE_CHECKING:
+    import httpx2
 
-
-def config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "windflow"
-
-
-def credentials_path() -> Path:
-    return config_dir() / "credentials.json"
-
-
-def load_credentials() -> dict[str, Any]:
-    path = credentials_path()
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+"""0 ok; 1 the run failed, rolled back or gave up (or the server failed); 2 usage error or a 4xx answer;
+3 the API could not be reached."""
 
 
-def save_credentials(data: dict[str, Any]) -> Path:
-    path = credentials_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    return path
+class _LazyConsole:
+    """A rich Console built on first use (importing rich costs ~50 ms that completion must not pay)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._console: Any = None
+
+    @property
+    def rich(self) -> Any:
+        """The rich Console itself (for ``Live``, ``Progress`` and the like)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._kwargs)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rich, name)
 
 
-def api_url(explicit: str | None = None) -> str:
-    if explicit:
-        return explicit.rstrip("/")
-    env = os.environ.get("WINDFLOW_API_URL")
-    if env:
-        return env.rstrip("/")
-    stored = load_credentials().get("api_url")
-    if stored:
-        return str(stored).rstrip("/")
-    from windflow.settings import load_settings
-
-    return load_settings().api_base_url
+console: Any = _LazyConsole()
+err_console: Any = _LazyConsole(stderr=True)
 
 
-def token(explicit: str | None = None) -> str | None:
-    return explicit or os.environ.get("WINDFLOW_TOKEN") or stored_access_token()
+def complete_service(ctx: typer.Context, incomplete: str) -> list[str]:
+    from windflow.cli.completion import service_ids
+
+    return [s for s in service_ids(ctx.params.get("api")) if s.startswith(incomplete)]
 
 
-def stored_access_token(*, margin: float = 30.0) -> str | None:
-    """The stored login's access token, rotated first through its refresh token when (nearly) expired."""
-    creds = load_credentials()
-    access, refresh, expires = creds.get("access_token"), creds.get("refresh_token"), creds.get("expires_at")
-    if not access or not refresh or not expires:
-        return access
-    try:
-        fresh = datetime.fromisoformat(str(expires)).timestamp() - time.time() > margin
-    except ValueError:
-        fresh = False
-    if fresh:
-        return str(access)
-    try:
-        resp = httpx2.post(f"{api_url()}/api/v1/auth/refresh", json={"refresh_token": refresh}, timeout=30.0,
-                           headers={"User-Agent": "windflow-cli"})
-    except httpx2.HTTPError:
-        return str(access)  # the API is unreachable: let the real request say so
-    if resp.status_code != 200:
-        return str(access)  # refresh refused (session ended): the request's 401 tells the user to log in
-    save_credentials({**creds, **credentials_from(resp.json())})
-    return str(resp.json()["access_token"])
+ApiUrl = Annotated[str | None, typer.Option(
+    "--api", metavar="URL", show_default=False,
+    help="API base URL. Default: WINDFLOW_API_URL, else WINDFLOW_PUBLIC_URL / WINDFLOW_API_HOST / "
+         "WINDFLOW_API_PORT, else the URL of `windflow login`, else http://127.0.0.1:8000")]
+ServiceArg = Annotated[str, typer.Argument(metavar="SERVICE", help="Service id",
+                                           autocompletion=complete_service)]
 
 
-def credentials_from(pair: dict[str, Any]) -> dict[str, Any]:
-    """What is kept of a login/refresh answer in the credentials file."""
-    return {k: pair[k] for k in ("access_token", "refresh_token", "expires_at", "refresh_expires_at") if k in pair}
+def unreachable(url: str, exc: BaseException, source: str) -> NoReturn:
+    """One line on stderr naming the URL, why, and the setting to change; exit 3."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = change_hint(source)
+    err_console.print(f"[red]error[/red] cannot reach the windflow API at {url} ({reason}); the URL comes from "
+                      f"{source}: {hint}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_UNREACHABLE)
+
+
+def change_hint(source: str) -> str:
+    """What to change so that the CLI reaches another URL."""
+    if source == "--api":
+        return "check --api"
+    if source == "WINDFLOW_API_URL" or source.startswith("WINDFLOW_"):
+        return f"change {source}, or pass --api"
+    if source.startswith("the stored login"):
+        return "pass --api, set WINDFLOW_API_URL, or `windflow login --api URL`"
+    return "pass --api or set WINDFLOW_API_URL (is `windflow api` or `windflow up` running?)"
+
+
+@functools.cache
+def _client_class() -> type[httpx2.Client]:
+    import httpx2
+
+    class ApiClient(httpx2.Client):
+        """An httpx2 client whose transport errors end the command with one line (exit 3), not a traceback."""
+
+        api_source = "the default"
+
+        def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+            try:
+                return super().send(request, **kwargs)
+            except httpx2.TransportError as exc:
+                if isinstance(exc, httpx2.UnsupportedProtocol | httpx2.InvalidURL):
+                    err_console.print(f"[red]error[/red] {str(self.base_url).rstrip('/')} is not an http(s) URL "
+                                      f"(from {self.api_source})", highlight=False, soft_wrap=True)
+                    raise typer.Exit(EXIT_USAGE) from None
+                unreachable(str(self.base_url).rstrip("/"), exc, self.api_source)
+
+    return ApiClient
 
 
 def client(url: str | None = None, tok: str | None = None, timeout: float = 30.0) -> httpx2.Client:
+    base, source = resolve_api(url)
     headers = {"User-Agent": "windflow-cli"}
-    bearer = token(tok)
+    bearer = token(tok, base=base)
     if bearer:
         headers["Authorization"] = f"Bearer {bearer}"
-    return httpx2.Client(base_url=api_url(url), headers=headers, timeout=timeout)
+    cls = _client_class()
+    try:
+        http = cls(base_url=base, headers=headers, timeout=timeout)
+    except Exception as exc:  # httpx2 rejects a malformed base URL here
+        err_console.print(f"[red]error[/red] {base!r} is not a valid API URL (from {source}): {exc}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    http.api_source = source  # type: ignore[attr-defined]
+    return http
 
 
 def check(resp: httpx2.Response) -> Any:
@@ -122,7 +151,7 @@ def check(resp: httpx2.Response) -> Any:
                 err_console.print(f"  - {'.'.join(map(str, item['loc']))}: {item.get('msg')}")
     if resp.status_code == 401:
         err_console.print("  (run `windflow login` or set WINDFLOW_TOKEN)")
-    raise typer.Exit(2 if resp.status_code < 500 else 1)
+    raise typer.Exit(EXIT_USAGE if resp.status_code < 500 else EXIT_FAILED)
 
 
 def all_pages(http: httpx2.Client, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
-from windflow.cli.client import ApiUrl, check, client, console, err_console
+from windflow.cli.client import ApiUrl, ServiceArg, check, client, console, err_console
+from windflow.cli.output import Output, OutputOpt, emit
 
 app = typer.Typer(help="Roll out service configs: save, apply, verify health, roll back on failure.",
                   no_args_is_help=True)
@@ -50,7 +48,7 @@ def load_definition(file: Path, service: str) -> dict[str, Any]:
 
 @app.command("apply")
 def apply(
-    service: Annotated[str, typer.Argument(help="The service whose config changes")],
+    service: ServiceArg,
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
                                          help="YAML/JSON: the service's definition, or a system file naming it")],
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why (kept with the config version)")] = "",
@@ -76,13 +74,15 @@ def apply(
 
 def follow(http: Any, service: str, rollout_id: str, *, timeout: float) -> dict[str, Any]:
     """Poll the rollout with a live progress display; Ctrl-C asks for a cancel (a rollback) and keeps following."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     path = f"/api/v1/services/{service}/rollouts/{rollout_id}"
     deadline = time.monotonic() + timeout
     cancelled = False
     columns = (SpinnerColumn(), TextColumn("[bold]{task.fields[phase]:<22}"), BarColumn(),
                TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     body: dict[str, Any] = {}
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console.rich, transient=False) as progress:
         task = progress.add_task("rollout", total=100, phase="pending", detail="")
         while True:
             try:
@@ -92,7 +92,7 @@ def follow(http: Any, service: str, rollout_id: str, *, timeout: float) -> dict[
                     return body
                 if time.monotonic() > deadline:
                     err_console.print(f"still running after {timeout:g}s; follow it with GET {path}")
-                    raise typer.Exit(3)
+                    raise typer.Exit(1)
                 time.sleep(0.5)
             except KeyboardInterrupt:
                 if cancelled:
@@ -115,6 +115,9 @@ def _detail(body: dict[str, Any]) -> str:
 
 def report(body: dict[str, Any]) -> int:
     """Print the outcome and its evidence; the exit code: 0 when the new config is good, else 1."""
+    from rich.table import Table
+    from rich.text import Text
+
     status = body["status"]
     console.print(Text(f"{status}: {body['message']}", STYLE.get(status, "")))
     state = body.get("state") or {}
@@ -134,22 +137,32 @@ def report(body: dict[str, Any]) -> int:
 
 
 @app.command("rollouts")
-def rollouts(service: str, limit: int = 20, api: ApiUrl = None) -> None:
+def rollouts(service: ServiceArg,
+             limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first")] = 20,
+             output: OutputOpt = Output.TABLE, api: ApiUrl = None) -> None:
     """A service's rollout history, newest first."""
     with client(api) as http:
         page = check(http.get(f"/api/v1/services/{service}/rollouts", params={"limit": limit}))
-    table = Table("rollout", "status", "versions", "by", "started", "message")
-    for r in page["items"]:
-        versions = f"{r['previous_version']} → {r['new_version'] or '-'}"
-        if r["restored_version"]:
-            versions += f" → {r['restored_version']}"
-        table.add_row(r["rollout_id"], Text(r["status"], STYLE.get(r["status"], "")), versions, r["actor"],
-                      r["started_at"][:19], r["message"][:60])
-    console.print(table)
+
+    def table() -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        out = Table("rollout", "status", "versions", "by", "started", "message")
+        for r in page["items"]:
+            versions = f"{r['previous_version']} → {r['new_version'] or '-'}"
+            if r["restored_version"]:
+                versions += f" → {r['restored_version']}"
+            out.add_row(r["rollout_id"], Text(r["status"], STYLE.get(r["status"], "")), versions, r["actor"],
+                        r["started_at"][:19], r["message"][:60])
+        console.print(out)
+
+    emit(page["items"], output, table)
 
 
 @app.command("cancel")
-def cancel(service: str, rollout_id: str, api: ApiUrl = None) -> None:
+def cancel(service: ServiceArg, rollout_id: Annotated[str, typer.Argument(metavar="ROLLOUT_ID")],
+           api: ApiUrl = None) -> None:
     """Cancel a running rollout: it rolls back to the last good version."""
     with client(api) as http:
         answer = check(http.post(f"/api/v1/services/{service}/rollouts/{rollout_id}/cancel"))

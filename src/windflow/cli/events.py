@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import typer
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from windflow.cli.client import api_url, console, err_console, token
+from windflow.cli.client import EXIT_UNREACHABLE, ApiUrl, complete_service, console, err_console, resolve_api, token
 
 app = typer.Typer(help="Events: follow what windflow does, live.", no_args_is_help=True)
 
@@ -62,8 +59,14 @@ async def tail(
     raw: bool,
     count: int | None,
     follow: bool = True,
+    source: str = "",
 ) -> int:
     """Print events until ``count`` were shown or interrupted; reconnects (resuming by id) when dropped."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else None
     last_id: str | None = None
     shown = 0
@@ -115,8 +118,10 @@ async def tail(
         except (OSError, TimeoutError) as exc:
             failures += 1
             if not follow or failures > 30:
-                err_console.print(f"[red]cannot reach {url.partition('?')[0]}: {exc}[/red]")
-                return 1
+                err_console.print(f"[red]error[/red] cannot reach the windflow API at {url.partition('?')[0]} "
+                                  f"({exc}){f'; the URL comes from {source}' if source else ''}",
+                                  highlight=False, soft_wrap=True)
+                return EXIT_UNREACHABLE
         if not follow:
             return 0
         await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
@@ -126,16 +131,20 @@ async def tail(
 def tail_cmd(
     event_type: Annotated[list[str] | None, typer.Option("--type", "-t", help="Event type (repeatable), "
                                                           "e.g. SERVICE_STATUS_UPDATE")] = None,
-    service: Annotated[list[str] | None, typer.Option("--service", "-s", help="Service id (repeatable)")] = None,
+    service: Annotated[list[str] | None, typer.Option("--service", "-s", metavar="SERVICE", help="Service id "
+                                                      "(repeatable)", autocompletion=complete_service)] = None,
     since: Annotated[str | None, typer.Option("--since", help="Resume after this event id (stream position)")] = None,
     raw: Annotated[bool, typer.Option("--json", help="One JSON message per line")] = False,
     count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit after this many events")] = None,
-    api: Annotated[str | None, typer.Option("--api", help="API base URL (default: settings / stored login)")] = None,
+    api: ApiUrl = None,
 ) -> None:
     """Print events as they happen (Ctrl-C to stop); reconnects and resumes by id if the connection drops."""
-    url = ws_url(api_url(api), types=event_type or [], services=service or [], since=since)
+    base, source = resolve_api(api)
+    url = ws_url(base, types=event_type or [], services=service or [], since=since)
     try:
-        code = asyncio.run(tail(url, token(), raw=raw, count=count))
+        import asyncio
+
+        code = asyncio.run(tail(url, token(base=base), raw=raw, count=count, source=source))
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx2
 import typer
-from rich.console import Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
 
-from windflow.cli.client import ApiUrl, check, client, console, err_console
+from windflow.cli.client import ApiUrl, check, client, complete_service, console, err_console
+from windflow.cli.output import Output, OutputOpt, emit
+
+if TYPE_CHECKING:
+    import httpx2
+    from rich.console import Group
 
 app = typer.Typer(help="Initialize the system (bring services up in dependency order).", no_args_is_help=True)
 
@@ -24,6 +24,23 @@ STYLE = {
     "CANCELLING": "yellow", "CANCELLED": "blue",
 }
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+INIT_STATUSES = ("PENDING", "VALIDATING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED")
+"""The values of ``windflow.domain.contracts.InitStatus`` (a test checks they match)."""
+StatusChoice = StrEnum("StatusChoice", {v: v for v in INIT_STATUSES})  # type: ignore[misc]
+
+
+class OnFailure(StrEnum):
+    STOP = "stop"
+    CONTINUE = "continue"
+
+
+class OnCancel(StrEnum):
+    ROLLBACK = "rollback"
+    LEAVE_RUNNING = "leave_running"
+
+
+Component = Annotated[str, typer.Argument(metavar="COMPONENT", help="Service id",
+                                          autocompletion=complete_service)]
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -31,11 +48,18 @@ def _ts(value: str | None) -> datetime | None:
 
 
 def render(run: dict[str, Any]) -> Group:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     state = run.get("state") or {}
     status = run["status"]
     title = Text.assemble(("initialization ", "bold"), (run["run_id"], "bold cyan"), "  ",
                           (status, STYLE.get(status, "")), f"  {run['progress']}%")
-    bar = ProgressBar(total=100, completed=run["progress"], width=60)
+    # a bar alone ends without a line break: in a grid row it gets its own line, never sharing the table's
+    bar = Table.grid()
+    bar.add_row(ProgressBar(total=100, completed=run["progress"], width=60))
     table = Table(box=None, pad_edge=False, show_edge=False)
     for col in ("component", "layer", "status", "attempts", "time", "detail"):
         table.add_column(col, overflow="fold")
@@ -55,10 +79,17 @@ def render(run: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
-def watch(http: httpx2.Client, run_id: str, *, interval: float = 0.25) -> dict[str, Any]:
-    """Follow a run until it ends; returns its final state."""
+def watch(http: httpx2.Client, run_id: str, *, interval: float = 0.25, live_display: bool = True) -> dict[str, Any]:
+    """Follow a run until it ends; returns its final state (``live_display=False``: quietly)."""
     run = check(http.get(f"/api/v1/initializations/{run_id}"))
-    with Live(render(run), console=console, refresh_per_second=8, transient=False) as live:
+    if not live_display:
+        while run["status"] not in TERMINAL:
+            time.sleep(interval)
+            run = check(http.get(f"/api/v1/initializations/{run_id}"))
+        return run
+    from rich.live import Live
+
+    with Live(render(run), console=console.rich, refresh_per_second=8, transient=False) as live:
         while run["status"] not in TERMINAL:  # a FAILED run awaiting a retry also ends the watch
             time.sleep(interval)
             run = check(http.get(f"/api/v1/initializations/{run_id}"))
@@ -71,16 +102,19 @@ def _awaiting_retry(run: dict[str, Any]) -> bool:
 
 
 def exit_code(run: dict[str, Any]) -> int:
-    return 0 if run["status"] == "SUCCEEDED" else 1
+    """0 unless the run ended FAILED or CANCELLED (rolled back): 1. A run still going is not a failure."""
+    return 1 if run["status"] in ("FAILED", "CANCELLED") else 0
 
 
 @app.command("start")
 def start(
-    component: Annotated[list[str], typer.Option("--component", "-c", help="Only this (and its dependencies)")] = [],  # noqa: B006
+    component: Annotated[list[str], typer.Option(
+        "--component", "-c", metavar="SERVICE", autocompletion=complete_service,
+        help="Only this (and its dependencies); repeatable")] = [],  # noqa: B006
     validate_only: Annotated[bool, typer.Option("--validate-only", help="Validate and plan; start nothing")] = False,
     parallelism: Annotated[int | None, typer.Option(help="Components starting at once")] = None,
-    on_failure: Annotated[str, typer.Option(help="stop | continue")] = "stop",
-    on_cancel: Annotated[str, typer.Option(help="rollback | leave_running")] = "rollback",
+    on_failure: Annotated[OnFailure, typer.Option(help="After a component fails")] = OnFailure.STOP,
+    on_cancel: Annotated[OnCancel, typer.Option(help="When the run is cancelled")] = OnCancel.ROLLBACK,
     component_timeout: Annotated[float, typer.Option(help="Seconds for one component")] = 120.0,
     queue: Annotated[bool, typer.Option(help="Queue behind a running initialization")] = False,
     watch_run: Annotated[bool, typer.Option("--watch/--no-watch", help="Show live progress")] = True,
@@ -88,7 +122,7 @@ def start(
 ) -> None:
     """Start an initialization."""
     body = {"components": component, "validate_only": validate_only, "parallelism": parallelism,
-            "on_failure": on_failure, "on_cancel": on_cancel, "component_timeout": component_timeout,
+            "on_failure": on_failure.value, "on_cancel": on_cancel.value, "component_timeout": component_timeout,
             "queue": queue}
     with client(api) as http:
         accepted = check(http.post("/api/v1/initializations", json=body))
@@ -102,32 +136,47 @@ def start(
 
 
 @app.command("status")
-def status(run_id: str, follow: Annotated[bool, typer.Option("--watch")] = False, api: ApiUrl = None) -> None:
-    """Show one initialization (live while it runs)."""
+def status(run_id: Annotated[str, typer.Argument(metavar="RUN_ID")],
+           follow: Annotated[bool, typer.Option("--watch", help="Follow until the run ends")] = False,
+           output: OutputOpt = Output.TABLE, api: ApiUrl = None) -> None:
+    """Show one initialization (live while it runs). Exit 1 when it FAILED or was CANCELLED."""
     with client(api) as http:
-        run = watch(http, run_id) if follow else check(http.get(f"/api/v1/initializations/{run_id}"))
-    if not follow:
-        console.print(render(run))
+        if follow:
+            run = watch(http, run_id, live_display=output == Output.TABLE)
+        else:
+            run = check(http.get(f"/api/v1/initializations/{run_id}"))
+    if output != Output.TABLE or not follow:
+        emit(run, output, lambda: console.print(render(run)))
+    raise typer.Exit(exit_code(run))
 
 
 @app.command("list")
-def list_runs(status_filter: Annotated[str | None, typer.Option("--status")] = None,
-              limit: int = 20, api: ApiUrl = None) -> None:
+def list_runs(status_filter: Annotated[StatusChoice | None, typer.Option("--status", case_sensitive=False,
+                                                                         help="Only runs in this status")] = None,
+              limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first")] = 20,
+              output: OutputOpt = Output.TABLE, api: ApiUrl = None) -> None:
     """Initialization history."""
     params: dict[str, Any] = {"limit": limit}
     if status_filter:
-        params["status"] = status_filter.upper()
+        params["status"] = status_filter.value
     with client(api) as http:
         page = check(http.get("/api/v1/initializations", params=params))
-    table = Table("run id", "status", "progress", "actor", "started", "finished")
-    for r in page["items"]:
-        table.add_row(r["run_id"], Text(r["status"], STYLE.get(r["status"], "")), f"{r['progress']}%", r["actor"],
-                      r["started_at"][:19], (r["finished_at"] or "")[:19])
-    console.print(table)
+
+    def table() -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        out = Table("run id", "status", "progress", "actor", "started", "finished")
+        for r in page["items"]:
+            out.add_row(r["run_id"], Text(r["status"], STYLE.get(r["status"], "")), f"{r['progress']}%",
+                        r["actor"], r["started_at"][:19], (r["finished_at"] or "")[:19])
+        console.print(out)
+
+    emit(page["items"], output, table)
 
 
 @app.command("cancel")
-def cancel(run_id: str, api: ApiUrl = None) -> None:
+def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN_ID")], api: ApiUrl = None) -> None:
     """Cancel a running initialization (rolls back unless started with --on-cancel leave_running)."""
     with client(api) as http:
         check(http.post(f"/api/v1/initializations/{run_id}/cancel"))
@@ -135,7 +184,8 @@ def cancel(run_id: str, api: ApiUrl = None) -> None:
 
 
 @app.command("retry")
-def retry(run_id: str, component: str, follow: Annotated[bool, typer.Option("--watch/--no-watch")] = True,
+def retry(run_id: Annotated[str, typer.Argument(metavar="RUN_ID")], component: Component,
+          follow: Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the run")] = True,
           api: ApiUrl = None) -> None:
     """Retry one failed component of a run (after fixing its config)."""
     with client(api) as http:

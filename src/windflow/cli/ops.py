@@ -3,45 +3,60 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from windflow.cli.client import ApiUrl, all_pages, check, client, console, err_console
+from windflow.cli.client import ApiUrl, ServiceArg, all_pages, check, client, console, err_console
+from windflow.cli.output import Output, OutputOpt, emit
 
 service_app = typer.Typer(help="Control one service (a stop pauses its supervision).", no_args_is_help=True)
 
 STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "backing_off": "yellow",
                "blocked": "magenta", "gave_up": "bold red", "failed": "red", "unhealthy": "red", "stopped": "blue"}
 
+SERVICE_STATES = ("unknown", "starting", "healthy", "unhealthy", "stopped", "failed", "recovering", "backing_off",
+                  "blocked", "gave_up")
+"""The values of ``windflow.domain.models.ServiceState`` (kept here so the CLI starts without pydantic; a test
+checks they match)."""
+StateChoice = StrEnum("StateChoice", {v: v for v in SERVICE_STATES})  # type: ignore[misc]
+
 
 def services(
-    state: Annotated[str | None, typer.Option(help="Only services in this state (e.g. backing_off)")] = None,
-    label: Annotated[list[str], typer.Option(help="key=value filter; repeatable")] = [],  # noqa: B006
-    q: Annotated[str | None, typer.Option("-q", "--search", help="Search id, description, labels")] = None,
+    state: Annotated[StateChoice | None, typer.Option(help="Only services in this state")] = None,
+    label: Annotated[list[str], typer.Option(metavar="KEY=VALUE", help="Label filter; repeatable")] = [],  # noqa: B006
+    q: Annotated[str | None, typer.Option("-q", "--search", metavar="TEXT",
+                                          help="Search id, description, labels")] = None,
+    output: OutputOpt = Output.TABLE,
     api: ApiUrl = None,
 ) -> None:
     """List services with their state."""
     params: dict[str, Any] = {"label": label}
     if state:
-        params["state"] = state
+        params["state"] = state.value
     if q:
         params["q"] = q
     with client(api) as http:
         rows = all_pages(http, "/api/v1/services", params)
-    table = Table("service", "state", "driver", "depends on", "version", "detail")
-    for s in rows:
-        sup = (s.get("state_detail") or {}).get("supervision") or {}
-        detail = sup.get("message") or (s.get("state_detail") or {}).get("message") or ""
-        table.add_row(s["id"], Text(s["state"], STATE_STYLE.get(s["state"], "")), s["driver"],
-                      ", ".join(s["depends_on"]), str(s["version"]), detail)
-    console.print(table)
+
+    def table() -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        out = Table("service", "state", "driver", "depends on", "version", "detail")
+        for s in rows:
+            sup = (s.get("state_detail") or {}).get("supervision") or {}
+            detail = sup.get("message") or (s.get("state_detail") or {}).get("message") or ""
+            out.add_row(s["id"], Text(s["state"], STATE_STYLE.get(s["state"], "")), s["driver"],
+                        ", ".join(s["depends_on"]), str(s["version"]), detail)
+        console.print(out)
+
+    emit(rows, output, table)
 
 
 def recover(
-    service: str,
+    service: ServiceArg,
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit trail)")] = "manual",
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow until the service is back")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait")] = 300.0,
@@ -58,6 +73,8 @@ def recover(
             return
         deadline = time.monotonic() + timeout
         time.sleep(0.3)
+        from rich.text import Text
+
         with console.status("recovering") as status:
             while time.monotonic() < deadline:
                 sup = check(http.get(f"/api/v1/services/{service}/supervision")).get("status") or {}
@@ -72,7 +89,12 @@ def recover(
     raise typer.Exit(1)
 
 
+Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the action is done")]
+
+
 def _act(action: str, service: str, api: str | None, wait: bool) -> None:
+    from rich.text import Text
+
     with client(api, timeout=300) as http:
         result = check(http.post(f"/api/v1/services/{service}/actions", json={"action": action, "wait": wait}))
     style = "green" if result["ok"] else "red"
@@ -82,18 +104,18 @@ def _act(action: str, service: str, api: str | None, wait: bool) -> None:
 
 
 @service_app.command("start")
-def start(service: str, wait: bool = True, api: ApiUrl = None) -> None:
+def start(service: ServiceArg, wait: Wait = True, api: ApiUrl = None) -> None:
     """Start a service, wait until healthy, resume its supervision."""
     _act("start", service, api, wait)
 
 
 @service_app.command("stop")
-def stop(service: str, wait: bool = True, api: ApiUrl = None) -> None:
+def stop(service: ServiceArg, wait: Wait = True, api: ApiUrl = None) -> None:
     """Stop a service and pause its supervision (windflow will not restart it)."""
     _act("stop", service, api, wait)
 
 
 @service_app.command("restart")
-def restart(service: str, wait: bool = True, api: ApiUrl = None) -> None:
+def restart(service: ServiceArg, wait: Wait = True, api: ApiUrl = None) -> None:
     """Restart a service and wait until healthy."""
     _act("restart", service, api, wait)

@@ -28,6 +28,13 @@ class NotFound(WindflowError):
     status_code = 404
 
 
+class Forbidden(WindflowError):
+    """The caller is signed in but lacks a permission the act needs (``details.required`` names it)."""
+
+    code = "forbidden"
+    status_code = 403
+
+
 class Conflict(WindflowError):
     code = "conflict"
     status_code = 409

@@ -85,6 +85,10 @@ class DriverKind(StrEnum):
     NOOP = "noop"
 
 
+#: a user or group name (POSIX portable characters, as useradd accepts them) or a numeric id
+UnixName = Annotated[str, Field(pattern=r"^(?:[0-9]{1,10}|[a-zA-Z_][a-zA-Z0-9_.-]{0,31}\$?)$", max_length=33)]
+
+
 class ProcessConfig(_Strict):
     """A local process started and watched by the worker."""
 
@@ -93,9 +97,25 @@ class ProcessConfig(_Strict):
         min_length=1, description="argv; never run through a shell (numbers are taken as their text)",
         examples=[["python3", "-m", "http.server"]]
     )
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables of the process. It never inherits the worker's environment: it gets "
+        "PATH, LANG and HOME, the variables named in `inherit_env`, `env_file`, then these",
+    )
     cwd: str | None = Field(None, description="Working directory (relative paths resolve against the system file)")
-    inherit_env: bool = Field(True, description="Start from the worker's environment before applying `env`")
+    inherit_env: list[str] = Field(
+        default_factory=list, max_length=256,
+        description="Names of worker environment variables passed through (an allow-list; `true`/`false` from "
+        "older files mean none)",
+    )
+    env_file: str | None = Field(
+        None, max_length=4096, description="A dotenv file (KEY=value lines) read at each start, before `env`"
+    )
+    user: UnixName | None = Field(
+        None, description="Run as this user (name or uid), like systemd's User=: the worker must run as root to "
+        "switch users, and refuses to start the service otherwise",
+    )
+    group: UnixName | None = Field(None, description="Run with this group (default: the user's primary group)")
     stop_signal: Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"] = "SIGTERM"
     stop_grace: Duration = Field(10.0, description="Time between the stop signal and SIGKILL")
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Size cap of each log file before rotation")
@@ -126,6 +146,17 @@ class ProcessConfig(_Strict):
         for name in value:
             if not name or "=" in name or "\x00" in name:
                 raise ValueError(f"invalid environment variable name {name!r}")
+        return value
+
+    @field_validator("inherit_env", mode="before")
+    @classmethod
+    def _inherit_names(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # the former switch: the worker's environment is never passed whole
+            return []
+        if isinstance(value, list):
+            for name in value:
+                if not isinstance(name, str) or not name or "=" in name or "\x00" in name:
+                    raise ValueError(f"invalid environment variable name {name!r}")
         return value
 
 

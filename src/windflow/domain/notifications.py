@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from windflow.domain.durations import Duration
 from windflow.domain.models import SERVICE_ID_PATTERN
-from windflow.domain.redaction import REDACTED, redact, redact_text, restore_redacted
+from windflow.domain.redaction import REDACTED, redact, redact_text, restore_secrets
 
 
 class NotificationKind(StrEnum):
@@ -140,12 +140,15 @@ def redact_channel(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def restore_channel(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-    """Where a client sent back a redacted export, keep the stored secrets of the same channel."""
+def restore_channel(
+    new: dict[str, Any], old: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[tuple[list[str | int], str]]]:
+    """Where a client sent back a redacted export, keep the stored secrets of the same channel, as long as the
+    channel still sends to the same scheme, host and port (else: problems naming what to re-enter)."""
     if old is None or new.get("kind") != old.get("kind"):
-        return new
+        old = {}
     url = new.get("url")
-    restored = restore_redacted({k: v for k, v in new.items() if k != "url"}, old)
-    if isinstance(url, str) and REDACTED in url and redact_url(old.get("url"), old["kind"]) == url:
-        url = old.get("url")
-    return {**restored, "url": url} if "url" in new else restored
+    if isinstance(url, str) and REDACTED in url and old.get("url") and redact_url(old["url"], old["kind"]) == url:
+        url = old["url"]
+    doc = {**new, "url": url} if "url" in new else new
+    return restore_secrets(doc, old)

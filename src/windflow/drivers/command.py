@@ -28,7 +28,8 @@ from windflow.domain.errors import ConfigInvalid, DriverFailed, DriverUnavailabl
 from windflow.domain.models import CommandConfig, DriverKind, ServiceSpec, ShellCommand
 from windflow.domain.redaction import redact_text
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
-from windflow.drivers.process import KILL_WAIT, build_env, describe_exit, resolve_command, watch_exit
+from windflow.drivers.environment import clean_env, identity
+from windflow.drivers.process import KILL_WAIT, describe_exit, resolve_command, watch_exit
 
 OUTPUT_TAIL = 8 * 1024
 #: how long to keep reading output after the command exited (a straggler may hold the pipe open)
@@ -197,7 +198,7 @@ class CommandDriver:
 
     @staticmethod
     async def _run(action: str, cmd: ShellCommand) -> CommandOutcome:
-        env = build_env(inherit=True, extra=cmd.env)
+        env = clean_env(extra=cmd.env, home=identity(None, None).home)  # never the worker's environment
         argv = ["/bin/sh", "-c", cmd.run] if isinstance(cmd.run, str) else resolve_command(cmd.run, env, cmd.cwd)
         outcome = await run_captured(argv, env=env, cwd=cmd.cwd, timeout=cmd.timeout)
         if outcome.timed_out:

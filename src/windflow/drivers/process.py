@@ -54,6 +54,7 @@ from windflow.domain.durations import format_duration
 from windflow.domain.errors import ConfigInvalid, DriverFailed
 from windflow.domain.models import DriverKind, ProcessConfig, ServiceSpec, is_service_id
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
+from windflow.drivers.environment import clean_env, identity
 
 __all__ = [
     "ProcStat",
@@ -145,6 +146,14 @@ def spawned_with(token: str) -> int | None:
             if stat is not None and stat.pgid == stat.pid and not stat.exited:  # its children inherit the token
                 return stat.pid
     return None
+
+
+def _has_token(pid: int, token: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return f"{SPAWN_TOKEN_ENV}={token}".encode() in fh.read().split(b"\0")
+    except OSError:
+        return False
 
 
 _BOOT_ID: str | None = None
@@ -295,12 +304,6 @@ def watch_exit(
 # ---------------------------------------------------------------------------------------------- commands
 
 
-def build_env(*, inherit: bool, extra: dict[str, str]) -> dict[str, str]:
-    env = dict(os.environ) if inherit else {}
-    env.update(extra)
-    return env
-
-
 def resolve_command(argv: list[str], env: dict[str, str], cwd: str | None = None) -> list[str]:
     """Resolve ``argv[0]`` without a slash on the PATH of the *final* environment (not the worker's)."""
     exe = argv[0]
@@ -380,6 +383,7 @@ class _Proc:
     watch: _ExitWatch | None = None
     stopping: bool = False
     notes: list[str] = field(default_factory=list)  # what went wrong at start (logs), repeated by status()
+    token: str | None = None  # the spawn token in its environment (and its children's): see _kill_leftovers
 
     def is_alive(self) -> bool:
         if self.exit is not None:
@@ -427,6 +431,7 @@ class ProcessDriver:
             if proc is not None and proc.is_alive():
                 return DriverResult(ok=True, action="start", changed=False, pid=proc.pid, started_at=proc.started_at,
                                     message=f"already running (pid {proc.pid})")
+            self._kill_leftovers(service.id)  # what a main that died unseen left behind holds ports and files
             return await self._spawn(service, cfg, action="start")
 
     async def stop(self, service: ServiceSpec, *, grace: float | None = None) -> DriverResult:
@@ -538,6 +543,7 @@ class ProcessDriver:
             "cwd": cwd,
             "logs": [str(p) for p in proc.logs],
             "notes": proc.notes,
+            "token": proc.token,
         })
 
     def _store_state(self, service_id: str, fields: dict[str, Any]) -> None:
@@ -564,7 +570,7 @@ class ProcessDriver:
             return None
         recorded = ("version", "service", "boot_id", "spawning")  # _store_state writes the first three itself
         fields = {key: value for key, value in state.items() if key not in recorded}
-        fields.update({"pid": stat.pid, "pgid": stat.pid, "starttime": stat.starttime})
+        fields.update({"pid": stat.pid, "pgid": stat.pid, "starttime": stat.starttime, "token": state["spawning"]})
         with contextlib.suppress(OSError):
             self._store_state(service_id, fields)
         return {**state, **fields}
@@ -614,6 +620,7 @@ class ProcessDriver:
             own=False,
             logs=[Path(p) for p in state.get("logs") or []],
             notes=[str(n) for n in state.get("notes") or []],
+            token=state.get("token") if isinstance(state.get("token"), str) else None,
         )
         self._procs[service_id] = proc
         if stat.exited:
@@ -698,7 +705,8 @@ class ProcessDriver:
         return opened[0], opened[1], notes, paths
 
     async def _spawn(self, service: ServiceSpec, cfg: ProcessConfig, *, action: str) -> DriverResult:
-        env = build_env(inherit=cfg.inherit_env, extra=cfg.env)
+        who = identity(cfg.user, cfg.group)
+        env = clean_env(extra=cfg.env, inherit=cfg.inherit_env, env_file=cfg.env_file, cwd=cfg.cwd, home=who.home)
         argv = resolve_command(cfg.command, env, cfg.cwd)
         out, err, notes, log_paths = self._open_logs(service.id, cfg.log_max_bytes)
         # recorded before the fork: a driver killed before it records the pid leaves what finds the process (a
@@ -721,6 +729,7 @@ class ProcessDriver:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                **who.popen_kwargs,  # type: ignore[arg-type]
             ))
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -747,6 +756,7 @@ class ProcessDriver:
             logs=log_paths,
             log_max_bytes=cfg.log_max_bytes,
             notes=list(notes),
+            token=token,
         )
         self._procs[service.id] = proc
         self._watch(proc)
@@ -769,6 +779,11 @@ class ProcessDriver:
             message = f"not running ({proc.exit.message})" if proc is not None and proc.exit else "not running"
             if note and proc is None:
                 message = f"not running ({note})"
+            if proc is None:
+                killed = self._kill_leftovers(service_id)
+                if killed:
+                    changed = True
+                    message += f"; killed {killed} leftover process(es) of its group"
             if proc is not None and proc.pgid == proc.pid:
                 # the leader died on its own; what it left in its group (a server a wrapper script started)
                 # still holds ports and files. While any member lives the group id cannot be reused.
@@ -805,6 +820,28 @@ class ProcessDriver:
         outcome = info.message.removeprefix("stopped by windflow: ")
         return DriverResult(ok=True, action=action, changed=True, pid=proc.pid, exit_code=info.exit_code,
                             message=f"stopped pid {proc.pid} ({how}; {outcome})")
+
+    def _kill_leftovers(self, service_id: str) -> int:
+        """SIGKILL the group of a recorded process whose leader died while no driver watched it (a worker restart):
+        its children (a server a wrapper script started) still hold ports and files. The group is known to be the
+        service's only if a member carries the spawn token in its environment: while any member lives, its group
+        id cannot be reused. Returns how many processes were in it."""
+        state = self._read_state(service_id)
+        if state is None or state.get("boot_id") != boot_id() or "spawning" in state:
+            return 0
+        token, pgid = state.get("token"), state.get("pgid")
+        if not isinstance(token, str) or not isinstance(pgid, int):
+            return 0
+        leader = read_proc_stat(pgid)
+        if leader is not None and not leader.exited and leader.starttime == state.get("starttime"):
+            return 0  # the leader lives: a stop handles it
+        members = group_members(pgid)
+        if not any(_has_token(pid, token) for pid in members):
+            return 0
+        self._killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.state_path(service_id).unlink()
+        return len(members)
 
     def _signal(self, proc: _Proc, sig: int) -> None:
         """Signal the process group, but only if the process still leads it (it did when we started it).

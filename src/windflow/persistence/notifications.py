@@ -49,7 +49,11 @@ class NotificationChannelRepository:
         problems: list[Problem] = []
         out: list[ChannelConfig] = []
         for i, channel in enumerate(system.notifications.channels):
-            doc = restore_channel(channel.model_dump(mode="json"), old.get(channel.name))
+            doc, moved = restore_channel(channel.model_dump(mode="json"), old.get(channel.name))
+            if moved:
+                problems.extend(Problem(loc=["notifications", "channels", i, *loc], msg=msg, type="secret_destination")
+                                for loc, msg in moved)
+                continue
             try:
                 merged = ChannelConfig.model_validate(doc)
             except ValidationError as exc:

@@ -20,7 +20,8 @@ from windflow.domain.errors import ConfigInvalid, Conflict, NotFound
 from windflow.domain.events import ConfigChanged, EventType, make_event
 from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
-from windflow.domain.redaction import REDACTED, contains_placeholder, restore_redacted
+from windflow.domain.privilege import check_exec
+from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
 from windflow.domain.system import (
     Problem,
     SystemFile,
@@ -101,8 +102,10 @@ def _overlay(
 
 
 async def create_service(
-    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = ""
+    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = "", may_exec: bool = True
 ) -> ConfigVersionRow:
+    """``may_exec``: the author holds ``services:exec`` (else a spec that runs code on a host is refused)."""
+    check_exec(None, spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
     if await services_repo.get(session=session, service_id=spec.id) is not None:
@@ -114,9 +117,21 @@ async def create_service(
     return version
 
 
-def merge_secrets(new: dict[str, Any], old_row: ServiceRow) -> dict[str, Any]:
-    """A client that read a redacted config and sends it back keeps the stored secrets."""
-    return restore_redacted(new, {"id": old_row.id, **old_row.spec})
+def merge_secrets(
+    new: dict[str, Any], old_row: ServiceRow, *, prefix: list[str | int] | None = None
+) -> tuple[dict[str, Any], list[Problem]]:
+    """A client that read a redacted config and sends it back keeps the stored secrets, as long as each one
+    still goes where it went (see :func:`restore_secrets`); the rest are problems."""
+    merged, moved = restore_secrets(new, {"id": old_row.id, **old_row.spec})
+    return merged, [Problem(loc=[*(prefix or []), *loc], msg=msg, type="secret_destination") for loc, msg in moved]
+
+
+def merge_and_parse(new: dict[str, Any], old_row: ServiceRow) -> ServiceSpec:
+    """:func:`merge_secrets` then :func:`parse_spec`: a secret sent back for a new destination is a 422."""
+    merged, moved = merge_secrets(new, old_row)
+    if moved:
+        raise _invalid(moved)
+    return parse_spec(merged)
 
 
 async def update_service(
@@ -127,10 +142,11 @@ async def update_service(
     expected_version: int | None,
     author: str,
     comment: str = "",
+    may_exec: bool = True,
 ) -> tuple[ServiceRow, ConfigVersionRow | None]:
     row = await services_repo.require(session=session, service_id=service_id, for_update=True)
-    merged = merge_secrets({**data, "id": service_id}, row)
-    spec = parse_spec(merged)
+    spec = merge_and_parse({**data, "id": service_id}, row)
+    check_exec(spec_of(row), spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
     await check_graph_with(session=session, specs=[spec])
@@ -151,10 +167,12 @@ async def revert_service(
     expected_version: int | None,
     author: str,
     comment: str = "",
+    may_exec: bool = True,
 ) -> ConfigVersionRow:
-    await services_repo.require(session=session, service_id=service_id, for_update=True)
+    row = await services_repo.require(session=session, service_id=service_id, for_update=True)
     old = await versions_repo.get(session=session, service_id=service_id, version=to_version)
     spec = parse_spec({**old.content, "id": service_id})
+    check_exec(spec_of(row), spec, may_exec=may_exec)
     await check_graph_with(session=session, specs=[spec])
     version = await services_repo.update(
         session=session,
@@ -208,9 +226,13 @@ class ApplyResult:
 
 
 async def apply_system(
-    *, session: AsyncSession, system: SystemFile, author: str, prune: bool = False, comment: str = ""
+    *, session: AsyncSession, system: SystemFile, author: str, prune: bool = False, comment: str = "",
+    may_exec: bool = True,
 ) -> ApplyResult:
-    """Make the registry hold ``system``: all-or-nothing (the caller's transaction rolls back on error)."""
+    """Make the registry hold ``system``: all-or-nothing (the caller's transaction rolls back on error).
+
+    Without ``may_exec`` a service whose exec surface (command, exec probe, env, user) would be created or
+    changed refuses the whole file (403)."""
     result = ApplyResult()
     existing = {r.id: r for r in await services_repo.all(session=session)}
     wanted = {s.id: s for s in system.services}
@@ -219,7 +241,11 @@ async def apply_system(
     merged_specs: list[ServiceSpec] = []
     for spec in system.services:
         if spec.id in existing:
-            merged = merge_secrets(spec.model_dump(mode="json"), existing[spec.id])
+            merged, moved = merge_secrets(spec.model_dump(mode="json"), existing[spec.id],
+                                          prefix=["services", spec.id])
+            if moved:
+                problems.extend(moved)
+                continue
             try:
                 spec = keep_recorded_cwd(ServiceSpec.model_validate(merged), spec_of(existing[spec.id]))
             except ValidationError as exc:
@@ -227,6 +253,7 @@ async def apply_system(
                 continue
         if contains_placeholder(spec.content()):
             problems.append(Problem(loc=["services", spec.id], msg=f"{REDACTED!r} is a placeholder for a secret"))
+        check_exec(spec_of(existing[spec.id]) if spec.id in existing else None, spec, may_exec=may_exec)
         merged_specs.append(spec)
     graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}
     graph.update({s.id: list(s.depends_on) for s in merged_specs})

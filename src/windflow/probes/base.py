@@ -33,8 +33,9 @@ class ProbeRegistry:
     def kinds(self) -> list[ProbeKind]:
         return sorted(self._probes)
 
-    async def check(self, spec: HealthSpec) -> ProbeResult:
-        """Run the probe of ``spec.kind``; every probe's latency goes into the probe latency metric here."""
+    async def check(self, spec: HealthSpec, *, service: str | None = None) -> ProbeResult:
+        """Run the probe of ``spec.kind``; every probe's duration goes into the probe metric here, labelled
+        with ``service`` (the id of the service probed) when the caller names it."""
         result = await self.get(spec.kind).check(spec)
-        observe_probe(spec.kind, result.latency_ms)
+        observe_probe(spec.kind, result.latency_ms, service=service)
         return result

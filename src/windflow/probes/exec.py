@@ -21,6 +21,7 @@ from windflow.domain.errors import ConfigInvalid
 from windflow.domain.models import ExecHealth, HealthSpec, ProbeKind
 from windflow.domain.redaction import redact_text
 from windflow.domain.results import ProbeResult
+from windflow.drivers.environment import clean_env, identity
 
 OUTPUT_TAIL = 2048
 MESSAGE_TAIL = 300
@@ -134,7 +135,7 @@ class ExecProbe:
         if not isinstance(spec, ExecHealth):
             raise ConfigInvalid(f"{type(self).__name__} cannot run a {spec.kind} check")
         started = time.perf_counter()
-        env = {**os.environ, **spec.env}
+        env = clean_env(extra=spec.env, home=identity(None, None).home)  # never the worker's environment
         argv = list(spec.command)
         if "/" not in argv[0]:
             found = shutil.which(argv[0], path=env.get("PATH", os.defpath))

@@ -20,7 +20,7 @@ Sending
     :mod:`windflow.persistence.webhook_repositories`), so any number of API processes may send and no attempt
     goes out twice; a claim is a lease, and a delivery whose sender died is due again once it has passed.
     Each attempt POSTs the event envelope, signed as :mod:`windflow.webhooks.signing` describes, with the
-    same ``X-Windflow-Delivery`` id on every attempt. A 2xx answer delivers it; anything else (another
+    same ``webhook-id`` on every attempt. A 2xx answer delivers it; anything else (another
     status, a timeout, a refused connection) schedules the next attempt after an exponential backoff
     (``webhooks_backoff`` doubling up to ``webhooks_backoff_max``, a little jitter, at least what a
     ``Retry-After`` asks within that cap) until ``webhooks_max_attempts``, then the delivery is ``failed``.

@@ -32,6 +32,7 @@ from windflow.api.schemas import PageOf
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.errors import Conflict, NotFound, VersionConflict
+from windflow.domain.privilege import check_exec
 from windflow.domain.rollout import (
     DEFAULT_VERIFY_WINDOW,
     MAX_VERIFY_WINDOW,
@@ -42,7 +43,7 @@ from windflow.domain.rollout import (
     RolloutStatus,
 )
 from windflow.persistence import registry
-from windflow.persistence.repositories import ServiceRepository
+from windflow.persistence.repositories import ServiceRepository, spec_of
 from windflow.persistence.rollout_models import ConfigRolloutRow, RolloutRepository
 from windflow.workflows import search_attributes as sa
 from windflow.workflows.rollout import ConfigRollout
@@ -191,7 +192,8 @@ async def start_rollout(
             raise VersionConflict(
                 f"service {service_id!r} is at version {row.current_version}, not {body.expected_version}",
                 details={"current_version": row.current_version, "expected_version": body.expected_version})
-        spec = registry.parse_spec(registry.merge_secrets({**content, "id": service_id}, row))
+        spec = registry.merge_and_parse({**content, "id": service_id}, row)
+        check_exec(spec_of(row), spec, may_exec=principal.can(Permission.SERVICES_EXEC.value))
         await registry.check_graph_with(session=session, specs=[spec])
         if spec.content() == row.spec:
             raise ApiError(422, "the proposed config equals the current one: nothing to roll out",

@@ -108,7 +108,8 @@ async def create_service(
     comment: str = Query("", max_length=2000),
 ) -> ServicePublic:
     spec = ServiceSpec.model_validate(body.model_dump())
-    await registry.create_service(session=session, spec=spec, author=principal.name, comment=comment)
+    await registry.create_service(session=session, spec=spec, author=principal.name, comment=comment,
+                                  may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "service.create", spec.id, request_id)
     row = await services.require(session=session, service_id=spec.id)
     response.headers["ETag"] = f'"{row.current_version}"'
@@ -203,7 +204,7 @@ async def put_config(
     content = {k: v for k, v in body.content.items() if k != "id"}
     row, version = await registry.update_service(
         session=session, service_id=service_id, data=content, expected_version=expected, author=principal.name,
-        comment=body.comment,
+        comment=body.comment, may_exec=principal.can(Permission.SERVICES_EXEC.value),
     )
     if version is None:
         version = await versions.get(session=session, service_id=service_id, version=row.current_version)
@@ -223,7 +224,7 @@ async def validate_config(
     row = await services.require(session=session, service_id=service_id)
     content = body.get("content", body) if isinstance(body.get("content"), dict) else body
     try:
-        spec = registry.parse_spec(registry.merge_secrets({**content, "id": service_id}, row))
+        spec = registry.merge_and_parse({**content, "id": service_id}, row)
         await registry.check_graph_with(session=session, specs=[spec])
     except ConfigInvalid as exc:
         return ValidationReport(valid=False, problems=list(exc.details or []))
@@ -292,7 +293,7 @@ async def revert_config(
     expected = _expected(if_match, body.expected_version)
     version = await registry.revert_service(
         session=session, service_id=service_id, to_version=body.version, expected_version=expected,
-        author=principal.name, comment=body.comment,
+        author=principal.name, comment=body.comment, may_exec=principal.can(Permission.SERVICES_EXEC.value),
     )
     await record(session, principal, "config.revert", service_id, request_id,
                  details={"to_version": body.version, "new_version": version.version})

@@ -66,7 +66,8 @@ async def apply(
     prune: bool = Query(False, description="Delete registered services that the file does not name"),
 ) -> ApplyResultPublic:
     system = load_system(await _document(request))
-    result = await registry.apply_system(session=session, system=system, author=principal.name, prune=prune)
+    result = await registry.apply_system(session=session, system=system, author=principal.name, prune=prune,
+                                         may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "system.apply", "system", request_id, details=result.as_dict())
     return ApplyResultPublic(**result.as_dict())
 

@@ -31,9 +31,9 @@ from windflow.api.resources import Resources
 from windflow.api.schemas import PageOf
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
-from windflow.domain.errors import Conflict
+from windflow.domain.errors import ConfigInvalid, Conflict
 from windflow.domain.events import EventType
-from windflow.domain.redaction import redact_text
+from windflow.domain.redaction import REDACTED, redact_text
 from windflow.persistence.models import utcnow
 from windflow.persistence.webhook_models import WebhookDeliveryRow, WebhookSubscriptionRow
 from windflow.persistence.webhook_repositories import (
@@ -43,7 +43,7 @@ from windflow.persistence.webhook_repositories import (
     WebhookSubscriptionRepository,
 )
 from windflow.webhooks.dispatcher import attempt, new_client
-from windflow.webhooks.signing import new_secret
+from windflow.webhooks.signing import new_secret, standard_secret_problem
 
 PING = "PING"
 MAX_URL = 2048
@@ -93,7 +93,15 @@ def _unique(types: list[EventType]) -> list[EventType]:
 WebhookUrl = Annotated[str, Field(max_length=MAX_URL, json_schema_extra={"pattern": URL_PATTERN}),
                       AfterValidator(check_url)]
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=len(EventType)), AfterValidator(_unique)]
-Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=SECRET_PATTERN)]
+def _standard_secret(value: str) -> str:
+    problem = standard_secret_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=SECRET_PATTERN),
+                   AfterValidator(_standard_secret)]
 Description = Annotated[str, Field(max_length=1000, pattern=TEXT_PATTERN)]
 
 
@@ -151,11 +159,12 @@ class WebhookPublic(BaseModel):
 
 
 class WebhookCreated(WebhookPublic):
-    secret: str = Field(description="Shown once: the receiver verifies X-Windflow-Signature with it")
+    secret: str = Field(description="Shown once: the receiver verifies webhook-signature (Standard Webhooks) "
+                        "with it")
 
 
 class DeliveryPublic(BaseModel):
-    delivery_id: str = Field(description="X-Windflow-Delivery: the same on every attempt of this delivery")
+    delivery_id: str = Field(description="webhook-id: the same on every attempt of this delivery")
     webhook_id: str
     event_id: str
     event_type: str
@@ -237,6 +246,13 @@ async def update_webhook(webhook_id: WebhookId, body: WebhookUpdate, request: Re
                          principal: CanManage, request_id: RequestIdDep) -> WebhookPublic:
     changes = body.changes()
     async with resources.db.write() as session:
+        if REDACTED in changes.get("url", ""):  # a redacted URL sent back: kept only if nothing else changed
+            current = await subscriptions.require(session=session, subscription_id=webhook_id)
+            if redact_text(current.url) != changes["url"]:
+                raise ConfigInvalid("the URL changed: re-enter its password to send it to the new destination",
+                                    details=[{"loc": ["body", "url"], "msg": "re-enter the password for the new "
+                                              "destination", "type": "secret_destination"}])
+            del changes["url"]
         if not changes:
             return WebhookPublic.of(await subscriptions.require(session=session, subscription_id=webhook_id))
         row = await subscriptions.update(session=session, subscription_id=webhook_id, values=changes)
