@@ -169,6 +169,21 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    outbound_deny: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list; `*.example.com` for subdomains) that probes, the http driver, "
+        "webhooks and notification channels must never reach, on top of the built-in link-local and cloud "
+        "metadata addresses")
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list) they may reach even where the defaults refuse (a private "
+        "receiver for webhooks, a service on a link-local address); outbound_deny still wins")
+    outbound_private_services: bool = Field(
+        True, description="HTTP probes and the http driver may reach loopback and private addresses (watching "
+        "local services is their job)")
+    outbound_private_notify: bool = Field(
+        False, description="Outgoing webhooks and notification channels may reach loopback and private "
+        "addresses; off by default, so a subscription cannot be pointed at internal services")
 
     @classmethod
     def settings_customise_sources(
@@ -181,6 +196,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file())
         return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+
+    @field_validator("outbound_deny", "outbound_allow")
+    @classmethod
+    def _outbound_entries(cls, value: list[str]) -> list[str]:
+        from windflow.outbound import parse_entries
+
+        parse_entries(value)  # raises ValueError naming a bad entry
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

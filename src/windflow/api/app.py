@@ -99,7 +99,7 @@ def start_event_tasks(app: FastAPI, res: Resources) -> list[asyncio.Task[None]]:
         consumer = (res.bus.consumer(CONSUMER_GROUP, consumer_name(), start="$")
                     if isinstance(res.bus, RedisStreamsBus) else None)
         dispatcher = WebhookDispatcher(res.db, res.bus, policy=DeliveryPolicy.from_settings(settings),
-                                       consumer=consumer)
+                                       consumer=consumer, outbound=res.outbound.notify)
         app.state.webhook_dispatcher = dispatcher
         tasks.append(asyncio.create_task(dispatcher.run(), name="webhook-dispatcher"))
     return tasks
