@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(100_000, ge=100, description="Events the Redis stream retains, approximately "
                                "(XADD MAXLEN ~; the in-process bus keeps at most 10,000); a client resumes by "
                                "id within this window")
+    logs_prefix: str = Field("windflow:logs:", min_length=1, max_length=200,
+                             description="Redis key prefix of the service log streams workers ship to "
+                             "(one stream per service, plus '{prefix}offsets')")
+    logs_maxlen: int = Field(5000, ge=100, le=1_000_000, description="Log lines kept per service in Redis, "
+                             "approximately (the files on the worker's host keep more: log_max_bytes)")
+    logs_ship: bool = Field(True, description="With redis_url: workers ship their services' stdout/stderr to "
+                            "Redis, so the API, CLI and dashboard on any host can tail and follow them")
     events_relay_interval: float = Field(0.25, gt=0, le=30, description="Outbox relay poll interval, seconds "
                                          "(local commits and PostgreSQL NOTIFY wake it sooner)")
     events_claim_idle: float = Field(30.0, gt=0, description="Seconds an event delivered to a consumer group "
@@ -141,8 +148,9 @@ class Settings(BaseSettings):
     codec_key_id: str | None = Field(None, description="Id (in codec_keys) of the key that encrypts new payloads; "
                                      "may be left unset when codec_keys holds a single key")
     codec_cors_origins: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8233"],
-        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI",
+        default_factory=list,
+        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI; "
+        "empty (the default) = the origin of the Temporal UI address windflow links to",
     )
     worker_metrics_port: str = Field("9464", description="`windflow worker`: port of its Prometheus endpoint "
                                      "(/metrics: windflow's worker-side metrics and the Temporal SDK's); 0 = any "
@@ -169,6 +177,21 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    outbound_deny: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list; `*.example.com` for subdomains) that probes, the http driver, "
+        "webhooks and notification channels must never reach, on top of the built-in link-local and cloud "
+        "metadata addresses")
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list) they may reach even where the defaults refuse (a private "
+        "receiver for webhooks, a service on a link-local address); outbound_deny still wins")
+    outbound_private_services: bool = Field(
+        True, description="HTTP probes and the http driver may reach loopback and private addresses (watching "
+        "local services is their job)")
+    outbound_private_notify: bool = Field(
+        False, description="Outgoing webhooks and notification channels may reach loopback and private "
+        "addresses; off by default, so a subscription cannot be pointed at internal services")
 
     @classmethod
     def settings_customise_sources(
@@ -181,6 +204,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file())
         return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+
+    @field_validator("outbound_deny", "outbound_allow")
+    @classmethod
+    def _outbound_entries(cls, value: list[str]) -> list[str]:
+        from windflow.outbound import parse_entries
+
+        parse_entries(value)  # raises ValueError naming a bad entry
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -320,6 +351,35 @@ class Settings(BaseSettings):
         if self.mode == Mode.EMBEDDED and self.temporal_ui_port:
             return f"http://127.0.0.1:{self.temporal_ui_port}"
         return None
+
+    def temporal_ui_link(self, workflow_id: str | None = None, run_id: str | None = None) -> str | None:
+        """The Temporal Web UI page of a workflow (its latest run, or ``run_id``), or the namespace's workflow
+        list without an id; ``None`` when there is no UI. The one place that builds these links."""
+        from urllib.parse import quote
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return None
+        url = f"{base}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows"
+        if workflow_id is None:
+            return url
+        url += f"/{quote(workflow_id, safe='')}"
+        if run_id:
+            url += f"/{quote(run_id, safe='')}/history"
+        return url
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """Browser origins allowed on the codec endpoint: configured, else the Temporal UI's own origin."""
+        if self.codec_cors_origins:
+            return list(self.codec_cors_origins)
+        from urllib.parse import urlsplit
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return []
+        parts = urlsplit(base)
+        return [f"{parts.scheme}://{parts.netloc}"]
 
     def jwt_key(self) -> str:
         """The signing key: configured, or generated once and kept in the data dir (embedded mode only)."""
