@@ -25,6 +25,7 @@ from windflow.domain.events import ConfigChanged, Event, EventType, ServiceStatu
 from windflow.events.base import parse_position
 from windflow.events.memory import MemoryBus
 from windflow.metrics import WEBHOOK_DELIVERIES
+from windflow.outbound import OutboundPolicy
 from windflow.persistence.models import AuditRow
 from windflow.persistence.webhook_models import WebhookDeliveryRow
 from windflow.persistence.webhook_repositories import WebhookDeliveryRepository, WebhookSubscriptionRepository
@@ -56,7 +57,8 @@ def bus_kind() -> str:
 def settings(settings, bus_kind, request):
     """Tiny backoff so retries happen at once; Redis Streams on a stream of this test's own when asked."""
     update = {"webhooks_backoff": 0.02, "webhooks_backoff_max": 0.1, "webhooks_poll_interval": 0.05,
-              "webhooks_max_attempts": 3, "webhooks_timeout": 5.0, "events_metrics_interval": 0}
+              "webhooks_max_attempts": 3, "webhooks_timeout": 5.0, "events_metrics_interval": 0,
+              "outbound_private_notify": True}  # the receiver listens on loopback
     if bus_kind == "redis":
         update |= {"redis_url": request.getfixturevalue("redis_url"),
                    "events_stream": f"wf:test:webhooks:{uuid.uuid4().hex[:12]}"}
@@ -370,12 +372,12 @@ async def test_queued_deliveries_survive_a_restart_and_are_claimed_once(db, rece
     event = status_event()
 
     # queued by a dispatcher that never got to send (the process went away) ...
-    gone = WebhookDispatcher(db, MemoryBus(), policy=policy)
+    gone = WebhookDispatcher(db, MemoryBus(), policy=policy, outbound=OutboundPolicy())
     assert await gone.enqueue(event) == 1
     assert await gone.enqueue(event) == 0  # the same event again (a redelivered stream entry) queues nothing
 
     # ... two dispatchers race for it: exactly one wins the attempt
-    first, second = WebhookDispatcher(db, MemoryBus(), policy=policy), WebhookDispatcher(db, MemoryBus(), policy=policy)
+    first, second = (WebhookDispatcher(db, MemoryBus(), policy=policy, outbound=OutboundPolicy()) for _ in range(2))
     claims = await first.claim(10)
     assert [c.attempts for c in claims] == [1] and await second.claim(10) == []
     result = await first.deliver(claims[0])

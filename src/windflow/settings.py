@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(100_000, ge=100, description="Events the Redis stream retains, approximately "
                                "(XADD MAXLEN ~; the in-process bus keeps at most 10,000); a client resumes by "
                                "id within this window")
+    logs_prefix: str = Field("windflow:logs:", min_length=1, max_length=200,
+                             description="Redis key prefix of the service log streams workers ship to "
+                             "(one stream per service, plus '{prefix}offsets')")
+    logs_maxlen: int = Field(5000, ge=100, le=1_000_000, description="Log lines kept per service in Redis, "
+                             "approximately (the files on the worker's host keep more: log_max_bytes)")
+    logs_ship: bool = Field(True, description="With redis_url: workers ship their services' stdout/stderr to "
+                            "Redis, so the API, CLI and dashboard on any host can tail and follow them")
     events_relay_interval: float = Field(0.25, gt=0, le=30, description="Outbox relay poll interval, seconds "
                                          "(local commits and PostgreSQL NOTIFY wake it sooner)")
     events_claim_idle: float = Field(30.0, gt=0, description="Seconds an event delivered to a consumer group "
@@ -169,6 +176,21 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    outbound_deny: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list; `*.example.com` for subdomains) that probes, the http driver, "
+        "webhooks and notification channels must never reach, on top of the built-in link-local and cloud "
+        "metadata addresses")
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list) they may reach even where the defaults refuse (a private "
+        "receiver for webhooks, a service on a link-local address); outbound_deny still wins")
+    outbound_private_services: bool = Field(
+        True, description="HTTP probes and the http driver may reach loopback and private addresses (watching "
+        "local services is their job)")
+    outbound_private_notify: bool = Field(
+        False, description="Outgoing webhooks and notification channels may reach loopback and private "
+        "addresses; off by default, so a subscription cannot be pointed at internal services")
 
     @classmethod
     def settings_customise_sources(
@@ -181,6 +203,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file())
         return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+
+    @field_validator("outbound_deny", "outbound_allow")
+    @classmethod
+    def _outbound_entries(cls, value: list[str]) -> list[str]:
+        from windflow.outbound import parse_entries
+
+        parse_entries(value)  # raises ValueError naming a bad entry
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

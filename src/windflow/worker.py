@@ -27,6 +27,7 @@ from windflow.activities.runs import TemporalActivities
 from windflow.activities.services import ServiceActivities
 from windflow.activities.supervision import SupervisionActivities
 from windflow.drivers import build_driver_registry
+from windflow.outbound import OutboundPolicy
 from windflow.persistence.budget import RestartBudget
 from windflow.persistence.db import Database
 from windflow.probes import build_probe_registry
@@ -90,8 +91,9 @@ def build_worker(
     graceful_shutdown: timedelta = timedelta(0),
 ) -> WorkerParts:
     data_dir = settings.ensure_data_dir()
-    drivers = traced_drivers(build_driver_registry(data_dir=data_dir))
-    probes = traced_probes(build_probe_registry())
+    outbound = OutboundPolicy.for_services(settings)
+    drivers = traced_drivers(build_driver_registry(data_dir=data_dir, outbound=outbound))
+    probes = traced_probes(build_probe_registry(outbound=outbound))
     services = ServiceActivities(db=db, drivers=drivers, probes=probes, probe_history=settings.probe_history,
                                  on_commit=on_commit)
     records = RecordActivities(db=db, on_commit=on_commit)
@@ -101,7 +103,8 @@ def build_worker(
                            lease=300.0)
     supervision = SupervisionActivities(db=db, drivers=drivers, probes=probes, budget=budget,
                                         probe_history=settings.probe_history, on_commit=on_commit)
-    notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels))
+    notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels),
+                                           outbound=OutboundPolicy.for_notify(settings))
     rollout = RolloutActivities(db=db, drivers=drivers, probes=probes, on_commit=on_commit)
     kwargs: dict[str, Any] = {}
     if workflow_runner is not None:
@@ -161,6 +164,18 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
             if exc.status != RPCStatusCode.ALREADY_EXISTS:
                 raise
     return sorted(missing)
+
+
+def _log_shipper(settings: Settings) -> Any:
+    """With Redis: ship this host's service logs so the API on any host can tail and follow them."""
+    if not (settings.redis_url and settings.logs_ship):
+        return None
+    from windflow.events.redis_streams import connect as redis_connect
+    from windflow.service_logs import LogShipper
+
+    log.info("shipping service logs to Redis (%s*)", settings.logs_prefix)
+    return LogShipper(redis_connect(settings.redis_url), settings.resolved_data_dir / "logs",
+                      prefix=settings.logs_prefix, maxlen=settings.logs_maxlen)
 
 
 def worker_identity(suffix: str = "") -> str:
@@ -288,10 +303,19 @@ async def run_worker(settings: Settings) -> None:
     log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
     if parts.host_worker is not None:
         log.info("host %s: also polling %s", settings.worker_host, parts.host_worker.task_queue)
-    async with parts.worker, parts.host_worker or contextlib.nullcontext():
-        reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
-        await stop.wait()
-        reclaiming.cancel()
+    shipper = _log_shipper(settings)
+    ship_task = asyncio.create_task(shipper.run(), name="log-shipper") if shipper is not None else None
+    try:
+        async with parts.worker, parts.host_worker or contextlib.nullcontext():
+            reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
+            await stop.wait()
+            reclaiming.cancel()
+    finally:
+        if ship_task is not None:
+            ship_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ship_task
+            await shipper.redis.aclose()
     if metrics_server is not None:
         metrics_server.shutdown()
     await db.dispose()

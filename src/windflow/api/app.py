@@ -29,6 +29,7 @@ from windflow.api.routers import (
     health,
     hooks,
     initializations,
+    logs,
     recoveries,
     rollouts,
     schedules,
@@ -99,7 +100,7 @@ def start_event_tasks(app: FastAPI, res: Resources) -> list[asyncio.Task[None]]:
         consumer = (res.bus.consumer(CONSUMER_GROUP, consumer_name(), start="$")
                     if isinstance(res.bus, RedisStreamsBus) else None)
         dispatcher = WebhookDispatcher(res.db, res.bus, policy=DeliveryPolicy.from_settings(settings),
-                                       consumer=consumer)
+                                       consumer=consumer, outbound=res.outbound.notify)
         app.state.webhook_dispatcher = dispatcher
         tasks.append(asyncio.create_task(dispatcher.run(), name="webhook-dispatcher"))
     return tasks
@@ -158,7 +159,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws, codec, hooks, webhooks, rollouts):
+                   ws, codec, hooks, webhooks, rollouts, logs):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     v1.include_router(dashboard_router)

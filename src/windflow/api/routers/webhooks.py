@@ -209,6 +209,13 @@ def _committed(request: Request, resources: Resources, *, subscriptions_changed:
             dispatcher.notify()
 
 
+def _check_outbound(resources: Resources, url: str) -> None:
+    reason = resources.outbound.notify.refuse_url(url)
+    if reason:
+        raise ConfigInvalid(f"url refused by the outbound policy: {reason}",
+                            details=[{"loc": ["body", "url"], "msg": reason, "type": "outbound_refused"}])
+
+
 # --------------------------------------------------------------------------- subscriptions
 
 
@@ -217,6 +224,7 @@ def _committed(request: Request, resources: Resources, *, subscriptions_changed:
 @audit_as("webhook.create")
 async def create_webhook(body: WebhookCreate, request: Request, resources: ResourcesDep, principal: CanManage,
                          request_id: RequestIdDep) -> WebhookCreated:
+    _check_outbound(resources, body.url)
     secret = body.secret or new_secret()
     async with resources.db.write() as session:
         row = await subscriptions.add(session=session, subscription_id=f"wh_{uuid.uuid4().hex[:16]}", url=body.url,
@@ -245,6 +253,8 @@ async def get_webhook(webhook_id: WebhookId, session: ReadSessionDep, _: CanMana
 async def update_webhook(webhook_id: WebhookId, body: WebhookUpdate, request: Request, resources: ResourcesDep,
                          principal: CanManage, request_id: RequestIdDep) -> WebhookPublic:
     changes = body.changes()
+    if "url" in changes:
+        _check_outbound(resources, changes["url"])
     async with resources.db.write() as session:
         if REDACTED in changes.get("url", ""):  # a redacted URL sent back: kept only if nothing else changed
             current = await subscriptions.require(session=session, subscription_id=webhook_id)
@@ -306,7 +316,7 @@ async def ping_webhook(webhook_id: WebhookId, request: Request, resources: Resou
         row = await deliveries.add(session=session, subscription_id=sub.id, event_id=event_id, event_type=PING,
                                    payload=payload, state=FAILED, attempts=1, next_attempt_at=None,
                                    last_attempt_at=utcnow(), last_error="no answer recorded")
-    async with new_client() as client:
+    async with new_client(resources.outbound.notify) as client:
         result = await attempt(client, url=sub.url, secret=sub.secret, delivery_id=row.delivery_id,
                                event_type=PING, payload=payload, timeout=resources.settings.webhooks_timeout)
     async with resources.db.write() as session:
