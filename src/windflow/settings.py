@@ -140,8 +140,9 @@ class Settings(BaseSettings):
     codec_key_id: str | None = Field(None, description="Id (in codec_keys) of the key that encrypts new payloads; "
                                      "may be left unset when codec_keys holds a single key")
     codec_cors_origins: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8233"],
-        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI",
+        default_factory=list,
+        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI; "
+        "empty (the default) = the origin of the Temporal UI address windflow links to",
     )
     worker_metrics_port: str = Field("9464", description="`windflow worker`: port of its Prometheus endpoint "
                                      "(/metrics: windflow's worker-side metrics and the Temporal SDK's); 0 = any "
@@ -168,6 +169,21 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    outbound_deny: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list; `*.example.com` for subdomains) that probes, the http driver, "
+        "webhooks and notification channels must never reach, on top of the built-in link-local and cloud "
+        "metadata addresses")
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list) they may reach even where the defaults refuse (a private "
+        "receiver for webhooks, a service on a link-local address); outbound_deny still wins")
+    outbound_private_services: bool = Field(
+        True, description="HTTP probes and the http driver may reach loopback and private addresses (watching "
+        "local services is their job)")
+    outbound_private_notify: bool = Field(
+        False, description="Outgoing webhooks and notification channels may reach loopback and private "
+        "addresses; off by default, so a subscription cannot be pointed at internal services")
 
     @classmethod
     def settings_customise_sources(
@@ -180,6 +196,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file())
         return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+
+    @field_validator("outbound_deny", "outbound_allow")
+    @classmethod
+    def _outbound_entries(cls, value: list[str]) -> list[str]:
+        from windflow.outbound import parse_entries
+
+        parse_entries(value)  # raises ValueError naming a bad entry
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -319,6 +343,35 @@ class Settings(BaseSettings):
         if self.mode == Mode.EMBEDDED and self.temporal_ui_port:
             return f"http://127.0.0.1:{self.temporal_ui_port}"
         return None
+
+    def temporal_ui_link(self, workflow_id: str | None = None, run_id: str | None = None) -> str | None:
+        """The Temporal Web UI page of a workflow (its latest run, or ``run_id``), or the namespace's workflow
+        list without an id; ``None`` when there is no UI. The one place that builds these links."""
+        from urllib.parse import quote
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return None
+        url = f"{base}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows"
+        if workflow_id is None:
+            return url
+        url += f"/{quote(workflow_id, safe='')}"
+        if run_id:
+            url += f"/{quote(run_id, safe='')}/history"
+        return url
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """Browser origins allowed on the codec endpoint: configured, else the Temporal UI's own origin."""
+        if self.codec_cors_origins:
+            return list(self.codec_cors_origins)
+        from urllib.parse import urlsplit
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return []
+        parts = urlsplit(base)
+        return [f"{parts.scheme}://{parts.netloc}"]
 
     def jwt_key(self) -> str:
         """The signing key: configured, or generated once and kept in the data dir (embedded mode only)."""

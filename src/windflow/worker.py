@@ -27,6 +27,7 @@ from windflow.activities.runs import TemporalActivities
 from windflow.activities.services import ServiceActivities
 from windflow.activities.supervision import SupervisionActivities
 from windflow.drivers import build_driver_registry
+from windflow.outbound import OutboundPolicy
 from windflow.persistence.budget import RestartBudget
 from windflow.persistence.db import Database
 from windflow.probes import build_probe_registry
@@ -90,8 +91,9 @@ def build_worker(
     graceful_shutdown: timedelta = timedelta(0),
 ) -> WorkerParts:
     data_dir = settings.ensure_data_dir()
-    drivers = traced_drivers(build_driver_registry(data_dir=data_dir))
-    probes = traced_probes(build_probe_registry())
+    outbound = OutboundPolicy.for_services(settings)
+    drivers = traced_drivers(build_driver_registry(data_dir=data_dir, outbound=outbound))
+    probes = traced_probes(build_probe_registry(outbound=outbound))
     services = ServiceActivities(db=db, drivers=drivers, probes=probes, probe_history=settings.probe_history,
                                  on_commit=on_commit)
     records = RecordActivities(db=db, on_commit=on_commit)
@@ -101,7 +103,8 @@ def build_worker(
                            lease=300.0)
     supervision = SupervisionActivities(db=db, drivers=drivers, probes=probes, budget=budget,
                                         probe_history=settings.probe_history, on_commit=on_commit)
-    notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels))
+    notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels),
+                                           outbound=OutboundPolicy.for_notify(settings))
     rollout = RolloutActivities(db=db, drivers=drivers, probes=probes, on_commit=on_commit)
     kwargs: dict[str, Any] = {}
     if workflow_runner is not None:

@@ -296,9 +296,8 @@ async def run_up(
                         await asyncio.sleep(0.05)
                     base = f"http://{settings.api_host}:{settings.api_port}"
                     console.print(f"[bold green]windflow is up[/bold green]  API {base}  docs {base}/docs")
-                    if settings.temporal_ui_base_url:
-                        console.print(f"Temporal Web UI {settings.temporal_ui_base_url}"
-                                      f"/namespaces/{settings.temporal_namespace}/workflows")
+                    if settings.temporal_ui_link():
+                        console.print(f"Temporal Web UI {settings.temporal_ui_link()}")
                     if system_file is not None and not stop.is_set():
                         token, _ = issue_access_token(key=resources.jwt_key, subject="windflow-up",
                                                       permissions={str(p) for p in ALL_PERMISSIONS},

@@ -1466,7 +1466,7 @@ export interface components {
             delivered_at: string | null;
             /**
              * Delivery Id
-             * @description X-Windflow-Delivery: the same on every attempt of this delivery
+             * @description webhook-id: the same on every attempt of this delivery
              */
             delivery_id: string;
             /** Event Id */
@@ -2462,17 +2462,26 @@ export interface components {
             driver: "process";
             /**
              * Env
-             * @description Extra environment variables
+             * @description Environment variables of the process. It never inherits the worker's environment: it gets PATH, LANG and HOME, the variables named in `inherit_env`, `env_file`, then these
              */
             env?: {
                 [key: string]: string;
             };
             /**
-             * Inherit Env
-             * @description Start from the worker's environment before applying `env`
-             * @default true
+             * Env File
+             * @description A dotenv file (KEY=value lines) read at each start, before `env`
              */
-            inherit_env: boolean;
+            env_file?: string | null;
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
+            /**
+             * Inherit Env
+             * @description Names of worker environment variables passed through (an allow-list; `true`/`false` from older files mean none)
+             */
+            inherit_env?: string[];
             /**
              * Log Max Bytes
              * @description Size cap of each log file before rotation
@@ -2491,6 +2500,11 @@ export interface components {
              * @enum {string}
              */
             stop_signal: "SIGTERM" | "SIGINT" | "SIGQUIT" | "SIGHUP" | "SIGUSR1" | "SIGUSR2";
+            /**
+             * User
+             * @description Run as this user (name or uid), like systemd's User=: the worker must run as root to switch users, and refuses to start the service otherwise
+             */
+            user?: string | null;
         };
         /** RecoveryAccepted */
         RecoveryAccepted: {
@@ -3689,7 +3703,7 @@ export interface components {
             id: string;
             /**
              * Secret
-             * @description Shown once: the receiver verifies X-Windflow-Signature with it
+             * @description Shown once: the receiver verifies webhook-signature (Standard Webhooks) with it
              */
             secret: string;
             /** Secret Rotated At */

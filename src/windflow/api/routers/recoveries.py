@@ -110,10 +110,8 @@ class ServiceMetrics(BaseModel):
 
 
 def ui_link(resources: Any, workflow_id: str) -> str | None:
-    base = resources.settings.temporal_ui_base_url
-    if not base:
-        return None
-    return f"{base}/namespaces/{resources.settings.temporal_namespace}/workflows/{workflow_id.replace('/', '%2F')}"
+    link: str | None = resources.settings.temporal_ui_link(workflow_id)
+    return link
 
 
 async def _supervisor_running(client: Client, service_id: str) -> bool:
