@@ -147,7 +147,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Decrypt payloads (Temporal remote codec) */
+        /** Decrypt payloads (Temporal remote codec; codec:decode) */
         post: operations["decode_api_v1_codec_decode_post"];
         delete?: never;
         options?: never;
@@ -164,8 +164,25 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Encrypt payloads (Temporal remote codec) */
+        /** Encrypt payloads (Temporal remote codec; codec:encode) */
         post: operations["encode_api_v1_codec_encode_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/codec/ui/{token}/decode": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Decrypt payloads for the Temporal Web UI (the path's token is WINDFLOW_CODEC_AUTH_TOKEN) */
+        post: operations["ui_decode_api_v1_codec_ui__token__decode_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2442,7 +2459,7 @@ export interface components {
         ProcessConfig: {
             /**
              * Command
-             * @description argv; never run through a shell
+             * @description argv; never run through a shell (numbers are taken as their text)
              * @example [
              *       "python3",
              *       "-m",
@@ -2462,17 +2479,26 @@ export interface components {
             driver: "process";
             /**
              * Env
-             * @description Extra environment variables
+             * @description Environment variables of the process. It never inherits the worker's environment: it gets PATH, LANG and HOME, the variables named in `inherit_env`, `env_file`, then these
              */
             env?: {
                 [key: string]: string;
             };
             /**
-             * Inherit Env
-             * @description Start from the worker's environment before applying `env`
-             * @default true
+             * Env File
+             * @description A dotenv file (KEY=value lines) read at each start, before `env`
              */
-            inherit_env: boolean;
+            env_file?: string | null;
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
+            /**
+             * Inherit Env
+             * @description Names of worker environment variables passed through (an allow-list; `true`/`false` from older files mean none)
+             */
+            inherit_env?: string[];
             /**
              * Log Max Bytes
              * @description Size cap of each log file before rotation
@@ -2491,6 +2517,11 @@ export interface components {
              * @enum {string}
              */
             stop_signal: "SIGTERM" | "SIGINT" | "SIGQUIT" | "SIGHUP" | "SIGUSR1" | "SIGUSR2";
+            /**
+             * User
+             * @description Run as this user (name or uid), like systemd's User=: the worker must run as root to switch users, and refuses to start the service otherwise
+             */
+            user?: string | null;
         };
         /** RecoveryAccepted */
         RecoveryAccepted: {
@@ -4774,6 +4805,104 @@ export interface operations {
             query?: never;
             header?: never;
             path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CodecPayloads"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CodecPayloads"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    ui_decode_api_v1_codec_ui__token__decode_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                token: string;
+            };
             cookie?: never;
         };
         requestBody: {
