@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(100_000, ge=100, description="Events the Redis stream retains, approximately "
                                "(XADD MAXLEN ~; the in-process bus keeps at most 10,000); a client resumes by "
                                "id within this window")
+    logs_prefix: str = Field("windflow:logs:", min_length=1, max_length=200,
+                             description="Redis key prefix of the service log streams workers ship to "
+                             "(one stream per service, plus '{prefix}offsets')")
+    logs_maxlen: int = Field(5000, ge=100, le=1_000_000, description="Log lines kept per service in Redis, "
+                             "approximately (the files on the worker's host keep more: log_max_bytes)")
+    logs_ship: bool = Field(True, description="With redis_url: workers ship their services' stdout/stderr to "
+                            "Redis, so the API, CLI and dashboard on any host can tail and follow them")
     events_relay_interval: float = Field(0.25, gt=0, le=30, description="Outbox relay poll interval, seconds "
                                          "(local commits and PostgreSQL NOTIFY wake it sooner)")
     events_claim_idle: float = Field(30.0, gt=0, description="Seconds an event delivered to a consumer group "
@@ -78,6 +85,20 @@ class Settings(BaseSettings):
                                    "URL or headers has to send its auth message")
     temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
     temporal_namespace: str = Field("default", description="Temporal namespace")
+    temporal_profile: str | None = Field(None, description="Profile of the Temporal client config file "
+                                         "(TEMPORAL_CONFIG_FILE, else ~/.config/temporalio/temporal.toml) to "
+                                         "connect with; TEMPORAL_* variables (TEMPORAL_ADDRESS, TEMPORAL_API_KEY, "
+                                         "TEMPORAL_TLS_*) apply too. WINDFLOW_TEMPORAL_* settings win over both")
+    temporal_tls: bool | None = Field(None, description="Connect to Temporal over TLS; unset = TLS when a CA, "
+                                      "client certificate, server name or API key is set")
+    temporal_tls_ca: Path | None = Field(None, description="PEM file of the CA that signed the Temporal "
+                                         "frontend's certificate (unset = the system's roots)")
+    temporal_tls_cert: Path | None = Field(None, description="PEM client certificate for mTLS to Temporal")
+    temporal_tls_key: Path | None = Field(None, description="PEM private key of temporal_tls_cert")
+    temporal_tls_server_name: str | None = Field(None, description="Name to expect in the Temporal frontend's "
+                                                 "certificate, and SNI (when it differs from the address' host)")
+    temporal_api_key: SecretStr | None = Field(None, description="API key for Temporal (Temporal Cloud); sent as "
+                                               "a bearer token, implies TLS")
     task_queue: str = Field("windflow", description="Temporal task queue shared by all workers")
     temporal_port: int = Field(7233, ge=1, le=65535, description="Port of the dev server `windflow up` starts")
     temporal_ui_port: int = Field(8233, ge=0, le=65535, description="Temporal Web UI port for `windflow up`; 0 = none")
@@ -138,8 +159,9 @@ class Settings(BaseSettings):
         "characters; whoever has it (the UI's users) can decode payloads",
     )
     codec_cors_origins: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8233"],
-        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI",
+        default_factory=list,
+        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI; "
+        "empty (the default) = the origin of the Temporal UI address windflow links to",
     )
     worker_metrics_port: str = Field("9464", description="`windflow worker`: port of its Prometheus endpoint "
                                      "(/metrics: windflow's worker-side metrics and the Temporal SDK's); 0 = any "
@@ -166,6 +188,21 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    outbound_deny: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list; `*.example.com` for subdomains) that probes, the http driver, "
+        "webhooks and notification channels must never reach, on top of the built-in link-local and cloud "
+        "metadata addresses")
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list) they may reach even where the defaults refuse (a private "
+        "receiver for webhooks, a service on a link-local address); outbound_deny still wins")
+    outbound_private_services: bool = Field(
+        True, description="HTTP probes and the http driver may reach loopback and private addresses (watching "
+        "local services is their job)")
+    outbound_private_notify: bool = Field(
+        False, description="Outgoing webhooks and notification channels may reach loopback and private "
+        "addresses; off by default, so a subscription cannot be pointed at internal services")
 
     @classmethod
     def settings_customise_sources(
@@ -178,6 +215,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file())
         return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+
+    @field_validator("outbound_deny", "outbound_allow")
+    @classmethod
+    def _outbound_entries(cls, value: list[str]) -> list[str]:
+        from windflow.outbound import parse_entries
+
+        parse_entries(value)  # raises ValueError naming a bad entry
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -267,6 +312,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _temporal_tls_files(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("WINDFLOW_TEMPORAL_TLS_CERT and WINDFLOW_TEMPORAL_TLS_KEY go together (mTLS needs both)")
+        for name in ("temporal_tls_ca", "temporal_tls_cert", "temporal_tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"WINDFLOW_{name.upper()}: no such file: {path}")
+        if self.temporal_tls is False and (self.temporal_tls_ca or self.temporal_tls_cert or self.temporal_api_key):
+            raise ValueError("WINDFLOW_TEMPORAL_TLS=false contradicts the TLS certificate / API key settings")
+        return self
+
+    @model_validator(mode="after")
     def _production_needs(self) -> Settings:
         if self.mode == Mode.PRODUCTION:
             if self.jwt_secret is None:
@@ -309,6 +366,35 @@ class Settings(BaseSettings):
         if self.mode == Mode.EMBEDDED and self.temporal_ui_port:
             return f"http://127.0.0.1:{self.temporal_ui_port}"
         return None
+
+    def temporal_ui_link(self, workflow_id: str | None = None, run_id: str | None = None) -> str | None:
+        """The Temporal Web UI page of a workflow (its latest run, or ``run_id``), or the namespace's workflow
+        list without an id; ``None`` when there is no UI. The one place that builds these links."""
+        from urllib.parse import quote
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return None
+        url = f"{base}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows"
+        if workflow_id is None:
+            return url
+        url += f"/{quote(workflow_id, safe='')}"
+        if run_id:
+            url += f"/{quote(run_id, safe='')}/history"
+        return url
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """Browser origins allowed on the codec endpoint: configured, else the Temporal UI's own origin."""
+        if self.codec_cors_origins:
+            return list(self.codec_cors_origins)
+        from urllib.parse import urlsplit
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return []
+        parts = urlsplit(base)
+        return [f"{parts.scheme}://{parts.netloc}"]
 
     def jwt_key(self) -> str:
         """The signing key: configured, or generated once and kept in the data dir (embedded mode only)."""
@@ -362,10 +448,27 @@ def private(path: Path, mode: int = 0o600) -> None:
             path.chmod(mode)
 
 
+def with_temporal_profile(settings: Settings) -> Settings:
+    """The Temporal address and namespace of the Temporal client profile (TEMPORAL_* variables, the config
+    file) where WINDFLOW_TEMPORAL_ADDRESS / _NAMESPACE do not set them."""
+    from temporalio.envconfig import ClientConfigProfile
+
+    try:
+        profile = ClientConfigProfile.load(profile=settings.temporal_profile)
+    except Exception as exc:  # a malformed config file, an unknown profile
+        raise SettingsError(f"invalid settings: Temporal client profile: {exc}") from None
+    update: dict[str, Any] = {}
+    if profile.address and "temporal_address" not in settings.model_fields_set:
+        update["temporal_address"] = profile.address
+    if profile.namespace and "temporal_namespace" not in settings.model_fields_set:
+        update["temporal_namespace"] = profile.namespace
+    return settings.model_copy(update=update) if update else settings
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning a validation error into one message that names each variable."""
     try:
-        return Settings(**overrides)
+        return with_temporal_profile(Settings(**overrides))
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -10,6 +10,7 @@ from typing import Any
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
+from temporalio.service import TLSConfig
 
 from windflow.codec import EncryptionCodec, codec_from_keys
 from windflow.settings import Settings
@@ -35,12 +36,51 @@ def data_converter(settings: Settings | None = None) -> DataConverter:
     return dataclasses.replace(DATA_CONVERTER, payload_codec=codec)
 
 
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """``Client.connect`` keywords for TLS, mTLS and API keys: the Temporal client profile
+    (``temporalio.envconfig``: TEMPORAL_* variables, the config file, ``WINDFLOW_TEMPORAL_PROFILE``), with
+    each ``WINDFLOW_TEMPORAL_*`` setting taking precedence over the profile's value."""
+    from temporalio.envconfig import ClientConfigProfile
+
+    profile = ClientConfigProfile.load(profile=settings.temporal_profile).to_client_connect_config()
+    options: dict[str, Any] = {}
+    if profile.get("rpc_metadata"):
+        options["rpc_metadata"] = dict(profile["rpc_metadata"])
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else profile.get("api_key")
+    if api_key:
+        options["api_key"] = api_key
+    base = profile.get("tls", False)
+    base_config = base if isinstance(base, TLSConfig) else None
+
+    def pem(path: Any) -> bytes | None:
+        return path.expanduser().read_bytes() if path is not None else None
+
+    ours = {
+        "server_root_ca_cert": pem(settings.temporal_tls_ca),
+        "client_cert": pem(settings.temporal_tls_cert),
+        "client_private_key": pem(settings.temporal_tls_key),
+        "domain": settings.temporal_tls_server_name,
+    }
+    wanted = settings.temporal_tls
+    if wanted is None:
+        wanted = bool(base) or bool(api_key) or any(v is not None for v in ours.values())
+    if wanted:
+        fields = {name: value if value is not None else getattr(base_config, name, None)
+                  for name, value in ours.items()}
+        options["tls"] = TLSConfig(**fields) if any(v is not None for v in fields.values()) else True
+    else:
+        options["tls"] = False
+    return options
+
+
 async def connect(
     settings: Settings, *, interceptors: Sequence[Interceptor] = (), identity: str | None = None, **kwargs: Any
 ) -> Client:
     from windflow.metrics import default_runtime
 
     kwargs.setdefault("runtime", default_runtime())  # the SDK core's log lines through Python logging
+    for key, value in connection_options(settings).items():
+        kwargs.setdefault(key, value)
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,

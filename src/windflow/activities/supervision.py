@@ -169,6 +169,9 @@ class SupervisionActivities:
         healthy_since: float | None = None
         verdict = HealthVerdict.UNKNOWN
         probe_task: asyncio.Task[ProbeResult] | None = None
+        # wake up often enough that a heartbeat goes out well within the heartbeat timeout, probes or not
+        beat = activity.info().heartbeat_timeout
+        wake = min(5.0, beat.total_seconds() / 3) if beat else 5.0
         try:
             next_probe = time.monotonic()
             while True:
@@ -179,7 +182,7 @@ class SupervisionActivities:
                 waiting: set[asyncio.Future[Any]] = {exit_task}
                 if probe_task is not None:
                     waiting.add(probe_task)
-                done, _ = await asyncio.wait(waiting, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(waiting, timeout=wake, return_when=asyncio.FIRST_COMPLETED)
                 if exit_task in done:
                     info = exit_task.result()
                     if info is not None:

@@ -29,6 +29,7 @@ from windflow.api.routers import (
     health,
     hooks,
     initializations,
+    logs,
     recoveries,
     rollouts,
     schedules,
@@ -99,7 +100,7 @@ def start_event_tasks(app: FastAPI, res: Resources) -> list[asyncio.Task[None]]:
         consumer = (res.bus.consumer(CONSUMER_GROUP, consumer_name(), start="$")
                     if isinstance(res.bus, RedisStreamsBus) else None)
         dispatcher = WebhookDispatcher(res.db, res.bus, policy=DeliveryPolicy.from_settings(settings),
-                                       consumer=consumer)
+                                       consumer=consumer, outbound=res.outbound.notify)
         app.state.webhook_dispatcher = dispatcher
         tasks.append(asyncio.create_task(dispatcher.run(), name="webhook-dispatcher"))
     return tasks
@@ -150,7 +151,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     codec.hide_codec_token_in_access_log()
     # outermost: answers the Temporal UI's preflight on the codec paths before anything else runs
     app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/",
-                       origins=list(settings.codec_cors_origins))
+                       origins=settings.codec_origins)
     # public unless WINDFLOW_METRICS_TOKEN is set; aggregate figures and service ids only
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     app.add_route("/metrics", MetricsEndpoint(token=metrics_token, unauthorized=lambda: error_response(
@@ -159,7 +160,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws, codec, hooks, webhooks, rollouts):
+                   ws, codec, hooks, webhooks, rollouts, logs):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     v1.include_router(dashboard_router)

@@ -21,6 +21,7 @@ class Permission(StrEnum):
     WEBHOOKS_MANAGE = "webhooks:manage"
     CODEC_DECODE = "codec:decode"  # decrypt Temporal payloads: reads every secret a config or input holds
     CODEC_ENCODE = "codec:encode"  # encrypt with the production key
+    LOGS_READ = "logs:read"  # services' stdout/stderr: may hold what configs redact, so not for viewers
 
 
 ALL_PERMISSIONS = frozenset(Permission)
@@ -37,6 +38,7 @@ BUILTIN_ROLES: dict[str, frozenset[Permission]] = {
             Permission.RECOVERY_TRIGGER,
             Permission.SCHEDULES_MANAGE,
             Permission.AUDIT_READ,
+            Permission.LOGS_READ,
         }
     ),
     "viewer": frozenset({Permission.SERVICES_READ, Permission.CONFIGS_READ}),

@@ -1,6 +1,6 @@
 """Shell completion of service ids, from the API, through a small cache.
 
-The first Tab asks the API (``GET /api/v1/services``, a short timeout) and keeps the ids in
+The first Tab asks the API (``GET /api/v1/services``, :data:`FETCH_TIMEOUT`) and keeps the ids in
 ``$XDG_CACHE_HOME/windflow/completion.json`` for :data:`FRESH_FOR` seconds, per API URL; later Tabs read the
 file. When the API does not answer, the last known ids are offered (or none): completion never errs.
 """
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 FRESH_FOR = 30.0
-FETCH_TIMEOUT = 1.0
+FETCH_TIMEOUT = 3.0  # the first Tab after the cache went stale waits at most this long
 MAX_IDS = 2000
 
 

@@ -170,7 +170,7 @@ async def run_up(
     from windflow.heap import freeze_startup_heap
     from windflow.schedules import ensure_sweep_schedule
     from windflow.temporal_client import connect
-    from windflow.worker import build_worker, ensure_search_attributes
+    from windflow.worker import build_worker, ensure_search_attributes, reclaim_in_background, worker_identity
 
     settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
     if not port_free(settings.api_port, settings.api_host):
@@ -195,7 +195,7 @@ async def run_up(
         # the Temporal SDK's metrics join windflow's on the API's /metrics (this process runs the worker);
         # the SDK core's log lines go through Python logging like every other line
         extra: dict[str, Any] = {"runtime": temporal_runtime(metrics=True)}
-        client = await connect(settings, identity="windflow-up", **extra)
+        client = await connect(settings, identity=worker_identity("windflow-up"), **extra)
         await ensure_search_attributes(client, settings.temporal_namespace)
         await ensure_sweep_schedule(client, task_queue=settings.task_queue,
                                     every=timedelta(seconds=settings.sweep_interval))
@@ -215,6 +215,8 @@ async def run_up(
         registered: dict[str, Any] = {}  # service id -> spec, read at shutdown for --stop-services
         try:
             async with _worker_running(parts.worker, stop) as worker_failed:
+                # after a crash or a reboot: the activities of the `windflow up` that died run here now
+                reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
                 api_task = asyncio.create_task(api.serve())
                 try:
                     while not api.started:
@@ -224,9 +226,8 @@ async def run_up(
                         await asyncio.sleep(0.05)
                     base = f"http://{settings.api_host}:{settings.api_port}"
                     console.print(f"[bold green]windflow is up[/bold green]  API {base}  docs {base}/docs")
-                    if settings.temporal_ui_base_url:
-                        console.print(f"Temporal Web UI {settings.temporal_ui_base_url}"
-                                      f"/namespaces/{settings.temporal_namespace}/workflows")
+                    if settings.temporal_ui_link():
+                        console.print(f"Temporal Web UI {settings.temporal_ui_link()}")
                     if system_file is not None and not stop.is_set():
                         token, _ = issue_access_token(key=resources.jwt_key, subject="windflow-up",
                                                       permissions={str(p) for p in ALL_PERMISSIONS},
@@ -243,6 +244,7 @@ async def run_up(
                     await stop.wait()
                     console.print("shutting down")
                 finally:
+                    reclaiming.cancel()
                     api.should_exit = True
                     await api_task
                     if interrupted is not None:

@@ -269,7 +269,9 @@ class SupervisorStatus(BaseModel):
 
 class SupervisorInput(BaseModel):
     service_id: str
-    heartbeat_timeout: float = Field(30.0, ge=2, description="Seconds before a silent watch is retried elsewhere")
+    heartbeat_timeout: float = Field(
+        10.0, ge=2, description="Seconds before the watch of a worker that went silent is retried elsewhere (30, the "
+        "previous default, is read as the current default)")
     carried: SupervisorStatus | None = Field(None, description="State carried over by continue-as-new")
     paused: bool = False
     paused_reason: str | None = None

@@ -21,6 +21,7 @@ from windflow.domain.models import ServiceSpec
 from windflow.domain.privilege import check_exec
 from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
 from windflow.domain.system import Problem, SystemFile, graph_problems, keep_recorded_cwd, problems_from
+from windflow.outbound import Outbound, url_problems
 from windflow.persistence.models import ConfigVersionRow, ServiceRow
 from windflow.persistence.notifications import NotificationChannelRepository
 from windflow.persistence.repositories import (
@@ -74,13 +75,30 @@ async def check_graph_with(
         raise _invalid(problems, message=problems[0].msg)
 
 
+def check_outbound(spec: ServiceSpec, outbound: Outbound | None, prefix: list[str | int] | None = None,
+                   ) -> list[Problem]:
+    """The spec's URLs the outbound policy refuses (metadata hosts, refused literal addresses)."""
+    if outbound is None:
+        return []
+    return [Problem(loc=loc, msg=msg, type="outbound_refused")
+            for loc, msg in url_problems(spec.content(), outbound.services, prefix)]
+
+
+def _require_outbound(spec: ServiceSpec, outbound: Outbound | None) -> None:
+    problems = check_outbound(spec, outbound)
+    if problems:
+        raise _invalid(problems)
+
+
 async def create_service(
-    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = "", may_exec: bool = True
+    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = "", may_exec: bool = True,
+    outbound: Outbound | None = None,
 ) -> ConfigVersionRow:
     """``may_exec``: the author holds ``services:exec`` (else a spec that runs code on a host is refused)."""
     check_exec(None, spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
+    _require_outbound(spec, outbound)
     if await services_repo.get(session=session, service_id=spec.id) is not None:
         raise Conflict(f"service {spec.id!r} already exists", details={"service_id": spec.id})
     await check_graph_with(session=session, specs=[spec])
@@ -99,12 +117,15 @@ def merge_secrets(
     return merged, [Problem(loc=[*(prefix or []), *loc], msg=msg, type="secret_destination") for loc, msg in moved]
 
 
-def merge_and_parse(new: dict[str, Any], old_row: ServiceRow) -> ServiceSpec:
-    """:func:`merge_secrets` then :func:`parse_spec`: a secret sent back for a new destination is a 422."""
+def merge_and_parse(new: dict[str, Any], old_row: ServiceRow, *, outbound: Outbound | None = None) -> ServiceSpec:
+    """:func:`merge_secrets` then :func:`parse_spec`: a secret sent back for a new destination is a 422, and
+    so is a URL the outbound policy refuses."""
     merged, moved = merge_secrets(new, old_row)
     if moved:
         raise _invalid(moved)
-    return parse_spec(merged)
+    spec = parse_spec(merged)
+    _require_outbound(spec, outbound)
+    return spec
 
 
 async def update_service(
@@ -116,9 +137,10 @@ async def update_service(
     author: str,
     comment: str = "",
     may_exec: bool = True,
+    outbound: Outbound | None = None,
 ) -> tuple[ServiceRow, ConfigVersionRow | None]:
     row = await services_repo.require(session=session, service_id=service_id, for_update=True)
-    spec = merge_and_parse({**data, "id": service_id}, row)
+    spec = merge_and_parse({**data, "id": service_id}, row, outbound=outbound)
     check_exec(spec_of(row), spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
@@ -201,6 +223,7 @@ class ApplyResult:
 async def apply_system(
     *, session: AsyncSession, system: SystemFile, author: str, prune: bool = False, comment: str = "",
     may_exec: bool = True,
+    outbound: Outbound | None = None,
 ) -> ApplyResult:
     """Make the registry hold ``system``: all-or-nothing (the caller's transaction rolls back on error).
 
@@ -227,12 +250,17 @@ async def apply_system(
         if contains_placeholder(spec.content()):
             problems.append(Problem(loc=["services", spec.id], msg=f"{REDACTED!r} is a placeholder for a secret"))
         check_exec(spec_of(existing[spec.id]) if spec.id in existing else None, spec, may_exec=may_exec)
+        problems.extend(check_outbound(spec, outbound, ["services", spec.id]))
         merged_specs.append(spec)
     graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}
     graph.update({s.id: list(s.depends_on) for s in merged_specs})
     problems.extend(graph_problems(graph))
     channels, channel_problems = await channels_repo.plan(session=session, system=system)
     problems.extend(channel_problems)
+    if outbound is not None:
+        for i, channel in enumerate(channels or []):
+            problems.extend(Problem(loc=["notifications", "channels", i, *loc], msg=msg, type="outbound_refused")
+                            for loc, msg in url_problems(channel.model_dump(mode="json"), outbound.notify))
     if problems:
         raise _invalid(problems, message=f"invalid system: {problems[0].path}: {problems[0].msg}")
     note = comment or "applied from system file"

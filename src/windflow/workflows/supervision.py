@@ -63,6 +63,12 @@ WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                            maximum_interval=timedelta(seconds=30), maximum_attempts=6)
 HISTORY_LIMIT = 4000
+#: how long a watch may stay silent before Temporal retries it on another worker: a dead worker's services are
+#: watched again within this (a worker starting on the same host takes them over at once, see
+#: ``worker.reclaim_abandoned_activities``)
+WATCH_HEARTBEAT = 10.0
+#: the heartbeat timeout supervisors were started with before: read as "the default"
+_OLD_DEFAULT_HEARTBEAT = 30.0
 
 
 class _Interrupted(Exception):
@@ -237,6 +243,7 @@ class RecoveryRoutine:
                 continue
             if step.outcome == "healthy":
                 self.status.attempt -= 1
+                self.status.healthy_since = workflow.now()
                 self.set_state(SupervisionState.WATCHING, f"not restarted: {step.message}")
                 return "healthy"
             if step.outcome == "budget":
@@ -344,7 +351,10 @@ class ServiceSupervisor(RecoveryRoutine):
         self.status.workflow_id = workflow.info().workflow_id
         self.paused = input.paused
         self.status.paused_reason = input.paused_reason
-        self.heartbeat_timeout = timedelta(seconds=input.heartbeat_timeout)
+        # a timeout is not part of the command a replay compares: changing it is safe for running histories
+        heartbeat = input.heartbeat_timeout
+        self.heartbeat_timeout = timedelta(seconds=WATCH_HEARTBEAT if heartbeat == _OLD_DEFAULT_HEARTBEAT
+                                           else heartbeat)
         self.stop_requested = False
         self.recover_request: RecoverNowInput | None = None
         self.dependency_recovered: str | None = None
@@ -445,6 +455,7 @@ class ServiceSupervisor(RecoveryRoutine):
                 self.status.message = "service deleted or no longer monitored"
                 break
             if self.paused:
+                self.status.healthy_since = None  # a stopped service is not healthy meanwhile
                 self.set_state(SupervisionState.PAUSED, self.status.paused_reason or "paused")
                 self.interrupt = None
                 await workflow.wait_condition(lambda: not self.paused or self.stop_requested)
@@ -469,7 +480,7 @@ class ServiceSupervisor(RecoveryRoutine):
             return self.status
         workflow.continue_as_new(SupervisorInput(
             service_id=self.status.service_id, carried=self.status, paused=self.paused,
-            paused_reason=self.status.paused_reason, heartbeat_timeout=input.heartbeat_timeout))
+            paused_reason=self.status.paused_reason, heartbeat_timeout=self.heartbeat_timeout.total_seconds()))
 
     async def cycle(self) -> None:
         """Watch, then recover when the verdict (or a request) says so."""
@@ -485,6 +496,10 @@ class ServiceSupervisor(RecoveryRoutine):
             return
         if self.status.state != SupervisionState.WATCHING:
             self.set_state(SupervisionState.WATCHING, "watching")
+        keep_healthy_since = workflow.patched("healthy-since-across-watches")
+        if keep_healthy_since and self.status.healthy_since is None:
+            # watched from now on: until a verdict says otherwise, the service counts as healthy since now
+            self.status.healthy_since = workflow.now()
         verdict: WatchResult = await self.interruptible(policies.execute_on_host(
             self.spec, SupervisionActivities.watch_service,
             WatchInput(spec=self.spec),
@@ -498,7 +513,13 @@ class ServiceSupervisor(RecoveryRoutine):
         if self.paused:
             return
         self.status.last_verdict = verdict
-        if verdict.healthy_for >= self.spec.restart.reset_after:
+        healthy_for = verdict.healthy_for
+        if keep_healthy_since and self.status.healthy_since is not None:
+            # the watch returns at the first bad verdict, so the service was healthy from healthy_since until it.
+            # One watch alone knows less: a worker restart, a reload or a dev-server outage starts a new one
+            healthy_for = max(healthy_for, (verdict.detected_at - self.status.healthy_since).total_seconds())
+            self.status.healthy_since = None
+        if healthy_for >= self.spec.restart.reset_after:
             self.status.attempt = 0
             self.retry_forever = False
         self.status.restarts = [t for t in self.status.restarts

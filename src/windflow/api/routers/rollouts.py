@@ -192,7 +192,7 @@ async def start_rollout(
             raise VersionConflict(
                 f"service {service_id!r} is at version {row.current_version}, not {body.expected_version}",
                 details={"current_version": row.current_version, "expected_version": body.expected_version})
-        spec = registry.merge_and_parse({**content, "id": service_id}, row)
+        spec = registry.merge_and_parse({**content, "id": service_id}, row, outbound=resources.outbound)
         check_exec(spec_of(row), spec, may_exec=principal.can(Permission.SERVICES_EXEC.value))
         await registry.check_graph_with(session=session, specs=[spec])
         if spec.content() == row.spec:

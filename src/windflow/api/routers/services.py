@@ -102,10 +102,12 @@ async def create_service(
     principal: CanWriteConfigs,
     request_id: RequestIdDep,
     response: Response,
+    resources: ResourcesDep,
     comment: str = Query("", max_length=2000),
 ) -> ServicePublic:
     spec = ServiceSpec.model_validate(body.model_dump())
     await registry.create_service(session=session, spec=spec, author=principal.name, comment=comment,
+                                  outbound=resources.outbound,
                                   may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "service.create", spec.id, request_id)
     row = await services.require(session=session, service_id=spec.id)
@@ -116,13 +118,16 @@ async def create_service(
 
 @router.post("/validate", response_model=ValidationReport, summary="Validate a new service (saves nothing)")
 async def validate_new_service(
-    session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()]
+    session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()], resources: ResourcesDep
 ) -> ValidationReport:
     try:
         spec = registry.parse_spec(body)
         await registry.check_graph_with(session=session, specs=[spec])
     except ConfigInvalid as exc:
         return ValidationReport(valid=False, problems=list(exc.details or []))
+    refused = registry.check_outbound(spec, resources.outbound)
+    if refused:
+        return ValidationReport(valid=False, problems=[p.model_dump() for p in refused])
     graph = await services.graph(session=session)
     graph[spec.id] = list(spec.depends_on)
     return ValidationReport(valid=True, order=layers(graph))
@@ -190,7 +195,7 @@ async def put_config(
     content = {k: v for k, v in body.content.items() if k != "id"}
     row, version = await registry.update_service(
         session=session, service_id=service_id, data=content, expected_version=expected, author=principal.name,
-        comment=body.comment, may_exec=principal.can(Permission.SERVICES_EXEC.value),
+        comment=body.comment, outbound=resources.outbound, may_exec=principal.can(Permission.SERVICES_EXEC.value),
     )
     if version is None:
         version = await versions.get(session=session, service_id=service_id, version=row.current_version)
@@ -205,12 +210,13 @@ async def put_config(
 @router.post("/{service_id}/config/validate", response_model=ValidationReport,
              summary="Validate a proposed config (saves nothing)")
 async def validate_config(
-    service_id: str, session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()]
+    service_id: str, session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()],
+    resources: ResourcesDep,
 ) -> ValidationReport:
     row = await services.require(session=session, service_id=service_id)
     content = body.get("content", body) if isinstance(body.get("content"), dict) else body
     try:
-        spec = registry.merge_and_parse({**content, "id": service_id}, row)
+        spec = registry.merge_and_parse({**content, "id": service_id}, row, outbound=resources.outbound)
         await registry.check_graph_with(session=session, specs=[spec])
     except ConfigInvalid as exc:
         return ValidationReport(valid=False, problems=list(exc.details or []))

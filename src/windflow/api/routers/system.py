@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from windflow.api.audit import record
-from windflow.api.deps import ReadSessionDep, RequestIdDep, WriteSessionDep
+from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import ApplyResultPublic, ValidationReport
 from windflow.api.security import require
@@ -63,10 +63,12 @@ async def apply(
     session: WriteSessionDep,
     principal: Annotated[Principal, Depends(require(Permission.CONFIGS_WRITE))],
     request_id: RequestIdDep,
+    resources: ResourcesDep,
     prune: bool = Query(False, description="Delete registered services that the file does not name"),
 ) -> ApplyResultPublic:
     system = load_system(await _document(request))
     result = await registry.apply_system(session=session, system=system, author=principal.name, prune=prune,
+                                         outbound=resources.outbound,
                                          may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "system.apply", "system", request_id, details=result.as_dict())
     return ApplyResultPublic(**result.as_dict())
