@@ -499,6 +499,26 @@ class ProcessDriver:
     def log_paths(self, service_id: str) -> tuple[Path, Path]:
         return self.log_dir / f"{service_id}.out.log", self.log_dir / f"{service_id}.err.log"
 
+    def log_tail(self, service_id: str, *, lines: int = 20, stream: str = "stderr",
+                 max_bytes: int = 16 * 1024, max_line: int = 500) -> list[str]:
+        """The last ``lines`` lines of a service's log (``stdout`` or ``stderr``), each cut to ``max_line``
+        characters; read from the file's last ``max_bytes`` only. Empty when there is no log."""
+        out, err = self.log_paths(service_id)
+        path = err if stream == "stderr" else out
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - max_bytes))
+                data = fh.read()
+        except OSError:
+            return []
+        text = data.decode("utf-8", "replace").splitlines()
+        if size > max_bytes and text:
+            text = text[1:]  # the first line was cut by the seek
+        kept = [line if len(line) <= max_line else line[:max_line] + "…" for line in text if line.strip()]
+        return kept[-lines:] if lines > 0 else []
+
     def _lock(self, service_id: str) -> asyncio.Lock:
         lock = self._locks.get(service_id)
         if lock is None:

@@ -42,7 +42,7 @@ class ConfigRolloutRow(Base):
     state: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     #: the proposed service definition (without its id, secrets restored) as the API accepted it from ``actor``:
     #: the workflow carries only the rollout id, and the activities load what they save and run from here
-    #: (migration 0007; ``None`` on rollouts from before it, which therefore cannot run)
+    #: (migration 0008; ``None`` on rollouts from before it, which therefore cannot run)
     proposal: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True, default=None)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
