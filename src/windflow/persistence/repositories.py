@@ -380,6 +380,25 @@ class ConfigVersionRepository:
                            details={"service_id": service_id, "version": version})
         return row
 
+    async def holds(self, *, session: AsyncSession, service_id: str, content: dict[str, Any],
+                    recent: int = 20) -> bool:
+        """Whether ``content`` is a stored version of the service: by hash, else (a version stored before a field
+        gained a default) by comparing the ``recent`` latest versions as the model reads them today."""
+        hit = await session.execute(select(ConfigVersionRow.version).where(
+            ConfigVersionRow.service_id == service_id, ConfigVersionRow.content_hash == content_hash(content)
+        ).limit(1))
+        if hit.first() is not None:
+            return True
+        stmt = (select(ConfigVersionRow.content).where(ConfigVersionRow.service_id == service_id)
+                .order_by(ConfigVersionRow.version.desc()).limit(recent))
+        for stored in (await session.execute(stmt)).scalars():
+            try:
+                if ServiceSpec.model_validate({**stored, "id": service_id}).content() == content:
+                    return True
+            except ValueError:
+                continue
+        return False
+
     async def numbers(self, *, session: AsyncSession, service_id: str) -> list[int]:
         stmt = select(ConfigVersionRow.version).where(ConfigVersionRow.service_id == service_id)
         return sorted((await session.execute(stmt)).scalars())
