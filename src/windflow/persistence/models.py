@@ -68,7 +68,7 @@ class ServiceRow(Base):
     state: Mapped[str] = mapped_column(String(32), default="unknown", index=True)
     state_detail: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # desired state (migration 0008): only explicit acts set it (initialization, start/stop/restart, rollout)
+    # desired state (migration 0009): only explicit acts set it (initialization, start/stop/restart, rollout)
     desired: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)  # running | stopped
     desired_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     desired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
