@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from windflow.activities.records import RecordActivities
     from windflow.activities.runs import TemporalActivities
     from windflow.activities.services import ServiceActivities
+    from windflow.domain import summaries
     from windflow.domain.contracts import (
         TERMINAL_INIT,
         AwaitWorkflowInput,
@@ -132,6 +133,7 @@ class SystemInitialization:
                 await workflow.execute_activity_method(
                     TemporalActivities.await_workflow,
                     AwaitWorkflowInput(workflow_id=input.wait_for),
+                    summary=f"wait for {input.wait_for} to finish first",
                     start_to_close_timeout=timedelta(seconds=options.overall_timeout),
                     heartbeat_timeout=policies.WAIT_HEARTBEAT,
                     retry_policy=policies.STORE_RETRY,
@@ -140,6 +142,7 @@ class SystemInitialization:
             validation = await workflow.execute_activity_method(
                 ServiceActivities.validate_system,
                 ValidateSystemInput(components=options.components),
+                summary="validate configs and the dependency graph",
                 start_to_close_timeout=policies.STORE_TIMEOUT,
                 retry_policy=policies.STORE_RETRY,
             )
@@ -187,8 +190,10 @@ class SystemInitialization:
                 self._set_status(InitStatus.FAILED, f"failed: {', '.join(failed)}; awaiting retry_component")
                 self.retry_requested = False
                 try:
-                    await workflow.wait_condition(lambda: self.retry_requested,
-                                                  timeout=timedelta(seconds=options.retry_window))
+                    await workflow.wait_condition(
+                        lambda: self.retry_requested, timeout=timedelta(seconds=options.retry_window),
+                        timeout_summary=f"wait {summaries.seconds(options.retry_window)} for retry_component "
+                                        f"({', '.join(failed)} failed)")
                 except TimeoutError:
                     return await self._finish(InitStatus.FAILED, f"failed: {', '.join(failed)}")
                 self.state.awaiting_retry_until = None
@@ -215,7 +220,10 @@ class SystemInitialization:
                 return False
             self.dirty = False
             try:
-                await workflow.wait_condition(lambda: self.dirty, timeout=timedelta(seconds=remaining))
+                await workflow.wait_condition(
+                    lambda: self.dirty, timeout=timedelta(seconds=remaining),
+                    timeout_summary=summaries.cut(f"overall deadline, in {summaries.seconds(round(remaining))}, "
+                                                  f"while {', '.join(sorted(self.tasks))} start"))
             except TimeoutError:
                 continue
 
@@ -263,7 +271,7 @@ class SystemInitialization:
                 if comp.attempts > 1:  # a retry picks up the config as it is now (it may have been fixed)
                     spec = await workflow.execute_activity_method(
                         ServiceActivities.load_service, name, start_to_close_timeout=policies.STORE_TIMEOUT,
-                        retry_policy=policies.STORE_RETRY)
+                        retry_policy=policies.STORE_RETRY, summary=f"load {name}'s current config for the retry")
                     self.specs[name] = spec
                 if spec.is_job and workflow.patched("init-jobs"):
                     await self._job(name, spec)
@@ -274,6 +282,7 @@ class SystemInitialization:
                     start_to_close_timeout=policies.CONTROL_TIMEOUT,
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                     retry_policy=policies.CONTROL_RETRY,
+                    summary=summaries.start(spec, comp.attempts),
                 )
                 comp.pid = started.result.pid
                 comp.started_by_run = comp.started_by_run or started.result.changed
@@ -287,6 +296,7 @@ class SystemInitialization:
                     start_to_close_timeout=timedelta(seconds=options.component_timeout + 60),
                     heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * interval)),
                     retry_policy=policies.WAIT_RETRY,
+                    summary=summaries.wait_healthy(spec),
                     # a rollback must not race a probe loop that would record the stop as a failure
                     cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 )
@@ -409,6 +419,7 @@ class SystemInitialization:
             await policies.execute_on_host(
                 self.specs[name], ServiceActivities.stop_service,
                 ServiceActionInput(spec=self.specs[name], source="initialization", run_id=self.state.run_id),
+                summary=summaries.stop(self.specs[name], "rollback of a cancelled initialization"),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT,
                 heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                 retry_policy=policies.CONTROL_RETRY,
@@ -437,6 +448,10 @@ class SystemInitialization:
 
     def _emit(self, component: str | None, message: str | None = None) -> None:
         self._update_progress()
+        # what the Temporal UI shows as the run's current details: where it stands and what it waits for
+        header = f"**{self.state.status.value.lower()}**: {self.state.message}"
+        workflow.set_current_details(header + ("\n\n" + summaries.progress(self.state.components)
+                                               if self.state.components else ""))
         comp = self.state.components.get(component) if component else None
         data = {
             "run_id": self.state.run_id,
@@ -464,6 +479,8 @@ class SystemInitialization:
             RecordActivities.record_initialization,
             RecordInitInput(state=self.state, final=final, events=[d for _, d in batch],
                             event_ids=[i for i, _ in batch], timestamp=workflow.now()),
+            summary=("record the result: " + self.state.status.value.lower()) if final
+            else summaries.component_events(d for _, d in batch),
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
         )
@@ -480,6 +497,7 @@ class SystemInitialization:
             await workflow.execute_activity_method(
                 TemporalActivities.ensure_supervisors,
                 SupervisorsInput(service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor),
+                summary=summaries.cut(f"supervise {len(names)} healthy: {', '.join(sorted(names))}"),
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=policies.STORE_RETRY)
         except ActivityError as exc:
