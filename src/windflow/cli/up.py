@@ -25,7 +25,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from windflow.settings import Settings
+from windflow.settings import Settings, private
 
 console = Console()
 
@@ -172,10 +172,14 @@ class DevServer:
         for port, what in wanted:
             if port and not port_free(port):
                 raise RuntimeError(f"port {port} is taken ({what}); stop the other process or choose another port")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        # umask 077: the server's database (temporal.db, its -wal and -shm) is readable by this user only
         self.proc = subprocess.Popen(dev_server_command(s), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         log.close()
+        data_dir = s.ensure_data_dir()
+        for name in ("temporal.db", "temporal.db-wal", "temporal.db-shm", "temporal.log"):
+            private(data_dir / name)  # made by an older version with the default umask
         try:
             await self._wait_ready(timeout, abort)
         except BaseException:

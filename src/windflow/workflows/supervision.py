@@ -64,6 +64,8 @@ WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                            maximum_interval=timedelta(seconds=30), maximum_attempts=6)
 HISTORY_LIMIT = 4000
+#: recoveries send the blocked and recovered notifications, and a RECOVERY_UPDATE "recovered"
+NOTIFY_PATCH = "notify-blocked-recovered"
 #: how long a watch may stay silent before Temporal retries it on another worker: a dead worker's services are
 #: watched again within this (a worker starting on the same host takes them over at once, see
 #: ``worker.reclaim_abandoned_activities``)
@@ -95,6 +97,7 @@ class RecoveryRoutine:
         self.interrupt: str | None = None
         self.retry_forever = False
         self.closing = False
+        self.notifications: list[asyncio.Future[None]] = []
 
     # ----------------------------------------------------------------- events and records
 
@@ -145,6 +148,8 @@ class RecoveryRoutine:
                 await self.flush()
 
     async def close_publisher(self, publisher: asyncio.Task[None]) -> None:
+        if self.notifications:
+            await asyncio.gather(*self.notifications, return_exceptions=True)
         self.closing = True
         await asyncio.gather(publisher, return_exceptions=True)
         if self.pending_events or self.recovery_summary or self.service_state:
@@ -206,6 +211,9 @@ class RecoveryRoutine:
                 if check.unhealthy:
                     self.status.blocked_on = check.unhealthy
                     self.set_state(SupervisionState.BLOCKED, f"waiting for {', '.join(check.unhealthy)}")
+                    if workflow.patched(NOTIFY_PATCH):
+                        self.notify_later("blocked", f"{self.spec.id} is not restarted while "
+                                                     f"{', '.join(check.unhealthy)} is not healthy ({reason})")
                     await self.interruptible(workflow.execute_activity_method(
                         SupervisionActivities.wait_dependencies,
                         WaitDependenciesInput(service_id=self.spec.id, depends_on=self.spec.depends_on),
@@ -240,7 +248,8 @@ class RecoveryRoutine:
                     RecoverStepInput(spec=self.spec, reason=reason, confirm=confirm, requested_at=workflow.now(),
                                      holder=holder, timeout=timeout, source=source,
                                      workflow_id=workflow.info().workflow_id, attempt=self.status.attempt,
-                                     max_attempts=policy.max_attempts),
+                                     max_attempts=policy.max_attempts, recovery_started_at=started,
+                                     attempts_here=attempts_here),
                     start_to_close_timeout=timedelta(seconds=timeout + 60),
                     heartbeat_timeout=min(self.heartbeat_timeout, timedelta(seconds=10)),
                     retry_policy=policies.WAIT_RETRY,
@@ -272,7 +281,11 @@ class RecoveryRoutine:
                 self.status.last_recovery_seconds = (now - started).total_seconds()
                 self.record_recovery("recovered", started, attempts_here, reason)
                 took = self.status.last_recovery_seconds
-                self.set_state(SupervisionState.WATCHING, f"recovered after {attempts_here} attempt(s) in {took:.2f}s")
+                text = f"recovered after {attempts_here} attempt(s) in {took:.2f}s"
+                if workflow.patched(NOTIFY_PATCH):
+                    self.emit_recovery("recovered", text)
+                    self.notify_later("recovered", f"{self.spec.id} {text} ({reason})")
+                self.set_state(SupervisionState.WATCHING, text)
                 return "recovered"
             self.status.last_error = step.message
             confirm = False
@@ -308,6 +321,11 @@ class RecoveryRoutine:
                                             start_to_close_timeout=timedelta(seconds=60), retry_policy=NOTIFY_RETRY)
         except ActivityError as exc:
             workflow.logger.warning("escalation not delivered: %s", policies.error_text(exc))
+
+    def notify_later(self, kind: str, text: str) -> None:
+        """Notify without holding up the recovery (a channel that is down retries for a while)."""
+        self.notifications.append(asyncio.ensure_future(self.notify(kind, text)))
+        self.notifications = [t for t in self.notifications if not t.done()]
 
     async def give_up(self, reason: str) -> str:
         """Start limit reached. Returns approved (one more round) or stopped."""
