@@ -79,6 +79,16 @@ def dev_server_command(settings: Settings) -> list[str]:
     return cmd
 
 
+def api_server_config(app: Any, settings: Settings) -> Any:
+    """uvicorn's configuration for the API inside `windflow up`."""
+    import uvicorn
+
+    # log_config=None: uvicorn's records go through windflow's log format (JSON when asked), not its own
+    # handlers; a WebSocket client that never goes away must not hold the shutdown hostage
+    return uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
+                          log_config=None, lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)
+
+
 class UpLock:
     """One `windflow up` per data dir: an exclusive ``flock`` on ``up.lock``, released by the kernel when the
     process ends however it ends (a SIGKILL included), so a killed `windflow up` never blocks the next one."""
@@ -280,10 +290,7 @@ async def run_up(
                              on_commit=relay.notify if relay else None)
         app = create_app(settings, resources=resources)
         freeze_startup_heap()  # windflow.heap: API and worker share this process's loop
-        # a WebSocket client that never goes away must not hold the shutdown hostage
-        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)
-        api = uvicorn.Server(config)
+        api = uvicorn.Server(api_server_config(app, settings))
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
         registered: dict[str, Any] = {}  # service id -> spec, read at shutdown for --stop-services
