@@ -164,3 +164,34 @@ async def test_schedules_crud(temporal_env, settings, db, api):
     assert (await api.patch(f"/api/v1/schedules/{sid}", json={})).status_code == 422
     assert (await api.delete(f"/api/v1/schedules/{sid}")).status_code == 204
     assert (await api.get(f"/api/v1/schedules/{sid}")).status_code == 404
+
+
+async def test_supervision_of_a_supervisor_nobody_runs_answers_from_the_store(temporal_env, settings, db, api,
+                                                                              ports):
+    """The supervisor runs but no worker does (it was killed): `GET …/supervision` answers at once with the last
+    recorded status, saying so, instead of holding the request until the engine gives up (then a 502)."""
+    from tests.helpers import register, start_service, supervise, watching
+
+    client = temporal_env.client
+    port = ports()
+    spec = standin("app", port, boot=0.1)
+    await register(db, spec)
+    await start_service(settings, spec)
+    async with running_worker(client, settings, db):
+        handle = await supervise(client, settings.task_queue, "app")
+        await eventually(lambda: watching(handle), timeout=20)
+        body = (await api.get("/api/v1/services/app/supervision")).json()
+        assert body["live"] is True and body["status"]["state"] == "watching"
+        await eventually(lambda: _recorded_state(api, "watching"), timeout=10)
+    r = await api.get("/api/v1/services/app/supervision")  # the worker is gone, the supervisor is not
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["supervised"] is True and body["live"] is False
+    assert "did not answer" in body["message"]
+    assert body["status"]["state"] == "watching"  # the last recorded one
+    await handle.terminate("test over")
+
+
+async def _recorded_state(api, state: str) -> bool:
+    body = (await api.get("/api/v1/services/app")).json()
+    return (body.get("state_detail") or {}).get("supervision", {}).get("state") == state

@@ -21,10 +21,13 @@ from windflow.domain.errors import ConfigInvalid
 from windflow.domain.notifications import ChannelConfig, Notification, NotificationKind, NotificationsSection
 from windflow.domain.redaction import REDACTED
 from windflow.domain.system import dump_system, load_system
+from windflow.outbound import OutboundPolicy
 from windflow.persistence.models import AuditRow, NotificationLogRow
 from windflow.persistence.notifications import NotificationChannelRepository
 from windflow.persistence.registry import apply_system
 from windflow.settings import Settings
+
+LOCAL = OutboundPolicy()  # the receivers listen on loopback: allowed here, refused by the notify default
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -79,7 +82,7 @@ async def test_webhook_slack_and_log_delivered_and_recorded(db, receiver, caplog
     slack = ChannelConfig(name="chat", kind="slack", url=f"{receiver.url}/slack")
     logch = ChannelConfig(name="log", kind="log")
     await store_channels(db, slack)  # from the system file; the others from settings
-    acts = NotificationActivities(db, [webhook, logch])
+    acts = NotificationActivities(db, [webhook, logch], outbound=LOCAL)
     n = note()
     with caplog.at_level(logging.INFO, logger="windflow.notify"):
         result = await ActivityEnvironment().run(acts.notify, NotifyInput(notification=n))
@@ -114,7 +117,7 @@ async def test_failed_channel_recorded_then_retry_sends_only_it(db, receiver):
     receiver.plan["/flaky"] = [500, 200]
     good = ChannelConfig(name="good", kind="webhook", url=f"{receiver.url}/good")
     flaky = ChannelConfig(name="flaky", kind="webhook", url=f"{receiver.url}/flaky")
-    acts = NotificationActivities(db, [good, flaky])
+    acts = NotificationActivities(db, [good, flaky], outbound=LOCAL)
     req = NotifyInput(notification=note("recover/db/gave_up/1", NotificationKind.GAVE_UP))
     env = ActivityEnvironment()
 
@@ -142,7 +145,7 @@ async def test_unreachable_kind_filter_and_channel_selection(db, receiver):
     dead = ChannelConfig(name="dead", kind="webhook", url=f"http://127.0.0.1:{closed_port()}/x", timeout=1)
     only_recovered = ChannelConfig(name="happy", kind="webhook", url=f"{receiver.url}/happy", events=["recovered"])
     logch = ChannelConfig(name="log", kind="log")
-    acts = NotificationActivities(db, [dead, only_recovered, logch])
+    acts = NotificationActivities(db, [dead, only_recovered, logch], outbound=LOCAL)
 
     with pytest.raises(ApplicationError) as info:
         await acts.notify(NotifyInput(notification=note("n-1")))  # called directly, outside an activity too

@@ -134,7 +134,7 @@ async def test_crash_loop_hits_start_limit_escalates_once(temporal_env, wsetting
                                 "on_give_up": "escalate"})
         await register(sqlite_db, spec)
         await start_service(wsettings, spec)
-        settings = wsettings.model_copy(update={"notification_channels": [
+        settings = wsettings.model_copy(update={"outbound_private_notify": True, "notification_channels": [
             ChannelConfig(name="hook", kind="webhook", url=receiver.url)]})
         async with running_worker(client, settings, sqlite_db):
             handle = await supervise(client, task_queue, "crashy")

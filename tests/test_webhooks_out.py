@@ -4,6 +4,7 @@ Runs on SQLite and PostgreSQL; the end-to-end delivery also on the in-process bu
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -13,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.auth_helpers import assert_envelope, bearer
 from tests.conftest import mint_token
@@ -22,11 +25,12 @@ from windflow.domain.events import ConfigChanged, Event, EventType, ServiceStatu
 from windflow.events.base import parse_position
 from windflow.events.memory import MemoryBus
 from windflow.metrics import WEBHOOK_DELIVERIES
+from windflow.outbound import OutboundPolicy
 from windflow.persistence.models import AuditRow
 from windflow.persistence.webhook_models import WebhookDeliveryRow
 from windflow.persistence.webhook_repositories import WebhookDeliveryRepository, WebhookSubscriptionRepository
 from windflow.webhooks.dispatcher import DeliveryPolicy, WebhookDispatcher
-from windflow.webhooks.signing import verify
+from windflow.webhooks.signing import verify, verify_standard
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -53,7 +57,8 @@ def bus_kind() -> str:
 def settings(settings, bus_kind, request):
     """Tiny backoff so retries happen at once; Redis Streams on a stream of this test's own when asked."""
     update = {"webhooks_backoff": 0.02, "webhooks_backoff_max": 0.1, "webhooks_poll_interval": 0.05,
-              "webhooks_max_attempts": 3, "webhooks_timeout": 5.0, "events_metrics_interval": 0}
+              "webhooks_max_attempts": 3, "webhooks_timeout": 5.0, "events_metrics_interval": 0,
+              "outbound_private_notify": True}  # the receiver listens on loopback
     if bus_kind == "redis":
         update |= {"redis_url": request.getfixturevalue("redis_url"),
                    "events_stream": f"wf:test:webhooks:{uuid.uuid4().hex[:12]}"}
@@ -120,7 +125,7 @@ def expected_signature(secret: str, timestamp: str, body: bytes) -> str:
 async def test_published_event_is_delivered_signed_and_retried_after_a_500(running, api, receiver, bus_kind):
     sub = await subscribe(api, f"{receiver.url}/hook", event_types=["SERVICE_STATUS_UPDATE"])
     secret = sub["secret"]
-    assert secret.startswith("whsec_")
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
     receiver.plan["/hook"] = [500]
     retrying, delivered = counted("retrying"), counted("delivered")
 
@@ -142,6 +147,17 @@ async def test_published_event_is_delivered_signed_and_retried_after_a_500(runni
     assert [r["answered"] for r in got] == [500, 200]
     for request in got:
         headers, body = request["headers"], request["body"]
+        # the Standard Webhooks reference library verifies it, and the delivery id is signed
+        assert Webhook(secret).verify(body, headers) == event.model_dump(mode="json")
+        assert headers["webhook-id"] == delivery["delivery_id"]
+        assert verify_standard(secret, body, headers)
+        for tampered in ({**headers, "webhook-id": "another-delivery"}, {**headers, "webhook-timestamp": "1"}):
+            with pytest.raises(WebhookVerificationError):
+                Webhook(secret).verify(body, tampered)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(body + b" ", headers)
+        with pytest.raises(WebhookVerificationError):
+            Webhook("whsec_" + "A" * 43).verify(body, headers)
         assert headers["X-Windflow-Event"] == "SERVICE_STATUS_UPDATE"
         assert headers["X-Windflow-Delivery"] == delivery["delivery_id"]  # stable across the retry
         assert headers["Content-Type"] == "application/json"
@@ -212,6 +228,8 @@ async def test_ping_failure_after_max_attempts_and_redelivery(running, api, rece
     ping = r.json()
     assert ping["state"] == "delivered" and ping["attempts"] == 1 and ping["event_type"] == "PING"
     [request] = receiver.at("/flaky")
+    assert Webhook(sub["secret"]).verify(request["body"], request["headers"])["event_type"] == "PING"
+    assert request["headers"]["webhook-id"] == ping["delivery_id"]
     assert request["headers"]["X-Windflow-Event"] == "PING"
     assert request["headers"]["X-Windflow-Delivery"] == ping["delivery_id"]
     assert request["headers"]["X-Windflow-Signature"] == expected_signature(
@@ -278,6 +296,7 @@ async def test_api_validates_hides_the_secret_and_needs_webhooks_manage(running,
         ({"url": "https://example.com/x", "event_types": []}, "event_types"),
         ({"url": "https://example.com/x", "secret": "short"}, "secret"),
         ({"url": "https://example.com/x", "secret": "sixteen-chars-and-a-\x00"}, "secret"),
+        ({"url": "https://example.com/x", "secret": "whsec_restart-secret-0001"}, "secret"),  # not base64
         ({"url": "https://example.com/x", "enabled": "yes"}, "enabled"),
         ({"url": "https://example.com:70000/x"}, "url"),
     ]:
@@ -353,12 +372,12 @@ async def test_queued_deliveries_survive_a_restart_and_are_claimed_once(db, rece
     event = status_event()
 
     # queued by a dispatcher that never got to send (the process went away) ...
-    gone = WebhookDispatcher(db, MemoryBus(), policy=policy)
+    gone = WebhookDispatcher(db, MemoryBus(), policy=policy, outbound=OutboundPolicy())
     assert await gone.enqueue(event) == 1
     assert await gone.enqueue(event) == 0  # the same event again (a redelivered stream entry) queues nothing
 
     # ... two dispatchers race for it: exactly one wins the attempt
-    first, second = WebhookDispatcher(db, MemoryBus(), policy=policy), WebhookDispatcher(db, MemoryBus(), policy=policy)
+    first, second = (WebhookDispatcher(db, MemoryBus(), policy=policy, outbound=OutboundPolicy()) for _ in range(2))
     claims = await first.claim(10)
     assert [c.attempts for c in claims] == [1] and await second.claim(10) == []
     result = await first.deliver(claims[0])
@@ -384,3 +403,23 @@ async def test_queued_deliveries_survive_a_restart_and_are_claimed_once(db, rece
     async with db.read() as session:
         row = await session.get(WebhookDeliveryRow, lost[0].id)
     assert (row.state, row.attempts) == ("delivered", 2)
+
+
+async def test_standard_signature_is_the_spec_hmac_over_id_timestamp_body():
+    """Computed by hand from the Standard Webhooks spec, independent of any library."""
+    from windflow.webhooks.signing import new_secret, sign
+
+    secret = new_secret()
+    body = b'{"event_id":"e1","event_type":"PING"}'
+    headers = sign(secret, body, event_type="PING", delivery_id="d-1", timestamp=1_700_000_000)
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, b"d-1.1700000000." + body, hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
+    assert headers["webhook-id"] == "d-1" and headers["webhook-timestamp"] == "1700000000"
+    # a secret stored before the standard scheme that no verifier can load still signs (its UTF-8 bytes as
+    # the key) rather than failing the delivery
+    legacy = sign("whsec_restart-secret-0001", body, event_type="PING", delivery_id="d-2")
+    key = b"whsec_restart-secret-0001"
+    digest = hmac.new(key, f"d-2.{legacy['webhook-timestamp']}.".encode() + body, hashlib.sha256).digest()
+    assert legacy["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
+    assert verify_standard("whsec_restart-secret-0001", body, legacy)

@@ -7,6 +7,7 @@ else receives the object.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from enum import StrEnum
@@ -61,6 +62,13 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(100_000, ge=100, description="Events the Redis stream retains, approximately "
                                "(XADD MAXLEN ~; the in-process bus keeps at most 10,000); a client resumes by "
                                "id within this window")
+    logs_prefix: str = Field("windflow:logs:", min_length=1, max_length=200,
+                             description="Redis key prefix of the service log streams workers ship to "
+                             "(one stream per service, plus '{prefix}offsets')")
+    logs_maxlen: int = Field(5000, ge=100, le=1_000_000, description="Log lines kept per service in Redis, "
+                             "approximately (the files on the worker's host keep more: log_max_bytes)")
+    logs_ship: bool = Field(True, description="With redis_url: workers ship their services' stdout/stderr to "
+                            "Redis, so the API, CLI and dashboard on any host can tail and follow them")
     events_relay_interval: float = Field(0.25, gt=0, le=30, description="Outbox relay poll interval, seconds "
                                          "(local commits and PostgreSQL NOTIFY wake it sooner)")
     events_claim_idle: float = Field(30.0, gt=0, description="Seconds an event delivered to a consumer group "
@@ -103,7 +111,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL of the API as users reach it (links in responses)")
     temporal_ui_url: str | None = Field(None, description="Base URL of the Temporal Web UI (links to runs)")
     dashboard_dir: Path | None = Field(None, description="Built web dashboard served at / (index.html and "
-                                       "assets); default: web/dist of the source checkout")
+                                       "assets); default: web/dist of the source checkout, else the build "
+                                       "shipped in the package")
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 key (>= 32 bytes). Embedded: generated in the data dir when unset"
     )
@@ -158,9 +167,21 @@ class Settings(BaseSettings):
     )
     codec_key_id: str | None = Field(None, description="Id (in codec_keys) of the key that encrypts new payloads; "
                                      "may be left unset when codec_keys holds a single key")
+    codec_disabled: bool = Field(
+        False, description="Opt out of payload encryption when codec_keys is empty: Temporal's history then holds "
+        "configs and secrets in clear. Otherwise embedded mode generates a key in the data dir (codec_key, 0600) "
+        "and production mode requires codec_keys",
+    )
+    codec_auth_token: SecretStr | None = Field(
+        None, min_length=32,
+        description="Token of the Temporal Web UI's codec endpoint: the UI calls "
+        "<api>/api/v1/codec/ui/<token>/decode without a windflow login (unset: no such endpoint). At least 32 "
+        "characters; whoever has it (the UI's users) can decode payloads",
+    )
     codec_cors_origins: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8233"],
-        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI",
+        default_factory=list,
+        description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI; "
+        "empty (the default) = the origin of the Temporal UI address windflow links to",
     )
     worker_metrics_port: str = Field("9464", description="`windflow worker`: port of its Prometheus endpoint "
                                      "(/metrics: windflow's worker-side metrics and the Temporal SDK's); 0 = any "
@@ -187,6 +208,21 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    outbound_deny: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list; `*.example.com` for subdomains) that probes, the http driver, "
+        "webhooks and notification channels must never reach, on top of the built-in link-local and cloud "
+        "metadata addresses")
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names (JSON list) they may reach even where the defaults refuse (a private "
+        "receiver for webhooks, a service on a link-local address); outbound_deny still wins")
+    outbound_private_services: bool = Field(
+        True, description="HTTP probes and the http driver may reach loopback and private addresses (watching "
+        "local services is their job)")
+    outbound_private_notify: bool = Field(
+        False, description="Outgoing webhooks and notification channels may reach loopback and private "
+        "addresses; off by default, so a subscription cannot be pointed at internal services")
 
     @classmethod
     def settings_customise_sources(
@@ -199,6 +235,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file())
         return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+
+    @field_validator("outbound_deny", "outbound_allow")
+    @classmethod
+    def _outbound_entries(cls, value: list[str]) -> list[str]:
+        from windflow.outbound import parse_entries
+
+        parse_entries(value)  # raises ValueError naming a bad entry
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -322,6 +366,10 @@ class Settings(BaseSettings):
                 raise ValueError("WINDFLOW_JWT_SECRET is required when WINDFLOW_MODE=production")
             if self.database_url is None:
                 raise ValueError("WINDFLOW_DATABASE_URL is required when WINDFLOW_MODE=production")
+            if not self.codec_keys and not self.codec_disabled:
+                raise ValueError("WINDFLOW_CODEC_KEYS is required when WINDFLOW_MODE=production (Temporal's history "
+                                 "holds configs and their secrets); to keep it in clear on purpose, set "
+                                 "WINDFLOW_CODEC_DISABLED=true")
         return self
 
     # ----------------------------------------------------------------- derived values
@@ -355,6 +403,35 @@ class Settings(BaseSettings):
             return f"http://127.0.0.1:{self.temporal_ui_port}"
         return None
 
+    def temporal_ui_link(self, workflow_id: str | None = None, run_id: str | None = None) -> str | None:
+        """The Temporal Web UI page of a workflow (its latest run, or ``run_id``), or the namespace's workflow
+        list without an id; ``None`` when there is no UI. The one place that builds these links."""
+        from urllib.parse import quote
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return None
+        url = f"{base}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows"
+        if workflow_id is None:
+            return url
+        url += f"/{quote(workflow_id, safe='')}"
+        if run_id:
+            url += f"/{quote(run_id, safe='')}/history"
+        return url
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """Browser origins allowed on the codec endpoint: configured, else the Temporal UI's own origin."""
+        if self.codec_cors_origins:
+            return list(self.codec_cors_origins)
+        from urllib.parse import urlsplit
+
+        base = self.temporal_ui_base_url
+        if not base:
+            return []
+        parts = urlsplit(base)
+        return [f"{parts.scheme}://{parts.netloc}"]
+
     def jwt_key(self) -> str:
         """The signing key: configured, or generated once and kept in the data dir (embedded mode only)."""
         if self.jwt_secret is not None:
@@ -369,10 +446,42 @@ class Settings(BaseSettings):
             fh.write(key)
         return key
 
+    def codec_key_map(self) -> tuple[dict[str, str], str | None]:
+        """The payload codec's base64 keys and encrypting key id: configured, else (unless ``codec_disabled``)
+        one generated once in the data dir, like the JWT secret: ``({}, None)`` means no encryption."""
+        if self.codec_keys:
+            return {kid: key.get_secret_value() for kid, key in self.codec_keys.items()}, self.codec_key_id
+        if self.codec_disabled:
+            return {}, None
+        path = self.ensure_data_dir() / GENERATED_CODEC_KEY_FILE
+        if not path.exists():
+            from windflow.codec import new_key
+
+            with contextlib.suppress(FileExistsError):  # another process of this instance made it meanwhile
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(new_key())
+        return {GENERATED_CODEC_KEY_ID: path.read_text().strip()}, GENERATED_CODEC_KEY_ID
+
     def ensure_data_dir(self) -> Path:
+        """The data dir, private to this user (0700): it holds the store, keys, logs and Temporal's database."""
         path = self.resolved_data_dir
-        path.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.mkdir(parents=True, mode=0o700, exist_ok=True)
+        private(path, 0o700)
         return path
+
+
+GENERATED_CODEC_KEY_FILE = "codec_key"
+GENERATED_CODEC_KEY_ID = "local"
+
+
+def private(path: Path, mode: int = 0o600) -> None:
+    """Take group and other permissions off ``path`` (ours only; a file owned by someone else is left alone)."""
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            path.chmod(mode)
 
 
 def with_temporal_profile(settings: Settings) -> Settings:

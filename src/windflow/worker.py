@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +27,8 @@ from windflow.activities.runs import TemporalActivities
 from windflow.activities.services import ServiceActivities
 from windflow.activities.supervision import SupervisionActivities
 from windflow.drivers import build_driver_registry
+from windflow.outbound import OutboundPolicy
+from windflow.persistence import sealing
 from windflow.persistence.budget import RestartBudget
 from windflow.persistence.db import Database
 from windflow.probes import build_probe_registry
@@ -38,6 +43,13 @@ from windflow.workflows.rollout import ConfigRollout
 from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
 
 log = logging.getLogger("windflow.worker")
+
+#: how long a workflow task waits on the queue of the worker that ran the workflow last (its cache) before any
+#: worker may take it: a worker that died must not hold its workflows' next steps for long
+STICKY_TIMEOUT = timedelta(seconds=2)
+#: the failure type of an activity attempt of a dead worker that a starting worker ended (see below)
+WORKER_LOST = "WorkerLost"
+_IDENTITY = re.compile(r"^(\d+)@(\S+)")
 
 WORKFLOWS: list[type] = [SystemInitialization, ServiceSupervisor, ServiceRecovery, ServiceControl, RecoverySweep,
                          ConfigRollout]
@@ -80,8 +92,10 @@ def build_worker(
     graceful_shutdown: timedelta = timedelta(0),
 ) -> WorkerParts:
     data_dir = settings.ensure_data_dir()
-    drivers = traced_drivers(build_driver_registry(data_dir=data_dir))
-    probes = traced_probes(build_probe_registry())
+    sealing.configure_from(settings)  # sealed store values (channel configs, rollout proposals) open with the keys
+    outbound = OutboundPolicy.for_services(settings)
+    drivers = traced_drivers(build_driver_registry(data_dir=data_dir, outbound=outbound))
+    probes = traced_probes(build_probe_registry(outbound=outbound))
     services = ServiceActivities(db=db, drivers=drivers, probes=probes, probe_history=settings.probe_history,
                                  on_commit=on_commit)
     records = RecordActivities(db=db, on_commit=on_commit)
@@ -91,7 +105,8 @@ def build_worker(
                            lease=300.0)
     supervision = SupervisionActivities(db=db, drivers=drivers, probes=probes, budget=budget,
                                         probe_history=settings.probe_history, on_commit=on_commit)
-    notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels))
+    notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels),
+                                           outbound=OutboundPolicy.for_notify(settings))
     rollout = RolloutActivities(db=db, drivers=drivers, probes=probes, on_commit=on_commit)
     kwargs: dict[str, Any] = {}
     if workflow_runner is not None:
@@ -104,6 +119,7 @@ def build_worker(
         max_concurrent_activities=max_concurrent_activities,
         # on SIGTERM, let short activities finish; long watches are cancelled and resume on another worker
         graceful_shutdown_timeout=graceful_shutdown,
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         **kwargs,
     )
     host_worker = None
@@ -152,6 +168,104 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     return sorted(missing)
 
 
+def _log_shipper(settings: Settings) -> Any:
+    """With Redis: ship this host's service logs so the API on any host can tail and follow them."""
+    if not (settings.redis_url and settings.logs_ship):
+        return None
+    from windflow.events.redis_streams import connect as redis_connect
+    from windflow.service_logs import LogShipper
+
+    log.info("shipping service logs to Redis (%s*)", settings.logs_prefix)
+    return LogShipper(redis_connect(settings.redis_url), settings.resolved_data_dir / "logs",
+                      prefix=settings.logs_prefix, maxlen=settings.logs_maxlen)
+
+
+def worker_identity(suffix: str = "") -> str:
+    """``pid@host`` (the SDK's default form), so that another worker on this host can tell when this one died."""
+    return f"{os.getpid()}@{socket.gethostname()}" + (f" {suffix}" if suffix else "")
+
+
+def _dead_local_worker(identity: str, host: str) -> bool:
+    """Whether ``identity`` names a worker process of this host that no longer runs (a zombie counts as gone)."""
+    match = _IDENTITY.match(identity or "")
+    if match is None or match.group(2) != host:
+        return False  # another host's worker (or an identity without a pid): its heartbeat timeout decides
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        return False
+    from windflow.drivers.process import read_proc_stat
+
+    stat = read_proc_stat(pid)
+    return stat is None or stat.exited
+
+
+async def reclaim_abandoned_activities(client: Client, task_queue: str, *, concurrency: int = 16) -> int:
+    """End, as failed and so retried at once, the running activity attempts of dead workers of this host.
+
+    Without this, a worker killed with SIGKILL keeps its activities (the services' watches above all) until their
+    heartbeat timeout: meanwhile a crash goes unseen. A worker that starts knows its own host's dead workers by
+    their identity (``pid@host``); it fails their started attempts with ``WorkerLost``, which every retry policy
+    retries, carrying the last heartbeat details, so the next attempt runs here now. Activities are idempotent,
+    as for any retry. Workers of other hosts are left to their heartbeat timeout. Returns how many were ended."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.enums.v1 import PendingActivityState
+    from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure
+    from temporalio.api.workflowservice.v1 import (
+        DescribeWorkflowExecutionRequest,
+        RespondActivityTaskFailedByIdRequest,
+    )
+
+    host = socket.gethostname()
+    me = worker_identity()
+    gate = asyncio.Semaphore(concurrency)
+    ended = 0
+
+    async def reclaim(workflow_id: str, run_id: str) -> None:
+        nonlocal ended
+        async with gate:
+            desc = await client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
+                namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id)))
+            for pending in desc.pending_activities:
+                if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                    continue
+                if not _dead_local_worker(pending.last_worker_identity, host):
+                    continue
+                failure = Failure(
+                    message=f"worker {pending.last_worker_identity} is gone; retried by {me}",
+                    application_failure_info=ApplicationFailureInfo(type=WORKER_LOST))
+                try:
+                    await client.workflow_service.respond_activity_task_failed_by_id(
+                        RespondActivityTaskFailedByIdRequest(
+                            namespace=client.namespace, workflow_id=workflow_id, run_id=run_id,
+                            activity_id=pending.activity_id, failure=failure, identity=me,
+                            last_heartbeat_details=pending.heartbeat_details))
+                except RPCError as exc:  # it completed or timed out meanwhile
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                    continue
+                ended += 1
+                log.info("activity %s (%s) of %s: its worker %s is gone, retried now", pending.activity_id,
+                         pending.activity_type.name, workflow_id, pending.last_worker_identity)
+
+    jobs = [asyncio.ensure_future(reclaim(wf.id, wf.run_id)) async for wf in client.list_workflows(
+        f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'")]
+    for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            log.warning("could not reclaim the activities of a dead worker: %s", outcome)
+    return ended
+
+
+async def reclaim_in_background(client: Client, task_queue: str) -> None:
+    """``reclaim_abandoned_activities`` for a worker that has just started polling; failures only logged."""
+    try:
+        ended = await reclaim_abandoned_activities(client, task_queue)
+    except Exception as exc:  # noqa: BLE001 - Temporal away: the heartbeat timeouts still apply
+        log.warning("could not look for activities of dead workers: %s", exc)
+        return
+    if ended:
+        log.info("took over %d activit%s of dead workers of this host", ended, "y" if ended == 1 else "ies")
+
+
 async def run_worker(settings: Settings) -> None:
     """`windflow worker`: run until SIGINT/SIGTERM, then finish in-flight tasks and exit."""
     from windflow.persistence.migrate import upgrade
@@ -173,7 +287,7 @@ async def run_worker(settings: Settings) -> None:
         metrics_server = serve_metrics(settings.worker_metrics_host, ports, token=token)
         log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host, metrics_server.server_port,
                  extra={"metrics_port": metrics_server.server_port})
-    client = await connect(settings, identity=None, **kwargs)
+    client = await connect(settings, identity=worker_identity(), **kwargs)
     added = await ensure_search_attributes(client, settings.temporal_namespace)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
@@ -191,8 +305,19 @@ async def run_worker(settings: Settings) -> None:
     log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
     if parts.host_worker is not None:
         log.info("host %s: also polling %s", settings.worker_host, parts.host_worker.task_queue)
-    async with parts.worker, parts.host_worker or contextlib.nullcontext():
-        await stop.wait()
+    shipper = _log_shipper(settings)
+    ship_task = asyncio.create_task(shipper.run(), name="log-shipper") if shipper is not None else None
+    try:
+        async with parts.worker, parts.host_worker or contextlib.nullcontext():
+            reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
+            await stop.wait()
+            reclaiming.cancel()
+    finally:
+        if ship_task is not None:
+            ship_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ship_task
+            await shipper.redis.aclose()
     if metrics_server is not None:
         metrics_server.shutdown()
     await db.dispose()

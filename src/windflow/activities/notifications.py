@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -43,11 +43,14 @@ class NotificationActivities:
         db: Database,
         settings_channels: Sequence[ChannelConfig] = (),
         *,
-        channel_factory: Callable[[ChannelConfig], NotificationChannel] = build_channel,
+        channel_factory: Callable[[ChannelConfig], NotificationChannel] | None = None,
+        outbound: Any = None,
     ) -> None:
+        """``outbound``: the :class:`windflow.outbound.OutboundPolicy` HTTP channels connect under (None: the
+        default policy for notifications)."""
         self.db = db
         self.settings_channels = list(settings_channels)
-        self.channel_factory = channel_factory
+        self.channel_factory = channel_factory or (lambda config: build_channel(config, outbound))
 
     def merged(self, stored: Sequence[ChannelConfig]) -> list[ChannelConfig]:
         """Settings channels first; a system-file channel with the same name as one of them is ignored."""

@@ -35,6 +35,7 @@ from windflow.api.routers import (
     health,
     hooks,
     initializations,
+    logs,
     recoveries,
     rollouts,
     schedules,
@@ -51,6 +52,7 @@ from windflow.events.memory import MemoryBus
 from windflow.events.redis_streams import RedisStreamsBus
 from windflow.events.relay import OutboxRelay
 from windflow.metrics import MetricsEndpoint
+from windflow.persistence import sealing
 from windflow.persistence.db import Database
 from windflow.persistence.migrate import upgrade
 from windflow.persistence.seed import seed_templates
@@ -66,6 +68,7 @@ MEMORY_BUS_MAXLEN = 10_000  # the in-process bus holds events as objects in this
 
 async def build_resources(settings: Settings, *, migrate: bool | None = None) -> Resources:
     settings.ensure_data_dir()
+    sealing.configure_from(settings)  # webhook and channel secrets sealed in the store with the codec keys
     db = Database.from_url(settings.sqlalchemy_url)
     if migrate if migrate is not None else settings.mode == Mode.EMBEDDED:
         await upgrade(db.engine)
@@ -105,7 +108,7 @@ def start_event_tasks(app: FastAPI, res: Resources) -> list[asyncio.Task[None]]:
         consumer = (res.bus.consumer(CONSUMER_GROUP, consumer_name(), start="$")
                     if isinstance(res.bus, RedisStreamsBus) else None)
         dispatcher = WebhookDispatcher(res.db, res.bus, policy=DeliveryPolicy.from_settings(settings),
-                                       consumer=consumer)
+                                       consumer=consumer, outbound=res.outbound.notify)
         app.state.webhook_dispatcher = dispatcher
         tasks.append(asyncio.create_task(dispatcher.run(), name="webhook-dispatcher"))
     return tasks
@@ -166,9 +169,10 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.forwarded_allow_ips:  # only listed proxies may say who the client is (X-Forwarded-For / -Proto)
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.forwarded_allow_ips))
+    codec.hide_codec_token_in_access_log()
     # outermost: answers the Temporal UI's preflight on the codec paths before anything else runs
     app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/",
-                       origins=list(settings.codec_cors_origins))
+                       origins=settings.codec_origins)
     # public unless WINDFLOW_METRICS_TOKEN is set; aggregate figures and service ids only
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     app.add_route("/metrics", MetricsEndpoint(token=metrics_token, unauthorized=lambda: error_response(
@@ -177,7 +181,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws, codec, hooks, webhooks, rollouts):
+                   ws, codec, hooks, webhooks, rollouts, logs):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     v1.include_router(dashboard_router)

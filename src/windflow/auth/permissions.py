@@ -19,6 +19,9 @@ class Permission(StrEnum):
     USERS_MANAGE = "users:manage"
     AUDIT_READ = "audit:read"
     WEBHOOKS_MANAGE = "webhooks:manage"
+    CODEC_DECODE = "codec:decode"  # decrypt Temporal payloads: reads every secret a config or input holds
+    CODEC_ENCODE = "codec:encode"  # encrypt with the production key
+    LOGS_READ = "logs:read"  # services' stdout/stderr: may hold what configs redact, so not for viewers
 
 
 ALL_PERMISSIONS = frozenset(Permission)
@@ -35,6 +38,7 @@ BUILTIN_ROLES: dict[str, frozenset[Permission]] = {
             Permission.RECOVERY_TRIGGER,
             Permission.SCHEDULES_MANAGE,
             Permission.AUDIT_READ,
+            Permission.LOGS_READ,
         }
     ),
     "viewer": frozenset({Permission.SERVICES_READ, Permission.CONFIGS_READ}),

@@ -25,7 +25,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from windflow.settings import Settings
+from windflow.settings import Settings, private
 
 console = Console()
 
@@ -79,6 +79,85 @@ def dev_server_command(settings: Settings) -> list[str]:
     return cmd
 
 
+def api_server_config(app: Any, settings: Settings) -> Any:
+    """uvicorn's configuration for the API inside `windflow up`."""
+    import uvicorn
+
+    # log_config=None: uvicorn's records go through windflow's log format (JSON when asked), not its own
+    # handlers; a WebSocket client that never goes away must not hold the shutdown hostage
+    from windflow.api.app import SERVER_OPTIONS
+
+    return uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
+                          log_config=None, lifespan="on", timeout_graceful_shutdown=5,
+                          **SERVER_OPTIONS)  # type: ignore[arg-type]
+
+
+class UpLock:
+    """One `windflow up` per data dir: an exclusive ``flock`` on ``up.lock``, released by the kernel when the
+    process ends however it ends (a SIGKILL included), so a killed `windflow up` never blocks the next one."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "up.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RuntimeError(f"another `windflow up` runs on the data dir {self.path.parent} (pid {holder}); "
+                               "stop it first, or use another WINDFLOW_DATA_DIR") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor releases the lock
+            self.fd = None
+
+
+def leftover_dev_servers(db_file: Path) -> list[int]:
+    """Dev servers on this data dir's SQLite file: with the lock held, whatever runs there was left behind by a
+    `windflow up` that was killed (its dev server runs in a session of its own and outlives it)."""
+    needle = b"\0--db-filename\0" + str(db_file).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"\0start-dev\0" in cmdline and needle in cmdline + b"\0":
+            found.append(int(entry))
+    return found
+
+
+def end_processes(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGTERM each process's group (each leads its own), then SIGKILL what is left after ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not any(_alive(pid) for pid in pids):
+                return
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    from windflow.drivers.process import read_proc_stat
+
+    stat = read_proc_stat(pid)
+    return stat is not None and not stat.exited
+
+
 class DevServer:
     """The Temporal dev server as a child process, its output in the data dir."""
 
@@ -96,10 +175,14 @@ class DevServer:
         for port, what in wanted:
             if port and not port_free(port):
                 raise RuntimeError(f"port {port} is taken ({what}); stop the other process or choose another port")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        # umask 077: the server's database (temporal.db, its -wal and -shm) is readable by this user only
         self.proc = subprocess.Popen(dev_server_command(s), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         log.close()
+        data_dir = s.ensure_data_dir()
+        for name in ("temporal.db", "temporal.db-wal", "temporal.db-shm", "temporal.log"):
+            private(data_dir / name)  # made by an older version with the default umask
         try:
             await self._wait_ready(timeout, abort)
         except BaseException:
@@ -160,22 +243,30 @@ async def run_up(
     """
     import uvicorn
 
-    from windflow.api.app import SERVER_OPTIONS, build_resources, create_app
+    from windflow.api.app import build_resources, create_app
     from windflow.auth.permissions import ALL_PERMISSIONS
     from windflow.auth.tokens import issue_access_token
     from windflow.heap import freeze_startup_heap
     from windflow.schedules import ensure_sweep_schedule
     from windflow.temporal_client import connect
-    from windflow.worker import build_worker, ensure_search_attributes
+    from windflow.worker import build_worker, ensure_search_attributes, reclaim_in_background, worker_identity
 
     settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
+    lock = UpLock(settings.ensure_data_dir())
+    lock.acquire()  # before any port check: a second `windflow up` on this data dir is told so plainly
     if not port_free(settings.api_port, settings.api_host):
+        lock.release()
         raise RuntimeError(f"port {settings.api_port} is taken (WINDFLOW_API_PORT)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    leftovers = leftover_dev_servers(settings.ensure_data_dir() / "temporal.db")
+    if leftovers:  # a killed `windflow up` left its dev server: replace it (its history is in the SQLite file)
+        console.print(f"replacing the Temporal dev server a previous `windflow up` left running "
+                      f"(pid {', '.join(map(str, leftovers))})")
+        await asyncio.to_thread(end_processes, leftovers)
     server = DevServer(settings)
     console.print(f"[dim]data dir {settings.resolved_data_dir}[/dim]")
     resources = None
@@ -191,7 +282,7 @@ async def run_up(
         # the Temporal SDK's metrics join windflow's on the API's /metrics (this process runs the worker);
         # the SDK core's log lines go through Python logging like every other line
         extra: dict[str, Any] = {"runtime": temporal_runtime(metrics=True)}
-        client = await connect(settings, identity="windflow-up", **extra)
+        client = await connect(settings, identity=worker_identity("windflow-up"), **extra)
         await ensure_search_attributes(client, settings.temporal_namespace)
         await ensure_sweep_schedule(client, task_queue=settings.task_queue,
                                     every=timedelta(seconds=settings.sweep_interval))
@@ -202,15 +293,14 @@ async def run_up(
                              on_commit=relay.notify if relay else None)
         app = create_app(settings, resources=resources)
         freeze_startup_heap()  # windflow.heap: API and worker share this process's loop
-        # a WebSocket client that never goes away must not hold the shutdown hostage
-        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=5, **SERVER_OPTIONS)  # type: ignore[arg-type]
-        api = uvicorn.Server(config)
+        api = uvicorn.Server(api_server_config(app, settings))
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
         registered: dict[str, Any] = {}  # service id -> spec, read at shutdown for --stop-services
         try:
             async with _worker_running(parts.worker, stop) as worker_failed:
+                # after a crash or a reboot: the activities of the `windflow up` that died run here now
+                reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
                 api_task = asyncio.create_task(api.serve())
                 try:
                     while not api.started:
@@ -220,9 +310,8 @@ async def run_up(
                         await asyncio.sleep(0.05)
                     base = f"http://{settings.api_host}:{settings.api_port}"
                     console.print(f"[bold green]windflow is up[/bold green]  API {base}  docs {base}/docs")
-                    if settings.temporal_ui_base_url:
-                        console.print(f"Temporal Web UI {settings.temporal_ui_base_url}"
-                                      f"/namespaces/{settings.temporal_namespace}/workflows")
+                    if settings.temporal_ui_link():
+                        console.print(f"Temporal Web UI {settings.temporal_ui_link()}")
                     if system_file is not None and not stop.is_set():
                         token, _ = issue_access_token(key=resources.jwt_key, subject="windflow-up",
                                                       permissions={str(p) for p in ALL_PERMISSIONS},
@@ -239,6 +328,7 @@ async def run_up(
                     await stop.wait()
                     console.print("shutting down")
                 finally:
+                    reclaiming.cancel()
                     api.should_exit = True
                     await api_task
                     if interrupted is not None:
@@ -263,6 +353,7 @@ async def run_up(
                 await resources.db.dispose()
     finally:
         server.stop()
+        lock.release()
     return code
 
 

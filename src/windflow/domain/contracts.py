@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from windflow.domain.models import ServiceSpec
 from windflow.domain.notifications import DeliveryResult, Notification
@@ -40,6 +40,8 @@ class ComponentStatus(StrEnum):
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
     STOPPED = "STOPPED"
+    RUNNING = "RUNNING"  # a job whose run is in progress
+    COMPLETED = "COMPLETED"  # a job that exited with a success code (or was skipped by `run: once`)
 
 
 class InitOptions(BaseModel):
@@ -79,6 +81,8 @@ class ComponentState(BaseModel):
     status: ComponentStatus = ComponentStatus.PENDING
     layer: int = 0
     depends_on: list[str] = Field(default_factory=list)
+    conditions: dict[str, str] = Field(default_factory=dict, description="Each dependency's condition, by id")
+    kind: str = Field("service", description="service or job")
     attempts: int = 0
     last_error: str | None = None
     pid: int | None = None
@@ -86,6 +90,9 @@ class ComponentState(BaseModel):
     healthy_at: datetime | None = None
     finished_at: datetime | None = None
     started_by_run: bool = Field(False, description="This run started it (so a rollback stops it)")
+    exit_code: int | None = Field(None, description="A job: the exit code of its last attempt")
+    duration: float | None = Field(None, description="A job: seconds its last attempt ran")
+    log_tail: list[str] = Field(default_factory=list, description="A job: the last lines of its output")
 
 
 class InitState(BaseModel):
@@ -134,6 +141,7 @@ class ServiceActionInput(BaseModel):
     source: str = Field("initialization", description="Who asks: initialization, recovery, user, rollout")
     run_id: str | None = None
     grace: float | None = None
+    actor: str | None = Field(None, description="The user behind the act (recorded as who set the desired state)")
 
 
 class ServiceActionResult(BaseModel):
@@ -154,6 +162,24 @@ class WaitHealthyResult(BaseModel):
     checks: int
     last: ProbeResult | None = None
     message: str = ""
+
+
+class RunJobInput(BaseModel):
+    service_id: str
+    run_id: str | None = None
+    attempt: int = 1
+    source: str = "initialization"
+
+
+class RunJobResult(BaseModel):
+    succeeded: bool
+    skipped: bool = Field(False, description="`run: once` and this version already succeeded: nothing was run")
+    version: int = 0
+    exit_code: int | None = None
+    duration: float = 0.0
+    pid: int | None = None
+    message: str = ""
+    log_tail: list[str] = Field(default_factory=list)
 
 
 class CheckHealthInput(BaseModel):
@@ -206,9 +232,19 @@ class WatchResult(BaseModel):
     probes: list[ProbeResult] = Field(default_factory=list, description="The failing probes (evidence)")
 
 
+def _dependency_ids(value: Any) -> Any:
+    """A spec's ``depends_on`` map given as is: its ids."""
+    return list(value) if isinstance(value, dict) else value
+
+
 class DependencyCheckInput(BaseModel):
     service_id: str
     depends_on: list[str] = Field(default_factory=list)
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _dependency_ids(value)
 
 
 class DependencyCheckResult(BaseModel):
@@ -220,6 +256,11 @@ class WaitDependenciesInput(BaseModel):
     service_id: str
     depends_on: list[str]
     poll: float = 0.5
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _dependency_ids(value)
 
 
 class RecoverStepInput(BaseModel):
@@ -233,6 +274,8 @@ class RecoverStepInput(BaseModel):
     workflow_id: str = ""
     attempt: int = 1
     max_attempts: int = 1
+    recovery_started_at: datetime | None = Field(None, description="When this recovery began (its duration)")
+    attempts_here: int = Field(1, description="Attempts of this recovery, this one included")
 
 
 class RecoverStepResult(BaseModel):
@@ -269,7 +312,9 @@ class SupervisorStatus(BaseModel):
 
 class SupervisorInput(BaseModel):
     service_id: str
-    heartbeat_timeout: float = Field(30.0, ge=2, description="Seconds before a silent watch is retried elsewhere")
+    heartbeat_timeout: float = Field(
+        10.0, ge=2, description="Seconds before the watch of a worker that went silent is retried elsewhere (30, the "
+        "previous default, is read as the current default)")
     carried: SupervisorStatus | None = Field(None, description="State carried over by continue-as-new")
     paused: bool = False
     paused_reason: str | None = None
@@ -330,8 +375,17 @@ class SweepResult(BaseModel):
     supervisors_started: list[str] = Field(default_factory=list)
     recoveries_started: list[str] = Field(default_factory=list)
     supervisors_stopped: list[str] = Field(default_factory=list)
+    retried: list[str] = Field(default_factory=list, description="Given-up services tried again (new version)")
     checked: int = 0
     message: str = ""
+
+
+class SweepPlan(BaseModel):
+    """What the sweep reconciles: services desired running (and monitored), and the given-up ones among them
+    whose applied version changed since they gave up."""
+
+    supervise: list[str] = Field(default_factory=list)
+    retry: list[str] = Field(default_factory=list)
 
 
 class AwaitSupervisorInput(BaseModel):
@@ -370,11 +424,14 @@ class SupervisorsInput(BaseModel):
     service_ids: list[str] = Field(default_factory=list)
     task_queue: str = ""
     actor: str = "system"
+    resume: list[str] = Field(default_factory=list, description="Services whose desired state was just set to "
+                              "running: a paused (or given-up) supervisor of theirs resumes")
 
 
 class SupervisorsResult(BaseModel):
     started: list[str] = Field(default_factory=list)
     already_running: list[str] = Field(default_factory=list)
+    resumed: list[str] = Field(default_factory=list)
     stopped: list[str] = Field(default_factory=list)
 
 

@@ -1,6 +1,9 @@
 """The ``http`` driver: a service controlled through HTTP endpoints (an agent, a cloud API, a webhook relay).
 
-* wrong status → :class:`DriverFailed` with the status and a body excerpt;
+* wrong status → :class:`DriverFailed` with the status and the body's length (never the body: a driver
+  pointed at an internal address must not become a way to read it);
+* a destination the outbound policy refuses (link-local and metadata addresses by default) →
+  :class:`DriverFailed`, before any connection;
 * connection failure or timeout → :class:`DriverUnavailable` (retryable);
 * ``status`` endpoint: 2xx → running, any other status → stopped, no endpoint → unknown; an unreachable
   status endpoint reports unknown (an observation, not an error).
@@ -22,9 +25,7 @@ from windflow.domain.errors import ConfigInvalid, DriverFailed, DriverUnavailabl
 from windflow.domain.models import DriverKind, HttpDriverConfig, HttpEndpoint, ServiceSpec
 from windflow.domain.redaction import redact_text
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
-
-BODY_EXCERPT = 500
-OUTPUT_TAIL = 8 * 1024
+from windflow.outbound import OutboundPolicy, OutboundRefused, guarded_client
 
 
 def _target(url: str) -> str:
@@ -51,6 +52,9 @@ def describe_transport_error(exc: BaseException, url: str, timeout: float) -> st
 class HttpDriver:
     kind = DriverKind.HTTP
 
+    def __init__(self, *, outbound: OutboundPolicy | None = None) -> None:
+        self.outbound = outbound or OutboundPolicy()
+
     async def start(self, service: ServiceSpec) -> DriverResult:
         cfg = self._config(service)
         return await self._call("start", cfg.start, cfg)
@@ -73,7 +77,7 @@ class HttpDriver:
             return ServiceStatus(status=RunStatus.UNKNOWN, message="no status endpoint")
         try:
             response, elapsed = await self._send(cfg.status, cfg)
-        except DriverUnavailable as exc:
+        except (DriverUnavailable, DriverFailed) as exc:
             return ServiceStatus(status=RunStatus.UNKNOWN, message=f"status endpoint unreachable: {exc.message}")
         code = response.status_code
         state = RunStatus.RUNNING if 200 <= code < 300 else RunStatus.STOPPED
@@ -90,8 +94,7 @@ class HttpDriver:
             raise ConfigInvalid(f"service {service.id!r}: the http driver needs an http config")
         return service.config
 
-    @staticmethod
-    async def _send(endpoint: HttpEndpoint, cfg: HttpDriverConfig) -> tuple[httpx2.Response, float]:
+    async def _send(self, endpoint: HttpEndpoint, cfg: HttpDriverConfig) -> tuple[httpx2.Response, float]:
         headers = dict(endpoint.headers)
         if cfg.auth_token:
             headers["Authorization"] = f"Bearer {cfg.auth_token}"
@@ -103,9 +106,13 @@ class HttpDriver:
         elif endpoint.body is not None:
             kwargs["json"] = endpoint.body
         started = time.monotonic()
+        where = f"{endpoint.method} {redact_text(endpoint.url)}"
         try:
-            async with httpx2.AsyncClient(verify=cfg.verify_tls, timeout=cfg.timeout, trust_env=False) as client:
+            self.outbound.check_url(endpoint.url)
+            async with guarded_client(self.outbound, verify=cfg.verify_tls, timeout=cfg.timeout) as client:
                 response = await client.request(endpoint.method, endpoint.url, **kwargs)
+        except OutboundRefused as exc:
+            raise DriverFailed(f"{where}: {exc}") from None
         except httpx2.TransportError as exc:
             reason = describe_transport_error(exc, endpoint.url, cfg.timeout)
             raise DriverUnavailable(f"{endpoint.method} {redact_text(endpoint.url)}: {reason}") from None
@@ -113,14 +120,14 @@ class HttpDriver:
 
     async def _call(self, action: str, endpoint: HttpEndpoint, cfg: HttpDriverConfig) -> DriverResult:
         response, elapsed = await self._send(endpoint, cfg)
-        body = response.text
+        size = len(response.content)
         where = f"{endpoint.method} {redact_text(endpoint.url)}"
         if response.status_code not in endpoint.expect_status:
-            excerpt = body[:BODY_EXCERPT].strip()
             raise DriverFailed(
-                f"{action}: {where} answered {response.status_code}, expected one of {endpoint.expect_status}"
-                + (f": {excerpt}" if excerpt else ""),
-                details={"status": response.status_code, "body": body[:OUTPUT_TAIL]},
+                f"{action}: {where} answered {response.status_code} ({size} bytes), expected one of "
+                f"{endpoint.expect_status}",
+                details={"status": response.status_code, "length": size},
             )
-        return DriverResult(ok=True, action=action, changed=True, output=body[:OUTPUT_TAIL],
-                            message=f"{where} answered {response.status_code} in {elapsed * 1000:.0f} ms")
+        return DriverResult(ok=True, action=action, changed=True, output="",
+                            message=f"{where} answered {response.status_code} ({size} bytes) in "
+                                    f"{elapsed * 1000:.0f} ms")

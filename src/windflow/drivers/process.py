@@ -55,6 +55,7 @@ from windflow.domain.errors import ConfigInvalid, DriverFailed
 from windflow.domain.models import DriverKind, ProcessConfig, ServiceSpec, is_service_id
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
 from windflow.drivers.environment import clean_env, identity
+from windflow.service_logs import last_error_line
 
 __all__ = [
     "ProcStat",
@@ -148,6 +149,14 @@ def spawned_with(token: str) -> int | None:
     return None
 
 
+def _has_token(pid: int, token: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return f"{SPAWN_TOKEN_ENV}={token}".encode() in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
 _BOOT_ID: str | None = None
 _BOOT_TIME: float | None = None
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -197,6 +206,13 @@ def describe_exit(exit_code: int | None, sig: int | None) -> str:
     if exit_code is None:
         return "exited (not our child: exit status unknown)"
     return f"exited with code {exit_code}"
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _reap(pid: int, pidfd: int | None) -> tuple[bool, int | None, int | None]:
@@ -370,11 +386,13 @@ class _Proc:
     popen: subprocess.Popen[bytes] | None = None
     logs: list[Path] = field(default_factory=list)
     log_max_bytes: int = 10 * 1024 * 1024
+    err_start: int | None = None  # size of the stderr log when this process started (None: unknown, adopted)
     exit: ExitInfo | None = None
     exited: asyncio.Future[ExitInfo] | None = None
     watch: _ExitWatch | None = None
     stopping: bool = False
     notes: list[str] = field(default_factory=list)  # what went wrong at start (logs), repeated by status()
+    token: str | None = None  # the spawn token in its environment (and its children's): see _kill_leftovers
 
     def is_alive(self) -> bool:
         if self.exit is not None:
@@ -422,6 +440,7 @@ class ProcessDriver:
             if proc is not None and proc.is_alive():
                 return DriverResult(ok=True, action="start", changed=False, pid=proc.pid, started_at=proc.started_at,
                                     message=f"already running (pid {proc.pid})")
+            self._kill_leftovers(service.id)  # what a main that died unseen left behind holds ports and files
             return await self._spawn(service, cfg, action="start")
 
     async def stop(self, service: ServiceSpec, *, grace: float | None = None) -> DriverResult:
@@ -480,6 +499,26 @@ class ProcessDriver:
     def log_paths(self, service_id: str) -> tuple[Path, Path]:
         return self.log_dir / f"{service_id}.out.log", self.log_dir / f"{service_id}.err.log"
 
+    def log_tail(self, service_id: str, *, lines: int = 20, stream: str = "stderr",
+                 max_bytes: int = 16 * 1024, max_line: int = 500) -> list[str]:
+        """The last ``lines`` lines of a service's log (``stdout`` or ``stderr``), each cut to ``max_line``
+        characters; read from the file's last ``max_bytes`` only. Empty when there is no log."""
+        out, err = self.log_paths(service_id)
+        path = err if stream == "stderr" else out
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - max_bytes))
+                data = fh.read()
+        except OSError:
+            return []
+        text = data.decode("utf-8", "replace").splitlines()
+        if size > max_bytes and text:
+            text = text[1:]  # the first line was cut by the seek
+        kept = [line if len(line) <= max_line else line[:max_line] + "…" for line in text if line.strip()]
+        return kept[-lines:] if lines > 0 else []
+
     def _lock(self, service_id: str) -> asyncio.Lock:
         lock = self._locks.get(service_id)
         if lock is None:
@@ -513,6 +552,7 @@ class ProcessDriver:
             "cwd": cwd,
             "logs": [str(p) for p in proc.logs],
             "notes": proc.notes,
+            "token": proc.token,
         })
 
     def _store_state(self, service_id: str, fields: dict[str, Any]) -> None:
@@ -539,7 +579,7 @@ class ProcessDriver:
             return None
         recorded = ("version", "service", "boot_id", "spawning")  # _store_state writes the first three itself
         fields = {key: value for key, value in state.items() if key not in recorded}
-        fields.update({"pid": stat.pid, "pgid": stat.pid, "starttime": stat.starttime})
+        fields.update({"pid": stat.pid, "pgid": stat.pid, "starttime": stat.starttime, "token": state["spawning"]})
         with contextlib.suppress(OSError):
             self._store_state(service_id, fields)
         return {**state, **fields}
@@ -589,6 +629,7 @@ class ProcessDriver:
             own=False,
             logs=[Path(p) for p in state.get("logs") or []],
             notes=[str(n) for n in state.get("notes") or []],
+            token=state.get("token") if isinstance(state.get("token"), str) else None,
         )
         self._procs[service_id] = proc
         if stat.exited:
@@ -638,6 +679,11 @@ class ProcessDriver:
             message = "exited (zombie not reaped by its parent; exit status unknown)"
         if proc.stopping:
             message = f"stopped by windflow: {message}"
+        elif sig is not None or code not in (0, None):
+            # the reason is usually the last thing the service said on stderr ("can't open file …")
+            cause = last_error_line(self.log_paths(proc.service_id)[1], since=proc.err_start or 0)
+            if cause:
+                message = f"{message}: {cause}"
         proc.exit = ExitInfo(pid=proc.pid, exit_code=code, signal=sig, exited_at=_now(), message=message)
         if proc.watch is not None:
             proc.watch.close()
@@ -677,6 +723,7 @@ class ProcessDriver:
         env = clean_env(extra=cfg.env, inherit=cfg.inherit_env, env_file=cfg.env_file, cwd=cfg.cwd, home=who.home)
         argv = resolve_command(cfg.command, env, cfg.cwd)
         out, err, notes, log_paths = self._open_logs(service.id, cfg.log_max_bytes)
+        err_start = _file_size(self.log_paths(service.id)[1])
         # recorded before the fork: a driver killed before it records the pid leaves what finds the process (a
         # failure to write it is reported by the write after the fork, which fails the same way)
         env[SPAWN_TOKEN_ENV] = token = uuid.uuid4().hex
@@ -723,7 +770,9 @@ class ProcessDriver:
             popen=popen,
             logs=log_paths,
             log_max_bytes=cfg.log_max_bytes,
+            err_start=err_start,
             notes=list(notes),
+            token=token,
         )
         self._procs[service.id] = proc
         self._watch(proc)
@@ -746,6 +795,11 @@ class ProcessDriver:
             message = f"not running ({proc.exit.message})" if proc is not None and proc.exit else "not running"
             if note and proc is None:
                 message = f"not running ({note})"
+            if proc is None:
+                killed = self._kill_leftovers(service_id)
+                if killed:
+                    changed = True
+                    message += f"; killed {killed} leftover process(es) of its group"
             if proc is not None and proc.pgid == proc.pid:
                 # the leader died on its own; what it left in its group (a server a wrapper script started)
                 # still holds ports and files. While any member lives the group id cannot be reused.
@@ -782,6 +836,28 @@ class ProcessDriver:
         outcome = info.message.removeprefix("stopped by windflow: ")
         return DriverResult(ok=True, action=action, changed=True, pid=proc.pid, exit_code=info.exit_code,
                             message=f"stopped pid {proc.pid} ({how}; {outcome})")
+
+    def _kill_leftovers(self, service_id: str) -> int:
+        """SIGKILL the group of a recorded process whose leader died while no driver watched it (a worker restart):
+        its children (a server a wrapper script started) still hold ports and files. The group is known to be the
+        service's only if a member carries the spawn token in its environment: while any member lives, its group
+        id cannot be reused. Returns how many processes were in it."""
+        state = self._read_state(service_id)
+        if state is None or state.get("boot_id") != boot_id() or "spawning" in state:
+            return 0
+        token, pgid = state.get("token"), state.get("pgid")
+        if not isinstance(token, str) or not isinstance(pgid, int):
+            return 0
+        leader = read_proc_stat(pgid)
+        if leader is not None and not leader.exited and leader.starttime == state.get("starttime"):
+            return 0  # the leader lives: a stop handles it
+        members = group_members(pgid)
+        if not any(_has_token(pid, token) for pid in members):
+            return 0
+        self._killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.state_path(service_id).unlink()
+        return len(members)
 
     def _signal(self, proc: _Proc, sig: int) -> None:
         """Signal the process group, but only if the process still leads it (it did when we started it).

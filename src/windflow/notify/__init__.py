@@ -10,24 +10,28 @@ from collections.abc import Iterable
 
 from windflow.domain.notifications import ChannelConfig, ChannelKind
 from windflow.notify.base import NotificationChannel
+from windflow.outbound import OutboundPolicy
 
 __all__ = ["NotificationChannel", "build_channel", "build_channels"]
 
 
-def build_channel(config: ChannelConfig) -> NotificationChannel:
+def build_channel(config: ChannelConfig, outbound: OutboundPolicy | None = None) -> NotificationChannel:
+    """The adapter of ``config``; HTTP channels connect only where ``outbound`` allows (default: the
+    documented policy for notifications)."""
     if config.kind == ChannelKind.WEBHOOK:
         from windflow.notify.webhook import WebhookChannel
 
-        return WebhookChannel(config)
+        return WebhookChannel(config, outbound)
     if config.kind == ChannelKind.SLACK:
         from windflow.notify.slack import SlackChannel
 
-        return SlackChannel(config)
+        return SlackChannel(config, outbound)
     from windflow.notify.log import LogChannel
 
     return LogChannel(config)
 
 
-def build_channels(configs: Iterable[ChannelConfig]) -> dict[str, NotificationChannel]:
+def build_channels(configs: Iterable[ChannelConfig], outbound: OutboundPolicy | None = None,
+                   ) -> dict[str, NotificationChannel]:
     """Channels by name; a later config with the same name replaces an earlier one."""
-    return {c.name: build_channel(c) for c in configs}
+    return {c.name: build_channel(c, outbound) for c in configs}

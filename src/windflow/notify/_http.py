@@ -8,6 +8,7 @@ import httpx2
 
 from windflow.domain.notifications import ChannelConfig, DeliveryResult
 from windflow.domain.redaction import redact_text
+from windflow.outbound import OutboundPolicy, guarded_client
 
 BODY_EXCERPT = 300
 USER_AGENT = "windflow-notify/1"
@@ -25,12 +26,13 @@ def transport_error(exc: BaseException, timeout: float) -> str:
     return redact_text(str(exc) or type(exc).__name__)
 
 
-async def post_json(config: ChannelConfig, payload: Any) -> DeliveryResult:
-    """POST ``payload`` to the channel's URL. Notifications are rare: one short-lived client per send."""
+async def post_json(config: ChannelConfig, payload: Any, *, outbound: OutboundPolicy | None = None) -> DeliveryResult:
+    """POST ``payload`` to the channel's URL. Notifications are rare: one short-lived client per send, whose
+    connections the outbound policy checks (default: no loopback, private, link-local or metadata address)."""
     assert config.url is not None
     headers = {"User-Agent": USER_AGENT, **config.headers}
     try:
-        async with httpx2.AsyncClient(timeout=config.timeout, follow_redirects=False, trust_env=False) as client:
+        async with guarded_client(outbound or OutboundPolicy.notify_default(), timeout=config.timeout) as client:
             response = await client.post(config.url, json=payload, headers=headers)
     except (httpx2.HTTPError, OSError, TimeoutError) as exc:
         return DeliveryResult(channel=config.name, delivered=False, error=transport_error(exc, config.timeout))

@@ -9,6 +9,7 @@ from typing import Any
 
 from windflow.domain.notifications import ChannelConfig, DeliveryResult, Notification, NotificationKind
 from windflow.notify._http import post_json
+from windflow.outbound import OutboundPolicy
 
 ICONS = {
     NotificationKind.ESCALATED: ":rotating_light:",
@@ -50,12 +51,13 @@ def slack_payload(notification: Notification) -> dict[str, Any]:
 
 
 class SlackChannel:
-    def __init__(self, config: ChannelConfig) -> None:
+    def __init__(self, config: ChannelConfig, outbound: OutboundPolicy | None = None) -> None:
         self.config = config
+        self.outbound = outbound
 
     @property
     def name(self) -> str:
         return self.config.name
 
     async def send(self, notification: Notification) -> DeliveryResult:
-        return await post_json(self.config, slack_payload(notification))
+        return await post_json(self.config, slack_payload(notification), outbound=self.outbound)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from windflow.domain.notifications import ChannelConfig, DeliveryResult, Notification
 from windflow.notify._http import post_json
+from windflow.outbound import OutboundPolicy
 
 
 class WebhookChannel:
-    def __init__(self, config: ChannelConfig) -> None:
+    def __init__(self, config: ChannelConfig, outbound: OutboundPolicy | None = None) -> None:
         self.config = config
+        self.outbound = outbound
 
     @property
     def name(self) -> str:
         return self.config.name
 
     async def send(self, notification: Notification) -> DeliveryResult:
-        return await post_json(self.config, notification.model_dump(mode="json"))
+        return await post_json(self.config, notification.model_dump(mode="json"), outbound=self.outbound)

@@ -6,7 +6,9 @@ outbox in the same transaction, so a change and its event cannot diverge.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +22,15 @@ from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
 from windflow.domain.privilege import check_exec
 from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
-from windflow.domain.system import Problem, SystemFile, graph_problems, keep_recorded_cwd, problems_from
+from windflow.domain.system import (
+    Problem,
+    SystemFile,
+    condition_problems,
+    graph_problems,
+    keep_recorded_cwd,
+    problems_from,
+)
+from windflow.outbound import Outbound, url_problems
 from windflow.persistence.models import ConfigVersionRow, ServiceRow
 from windflow.persistence.notifications import NotificationChannelRepository
 from windflow.persistence.repositories import (
@@ -70,17 +80,52 @@ async def check_graph_with(
     for spec in specs:
         graph[spec.id] = list(spec.depends_on)
     problems = graph_problems(graph)
+    if not problems:
+        existing = await services_repo.all(session=session)
+        problems = condition_problems(_overlay(existing, specs, removed))
     if problems:
         raise _invalid(problems, message=problems[0].msg)
 
 
+def _overlay(
+    rows: Iterable[ServiceRow], specs: Iterable[ServiceSpec], removed: Iterable[str] = ()
+) -> list[ServiceSpec]:
+    """The stored specs with ``specs`` in place of theirs (a stored one that no longer validates is left out)."""
+    by_id: dict[str, ServiceSpec] = {}
+    gone = set(removed)
+    for row in rows:
+        if row.id in gone:
+            continue
+        with contextlib.suppress(ValidationError):
+            by_id[row.id] = spec_of(row)
+    by_id.update({s.id: s for s in specs})
+    return list(by_id.values())
+
+
+def check_outbound(spec: ServiceSpec, outbound: Outbound | None, prefix: list[str | int] | None = None,
+                   ) -> list[Problem]:
+    """The spec's URLs the outbound policy refuses (metadata hosts, refused literal addresses)."""
+    if outbound is None:
+        return []
+    return [Problem(loc=loc, msg=msg, type="outbound_refused")
+            for loc, msg in url_problems(spec.content(), outbound.services, prefix)]
+
+
+def _require_outbound(spec: ServiceSpec, outbound: Outbound | None) -> None:
+    problems = check_outbound(spec, outbound)
+    if problems:
+        raise _invalid(problems)
+
+
 async def create_service(
-    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = "", may_exec: bool = True
+    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = "", may_exec: bool = True,
+    outbound: Outbound | None = None,
 ) -> ConfigVersionRow:
     """``may_exec``: the author holds ``services:exec`` (else a spec that runs code on a host is refused)."""
     check_exec(None, spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
+    _require_outbound(spec, outbound)
     if await services_repo.get(session=session, service_id=spec.id) is not None:
         raise Conflict(f"service {spec.id!r} already exists", details={"service_id": spec.id})
     await check_graph_with(session=session, specs=[spec])
@@ -99,12 +144,15 @@ def merge_secrets(
     return merged, [Problem(loc=[*(prefix or []), *loc], msg=msg, type="secret_destination") for loc, msg in moved]
 
 
-def merge_and_parse(new: dict[str, Any], old_row: ServiceRow) -> ServiceSpec:
-    """:func:`merge_secrets` then :func:`parse_spec`: a secret sent back for a new destination is a 422."""
+def merge_and_parse(new: dict[str, Any], old_row: ServiceRow, *, outbound: Outbound | None = None) -> ServiceSpec:
+    """:func:`merge_secrets` then :func:`parse_spec`: a secret sent back for a new destination is a 422, and
+    so is a URL the outbound policy refuses."""
     merged, moved = merge_secrets(new, old_row)
     if moved:
         raise _invalid(moved)
-    return parse_spec(merged)
+    spec = parse_spec(merged)
+    _require_outbound(spec, outbound)
+    return spec
 
 
 async def update_service(
@@ -116,9 +164,10 @@ async def update_service(
     author: str,
     comment: str = "",
     may_exec: bool = True,
+    outbound: Outbound | None = None,
 ) -> tuple[ServiceRow, ConfigVersionRow | None]:
     row = await services_repo.require(session=session, service_id=service_id, for_update=True)
-    spec = merge_and_parse({**data, "id": service_id}, row)
+    spec = merge_and_parse({**data, "id": service_id}, row, outbound=outbound)
     check_exec(spec_of(row), spec, may_exec=may_exec)
     if contains_placeholder(spec.content()):
         raise ConfigInvalid(f"{REDACTED!r} is a placeholder, not a value: give the real secret")
@@ -161,9 +210,8 @@ async def revert_service(
     return version
 
 
-async def delete_service(*, session: AsyncSession, service_id: str, force: bool, author: str) -> list[str]:
-    """Delete a service. Refused while others depend on it unless ``force`` (which unlinks them)."""
-    await services_repo.require(session=session, service_id=service_id, for_update=True)
+async def check_deletable(*, session: AsyncSession, service_id: str, force: bool) -> list[str]:
+    """The direct dependants of ``service_id``; :class:`Conflict` when there are some and not ``force``."""
     graph = await services_repo.graph(session=session)
     direct = sorted(n for n, deps in graph.items() if service_id in deps)
     if direct and not force:
@@ -171,10 +219,17 @@ async def delete_service(*, session: AsyncSession, service_id: str, force: bool,
             f"service {service_id!r} is a dependency of {', '.join(direct)}; delete those first or use force",
             details={"dependants": direct, "all_dependants": sorted(dependants(graph, service_id))},
         )
+    return direct
+
+
+async def delete_service(*, session: AsyncSession, service_id: str, force: bool, author: str) -> list[str]:
+    """Delete a service. Refused while others depend on it unless ``force`` (which unlinks them)."""
+    await services_repo.require(session=session, service_id=service_id, for_update=True)
+    direct = await check_deletable(session=session, service_id=service_id, force=force)
     for name in direct:
         row = await services_repo.require(session=session, service_id=name, for_update=True)
         spec = spec_of(row)
-        spec = spec.model_copy(update={"depends_on": [d for d in spec.depends_on if d != service_id]})
+        spec = spec.model_copy(update={"depends_on": {d: c for d, c in spec.depends_on.items() if d != service_id}})
         comment = f"dependency {service_id!r} deleted"
         version = await services_repo.update(session=session, spec=spec, expected_version=None, author=author,
                                              comment=comment)
@@ -201,6 +256,7 @@ class ApplyResult:
 async def apply_system(
     *, session: AsyncSession, system: SystemFile, author: str, prune: bool = False, comment: str = "",
     may_exec: bool = True,
+    outbound: Outbound | None = None,
 ) -> ApplyResult:
     """Make the registry hold ``system``: all-or-nothing (the caller's transaction rolls back on error).
 
@@ -227,12 +283,19 @@ async def apply_system(
         if contains_placeholder(spec.content()):
             problems.append(Problem(loc=["services", spec.id], msg=f"{REDACTED!r} is a placeholder for a secret"))
         check_exec(spec_of(existing[spec.id]) if spec.id in existing else None, spec, may_exec=may_exec)
+        problems.extend(check_outbound(spec, outbound, ["services", spec.id]))
         merged_specs.append(spec)
     graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}
     graph.update({s.id: list(s.depends_on) for s in merged_specs})
     problems.extend(graph_problems(graph))
+    if not problems:
+        problems.extend(condition_problems(_overlay(existing.values(), merged_specs, removed)))
     channels, channel_problems = await channels_repo.plan(session=session, system=system)
     problems.extend(channel_problems)
+    if outbound is not None:
+        for i, channel in enumerate(channels or []):
+            problems.extend(Problem(loc=["notifications", "channels", i, *loc], msg=msg, type="outbound_refused")
+                            for loc, msg in url_problems(channel.model_dump(mode="json"), outbound.notify))
     if problems:
         raise _invalid(problems, message=f"invalid system: {problems[0].path}: {problems[0].msg}")
     note = comment or "applied from system file"

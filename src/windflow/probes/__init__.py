@@ -6,13 +6,16 @@ stays cheap (no httpx2, psycopg or redis).
 
 from __future__ import annotations
 
+from typing import Any
+
 from windflow.probes.base import HealthProbe, ProbeRegistry
 
 __all__ = ["HealthProbe", "ProbeRegistry", "build_probe_registry"]
 
 
-def build_probe_registry() -> ProbeRegistry:
-    """One instance per kind, shared by every check of the process (the HTTP probe pools connections)."""
+def build_probe_registry(*, outbound: Any = None) -> ProbeRegistry:
+    """One instance per kind, shared by every check of the process (the HTTP probe pools connections).
+    ``outbound``: the :class:`windflow.outbound.OutboundPolicy` HTTP checks connect under (None: defaults)."""
     from windflow.domain.models import ProbeKind
     from windflow.probes.exec import ExecProbe
     from windflow.probes.http import HttpProbe
@@ -21,7 +24,7 @@ def build_probe_registry() -> ProbeRegistry:
     from windflow.probes.tcp import TcpProbe
 
     return ProbeRegistry({
-        ProbeKind.HTTP: HttpProbe(),
+        ProbeKind.HTTP: HttpProbe(outbound=outbound),
         ProbeKind.TCP: TcpProbe(),
         ProbeKind.EXEC: ExecProbe(),
         ProbeKind.POSTGRES: PostgresProbe(),

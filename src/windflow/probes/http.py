@@ -41,6 +41,7 @@ from windflow.domain.errors import ConfigInvalid
 from windflow.domain.models import HealthSpec, HttpHealth, ProbeKind
 from windflow.domain.redaction import redact_text
 from windflow.domain.results import ProbeResult
+from windflow.outbound import OutboundPolicy, OutboundRefused, guarded_client
 
 BODY_LIMIT = 64 * 1024
 HEAD_LIMIT = 64 * 1024
@@ -366,8 +367,10 @@ class HttpProbe:
     kind = ProbeKind.HTTP
 
     def __init__(self, *, fast_http: bool = True, body_limit: int = BODY_LIMIT,
-                 max_idle_per_target: int = MAX_IDLE_PER_TARGET, idle_expiry: float = IDLE_EXPIRY) -> None:
+                 max_idle_per_target: int = MAX_IDLE_PER_TARGET, idle_expiry: float = IDLE_EXPIRY,
+                 outbound: OutboundPolicy | None = None) -> None:
         self.fast_http = fast_http
+        self.outbound = outbound or OutboundPolicy()
         self.body_limit = body_limit
         self.max_idle_per_target = max_idle_per_target
         self.idle_expiry = idle_expiry
@@ -438,11 +441,11 @@ class HttpProbe:
         conn = self._checkout(state, key)
         try:
             if conn is None:
-                conn = await self._connect(target)
+                conn = await self._connect(target, self.outbound)
             try:
                 status, body = await conn.request(target, limit=self.body_limit)
             except _StaleConnection:
-                conn = await self._connect(target)
+                conn = await self._connect(target, self.outbound)
                 status, body = await conn.request(target, limit=self.body_limit)
         except BaseException:
             if conn is not None:
@@ -452,10 +455,23 @@ class HttpProbe:
         return status, body
 
     @staticmethod
-    async def _connect(target: _Target) -> _Conn:
+    async def _connect(target: _Target, outbound: OutboundPolicy) -> _Conn:
+        """A connection to an address the outbound policy allows (the name is resolved once, here, and the
+        connection goes to the address that was checked)."""
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(_Conn, target.host, target.port)
+            addresses = await outbound.resolve(target.host, target.port)
+            last: OSError | None = None
+            for _, address in addresses:
+                try:
+                    _, conn = await loop.create_connection(_Conn, address, target.port)
+                    return conn
+                except OSError as exc:
+                    last = exc
+            assert last is not None
+            raise last
+        except OutboundRefused as exc:
+            raise ProbeFailure(f"{target.display}: {exc}") from None
         except ConnectionRefusedError:
             raise ProbeFailure(f"connection refused {target.display}") from None
         except socket.gaierror as exc:
@@ -525,10 +541,9 @@ class HttpProbe:
         key = (spec.verify_tls, f"{url.scheme}://{url.host}:{url.port}")
         entry = state.clients.get(key)
         if entry is None:
-            client = httpx2.AsyncClient(
+            client = guarded_client(
+                self.outbound,
                 verify=self._ssl_context(spec.verify_tls),
-                trust_env=False,
-                follow_redirects=False,
                 limits=httpx2.Limits(max_connections=None, max_keepalive_connections=self.max_idle_per_target,
                                      keepalive_expiry=self.idle_expiry),
             )

@@ -20,7 +20,7 @@ Sending
     :mod:`windflow.persistence.webhook_repositories`), so any number of API processes may send and no attempt
     goes out twice; a claim is a lease, and a delivery whose sender died is due again once it has passed.
     Each attempt POSTs the event envelope, signed as :mod:`windflow.webhooks.signing` describes, with the
-    same ``X-Windflow-Delivery`` id on every attempt. A 2xx answer delivers it; anything else (another
+    same ``webhook-id`` on every attempt. A 2xx answer delivers it; anything else (another
     status, a timeout, a refused connection) schedules the next attempt after an exponential backoff
     (``webhooks_backoff`` doubling up to ``webhooks_backoff_max``, a little jitter, at least what a
     ``Retry-After`` asks within that cap) until ``webhooks_max_attempts``, then the delivery is ``failed``.
@@ -48,11 +48,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
+from windflow.domain.backoff import reconnect_delay
 from windflow.domain.events import Event
 from windflow.domain.redaction import redact_text
 from windflow.events.base import EventBus
 from windflow.metrics import WEBHOOK_DELIVERIES
 from windflow.notify._http import transport_error
+from windflow.outbound import OutboundPolicy, guarded_client
 from windflow.persistence.db import Database
 from windflow.persistence.models import utcnow
 from windflow.persistence.webhook_repositories import (
@@ -153,11 +155,12 @@ async def attempt(client: httpx2.AsyncClient, *, url: str, secret: str, delivery
     return AttemptResult(False, response.status_code, error, duration, _retry_after(response))
 
 
-def new_client() -> httpx2.AsyncClient:
-    """Redirects are not followed (a signed delivery goes where it was subscribed, nowhere else) and proxy
-    settings from the environment are ignored."""
-    return httpx2.AsyncClient(follow_redirects=False, trust_env=False,
-                              limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20))
+def new_client(outbound: OutboundPolicy | None = None) -> httpx2.AsyncClient:
+    """Redirects are not followed (a signed delivery goes where it was subscribed, nowhere else), proxy
+    settings from the environment are ignored, and every connection is checked against the outbound policy
+    (default: no loopback, private, link-local or metadata addresses)."""
+    return guarded_client(outbound or OutboundPolicy.notify_default(),
+                          limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20))
 
 
 Handler = Callable[[Event], Awaitable[None]]
@@ -177,8 +180,10 @@ def consumer_name() -> str:
 
 class WebhookDispatcher:
     def __init__(self, db: Database, bus: EventBus, *, policy: DeliveryPolicy | None = None,
-                 consumer: GroupConsumer | None = None, client: httpx2.AsyncClient | None = None) -> None:
+                 consumer: GroupConsumer | None = None, client: httpx2.AsyncClient | None = None,
+                 outbound: OutboundPolicy | None = None) -> None:
         self._db = db
+        self.outbound = outbound
         self._bus = bus
         self.policy = policy or DeliveryPolicy()
         self._consumer = consumer
@@ -258,7 +263,7 @@ class WebhookDispatcher:
                 failures += 1
                 if failures == 1:
                     log.warning("webhook intake lost the bus (%s: %s); retrying", type(exc).__name__, exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
+                await asyncio.sleep(reconnect_delay(failures))
 
     async def _group_intake(self, consumer: GroupConsumer) -> None:
         failures = 0
@@ -272,7 +277,7 @@ class WebhookDispatcher:
                 failures += 1
                 if failures == 1:
                     log.warning("webhook intake cannot join its consumer group (%s); retrying", exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
+                await asyncio.sleep(reconnect_delay(failures))
         self.started.set()
         await consumer.run(self.enqueue)  # acknowledges after enqueue returned; a failure is redelivered
 
@@ -289,7 +294,7 @@ class WebhookDispatcher:
                 failures += 1
                 if failures == 1:
                     log.warning("webhook intake could not queue event %s (%s); retrying", event.event_id, exc)
-                await asyncio.sleep(min(5.0, 0.05 * 2 ** min(failures, 7)))
+                await asyncio.sleep(reconnect_delay(failures, cap=5.0))
 
     # ------------------------------------------------------------------ sending
 
@@ -305,7 +310,7 @@ class WebhookDispatcher:
 
     async def deliver(self, claim: Claim) -> AttemptResult:
         """Send one claimed attempt and store its outcome."""
-        client = self._client or new_client()
+        client = self._client or new_client(self.outbound)
         try:
             result = await attempt(client, url=claim.url, secret=claim.secret, delivery_id=claim.delivery_id,
                                    event_type=claim.event_type, payload=claim.payload, timeout=self.policy.timeout)
@@ -395,7 +400,7 @@ class WebhookDispatcher:
                 if failures == 1:
                     log.warning("webhook dispatcher cannot reach the store (%s: %s); retrying", type(exc).__name__,
                                 exc)
-                wait = min(5.0, 0.05 * 2 ** min(failures, 7))
+                wait = reconnect_delay(failures, cap=5.0)
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait)
@@ -403,7 +408,7 @@ class WebhookDispatcher:
     async def run(self) -> None:
         own_client = self._client is None
         if own_client:
-            self._client = new_client()
+            self._client = new_client(self.outbound)
         intake = asyncio.create_task(self._intake(), name="webhook-intake")
         try:
             await self._send_loop()

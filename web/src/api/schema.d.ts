@@ -147,7 +147,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Decrypt payloads (Temporal remote codec) */
+        /** Decrypt payloads (Temporal remote codec; codec:decode) */
         post: operations["decode_api_v1_codec_decode_post"];
         delete?: never;
         options?: never;
@@ -164,8 +164,25 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Encrypt payloads (Temporal remote codec) */
+        /** Encrypt payloads (Temporal remote codec; codec:encode) */
         post: operations["encode_api_v1_codec_encode_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/codec/ui/{token}/decode": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Decrypt payloads for the Temporal Web UI (the path's token is WINDFLOW_CODEC_AUTH_TOKEN) */
+        post: operations["ui_decode_api_v1_codec_ui__token__decode_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -532,7 +549,10 @@ export interface paths {
         get: operations["get_service_api_v1_services__service_id__get"];
         put?: never;
         post?: never;
-        /** Delete a service */
+        /**
+         * Delete a service
+         * @description Stops the service's process first (an operator's stop, through `ServiceControl`), then removes it from the registry: no process of a deleted service is left running. Refused (409) while other services depend on it, unless `force`.
+         */
         delete: operations["delete_service_api_v1_services__service_id__delete"];
         options?: never;
         head?: never;
@@ -668,6 +688,44 @@ export interface paths {
         };
         /** Recent probe results, newest first */
         get: operations["health_checks_api_v1_services__service_id__health_checks_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/services/{service_id}/job-runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A job's runs, newest first
+         * @description Each attempt of a `kind: job` service: exit code, duration and the last lines of its output. Reading them
+         *     needs `configs:read`, as a job's output may hold what its config holds.
+         */
+        get: operations["list_job_runs_api_v1_services__service_id__job_runs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/services/{service_id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Tail (and follow) a service's stdout and stderr */
+        get: operations["service_logs_api_v1_services__service_id__logs_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1271,12 +1329,35 @@ export interface components {
              * @default 0
              */
             attempts: number;
+            /**
+             * Conditions
+             * @description Each dependency's condition, by id
+             */
+            conditions?: {
+                [key: string]: string;
+            };
             /** Depends On */
             depends_on?: string[];
+            /**
+             * Duration
+             * @description A job: seconds its last attempt ran
+             */
+            duration?: number | null;
+            /**
+             * Exit Code
+             * @description A job: the exit code of its last attempt
+             */
+            exit_code?: number | null;
             /** Finished At */
             finished_at?: string | null;
             /** Healthy At */
             healthy_at?: string | null;
+            /**
+             * Kind
+             * @description service or job
+             * @default service
+             */
+            kind: string;
             /** Last Error */
             last_error?: string | null;
             /**
@@ -1284,6 +1365,11 @@ export interface components {
              * @default 0
              */
             layer: number;
+            /**
+             * Log Tail
+             * @description A job: the last lines of its output
+             */
+            log_tail?: string[];
             /** Name */
             name: string;
             /** Pid */
@@ -1303,7 +1389,7 @@ export interface components {
          * ComponentStatus
          * @enum {string}
          */
-        ComponentStatus: "PENDING" | "STARTING" | "WAITING_HEALTHY" | "HEALTHY" | "FAILED" | "SKIPPED" | "STOPPED";
+        ComponentStatus: "PENDING" | "STARTING" | "WAITING_HEALTHY" | "HEALTHY" | "FAILED" | "SKIPPED" | "STOPPED" | "RUNNING" | "COMPLETED";
         /** ConfigChanged */
         ConfigChanged: {
             /** Author */
@@ -1466,7 +1552,7 @@ export interface components {
             delivered_at: string | null;
             /**
              * Delivery Id
-             * @description X-Windflow-Delivery: the same on every attempt of this delivery
+             * @description webhook-id: the same on every attempt of this delivery
              */
             delivery_id: string;
             /** Event Id */
@@ -1503,6 +1589,19 @@ export interface components {
             /** Webhook Id */
             webhook_id: string;
         };
+        /** Dependency */
+        Dependency: {
+            /**
+             * @description When the dependant may start
+             * @default healthy
+             */
+            condition: components["schemas"]["DependencyCondition"];
+        };
+        /**
+         * DependencyCondition
+         * @enum {string}
+         */
+        DependencyCondition: "started" | "healthy" | "completed_successfully";
         /**
          * DriverKind
          * @enum {string}
@@ -1597,7 +1696,10 @@ export interface components {
             command: string[];
             /** Cwd */
             cwd?: string | null;
-            /** Env */
+            /**
+             * Env
+             * @description Its environment, besides PATH, LANG and HOME (never the worker's)
+             */
             env?: {
                 [key: string]: string;
             };
@@ -1607,6 +1709,11 @@ export interface components {
              * @default 3
              */
             failure_threshold: number;
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
             /**
              * Interval
              * @description Time between probes (at least 100ms)
@@ -1636,6 +1743,11 @@ export interface components {
              * @default 1
              */
             timeout: number;
+            /**
+             * User
+             * @description Run as this user (the worker must run as root to switch)
+             */
+            user?: string | null;
         };
         /**
          * GiveUp
@@ -2169,6 +2281,58 @@ export interface components {
              */
             timestamp: string;
         };
+        /** JobRunPublic */
+        JobRunPublic: {
+            /** Attempt */
+            attempt: number;
+            /**
+             * Duration
+             * @description Seconds
+             */
+            duration: number;
+            /** Exit Code */
+            exit_code: number | null;
+            /**
+             * Finished At
+             * Format: date-time
+             */
+            finished_at: string;
+            /**
+             * Log Tail
+             * @description The last lines of its stderr (or stdout when stderr is empty)
+             */
+            log_tail: string[];
+            /** Message */
+            message: string;
+            /** Run Id */
+            run_id: string | null;
+            /** Service Id */
+            service_id: string;
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            /** Succeeded */
+            succeeded: boolean;
+            /** Version */
+            version: number;
+        };
+        /** JobSettings */
+        JobSettings: {
+            /**
+             * Run
+             * @description always or once
+             */
+            run: string;
+            /** Success Exit Codes */
+            success_exit_codes: number[];
+            /**
+             * Timeout
+             * @description Longest run of one attempt
+             */
+            timeout?: string | number | null;
+        };
         /** Links */
         Links: {
             /** Cancel */
@@ -2177,6 +2341,34 @@ export interface components {
             self: string;
             /** Temporal Ui */
             temporal_ui?: string | null;
+        };
+        /** LogLinePublic */
+        LogLinePublic: {
+            /**
+             * At
+             * @description When the line was shipped (Redis source); null for files
+             */
+            at?: string | null;
+            /** Line */
+            line: string;
+            /**
+             * Stream
+             * @enum {string}
+             */
+            stream: "stdout" | "stderr";
+        };
+        /** LogTail */
+        LogTail: {
+            /** Lines */
+            lines: components["schemas"]["LogLinePublic"][];
+            /** Service */
+            service: string;
+            /**
+             * Source
+             * @description file: this host's log files; redis: shipped by a worker
+             * @enum {string}
+             */
+            source: "file" | "redis";
         };
         /** LogoutRequest */
         LogoutRequest: {
@@ -3110,8 +3302,24 @@ export interface components {
         ServiceCreate: {
             /** Config */
             config: components["schemas"]["ProcessConfig"] | components["schemas"]["CommandConfig"] | components["schemas"]["HttpDriverConfig"] | components["schemas"]["NoopConfig"];
-            /** Depends On */
-            depends_on?: string[];
+            /**
+             * Depends On
+             * @description Services this one needs: a list of ids (condition `healthy`) or a map id -> `{condition: started | healthy | completed_successfully}`
+             * @example [
+             *       "database"
+             *     ]
+             * @example {
+             *       "database": {
+             *         "condition": "healthy"
+             *       },
+             *       "migrate": {
+             *         "condition": "completed_successfully"
+             *       }
+             *     }
+             */
+            depends_on?: {
+                [key: string]: components["schemas"]["Dependency"];
+            };
             /**
              * Description
              * @default
@@ -3131,6 +3339,11 @@ export interface components {
              * @example database
              */
             id: string;
+            /**
+             * @description `service` (long-running) or `job` (runs to completion)
+             * @default service
+             */
+            kind: components["schemas"]["ServiceKind"];
             /** Labels */
             labels?: {
                 [key: string]: string;
@@ -3149,11 +3362,33 @@ export interface components {
              */
             restart_with_dependencies: boolean;
             /**
+             * Run
+             * @description A job: `always` runs on every initialization that includes it; `once` is skipped once it succeeded with the applied config version
+             * @default always
+             * @enum {string}
+             */
+            run: "always" | "once";
+            /**
              * Secret Keys
              * @description Extra config keys whose values are secrets (redacted in responses)
              */
             secret_keys?: string[];
+            /**
+             * Success Exit Codes
+             * @description A job: exit codes that mean success
+             */
+            success_exit_codes?: number[];
+            /**
+             * Timeout
+             * @description A job: longest run of one attempt before it is stopped and counted as failed
+             */
+            timeout?: number | null;
         };
+        /**
+         * ServiceKind
+         * @enum {string}
+         */
+        ServiceKind: "service" | "job";
         /** ServiceMetrics */
         ServiceMetrics: {
             /**
@@ -3189,6 +3424,18 @@ export interface components {
         };
         /** ServicePublic */
         ServicePublic: {
+            /**
+             * Applied Version
+             * @description The config version that runs (null: never applied)
+             */
+            applied_version?: number | null;
+            /**
+             * Conditions
+             * @description Each dependency's condition: started, healthy or completed_successfully
+             */
+            conditions?: {
+                [key: string]: string;
+            };
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -3202,6 +3449,20 @@ export interface components {
             depends_on: string[];
             /** Description */
             description: string;
+            /**
+             * Desired
+             * @description Desired state: running | stopped (null: never brought up)
+             */
+            desired?: string | null;
+            /** Desired At */
+            desired_at?: string | null;
+            /**
+             * Desired By
+             * @description Who set the desired state
+             */
+            desired_by?: string | null;
+            /** Desired Reason */
+            desired_reason?: string | null;
             /** Driver */
             driver: string;
             /** Health */
@@ -3212,18 +3473,49 @@ export interface components {
             host: string | null;
             /** Id */
             id: string;
+            /** @description A job's settings (null for a service) */
+            job?: components["schemas"]["JobSettings"] | null;
+            /**
+             * Kind
+             * @description service (long-running) or job (runs to completion)
+             * @default service
+             */
+            kind: string;
             /** Labels */
             labels: {
                 [key: string]: string;
             };
+            /**
+             * Last Job Run
+             * @description A job's last run: version, succeeded, exit_code, duration (s), finished_at, attempt
+             */
+            last_job_run?: {
+                [key: string]: unknown;
+            } | null;
             /** Monitored */
             monitored: boolean;
+            /**
+             * Pending Version
+             * @description A saved version that is not applied yet (runs only after a rollout applies it)
+             */
+            pending_version?: number | null;
+            /**
+             * Pid
+             * @description The service's process, while it has one
+             */
+            pid?: number | null;
             /** Restart */
             restart: {
                 [key: string]: unknown;
             };
             /** Restart With Dependencies */
             restart_with_dependencies: boolean;
+            /**
+             * Restarts Total
+             * @description Restarts windflow's recoveries performed
+             * @default 0
+             */
+            restarts_total: number;
             /** Secret Keys */
             secret_keys: string[];
             /** State */
@@ -3248,6 +3540,11 @@ export interface components {
         /** ServiceStatusUpdate */
         ServiceStatusUpdate: {
             /**
+             * Attempts
+             * @description Restart attempts of the recovery so far
+             */
+            attempts?: number | null;
+            /**
              * Message
              * @default
              */
@@ -3256,8 +3553,30 @@ export interface components {
             pid?: number | null;
             /** Previous State */
             previous_state?: string | null;
+            /**
+             * Reason
+             * @description Why the status changed (the verdict, the dependency waited for, ...)
+             * @default
+             */
+            reason: string;
+            /**
+             * Recovered
+             * @description True on the healthy status a recovery ends with
+             * @default false
+             */
+            recovered: boolean;
+            /**
+             * Recovery Seconds
+             * @description How long that recovery took
+             */
+            recovery_seconds?: number | null;
             /** Service Id */
             service_id: string;
+            /**
+             * Since
+             * @description When the service entered this status
+             */
+            since?: string | null;
             /**
              * Source
              * @description What changed it: initialization, supervisor, recovery, user
@@ -3296,10 +3615,18 @@ export interface components {
         ShellCommand: {
             /** Cwd */
             cwd?: string | null;
-            /** Env */
+            /**
+             * Env
+             * @description Its environment, besides PATH, LANG and HOME (never the worker's)
+             */
             env?: {
                 [key: string]: string;
             };
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
             /**
              * Run
              * @description argv list, or a string run through `/bin/sh -c` (the string is yours, never interpolated)
@@ -3310,9 +3637,25 @@ export interface components {
              * @default 30
              */
             timeout: number;
+            /**
+             * User
+             * @description Run as this user (the worker must run as root to switch)
+             */
+            user?: string | null;
         };
         /** SupervisionPublic */
         SupervisionPublic: {
+            /**
+             * Live
+             * @description True when the status came from the running supervisor itself, false when it is the last one recorded in the store
+             * @default false
+             */
+            live: boolean;
+            /**
+             * Message
+             * @description Why the status is not live, when it is not
+             */
+            message?: string | null;
             /** Service Id */
             service_id: string;
             status?: components["schemas"]["SupervisorStatus"] | null;
@@ -3692,7 +4035,7 @@ export interface components {
             id: string;
             /**
              * Secret
-             * @description Shown once: the receiver verifies X-Windflow-Signature with it
+             * @description Shown once: the receiver verifies webhook-signature (Standard Webhooks) with it
              */
             secret: string;
             /** Secret Rotated At */
@@ -4797,6 +5140,104 @@ export interface operations {
             query?: never;
             header?: never;
             path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CodecPayloads"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CodecPayloads"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    ui_decode_api_v1_codec_ui__token__decode_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                token: string;
+            };
             cookie?: never;
         };
         requestBody: {
@@ -8656,6 +9097,203 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HealthCheckPublic"][];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_job_runs_api_v1_services__service_id__job_runs_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                service_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobRunPublic"][];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    service_logs_api_v1_services__service_id__logs_get: {
+        parameters: {
+            query?: {
+                /** @description How many of the last lines to return first */
+                lines?: number;
+                stream?: "all" | "stdout" | "stderr";
+                /** @description Keep the response open and send new lines as they are written */
+                follow?: boolean;
+            };
+            header?: never;
+            path: {
+                service_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description JSON; with follow=true, one JSON line per log line (NDJSON) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogTail"];
+                    "application/x-ndjson": unknown;
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */

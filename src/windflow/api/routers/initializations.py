@@ -96,10 +96,8 @@ def workflow_id_of(run_id: str) -> str:
 
 def links(resources: Any, run_id: str) -> Links:
     base = f"/api/v1/initializations/{run_id}"
-    ui = resources.settings.temporal_ui_base_url
-    wid = workflow_id_of(run_id).replace("/", "%2F")
     return Links(self=base, cancel=f"{base}/cancel",
-                 temporal_ui=f"{ui}/namespaces/{resources.settings.temporal_namespace}/workflows/{wid}" if ui else None)
+                 temporal_ui=resources.settings.temporal_ui_link(workflow_id_of(run_id)))
 
 
 async def _closed_status(client: Client, workflow_id: str) -> InitStatus | None:

@@ -75,6 +75,14 @@ class SupervisionPublic(BaseModel):
     service_id: str
     supervised: bool
     status: SupervisorStatus | None = None
+    live: bool = Field(False, description="True when the status came from the running supervisor itself, false "
+                       "when it is the last one recorded in the store")
+    message: str | None = Field(None, description="Why the status is not live, when it is not")
+
+
+#: how long `GET …/supervision` waits for the supervisor to answer its query: a supervisor whose worker died is
+#: answered for from the store, at once, instead of holding the request until the engine gives up
+QUERY_TIMEOUT = timedelta(seconds=3)
 
 
 class ActionCreate(RequestBody):
@@ -103,10 +111,8 @@ class ServiceMetrics(BaseModel):
 
 
 def ui_link(resources: Any, workflow_id: str) -> str | None:
-    base = resources.settings.temporal_ui_base_url
-    if not base:
-        return None
-    return f"{base}/namespaces/{resources.settings.temporal_namespace}/workflows/{workflow_id.replace('/', '%2F')}"
+    link: str | None = resources.settings.temporal_ui_link(workflow_id)
+    return link
 
 
 async def _supervisor_running(client: Client, service_id: str) -> bool:
@@ -213,12 +219,23 @@ async def list_recoveries(
 async def get_supervision(service_id: str, session: ReadSessionDep, client: TemporalDep,
                           _: CanRead) -> SupervisionPublic:
     row = await services.require(session=session, service_id=service_id)
+    stored = (row.state_detail or {}).get("supervision")
+    recorded = SupervisorStatus.model_validate(stored) if stored else None
     if not await _supervisor_running(client, service_id):
-        stored = (row.state_detail or {}).get("supervision")
-        return SupervisionPublic(service_id=service_id, supervised=False,
-                                 status=SupervisorStatus.model_validate(stored) if stored else None)
-    live = await client.get_workflow_handle(f"supervise/{service_id}").query(ServiceSupervisor.query_status)
-    return SupervisionPublic(service_id=service_id, supervised=True, status=live)
+        return SupervisionPublic(service_id=service_id, supervised=False, status=recorded,
+                                 message="no supervisor runs: the last recorded status")
+    try:
+        live = await client.get_workflow_handle(f"supervise/{service_id}").query(
+            ServiceSupervisor.query_status, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as exc:
+        if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.CANCELLED):
+            raise
+        seconds = QUERY_TIMEOUT.total_seconds()
+        return SupervisionPublic(
+            service_id=service_id, supervised=True, status=recorded, live=False,
+            message=f"the supervisor did not answer within {seconds:g}s (no worker runs it right now, or its worker "
+                    "is restarting): the last recorded status")
+    return SupervisionPublic(service_id=service_id, supervised=True, status=live, live=True)
 
 
 @router.post("/supervision", status_code=status.HTTP_202_ACCEPTED, response_model=SupervisionPublic,

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Annotated, Any
 
 import jsonpatch
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Path, Query, Response, status
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from windflow.api.audit import record
 from windflow.api.bodies import VERSION_MAX
 from windflow.api.cache import read_cache_of, services_stamp
-from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep
+from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep, get_temporal
 from windflow.api.errors import ERROR_RESPONSES, ApiError
+from windflow.api.resources import Resources
 from windflow.api.schemas import (
     ConfigDiff,
     ConfigRevert,
     ConfigUpdate,
     ConfigVersionPublic,
+    JobRunPublic,
     PageOf,
     ServiceCreate,
     ServicePublic,
@@ -26,16 +30,21 @@ from windflow.api.schemas import (
 from windflow.api.security import require
 from windflow.api.supervisors import tell_supervisor
 from windflow.auth.permissions import Permission, Principal
+from windflow.domain.contracts import ControlInput
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.graph import layers
 from windflow.domain.models import ServiceSpec
 from windflow.domain.redaction import REDACTED, is_secret_key, redact
 from windflow.persistence import registry
+from windflow.persistence.job_models import JobRunRepository
 from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository
+from windflow.workflows import search_attributes as sa
+from windflow.workflows.control import ServiceControl
 
 router = APIRouter(prefix="/services", tags=["services"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
 versions = ConfigVersionRepository()
+job_runs = JobRunRepository()
 
 CanRead = Annotated[Principal, Depends(require(Permission.SERVICES_READ))]
 CanReadConfigs = Annotated[Principal, Depends(require(Permission.CONFIGS_READ))]
@@ -103,10 +112,12 @@ async def create_service(
     principal: CanWriteConfigs,
     request_id: RequestIdDep,
     response: Response,
+    resources: ResourcesDep,
     comment: str = Query("", max_length=2000),
 ) -> ServicePublic:
     spec = ServiceSpec.model_validate(body.model_dump())
     await registry.create_service(session=session, spec=spec, author=principal.name, comment=comment,
+                                  outbound=resources.outbound,
                                   may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "service.create", spec.id, request_id)
     row = await services.require(session=session, service_id=spec.id)
@@ -117,13 +128,16 @@ async def create_service(
 
 @router.post("/validate", response_model=ValidationReport, summary="Validate a new service (saves nothing)")
 async def validate_new_service(
-    session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()]
+    session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()], resources: ResourcesDep
 ) -> ValidationReport:
     try:
         spec = registry.parse_spec(body)
         await registry.check_graph_with(session=session, specs=[spec])
     except ConfigInvalid as exc:
         return ValidationReport(valid=False, problems=list(exc.details or []))
+    refused = registry.check_outbound(spec, resources.outbound)
+    if refused:
+        return ValidationReport(valid=False, problems=[p.model_dump() for p in refused])
     graph = await services.graph(session=session)
     graph[spec.id] = list(spec.depends_on)
     return ValidationReport(valid=True, order=layers(graph))
@@ -136,22 +150,62 @@ async def get_service(service_id: str, session: ReadSessionDep, _: CanRead, resp
     return ServicePublic.of(row)
 
 
-@router.delete("/{service_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a service")
+@router.get("/{service_id}/job-runs", response_model=list[JobRunPublic], summary="A job's runs, newest first")
+async def list_job_runs(
+    service_id: str, session: ReadSessionDep, _: CanReadConfigs, limit: int = Query(20, ge=1, le=50)
+) -> list[JobRunPublic]:
+    """Each attempt of a `kind: job` service: exit code, duration and the last lines of its output. Reading them
+    needs `configs:read`, as a job's output may hold what its config holds."""
+    await services.require(session=session, service_id=service_id)
+    return [JobRunPublic.model_validate(r) for r in await job_runs.list(session=session, service_id=service_id,
+                                                                          limit=limit)]
+
+
+#: states in which windflow has no process of the service running
+_NO_PROCESS = frozenset({"unknown", "stopped", "gave_up"})
+
+
+@router.delete("/{service_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a service",
+               description="Stops the service's process first (an operator's stop, through `ServiceControl`), then "
+                           "removes it from the registry: no process of a deleted service is left running. "
+                           "Refused (409) while other services depend on it, unless `force`.")
 async def delete_service(
     service_id: str,
-    session: WriteSessionDep,
     principal: CanWriteConfigs,
     request_id: RequestIdDep,
     resources: ResourcesDep,
     background: BackgroundTasks,
     force: bool = Query(False, description="Delete even if others depend on it (they are unlinked)"),
 ) -> Response:
-    unlinked = await registry.delete_service(session=session, service_id=service_id, force=force,
-                                             author=principal.name)
-    await record(session, principal, "service.delete", service_id, request_id,
-                 details={"force": force, "unlinked": unlinked})
+    async with resources.db.read() as session:
+        row = await services.require(session=session, service_id=service_id)
+        may_run = row.pid is not None or row.desired == "running" or row.state not in _NO_PROCESS
+        # checked again in the write below; first here, so that nothing is stopped for a 409
+        await registry.check_deletable(session=session, service_id=service_id, force=force)
+    if may_run:
+        await _stop_before_delete(resources, service_id, principal.name)
+    async with resources.db.write() as session:
+        unlinked = await registry.delete_service(session=session, service_id=service_id, force=force,
+                                                 author=principal.name)
+        await record(session, principal, "service.delete", service_id, request_id,
+                     details={"force": force, "unlinked": unlinked, "stopped": may_run})
     background.add_task(tell_supervisor, resources, service_id, monitored=False)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _stop_before_delete(resources: Resources, service_id: str, actor: str) -> None:
+    """An operator's stop (supervision paused first, so nothing restarts it), awaited."""
+    client = await get_temporal(resources)
+    result = await client.execute_workflow(
+        ServiceControl.run, ControlInput(service_id=service_id, action="stop", actor=actor),
+        id=f"control/{service_id}/{uuid.uuid4().hex[:12]}", task_queue=resources.settings.task_queue,
+        memo={"actor": actor}, static_summary=f"stop {service_id} before deleting it ({actor})",
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "control"),
+                                                 SearchAttributePair(sa.SERVICE, service_id),
+                                                 SearchAttributePair(sa.ACTOR, actor)]))
+    if not result.ok:
+        raise ApiError(409, f"service {service_id!r} could not be stopped, so it was not deleted: {result.message}",
+                       code="conflict", details={"service_id": service_id, "stop": result.message})
 
 
 # --------------------------------------------------------------------------- configs
@@ -191,7 +245,7 @@ async def put_config(
     content = {k: v for k, v in body.content.items() if k != "id"}
     row, version = await registry.update_service(
         session=session, service_id=service_id, data=content, expected_version=expected, author=principal.name,
-        comment=body.comment, may_exec=principal.can(Permission.SERVICES_EXEC.value),
+        comment=body.comment, outbound=resources.outbound, may_exec=principal.can(Permission.SERVICES_EXEC.value),
     )
     if version is None:
         version = await versions.get(session=session, service_id=service_id, version=row.current_version)
@@ -206,12 +260,13 @@ async def put_config(
 @router.post("/{service_id}/config/validate", response_model=ValidationReport,
              summary="Validate a proposed config (saves nothing)")
 async def validate_config(
-    service_id: str, session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()]
+    service_id: str, session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()],
+    resources: ResourcesDep,
 ) -> ValidationReport:
     row = await services.require(session=session, service_id=service_id)
     content = body.get("content", body) if isinstance(body.get("content"), dict) else body
     try:
-        spec = registry.merge_and_parse({**content, "id": service_id}, row)
+        spec = registry.merge_and_parse({**content, "id": service_id}, row, outbound=resources.outbound)
         await registry.check_graph_with(session=session, specs=[spec])
     except ConfigInvalid as exc:
         return ValidationReport(valid=False, problems=list(exc.details or []))

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from windflow.api.audit import record
-from windflow.api.deps import ReadSessionDep, RequestIdDep, WriteSessionDep
+from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep
 from windflow.api.errors import ERROR_RESPONSES
 from windflow.api.schemas import ServicePublic, TemplateInstantiate, TemplatePublic
 from windflow.api.security import require
@@ -72,6 +72,7 @@ async def instantiate(
     session: WriteSessionDep,
     principal: Annotated[Principal, Depends(require(Permission.CONFIGS_READ))],
     request_id: RequestIdDep,
+    resources: ResourcesDep,
 ) -> dict[str, Any]:
     template = await templates.get(session=session, name=name)
     values = parameter_values(template.parameters, body.parameters, body.service_id)
@@ -85,6 +86,7 @@ async def instantiate(
         raise ApiError(403, "creating a service needs configs:write", code="forbidden")
     await registry.create_service(session=session, spec=spec, author=principal.name,
                                   comment=body.comment or f"from template {name}",
+                                  outbound=resources.outbound,
                                   may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "service.create", spec.id, request_id, details={"template": name})
     row = await services.require(session=session, service_id=spec.id)

@@ -44,7 +44,7 @@ from windflow.persistence.webhook_repositories import (
     WebhookSubscriptionRepository,
 )
 from windflow.webhooks.dispatcher import attempt, new_client
-from windflow.webhooks.signing import new_secret
+from windflow.webhooks.signing import new_secret, standard_secret_problem
 
 PING = "PING"
 MAX_URL = 2048
@@ -94,7 +94,15 @@ def _unique(types: list[EventType]) -> list[EventType]:
 WebhookUrl = Annotated[str, Field(max_length=MAX_URL, json_schema_extra={"pattern": URL_PATTERN}),
                       AfterValidator(check_url)]
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=len(EventType)), AfterValidator(_unique)]
-Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=SECRET_PATTERN)]
+def _standard_secret(value: str) -> str:
+    problem = standard_secret_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=SECRET_PATTERN),
+                   AfterValidator(_standard_secret)]
 Description = Annotated[str, Field(max_length=1000, pattern=TEXT_PATTERN)]
 
 
@@ -152,11 +160,12 @@ class WebhookPublic(BaseModel):
 
 
 class WebhookCreated(WebhookPublic):
-    secret: str = Field(description="Shown once: the receiver verifies X-Windflow-Signature with it")
+    secret: str = Field(description="Shown once: the receiver verifies webhook-signature (Standard Webhooks) "
+                        "with it")
 
 
 class DeliveryPublic(BaseModel):
-    delivery_id: str = Field(description="X-Windflow-Delivery: the same on every attempt of this delivery")
+    delivery_id: str = Field(description="webhook-id: the same on every attempt of this delivery")
     webhook_id: str
     event_id: str
     event_type: str
@@ -201,6 +210,13 @@ def _committed(request: Request, resources: Resources, *, subscriptions_changed:
             dispatcher.notify()
 
 
+def _check_outbound(resources: Resources, url: str) -> None:
+    reason = resources.outbound.notify.refuse_url(url)
+    if reason:
+        raise ConfigInvalid(f"url refused by the outbound policy: {reason}",
+                            details=[{"loc": ["body", "url"], "msg": reason, "type": "outbound_refused"}])
+
+
 # --------------------------------------------------------------------------- subscriptions
 
 
@@ -209,6 +225,7 @@ def _committed(request: Request, resources: Resources, *, subscriptions_changed:
 @audit_as("webhook.create")
 async def create_webhook(body: WebhookCreate, request: Request, resources: ResourcesDep, principal: CanManage,
                          request_id: RequestIdDep) -> WebhookCreated:
+    _check_outbound(resources, body.url)
     secret = body.secret or new_secret()
     async with resources.db.write() as session:
         row = await subscriptions.add(session=session, subscription_id=f"wh_{uuid.uuid4().hex[:16]}", url=body.url,
@@ -237,6 +254,8 @@ async def get_webhook(webhook_id: WebhookId, session: ReadSessionDep, _: CanMana
 async def update_webhook(webhook_id: WebhookId, body: WebhookUpdate, request: Request, resources: ResourcesDep,
                          principal: CanManage, request_id: RequestIdDep) -> WebhookPublic:
     changes = body.changes()
+    if "url" in changes:
+        _check_outbound(resources, changes["url"])
     async with resources.db.write() as session:
         if REDACTED in changes.get("url", ""):  # a redacted URL sent back: kept only if nothing else changed
             current = await subscriptions.require(session=session, subscription_id=webhook_id)
@@ -298,7 +317,7 @@ async def ping_webhook(webhook_id: WebhookId, request: Request, resources: Resou
         row = await deliveries.add(session=session, subscription_id=sub.id, event_id=event_id, event_type=PING,
                                    payload=payload, state=FAILED, attempts=1, next_attempt_at=None,
                                    last_attempt_at=utcnow(), last_error="no answer recorded")
-    async with new_client() as client:
+    async with new_client(resources.outbound.notify) as client:
         result = await attempt(client, url=sub.url, secret=sub.secret, delivery_id=row.delivery_id,
                                event_type=PING, payload=payload, timeout=resources.settings.webhooks_timeout)
     async with resources.db.write() as session:
