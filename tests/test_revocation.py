@@ -124,6 +124,28 @@ async def test_disabling_the_owner_closes_the_websockets(settings, db):
             assert code == 4401 and "disabled" in reason, (code, reason)
 
 
+async def test_logout_ends_a_followed_log(settings, db):
+    async with served(settings, db) as (server, client):
+        r = await client.post("/api/v1/services", headers=bearer(mint_token(settings)),
+                              json={"id": "chatty", "driver": "noop"})
+        assert r.status_code == 201, r.text
+        logs = settings.resolved_data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / "chatty.out.log").write_text("first\n")
+        (logs / "chatty.err.log").write_text("")
+        access = (await login(client, "val"))["access_token"]
+        async with client.stream("GET", "/api/v1/services/chatty/logs", params={"lines": 1, "follow": "true"},
+                                 headers=bearer(access)) as resp:
+            assert resp.status_code == 200
+            lines = resp.aiter_lines()
+            assert json.loads(await asyncio.wait_for(anext(lines), 10))["line"] == "first"
+            r = await client.post("/api/v1/auth/logout", headers=bearer(access))
+            assert r.status_code == 204
+            async with asyncio.timeout(CLOSE_WITHIN):  # the response ends: the follower is signed out
+                async for line in lines:
+                    assert not line.strip(), line
+
+
 async def test_api_tokens_expire_by_default(settings, db):
     async with served(settings, db) as (_, client):
         access = (await login(client, "val"))["access_token"]

@@ -82,9 +82,9 @@ class Settings(BaseSettings):
     ws_heartbeat: float = Field(15.0, gt=0, description="Seconds between server ping messages on WebSockets")
     ws_send_timeout: float = Field(10.0, gt=0, description="Seconds one WebSocket send may block before the "
                                    "client is dropped as unresponsive")
-    ws_revalidate_interval: float = Field(2.0, ge=0.2, le=60, description="Seconds between re-checks of an "
-                                          "open WebSocket's token: a logout, password change, role change, "
-                                          "disabled account or revoked API token closes it (4401/4403) this soon")
+    ws_revalidate_interval: float = Field(2.0, ge=0.2, le=60, description="Seconds between re-checks of the "
+                                          "token of an open WebSocket or followed log: a logout, password change, "
+                                          "role change, disabled account or revoked API token ends it this soon")
     ws_auth_timeout: float = Field(10.0, gt=0, description="Seconds a WebSocket client without a token in the "
                                    "URL or headers has to send its auth message")
     temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")

@@ -38,7 +38,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from windflow.api.errors import ApiError
 from windflow.api.event_hub import EventFilter, EventHub, QueueItem, Subscription, build_filter, encode_event
 from windflow.api.resources import Resources
-from windflow.api.security import authenticate
+from windflow.api.security import authenticate, revalidator
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.errors import WindflowError
 from windflow.events.base import InvalidPosition, is_after, parse_position
@@ -95,34 +95,6 @@ async def _receive_message(websocket: WebSocket) -> Any:
         return None
 
 
-class Revalidator:
-    """Re-checks the tokens of open connections: one look-up per distinct token per ``interval / 2``, however many
-    connections present it (a dashboard's tabs, a fleet of listeners sharing an API token)."""
-
-    def __init__(self, interval: float) -> None:
-        self.ttl = interval / 2
-        self._checks: dict[str, tuple[float, asyncio.Future[Principal]]] = {}
-
-    async def check(self, websocket: WebSocket, token: str) -> Principal:
-        now = time.monotonic()
-        entry = self._checks.get(token)
-        if entry is None or now - entry[0] >= self.ttl:
-            if len(self._checks) > 1000:
-                self._checks = {k: v for k, v in self._checks.items() if now - v[0] < self.ttl}
-            future = asyncio.ensure_future(authenticate(websocket, token))
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
-            entry = (now, future)
-            self._checks[token] = entry
-        return await asyncio.shield(entry[1])
-
-
-def revalidator(websocket: WebSocket, interval: float) -> Revalidator:
-    found = getattr(websocket.app.state, "ws_revalidator", None)
-    if found is None:
-        found = websocket.app.state.ws_revalidator = Revalidator(interval)
-    return found  # type: ignore[no-any-return]
-
-
 async def _authenticate(websocket: WebSocket, timeout: float) -> tuple[Principal, str]:
     token = _bearer(websocket)
     if token is None:
@@ -152,7 +124,7 @@ class EventStream:
                  principal: Principal, token: str) -> None:
         self.ws = websocket
         self.token = token
-        self.revalidator = revalidator(websocket, resources.settings.ws_revalidate_interval)
+        self.revalidator = revalidator(websocket.app, resources.settings.ws_revalidate_interval)
         self.bus = resources.bus
         self.settings = resources.settings
         self.hub = hub
