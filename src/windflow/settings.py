@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL of the API as users reach it (links in responses)")
     temporal_ui_url: str | None = Field(None, description="Base URL of the Temporal Web UI (links to runs)")
     dashboard_dir: Path | None = Field(None, description="Built web dashboard served at / (index.html and "
-                                       "assets); default: web/dist of the source checkout")
+                                       "assets); default: web/dist of the source checkout, else the build "
+                                       "shipped in the package")
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 key (>= 32 bytes). Embedded: generated in the data dir when unset"
     )

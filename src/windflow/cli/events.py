@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import typer
 
 from windflow.cli.client import EXIT_UNREACHABLE, ApiUrl, complete_service, console, err_console, resolve_api, token
+from windflow.domain.backoff import reconnect_delay
 
 app = typer.Typer(help="Events: follow what windflow does, live.", no_args_is_help=True)
 
@@ -124,7 +125,7 @@ async def tail(
                 return EXIT_UNREACHABLE
         if not follow:
             return 0
-        await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
+        await asyncio.sleep(reconnect_delay(failures, base=0.2, cap=5.0))
 
 
 @app.command("tail")
