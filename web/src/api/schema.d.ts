@@ -2217,6 +2217,11 @@ export interface components {
         InitializationPublic: {
             /** Actor */
             actor: string;
+            /**
+             * Error
+             * @description What keeps the run from going on, or how Temporal ended it, when its own records cannot say (a workflow task that keeps failing, a terminated run)
+             */
+            error?: string | null;
             /** Finished At */
             finished_at: string | null;
             links: components["schemas"]["Links"];
