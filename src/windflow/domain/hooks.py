@@ -5,6 +5,7 @@ Pure: no I/O. The API's hook routes turn a received payload into :class:`Incomin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 HookKind = Literal["alertmanager", "generic"]
+HookAuth = Literal["token", "signature", "token+signature"]
 AlertStatus = Literal["firing", "resolved", "unknown"]
 DEFAULT_LABEL = "windflow_service"
 EXCERPT_CHARS = 2000
@@ -157,3 +159,17 @@ def truncate_excerpt(doc: dict[str, Any], limit: int = EXCERPT_CHARS) -> dict[st
     if len(text) <= limit:
         return doc
     return {"truncated": True, "json": text[:limit]}
+
+
+def dedupe_key(alert: IncomingAlert, *, delivery_id: str | None = None, index: int = 0) -> str:
+    """What makes a repeat of ``alert`` the same alert: its fingerprint and when it started firing
+    (Alertmanager's ``startsAt``: a new firing episode is a new alert), else the delivery id the sender gave
+    (``webhook-id``) and the alert's position in it, else the alert's own content."""
+    if alert.fingerprint:
+        basis: list[Any] = ["fingerprint", alert.service, alert.fingerprint, alert.excerpt.get("startsAt")]
+    elif delivery_id:
+        basis = ["delivery", delivery_id, index]
+    else:
+        basis = ["content", alert.service, alert.status, alert.excerpt]
+    text = json.dumps(basis, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
