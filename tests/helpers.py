@@ -45,7 +45,7 @@ def standin(
               "failure_threshold": failure_threshold}
     )
     body: dict[str, Any] = {"id": name, "driver": "process", "config": {"command": command, "stop_grace": "2s"},
-                            "depends_on": list(deps), "health": health}
+                            "depends_on": deps if isinstance(deps, dict) else list(deps), "health": health}
     body.update(extra)
     return ServiceSpec.model_validate(body)
 

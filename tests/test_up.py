@@ -333,3 +333,54 @@ async def test_sigterm_during_initialization_then_next_up_resumes_it(up: Up):
     code, _, output = up.sigterm_and_wait(resumed)
     assert code == 0, output
     assert up.temporal_pids() == [], output
+
+
+async def test_sigkilled_up_starts_again_with_the_same_command_and_a_reboot_brings_the_system_back(up: Up):
+    """`windflow up` killed with SIGKILL leaves its dev server (a session of its own) on the ports: the same
+    command starts again, replacing that server, changes no config, and the service that died meanwhile is back.
+    Then everything is killed, as by a reboot: `windflow up` alone brings every service back."""
+    proc = up.spawn("windflow.yaml")
+    up.wait_healthz(proc)
+    with up.login() as http:
+        await up.wait_run(proc, http)
+        versions = {s["id"]: s["version"] for s in http.get("/api/v1/services").json()["items"]}
+    leftover = up.temporal_pids()
+    assert len(leftover) == 1
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert up.temporal_pids() == leftover  # it outlived `windflow up`, holding its ports
+    dead = up.service_pids("worker")
+    os.kill(dead[0], signal.SIGKILL)
+
+    again = up.spawn("windflow.yaml")
+    up.wait_healthz(again)
+    assert "replacing the Temporal dev server" in up.output(again)
+    with up.login() as http:
+        await up.wait_run(again, http)
+        assert {s["id"]: s["version"] for s in http.get("/api/v1/services").json()["items"]} == versions
+    assert len(up.temporal_pids()) == 1 and up.temporal_pids() != leftover
+    await eventually(lambda: all(len(up.service_pids(n)) == 1 for n in COMPONENTS), timeout=60, interval=0.2)
+    assert up.service_pids("worker") != dead
+
+    # a second `windflow up` on the same data dir while one runs is refused, and harms nothing
+    refused = up.run("windflow.yaml", timeout=60)
+    assert refused.returncode != 0 and "another `windflow up` runs" in refused.stdout + refused.stderr, \
+        _show(refused)
+    assert again.poll() is None
+
+    # a reboot: every windflow process and every service is gone
+    os.kill(again.pid, signal.SIGKILL)
+    again.wait(timeout=10)
+    for pid in up.temporal_pids() + [p for n in COMPONENTS for p in up.service_pids(n)]:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: not up.temporal_pids() and not any(up.service_pids(n) for n in COMPONENTS),
+                     timeout=10)
+    rebooted = up.spawn()  # no file, no initialization: the services come back by themselves
+    up.wait_healthz(rebooted)
+    await eventually(lambda: all(len(up.service_pids(n)) == 1 for n in COMPONENTS), timeout=90, interval=0.2)
+    with up.login() as http:
+        await eventually(lambda: all(s["state"] == "healthy" for s in http.get("/api/v1/services").json()["items"]),
+                         timeout=60, interval=0.2)
+    code, _, output = up.sigterm_and_wait(rebooted)
+    assert code == 0, output

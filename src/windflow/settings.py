@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(100_000, ge=100, description="Events the Redis stream retains, approximately "
                                "(XADD MAXLEN ~; the in-process bus keeps at most 10,000); a client resumes by "
                                "id within this window")
+    logs_prefix: str = Field("windflow:logs:", min_length=1, max_length=200,
+                             description="Redis key prefix of the service log streams workers ship to "
+                             "(one stream per service, plus '{prefix}offsets')")
+    logs_maxlen: int = Field(5000, ge=100, le=1_000_000, description="Log lines kept per service in Redis, "
+                             "approximately (the files on the worker's host keep more: log_max_bytes)")
+    logs_ship: bool = Field(True, description="With redis_url: workers ship their services' stdout/stderr to "
+                            "Redis, so the API, CLI and dashboard on any host can tail and follow them")
     events_relay_interval: float = Field(0.25, gt=0, le=30, description="Outbox relay poll interval, seconds "
                                          "(local commits and PostgreSQL NOTIFY wake it sooner)")
     events_claim_idle: float = Field(30.0, gt=0, description="Seconds an event delivered to a consumer group "
@@ -99,7 +106,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL of the API as users reach it (links in responses)")
     temporal_ui_url: str | None = Field(None, description="Base URL of the Temporal Web UI (links to runs)")
     dashboard_dir: Path | None = Field(None, description="Built web dashboard served at / (index.html and "
-                                       "assets); default: web/dist of the source checkout")
+                                       "assets); default: web/dist of the source checkout, else the build "
+                                       "shipped in the package")
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 key (>= 32 bytes). Embedded: generated in the data dir when unset"
     )

@@ -166,6 +166,18 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     return sorted(missing)
 
 
+def _log_shipper(settings: Settings) -> Any:
+    """With Redis: ship this host's service logs so the API on any host can tail and follow them."""
+    if not (settings.redis_url and settings.logs_ship):
+        return None
+    from windflow.events.redis_streams import connect as redis_connect
+    from windflow.service_logs import LogShipper
+
+    log.info("shipping service logs to Redis (%s*)", settings.logs_prefix)
+    return LogShipper(redis_connect(settings.redis_url), settings.resolved_data_dir / "logs",
+                      prefix=settings.logs_prefix, maxlen=settings.logs_maxlen)
+
+
 def worker_identity(suffix: str = "") -> str:
     """``pid@host`` (the SDK's default form), so that another worker on this host can tell when this one died."""
     return f"{os.getpid()}@{socket.gethostname()}" + (f" {suffix}" if suffix else "")
@@ -291,10 +303,19 @@ async def run_worker(settings: Settings) -> None:
     log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
     if parts.host_worker is not None:
         log.info("host %s: also polling %s", settings.worker_host, parts.host_worker.task_queue)
-    async with parts.worker, parts.host_worker or contextlib.nullcontext():
-        reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
-        await stop.wait()
-        reclaiming.cancel()
+    shipper = _log_shipper(settings)
+    ship_task = asyncio.create_task(shipper.run(), name="log-shipper") if shipper is not None else None
+    try:
+        async with parts.worker, parts.host_worker or contextlib.nullcontext():
+            reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
+            await stop.wait()
+            reclaiming.cancel()
+    finally:
+        if ship_task is not None:
+            ship_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ship_task
+            await shipper.redis.aclose()
     if metrics_server is not None:
         metrics_server.shutdown()
     await db.dispose()

@@ -130,6 +130,13 @@ async function main() {
     await shot('07-api-recovered')
   })
 
+  await step("the service's logs: its output, live", async () => {
+    // the restarted api's stand-in prints a line when it listens: the logs panel shows it (from the host's files)
+    await page.waitForSelector('[data-testid="service-logs"] [data-testid="logs-lines"] span[data-stream="stdout"]:has-text("standin[api")',
+      { timeout: 20_000 })
+    await shot('07b-api-logs')
+  })
+
   await step('edit, diff and revert a config', async () => {
     await page.goto(`${windflow.base}/configs/cache`)
     await page.waitForFunction(() => document.querySelector('[data-testid="config-editor"]')?.value.startsWith('{'))

@@ -16,6 +16,7 @@ Config changes and their ``CONFIG_CHANGED`` events commit in one transaction, li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -44,10 +45,10 @@ from windflow.domain.rollout import (
     SaveRolloutInput,
     SaveRolloutResult,
 )
-from windflow.domain.system import Problem, graph_problems, problems_from
+from windflow.domain.system import Problem, condition_problems, graph_problems, problems_from
 from windflow.drivers.base import DriverRegistry
 from windflow.metrics import count_restart
-from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository, content_hash
+from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository, content_hash, spec_of
 from windflow.persistence.rollout_models import RolloutRepository
 from windflow.probes.base import ProbeRegistry
 
@@ -128,6 +129,14 @@ class RolloutActivities:
                 graph = await services.graph(session=session)
                 graph[spec.id] = list(spec.depends_on)
                 problems.extend(graph_problems(graph))
+                if not problems:
+                    rows = await services.all(session=session)
+                    others = []
+                    for other in rows:
+                        if other.id != spec.id:
+                            with contextlib.suppress(ValidationError):  # one that no longer validates
+                                others.append(spec_of(other))
+                    problems.extend(condition_problems([*others, spec]))
             if problems or spec is None:
                 return PrepareRolloutResult(valid=False, problems=[p.model_dump() for p in problems])
             good = await versions.last_good(session=session, service_id=req.service_id)

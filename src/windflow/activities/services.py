@@ -19,6 +19,8 @@ from temporalio.exceptions import ApplicationError
 from windflow.activities._support import StateWriter, new_event, outbox, to_application_error
 from windflow.domain.contracts import (
     CheckHealthInput,
+    RunJobInput,
+    RunJobResult,
     ServiceActionInput,
     ServiceActionResult,
     ValidateSystemInput,
@@ -32,9 +34,10 @@ from windflow.domain.graph import closure, layers
 from windflow.domain.health import HealthTracker, HealthVerdict
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import DriverResult, ProbeResult, RunStatus
-from windflow.domain.system import Problem, graph_problems, problems_from
+from windflow.domain.system import Problem, condition_problems, graph_problems, problems_from
 from windflow.drivers.base import DriverRegistry
 from windflow.metrics import count_restart
+from windflow.persistence.job_models import JobRunRepository, JobRunRow
 from windflow.persistence.repositories import ProbeResultRepository, ServiceRepository, spec_of
 from windflow.probes.base import ProbeRegistry
 
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 
 services = ServiceRepository()
 probe_results = ProbeResultRepository()
+job_runs = JobRunRepository()
 log = logging.getLogger(__name__)
 
 #: how often wait_healthy probes while a service comes up (faster than the steady-state interval, never
@@ -57,6 +61,17 @@ STARTUP_FAST = 2.0
 STARTUP_POLL_MAX = 0.5
 #: wait_healthy heartbeats at most this often (its heartbeat timeout is at least 5 s)
 HEARTBEAT_EVERY = 0.5
+#: a job's failure message carries at most this many of its last stderr lines, and this many characters
+FAILURE_LINES = 5
+FAILURE_CHARS = 1000
+#: lines of a job's output kept with its run
+JOB_TAIL_LINES = 20
+
+
+def failure_cause(lines: list[str]) -> str:
+    """The last lines of a service's stderr, joined for a one-line message and capped in size."""
+    text = " | ".join(line.strip() for line in lines[-FAILURE_LINES:] if line.strip())
+    return text if len(text) <= FAILURE_CHARS else "…" + text[-FAILURE_CHARS:]
 
 
 class ServiceActivities:
@@ -102,6 +117,8 @@ class ServiceActivities:
                     problems.append(Problem(loc=["services", name], msg=str(exc)))
         sub = {name: [d for d in graph.get(name, []) if d in wanted or d not in raw] for name in wanted}
         problems.extend(graph_problems(sub))
+        if not problems:
+            problems.extend(condition_problems(specs))
         if not wanted and not problems:
             problems.append(Problem(loc=["components"], msg="the registry has no services to initialize"))
         if problems:
@@ -276,3 +293,101 @@ class ServiceActivities:
             await asyncio.sleep(min(poll, interval, max(0.0, req.timeout - elapsed)))
             if elapsed >= STARTUP_FAST:
                 poll = min(poll * 1.5, STARTUP_POLL_MAX)
+
+    # ----------------------------------------------------------------- jobs
+
+    def _log_tail(self, spec: ServiceSpec, stream: str, lines: int) -> list[str]:
+        tail = getattr(self.drivers.for_service(spec), "log_tail", None)
+        return list(tail(spec.id, lines=lines, stream=stream)) if tail is not None else []
+
+    @activity.defn(name="run_job")
+    async def run_job(self, req: RunJobInput) -> RunJobResult:
+        """Run one attempt of a job (``kind: job``) to completion: start it, wait for its exit within its
+        ``timeout`` (then stop it), record the run. A failed attempt is a result, not an error: the workflow
+        retries it under the job's restart policy. ``run: once`` skips a job whose applied version succeeded.
+
+        Idempotent: a retried call (the worker died) finds the process still running and waits for it (its exit
+        code is then unknown, as it is no longer our child, and the attempt counts as failed)."""
+        async with self.db.read() as session:
+            row = await services.get(session=session, service_id=req.service_id)
+            if row is None:
+                raise to_application_error(NotFound(f"service {req.service_id!r} not found"))
+            spec = spec_of(row)
+            version = row.current_version
+            done = (await job_runs.last_success(session=session, service_id=spec.id, version=version)
+                    if spec.run == "once" else None)
+        if done is not None:
+            message = (f"skipped: version {version} already completed (run: once) at "
+                       f"{done.finished_at.isoformat(timespec='seconds')}")
+            await self.state.set_state(spec.id, "completed", source=req.source, message=message)
+            return RunJobResult(succeeded=True, skipped=True, version=version, exit_code=done.exit_code,
+                                duration=0.0, message=message, log_tail=list(done.log_tail or []))
+        driver = self.drivers.for_service(spec)
+        began = datetime.now(UTC)
+        clock = time.monotonic()
+        pid: int | None = None
+        exit_code: int | None = None
+        try:
+            started = await driver.start(spec)
+            pid = started.pid
+            await self.state.set_state(spec.id, "starting", source=req.source, pid=pid, message="job running",
+                                       detail={"run_id": req.run_id} if req.run_id else None)
+            waiter = asyncio.ensure_future(driver.wait_exit(spec))
+            try:
+                while True:
+                    activity.heartbeat({"pid": pid, "elapsed": round(time.monotonic() - clock, 3)})
+                    left = None if spec.timeout is None else spec.timeout - (time.monotonic() - clock)
+                    if left is not None and left <= 0:
+                        break
+                    done_set, _ = await asyncio.wait([waiter], timeout=min(1.0, left) if left is not None else 1.0)
+                    if done_set:
+                        break
+            except asyncio.CancelledError:  # the initialization was cancelled: the job must not go on alone
+                waiter.cancel()
+                await driver.stop(spec)
+                raise
+            if not waiter.done():
+                waiter.cancel()
+                await driver.stop(spec)
+                ok = False
+                message = f"{spec.id} timed out after {spec.timeout:g}s and was stopped"
+            else:
+                info = waiter.result()
+                if info is None:  # a driver that cannot observe exits (noop): the start is the run
+                    exit_code, ok, message = 0, True, f"{spec.id} completed"
+                else:
+                    exit_code = info.exit_code
+                    ok = exit_code is not None and exit_code in spec.success_exit_codes
+                    if exit_code is None:
+                        message = f"{spec.id} {info.message or 'exited'} (exit status unknown)"
+                    else:
+                        message = f"{spec.id} exited with code {exit_code}"
+                        if not ok and info.signal is None:
+                            message += f" (success: {', '.join(map(str, spec.success_exit_codes))})"
+                    if info.signal is not None:
+                        message = f"{spec.id} {info.message}"
+        except WindflowError as exc:  # could not start (no such program, bad cwd)
+            ok, message = False, f"{spec.id}: {exc.message}"
+        duration = time.monotonic() - clock
+        stderr = self._log_tail(spec, "stderr", JOB_TAIL_LINES)
+        tail = stderr or self._log_tail(spec, "stdout", JOB_TAIL_LINES)
+        if not ok and stderr:
+            message += f": {failure_cause(stderr)}"
+        run = JobRunRow(service_id=spec.id, version=version, run_id=req.run_id, attempt=req.attempt, succeeded=ok,
+                        exit_code=exit_code, started_at=began, finished_at=datetime.now(UTC),
+                        duration=round(duration, 3), message=message, log_tail=tail)
+        summary = {"version": version, "succeeded": ok, "exit_code": exit_code, "duration": round(duration, 3),
+                   "finished_at": run.finished_at.isoformat(), "attempt": req.attempt}
+
+        async def record(session: AsyncSession) -> None:
+            if await services.get(session=session, service_id=spec.id) is None:
+                return
+            await job_runs.add(session=session, row=run)
+            await self.state.set_state_in(session, spec.id, "completed" if ok else "failed", source=req.source,
+                                          message=message, detail={"job": summary})
+
+        await self.db.write_batched(record)
+        if self.state.on_commit:
+            self.state.on_commit()
+        return RunJobResult(succeeded=ok, version=version, exit_code=exit_code, duration=round(duration, 3),
+                            pid=pid, message=message, log_tail=tail)

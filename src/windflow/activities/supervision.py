@@ -250,9 +250,11 @@ class SupervisionActivities:
     async def check_dependencies(self, req: DependencyCheckInput) -> DependencyCheckResult:
         """Probe each direct dependency now: which are unhealthy (dead is not the same as blocked)."""
         specs = await self._specs(req.depends_on)
-        results = await asyncio.gather(*(self._probe(specs[d]) for d in req.depends_on if d in specs))
+        # a job is not watched once it completed: it cannot block a recovery
+        probed = [d for d in req.depends_on if d in specs and not specs[d].is_job]
+        results = await asyncio.gather(*(self._probe(specs[d]) for d in probed))
         out = DependencyCheckResult()
-        for name, result in zip([d for d in req.depends_on if d in specs], results, strict=True):
+        for name, result in zip(probed, results, strict=True):
             if not result.healthy:
                 out.unhealthy.append(name)
                 out.messages[name] = result.message

@@ -29,6 +29,7 @@ from windflow.api.routers import (
     health,
     hooks,
     initializations,
+    logs,
     recoveries,
     rollouts,
     schedules,
@@ -158,7 +159,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws, codec, hooks, webhooks, rollouts):
+                   ws, codec, hooks, webhooks, rollouts, logs):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     v1.include_router(dashboard_router)

@@ -28,6 +28,35 @@ class ServiceCreate(ServiceSpec):
     }]})
 
 
+def conditions_of(depends_on: Any) -> dict[str, str]:
+    """Each dependency's condition from a stored ``depends_on`` (a list: all ``healthy``; or a map)."""
+    if isinstance(depends_on, dict):
+        return {k: str((v or {}).get("condition", "healthy")) for k, v in depends_on.items()}
+    return dict.fromkeys(depends_on or [], "healthy")
+
+
+class JobSettings(BaseModel):
+    success_exit_codes: list[int]
+    timeout: str | float | None = Field(None, description="Longest run of one attempt")
+    run: str = Field(description="always or once")
+
+
+class JobRunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    service_id: str
+    version: int
+    run_id: str | None
+    attempt: int
+    succeeded: bool
+    exit_code: int | None
+    started_at: datetime
+    finished_at: datetime
+    duration: float = Field(description="Seconds")
+    message: str
+    log_tail: list[str] = Field(description="The last lines of its stderr (or stdout when stderr is empty)")
+
+
 class ServicePublic(BaseModel):
     id: str
     description: str
@@ -35,6 +64,12 @@ class ServicePublic(BaseModel):
     driver: str
     config: dict[str, Any]
     depends_on: list[str]
+    conditions: dict[str, str] = Field(
+        default_factory=dict, description="Each dependency's condition: started, healthy or completed_successfully")
+    kind: str = Field("service", description="service (long-running) or job (runs to completion)")
+    job: JobSettings | None = Field(None, description="A job's settings (null for a service)")
+    last_job_run: dict[str, Any] | None = Field(
+        None, description="A job's last run: version, succeeded, exit_code, duration (s), finished_at, attempt")
     health: dict[str, Any] | None
     restart: dict[str, Any]
     monitored: bool
@@ -51,6 +86,7 @@ class ServicePublic(BaseModel):
     @classmethod
     def of(cls, row: ServiceRow) -> ServicePublic:
         spec = row.spec
+        kind = str(spec.get("kind") or "service")
         secret_keys = list(spec.get("secret_keys") or [])
         content = redact(spec, secret_keys)
         return cls(
@@ -60,6 +96,11 @@ class ServicePublic(BaseModel):
             driver=row.driver,
             config=content.get("config") or {},
             depends_on=list(row.depends_on or []),
+            conditions=conditions_of(spec.get("depends_on")),
+            kind=kind,
+            job=JobSettings(success_exit_codes=spec.get("success_exit_codes") or [0], timeout=spec.get("timeout"),
+                            run=spec.get("run") or "always") if kind == "job" else None,
+            last_job_run=(row.state_detail or {}).get("job") if kind == "job" else None,
             health=content.get("health"),
             restart=content.get("restart") or {},
             monitored=row.monitored,

@@ -19,6 +19,7 @@ class Permission(StrEnum):
     USERS_MANAGE = "users:manage"
     AUDIT_READ = "audit:read"
     WEBHOOKS_MANAGE = "webhooks:manage"
+    LOGS_READ = "logs:read"  # services' stdout/stderr: may hold what configs redact, so not for viewers
 
 
 ALL_PERMISSIONS = frozenset(Permission)
@@ -35,6 +36,7 @@ BUILTIN_ROLES: dict[str, frozenset[Permission]] = {
             Permission.RECOVERY_TRIGGER,
             Permission.SCHEDULES_MANAGE,
             Permission.AUDIT_READ,
+            Permission.LOGS_READ,
         }
     ),
     "viewer": frozenset({Permission.SERVICES_READ, Permission.CONFIGS_READ}),

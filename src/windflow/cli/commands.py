@@ -10,6 +10,7 @@ import typer
 
 from windflow import __version__
 from windflow.cli import helptext, ops
+from windflow.cli import logs as logs_cmd
 from windflow.cli.auth import register as register_auth
 from windflow.cli.client import ApiUrl, check, client, console, err_console
 from windflow.cli.config import app as config_app
@@ -28,6 +29,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(ops.service_app, name="service")
 app.command("services")(ops.services)
 app.command("recover")(ops.recover)
+app.command("logs")(logs_cmd.logs)
 register_auth(app)  # login, logout, users, tokens
 
 def settings_or_exit():  # type: ignore[no-untyped-def]

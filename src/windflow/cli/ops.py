@@ -17,7 +17,7 @@ STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "
                "blocked": "magenta", "gave_up": "bold red", "failed": "red", "unhealthy": "red", "stopped": "blue"}
 
 SERVICE_STATES = ("unknown", "starting", "healthy", "unhealthy", "stopped", "failed", "recovering", "backing_off",
-                  "blocked", "gave_up")
+                  "blocked", "gave_up", "completed")
 """The values of ``windflow.domain.models.ServiceState`` (kept here so the CLI starts without pydantic; a test
 checks they match)."""
 StateChoice = StrEnum("StateChoice", {v: v for v in SERVICE_STATES})  # type: ignore[misc]

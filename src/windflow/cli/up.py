@@ -79,6 +79,72 @@ def dev_server_command(settings: Settings) -> list[str]:
     return cmd
 
 
+class UpLock:
+    """One `windflow up` per data dir: an exclusive ``flock`` on ``up.lock``, released by the kernel when the
+    process ends however it ends (a SIGKILL included), so a killed `windflow up` never blocks the next one."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "up.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RuntimeError(f"another `windflow up` runs on the data dir {self.path.parent} (pid {holder}); "
+                               "stop it first, or use another WINDFLOW_DATA_DIR") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor releases the lock
+            self.fd = None
+
+
+def leftover_dev_servers(db_file: Path) -> list[int]:
+    """Dev servers on this data dir's SQLite file: with the lock held, whatever runs there was left behind by a
+    `windflow up` that was killed (its dev server runs in a session of its own and outlives it)."""
+    needle = b"\0--db-filename\0" + str(db_file).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"\0start-dev\0" in cmdline and needle in cmdline + b"\0":
+            found.append(int(entry))
+    return found
+
+
+def end_processes(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGTERM each process's group (each leads its own), then SIGKILL what is left after ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not any(_alive(pid) for pid in pids):
+                return
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    from windflow.drivers.process import read_proc_stat
+
+    stat = read_proc_stat(pid)
+    return stat is not None and not stat.exited
+
+
 class DevServer:
     """The Temporal dev server as a child process, its output in the data dir."""
 
@@ -169,13 +235,21 @@ async def run_up(
     from windflow.worker import build_worker, ensure_search_attributes, reclaim_in_background, worker_identity
 
     settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
+    lock = UpLock(settings.ensure_data_dir())
+    lock.acquire()  # before any port check: a second `windflow up` on this data dir is told so plainly
     if not port_free(settings.api_port, settings.api_host):
+        lock.release()
         raise RuntimeError(f"port {settings.api_port} is taken (WINDFLOW_API_PORT)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    leftovers = leftover_dev_servers(settings.ensure_data_dir() / "temporal.db")
+    if leftovers:  # a killed `windflow up` left its dev server: replace it (its history is in the SQLite file)
+        console.print(f"replacing the Temporal dev server a previous `windflow up` left running "
+                      f"(pid {', '.join(map(str, leftovers))})")
+        await asyncio.to_thread(end_processes, leftovers)
     server = DevServer(settings)
     console.print(f"[dim]data dir {settings.resolved_data_dir}[/dim]")
     resources = None
@@ -265,6 +339,7 @@ async def run_up(
                 await resources.db.dispose()
     finally:
         server.stop()
+        lock.release()
     return code
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from windflow.domain.models import ServiceSpec
 from windflow.domain.notifications import DeliveryResult, Notification
@@ -40,6 +40,8 @@ class ComponentStatus(StrEnum):
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
     STOPPED = "STOPPED"
+    RUNNING = "RUNNING"  # a job whose run is in progress
+    COMPLETED = "COMPLETED"  # a job that exited with a success code (or was skipped by `run: once`)
 
 
 class InitOptions(BaseModel):
@@ -79,6 +81,8 @@ class ComponentState(BaseModel):
     status: ComponentStatus = ComponentStatus.PENDING
     layer: int = 0
     depends_on: list[str] = Field(default_factory=list)
+    conditions: dict[str, str] = Field(default_factory=dict, description="Each dependency's condition, by id")
+    kind: str = Field("service", description="service or job")
     attempts: int = 0
     last_error: str | None = None
     pid: int | None = None
@@ -86,6 +90,9 @@ class ComponentState(BaseModel):
     healthy_at: datetime | None = None
     finished_at: datetime | None = None
     started_by_run: bool = Field(False, description="This run started it (so a rollback stops it)")
+    exit_code: int | None = Field(None, description="A job: the exit code of its last attempt")
+    duration: float | None = Field(None, description="A job: seconds its last attempt ran")
+    log_tail: list[str] = Field(default_factory=list, description="A job: the last lines of its output")
 
 
 class InitState(BaseModel):
@@ -156,6 +163,24 @@ class WaitHealthyResult(BaseModel):
     message: str = ""
 
 
+class RunJobInput(BaseModel):
+    service_id: str
+    run_id: str | None = None
+    attempt: int = 1
+    source: str = "initialization"
+
+
+class RunJobResult(BaseModel):
+    succeeded: bool
+    skipped: bool = Field(False, description="`run: once` and this version already succeeded: nothing was run")
+    version: int = 0
+    exit_code: int | None = None
+    duration: float = 0.0
+    pid: int | None = None
+    message: str = ""
+    log_tail: list[str] = Field(default_factory=list)
+
+
 class CheckHealthInput(BaseModel):
     spec: ServiceSpec
     record: bool = True
@@ -206,9 +231,19 @@ class WatchResult(BaseModel):
     probes: list[ProbeResult] = Field(default_factory=list, description="The failing probes (evidence)")
 
 
+def _dependency_ids(value: Any) -> Any:
+    """A spec's ``depends_on`` map given as is: its ids."""
+    return list(value) if isinstance(value, dict) else value
+
+
 class DependencyCheckInput(BaseModel):
     service_id: str
     depends_on: list[str] = Field(default_factory=list)
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _dependency_ids(value)
 
 
 class DependencyCheckResult(BaseModel):
@@ -220,6 +255,11 @@ class WaitDependenciesInput(BaseModel):
     service_id: str
     depends_on: list[str]
     poll: float = 0.5
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _dependency_ids(value)
 
 
 class RecoverStepInput(BaseModel):

@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -345,11 +346,46 @@ class RestartPolicy(_Strict):
         return delay * (1.0 + self.jitter * draw)
 
 
+# --------------------------------------------------------------------------- kinds and dependency conditions
+
+
+class ServiceKind(StrEnum):
+    SERVICE = "service"  # long-running: started, probed, supervised
+    JOB = "job"  # runs to completion (a migration, a seed): success is an exit code
+
+
+class DependencyCondition(StrEnum):
+    STARTED = "started"  # the dependency's process was started
+    HEALTHY = "healthy"  # the dependency passes its readiness probe (a job: that, or it completed successfully)
+    COMPLETED_SUCCESSFULLY = "completed_successfully"  # a job that exited with one of its success codes
+
+
+class Dependency(_Strict):
+    condition: DependencyCondition = Field(DependencyCondition.HEALTHY, description="When the dependant may start")
+
+
+def _dependency_map(value: Any) -> Any:
+    """``depends_on`` as written: a list of ids (condition ``healthy``) or a map id -> ``{condition: ...}``."""
+    if isinstance(value, dict):
+        return {k: ({} if v is None else v) for k, v in value.items()}
+    if not isinstance(value, list | tuple) or not all(isinstance(d, str) for d in value):
+        return value  # pydantic names what is wrong
+    seen: set[str] = set()
+    dupes = sorted({d for d in value if d in seen or seen.add(d)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise ValueError(f"listed more than once: {', '.join(dupes)}")
+    return {d: {} for d in value}
+
+
 # --------------------------------------------------------------------------- service
 
 SECRET_KEY_PATTERN = re.compile(
     r"(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|^key$|_key$)", re.IGNORECASE
 )
+
+
+#: the job-only fields and their values on a service
+_JOB_DEFAULTS: dict[str, Any] = {"success_exit_codes": [0], "timeout": None, "run": "always"}
 
 
 class ServiceSpec(_Strict):
@@ -362,8 +398,25 @@ class ServiceSpec(_Strict):
     )
     driver: DriverKind
     config: DriverConfig
-    depends_on: list[ServiceId] = Field(default_factory=list)
+    kind: ServiceKind = Field(ServiceKind.SERVICE, description="`service` (long-running) or `job` (runs to completion)")
+    depends_on: dict[ServiceId, Dependency] = Field(
+        default_factory=dict,
+        description="Services this one needs: a list of ids (condition `healthy`) or a map id -> "
+        "`{condition: started | healthy | completed_successfully}`",
+        json_schema_extra={"examples": [["database"], {"database": {"condition": "healthy"},
+                                                       "migrate": {"condition": "completed_successfully"}}]},
+    )
     health: HealthSpec | None = None
+    success_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
+        default_factory=lambda: [0], min_length=1, description="A job: exit codes that mean success"
+    )
+    timeout: Duration | None = Field(
+        None, gt=0, description="A job: longest run of one attempt before it is stopped and counted as failed"
+    )
+    run: Literal["always", "once"] = Field(
+        "always", description="A job: `always` runs on every initialization that includes it; `once` is skipped "
+        "once it succeeded with the applied config version"
+    )
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     monitored: bool = Field(True, description="Supervise the service and recover it when it fails")
     restart_with_dependencies: bool = Field(
@@ -395,14 +448,17 @@ class ServiceSpec(_Strict):
             data = {**data, "config": {"driver": "noop"}}
         return data
 
-    @field_validator("depends_on")
+    @field_validator("depends_on", mode="before")
     @classmethod
-    def _unique_deps(cls, value: list[str]) -> list[str]:
-        seen: set[str] = set()
-        dupes = [d for d in value if d in seen or seen.add(d)]  # type: ignore[func-returns-value]
-        if dupes:
-            raise ValueError(f"listed more than once: {', '.join(sorted(set(dupes)))}")
-        return value
+    def _deps_as_map(cls, value: Any) -> Any:
+        return _dependency_map(value)
+
+    @field_serializer("depends_on")
+    def _deps_compact(self, value: dict[str, Dependency]) -> list[str] | dict[str, dict[str, str]]:
+        """Written back the short way (a list) when every condition is the default, as most files say it."""
+        if all(d.condition == DependencyCondition.HEALTHY for d in value.values()):
+            return list(value)
+        return {k: {"condition": d.condition.value} for k, d in value.items()}
 
     @field_validator("host")
     @classmethod
@@ -418,9 +474,38 @@ class ServiceSpec(_Strict):
             raise ValueError(f"service {self.id!r} cannot depend on itself")
         return self
 
+    @model_validator(mode="after")
+    def _job_fields(self) -> ServiceSpec:
+        if self.kind == ServiceKind.SERVICE:
+            given = [name for name, default in _JOB_DEFAULTS.items() if getattr(self, name) != default]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for `kind: job`")
+        elif self.driver not in (DriverKind.PROCESS, DriverKind.NOOP):
+            raise ValueError(f"a job runs with the process driver (or noop), not {self.driver.value!r}")
+        return self
+
+    @property
+    def is_job(self) -> bool:
+        return self.kind == ServiceKind.JOB
+
+    def process_grace(self) -> float:
+        """Seconds a stop may take before SIGKILL (a process service's ``stop_grace``; 0 for other drivers)."""
+        return self.config.stop_grace if isinstance(self.config, ProcessConfig) else 0.0
+
+    def readiness_spec(self) -> HealthSpec | None:
+        """The probe that says the service is ready (gates dependants and initializations)."""
+        return self.health
+
+    def conditions(self) -> dict[str, str]:
+        """Each dependency's condition, by id."""
+        return {k: d.condition.value for k, d in self.depends_on.items()}
+
     def content(self) -> dict[str, Any]:
-        """The versioned part of a service: everything but its id, as JSON-ready data."""
-        return self.model_dump(mode="json", exclude={"id"})
+        """The versioned part of a service: everything but its id, as JSON-ready data (a service leaves out the
+        job-only fields, so its content reads, and hashes, as before jobs existed)."""
+        if self.kind == ServiceKind.JOB:
+            return self.model_dump(mode="json", exclude={"id"})
+        return self.model_dump(mode="json", exclude={"id", "kind", *_JOB_DEFAULTS})
 
     @property
     def process_config(self) -> ProcessConfig:
@@ -441,3 +526,4 @@ class ServiceState(StrEnum):
     BACKING_OFF = "backing_off"
     BLOCKED = "blocked"
     GAVE_UP = "gave_up"
+    COMPLETED = "completed"  # a job that exited with a success code

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.graph import find_cycle, format_cycle, missing_dependencies
-from windflow.domain.models import ProcessConfig, ServiceSpec, is_service_id
+from windflow.domain.models import DependencyCondition, ProcessConfig, ServiceSpec, is_service_id
 from windflow.domain.notifications import ChannelConfig, NotificationsSection
 
 SYSTEM_FILE_VERSION = 1
@@ -59,6 +59,28 @@ def graph_problems(graph: Mapping[str, list[str]], prefix: Iterable[str | int] =
                 Problem(loc=[*prefix, cycle[0], "depends_on"], msg=f"dependency cycle: {format_cycle(cycle)}",
                         type="cycle")
             )
+    return problems
+
+
+def condition_problems(specs: Iterable[ServiceSpec], prefix: Iterable[str | int] = ("services",)) -> list[Problem]:
+    """Conditions that can never be met: ``completed_successfully`` on a service (it never completes), ``healthy``
+    on a job that has no probe (it has nothing to pass but its completion: say ``completed_successfully``)."""
+    by_id = {s.id: s for s in specs}
+    problems: list[Problem] = []
+    for spec in by_id.values():
+        for dep, cond in spec.depends_on.items():
+            target = by_id.get(dep)
+            if target is None:
+                continue
+            where = [*prefix, spec.id, "depends_on", dep, "condition"]
+            if cond.condition == DependencyCondition.COMPLETED_SUCCESSFULLY and not target.is_job:
+                problems.append(Problem(loc=where, type="condition", msg=(
+                    f"{dep!r} is a service, it never completes: use `healthy` or `started` "
+                    "(`completed_successfully` is for a `kind: job`)")))
+            elif cond.condition == DependencyCondition.HEALTHY and target.is_job and target.readiness_spec() is None:
+                problems.append(Problem(loc=where, type="condition", msg=(
+                    f"{dep!r} is a job without a probe, it is never healthy: use `completed_successfully` "
+                    "(or `started`)")))
     return problems
 
 
@@ -151,6 +173,8 @@ def load_system(data: Any, *, base_dir: str | None = None) -> SystemFile:
         specs.append(resolve_paths(spec, base_dir) if base_dir else spec)
     if not problems:
         problems.extend(graph_problems({s.id: list(s.depends_on) for s in specs}))
+    if not problems:
+        problems.extend(condition_problems(specs))
     if problems:
         raise ConfigInvalid(_summary(problems), details=[p.model_dump() for p in problems])
     return SystemFile(version=SYSTEM_FILE_VERSION, services=specs, notifications=notifications)

@@ -55,6 +55,7 @@ from windflow.domain.errors import ConfigInvalid, DriverFailed
 from windflow.domain.models import DriverKind, ProcessConfig, ServiceSpec, is_service_id
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
 from windflow.drivers.environment import clean_env, identity
+from windflow.service_logs import last_error_line
 
 __all__ = [
     "ProcStat",
@@ -205,6 +206,13 @@ def describe_exit(exit_code: int | None, sig: int | None) -> str:
     if exit_code is None:
         return "exited (not our child: exit status unknown)"
     return f"exited with code {exit_code}"
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _reap(pid: int, pidfd: int | None) -> tuple[bool, int | None, int | None]:
@@ -378,6 +386,7 @@ class _Proc:
     popen: subprocess.Popen[bytes] | None = None
     logs: list[Path] = field(default_factory=list)
     log_max_bytes: int = 10 * 1024 * 1024
+    err_start: int | None = None  # size of the stderr log when this process started (None: unknown, adopted)
     exit: ExitInfo | None = None
     exited: asyncio.Future[ExitInfo] | None = None
     watch: _ExitWatch | None = None
@@ -489,6 +498,26 @@ class ProcessDriver:
 
     def log_paths(self, service_id: str) -> tuple[Path, Path]:
         return self.log_dir / f"{service_id}.out.log", self.log_dir / f"{service_id}.err.log"
+
+    def log_tail(self, service_id: str, *, lines: int = 20, stream: str = "stderr",
+                 max_bytes: int = 16 * 1024, max_line: int = 500) -> list[str]:
+        """The last ``lines`` lines of a service's log (``stdout`` or ``stderr``), each cut to ``max_line``
+        characters; read from the file's last ``max_bytes`` only. Empty when there is no log."""
+        out, err = self.log_paths(service_id)
+        path = err if stream == "stderr" else out
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - max_bytes))
+                data = fh.read()
+        except OSError:
+            return []
+        text = data.decode("utf-8", "replace").splitlines()
+        if size > max_bytes and text:
+            text = text[1:]  # the first line was cut by the seek
+        kept = [line if len(line) <= max_line else line[:max_line] + "…" for line in text if line.strip()]
+        return kept[-lines:] if lines > 0 else []
 
     def _lock(self, service_id: str) -> asyncio.Lock:
         lock = self._locks.get(service_id)
@@ -650,6 +679,11 @@ class ProcessDriver:
             message = "exited (zombie not reaped by its parent; exit status unknown)"
         if proc.stopping:
             message = f"stopped by windflow: {message}"
+        elif sig is not None or code not in (0, None):
+            # the reason is usually the last thing the service said on stderr ("can't open file …")
+            cause = last_error_line(self.log_paths(proc.service_id)[1], since=proc.err_start or 0)
+            if cause:
+                message = f"{message}: {cause}"
         proc.exit = ExitInfo(pid=proc.pid, exit_code=code, signal=sig, exited_at=_now(), message=message)
         if proc.watch is not None:
             proc.watch.close()
@@ -689,6 +723,7 @@ class ProcessDriver:
         env = clean_env(extra=cfg.env, inherit=cfg.inherit_env, env_file=cfg.env_file, cwd=cfg.cwd, home=who.home)
         argv = resolve_command(cfg.command, env, cfg.cwd)
         out, err, notes, log_paths = self._open_logs(service.id, cfg.log_max_bytes)
+        err_start = _file_size(self.log_paths(service.id)[1])
         # recorded before the fork: a driver killed before it records the pid leaves what finds the process (a
         # failure to write it is reported by the write after the fork, which fails the same way)
         env[SPAWN_TOKEN_ENV] = token = uuid.uuid4().hex
@@ -735,6 +770,7 @@ class ProcessDriver:
             popen=popen,
             logs=log_paths,
             log_max_bytes=cfg.log_max_bytes,
+            err_start=err_start,
             notes=list(notes),
             token=token,
         )

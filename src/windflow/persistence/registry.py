@@ -6,7 +6,9 @@ outbox in the same transaction, so a change and its event cannot diverge.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +22,14 @@ from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
 from windflow.domain.privilege import check_exec
 from windflow.domain.redaction import REDACTED, contains_placeholder, restore_secrets
-from windflow.domain.system import Problem, SystemFile, graph_problems, keep_recorded_cwd, problems_from
+from windflow.domain.system import (
+    Problem,
+    SystemFile,
+    condition_problems,
+    graph_problems,
+    keep_recorded_cwd,
+    problems_from,
+)
 from windflow.outbound import Outbound, url_problems
 from windflow.persistence.models import ConfigVersionRow, ServiceRow
 from windflow.persistence.notifications import NotificationChannelRepository
@@ -71,8 +80,26 @@ async def check_graph_with(
     for spec in specs:
         graph[spec.id] = list(spec.depends_on)
     problems = graph_problems(graph)
+    if not problems:
+        existing = await services_repo.all(session=session)
+        problems = condition_problems(_overlay(existing, specs, removed))
     if problems:
         raise _invalid(problems, message=problems[0].msg)
+
+
+def _overlay(
+    rows: Iterable[ServiceRow], specs: Iterable[ServiceSpec], removed: Iterable[str] = ()
+) -> list[ServiceSpec]:
+    """The stored specs with ``specs`` in place of theirs (a stored one that no longer validates is left out)."""
+    by_id: dict[str, ServiceSpec] = {}
+    gone = set(removed)
+    for row in rows:
+        if row.id in gone:
+            continue
+        with contextlib.suppress(ValidationError):
+            by_id[row.id] = spec_of(row)
+    by_id.update({s.id: s for s in specs})
+    return list(by_id.values())
 
 
 def check_outbound(spec: ServiceSpec, outbound: Outbound | None, prefix: list[str | int] | None = None,
@@ -196,7 +223,7 @@ async def delete_service(*, session: AsyncSession, service_id: str, force: bool,
     for name in direct:
         row = await services_repo.require(session=session, service_id=name, for_update=True)
         spec = spec_of(row)
-        spec = spec.model_copy(update={"depends_on": [d for d in spec.depends_on if d != service_id]})
+        spec = spec.model_copy(update={"depends_on": {d: c for d, c in spec.depends_on.items() if d != service_id}})
         comment = f"dependency {service_id!r} deleted"
         version = await services_repo.update(session=session, spec=spec, expected_version=None, author=author,
                                              comment=comment)
@@ -255,6 +282,8 @@ async def apply_system(
     graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}
     graph.update({s.id: list(s.depends_on) for s in merged_specs})
     problems.extend(graph_problems(graph))
+    if not problems:
+        problems.extend(condition_problems(_overlay(existing.values(), merged_specs, removed)))
     channels, channel_problems = await channels_repo.plan(session=session, system=system)
     problems.extend(channel_problems)
     if outbound is not None:

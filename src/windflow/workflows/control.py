@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from windflow.activities.runs import TemporalActivities
     from windflow.activities.services import ServiceActivities
     from windflow.activities.supervision import SupervisionActivities
+    from windflow.domain import summaries
     from windflow.domain.contracts import (
         ControlInput,
         ControlResult,
@@ -38,7 +39,7 @@ class ServiceControl:
         workflow.upsert_search_attributes([sa.KIND.value_set("control"), sa.SERVICE.value_set(input.service_id),
                                            sa.ACTOR.value_set(input.actor)])
         spec = await workflow.execute_activity_method(
-            SupervisionActivities.load_spec_or_none, input.service_id,
+            SupervisionActivities.load_spec_or_none, input.service_id, summary=f"load {input.service_id}",
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
         if spec is None:
             return ControlResult(service_id=input.service_id, action=input.action, ok=False,
@@ -50,24 +51,29 @@ class ServiceControl:
         if input.action in ("stop", "restart"):
             paused = await workflow.execute_activity_method(
                 TemporalActivities.pause_supervisor, supervisor,
+                summary=f"pause supervision of {spec.id} ({input.action} by {input.actor})",
                 start_to_close_timeout=timedelta(seconds=120), retry_policy=policies.STORE_RETRY)
             supervision = "paused" if paused else "none"
         action = ServiceActionInput(spec=spec, source="user")
         try:
             if input.action == "stop":
                 done = await policies.execute_on_host(
-                    spec, ServiceActivities.stop_service, action, start_to_close_timeout=policies.CONTROL_TIMEOUT,
+                    spec, ServiceActivities.stop_service, action, summary=summaries.stop(spec, f"by {input.actor}"),
+                    start_to_close_timeout=policies.CONTROL_TIMEOUT,
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
                 return ControlResult(service_id=spec.id, action="stop", ok=True, message=done.result.message,
                                      supervision=supervision)
             method = ServiceActivities.start_service if input.action == "start" else ServiceActivities.restart_service
             done = await policies.execute_on_host(
                 spec, method, action, start_to_close_timeout=policies.CONTROL_TIMEOUT,
+                summary=summaries.start(spec) if input.action == "start"
+                else summaries.restart(spec, f"by {input.actor}"),
                 heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
             interval = spec.health.interval if spec.health else 1.0
             await policies.execute_on_host(
                 spec, ServiceActivities.wait_healthy,
                 WaitHealthyInput(spec=spec, timeout=input.timeout, source="user"),
+                summary=summaries.wait_healthy(spec),
                 start_to_close_timeout=timedelta(seconds=input.timeout + 60),
                 heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * interval)),
                 retry_policy=policies.WAIT_RETRY)
@@ -76,7 +82,7 @@ class ServiceControl:
                                  supervision=supervision)
         if spec.monitored:
             supervision = await workflow.execute_activity_method(
-                TemporalActivities.resume_supervisor, supervisor,
+                TemporalActivities.resume_supervisor, supervisor, summary=f"resume supervision of {spec.id}",
                 start_to_close_timeout=timedelta(seconds=60), retry_policy=policies.STORE_RETRY)
         return ControlResult(service_id=spec.id, action=input.action, ok=True, message="healthy",
                              pid=done.result.pid, supervision=supervision)

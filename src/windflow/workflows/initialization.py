@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from windflow.activities.records import RecordActivities
     from windflow.activities.runs import TemporalActivities
     from windflow.activities.services import ServiceActivities
+    from windflow.domain import summaries
     from windflow.domain.contracts import (
         TERMINAL_INIT,
         AwaitWorkflowInput,
@@ -30,17 +31,43 @@ with workflow.unsafe.imports_passed_through():
         RecordInitInput,
         RetryComponentInput,
         RetryComponentResult,
+        RunJobInput,
+        RunJobResult,
         ServiceActionInput,
         SupervisorsInput,
         ValidateSystemInput,
         WaitHealthyInput,
     )
     from windflow.domain.graph import dependants
-    from windflow.domain.models import ServiceSpec
+    from windflow.domain.models import DependencyCondition, ServiceSpec
     from windflow.workflows import _policies as policies
     from windflow.workflows import search_attributes as sa
 
-DONE = {ComponentStatus.HEALTHY, ComponentStatus.FAILED, ComponentStatus.SKIPPED, ComponentStatus.STOPPED}
+DONE = {ComponentStatus.HEALTHY, ComponentStatus.FAILED, ComponentStatus.SKIPPED, ComponentStatus.STOPPED,
+        ComponentStatus.COMPLETED}
+#: a dependency counts as started in these statuses
+STARTED = {ComponentStatus.WAITING_HEALTHY, ComponentStatus.HEALTHY, ComponentStatus.RUNNING,
+           ComponentStatus.COMPLETED}
+
+
+def condition_met(dep: ComponentState, condition: str) -> bool:
+    """Whether a dependency's state meets the condition a dependant put on it."""
+    if condition == DependencyCondition.STARTED:
+        return dep.status in STARTED
+    if condition == DependencyCondition.COMPLETED_SUCCESSFULLY:
+        return dep.status == ComponentStatus.COMPLETED
+    if dep.kind == "job":  # healthy: its probe passed while it ran, or it completed
+        return dep.status == ComponentStatus.COMPLETED or (
+            dep.status == ComponentStatus.RUNNING and dep.healthy_at is not None)
+    return dep.status == ComponentStatus.HEALTHY
+
+
+def describe_plan(plan: list[list[str]], specs: dict[str, ServiceSpec]) -> str:
+    """The start order, and the condition of every dependency edge (``api ← migrate: completed_successfully``)."""
+    order = " | ".join(", ".join(layer) for layer in plan)
+    edges = [f"{name} ← {', '.join(f'{d}: {c}' for d, c in specs[name].conditions().items())}"
+             for layer in plan for name in layer if specs[name].depends_on]
+    return f"would start in this order: {order}" + (f"; conditions: {'; '.join(edges)}" if edges else "")
 
 
 @workflow.defn(name="SystemInitialization")
@@ -106,6 +133,7 @@ class SystemInitialization:
                 await workflow.execute_activity_method(
                     TemporalActivities.await_workflow,
                     AwaitWorkflowInput(workflow_id=input.wait_for),
+                    summary=f"wait for {input.wait_for} to finish first",
                     start_to_close_timeout=timedelta(seconds=options.overall_timeout),
                     heartbeat_timeout=policies.WAIT_HEARTBEAT,
                     retry_policy=policies.STORE_RETRY,
@@ -114,6 +142,7 @@ class SystemInitialization:
             validation = await workflow.execute_activity_method(
                 ServiceActivities.validate_system,
                 ValidateSystemInput(components=options.components),
+                summary="validate configs and the dependency graph",
                 start_to_close_timeout=policies.STORE_TIMEOUT,
                 retry_policy=policies.STORE_RETRY,
             )
@@ -127,8 +156,11 @@ class SystemInitialization:
             self.state.plan = validation.plan
             for layer_no, layer in enumerate(validation.plan):
                 for name in layer:
+                    spec = self.specs[name]
                     self.state.components[name] = ComponentState(name=name, layer=layer_no,
-                                                                 depends_on=self.graph[name])
+                                                                 depends_on=self.graph[name],
+                                                                 conditions=spec.conditions(),
+                                                                 kind=spec.kind.value)
             if workflow.patched("bounded-search-attributes"):
                 # a system of any size: the list is cut to the engine's value limit, the count is exact
                 workflow.upsert_search_attributes([sa.SERVICES.value_set(sa.bounded_keywords(sorted(self.specs))),
@@ -136,8 +168,7 @@ class SystemInitialization:
             else:
                 workflow.upsert_search_attributes([sa.SERVICES.value_set(sorted(self.specs))])
             if options.validate_only:
-                order = " | ".join(", ".join(layer) for layer in validation.plan)
-                return await self._finish(InitStatus.SUCCEEDED, f"valid; would start in this order: {order}")
+                return await self._finish(InitStatus.SUCCEEDED, f"valid; {describe_plan(validation.plan, self.specs)}")
             if options.parallelism:
                 self.semaphore = asyncio.Semaphore(options.parallelism)
             self._set_status(InitStatus.RUNNING, f"starting {len(self.specs)} components")
@@ -149,7 +180,9 @@ class SystemInitialization:
                     return await self._finish(
                         InitStatus.FAILED, f"overall timeout of {options.overall_timeout:g}s reached")
                 if not failed:
-                    return await self._finish(InitStatus.SUCCEEDED, "all components healthy")
+                    jobs = any(c.kind == "job" for c in self.state.components.values())
+                    return await self._finish(InitStatus.SUCCEEDED, "all components healthy"
+                                              + (", jobs completed" if jobs else ""))
                 if options.retry_window <= 0:
                     return await self._finish(InitStatus.FAILED, f"failed: {', '.join(failed)}")
                 await self._supervise_healthy()
@@ -157,8 +190,10 @@ class SystemInitialization:
                 self._set_status(InitStatus.FAILED, f"failed: {', '.join(failed)}; awaiting retry_component")
                 self.retry_requested = False
                 try:
-                    await workflow.wait_condition(lambda: self.retry_requested,
-                                                  timeout=timedelta(seconds=options.retry_window))
+                    await workflow.wait_condition(
+                        lambda: self.retry_requested, timeout=timedelta(seconds=options.retry_window),
+                        timeout_summary=f"wait {summaries.seconds(options.retry_window)} for retry_component "
+                                        f"({', '.join(failed)} failed)")
                 except TimeoutError:
                     return await self._finish(InitStatus.FAILED, f"failed: {', '.join(failed)}")
                 self.state.awaiting_retry_until = None
@@ -185,7 +220,10 @@ class SystemInitialization:
                 return False
             self.dirty = False
             try:
-                await workflow.wait_condition(lambda: self.dirty, timeout=timedelta(seconds=remaining))
+                await workflow.wait_condition(
+                    lambda: self.dirty, timeout=timedelta(seconds=remaining),
+                    timeout_summary=summaries.cut(f"overall deadline, in {summaries.seconds(round(remaining))}, "
+                                                  f"while {', '.join(sorted(self.tasks))} start"))
             except TimeoutError:
                 continue
 
@@ -206,7 +244,8 @@ class SystemInitialization:
                 continue
             if stop_mode and any_failed:
                 continue  # start nothing new; what remains is skipped below once nothing runs
-            if all(comps[d].status == ComponentStatus.HEALTHY for d in comp.depends_on):
+            if all(condition_met(comps[d], comp.conditions.get(d, DependencyCondition.HEALTHY))
+                   for d in comp.depends_on):
                 self.tasks[name] = asyncio.create_task(self._component(name))
         if stop_mode and any_failed and not self.tasks:
             for comp in comps.values():
@@ -232,18 +271,23 @@ class SystemInitialization:
                 if comp.attempts > 1:  # a retry picks up the config as it is now (it may have been fixed)
                     spec = await workflow.execute_activity_method(
                         ServiceActivities.load_service, name, start_to_close_timeout=policies.STORE_TIMEOUT,
-                        retry_policy=policies.STORE_RETRY)
+                        retry_policy=policies.STORE_RETRY, summary=f"load {name}'s current config for the retry")
                     self.specs[name] = spec
+                if spec.is_job and workflow.patched("init-jobs"):
+                    await self._job(name, spec)
+                    return
                 started = await policies.execute_on_host(
                     spec, ServiceActivities.start_service,
                     ServiceActionInput(spec=spec, source="initialization", run_id=self.state.run_id),
                     start_to_close_timeout=policies.CONTROL_TIMEOUT,
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                     retry_policy=policies.CONTROL_RETRY,
+                    summary=summaries.start(spec, comp.attempts),
                 )
                 comp.pid = started.result.pid
                 comp.started_by_run = comp.started_by_run or started.result.changed
                 comp.status = ComponentStatus.WAITING_HEALTHY
+                self._wake_started(name)
                 self._emit(name)
                 interval = spec.health.interval if spec.health else 1.0
                 await policies.execute_on_host(
@@ -252,6 +296,7 @@ class SystemInitialization:
                     start_to_close_timeout=timedelta(seconds=options.component_timeout + 60),
                     heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * interval)),
                     retry_policy=policies.WAIT_RETRY,
+                    summary=summaries.wait_healthy(spec),
                     # a rollback must not race a probe loop that would record the stop as a failure
                     cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 )
@@ -270,6 +315,80 @@ class SystemInitialization:
         finally:
             self.tasks.pop(name, None)
             self.dirty = True
+
+    def _wake_started(self, name: str) -> None:
+        """``name`` just started: the scheduler looks again if a dependant waits only for that (no extra wake-up,
+        so no extra timer, for a run without such a condition: its history replays as before)."""
+        if any(c.conditions.get(name) == DependencyCondition.STARTED for c in self.state.components.values()):
+            self.dirty = True
+
+    async def _job(self, name: str, spec: ServiceSpec) -> None:
+        """Run a job to completion, retried under its restart policy; with a probe, its dependants that wait for
+        it to be ``healthy`` may start once the probe passes while it runs."""
+        comp = self.state.components[name]
+        comp.status = ComponentStatus.RUNNING
+        comp.healthy_at = None
+        comp.started_by_run = True
+        self._wake_started(name)
+        self._emit(name)
+        policy = spec.restart
+        result = RunJobResult(succeeded=False)
+        for attempt in range(1, policy.max_attempts + 1):
+            if attempt > 1:
+                delay = policy.jittered(policy.delay_before(attempt), workflow.random().random())
+                comp.last_error = f"{result.message}; attempt {attempt} of {policy.max_attempts} in {delay:.3g}s"
+                self._emit(name)
+                if delay > 0:
+                    await workflow.sleep(delay)
+            ready: asyncio.Task[None] | None = None
+            if spec.readiness_spec() is not None:
+                ready = asyncio.create_task(self._job_ready(name, spec))
+            try:
+                result = await policies.execute_on_host(
+                    spec, ServiceActivities.run_job,
+                    RunJobInput(service_id=name, run_id=self.state.run_id, attempt=attempt),
+                    start_to_close_timeout=timedelta(seconds=(spec.timeout or self.input.options.component_timeout)
+                                                     + spec.process_grace() + 60),
+                    heartbeat_timeout=policies.CONTROL_HEARTBEAT,
+                    retry_policy=policies.WAIT_RETRY,
+                )
+            finally:
+                if ready is not None and not ready.done():
+                    ready.cancel()
+            comp.exit_code = result.exit_code
+            comp.duration = result.duration
+            comp.log_tail = result.log_tail
+            comp.pid = result.pid or comp.pid
+            if result.succeeded:
+                comp.status = ComponentStatus.COMPLETED
+                comp.last_error = result.message if result.skipped else None
+                comp.finished_at = workflow.now()
+                self._emit(name, result.message)
+                return
+        comp.status = ComponentStatus.FAILED
+        comp.last_error = result.message + (f" (after {policy.max_attempts} attempts)" if policy.max_attempts > 1
+                                            else "")
+        comp.finished_at = workflow.now()
+        self._emit(name)
+
+    async def _job_ready(self, name: str, spec: ServiceSpec) -> None:
+        """A running job's probe passed: dependants waiting for it to be healthy may start."""
+        try:
+            await policies.execute_on_host(
+                spec, ServiceActivities.wait_healthy,
+                WaitHealthyInput(spec=spec, timeout=self.input.options.component_timeout, run_id=self.state.run_id,
+                                 require_running=False),
+                start_to_close_timeout=timedelta(seconds=self.input.options.component_timeout + 60),
+                heartbeat_timeout=policies.WAIT_HEARTBEAT,
+                retry_policy=policies.WAIT_RETRY,
+            )
+        except (ActivityError, asyncio.CancelledError, CancelledError):
+            return
+        comp = self.state.components[name]
+        if comp.status == ComponentStatus.RUNNING:
+            comp.healthy_at = workflow.now()
+            self.dirty = True
+            self._emit(name, f"{name} is healthy (still running)")
 
     # ----------------------------------------------------------------- cancellation
 
@@ -300,6 +419,7 @@ class SystemInitialization:
             await policies.execute_on_host(
                 self.specs[name], ServiceActivities.stop_service,
                 ServiceActionInput(spec=self.specs[name], source="initialization", run_id=self.state.run_id),
+                summary=summaries.stop(self.specs[name], "rollback of a cancelled initialization"),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT,
                 heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                 retry_policy=policies.CONTROL_RETRY,
@@ -328,6 +448,10 @@ class SystemInitialization:
 
     def _emit(self, component: str | None, message: str | None = None) -> None:
         self._update_progress()
+        # what the Temporal UI shows as the run's current details: where it stands and what it waits for
+        header = f"**{self.state.status.value.lower()}**: {self.state.message}"
+        workflow.set_current_details(header + ("\n\n" + summaries.progress(self.state.components)
+                                               if self.state.components else ""))
         comp = self.state.components.get(component) if component else None
         data = {
             "run_id": self.state.run_id,
@@ -355,6 +479,8 @@ class SystemInitialization:
             RecordActivities.record_initialization,
             RecordInitInput(state=self.state, final=final, events=[d for _, d in batch],
                             event_ids=[i for i, _ in batch], timestamp=workflow.now()),
+            summary=("record the result: " + self.state.status.value.lower()) if final
+            else summaries.component_events(d for _, d in batch),
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
         )
@@ -371,6 +497,7 @@ class SystemInitialization:
             await workflow.execute_activity_method(
                 TemporalActivities.ensure_supervisors,
                 SupervisorsInput(service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor),
+                summary=summaries.cut(f"supervise {len(names)} healthy: {', '.join(sorted(names))}"),
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=policies.STORE_RETRY)
         except ActivityError as exc:

@@ -25,6 +25,7 @@ from temporalio.exceptions import ActivityError, CancelledError
 with workflow.unsafe.imports_passed_through():
     from windflow.activities.rollout import RolloutActivities
     from windflow.activities.runs import TemporalActivities
+    from windflow.domain import summaries
     from windflow.domain.contracts import SupervisorControlInput
     from windflow.domain.health import HealthTracker, HealthVerdict
     from windflow.domain.models import ServiceSpec
@@ -118,6 +119,7 @@ class ConfigRollout:
             prepared = await workflow.execute_activity_method(
                 RolloutActivities.prepare_rollout,
                 PrepareRolloutInput(service_id=self.input.service_id, config=self.input.config),
+                summary=f"validate the proposed config of {self.input.service_id}",
                 start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
             if not prepared.valid or prepared.spec is None:
                 self.state.problems = prepared.problems
@@ -141,6 +143,7 @@ class ConfigRollout:
             await self._phase(RolloutPhase.PAUSING_SUPERVISION, RolloutStatus.RUNNING, "pausing supervision")
             self.paused = await workflow.execute_activity_method(
                 TemporalActivities.pause_supervisor, self.supervisor,
+                summary=f"pause supervision of {self.input.service_id} during the rollout",
                 start_to_close_timeout=SUPERVISION_TIMEOUT, retry_policy=policies.STORE_RETRY)
             self.state.supervision = "paused" if self.paused else "none"
             self._check_cancel()
@@ -153,6 +156,7 @@ class ConfigRollout:
                                      expected_version=prepared.current_version, good_version=prepared.good_version,
                                      mark_good_first=prepared.good_is_implicit, author=self.input.actor,
                                      comment=self.input.comment),
+                    summary=f"save the new config version of {self.input.service_id}",
                     start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
             except ActivityError as exc:
                 await self._finish(RolloutStatus.FAILED, f"not saved: {policies.error_text(exc)}")
@@ -193,6 +197,8 @@ class ConfigRollout:
             await policies.execute_on_host(
                 spec, RolloutActivities.apply_rollout_config,
                 ApplyRolloutInput(spec=spec, requested_at=requested, rollout_id=self.input.rollout_id),
+                summary=summaries.cut(f"apply version {version} to {spec.id}{summaries.where(spec)}"
+                                      + (" (rollback)" if slot != "verification" else "")),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT, heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                 retry_policy=policies.CONTROL_RETRY)
         except ActivityError as exc:
@@ -207,6 +213,7 @@ class ConfigRollout:
         await workflow.execute_activity_method(
             RolloutActivities.set_rollout_service_state,
             MarkVersionInput(service_id=spec.id, version=version, status="healthy" if healthy else "failed"),
+            summary=f"record {spec.id} {'healthy' if healthy else 'failed'} on version {version}",
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
         return healthy
 
@@ -245,6 +252,7 @@ class ConfigRollout:
             try:
                 probe: RolloutProbe = await policies.execute_on_host(
                     spec, RolloutActivities.probe_rollout, ProbeRolloutInput(spec=spec),
+                    summary=summaries.probe(spec, f"verify v{verification.version} (check {verification.checks + 1})"),
                     start_to_close_timeout=probe_timeout, retry_policy=PROBE_RETRY)
             except ActivityError as exc:  # the probe could not run at all: that counts as a failed probe
                 probe = RolloutProbe(at=workflow.now(), healthy=False, running=True,
@@ -277,7 +285,9 @@ class ConfigRollout:
                                   f"({verification.checks} probes, {verification.failures} failed)")
             try:
                 await workflow.wait_condition(lambda: interruptible and self.cancel_requested,
-                                              timeout=timedelta(seconds=interval))
+                                              timeout=timedelta(seconds=interval),
+                                              timeout_summary=f"next check of {spec.id} in "
+                                                              f"{summaries.seconds(interval)}")
             except TimeoutError:
                 pass
 
@@ -291,6 +301,7 @@ class ConfigRollout:
             RolloutActivities.restore_good_version,
             RestoreRolloutInput(rollout_id=self.input.rollout_id, service_id=self.input.service_id,
                                 good_version=good_version, bad_version=bad_version, author=self.input.actor),
+            summary=f"restore good version {good_version} of {self.input.service_id} (v{bad_version} failed)",
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
         self.state.restored_version = restored.version
         if await self._deploy(restored.spec, restored.version, RolloutPhase.REAPPLYING, RolloutPhase.REVERIFYING,
@@ -310,6 +321,7 @@ class ConfigRollout:
         await workflow.execute_activity_method(
             RolloutActivities.mark_config_version,
             MarkVersionInput(service_id=self.input.service_id, version=version, status=status),
+            summary=f"mark version {version} of {self.input.service_id} {status}",
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
 
     # ----------------------------------------------------------------- state, events, records
@@ -324,6 +336,7 @@ class ConfigRollout:
         self.state.phases.append(PhaseChange(phase=phase, at=workflow.now(), message=message))
         workflow.upsert_search_attributes([sa.STATUS.value_set(self.state.status.value),
                                            sa.STATE.value_set(phase.value)])
+        workflow.set_current_details(f"**{phase.value.lower().replace('_', ' ')}**: {message}")
         self._emit()
         await self._record(final=False)
 
@@ -340,6 +353,8 @@ class ConfigRollout:
             RolloutActivities.record_rollout,
             RecordRolloutInput(state=self.state, final=final, events=[d for _, d in batch],
                                event_ids=[i for i, _ in batch], timestamp=workflow.now()),
+            summary=summaries.cut(f"record: {self.state.phase.value.lower().replace('_', ' ')}"
+                                  + (f" ({self.state.status.value.lower()})" if final else "")),
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
 
     async def _finish(self, status: RolloutStatus, message: str) -> None:
@@ -348,6 +363,7 @@ class ConfigRollout:
             await self._phase(RolloutPhase.RESUMING_SUPERVISION, None, "resuming supervision")
             await workflow.execute_activity_method(
                 TemporalActivities.resume_supervisor, self.supervisor,
+                summary=f"resume supervision of {self.input.service_id}",
                 start_to_close_timeout=SUPERVISION_TIMEOUT, retry_policy=policies.STORE_RETRY)
             self.state.supervision = "resumed"
             self.paused = False

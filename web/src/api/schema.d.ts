@@ -676,6 +676,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/services/{service_id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Tail (and follow) a service's stdout and stderr */
+        get: operations["service_logs_api_v1_services__service_id__logs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/services/{service_id}/metrics": {
         parameters: {
             query?: never;
@@ -2231,6 +2248,34 @@ export interface components {
             self: string;
             /** Temporal Ui */
             temporal_ui?: string | null;
+        };
+        /** LogLinePublic */
+        LogLinePublic: {
+            /**
+             * At
+             * @description When the line was shipped (Redis source); null for files
+             */
+            at?: string | null;
+            /** Line */
+            line: string;
+            /**
+             * Stream
+             * @enum {string}
+             */
+            stream: "stdout" | "stderr";
+        };
+        /** LogTail */
+        LogTail: {
+            /** Lines */
+            lines: components["schemas"]["LogLinePublic"][];
+            /** Service */
+            service: string;
+            /**
+             * Source
+             * @description file: this host's log files; redis: shipped by a worker
+             * @enum {string}
+             */
+            source: "file" | "redis";
         };
         /** LogoutRequest */
         LogoutRequest: {
@@ -8712,6 +8757,107 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HealthCheckPublic"][];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    service_logs_api_v1_services__service_id__logs_get: {
+        parameters: {
+            query?: {
+                /** @description How many of the last lines to return first */
+                lines?: number;
+                stream?: "all" | "stdout" | "stderr";
+                /** @description Keep the response open and send new lines as they are written */
+                follow?: boolean;
+            };
+            header?: never;
+            path: {
+                service_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description JSON; with follow=true, one JSON line per log line (NDJSON) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogTail"];
+                    "application/x-ndjson": unknown;
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */

@@ -57,3 +57,4 @@ export type Permission =
   | 'schedules:manage'
   | 'users:manage'
   | 'audit:read'
+  | 'logs:read'

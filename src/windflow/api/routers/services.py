@@ -17,6 +17,7 @@ from windflow.api.schemas import (
     ConfigRevert,
     ConfigUpdate,
     ConfigVersionPublic,
+    JobRunPublic,
     PageOf,
     ServiceCreate,
     ServicePublic,
@@ -30,11 +31,13 @@ from windflow.domain.graph import layers
 from windflow.domain.models import ServiceSpec
 from windflow.domain.redaction import REDACTED, is_secret_key, redact
 from windflow.persistence import registry
+from windflow.persistence.job_models import JobRunRepository
 from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository
 
 router = APIRouter(prefix="/services", tags=["services"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
 versions = ConfigVersionRepository()
+job_runs = JobRunRepository()
 
 CanRead = Annotated[Principal, Depends(require(Permission.SERVICES_READ))]
 CanReadConfigs = Annotated[Principal, Depends(require(Permission.CONFIGS_READ))]
@@ -138,6 +141,17 @@ async def get_service(service_id: str, session: ReadSessionDep, _: CanRead, resp
     row = await services.require(session=session, service_id=service_id)
     response.headers["ETag"] = f'"{row.current_version}"'
     return ServicePublic.of(row)
+
+
+@router.get("/{service_id}/job-runs", response_model=list[JobRunPublic], summary="A job's runs, newest first")
+async def list_job_runs(
+    service_id: str, session: ReadSessionDep, _: CanReadConfigs, limit: int = Query(20, ge=1, le=50)
+) -> list[JobRunPublic]:
+    """Each attempt of a `kind: job` service: exit code, duration and the last lines of its output. Reading them
+    needs `configs:read`, as a job's output may hold what its config holds."""
+    await services.require(session=session, service_id=service_id)
+    return [JobRunPublic.model_validate(r) for r in await job_runs.list(session=session, service_id=service_id,
+                                                                          limit=limit)]
 
 
 @router.delete("/{service_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a service")

@@ -1,0 +1,116 @@
+"""Service logs: ``GET /services/{id}/logs`` (tail) and ``?follow=true`` (NDJSON stream), see windflow.service_logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from windflow.api.deps import ReadSessionDep, ResourcesDep
+from windflow.api.errors import ERROR_RESPONSES, ApiError
+from windflow.api.resources import Resources
+from windflow.api.security import require
+from windflow.auth.permissions import Permission, Principal
+from windflow.events.redis_streams import RedisStreamsBus
+from windflow.persistence.repositories import ServiceRepository
+from windflow.service_logs import STREAMS, FileLogSource, LogLine, RedisLogSource, Stream
+
+router = APIRouter(prefix="/services", tags=["logs"], responses=ERROR_RESPONSES)
+services = ServiceRepository()
+
+CanReadLogs = Annotated[Principal, Depends(require(Permission.LOGS_READ))]
+
+
+class LogLinePublic(BaseModel):
+    stream: Stream
+    line: str
+    at: str | None = Field(None, description="When the line was shipped (Redis source); null for files")
+
+
+class LogTail(BaseModel):
+    service: str
+    source: Literal["file", "redis"] = Field(description="file: this host's log files; redis: shipped by a worker")
+    lines: list[LogLinePublic]
+
+
+def _streams(stream: str) -> tuple[Stream, ...]:
+    return STREAMS if stream == "all" else (stream,)  # type: ignore[return-value]
+
+
+async def _source(resources: Resources, service_id: str) -> FileLogSource | RedisLogSource:
+    files = FileLogSource(resources.settings.resolved_data_dir / "logs")
+    if files.has(service_id):
+        return files
+    bus = resources.bus
+    if isinstance(bus, RedisStreamsBus):
+        return RedisLogSource(bus.redis, prefix=resources.settings.logs_prefix)
+    raise ApiError(404, f"no logs of service {service_id!r} on this host; workers on other hosts ship their "
+                        "services' logs when WINDFLOW_REDIS_URL is set", code="not_found")
+
+
+@router.get("/{service_id}/logs", response_model=LogTail, summary="Tail (and follow) a service's stdout and stderr",
+            responses={200: {"content": {"application/x-ndjson": {}},
+                             "description": "JSON; with follow=true, one JSON line per log line (NDJSON)"}})
+async def service_logs(
+    service_id: str,
+    request: Request,
+    resources: ResourcesDep,
+    session: ReadSessionDep,
+    _: CanReadLogs,
+    lines: int = Query(100, ge=0, le=5000, description="How many of the last lines to return first"),
+    stream: Literal["all", "stdout", "stderr"] = "all",
+    follow: bool = Query(False, description="Keep the response open and send new lines as they are written"),
+) -> LogTail | StreamingResponse:
+    if await services.get(session=session, service_id=service_id) is None:
+        raise ApiError(404, f"service {service_id!r} not found", code="not_found")
+    await session.close()  # a follow may last hours: hold no database connection
+    streams = _streams(stream)
+    source = await _source(resources, service_id)
+    try:
+        tail = await source.tail(service_id, lines, streams)
+    except OSError as exc:
+        raise ApiError(503, f"logs unavailable: {exc}", code="unavailable") from None
+    except Exception as exc:  # Redis unreachable
+        raise ApiError(503, f"logs unavailable: {type(exc).__name__}: {exc}", code="unavailable") from None
+    if not follow:
+        return LogTail(service=service_id, source=source.name, lines=[LogLinePublic(**t.as_dict()) for t in tail])
+
+    async def body() -> AsyncIterator[bytes]:
+        for item in tail:
+            yield _ndjson(item)
+        queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10_000)
+
+        async def pump() -> None:
+            async for item in source.follow(service_id, streams):
+                await queue.put(item)
+
+        task = asyncio.create_task(pump())
+        idle = 0.0
+        try:
+            while not await request.is_disconnected():
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    if task.done():  # the source failed (Redis gone): end the stream, the client may retry
+                        break
+                    idle += 1.0
+                    if idle >= 15:
+                        idle = 0.0
+                        yield b"\n"  # keep-alive through proxies; clients skip blank lines
+                    continue
+                idle = 0.0
+                yield _ndjson(item)
+        finally:
+            task.cancel()
+
+    return StreamingResponse(body(), media_type="application/x-ndjson",
+                             headers={"Cache-Control": "no-store", "X-Log-Source": source.name})
+
+
+def _ndjson(item: LogLine) -> bytes:
+    return json.dumps(item.as_dict(), ensure_ascii=False).encode() + b"\n"

@@ -1,0 +1,276 @@
+"""Jobs (``kind: job``) and ``depends_on`` conditions: real processes, a real worker, the real dev server."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from temporalio.client import WorkflowFailureError
+
+from tests.helpers import processes_with, register, running_worker, standin
+from windflow.domain.contracts import ComponentStatus, InitInput, InitOptions, InitState, InitStatus
+from windflow.domain.errors import ConfigInvalid
+from windflow.domain.models import ServiceSpec
+from windflow.domain.system import load_system
+from windflow.persistence.job_models import JobRunRow
+from windflow.persistence.models import ServiceRow
+from windflow.workflows.initialization import SystemInitialization
+
+
+def job(name: str, code: str, *, deps=(), **extra) -> ServiceSpec:
+    body = {"id": name, "kind": "job", "driver": "process",
+            "config": {"command": [sys.executable, "-c", code], "stop_grace": "1s"},
+            "depends_on": list(deps) if not isinstance(deps, dict) else deps,
+            "restart": {"max_attempts": 1, "backoff": 0}}
+    body.update(extra)
+    return ServiceSpec.model_validate(body)
+
+
+async def run_init(client, task_queue, **options) -> InitState:
+    run_id = uuid.uuid4().hex[:12]
+    handle = await client.start_workflow(
+        SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(retry_window=0, **options)),
+        id=f"init/{run_id}", task_queue=task_queue)
+    try:
+        return await handle.result()
+    except WorkflowFailureError:
+        return await handle.query(SystemInitialization.status)
+
+
+def migration(marker: Path, *, sleep: float = 0.3) -> str:
+    return (f"import time, pathlib; p = pathlib.Path({str(marker)!r}); time.sleep({sleep}); "
+            "n = int(p.read_text()) + 1 if p.exists() else 1; p.write_text(str(n)); print(f'applied migration {n}')")
+
+
+async def test_migration_job_gates_the_api(temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path):
+    marker = tmp_path / "migrated"
+    db_port, api_port = ports(), ports()
+    await register(
+        sqlite_db,
+        standin("db", db_port, boot=0.2, protocol="tcp"),
+        job("migrate", migration(marker), deps={"db": {"condition": "healthy"}}),
+        standin("api", api_port, deps={"db": {"condition": "healthy"},
+                                       "migrate": {"condition": "completed_successfully"}}),
+    )
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue)
+    assert result.status == InitStatus.SUCCEEDED, result.message
+    comps = result.components
+    mig = comps["migrate"]
+    assert mig.kind == "job" and mig.status == ComponentStatus.COMPLETED
+    assert mig.exit_code == 0 and mig.duration is not None and mig.duration >= 0.3
+    assert mig.log_tail == ["applied migration 1"]
+    assert comps["api"].conditions == {"db": "healthy", "migrate": "completed_successfully"}
+    # the job ran after the db was healthy; the api started only once the job had completed
+    assert mig.started_at >= comps["db"].healthy_at
+    assert comps["api"].started_at >= mig.finished_at
+    assert marker.read_text() == "1"
+    async with sqlite_db.read() as s:
+        states = dict((await s.execute(select(ServiceRow.id, ServiceRow.state))).all())
+        detail = (await s.get(ServiceRow, "migrate")).state_detail
+        runs = list((await s.execute(select(JobRunRow))).scalars())
+    assert states == {"db": "healthy", "migrate": "completed", "api": "healthy"}
+    assert detail["job"]["exit_code"] == 0 and detail["job"]["succeeded"] is True
+    assert [(r.service_id, r.succeeded, r.exit_code, r.version) for r in runs] == [("migrate", True, 0, 1)]
+    for port in (db_port, api_port):
+        assert len(processes_with(f"--port {port} ")) == 1
+
+
+async def test_failed_job_names_its_stderr_and_skips_dependants(temporal_env, wsettings, sqlite_db, ports,
+                                                                 task_queue):
+    api_port = ports()
+    code = ("import sys; print('connecting'); "
+            "print(\"can't open file 'migrations/0042.sql'\", file=sys.stderr); sys.exit(2)")
+    await register(
+        sqlite_db,
+        job("migrate", code, restart={"max_attempts": 2, "backoff": 0}),
+        standin("api", api_port, deps={"migrate": {"condition": "completed_successfully"}}),
+    )
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue)
+    assert result.status == InitStatus.FAILED
+    mig = result.components["migrate"]
+    assert mig.status == ComponentStatus.FAILED and mig.exit_code == 2
+    assert "exited with code 2" in mig.last_error
+    assert "can't open file 'migrations/0042.sql'" in mig.last_error and "after 2 attempts" in mig.last_error
+    assert result.components["api"].status == ComponentStatus.SKIPPED
+    assert processes_with(f"--port {api_port} ") == []
+    async with sqlite_db.read() as s:
+        runs = list((await s.execute(select(JobRunRow).order_by(JobRunRow.id))).scalars())
+        state = (await s.get(ServiceRow, "migrate")).state
+    assert [(r.attempt, r.succeeded, r.exit_code) for r in runs] == [(1, False, 2), (2, False, 2)]
+    assert state == "failed"
+
+
+async def test_success_exit_codes(temporal_env, wsettings, sqlite_db, task_queue):
+    await register(sqlite_db, job("seed", "import sys; sys.exit(3)", success_exit_codes=[0, 3]))
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue)
+    assert result.status == InitStatus.SUCCEEDED
+    assert result.components["seed"].status == ComponentStatus.COMPLETED and result.components["seed"].exit_code == 3
+
+
+async def test_job_timeout_stops_it(temporal_env, wsettings, sqlite_db, task_queue):
+    marker = f"hang-{uuid.uuid4().hex[:8]}"
+    await register(sqlite_db, job("hang", f"import time; time.sleep(60)  # {marker}", timeout="0.5s"))
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue)
+    comp = result.components["hang"]
+    assert result.status == InitStatus.FAILED and comp.status == ComponentStatus.FAILED
+    assert "timed out after 0.5s" in comp.last_error
+    assert processes_with(marker) == []
+
+
+async def test_run_once_is_skipped_on_the_second_initialization(temporal_env, wsettings, sqlite_db, task_queue,
+                                                                tmp_path):
+    marker = tmp_path / "once"
+    await register(sqlite_db, job("migrate", migration(marker, sleep=0), run="once"))
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        first = await run_init(temporal_env.client, task_queue)
+        second = await run_init(temporal_env.client, task_queue)
+    assert first.status == second.status == InitStatus.SUCCEEDED
+    assert first.components["migrate"].exit_code == 0 and "skipped" not in (first.components["migrate"].last_error
+                                                                              or "")
+    again = second.components["migrate"]
+    assert again.status == ComponentStatus.COMPLETED and "skipped: version 1 already completed" in again.last_error
+    assert marker.read_text() == "1"  # ran once
+
+
+async def test_started_condition_does_not_wait_for_health(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    slow, quick = ports(), ports()
+    await register(
+        sqlite_db,
+        standin("slow", slow, boot=1.5),
+        standin("quick", quick, boot=0.1, deps={"slow": {"condition": "started"}}),
+    )
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue)
+    assert result.status == InitStatus.SUCCEEDED
+    comps = result.components
+    assert comps["quick"].started_at < comps["slow"].healthy_at  # it did not wait for slow's health
+    assert comps["quick"].conditions == {"slow": "started"}
+
+
+async def test_validate_only_shows_the_conditions(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    await register(
+        sqlite_db,
+        standin("db", ports()),
+        job("migrate", "pass", deps=["db"]),
+        standin("api", ports(), deps={"db": {}, "migrate": {"condition": "completed_successfully"}}),
+    )
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue, validate_only=True)
+    assert result.status == InitStatus.SUCCEEDED
+    assert "would start in this order: db | migrate | api" in result.message
+    assert "api ← db: healthy, migrate: completed_successfully" in result.message
+    assert "migrate ← db: healthy" in result.message
+
+
+# --------------------------------------------------------------------------- validation (pure)
+
+
+def _system(services: dict) -> dict:
+    return {"version": 1, "services": services}
+
+
+JOB = {"kind": "job", "driver": "process", "config": {"command": ["true"]}}
+SVC = {"driver": "noop"}
+
+
+def _problems(doc: dict) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigInvalid) as info:
+        load_system(doc)
+    return [(".".join(map(str, p["loc"])), p["msg"]) for p in info.value.details]
+
+
+def test_completed_successfully_on_a_service_is_refused():
+    problems = _problems(_system({"db": SVC, "api": {**SVC, "depends_on": {"db": {"condition":
+                                                                                  "completed_successfully"}}}}))
+    assert problems[0][0] == "services.api.depends_on.db.condition" and "never completes" in problems[0][1]
+
+
+def test_healthy_on_a_job_without_a_probe_is_refused_with_a_probe_allowed():
+    problems = _problems(_system({"migrate": JOB, "api": {**SVC, "depends_on": ["migrate"]}}))
+    assert problems[0][0] == "services.api.depends_on.migrate.condition" and "never healthy" in problems[0][1]
+    probed = {**JOB, "health": {"kind": "tcp", "port": 5000}}
+    load_system(_system({"migrate": probed, "api": {**SVC, "depends_on": ["migrate"]}}))
+
+
+def test_cycle_through_a_job_is_refused():
+    problems = _problems(_system({
+        "migrate": {**JOB, "depends_on": ["api"]},
+        "api": {**SVC, "depends_on": {"migrate": {"condition": "completed_successfully"}}},
+    }))
+    assert "dependency cycle" in problems[0][1]
+
+
+def test_job_fields_only_on_jobs_and_jobs_only_on_process_or_noop():
+    problems = _problems(_system({"api": {**SVC, "run": "once", "timeout": "5s"}}))
+    assert "run, timeout: only for `kind: job`" in problems[0][1] or "timeout, run" in problems[0][1]
+    problems = _problems(_system({"j": {"kind": "job", "driver": "http", "config": {
+        "start": {"url": "http://x/"}, "stop": {"url": "http://x/"}}}}))
+    assert "process driver" in problems[0][1]
+    problems = _problems(_system({"a": {**SVC, "depends_on": {"b": {"condition": "ready"}}}, "b": SVC}))
+    assert problems[0][0].startswith("services.a.depends_on.b.condition")
+
+
+def test_depends_on_round_trips_short_and_long():
+    short = ServiceSpec.model_validate({"id": "a", **SVC, "depends_on": ["b", "c"]})
+    assert short.content()["depends_on"] == ["b", "c"] and short.conditions() == {"b": "healthy", "c": "healthy"}
+    long = ServiceSpec.model_validate({"id": "a", **SVC, "depends_on": {"b": {"condition": "started"}, "c": None}})
+    assert long.content()["depends_on"] == {"b": {"condition": "started"}, "c": {"condition": "healthy"}}
+    assert ServiceSpec.model_validate({"id": "a", **long.content()}) == long
+    # a service's content has no job fields: it hashes as before jobs existed
+    assert "kind" not in short.content() and "run" not in short.content()
+    j = ServiceSpec.model_validate({"id": "m", **JOB, "run": "once"})
+    assert ServiceSpec.model_validate({"id": "m", **j.content()}) == j and j.content()["kind"] == "job"
+
+
+# --------------------------------------------------------------------------- API
+
+
+async def test_api_shows_jobs_and_conditions_and_refuses_bad_combinations(api, db):
+    from tests.test_registry_api import _table_counts, assert_envelope
+
+    system = {"version": 1, "services": {
+        "db": {"driver": "noop"},
+        "migrate": {**JOB, "depends_on": ["db"], "run": "once", "timeout": "2m", "success_exit_codes": [0, 3]},
+        "api": {"driver": "noop", "depends_on": {"db": None, "migrate": {"condition": "completed_successfully"}}},
+    }}
+    bad = {"version": 1, "services": {**system["services"], "api": {"driver": "noop", "depends_on": {
+        "db": {"condition": "completed_successfully"}, "migrate": {"condition": "healthy"}}}}}
+    before = await _table_counts(db)
+    err = assert_envelope(await api.put("/api/v1/system", json=bad), 422)
+    paths = {".".join(map(str, d["loc"])): d["msg"] for d in err["details"]}
+    assert "never completes" in paths["services.api.depends_on.db.condition"]
+    assert "never healthy" in paths["services.api.depends_on.migrate.condition"]
+    assert await _table_counts(db) == before
+    r = await api.put("/api/v1/system", json=system)
+    assert r.status_code == 200, r.text
+    api_svc = (await api.get("/api/v1/services/api")).json()
+    assert api_svc["conditions"] == {"db": "healthy", "migrate": "completed_successfully"}
+    assert api_svc["kind"] == "service" and api_svc["job"] is None
+    mig = (await api.get("/api/v1/services/migrate")).json()
+    assert mig["kind"] == "job" and mig["job"] == {"success_exit_codes": [0, 3], "timeout": "2m", "run": "once"}
+    # turning migrate into a service would break api's condition: refused, by the single-service route too
+    content = (await api.get("/api/v1/services/migrate/config")).json()["content"]
+    for key in ("kind", "run", "timeout", "success_exit_codes"):
+        content.pop(key)
+    err = assert_envelope(await api.put("/api/v1/services/migrate/config", json={"content": content},
+                                        headers={"If-Match": '"1"'}), 422)
+    assert "never completes" in err["message"]
+    # the export re-applies unchanged (conditions and job fields round-trip)
+    exported = (await api.get("/api/v1/system")).text
+    assert "completed_successfully" in exported and "run: once" in exported
+    r = await api.put("/api/v1/system", content=exported, headers={"content-type": "application/yaml"})
+    assert sorted(r.json()["unchanged"]) == ["api", "db", "migrate"]
+    # a job's runs
+    async with db.write() as s:
+        s.add(JobRunRow(service_id="migrate", version=1, run_id="r1", attempt=1, succeeded=False, exit_code=2,
+                        duration=0.5, message="migrate exited with code 2: boom", log_tail=["boom"]))
+    runs = (await api.get("/api/v1/services/migrate/job-runs")).json()
+    assert [(x["exit_code"], x["succeeded"], x["log_tail"]) for x in runs] == [(2, False, ["boom"])]
+    assert_envelope(await api.get("/api/v1/services/nope/job-runs"), 404)

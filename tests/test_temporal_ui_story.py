@@ -1,0 +1,76 @@
+"""What the Temporal UI shows for a run: every activity and timer bar names its component and its step (read back
+from the real history, as the UI reads it), and a running workflow's current details say where it stands."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import WorkflowHandle
+
+from tests.helpers import eventually, register, running_worker, standin
+from windflow.domain.contracts import InitInput, InitOptions, InitState, InitStatus
+from windflow.workflows.initialization import SystemInitialization
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def bars(handle: WorkflowHandle) -> list[tuple[str, str | None]]:
+    """``(activity type or "timer", summary)`` of every activity and timer the run scheduled."""
+    converter = handle._client.data_converter  # noqa: SLF001 - the converter the UI's codec would use
+    out = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            kind = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
+            kind = "timer"
+        else:
+            continue
+        summary = None
+        if event.HasField("user_metadata") and event.user_metadata.HasField("summary"):
+            summary = (await converter.decode([event.user_metadata.summary], [str]))[0]
+        out.append((kind, summary))
+    return out
+
+
+async def test_initialization_timeline_names_each_component(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    client = temporal_env.client
+    db_port, api_port = ports(), ports()
+    await register(sqlite_db, standin("db", db_port, boot=0.3, protocol="tcp"),
+                   standin("api", api_port, boot=0.2, deps=["db"]))
+    run_id = uuid.uuid4().hex[:12]
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await client.start_workflow(
+            SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(), actor="tester"),
+            id=f"init/{run_id}", task_queue=task_queue, static_summary="initialization by tester")
+
+        async def waiting_details() -> str | None:
+            meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+            details = meta.current_details
+            return details if "waiting for health" in details or "starting:" in details else None
+
+        details = await eventually(waiting_details, timeout=30, interval=0.05)
+        state: InitState = await handle.result()
+        final = (await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
+    assert state.status == InitStatus.SUCCEEDED
+    assert "of 2 healthy" in details, details  # e.g. "**running**: starting 2 components ... 0 of 2 healthy"
+    assert "succeeded" in final and "2 of 2 healthy" in final, final
+
+    found = await bars(handle)
+    unlabeled = [kind for kind, summary in found if not summary]
+    assert not unlabeled, f"bars without a summary: {unlabeled}"
+    summaries = [summary for _, summary in found]
+    assert "validate configs and the dependency graph" in summaries
+    assert "start db" in summaries and "start api" in summaries
+    assert f"wait healthy: db (tcp 127.0.0.1:{db_port})" in summaries
+    assert f"wait healthy: api (http GET 127.0.0.1:{api_port}/health)" in summaries
+    records = [summary for kind, summary in found if kind == "record_initialization"]
+    assert records and all(s.startswith("record") for s in records)
+    assert "record: db healthy" in records and "record: api waiting healthy" in records, records
+    timers = [summary for kind, summary in found if kind == "timer"]
+    assert any("while db start" in s for s in timers), timers
+    assert records[-1] == "record the result: succeeded"
+    desc = await handle.describe()
+    assert await desc.static_summary() == "initialization by tester"
