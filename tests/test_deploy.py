@@ -29,7 +29,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 WINDFLOW = [sys.executable, "-c", "from windflow.cli.main import run; run()"]
 # The variables docker-compose.yml requires (`${VAR:?...}`), with values good enough for validation.
-REQUIRED_ENV = {"POSTGRES_PASSWORD": "compose-test-pw", "WINDFLOW_JWT_SECRET": "x" * 48}
+REQUIRED_ENV = {"POSTGRES_PASSWORD": "compose-test-pw", "WINDFLOW_JWT_SECRET": "x" * 48,
+                "WINDFLOW_CODEC_KEYS": '{"k1": "' + "A" * 43 + '="}'}
 ONE_SHOT_RESTARTS = ("no", "on-failure")  # services that run to completion (jobs)
 
 
@@ -179,9 +180,11 @@ def test_windflow_containers_get_valid_production_settings(monkeypatch, tmp_path
         assert settings.sqlalchemy_url.startswith("postgresql+psycopg://"), name
         assert settings.redis_url == "redis://redis:6379/0", name
         assert settings.temporal_address == "temporal:7233", name
+        assert settings.codec_keys and not settings.codec_disabled, name
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http://jaeger:"), name
     assert services["api"]["environment"]["WINDFLOW_API_HOST"] == "0.0.0.0"
     assert ":?" in _compose()["x-windflow-env"]["WINDFLOW_JWT_SECRET"]
+    assert ":?" in _compose()["x-windflow-env"]["WINDFLOW_CODEC_KEYS"]  # encrypted history is not optional there
 
 
 def test_healthcheck_snippets_are_valid_python():

@@ -148,6 +148,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.add_middleware(AuditFailuresMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    codec.hide_codec_token_in_access_log()
     # outermost: answers the Temporal UI's preflight on the codec paths before anything else runs
     app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/",
                        origins=settings.codec_origins)
