@@ -348,6 +348,7 @@ class SystemInitialization:
                 result = await policies.execute_on_host(
                     spec, ServiceActivities.run_job,
                     RunJobInput(service_id=name, run_id=self.state.run_id, attempt=attempt),
+                    summary=f"run job {name} to completion (attempt {attempt} of {policy.max_attempts})",
                     start_to_close_timeout=timedelta(seconds=(spec.timeout or self.input.options.component_timeout)
                                                      + spec.process_grace() + 60),
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
@@ -379,6 +380,7 @@ class SystemInitialization:
                 spec, ServiceActivities.wait_healthy,
                 WaitHealthyInput(spec=spec, timeout=self.input.options.component_timeout, run_id=self.state.run_id,
                                  require_running=False),
+                summary=f"wait for job {name}'s probe while it runs",
                 start_to_close_timeout=timedelta(seconds=self.input.options.component_timeout + 60),
                 heartbeat_timeout=policies.WAIT_HEARTBEAT,
                 retry_policy=policies.WAIT_RETRY,

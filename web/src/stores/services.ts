@@ -44,6 +44,7 @@ export interface ServiceFilters {
 
 const HEALTH: Record<string, HealthStatus> = {
   healthy: 'HEALTHY',
+  completed: 'HEALTHY', // a job that exited with a success code
   starting: 'DEGRADED',
   blocked: 'DEGRADED',
   recovering: 'FAILED', // down: being restarted after a crash or failing probes
