@@ -1696,7 +1696,10 @@ export interface components {
             command: string[];
             /** Cwd */
             cwd?: string | null;
-            /** Env */
+            /**
+             * Env
+             * @description Its environment, besides PATH, LANG and HOME (never the worker's)
+             */
             env?: {
                 [key: string]: string;
             };
@@ -1706,6 +1709,11 @@ export interface components {
              * @default 3
              */
             failure_threshold: number;
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
             /**
              * Interval
              * @description Time between probes
@@ -1735,6 +1743,11 @@ export interface components {
              * @default 1
              */
             timeout: number;
+            /**
+             * User
+             * @description Run as this user (the worker must run as root to switch)
+             */
+            user?: string | null;
         };
         /**
          * GiveUp
@@ -2204,6 +2217,11 @@ export interface components {
         InitializationPublic: {
             /** Actor */
             actor: string;
+            /**
+             * Error
+             * @description What keeps the run from going on, or how Temporal ended it, when its own records cannot say (a workflow task that keeps failing, a terminated run)
+             */
+            error?: string | null;
             /** Finished At */
             finished_at: string | null;
             links: components["schemas"]["Links"];
@@ -3629,10 +3647,18 @@ export interface components {
         ShellCommand: {
             /** Cwd */
             cwd?: string | null;
-            /** Env */
+            /**
+             * Env
+             * @description Its environment, besides PATH, LANG and HOME (never the worker's)
+             */
             env?: {
                 [key: string]: string;
             };
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
             /**
              * Run
              * @description argv list, or a string run through `/bin/sh -c` (the string is yours, never interpolated)
@@ -3643,6 +3669,11 @@ export interface components {
              * @default 30
              */
             timeout: number;
+            /**
+             * User
+             * @description Run as this user (the worker must run as root to switch)
+             */
+            user?: string | null;
         };
         /** SupervisionPublic */
         SupervisionPublic: {
