@@ -157,12 +157,13 @@ class RecoveryRoutine:
 
     # ----------------------------------------------------------------- waiting that signals can cut short
 
-    async def interruptible(self, awaitable: Any, *, timeout: float | None = None) -> Any:
+    async def interruptible(self, awaitable: Any, *, timeout: float | None = None, summary: str | None = None) -> Any:
         """Run ``awaitable`` until done, or until an interrupt arrives (then cancel it and raise)."""
         task = asyncio.ensure_future(awaitable)
         try:
             await workflow.wait_condition(lambda: task.done() or self.interrupt is not None,
-                                          timeout=timedelta(seconds=timeout) if timeout else None)
+                                          timeout=timedelta(seconds=timeout) if timeout else None,
+                                          timeout_summary=summary)
         except TimeoutError:
             pass
         if task.done():
