@@ -3385,7 +3385,10 @@ export interface components {
              */
             description: string;
             driver: components["schemas"]["DriverKind"];
-            /** Health */
+            /**
+             * Health
+             * @description One probe for both readiness and liveness (what `readiness` or `liveness` leaves unset)
+             */
             health?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
             /**
              * Host
@@ -3408,11 +3411,21 @@ export interface components {
                 [key: string]: string;
             };
             /**
+             * Liveness
+             * @description Alive: failing it `failure_threshold` times in a row restarts the service
+             */
+            liveness?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
+            /**
              * Monitored
              * @description Supervise the service and recover it when it fails
              * @default true
              */
             monitored: boolean;
+            /**
+             * Readiness
+             * @description Ready to serve: gates dependants and initializations; failing it makes the service `not_ready`, never restarts it
+             */
+            readiness?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
             restart?: components["schemas"]["RestartPolicy"];
             /**
              * Restart With Dependencies
@@ -3551,6 +3564,13 @@ export interface components {
             last_job_run?: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Liveness
+             * @description Liveness probe (else `health`): restarts on failure
+             */
+            liveness?: {
+                [key: string]: unknown;
+            } | null;
             /** Monitored */
             monitored: boolean;
             /**
@@ -3563,6 +3583,13 @@ export interface components {
              * @description The service's process, while it has one
              */
             pid?: number | null;
+            /**
+             * Readiness
+             * @description Readiness probe (else `health`): gates dependants
+             */
+            readiness?: {
+                [key: string]: unknown;
+            } | null;
             /** Restart */
             restart: {
                 [key: string]: unknown;
