@@ -438,3 +438,37 @@ async def test_histories_of_the_previous_supervision_replay():
             assert "wait_dependencies" in text and "recover_step" in text  # it was blocked, then restarted
         result = await replayer.replay_workflow(WorkflowHistory.from_json(name, text))
         assert result.replay_failure is None
+
+
+async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    """"v2 saved, v1 running — apply": a rollout of the saved content applies that very version."""
+    from windflow.domain.rollout import RolloutInput, RolloutStatus
+    from windflow.persistence import registry
+    from windflow.workflows.rollout import ConfigRollout
+
+    client = temporal_env.client
+    port = ports()
+    spec = standin("app", port, boot=0.1)
+    await register(sqlite_db, spec)
+    try:
+        async with running_worker(client, wsettings, sqlite_db):
+            await initialize(client, task_queue)
+            await eventually(lambda: watching_again(client, "app", 0), timeout=20)
+            first = the_pid(port)
+            saved = standin("app", port, boot=0.2).model_dump(mode="json", exclude={"id"})
+            async with sqlite_db.write() as session:
+                await registry.update_service(session=session, service_id="app", data=saved, expected_version=1,
+                                              author="alice")
+            model = await read_model(sqlite_db, "app")
+            assert (model.applied_version, model.pending_version) == (1, 2)
+            assert the_pid(port) == first  # saving restarted nothing
+            result = await client.execute_workflow(
+                ConfigRollout.run, RolloutInput(rollout_id="r-apply", service_id="app", config=saved,
+                                                actor="alice", verify_window=0.5),
+                id="rollout/app", task_queue=task_queue)
+            assert result.status == RolloutStatus.SUCCEEDED and result.new_version == 2, result
+            model = await read_model(sqlite_db, "app")
+            assert (model.version, model.applied_version, model.pending_version) == (2, 2, None)
+            assert the_pid(port) != first and model.pid == the_pid(port)
+    finally:
+        await terminate_quietly(client, "supervise/app")

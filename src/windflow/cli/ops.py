@@ -44,12 +44,15 @@ def services(
         from rich.table import Table
         from rich.text import Text
 
-        out = Table("service", "state", "driver", "depends on", "version", "detail")
+        out = Table("service", "state", "desired", "pid", "driver", "depends on", "version", "detail")
         for s in rows:
             sup = (s.get("state_detail") or {}).get("supervision") or {}
             detail = sup.get("message") or (s.get("state_detail") or {}).get("message") or ""
-            out.add_row(s["id"], Text(s["state"], STATE_STYLE.get(s["state"], "")), s["driver"],
-                        ", ".join(s["depends_on"]), str(s["version"]), detail)
+            version = str(s["version"])
+            if s.get("pending_version"):  # saved, not applied: what runs is the applied version
+                version = f"{s['pending_version']} saved, {s.get('applied_version')} runs"
+            out.add_row(s["id"], Text(s["state"], STATE_STYLE.get(s["state"], "")), s.get("desired") or "-",
+                        str(s.get("pid") or "-"), s["driver"], ", ".join(s["depends_on"]), version, detail)
         console.print(out)
 
     emit(rows, output, table)
