@@ -442,16 +442,14 @@ async def test_histories_of_the_previous_supervision_replay():
 
 async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqlite_db, ports, task_queue):
     """"v2 saved, v1 running — apply": a rollout of the saved content applies that very version."""
-    from windflow.domain.rollout import RolloutInput, RolloutStatus
     from windflow.persistence import registry
-    from windflow.workflows.rollout import ConfigRollout
 
     client = temporal_env.client
     port = ports()
     spec = standin("app", port, boot=0.1)
     await register(sqlite_db, spec)
     try:
-        async with running_worker(client, wsettings, sqlite_db):
+        async with running_worker(client, wsettings, sqlite_db), api_on(wsettings, sqlite_db) as api:
             await initialize(client, task_queue)
             await eventually(lambda: watching_again(client, "app", 0), timeout=20)
             first = the_pid(port)
@@ -462,11 +460,12 @@ async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqli
             model = await read_model(sqlite_db, "app")
             assert (model.applied_version, model.pending_version) == (1, 2)
             assert the_pid(port) == first  # saving restarted nothing
-            result = await client.execute_workflow(
-                ConfigRollout.run, RolloutInput(rollout_id="r-apply", service_id="app", config=saved,
-                                                actor="alice", verify_window=0.5),
-                id="rollout/app", task_queue=task_queue)
-            assert result.status == RolloutStatus.SUCCEEDED and result.new_version == 2, result
+            listed = (await api.get("/api/v1/services/app")).json()
+            assert (listed["applied_version"], listed["pending_version"]) == (1, 2)
+            r = await api.post("/api/v1/services/app/rollouts",
+                               json={"config": saved, "verify_window": 0.5, "wait": True, "timeout": 60})
+            assert r.status_code in (200, 202), r.text
+            assert r.json()["status"] == "SUCCEEDED" and r.json()["new_version"] == 2, r.text
             model = await read_model(sqlite_db, "app")
             assert (model.version, model.applied_version, model.pending_version) == (2, 2, None)
             assert the_pid(port) != first and model.pid == the_pid(port)

@@ -696,6 +696,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/services/{service_id}/job-runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A job's runs, newest first
+         * @description Each attempt of a `kind: job` service: exit code, duration and the last lines of its output. Reading them
+         *     needs `configs:read`, as a job's output may hold what its config holds.
+         */
+        get: operations["list_job_runs_api_v1_services__service_id__job_runs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/services/{service_id}/logs": {
         parameters: {
             query?: never;
@@ -1308,12 +1329,35 @@ export interface components {
              * @default 0
              */
             attempts: number;
+            /**
+             * Conditions
+             * @description Each dependency's condition, by id
+             */
+            conditions?: {
+                [key: string]: string;
+            };
             /** Depends On */
             depends_on?: string[];
+            /**
+             * Duration
+             * @description A job: seconds its last attempt ran
+             */
+            duration?: number | null;
+            /**
+             * Exit Code
+             * @description A job: the exit code of its last attempt
+             */
+            exit_code?: number | null;
             /** Finished At */
             finished_at?: string | null;
             /** Healthy At */
             healthy_at?: string | null;
+            /**
+             * Kind
+             * @description service or job
+             * @default service
+             */
+            kind: string;
             /** Last Error */
             last_error?: string | null;
             /**
@@ -1321,6 +1365,11 @@ export interface components {
              * @default 0
              */
             layer: number;
+            /**
+             * Log Tail
+             * @description A job: the last lines of its output
+             */
+            log_tail?: string[];
             /** Name */
             name: string;
             /** Pid */
@@ -1340,7 +1389,7 @@ export interface components {
          * ComponentStatus
          * @enum {string}
          */
-        ComponentStatus: "PENDING" | "STARTING" | "WAITING_HEALTHY" | "HEALTHY" | "FAILED" | "SKIPPED" | "STOPPED";
+        ComponentStatus: "PENDING" | "STARTING" | "WAITING_HEALTHY" | "HEALTHY" | "FAILED" | "SKIPPED" | "STOPPED" | "RUNNING" | "COMPLETED";
         /** ConfigChanged */
         ConfigChanged: {
             /** Author */
@@ -1540,6 +1589,19 @@ export interface components {
             /** Webhook Id */
             webhook_id: string;
         };
+        /** Dependency */
+        Dependency: {
+            /**
+             * @description When the dependant may start
+             * @default healthy
+             */
+            condition: components["schemas"]["DependencyCondition"];
+        };
+        /**
+         * DependencyCondition
+         * @enum {string}
+         */
+        DependencyCondition: "started" | "healthy" | "completed_successfully";
         /**
          * DriverKind
          * @enum {string}
@@ -2205,6 +2267,58 @@ export interface components {
              * Format: date-time
              */
             timestamp: string;
+        };
+        /** JobRunPublic */
+        JobRunPublic: {
+            /** Attempt */
+            attempt: number;
+            /**
+             * Duration
+             * @description Seconds
+             */
+            duration: number;
+            /** Exit Code */
+            exit_code: number | null;
+            /**
+             * Finished At
+             * Format: date-time
+             */
+            finished_at: string;
+            /**
+             * Log Tail
+             * @description The last lines of its stderr (or stdout when stderr is empty)
+             */
+            log_tail: string[];
+            /** Message */
+            message: string;
+            /** Run Id */
+            run_id: string | null;
+            /** Service Id */
+            service_id: string;
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            /** Succeeded */
+            succeeded: boolean;
+            /** Version */
+            version: number;
+        };
+        /** JobSettings */
+        JobSettings: {
+            /**
+             * Run
+             * @description always or once
+             */
+            run: string;
+            /** Success Exit Codes */
+            success_exit_codes: number[];
+            /**
+             * Timeout
+             * @description Longest run of one attempt
+             */
+            timeout?: string | number | null;
         };
         /** Links */
         Links: {
@@ -3175,8 +3289,24 @@ export interface components {
         ServiceCreate: {
             /** Config */
             config: components["schemas"]["ProcessConfig"] | components["schemas"]["CommandConfig"] | components["schemas"]["HttpDriverConfig"] | components["schemas"]["NoopConfig"];
-            /** Depends On */
-            depends_on?: string[];
+            /**
+             * Depends On
+             * @description Services this one needs: a list of ids (condition `healthy`) or a map id -> `{condition: started | healthy | completed_successfully}`
+             * @example [
+             *       "database"
+             *     ]
+             * @example {
+             *       "database": {
+             *         "condition": "healthy"
+             *       },
+             *       "migrate": {
+             *         "condition": "completed_successfully"
+             *       }
+             *     }
+             */
+            depends_on?: {
+                [key: string]: components["schemas"]["Dependency"];
+            };
             /**
              * Description
              * @default
@@ -3196,6 +3326,11 @@ export interface components {
              * @example database
              */
             id: string;
+            /**
+             * @description `service` (long-running) or `job` (runs to completion)
+             * @default service
+             */
+            kind: components["schemas"]["ServiceKind"];
             /** Labels */
             labels?: {
                 [key: string]: string;
@@ -3214,11 +3349,33 @@ export interface components {
              */
             restart_with_dependencies: boolean;
             /**
+             * Run
+             * @description A job: `always` runs on every initialization that includes it; `once` is skipped once it succeeded with the applied config version
+             * @default always
+             * @enum {string}
+             */
+            run: "always" | "once";
+            /**
              * Secret Keys
              * @description Extra config keys whose values are secrets (redacted in responses)
              */
             secret_keys?: string[];
+            /**
+             * Success Exit Codes
+             * @description A job: exit codes that mean success
+             */
+            success_exit_codes?: number[];
+            /**
+             * Timeout
+             * @description A job: longest run of one attempt before it is stopped and counted as failed
+             */
+            timeout?: number | null;
         };
+        /**
+         * ServiceKind
+         * @enum {string}
+         */
+        ServiceKind: "service" | "job";
         /** ServiceMetrics */
         ServiceMetrics: {
             /**
@@ -3259,6 +3416,13 @@ export interface components {
              * @description The config version that runs (null: never applied)
              */
             applied_version?: number | null;
+            /**
+             * Conditions
+             * @description Each dependency's condition: started, healthy or completed_successfully
+             */
+            conditions?: {
+                [key: string]: string;
+            };
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -3296,10 +3460,25 @@ export interface components {
             host: string | null;
             /** Id */
             id: string;
+            /** @description A job's settings (null for a service) */
+            job?: components["schemas"]["JobSettings"] | null;
+            /**
+             * Kind
+             * @description service (long-running) or job (runs to completion)
+             * @default service
+             */
+            kind: string;
             /** Labels */
             labels: {
                 [key: string]: string;
             };
+            /**
+             * Last Job Run
+             * @description A job's last run: version, succeeded, exit_code, duration (s), finished_at, attempt
+             */
+            last_job_run?: {
+                [key: string]: unknown;
+            } | null;
             /** Monitored */
             monitored: boolean;
             /**
@@ -8883,6 +9062,102 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HealthCheckPublic"][];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_job_runs_api_v1_services__service_id__job_runs_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                service_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobRunPublic"][];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
