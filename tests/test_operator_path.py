@@ -471,3 +471,79 @@ async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqli
             assert the_pid(port) != first and model.pid == the_pid(port)
     finally:
         await terminate_quietly(client, "supervise/app")
+
+
+@pytest.mark.parametrize("seed", [7, 11])
+async def test_read_model_stays_truthful_through_random_operator_steps(temporal_env, wsettings, sqlite_db, ports,
+                                                                       task_queue, seed):
+    """stop / start / restart / initialize / crash in a random order (seeded): after each step settles, the read
+    model says what the processes say (state, desired, pid vs ``kill(pid, 0)`` and the port)."""
+    import random
+
+    client = temporal_env.client
+    port = ports()
+    await register(sqlite_db, standin("svc", port, boot=0.1))
+    rng = random.Random(seed)
+    steps = [rng.choice(["stop", "start", "restart", "initialize", "crash"]) for _ in range(6)]
+    desired = "running"
+
+    async def settled() -> ServicePublic | None:
+        model = await read_model(sqlite_db, "svc")
+        pids = processes_with(f"--port {port} ")
+        if desired == "stopped":
+            ok = model.state == "stopped" and model.pid is None and not pids
+        else:
+            st = await client.get_workflow_handle("supervise/svc").query(ServiceSupervisor.query_status)
+            ok = (model.state == "healthy" and st.state == SupervisionState.WATCHING and len(pids) == 1
+                  and model.pid == pids[0] and alive(model.pid) and await healthy(port))
+        return model if ok and model.desired == desired else None
+
+    try:
+        async with running_worker(client, wsettings, sqlite_db):
+            await initialize(client, task_queue)
+            await eventually(settled, timeout=20)
+            for step in steps:
+                if step == "crash":
+                    if desired == "stopped":
+                        continue
+                    os.kill(the_pid(port), signal.SIGKILL)
+                elif step == "initialize":
+                    await initialize(client, task_queue)
+                    desired = "running"
+                else:
+                    await control(client, task_queue, "svc", step)
+                    desired = "stopped" if step == "stop" else "running"
+                model = await eventually(settled, timeout=30)
+                assert model.desired_by in ("alice", "tester"), (steps, step, model)
+    finally:
+        await terminate_quietly(client, "supervise/svc")
+
+
+async def test_sweep_covers_a_service_desired_running_whatever_its_last_state(temporal_env, wsettings, sqlite_db,
+                                                                             ports, task_queue):
+    """A rollback that failed leaves the service "failed" (and its supervisor may be gone): it is still desired
+    running, so the sweep supervises it again and it is recovered."""
+    from sqlalchemy import update
+
+    from windflow.domain.contracts import SweepInput
+    from windflow.workflows.control import RecoverySweep
+
+    client = temporal_env.client
+    port = ports()
+    await register(sqlite_db, standin("rolled", port, boot=0.1))
+    try:
+        async with running_worker(client, wsettings, sqlite_db):
+            await initialize(client, task_queue)
+            await eventually(lambda: watching_again(client, "rolled", 0), timeout=20)
+            await client.get_workflow_handle("supervise/rolled").terminate("lost")
+            os.kill(the_pid(port), signal.SIGKILL)
+            async with sqlite_db.write() as session:
+                await session.execute(update(ServiceRow).where(ServiceRow.id == "rolled").values(state="failed"))
+            result = await client.execute_workflow(RecoverySweep.run, SweepInput(actor="test"),
+                                                   id=f"sweep/{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+            assert "rolled" in result.supervisors_started, result
+            await eventually(lambda: watching_again(client, "rolled", 1), timeout=30)
+            assert await healthy(port)
+            assert (await read_model(sqlite_db, "rolled")).pid == the_pid(port)
+    finally:
+        await terminate_quietly(client, "supervise/rolled")
