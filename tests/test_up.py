@@ -239,7 +239,9 @@ async def test_up_initializes_the_example_then_a_second_run_reuses_the_temporal_
     out = first.stdout
     assert f"API {up.base}" in out and f"docs {up.base}/docs" in out, _show(first)
     assert f"Temporal Web UI http://127.0.0.1:{up.ui_port}/namespaces/default/workflows" in out
-    assert "applied windflow.yaml: created 5" in out
+    assert "applied windflow.yaml: created 6" in out
+    # the migration job ran to completion before the api started
+    assert re.search(r"^migrate \(job\)\s+\d\s+COMPLETED\s+1\s+[\d.]+s\s+exit 0", out, re.MULTILINE), _show(first)
     run_id = re.search(r"initialization ([0-9a-f]{16})\s+SUCCEEDED\s+100%", out)
     assert run_id, _show(first)
     for name in COMPONENTS:
@@ -265,6 +267,12 @@ async def test_up_initializes_the_example_then_a_second_run_reuses_the_temporal_
         assert [(r["run_id"], r["status"]) for r in listed] == [(run_id[1], "SUCCEEDED")]
         detail = http.get(f"/api/v1/initializations/{run_id[1]}").json()
         assert detail["status"] == "SUCCEEDED"
+        # links go to this instance's Temporal UI (WINDFLOW_TEMPORAL_UI_PORT), not to another one's on 8233
+        assert detail["links"]["temporal_ui"] == \
+            f"http://127.0.0.1:{up.ui_port}/namespaces/default/workflows/init%2F{run_id[1]}"
+        # the API's /metrics carries the embedded worker's Temporal SDK metrics and the per-service series
+        metrics = http.get("/metrics").text
+        assert "temporal_request_total" in metrics and "windflow_service_up{" in metrics
     # --stop-services ended the supervisors too: nothing "recovers" the stopped services now
     time.sleep(3)
     assert {name: up.service_pids(name) for name in COMPONENTS} == {name: [] for name in COMPONENTS}

@@ -28,9 +28,11 @@ from windflow.activities.services import ServiceActivities
 from windflow.activities.supervision import SupervisionActivities
 from windflow.drivers import build_driver_registry
 from windflow.outbound import OutboundPolicy
+from windflow.persistence import sealing
 from windflow.persistence.budget import RestartBudget
 from windflow.persistence.db import Database
 from windflow.probes import build_probe_registry
+from windflow.run_health import watch_runs
 from windflow.schedules import ensure_sweep_schedule
 from windflow.settings import Settings
 from windflow.tracing import traced_drivers, traced_probes
@@ -91,6 +93,7 @@ def build_worker(
     graceful_shutdown: timedelta = timedelta(0),
 ) -> WorkerParts:
     data_dir = settings.ensure_data_dir()
+    sealing.configure_from(settings)  # sealed store values (channel configs, rollout proposals) open with the keys
     outbound = OutboundPolicy.for_services(settings)
     drivers = traced_drivers(build_driver_registry(data_dir=data_dir, outbound=outbound))
     probes = traced_probes(build_probe_registry(outbound=outbound))
@@ -308,8 +311,10 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with parts.worker, parts.host_worker or contextlib.nullcontext():
             reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
+            watchdog = asyncio.create_task(watch_runs(client, db))
             await stop.wait()
             reclaiming.cancel()
+            watchdog.cancel()
     finally:
         if ship_task is not None:
             ship_task.cancel()

@@ -239,13 +239,14 @@ class ServiceActivities:
 
     @activity.defn(name="check_health")
     async def check_health(self, req: CheckHealthInput) -> ProbeResult:
-        if req.spec.health is None:
+        probe = req.spec.readiness_spec()
+        if probe is None:
             status = await self.drivers.for_service(req.spec).status(req.spec)
             healthy = status.status != RunStatus.STOPPED
             result = ProbeResult(healthy=healthy, latency_ms=0.0, message=f"no probe; driver says {status.status}",
                                  checked_at=datetime.now(UTC))
         else:
-            result = await self.probes.check(req.spec.health, service=req.spec.id)
+            result = await self.probes.check(probe, service=req.spec.id)
         if req.record:
             await self._store_probes(req.spec, [result], None)
         return result
@@ -259,7 +260,7 @@ class ServiceActivities:
         spec = req.spec
         driver = self.drivers.for_service(spec)
         begin = time.monotonic()
-        health = spec.health
+        health = spec.readiness_spec()  # ready, not only alive: what dependants and initializations wait for
         tracker = HealthTracker(
             failure_threshold=health.failure_threshold if health else 1,
             success_threshold=health.success_threshold if health else 1,

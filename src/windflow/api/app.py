@@ -46,6 +46,7 @@ from windflow.events.memory import MemoryBus
 from windflow.events.redis_streams import RedisStreamsBus
 from windflow.events.relay import OutboxRelay
 from windflow.metrics import MetricsEndpoint
+from windflow.persistence import sealing
 from windflow.persistence.db import Database
 from windflow.persistence.migrate import upgrade
 from windflow.persistence.seed import seed_templates
@@ -61,6 +62,7 @@ MEMORY_BUS_MAXLEN = 10_000  # the in-process bus holds events as objects in this
 
 async def build_resources(settings: Settings, *, migrate: bool | None = None) -> Resources:
     settings.ensure_data_dir()
+    sealing.configure_from(settings)  # webhook and channel secrets sealed in the store with the codec keys
     db = Database.from_url(settings.sqlalchemy_url)
     if migrate if migrate is not None else settings.mode == Mode.EMBEDDED:
         await upgrade(db.engine)

@@ -79,6 +79,16 @@ def dev_server_command(settings: Settings) -> list[str]:
     return cmd
 
 
+def api_server_config(app: Any, settings: Settings) -> Any:
+    """uvicorn's configuration for the API inside `windflow up`."""
+    import uvicorn
+
+    # log_config=None: uvicorn's records go through windflow's log format (JSON when asked), not its own
+    # handlers; a WebSocket client that never goes away must not hold the shutdown hostage
+    return uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
+                          log_config=None, lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)
+
+
 class UpLock:
     """One `windflow up` per data dir: an exclusive ``flock`` on ``up.lock``, released by the kernel when the
     process ends however it ends (a SIGKILL included), so a killed `windflow up` never blocks the next one."""
@@ -234,6 +244,7 @@ async def run_up(
     from windflow.auth.permissions import ALL_PERMISSIONS
     from windflow.auth.tokens import issue_access_token
     from windflow.heap import freeze_startup_heap
+    from windflow.run_health import watch_runs
     from windflow.schedules import ensure_sweep_schedule
     from windflow.temporal_client import connect
     from windflow.worker import build_worker, ensure_search_attributes, reclaim_in_background, worker_identity
@@ -280,10 +291,7 @@ async def run_up(
                              on_commit=relay.notify if relay else None)
         app = create_app(settings, resources=resources)
         freeze_startup_heap()  # windflow.heap: API and worker share this process's loop
-        # a WebSocket client that never goes away must not hold the shutdown hostage
-        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)
-        api = uvicorn.Server(config)
+        api = uvicorn.Server(api_server_config(app, settings))
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
         registered: dict[str, Any] = {}  # service id -> spec, read at shutdown for --stop-services
@@ -291,6 +299,8 @@ async def run_up(
             async with _worker_running(parts.worker, stop) as worker_failed:
                 # after a crash or a reboot: the activities of the `windflow up` that died run here now
                 reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
+                watchdog = asyncio.create_task(watch_runs(client, resources.db,
+                                                          on_commit=relay.notify if relay else None))
                 api_task = asyncio.create_task(api.serve())
                 try:
                     while not api.started:
@@ -319,6 +329,7 @@ async def run_up(
                     console.print("shutting down")
                 finally:
                     reclaiming.cancel()
+                    watchdog.cancel()
                     api.should_exit = True
                     await api_task
                     if interrupted is not None:

@@ -201,7 +201,8 @@ class RecordInitInput(BaseModel):
 #: service states (the store's column) of a service windflow has brought up and should keep up; a service that
 #: was never started, is being started by an initialization, failed to start, or was stopped is not supervised
 #: by a sweep or a config change (an initialization hands its healthy components to supervisors itself)
-SUPERVISABLE_STATES = frozenset({"healthy", "unhealthy", "recovering", "backing_off", "blocked", "gave_up"})
+SUPERVISABLE_STATES = frozenset({"healthy", "unhealthy", "recovering", "backing_off", "blocked", "gave_up",
+                                 "not_ready"})
 
 
 class SupervisionState(StrEnum):

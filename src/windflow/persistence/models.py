@@ -22,6 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from windflow.persistence.sealing import SealedJSON
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -181,7 +183,7 @@ class NotificationChannelRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
     kind: Mapped[str] = mapped_column(String(16))
-    config: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    config: Mapped[dict[str, Any]] = mapped_column(SealedJSON)  # urls, headers, tokens: sealed at rest
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

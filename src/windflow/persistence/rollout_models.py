@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from windflow.persistence.models import Base, JSONDoc, UTCDateTime, utcnow
+from windflow.persistence.sealing import SealedJSON
 
 if TYPE_CHECKING:
     from windflow.persistence.repositories import Page
@@ -43,7 +44,7 @@ class ConfigRolloutRow(Base):
     #: the proposed service definition (without its id, secrets restored) as the API accepted it from ``actor``:
     #: the workflow carries only the rollout id, and the activities load what they save and run from here
     #: (migration 0008; ``None`` on rollouts from before it, which therefore cannot run)
-    proposal: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc, nullable=True, default=None)
+    proposal: Mapped[dict[str, Any] | None] = mapped_column(SealedJSON, nullable=True, default=None)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

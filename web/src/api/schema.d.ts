@@ -1696,7 +1696,10 @@ export interface components {
             command: string[];
             /** Cwd */
             cwd?: string | null;
-            /** Env */
+            /**
+             * Env
+             * @description Its environment, besides PATH, LANG and HOME (never the worker's)
+             */
             env?: {
                 [key: string]: string;
             };
@@ -1706,6 +1709,11 @@ export interface components {
              * @default 3
              */
             failure_threshold: number;
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
             /**
              * Interval
              * @description Time between probes
@@ -1735,6 +1743,11 @@ export interface components {
              * @default 1
              */
             timeout: number;
+            /**
+             * User
+             * @description Run as this user (the worker must run as root to switch)
+             */
+            user?: string | null;
         };
         /**
          * GiveUp
@@ -2204,6 +2217,11 @@ export interface components {
         InitializationPublic: {
             /** Actor */
             actor: string;
+            /**
+             * Error
+             * @description What keeps the run from going on, or how Temporal ended it, when its own records cannot say (a workflow task that keeps failing, a terminated run)
+             */
+            error?: string | null;
             /** Finished At */
             finished_at: string | null;
             links: components["schemas"]["Links"];
@@ -3313,7 +3331,10 @@ export interface components {
              */
             description: string;
             driver: components["schemas"]["DriverKind"];
-            /** Health */
+            /**
+             * Health
+             * @description One probe for both readiness and liveness (what `readiness` or `liveness` leaves unset)
+             */
             health?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
             /**
              * Host
@@ -3336,11 +3357,21 @@ export interface components {
                 [key: string]: string;
             };
             /**
+             * Liveness
+             * @description Alive: failing it `failure_threshold` times in a row restarts the service
+             */
+            liveness?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
+            /**
              * Monitored
              * @description Supervise the service and recover it when it fails
              * @default true
              */
             monitored: boolean;
+            /**
+             * Readiness
+             * @description Ready to serve: gates dependants and initializations; failing it makes the service `not_ready`, never restarts it
+             */
+            readiness?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
             restart?: components["schemas"]["RestartPolicy"];
             /**
              * Restart With Dependencies
@@ -3479,6 +3510,13 @@ export interface components {
             last_job_run?: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Liveness
+             * @description Liveness probe (else `health`): restarts on failure
+             */
+            liveness?: {
+                [key: string]: unknown;
+            } | null;
             /** Monitored */
             monitored: boolean;
             /**
@@ -3491,6 +3529,13 @@ export interface components {
              * @description The service's process, while it has one
              */
             pid?: number | null;
+            /**
+             * Readiness
+             * @description Readiness probe (else `health`): gates dependants
+             */
+            readiness?: {
+                [key: string]: unknown;
+            } | null;
             /** Restart */
             restart: {
                 [key: string]: unknown;
@@ -3602,10 +3647,18 @@ export interface components {
         ShellCommand: {
             /** Cwd */
             cwd?: string | null;
-            /** Env */
+            /**
+             * Env
+             * @description Its environment, besides PATH, LANG and HOME (never the worker's)
+             */
             env?: {
                 [key: string]: string;
             };
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
             /**
              * Run
              * @description argv list, or a string run through `/bin/sh -c` (the string is yours, never interpolated)
@@ -3616,6 +3669,11 @@ export interface components {
              * @default 30
              */
             timeout: number;
+            /**
+             * User
+             * @description Run as this user (the worker must run as root to switch)
+             */
+            user?: string | null;
         };
         /** SupervisionPublic */
         SupervisionPublic: {
