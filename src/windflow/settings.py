@@ -189,6 +189,9 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    hooks_rate_limit: int = Field(120, ge=1, description="Deliveries one incoming alert hook may make per "
+                                  "hooks_rate_window; more are answered 429 with Retry-After")
+    hooks_rate_window: float = Field(60.0, gt=0, le=86400, description="Window of hooks_rate_limit, seconds")
     outbound_deny: list[str] = Field(
         default_factory=list,
         description="CIDRs and host names (JSON list; `*.example.com` for subdomains) that probes, the http driver, "

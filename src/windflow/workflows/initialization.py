@@ -336,6 +336,7 @@ class SystemInitialization:
         result = RunJobResult(succeeded=False)
         for attempt in range(1, policy.max_attempts + 1):
             if attempt > 1:
+                comp.attempts += 1  # shown as the component's attempts
                 delay = policy.jittered(policy.delay_before(attempt), workflow.random().random())
                 comp.last_error = f"{result.message}; attempt {attempt} of {policy.max_attempts} in {delay:.3g}s"
                 self._emit(name)

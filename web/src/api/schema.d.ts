@@ -1165,7 +1165,7 @@ export interface components {
              * Outcome
              * @enum {string}
              */
-            outcome: "recovery_started" | "attached" | "resolved_recorded" | "ignored";
+            outcome: "recovery_started" | "attached" | "resolved_recorded" | "ignored" | "duplicate";
             /** Reason */
             reason?: string | null;
             /** Service */
@@ -1813,10 +1813,29 @@ export interface components {
         };
         /** HookCreate */
         HookCreate: {
+            /**
+             * Auth
+             * @description What a delivery must carry: the bearer token, a Standard Webhooks signature (webhook-id, webhook-timestamp, webhook-signature headers) made with the hook's signing secret, or both
+             * @default token
+             * @enum {string}
+             */
+            auth: "token" | "signature" | "token+signature";
+            /**
+             * Dedupe Window
+             * @description Seconds during which a repeat of an alert already acted on (same fingerprint and startsAt, or same webhook-id) is recorded, not acted on; 0: off
+             * @default 300
+             */
+            dedupe_window: number;
             /** Fingerprint Path */
             fingerprint_path?: string | null;
             /** Firing Values */
             firing_values?: string[];
+            /**
+             * Force
+             * @description Act without confirming: a firing alert restarts the service even when its probe passes (default: probe first, ignore the alert if healthy)
+             * @default false
+             */
+            force: boolean;
             /**
              * Kind
              * @enum {string}
@@ -1845,6 +1864,11 @@ export interface components {
         };
         /** HookCreated */
         HookCreated: {
+            /**
+             * Auth
+             * @default token
+             */
+            auth: string;
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -1856,6 +1880,16 @@ export interface components {
             created_at: string;
             /** Created By */
             created_by: string;
+            /**
+             * Dedupe Window
+             * @default 300
+             */
+            dedupe_window: number;
+            /**
+             * Force
+             * @default false
+             */
+            force: boolean;
             /** Id */
             id: string;
             /** Kind */
@@ -1864,6 +1898,11 @@ export interface components {
             last_used_at?: string | null;
             /** Name */
             name: string;
+            /**
+             * Signing Secret
+             * @description Shown once, for auth 'signature' and 'token+signature': the Standard Webhooks secret (whsec_...) the source signs with
+             */
+            signing_secret?: string | null;
             /**
              * Token
              * @description Shown once: store it in the alert source's configuration
@@ -1881,6 +1920,11 @@ export interface components {
         };
         /** HookPublic */
         HookPublic: {
+            /**
+             * Auth
+             * @default token
+             */
+            auth: string;
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -1892,6 +1936,16 @@ export interface components {
             created_at: string;
             /** Created By */
             created_by: string;
+            /**
+             * Dedupe Window
+             * @default 300
+             */
+            dedupe_window: number;
+            /**
+             * Force
+             * @default false
+             */
+            force: boolean;
             /** Id */
             id: string;
             /** Kind */
