@@ -265,6 +265,11 @@ async def test_up_initializes_the_example_then_a_second_run_reuses_the_temporal_
         assert [(r["run_id"], r["status"]) for r in listed] == [(run_id[1], "SUCCEEDED")]
         detail = http.get(f"/api/v1/initializations/{run_id[1]}").json()
         assert detail["status"] == "SUCCEEDED"
+        # the first run's --stop-services was a SystemShutdown run (down/…), dependants first
+        shutdowns = http.get("/api/v1/shutdowns").json()["items"]
+        assert [(r["status"], r["actor"]) for r in shutdowns] == [("COMPLETED", "windflow-up")], shutdowns
+        order = shutdowns[0]["state"]["layers"]
+        assert order == [["api", "worker"], ["cache", "database", "queue"]] and set(COMPONENTS) == {n for layer in order for n in layer}, order
     # --stop-services ended the supervisors too: nothing "recovers" the stopped services now
     time.sleep(3)
     assert {name: up.service_pids(name) for name in COMPONENTS} == {name: [] for name in COMPONENTS}

@@ -676,6 +676,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/services/{service_id}/job-runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A job's runs, newest first
+         * @description Each attempt of a `kind: job` service: exit code, duration and the last lines of its output. Reading them
+         *     needs `configs:read`, as a job's output may hold what its config holds.
+         */
+        get: operations["list_job_runs_api_v1_services__service_id__job_runs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/services/{service_id}/logs": {
         parameters: {
             query?: never;
@@ -810,6 +831,58 @@ export interface paths {
         put?: never;
         /** Start supervising the service (idempotent) */
         post: operations["start_supervision_api_v1_services__service_id__supervision_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/shutdowns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Shutdown history */
+        get: operations["list_shutdowns_api_v1_shutdowns_get"];
+        put?: never;
+        /** Shut down services in reverse dependency order */
+        post: operations["start_shutdown_api_v1_shutdowns_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/shutdowns/{run_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One shutdown (live while running) */
+        get: operations["get_shutdown_api_v1_shutdowns__run_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/shutdowns/{run_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel: what is stopped stays stopped, the rest keeps running */
+        post: operations["cancel_shutdown_api_v1_shutdowns__run_id__cancel_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1288,12 +1361,35 @@ export interface components {
              * @default 0
              */
             attempts: number;
+            /**
+             * Conditions
+             * @description Each dependency's condition, by id
+             */
+            conditions?: {
+                [key: string]: string;
+            };
             /** Depends On */
             depends_on?: string[];
+            /**
+             * Duration
+             * @description A job: seconds its last attempt ran
+             */
+            duration?: number | null;
+            /**
+             * Exit Code
+             * @description A job: the exit code of its last attempt
+             */
+            exit_code?: number | null;
             /** Finished At */
             finished_at?: string | null;
             /** Healthy At */
             healthy_at?: string | null;
+            /**
+             * Kind
+             * @description service or job
+             * @default service
+             */
+            kind: string;
             /** Last Error */
             last_error?: string | null;
             /**
@@ -1301,6 +1397,11 @@ export interface components {
              * @default 0
              */
             layer: number;
+            /**
+             * Log Tail
+             * @description A job: the last lines of its output
+             */
+            log_tail?: string[];
             /** Name */
             name: string;
             /** Pid */
@@ -1320,7 +1421,7 @@ export interface components {
          * ComponentStatus
          * @enum {string}
          */
-        ComponentStatus: "PENDING" | "STARTING" | "WAITING_HEALTHY" | "HEALTHY" | "FAILED" | "SKIPPED" | "STOPPED";
+        ComponentStatus: "PENDING" | "STARTING" | "WAITING_HEALTHY" | "HEALTHY" | "FAILED" | "SKIPPED" | "STOPPED" | "RUNNING" | "COMPLETED";
         /** ConfigChanged */
         ConfigChanged: {
             /** Author */
@@ -1520,6 +1621,19 @@ export interface components {
             /** Webhook Id */
             webhook_id: string;
         };
+        /** Dependency */
+        Dependency: {
+            /**
+             * @description When the dependant may start
+             * @default healthy
+             */
+            condition: components["schemas"]["DependencyCondition"];
+        };
+        /**
+         * DependencyCondition
+         * @enum {string}
+         */
+        DependencyCondition: "started" | "healthy" | "completed_successfully";
         /**
          * DriverKind
          * @enum {string}
@@ -1552,7 +1666,7 @@ export interface components {
          */
         EventMessage: {
             /** Event */
-            event: components["schemas"]["InitializationUpdateEvent"] | components["schemas"]["ServiceStatusUpdateEvent"] | components["schemas"]["HealthCheckEvent"] | components["schemas"]["MetricsUpdateEvent"] | components["schemas"]["RecoveryUpdateEvent"] | components["schemas"]["ConfigChangedEvent"] | components["schemas"]["RolloutUpdateEvent"] | components["schemas"]["windflow__api__routers__events__AuditEvent"];
+            event: components["schemas"]["InitializationUpdateEvent"] | components["schemas"]["ServiceStatusUpdateEvent"] | components["schemas"]["HealthCheckEvent"] | components["schemas"]["MetricsUpdateEvent"] | components["schemas"]["RecoveryUpdateEvent"] | components["schemas"]["ConfigChangedEvent"] | components["schemas"]["RolloutUpdateEvent"] | components["schemas"]["ShutdownUpdateEvent"] | components["schemas"]["windflow__api__routers__events__AuditEvent"];
             /**
              * Id
              * @description Stream position; pass it back as `after` / `last_event_id` to resume
@@ -1604,7 +1718,7 @@ export interface components {
          * EventType
          * @enum {string}
          */
-        EventType: "INITIALIZATION_UPDATE" | "SERVICE_STATUS_UPDATE" | "HEALTH_CHECK" | "METRICS_UPDATE" | "RECOVERY_UPDATE" | "CONFIG_CHANGED" | "ROLLOUT_UPDATE" | "AUDIT";
+        EventType: "INITIALIZATION_UPDATE" | "SERVICE_STATUS_UPDATE" | "HEALTH_CHECK" | "METRICS_UPDATE" | "RECOVERY_UPDATE" | "CONFIG_CHANGED" | "ROLLOUT_UPDATE" | "SHUTDOWN_UPDATE" | "AUDIT";
         /** ExecHealth */
         ExecHealth: {
             /**
@@ -2186,6 +2300,58 @@ export interface components {
              */
             timestamp: string;
         };
+        /** JobRunPublic */
+        JobRunPublic: {
+            /** Attempt */
+            attempt: number;
+            /**
+             * Duration
+             * @description Seconds
+             */
+            duration: number;
+            /** Exit Code */
+            exit_code: number | null;
+            /**
+             * Finished At
+             * Format: date-time
+             */
+            finished_at: string;
+            /**
+             * Log Tail
+             * @description The last lines of its stderr (or stdout when stderr is empty)
+             */
+            log_tail: string[];
+            /** Message */
+            message: string;
+            /** Run Id */
+            run_id: string | null;
+            /** Service Id */
+            service_id: string;
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            /** Succeeded */
+            succeeded: boolean;
+            /** Version */
+            version: number;
+        };
+        /** JobSettings */
+        JobSettings: {
+            /**
+             * Run
+             * @description always or once
+             */
+            run: string;
+            /** Success Exit Codes */
+            success_exit_codes: number[];
+            /**
+             * Timeout
+             * @description Longest run of one attempt
+             */
+            timeout?: string | number | null;
+        };
         /** Links */
         Links: {
             /** Cancel */
@@ -2377,6 +2543,16 @@ export interface components {
         PageOf_ServicePublic_: {
             /** Items */
             items: components["schemas"]["ServicePublic"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null at the end
+             */
+            next_cursor?: string | null;
+        };
+        /** PageOf[ShutdownPublic] */
+        PageOf_ShutdownPublic_: {
+            /** Items */
+            items: components["schemas"]["ShutdownPublic"][];
             /**
              * Next Cursor
              * @description Pass as `cursor` to get the next page; null at the end
@@ -3155,8 +3331,24 @@ export interface components {
         ServiceCreate: {
             /** Config */
             config: components["schemas"]["ProcessConfig"] | components["schemas"]["CommandConfig"] | components["schemas"]["HttpDriverConfig"] | components["schemas"]["NoopConfig"];
-            /** Depends On */
-            depends_on?: string[];
+            /**
+             * Depends On
+             * @description Services this one needs: a list of ids (condition `healthy`) or a map id -> `{condition: started | healthy | completed_successfully}`
+             * @example [
+             *       "database"
+             *     ]
+             * @example {
+             *       "database": {
+             *         "condition": "healthy"
+             *       },
+             *       "migrate": {
+             *         "condition": "completed_successfully"
+             *       }
+             *     }
+             */
+            depends_on?: {
+                [key: string]: components["schemas"]["Dependency"];
+            };
             /**
              * Description
              * @default
@@ -3176,6 +3368,11 @@ export interface components {
              * @example database
              */
             id: string;
+            /**
+             * @description `service` (long-running) or `job` (runs to completion)
+             * @default service
+             */
+            kind: components["schemas"]["ServiceKind"];
             /** Labels */
             labels?: {
                 [key: string]: string;
@@ -3194,11 +3391,33 @@ export interface components {
              */
             restart_with_dependencies: boolean;
             /**
+             * Run
+             * @description A job: `always` runs on every initialization that includes it; `once` is skipped once it succeeded with the applied config version
+             * @default always
+             * @enum {string}
+             */
+            run: "always" | "once";
+            /**
              * Secret Keys
              * @description Extra config keys whose values are secrets (redacted in responses)
              */
             secret_keys?: string[];
+            /**
+             * Success Exit Codes
+             * @description A job: exit codes that mean success
+             */
+            success_exit_codes?: number[];
+            /**
+             * Timeout
+             * @description A job: longest run of one attempt before it is stopped and counted as failed
+             */
+            timeout?: number | null;
         };
+        /**
+         * ServiceKind
+         * @enum {string}
+         */
+        ServiceKind: "service" | "job";
         /** ServiceMetrics */
         ServiceMetrics: {
             /**
@@ -3234,6 +3453,13 @@ export interface components {
         };
         /** ServicePublic */
         ServicePublic: {
+            /**
+             * Conditions
+             * @description Each dependency's condition: started, healthy or completed_successfully
+             */
+            conditions?: {
+                [key: string]: string;
+            };
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -3257,10 +3483,25 @@ export interface components {
             host: string | null;
             /** Id */
             id: string;
+            /** @description A job's settings (null for a service) */
+            job?: components["schemas"]["JobSettings"] | null;
+            /**
+             * Kind
+             * @description service (long-running) or job (runs to completion)
+             * @default service
+             */
+            kind: string;
             /** Labels */
             labels: {
                 [key: string]: string;
             };
+            /**
+             * Last Job Run
+             * @description A job's last run: version, succeeded, exit_code, duration (s), finished_at, attempt
+             */
+            last_job_run?: {
+                [key: string]: unknown;
+            } | null;
             /** Monitored */
             monitored: boolean;
             /** Restart */
@@ -3356,6 +3597,192 @@ export interface components {
              */
             timeout: number;
         };
+        /** ShutdownAccepted */
+        ShutdownAccepted: {
+            links: components["schemas"]["ShutdownLinks"];
+            /** Run Id */
+            run_id: string;
+            status: components["schemas"]["ShutdownStatus"];
+            /** Workflow Id */
+            workflow_id: string;
+        };
+        /** ShutdownComponent */
+        ShutdownComponent: {
+            /** Finished At */
+            finished_at?: string | null;
+            /**
+             * Layer
+             * @description 0 is stopped first (nothing running depends on it)
+             */
+            layer: number;
+            /**
+             * Message
+             * @default
+             */
+            message: string;
+            /**
+             * Requested
+             * @description Named in the request (false: a dependant, stopped before it)
+             */
+            requested: boolean;
+            /** Service Id */
+            service_id: string;
+            /** Started At */
+            started_at?: string | null;
+            /** @default pending */
+            status: components["schemas"]["StopStatus"];
+        };
+        /** ShutdownCreate */
+        ShutdownCreate: {
+            /**
+             * Reason
+             * @description Why (shown in the audit trail and the Temporal UI)
+             * @default
+             */
+            reason: string;
+            /**
+             * Services
+             * @description Service ids to stop (their dependants are stopped first); empty = every service
+             */
+            services?: string[];
+        };
+        /** ShutdownLinks */
+        ShutdownLinks: {
+            /** Cancel */
+            cancel: string;
+            /** Self */
+            self: string;
+            /** Temporal Ui */
+            temporal_ui?: string | null;
+        };
+        /** ShutdownPublic */
+        ShutdownPublic: {
+            /** Actor */
+            actor: string;
+            /** Finished At */
+            finished_at: string | null;
+            links: components["schemas"]["ShutdownLinks"];
+            /**
+             * Live
+             * @description True when read from the running workflow, false when from the store
+             */
+            live: boolean;
+            /** Progress */
+            progress: number;
+            /** Run Id */
+            run_id: string;
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            state?: components["schemas"]["ShutdownState"] | null;
+            status: components["schemas"]["ShutdownStatus"];
+            /** Workflow Id */
+            workflow_id: string;
+        };
+        /** ShutdownState */
+        ShutdownState: {
+            /** Actor */
+            actor: string;
+            /** Components */
+            components?: {
+                [key: string]: components["schemas"]["ShutdownComponent"];
+            };
+            /** Finished At */
+            finished_at?: string | null;
+            /**
+             * Layers
+             * @description Stop order: one list per layer
+             */
+            layers?: string[][];
+            /**
+             * Message
+             * @default
+             */
+            message: string;
+            /**
+             * Progress
+             * @default 0
+             */
+            progress: number;
+            /**
+             * Reason
+             * @default
+             */
+            reason: string;
+            /**
+             * Requested
+             * @description Services named; empty = all of them
+             */
+            requested?: string[];
+            /** Run Id */
+            run_id: string;
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            /** @default PENDING */
+            status: components["schemas"]["ShutdownStatus"];
+            /** Workflow Id */
+            workflow_id: string;
+        };
+        /**
+         * ShutdownStatus
+         * @enum {string}
+         */
+        ShutdownStatus: "PENDING" | "STOPPING" | "COMPLETED" | "FAILED" | "CANCELLED";
+        /**
+         * ShutdownUpdate
+         * @description Progress of a system shutdown (``down/{run_id}``): the run, and the service that just moved, if any.
+         */
+        ShutdownUpdate: {
+            /** Component */
+            component?: string | null;
+            /** Component Status */
+            component_status?: string | null;
+            /**
+             * Message
+             * @default
+             */
+            message: string;
+            /** Progress */
+            progress: number;
+            /** Run Id */
+            run_id: string;
+            /** Status */
+            status: string;
+            /** Workflow Id */
+            workflow_id: string;
+        };
+        /**
+         * ShutdownUpdateEvent
+         * @description A SHUTDOWN_UPDATE event: the envelope with ShutdownUpdate data.
+         */
+        ShutdownUpdateEvent: {
+            data: components["schemas"]["ShutdownUpdate"];
+            /**
+             * Event Id
+             * @description Unique id; consumers de-duplicate on it
+             */
+            event_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "SHUTDOWN_UPDATE";
+            /**
+             * Timestamp
+             * Format: date-time
+             */
+            timestamp: string;
+        };
+        /**
+         * StopStatus
+         * @enum {string}
+         */
+        StopStatus: "pending" | "stopping" | "stopped" | "failed" | "skipped";
         /** SupervisionPublic */
         SupervisionPublic: {
             /**
@@ -8779,6 +9206,102 @@ export interface operations {
             };
         };
     };
+    list_job_runs_api_v1_services__service_id__job_runs_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                service_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobRunPublic"][];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
     service_logs_api_v1_services__service_id__logs_get: {
         parameters: {
             query?: {
@@ -9873,6 +10396,387 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SupervisionPublic"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_shutdowns_api_v1_shutdowns_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PageOf_ShutdownPublic_"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    start_shutdown_api_v1_shutdowns_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ShutdownCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShutdownAccepted"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    get_shutdown_api_v1_shutdowns__run_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShutdownPublic"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    cancel_shutdown_api_v1_shutdowns__run_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: string;
+                    };
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
