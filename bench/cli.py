@@ -10,7 +10,8 @@ the median CPU time (user + system of the child, steadier than wall time on a bu
 - ``complete``: a bash Tab on ``windflow recover <Tab>`` with a fresh completion cache (what every Tab but the
   first in 30 s costs; nothing is asked of the API),
 
-and ``ratio`` (each over the floor). The goal is a Tab within 100 ms (``complete_wall_ms``).
+and ``ratio`` (each over the floor). The goal is a Tab within 100 ms (``complete_wall_ms``; on a machine busy
+with other work, ``complete_cpu_ms`` says what the Tab itself costs).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def main() -> None:
                   "complete_cpu": round(complete[1] / max(floor[1], 0.1), 2)},
         "goal_complete_ms": GOAL_MS,
         "goal_met": complete[0] <= GOAL_MS,
+        "goal_met_cpu": complete[1] <= GOAL_MS,  # what the Tab costs, whatever else the machine is doing
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(result, indent=2))

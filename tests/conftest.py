@@ -20,6 +20,10 @@ from windflow.persistence.db import Database
 from windflow.persistence.migrate import upgrade
 from windflow.settings import Settings
 
+# Most tests share one Temporal client without a codec (the session dev server's) between the API and their
+# workers: payload encryption, on by default, is switched off for them and proven in test_codec_at_rest.py
+os.environ.setdefault("WINDFLOW_CODEC_DISABLED", "true")
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 if IN_CI:  # CI runs the property tests' examples derandomized: the same examples on every run, no flakes
     from hypothesis import settings as _hypothesis_settings

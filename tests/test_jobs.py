@@ -274,3 +274,32 @@ async def test_api_shows_jobs_and_conditions_and_refuses_bad_combinations(api, d
     runs = (await api.get("/api/v1/services/migrate/job-runs")).json()
     assert [(x["exit_code"], x["succeeded"], x["log_tail"]) for x in runs] == [(2, False, ["boom"])]
     assert_envelope(await api.get("/api/v1/services/nope/job-runs"), 404)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_shows_a_job_with_exit_code_duration_and_conditions():
+    import io
+
+    from rich.console import Console
+
+    from windflow.cli.init import render
+    from windflow.cli.ops import depends_text
+
+    components = {
+        "migrate": {"name": "migrate", "kind": "job", "layer": 0, "status": "FAILED", "attempts": 2, "exit_code": 2,
+                    "duration": 0.42, "last_error": "migrate exited with code 2: can't open file",
+                    "log_tail": ["can't open file"]},
+        "api": {"name": "api", "layer": 1, "status": "PENDING", "attempts": 0, "depends_on": ["migrate"],
+                "conditions": {"migrate": "completed_successfully"}}}
+    run = {"run_id": "r1", "status": "FAILED", "progress": 50, "links": {},
+           "state": {"message": "failed", "components": components}}
+    out = io.StringIO()
+    Console(file=out, width=160, color_system=None).print(render(run))
+    text = out.getvalue()
+    row = next(line for line in text.splitlines() if "migrate (job)" in line)
+    assert "0.4s" in row and "exit 2; migrate exited with code 2: can't open file" in row
+    assert "waits for migrate (completed_successfully)" in text
+    assert depends_text({"depends_on": ["db", "migrate"], "conditions": {
+        "db": "healthy", "migrate": "completed_successfully"}}) == "db, migrate (completed_successfully)"

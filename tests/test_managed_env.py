@@ -116,3 +116,22 @@ async def test_command_driver_and_exec_probe_get_a_clean_environment(worker_env)
         "sh", "-c", 'test -z "$WINDFLOW_JWT_SECRET$WINDFLOW_DATABASE_URL$AWS_SECRET_ACCESS_KEY" && test "$OWN" = 1'],
         env={"OWN": "1"}))
     assert clean.healthy, clean.message
+
+
+async def test_command_steps_and_exec_probes_run_as_their_user(tmp_path):
+    nobody = pwd.getpwnam("nobody")
+    spec = ServiceSpec.model_validate({"id": "legacy", "driver": "command", "config": {
+        "start": {"run": "echo uid=$(id -u) home=$HOME", "user": "nobody"}, "stop": {"run": "true"}}})
+    probe = ExecHealth(kind="exec", command=["sh", "-c", f'test "$(id -u)" = {nobody.pw_uid}'], user="nobody")
+    if os.geteuid() == 0:
+        started = await CommandDriver().start(spec)
+        assert f"uid={nobody.pw_uid} home={nobody.pw_dir}" in started.output
+        result = await ExecProbe().check(probe)
+        assert result.healthy, result.message
+    else:
+        with pytest.raises(DriverFailed, match="cannot run this service as user 'nobody'"):
+            await CommandDriver().start(spec)
+        result = await ExecProbe().check(probe)
+        assert not result.healthy and "not root" in result.message
+    unknown = await ExecProbe().check(ExecHealth(kind="exec", command=["true"], user="no-such-user-xyz"))
+    assert not unknown.healthy and "does not exist" in unknown.message

@@ -28,6 +28,7 @@ PUBLIC = {
     ("POST", "/api/v1/auth/refresh"),
     ("POST", "/api/v1/hooks/alertmanager"),  # alert webhooks: authenticated by the hook's own token
     ("POST", "/api/v1/hooks/{hook_id}"),
+    ("POST", "/api/v1/codec/ui/{token}/decode"),  # the Temporal UI's codec: authenticated by the path's token
 }
 """Routes anyone may call. The OpenAPI document and the docs pages are plain Starlette routes, not API routes."""
 

@@ -101,6 +101,16 @@ async def current_content(db, service_id: str) -> dict:
         return (await session.get(ServiceRow, service_id)).spec
 
 
+async def store_proposal(db, rollout_id: str, service_id: str, content: dict, actor: str = "tester") -> None:
+    """What the API stores before it starts a rollout: the workflow input carries only the rollout id."""
+    from windflow.persistence.rollout_models import RolloutRepository
+
+    async with db.write() as session:
+        await RolloutRepository().upsert(
+            session=session, rollout_id=rollout_id, service_id=service_id, workflow_id=f"rollout/{service_id}",
+            status="PENDING", phase="pending", actor=actor, verify_window=1.0, proposal=content)
+
+
 async def outbox_events(db, event_type: str) -> list[dict]:
     async with db.read() as session:
         stmt = select(OutboxRow).where(OutboxRow.event_type == event_type).order_by(OutboxRow.id)
@@ -158,9 +168,10 @@ async def test_good_change_is_applied_verified_and_marked_good(temporal_env, set
         changed = await outbox_events(db, "CONFIG_CHANGED")
         assert {"version": 2, "change": "update"}.items() <= changed[-1].items()
         # the workflow validates on its own too (against the registry as it is then): nothing is saved
+        await store_proposal(db, "r-invalid", "web", {**v2.content(), "depends_on": ["ghost"]})
         result: RolloutState = await client.execute_workflow(
             ConfigRollout.run, RolloutInput(rollout_id="r-invalid", service_id="web", actor="tester",
-                                            config={**v2.content(), "depends_on": ["ghost"]}, verify_window=1),
+                                            verify_window=1),
             id="rollout/web", task_queue=settings.task_queue)
         assert result.status == RolloutStatus.FAILED and result.new_version is None, result
         assert result.problems and "ghost" in result.problems[0]["msg"] and result.supervision == "none"
@@ -375,10 +386,11 @@ async def test_worker_killed_mid_rollout_ends_consistent(temporal_env, wsettings
     try:
         supervisor = await supervise(client, wsettings.task_queue, "kv", heartbeat_timeout=3)
         await eventually(lambda: watching(supervisor), timeout=30)
+        await store_proposal(sqlite_db, "r-kill", "kv", v2.content())
         handle = await client.start_workflow(
             ConfigRollout.run,
-            RolloutInput(rollout_id="r-kill", service_id="kv", config=v2.content(), actor="tester",
-                         verify_window=2.0, expected_version=1),
+            RolloutInput(rollout_id="r-kill", service_id="kv", actor="tester", verify_window=2.0,
+                         expected_version=1),
             id="rollout/kv", task_queue=wsettings.task_queue)
         await eventually(lambda: _probing(handle), timeout=30, interval=0.05)
         kill_process_group(first)  # the new version is booting or being verified: the rollout is in flight

@@ -74,3 +74,35 @@ async def test_initialization_timeline_names_each_component(temporal_env, wsetti
     assert records[-1] == "record the result: succeeded"
     desc = await handle.describe()
     assert await desc.static_summary() == "initialization by tester"
+
+
+async def test_recovery_timeline_tells_attempts_backoff_and_giving_up(temporal_env, wsettings, sqlite_db, ports,
+                                                                       task_queue):
+    from windflow.domain.contracts import RecoveryInput
+    from windflow.workflows.supervision import ServiceRecovery
+
+    client = temporal_env.client
+    port = ports()
+    service = f"flaky-{uuid.uuid4().hex[:6]}"
+    await register(sqlite_db, standin(service, port, boot=0.1, args=["--fail-start"], monitored=False,
+                                      restart={"max_attempts": 2, "backoff": "0.2s", "jitter": 0,
+                                               "on_give_up": "escalate"}))
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await client.start_workflow(
+            ServiceRecovery.run, RecoveryInput(service_id=service, reason="exited (code 1)", actor="tester",
+                                               source="api"),
+            id=f"recover/{service}", task_queue=task_queue)
+        result = await handle.result()
+        details = (await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
+    assert result.outcome == "gave_up"
+    assert details.startswith("**gave up**") and "attempt 2 of 2" in details, details
+    assert "last error:" in details and "exited" in details, details
+
+    found = await bars(handle)
+    assert not [kind for kind, summary in found if not summary], found
+    summaries = [summary for _, summary in found]
+    assert f"restart {service} (attempt 1 of 2): exited (code 1)" in summaries, summaries
+    assert f"restart {service} (attempt 2 of 2): exited (code 1)" in summaries, summaries
+    assert "backoff 0.2 s before attempt 2" in summaries, summaries
+    assert f"notify: {service} gave up" in summaries, summaries
+    assert f"stop {service} (gave up: left stopped)" in summaries, summaries

@@ -3,6 +3,7 @@
 
     standin.py --name api --port 8000 [--protocol http|tcp] [--boot SECONDS]
                [--crash-after SECONDS] [--fail-start] [--requires HOST:PORT ...]
+    standin.py --name migrate --job [--boot SECONDS] [--fail-start]    # a one-shot job: works, exits 0
 
 HTTP mode:
     GET  /health  200 {"status": "ok", "name": ..., "pid": ...}
@@ -119,7 +120,9 @@ class _ThreadingTcpServer(socketserver.ThreadingTCPServer):
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="windflow stand-in service")
     parser.add_argument("--name", required=True)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=None, help="required unless --job")
+    parser.add_argument("--job", action="store_true",
+                        help="a one-shot job (a migration): work for --boot seconds, print what was done, exit 0")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--protocol", choices=["http", "tcp"], default="http")
     parser.add_argument("--boot", type=float, default=None, help="seconds to wait before binding (env STANDIN_BOOT)")
@@ -130,6 +133,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--requires", action="append", default=[], metavar="HOST:PORT",
                         help="report 503 on /health while this TCP address does not answer (repeatable)")
     args = parser.parse_args(argv)
+    if args.port is None and not args.job:
+        parser.error("--port is required (unless --job)")
     for item in args.requires:
         host, _, port = item.rpartition(":")
         REQUIRES.append((host or "127.0.0.1", int(port)))
@@ -158,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.fail_start_while and os.path.exists(args.fail_start_while):
         log(args.name, f"failing at start: {args.fail_start_while} exists")
         return 1
+    if args.job:
+        log(args.name, "job done: schema is up to date")
+        return 0
 
     server: socketserver.TCPServer
     if args.protocol == "http":

@@ -133,20 +133,17 @@ class StoreCollector(Collector):
         from windflow.persistence.models import ServiceRow
         from windflow.persistence.repositories import OutboxRepository
 
-        desired = getattr(ServiceRow, "desired", None)  # the registry's desired state, where the store has it
-        columns: list[Any] = [ServiceRow.id, ServiceRow.state, ServiceRow.monitored]
-        if desired is not None:
-            columns.append(desired)
+        columns: list[Any] = [ServiceRow.id, ServiceRow.state, ServiceRow.monitored, ServiceRow.desired]
         async with db.read() as session:
             rows = (await session.execute(select(*columns).order_by(ServiceRow.id))).all()
             lag = await OutboxRepository().lag(session=session)
         figures = []
         for row in rows:
             state = str(row[1])
-            if desired is not None:
+            if row[3] is not None:  # the registry's desired state
                 wants = str(row[3]) == "running"
-            else:  # no desired column: a monitored service that was not stopped on purpose should run
-                wants = bool(row[2]) and state != ServiceState.STOPPED
+            else:  # no explicit act yet: a monitored service under supervision should run
+                wants = bool(row[2]) and state not in (ServiceState.STOPPED, ServiceState.UNKNOWN)
             figures.append(ServiceFigures(id=str(row[0]), state=state, desired_running=wants))
         self.services = figures
         self.outbox_lag = lag

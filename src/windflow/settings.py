@@ -7,6 +7,7 @@ else receives the object.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from enum import StrEnum
@@ -106,7 +107,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="Base URL of the API as users reach it (links in responses)")
     temporal_ui_url: str | None = Field(None, description="Base URL of the Temporal Web UI (links to runs)")
     dashboard_dir: Path | None = Field(None, description="Built web dashboard served at / (index.html and "
-                                       "assets); default: web/dist of the source checkout")
+                                       "assets); default: web/dist of the source checkout, else the build "
+                                       "shipped in the package")
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 key (>= 32 bytes). Embedded: generated in the data dir when unset"
     )
@@ -146,6 +148,17 @@ class Settings(BaseSettings):
     )
     codec_key_id: str | None = Field(None, description="Id (in codec_keys) of the key that encrypts new payloads; "
                                      "may be left unset when codec_keys holds a single key")
+    codec_disabled: bool = Field(
+        False, description="Opt out of payload encryption when codec_keys is empty: Temporal's history then holds "
+        "configs and secrets in clear. Otherwise embedded mode generates a key in the data dir (codec_key, 0600) "
+        "and production mode requires codec_keys",
+    )
+    codec_auth_token: SecretStr | None = Field(
+        None, min_length=32,
+        description="Token of the Temporal Web UI's codec endpoint: the UI calls "
+        "<api>/api/v1/codec/ui/<token>/decode without a windflow login (unset: no such endpoint). At least 32 "
+        "characters; whoever has it (the UI's users) can decode payloads",
+    )
     codec_cors_origins: list[str] = Field(
         default_factory=list,
         description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI; "
@@ -318,6 +331,10 @@ class Settings(BaseSettings):
                 raise ValueError("WINDFLOW_JWT_SECRET is required when WINDFLOW_MODE=production")
             if self.database_url is None:
                 raise ValueError("WINDFLOW_DATABASE_URL is required when WINDFLOW_MODE=production")
+            if not self.codec_keys and not self.codec_disabled:
+                raise ValueError("WINDFLOW_CODEC_KEYS is required when WINDFLOW_MODE=production (Temporal's history "
+                                 "holds configs and their secrets); to keep it in clear on purpose, set "
+                                 "WINDFLOW_CODEC_DISABLED=true")
         return self
 
     # ----------------------------------------------------------------- derived values
@@ -394,10 +411,42 @@ class Settings(BaseSettings):
             fh.write(key)
         return key
 
+    def codec_key_map(self) -> tuple[dict[str, str], str | None]:
+        """The payload codec's base64 keys and encrypting key id: configured, else (unless ``codec_disabled``)
+        one generated once in the data dir, like the JWT secret: ``({}, None)`` means no encryption."""
+        if self.codec_keys:
+            return {kid: key.get_secret_value() for kid, key in self.codec_keys.items()}, self.codec_key_id
+        if self.codec_disabled:
+            return {}, None
+        path = self.ensure_data_dir() / GENERATED_CODEC_KEY_FILE
+        if not path.exists():
+            from windflow.codec import new_key
+
+            with contextlib.suppress(FileExistsError):  # another process of this instance made it meanwhile
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(new_key())
+        return {GENERATED_CODEC_KEY_ID: path.read_text().strip()}, GENERATED_CODEC_KEY_ID
+
     def ensure_data_dir(self) -> Path:
+        """The data dir, private to this user (0700): it holds the store, keys, logs and Temporal's database."""
         path = self.resolved_data_dir
-        path.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.mkdir(parents=True, mode=0o700, exist_ok=True)
+        private(path, 0o700)
         return path
+
+
+GENERATED_CODEC_KEY_FILE = "codec_key"
+GENERATED_CODEC_KEY_ID = "local"
+
+
+def private(path: Path, mode: int = 0o600) -> None:
+    """Take group and other permissions off ``path`` (ours only; a file owned by someone else is left alone)."""
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            path.chmod(mode)
 
 
 def with_temporal_profile(settings: Settings) -> Settings:

@@ -20,11 +20,12 @@ DATA_CONVERTER: DataConverter = pydantic_data_converter
 
 
 def payload_codec(settings: Settings | None) -> EncryptionCodec | None:
-    """The payload encryption codec when ``WINDFLOW_CODEC_KEYS`` is set (see :mod:`windflow.codec`)."""
-    if settings is None or not settings.codec_keys:
+    """The payload encryption codec (see :mod:`windflow.codec`): from ``WINDFLOW_CODEC_KEYS``, else the key
+    generated in the data dir; ``None`` only with ``WINDFLOW_CODEC_DISABLED=true`` (or without settings)."""
+    if settings is None:
         return None
-    keys = {kid: key.get_secret_value() for kid, key in settings.codec_keys.items()}
-    return codec_from_keys(keys, settings.codec_key_id)
+    keys, key_id = settings.codec_key_map()
+    return codec_from_keys(keys, key_id) if keys else None
 
 
 def data_converter(settings: Settings | None = None) -> DataConverter:

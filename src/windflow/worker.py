@@ -29,6 +29,7 @@ from windflow.activities.shutdown import ShutdownActivities
 from windflow.activities.supervision import SupervisionActivities
 from windflow.drivers import build_driver_registry
 from windflow.outbound import OutboundPolicy
+from windflow.persistence import sealing
 from windflow.persistence.budget import RestartBudget
 from windflow.persistence.db import Database
 from windflow.probes import build_probe_registry
@@ -93,6 +94,7 @@ def build_worker(
     graceful_shutdown: timedelta = timedelta(0),
 ) -> WorkerParts:
     data_dir = settings.ensure_data_dir()
+    sealing.configure_from(settings)  # sealed store values (channel configs, rollout proposals) open with the keys
     outbound = OutboundPolicy.for_services(settings)
     drivers = traced_drivers(build_driver_registry(data_dir=data_dir, outbound=outbound))
     probes = traced_probes(build_probe_registry(outbound=outbound))

@@ -77,10 +77,11 @@ async function main() {
     await page.click('[data-testid="confirm-ok"]')
     await page.waitForSelector('[data-testid="current-run"]')
     // progress moves live: a component passes through a non-final status before all are healthy
-    await page.waitForFunction(() => document.querySelectorAll('[data-testid="components"] tr[data-component]').length === 5, null, { timeout: 30_000 })
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="components"] tr[data-component]').length === 6, null, { timeout: 30_000 })
     await shot('03-initializing')
     await page.waitForFunction(
-      () => [...document.querySelectorAll('[data-testid="components"] tr[data-component]')].every((r) => r.getAttribute('data-status') === 'HEALTHY'),
+      () => [...document.querySelectorAll('[data-testid="components"] tr[data-component]')].every((r) =>
+        ['HEALTHY', 'COMPLETED'].includes(r.getAttribute('data-status') ?? '')),
       null,
       { timeout: 90_000 },
     )
@@ -98,12 +99,14 @@ async function main() {
     await page.waitForFunction(
       () => {
         const nodes = [...document.querySelectorAll('[data-testid="graph-node"]')]
-        return nodes.length === 5 && nodes.every((n) => n.getAttribute('data-health') === 'HEALTHY')
+        return nodes.length === 6 && nodes.every((n) => n.getAttribute('data-health') === 'HEALTHY')
       },
       null,
       { timeout: 30_000 },
     )
     await page.waitForSelector('[data-testid="event-feed"] li.initialization_update')
+    const condition = await page.getAttribute('path.edge[data-edge="migrate->api"]', 'data-condition')
+    assert(condition === 'completed_successfully', `the migrate -> api edge shows its condition, got ${condition}`)
     await shot('05-overview-healthy')
   })
 

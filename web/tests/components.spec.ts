@@ -47,6 +47,38 @@ describe('DependencyGraph', () => {
   })
 })
 
+describe('DependencyGraph conditions', () => {
+  it('labels each edge with its condition (healthy, the default, unlabelled) and marks jobs', () => {
+    const wrapper = mount(DependencyGraph, {
+      props: {
+        services: [
+          { id: 'db', depends_on: [], state: 'healthy' },
+          { id: 'migrate', kind: 'job', depends_on: ['db'], state: 'completed' },
+          { id: 'cache', depends_on: [], state: 'starting' },
+          {
+            id: 'api',
+            depends_on: ['db', 'migrate', 'cache'],
+            conditions: { db: 'healthy', migrate: 'completed_successfully', cache: 'started' },
+            state: 'healthy',
+          },
+        ],
+      },
+    })
+    const conditions = Object.fromEntries(
+      wrapper.findAll('path.edge').map((e) => [e.attributes('data-edge'), e.attributes('data-condition')]),
+    )
+    expect(conditions).toEqual({
+      'db->migrate': 'healthy',
+      'db->api': 'healthy',
+      'migrate->api': 'completed_successfully',
+      'cache->api': 'started',
+    })
+    expect(wrapper.findAll('[data-testid="edge-label"]').map((l) => l.text()).sort()).toEqual(['completed', 'started'])
+    expect(wrapper.find('[data-service="migrate"] .state').text()).toBe('job · completed')
+    expect(wrapper.find('[data-service="migrate"]').attributes('data-health')).toBe('HEALTHY')
+  })
+})
+
 describe('LatencyChart', () => {
   it('plots latency and marks failed checks', () => {
     const points = [
@@ -215,6 +247,34 @@ describe('InitializationView', () => {
     expect(wrapper.find('[role="progressbar"]').attributes('aria-valuenow')).toBe('50')
     expect(wrapper.find('[data-testid="retry-api"]').exists()).toBe(true)
     expect(wrapper.find('[data-testid="cancel-init"]').exists()).toBe(true)
+  })
+
+  it('shows a job with its exit code, duration and output, and each condition beside its dependency', async () => {
+    signedIn(['services:read'])
+    mockFetch({ 'GET /api/v1/initializations': json(empty), 'GET /api/v1/services': json(empty) })
+    const wrapper = mount(InitializationView, { global: { plugins: [pinia, router()] } })
+    await flushPromises()
+    useInitializationStore().updateStatus({
+      run_id: 'r2', workflow_id: 'init/r2', status: 'RUNNING', progress: 50, actor: 'a', options: {} as never,
+      plan: [['migrate'], ['api']],
+      components: {
+        migrate: {
+          name: 'migrate', kind: 'job', status: 'COMPLETED', layer: 0, depends_on: [], attempts: 1, exit_code: 0,
+          duration: 1.25, log_tail: ['applied 3 migrations'],
+        },
+        api: {
+          name: 'api', status: 'PENDING', layer: 1, depends_on: ['migrate'], attempts: 0,
+          conditions: { migrate: 'completed_successfully' },
+        },
+      },
+      problems: [], message: '',
+    } as never)
+    await flushPromises()
+    const job = wrapper.find('[data-testid="job-migrate"]')
+    expect(job.text()).toContain('exit 0')
+    expect(job.text()).toContain('1.3 s')
+    expect(job.find('pre').text()).toBe('applied 3 migrations')
+    expect(wrapper.find('[data-component="api"] [data-testid="component-deps"]').text()).toBe('← migrate (completed successfully)')
   })
 
   it('a viewer sees the run but no start, cancel or retry', async () => {

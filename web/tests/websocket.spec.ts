@@ -109,6 +109,28 @@ describe('event socket', () => {
     socket.stop()
   })
 
+  it('says blocked, clears the red toast and the pid when a service recovers', async () => {
+    mockFetch({ 'GET /api/v1/services': json({ items: [service('api')], next_cursor: null }) })
+    const services = useServiceStore()
+    await services.fetchServices()
+    const notes = useNotificationStore()
+    const socket = makeSocket()
+    socket.start()
+    const ws = FakeWebSocket.last()
+    ws.open()
+    ws.receive(event('SERVICE_STATUS_UPDATE', { service_id: 'api', state: 'recovering', previous_state: 'healthy', pid: null, message: 'exited', source: 'supervisor' }))
+    expect(notes.items.filter((n) => n.type === 'error')).toHaveLength(1)
+    expect(services.services.api.pid).toBeNull()
+    ws.receive(event('SERVICE_STATUS_UPDATE', { service_id: 'api', state: 'blocked', previous_state: 'recovering', pid: null, message: '', reason: 'waiting for db', source: 'supervisor' }))
+    expect(notes.items.some((n) => n.type === 'warning' && n.message.includes('waiting for db'))).toBe(true)
+    ws.receive(event('SERVICE_STATUS_UPDATE', { service_id: 'api', state: 'healthy', previous_state: 'blocked', pid: 4242, message: 'recovered', source: 'supervisor', recovered: true, recovery_seconds: 2.5, attempts: 1 }))
+    expect(notes.items.filter((n) => n.type === 'error')).toHaveLength(0)
+    expect(notes.items.some((n) => n.type === 'success' && n.message.includes('recovered in 2.5 s'))).toBe(true)
+    expect(services.services.api.pid).toBe(4242)
+    expect(services.services.api.state).toBe('healthy')
+    socket.stop()
+  })
+
   it('routes CONFIG_CHANGED to the config store', () => {
     const config = useConfigStore()
     const spy = vi.spyOn(config, 'onConfigChanged')

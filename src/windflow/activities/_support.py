@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from windflow.domain.errors import WindflowError
 from windflow.domain.events import Event, EventType, ServiceStatusUpdate, make_event
 from windflow.persistence.models import OutboxRow
-from windflow.persistence.repositories import OutboxRepository, ServiceRepository
+from windflow.persistence.repositories import OutboxRepository, ServiceRepository, version_of_content
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 outbox = OutboxRepository()
 services = ServiceRepository()
+
+#: states in which the service has no process of windflow's
+NO_PROCESS_STATES = frozenset({"stopped", "gave_up"})
+#: detail keys that describe one state only: dropped when the state changes (unless given again)
+STATE_FACTS = ("pid", "message", "healthy_since")
 
 
 def to_application_error(exc: WindflowError) -> ApplicationError:
@@ -69,25 +74,60 @@ class StateWriter:
         pid: int | None = None,
         detail: dict[str, Any] | None = None,
         merge: bool = True,
+        desired: str | None = None,
+        actor: str | None = None,
+        applied_content: dict[str, Any] | None = None,
+        restarted: bool = False,
+        process_gone: bool = False,
+        status: dict[str, Any] | None = None,
     ) -> str | None:
         """Record ``state`` (with message, pid and detail merged into the row's detail unless ``merge=False``)
         and, when it changed or carries a message, a SERVICE_STATUS_UPDATE event, in the caller's transaction
-        (the caller commits and calls ``on_commit``). Returns the previous state, None for an unknown service."""
+        (the caller commits and calls ``on_commit``). Returns the previous state, None for an unknown service.
+
+        ``desired`` records an explicit act (running | stopped, by ``actor`` or ``source``); ``applied_content``
+        the config that was just started (its version becomes the applied one); ``restarted`` counts a restart.
+        Facts of the previous state (pid, message, healthy since) do not survive a change of state, and the pid
+        is cleared when the process is gone (stopped, gave up, or ``process_gone``). ``status`` adds fields of
+        :class:`ServiceStatusUpdate` to the event (reason, recovered, recovery_seconds, attempts).
+        """
         row = await services.get(session=session, service_id=service_id)
         if row is None:
             return None
-        new_detail = {**(row.state_detail or {}), **(detail or {})} if merge else dict(detail or {})
+        base = dict(row.state_detail or {}) if merge else {}
+        if row.state != state:
+            for key in STATE_FACTS:
+                base.pop(key, None)
+        new_detail = {**base, **(detail or {})}
         if pid is not None:
-            new_detail["pid"] = pid
+            row.pid = pid
+        if state in NO_PROCESS_STATES or process_gone:
+            row.pid = None
+        if row.pid is not None:
+            new_detail["pid"] = row.pid
+        else:
+            new_detail.pop("pid", None)
         if message:
             new_detail["message"] = message
         new_detail["source"] = source
+        if restarted:
+            row.restarts_total = (row.restarts_total or 0) + 1
+        if applied_content is not None:
+            version = await version_of_content(session=session, service_id=service_id, content=applied_content)
+            if version is not None:
+                row.applied_version = version
+        if desired is not None and desired != row.desired:
+            row.desired = desired
+            row.desired_by = actor or source
+            row.desired_at = datetime.now(UTC)
+            row.desired_reason = message or f"{desired} ({source})"
         previous = await services.set_state(session=session, service_id=service_id, state=state, detail=new_detail)
         if previous != state or message:
             event = new_event(
                 EventType.SERVICE_STATUS_UPDATE,
-                ServiceStatusUpdate(service_id=service_id, state=state, previous_state=previous, pid=pid,
-                                    message=message, source=source),
+                ServiceStatusUpdate(service_id=service_id, state=state, previous_state=previous, pid=row.pid,
+                                    message=message, source=source, since=row.state_changed_at,
+                                    **(status or {})),
             )
             await outbox.add(session=session, event=event)
         return previous

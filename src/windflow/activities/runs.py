@@ -124,9 +124,16 @@ class TemporalActivities:
         out = SupervisorsResult()
         gate = asyncio.Semaphore(SUPERVISOR_START_CONCURRENCY)  # one start is one RPC: overlap them, boundedly
 
+        resume = set(req.resume)
+
         async def start(service_id: str) -> bool:
             async with gate:
                 started = await self._start_supervisor(service_id, req.task_queue, req.actor)
+                if not started and service_id in resume:
+                    # desired running again (an initialization started it): a supervisor a stop paused, or one
+                    # that gave up, watches again; a running one ignores the signal
+                    await self.client.get_workflow_handle(f"supervise/{service_id}").signal("resume")
+                    out.resumed.append(service_id)
                 activity.heartbeat(service_id)
                 return started
 

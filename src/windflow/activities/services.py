@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -50,6 +50,9 @@ services = ServiceRepository()
 probe_results = ProbeResultRepository()
 job_runs = JobRunRepository()
 log = logging.getLogger(__name__)
+
+#: who sets the desired state through the service activities (a supervisor's give-up stop does not)
+DESIRED_SOURCES = frozenset({"initialization", "user", "shutdown"})
 
 #: how often wait_healthy probes while a service comes up (faster than the steady-state interval, never
 #: slower): every STARTUP_POLL for the first STARTUP_FAST seconds, where most services become healthy (a
@@ -169,13 +172,21 @@ class ServiceActivities:
         log.info("%s %s: %s", action, req.spec.id, result.message or ("done" if result.changed else "no change"))
         return result
 
+    @staticmethod
+    def _desired(req: ServiceActionInput, desired: str) -> dict[str, Any]:
+        """An initialization's or a user's act sets the desired state; a supervisor's or a rollout's does not."""
+        if req.source not in DESIRED_SOURCES:
+            return {}
+        return {"desired": desired, "actor": req.actor or req.source}
+
     @activity.defn(name="start_service")
     async def start_service(self, req: ServiceActionInput) -> ServiceActionResult:
         result = await self._drive("start", req)
-        if result.changed or result.pid:
+        if result.changed or result.pid or req.source in DESIRED_SOURCES:
             await self.state.set_state(req.spec.id, "starting", source=req.source, pid=result.pid,
                                        message="started" if result.changed else "already running",
-                                       detail={"run_id": req.run_id} if req.run_id else None)
+                                       detail={"run_id": req.run_id} if req.run_id else None,
+                                       applied_content=req.spec.content(), **self._desired(req, "running"))
         return ServiceActionResult(result=result)
 
     @activity.defn(name="stop_service")
@@ -183,7 +194,8 @@ class ServiceActivities:
         activity.heartbeat("stopping")
         result = await self._drive("stop", req)
         await self.state.set_state(req.spec.id, "stopped", source=req.source,
-                                   message="stopped" if result.changed else "was not running")
+                                   message="stopped" if result.changed else "was not running",
+                                   **self._desired(req, "stopped"))
         return ServiceActionResult(result=result)
 
     @activity.defn(name="restart_service")
@@ -192,7 +204,9 @@ class ServiceActivities:
         result = await self._drive("restart", req)
         if result.changed:
             count_restart(req.spec.id, source=req.source)
-        await self.state.set_state(req.spec.id, "starting", source=req.source, pid=result.pid, message="restarted")
+        await self.state.set_state(req.spec.id, "starting", source=req.source, pid=result.pid, message="restarted",
+                                   applied_content=req.spec.content(),
+                                   **self._desired(req, "running"))
         return ServiceActionResult(result=result)
 
     # ----------------------------------------------------------------- health

@@ -25,6 +25,7 @@ from windflow.domain.contracts import (
     RecordSupervisionInput,
     RecoverStepInput,
     RecoverStepResult,
+    SweepPlan,
     WaitDependenciesInput,
     WatchInput,
     WatchResult,
@@ -40,6 +41,7 @@ from windflow.persistence.repositories import (
     ProbeResultRepository,
     RunSummaryRepository,
     ServiceRepository,
+    applied_spec_of,
     spec_of,
 )
 from windflow.probes.base import ProbeRegistry
@@ -315,7 +317,7 @@ class SupervisionActivities:
             async def mark() -> None:
                 await self._evidence_written(spec.id)
                 await self.state.set_state(
-                    spec.id, "recovering", source=req.source,
+                    spec.id, "recovering", source=req.source, process_gone=True,
                     message=f"restarting ({req.reason}), attempt {req.attempt} of {req.max_attempts}")
 
             marking = asyncio.ensure_future(mark())
@@ -348,6 +350,8 @@ class SupervisionActivities:
             status = await driver.status(spec)
             if status.status == RunStatus.STOPPED:
                 await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
+                await self.state.set_state(spec.id, "recovering", source=req.source, restarted=not already,
+                                           process_gone=True)
                 message = f"exited while starting: {status.message}".strip()
                 return RecoverStepResult(outcome="failed", message=message, pid=pid, restarted=restarted,
                                          elapsed=time.monotonic() - begin, probes=recent[-5:])
@@ -356,13 +360,18 @@ class SupervisionActivities:
             del recent[:-20]
             if tracker.observe(result.healthy) == HealthVerdict.HEALTHY:
                 await self._record_probes(spec, recent[-10:], "healthy", publish=True)
-                await self.state.set_state(spec.id, "healthy", source=req.source, pid=pid, message="recovered")
+                took = (_now() - req.recovery_started_at).total_seconds() if req.recovery_started_at else None
+                await self.state.set_state(spec.id, "healthy", source=req.source, pid=pid, message="recovered",
+                                           restarted=not already,
+                                           status={"recovered": True, "recovery_seconds": took,
+                                                   "attempts": req.attempts_here, "reason": req.reason})
                 RECOVERY_DURATION.observe(time.monotonic() - begin)
                 return RecoverStepResult(outcome="recovered", message=result.message, pid=pid, restarted=restarted,
                                          elapsed=time.monotonic() - begin, probes=[result])
             waited = time.monotonic() - since
             if waited >= req.timeout:
                 await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
+                await self.state.set_state(spec.id, "recovering", source=req.source, pid=pid, restarted=not already)
                 return RecoverStepResult(outcome="failed", restarted=restarted, pid=pid,
                                          message=f"not healthy {req.timeout:g}s after restart: {result.message}",
                                          elapsed=time.monotonic() - begin, probes=recent[-5:])
@@ -378,12 +387,20 @@ class SupervisionActivities:
         status = req.status
         async with self.db.write() as session:
             row = await services.get(session=session, service_id=status.service_id)
-            if row is not None and req.service_state is not None:
-                detail = {**(row.state_detail or {}), "supervision": status.model_dump(mode="json")}
-                await services.set_state(session=session, service_id=status.service_id, state=req.service_state,
-                                         detail=detail)
+            supervision = {"supervision": status.model_dump(mode="json")}
+            if row is not None and req.service_state is not None and req.service_state != row.state:
+                # a change of status (blocked, gave up, back to healthy, ...) is a SERVICE_STATUS_UPDATE like any
+                verdict = status.last_verdict
+                gone = req.service_state == "blocked" and verdict is not None \
+                    and verdict.verdict in ("exited", "not_running")
+                if req.service_state == "gave_up":
+                    row.gave_up_version = row.applied_version or row.current_version
+                await self.state.set_state_in(
+                    session, status.service_id, req.service_state, source="supervisor", message=status.message,
+                    detail=supervision, process_gone=gone,
+                    status={"reason": status.message, "attempts": status.attempt})
             elif row is not None:
-                row.state_detail = {**(row.state_detail or {}), "supervision": status.model_dump(mode="json")}
+                row.state_detail = {**(row.state_detail or {}), **supervision}
             if req.recovery is not None:
                 summary = dict(req.recovery)
                 for key in ("started_at", "finished_at"):
@@ -401,9 +418,10 @@ class SupervisionActivities:
 
     @activity.defn(name="load_spec_or_none")
     async def load_spec_or_none(self, service_id: str) -> ServiceSpec | None:
+        """What runs (the applied version; see :func:`applied_spec_of`), or None for a deleted service."""
         async with self.db.read() as session:
             row = await services.get(session=session, service_id=service_id)
-        return spec_of(row) if row is not None else None
+            return await applied_spec_of(session=session, row=row) if row is not None else None
 
     @activity.defn(name="dependants_of")
     async def dependants_of(self, service_id: str) -> list[str]:
@@ -411,6 +429,23 @@ class SupervisionActivities:
         async with self.db.read() as session:
             specs = await services.specs(session=session)
         return sorted(s.id for s in specs if service_id in s.depends_on and s.restart_with_dependencies)
+
+    @activity.defn(name="sweep_plan")
+    async def sweep_plan(self, _: str = "") -> SweepPlan:
+        """Monitored services desired running, whatever their state (a crash, a failed rollback, a reboot), and
+        the given-up ones whose applied version is not the one they gave up with (their config was fixed)."""
+        async with self.db.read() as session:
+            rows = await services.all(session=session)
+        plan = SweepPlan()
+        for row in rows:
+            desired = row.desired or ("running" if row.state in SUPERVISABLE_STATES else None)
+            if not row.monitored or desired != "running":
+                continue
+            plan.supervise.append(row.id)
+            applied = row.applied_version or row.current_version
+            if row.state == "gave_up" and row.gave_up_version is not None and row.gave_up_version != applied:
+                plan.retry.append(row.id)
+        return plan
 
     @activity.defn(name="list_monitored")
     async def list_monitored(self, _: str = "") -> list[ServiceSpec]:

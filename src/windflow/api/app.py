@@ -47,6 +47,7 @@ from windflow.events.memory import MemoryBus
 from windflow.events.redis_streams import RedisStreamsBus
 from windflow.events.relay import OutboxRelay
 from windflow.metrics import MetricsEndpoint
+from windflow.persistence import sealing
 from windflow.persistence.db import Database
 from windflow.persistence.migrate import upgrade
 from windflow.persistence.seed import seed_templates
@@ -62,6 +63,7 @@ MEMORY_BUS_MAXLEN = 10_000  # the in-process bus holds events as objects in this
 
 async def build_resources(settings: Settings, *, migrate: bool | None = None) -> Resources:
     settings.ensure_data_dir()
+    sealing.configure_from(settings)  # webhook and channel secrets sealed in the store with the codec keys
     db = Database.from_url(settings.sqlalchemy_url)
     if migrate if migrate is not None else settings.mode == Mode.EMBEDDED:
         await upgrade(db.engine)
@@ -149,6 +151,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.add_middleware(AuditFailuresMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    codec.hide_codec_token_in_access_log()
     # outermost: answers the Temporal UI's preflight on the codec paths before anything else runs
     app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/",
                        origins=settings.codec_origins)

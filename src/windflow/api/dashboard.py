@@ -72,11 +72,19 @@ async def health_checks(
             for r in rows]
 
 
+PACKAGED_DIR = Path(windflow.__file__).resolve().parent / "dashboard_dist"
+"""Where a wheel (and the image) carries the built dashboard: package data, copied in before the build."""
+
+
 def dashboard_dir(settings: Settings) -> Path:
-    """``settings.dashboard_dir``, else ``web/dist`` of the source checkout this package runs from."""
+    """``settings.dashboard_dir``; else ``web/dist`` of the source checkout this package runs from, when built;
+    else the build shipped inside the installed package (``windflow/dashboard_dist``)."""
     if settings.dashboard_dir:
         return settings.dashboard_dir.expanduser().resolve()
-    return Path(windflow.__file__).resolve().parents[2] / "web" / "dist"
+    checkout = Path(windflow.__file__).resolve().parents[2] / "web" / "dist"
+    if (checkout / "index.html").is_file() or not (PACKAGED_DIR / "index.html").is_file():
+        return checkout
+    return PACKAGED_DIR
 
 
 def _reserved(path: str) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from windflow.auth.permissions import Permission, Principal
+from windflow.domain.backoff import reconnect_delay
 from windflow.domain.events import Event, EventType
 from windflow.events.base import EventBus
 
@@ -173,4 +174,4 @@ class EventHub:
                 self.failures += 1
                 if self.failures == 1:
                     log.warning("event hub lost the bus (%s: %s); retrying", type(exc).__name__, exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(self.failures, 6)))
+                await asyncio.sleep(reconnect_delay(self.failures))

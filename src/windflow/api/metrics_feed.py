@@ -44,15 +44,14 @@ class MetricsFeed:
             latency = await self._probes.latest_latency_by_service(session=session)
             hour = await self._probes.availability_by_service(session=session, window=timedelta(hours=1))
             day = await self._probes.availability_by_service(session=session, window=timedelta(hours=24))
-        for i, (service_id, state, detail) in enumerate(rows):
+        for i, (service_id, state, restarts) in enumerate(rows):
             if i and not i % CHUNK:
                 await asyncio.sleep(0)  # let requests in: a round must not hold the loop
-            restarts = (detail or {}).get("restarts", 0)
             out.append(MetricsUpdate(
                 service_id=service_id,
                 health=state,
                 latency_ms=latency.get(service_id),
-                restarts=restarts if isinstance(restarts, int) else 0,
+                restarts=restarts,
                 availability_1h=hour.get(service_id),
                 availability_24h=day.get(service_id),
             ))

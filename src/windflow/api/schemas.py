@@ -80,6 +80,15 @@ class ServicePublic(BaseModel):
     state: str
     state_detail: dict[str, Any]
     state_changed_at: datetime | None
+    desired: str | None = Field(None, description="Desired state: running | stopped (null: never brought up)")
+    desired_by: str | None = Field(None, description="Who set the desired state")
+    desired_at: datetime | None = None
+    desired_reason: str | None = None
+    applied_version: int | None = Field(None, description="The config version that runs (null: never applied)")
+    pending_version: int | None = Field(
+        None, description="A saved version that is not applied yet (runs only after a rollout applies it)")
+    pid: int | None = Field(None, description="The service's process, while it has one")
+    restarts_total: int = Field(0, description="Restarts windflow's recoveries performed")
     created_at: datetime
     updated_at: datetime
 
@@ -111,6 +120,15 @@ class ServicePublic(BaseModel):
             state=row.state,
             state_detail=row.state_detail or {},
             state_changed_at=row.state_changed_at,
+            desired=row.desired,
+            desired_by=row.desired_by,
+            desired_at=row.desired_at,
+            desired_reason=row.desired_reason,
+            applied_version=row.applied_version,
+            pending_version=(row.current_version if row.applied_version is not None
+                             and row.applied_version != row.current_version else None),
+            pid=row.pid,
+            restarts_total=row.restarts_total or 0,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )

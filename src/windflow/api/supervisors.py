@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -17,8 +19,8 @@ log = logging.getLogger("windflow.api.supervisors")
 
 
 async def tell_supervisor(resources: Resources, service_id: str, *, monitored: bool) -> None:
-    """Signal ``policy_changed`` to a running supervisor (it reloads, and ends if the service is gone or no
-    longer monitored); start one when the service became monitored. Best effort: the sweep reconciles."""
+    """Signal ``policy_changed`` to a running supervisor (it reloads), or ``stop_supervision`` when the service is
+    gone or no longer monitored; start one when the service became monitored. Best effort: the sweep reconciles."""
     try:
         client = await resources.temporal.get()
         handle = client.get_workflow_handle(f"supervise/{service_id}")
@@ -28,7 +30,9 @@ async def tell_supervisor(resources: Resources, service_id: str, *, monitored: b
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
             running = False
-        if running:
+        if running and not monitored:  # deleted or no longer monitored: ends (a paused one too)
+            await handle.signal(ServiceSupervisor.stop_supervision)
+        elif running:
             await handle.signal(ServiceSupervisor.policy_changed)
         elif monitored and await _was_initialized(resources, service_id):
             await client.start_workflow(
@@ -48,3 +52,14 @@ async def _was_initialized(resources: Resources, service_id: str) -> bool:
     async with resources.db.read() as session:
         row = await ServiceRepository().get(session=session, service_id=service_id)
     return row is not None and row.state in SUPERVISABLE_STATES
+
+
+async def tell_supervisors(resources: Resources, changes: Sequence[tuple[str, bool]]) -> None:
+    """:func:`tell_supervisor` for each ``(service_id, monitored)``, a few at a time."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(service_id: str, monitored: bool) -> None:
+        async with gate:
+            await tell_supervisor(resources, service_id, monitored=monitored)
+
+    await asyncio.gather(*(one(sid, monitored) for sid, monitored in changes))

@@ -19,6 +19,8 @@ class Permission(StrEnum):
     USERS_MANAGE = "users:manage"
     AUDIT_READ = "audit:read"
     WEBHOOKS_MANAGE = "webhooks:manage"
+    CODEC_DECODE = "codec:decode"  # decrypt Temporal payloads: reads every secret a config or input holds
+    CODEC_ENCODE = "codec:encode"  # encrypt with the production key
     LOGS_READ = "logs:read"  # services' stdout/stderr: may hold what configs redact, so not for viewers
 
 

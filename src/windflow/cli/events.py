@@ -9,7 +9,17 @@ from urllib.parse import urlencode
 
 import typer
 
-from windflow.cli.client import EXIT_UNREACHABLE, ApiUrl, complete_service, console, err_console, resolve_api, token
+from windflow.cli.client import (
+    EXIT_UNREACHABLE,
+    ApiUrl,
+    change_hint,
+    complete_service,
+    console,
+    err_console,
+    resolve_api,
+    token,
+)
+from windflow.domain.backoff import reconnect_delay
 
 app = typer.Typer(help="Events: follow what windflow does, live.", no_args_is_help=True)
 
@@ -71,6 +81,7 @@ async def tail(
     last_id: str | None = None
     shown = 0
     failures = 0
+    connected = False  # an API that never answered is a wrong URL or a stopped API: say so at once
     while True:
         target = url
         if last_id is not None:
@@ -79,6 +90,7 @@ async def tail(
             target = base + "?" + "&".join([*params, urlencode({"last_event_id": last_id})])
         try:
             async with connect(target, additional_headers=headers, open_timeout=10) as ws:
+                connected = True
                 async for frame in ws:
                     failures = 0
                     msg = json.loads(frame)
@@ -117,14 +129,16 @@ async def tail(
             return 2
         except (OSError, TimeoutError) as exc:
             failures += 1
-            if not follow or failures > 30:
-                err_console.print(f"[red]error[/red] cannot reach the windflow API at {url.partition('?')[0]} "
-                                  f"({exc}){f'; the URL comes from {source}' if source else ''}",
+            if not follow or not connected or failures > 30:
+                where = url.partition("?")[0].removesuffix("/api/v1/ws")
+                where = "http" + where[2:] if where.startswith("ws") else where  # as the user gave it
+                err_console.print(f"[red]error[/red] cannot reach the windflow API at {where} ({exc})"
+                                  f"{f'; the URL comes from {source}: {change_hint(source)}' if source else ''}",
                                   highlight=False, soft_wrap=True)
                 return EXIT_UNREACHABLE
         if not follow:
             return 0
-        await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
+        await asyncio.sleep(reconnect_delay(failures, base=0.2, cap=5.0))
 
 
 @app.command("tail")

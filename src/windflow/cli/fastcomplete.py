@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Mapping
 
 SERVICE_ARGUMENT = {
-    ("recover",), ("service", "start"), ("service", "stop"), ("service", "restart"),
+    ("recover",), ("logs",), ("service", "start"), ("service", "stop"), ("service", "restart"),
     ("config", "apply"), ("config", "rollouts"), ("config", "cancel"),
 }
 """Commands whose first argument is a service id."""

@@ -21,7 +21,7 @@ app = typer.Typer(help="Initialize the system (bring services up in dependency o
 STYLE = {
     "PENDING": "dim", "STARTING": "cyan", "WAITING_HEALTHY": "yellow", "HEALTHY": "green", "FAILED": "bold red",
     "SKIPPED": "magenta", "STOPPED": "blue", "SUCCEEDED": "bold green", "RUNNING": "cyan", "VALIDATING": "cyan",
-    "CANCELLING": "yellow", "CANCELLED": "blue",
+    "CANCELLING": "yellow", "CANCELLED": "blue", "COMPLETED": "green",
 }
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 INIT_STATUSES = ("PENDING", "VALIDATING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED")
@@ -68,8 +68,23 @@ def render(run: dict[str, Any]) -> Group:
     for c in comps:
         started, done = _ts(c.get("started_at")), _ts(c.get("healthy_at") or c.get("finished_at"))
         took = f"{((done or now) - started).total_seconds():.1f}s" if started else ""
-        table.add_row(c["name"], str(c["layer"]), Text(c["status"], STYLE.get(c["status"], "")),
-                      str(c["attempts"]), took, c.get("last_error") or "")
+        detail = c.get("last_error") or ""
+        name = c["name"]
+        if c.get("kind") == "job":
+            name += " (job)"
+            if c.get("duration") is not None:
+                took = f"{c['duration']:.1f}s"
+            if c.get("exit_code") is not None:
+                detail = f"exit {c['exit_code']}" + (f"; {detail}" if detail else "")
+            if c["status"] == "FAILED" and c.get("log_tail") and not c.get("last_error"):
+                detail += f"; {c['log_tail'][-1]}"
+        conditions = c.get("conditions") or {}
+        waits = [f"{d} ({conditions[d]})" for d in c.get("depends_on") or []
+                 if conditions.get(d, "healthy") != "healthy"]
+        if waits and c["status"] == "PENDING":
+            detail = detail or f"waits for {', '.join(waits)}"
+        table.add_row(name, str(c["layer"]), Text(c["status"], STYLE.get(c["status"], "")),
+                      str(c["attempts"]), took, detail)
     message = Text(state.get("message", ""), style="dim")
     parts: list[Any] = [title, bar, table, message]
     for problem in state.get("problems") or []:

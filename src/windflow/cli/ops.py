@@ -14,13 +14,21 @@ from windflow.cli.output import Output, OutputOpt, emit
 service_app = typer.Typer(help="Control one service (a stop pauses its supervision).", no_args_is_help=True)
 
 STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "backing_off": "yellow",
-               "blocked": "magenta", "gave_up": "bold red", "failed": "red", "unhealthy": "red", "stopped": "blue"}
+               "blocked": "magenta", "gave_up": "bold red", "failed": "red", "unhealthy": "red", "stopped": "blue",
+               "completed": "green"}
 
 SERVICE_STATES = ("unknown", "starting", "healthy", "unhealthy", "stopped", "failed", "recovering", "backing_off",
-                  "blocked", "gave_up")
+                  "blocked", "gave_up", "completed")
 """The values of ``windflow.domain.models.ServiceState`` (kept here so the CLI starts without pydantic; a test
 checks they match)."""
 StateChoice = StrEnum("StateChoice", {v: v for v in SERVICE_STATES})  # type: ignore[misc]
+
+
+def depends_text(service: dict[str, Any]) -> str:
+    """``db, migrate (completed_successfully)``: each dependency, with its condition unless it is ``healthy``."""
+    conditions = service.get("conditions") or {}
+    return ", ".join(d if conditions.get(d, "healthy") == "healthy" else f"{d} ({conditions[d]})"
+                     for d in service["depends_on"])
 
 
 def services(
@@ -48,8 +56,13 @@ def services(
         for s in rows:
             sup = (s.get("state_detail") or {}).get("supervision") or {}
             detail = sup.get("message") or (s.get("state_detail") or {}).get("message") or ""
-            out.add_row(s["id"], Text(s["state"], STATE_STYLE.get(s["state"], "")), s["driver"],
-                        ", ".join(s["depends_on"]), str(s["version"]), detail)
+            run = s.get("last_job_run")
+            if run:  # a job: its last exit code and run time first
+                code = "?" if run.get("exit_code") is None else run["exit_code"]
+                detail = f"exit {code} in {run.get('duration', 0):.1f}s" + (f"; {detail}" if detail else "")
+            name = f"{s['id']} (job)" if s.get("kind") == "job" else s["id"]
+            out.add_row(name, Text(s["state"], STATE_STYLE.get(s["state"], "")), s["driver"],
+                        depends_text(s), str(s["version"]), detail)
         console.print(out)
 
     emit(rows, output, table)

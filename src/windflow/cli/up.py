@@ -25,7 +25,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from windflow.settings import Settings
+from windflow.settings import Settings, private
 
 console = Console()
 
@@ -78,6 +78,16 @@ def dev_server_command(settings: Settings) -> list[str]:
     else:
         cmd += ["--headless"]
     return cmd
+
+
+def api_server_config(app: Any, settings: Settings) -> Any:
+    """uvicorn's configuration for the API inside `windflow up`."""
+    import uvicorn
+
+    # log_config=None: uvicorn's records go through windflow's log format (JSON when asked), not its own
+    # handlers; a WebSocket client that never goes away must not hold the shutdown hostage
+    return uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
+                          log_config=None, lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)
 
 
 class UpLock:
@@ -163,10 +173,14 @@ class DevServer:
         for port, what in wanted:
             if port and not port_free(port):
                 raise RuntimeError(f"port {port} is taken ({what}); stop the other process or choose another port")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        # umask 077: the server's database (temporal.db, its -wal and -shm) is readable by this user only
         self.proc = subprocess.Popen(dev_server_command(s), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         log.close()
+        data_dir = s.ensure_data_dir()
+        for name in ("temporal.db", "temporal.db-wal", "temporal.db-shm", "temporal.log"):
+            private(data_dir / name)  # made by an older version with the default umask
         try:
             await self._wait_ready(timeout, abort)
         except BaseException:
@@ -277,10 +291,7 @@ async def run_up(
                              on_commit=relay.notify if relay else None)
         app = create_app(settings, resources=resources)
         freeze_startup_heap()  # windflow.heap: API and worker share this process's loop
-        # a WebSocket client that never goes away must not hold the shutdown hostage
-        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)
-        api = uvicorn.Server(config)
+        api = uvicorn.Server(api_server_config(app, settings))
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
         registered: dict[str, Any] = {}  # service id -> spec, read at shutdown for --stop-services

@@ -141,6 +141,7 @@ class ServiceActionInput(BaseModel):
     source: str = Field("initialization", description="Who asks: initialization, recovery, user, rollout")
     run_id: str | None = None
     grace: float | None = None
+    actor: str | None = Field(None, description="The user behind the act (recorded as who set the desired state)")
 
 
 class ServiceActionResult(BaseModel):
@@ -273,6 +274,8 @@ class RecoverStepInput(BaseModel):
     workflow_id: str = ""
     attempt: int = 1
     max_attempts: int = 1
+    recovery_started_at: datetime | None = Field(None, description="When this recovery began (its duration)")
+    attempts_here: int = Field(1, description="Attempts of this recovery, this one included")
 
 
 class RecoverStepResult(BaseModel):
@@ -372,8 +375,17 @@ class SweepResult(BaseModel):
     supervisors_started: list[str] = Field(default_factory=list)
     recoveries_started: list[str] = Field(default_factory=list)
     supervisors_stopped: list[str] = Field(default_factory=list)
+    retried: list[str] = Field(default_factory=list, description="Given-up services tried again (new version)")
     checked: int = 0
     message: str = ""
+
+
+class SweepPlan(BaseModel):
+    """What the sweep reconciles: services desired running (and monitored), and the given-up ones among them
+    whose applied version changed since they gave up."""
+
+    supervise: list[str] = Field(default_factory=list)
+    retry: list[str] = Field(default_factory=list)
 
 
 class AwaitSupervisorInput(BaseModel):
@@ -412,11 +424,14 @@ class SupervisorsInput(BaseModel):
     service_ids: list[str] = Field(default_factory=list)
     task_queue: str = ""
     actor: str = "system"
+    resume: list[str] = Field(default_factory=list, description="Services whose desired state was just set to "
+                              "running: a paused (or given-up) supervisor of theirs resumes")
 
 
 class SupervisorsResult(BaseModel):
     started: list[str] = Field(default_factory=list)
     already_running: list[str] = Field(default_factory=list)
+    resumed: list[str] = Field(default_factory=list)
     stopped: list[str] = Field(default_factory=list)
 
 

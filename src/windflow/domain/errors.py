@@ -23,6 +23,13 @@ class ConfigInvalid(WindflowError):
     status_code = 422
 
 
+class ConfigNotStored(WindflowError):
+    """A workflow asked a worker to save or run a config the store does not hold (not accepted by the API)."""
+
+    code = "config_not_stored"
+    status_code = 422
+
+
 class NotFound(WindflowError):
     code = "not_found"
     status_code = 404

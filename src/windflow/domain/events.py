@@ -64,6 +64,11 @@ class ServiceStatusUpdate(BaseModel):
     pid: int | None = None
     message: str = ""
     source: str = Field("", description="What changed it: initialization, supervisor, recovery, user")
+    reason: str = Field("", description="Why the status changed (the verdict, the dependency waited for, ...)")
+    since: datetime | None = Field(None, description="When the service entered this status")
+    recovered: bool = Field(False, description="True on the healthy status a recovery ends with")
+    recovery_seconds: float | None = Field(None, description="How long that recovery took")
+    attempts: int | None = Field(None, description="Restart attempts of the recovery so far")
 
 
 class HealthCheck(BaseModel):

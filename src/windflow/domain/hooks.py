@@ -1,15 +1,16 @@
-"""Incoming alerts, independent of their source: a minimal JSONPath and the mapping of payloads to alerts.
+"""Incoming alerts, independent of their source: JSONPath queries (RFC 9535, python-jsonpath) and the mapping of
+payloads to alerts.
 
 Pure: no I/O. The API's hook routes turn a received payload into :class:`IncomingAlert` items here, then act.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import re
-from collections.abc import Iterator
 from typing import Any, Literal
 
+from jsonpath import CompoundJSONPath, JSONPath, JSONPathEnvironment, JSONPathError
 from pydantic import BaseModel, Field, field_validator
 
 HookKind = Literal["alertmanager", "generic"]
@@ -17,57 +18,38 @@ AlertStatus = Literal["firing", "resolved", "unknown"]
 DEFAULT_LABEL = "windflow_service"
 EXCERPT_CHARS = 2000
 
-_STEP = re.compile(r"""\.(?P<name>[A-Za-z_][\w-]*)|\.\*|\[\*\]|\[(?P<index>-?\d+)\]"""
-                   r"""|\[(?P<q>['"])(?P<key>.*?)(?P=q)\]""")
-_WILDCARD = object()
+_JSONPATH = JSONPathEnvironment(strict=True)  # RFC 9535, by python-jsonpath
+MAX_PATH = 512
 
 
 class JsonPathError(ValueError):
     pass
 
 
-def parse_path(path: str) -> list[str | int | object]:
-    """``$.a.b``, ``$.a[0]``, ``$.a[*].b``, ``$['a-b']`` → steps (``str`` key, ``int`` index, wildcard)."""
-    text = path.strip()
-    if not text.startswith("$"):
-        raise JsonPathError(f"a path starts with '$': {path!r}")
-    steps: list[str | int | object] = []
-    pos = 1
-    while pos < len(text):
-        m = _STEP.match(text, pos)
-        if m is None:
-            raise JsonPathError(f"cannot parse {path!r} at position {pos}: supported are .name, ['name'], [n], [*]")
-        if m.group("name") is not None:
-            steps.append(m.group("name"))
-        elif m.group("index") is not None:
-            steps.append(int(m.group("index")))
-        elif m.group("key") is not None:
-            steps.append(m.group("key"))
-        else:
-            steps.append(_WILDCARD)
-        pos = m.end()
-    return steps
+@functools.lru_cache(maxsize=256)
+def compile_path(path: str) -> JSONPath | CompoundJSONPath:
+    """An RFC 9535 JSONPath query (``$.a.b``, ``$.a[0]``, ``$.a[*].b``, ``$['a-b']``, ``$..b``,
+    ``$.a[?@.state == 'firing'].b``, ...), compiled once."""
+    if len(path) > MAX_PATH:
+        raise JsonPathError(f"a JSONPath has at most {MAX_PATH} characters")
+    try:
+        return _JSONPATH.compile(path.strip())
+    except JSONPathError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise JsonPathError(f"not a JSONPath (RFC 9535) query: {path!r}: {first}") from None
+
+
+def parse_path(path: str) -> JSONPath | CompoundJSONPath:
+    """Check ``path`` (raises :class:`JsonPathError`), returning the compiled query."""
+    return compile_path(path)
 
 
 def find(path: str, doc: Any) -> list[Any]:
     """Every value ``path`` selects in ``doc`` (empty when nothing matches)."""
-    return list(_walk(parse_path(path), doc))
-
-
-def _walk(steps: list[str | int | object], node: Any) -> Iterator[Any]:
-    if not steps:
-        yield node
-        return
-    step, rest = steps[0], steps[1:]
-    if step is _WILDCARD:
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
-        for child in children:
-            yield from _walk(rest, child)
-    elif isinstance(step, int):
-        if isinstance(node, list) and -len(node) <= step < len(node):
-            yield from _walk(rest, node[step])
-    elif isinstance(node, dict) and step in node:
-        yield from _walk(rest, node[step])
+    try:
+        return list(compile_path(path).findall(doc))
+    except (JSONPathError, RecursionError):  # a filter's type error, or a payload nested past any reason
+        return []
 
 
 class AlertmanagerConfig(BaseModel):

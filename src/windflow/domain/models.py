@@ -167,8 +167,11 @@ class ShellCommand(_Strict):
         description="argv list, or a string run through `/bin/sh -c` (the string is yours, never interpolated)"
     )
     timeout: Duration = 30.0
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="Its environment, besides PATH, LANG and HOME "
+                                "(never the worker's)")
     cwd: str | None = None
+    user: UnixName | None = Field(None, description="Run as this user (the worker must run as root to switch)")
+    group: UnixName | None = Field(None, description="Run with this group (default: the user's primary group)")
 
 
 class CommandConfig(_Strict):
@@ -282,8 +285,11 @@ class TcpHealth(_HealthBase):
 class ExecHealth(_HealthBase):
     kind: Literal["exec"]
     command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, description="argv; exit 0 is healthy")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="Its environment, besides PATH, LANG and HOME "
+                                "(never the worker's)")
     cwd: str | None = None
+    user: UnixName | None = Field(None, description="Run as this user (the worker must run as root to switch)")
+    group: UnixName | None = Field(None, description="Run with this group (default: the user's primary group)")
 
 
 class PostgresHealth(_HealthBase):

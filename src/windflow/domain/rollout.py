@@ -71,9 +71,13 @@ PHASE_PROGRESS: dict[RolloutPhase, int] = {
 class RolloutInput(BaseModel):
     rollout_id: str
     service_id: str
-    config: dict[str, Any] = Field(description="The proposed service definition (without its id)")
-    comment: str = ""
-    actor: str = "system"
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Not used: the proposed config is stored with the rollout (by the API, under `rollout_id`) and "
+        "loaded from there; a config given here is refused unless it is exactly the stored one",
+    )
+    comment: str = Field("", description="Shown in the Temporal UI; the stored rollout's comment is the one saved")
+    actor: str = Field("system", description="Shown in the Temporal UI; the author saved is the stored rollout's")
     verify_window: float = Field(DEFAULT_VERIFY_WINDOW, gt=0, le=MAX_VERIFY_WINDOW)
     expected_version: int | None = Field(None, description="Refuse the save if the current version is not this")
 
@@ -146,7 +150,8 @@ class RolloutState(BaseModel):
 
 class PrepareRolloutInput(BaseModel):
     service_id: str
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(default_factory=dict, description="Refused unless empty or the stored proposal")
+    rollout_id: str = Field("", description="The stored rollout whose proposal is validated")
 
 
 class PrepareRolloutResult(BaseModel):

@@ -143,3 +143,28 @@ def progress(components: Mapping[str, Any]) -> str:
     if failed:
         lines.append("failed: " + ", ".join(sorted(failed)))
     return "\n\n".join(cut(line, 1000) for line in lines)
+
+
+def supervision_details(status: Any) -> str:
+    """Current details of a supervisor or a recovery: its state and message, the attempt and when the next one
+    runs, what it is blocked on, the last verdict of the watch, restarts so far.
+
+    ``status`` is a ``SupervisorStatus`` (read by attribute, so this module needs no contracts import)."""
+    state = str(getattr(status.state, "value", status.state)).replace("_", " ")
+    lines = [cut(f"**{state}**" + (f": {status.message}" if status.message else ""), 500)]
+    if status.max_attempts:
+        line = f"attempt {status.attempt} of {status.max_attempts}"
+        if status.next_attempt_at is not None:
+            line += f"; next attempt at {status.next_attempt_at.isoformat(timespec='seconds')}"
+        lines.append(line)
+    if status.blocked_on:
+        lines.append("blocked on: " + ", ".join(status.blocked_on))
+    verdict = status.last_verdict
+    if verdict is not None:
+        lines.append(cut(f"last verdict: {verdict.verdict}" + (f" ({verdict.message})" if verdict.message else ""),
+                         300))
+    if status.last_error:
+        lines.append(cut(f"last error: {status.last_error}", 300))
+    if status.restarts_total or status.recoveries_total:
+        lines.append(f"restarts: {status.restarts_total}, recoveries: {status.recoveries_total}")
+    return "\n\n".join(lines)

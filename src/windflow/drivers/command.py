@@ -21,7 +21,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from windflow.domain.durations import format_duration
 from windflow.domain.errors import ConfigInvalid, DriverFailed, DriverUnavailable
@@ -59,6 +61,7 @@ async def run_captured(
     cwd: str | None,
     timeout: float,
     tail_bytes: int = OUTPUT_TAIL,
+    as_user: Mapping[str, Any] | None = None,
 ) -> CommandOutcome:
     """Run ``argv`` in a new process group; keep the last ``tail_bytes`` of its output; kill the group on timeout.
 
@@ -77,6 +80,7 @@ async def run_captured(
             env=env,
             start_new_session=True,
             close_fds=True,
+            **(as_user or {}),  # user, group, extra_groups: set in the child before the exec
         )
     except OSError as exc:
         raise DriverFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}", details={"command": argv}) from None
@@ -198,9 +202,10 @@ class CommandDriver:
 
     @staticmethod
     async def _run(action: str, cmd: ShellCommand) -> CommandOutcome:
-        env = clean_env(extra=cmd.env, home=identity(None, None).home)  # never the worker's environment
+        who = identity(cmd.user, cmd.group)
+        env = clean_env(extra=cmd.env, home=who.home)  # never the worker's environment
         argv = ["/bin/sh", "-c", cmd.run] if isinstance(cmd.run, str) else resolve_command(cmd.run, env, cmd.cwd)
-        outcome = await run_captured(argv, env=env, cwd=cmd.cwd, timeout=cmd.timeout)
+        outcome = await run_captured(argv, env=env, cwd=cmd.cwd, timeout=cmd.timeout, as_user=who.popen_kwargs)
         if outcome.timed_out:
             raise DriverUnavailable(
                 f"{action} command timed out after {format_duration(cmd.timeout)} (process group killed)"

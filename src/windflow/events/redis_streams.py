@@ -49,6 +49,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from windflow.domain.backoff import reconnect_delay
 from windflow.domain.events import Event
 from windflow.events.base import parse_position
 
@@ -394,7 +395,7 @@ class StreamConsumer:
                 self._group_ready = False
                 self.restart()
                 log.warning("consumer %s/%s: redis unavailable (%s); retrying", self.group, self.name, exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
+                await asyncio.sleep(reconnect_delay(failures))
 
 
 def _entries(response: Any, *, keep_deleted: bool = False) -> list[tuple[str, Any]]:

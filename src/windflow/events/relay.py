@@ -36,6 +36,7 @@ import logging
 import time
 from datetime import timedelta
 
+from windflow.domain.backoff import reconnect_delay
 from windflow.domain.events import Event
 from windflow.events.base import EventPublisher
 from windflow.metrics import EVENTS_PUBLISHED
@@ -128,7 +129,7 @@ class OutboxRelay:
                     self.failures += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("outbox relay failed (%s); retrying", self.last_error)
-                    await asyncio.sleep(min(2.0, 0.05 * 2 ** min(self.failures, 6)))
+                    await asyncio.sleep(reconnect_delay(self.failures))
                     continue
                 if moved >= self._batch:
                     continue
@@ -156,4 +157,4 @@ class OutboxRelay:
             except Exception as exc:
                 failures += 1
                 log.debug("outbox LISTEN connection lost (%s); polling until it is back", exc)
-            await asyncio.sleep(min(5.0, 0.1 * 2 ** min(failures, 6)))
+            await asyncio.sleep(reconnect_delay(failures, base=0.1, cap=5.0))

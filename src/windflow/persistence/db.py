@@ -7,6 +7,8 @@ concurrent API and worker writes queue instead of failing with "database is lock
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
 import weakref
@@ -22,6 +24,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
+
+from windflow.settings import private
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: :meth:`Database.rows` on SQLite: how long a short read may wait on the event loop's thread for a lock
@@ -46,11 +50,22 @@ def _sqlite_writer_lock(database: str) -> asyncio.Lock:
     return lock
 
 
+def private_file(path: Path) -> None:
+    """Create the SQLite file readable by this user only (0600; SQLite gives its -wal and -shm files the same
+    mode), and tighten one that exists (an older instance made it 0644)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        private(name)
+
+
 def create_engine(url: str, *, echo: bool = False, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(parsed.database).expanduser())
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
                                      **kwargs)
         _sqlite_setup(engine)

@@ -22,6 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from windflow.persistence.sealing import SealedJSON
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -68,6 +70,18 @@ class ServiceRow(Base):
     state: Mapped[str] = mapped_column(String(32), default="unknown", index=True)
     state_detail: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # desired state (migration 0009): only explicit acts set it (initialization, start/stop/restart, rollout)
+    desired: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)  # running | stopped
+    desired_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    desired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    desired_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the config version that runs (a saved version above it is pending until a rollout applies it)
+    applied_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # observed facts of the read model
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    restarts_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: the applied version when supervision gave up (the sweep tries again once another version is applied)
+    gave_up_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -169,7 +183,7 @@ class NotificationChannelRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
     kind: Mapped[str] = mapped_column(String(16))
-    config: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    config: Mapped[dict[str, Any]] = mapped_column(SealedJSON)  # urls, headers, tokens: sealed at rest
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -210,9 +210,8 @@ async def revert_service(
     return version
 
 
-async def delete_service(*, session: AsyncSession, service_id: str, force: bool, author: str) -> list[str]:
-    """Delete a service. Refused while others depend on it unless ``force`` (which unlinks them)."""
-    await services_repo.require(session=session, service_id=service_id, for_update=True)
+async def check_deletable(*, session: AsyncSession, service_id: str, force: bool) -> list[str]:
+    """The direct dependants of ``service_id``; :class:`Conflict` when there are some and not ``force``."""
     graph = await services_repo.graph(session=session)
     direct = sorted(n for n, deps in graph.items() if service_id in deps)
     if direct and not force:
@@ -220,6 +219,13 @@ async def delete_service(*, session: AsyncSession, service_id: str, force: bool,
             f"service {service_id!r} is a dependency of {', '.join(direct)}; delete those first or use force",
             details={"dependants": direct, "all_dependants": sorted(dependants(graph, service_id))},
         )
+    return direct
+
+
+async def delete_service(*, session: AsyncSession, service_id: str, force: bool, author: str) -> list[str]:
+    """Delete a service. Refused while others depend on it unless ``force`` (which unlinks them)."""
+    await services_repo.require(session=session, service_id=service_id, for_update=True)
+    direct = await check_deletable(session=session, service_id=service_id, force=force)
     for name in direct:
         row = await services_repo.require(session=session, service_id=name, for_update=True)
         spec = spec_of(row)

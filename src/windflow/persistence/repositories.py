@@ -69,7 +69,45 @@ def _search_text(spec: ServiceSpec) -> str:
 
 
 def spec_of(row: ServiceRow) -> ServiceSpec:
+    """The latest saved config (what an initialization applies)."""
     return ServiceSpec.model_validate({"id": row.id, **row.spec})
+
+
+#: the parts of a config that decide what runs; a change elsewhere (probes, restart policy, labels,
+#: dependencies) is applied as it is saved, since nothing has to be restarted for it
+RUN_KEYS = ("driver", "config", "host")
+
+
+def run_part(content: dict[str, Any]) -> dict[str, Any]:
+    return {k: content.get(k) for k in RUN_KEYS}
+
+
+async def applied_spec_of(*, session: AsyncSession, row: ServiceRow) -> ServiceSpec:
+    """What runs: the applied version's command with the saved version's observation settings.
+
+    A service never applied (no initialization, start or rollout yet) runs its latest version. A saved version
+    whose run part differs from the applied one is pending: recoveries and restarts keep running the applied one.
+    """
+    if row.applied_version is None or row.applied_version == row.current_version:
+        return spec_of(row)
+    applied = (await session.execute(
+        select(ConfigVersionRow.content).where(ConfigVersionRow.service_id == row.id,
+                                               ConfigVersionRow.version == row.applied_version)
+    )).scalar_one_or_none()
+    if applied is None:
+        return spec_of(row)
+    return ServiceSpec.model_validate({"id": row.id, **row.spec, **run_part(applied)})
+
+
+async def version_of_content(*, session: AsyncSession, service_id: str, content: dict[str, Any]) -> int | None:
+    """The newest version whose run part is ``content``'s (the version a started spec came from)."""
+    wanted = run_part(content)
+    stmt = (select(ConfigVersionRow.version, ConfigVersionRow.content)
+            .where(ConfigVersionRow.service_id == service_id).order_by(ConfigVersionRow.version.desc()))
+    for version, stored in (await session.execute(stmt)).all():
+        if run_part(stored) == wanted:
+            return int(version)
+    return None
 
 
 # --------------------------------------------------------------------------- services
@@ -106,11 +144,11 @@ class ServiceRepository:
         rows = await session.execute(select(ServiceRow.id, ServiceRow.depends_on))
         return {sid: list(deps or []) for sid, deps in rows}
 
-    async def states(self, *, session: AsyncSession) -> list[tuple[str, str, dict[str, Any]]]:
-        """``(id, state, state_detail)`` of every service: no ORM objects, no spec (the metrics feed's read)."""
-        rows = await session.execute(select(ServiceRow.id, ServiceRow.state, ServiceRow.state_detail)
+    async def states(self, *, session: AsyncSession) -> list[tuple[str, str, int]]:
+        """``(id, state, restarts_total)`` of every service: no ORM objects, no spec (the metrics feed's read)."""
+        rows = await session.execute(select(ServiceRow.id, ServiceRow.state, ServiceRow.restarts_total)
                                      .order_by(ServiceRow.id))
-        return [(sid, state, detail) for sid, state, detail in rows]
+        return [(sid, state, int(restarts or 0)) for sid, state, restarts in rows]
 
     async def all(self, *, session: AsyncSession) -> list[ServiceRow]:
         return list((await session.execute(select(ServiceRow).order_by(ServiceRow.id))).scalars())
@@ -231,6 +269,13 @@ class ServiceRepository:
         if content == row.spec and reverted_from is None:
             return None
         current = row.current_version
+        applied = row.applied_version
+        if applied is not None:
+            applied_content = row.spec if applied == current else (await session.execute(
+                select(ConfigVersionRow.content).where(ConfigVersionRow.service_id == spec.id,
+                                                       ConfigVersionRow.version == applied))).scalar_one_or_none()
+            if applied_content is not None and run_part(applied_content) == run_part(content):
+                applied = current + 1  # nothing to restart for it: applied as saved
         result = await session.execute(
             update(ServiceRow)
             .where(ServiceRow.id == spec.id, ServiceRow.current_version == current)
@@ -244,6 +289,7 @@ class ServiceRepository:
                 depends_on=list(spec.depends_on),
                 host=spec.host,
                 search_text=_search_text(spec),
+                applied_version=applied,
                 updated_at=utcnow(),
             )
             .execution_options(synchronize_session=False)
@@ -333,6 +379,25 @@ class ConfigVersionRepository:
             raise NotFound(f"service {service_id!r} has no version {version}",
                            details={"service_id": service_id, "version": version})
         return row
+
+    async def holds(self, *, session: AsyncSession, service_id: str, content: dict[str, Any],
+                    recent: int = 20) -> bool:
+        """Whether ``content`` is a stored version of the service: by hash, else (a version stored before a field
+        gained a default) by comparing the ``recent`` latest versions as the model reads them today."""
+        hit = await session.execute(select(ConfigVersionRow.version).where(
+            ConfigVersionRow.service_id == service_id, ConfigVersionRow.content_hash == content_hash(content)
+        ).limit(1))
+        if hit.first() is not None:
+            return True
+        stmt = (select(ConfigVersionRow.content).where(ConfigVersionRow.service_id == service_id)
+                .order_by(ConfigVersionRow.version.desc()).limit(recent))
+        for stored in (await session.execute(stmt)).scalars():
+            try:
+                if ServiceSpec.model_validate({**stored, "id": service_id}).content() == content:
+                    return True
+            except ValueError:
+                continue
+        return False
 
     async def numbers(self, *, session: AsyncSession, service_id: str) -> list[int]:
         stmt = select(ConfigVersionRow.version).where(ConfigVersionRow.service_id == service_id)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from windflow.persistence.models import Base, JSONDoc, UTCDateTime, utcnow
+from windflow.persistence.sealing import SealedJSON
 
 if TYPE_CHECKING:
     from windflow.persistence.repositories import Page
@@ -40,6 +41,10 @@ class ConfigRolloutRow(Base):
     restored_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    #: the proposed service definition (without its id, secrets restored) as the API accepted it from ``actor``:
+    #: the workflow carries only the rollout id, and the activities load what they save and run from here
+    #: (migration 0008; ``None`` on rollouts from before it, which therefore cannot run)
+    proposal: Mapped[dict[str, Any] | None] = mapped_column(SealedJSON, nullable=True, default=None)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -68,17 +73,20 @@ class RolloutRepository:
         state: dict[str, Any] | None = None,
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
+        proposal: dict[str, Any] | None = None,
     ) -> ConfigRolloutRow:
         row = await session.get(ConfigRolloutRow, rollout_id)
         if row is None:
-            row = ConfigRolloutRow(id=rollout_id, service_id=service_id, started_at=started_at or utcnow())
+            row = ConfigRolloutRow(id=rollout_id, service_id=service_id, started_at=started_at or utcnow(),
+                                   actor=actor)
             session.add(row)
         elif row.finished_at is not None and finished_at is None:
             return row  # a late, replayed progress write never reopens a finished rollout
+        if proposal is not None:
+            row.proposal = proposal
         row.workflow_id = workflow_id
         row.status = status
         row.phase = phase
-        row.actor = actor
         row.comment = comment
         row.verify_window = verify_window
         row.message = message[:4000]

@@ -2,9 +2,10 @@
 
 Imported at the bottom of :mod:`windflow.persistence.models` so ``Base.metadata`` (and Alembic) see them.
 
-A subscription's secret is stored as given: it is the HMAC key every delivery is signed with, so windflow must be
-able to use it (unlike incoming hook tokens, which are only compared and so are kept as a digest). The API never
-returns it after creation or rotation.
+A subscription's secret is the HMAC key every delivery is signed with, so windflow must be able to use it (unlike
+incoming hook tokens, which are only compared and so are kept as a digest): it is sealed with the codec keys
+(:mod:`windflow.persistence.sealing`, migration 0009 made the column wide enough). The API never returns it after
+creation or rotation.
 
 A delivery row is both the queue and the log: ``state`` is ``pending`` (due at ``next_attempt_at``), ``delivered``
 or ``failed``; ``attempts`` counts the sends begun and doubles as the row's version, so a dispatcher claims a
@@ -20,6 +21,7 @@ from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from windflow.persistence.models import Base, BigId, JSONDoc, UTCDateTime, utcnow
+from windflow.persistence.sealing import SealedText
 
 
 class WebhookSubscriptionRow(Base):
@@ -30,7 +32,7 @@ class WebhookSubscriptionRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     url: Mapped[str] = mapped_column(Text)
     event_types: Mapped[list[str]] = mapped_column(JSONDoc, default=list)  # [] = every event type
-    secret: Mapped[str] = mapped_column(String(256))
+    secret: Mapped[str] = mapped_column(SealedText)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(128))

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 
 from windflow.domain.durations import format_duration
-from windflow.domain.errors import ConfigInvalid
+from windflow.domain.errors import ConfigInvalid, DriverFailed
 from windflow.domain.models import ExecHealth, HealthSpec, ProbeKind
 from windflow.domain.redaction import redact_text
 from windflow.domain.results import ProbeResult
@@ -135,7 +135,11 @@ class ExecProbe:
         if not isinstance(spec, ExecHealth):
             raise ConfigInvalid(f"{type(self).__name__} cannot run a {spec.kind} check")
         started = time.perf_counter()
-        env = clean_env(extra=spec.env, home=identity(None, None).home)  # never the worker's environment
+        try:
+            who = identity(spec.user, spec.group)
+        except DriverFailed as exc:
+            return _result(False, started, exc.message)
+        env = clean_env(extra=spec.env, home=who.home)  # never the worker's environment
         argv = list(spec.command)
         if "/" not in argv[0]:
             found = shutil.which(argv[0], path=env.get("PATH", os.defpath))
@@ -149,6 +153,7 @@ class ExecProbe:
             popen = subprocess.Popen(  # noqa: S603 (argv list, never a shell)
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 cwd=spec.cwd, env=env, start_new_session=True, close_fds=True,
+                **who.popen_kwargs,  # type: ignore[arg-type]
             )
         except OSError as exc:
             return _result(False, started, f"cannot run {argv[0]!r}: {exc.strerror or exc}")

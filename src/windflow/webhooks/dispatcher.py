@@ -48,6 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
+from windflow.domain.backoff import reconnect_delay
 from windflow.domain.events import Event
 from windflow.domain.redaction import redact_text
 from windflow.events.base import EventBus
@@ -262,7 +263,7 @@ class WebhookDispatcher:
                 failures += 1
                 if failures == 1:
                     log.warning("webhook intake lost the bus (%s: %s); retrying", type(exc).__name__, exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
+                await asyncio.sleep(reconnect_delay(failures))
 
     async def _group_intake(self, consumer: GroupConsumer) -> None:
         failures = 0
@@ -276,7 +277,7 @@ class WebhookDispatcher:
                 failures += 1
                 if failures == 1:
                     log.warning("webhook intake cannot join its consumer group (%s); retrying", exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2 ** min(failures, 6)))
+                await asyncio.sleep(reconnect_delay(failures))
         self.started.set()
         await consumer.run(self.enqueue)  # acknowledges after enqueue returned; a failure is redelivered
 
@@ -293,7 +294,7 @@ class WebhookDispatcher:
                 failures += 1
                 if failures == 1:
                     log.warning("webhook intake could not queue event %s (%s); retrying", event.event_id, exc)
-                await asyncio.sleep(min(5.0, 0.05 * 2 ** min(failures, 7)))
+                await asyncio.sleep(reconnect_delay(failures, cap=5.0))
 
     # ------------------------------------------------------------------ sending
 
@@ -399,7 +400,7 @@ class WebhookDispatcher:
                 if failures == 1:
                     log.warning("webhook dispatcher cannot reach the store (%s: %s); retrying", type(exc).__name__,
                                 exc)
-                wait = min(5.0, 0.05 * 2 ** min(failures, 7))
+                wait = reconnect_delay(failures, cap=5.0)
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=wait)

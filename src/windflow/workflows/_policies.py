@@ -14,6 +14,7 @@ from windflow.domain.models import ServiceSpec
 
 NON_RETRYABLE = [
     "ConfigInvalid",
+    "ConfigNotStored",
     "DependencyCycle",
     "NotFound",
     "DriverFailed",

@@ -54,7 +54,7 @@ class ServiceControl:
                 summary=f"pause supervision of {spec.id} ({input.action} by {input.actor})",
                 start_to_close_timeout=timedelta(seconds=120), retry_policy=policies.STORE_RETRY)
             supervision = "paused" if paused else "none"
-        action = ServiceActionInput(spec=spec, source="user")
+        action = ServiceActionInput(spec=spec, source="user", actor=input.actor)
         try:
             if input.action == "stop":
                 done = await policies.execute_on_host(
@@ -93,13 +93,22 @@ class RecoverySweep:
     @workflow.run
     async def run(self, input: SweepInput) -> SweepResult:
         workflow.upsert_search_attributes([sa.KIND.value_set("sweep"), sa.ACTOR.value_set(input.actor)])
-        monitored = await workflow.execute_activity_method(
-            SupervisionActivities.list_monitored, "", start_to_close_timeout=policies.STORE_TIMEOUT,
-            retry_policy=policies.STORE_RETRY)
-        ids = [s.id for s in monitored]
+        retry: list[str] = []
+        if workflow.patched("sweep-desired-state"):
+            # desired state decides, not the last observed one; given-up services with a new version retry
+            plan = await workflow.execute_activity_method(
+                SupervisionActivities.sweep_plan, "", start_to_close_timeout=policies.STORE_TIMEOUT,
+                retry_policy=policies.STORE_RETRY)
+            ids, retry = plan.supervise, plan.retry
+        else:
+            monitored = await workflow.execute_activity_method(
+                SupervisionActivities.list_monitored, "", start_to_close_timeout=policies.STORE_TIMEOUT,
+                retry_policy=policies.STORE_RETRY)
+            ids = [s.id for s in monitored]
         ensured = await workflow.execute_activity_method(
             TemporalActivities.ensure_supervisors,
-            SupervisorsInput(service_ids=ids, task_queue=workflow.info().task_queue, actor=input.actor),
+            SupervisorsInput(service_ids=ids, task_queue=workflow.info().task_queue, actor=input.actor,
+                             resume=retry),
             start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=60),
             retry_policy=policies.STORE_RETRY)
         stale = await workflow.execute_activity_method(
@@ -110,6 +119,8 @@ class RecoverySweep:
             parts.append(f"started supervisors: {', '.join(ensured.started)}")
         if stale.stopped:
             parts.append(f"stopped supervisors: {', '.join(stale.stopped)}")
+        if ensured.resumed:
+            parts.append(f"tried again with a new version: {', '.join(ensured.resumed)}")
         return SweepResult(supervisors_started=ensured.started, supervisors_stopped=stale.stopped,
-                           checked=len(ids),
+                           retried=ensured.resumed, checked=len(ids),
                            message="; ".join(parts) or f"all {len(ids)} monitored services supervised")

@@ -278,7 +278,8 @@ class SystemInitialization:
                     return
                 started = await policies.execute_on_host(
                     spec, ServiceActivities.start_service,
-                    ServiceActionInput(spec=spec, source="initialization", run_id=self.state.run_id),
+                    ServiceActionInput(spec=spec, source="initialization", run_id=self.state.run_id,
+                                       actor=self.state.actor),
                     start_to_close_timeout=policies.CONTROL_TIMEOUT,
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                     retry_policy=policies.CONTROL_RETRY,
@@ -347,6 +348,7 @@ class SystemInitialization:
                 result = await policies.execute_on_host(
                     spec, ServiceActivities.run_job,
                     RunJobInput(service_id=name, run_id=self.state.run_id, attempt=attempt),
+                    summary=f"run job {name} to completion (attempt {attempt} of {policy.max_attempts})",
                     start_to_close_timeout=timedelta(seconds=(spec.timeout or self.input.options.component_timeout)
                                                      + spec.process_grace() + 60),
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
@@ -378,6 +380,7 @@ class SystemInitialization:
                 spec, ServiceActivities.wait_healthy,
                 WaitHealthyInput(spec=spec, timeout=self.input.options.component_timeout, run_id=self.state.run_id,
                                  require_running=False),
+                summary=f"wait for job {name}'s probe while it runs",
                 start_to_close_timeout=timedelta(seconds=self.input.options.component_timeout + 60),
                 heartbeat_timeout=policies.WAIT_HEARTBEAT,
                 retry_policy=policies.WAIT_RETRY,
@@ -418,7 +421,8 @@ class SystemInitialization:
         try:
             await policies.execute_on_host(
                 self.specs[name], ServiceActivities.stop_service,
-                ServiceActionInput(spec=self.specs[name], source="initialization", run_id=self.state.run_id),
+                ServiceActionInput(spec=self.specs[name], source="initialization", run_id=self.state.run_id,
+                                   actor=self.state.actor),
                 summary=summaries.stop(self.specs[name], "rollback of a cancelled initialization"),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT,
                 heartbeat_timeout=policies.CONTROL_HEARTBEAT,
@@ -496,7 +500,8 @@ class SystemInitialization:
         try:
             await workflow.execute_activity_method(
                 TemporalActivities.ensure_supervisors,
-                SupervisorsInput(service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor),
+                SupervisorsInput(service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor,
+                                 resume=names),
                 summary=summaries.cut(f"supervise {len(names)} healthy: {', '.join(sorted(names))}"),
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=policies.STORE_RETRY)

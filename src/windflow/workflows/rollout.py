@@ -118,7 +118,8 @@ class ConfigRollout:
             await self._phase(RolloutPhase.VALIDATING, RolloutStatus.RUNNING, "validating the proposed config")
             prepared = await workflow.execute_activity_method(
                 RolloutActivities.prepare_rollout,
-                PrepareRolloutInput(service_id=self.input.service_id, config=self.input.config),
+                PrepareRolloutInput(service_id=self.input.service_id, config=self.input.config,
+                                    rollout_id=self.input.rollout_id),
                 summary=f"validate the proposed config of {self.input.service_id}",
                 start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
             if not prepared.valid or prepared.spec is None:

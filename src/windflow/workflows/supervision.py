@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from windflow.activities.runs import TemporalActivities
     from windflow.activities.services import ServiceActivities
     from windflow.activities.supervision import SupervisionActivities
+    from windflow.domain import summaries
     from windflow.domain.contracts import (
         AwaitSupervisorInput,
         DecisionInput,
@@ -63,6 +64,8 @@ WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                            maximum_interval=timedelta(seconds=30), maximum_attempts=6)
 HISTORY_LIMIT = 4000
+#: recoveries send the blocked and recovered notifications, and a RECOVERY_UPDATE "recovered"
+NOTIFY_PATCH = "notify-blocked-recovered"
 #: how long a watch may stay silent before Temporal retries it on another worker: a dead worker's services are
 #: watched again within this (a worker starting on the same host takes them over at once, see
 #: ``worker.reclaim_abandoned_activities``)
@@ -94,6 +97,7 @@ class RecoveryRoutine:
         self.interrupt: str | None = None
         self.retry_forever = False
         self.closing = False
+        self.notifications: list[asyncio.Future[None]] = []
 
     # ----------------------------------------------------------------- events and records
 
@@ -106,6 +110,7 @@ class RecoveryRoutine:
         if mapped is not None:
             self.service_state = mapped
         workflow.upsert_search_attributes([sa.STATE.value_set(state.value)])
+        workflow.set_current_details(summaries.supervision_details(self.status))  # what the Temporal UI shows
         self.emit_recovery(state.value, message)
 
     def emit_recovery(self, status: str, message: str) -> None:
@@ -130,6 +135,7 @@ class RecoveryRoutine:
             SupervisionActivities.record_supervision,
             RecordSupervisionInput(status=self.status, service_state=state, events=[d for _, d in batch],
                                    event_ids=[i for i, _ in batch], recovery=summary, timestamp=workflow.now()),
+            summary=f"record: {self.status.state.value.replace('_', ' ')}",
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
         )
@@ -142,6 +148,8 @@ class RecoveryRoutine:
                 await self.flush()
 
     async def close_publisher(self, publisher: asyncio.Task[None]) -> None:
+        if self.notifications:
+            await asyncio.gather(*self.notifications, return_exceptions=True)
         self.closing = True
         await asyncio.gather(publisher, return_exceptions=True)
         if self.pending_events or self.recovery_summary or self.service_state:
@@ -165,11 +173,12 @@ class RecoveryRoutine:
             raise _Interrupted(self.interrupt)
         raise TimeoutError
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float, summary: str | None = None) -> None:
         if seconds <= 0:
             return
         try:
-            await workflow.wait_condition(lambda: self.interrupt is not None, timeout=timedelta(seconds=seconds))
+            await workflow.wait_condition(lambda: self.interrupt is not None, timeout=timedelta(seconds=seconds),
+                                          timeout_summary=summary)
         except TimeoutError:
             return
         raise _Interrupted(self.interrupt or "interrupted")
@@ -197,13 +206,19 @@ class RecoveryRoutine:
                 check = await workflow.execute_activity_method(
                     SupervisionActivities.check_dependencies,
                     DependencyCheckInput(service_id=self.spec.id, depends_on=self.spec.depends_on),
+                    summary=summaries.cut(f"check {self.spec.id}'s dependencies: {', '.join(self.spec.depends_on)}"),
                     start_to_close_timeout=policies.PROBE_TIMEOUT, retry_policy=policies.STORE_RETRY)
                 if check.unhealthy:
                     self.status.blocked_on = check.unhealthy
                     self.set_state(SupervisionState.BLOCKED, f"waiting for {', '.join(check.unhealthy)}")
+                    if workflow.patched(NOTIFY_PATCH):
+                        self.notify_later("blocked", f"{self.spec.id} is not restarted while "
+                                                     f"{', '.join(check.unhealthy)} is not healthy ({reason})")
                     await self.interruptible(workflow.execute_activity_method(
                         SupervisionActivities.wait_dependencies,
                         WaitDependenciesInput(service_id=self.spec.id, depends_on=self.spec.depends_on),
+                        summary=summaries.cut(f"blocked: {self.spec.id} waits until "
+                                              f"{', '.join(check.unhealthy)} healthy"),
                         start_to_close_timeout=timedelta(days=30), heartbeat_timeout=self.heartbeat_timeout,
                         retry_policy=WATCH_RETRY,
                         cancellation_type=ActivityCancellationType.TRY_CANCEL))
@@ -218,7 +233,7 @@ class RecoveryRoutine:
                 self.set_state(SupervisionState.BACKING_OFF,
                                f"attempt {self.status.attempt + 1} of {policy.max_attempts} at "
                                f"{self.status.next_attempt_at.isoformat(timespec='seconds')}")
-                await self.sleep(delay)
+                await self.sleep(delay, summaries.backoff(delay, self.status.attempt + 1))
             self.status.next_attempt_at = None
             self.status.attempt += 1
             attempts_here += 1
@@ -233,10 +248,12 @@ class RecoveryRoutine:
                     RecoverStepInput(spec=self.spec, reason=reason, confirm=confirm, requested_at=workflow.now(),
                                      holder=holder, timeout=timeout, source=source,
                                      workflow_id=workflow.info().workflow_id, attempt=self.status.attempt,
-                                     max_attempts=policy.max_attempts),
+                                     max_attempts=policy.max_attempts, recovery_started_at=started,
+                                     attempts_here=attempts_here),
                     start_to_close_timeout=timedelta(seconds=timeout + 60),
                     heartbeat_timeout=min(self.heartbeat_timeout, timedelta(seconds=10)),
-                    retry_policy=policies.WAIT_RETRY)
+                    retry_policy=policies.WAIT_RETRY,
+                    summary=summaries.restart(self.spec, reason, self.status.attempt, policy.max_attempts))
             except ActivityError as exc:
                 self.status.last_error = policies.error_text(exc)
                 confirm = False
@@ -250,7 +267,8 @@ class RecoveryRoutine:
                 self.status.attempt -= 1
                 self.status.next_attempt_at = workflow.now() + timedelta(seconds=step.retry_after)
                 self.set_state(SupervisionState.WAITING_BUDGET, f"waiting for the restart budget: {step.message}")
-                await self.sleep(step.retry_after)
+                await self.sleep(step.retry_after, f"wait {summaries.seconds(step.retry_after)} for the restart "
+                                                   "budget")
                 continue
             if step.restarted:
                 self.status.restarts.append(workflow.now())
@@ -263,7 +281,11 @@ class RecoveryRoutine:
                 self.status.last_recovery_seconds = (now - started).total_seconds()
                 self.record_recovery("recovered", started, attempts_here, reason)
                 took = self.status.last_recovery_seconds
-                self.set_state(SupervisionState.WATCHING, f"recovered after {attempts_here} attempt(s) in {took:.2f}s")
+                text = f"recovered after {attempts_here} attempt(s) in {took:.2f}s"
+                if workflow.patched(NOTIFY_PATCH):
+                    self.emit_recovery("recovered", text)
+                    self.notify_later("recovered", f"{self.spec.id} {text} ({reason})")
+                self.set_state(SupervisionState.WATCHING, text)
                 return "recovered"
             self.status.last_error = step.message
             confirm = False
@@ -295,9 +317,15 @@ class RecoveryRoutine:
             workflow_id=workflow.info().workflow_id, timestamp=workflow.now())
         try:
             await workflow.execute_activity("notify", NotifyInput(notification=notification),
+                                            summary=f"notify: {self.spec.id} {kind.replace('_', ' ')}",
                                             start_to_close_timeout=timedelta(seconds=60), retry_policy=NOTIFY_RETRY)
         except ActivityError as exc:
             workflow.logger.warning("escalation not delivered: %s", policies.error_text(exc))
+
+    def notify_later(self, kind: str, text: str) -> None:
+        """Notify without holding up the recovery (a channel that is down retries for a while)."""
+        self.notifications.append(asyncio.ensure_future(self.notify(kind, text)))
+        self.notifications = [t for t in self.notifications if not t.done()]
 
     async def give_up(self, reason: str) -> str:
         """Start limit reached. Returns approved (one more round) or stopped."""
@@ -316,7 +344,9 @@ class RecoveryRoutine:
             await self.notify("needs_decision", text + "; approve another round or keep it stopped")
             try:
                 await workflow.wait_condition(lambda: self.decision is not None,
-                                              timeout=timedelta(seconds=policy.ask_timeout))
+                                              timeout=timedelta(seconds=policy.ask_timeout),
+                                              timeout_summary=f"wait {summaries.seconds(policy.ask_timeout)} for an "
+                                                              "operator: approve or keep_stopped")
             except TimeoutError:
                 self.decision = DecisionInput(decision="keep_stopped", actor="timeout")
             decision = self.decision
@@ -335,6 +365,7 @@ class RecoveryRoutine:
         try:
             await policies.execute_on_host(
                 self.spec, ServiceActivities.stop_service, ServiceActionInput(spec=self.spec, source="supervisor"),
+                summary=summaries.stop(self.spec, why),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT, heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                 retry_policy=policies.CONTROL_RETRY)
         except ActivityError as exc:
@@ -440,6 +471,7 @@ class ServiceSupervisor(RecoveryRoutine):
     async def load(self) -> bool:
         spec = await workflow.execute_activity_method(
             SupervisionActivities.load_spec_or_none, self.status.service_id,
+            summary=f"load {self.status.service_id}",
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
         if spec is None or not spec.monitored:
             return False
@@ -503,6 +535,7 @@ class ServiceSupervisor(RecoveryRoutine):
         verdict: WatchResult = await self.interruptible(policies.execute_on_host(
             self.spec, SupervisionActivities.watch_service,
             WatchInput(spec=self.spec),
+            summary=summaries.probe(self.spec, "watch"),
             start_to_close_timeout=timedelta(days=365),
             heartbeat_timeout=self.heartbeat_timeout,
             retry_policy=WATCH_RETRY,
@@ -536,7 +569,7 @@ class ServiceSupervisor(RecoveryRoutine):
 
     async def signal_dependants(self) -> None:
         ids = await workflow.execute_activity_method(
-            SupervisionActivities.dependants_of, self.spec.id,
+            SupervisionActivities.dependants_of, self.spec.id, summary=f"find services that depend on {self.spec.id}",
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
         for name in ids:
             try:
@@ -576,13 +609,14 @@ class ServiceRecovery(RecoveryRoutine):
             TemporalActivities.recover_via_supervisor,
             AwaitSupervisorInput(service_id=input.service_id, reason=input.reason, actor=input.actor,
                                  source=input.source),
+            summary=f"hand the recovery of {input.service_id} to its supervisor, if one runs",
             start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=timedelta(seconds=30),
             retry_policy=policies.STORE_RETRY)
         if follow.supervised:
             return RecoveryResult(service_id=input.service_id, outcome="delegated", attempts=follow.attempt,
                                   message=follow.message, started_at=started, finished_at=workflow.now())
         spec = await workflow.execute_activity_method(
-            SupervisionActivities.load_spec_or_none, input.service_id,
+            SupervisionActivities.load_spec_or_none, input.service_id, summary=f"load {input.service_id}",
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
         if spec is None:
             raise ApplicationError(f"service {input.service_id!r} not found", type="NotFound", non_retryable=True)

@@ -147,7 +147,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Decrypt payloads (Temporal remote codec) */
+        /** Decrypt payloads (Temporal remote codec; codec:decode) */
         post: operations["decode_api_v1_codec_decode_post"];
         delete?: never;
         options?: never;
@@ -164,8 +164,25 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Encrypt payloads (Temporal remote codec) */
+        /** Encrypt payloads (Temporal remote codec; codec:encode) */
         post: operations["encode_api_v1_codec_encode_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/codec/ui/{token}/decode": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Decrypt payloads for the Temporal Web UI (the path's token is WINDFLOW_CODEC_AUTH_TOKEN) */
+        post: operations["ui_decode_api_v1_codec_ui__token__decode_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -532,7 +549,10 @@ export interface paths {
         get: operations["get_service_api_v1_services__service_id__get"];
         put?: never;
         post?: never;
-        /** Delete a service */
+        /**
+         * Delete a service
+         * @description Stops the service's process first (an operator's stop, through `ServiceControl`), then removes it from the registry: no process of a deleted service is left running. Refused (409) while other services depend on it, unless `force`.
+         */
         delete: operations["delete_service_api_v1_services__service_id__delete"];
         options?: never;
         head?: never;
@@ -1728,7 +1748,10 @@ export interface components {
             command: string[];
             /** Cwd */
             cwd?: string | null;
-            /** Env */
+            /**
+             * Env
+             * @description Its environment, besides PATH, LANG and HOME (never the worker's)
+             */
             env?: {
                 [key: string]: string;
             };
@@ -1738,6 +1761,11 @@ export interface components {
              * @default 3
              */
             failure_threshold: number;
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
             /**
              * Interval
              * @description Time between probes
@@ -1767,6 +1795,11 @@ export interface components {
              * @default 1
              */
             timeout: number;
+            /**
+             * User
+             * @description Run as this user (the worker must run as root to switch)
+             */
+            user?: string | null;
         };
         /**
          * GiveUp
@@ -3454,6 +3487,11 @@ export interface components {
         /** ServicePublic */
         ServicePublic: {
             /**
+             * Applied Version
+             * @description The config version that runs (null: never applied)
+             */
+            applied_version?: number | null;
+            /**
              * Conditions
              * @description Each dependency's condition: started, healthy or completed_successfully
              */
@@ -3473,6 +3511,20 @@ export interface components {
             depends_on: string[];
             /** Description */
             description: string;
+            /**
+             * Desired
+             * @description Desired state: running | stopped (null: never brought up)
+             */
+            desired?: string | null;
+            /** Desired At */
+            desired_at?: string | null;
+            /**
+             * Desired By
+             * @description Who set the desired state
+             */
+            desired_by?: string | null;
+            /** Desired Reason */
+            desired_reason?: string | null;
             /** Driver */
             driver: string;
             /** Health */
@@ -3504,12 +3556,28 @@ export interface components {
             } | null;
             /** Monitored */
             monitored: boolean;
+            /**
+             * Pending Version
+             * @description A saved version that is not applied yet (runs only after a rollout applies it)
+             */
+            pending_version?: number | null;
+            /**
+             * Pid
+             * @description The service's process, while it has one
+             */
+            pid?: number | null;
             /** Restart */
             restart: {
                 [key: string]: unknown;
             };
             /** Restart With Dependencies */
             restart_with_dependencies: boolean;
+            /**
+             * Restarts Total
+             * @description Restarts windflow's recoveries performed
+             * @default 0
+             */
+            restarts_total: number;
             /** Secret Keys */
             secret_keys: string[];
             /** State */
@@ -3534,6 +3602,11 @@ export interface components {
         /** ServiceStatusUpdate */
         ServiceStatusUpdate: {
             /**
+             * Attempts
+             * @description Restart attempts of the recovery so far
+             */
+            attempts?: number | null;
+            /**
              * Message
              * @default
              */
@@ -3542,8 +3615,30 @@ export interface components {
             pid?: number | null;
             /** Previous State */
             previous_state?: string | null;
+            /**
+             * Reason
+             * @description Why the status changed (the verdict, the dependency waited for, ...)
+             * @default
+             */
+            reason: string;
+            /**
+             * Recovered
+             * @description True on the healthy status a recovery ends with
+             * @default false
+             */
+            recovered: boolean;
+            /**
+             * Recovery Seconds
+             * @description How long that recovery took
+             */
+            recovery_seconds?: number | null;
             /** Service Id */
             service_id: string;
+            /**
+             * Since
+             * @description When the service entered this status
+             */
+            since?: string | null;
             /**
              * Source
              * @description What changed it: initialization, supervisor, recovery, user
@@ -3582,10 +3677,18 @@ export interface components {
         ShellCommand: {
             /** Cwd */
             cwd?: string | null;
-            /** Env */
+            /**
+             * Env
+             * @description Its environment, besides PATH, LANG and HOME (never the worker's)
+             */
             env?: {
                 [key: string]: string;
             };
+            /**
+             * Group
+             * @description Run with this group (default: the user's primary group)
+             */
+            group?: string | null;
             /**
              * Run
              * @description argv list, or a string run through `/bin/sh -c` (the string is yours, never interpolated)
@@ -3596,6 +3699,11 @@ export interface components {
              * @default 30
              */
             timeout: number;
+            /**
+             * User
+             * @description Run as this user (the worker must run as root to switch)
+             */
+            user?: string | null;
         };
         /** ShutdownAccepted */
         ShutdownAccepted: {
@@ -5271,6 +5379,104 @@ export interface operations {
             query?: never;
             header?: never;
             path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CodecPayloads"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CodecPayloads"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    ui_decode_api_v1_codec_ui__token__decode_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                token: string;
+            };
             cookie?: never;
         };
         requestBody: {

@@ -45,6 +45,9 @@ export function isAfter(a: string, b: string | null): boolean {
   return am > bm || (am === bm && (as ?? 0) > (bs ?? 0))
 }
 
+/** The open "down" toast of each service, dismissed when it is healthy again. */
+const downToasts = new Map<string, number>()
+
 /** Route one event to the stores (the switch of the design notes). */
 export function dispatchEvent(event: WindflowEvent): void {
   const init = useInitializationStore()
@@ -64,8 +67,19 @@ export function dispatchEvent(event: WindflowEvent): void {
       const data = event.data as ServiceStatusUpdate
       const before = services.serviceHealth(data.service_id)
       services.updateServiceStatus(data.service_id, data)
-      if (healthOf(data.state) === 'FAILED' && before !== 'FAILED') {
-        notifications.add({ type: 'error', message: `Service ${data.service_id} ${data.state}${data.message ? `: ${data.message}` : ''}`, timeout: 15000 })
+      const open = downToasts.get(data.service_id)
+      if (healthOf(data.state) === 'HEALTHY' && open !== undefined) {
+        notifications.dismiss(open) // back up: the red toast goes at once, not after its timeout
+        downToasts.delete(data.service_id)
+      }
+      if (data.recovered) {
+        const took = data.recovery_seconds != null ? ` in ${data.recovery_seconds.toFixed(1)} s` : ''
+        notifications.add({ type: 'success', message: `Service ${data.service_id} recovered${took}` })
+      } else if (data.state === 'blocked' && before !== 'DEGRADED') {
+        notifications.add({ type: 'warning', message: `Service ${data.service_id} blocked${data.reason ? `: ${data.reason}` : ''}` })
+      } else if (healthOf(data.state) === 'FAILED' && before !== 'FAILED') {
+        const id = notifications.add({ type: 'error', message: `Service ${data.service_id} ${data.state}${data.message ? `: ${data.message}` : ''}`, timeout: data.state === 'gave_up' ? 0 : 15000 })
+        downToasts.set(data.service_id, id)
       }
       break
     }
@@ -77,9 +91,7 @@ export function dispatchEvent(event: WindflowEvent): void {
       break
     case 'RECOVERY_UPDATE': {
       const data = event.data as RecoveryUpdate
-      services.updateRecovery(data)
-      if (data.status === 'recovered') notifications.add({ type: 'success', message: `Service ${data.service_id} recovered` })
-      if (data.status === 'gave_up') notifications.add({ type: 'error', message: `Recovery of ${data.service_id} gave up: ${data.message}` })
+      services.updateRecovery(data) // the toasts come from SERVICE_STATUS_UPDATE (recovered, blocked, gave_up)
       break
     }
     case 'CONFIG_CHANGED': {

@@ -192,7 +192,7 @@ export const useInitializationStore = defineStore('initialization', () => {
     if (update.component && update.component_status) {
       const existing = components.value[update.component]
       components.value[update.component] = {
-        ...(existing ?? { name: update.component, layer: 0, depends_on: [], attempts: 0 }),
+        ...(existing ?? { name: update.component, layer: 0, depends_on: [], attempts: 0, conditions: {}, kind: 'service', log_tail: [] }),
         status: update.component_status as ComponentState['status'],
         last_error: update.component_status === 'FAILED' ? update.message || existing?.last_error : existing?.last_error,
       }

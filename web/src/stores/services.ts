@@ -44,6 +44,7 @@ export interface ServiceFilters {
 
 const HEALTH: Record<string, HealthStatus> = {
   healthy: 'HEALTHY',
+  completed: 'HEALTHY', // a job that exited with a success code
   starting: 'DEGRADED',
   blocked: 'DEGRADED',
   recovering: 'FAILED', // down: being restarted after a crash or failing probes
@@ -165,7 +166,12 @@ export const useServiceStore = defineStore('services', () => {
       existing.state = status.state
       existing.state_changed_at = at
     }
-    if (status.pid !== undefined && status.pid !== null) existing.state_detail = { ...existing.state_detail, pid: status.pid }
+    if (status.pid !== undefined) {
+      // the event's pid is the truth: null once the process is gone (stopped, blocked after a crash, gave up)
+      existing.pid = status.pid ?? null
+      const { pid: _old, ...rest } = existing.state_detail ?? {}
+      existing.state_detail = status.pid === null ? rest : { ...rest, pid: status.pid }
+    }
     if (status.message) existing.state_detail = { ...existing.state_detail, message: status.message }
   }
 

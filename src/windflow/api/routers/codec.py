@@ -1,17 +1,24 @@
-"""Remote payload codec for the Temporal Web UI: ``POST /api/v1/codec/decode`` and ``/encode``.
+"""Remote payload codec: ``POST /api/v1/codec/decode`` and ``/encode`` (Temporal's remote-codec JSON).
 
-Point the UI's "Codec Server" setting (or ``TEMPORAL_CODEC_ENDPOINT``) at ``<api>/api/v1/codec`` and turn on
-"pass access token": the UI then shows decrypted payloads to callers holding ``configs:read``. Bodies are
-Temporal's remote-codec JSON (``{"payloads": [{"metadata": {k: base64}, "data": base64}]}``).
+Decoding a payload reads every secret a config or a workflow input holds, and encoding signs with the production
+key, so each has its own permission, ``codec:decode`` and ``codec:encode``, held by ``admin`` only by default
+(``configs:read`` is not enough: redacted reads must stay redacted).
 
-CORS applies to these paths only (:class:`CodecCORSMiddleware`), for the origins in
-``WINDFLOW_CODEC_CORS_ORIGINS``; the rest of the API sends no CORS headers.
+The Temporal Web UI calls a codec endpoint from the browser and, without its own single sign-on, sends no
+windflow token. For it there is ``POST /api/v1/codec/ui/<WINDFLOW_CODEC_AUTH_TOKEN>/decode``: the token in the
+path is the credential (compared in constant time; unset, the path does not exist), decode only. Set the UI's
+``TEMPORAL_CODEC_ENDPOINT`` to ``<api>/api/v1/codec/ui/<token>``. CORS applies to the codec paths only
+(:class:`CodecCORSMiddleware`), for the origins in ``WINDFLOW_CODEC_CORS_ORIGINS`` (the UI's).
+Bodies are ``{"payloads": [{"metadata": {k: base64}, "data": base64}]}``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import logging
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -25,11 +32,13 @@ from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.codec import PayloadDecryptionError
+from windflow.settings import Settings
 from windflow.temporal_client import payload_codec
 
 router = APIRouter(prefix="/codec", tags=["codec"], responses=ERROR_RESPONSES)
 
-CanRead = Annotated[Principal, Depends(require(Permission.CONFIGS_READ))]
+CanDecode = Annotated[Principal, Depends(require(Permission.CODEC_DECODE))]
+CanEncode = Annotated[Principal, Depends(require(Permission.CODEC_ENCODE))]
 
 
 class CodecPayload(BaseModel):
@@ -60,8 +69,7 @@ def _to_json(payloads: list[Payload]) -> CodecPayloads:
     ])
 
 
-@router.post("/decode", summary="Decrypt payloads (Temporal remote codec)", response_model=CodecPayloads)
-async def decode(body: CodecPayloads, settings: SettingsDep, _: CanRead) -> CodecPayloads:
+async def _decode(body: CodecPayloads, settings: Settings) -> CodecPayloads:
     codec = payload_codec(settings)
     payloads = _to_proto(body)
     if codec is None:
@@ -72,11 +80,47 @@ async def decode(body: CodecPayloads, settings: SettingsDep, _: CanRead) -> Code
         raise ApiError(422, str(exc), code="undecryptable_payload") from None
 
 
-@router.post("/encode", summary="Encrypt payloads (Temporal remote codec)", response_model=CodecPayloads)
-async def encode(body: CodecPayloads, settings: SettingsDep, _: CanRead) -> CodecPayloads:
+@router.post("/decode", summary="Decrypt payloads (Temporal remote codec; codec:decode)",
+             response_model=CodecPayloads)
+async def decode(body: CodecPayloads, settings: SettingsDep, _: CanDecode) -> CodecPayloads:
+    return await _decode(body, settings)
+
+
+@router.post("/ui/{token}/decode", response_model=CodecPayloads,
+             summary="Decrypt payloads for the Temporal Web UI (the path's token is WINDFLOW_CODEC_AUTH_TOKEN)")
+async def ui_decode(token: str, body: CodecPayloads, settings: SettingsDep) -> CodecPayloads:
+    expected = settings.codec_auth_token
+    if expected is None or not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        raise ApiError(404, "not found", code="not_found")  # the same answer whether it is unset or wrong
+    return await _decode(body, settings)
+
+
+@router.post("/encode", summary="Encrypt payloads (Temporal remote codec; codec:encode)",
+             response_model=CodecPayloads)
+async def encode(body: CodecPayloads, settings: SettingsDep, _: CanEncode) -> CodecPayloads:
     codec = payload_codec(settings)
     payloads = _to_proto(body)
     return _to_json(await codec.encode(payloads) if codec is not None else payloads)
+
+
+_UI_TOKEN = re.compile(r"(/codec/ui/)[^/?\s]+")
+
+
+class HideCodecToken(logging.Filter):
+    """Masks the UI codec token in access-log lines (uvicorn logs the full path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any("/codec/ui/" in str(a) for a in record.args):
+            record.args = tuple(_UI_TOKEN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        elif "/codec/ui/" in str(record.msg):
+            record.msg = _UI_TOKEN.sub(r"\1***", str(record.msg))
+        return True
+
+
+def hide_codec_token_in_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, HideCodecToken) for f in access.filters):
+        access.addFilter(HideCodecToken())
 
 
 class CodecCORSMiddleware:

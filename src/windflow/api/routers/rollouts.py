@@ -198,14 +198,16 @@ async def start_rollout(
         if spec.content() == row.spec:
             raise ApiError(422, "the proposed config equals the current one: nothing to roll out",
                            code="config_unchanged", details={"current_version": row.current_version})
-        inp = RolloutInput(rollout_id=rollout_id, service_id=service_id, config=content, comment=body.comment,
+        # the workflow gets a reference: the proposal is stored with the rollout, from this caller, and the
+        # worker loads it from there (a workflow started on Temporal directly, with a config, runs nothing)
+        inp = RolloutInput(rollout_id=rollout_id, service_id=service_id, comment=body.comment,
                            actor=principal.name, verify_window=body.verify_window,
                            expected_version=row.current_version)
         stored = await rollouts.upsert(
             session=session, rollout_id=rollout_id, service_id=service_id, workflow_id=workflow_id,
             status=RolloutStatus.PENDING.value, phase=RolloutPhase.PENDING.value, actor=principal.name,
             verify_window=body.verify_window, comment=body.comment, message="accepted",
-            previous_version=row.current_version,
+            previous_version=row.current_version, proposal=spec.content(),
             state=RolloutState(rollout_id=rollout_id, service_id=service_id, workflow_id=workflow_id,
                                actor=principal.name, comment=body.comment, verify_window=body.verify_window,
                                previous_version=row.current_version, message="accepted").model_dump(mode="json"))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Annotated, Any
 
 import jsonpatch
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Query, Response, status
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from windflow.api.audit import record
 from windflow.api.cache import read_cache_of, services_stamp
-from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep
+from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep, get_temporal
 from windflow.api.errors import ERROR_RESPONSES, ApiError
+from windflow.api.resources import Resources
 from windflow.api.schemas import (
     ConfigDiff,
     ConfigRevert,
@@ -26,6 +29,7 @@ from windflow.api.schemas import (
 from windflow.api.security import require
 from windflow.api.supervisors import tell_supervisor
 from windflow.auth.permissions import Permission, Principal
+from windflow.domain.contracts import ControlInput
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.graph import layers
 from windflow.domain.models import ServiceSpec
@@ -33,6 +37,8 @@ from windflow.domain.redaction import REDACTED, is_secret_key, redact
 from windflow.persistence import registry
 from windflow.persistence.job_models import JobRunRepository
 from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository
+from windflow.workflows import search_attributes as sa
+from windflow.workflows.control import ServiceControl
 
 router = APIRouter(prefix="/services", tags=["services"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
@@ -154,22 +160,51 @@ async def list_job_runs(
                                                                           limit=limit)]
 
 
-@router.delete("/{service_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a service")
+#: states in which windflow has no process of the service running
+_NO_PROCESS = frozenset({"unknown", "stopped", "gave_up"})
+
+
+@router.delete("/{service_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a service",
+               description="Stops the service's process first (an operator's stop, through `ServiceControl`), then "
+                           "removes it from the registry: no process of a deleted service is left running. "
+                           "Refused (409) while other services depend on it, unless `force`.")
 async def delete_service(
     service_id: str,
-    session: WriteSessionDep,
     principal: CanWriteConfigs,
     request_id: RequestIdDep,
     resources: ResourcesDep,
     background: BackgroundTasks,
     force: bool = Query(False, description="Delete even if others depend on it (they are unlinked)"),
 ) -> Response:
-    unlinked = await registry.delete_service(session=session, service_id=service_id, force=force,
-                                             author=principal.name)
-    await record(session, principal, "service.delete", service_id, request_id,
-                 details={"force": force, "unlinked": unlinked})
+    async with resources.db.read() as session:
+        row = await services.require(session=session, service_id=service_id)
+        may_run = row.pid is not None or row.desired == "running" or row.state not in _NO_PROCESS
+        # checked again in the write below; first here, so that nothing is stopped for a 409
+        await registry.check_deletable(session=session, service_id=service_id, force=force)
+    if may_run:
+        await _stop_before_delete(resources, service_id, principal.name)
+    async with resources.db.write() as session:
+        unlinked = await registry.delete_service(session=session, service_id=service_id, force=force,
+                                                 author=principal.name)
+        await record(session, principal, "service.delete", service_id, request_id,
+                     details={"force": force, "unlinked": unlinked, "stopped": may_run})
     background.add_task(tell_supervisor, resources, service_id, monitored=False)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _stop_before_delete(resources: Resources, service_id: str, actor: str) -> None:
+    """An operator's stop (supervision paused first, so nothing restarts it), awaited."""
+    client = await get_temporal(resources)
+    result = await client.execute_workflow(
+        ServiceControl.run, ControlInput(service_id=service_id, action="stop", actor=actor),
+        id=f"control/{service_id}/{uuid.uuid4().hex[:12]}", task_queue=resources.settings.task_queue,
+        memo={"actor": actor}, static_summary=f"stop {service_id} before deleting it ({actor})",
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "control"),
+                                                 SearchAttributePair(sa.SERVICE, service_id),
+                                                 SearchAttributePair(sa.ACTOR, actor)]))
+    if not result.ok:
+        raise ApiError(409, f"service {service_id!r} could not be stopped, so it was not deleted: {result.message}",
+                       code="conflict", details={"service_id": service_id, "stop": result.message})
 
 
 # --------------------------------------------------------------------------- configs

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 
 from windflow.api.audit import record
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import ApplyResultPublic, ValidationReport
 from windflow.api.security import require
+from windflow.api.supervisors import tell_supervisors
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.graph import layers
@@ -64,6 +65,7 @@ async def apply(
     principal: Annotated[Principal, Depends(require(Permission.CONFIGS_WRITE))],
     request_id: RequestIdDep,
     resources: ResourcesDep,
+    background: BackgroundTasks,
     prune: bool = Query(False, description="Delete registered services that the file does not name"),
 ) -> ApplyResultPublic:
     system = load_system(await _document(request))
@@ -71,6 +73,11 @@ async def apply(
                                          outbound=resources.outbound,
                                          may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "system.apply", "system", request_id, details=result.as_dict())
+    # after the commit: running supervisors reload (a changed probe reaches the watch), deleted ones end
+    monitored = {spec.id: spec.monitored for spec in system.services}
+    changed = [(sid, monitored.get(sid, False)) for sid in result.updated] + [(sid, False) for sid in result.deleted]
+    if changed:
+        background.add_task(tell_supervisors, resources, changed)
     return ApplyResultPublic(**result.as_dict())
 
 
