@@ -29,7 +29,8 @@ def settings(temporal_settings: Settings) -> Settings:
 async def wait_done(api, run_id: str, timeout: float = 60) -> dict:
     async def done():
         body = (await api.get(f"/api/v1/shutdowns/{run_id}")).json()
-        return body if body["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None
+        # finished and recorded (read from the store, no longer from the running workflow)
+        return body if body["status"] in ("COMPLETED", "FAILED", "CANCELLED") and not body["live"] else None
 
     return await eventually(done, timeout=timeout, interval=0.2)
 
@@ -97,11 +98,15 @@ async def test_shutdown_stops_dependants_first_and_leaves_the_rest(temporal_env,
     # progress reached the event stream (outbox), in order, ending at 100 %
     from windflow.persistence.models import OutboxRow
 
-    async with db.read() as session:
-        rows = (await session.execute(select(OutboxRow).where(OutboxRow.event_type == "SHUTDOWN_UPDATE")
-                                      .order_by(OutboxRow.id))).scalars()
-        events = [r.payload.get("data", r.payload) for r in rows]
-    assert events and events[-1]["status"] == "COMPLETED" and events[-1]["progress"] == 100
+    async def final_events():
+        async with db.read() as session:
+            rows = (await session.execute(select(OutboxRow).where(OutboxRow.event_type == "SHUTDOWN_UPDATE")
+                                          .order_by(OutboxRow.id))).scalars()
+            found = [r.payload.get("data", r.payload) for r in rows]
+        return found if found and found[-1]["status"] == "COMPLETED" else None
+
+    events = await eventually(final_events, timeout=10)  # the final record lands just after the status says so
+    assert events[-1]["progress"] == 100
     stopped = [e["component"] for e in events if e.get("component_status") == "stopped"]
     assert stopped.index("web") < stopped.index("app") < stopped.index("db")
 
