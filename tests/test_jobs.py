@@ -303,3 +303,21 @@ def test_cli_shows_a_job_with_exit_code_duration_and_conditions():
     assert "waits for migrate (completed_successfully)" in text
     assert depends_text({"depends_on": ["db", "migrate"], "conditions": {
         "db": "healthy", "migrate": "completed_successfully"}}) == "db, migrate (completed_successfully)"
+
+
+async def test_each_attempt_shows_its_own_output(temporal_env, wsettings, sqlite_db, task_queue, tmp_path):
+    """The output of an attempt is its own: an earlier attempt's lines in the same log do not leak into it."""
+    marker = tmp_path / "attempts"
+    code = (f"import pathlib, sys; p = pathlib.Path({str(marker)!r}); n = int(p.read_text()) + 1 if p.exists() else 1; "
+            "p.write_text(str(n)); print(f'error in attempt {n}', file=sys.stderr); sys.exit(0 if n == 2 else 4)")
+    await register(sqlite_db, job("flaky", code, restart={"max_attempts": 2, "backoff": 0}))
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue)
+    comp = result.components["flaky"]
+    assert result.status == InitStatus.SUCCEEDED and comp.attempts == 2 and comp.exit_code == 0
+    assert comp.log_tail == ["error in attempt 2"]
+    async with sqlite_db.read() as s:
+        runs = list((await s.execute(select(JobRunRow).order_by(JobRunRow.id))).scalars())
+    assert [(r.attempt, r.exit_code, r.log_tail) for r in runs] == [
+        (1, 4, ["error in attempt 1"]), (2, 0, ["error in attempt 2"])]
+    assert runs[0].message == "flaky exited with code 4 (success: 0): error in attempt 1"

@@ -272,6 +272,12 @@ async def test_up_initializes_the_example_then_a_second_run_reuses_the_temporal_
         assert [(r["status"], r["actor"]) for r in shutdowns] == [("COMPLETED", "windflow-up")], shutdowns
         order = shutdowns[0]["state"]["layers"]
         assert order == [["api", "worker"], ["cache", "database", "queue"]], order
+        # links go to this instance's Temporal UI (WINDFLOW_TEMPORAL_UI_PORT), not to another one's on 8233
+        assert detail["links"]["temporal_ui"] == \
+            f"http://127.0.0.1:{up.ui_port}/namespaces/default/workflows/init%2F{run_id[1]}"
+        # the API's /metrics carries the embedded worker's Temporal SDK metrics and the per-service series
+        metrics = http.get("/metrics").text
+        assert "temporal_request_total" in metrics and "windflow_service_up{" in metrics
     # --stop-services ended the supervisors too: nothing "recovers" the stopped services now
     time.sleep(3)
     assert {name: up.service_pids(name) for name in COMPONENTS} == {name: [] for name in COMPONENTS}

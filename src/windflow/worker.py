@@ -33,6 +33,7 @@ from windflow.persistence import sealing
 from windflow.persistence.budget import RestartBudget
 from windflow.persistence.db import Database
 from windflow.probes import build_probe_registry
+from windflow.run_health import watch_runs
 from windflow.schedules import ensure_sweep_schedule
 from windflow.settings import Settings
 from windflow.tracing import traced_drivers, traced_probes
@@ -313,8 +314,10 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with parts.worker, parts.host_worker or contextlib.nullcontext():
             reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
+            watchdog = asyncio.create_task(watch_runs(client, db))
             await stop.wait()
             reclaiming.cancel()
+            watchdog.cancel()
     finally:
         if ship_task is not None:
             ship_task.cancel()

@@ -334,10 +334,11 @@ class RolloutActivities:
         if not running:
             return RolloutProbe(at=_now(), healthy=False, running=False,
                                 message=f"not running: {status.message}" if status.message else "not running")
-        if spec.health is None:
+        probe = spec.readiness_spec()
+        if probe is None:
             return RolloutProbe(at=_now(), healthy=True, running=True, message="no health check; running")
         begin = time.monotonic()
-        result = await self.probes.check(spec.health, service=spec.id)
+        result = await self.probes.check(probe, service=spec.id)
         return RolloutProbe(at=result.checked_at, healthy=result.healthy, running=True,
                             latency_ms=result.latency_ms or (time.monotonic() - begin) * 1000, message=result.message)
 

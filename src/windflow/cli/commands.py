@@ -188,10 +188,15 @@ def run_worker_cmd(
             raise typer.Exit(2)
         settings = settings.model_copy(update={"worker_host": host})
     observability(settings, "windflow-worker")
+    from windflow.metrics import MetricsPortsTaken
+
     try:
         import asyncio
 
         asyncio.run(run_worker(settings))
+    except MetricsPortsTaken as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     finally:
         shutdown_observability()
 

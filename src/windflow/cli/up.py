@@ -245,6 +245,7 @@ async def run_up(
     from windflow.auth.permissions import ALL_PERMISSIONS
     from windflow.auth.tokens import issue_access_token
     from windflow.heap import freeze_startup_heap
+    from windflow.run_health import watch_runs
     from windflow.schedules import ensure_sweep_schedule
     from windflow.temporal_client import connect
     from windflow.worker import build_worker, ensure_search_attributes, reclaim_in_background, worker_identity
@@ -300,6 +301,8 @@ async def run_up(
             async with _worker_running(parts.worker, stop) as worker_failed:
                 # after a crash or a reboot: the activities of the `windflow up` that died run here now
                 reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
+                watchdog = asyncio.create_task(watch_runs(client, resources.db,
+                                                          on_commit=relay.notify if relay else None))
                 api_task = asyncio.create_task(api.serve())
                 try:
                     while not api.started:
@@ -328,6 +331,7 @@ async def run_up(
                     console.print("shutting down")
                 finally:
                     reclaiming.cancel()
+                    watchdog.cancel()
                     api.should_exit = True
                     await api_task
                     if interrupted is not None:

@@ -89,8 +89,14 @@ def restart(spec: ServiceSpec, why: str = "", attempt: int | None = None, of: in
     return cut(text + (f": {why}" if why else ""))
 
 
+def readiness(spec: ServiceSpec) -> Any:
+    """The probe that says ``spec`` is ready (its readiness probe where the model has one)."""
+    ready = getattr(spec, "readiness_spec", None)
+    return ready() if callable(ready) else spec.health
+
+
 def wait_healthy(spec: ServiceSpec) -> str:
-    return cut(f"wait healthy: {spec.id} ({probe_label(spec.health)})")
+    return cut(f"wait healthy: {spec.id} ({probe_label(readiness(spec))})")
 
 
 def probe(spec: ServiceSpec, why: str = "probe") -> str:

@@ -336,11 +336,12 @@ class SystemInitialization:
         result = RunJobResult(succeeded=False)
         for attempt in range(1, policy.max_attempts + 1):
             if attempt > 1:
+                comp.attempts += 1  # shown as the component's attempts
                 delay = policy.jittered(policy.delay_before(attempt), workflow.random().random())
                 comp.last_error = f"{result.message}; attempt {attempt} of {policy.max_attempts} in {delay:.3g}s"
                 self._emit(name)
                 if delay > 0:
-                    await workflow.sleep(delay)
+                    await workflow.sleep(delay, summary=summaries.backoff(delay, attempt))
             ready: asyncio.Task[None] | None = None
             if spec.readiness_spec() is not None:
                 ready = asyncio.create_task(self._job_ready(name, spec))
@@ -348,7 +349,9 @@ class SystemInitialization:
                 result = await policies.execute_on_host(
                     spec, ServiceActivities.run_job,
                     RunJobInput(service_id=name, run_id=self.state.run_id, attempt=attempt),
-                    summary=f"run job {name} to completion (attempt {attempt} of {policy.max_attempts})",
+                    summary=summaries.cut(f"run job {name}{summaries.where(spec)}"
+                                          + summaries.attempt_suffix(attempt, policy.max_attempts
+                                                                     if policy.max_attempts > 1 else None)),
                     start_to_close_timeout=timedelta(seconds=(spec.timeout or self.input.options.component_timeout)
                                                      + spec.process_grace() + 60),
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
@@ -380,7 +383,8 @@ class SystemInitialization:
                 spec, ServiceActivities.wait_healthy,
                 WaitHealthyInput(spec=spec, timeout=self.input.options.component_timeout, run_id=self.state.run_id,
                                  require_running=False),
-                summary=f"wait for job {name}'s probe while it runs",
+                summary=summaries.cut(f"wait until job {name} is ready "
+                                      f"({summaries.probe_label(summaries.readiness(spec))})"),
                 start_to_close_timeout=timedelta(seconds=self.input.options.component_timeout + 60),
                 heartbeat_timeout=policies.WAIT_HEARTBEAT,
                 retry_policy=policies.WAIT_RETRY,

@@ -1217,7 +1217,7 @@ export interface components {
              * Outcome
              * @enum {string}
              */
-            outcome: "recovery_started" | "attached" | "resolved_recorded" | "ignored";
+            outcome: "recovery_started" | "attached" | "resolved_recorded" | "ignored" | "duplicate";
             /** Reason */
             reason?: string | null;
             /** Service */
@@ -1865,10 +1865,29 @@ export interface components {
         };
         /** HookCreate */
         HookCreate: {
+            /**
+             * Auth
+             * @description What a delivery must carry: the bearer token, a Standard Webhooks signature (webhook-id, webhook-timestamp, webhook-signature headers) made with the hook's signing secret, or both
+             * @default token
+             * @enum {string}
+             */
+            auth: "token" | "signature" | "token+signature";
+            /**
+             * Dedupe Window
+             * @description Seconds during which a repeat of an alert already acted on (same fingerprint and startsAt, or same webhook-id) is recorded, not acted on; 0: off
+             * @default 300
+             */
+            dedupe_window: number;
             /** Fingerprint Path */
             fingerprint_path?: string | null;
             /** Firing Values */
             firing_values?: string[];
+            /**
+             * Force
+             * @description Act without confirming: a firing alert restarts the service even when its probe passes (default: probe first, ignore the alert if healthy)
+             * @default false
+             */
+            force: boolean;
             /**
              * Kind
              * @enum {string}
@@ -1897,6 +1916,11 @@ export interface components {
         };
         /** HookCreated */
         HookCreated: {
+            /**
+             * Auth
+             * @default token
+             */
+            auth: string;
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -1908,6 +1932,16 @@ export interface components {
             created_at: string;
             /** Created By */
             created_by: string;
+            /**
+             * Dedupe Window
+             * @default 300
+             */
+            dedupe_window: number;
+            /**
+             * Force
+             * @default false
+             */
+            force: boolean;
             /** Id */
             id: string;
             /** Kind */
@@ -1916,6 +1950,11 @@ export interface components {
             last_used_at?: string | null;
             /** Name */
             name: string;
+            /**
+             * Signing Secret
+             * @description Shown once, for auth 'signature' and 'token+signature': the Standard Webhooks secret (whsec_...) the source signs with
+             */
+            signing_secret?: string | null;
             /**
              * Token
              * @description Shown once: store it in the alert source's configuration
@@ -1933,6 +1972,11 @@ export interface components {
         };
         /** HookPublic */
         HookPublic: {
+            /**
+             * Auth
+             * @default token
+             */
+            auth: string;
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -1944,6 +1988,16 @@ export interface components {
             created_at: string;
             /** Created By */
             created_by: string;
+            /**
+             * Dedupe Window
+             * @default 300
+             */
+            dedupe_window: number;
+            /**
+             * Force
+             * @default false
+             */
+            force: boolean;
             /** Id */
             id: string;
             /** Kind */
@@ -2269,6 +2323,11 @@ export interface components {
         InitializationPublic: {
             /** Actor */
             actor: string;
+            /**
+             * Error
+             * @description What keeps the run from going on, or how Temporal ended it, when its own records cannot say (a workflow task that keeps failing, a terminated run)
+             */
+            error?: string | null;
             /** Finished At */
             finished_at: string | null;
             links: components["schemas"]["Links"];
@@ -3388,7 +3447,10 @@ export interface components {
              */
             description: string;
             driver: components["schemas"]["DriverKind"];
-            /** Health */
+            /**
+             * Health
+             * @description One probe for both readiness and liveness (what `readiness` or `liveness` leaves unset)
+             */
             health?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
             /**
              * Host
@@ -3411,11 +3473,21 @@ export interface components {
                 [key: string]: string;
             };
             /**
+             * Liveness
+             * @description Alive: failing it `failure_threshold` times in a row restarts the service
+             */
+            liveness?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
+            /**
              * Monitored
              * @description Supervise the service and recover it when it fails
              * @default true
              */
             monitored: boolean;
+            /**
+             * Readiness
+             * @description Ready to serve: gates dependants and initializations; failing it makes the service `not_ready`, never restarts it
+             */
+            readiness?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
             restart?: components["schemas"]["RestartPolicy"];
             /**
              * Restart With Dependencies
@@ -3554,6 +3626,13 @@ export interface components {
             last_job_run?: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Liveness
+             * @description Liveness probe (else `health`): restarts on failure
+             */
+            liveness?: {
+                [key: string]: unknown;
+            } | null;
             /** Monitored */
             monitored: boolean;
             /**
@@ -3566,6 +3645,13 @@ export interface components {
              * @description The service's process, while it has one
              */
             pid?: number | null;
+            /**
+             * Readiness
+             * @description Readiness probe (else `health`): gates dependants
+             */
+            readiness?: {
+                [key: string]: unknown;
+            } | null;
             /** Restart */
             restart: {
                 [key: string]: unknown;
