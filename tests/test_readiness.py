@@ -164,3 +164,27 @@ async def test_api_round_trips_readiness_and_liveness(api):
     bad = {**body, "id": "other", "liveness": {"kind": "tcp", "port": 0}}
     r = await api.post("/api/v1/services", json=bad)
     assert r.status_code == 422 and "liveness" in r.json()["error"]["details"][0]["loc"], r.text
+
+
+async def test_a_recovery_is_blocked_by_a_dependency_that_is_alive_but_not_ready(wsettings, sqlite_db, ports):
+    """Blocked vs. dead: a dependant's recovery checks its dependencies' readiness, not only that they live."""
+    from tests.helpers import start_service
+    from windflow.activities.supervision import SupervisionActivities
+    from windflow.domain.contracts import DependencyCheckInput
+    from windflow.drivers import build_driver_registry
+    from windflow.probes import build_probe_registry
+
+    port = ports()
+    cache = warming_cache(port, warm=60)
+    await register(sqlite_db, cache, standin("api", ports(), deps=["cache"]))
+    await start_service(wsettings, cache)
+    acts = SupervisionActivities(db=sqlite_db, drivers=build_driver_registry(data_dir=wsettings.ensure_data_dir()),
+                                 probes=build_probe_registry())
+    assert (await eventually(lambda: _alive(acts, cache), timeout=10)).healthy  # alive at once ...
+    check = await acts.check_dependencies(DependencyCheckInput(service_id="api", depends_on=["cache"]))
+    assert check.unhealthy == ["cache"] and "503" in check.messages["cache"]  # ... but not ready: blocked
+
+
+async def _alive(acts, spec):
+    result = await acts._probe(spec, "liveness")
+    return result if result.healthy else None

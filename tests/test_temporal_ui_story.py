@@ -4,6 +4,7 @@ from the real history, as the UI reads it), and a running workflow's current det
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -134,3 +135,20 @@ async def test_every_activity_and_timer_in_workflow_code_has_a_summary():
             elif name == "wait_condition" and "timeout" in keywords and "timeout_summary" not in keywords:
                 missing.append(f"{path.name}:{node.lineno} wait_condition with a timeout")
     assert not missing, "calls without a summary:\n" + "\n".join(missing)
+
+
+async def test_scheduled_sweeps_say_what_they_are(temporal_env, task_queue):
+    from temporalio.client import ScheduleActionStartWorkflow
+
+    from windflow.schedules import ensure_sweep_schedule
+
+    schedule_id = f"sweep-story-{uuid.uuid4().hex[:6]}"
+    handle = await ensure_sweep_schedule(temporal_env.client, task_queue=task_queue, every=timedelta(minutes=5),
+                                         schedule_id=schedule_id)
+    try:
+        action = (await handle.describe()).schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        summary = (await temporal_env.client.data_converter.decode([action.static_summary], [str]))[0]
+        assert summary == f"recovery sweep, every 5 min (schedule {schedule_id})"
+    finally:
+        await handle.delete()
