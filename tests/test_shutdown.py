@@ -92,8 +92,9 @@ async def test_shutdown_stops_dependants_first_and_leaves_the_rest(temporal_env,
         assert not processes_with(f"--port {port} ")
     assert not processes_with(f"--mark={MARK}-sidecar") and not processes_with(f"sidecar-child-{MARK}")
     assert processes_with(f"--port {p_other} ")
-    states = {s["id"]: s["state"] for s in (await api.get("/api/v1/services?limit=50")).json()["items"]}
-    assert states["db"] == states["app"] == states["web"] == "stopped"
+    rows = {s["id"]: s for s in (await api.get("/api/v1/services?limit=50")).json()["items"]}
+    assert rows["db"]["state"] == rows["app"]["state"] == rows["web"]["state"] == "stopped"
+    assert rows["db"]["desired"] == "stopped" and rows["other"].get("desired") != "stopped"  # stays stopped
 
     # progress reached the event stream (outbox), in order, ending at 100 %
     from windflow.persistence.models import OutboxRow

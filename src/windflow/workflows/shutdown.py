@@ -109,7 +109,7 @@ class SystemShutdown:
                 start_to_close_timeout=policies.STORE_TIMEOUT * 4, retry_policy=policies.STORE_RETRY)
             done = await policies.execute_on_host(
                 spec, ServiceActivities.stop_service,
-                ServiceActionInput(spec=spec, source="shutdown", run_id=self.state.run_id),
+                ServiceActionInput(spec=spec, source="shutdown", run_id=self.state.run_id, actor=self.input.actor),
                 summary=summaries.stop(spec, why),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT + _grace(spec),
                 heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
