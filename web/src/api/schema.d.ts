@@ -4274,6 +4274,21 @@ export interface components {
         /** ValidationReport */
         ValidationReport: {
             /**
+             * Conditions
+             * @description Each edge's condition: service -> dependency -> started | healthy | completed_successfully (the validated services' edges)
+             * @example {
+             *       "api": {
+             *         "database": "healthy",
+             *         "migrate": "completed_successfully"
+             *       }
+             *     }
+             */
+            conditions?: {
+                [key: string]: {
+                    [key: string]: string;
+                };
+            } | null;
+            /**
              * Order
              * @description Start layers, when the graph is valid
              */
