@@ -1,6 +1,7 @@
 """Initialization wall time against the critical-path floor. Prints one JSON document.
 
     .venv/bin/python bench/init.py [--quick] [--runs N] [--seed S] [--component lean|standin] [--no-supervised-run]
+                                   [--with-job]
 
 A generated system of 50 components in 5 dependency levels (10 per level; each component depends on
 1–3 components of the level before it, seeded random). Every component is a real process with a 0.2 s boot
@@ -27,6 +28,12 @@ Goal (issue 4): windflow ≤ floor × 1.10 + 0.5 s (median of the runs against t
 The timed runs register the services with ``monitored: false``: they measure the initialization itself.
 With monitored services the workflow also starts one supervisor per component before it returns; one extra
 run at the end (``with_supervision``; skip it with ``--no-supervised-run``) shows what that adds.
+
+``--with-job`` adds runs with a job (``kind: job``, a process that sleeps ``JOB_S``) at the end of the longest
+chain: it depends on the chain's last component, so its run adds to the critical path. ``with_job`` reports how
+much longer those runs take than the plain ones, against the goal: no more than the job's own run time (its
+measured ``duration``) plus one component's orchestration overhead (the plain median minus the floor, divided by
+the chain's length).
 
 ``profile`` breaks the critical chain of the median windflow run down with the workflow history
 (activity scheduled/completed times), the process start time (``/proc/PID/stat``) and the moment the
@@ -68,6 +75,7 @@ HEALTH_INTERVAL = "0.1s"
 FLOOR_POLL = 0.005
 GOAL_FACTOR = 1.10
 GOAL_SLACK_S = 0.5
+JOB_S = 0.5  # --with-job: how long the job runs
 MARKER = f"wfbench{os.getpid()}"  # in every stand-in's --name: lets cleanup find them all
 
 
@@ -431,7 +439,9 @@ class Windflow:
         client = self.env.client
         settings = Settings(data_dir=self.tmp / "data", database_url=f"sqlite+aiosqlite:///{self.tmp / 'store.db'}",
                             jwt_secret="x" * 48, temporal_address=client.service_client.config.target_host,
-                            temporal_namespace=client.namespace, task_queue=self.task_queue, _env_file=None)
+                            temporal_namespace=client.namespace, task_queue=self.task_queue,
+                            codec_disabled=True,  # the shared test client has no codec
+                            _env_file=None)
         self.parts = build_worker(client=client, settings=settings, db=self.db)
         self.log_dir = settings.resolved_data_dir / "logs"
         await self.parts.worker.__aenter__()
@@ -481,6 +491,44 @@ class Windflow:
             "p50": round(lags[len(lags) // 2], 1), "p90": round(lags[len(lags) * 9 // 10], 1),
             "max": round(lags[-1], 1), "samples": len(lags)} if lags else None
         return {"run_id": run_id, "seconds": round(elapsed, 3), "profile": profile}
+
+    async def add_job(self, after: str) -> None:
+        """A job that runs ``JOB_S`` seconds once ``after`` is healthy: the new end of the critical path."""
+        from windflow.domain.models import ServiceSpec
+        from windflow.persistence import registry
+
+        spec = ServiceSpec.model_validate({
+            "id": "job", "kind": "job", "driver": "process", "monitored": False, "depends_on": [after],
+            "config": {"command": [sys.executable, "-I", "-S", "-c",
+                                   f"import time; time.sleep({JOB_S})  # {MARKER}"], "stop_grace": "2s"},
+            "restart": {"max_attempts": 1}})
+        async with self.db.write() as session:
+            await registry.create_service(session=session, spec=spec, author="bench")
+        self.specs.append(spec)
+
+    async def run_plain(self) -> dict[str, Any]:
+        """One initialization, timed from start_workflow to its result; the job's own duration."""
+        from windflow.domain.contracts import InitInput, InitOptions, InitStatus
+        from windflow.workflows.initialization import SystemInitialization
+
+        run_id = uuid.uuid4().hex[:12]
+        begin = time.perf_counter()
+        handle = await self.env.client.start_workflow(
+            SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(retry_window=0), actor="bench"),
+            id=f"init/{run_id}", task_queue=self.task_queue)
+        state = await handle.result()
+        elapsed = time.perf_counter() - begin
+        if state.status != InitStatus.SUCCEEDED:
+            raise RuntimeError(f"initialization {run_id} ended {state.status}: {state.message}")
+        job = state.components.get("job")
+        return {"run_id": run_id, "seconds": round(elapsed, 3),
+                "job_duration_s": job.duration if job is not None else None}
+
+    async def remove_job(self) -> None:
+        from windflow.persistence import registry
+
+        async with self.db.write() as session:
+            await registry.delete_service(session=session, service_id="job", author="bench", force=True)
 
     async def set_monitored(self, monitored: bool) -> None:
         """Monitored services get a supervisor each at the end of an initialization (before it returns)."""
@@ -549,11 +597,29 @@ def _supervised_summary(run: dict[str, Any] | None) -> dict[str, Any] | None:
             "note": "not part of the goal figure: the timed runs above have monitored: false"}
 
 
+def _job_summary(plain: list[dict[str, Any]], with_job: list[dict[str, Any]], floor: float,
+                 chain: int) -> dict[str, Any]:
+    plain_s = _median([r["seconds"] for r in plain])
+    job_s = _median([r["seconds"] for r in with_job])
+    job_run = _median([r["job_duration_s"] for r in with_job])
+    per_component = max(0.0, (plain_s - floor) / chain)
+    added = round(job_s - plain_s, 3)
+    return {
+        "job_s": JOB_S, "plain_median_s": plain_s, "with_job_median_s": job_s,
+        "plain_runs_s": [r["seconds"] for r in plain], "with_job_runs_s": [r["seconds"] for r in with_job],
+        "job_duration_median_s": job_run, "added_s": added,
+        "one_component_overhead_s": round(per_component, 3),
+        "goal": {"rule": "added <= job duration + one component's orchestration overhead",
+                 "limit_s": round(job_run + per_component, 3), "pass": added <= job_run + per_component},
+    }
+
+
 def _median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
 
-async def run(quick: bool, runs: int | None, seed: int, monitored_run: bool) -> dict[str, Any]:
+async def run(quick: bool, runs: int | None, seed: int, monitored_run: bool,
+              with_job: bool = False) -> dict[str, Any]:
     levels, per_level = (5, 10) if not quick else (5, 4)
     n_runs = runs or (5 if not quick else 2)
     floor_reps = 5 if not quick else 3
@@ -579,6 +645,18 @@ async def run(quick: bool, runs: int | None, seed: int, monitored_run: bool) -> 
         await wf.stop_services()
         floors.append(await asyncio.to_thread(measure_floor, chain, ports))  # after, too: drift shows
         bare.append(await measure_bare_dag(graph, ports))
+        if with_job:  # plain and with-job runs alternate: drift affects both alike
+            plain_runs, job_runs = [], []
+            for _ in range(n_runs):
+                await asyncio.sleep(0.3)
+                plain_runs.append(await wf.run_plain())
+                await wf.stop_services()
+                await wf.add_job(chain[-1])
+                await asyncio.sleep(0.3)
+                job_runs.append(await wf.run_plain())
+                await wf.stop_services()
+                wf.specs = [s for s in wf.specs if s.id != "job"]
+                await wf.remove_job()
         if monitored_run:  # last: its 50 supervisors keep probing until the end
             await wf.set_monitored(True)
             await asyncio.sleep(0.3)
@@ -621,6 +699,7 @@ async def run(quick: bool, runs: int | None, seed: int, monitored_run: bool) -> 
         "windflow_overhead_over_bare_dag_s": round(windflow - statistics.median(bare), 3),
         "profile_of_median_run": median_run["profile"],
         "with_supervision": _supervised_summary(supervised),
+        "with_job": _job_summary(plain_runs, job_runs, floor, len(chain)) if with_job else None,
         "leftover_processes_killed": left,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
@@ -633,6 +712,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--no-supervised-run", action="store_true",
                         help="skip the extra run with monitored services (supervisors started by the init)")
+    parser.add_argument("--with-job", action="store_true",
+                        help=f"also time runs with a {JOB_S:g} s job at the end of the longest chain (see above)")
     parser.add_argument("--component", choices=("lean", "standin"), default="lean",
                         help="the process every component runs (see above; default lean)")
     args = parser.parse_args()
@@ -650,7 +731,8 @@ def main() -> None:
                 nonlocal main_task
                 main_task = asyncio.current_task()
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-                return await run(args.quick, args.runs, args.seed, monitored_run=not args.no_supervised_run)
+                return await run(args.quick, args.runs, args.seed, monitored_run=not args.no_supervised_run,
+                                 with_job=args.with_job)
 
             report = runner.run(go())
         json_out.write(json.dumps(report, indent=2) + "\n")

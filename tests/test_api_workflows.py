@@ -10,6 +10,8 @@ import os
 import signal
 
 import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowExecutionStatus
 
 from tests.helpers import create, eventually, processes_with, running_worker, standin, terminate_quietly
 from windflow.settings import Settings
@@ -195,3 +197,64 @@ async def test_supervision_of_a_supervisor_nobody_runs_answers_from_the_store(te
 async def _recorded_state(api, state: str) -> bool:
     body = (await api.get("/api/v1/services/app")).json()
     return (body.get("state_detail") or {}).get("supervision", {}).get("state") == state
+
+
+@workflow.defn(name="SystemInitialization")
+class BrokenInitialization:
+    """An initialization that cannot run on this worker: its workflow task fails at every attempt."""
+
+    @workflow.run
+    async def run(self, _input: dict) -> None:
+        raise RuntimeError("this build cannot run initializations")
+
+
+async def test_a_run_whose_workflow_task_keeps_failing_is_reported_and_cancellable(temporal_env, settings, db, api):
+    """A worker whose initialization code cannot run (here: it raises at once; at fleet size it was a search
+    attribute over the engine's limit) leaves the run looking alive. The API says what is wrong, the run watchdog
+    records it with an event, and cancel ends it; a run Temporal ended by itself is reported the same way."""
+    from sqlalchemy import select
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    from windflow.persistence.models import OutboxRow
+    from windflow.run_health import check_runs
+
+    client = temporal_env.client
+    async with Worker(client, task_queue=settings.task_queue, workflows=[BrokenInitialization],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        r = await api.post("/api/v1/initializations", json={})
+        assert r.status_code == 202, r.text
+        run_id = r.json()["run_id"]
+
+        async def reported() -> dict | None:
+            body = (await api.get(f"/api/v1/initializations/{run_id}")).json()
+            return body if body.get("error") and "keeps failing" in body["error"] else None
+
+        body = await eventually(reported, timeout=60, interval=0.5)
+        assert "this build cannot run initializations" in body["error"]
+        assert body["status"] == "PENDING" and body["finished_at"] is None  # it did not end: it is stuck
+        await asyncio.sleep(5)  # the watchdog leaves runs younger than its grace period alone
+        assert await check_runs(client, db) == 1
+        assert await check_runs(client, db) == 0  # told once
+        async with db.read() as s:
+            events = [e.payload["data"] for e in (await s.execute(
+                select(OutboxRow).where(OutboxRow.event_type == "INITIALIZATION_UPDATE"))).scalars()
+                if e.payload["data"]["run_id"] == run_id]
+        assert any("keeps failing" in e["message"] for e in events), events
+
+        r = await api.post(f"/api/v1/initializations/{run_id}/cancel")
+        assert r.status_code == 202 and r.json()["status"] == "cancelled", r.text
+        desc = await client.get_workflow_handle(f"init/{run_id}").describe()
+        assert desc.status == WorkflowExecutionStatus.TERMINATED
+        body = (await api.get(f"/api/v1/initializations/{run_id}")).json()
+        assert body["status"] == "CANCELLED" and body["finished_at"] is not None and "keeps failing" in body["error"]
+
+        # ended by Temporal itself (as the engine did with a search attribute over its limit)
+        r = await api.post("/api/v1/initializations", json={})
+        second = r.json()["run_id"]
+        await client.get_workflow_handle(f"init/{second}").terminate(reason="BadSearchAttributes: value too large")
+        await asyncio.sleep(5)
+        assert await check_runs(client, db) == 1
+        body = (await api.get(f"/api/v1/initializations/{second}")).json()
+        assert body["status"] == "FAILED" and "BadSearchAttributes" in body["error"], body
+        r = await api.post(f"/api/v1/initializations/{second}/cancel")
+        assert r.status_code == 409 and "BadSearchAttributes" in r.json()["error"]["message"], r.text

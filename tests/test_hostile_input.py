@@ -18,6 +18,7 @@ import httpx2
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from tests.auth_helpers import create_user
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.models import ServiceSpec
 from windflow.drivers.command import CommandDriver
@@ -139,6 +140,7 @@ async def test_yaml_alias_bomb_is_refused_without_expanding_it(api):
 
 
 async def test_deeply_nested_alert_payloads_get_400(api, anon):
+    await create_user(api, "tester", ["operator"])  # a hook works while its creator holds recovery:trigger
     r = await api.post("/api/v1/hooks", json={"name": "am", "kind": "alertmanager"})
     assert r.status_code == 201, r.text
     hook = r.json()

@@ -135,7 +135,7 @@ async def test_metrics_servers_share_a_range():
     two = serve_metrics("127.0.0.1", range(first, last + 1))
     try:
         assert {one.server_port, two.server_port} == {first, last}
-        with pytest.raises(OSError, match=f"{first}-{last}"):
+        with pytest.raises(OSError, match=f"no free port in {first}-{last}"):
             serve_metrics("127.0.0.1", range(first, last + 1))
     finally:
         one.shutdown()
@@ -216,3 +216,30 @@ async def test_two_workers_on_one_host_json_logs_and_promtool(tmp_path, sqlite_d
             kill_process_group(proc)
         if env is not None:
             await env.shutdown()
+
+
+async def test_a_worker_whose_metrics_ports_are_taken_says_so(tmp_path, sqlite_db, task_queue, temporal_env):
+    """The second worker on a host with a fixed, taken port stops with one line naming the setting (exit 2)."""
+    import asyncio
+
+    first, last = free_range(2)
+    held = [socket.socket(), socket.socket()]
+    try:
+        for sock, port in zip(held, (first, last), strict=True):
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        proc = worker_process(worker_settings(tmp_path, task_queue, temporal_env, sqlite_db), tmp_path, "worker-x",
+                              WINDFLOW_LOG_FORMAT="json", WINDFLOW_WORKER_METRICS_PORT=f"{first}-{last}")
+        try:
+            code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 60)
+        finally:
+            kill_process_group(proc)
+    finally:
+        for sock in held:
+            sock.close()
+    out = (tmp_path / "worker-x.log").read_text()
+    assert code == 2, out
+    assert f"WINDFLOW_WORKER_METRICS_PORT: no free port in {first}-{last}" in out and "Traceback" not in out, out
+    from windflow.settings import Settings
+
+    assert Settings(_env_file=None).worker_metrics_port == "9464-9473"  # the default: several workers per host

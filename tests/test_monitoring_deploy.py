@@ -96,3 +96,17 @@ def test_compose_prometheus_mounts_the_shipped_config():
     worker_env = compose["services"]["worker"]["environment"]
     assert worker_sd["names"] == ["worker"] and str(worker_sd["port"]) == worker_env["WINDFLOW_WORKER_METRICS_PORT"]
     assert worker_env["WINDFLOW_WORKER_METRICS_HOST"] == "0.0.0.0"  # reachable from the compose network
+
+
+def test_compose_grafana_provisions_prometheus_and_the_dashboard():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    grafana = compose["services"]["grafana"]
+    mounts = {volume.split(":")[0]: volume.split(":")[1] for volume in grafana["volumes"]}
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/windflow.yml").read_text())
+    dashboards_dir = provider["providers"][0]["options"]["path"]
+    assert mounts["./deploy/grafana/windflow.json"] == f"{dashboards_dir}/windflow.json"
+    source = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    prom = source["datasources"][0]
+    assert prom["type"] == "prometheus" and prom["isDefault"] and prom["url"] == "http://prometheus:9090"
+    assert "prometheus" in compose["services"] and grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"

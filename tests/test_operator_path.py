@@ -438,3 +438,112 @@ async def test_histories_of_the_previous_supervision_replay():
             assert "wait_dependencies" in text and "recover_step" in text  # it was blocked, then restarted
         result = await replayer.replay_workflow(WorkflowHistory.from_json(name, text))
         assert result.replay_failure is None
+
+
+async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqlite_db, ports, task_queue):
+    """"v2 saved, v1 running — apply": a rollout of the saved content applies that very version."""
+    from windflow.persistence import registry
+
+    client = temporal_env.client
+    port = ports()
+    spec = standin("app", port, boot=0.1)
+    await register(sqlite_db, spec)
+    try:
+        async with running_worker(client, wsettings, sqlite_db), api_on(wsettings, sqlite_db) as api:
+            await initialize(client, task_queue)
+            await eventually(lambda: watching_again(client, "app", 0), timeout=20)
+            first = the_pid(port)
+            saved = standin("app", port, boot=0.2).model_dump(mode="json", exclude={"id"})
+            async with sqlite_db.write() as session:
+                await registry.update_service(session=session, service_id="app", data=saved, expected_version=1,
+                                              author="alice")
+            model = await read_model(sqlite_db, "app")
+            assert (model.applied_version, model.pending_version) == (1, 2)
+            assert the_pid(port) == first  # saving restarted nothing
+            listed = (await api.get("/api/v1/services/app")).json()
+            assert (listed["applied_version"], listed["pending_version"]) == (1, 2)
+            r = await api.post("/api/v1/services/app/rollouts",
+                               json={"config": saved, "verify_window": 0.5, "wait": True, "timeout": 60})
+            assert r.status_code in (200, 202), r.text
+            assert r.json()["status"] == "SUCCEEDED" and r.json()["new_version"] == 2, r.text
+            model = await read_model(sqlite_db, "app")
+            assert (model.version, model.applied_version, model.pending_version) == (2, 2, None)
+            assert the_pid(port) != first and model.pid == the_pid(port)
+    finally:
+        await terminate_quietly(client, "supervise/app")
+
+
+@pytest.mark.parametrize("seed", [7, 11])
+async def test_read_model_stays_truthful_through_random_operator_steps(temporal_env, wsettings, sqlite_db, ports,
+                                                                       task_queue, seed):
+    """stop / start / restart / initialize / crash in a random order (seeded): after each step settles, the read
+    model says what the processes say (state, desired, pid vs ``kill(pid, 0)`` and the port)."""
+    import random
+
+    client = temporal_env.client
+    port = ports()
+    await register(sqlite_db, standin("svc", port, boot=0.1))
+    rng = random.Random(seed)
+    steps = [rng.choice(["stop", "start", "restart", "initialize", "crash"]) for _ in range(6)]
+    desired = "running"
+
+    async def settled() -> ServicePublic | None:
+        model = await read_model(sqlite_db, "svc")
+        pids = processes_with(f"--port {port} ")
+        if desired == "stopped":
+            ok = model.state == "stopped" and model.pid is None and not pids
+        else:
+            st = await client.get_workflow_handle("supervise/svc").query(ServiceSupervisor.query_status)
+            ok = (model.state == "healthy" and st.state == SupervisionState.WATCHING and len(pids) == 1
+                  and model.pid == pids[0] and alive(model.pid) and await healthy(port))
+        return model if ok and model.desired == desired else None
+
+    try:
+        async with running_worker(client, wsettings, sqlite_db):
+            await initialize(client, task_queue)
+            await eventually(settled, timeout=20)
+            for step in steps:
+                if step == "crash":
+                    if desired == "stopped":
+                        continue
+                    os.kill(the_pid(port), signal.SIGKILL)
+                elif step == "initialize":
+                    await initialize(client, task_queue)
+                    desired = "running"
+                else:
+                    await control(client, task_queue, "svc", step)
+                    desired = "stopped" if step == "stop" else "running"
+                model = await eventually(settled, timeout=30)
+                assert model.desired_by in ("alice", "tester"), (steps, step, model)
+    finally:
+        await terminate_quietly(client, "supervise/svc")
+
+
+async def test_sweep_covers_a_service_desired_running_whatever_its_last_state(temporal_env, wsettings, sqlite_db,
+                                                                             ports, task_queue):
+    """A rollback that failed leaves the service "failed" (and its supervisor may be gone): it is still desired
+    running, so the sweep supervises it again and it is recovered."""
+    from sqlalchemy import update
+
+    from windflow.domain.contracts import SweepInput
+    from windflow.workflows.control import RecoverySweep
+
+    client = temporal_env.client
+    port = ports()
+    await register(sqlite_db, standin("rolled", port, boot=0.1))
+    try:
+        async with running_worker(client, wsettings, sqlite_db):
+            await initialize(client, task_queue)
+            await eventually(lambda: watching_again(client, "rolled", 0), timeout=20)
+            await client.get_workflow_handle("supervise/rolled").terminate("lost")
+            os.kill(the_pid(port), signal.SIGKILL)
+            async with sqlite_db.write() as session:
+                await session.execute(update(ServiceRow).where(ServiceRow.id == "rolled").values(state="failed"))
+            result = await client.execute_workflow(RecoverySweep.run, SweepInput(actor="test"),
+                                                   id=f"sweep/{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+            assert "rolled" in result.supervisors_started, result
+            await eventually(lambda: watching_again(client, "rolled", 1), timeout=30)
+            assert await healthy(port)
+            assert (await read_model(sqlite_db, "rolled")).pid == the_pid(port)
+    finally:
+        await terminate_quietly(client, "supervise/rolled")

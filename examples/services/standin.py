@@ -10,6 +10,8 @@ HTTP mode:
     GET  /        200 a few facts about this process
     POST /hang    200, then every later /health request stalls forever (the process stays alive)
     POST /crash   200, then the process exits with code 1
+    GET  /ready   200 once warm (see --warm), else 503 {"status": "warming"}: a readiness probe
+    POST /unready?seconds=N   200, then /ready answers 503 for N seconds (a cache being rebuilt)
 TCP mode: every connection receives ``OK\\n`` and is closed.
 
 ``--boot`` (or env ``STANDIN_BOOT``) waits before binding, like a slow service starting up.
@@ -34,6 +36,8 @@ from typing import Any
 
 STARTED = time.time()
 HUNG = threading.Event()
+#: /ready answers 503 until this time.time() (``--warm`` after binding, or POST /unready)
+WARM_UNTIL = [0.0]
 REQUIRES: list[tuple[str, int]] = []
 
 
@@ -78,6 +82,12 @@ class HealthHandler(BaseHTTPRequestHandler):
                 self._send_json(503, {"status": "degraded", "name": self.name, "unreachable": down})
                 return
             self._send_json(200, {"status": "ok", "name": self.name, "pid": os.getpid()})
+        elif self.path.split("?", 1)[0] == "/ready":
+            left = WARM_UNTIL[0] - time.time()
+            if left > 0:  # alive (/health passes) but not ready to serve yet
+                self._send_json(503, {"status": "warming", "name": self.name, "ready_in": round(left, 3)})
+                return
+            self._send_json(200, {"status": "ready", "name": self.name, "pid": os.getpid()})
         elif self.path.split("?", 1)[0] == "/":
             self._send_json(200, {"name": self.name, "pid": os.getpid(), "uptime": round(time.time() - STARTED, 3),
                                   "hung": HUNG.is_set()})
@@ -93,6 +103,12 @@ class HealthHandler(BaseHTTPRequestHandler):
             HUNG.set()
             log(self.name, "hanging: /health will stall from now on")
             self._send_json(200, {"status": "hanging"})
+        elif path == "/unready":
+            query = dict(p.split("=", 1) for p in (self.path.partition("?")[2] or "").split("&") if "=" in p)
+            seconds = float(query.get("seconds", "5"))
+            WARM_UNTIL[0] = time.time() + seconds
+            log(self.name, f"not ready for {seconds:g}s (/ready answers 503)")
+            self._send_json(200, {"status": "warming", "seconds": seconds})
         elif path == "/crash":
             self._send_json(200, {"status": "crashing"})
             log(self.name, "crashing on request")
@@ -126,6 +142,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--protocol", choices=["http", "tcp"], default="http")
     parser.add_argument("--boot", type=float, default=None, help="seconds to wait before binding (env STANDIN_BOOT)")
+    parser.add_argument("--warm", type=float, default=0.0,
+                        help="/ready answers 503 for this many seconds after binding (/health passes at once)")
     parser.add_argument("--crash-after", type=float, default=None, help="exit 1 this many seconds after binding")
     parser.add_argument("--fail-start", action="store_true", help="exit 1 right after the boot delay")
     parser.add_argument("--fail-start-while", default=None, metavar="PATH",
@@ -175,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         server = _ThreadingTcpServer((args.host, args.port), _TcpHandler)
     server.daemon_threads = True  # type: ignore[attr-defined]
+    WARM_UNTIL[0] = time.time() + args.warm
     log(args.name, f"listening on {args.host}:{args.port} ({args.protocol})")
 
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

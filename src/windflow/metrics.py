@@ -3,8 +3,9 @@
 Where they are served
     * the API: ``GET /metrics`` — windflow's registry, the per-service series computed from the store at
       each scrape, and (under ``windflow up``) the Temporal SDK's metrics of the embedded worker.
-    * ``windflow worker``: one endpoint, ``/metrics`` on ``WINDFLOW_WORKER_METRICS_PORT`` (``9464`` by
-      default; ``0`` = any free port, ``9464-9473`` = the first free one of a range, ``off`` = none),
+    * ``windflow worker``: one endpoint, ``/metrics`` on ``WINDFLOW_WORKER_METRICS_PORT`` (by default the
+      first free port of ``9464-9473``, so several workers share a host; one port such as ``9464``; ``0`` =
+      any free port; ``off`` = none),
       serving windflow's worker-side counters and the Temporal SDK's metrics (``temporal_*``, from the SDK
       core, with ``_total`` counters and durations in seconds). The worker does not report the store-derived
       gauges (scrape them from the API: one source, no doubles).
@@ -326,6 +327,10 @@ def _make_runtime(*, metrics: bool) -> Runtime:
     raise RuntimeError(f"the Temporal SDK's metrics endpoint could not bind: {error}")
 
 
+class MetricsPortsTaken(OSError):
+    """Every port the worker's metrics endpoint may use is taken."""
+
+
 def serve_metrics(host: str, ports: range, *, token: str | None = None) -> Any:
     """The worker's ``/metrics`` (windflow's registry and the SDK's metrics) on the first free port of
     ``ports`` (``range(0, 1)``: any free port), in a daemon thread. Returns the server; ``server.server_port``
@@ -359,4 +364,6 @@ def serve_metrics(host: str, ports: range, *, token: str | None = None) -> Any:
             continue
         threading.Thread(target=server.serve_forever, name="windflow-metrics", daemon=True).start()
         return server
-    raise OSError(f"no free metrics port in {ports.start}-{ports.stop - 1} on {host}: {last}")
+    span = str(ports.start) if len(ports) == 1 else f"{ports.start}-{ports.stop - 1}"
+    raise MetricsPortsTaken(f"WINDFLOW_WORKER_METRICS_PORT: no free port in {span} on {host} ({last}); give a "
+                            "wider range, 0 (any free port) or off")

@@ -19,6 +19,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.domain.contracts import SweepInput
+from windflow.domain.summaries import seconds
 from windflow.workflows import search_attributes as sa
 
 SWEEP_SCHEDULE_ID = "windflow-recovery-sweep"
@@ -33,6 +34,7 @@ def sweep_schedule(*, task_queue: str, every: timedelta, schedule_id: str, pause
             id=f"sweep/{schedule_id}",
             task_queue=task_queue,
             typed_search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "sweep")]),
+            static_summary=f"recovery sweep, every {seconds(every.total_seconds())} (schedule {schedule_id})",
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),

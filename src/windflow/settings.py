@@ -183,10 +183,10 @@ class Settings(BaseSettings):
         description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI; "
         "empty (the default) = the origin of the Temporal UI address windflow links to",
     )
-    worker_metrics_port: str = Field("9464", description="`windflow worker`: port of its Prometheus endpoint "
-                                     "(/metrics: windflow's worker-side metrics and the Temporal SDK's); 0 = any "
-                                     "free port, a range such as 9464-9473 = the first free one (several workers "
-                                     "per host), off = none")
+    worker_metrics_port: str = Field("9464-9473", description="`windflow worker`: port of its Prometheus "
+                                     "endpoint (/metrics: windflow's worker-side metrics and the Temporal SDK's); "
+                                     "a range = the first free port of it (several workers per host), one port, "
+                                     "0 = any free port, off = none")
     worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics endpoint binds "
                                      "(0.0.0.0 in containers)")
     metrics_token: SecretStr | None = Field(None, description="When set, /metrics (API and worker) wants "
@@ -208,6 +208,9 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    hooks_rate_limit: int = Field(120, ge=1, description="Deliveries one incoming alert hook may make per "
+                                  "hooks_rate_window; more are answered 429 with Retry-After")
+    hooks_rate_window: float = Field(60.0, gt=0, le=86400, description="Window of hooks_rate_limit, seconds")
     outbound_deny: list[str] = Field(
         default_factory=list,
         description="CIDRs and host names (JSON list; `*.example.com` for subdomains) that probes, the http driver, "

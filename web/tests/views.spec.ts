@@ -96,6 +96,29 @@ describe('ConfigsView', () => {
     vi.useRealTimers()
   })
 
+  it('shows a saved, pending version and applies it through a rollout; Save and apply is the main action', async () => {
+    signedIn(['services:read', 'configs:read', 'configs:write'])
+    const v2 = { ...v1, version: 2, content: { driver: 'process', config: { command: ['b'] } } }
+    const posted: unknown[] = []
+    mockFetch({
+      'GET /api/v1/services': json({ items: [service('api', 'healthy', [], { version: 2, applied_version: 1, pending_version: 2 })], next_cursor: null }),
+      'GET /api/v1/services/api/config': json(v2),
+      'GET /api/v1/services/api/config/versions': json({ items: [v2, v1], next_cursor: null }),
+      'POST /api/v1/services/api/rollouts': (c) => {
+        posted.push(c.body)
+        return json({ rollout_id: 'r1', status: 'RUNNING' }, 202)
+      },
+    })
+    const wrapper = mount(ConfigsView, { props: { id: 'api' }, global: { plugins: [pinia, buildRouter(createMemoryHistory())] } })
+    await flushPromises()
+    expect(wrapper.find('[data-testid="config-pending"]').text()).toContain('v2 saved, v1 running')
+    expect(wrapper.find('[data-testid="config-apply"]').text()).toBe('Save and apply')
+    expect(wrapper.find('[data-testid="config-save"]').text()).toBe('Save only')
+    await wrapper.find('[data-testid="config-apply-pending"]').trigger('click')
+    await flushPromises()
+    expect(posted).toEqual([{ config: v2.content, comment: 'apply v2', expected_version: 2 }])
+  })
+
   it('is read-only without configs:write', async () => {
     signedIn(['services:read', 'configs:read'])
     mockFetch({

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from temporalio import activity
 
 from windflow.activities._support import add_new_events
-from windflow.domain.contracts import TERMINAL_INIT, RecordInitInput
+from windflow.domain.contracts import TERMINAL_INIT, AlertsIgnoredInput, RecordInitInput
 from windflow.domain.events import EventType, InitializationUpdate, make_event
 from windflow.metrics import INITIALIZATION_DURATION
+from windflow.persistence.hook_repositories import AlertLogRepository
 from windflow.persistence.repositories import RunSummaryRepository
 
 if TYPE_CHECKING:
@@ -19,10 +22,29 @@ if TYPE_CHECKING:
 runs = RunSummaryRepository()
 
 
+alert_log = AlertLogRepository()
+
+
 class RecordActivities:
     def __init__(self, *, db: Database, on_commit: Callable[[], None] | None = None) -> None:
         self.db = db
         self.on_commit = on_commit
+
+    @activity.defn(name="note_alerts_ignored")
+    async def note_alerts_ignored(self, req: AlertsIgnoredInput) -> int:
+        """Mark the alerts that started or joined a recovery run as ignored (the service was healthy).
+
+        The hook writes its alert log just after starting the run, so a quick recovery may get here first: wait
+        for the rows a little (heartbeating). Idempotent: a second call finds nothing left to mark."""
+        deadline = time.monotonic() + req.wait
+        while True:
+            async with self.db.write() as session:
+                marked = await alert_log.mark_ignored(session=session, workflow_id=req.workflow_id,
+                                                      run_id=req.run_id, reason=req.reason)
+            if marked or time.monotonic() >= deadline:
+                return marked
+            activity.heartbeat()
+            await asyncio.sleep(0.2)
 
     @activity.defn(name="record_initialization")
     async def record_initialization(self, req: RecordInitInput) -> None:

@@ -191,10 +191,14 @@ class RolloutActivities:
             if problems or spec is None:
                 return PrepareRolloutResult(valid=False, problems=[p.model_dump() for p in problems])
             good = await versions.last_good(session=session, service_id=req.service_id)
+            # what runs is the applied version: the one to fall back to when none was marked good, and a
+            # proposal equal to a saved but pending version still has something to do (apply it)
+            running = row.applied_version or row.current_version
             return PrepareRolloutResult(
                 valid=True, spec=spec, current_version=row.current_version,
-                good_version=good.version if good is not None else row.current_version,
-                good_is_implicit=good is None, unchanged=spec.content() == row.spec,
+                good_version=good.version if good is not None else running,
+                good_is_implicit=good is None,
+                unchanged=spec.content() == row.spec and running == row.current_version,
             )
 
     # ----------------------------------------------------------------- save / restore
@@ -225,7 +229,9 @@ class RolloutActivities:
                 version = await services.update(session=session, spec=spec, expected_version=req.expected_version,
                                                 author=author, comment=comment)
                 if version is None:
-                    return SaveRolloutResult(version=row.current_version, changed=False)
+                    # saved before but not applied (pending): this rollout applies that very version
+                    pending = row.applied_version is not None and row.applied_version != row.current_version
+                    return SaveRolloutResult(version=row.current_version, changed=pending)
                 await self._config_changed(session, spec.id, version.version, author, comment, "update")
         except WindflowError as exc:
             raise to_application_error(exc) from None
@@ -334,10 +340,11 @@ class RolloutActivities:
         if not running:
             return RolloutProbe(at=_now(), healthy=False, running=False,
                                 message=f"not running: {status.message}" if status.message else "not running")
-        if spec.health is None:
+        probe = spec.readiness_spec()
+        if probe is None:
             return RolloutProbe(at=_now(), healthy=True, running=True, message="no health check; running")
         begin = time.monotonic()
-        result = await self.probes.check(spec.health, service=spec.id)
+        result = await self.probes.check(probe, service=spec.id)
         return RolloutProbe(at=result.checked_at, healthy=result.healthy, running=True,
                             latency_ms=result.latency_ms or (time.monotonic() - begin) * 1000, message=result.message)
 

@@ -70,8 +70,10 @@ class TemporalActivities:
             raise
         if desc.status != WorkflowExecutionStatus.RUNNING:
             return AwaitSupervisorResult(supervised=False)
+        before = await handle.query("status", result_type=SupervisorStatus) if req.confirm else None
         answer = await handle.execute_update(
-            "recover_now", RecoverNowInput(reason=req.reason, actor=req.actor, source=req.source),
+            "recover_now", RecoverNowInput(reason=req.reason, actor=req.actor, source=req.source,
+                                           confirm=req.confirm),
             result_type=RecoverNowResult,
         )
         if not answer.attached and answer.state != SupervisionState.RECOVERING:
@@ -82,8 +84,9 @@ class TemporalActivities:
         while True:
             status = await handle.query("status", result_type=SupervisorStatus)
             if status.state not in busy:
+                restarted = before is None or status.restarts_total > before.restarts_total
                 return AwaitSupervisorResult(supervised=True, attached=answer.attached, state=status.state.value,
-                                             attempt=status.attempt, message=status.message)
+                                             attempt=status.attempt, message=status.message, restarted=restarted)
             activity.heartbeat(status.state.value)
             await asyncio.sleep(req.poll)
 

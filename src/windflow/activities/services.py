@@ -239,13 +239,14 @@ class ServiceActivities:
 
     @activity.defn(name="check_health")
     async def check_health(self, req: CheckHealthInput) -> ProbeResult:
-        if req.spec.health is None:
+        probe = req.spec.readiness_spec()
+        if probe is None:
             status = await self.drivers.for_service(req.spec).status(req.spec)
             healthy = status.status != RunStatus.STOPPED
             result = ProbeResult(healthy=healthy, latency_ms=0.0, message=f"no probe; driver says {status.status}",
                                  checked_at=datetime.now(UTC))
         else:
-            result = await self.probes.check(req.spec.health, service=req.spec.id)
+            result = await self.probes.check(probe, service=req.spec.id)
         if req.record:
             await self._store_probes(req.spec, [result], None)
         return result
@@ -259,7 +260,7 @@ class ServiceActivities:
         spec = req.spec
         driver = self.drivers.for_service(spec)
         begin = time.monotonic()
-        health = spec.health
+        health = spec.readiness_spec()  # ready, not only alive: what dependants and initializations wait for
         tracker = HealthTracker(
             failure_threshold=health.failure_threshold if health else 1,
             success_threshold=health.success_threshold if health else 1,
@@ -341,6 +342,7 @@ class ServiceActivities:
         clock = time.monotonic()
         pid: int | None = None
         exit_code: int | None = None
+        cause_given = False
         try:
             started = await driver.start(spec)
             pid = started.pid
@@ -378,14 +380,15 @@ class ServiceActivities:
                         message = f"{spec.id} exited with code {exit_code}"
                         if not ok and info.signal is None:
                             message += f" (success: {', '.join(map(str, spec.success_exit_codes))})"
-                    if info.signal is not None:
+                    if info.signal is not None:  # the driver's message names the signal (and the cause)
                         message = f"{spec.id} {info.message}"
+                        cause_given = True
         except WindflowError as exc:  # could not start (no such program, bad cwd)
             ok, message = False, f"{spec.id}: {exc.message}"
         duration = time.monotonic() - clock
         stderr = self._log_tail(spec, "stderr", JOB_TAIL_LINES)
         tail = stderr or self._log_tail(spec, "stdout", JOB_TAIL_LINES)
-        if not ok and stderr:
+        if not ok and stderr and not cause_given:
             message += f": {failure_cause(stderr)}"
         run = JobRunRow(service_id=spec.id, version=version, run_id=req.run_id, attempt=req.attempt, succeeded=ok,
                         exit_code=exit_code, started_at=began, finished_at=datetime.now(UTC),

@@ -66,6 +66,40 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+
+
+def _is_job(row: Any) -> bool:
+    """A stored service that is a job (``kind: job``): it runs to completion and is never supervised."""
+    return (row.spec or {}).get("kind") == "job"
+
+class _Readiness:
+    """A watched service's two verdicts, liveness and readiness, and the one state they make: ``healthy`` (alive
+    and ready) or ``not_ready`` (alive, not ready: dependants wait, nothing restarts it)."""
+
+    def __init__(self, spec: ServiceSpec) -> None:
+        self.service_id = spec.id
+        self.is_alive = False
+        self.is_ready: bool | None = None
+        self.recorded: str | None = None
+
+    async def alive(self, state: StateWriter) -> None:
+        self.is_alive = True
+        await self._record(state, "")
+
+    async def ready(self, ready: bool, message: str, state: StateWriter) -> None:
+        self.is_ready = ready
+        await self._record(state, message)
+
+    async def _record(self, state: StateWriter, message: str) -> None:
+        if not self.is_alive or self.is_ready is None:
+            return
+        wanted = "healthy" if self.is_ready else "not_ready"
+        if wanted != self.recorded:
+            self.recorded = wanted
+            await state.set_state(self.service_id, wanted, source="supervisor",
+                                  message="healthy" if self.is_ready else f"not ready: {message}".strip())
+
+
 class SupervisionActivities:
     def __init__(
         self,
@@ -88,12 +122,15 @@ class SupervisionActivities:
 
     # ----------------------------------------------------------------- probes and records
 
-    async def _probe(self, spec: ServiceSpec) -> ProbeResult:
-        if spec.health is None:
+    async def _probe(self, spec: ServiceSpec, which: str = "readiness") -> ProbeResult:
+        """One check of ``which`` probe: ``readiness`` (is it ready: a dependency check) or ``liveness`` (is it
+        alive: what restarts it); without that probe, whether the driver sees it running."""
+        probe = spec.liveness_spec() if which == "liveness" else spec.readiness_spec()
+        if probe is None:
             status = await self.drivers.for_service(spec).status(spec)
             return ProbeResult(healthy=status.status != RunStatus.STOPPED, latency_ms=0.0,
                                message=f"driver says {status.status.value}", checked_at=_now())
-        return await self.probes.check(spec.health, service=spec.id)
+        return await self.probes.check(probe, service=spec.id)
 
     async def _record_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None,
                              publish: bool) -> None:
@@ -158,8 +195,13 @@ class SupervisionActivities:
             return WatchResult(verdict="not_running", message=status.message or f"{spec.id} is not running",
                                detected_at=_now())
         exit_task = asyncio.create_task(driver.wait_exit(spec))
-        health = spec.health
+        health = spec.liveness_spec()  # only liveness failures end the watch (and restart the service)
         since = req.since or status.started_at or _now()
+        # readiness probed on its own: failing it makes the service not_ready, never restarts it
+        gate = _Readiness(spec) if spec.separate_readiness else None
+        ready_task = asyncio.create_task(self._watch_readiness(spec, since, gate)) if gate is not None else None
+        if gate is not None and health is None:  # no liveness probe: alive is the process running, as it is
+            await gate.alive(self.state)
         tracker = HealthTracker(
             failure_threshold=health.failure_threshold if health else 1,
             success_threshold=health.success_threshold if health else 1,
@@ -180,7 +222,7 @@ class SupervisionActivities:
                 activity.heartbeat({"verdict": verdict.value, "checks": len(recent)})
                 if health is not None and probe_task is None:
                     delay = max(0.0, next_probe - time.monotonic())
-                    probe_task = asyncio.create_task(self._after(delay, lambda: self._probe(spec)))
+                    probe_task = asyncio.create_task(self._after(delay, lambda: self._probe(spec, "liveness")))
                 waiting: set[asyncio.Future[Any]] = {exit_task}
                 if probe_task is not None:
                     waiting.add(probe_task)
@@ -214,7 +256,10 @@ class SupervisionActivities:
                         await self._record_probes(spec, unrecorded, "healthy", publish=True)
                         unrecorded = []
                         last_record = time.monotonic()
-                        await self.state.set_state(spec.id, "healthy", source="supervisor", message="healthy")
+                        if gate is None:
+                            await self.state.set_state(spec.id, "healthy", source="supervisor", message="healthy")
+                        else:
+                            await gate.alive(self.state)
                     if verdict == HealthVerdict.UNHEALTHY:
                         self._record_later(spec, unrecorded, "unhealthy")
                         failing = [r for r in recent if not r.healthy][-tracker.failure_threshold:]
@@ -230,11 +275,25 @@ class SupervisionActivities:
                     unrecorded = []
                     last_record = time.monotonic()
         finally:
-            for task in (exit_task, probe_task):
+            for task in (exit_task, probe_task, ready_task):
                 if task is not None and not task.done():
                     task.cancel()
                     with contextlib.suppress(BaseException):
                         await task
+
+    async def _watch_readiness(self, spec: ServiceSpec, since: datetime, gate: _Readiness) -> None:
+        """Probe readiness at its own interval for as long as the watch runs; record ``not_ready`` and ``healthy``
+        as its verdict changes (a service is ``healthy`` when both alive and ready)."""
+        probe = spec.readiness_spec()
+        assert probe is not None
+        tracker = HealthTracker(failure_threshold=probe.failure_threshold, success_threshold=probe.success_threshold,
+                                start_period=probe.start_period)
+        while True:
+            result = await self.probes.check(probe, service=spec.id)
+            verdict = tracker.observe(result.healthy, since_start=(_now() - since).total_seconds())
+            if verdict in (HealthVerdict.HEALTHY, HealthVerdict.UNHEALTHY):
+                await gate.ready(verdict == HealthVerdict.HEALTHY, result.message, self.state)
+            await asyncio.sleep(probe.interval)
 
     @staticmethod
     async def _after(delay: float, make: Callable[[], Any]) -> Any:
@@ -282,7 +341,7 @@ class SupervisionActivities:
         begin = time.monotonic()
         driver = self.drivers.for_service(spec)
         if req.confirm:
-            result = await self._probe(spec)
+            result = await self._probe(spec, "liveness")
             if result.healthy:
                 return RecoverStepResult(outcome="healthy", message=f"re-probe passed: {result.message}",
                                          probes=[result], elapsed=time.monotonic() - begin)
@@ -339,7 +398,7 @@ class SupervisionActivities:
             count_restart(spec.id, req.reason, req.source)
             pid = result.pid
         since = time.monotonic()
-        health = spec.health
+        health = spec.liveness_spec()  # recovered = alive again; readiness is the watch's to report (not_ready)
         tracker = HealthTracker(
             failure_threshold=10**6, success_threshold=health.success_threshold if health else 1,
             start_period=health.start_period if health else 0.0,
@@ -355,7 +414,7 @@ class SupervisionActivities:
                 message = f"exited while starting: {status.message}".strip()
                 return RecoverStepResult(outcome="failed", message=message, pid=pid, restarted=restarted,
                                          elapsed=time.monotonic() - begin, probes=recent[-5:])
-            result = await self._probe(spec)
+            result = await self._probe(spec, "liveness")
             recent.append(result)
             del recent[:-20]
             if tracker.observe(result.healthy) == HealthVerdict.HEALTHY:
@@ -439,7 +498,7 @@ class SupervisionActivities:
         plan = SweepPlan()
         for row in rows:
             desired = row.desired or ("running" if row.state in SUPERVISABLE_STATES else None)
-            if not row.monitored or desired != "running":
+            if not row.monitored or desired != "running" or _is_job(row):  # a job is never supervised
                 continue
             plan.supervise.append(row.id)
             applied = row.applied_version or row.current_version
@@ -453,6 +512,7 @@ class SupervisionActivities:
         async with self.db.read() as session:
             rows = await services.all(session=session)
         # never brought up, still being brought up by an initialization, or stopped: not supervised
-        return [spec_of(row) for row in rows if row.monitored and row.state in SUPERVISABLE_STATES]
+        return [spec_of(row) for row in rows
+                if row.monitored and row.state in SUPERVISABLE_STATES and not _is_job(row)]
 
 

@@ -72,6 +72,8 @@ class ServicePublic(BaseModel):
     last_job_run: dict[str, Any] | None = Field(
         None, description="A job's last run: version, succeeded, exit_code, duration (s), finished_at, attempt")
     health: dict[str, Any] | None
+    readiness: dict[str, Any] | None = Field(None, description="Readiness probe (else `health`): gates dependants")
+    liveness: dict[str, Any] | None = Field(None, description="Liveness probe (else `health`): restarts on failure")
     restart: dict[str, Any]
     monitored: bool
     restart_with_dependencies: bool
@@ -112,6 +114,8 @@ class ServicePublic(BaseModel):
                             run=spec.get("run") or "always") if kind == "job" else None,
             last_job_run=(row.state_detail or {}).get("job") if kind == "job" else None,
             health=content.get("health"),
+            readiness=content.get("readiness"),
+            liveness=content.get("liveness"),
             restart=content.get("restart") or {},
             monitored=row.monitored,
             restart_with_dependencies=bool(spec.get("restart_with_dependencies", False)),
@@ -188,6 +192,10 @@ class ValidationReport(BaseModel):
     valid: bool
     problems: list[dict[str, Any]] = Field(default_factory=list)
     order: list[list[str]] | None = Field(None, description="Start layers, when the graph is valid")
+    conditions: dict[str, dict[str, str]] | None = Field(
+        None, description="Each edge's condition: service -> dependency -> started | healthy | "
+        "completed_successfully (the validated services' edges)",
+        examples=[{"api": {"database": "healthy", "migrate": "completed_successfully"}}])
 
 
 class TemplateParameter(BaseModel):

@@ -15,10 +15,10 @@ service_app = typer.Typer(help="Control one service (a stop pauses its supervisi
 
 STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "backing_off": "yellow",
                "blocked": "magenta", "gave_up": "bold red", "failed": "red", "unhealthy": "red", "stopped": "blue",
-               "completed": "green"}
+               "completed": "green", "not_ready": "yellow"}
 
 SERVICE_STATES = ("unknown", "starting", "healthy", "unhealthy", "stopped", "failed", "recovering", "backing_off",
-                  "blocked", "gave_up", "completed")
+                  "blocked", "gave_up", "completed", "not_ready")
 """The values of ``windflow.domain.models.ServiceState`` (kept here so the CLI starts without pydantic; a test
 checks they match)."""
 StateChoice = StrEnum("StateChoice", {v: v for v in SERVICE_STATES})  # type: ignore[misc]
@@ -52,7 +52,7 @@ def services(
         from rich.table import Table
         from rich.text import Text
 
-        out = Table("service", "state", "driver", "depends on", "version", "detail")
+        out = Table("service", "state", "desired", "pid", "driver", "depends on", "version", "detail")
         for s in rows:
             sup = (s.get("state_detail") or {}).get("supervision") or {}
             detail = sup.get("message") or (s.get("state_detail") or {}).get("message") or ""
@@ -61,8 +61,11 @@ def services(
                 code = "?" if run.get("exit_code") is None else run["exit_code"]
                 detail = f"exit {code} in {run.get('duration', 0):.1f}s" + (f"; {detail}" if detail else "")
             name = f"{s['id']} (job)" if s.get("kind") == "job" else s["id"]
-            out.add_row(name, Text(s["state"], STATE_STYLE.get(s["state"], "")), s["driver"],
-                        depends_text(s), str(s["version"]), detail)
+            version = str(s["version"])
+            if s.get("pending_version"):  # saved, not applied: what runs is the applied version
+                version = f"{s['pending_version']} saved, {s.get('applied_version')} runs"
+            out.add_row(name, Text(s["state"], STATE_STYLE.get(s["state"], "")), s.get("desired") or "-",
+                        str(s.get("pid") or "-"), s["driver"], depends_text(s), version, detail)
         console.print(out)
 
     emit(rows, output, table)

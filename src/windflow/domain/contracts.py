@@ -201,7 +201,8 @@ class RecordInitInput(BaseModel):
 #: service states (the store's column) of a service windflow has brought up and should keep up; a service that
 #: was never started, is being started by an initialization, failed to start, or was stopped is not supervised
 #: by a sweep or a config change (an initialization hands its healthy components to supervisors itself)
-SUPERVISABLE_STATES = frozenset({"healthy", "unhealthy", "recovering", "backing_off", "blocked", "gave_up"})
+SUPERVISABLE_STATES = frozenset({"healthy", "unhealthy", "recovering", "backing_off", "blocked", "gave_up",
+                                 "not_ready"})
 
 
 class SupervisionState(StrEnum):
@@ -329,6 +330,7 @@ class RecoverNowInput(BaseModel):
     reason: str = "manual"
     actor: str = "system"
     source: str = "api"
+    confirm: bool = Field(False, description="Probe first: a healthy service is not restarted")
 
 
 class RecoverNowResult(BaseModel):
@@ -347,6 +349,16 @@ class RecoveryInput(BaseModel):
     reason: str = "manual"
     actor: str = "system"
     source: str = "api"
+    confirm: bool = Field(False, description="Probe first: a healthy service is not restarted (alert hooks)")
+
+
+class AlertsIgnoredInput(BaseModel):
+    """The alerts that started or joined ``run_id`` of ``workflow_id`` turned out to need nothing."""
+
+    workflow_id: str
+    run_id: str
+    reason: str
+    wait: float = Field(10.0, description="Seconds to wait for the hook's alert log rows to appear")
 
 
 class RecoveryResult(BaseModel):
@@ -394,6 +406,7 @@ class AwaitSupervisorInput(BaseModel):
     actor: str = "system"
     source: str = "api"
     poll: float = 0.5
+    confirm: bool = False
 
 
 class AwaitSupervisorResult(BaseModel):
@@ -402,6 +415,7 @@ class AwaitSupervisorResult(BaseModel):
     state: str = ""
     attempt: int = 0
     message: str = ""
+    restarted: bool = Field(True, description="The supervisor restarted the service while this was followed")
 
 
 class ControlInput(BaseModel):

@@ -7,6 +7,7 @@ Pure: no I/O. The API's hook routes turn a received payload into :class:`Incomin
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from jsonpath import CompoundJSONPath, JSONPath, JSONPathEnvironment, JSONPathEr
 from pydantic import BaseModel, Field, field_validator
 
 HookKind = Literal["alertmanager", "generic"]
+HookAuth = Literal["token", "signature", "token+signature"]
 AlertStatus = Literal["firing", "resolved", "unknown"]
 DEFAULT_LABEL = "windflow_service"
 EXCERPT_CHARS = 2000
@@ -139,3 +141,17 @@ def truncate_excerpt(doc: dict[str, Any], limit: int = EXCERPT_CHARS) -> dict[st
     if len(text) <= limit:
         return doc
     return {"truncated": True, "json": text[:limit]}
+
+
+def dedupe_key(alert: IncomingAlert, *, delivery_id: str | None = None, index: int = 0) -> str:
+    """What makes a repeat of ``alert`` the same alert: its fingerprint and when it started firing
+    (Alertmanager's ``startsAt``: a new firing episode is a new alert), else the delivery id the sender gave
+    (``webhook-id``) and the alert's position in it, else the alert's own content."""
+    if alert.fingerprint:
+        basis: list[Any] = ["fingerprint", alert.service, alert.fingerprint, alert.excerpt.get("startsAt")]
+    elif delivery_id:
+        basis = ["delivery", delivery_id, index]
+    else:
+        basis = ["content", alert.service, alert.status, alert.excerpt]
+    text = json.dumps(basis, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -420,7 +420,13 @@ class ServiceSpec(_Strict):
         json_schema_extra={"examples": [["database"], {"database": {"condition": "healthy"},
                                                        "migrate": {"condition": "completed_successfully"}}]},
     )
-    health: HealthSpec | None = None
+    health: HealthSpec | None = Field(
+        None, description="One probe for both readiness and liveness (what `readiness` or `liveness` leaves unset)")
+    readiness: HealthSpec | None = Field(
+        None, description="Ready to serve: gates dependants and initializations; failing it makes the service "
+        "`not_ready`, never restarts it")
+    liveness: HealthSpec | None = Field(
+        None, description="Alive: failing it `failure_threshold` times in a row restarts the service")
     success_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
         default_factory=lambda: [0], min_length=1, description="A job: exit codes that mean success"
     )
@@ -507,8 +513,18 @@ class ServiceSpec(_Strict):
         return self.config.stop_grace if isinstance(self.config, ProcessConfig) else 0.0
 
     def readiness_spec(self) -> HealthSpec | None:
-        """The probe that says the service is ready (gates dependants and initializations)."""
-        return self.health
+        """The probe that says the service is ready (gates dependants and initializations): ``readiness``, else
+        ``health``."""
+        return self.readiness if self.readiness is not None else self.health
+
+    def liveness_spec(self) -> HealthSpec | None:
+        """The probe whose failures restart the service: ``liveness``, else ``health``."""
+        return self.liveness if self.liveness is not None else self.health
+
+    @property
+    def separate_readiness(self) -> bool:
+        """Readiness is probed apart from liveness (a failing readiness then never restarts the service)."""
+        return self.readiness_spec() is not None and self.readiness_spec() != self.liveness_spec()
 
     def conditions(self) -> dict[str, str]:
         """Each dependency's condition, by id."""
@@ -517,9 +533,10 @@ class ServiceSpec(_Strict):
     def content(self) -> dict[str, Any]:
         """The versioned part of a service: everything but its id, as JSON-ready data (a service leaves out the
         job-only fields, so its content reads, and hashes, as before jobs existed)."""
+        unset = {name for name in ("readiness", "liveness") if getattr(self, name) is None}
         if self.kind == ServiceKind.JOB:
-            return self.model_dump(mode="json", exclude={"id"})
-        return self.model_dump(mode="json", exclude={"id", "kind", *_JOB_DEFAULTS})
+            return self.model_dump(mode="json", exclude={"id", *unset})
+        return self.model_dump(mode="json", exclude={"id", "kind", *_JOB_DEFAULTS, *unset})
 
     @property
     def process_config(self) -> ProcessConfig:
@@ -541,3 +558,4 @@ class ServiceState(StrEnum):
     BLOCKED = "blocked"
     GAVE_UP = "gave_up"
     COMPLETED = "completed"  # a job that exited with a success code
+    NOT_READY = "not_ready"  # alive (liveness passes) but its readiness probe fails: dependants wait, no restart

@@ -31,8 +31,10 @@ def exec_surface(spec: ServiceSpec | None) -> dict[str, Any]:
         out["config"] = spec.config.model_dump(mode="json", exclude=set(_PROCESS_HARMLESS))
     elif isinstance(spec.config, CommandConfig):
         out["config"] = spec.config.model_dump(mode="json")
-    if isinstance(spec.health, ExecHealth):
-        out["health"] = spec.health.model_dump(mode="json", exclude=set(_PROBE_TIMING))
+    for name in ("health", "readiness", "liveness"):
+        probe = getattr(spec, name)
+        if isinstance(probe, ExecHealth):
+            out[name] = probe.model_dump(mode="json", exclude=set(_PROBE_TIMING))
     if out:
         out["host"] = spec.host  # the same command on another host is new code for that host
     return out

@@ -89,8 +89,14 @@ def restart(spec: ServiceSpec, why: str = "", attempt: int | None = None, of: in
     return cut(text + (f": {why}" if why else ""))
 
 
+def readiness(spec: ServiceSpec) -> Any:
+    """The probe that says ``spec`` is ready (its readiness probe where the model has one)."""
+    ready = getattr(spec, "readiness_spec", None)
+    return ready() if callable(ready) else spec.health
+
+
 def wait_healthy(spec: ServiceSpec) -> str:
-    return cut(f"wait healthy: {spec.id} ({probe_label(spec.health)})")
+    return cut(f"wait healthy: {spec.id} ({probe_label(readiness(spec))})")
 
 
 def probe(spec: ServiceSpec, why: str = "probe") -> str:
@@ -122,7 +128,7 @@ def progress(components: Mapping[str, Any]) -> str:
 
     ``components`` maps a name to an object with ``status`` (a ComponentStatus or its value) and ``last_error``."""
     counts: dict[str, int] = {}
-    waiting, starting, failed = [], [], []
+    waiting, starting, failed, running = [], [], [], []
     for name, comp in components.items():
         status = str(getattr(comp.status, "value", comp.status)).lower()
         counts[status] = counts.get(status, 0) + 1
@@ -130,6 +136,8 @@ def progress(components: Mapping[str, Any]) -> str:
             waiting.append(name)
         elif status == "starting":
             starting.append(name)
+        elif status == "running":  # a job
+            running.append(name)
         elif status == "failed":
             err = getattr(comp, "last_error", None)
             failed.append(f"{name} ({cut(err, 80)})" if err else name)
@@ -140,6 +148,8 @@ def progress(components: Mapping[str, Any]) -> str:
         lines.append("starting: " + ", ".join(sorted(starting)))
     if waiting:
         lines.append("waiting for health: " + ", ".join(sorted(waiting)))
+    if running:
+        lines.append("jobs running: " + ", ".join(sorted(running)))
     if failed:
         lines.append("failed: " + ", ".join(sorted(failed)))
     return "\n\n".join(cut(line, 1000) for line in lines)

@@ -19,7 +19,7 @@ from windflow.domain.models import DependencyCondition, ProcessConfig, ServiceSp
 from windflow.domain.notifications import ChannelConfig, NotificationsSection
 
 SYSTEM_FILE_VERSION = 1
-_UNION_FIELDS = {"config", "health"}
+_UNION_FIELDS = {"config", "health", "readiness", "liveness"}
 
 
 class Problem(BaseModel):

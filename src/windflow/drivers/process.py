@@ -387,6 +387,7 @@ class _Proc:
     logs: list[Path] = field(default_factory=list)
     log_max_bytes: int = 10 * 1024 * 1024
     err_start: int | None = None  # size of the stderr log when this process started (None: unknown, adopted)
+    out_start: int | None = None  # the same for stdout
     exit: ExitInfo | None = None
     exited: asyncio.Future[ExitInfo] | None = None
     watch: _ExitWatch | None = None
@@ -502,19 +503,25 @@ class ProcessDriver:
     def log_tail(self, service_id: str, *, lines: int = 20, stream: str = "stderr",
                  max_bytes: int = 16 * 1024, max_line: int = 500) -> list[str]:
         """The last ``lines`` lines of a service's log (``stdout`` or ``stderr``), each cut to ``max_line``
-        characters; read from the file's last ``max_bytes`` only. Empty when there is no log."""
+        characters: of its current (or last) process's output when this driver started it, else of the file;
+        read from the file's last ``max_bytes`` only. Empty when there is no log."""
         out, err = self.log_paths(service_id)
         path = err if stream == "stderr" else out
+        proc = self._procs.get(service_id)
+        start = (proc.err_start if stream == "stderr" else proc.out_start) if proc is not None else None
         try:
             with open(path, "rb") as fh:
                 fh.seek(0, os.SEEK_END)
                 size = fh.tell()
-                fh.seek(max(0, size - max_bytes))
+                if start is None or start > size:  # unknown (adopted), or the log was rotated since
+                    start = 0
+                begin = max(start, size - max_bytes)
+                fh.seek(begin)
                 data = fh.read()
         except OSError:
             return []
         text = data.decode("utf-8", "replace").splitlines()
-        if size > max_bytes and text:
+        if begin > start and text:
             text = text[1:]  # the first line was cut by the seek
         kept = [line if len(line) <= max_line else line[:max_line] + "…" for line in text if line.strip()]
         return kept[-lines:] if lines > 0 else []
@@ -723,7 +730,7 @@ class ProcessDriver:
         env = clean_env(extra=cfg.env, inherit=cfg.inherit_env, env_file=cfg.env_file, cwd=cfg.cwd, home=who.home)
         argv = resolve_command(cfg.command, env, cfg.cwd)
         out, err, notes, log_paths = self._open_logs(service.id, cfg.log_max_bytes)
-        err_start = _file_size(self.log_paths(service.id)[1])
+        out_start, err_start = (_file_size(p) for p in self.log_paths(service.id))
         # recorded before the fork: a driver killed before it records the pid leaves what finds the process (a
         # failure to write it is reported by the write after the fork, which fails the same way)
         env[SPAWN_TOKEN_ENV] = token = uuid.uuid4().hex
@@ -771,6 +778,7 @@ class ProcessDriver:
             logs=log_paths,
             log_max_bytes=cfg.log_max_bytes,
             err_start=err_start,
+            out_start=out_start,
             notes=list(notes),
             token=token,
         )

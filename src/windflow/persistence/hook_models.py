@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String, Text
+from sqlalchemy import Boolean, Float, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from windflow.persistence.models import Base, BigId, JSONDoc, UTCDateTime, utcnow
+from windflow.persistence.sealing import SealedText
 
 
 class HookRow(Base):
@@ -30,6 +31,14 @@ class HookRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     token_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: token | signature | token+signature: what a delivery must carry (bearer token, Standard Webhooks HMAC)
+    auth: Mapped[str] = mapped_column(String(32), default="token", server_default="token")
+    #: the Standard Webhooks signing secret (``whsec_...``) when ``auth`` asks for a signature
+    signing_secret: Mapped[str | None] = mapped_column(SealedText, nullable=True)  # sealed with the codec keys
+    #: act without confirming: a firing alert restarts even a service whose probe passes
+    force: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: seconds during which a repeat of the same alert is recorded, not acted on
+    dedupe_window: Mapped[float] = mapped_column(Float, default=300.0, server_default="300")
 
 
 class AlertLogRow(Base):
@@ -39,6 +48,8 @@ class AlertLogRow(Base):
     __table_args__ = (
         Index("ix_alert_log_hook_received", "hook_id", "received_at"),
         Index("ix_alert_log_service_received", "service_id", "received_at"),
+        Index("ix_alert_log_hook_dedupe", "hook_id", "dedupe_key", "received_at"),
+        Index("ix_alert_log_workflow_run", "workflow_id", "run_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -52,3 +63,7 @@ class AlertLogRow(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     workflow_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    #: what makes a repeat of this alert the same alert (see ``windflow.domain.hooks.dedupe_key``)
+    dedupe_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the run of ``workflow_id`` this alert started or joined
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

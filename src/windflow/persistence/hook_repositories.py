@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.domain.errors import NotFound
@@ -16,9 +16,11 @@ from windflow.persistence.models import utcnow
 
 class HookRepository:
     async def add(self, *, session: AsyncSession, hook_id: str, name: str, kind: str, config: dict[str, Any],
-                  token_hash: str, token_prefix: str, created_by: str) -> HookRow:
+                  token_hash: str, token_prefix: str, created_by: str, auth: str = "token",
+                  signing_secret: str | None = None, force: bool = False, dedupe_window: float = 300.0) -> HookRow:
         row = HookRow(id=hook_id, name=name, kind=kind, config=config, token_hash=token_hash,
-                      token_prefix=token_prefix, created_by=created_by, created_at=utcnow())
+                      token_prefix=token_prefix, created_by=created_by, created_at=utcnow(), auth=auth,
+                      signing_secret=signing_secret, force=force, dedupe_window=dedupe_window)
         session.add(row)
         await session.flush()
         return row
@@ -76,3 +78,25 @@ class AlertLogRepository:
         if service_id is not None:
             stmt = stmt.where(AlertLogRow.service_id == service_id)
         return list((await session.execute(stmt)).scalars())
+
+    async def acted_since(self, *, session: AsyncSession, hook_id: str, keys: Sequence[str],
+                          since: datetime) -> dict[str, datetime]:
+        """Of ``keys``, those an alert of this hook acted on (started or joined a recovery) since ``since``,
+        with when it arrived."""
+        if not keys:
+            return {}
+        stmt = (select(AlertLogRow.dedupe_key, func.max(AlertLogRow.received_at))
+                .where(AlertLogRow.hook_id == hook_id, AlertLogRow.dedupe_key.in_(list(set(keys))),
+                       AlertLogRow.received_at >= since,
+                       AlertLogRow.outcome.in_(("recovery_started", "attached")))
+                .group_by(AlertLogRow.dedupe_key))
+        return {key: at for key, at in (await session.execute(stmt)).all() if key is not None}
+
+    async def mark_ignored(self, *, session: AsyncSession, workflow_id: str, run_id: str, reason: str) -> int:
+        """The alerts that started or joined run ``run_id`` of ``workflow_id`` turned out not to need it."""
+        result = await session.execute(
+            update(AlertLogRow)
+            .where(AlertLogRow.workflow_id == workflow_id, AlertLogRow.run_id == run_id,
+                   AlertLogRow.outcome.in_(("recovery_started", "attached")))
+            .values(outcome="ignored", reason=reason))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -97,22 +97,26 @@ class RecoverySweep:
         if workflow.patched("sweep-desired-state"):
             # desired state decides, not the last observed one; given-up services with a new version retry
             plan = await workflow.execute_activity_method(
-                SupervisionActivities.sweep_plan, "", start_to_close_timeout=policies.STORE_TIMEOUT,
+                SupervisionActivities.sweep_plan, "", summary="plan: services that should run and given-up ones "
+                "with a new version", start_to_close_timeout=policies.STORE_TIMEOUT,
                 retry_policy=policies.STORE_RETRY)
             ids, retry = plan.supervise, plan.retry
         else:
             monitored = await workflow.execute_activity_method(
-                SupervisionActivities.list_monitored, "", start_to_close_timeout=policies.STORE_TIMEOUT,
+                SupervisionActivities.list_monitored, "", summary="list monitored services",
+                start_to_close_timeout=policies.STORE_TIMEOUT,
                 retry_policy=policies.STORE_RETRY)
             ids = [s.id for s in monitored]
         ensured = await workflow.execute_activity_method(
             TemporalActivities.ensure_supervisors,
             SupervisorsInput(service_ids=ids, task_queue=workflow.info().task_queue, actor=input.actor,
                              resume=retry),
+            summary=summaries.cut(f"supervise {len(ids)} services" + (f", retry {', '.join(retry)}" if retry else "")),
             start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=60),
             retry_policy=policies.STORE_RETRY)
         stale = await workflow.execute_activity_method(
             TemporalActivities.stop_stale_supervisors, SupervisorsInput(service_ids=ids),
+            summary="stop supervisors of services that should not run",
             start_to_close_timeout=timedelta(minutes=10), retry_policy=policies.STORE_RETRY)
         parts = []
         if ensured.started:

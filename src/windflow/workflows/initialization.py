@@ -336,11 +336,12 @@ class SystemInitialization:
         result = RunJobResult(succeeded=False)
         for attempt in range(1, policy.max_attempts + 1):
             if attempt > 1:
+                comp.attempts += 1  # shown as the component's attempts
                 delay = policy.jittered(policy.delay_before(attempt), workflow.random().random())
                 comp.last_error = f"{result.message}; attempt {attempt} of {policy.max_attempts} in {delay:.3g}s"
                 self._emit(name)
                 if delay > 0:
-                    await workflow.sleep(delay)
+                    await workflow.sleep(delay, summary=summaries.backoff(delay, attempt))
             ready: asyncio.Task[None] | None = None
             if spec.readiness_spec() is not None:
                 ready = asyncio.create_task(self._job_ready(name, spec))
@@ -348,7 +349,9 @@ class SystemInitialization:
                 result = await policies.execute_on_host(
                     spec, ServiceActivities.run_job,
                     RunJobInput(service_id=name, run_id=self.state.run_id, attempt=attempt),
-                    summary=f"run job {name} to completion (attempt {attempt} of {policy.max_attempts})",
+                    summary=summaries.cut(f"run job {name}{summaries.where(spec)}"
+                                          + summaries.attempt_suffix(attempt, policy.max_attempts
+                                                                     if policy.max_attempts > 1 else None)),
                     start_to_close_timeout=timedelta(seconds=(spec.timeout or self.input.options.component_timeout)
                                                      + spec.process_grace() + 60),
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
@@ -380,7 +383,8 @@ class SystemInitialization:
                 spec, ServiceActivities.wait_healthy,
                 WaitHealthyInput(spec=spec, timeout=self.input.options.component_timeout, run_id=self.state.run_id,
                                  require_running=False),
-                summary=f"wait for job {name}'s probe while it runs",
+                summary=summaries.cut(f"wait until job {name} is ready "
+                                      f"({summaries.probe_label(summaries.readiness(spec))})"),
                 start_to_close_timeout=timedelta(seconds=self.input.options.component_timeout + 60),
                 heartbeat_timeout=policies.WAIT_HEARTBEAT,
                 retry_policy=policies.WAIT_RETRY,
@@ -451,11 +455,9 @@ class SystemInitialization:
         self._emit(None)
 
     def _emit(self, component: str | None, message: str | None = None) -> None:
-        self._update_progress()
-        # what the Temporal UI shows as the run's current details: where it stands and what it waits for
-        header = f"**{self.state.status.value.lower()}**: {self.state.message}"
-        workflow.set_current_details(header + ("\n\n" + summaries.progress(self.state.components)
-                                               if self.state.components else ""))
+        """Queue one event. What takes the whole system into account (progress, the run's current details) is
+        computed once per batch, in ``_flush``: per event it made a workflow task of a thousand-component run
+        quadratic, long enough to time out."""
         comp = self.state.components.get(component) if component else None
         data = {
             "run_id": self.state.run_id,
@@ -469,6 +471,14 @@ class SystemInitialization:
         self.pending_events.append((str(workflow.uuid4()), data))
         self.publish_wakeup = True
 
+    def _refresh(self) -> None:
+        """Progress, and what the Temporal UI shows as the run's current details (where it stands, what it waits
+        for): neither is part of the history, so when they are computed changes nothing on replay."""
+        self._update_progress()
+        header = f"**{self.state.status.value.lower()}**: {self.state.message}"
+        workflow.set_current_details(header + ("\n\n" + summaries.progress(self.state.components)
+                                               if self.state.components else ""))
+
     async def _publish_loop(self) -> None:
         """One writer: events reach the store (and the bus) in the order they happened, in batches."""
         while not self.closing:
@@ -479,6 +489,9 @@ class SystemInitialization:
     async def _flush(self, *, final: bool) -> None:
         self.publish_wakeup = False
         batch, self.pending_events = self.pending_events, []
+        self._refresh()
+        for _, data in batch:  # the batch carries the progress at its publication
+            data["progress"] = self.state.progress
         await workflow.execute_activity_method(
             RecordActivities.record_initialization,
             RecordInitInput(state=self.state, final=final, events=[d for _, d in batch],

@@ -20,11 +20,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from windflow.activities.records import RecordActivities
     from windflow.activities.runs import TemporalActivities
     from windflow.activities.services import ServiceActivities
     from windflow.activities.supervision import SupervisionActivities
     from windflow.domain import summaries
     from windflow.domain.contracts import (
+        AlertsIgnoredInput,
         AwaitSupervisorInput,
         DecisionInput,
         DependencyCheckInput,
@@ -157,12 +159,13 @@ class RecoveryRoutine:
 
     # ----------------------------------------------------------------- waiting that signals can cut short
 
-    async def interruptible(self, awaitable: Any, *, timeout: float | None = None) -> Any:
+    async def interruptible(self, awaitable: Any, *, timeout: float | None = None, summary: str | None = None) -> Any:
         """Run ``awaitable`` until done, or until an interrupt arrives (then cancel it and raise)."""
         task = asyncio.ensure_future(awaitable)
         try:
             await workflow.wait_condition(lambda: task.done() or self.interrupt is not None,
-                                          timeout=timedelta(seconds=timeout) if timeout else None)
+                                          timeout=timedelta(seconds=timeout) if timeout else None,
+                                          timeout_summary=summary)
         except TimeoutError:
             pass
         if task.done():
@@ -519,8 +522,8 @@ class ServiceSupervisor(RecoveryRoutine):
         if self.interrupt == "recover" or self.recover_request is not None:
             req, self.recover_request = self.recover_request, None
             self.interrupt = None
-            await self.recover(f"requested by {req.actor if req else 'operator'}", confirm=False,
-                               source=req.source if req else "api")
+            await self.recover(f"requested by {req.actor if req else 'operator'}",
+                               confirm=bool(req and req.confirm), source=req.source if req else "api")
             return
         if self.dependency_recovered is not None:
             dependency, self.dependency_recovered = self.dependency_recovered, None
@@ -600,6 +603,19 @@ class ServiceRecovery(RecoveryRoutine):
         self.decision = req
         return self.status
 
+    async def alerts_ignored(self, reason: str) -> None:
+        """Tell the alert log that the alerts behind this run needed nothing (only runs an alert started with
+        ``confirm`` get here; older histories never do, and the patch marks the new command)."""
+        if not workflow.patched("alerts-ignored-record"):
+            return
+        info = workflow.info()
+        await workflow.execute_activity_method(
+            RecordActivities.note_alerts_ignored,
+            AlertsIgnoredInput(workflow_id=info.workflow_id, run_id=info.run_id, reason=reason[:1000]),
+            summary="record: the alerts behind this recovery are ignored (service healthy)",
+            start_to_close_timeout=policies.STORE_TIMEOUT, heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=policies.STORE_RETRY)
+
     @workflow.run
     async def run(self, input: RecoveryInput) -> RecoveryResult:
         started = workflow.now()
@@ -608,11 +624,13 @@ class ServiceRecovery(RecoveryRoutine):
         follow = await workflow.execute_activity_method(
             TemporalActivities.recover_via_supervisor,
             AwaitSupervisorInput(service_id=input.service_id, reason=input.reason, actor=input.actor,
-                                 source=input.source),
+                                 source=input.source, confirm=input.confirm),
             summary=f"hand the recovery of {input.service_id} to its supervisor, if one runs",
             start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=timedelta(seconds=30),
             retry_policy=policies.STORE_RETRY)
         if follow.supervised:
+            if input.confirm and not follow.restarted:
+                await self.alerts_ignored(f"alert ignored: service healthy ({follow.message})")
             return RecoveryResult(service_id=input.service_id, outcome="delegated", attempts=follow.attempt,
                                   message=follow.message, started_at=started, finished_at=workflow.now())
         spec = await workflow.execute_activity_method(
@@ -622,8 +640,10 @@ class ServiceRecovery(RecoveryRoutine):
             raise ApplicationError(f"service {input.service_id!r} not found", type="NotFound", non_retryable=True)
         self.spec = spec
         publisher = asyncio.create_task(self.publish_loop())
-        outcome = await self.recover(input.reason, confirm=False, source=input.source)
+        outcome = await self.recover(input.reason, confirm=input.confirm, source=input.source)
         await self.close_publisher(publisher)
+        if input.confirm and outcome == "healthy":
+            await self.alerts_ignored(f"alert ignored: service healthy ({self.status.message})")
         return RecoveryResult(service_id=input.service_id, outcome=outcome,  # type: ignore[arg-type]
                               attempts=self.status.attempt, message=self.status.message, started_at=started,
                               finished_at=workflow.now())

@@ -5,6 +5,7 @@ import type {
   ConfigDiff,
   ConfigVersionPage,
   ConfigVersionPublic,
+  RolloutPublic,
   TemplatePublic,
   ValidationReport,
 } from '@/api/types'
@@ -116,6 +117,21 @@ export const useConfigStore = defineStore('config', () => {
     return saved
   }
 
+  /**
+   * Save and apply: a rollout (`rollout/{service}`) saves the config as a new version, applies it, verifies its
+   * health and rolls back to the last good version if it fails. Sending the saved config of a pending version
+   * applies that version.
+   */
+  async function applyConfig(serviceId: string, config: Record<string, unknown>, comment = ''): Promise<RolloutPublic> {
+    const { id: _id, ...content } = config
+    void _id
+    return useApi().post<RolloutPublic>(`${API}/services/${encodeURIComponent(serviceId)}/rollouts`, {
+      config: content,
+      comment,
+      expected_version: current.value[serviceId]?.version ?? null,
+    })
+  }
+
   async function validateConfig(serviceId: string, config: unknown): Promise<ValidationResult> {
     const report = await useApi().post<ValidationReport>(`${path(serviceId)}/validate`, { content: config })
     const result = toValidation(report)
@@ -201,6 +217,7 @@ export const useConfigStore = defineStore('config', () => {
     loadConfig,
     loadHistory,
     saveConfig,
+    applyConfig,
     validateConfig,
     revertConfig,
     diffVersions,

@@ -46,6 +46,7 @@ const HEALTH: Record<string, HealthStatus> = {
   healthy: 'HEALTHY',
   completed: 'HEALTHY', // a job that exited with a success code
   starting: 'DEGRADED',
+  not_ready: 'DEGRADED', // alive, not ready (warming up): dependants wait, nothing restarts it
   blocked: 'DEGRADED',
   recovering: 'FAILED', // down: being restarted after a crash or failing probes
   backing_off: 'FAILED',

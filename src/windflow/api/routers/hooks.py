@@ -10,13 +10,22 @@
   registered service starts ``recover/{service}`` or attaches to the running one (``USE_EXISTING``, so a storm
   of identical alerts makes one recovery); a resolved one is recorded; anything else is recorded as ignored
   with the reason. Every alert lands in ``alert_log`` and every call is audited as ``hook:<name>``.
+
+Guards, in order: the hook's credentials (its bearer token, and/or a Standard Webhooks signature with its
+signing secret: ``auth``); its creator (an enabled user who still holds ``recovery:trigger``: a hook stops
+working when its creator loses the permission or is disabled or deleted, 403); a rate limit per hook (429 with
+``Retry-After``). Then alerts confirm before they act: a repeat of an alert already acted on within the hook's
+``dedupe_window`` (same fingerprint and ``startsAt``, or the same ``webhook-id``) is recorded as ``duplicate``;
+a firing alert starts a recovery that probes first (unless the hook has ``force``), and a passing probe ends it
+without a restart, recorded in the alert log as "alert ignored: service healthy".
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -37,16 +46,21 @@ from windflow.domain.hooks import (
     DEFAULT_LABEL,
     AlertmanagerConfig,
     GenericConfig,
+    HookAuth,
     HookKind,
     IncomingAlert,
     JsonPathError,
     alertmanager_alerts,
+    dedupe_key,
     generic_alerts,
     truncate_excerpt,
 )
+from windflow.persistence.auth_repositories import UserRepository
 from windflow.persistence.hook_models import AlertLogRow, HookRow
 from windflow.persistence.hook_repositories import AlertLogRepository, HookRepository
+from windflow.persistence.models import utcnow
 from windflow.persistence.repositories import ServiceRepository
+from windflow.webhooks.signing import ID_HEADER, new_secret, verify_standard
 
 HOOK_TOKEN_PREFIX = "wf_hook_"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -55,9 +69,11 @@ router = APIRouter(prefix="/hooks", tags=["hooks"], responses=ERROR_RESPONSES)
 hooks = HookRepository()
 alert_log = AlertLogRepository()
 services = ServiceRepository()
+users = UserRepository()
+log = logging.getLogger("windflow.hooks")
 
 CanManage = Annotated[Principal, Depends(require(Permission.RECOVERY_TRIGGER))]
-Outcome = Literal["recovery_started", "attached", "resolved_recorded", "ignored"]
+Outcome = Literal["recovery_started", "attached", "resolved_recorded", "ignored", "duplicate"]
 
 
 # --------------------------------------------------------------------------- schemas
@@ -74,6 +90,14 @@ class HookCreate(RequestBody):
     firing_values: list[str] = Field(default_factory=lambda: ["firing"], max_length=32)
     resolved_values: list[str] = Field(default_factory=lambda: ["resolved"], max_length=32)
     fingerprint_path: str | None = None
+    auth: HookAuth = Field("token", description="What a delivery must carry: the bearer token, a Standard Webhooks "
+                                                "signature (webhook-id, webhook-timestamp, webhook-signature headers) "
+                                                "made with the hook's signing secret, or both")
+    force: bool = Field(False, description="Act without confirming: a firing alert restarts the service even when "
+                                           "its probe passes (default: probe first, ignore the alert if healthy)")
+    dedupe_window: float = Field(300.0, ge=0, le=86400, description="Seconds during which a repeat of an alert "
+                                 "already acted on (same fingerprint and startsAt, or same webhook-id) is recorded, "
+                                 "not acted on; 0: off")
 
     @model_validator(mode="after")
     def _generic_needs_a_service_path(self) -> HookCreate:
@@ -101,6 +125,9 @@ class HookPublic(BaseModel):
     config: dict[str, Any]
     token_prefix: str
     url: str = Field(description="Where the source posts its alerts (with 'Authorization: Bearer <token>')")
+    auth: str = "token"
+    force: bool = False
+    dedupe_window: float = 300.0
     created_by: str
     created_at: datetime
     token_rotated_at: datetime | None = None
@@ -109,6 +136,8 @@ class HookPublic(BaseModel):
 
 class HookCreated(HookPublic):
     token: str = Field(description="Shown once: store it in the alert source's configuration")
+    signing_secret: str | None = Field(None, description="Shown once, for auth 'signature' and 'token+signature': "
+                                       "the Standard Webhooks secret (whsec_...) the source signs with")
 
 
 class AlertOutcome(BaseModel):
@@ -148,7 +177,8 @@ def _public(row: HookRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "kind": row.kind, "config": row.config or {},
             "token_prefix": row.token_prefix, "url": url, "created_by": row.created_by,
             "created_at": row.created_at, "token_rotated_at": row.token_rotated_at,
-            "last_used_at": row.last_used_at}
+            "last_used_at": row.last_used_at, "auth": row.auth or "token", "force": bool(row.force),
+            "dedupe_window": float(row.dedupe_window if row.dedupe_window is not None else 300.0)}
 
 
 def _new_token() -> tuple[str, str, str]:
@@ -167,10 +197,13 @@ async def create_hook(body: HookCreate, session: WriteSessionDep, principal: Can
     if await hooks.by_name(session=session, name=body.name) is not None:
         raise Conflict(f"a hook named {body.name!r} exists", details={"name": body.name})
     token, digest, prefix = _new_token()
+    secret = new_secret() if "signature" in body.auth else None
     row = await hooks.add(session=session, hook_id=f"hk_{uuid.uuid4().hex[:16]}", name=body.name, kind=body.kind,
-                          config=body.mapping(), token_hash=digest, token_prefix=prefix, created_by=principal.name)
-    await record(session, principal, "hook.create", row.id, request_id, details={"name": row.name, "kind": row.kind})
-    return HookCreated(**_public(row), token=token)
+                          config=body.mapping(), token_hash=digest, token_prefix=prefix, created_by=principal.name,
+                          auth=body.auth, signing_secret=secret, force=body.force, dedupe_window=body.dedupe_window)
+    await record(session, principal, "hook.create", row.id, request_id,
+                 details={"name": row.name, "kind": row.kind, "auth": row.auth, "force": row.force})
+    return HookCreated(**_public(row), token=token, signing_secret=secret)
 
 
 @router.get("", response_model=list[HookPublic], summary="Registered incoming webhooks")
@@ -188,6 +221,7 @@ async def receive_alertmanager(request: Request, resources: ResourcesDep, reques
         row = await hooks.by_token_hash(session=session, token_hash=hash_opaque_token(token))
     if row is None:
         raise ApiError(401, "invalid hook token", code="invalid_token", headers=_CHALLENGE)
+    note(request, actor=f"hook:{row.name}")
     return await _receive(request, resources, row, request_id)
 
 
@@ -220,8 +254,12 @@ async def rotate_hook_token(hook_id: str, session: WriteSessionDep, principal: C
                             request_id: RequestIdDep) -> HookCreated:
     token, digest, prefix = _new_token()
     row = await hooks.set_token(session=session, hook_id=hook_id, token_hash=digest, token_prefix=prefix)
+    secret = None
+    if "signature" in (row.auth or ""):  # the signing secret is rotated with the token
+        secret = row.signing_secret = new_secret()
+        await session.flush()
     await record(session, principal, "hook.rotate_token", hook_id, request_id, details={"name": row.name})
-    return HookCreated(**_public(row), token=token)
+    return HookCreated(**_public(row), token=token, signing_secret=secret)
 
 
 @router.post("/{hook_id}", response_model=HookReceipt,
@@ -230,13 +268,14 @@ async def rotate_hook_token(hook_id: str, session: WriteSessionDep, principal: C
 async def receive_generic(hook_id: str, request: Request, resources: ResourcesDep,
                           request_id: RequestIdDep) -> HookReceipt:
     note(request, actor="hook:unknown", target=hook_id)
-    token = _presented_token(request)
     async with resources.db.read() as session:
         row = await hooks.get(session=session, hook_id=hook_id)
     if row is not None:
         note(request, actor=f"hook:{row.name}")
-    if row is None or not hmac.compare_digest(row.token_hash, hash_opaque_token(token)):
-        raise ApiError(401, "invalid hook token", code="invalid_token", headers=_CHALLENGE)
+    if row is None or "token" in (row.auth or "token"):
+        token = _presented_token(request)
+        if row is None or not hmac.compare_digest(row.token_hash, hash_opaque_token(token)):
+            raise ApiError(401, "invalid hook token", code="invalid_token", headers=_CHALLENGE)
     return await _receive(request, resources, row, request_id)
 
 
@@ -267,16 +306,83 @@ def _alerts(row: HookRow, payload: Any) -> list[IncomingAlert]:
     return generic_alerts(payload, GenericConfig.model_validate(row.config))
 
 
+async def _verify_signature(request: Request, row: HookRow) -> None:
+    if "signature" not in (row.auth or ""):
+        return
+    body = await request.body()
+    if not row.signing_secret or not verify_standard(row.signing_secret, body, request.headers):
+        raise ApiError(401, "invalid or missing signature: sign with the hook's secret (Standard Webhooks: "
+                            "webhook-id, webhook-timestamp within 5 minutes, webhook-signature)",
+                       code="invalid_signature")
+
+
+async def _creator_problem(session: AsyncSession, row: HookRow) -> str | None:
+    """Why the hook's creator no longer vouches for it (None: an enabled user holding recovery:trigger)."""
+    user = await users.get(session=session, username=row.created_by)
+    if user is None:
+        return f"its creator {row.created_by!r} no longer exists"
+    if user.disabled:
+        return f"its creator {row.created_by!r} is disabled"
+    held = await users.with_roles(session=session, user=user)
+    if Permission.RECOVERY_TRIGGER.value not in held.permissions:
+        return f"its creator {row.created_by!r} no longer holds {Permission.RECOVERY_TRIGGER.value}"
+    return None
+
+
+def _hook_limiter(resources: Resources) -> Any:
+    from windflow.api.ratelimit import MemoryRateLimiter, RedisRateLimiter
+
+    limiter = resources.extras.get("hook_limiter")
+    if limiter is None:
+        url = resources.settings.redis_url
+        limiter = resources.extras["hook_limiter"] = RedisRateLimiter.from_url(url) if url else MemoryRateLimiter()
+    return limiter
+
+
+async def _rate_limit(resources: Resources, row: HookRow) -> None:
+    settings = resources.settings
+    key = f"hook:{row.id}"
+    try:
+        wait = await _hook_limiter(resources).hit(key, limit=settings.hooks_rate_limit,
+                                                  window=settings.hooks_rate_window)
+    except Exception:  # noqa: BLE001  (Redis unreachable: count in this process rather than fail the alert)
+        fallback = resources.extras.get("hook_limiter_fallback")
+        if fallback is None:
+            from windflow.api.ratelimit import MemoryRateLimiter
+
+            log.warning("hook rate limiter unavailable; counting in this process")
+            fallback = resources.extras["hook_limiter_fallback"] = MemoryRateLimiter()
+        wait = await fallback.hit(key, limit=settings.hooks_rate_limit, window=settings.hooks_rate_window)
+    if wait is not None:
+        raise ApiError(429, f"hook {row.name!r} is over its rate limit ({settings.hooks_rate_limit} deliveries per "
+                            f"{settings.hooks_rate_window:g}s)", code="rate_limited",
+                       headers={"Retry-After": str(wait)})
+
+
 async def _receive(request: Request, resources: Resources, row: HookRow, request_id: str) -> HookReceipt:
     actor = f"hook:{row.name}"
     note(request, actor=actor, target=row.id)
+    await _verify_signature(request, row)
+    async with resources.db.read() as session:
+        problem = await _creator_problem(session, row)
+    if problem is not None:
+        raise ApiError(403, f"hook {row.name!r} is disabled: {problem}; recreate it as a user who holds "
+                            f"{Permission.RECOVERY_TRIGGER.value}", code="hook_disabled")
+    await _rate_limit(resources, row)
     alerts = _alerts(row, await _payload(request))
+    delivery_id = request.headers.get(ID_HEADER) or None
+    keys = [dedupe_key(a, delivery_id=delivery_id, index=i) for i, a in enumerate(alerts)]
+    window = float(row.dedupe_window if row.dedupe_window is not None else 300.0)
     async with resources.db.read() as session:
         known = set(await services.ids(session=session))
+        seen = (await alert_log.acted_since(session=session, hook_id=row.id, keys=keys,
+                                            since=utcnow() - timedelta(seconds=window)) if window > 0 else {})
     label = (row.config or {}).get("label", DEFAULT_LABEL) if row.kind == "alertmanager" else None
     outcomes: list[AlertOutcome] = []
-    started: dict[str, tuple[str, bool]] = {}  # service → (workflow id, attached) within this call
+    started: dict[str, tuple[str, bool, str]] = {}  # service → (workflow id, attached, run id) within this call
+    run_ids: list[str | None] = []
     for i, alert in enumerate(alerts):
+        run_ids.append(None)
         out = AlertOutcome(index=i, service=alert.service, status=alert.status, fingerprint=alert.fingerprint,
                            outcome="ignored")
         if alert.status == "unknown":
@@ -287,30 +393,38 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
             out.reason = f"unknown service {alert.service!r}"
         elif alert.status == "resolved":
             out.outcome = "resolved_recorded"
+        elif keys[i] in seen or keys[i] in keys[:i]:
+            out.outcome = "duplicate"
+            at = seen.get(keys[i])
+            out.reason = ("a repeat of an alert acted on " + (f"at {at.isoformat(timespec='seconds')} " if at else
+                                                               "in this delivery ")
+                          + f"(within {window:g}s): recorded, not acted on")
         elif alert.service in started:
             out.outcome, out.workflow_id = "attached", started[alert.service][0]
+            run_ids[i] = started[alert.service][2]
             out.reason = "another alert of this call started or joined the recovery"
         else:
             result = await start_recovery(await get_temporal(resources), task_queue=resources.settings.task_queue,
                                           service_id=alert.service, reason=_reason(row, alert), actor=actor,
-                                          source="hook", request_id=request_id)
-            started[alert.service] = (result.workflow_id, result.attached)
+                                          source="hook", request_id=request_id, confirm=not row.force)
+            started[alert.service] = (result.workflow_id, result.attached, result.run_id)
             out.outcome = "attached" if result.attached else "recovery_started"
             out.workflow_id = result.workflow_id
+            run_ids[i] = result.run_id
         outcomes.append(out)
     async with resources.db.write() as session:
-        await _log(session, row, alerts, outcomes, request_id)
+        await _log(session, row, alerts, outcomes, request_id, keys=keys, run_ids=run_ids)
         await hooks.touch(session=session, hook_id=row.id)
         counts: dict[str, int] = {}
         for o in outcomes:
             counts[o.outcome] = counts.get(o.outcome, 0) + 1
         await record(session, actor, "hook.receive", row.id, request_id,
                      details={"hook": row.name, "kind": row.kind, "alerts": len(alerts), "outcomes": counts,
-                              "recoveries": sorted({w for w, _ in started.values()})})
+                              "recoveries": sorted({w for w, _, _ in started.values()})})
     if resources.relay is not None:
         resources.relay.notify()
     return HookReceipt(hook_id=row.id, hook=row.name, received=len(alerts), outcomes=outcomes,
-                       recoveries=sorted({w for w, _ in started.values()}))
+                       recoveries=sorted({w for w, _, _ in started.values()}))
 
 
 def _reason(row: HookRow, alert: IncomingAlert) -> str:
@@ -320,10 +434,10 @@ def _reason(row: HookRow, alert: IncomingAlert) -> str:
 
 
 async def _log(session: AsyncSession, row: HookRow, alerts: list[IncomingAlert], outcomes: list[AlertOutcome],
-               request_id: str) -> list[AlertLogRow]:
+               request_id: str, *, keys: list[str], run_ids: list[str | None]) -> list[AlertLogRow]:
     entries = [{"fingerprint": (a.fingerprint or None) and a.fingerprint[:128],
                 "service_id": (a.service or None) and a.service[:64], "status": (a.raw_status or a.status)[:32],
                 "outcome": o.outcome, "reason": o.reason, "workflow_id": o.workflow_id,
-                "payload": truncate_excerpt(a.excerpt)}
-               for a, o in zip(alerts, outcomes, strict=True)]
+                "payload": truncate_excerpt(a.excerpt), "dedupe_key": key, "run_id": run_id}
+               for a, o, key, run_id in zip(alerts, outcomes, keys, run_ids, strict=True)]
     return await alert_log.add_many(session=session, hook_id=row.id, request_id=request_id or None, entries=entries)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -40,6 +41,7 @@ from windflow.domain.contracts import (
 )
 from windflow.domain.errors import Conflict, NotFound
 from windflow.persistence.repositories import RunSummaryRepository
+from windflow.run_health import RunTrouble, inspect_run, mark_run
 from windflow.workflows import search_attributes as sa
 from windflow.workflows.initialization import SystemInitialization
 
@@ -87,7 +89,13 @@ class InitializationPublic(BaseModel):
     state: InitState | None = None
     started_at: datetime
     finished_at: datetime | None
+    error: str | None = Field(None, description="What keeps the run from going on, or how Temporal ended it, when "
+                              "its own records cannot say (a workflow task that keeps failing, a terminated run)")
     links: Links
+
+
+#: how long a read waits for the running workflow to answer its status query
+QUERY_TIMEOUT = timedelta(seconds=3)
 
 
 def workflow_id_of(run_id: str) -> str:
@@ -217,21 +225,35 @@ async def get_initialization(
         raise NotFound(f"initialization {run_id!r} not found", details={"run_id": run_id})
     state: InitState | None = None
     live = False
+    error = (row.summary or {}).get("error")
+    status: InitStatus | None = None
     if row.finished_at is None:
         try:
             client = await resources.temporal.get()
-            state = await client.get_workflow_handle(row.workflow_id).query(SystemInitialization.status)
-            live = True
-        except Exception:  # Temporal down or no worker to answer the query: fall back to the store
+            # asked alongside: a run whose workflow task keeps failing may still answer queries, wrongly "alive"
+            trouble, state = await asyncio.gather(
+                inspect_run(client, row.workflow_id),
+                client.get_workflow_handle(row.workflow_id).query(SystemInitialization.status,
+                                                                  rpc_timeout=QUERY_TIMEOUT),
+                return_exceptions=True)
+            if isinstance(trouble, RunTrouble):
+                error = trouble.message
+                status = InitStatus(trouble.status) if trouble.closed and trouble.status else None
+            if isinstance(state, BaseException):  # no worker to answer the query: fall back to the store
+                state = None
+            else:
+                live = True
+        except Exception:  # Temporal down: fall back to the store
             state = None
     if state is None:
         state = InitState.model_validate(row.summary) if row.summary else None
     return InitializationPublic(
         run_id=row.run_id, workflow_id=row.workflow_id,
-        status=state.status if state else InitStatus(row.status), progress=state.progress if state else 0,
+        status=status or (state.status if state else InitStatus(row.status)),
+        progress=state.progress if state else 0,
         actor=row.actor, live=live, state=state, started_at=row.started_at,
         finished_at=state.finished_at if state and state.status in TERMINAL_INIT else row.finished_at,
-        links=links(resources, run_id),
+        error=error, links=links(resources, run_id),
     )
 
 
@@ -240,8 +262,19 @@ async def cancel_initialization(
     run_id: str, session: WriteSessionDep, client: TemporalDep, principal: CanInit, request_id: RequestIdDep
 ) -> dict[str, str]:
     row, handle = await _handle(session, run_id, client)
-    if await _closed_status(client, row.workflow_id) is not None:
-        raise Conflict(f"initialization {run_id} has already finished", details={"status": row.status})
+    trouble = await inspect_run(client, row.workflow_id)
+    if trouble is not None and trouble.closed:  # the worker's run watchdog records how it ended
+        raise Conflict(f"initialization {run_id} has already ended ({trouble.message})",
+                       details={"status": row.status})
+    if trouble is not None:
+        # its workflow task keeps failing: it would never see a cancel request. End it in Temporal; what it started
+        # is left as it is (no rollback runs), and the run records why
+        message = f"cancelled by {principal.name} while {trouble.message}; nothing was rolled back"
+        await handle.terminate(reason=message)
+        await mark_run(session, row, message=message, status=InitStatus.CANCELLED.value)
+        await record(session, principal, "initialization.cancel", row.workflow_id, request_id,
+                     details={"terminated": trouble.message})
+        return {"run_id": run_id, "status": "cancelled"}
     await handle.cancel()
     await record(session, principal, "initialization.cancel", row.workflow_id, request_id)
     return {"run_id": run_id, "status": "cancelling"}

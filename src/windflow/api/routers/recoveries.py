@@ -137,15 +137,16 @@ class RecoveryStarted:
 
 
 async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str, source: str,
-                         request_id: str) -> RecoveryStarted:
+                         request_id: str, confirm: bool = False) -> RecoveryStarted:
     """Start ``recover/{service}`` or attach to the running one (``USE_EXISTING``: one recovery at a time).
 
     ``request_id`` tags the start (memo): a different tag on the returned run means it was already running and this
-    call attached to it. Shared by the manual trigger and the alert webhooks."""
+    call attached to it. Shared by the manual trigger and the alert webhooks. ``confirm``: probe first and end
+    without a restart when the service is healthy (alerts)."""
     workflow_id = f"recover/{service_id}"
     handle = await client.start_workflow(
         ServiceRecovery.run,
-        RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source),
+        RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm),
         id=workflow_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

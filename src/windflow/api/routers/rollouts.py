@@ -197,7 +197,8 @@ async def start_rollout(
         spec = registry.merge_and_parse({**content, "id": service_id}, row, outbound=resources.outbound)
         check_exec(spec_of(row), spec, may_exec=principal.can(Permission.SERVICES_EXEC.value))
         await registry.check_graph_with(session=session, specs=[spec])
-        if spec.content() == row.spec:
+        pending = row.applied_version is not None and row.applied_version != row.current_version
+        if spec.content() == row.spec and not pending:  # equal to a saved, pending version: this applies it
             raise ApiError(422, "the proposed config equals the current one: nothing to roll out",
                            code="config_unchanged", details={"current_version": row.current_version})
         # the workflow gets a reference: the proposal is stored with the rollout, from this caller, and the
