@@ -219,9 +219,7 @@ class EventStream:
     async def live(self) -> None:
         assert self.sub is not None
         heartbeat = self.settings.ws_heartbeat
-        recheck_every = self.settings.ws_revalidate_interval
         next_ping = time.monotonic() + heartbeat
-        next_check = time.monotonic() + recheck_every
         expiry = self._expiry()
         while True:
             if self.sub.overflowed:
@@ -229,10 +227,6 @@ class EventStream:
             now = time.monotonic()
             if now >= expiry:
                 raise _Closing(CLOSE_UNAUTHORIZED, "token expired; reconnect with a fresh token and last_event_id")
-            if next_check <= now:
-                await self.revalidate()
-                next_check = time.monotonic() + recheck_every
-                continue
             if next_ping <= now:
                 await self.send_json({"type": "ping", "ts": datetime.now(UTC).isoformat()})
                 next_ping = time.monotonic() + heartbeat
@@ -241,7 +235,7 @@ class EventStream:
                 position, text = self.sub.queue.get_nowait()  # a burst: no timer per message
             except asyncio.QueueEmpty:
                 try:
-                    async with asyncio.timeout(min(next_ping, expiry, next_check) - now):
+                    async with asyncio.timeout(min(next_ping, expiry) - now):
                         position, text = await self.sub.queue.get()
                 except TimeoutError:
                     continue
@@ -253,6 +247,12 @@ class EventStream:
                 self.cursor = position
                 self.sent += 1
             await self.send(text)
+
+    async def guard(self) -> None:
+        """Beside the sender (never in its way: a check reads the store), until the token is no longer good."""
+        while True:
+            await asyncio.sleep(self.settings.ws_revalidate_interval)
+            await self.revalidate()
 
     async def revalidate(self) -> None:
         """Is the token still good, with the permissions this stream was opened with? Else close (4401 / 4403).
@@ -317,13 +317,18 @@ class EventStream:
         """Run until either side ends; returns the close code and reason (None: the client left)."""
         sender = asyncio.create_task(self.sender(last_event_id))
         receiver = asyncio.create_task(self.receiver())
+        guard = asyncio.create_task(self.guard())
         try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({sender, receiver, guard}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sender, receiver):
+            for task in (sender, receiver, guard):
                 task.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
+            await asyncio.gather(sender, receiver, guard, return_exceptions=True)
             self.hub.unregister(self.sub)
+        if guard in done and not guard.cancelled():
+            closing = guard.exception()
+            if isinstance(closing, _Closing):
+                return closing.code, closing.reason
         if sender in done and not sender.cancelled():
             exc = sender.exception()
             if isinstance(exc, _Closing):
