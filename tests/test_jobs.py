@@ -363,3 +363,21 @@ async def test_job_history_replays(temporal_env, wsettings, sqlite_db, ports, ta
     assert replay.replay_failure is None
     if os.environ.get("WINDFLOW_RECORD_HISTORIES"):
         (HISTORIES / "initialization_jobs.json").write_text(history.to_json())
+
+
+async def test_a_job_is_never_supervised_by_a_sweep(wsettings, sqlite_db):
+    """Even when it looks like a running service (its probe passed while it ran; desired running)."""
+    from sqlalchemy import update
+
+    from windflow.activities.supervision import SupervisionActivities
+    from windflow.drivers import build_driver_registry
+    from windflow.probes import build_probe_registry
+
+    await register(sqlite_db, job("migrate", "pass", health={"kind": "tcp", "port": 5000}),
+                   ServiceSpec.model_validate({"id": "api", **SVC}))
+    async with sqlite_db.write() as s:
+        await s.execute(update(ServiceRow).values(state="healthy", desired="running"))
+    acts = SupervisionActivities(db=sqlite_db, drivers=build_driver_registry(data_dir=wsettings.ensure_data_dir()),
+                                 probes=build_probe_registry())
+    assert (await acts.sweep_plan()).supervise == ["api"]
+    assert [s.id for s in await acts.list_monitored()] == ["api"]
