@@ -363,3 +363,41 @@ async def test_job_history_replays(temporal_env, wsettings, sqlite_db, ports, ta
     assert replay.replay_failure is None
     if os.environ.get("WINDFLOW_RECORD_HISTORIES"):
         (HISTORIES / "initialization_jobs.json").write_text(history.to_json())
+
+
+async def test_a_job_is_never_supervised_by_a_sweep(wsettings, sqlite_db):
+    """Even when it looks like a running service (its probe passed while it ran; desired running)."""
+    from sqlalchemy import update
+
+    from windflow.activities.supervision import SupervisionActivities
+    from windflow.drivers import build_driver_registry
+    from windflow.probes import build_probe_registry
+
+    await register(sqlite_db, job("migrate", "pass", health={"kind": "tcp", "port": 5000}),
+                   ServiceSpec.model_validate({"id": "api", **SVC}))
+    async with sqlite_db.write() as s:
+        await s.execute(update(ServiceRow).values(state="healthy", desired="running"))
+    acts = SupervisionActivities(db=sqlite_db, drivers=build_driver_registry(data_dir=wsettings.ensure_data_dir()),
+                                 probes=build_probe_registry())
+    assert (await acts.sweep_plan()).supervise == ["api"]
+    assert [s.id for s in await acts.list_monitored()] == ["api"]
+
+
+async def test_healthy_on_a_job_with_a_probe_starts_dependants_while_it_runs(temporal_env, wsettings, sqlite_db,
+                                                                             ports, task_queue):
+    """A job with a readiness probe (a one-shot server, a warm-up that serves while it runs): `healthy` is met
+    once the probe passes, before the job completes."""
+    jport, api_port = ports(), ports()
+    code = ("import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('127.0.0.1', {jport})); s.listen(); time.sleep(2.5); print('warm-up done')")
+    await register(
+        sqlite_db,
+        job("warmup", code, readiness={"kind": "tcp", "port": jport, "interval": "0.1s"}),
+        standin("api", api_port, boot=0.1, deps=["warmup"], monitored=False),
+    )
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue)
+    assert result.status == InitStatus.SUCCEEDED, result.message
+    warm, api = result.components["warmup"], result.components["api"]
+    assert warm.status == ComponentStatus.COMPLETED and warm.exit_code == 0 and warm.log_tail == ["warm-up done"]
+    assert warm.healthy_at is not None and api.started_at < warm.finished_at  # it did not wait for the end
