@@ -401,3 +401,25 @@ async def test_healthy_on_a_job_with_a_probe_starts_dependants_while_it_runs(tem
     warm, api = result.components["warmup"], result.components["api"]
     assert warm.status == ComponentStatus.COMPLETED and warm.exit_code == 0 and warm.log_tail == ["warm-up done"]
     assert warm.healthy_at is not None and api.started_at < warm.finished_at  # it did not wait for the end
+
+
+# --------------------------------------------------------------------------- failure causes
+
+
+async def test_an_exit_message_carries_up_to_five_stderr_lines_of_that_run(wsettings, tmp_path):
+    from windflow.drivers import build_driver_registry
+
+    code = ("import sys\nfor i in range(1, 8): print(f'line {i}', file=sys.stderr)\n"
+            "print('x' * 5000, file=sys.stderr); print('fatal: config missing', file=sys.stderr); sys.exit(3)")
+    spec = ServiceSpec.model_validate({"id": "crashy", "driver": "process",
+                                       "config": {"command": [sys.executable, "-c", code]}})
+    driver = build_driver_registry(data_dir=wsettings.ensure_data_dir()).for_service(spec)
+    await driver.start(spec)
+    first = await driver.wait_exit(spec)
+    # the last five lines, each cut to 300 characters
+    assert first.message == "exited with code 3: line 5 | line 6 | line 7 | " + "x" * 300 + " | fatal: config missing"
+    spec2 = spec.model_copy(update={"config": spec.config.model_copy(update={"command": [
+        sys.executable, "-c", "import sys\nfor i in range(1, 8): print(f'again {i}', file=sys.stderr)\nsys.exit(4)"]})})
+    await driver.start(spec2)
+    second = await driver.wait_exit(spec2)
+    assert second.message == "exited with code 4: again 3 | again 4 | again 5 | again 6 | again 7"  # this run's only
