@@ -2347,6 +2347,12 @@ export interface components {
             started_at: string;
             state?: components["schemas"]["InitState"] | null;
             status: components["schemas"]["InitStatus"];
+            /**
+             * Validate Only
+             * @description A dry run: configs and the graph were checked, nothing started
+             * @default false
+             */
+            validate_only: boolean;
             /** Workflow Id */
             workflow_id: string;
         };
