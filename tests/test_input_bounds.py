@@ -158,13 +158,14 @@ async def test_strict_bodies_typed_scalars_and_no_unknown_keys(api):
     assert_envelope(r, 422)
     r = await api.post("/api/v1/auth/tokens", json={"name": "ci", "expires_in_days": True})
     assert_envelope(r, 422)
-    for model, body in ((ActionCreate, {"action": "restart", "timeout": True}),
-                        (RolloutCreate, {"content": {"driver": "noop"}, "timeout": True}),
-                        (InitializationCreate, {"overall_timeout": True}),
-                        (InitializationCreate, {"validate_only": 1})):
-        with pytest.raises(ValidationError):
+    for model, body, key in ((ActionCreate, {"action": "restart", "timeout": True}, "timeout"),
+                             (RolloutCreate, {"config": {"driver": "noop"}, "timeout": True}, "timeout"),
+                             (InitializationCreate, {"overall_timeout": True}, "overall_timeout"),
+                             (InitializationCreate, {"validate_only": 1}, "validate_only")):
+        with pytest.raises(ValidationError, match=f"{key}: (a number|true or false) is expected"):
             model.model_validate(body)
     assert ActionCreate.model_validate({"action": "restart", "timeout": 2}).timeout == 2.0
+    assert RolloutCreate.model_validate({"config": {"driver": "noop"}, "timeout": 5}).timeout == 5.0
     # unknown keys
     r = await api.post("/api/v1/auth/tokens", json={"name": "ci", "expires_days": 3})
     assert_envelope(r, 422)

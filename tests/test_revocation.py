@@ -124,6 +124,23 @@ async def test_disabling_the_owner_closes_the_websockets(settings, db):
             assert code == 4401 and "disabled" in reason, (code, reason)
 
 
+async def test_a_role_change_narrows_an_api_tokens_stream(settings, db):
+    async with served(settings, db) as (server, client):
+        access = (await login(client, "val"))["access_token"]
+        token = (await _api_token(client, access))["token"]
+        async with stream(server, token, "&types=AUDIT") as audit_ws, stream(server, token) as all_ws:
+            r = await client.patch("/api/v1/users/val", headers=bearer(mint_token(settings)),
+                                   json={"roles": ["viewer"]})
+            assert r.status_code == 200, r.text
+            code, reason = await closed_with(audit_ws)  # AUDIT needs audit:read, which the owner lost
+            assert code == 4403 and "permissions changed" in reason, (code, reason)
+            await asyncio.sleep(3)  # a re-check has passed: the unfiltered stream stays, without AUDIT events
+            await all_ws.send(json.dumps({"type": "ping"}))
+            async with asyncio.timeout(10):
+                while json.loads(await all_ws.recv())["type"] != "pong":
+                    pass
+
+
 async def test_logout_ends_a_followed_log(settings, db):
     async with served(settings, db) as (server, client):
         r = await client.post("/api/v1/services", headers=bearer(mint_token(settings)),
