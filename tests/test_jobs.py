@@ -248,6 +248,12 @@ async def test_api_shows_jobs_and_conditions_and_refuses_bad_combinations(api, d
     assert "never completes" in paths["services.api.depends_on.db.condition"]
     assert "never healthy" in paths["services.api.depends_on.migrate.condition"]
     assert await _table_counts(db) == before
+    report = (await api.post("/api/v1/system/validate", json=system)).json()
+    assert report["valid"] and report["order"] == [["db"], ["migrate"], ["api"]]
+    assert report["conditions"] == {"migrate": {"db": "healthy"},
+                                    "api": {"db": "healthy", "migrate": "completed_successfully"}}
+    report = (await api.post("/api/v1/system/validate", json=bad)).json()
+    assert not report["valid"] and {p["type"] for p in report["problems"]} == {"condition"}
     r = await api.put("/api/v1/system", json=system)
     assert r.status_code == 200, r.text
     api_svc = (await api.get("/api/v1/services/api")).json()
@@ -321,3 +327,99 @@ async def test_each_attempt_shows_its_own_output(temporal_env, wsettings, sqlite
     assert [(r.attempt, r.exit_code, r.log_tail) for r in runs] == [
         (1, 4, ["error in attempt 1"]), (2, 0, ["error in attempt 2"])]
     assert runs[0].message == "flaky exited with code 4 (success: 0): error in attempt 1"
+
+
+async def test_job_history_replays(temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path):
+    """A run with a retried job, a probe-less service started on `started`, and a `completed_successfully` edge
+    replays without nondeterminism (recorded under tests/histories with WINDFLOW_RECORD_HISTORIES=1)."""
+    import os
+
+    from temporalio.worker import Replayer
+
+    from tests.test_initialization import HISTORIES
+
+    marker = tmp_path / "attempts"
+    code = (f"import pathlib, sys; p = pathlib.Path({str(marker)!r}); n = int(p.read_text()) + 1 if p.exists() else 1; "
+            "p.write_text(str(n)); sys.exit(0 if n == 2 else 1)")
+    p1, p2 = ports(), ports()
+    await register(
+        sqlite_db,
+        standin("db", p1, boot=0.3),
+        job("migrate", code, deps=["db"], restart={"max_attempts": 2, "backoff": "100ms"}),
+        standin("api", p2, deps={"db": {"condition": "started"}, "migrate": {"condition": "completed_successfully"}},
+                monitored=False),
+    )
+    client = temporal_env.client
+    run_id = uuid.uuid4().hex[:12]
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await client.start_workflow(
+            SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(retry_window=0)),
+            id=f"init/{run_id}", task_queue=task_queue)
+        result = await handle.result()
+    assert result.status == InitStatus.SUCCEEDED and result.components["migrate"].attempts == 2
+    history = await handle.fetch_history()
+    replay = await Replayer(workflows=[SystemInitialization], data_converter=client.data_converter
+                            ).replay_workflow(history)
+    assert replay.replay_failure is None
+    if os.environ.get("WINDFLOW_RECORD_HISTORIES"):
+        (HISTORIES / "initialization_jobs.json").write_text(history.to_json())
+
+
+async def test_a_job_is_never_supervised_by_a_sweep(wsettings, sqlite_db):
+    """Even when it looks like a running service (its probe passed while it ran; desired running)."""
+    from sqlalchemy import update
+
+    from windflow.activities.supervision import SupervisionActivities
+    from windflow.drivers import build_driver_registry
+    from windflow.probes import build_probe_registry
+
+    await register(sqlite_db, job("migrate", "pass", health={"kind": "tcp", "port": 5000}),
+                   ServiceSpec.model_validate({"id": "api", **SVC}))
+    async with sqlite_db.write() as s:
+        await s.execute(update(ServiceRow).values(state="healthy", desired="running"))
+    acts = SupervisionActivities(db=sqlite_db, drivers=build_driver_registry(data_dir=wsettings.ensure_data_dir()),
+                                 probes=build_probe_registry())
+    assert (await acts.sweep_plan()).supervise == ["api"]
+    assert [s.id for s in await acts.list_monitored()] == ["api"]
+
+
+async def test_healthy_on_a_job_with_a_probe_starts_dependants_while_it_runs(temporal_env, wsettings, sqlite_db,
+                                                                             ports, task_queue):
+    """A job with a readiness probe (a one-shot server, a warm-up that serves while it runs): `healthy` is met
+    once the probe passes, before the job completes."""
+    jport, api_port = ports(), ports()
+    code = ("import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('127.0.0.1', {jport})); s.listen(); time.sleep(2.5); print('warm-up done')")
+    await register(
+        sqlite_db,
+        job("warmup", code, readiness={"kind": "tcp", "port": jport, "interval": "0.1s"}),
+        standin("api", api_port, boot=0.1, deps=["warmup"], monitored=False),
+    )
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue)
+    assert result.status == InitStatus.SUCCEEDED, result.message
+    warm, api = result.components["warmup"], result.components["api"]
+    assert warm.status == ComponentStatus.COMPLETED and warm.exit_code == 0 and warm.log_tail == ["warm-up done"]
+    assert warm.healthy_at is not None and api.started_at < warm.finished_at  # it did not wait for the end
+
+
+# --------------------------------------------------------------------------- failure causes
+
+
+async def test_an_exit_message_carries_up_to_five_stderr_lines_of_that_run(wsettings, tmp_path):
+    from windflow.drivers import build_driver_registry
+
+    code = ("import sys\nfor i in range(1, 8): print(f'line {i}', file=sys.stderr)\n"
+            "print('x' * 5000, file=sys.stderr); print('fatal: config missing', file=sys.stderr); sys.exit(3)")
+    spec = ServiceSpec.model_validate({"id": "crashy", "driver": "process",
+                                       "config": {"command": [sys.executable, "-c", code]}})
+    driver = build_driver_registry(data_dir=wsettings.ensure_data_dir()).for_service(spec)
+    await driver.start(spec)
+    first = await driver.wait_exit(spec)
+    # the last five lines, each cut to 300 characters
+    assert first.message == "exited with code 3: line 5 | line 6 | line 7 | " + "x" * 300 + " | fatal: config missing"
+    spec2 = spec.model_copy(update={"config": spec.config.model_copy(update={"command": [
+        sys.executable, "-c", "import sys\nfor i in range(1, 8): print(f'again {i}', file=sys.stderr)\nsys.exit(4)"]})})
+    await driver.start(spec2)
+    second = await driver.wait_exit(spec2)
+    assert second.message == "exited with code 4: again 3 | again 4 | again 5 | again 6 | again 7"  # this run's only

@@ -27,9 +27,9 @@ def seconds(value: float) -> str:
     """``4 s``, ``1.5 s``, ``2 min``, ``1 h 30 min``."""
     if value < 60:
         return f"{value:g} s" if value == int(value) or value >= 10 else f"{value:.2g} s"
-    minutes = value / 60
+    minutes = round(value / 60, 1)
     if minutes < 60:
-        return f"{minutes:g} min" if minutes == int(minutes) else f"{round(minutes, 1):g} min"
+        return f"{minutes:g} min"
     hours, rest = divmod(int(round(minutes)), 60)
     return f"{hours} h" + (f" {rest} min" if rest else "")
 
@@ -128,7 +128,7 @@ def progress(components: Mapping[str, Any]) -> str:
 
     ``components`` maps a name to an object with ``status`` (a ComponentStatus or its value) and ``last_error``."""
     counts: dict[str, int] = {}
-    waiting, starting, failed = [], [], []
+    waiting, starting, failed, running = [], [], [], []
     for name, comp in components.items():
         status = str(getattr(comp.status, "value", comp.status)).lower()
         counts[status] = counts.get(status, 0) + 1
@@ -136,6 +136,8 @@ def progress(components: Mapping[str, Any]) -> str:
             waiting.append(name)
         elif status == "starting":
             starting.append(name)
+        elif status == "running":  # a job
+            running.append(name)
         elif status == "failed":
             err = getattr(comp, "last_error", None)
             failed.append(f"{name} ({cut(err, 80)})" if err else name)
@@ -146,6 +148,8 @@ def progress(components: Mapping[str, Any]) -> str:
         lines.append("starting: " + ", ".join(sorted(starting)))
     if waiting:
         lines.append("waiting for health: " + ", ".join(sorted(waiting)))
+    if running:
+        lines.append("jobs running: " + ", ".join(sorted(running)))
     if failed:
         lines.append("failed: " + ", ".join(sorted(failed)))
     return "\n\n".join(cut(line, 1000) for line in lines)

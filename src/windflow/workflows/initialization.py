@@ -455,11 +455,9 @@ class SystemInitialization:
         self._emit(None)
 
     def _emit(self, component: str | None, message: str | None = None) -> None:
-        self._update_progress()
-        # what the Temporal UI shows as the run's current details: where it stands and what it waits for
-        header = f"**{self.state.status.value.lower()}**: {self.state.message}"
-        workflow.set_current_details(header + ("\n\n" + summaries.progress(self.state.components)
-                                               if self.state.components else ""))
+        """Queue one event. What takes the whole system into account (progress, the run's current details) is
+        computed once per batch, in ``_flush``: per event it made a workflow task of a thousand-component run
+        quadratic, long enough to time out."""
         comp = self.state.components.get(component) if component else None
         data = {
             "run_id": self.state.run_id,
@@ -473,6 +471,14 @@ class SystemInitialization:
         self.pending_events.append((str(workflow.uuid4()), data))
         self.publish_wakeup = True
 
+    def _refresh(self) -> None:
+        """Progress, and what the Temporal UI shows as the run's current details (where it stands, what it waits
+        for): neither is part of the history, so when they are computed changes nothing on replay."""
+        self._update_progress()
+        header = f"**{self.state.status.value.lower()}**: {self.state.message}"
+        workflow.set_current_details(header + ("\n\n" + summaries.progress(self.state.components)
+                                               if self.state.components else ""))
+
     async def _publish_loop(self) -> None:
         """One writer: events reach the store (and the bus) in the order they happened, in batches."""
         while not self.closing:
@@ -483,6 +489,9 @@ class SystemInitialization:
     async def _flush(self, *, final: bool) -> None:
         self.publish_wakeup = False
         batch, self.pending_events = self.pending_events, []
+        self._refresh()
+        for _, data in batch:  # the batch carries the progress at its publication
+            data["progress"] = self.state.progress
         await workflow.execute_activity_method(
             RecordActivities.record_initialization,
             RecordInitInput(state=self.state, final=final, events=[d for _, d in batch],

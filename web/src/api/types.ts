@@ -6,6 +6,7 @@ type S = components['schemas']
 export type TokenPair = S['TokenPair']
 export type MePublic = S['MePublic']
 export type ServicePublic = S['ServicePublic']
+export type JobRunPublic = S['JobRunPublic']
 export type ServicePage = S['PageOf_ServicePublic_']
 export type ServiceMetrics = S['ServiceMetrics']
 export type ControlResult = S['ControlResult']
@@ -54,8 +55,11 @@ export type Permission =
   | 'services:control'
   | 'configs:read'
   | 'configs:write'
+  | 'services:exec'
   | 'recovery:trigger'
   | 'schedules:manage'
   | 'users:manage'
   | 'audit:read'
   | 'logs:read'
+  | 'codec:decode'
+  | 'codec:encode'
