@@ -552,6 +552,7 @@ class ServiceState(StrEnum):
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
     STOPPED = "stopped"
+    STOPPING = "stopping"  # desired stopped, the process not gone yet
     FAILED = "failed"
     RECOVERING = "recovering"
     BACKING_OFF = "backing_off"
