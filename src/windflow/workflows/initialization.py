@@ -85,6 +85,8 @@ class SystemInitialization:
         self.retry_requested = False
         self.semaphore: asyncio.Semaphore | None = None
         self.pending_events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+        self.changed: set[str] = set()  # components changed since the last record (see _flush)
+        self.recorded_plan = False  # a record with the whole plan and every component was written
         self.publisher: asyncio.Task[None] | None = None
         self.publish_wakeup = False
         self.closing = False
@@ -106,6 +108,7 @@ class SystemInitialization:
             if other is not None and other.status == ComponentStatus.SKIPPED:
                 other.status = ComponentStatus.PENDING
                 other.last_error = None
+                self.changed.add(name)
         self.retry_requested = True
         self.dirty = True
         self._emit(req.component, f"retry of {req.component} requested")
@@ -469,6 +472,8 @@ class SystemInitialization:
             "message": message or (comp.last_error or "" if comp else self.state.message),
         }
         self.pending_events.append((str(workflow.uuid4()), data))
+        if component:
+            self.changed.add(component)
         self.publish_wakeup = True
 
     def _refresh(self) -> None:
@@ -492,9 +497,19 @@ class SystemInitialization:
         self._refresh()
         for _, data in batch:  # the batch carries the progress at its publication
             data["progress"] = self.state.progress
+        changed, self.changed = self.changed, set()
+        activity_method = RecordActivities.record_initialization
+        state = self.state
+        if not final and self.recorded_plan and workflow.patched("record-init-changes"):
+            # only what changed since the last record: the history grows with the changes, not with the system
+            activity_method = RecordActivities.record_initialization_changes
+            state = self.state.model_copy(update={
+                "plan": [], "components": {n: c for n, c in self.state.components.items() if n in changed}})
+        elif self.state.plan:
+            self.recorded_plan = True
         await workflow.execute_activity_method(
-            RecordActivities.record_initialization,
-            RecordInitInput(state=self.state, final=final, events=[d for _, d in batch],
+            activity_method,
+            RecordInitInput(state=state, final=final, events=[d for _, d in batch],
                             event_ids=[i for i, _ in batch], timestamp=workflow.now()),
             summary=("record the result: " + self.state.status.value.lower()) if final
             else summaries.component_events(d for _, d in batch),
