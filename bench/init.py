@@ -439,7 +439,9 @@ class Windflow:
         client = self.env.client
         settings = Settings(data_dir=self.tmp / "data", database_url=f"sqlite+aiosqlite:///{self.tmp / 'store.db'}",
                             jwt_secret="x" * 48, temporal_address=client.service_client.config.target_host,
-                            temporal_namespace=client.namespace, task_queue=self.task_queue, _env_file=None)
+                            temporal_namespace=client.namespace, task_queue=self.task_queue,
+                            codec_disabled=True,  # the shared test client has no codec
+                            _env_file=None)
         self.parts = build_worker(client=client, settings=settings, db=self.db)
         self.log_dir = settings.resolved_data_dir / "logs"
         await self.parts.worker.__aenter__()

@@ -147,7 +147,8 @@ def start_api(workdir: Path, *, database_url: str, temporal: str, task_queue: st
            "WINDFLOW_TEMPORAL_ADDRESS": temporal, "WINDFLOW_TEMPORAL_NAMESPACE": "default",
            "WINDFLOW_TASK_QUEUE": task_queue, "WINDFLOW_JWT_SECRET": JWT_SECRET, "WINDFLOW_API_PORT": str(port),
            "WINDFLOW_API_HOST": "127.0.0.1", "WINDFLOW_LOG_LEVEL": "WARNING",
-           "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": "load-bench-password"}
+           "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": "load-bench-password",
+           "WINDFLOW_CODEC_DISABLED": "true"}  # its workers use the bench's client, which has no codec
     env.pop("WINDFLOW_REDIS_URL", None)
     env["WINDFLOW_READ_CACHE"] = "false" if no_cache else "true"
     if redis_url:

@@ -282,7 +282,9 @@ def worker_main(config_path: str) -> None:
 
         settings = Settings(data_dir=cfg["data_dir"], database_url=cfg["database_url"], jwt_secret="x" * 48,
                             temporal_address=cfg["address"], temporal_namespace=cfg["namespace"],
-                            task_queue=cfg["task_queue"], restart_max_per_window=1_000_000, _env_file=None)
+                            task_queue=cfg["task_queue"], restart_max_per_window=1_000_000,
+                            codec_disabled=True,  # the bench's own client (no codec) starts and reads the runs
+                            _env_file=None)
         db = Database.from_url(cfg["database_url"])
         client = await connect(settings)
         parts = build_worker(client=client, settings=settings, db=db)

@@ -111,3 +111,17 @@ async def test_history_is_encrypted_by_default(temporal_env, tmp_path, sqlite_db
     assert payloads and all(p.metadata.get("encoding") == ENCODING for p in payloads)
     assert {p.metadata[KEY_ID_HEADER] for p in payloads} == {b"local"}
     assert marker.encode() not in history.history.SerializeToString()
+
+
+def test_a_shared_directory_is_not_locked(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    Settings(data_dir=shared, _env_file=None).ensure_data_dir()
+    assert mode_of(shared) == 0o1777
+    other = tmp_path / "other-files"
+    other.mkdir()
+    other.chmod(0o755)
+    (other / "notes.txt").write_text("not windflow's")
+    Settings(data_dir=other, _env_file=None).ensure_data_dir()
+    assert mode_of(other) == 0o755

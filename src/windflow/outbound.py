@@ -298,18 +298,26 @@ class Outbound:
         return cls(services=OutboundPolicy.for_services(settings), notify=OutboundPolicy.for_notify(settings))
 
 
+_CHECKED_SCHEMES = ("http://", "https://", "redis://", "rediss://")
+
+
 def url_problems(value: Any, policy: OutboundPolicy,
                  loc: list[str | int] | None = None) -> list[tuple[list[str | int], str]]:
-    """Every ``url`` (http/https) in a JSON-like config that the policy refuses before any DNS lookup, with its
-    location: what is refused whatever a name resolves to (metadata hosts, refused literal addresses)."""
+    """Every ``url`` (http, https, redis) and TCP probe ``host`` in a JSON-like config that the policy refuses
+    before any DNS lookup, with its location: what is refused whatever a name resolves to (metadata hosts,
+    refused literal addresses)."""
     out: list[tuple[list[str | int], str]] = []
     stack: list[tuple[Any, list[str | int]]] = [(value, list(loc or []))]
     while stack:
         item, where = stack.pop()
         if isinstance(item, dict):
             for key, sub in item.items():
-                if key == "url" and isinstance(sub, str) and sub.lower().startswith(("http://", "https://")):
+                if key == "url" and isinstance(sub, str) and sub.lower().startswith(_CHECKED_SCHEMES):
                     reason = policy.refuse_url(sub)
+                    if reason:
+                        out.append(([*where, key], f"refused by the outbound policy: {reason}"))
+                elif key == "host" and isinstance(sub, str) and item.get("kind") == "tcp":
+                    reason = policy.refuse_host(sub)
                     if reason:
                         out.append(([*where, key], f"refused by the outbound policy: {reason}"))
                 else:

@@ -436,8 +436,23 @@ class Settings(BaseSettings):
         path = self.resolved_data_dir
         if not path.exists():
             path.mkdir(parents=True, mode=0o700, exist_ok=True)
-        private(path, 0o700)
+        if _own_data_dir(path):
+            private(path, 0o700)
         return path
+
+
+#: files that make a directory recognisably windflow's data dir (only such a directory, or an empty one, is
+#: tightened: a data dir pointed at a shared directory such as /tmp must not lock everyone else out of it)
+_DATA_DIR_MARKERS = ("windflow.db", "jwt_secret", "codec_key", "temporal.db")
+
+
+def _own_data_dir(path: Path) -> bool:
+    try:
+        if path.stat().st_mode & 0o1000 or path == Path(path.anchor) or path == Path.home():
+            return False  # sticky (shared, like /tmp), the root, or a home directory
+        return not any(path.iterdir()) or any((path / name).exists() for name in _DATA_DIR_MARKERS)
+    except OSError:
+        return False
 
 
 GENERATED_CODEC_KEY_FILE = "codec_key"

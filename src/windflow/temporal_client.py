@@ -39,10 +39,16 @@ def data_converter(settings: Settings | None = None) -> DataConverter:
 def connection_options(settings: Settings) -> dict[str, Any]:
     """``Client.connect`` keywords for TLS, mTLS and API keys: the Temporal client profile
     (``temporalio.envconfig``: TEMPORAL_* variables, the config file, ``WINDFLOW_TEMPORAL_PROFILE``), with
-    each ``WINDFLOW_TEMPORAL_*`` setting taking precedence over the profile's value."""
+    each ``WINDFLOW_TEMPORAL_*`` setting taking precedence over the profile's value.
+
+    A profile that names another address than the one windflow connects to (say the Temporal CLI's default
+    profile points at a cloud namespace while `windflow up` runs its own dev server) lends neither its TLS
+    settings nor its API key: they belong to that other server."""
     from temporalio.envconfig import ClientConfigProfile
 
     profile = ClientConfigProfile.load(profile=settings.temporal_profile).to_client_connect_config()
+    if profile.get("target_host") and profile["target_host"] != settings.temporal_address:
+        profile = {}
     options: dict[str, Any] = {}
     if profile.get("rpc_metadata"):
         options["rpc_metadata"] = dict(profile["rpc_metadata"])

@@ -25,6 +25,7 @@ from windflow.activities.records import RecordActivities
 from windflow.activities.rollout import RolloutActivities
 from windflow.activities.runs import TemporalActivities
 from windflow.activities.services import ServiceActivities
+from windflow.activities.shutdown import ShutdownActivities
 from windflow.activities.supervision import SupervisionActivities
 from windflow.drivers import build_driver_registry
 from windflow.outbound import OutboundPolicy
@@ -41,6 +42,7 @@ from windflow.workflows._policies import host_queue
 from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.initialization import SystemInitialization
 from windflow.workflows.rollout import ConfigRollout
+from windflow.workflows.shutdown import SystemShutdown
 from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
 
 log = logging.getLogger("windflow.worker")
@@ -53,7 +55,7 @@ WORKER_LOST = "WorkerLost"
 _IDENTITY = re.compile(r"^(\d+)@(\S+)")
 
 WORKFLOWS: list[type] = [SystemInitialization, ServiceSupervisor, ServiceRecovery, ServiceControl, RecoverySweep,
-                         ConfigRollout]
+                         ConfigRollout, SystemShutdown]
 
 
 @dataclass
@@ -109,6 +111,7 @@ def build_worker(
     notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels),
                                            outbound=OutboundPolicy.for_notify(settings))
     rollout = RolloutActivities(db=db, drivers=drivers, probes=probes, on_commit=on_commit)
+    shutdown = ShutdownActivities(db=db, on_commit=on_commit)
     kwargs: dict[str, Any] = {}
     if workflow_runner is not None:
         kwargs["workflow_runner"] = workflow_runner
@@ -116,7 +119,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=activities_of(services, records, runs, supervision, notifications, rollout),
+        activities=activities_of(services, records, runs, supervision, notifications, rollout, shutdown),
         max_concurrent_activities=max_concurrent_activities,
         # on SIGTERM, let short activities finish; long watches are cancelled and resume on another worker
         graceful_shutdown_timeout=graceful_shutdown,

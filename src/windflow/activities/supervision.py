@@ -67,6 +67,11 @@ def _now() -> datetime:
 
 
 
+
+def _is_job(row: Any) -> bool:
+    """A stored service that is a job (``kind: job``): it runs to completion and is never supervised."""
+    return (row.spec or {}).get("kind") == "job"
+
 class _Readiness:
     """A watched service's two verdicts, liveness and readiness, and the one state they make: ``healthy`` (alive
     and ready) or ``not_ready`` (alive, not ready: dependants wait, nothing restarts it)."""
@@ -493,7 +498,7 @@ class SupervisionActivities:
         plan = SweepPlan()
         for row in rows:
             desired = row.desired or ("running" if row.state in SUPERVISABLE_STATES else None)
-            if not row.monitored or desired != "running":
+            if not row.monitored or desired != "running" or _is_job(row):  # a job is never supervised
                 continue
             plan.supervise.append(row.id)
             applied = row.applied_version or row.current_version
@@ -507,6 +512,7 @@ class SupervisionActivities:
         async with self.db.read() as session:
             rows = await services.all(session=session)
         # never brought up, still being brought up by an initialization, or stopped: not supervised
-        return [spec_of(row) for row in rows if row.monitored and row.state in SUPERVISABLE_STATES]
+        return [spec_of(row) for row in rows
+                if row.monitored and row.state in SUPERVISABLE_STATES and not _is_job(row)]
 
 

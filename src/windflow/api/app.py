@@ -34,6 +34,7 @@ from windflow.api.routers import (
     rollouts,
     schedules,
     services,
+    shutdowns,
     system,
     templates,
     users,
@@ -162,7 +163,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws, codec, hooks, webhooks, rollouts, logs):
+                   ws, codec, hooks, webhooks, rollouts, logs, shutdowns):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     v1.include_router(dashboard_router)

@@ -191,6 +191,10 @@ class ValidationReport(BaseModel):
     valid: bool
     problems: list[dict[str, Any]] = Field(default_factory=list)
     order: list[list[str]] | None = Field(None, description="Start layers, when the graph is valid")
+    conditions: dict[str, dict[str, str]] | None = Field(
+        None, description="Each edge's condition: service -> dependency -> started | healthy | "
+        "completed_successfully (the validated services' edges)",
+        examples=[{"api": {"database": "healthy", "migrate": "completed_successfully"}}])
 
 
 class TemplateParameter(BaseModel):

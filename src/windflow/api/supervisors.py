@@ -51,7 +51,8 @@ async def _was_initialized(resources: Resources, service_id: str) -> bool:
 
     async with resources.db.read() as session:
         row = await ServiceRepository().get(session=session, service_id=service_id)
-    return row is not None and row.state in SUPERVISABLE_STATES
+    # a job (kind: job) runs to completion: it is never supervised
+    return row is not None and row.state in SUPERVISABLE_STATES and (row.spec or {}).get("kind") != "job"
 
 
 async def tell_supervisors(resources: Resources, changes: Sequence[tuple[str, bool]]) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from windflow import __version__
+from windflow.cli import down as down_cmd
 from windflow.cli import helptext, ops
 from windflow.cli import logs as logs_cmd
 from windflow.cli.auth import register as register_auth
@@ -30,6 +31,7 @@ app.add_typer(ops.service_app, name="service")
 app.command("services")(ops.services)
 app.command("recover")(ops.recover)
 app.command("logs")(logs_cmd.logs)
+app.command("down")(down_cmd.down)
 register_auth(app)  # login, logout, users, tokens
 
 def settings_or_exit():  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ console = Console()
 
 #: shutdown bounds: `windflow up` must exit promptly on Ctrl-C / SIGTERM whatever is in flight
 WORKER_STOP_TIMEOUT = 5.0
+SHUTDOWN_TIMEOUT = 120.0  # seconds `windflow up --stop-services` waits for its shutdown run
 SUPERVISION_STOP_TIMEOUT = 5.0
 STATE_RECORD_TIMEOUT = 5.0
 
@@ -295,6 +296,7 @@ async def run_up(
         api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
         registered: dict[str, Any] = {}  # service id -> spec, read at shutdown for --stop-services
+        shut_down = False  # --stop-services: the SystemShutdown run stopped them all
         try:
             async with _worker_running(parts.worker, stop) as worker_failed:
                 # after a crash or a reboot: the activities of the `windflow up` that died run here now
@@ -344,9 +346,10 @@ async def run_up(
                             code = 1
                     if stop_services:
                         registered = await _registered(resources.db)  # before anything is cancelled
-                        if not worker_failed():
-                            await _end_supervision(client, registered)  # while the worker still runs
-            if stop_services:
+                        if not worker_failed():  # while the worker still runs
+                            shut_down = await _shutdown_run(client, settings.task_queue, registered)
+                            await _end_supervision(client, registered)
+            if stop_services and not shut_down:
                 await _stop_all(parts.services, registered)
         finally:
             if resources is not None:
@@ -483,6 +486,34 @@ async def _end_supervision(client: Any, specs: dict[str, Any]) -> None:
         await asyncio.wait_for(asyncio.gather(*(end(s) for s in specs)), SUPERVISION_STOP_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - best effort: the services are stopped regardless
         console.print(f"[yellow]could not end supervision cleanly: {exc!r}[/yellow]")
+
+
+async def _shutdown_run(client: Any, task_queue: str, specs: dict[str, Any]) -> bool:
+    """--stop-services: a ``SystemShutdown`` run (``down/…``, visible in the Temporal UI and the API's history)
+    stops every service, dependants first; True if it stopped them all. Bounded in time: if it does not end,
+    what is left is stopped directly (``_stop_all``)."""
+    import uuid
+
+    from windflow.domain.shutdown import ShutdownInput, ShutdownState, ShutdownStatus
+    from windflow.workflows.shutdown import SystemShutdown
+
+    if not specs:
+        return True
+    run_id = uuid.uuid4().hex[:16]
+    console.print(f"stopping {len(specs)} services, dependants first (down/{run_id})")
+    try:
+        handle = await client.start_workflow(
+            SystemShutdown.run, ShutdownInput(run_id=run_id, actor="windflow-up", reason="windflow up --stop-services"),
+            id=f"down/{run_id}", task_queue=task_queue, static_summary="shutdown of all by windflow up --stop-services")
+        state: ShutdownState = await asyncio.wait_for(handle.result(), SHUTDOWN_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - fall back to stopping them here
+        console.print(f"[yellow]the shutdown run did not finish ({exc!r}); stopping what is left directly[/yellow]")
+        return False
+    for comp in sorted(state.components.values(), key=lambda c: (c.layer, c.service_id)):
+        style = "" if comp.status == "stopped" else "red"
+        console.print(f"[{style}]{comp.status} {comp.service_id}[/{style}]" if style else
+                      f"stopped {comp.service_id}")
+    return state.status == ShutdownStatus.COMPLETED
 
 
 async def _stop_all(services: Any, specs: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ class EventType(StrEnum):
     RECOVERY_UPDATE = "RECOVERY_UPDATE"
     CONFIG_CHANGED = "CONFIG_CHANGED"
     ROLLOUT_UPDATE = "ROLLOUT_UPDATE"
+    SHUTDOWN_UPDATE = "SHUTDOWN_UPDATE"
     AUDIT = "AUDIT"
 
 
@@ -35,6 +36,18 @@ class Event(BaseModel):
 
 
 class InitializationUpdate(BaseModel):
+    run_id: str
+    workflow_id: str
+    status: str
+    progress: int = Field(ge=0, le=100)
+    component: str | None = None
+    component_status: str | None = None
+    message: str = ""
+
+
+class ShutdownUpdate(BaseModel):
+    """Progress of a system shutdown (``down/{run_id}``): the run, and the service that just moved, if any."""
+
     run_id: str
     workflow_id: str
     status: str
@@ -120,6 +133,7 @@ EVENT_DATA_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.RECOVERY_UPDATE: RecoveryUpdate,
     EventType.CONFIG_CHANGED: ConfigChanged,
     EventType.ROLLOUT_UPDATE: RolloutUpdate,
+    EventType.SHUTDOWN_UPDATE: ShutdownUpdate,
     EventType.AUDIT: AuditEvent,
 }
 

@@ -128,7 +128,7 @@ def progress(components: Mapping[str, Any]) -> str:
 
     ``components`` maps a name to an object with ``status`` (a ComponentStatus or its value) and ``last_error``."""
     counts: dict[str, int] = {}
-    waiting, starting, failed = [], [], []
+    waiting, starting, failed, running = [], [], [], []
     for name, comp in components.items():
         status = str(getattr(comp.status, "value", comp.status)).lower()
         counts[status] = counts.get(status, 0) + 1
@@ -136,6 +136,8 @@ def progress(components: Mapping[str, Any]) -> str:
             waiting.append(name)
         elif status == "starting":
             starting.append(name)
+        elif status == "running":  # a job
+            running.append(name)
         elif status == "failed":
             err = getattr(comp, "last_error", None)
             failed.append(f"{name} ({cut(err, 80)})" if err else name)
@@ -146,6 +148,8 @@ def progress(components: Mapping[str, Any]) -> str:
         lines.append("starting: " + ", ".join(sorted(starting)))
     if waiting:
         lines.append("waiting for health: " + ", ".join(sorted(waiting)))
+    if running:
+        lines.append("jobs running: " + ", ".join(sorted(running)))
     if failed:
         lines.append("failed: " + ", ".join(sorted(failed)))
     return "\n\n".join(cut(line, 1000) for line in lines)

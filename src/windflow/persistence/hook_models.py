@@ -13,6 +13,7 @@ from sqlalchemy import Boolean, Float, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from windflow.persistence.models import Base, BigId, JSONDoc, UTCDateTime, utcnow
+from windflow.persistence.sealing import SealedText
 
 
 class HookRow(Base):
@@ -33,7 +34,7 @@ class HookRow(Base):
     #: token | signature | token+signature: what a delivery must carry (bearer token, Standard Webhooks HMAC)
     auth: Mapped[str] = mapped_column(String(32), default="token", server_default="token")
     #: the Standard Webhooks signing secret (``whsec_...``) when ``auth`` asks for a signature
-    signing_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    signing_secret: Mapped[str | None] = mapped_column(SealedText, nullable=True)  # sealed with the codec keys
     #: act without confirming: a firing alert restarts even a service whose probe passes
     force: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: seconds during which a repeat of the same alert is recorded, not acted on

@@ -25,7 +25,7 @@ def build_probe_registry(*, outbound: Any = None) -> ProbeRegistry:
 
     return ProbeRegistry({
         ProbeKind.HTTP: HttpProbe(outbound=outbound),
-        ProbeKind.TCP: TcpProbe(),
+        ProbeKind.TCP: TcpProbe(outbound=outbound),
         ProbeKind.EXEC: ExecProbe(),
         ProbeKind.POSTGRES: PostgresProbe(),
         ProbeKind.REDIS: RedisProbe(),

@@ -857,6 +857,58 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/shutdowns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Shutdown history */
+        get: operations["list_shutdowns_api_v1_shutdowns_get"];
+        put?: never;
+        /** Shut down services in reverse dependency order */
+        post: operations["start_shutdown_api_v1_shutdowns_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/shutdowns/{run_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One shutdown (live while running) */
+        get: operations["get_shutdown_api_v1_shutdowns__run_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/shutdowns/{run_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel: what is stopped stays stopped, the rest keeps running */
+        post: operations["cancel_shutdown_api_v1_shutdowns__run_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/system": {
         parameters: {
             query?: never;
@@ -1634,7 +1686,7 @@ export interface components {
          */
         EventMessage: {
             /** Event */
-            event: components["schemas"]["InitializationUpdateEvent"] | components["schemas"]["ServiceStatusUpdateEvent"] | components["schemas"]["HealthCheckEvent"] | components["schemas"]["MetricsUpdateEvent"] | components["schemas"]["RecoveryUpdateEvent"] | components["schemas"]["ConfigChangedEvent"] | components["schemas"]["RolloutUpdateEvent"] | components["schemas"]["windflow__api__routers__events__AuditEvent"];
+            event: components["schemas"]["InitializationUpdateEvent"] | components["schemas"]["ServiceStatusUpdateEvent"] | components["schemas"]["HealthCheckEvent"] | components["schemas"]["MetricsUpdateEvent"] | components["schemas"]["RecoveryUpdateEvent"] | components["schemas"]["ConfigChangedEvent"] | components["schemas"]["RolloutUpdateEvent"] | components["schemas"]["ShutdownUpdateEvent"] | components["schemas"]["windflow__api__routers__events__AuditEvent"];
             /**
              * Id
              * @description Stream position; pass it back as `after` / `last_event_id` to resume
@@ -1686,7 +1738,7 @@ export interface components {
          * EventType
          * @enum {string}
          */
-        EventType: "INITIALIZATION_UPDATE" | "SERVICE_STATUS_UPDATE" | "HEALTH_CHECK" | "METRICS_UPDATE" | "RECOVERY_UPDATE" | "CONFIG_CHANGED" | "ROLLOUT_UPDATE" | "AUDIT";
+        EventType: "INITIALIZATION_UPDATE" | "SERVICE_STATUS_UPDATE" | "HEALTH_CHECK" | "METRICS_UPDATE" | "RECOVERY_UPDATE" | "CONFIG_CHANGED" | "ROLLOUT_UPDATE" | "SHUTDOWN_UPDATE" | "AUDIT";
         /** ExecHealth */
         ExecHealth: {
             /**
@@ -2583,6 +2635,16 @@ export interface components {
         PageOf_ServicePublic_: {
             /** Items */
             items: components["schemas"]["ServicePublic"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` to get the next page; null at the end
+             */
+            next_cursor?: string | null;
+        };
+        /** PageOf[ShutdownPublic] */
+        PageOf_ShutdownPublic_: {
+            /** Items */
+            items: components["schemas"]["ShutdownPublic"][];
             /**
              * Next Cursor
              * @description Pass as `cursor` to get the next page; null at the end
@@ -3729,6 +3791,192 @@ export interface components {
              */
             user?: string | null;
         };
+        /** ShutdownAccepted */
+        ShutdownAccepted: {
+            links: components["schemas"]["ShutdownLinks"];
+            /** Run Id */
+            run_id: string;
+            status: components["schemas"]["ShutdownStatus"];
+            /** Workflow Id */
+            workflow_id: string;
+        };
+        /** ShutdownComponent */
+        ShutdownComponent: {
+            /** Finished At */
+            finished_at?: string | null;
+            /**
+             * Layer
+             * @description 0 is stopped first (nothing running depends on it)
+             */
+            layer: number;
+            /**
+             * Message
+             * @default
+             */
+            message: string;
+            /**
+             * Requested
+             * @description Named in the request (false: a dependant, stopped before it)
+             */
+            requested: boolean;
+            /** Service Id */
+            service_id: string;
+            /** Started At */
+            started_at?: string | null;
+            /** @default pending */
+            status: components["schemas"]["StopStatus"];
+        };
+        /** ShutdownCreate */
+        ShutdownCreate: {
+            /**
+             * Reason
+             * @description Why (shown in the audit trail and the Temporal UI)
+             * @default
+             */
+            reason: string;
+            /**
+             * Services
+             * @description Service ids to stop (their dependants are stopped first); empty = every service
+             */
+            services?: string[];
+        };
+        /** ShutdownLinks */
+        ShutdownLinks: {
+            /** Cancel */
+            cancel: string;
+            /** Self */
+            self: string;
+            /** Temporal Ui */
+            temporal_ui?: string | null;
+        };
+        /** ShutdownPublic */
+        ShutdownPublic: {
+            /** Actor */
+            actor: string;
+            /** Finished At */
+            finished_at: string | null;
+            links: components["schemas"]["ShutdownLinks"];
+            /**
+             * Live
+             * @description True when read from the running workflow, false when from the store
+             */
+            live: boolean;
+            /** Progress */
+            progress: number;
+            /** Run Id */
+            run_id: string;
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            state?: components["schemas"]["ShutdownState"] | null;
+            status: components["schemas"]["ShutdownStatus"];
+            /** Workflow Id */
+            workflow_id: string;
+        };
+        /** ShutdownState */
+        ShutdownState: {
+            /** Actor */
+            actor: string;
+            /** Components */
+            components?: {
+                [key: string]: components["schemas"]["ShutdownComponent"];
+            };
+            /** Finished At */
+            finished_at?: string | null;
+            /**
+             * Layers
+             * @description Stop order: one list per layer
+             */
+            layers?: string[][];
+            /**
+             * Message
+             * @default
+             */
+            message: string;
+            /**
+             * Progress
+             * @default 0
+             */
+            progress: number;
+            /**
+             * Reason
+             * @default
+             */
+            reason: string;
+            /**
+             * Requested
+             * @description Services named; empty = all of them
+             */
+            requested?: string[];
+            /** Run Id */
+            run_id: string;
+            /**
+             * Started At
+             * Format: date-time
+             */
+            started_at: string;
+            /** @default PENDING */
+            status: components["schemas"]["ShutdownStatus"];
+            /** Workflow Id */
+            workflow_id: string;
+        };
+        /**
+         * ShutdownStatus
+         * @enum {string}
+         */
+        ShutdownStatus: "PENDING" | "STOPPING" | "COMPLETED" | "FAILED" | "CANCELLED";
+        /**
+         * ShutdownUpdate
+         * @description Progress of a system shutdown (``down/{run_id}``): the run, and the service that just moved, if any.
+         */
+        ShutdownUpdate: {
+            /** Component */
+            component?: string | null;
+            /** Component Status */
+            component_status?: string | null;
+            /**
+             * Message
+             * @default
+             */
+            message: string;
+            /** Progress */
+            progress: number;
+            /** Run Id */
+            run_id: string;
+            /** Status */
+            status: string;
+            /** Workflow Id */
+            workflow_id: string;
+        };
+        /**
+         * ShutdownUpdateEvent
+         * @description A SHUTDOWN_UPDATE event: the envelope with ShutdownUpdate data.
+         */
+        ShutdownUpdateEvent: {
+            data: components["schemas"]["ShutdownUpdate"];
+            /**
+             * Event Id
+             * @description Unique id; consumers de-duplicate on it
+             */
+            event_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event_type: "SHUTDOWN_UPDATE";
+            /**
+             * Timestamp
+             * Format: date-time
+             */
+            timestamp: string;
+        };
+        /**
+         * StopStatus
+         * @enum {string}
+         */
+        StopStatus: "pending" | "stopping" | "stopped" | "failed" | "skipped";
         /** SupervisionPublic */
         SupervisionPublic: {
             /**
@@ -4025,6 +4273,21 @@ export interface components {
         };
         /** ValidationReport */
         ValidationReport: {
+            /**
+             * Conditions
+             * @description Each edge's condition: service -> dependency -> started | healthy | completed_successfully (the validated services' edges)
+             * @example {
+             *       "api": {
+             *         "database": "healthy",
+             *         "migrate": "completed_successfully"
+             *       }
+             *     }
+             */
+            conditions?: {
+                [key: string]: {
+                    [key: string]: string;
+                };
+            } | null;
             /**
              * Order
              * @description Start layers, when the graph is valid
@@ -10440,6 +10703,387 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SupervisionPublic"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_shutdowns_api_v1_shutdowns_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PageOf_ShutdownPublic_"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    start_shutdown_api_v1_shutdowns_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ShutdownCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShutdownAccepted"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    get_shutdown_api_v1_shutdowns__run_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShutdownPublic"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    cancel_shutdown_api_v1_shutdowns__run_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: string;
+                    };
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */

@@ -139,7 +139,7 @@ async def validate_new_service(
         return ValidationReport(valid=False, problems=[p.model_dump() for p in refused])
     graph = await services.graph(session=session)
     graph[spec.id] = list(spec.depends_on)
-    return ValidationReport(valid=True, order=layers(graph))
+    return ValidationReport(valid=True, order=layers(graph), conditions={spec.id: spec.conditions()})
 
 
 @router.get("/{service_id}", response_model=ServicePublic, summary="One service")
@@ -271,7 +271,7 @@ async def validate_config(
         return ValidationReport(valid=False, problems=list(exc.details or []))
     graph = await services.graph(session=session)
     graph[service_id] = list(spec.depends_on)
-    return ValidationReport(valid=True, order=layers(graph))
+    return ValidationReport(valid=True, order=layers(graph), conditions={spec.id: spec.conditions()})
 
 
 @router.get("/{service_id}/config/versions", response_model=PageOf[ConfigVersionPublic], summary="Config history")

@@ -90,7 +90,8 @@ async def validate(
         system = load_system(await _document(request))
     except ConfigInvalid as exc:
         return ValidationReport(valid=False, problems=list(exc.details or []))
-    return ValidationReport(valid=True, order=layers({s.id: list(s.depends_on) for s in system.services}))
+    return ValidationReport(valid=True, order=layers({s.id: list(s.depends_on) for s in system.services}),
+                            conditions={s.id: s.conditions() for s in system.services if s.depends_on})
 
 
 @router.get("", summary="Export the registry as a system file",
