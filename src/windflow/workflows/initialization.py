@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
     from windflow.workflows import _policies as policies
     from windflow.workflows import search_attributes as sa
 
+#: components starting at once when the options do not say (only systems larger than this notice it)
+DEFAULT_PARALLELISM = 100
 DONE = {ComponentStatus.HEALTHY, ComponentStatus.FAILED, ComponentStatus.SKIPPED, ComponentStatus.STOPPED,
         ComponentStatus.COMPLETED}
 #: a dependency counts as started in these statuses
@@ -174,6 +176,11 @@ class SystemInitialization:
                 return await self._finish(InitStatus.SUCCEEDED, f"valid; {describe_plan(validation.plan, self.specs)}")
             if options.parallelism:
                 self.semaphore = asyncio.Semaphore(options.parallelism)
+            elif len(self.specs) > DEFAULT_PARALLELISM and workflow.patched("default-parallelism"):
+                # thousands of components at once make workflow tasks that each carry thousands of results:
+                # long enough for the SDK's deadlock detector on a busy machine. A bounded number in flight
+                # keeps every task small; a smaller system is not affected
+                self.semaphore = asyncio.Semaphore(DEFAULT_PARALLELISM)
             self._set_status(InitStatus.RUNNING, f"starting {len(self.specs)} components")
             deadline = workflow.now() + timedelta(seconds=options.overall_timeout)
             while True:
