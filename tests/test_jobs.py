@@ -381,3 +381,45 @@ async def test_a_job_is_never_supervised_by_a_sweep(wsettings, sqlite_db):
                                  probes=build_probe_registry())
     assert (await acts.sweep_plan()).supervise == ["api"]
     assert [s.id for s in await acts.list_monitored()] == ["api"]
+
+
+async def test_healthy_on_a_job_with_a_probe_starts_dependants_while_it_runs(temporal_env, wsettings, sqlite_db,
+                                                                             ports, task_queue):
+    """A job with a readiness probe (a one-shot server, a warm-up that serves while it runs): `healthy` is met
+    once the probe passes, before the job completes."""
+    jport, api_port = ports(), ports()
+    code = ("import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('127.0.0.1', {jport})); s.listen(); time.sleep(2.5); print('warm-up done')")
+    await register(
+        sqlite_db,
+        job("warmup", code, readiness={"kind": "tcp", "port": jport, "interval": "0.1s"}),
+        standin("api", api_port, boot=0.1, deps=["warmup"], monitored=False),
+    )
+    async with running_worker(temporal_env.client, wsettings, sqlite_db):
+        result = await run_init(temporal_env.client, task_queue)
+    assert result.status == InitStatus.SUCCEEDED, result.message
+    warm, api = result.components["warmup"], result.components["api"]
+    assert warm.status == ComponentStatus.COMPLETED and warm.exit_code == 0 and warm.log_tail == ["warm-up done"]
+    assert warm.healthy_at is not None and api.started_at < warm.finished_at  # it did not wait for the end
+
+
+# --------------------------------------------------------------------------- failure causes
+
+
+async def test_an_exit_message_carries_up_to_five_stderr_lines_of_that_run(wsettings, tmp_path):
+    from windflow.drivers import build_driver_registry
+
+    code = ("import sys\nfor i in range(1, 8): print(f'line {i}', file=sys.stderr)\n"
+            "print('x' * 5000, file=sys.stderr); print('fatal: config missing', file=sys.stderr); sys.exit(3)")
+    spec = ServiceSpec.model_validate({"id": "crashy", "driver": "process",
+                                       "config": {"command": [sys.executable, "-c", code]}})
+    driver = build_driver_registry(data_dir=wsettings.ensure_data_dir()).for_service(spec)
+    await driver.start(spec)
+    first = await driver.wait_exit(spec)
+    # the last five lines, each cut to 300 characters
+    assert first.message == "exited with code 3: line 5 | line 6 | line 7 | " + "x" * 300 + " | fatal: config missing"
+    spec2 = spec.model_copy(update={"config": spec.config.model_copy(update={"command": [
+        sys.executable, "-c", "import sys\nfor i in range(1, 8): print(f'again {i}', file=sys.stderr)\nsys.exit(4)"]})})
+    await driver.start(spec2)
+    second = await driver.wait_exit(spec2)
+    assert second.message == "exited with code 4: again 3 | again 4 | again 5 | again 6 | again 7"  # this run's only

@@ -19,14 +19,27 @@ async def test_uvicorn_lines_of_windflow_up_are_json(tmp_path):
 
     buffer = io.StringIO()
     error_logger = logging.getLogger("uvicorn.error")
-    saved = (list(error_logger.handlers), error_logger.propagate, error_logger.level)
+    parent = logging.getLogger("uvicorn")
+    saved = (list(error_logger.handlers), error_logger.propagate, error_logger.level, list(parent.handlers),
+             parent.propagate, error_logger.disabled)
     try:
+        # as in a fresh `windflow up` process (an in-process uvicorn of an earlier test may have configured it)
+        error_logger.handlers[:] = []
+        error_logger.propagate = True
+        error_logger.disabled = False
+        logging.getLogger("uvicorn").handlers[:] = []
+        logging.getLogger("uvicorn").propagate = True
         with configured_logging("json", buffer):
             settings = Settings(data_dir=tmp_path, jwt_secret="x" * 48, _env_file=None)
             api_server_config(object(), settings)  # what `windflow up` hands uvicorn (configures its loggers)
             error_logger.warning("port in use, probably")
         found = [line for line in lines(buffer) if line.get("logger") == "uvicorn.error"]
+        assert found, (buffer.getvalue()[-2000:], error_logger.handlers, error_logger.level, logging.getLogger().level)
         assert found and found[0]["event"] == "port in use, probably" and found[0]["level"] == "warning"
     finally:
-        error_logger.handlers[:], error_logger.propagate, _ = saved[0], saved[1], None
+        error_logger.handlers[:] = saved[0]
+        error_logger.propagate = saved[1]
         error_logger.setLevel(saved[2])
+        parent.handlers[:] = saved[3]
+        parent.propagate = saved[4]
+        error_logger.disabled = saved[5]

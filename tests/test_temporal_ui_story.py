@@ -152,3 +152,18 @@ async def test_scheduled_sweeps_say_what_they_are(temporal_env, task_queue):
         assert summary == f"recovery sweep, every 5 min (schedule {schedule_id})"
     finally:
         await handle.delete()
+
+
+async def test_summary_texts_are_short_and_secret_free():
+    from windflow.domain import summaries
+    from windflow.domain.models import ServiceSpec
+
+    assert [summaries.seconds(v) for v in (0.2, 4, 90, 3599, 5400)] == ["0.2 s", "4 s", "1.5 min", "1 h", "1 h 30 min"]
+    spec = ServiceSpec.model_validate({
+        "id": "api", "driver": "process", "config": {"command": ["x"]}, "host": "alpha",
+        "health": {"kind": "http", "url": "https://user:s3cret@api.internal:8443/health?token=t0k", "interval": "1s"}})
+    label = summaries.wait_healthy(spec)
+    assert label == "wait healthy: api (http GET api.internal:8443/health)"
+    assert "s3cret" not in label and "t0k" not in label
+    assert summaries.restart(spec, "exited (code 1)", 2, 5) == "restart api on alpha (attempt 2 of 5): exited (code 1)"
+    assert len(summaries.restart(spec, "x" * 500)) == summaries.MAX_SUMMARY

@@ -104,6 +104,34 @@ def last_error_line(path: Path, *, since: int = 0) -> str | None:
     return None
 
 
+#: a failure's cause in a message: at most this many of the last stderr lines, this many characters in all
+CAUSE_LINES = 5
+CAUSE_CHARS = 1000
+
+
+def last_error_lines(path: Path, *, since: int = 0, lines: int = CAUSE_LINES, max_chars: int = CAUSE_CHARS,
+                     ) -> str | None:
+    """The last ``lines`` non-blank lines written to ``path`` after byte ``since``, joined with `` | `` and cut
+    to ``max_chars`` (keeping the end, where the error usually is): a failure's cause for its message
+    ("exited with code 1: Traceback (most recent call last): | … | FileNotFoundError: …"), or None."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if size == since and since > 0:
+        return None  # nothing written since the start
+    got = tail_file(path, 20 + lines)
+    if since and size > since and size - since < 65536:
+        with contextlib.suppress(OSError), path.open("rb") as f:
+            f.seek(since)
+            got = [_decode(p) for p in f.read().split(b"\n")]
+    kept = [line.strip()[:300] for line in got if line.strip()][-lines:]
+    if not kept:
+        return None
+    text = " | ".join(kept)
+    return text if len(text) <= max_chars else "…" + text[-max_chars:]
+
+
 def log_path(log_dir: Path, service_id: str, stream: Stream) -> Path:
     return log_dir / f"{service_id}{SUFFIX[stream]}"
 

@@ -180,7 +180,12 @@ async function main() {
     await page.click('[data-testid="tab-templates"]')
     const t = '[data-template="http-process"]'
     await page.click(`${t} summary`)
+    // Chromium compiles the pattern with the v flag: an invalid one would switch the check off
+    await page.fill(`${t} [data-testid="template-id"]`, 'Web Copy')
+    const rejected = await page.$eval(`${t} [data-testid="template-id"]`, (el) => !el.checkValidity() && el.validity.patternMismatch)
+    assert(rejected, 'the id pattern rejects "Web Copy"')
     await page.fill(`${t} [data-testid="template-id"]`, 'web-copy')
+    assert(await page.$eval(`${t} [data-testid="template-id"]`, (el) => el.checkValidity()), 'the id pattern accepts "web-copy"')
     await page.click(`${t} [data-testid="template-preview"]`)
     await page.waitForSelector(`${t} [data-testid="template-error"]:has-text("command")`) // a required parameter
     await page.fill(`${t} input[placeholder^="command"]`, '["python3", "app.py"]')
@@ -198,6 +203,17 @@ async function main() {
     await page.press('[data-testid="audit-action"]', 'Enter')
     await page.waitForSelector('[data-testid="audit-table"] code:has-text("config.revert")')
     await shot('12-audit')
+    // every record, long details included: the table wraps inside its card, the page never scrolls sideways
+    await page.fill('[data-testid="audit-action"]', '')
+    await page.press('[data-testid="audit-action"]', 'Enter')
+    await page.waitForSelector('[data-testid="audit-table"] code:has-text("config.update")')
+    const widths = await page.evaluate(() => ({
+      page: document.documentElement.scrollWidth,
+      viewport: window.innerWidth,
+      table: document.querySelector('[data-testid="audit-table"]').scrollWidth,
+      card: document.querySelector('[data-testid="audit-table"]').parentElement.clientWidth,
+    }))
+    assert(widths.page <= widths.viewport && widths.table <= widths.card, `audit table fits: ${JSON.stringify(widths)}`)
   })
 
   await step('schedules page lists the recovery sweep', async () => {

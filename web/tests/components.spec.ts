@@ -5,6 +5,7 @@ import { ApiError } from '@/api/http'
 import { createMemoryHistory, createRouter } from 'vue-router'
 import DependencyGraph from '@/components/DependencyGraph.vue'
 import ErrorBoundary from '@/components/ErrorBoundary.vue'
+import JobRuns from '@/components/JobRuns.vue'
 import LatencyChart from '@/components/LatencyChart.vue'
 import ServiceActions from '@/components/ServiceActions.vue'
 import StatusBadge from '@/components/StatusBadge.vue'
@@ -76,6 +77,33 @@ describe('DependencyGraph conditions', () => {
     expect(wrapper.findAll('[data-testid="edge-label"]').map((l) => l.text()).sort()).toEqual(['completed', 'started'])
     expect(wrapper.find('[data-service="migrate"] .state').text()).toBe('job · completed')
     expect(wrapper.find('[data-service="migrate"]').attributes('data-health')).toBe('HEALTHY')
+  })
+})
+
+describe('JobRuns', () => {
+  it("lists a job's attempts with exit code, duration and output", async () => {
+    signedIn(['services:read', 'configs:read'])
+    mockFetch({
+      'GET /api/v1/services/migrate/job-runs': json([
+        {
+          service_id: 'migrate', version: 2, run_id: 'r1', attempt: 2, succeeded: true, exit_code: 0,
+          started_at: '2026-12-06T10:00:00Z', finished_at: '2026-12-06T10:00:01Z', duration: 1.04,
+          message: 'migrate exited with code 0', log_tail: ['applied 3 migrations'],
+        },
+        {
+          service_id: 'migrate', version: 2, run_id: 'r1', attempt: 1, succeeded: false, exit_code: 2,
+          started_at: '2026-12-06T09:59:58Z', finished_at: '2026-12-06T09:59:59Z', duration: 0.31,
+          message: "migrate exited with code 2 (success: 0): can't open file", log_tail: ["can't open file"],
+        },
+      ]),
+    })
+    const wrapper = mount(JobRuns, { props: { serviceId: 'migrate' }, global: { plugins: [pinia] } })
+    await flushPromises()
+    const rows = wrapper.findAll('[data-testid="job-runs"] tbody tr')
+    expect(rows.map((r) => r.attributes('data-succeeded'))).toEqual(['true', 'false'])
+    expect(rows[0].text()).toContain('1.0 s')
+    expect(rows[1].find('.error-text').text()).toContain("can't open file")
+    expect(rows[0].find('pre').text()).toBe('applied 3 migrations')
   })
 })
 

@@ -27,9 +27,9 @@ def seconds(value: float) -> str:
     """``4 s``, ``1.5 s``, ``2 min``, ``1 h 30 min``."""
     if value < 60:
         return f"{value:g} s" if value == int(value) or value >= 10 else f"{value:.2g} s"
-    minutes = value / 60
+    minutes = round(value / 60, 1)
     if minutes < 60:
-        return f"{minutes:g} min" if minutes == int(minutes) else f"{round(minutes, 1):g} min"
+        return f"{minutes:g} min"
     hours, rest = divmod(int(round(minutes)), 60)
     return f"{hours} h" + (f" {rest} min" if rest else "")
 

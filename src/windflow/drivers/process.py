@@ -55,7 +55,7 @@ from windflow.domain.errors import ConfigInvalid, DriverFailed
 from windflow.domain.models import DriverKind, ProcessConfig, ServiceSpec, is_service_id
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
 from windflow.drivers.environment import clean_env, identity
-from windflow.service_logs import last_error_line
+from windflow.service_logs import last_error_lines
 
 __all__ = [
     "ProcStat",
@@ -687,8 +687,9 @@ class ProcessDriver:
         if proc.stopping:
             message = f"stopped by windflow: {message}"
         elif sig is not None or code not in (0, None):
-            # the reason is usually the last thing the service said on stderr ("can't open file …")
-            cause = last_error_line(self.log_paths(proc.service_id)[1], since=proc.err_start or 0)
+            # the reason is usually the last things the service said on stderr ("can't open file …"): up to 5
+            # lines, capped in size
+            cause = last_error_lines(self.log_paths(proc.service_id)[1], since=proc.err_start or 0)
             if cause:
                 message = f"{message}: {cause}"
         proc.exit = ExitInfo(pid=proc.pid, exit_code=code, signal=sig, exited_at=_now(), message=message)

@@ -380,6 +380,7 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
     outcomes: list[AlertOutcome] = []
     started: dict[str, tuple[str, bool, str]] = {}  # service → (workflow id, attached, run id) within this call
     run_ids: list[str | None] = []
+    acted: set[str] = set()  # keys of this delivery's alerts that started or joined a recovery
     for i, alert in enumerate(alerts):
         run_ids.append(None)
         out = AlertOutcome(index=i, service=alert.service, status=alert.status, fingerprint=alert.fingerprint,
@@ -392,7 +393,7 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
             out.reason = f"unknown service {alert.service!r}"
         elif alert.status == "resolved":
             out.outcome = "resolved_recorded"
-        elif keys[i] in seen or keys[i] in keys[:i]:
+        elif keys[i] in seen or keys[i] in acted:
             out.outcome = "duplicate"
             at = seen.get(keys[i])
             out.reason = ("a repeat of an alert acted on " + (f"at {at.isoformat(timespec='seconds')} " if at else
@@ -410,6 +411,8 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
             out.outcome = "attached" if result.attached else "recovery_started"
             out.workflow_id = result.workflow_id
             run_ids[i] = result.run_id
+        if out.outcome in ("recovery_started", "attached"):
+            acted.add(keys[i])
         outcomes.append(out)
     async with resources.db.write() as session:
         await _log(session, row, alerts, outcomes, request_id, keys=keys, run_ids=run_ids)
