@@ -147,6 +147,12 @@ async def test_cancel_and_retry_through_the_api(temporal_env, settings, db, api,
         assert r.status_code == 202
         v = await wait_run(api, r.json()["run_id"], "SUCCEEDED")
         assert v["state"]["plan"] == [["base"], ["top"]]
+        # marked as a dry run, in the run and in the history; the real run is not
+        assert v["validate_only"] is True
+        listed = {i["run_id"]: i for i in (await api.get("/api/v1/initializations")).json()["items"]}
+        assert listed[v["run_id"]]["validate_only"] is True
+        assert listed[run_id]["validate_only"] is False
+        assert (await api.get(f"/api/v1/initializations/{run_id}")).json()["validate_only"] is False
         for name in ("base", "top"):
             await client.get_workflow_handle(f"supervise/{name}").terminate("test over")
         r = await api.post(f"/api/v1/initializations/{run_id}/cancel")

@@ -139,3 +139,26 @@ describe('audit table', () => {
     expect(wrapper.find('[data-testid="audit-details"]').text()).toContain('x'.repeat(600))
   })
 })
+
+describe('dry runs in the history', () => {
+  const row = (run_id: string, validate_only: boolean, status = 'SUCCEEDED', progress = 100) => ({
+    run_id, workflow_id: `init/${run_id}`, status, progress, actor: 'admin', live: false, validate_only, state: null,
+    started_at: '2026-01-01T00:00:00Z', finished_at: '2026-01-01T00:01:00Z', links: { temporal_ui: null },
+  })
+
+  it('marks validate-only runs and tones a cancelled run grey', async () => {
+    signedIn(['services:read'])
+    mockFetch({
+      'GET /api/v1/initializations': json({ items: [row('dry', true), row('real', false, 'CANCELLED', 99)], next_cursor: null }),
+      'GET /api/v1/initializations/dry': json(row('dry', true)),
+      'GET /api/v1/services': json(empty),
+    })
+    const wrapper = mount(InitializationView, { global: { plugins: [pinia, router()] } })
+    await flushPromises()
+    expect(wrapper.find('[data-run="dry"] [data-testid="history-dry-run"]').text()).toBe('dry run')
+    expect(wrapper.find('[data-run="real"] [data-testid="history-dry-run"]').exists()).toBe(false)
+    expect(wrapper.find('[data-run="real"] .progress-text').classes()).toContain('tone-cancelled')
+    // the newest run (the dry one) is shown, labelled, even though read from the store without its state
+    expect(wrapper.find('[data-testid="current-run"] [data-testid="dry-run"]').exists()).toBe(true)
+  })
+})

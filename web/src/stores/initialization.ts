@@ -101,6 +101,7 @@ export const useInitializationStore = defineStore('initialization', () => {
       workflowId.value = run.workflow_id
       status.value = run.status
       progress.value = run.progress
+      validateOnly.value = run.validate_only ?? false
     }
     const index = history.value.findIndex((h) => h.run_id === run.run_id)
     const summary = { ...run, state: null }

@@ -25,6 +25,7 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.audit import record
+from windflow.api.bodies import RequestBody
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep, WriteSessionDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import PageOf
@@ -60,7 +61,7 @@ _CLOSED = {
 }
 
 
-class InitializationCreate(InitOptions):
+class InitializationCreate(RequestBody, InitOptions):
     queue: bool = Field(False, description="If a full initialization is running, run after it instead of 409")
 
 
@@ -85,6 +86,7 @@ class InitializationPublic(BaseModel):
     progress: int
     actor: str
     live: bool = Field(description="True when read from the running workflow, false when from the store")
+    validate_only: bool = Field(False, description="A dry run: configs and the graph were checked, nothing started")
     state: InitState | None = None
     started_at: datetime
     finished_at: datetime | None
@@ -95,6 +97,11 @@ class InitializationPublic(BaseModel):
 
 #: how long a read waits for the running workflow to answer its status query
 QUERY_TIMEOUT = timedelta(seconds=3)
+
+
+def _dry_run(summary: dict[str, Any] | None) -> bool:
+    """Whether a stored run was validate-only (its options are in the recorded state)."""
+    return bool(((summary or {}).get("options") or {}).get("validate_only"))
 
 
 def workflow_id_of(run_id: str) -> str:
@@ -201,6 +208,7 @@ async def list_initializations(
         InitializationPublic(
             run_id=r.run_id, workflow_id=r.workflow_id, status=InitStatus(r.status),
             progress=int((r.summary or {}).get("progress", 0)), actor=r.actor, live=False, state=None,
+            validate_only=_dry_run(r.summary),
             started_at=r.started_at, finished_at=r.finished_at, links=links(resources, r.run_id),
         )
         for r in page.items
@@ -251,6 +259,7 @@ async def get_initialization(
         status=status or (state.status if state else InitStatus(row.status)),
         progress=state.progress if state else 0,
         actor=row.actor, live=live, state=state, started_at=row.started_at,
+        validate_only=state.options.validate_only if state else _dry_run(row.summary),
         finished_at=state.finished_at if state and state.status in TERMINAL_INIT else row.finished_at,
         error=error, links=links(resources, run_id),
     )
