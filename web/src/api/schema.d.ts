@@ -2187,7 +2187,7 @@ export interface components {
             overall_timeout: number;
             /**
              * Parallelism
-             * @description Components starting at once (default: all)
+             * @description Components starting at once (default: all, up to 100 at a time)
              */
             parallelism?: number | null;
             /**
@@ -2297,7 +2297,7 @@ export interface components {
             overall_timeout: number;
             /**
              * Parallelism
-             * @description Components starting at once (default: all)
+             * @description Components starting at once (default: all, up to 100 at a time)
              */
             parallelism?: number | null;
             /**
