@@ -125,6 +125,12 @@ async def run(n: int, levels: int, driver: str, parallelism: int, seed: int) -> 
     db = Database.from_url(f"sqlite+aiosqlite:///{tmp / 'store.db'}")
     try:
         await upgrade(db.engine)
+        client = env.client
+        task_queue = f"fleet-{uuid.uuid4().hex[:8]}"
+        settings = Settings(data_dir=tmp / "data", database_url=f"sqlite+aiosqlite:///{tmp / 'store.db'}",
+                            jwt_secret="x" * 48, temporal_address=client.service_client.config.target_host,
+                            temporal_namespace=client.namespace, task_queue=task_queue, _env_file=None)
+        parts = build_worker(client=client, settings=settings, db=db)  # before the long registration
         graph = graph_of(n, levels, seed)
         for layer in layers(graph):
             async with db.write() as session:
@@ -135,12 +141,6 @@ async def run(n: int, levels: int, driver: str, parallelism: int, seed: int) -> 
                         "id": name, "driver": "process" if driver == "sleep" else "noop", "config": config,
                         "depends_on": graph[name], "monitored": False})
                     await registry.create_service(session=session, spec=spec, author="bench")
-        client = env.client
-        task_queue = f"fleet-{uuid.uuid4().hex[:8]}"
-        settings = Settings(data_dir=tmp / "data", database_url=f"sqlite+aiosqlite:///{tmp / 'store.db'}",
-                            jwt_secret="x" * 48, temporal_address=client.service_client.config.target_host,
-                            temporal_namespace=client.namespace, task_queue=task_queue, _env_file=None)
-        parts = build_worker(client=client, settings=settings, db=db)
         server = dev_server_pid(int(client.service_client.config.target_host.rsplit(":", 1)[1]))
         server_cpu = cpu_seconds(server) if server else None
         own_cpu = resource.getrusage(resource.RUSAGE_SELF)

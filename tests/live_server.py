@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
 import uvicorn
@@ -14,10 +15,20 @@ from tests.servers import free_port
 
 
 class LiveServer:
-    def __init__(self, app: Any, *, port: int | None = None) -> None:
+    def __init__(self, app: Any, *, port: int | None = None, log_level: str | None = None) -> None:
         self.app = app
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        # log_level given: uvicorn logs through the root logger as `windflow api` does (log_config=None)
+        extra: dict[str, Any] = {"log_config": None, "access_log": True} if log_level else {}
+        if log_level:  # undo what another server's default log_config set up in this process (own handlers and
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # propagate=False): records reach the root
+                logger = logging.getLogger(name)
+                logger.handlers.clear()
+                logger.propagate = True
+        from windflow.api.app import SERVER_OPTIONS  # served as `windflow api` serves it
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level or "warning",
+                                lifespan="on", **{**SERVER_OPTIONS, **extra})
         self.server = uvicorn.Server(config)
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest owns signals
         self._task: asyncio.Task[None] | None = None

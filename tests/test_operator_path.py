@@ -152,6 +152,9 @@ async def test_read_model_is_truthful_after_stop_and_counts_restarts(temporal_en
             assert "pid" not in model.state_detail and model.state_detail.get("message") != "healthy"
             assert "healthy_since" not in model.state_detail
             assert processes_with(f"--port {port} ") == []
+            # the stop was "stopping" (desired stopped, process not gone yet) before "stopped"
+            states = [e["state"] for e in await outbox_events(sqlite_db, "SERVICE_STATUS_UPDATE", "web")]
+            assert states[-2:] == ["stopping", "stopped"], states
     finally:
         await terminate_quietly(client, "supervise/web")
 
@@ -547,3 +550,17 @@ async def test_sweep_covers_a_service_desired_running_whatever_its_last_state(te
             assert (await read_model(sqlite_db, "rolled")).pid == the_pid(port)
     finally:
         await terminate_quietly(client, "supervise/rolled")
+
+
+async def test_status_function():
+    """One pure function derives the status every writer records."""
+    from windflow.domain.contracts import SupervisionState
+    from windflow.domain.status import SUPERVISION_STATUS, service_status
+
+    assert service_status(desired="stopped", observed="healthy") == "stopping"
+    assert service_status(desired="stopped", observed="stopped") == "stopped"
+    assert service_status(desired="stopped", observed="gave_up") == "stopped"
+    assert service_status(desired="running", observed="blocked") == "blocked"
+    assert service_status(desired=None, observed="") == "unknown"
+    assert SUPERVISION_STATUS[SupervisionState.WAITING_BUDGET] == "backing_off"
+    assert SupervisionState.PAUSED not in SUPERVISION_STATUS  # a paused supervisor says nothing about the service

@@ -29,6 +29,7 @@ durations = st.one_of(
     st.sampled_from(["500ms", "2s", "1m30s", "1h", "0.25s", "1d"]),
 )
 positive_durations = st.one_of(st.integers(1, 3600), st.floats(0.001, 3600), st.sampled_from(["250ms", "2s", "1m"]))
+probe_intervals = st.one_of(st.integers(1, 3600), st.floats(0.1, 3600), st.sampled_from(["100ms", "2s", "1m"]))
 urls = st.sampled_from(["http://127.0.0.1:9000/x", "https://example.test/a?b=c"])
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | words
 json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(words, c, max_size=3),
@@ -68,7 +69,7 @@ def drivers() -> st.SearchStrategy[tuple[str, dict[str, Any] | None]]:
 health_specs = st.one_of(
     st.none(),
     st.fixed_dictionaries({"kind": st.just("tcp"), "port": st.integers(1, 65535)},
-                          optional={"interval": positive_durations, "failure_threshold": st.integers(1, 100)}),
+                          optional={"interval": probe_intervals, "failure_threshold": st.integers(1, 100)}),
     st.fixed_dictionaries({"kind": st.just("http"), "url": urls},
                           optional={"expect_status": st.lists(st.integers(100, 599), min_size=1, max_size=3)}),
     st.fixed_dictionaries({"kind": st.just("exec"), "command": argv}),

@@ -16,6 +16,7 @@ JSON). windflow, uvicorn and the Temporal SDK all log through the standard libra
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from typing import Any, TextIO
@@ -63,6 +64,23 @@ def _add_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any
     return event
 
 
+_SECRET_QUERY = re.compile(r"([?&;](?:access_)?token=)[^&;\s\"']*", re.IGNORECASE)
+
+
+def redact_query_secrets(text: str) -> str:
+    """``/api/v1/ws?token=eyJ...&types=X`` → ``/api/v1/ws?token=**redacted**&types=X``."""
+    return _SECRET_QUERY.sub(r"\1**redacted**", text) if "token=" in text.lower() else text
+
+
+def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Tokens passed in a URL (the WebSocket's ``?token=``) never reach a log line: uvicorn's access and WebSocket
+    lines, and HTTP clients' request lines, carry the full URL with its query."""
+    message = event.get("event")
+    if isinstance(message, str):
+        event["event"] = redact_query_secrets(message)
+    return event
+
+
 def use_json(fmt: str, stream: TextIO) -> bool:
     if fmt == "json":
         return True
@@ -86,6 +104,7 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto", stream: TextIO 
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_ids,
+        _redact,
     ]
     renderer: Any
     if as_json:

@@ -13,11 +13,12 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     ws_heartbeat: float = Field(15.0, gt=0, description="Seconds between server ping messages on WebSockets")
     ws_send_timeout: float = Field(10.0, gt=0, description="Seconds one WebSocket send may block before the "
                                    "client is dropped as unresponsive")
+    ws_revalidate_interval: float = Field(2.0, ge=0.2, le=60, description="Seconds between re-checks of the "
+                                          "token of an open WebSocket or followed log: a logout, password change, "
+                                          "role change, disabled account or revoked API token ends it this soon")
     ws_auth_timeout: float = Field(10.0, gt=0, description="Seconds a WebSocket client without a token in the "
                                    "URL or headers has to send its auth message")
     temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
@@ -116,9 +120,24 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(14 * 86400, ge=60, description="Refresh token lifetime, seconds")
     bootstrap_admin_user: str = Field("admin", description="First admin's user name")
     bootstrap_admin_password: SecretStr | None = Field(None, description="First admin's password (unattended)")
-    login_attempts_per_user: int = Field(10, ge=1, description="Login attempts per user name per login window")
+    api_token_ttl_days: int = Field(90, ge=1, le=3650, description="Lifetime of a personal API token created "
+                                    "without expires_in_days")
+    api_token_max_ttl_days: int = Field(365, ge=1, le=3650, description="Longest lifetime a personal API token "
+                                        "may be given")
+    login_attempts_per_user: int = Field(10, ge=1, description="Login attempts for one user name from one client "
+                                         "address per login window (another address is counted apart, so nobody "
+                                         "can lock a user out)")
     login_attempts_per_address: int = Field(30, ge=1, description="Login attempts per client address per window")
     login_window: int = Field(60, ge=1, description="Login rate-limit sliding window, seconds")
+    login_free_failures: int = Field(3, ge=1, le=100, description="Wrong passwords for one user from one address "
+                                     "that cost nothing; each further one delays the next attempt (1 s, 2 s, "
+                                     "4 s, ...)")
+    login_delay_max: int = Field(300, ge=1, le=86400, description="Longest delay after wrong passwords, seconds")
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Proxies (IPs or CIDRs, comma-separated; '*' for any) whose X-Forwarded-For / -Proto are "
+                    "believed. Default none: the client address is the TCP peer's, whatever headers say",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else json")
     probe_history: int = Field(1000, ge=10, le=100_000, description="Probe results kept per service")
@@ -246,6 +265,22 @@ class Settings(BaseSettings):
         allowed = ("postgresql+psycopg://", "sqlite+aiosqlite://")
         if not value.startswith(allowed):
             raise ValueError("must start with postgresql:// (psycopg 3) or sqlite:/// (aiosqlite)")
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _forwarded_allow_ips(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            import ipaddress
+
+            for item in value:
+                if item != "*":
+                    try:
+                        ipaddress.ip_network(str(item), strict=False)
+                    except ValueError:
+                        raise ValueError(f"forwarded_allow_ips: {item!r} is not an IP address or network") from None
         return value
 
     @field_validator("redis_url")

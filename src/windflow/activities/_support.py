@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from windflow.domain.errors import WindflowError
 from windflow.domain.events import Event, EventType, ServiceStatusUpdate, make_event
+from windflow.domain.status import NO_PROCESS, service_status
 from windflow.persistence.models import OutboxRow
 from windflow.persistence.repositories import OutboxRepository, ServiceRepository, version_of_content
 
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 outbox = OutboxRepository()
 services = ServiceRepository()
 
-#: states in which the service has no process of windflow's
-NO_PROCESS_STATES = frozenset({"stopped", "gave_up"})
 #: detail keys that describe one state only: dropped when the state changes (unless given again)
 STATE_FACTS = ("pid", "message", "healthy_since")
 
@@ -94,6 +93,12 @@ class StateWriter:
         row = await services.get(session=session, service_id=service_id)
         if row is None:
             return None
+        if desired is not None and desired != row.desired:
+            row.desired = desired
+            row.desired_by = actor or source
+            row.desired_at = datetime.now(UTC)
+            row.desired_reason = message or f"{desired} ({source})"
+        state = service_status(desired=row.desired, observed=state)  # the one status function
         base = dict(row.state_detail or {}) if merge else {}
         if row.state != state:
             for key in STATE_FACTS:
@@ -101,7 +106,7 @@ class StateWriter:
         new_detail = {**base, **(detail or {})}
         if pid is not None:
             row.pid = pid
-        if state in NO_PROCESS_STATES or process_gone:
+        if state in NO_PROCESS or process_gone:
             row.pid = None
         if row.pid is not None:
             new_detail["pid"] = row.pid
@@ -116,11 +121,6 @@ class StateWriter:
             version = await version_of_content(session=session, service_id=service_id, content=applied_content)
             if version is not None:
                 row.applied_version = version
-        if desired is not None and desired != row.desired:
-            row.desired = desired
-            row.desired_by = actor or source
-            row.desired_at = datetime.now(UTC)
-            row.desired_reason = message or f"{desired} ({source})"
         previous = await services.set_state(session=session, service_id=service_id, state=state, detail=new_detail)
         if previous != state or message:
             event = new_event(

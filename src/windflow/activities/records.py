@@ -49,8 +49,25 @@ class RecordActivities:
     @activity.defn(name="record_initialization")
     async def record_initialization(self, req: RecordInitInput) -> None:
         """Upsert the run summary and publish its updates. Idempotent: event ids come from the workflow."""
+        await self._record(req, merge=False)
+
+    @activity.defn(name="record_initialization_changes")
+    async def record_initialization_changes(self, req: RecordInitInput) -> None:
+        """``record_initialization`` of a state that holds only the components changed since the previous record
+        (and no plan): they are merged into the stored run. What the workflow sends stays proportional to what
+        changed, not to the system's size (a run of thousands of components would otherwise fill its history
+        with copies of the whole state). Idempotent: merging the same changes twice gives the same run."""
+        await self._record(req, merge=True)
+
+    async def _record(self, req: RecordInitInput, *, merge: bool) -> None:
         state = req.state
+        summary = state.model_dump(mode="json")
         async with self.db.write() as session:
+            if merge:
+                stored = await runs.get(session=session, run_id=state.run_id)
+                before = (stored.summary or {}) if stored is not None else {}
+                summary["components"] = {**(before.get("components") or {}), **summary["components"]}
+                summary["plan"] = summary["plan"] or before.get("plan") or []
             await runs.upsert(
                 session=session,
                 run_id=state.run_id,
@@ -60,7 +77,7 @@ class RecordActivities:
                 actor=state.actor,
                 started_at=state.started_at,
                 finished_at=state.finished_at if state.status in TERMINAL_INIT and req.final else None,
-                summary=state.model_dump(mode="json"),
+                summary=summary,
             )
             await add_new_events(session, [
                 make_event(EventType.INITIALIZATION_UPDATE, InitializationUpdate.model_validate(data),

@@ -192,6 +192,9 @@ class ServiceActivities:
     @activity.defn(name="stop_service")
     async def stop_service(self, req: ServiceActionInput) -> ServiceActionResult:
         activity.heartbeat("stopping")
+        if req.source in DESIRED_SOURCES:  # desired stopped at once: "stopping" while the stop takes its grace
+            await self.state.set_state(req.spec.id, "stopping", source=req.source, message="stopping",
+                                       **self._desired(req, "stopped"))
         result = await self._drive("stop", req)
         await self.state.set_state(req.spec.id, "stopped", source=req.source,
                                    message="stopped" if result.changed else "was not running",

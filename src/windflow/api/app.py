@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from windflow import __version__
 from windflow.api.accounts import bootstrap_auth
@@ -19,7 +20,12 @@ from windflow.api.docs import install_docs
 from windflow.api.errors import error_response, install_error_handlers
 from windflow.api.event_hub import EventHub
 from windflow.api.metrics_feed import MetricsFeed
-from windflow.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from windflow.api.middleware import (
+    BodySizeLimitMiddleware,
+    NulInQueryMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
 from windflow.api.resources import Resources
 from windflow.api.routers import (
     audit,
@@ -119,6 +125,12 @@ async def stop_task(task: asyncio.Task[None]) -> None:
         log.warning("background task %s ended with %r", task.get_name(), task.exception())
 
 
+#: how every uvicorn that serves the app is configured: uvicorn's own proxy-header handling is off (it would
+#: believe X-Forwarded-For from 127.0.0.1, or whatever FORWARDED_ALLOW_IPS says); the app applies
+#: ``forwarded_allow_ips`` itself, so tests through ASGI and the real server behave alike
+SERVER_OPTIONS: dict[str, object] = {"proxy_headers": False, "ws_per_message_deflate": False}
+
+
 def create_app(settings: Settings, *, resources: Resources | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,6 +145,9 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
             for task in tasks:
                 await stop_task(task)
             await close_read_cache(res)
+            limiter = res.extras.pop("login_limiter", None)
+            if hasattr(limiter, "aclose"):
+                await limiter.aclose()
             if resources is None:
                 await res.bus.close()
                 await res.db.dispose()
@@ -150,7 +165,11 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     install_error_handlers(app)
     app.add_middleware(AuditFailuresMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NulInQueryMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.forwarded_allow_ips:  # only listed proxies may say who the client is (X-Forwarded-For / -Proto)
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.forwarded_allow_ips))
     codec.hide_codec_token_in_access_log()
     # outermost: answers the Temporal UI's preflight on the codec paths before anything else runs
     app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/",

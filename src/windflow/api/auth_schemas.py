@@ -7,13 +7,14 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from windflow.api.accounts import ROLE_PATTERN, USERNAME_PATTERN, normalize_username
+from windflow.api.bodies import RequestBody
 from windflow.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from windflow.persistence.auth_models import ApiTokenRow, RoleRow, UserRow
 
 Password = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(RequestBody):
     model_config = ConfigDict(json_schema_extra={"examples": [{"username": "admin", "password": "..."}]})
 
     username: str = Field(min_length=1, max_length=128)
@@ -35,16 +36,16 @@ class TokenPair(BaseModel):
     session_id: str
 
 
-class RefreshRequest(BaseModel):
+class RefreshRequest(RequestBody):
     refresh_token: str = Field(min_length=1, max_length=256)
 
 
-class LogoutRequest(BaseModel):
+class LogoutRequest(RequestBody):
     refresh_token: str | None = Field(None, max_length=256, description="Also revoke this token's session")
     all_sessions: bool = Field(False, description="Sign out everywhere (every session of this user)")
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(RequestBody):
     current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
     new_password: str = Password
 
@@ -75,7 +76,7 @@ class MePublic(BaseModel):
     user: UserPublic | None = Field(description="The account, when the caller is a stored user")
 
 
-class UserCreate(BaseModel):
+class UserCreate(RequestBody):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"username": "dana", "password": "correct horse battery", "roles": ["operator"]}]})
 
@@ -90,14 +91,14 @@ class UserCreate(BaseModel):
         return normalize_username(value) if isinstance(value, str) else value
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(RequestBody):
     roles: list[str] | None = Field(None, max_length=32, description="Replace the user's roles")
     disabled: bool | None = Field(None, description="Disable (sessions end at once) or re-enable")
     password: str | None = Field(None, min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH,
                                  description="Set a new password (the user's sessions end)")
 
 
-class RoleCreate(BaseModel):
+class RoleCreate(RequestBody):
     name: str = Field(pattern=ROLE_PATTERN)
     description: str = Field("", max_length=2000)
     permissions: list[str] = Field(max_length=64)
@@ -115,11 +116,12 @@ class RolePublic(BaseModel):
                    builtin=row.builtin)
 
 
-class ApiTokenCreate(BaseModel):
+class ApiTokenCreate(RequestBody):
     name: str = Field(min_length=1, max_length=128)
     permissions: list[str] | None = Field(
         None, max_length=64, description="A subset of yours; default: all your current permissions")
-    expires_in_days: int | None = Field(None, ge=1, le=3650, description="Default: never expires")
+    expires_in_days: int | None = Field(None, ge=1, le=3650, description="Default: 90 days (api_token_ttl_days); "
+                                        "at most api_token_max_ttl_days (365 by default)")
 
 
 class ApiTokenPublic(BaseModel):

@@ -1,24 +1,46 @@
-"""Sliding-window rate limits (login attempts): in-process by default, shared through Redis when configured.
+"""Rate limits of sign-in and password attempts: in-process by default, shared through Redis when configured.
 
-``hit(key, limit, window)`` counts an attempt and returns ``None`` when it is allowed, or the seconds to wait
-before the oldest attempt in the window falls out of it (the ``Retry-After``). Refused attempts are not
-counted, so a client that waits the advertised time gets in.
+* ``hit(key, limit, window)`` counts an attempt and returns ``None`` when it is allowed, or the seconds to wait
+  before the oldest attempt in the window falls out of it (the ``Retry-After``). Refused attempts are not
+  counted, so a client that waits the advertised time gets in.
+* ``fail(key, free, base, cap, ttl)`` records a failure; after the first ``free`` ones, the n-th holds the key for
+  ``base * 2**(n - free - 1)`` seconds (at most ``cap``). ``held(key)`` tells how long is left. A success resets it.
+  Keyed by user *and* client address, this slows a guesser down exponentially without letting anyone lock
+  a user out from elsewhere.
+
+:class:`FallbackRateLimiter` puts the Redis limiter in front of an in-process one: when Redis cannot be reached,
+attempts are counted in the process (logged once, reported by ``/readyz``) instead of failing the sign-in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
 from collections import deque
 from typing import Any, Protocol
 
+log = logging.getLogger("windflow.api.ratelimit")
+
 
 class RateLimiter(Protocol):
     async def hit(self, key: str, *, limit: int, window: float) -> int | None: ...
 
+    async def fail(self, key: str, *, free: int, base: float, cap: float, ttl: float) -> int: ...
+
+    async def held(self, key: str) -> int | None: ...
+
     async def reset(self, key: str) -> None: ...
+
+
+def failure_delay(failures: int, *, free: int, base: float, cap: float) -> float:
+    """Seconds the ``failures``-th failure holds its key: none for the first ``free``, then ``base`` doubling up to
+    ``cap`` (free=3: 0, 0, 0, 1, 2, 4, ...)."""
+    if failures <= free:
+        return 0.0
+    return float(min(cap, base * 2.0 ** min(failures - free - 1, 64)))
 
 
 class MemoryRateLimiter:
@@ -26,6 +48,7 @@ class MemoryRateLimiter:
 
     def __init__(self, *, max_keys: int = 100_000, clock: Any = time.monotonic) -> None:
         self._hits: dict[str, deque[float]] = {}
+        self._failures: dict[str, tuple[int, float, float]] = {}  # key -> (failures, held until, forgotten at)
         self._lock = asyncio.Lock()
         self._max_keys = max_keys
         self._clock = clock
@@ -45,9 +68,34 @@ class MemoryRateLimiter:
             hits.append(now)
             return None
 
+    async def fail(self, key: str, *, free: int, base: float, cap: float, ttl: float) -> int:
+        async with self._lock:
+            now = self._clock()
+            failures, _, expires = self._failures.get(key, (0, 0.0, 0.0))
+            if expires <= now:
+                failures = 0
+            if key not in self._failures and len(self._failures) >= self._max_keys:
+                for k in [k for k, v in self._failures.items() if v[2] <= now] or list(self._failures)[:1]:
+                    del self._failures[k]
+            failures += 1
+            delay = failure_delay(failures, free=free, base=base, cap=cap)
+            self._failures[key] = (failures, now + delay, now + max(ttl, delay))
+            return math.ceil(delay)
+
+    async def held(self, key: str) -> int | None:
+        entry = self._failures.get(key)
+        if entry is None:
+            return None
+        wait = entry[1] - self._clock()
+        return max(1, math.ceil(wait)) if wait > 0 else None
+
     async def reset(self, key: str) -> None:
         async with self._lock:
             self._hits.pop(key, None)
+            self._failures.pop(key, None)
+
+    async def ping(self) -> None:
+        return None
 
     def _evict(self, now: float, window: float) -> None:
         for key in [k for k, v in self._hits.items() if not v or v[-1] <= now - window]:
@@ -70,6 +118,20 @@ return false
 """
 
 
+_REDIS_FAIL = """
+local key, now, free, base, cap, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4]), tonumber(ARGV[5])
+local n = redis.call('HINCRBY', key, 'n', 1)
+local delay = 0
+if n > free then
+  delay = math.min(cap, base * 2 ^ math.min(n - free - 1, 64))
+end
+redis.call('HSET', key, 'until', tostring(now + delay))
+redis.call('PEXPIRE', key, math.ceil(math.max(ttl, delay) * 1000))
+return tostring(delay)
+"""
+
+
 class RedisRateLimiter:
     """The same sliding window in a Redis sorted set, atomic through a Lua script: shared by all API replicas."""
 
@@ -77,12 +139,14 @@ class RedisRateLimiter:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_REDIS_HIT)
+        self._fail = redis.register_script(_REDIS_FAIL)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisRateLimiter:
         from redis.asyncio import Redis
 
-        return cls(Redis.from_url(url), **kwargs)
+        # short timeouts: a sign-in must not wait long on an unreachable Redis before falling back
+        return cls(Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0), **kwargs)
 
     async def hit(self, key: str, *, limit: int, window: float) -> int | None:
         now = time.time()
@@ -91,8 +155,75 @@ class RedisRateLimiter:
             return None
         return max(1, math.ceil(float(wait)))
 
+    async def fail(self, key: str, *, free: int, base: float, cap: float, ttl: float) -> int:
+        delay = await self._fail(keys=[self._prefix + "fail:" + key], args=[time.time(), free, base, cap, ttl])
+        return math.ceil(float(delay))
+
+    async def held(self, key: str) -> int | None:
+        until = await self._redis.hget(self._prefix + "fail:" + key, "until")
+        if until is None:
+            return None
+        wait = float(until) - time.time()
+        return max(1, math.ceil(wait)) if wait > 0 else None
+
     async def reset(self, key: str) -> None:
-        await self._redis.delete(self._prefix + key)
+        await self._redis.delete(self._prefix + key, self._prefix + "fail:" + key)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+class FallbackRateLimiter:
+    """The Redis limiter, or the in-process one while Redis cannot be reached (never an error to the caller).
+
+    The switch is logged once each way; :attr:`degraded` says which one counts now (``/readyz`` reports it).
+    Counts kept in the process while degraded are per API replica: limits still hold, only less shared.
+    """
+
+    def __init__(self, primary: RedisRateLimiter, fallback: MemoryRateLimiter | None = None) -> None:
+        self.primary = primary
+        self.fallback = fallback or MemoryRateLimiter()
+        self.degraded = False
+        self.last_error: str | None = None
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            result = await getattr(self.primary, method)(*args, **kwargs)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            if not self.degraded:
+                self.degraded = True
+                log.warning("Redis unreachable (%s): counting sign-in attempts in this process until it is back",
+                            self.last_error)
+            return await getattr(self.fallback, method)(*args, **kwargs)
+        if self.degraded:
+            self.degraded = False
+            self.last_error = None
+            log.warning("Redis reachable again: sign-in attempts are counted in Redis")
+        return result
+
+    async def hit(self, key: str, *, limit: int, window: float) -> int | None:
+        return await self._call("hit", key, limit=limit, window=window)  # type: ignore[no-any-return]
+
+    async def fail(self, key: str, *, free: int, base: float, cap: float, ttl: float) -> int:
+        return await self._call("fail", key, free=free, base=base, cap=cap, ttl=ttl)  # type: ignore[no-any-return]
+
+    async def held(self, key: str) -> int | None:
+        return await self._call("held", key)  # type: ignore[no-any-return]
+
+    async def reset(self, key: str) -> None:
+        await self._call("reset", key)
+        await self.fallback.reset(key)  # counts taken while degraded must not outlive a success either
+
+    async def check(self) -> str:
+        """``ok``, or ``degraded: ...`` when Redis does not answer now (what ``/readyz`` shows)."""
+        await self._call("ping")
+        return f"degraded: {self.last_error}" if self.degraded else "ok"
+
+    async def aclose(self) -> None:
+        await self.primary.aclose()

@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from windflow.api.bodies import VERSION_MAX, RequestBody
 from windflow.domain.models import ServiceSpec
 from windflow.domain.redaction import redact
 from windflow.persistence.models import AuditRow, ConfigTemplateRow, ConfigVersionRow, ServiceRow
@@ -147,15 +148,15 @@ class ServiceBody(BaseModel):
     }]})
 
 
-class ConfigUpdate(BaseModel):
+class ConfigUpdate(RequestBody):
     content: dict[str, Any] = Field(description="The service's full definition without its id")
-    expected_version: int | None = Field(None, ge=1, description="Or send the If-Match header")
+    expected_version: int | None = Field(None, ge=1, le=VERSION_MAX, description="Or send the If-Match header")
     comment: str = Field("", max_length=2000)
 
 
-class ConfigRevert(BaseModel):
-    version: int = Field(ge=1, description="The version whose content becomes the new current version")
-    expected_version: int | None = Field(None, ge=1)
+class ConfigRevert(RequestBody):
+    version: int = Field(ge=1, le=VERSION_MAX, description="The version whose content becomes the new current version")
+    expected_version: int | None = Field(None, ge=1, le=VERSION_MAX)
     comment: str = Field("", max_length=2000)
 
 
@@ -218,7 +219,7 @@ class TemplatePublic(BaseModel):
                    content=row.content, builtin=row.builtin)
 
 
-class TemplateInstantiate(BaseModel):
+class TemplateInstantiate(RequestBody):
     service_id: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
     parameters: dict[str, Any] = Field(default_factory=dict)
     create: bool = Field(False, description="Also create the service in the registry")

@@ -14,7 +14,9 @@ declares neither and is not public.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -185,3 +187,43 @@ async def authorize_first(conn: HTTPConnection) -> None:
     principal = await authenticate(conn, token.strip())
     if permission != ANY_AUTHENTICATED and not principal.can(permission):
         raise _forbidden(permission)
+
+
+# --------------------------------------------------------------------------- long-lived connections
+
+
+class Revalidator:
+    """Re-checks the tokens of long-lived connections (WebSockets, followed logs): a revocation, logout, password
+    change or disabled account ends them within ``ws_revalidate_interval``. One look-up per distinct token per
+    ``interval / 2``, however many connections present it (a dashboard's tabs, listeners sharing an API token)."""
+
+    def __init__(self, interval: float) -> None:
+        self.ttl = interval / 2
+        self._checks: dict[str, tuple[float, asyncio.Future[Principal]]] = {}
+
+    async def check(self, conn: HTTPConnection, token: str) -> Principal:
+        """The token's principal now; 401 ``ApiError`` once it is no longer good."""
+        now = time.monotonic()
+        entry = self._checks.get(token)
+        if entry is None or now - entry[0] >= self.ttl:
+            if len(self._checks) > 1000:
+                self._checks = {k: v for k, v in self._checks.items() if now - v[0] < self.ttl}
+            future = asyncio.ensure_future(authenticate(conn, token))
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
+            entry = (now, future)
+            self._checks[token] = entry
+        return await asyncio.shield(entry[1])
+
+
+def revalidator(app: object, interval: float) -> Revalidator:
+    """The app's one :class:`Revalidator`."""
+    state = app.state  # type: ignore[attr-defined]
+    found = getattr(state, "token_revalidator", None)
+    if found is None:
+        found = state.token_revalidator = Revalidator(interval)
+    return found  # type: ignore[no-any-return]
+
+
+def bearer_token(conn: HTTPConnection) -> str | None:
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None

@@ -180,7 +180,9 @@ def create_token(
     name: Annotated[str, typer.Argument(help="What the token is for, e.g. ci-deploy")],
     permission: Annotated[list[str] | None, typer.Option(
         "-p", "--permission", help="Repeat for several; default: all of yours")] = None,
-    expires_in_days: Annotated[int | None, typer.Option("--expires-in-days", min=1, max=3650)] = None,
+    expires_in_days: Annotated[int | None, typer.Option(
+        "--expires-in-days", min=1, max=3650,
+        help="Default: the server's (90 days); at most its maximum (365 days)")] = None,
     api: ApiUrl = None,
 ) -> None:
     """Create a personal API token; its secret is printed once."""

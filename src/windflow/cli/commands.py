@@ -156,7 +156,7 @@ def run_api(
     """Run the REST/WebSocket API."""
     import uvicorn
 
-    from windflow.api.app import create_app
+    from windflow.api.app import SERVER_OPTIONS, create_app
 
     settings = settings_or_exit()
     settings = settings.model_copy(update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v})
@@ -167,7 +167,7 @@ def run_api(
     freeze_startup_heap()  # windflow.heap: no full collection walking the whole start-up heap mid-request
     try:  # log_config=None: uvicorn's records go through windflow's log format
         uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_config=None,
-                    log_level=settings.log_level.lower(), proxy_headers=True, ws_per_message_deflate=False)
+                    log_level=settings.log_level.lower(), **SERVER_OPTIONS)  # type: ignore[arg-type]
     finally:
         shutdown_observability()
 

@@ -15,7 +15,7 @@ service_app = typer.Typer(help="Control one service (a stop pauses its supervisi
 
 STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "backing_off": "yellow",
                "blocked": "magenta", "gave_up": "bold red", "failed": "red", "unhealthy": "red", "stopped": "blue",
-               "completed": "green", "not_ready": "yellow"}
+               "completed": "green", "not_ready": "yellow", "stopping": "blue"}
 
 SERVICE_STATES = ("unknown", "starting", "healthy", "unhealthy", "stopped", "failed", "recovering", "backing_off",
                   "blocked", "gave_up", "completed", "not_ready")

@@ -86,8 +86,11 @@ def api_server_config(app: Any, settings: Settings) -> Any:
 
     # log_config=None: uvicorn's records go through windflow's log format (JSON when asked), not its own
     # handlers; a WebSocket client that never goes away must not hold the shutdown hostage
+    from windflow.api.app import SERVER_OPTIONS
+
     return uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                          log_config=None, lifespan="on", timeout_graceful_shutdown=5, ws_per_message_deflate=False)
+                          log_config=None, lifespan="on", timeout_graceful_shutdown=5,
+                          **SERVER_OPTIONS)  # type: ignore[arg-type]
 
 
 class UpLock:

@@ -47,7 +47,8 @@ class ComponentStatus(StrEnum):
 class InitOptions(BaseModel):
     components: list[str] = Field(default_factory=list, description="Empty = all; dependencies are pulled in")
     validate_only: bool = Field(False, description="Validate configs and the graph, start nothing")
-    parallelism: int | None = Field(None, ge=1, le=1000, description="Components starting at once (default: all)")
+    parallelism: int | None = Field(None, ge=1, le=1000, description="Components starting at once (default: all, "
+                                    "up to 100 at a time)")
     component_timeout: float = Field(120.0, gt=0, le=86400, description="Seconds for one component to be healthy")
     overall_timeout: float = Field(3600.0, gt=0, le=7 * 86400, description="Seconds for the whole run")
     on_failure: Literal["stop", "continue"] = Field(

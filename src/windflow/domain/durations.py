@@ -17,7 +17,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration must be a number of seconds or a string such as '2s'")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float (JSON allows 1 followed by 400 zeros)
+            raise ValueError("duration out of range (0 to 366 days)") from None
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         if not text:

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from windflow.domain.durations import Duration
+from windflow.domain.strict import StrictScalars
 
 SERVICE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 _SERVICE_ID = re.compile(SERVICE_ID_PATTERN)
@@ -69,8 +70,9 @@ def nesting_depth(value: Any, *, stop_after: int = MAX_BODY_DEPTH) -> int:
     return deepest
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors: a typo in a system file must not be silently ignored."""
+class _Strict(StrictScalars):
+    """Unknown keys are errors: a typo in a system file must not be silently ignored; numbers and flags are typed
+    (``timeout: true`` is an error, not one second)."""
 
     model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
 
@@ -233,6 +235,12 @@ DRIVER_CONFIG_MODELS: dict[DriverKind, type[BaseModel]] = {
 # --------------------------------------------------------------------------- health
 
 
+MIN_PROBE_INTERVAL = 0.1
+"""The shortest probe interval: faster probing is load on the service, not monitoring."""
+MAX_BODY_REGEX = 1000
+"""Longest ``body_regex`` accepted (the probe also bounds each match in time)."""
+
+
 class ProbeKind(StrEnum):
     HTTP = "http"
     TCP = "tcp"
@@ -242,7 +250,7 @@ class ProbeKind(StrEnum):
 
 
 class _HealthBase(_Strict):
-    interval: Duration = Field(2.0, gt=0, description="Time between probes")
+    interval: Duration = Field(2.0, ge=MIN_PROBE_INTERVAL, description="Time between probes (at least 100ms)")
     timeout: Duration = Field(1.0, gt=0, description="A probe that takes longer fails")
     failure_threshold: int = Field(3, ge=1, le=100, description="Consecutive failures before unhealthy")
     success_threshold: int = Field(1, ge=1, le=100, description="Consecutive passes before healthy")
@@ -255,7 +263,7 @@ class HttpHealth(_HealthBase):
     method: Literal["GET", "HEAD", "POST"] = "GET"
     expect_status: list[int] = Field(default_factory=lambda: [200])
     body_contains: str | None = None
-    body_regex: str | None = None
+    body_regex: str | None = Field(None, max_length=MAX_BODY_REGEX)
     max_latency: Duration | None = Field(None, description="Slower answers count as failures")
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
@@ -544,6 +552,7 @@ class ServiceState(StrEnum):
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
     STOPPED = "stopped"
+    STOPPING = "stopping"  # desired stopped, the process not gone yet
     FAILED = "failed"
     RECOVERING = "recovering"
     BACKING_OFF = "backing_off"

@@ -353,6 +353,14 @@ class ApiTokenRepository:
         )
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
+    async def revoke_user(self, *, session: AsyncSession, user_id: int) -> int:
+        """Revoke every live token of a user (a password change: whoever had the old one made tokens too)."""
+        res = await session.execute(
+            update(ApiTokenRow).where(ApiTokenRow.user_id == user_id, ApiTokenRow.revoked_at.is_(None))
+            .values(revoked_at=utcnow()).execution_options(synchronize_session=False)
+        )
+        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
     async def touch(self, *, session: AsyncSession, token_id: str, every: timedelta = timedelta(minutes=1)) -> None:
         """Record use, at most once per ``every`` (keeps authentication mostly read-only)."""
         now = utcnow()

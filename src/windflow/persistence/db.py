@@ -62,6 +62,8 @@ def private_file(path: Path) -> None:
 
 
 def create_engine(url: str, *, echo: bool = False, **kwargs: Any) -> AsyncEngine:
+    # errors name the statement, never its bound values (passwords, tokens' hashes, what a request carried)
+    kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -101,6 +103,7 @@ def _sqlite_setup(engine: AsyncEngine | Engine, *, busy_timeout_ms: int = SQLITE
 
 def _sqlite_plain_engine(engine: AsyncEngine, *, timeout_ms: int, **kwargs: Any) -> Engine:
     """A plain (pysqlite, no thread of its own) engine on the same file as ``engine``."""
+    kwargs.setdefault("hide_parameters", True)
     return create_sync_engine(engine.url.set(drivername="sqlite"),
                               connect_args={"check_same_thread": False, "timeout": timeout_ms / 1000}, **kwargs)
 

@@ -46,16 +46,37 @@ def encode_cursor(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
+#: a cursor's numbers are row ids, version numbers and offsets: what a 64-bit signed column holds
+CURSOR_INT_MAX = 2**63 - 1
+
+
+def _cursor_value_ok(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return 0 <= value <= CURSOR_INT_MAX
+    if isinstance(value, str):
+        return len(value) <= 256 and "\x00" not in value
+    if isinstance(value, float):
+        return value == value and abs(value) != float("inf")
+    return False
+
+
 def decode_cursor(cursor: str | None) -> dict[str, Any]:
+    """The position a cursor names; 422 for anything this API did not hand out (not base64 JSON, a number beyond
+    a 64-bit column, a NUL, a nested value, an unreadable timestamp)."""
     if not cursor:
         return {}
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or not all(_cursor_value_ok(v) for v in data.values()):
             raise ValueError
+        for key in ("started_at", "at"):
+            if key in data:
+                datetime.fromisoformat(str(data[key]))
         return data
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ConfigInvalid("invalid cursor", details=[{"loc": ["query", "cursor"], "msg": "not a cursor"}]) from None
 
 

@@ -34,6 +34,7 @@ from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
 import httpx2
+import regex
 
 from windflow.domain.durations import format_duration
 from windflow.domain.errors import ConfigInvalid
@@ -108,9 +109,22 @@ def _target(url: str, method: str, headers: tuple[tuple[str, str], ...]) -> _Tar
     return _Target(host=host, port=port, display=display, request=request, head=method == "HEAD")
 
 
+REGEX_TIMEOUT = 0.25
+"""Seconds one ``body_regex`` match may take: a pattern with catastrophic backtracking fails the check instead of
+stalling the worker (the match runs in a thread, with the ``regex`` engine's own time limit)."""
+
+
 @lru_cache(maxsize=4096)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _regex(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern)
+
+
+def _matches(pattern: str, text: str) -> bool | None:
+    """Whether ``pattern`` matches ``text``; ``None`` when the match ran out of time."""
+    try:
+        return _regex(pattern).search(text, timeout=REGEX_TIMEOUT) is not None
+    except TimeoutError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- fast client
@@ -387,9 +401,14 @@ class HttpProbe:
             if spec.body_contains is not None and spec.body_contains not in text:
                 return _result(False, started, f"status {status} but body does not contain {spec.body_contains!r}",
                                latency)
-            if spec.body_regex is not None and not _regex(spec.body_regex).search(text):
-                return _result(False, started, f"status {status} but body does not match /{spec.body_regex}/",
-                               latency)
+            if spec.body_regex is not None:
+                matched = await asyncio.to_thread(_matches, spec.body_regex, text)
+                if matched is None:
+                    return _result(False, started, f"status {status} but matching /{spec.body_regex}/ took more "
+                                                   f"than {REGEX_TIMEOUT}s", latency)
+                if not matched:
+                    return _result(False, started, f"status {status} but body does not match /{spec.body_regex}/",
+                                   latency)
         if spec.max_latency is not None and latency > spec.max_latency:
             return _result(False, started, f"status {status} but slow: {latency * 1000:.0f} ms > "
                                            f"{format_duration(spec.max_latency)}", latency)

@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
     from windflow.workflows import _policies as policies
     from windflow.workflows import search_attributes as sa
 
+#: components starting at once when the options do not say (only systems larger than this notice it)
+DEFAULT_PARALLELISM = 100
 DONE = {ComponentStatus.HEALTHY, ComponentStatus.FAILED, ComponentStatus.SKIPPED, ComponentStatus.STOPPED,
         ComponentStatus.COMPLETED}
 #: a dependency counts as started in these statuses
@@ -85,6 +87,8 @@ class SystemInitialization:
         self.retry_requested = False
         self.semaphore: asyncio.Semaphore | None = None
         self.pending_events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+        self.changed: set[str] = set()  # components changed since the last record (see _flush)
+        self.recorded_plan = False  # a record with the whole plan and every component was written
         self.publisher: asyncio.Task[None] | None = None
         self.publish_wakeup = False
         self.closing = False
@@ -106,6 +110,7 @@ class SystemInitialization:
             if other is not None and other.status == ComponentStatus.SKIPPED:
                 other.status = ComponentStatus.PENDING
                 other.last_error = None
+                self.changed.add(name)
         self.retry_requested = True
         self.dirty = True
         self._emit(req.component, f"retry of {req.component} requested")
@@ -171,6 +176,11 @@ class SystemInitialization:
                 return await self._finish(InitStatus.SUCCEEDED, f"valid; {describe_plan(validation.plan, self.specs)}")
             if options.parallelism:
                 self.semaphore = asyncio.Semaphore(options.parallelism)
+            elif len(self.specs) > DEFAULT_PARALLELISM and workflow.patched("default-parallelism"):
+                # thousands of components at once make workflow tasks that each carry thousands of results:
+                # long enough for the SDK's deadlock detector on a busy machine. A bounded number in flight
+                # keeps every task small; a smaller system is not affected
+                self.semaphore = asyncio.Semaphore(DEFAULT_PARALLELISM)
             self._set_status(InitStatus.RUNNING, f"starting {len(self.specs)} components")
             deadline = workflow.now() + timedelta(seconds=options.overall_timeout)
             while True:
@@ -469,6 +479,8 @@ class SystemInitialization:
             "message": message or (comp.last_error or "" if comp else self.state.message),
         }
         self.pending_events.append((str(workflow.uuid4()), data))
+        if component:
+            self.changed.add(component)
         self.publish_wakeup = True
 
     def _refresh(self) -> None:
@@ -492,9 +504,19 @@ class SystemInitialization:
         self._refresh()
         for _, data in batch:  # the batch carries the progress at its publication
             data["progress"] = self.state.progress
+        changed, self.changed = self.changed, set()
+        activity_method = RecordActivities.record_initialization
+        state = self.state
+        if not final and self.recorded_plan and workflow.patched("record-init-changes"):
+            # only what changed since the last record: the history grows with the changes, not with the system
+            activity_method = RecordActivities.record_initialization_changes
+            state = self.state.model_copy(update={
+                "plan": [], "components": {n: c for n, c in self.state.components.items() if n in changed}})
+        elif self.state.plan:
+            self.recorded_plan = True
         await workflow.execute_activity_method(
-            RecordActivities.record_initialization,
-            RecordInitInput(state=self.state, final=final, events=[d for _, d in batch],
+            activity_method,
+            RecordInitInput(state=state, final=final, events=[d for _, d in batch],
                             event_ids=[i for i, _ in batch], timestamp=workflow.now()),
             summary=("record the result: " + self.state.status.value.lower()) if final
             else summaries.component_events(d for _, d in batch),

@@ -48,19 +48,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from windflow.domain.models import GiveUp, ServiceSpec
     from windflow.domain.notifications import Notification
+    from windflow.domain.status import SUPERVISION_STATUS
     from windflow.workflows import _policies as policies
     from windflow.workflows import search_attributes as sa
 
 #: the service state column (and `GET /services?state=`) for each supervision state
-SERVICE_STATE = {
-    SupervisionState.WATCHING: "healthy",
-    SupervisionState.RECOVERING: "recovering",
-    SupervisionState.BACKING_OFF: "backing_off",
-    SupervisionState.BLOCKED: "blocked",
-    SupervisionState.WAITING_BUDGET: "backing_off",
-    SupervisionState.WAITING_DECISION: "gave_up",
-    SupervisionState.GAVE_UP: "gave_up",
-}
+SERVICE_STATE = {state: status.value for state, status in SUPERVISION_STATUS.items()}
 WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10))
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,

@@ -78,7 +78,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Change your password (all your sessions end) */
+        /** Change your password (all your sessions and API tokens end) */
         post: operations["change_password_api_v1_auth_password_post"];
         delete?: never;
         options?: never;
@@ -1144,7 +1144,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Database and Temporal reachable (503 otherwise) */
+        /** Database and Temporal reachable (503 otherwise); Redis reported as degraded */
         get: operations["readyz_readyz_get"];
         put?: never;
         post?: never;
@@ -1231,7 +1231,7 @@ export interface components {
         ApiTokenCreate: {
             /**
              * Expires In Days
-             * @description Default: never expires
+             * @description Default: 90 days (api_token_ttl_days); at most api_token_max_ttl_days (365 by default)
              */
             expires_in_days?: number | null;
             /** Name */
@@ -1768,7 +1768,7 @@ export interface components {
             group?: string | null;
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -2104,7 +2104,7 @@ export interface components {
             };
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -2187,7 +2187,7 @@ export interface components {
             overall_timeout: number;
             /**
              * Parallelism
-             * @description Components starting at once (default: all)
+             * @description Components starting at once (default: all, up to 100 at a time)
              */
             parallelism?: number | null;
             /**
@@ -2297,7 +2297,7 @@ export interface components {
             overall_timeout: number;
             /**
              * Parallelism
-             * @description Components starting at once (default: all)
+             * @description Components starting at once (default: all, up to 100 at a time)
              */
             parallelism?: number | null;
             /**
@@ -2704,7 +2704,7 @@ export interface components {
             failure_threshold: number;
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -2931,7 +2931,7 @@ export interface components {
             failure_threshold: number;
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -4079,7 +4079,7 @@ export interface components {
             host: string;
             /**
              * Interval
-             * @description Time between probes
+             * @description Time between probes (at least 100ms)
              * @default 2
              */
             interval: number;
@@ -4987,6 +4987,15 @@ export interface operations {
             };
             /** @description The request does not validate */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description too many attempts; see Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

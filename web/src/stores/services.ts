@@ -54,6 +54,7 @@ const HEALTH: Record<string, HealthStatus> = {
   failed: 'FAILED',
   gave_up: 'FAILED',
   stopped: 'STOPPED',
+  stopping: 'DEGRADED', // desired stopped, the process not gone yet
   unknown: 'UNKNOWN',
 }
 

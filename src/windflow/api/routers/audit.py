@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from windflow.api.deps import ReadSessionDep
-from windflow.api.errors import ERROR_RESPONSES
+from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import AuditPublic, PageOf
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
@@ -18,10 +18,15 @@ router = APIRouter(prefix="/audit", tags=["audit"], responses=ERROR_RESPONSES)
 audit = AuditRepository()
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    """The instant in UTC; 422 for one that has no UTC equivalent (year 9999 at -14:00 is past datetime.max)."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(422, f"{name}: instant out of range", code="validation_error",
+                       details=[{"loc": ["query", name], "msg": "out of range in UTC"}]) from None
 
 
 @router.get("", response_model=PageOf[AuditPublic], summary="Audit records (filter, then page with `cursor`)")
@@ -38,5 +43,6 @@ async def list_audit(
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[AuditPublic]:
     page = await audit.list(session=session, limit=limit, cursor=cursor, actor=actor, action=action, target=target,
-                            outcome=outcome, since=_aware(since), until=_aware(until))
+                            outcome=outcome, since=_aware(since, "since"),
+                            until=_aware(until, "until"))
     return PageOf[AuditPublic](items=[AuditPublic.of(r) for r in page.items], next_cursor=page.next_cursor)

@@ -28,7 +28,7 @@ from windflow.api.auth_schemas import (
 )
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError, ErrorEnvelope
-from windflow.api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from windflow.api.ratelimit import FallbackRateLimiter, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from windflow.api.resources import Resources
 from windflow.api.security import AuthenticatedDep
 from windflow.auth.passwords import hash_password, verify_password
@@ -57,9 +57,52 @@ def login_limiter(resources: Resources) -> RateLimiter:
     limiter = resources.extras.get("login_limiter")
     if limiter is None:
         url = resources.settings.redis_url
-        limiter = RedisRateLimiter.from_url(url) if url else MemoryRateLimiter()
+        limiter = FallbackRateLimiter(RedisRateLimiter.from_url(url)) if url else MemoryRateLimiter()
         resources.extras["login_limiter"] = limiter
     return limiter  # type: ignore[no-any-return]
+
+
+def _failure_key(kind: str, username: str, address: str) -> str:
+    return f"{kind}:fail:{username}|{address}"
+
+
+def _too_many(request: Request, wait: int, limit: str, what: str) -> ApiError:
+    note(request, reason="rate_limited", limit=limit)
+    return ApiError(429, f"too many {what}; retry in {wait} s", code="rate_limited",
+                    headers={"Retry-After": str(wait)}, details={"retry_after": wait, "limit": limit})
+
+
+async def throttle(request: Request, resources: Resources, *, kind: str, username: str) -> None:
+    """Before checking a password: 429 while this user and address are held after wrong passwords, or when the
+    address (or this user from it) is over its sliding window. Another address is never held by these."""
+    settings = resources.settings
+    limiter = login_limiter(resources)
+    address = client_address(request)
+    what = "login attempts" if kind == "login" else "password attempts"
+    wait = await limiter.held(_failure_key(kind, username, address))
+    if wait is not None:
+        raise _too_many(request, wait, "failures", what)
+    window = float(settings.login_window)
+    for key, limit, name in ((f"{kind}:addr:{address}", settings.login_attempts_per_address, "addr"),
+                             (f"{kind}:user:{username}|{address}", settings.login_attempts_per_user, "user")):
+        wait = await limiter.hit(key, limit=limit, window=window)
+        if wait is not None:
+            raise _too_many(request, wait, name, what)
+
+
+async def failed_attempt(request: Request, resources: Resources, *, kind: str, username: str) -> int:
+    """Record a wrong password; returns the delay (seconds) it imposes on this user from this address."""
+    settings = resources.settings
+    return await login_limiter(resources).fail(
+        _failure_key(kind, username, client_address(request)), free=settings.login_free_failures, base=1.0,
+        cap=float(settings.login_delay_max), ttl=max(3600.0, 2.0 * settings.login_delay_max))
+
+
+async def succeeded(request: Request, resources: Resources, *, kind: str, username: str) -> None:
+    address = client_address(request)
+    limiter = login_limiter(resources)
+    await limiter.reset(_failure_key(kind, username, address))
+    await limiter.reset(f"{kind}:user:{username}|{address}")
 
 
 async def login_credentials(request: Request) -> LoginRequest:
@@ -87,17 +130,8 @@ async def login_credentials(request: Request) -> LoginRequest:
 async def limit_login(
     request: Request, creds: Annotated[LoginRequest, Depends(login_credentials)], resources: ResourcesDep,
 ) -> LoginRequest:
-    """Sliding-window limits per client address and per user name: 429 with Retry-After beyond them."""
-    settings = resources.settings
-    limiter = login_limiter(resources)
-    window = float(settings.login_window)
-    for key, limit in ((f"login:addr:{client_address(request)}", settings.login_attempts_per_address),
-                       (f"login:user:{creds.username}", settings.login_attempts_per_user)):
-        wait = await limiter.hit(key, limit=limit, window=window)
-        if wait is not None:
-            note(request, reason="rate_limited", limit=key.split(":")[1])
-            raise ApiError(429, f"too many login attempts; retry in {wait} s", code="rate_limited",
-                           headers={"Retry-After": str(wait)}, details={"retry_after": wait})
+    """429 with Retry-After while this user is held at this address, or beyond the sliding windows."""
+    await throttle(request, resources, kind="login", username=creds.username)
     return creds
 
 
@@ -136,7 +170,8 @@ async def login(
         user = await users.get(session=session, username=creds.username)
     ok, new_hash = await asyncio.to_thread(verify_password, creds.password, user.password_hash if user else None)
     if not ok or user is None:
-        note(request, reason="bad_credentials")
+        delay = await failed_attempt(request, resources, kind="login", username=creds.username)
+        note(request, reason="bad_credentials", **({"delay": delay} if delay else {}))
         raise ApiError(401, "wrong user name or password", code="invalid_credentials", headers=_CHALLENGE)
     if user.disabled:
         note(request, reason="disabled")
@@ -153,7 +188,7 @@ async def login(
         await record(session, row.username, "auth.login", row.username, request_id,
                      details={"session": issued.session_id, "client": client_address(request)})
     _notify(resources)
-    await login_limiter(resources).reset(f"login:user:{creds.username}")
+    await succeeded(request, resources, kind="login", username=creds.username)
     return _pair(issued)
 
 
@@ -235,7 +270,7 @@ async def me(principal: AuthenticatedDep, session: ReadSessionDep) -> MePublic:
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT,
-             summary="Change your password (all your sessions end)")
+             summary="Change your password (all your sessions and API tokens end)", responses=_RATE_LIMITED)
 @audit_as("auth.password_change")
 async def change_password(
     request: Request, body: PasswordChange, principal: AuthenticatedDep, resources: ResourcesDep,
@@ -243,22 +278,26 @@ async def change_password(
 ) -> Response:
     if principal.kind != "user":
         raise ApiError(403, "sign in with your password to change it", code="forbidden")
+    await throttle(request, resources, kind="password", username=principal.name)
     async with resources.db.read() as session:
         user = await users.get(session=session, username=principal.name)
     if user is None:
         raise NotFound(f"user {principal.name!r} not found")
     ok, _ = await asyncio.to_thread(verify_password, body.current_password, user.password_hash)
     if not ok:
-        note(request, reason="bad_current_password")
+        delay = await failed_attempt(request, resources, kind="password", username=principal.name)
+        note(request, reason="bad_current_password", **({"delay": delay} if delay else {}))
         raise ApiError(403, "the current password is wrong", code="invalid_credentials")
+    await succeeded(request, resources, kind="password", username=principal.name)
     new_hash = await asyncio.to_thread(hash_password, body.new_password)
     async with resources.db.write() as session:
         row = await users.require(session=session, username=principal.name)
         await users.set_password(session=session, user=row, password_hash=new_hash)
         ended = await accounts.revoke_user_sessions(session=session, settings=resources.settings, user_id=row.id,
                                                     reason="password_change")
+        tokens_revoked = await api_tokens.revoke_user(session=session, user_id=row.id)
         await record(session, principal, "auth.password_change", principal.name, request_id,
-                     details={"sessions_ended": ended})
+                     details={"sessions_ended": ended, "api_tokens_revoked": tokens_revoked})
     _notify(resources)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -271,6 +310,7 @@ async def change_password(
 @audit_as("token.create")
 async def create_token(
     body: ApiTokenCreate, principal: AuthenticatedDep, session: WriteSessionDep, request_id: RequestIdDep,
+    resources: ResourcesDep,
 ) -> ApiTokenCreated:
     if principal.kind != "user":
         raise ApiError(403, "API tokens are created from a signed-in session, not with another API token",
@@ -290,14 +330,20 @@ async def create_token(
     if excess:
         raise ApiError(403, f"a token cannot have permissions you do not hold: {', '.join(excess)}",
                        code="forbidden", details={"not_held": excess})
-    expires = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    settings = resources.settings
+    days = body.expires_in_days or settings.api_token_ttl_days
+    if days > settings.api_token_max_ttl_days:
+        raise ApiError(422, f"expires_in_days: at most {settings.api_token_max_ttl_days}", code="validation_error",
+                       details=[{"loc": ["body", "expires_in_days"],
+                                 "msg": f"at most {settings.api_token_max_ttl_days} days"}])
+    expires = datetime.now(UTC) + timedelta(days=days)
     token, token_hash = new_opaque_token(API_TOKEN_PREFIX)
     row = await api_tokens.create(session=session, user_id=user.id, name=body.name, token_hash=token_hash,
                                   prefix=token[: len(API_TOKEN_PREFIX) + 6], permissions=sorted(wanted),
                                   expires_at=expires)
     await record(session, principal, "token.create", row.id, request_id,
                  details={"name": row.name, "permissions": row.permissions,
-                          "expires_at": expires.isoformat() if expires else None})
+                          "expires_at": expires.isoformat()})
     return ApiTokenCreated(**ApiTokenPublic.of(row, user.username).model_dump(), token=token)
 
 

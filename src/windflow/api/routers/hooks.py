@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.api.audit import audit_as, note, record
+from windflow.api.bodies import RequestBody
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep, get_temporal
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.resources import Resources
@@ -78,7 +79,7 @@ Outcome = Literal["recovery_started", "attached", "resolved_recorded", "ignored"
 # --------------------------------------------------------------------------- schemas
 
 
-class HookCreate(BaseModel):
+class HookCreate(RequestBody):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
     kind: HookKind
     label: str = Field(DEFAULT_LABEL, min_length=1, max_length=128,

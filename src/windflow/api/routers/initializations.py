@@ -25,6 +25,7 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.audit import record
+from windflow.api.bodies import RequestBody
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep, WriteSessionDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import PageOf
@@ -60,7 +61,7 @@ _CLOSED = {
 }
 
 
-class InitializationCreate(InitOptions):
+class InitializationCreate(RequestBody, InitOptions):
     queue: bool = Field(False, description="If a full initialization is running, run after it instead of 409")
 
 

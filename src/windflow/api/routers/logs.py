@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -14,7 +16,7 @@ from pydantic import BaseModel, Field
 from windflow.api.deps import ReadSessionDep, ResourcesDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.resources import Resources
-from windflow.api.security import require
+from windflow.api.security import bearer_token, require, revalidator
 from windflow.auth.permissions import Permission, Principal
 from windflow.events.redis_streams import RedisStreamsBus
 from windflow.persistence.repositories import ServiceRepository
@@ -22,6 +24,8 @@ from windflow.service_logs import STREAMS, FileLogSource, LogLine, RedisLogSourc
 
 router = APIRouter(prefix="/services", tags=["logs"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
+
+log = logging.getLogger("windflow.api.logs")
 
 CanReadLogs = Annotated[Principal, Depends(require(Permission.LOGS_READ))]
 
@@ -80,9 +84,26 @@ async def service_logs(
     if not follow:
         return LogTail(service=service_id, source=source.name, lines=[LogLinePublic(**t.as_dict()) for t in tail])
 
+    token = bearer_token(request)
+    recheck = revalidator(request.app, resources.settings.ws_revalidate_interval)
+
+    async def still_allowed() -> bool:
+        """A follow may last hours: it ends once its token is revoked or its owner signed out or lost logs:read."""
+        if token is None:
+            return True
+        try:
+            principal = await recheck.check(request, token)
+        except ApiError:
+            return False
+        except Exception as exc:  # the store cannot answer now: ask again at the next check
+            log.warning("could not re-check a log follower's token: %s: %s", type(exc).__name__, exc)
+            return True
+        return principal.can(Permission.LOGS_READ.value)
+
     async def body() -> AsyncIterator[bytes]:
         for item in tail:
             yield _ndjson(item)
+        next_check = time.monotonic() + resources.settings.ws_revalidate_interval
         queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10_000)
 
         async def pump() -> None:
@@ -93,6 +114,10 @@ async def service_logs(
         idle = 0.0
         try:
             while not await request.is_disconnected():
+                if time.monotonic() >= next_check:
+                    if not await still_allowed():
+                        break
+                    next_check = time.monotonic() + resources.settings.ws_revalidate_interval
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=1.0)
                 except TimeoutError:

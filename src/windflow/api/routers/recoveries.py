@@ -19,6 +19,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.audit import record, record_now
+from windflow.api.bodies import RequestBody
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import PageOf
@@ -47,7 +48,7 @@ CanRecover = Annotated[Principal, Depends(require(Permission.RECOVERY_TRIGGER))]
 CanControl = Annotated[Principal, Depends(require(Permission.SERVICES_CONTROL))]
 
 
-class RecoveryCreate(BaseModel):
+class RecoveryCreate(RequestBody):
     reason: str = Field("manual", max_length=500)
 
 
@@ -84,13 +85,13 @@ class SupervisionPublic(BaseModel):
 QUERY_TIMEOUT = timedelta(seconds=3)
 
 
-class ActionCreate(BaseModel):
+class ActionCreate(RequestBody):
     action: Literal["start", "stop", "restart"]
     wait: bool = Field(True, description="Wait until the action is done (healthy after start/restart)")
     timeout: float = Field(120.0, gt=0, le=3600)
 
 
-class DecisionCreate(BaseModel):
+class DecisionCreate(RequestBody):
     decision: Literal["approve", "keep_stopped"]
 
 

@@ -25,6 +25,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.audit import audit_as, record
+from windflow.api.bodies import VERSION_MAX, RequestBody
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.routers.recoveries import ui_link
@@ -60,12 +61,13 @@ def workflow_id_of(service_id: str) -> str:
     return f"rollout/{service_id}"
 
 
-class RolloutCreate(BaseModel):
+class RolloutCreate(RequestBody):
     config: dict[str, Any] = Field(description="The service's full definition without its id (like PUT .../config)")
     comment: str = Field("", max_length=2000)
     verify_window: float = Field(DEFAULT_VERIFY_WINDOW, gt=0, le=MAX_VERIFY_WINDOW,
                                  description="Seconds the new version must stay healthy before it is marked good")
-    expected_version: int | None = Field(None, ge=1, description="Refuse unless the current version is this one")
+    expected_version: int | None = Field(None, ge=1, le=VERSION_MAX,
+                                         description="Refuse unless the current version is this one")
     wait: bool = Field(False, description="Answer when the rollout has ended (or after `timeout`)")
     timeout: float = Field(600.0, gt=0, le=3600, description="With wait: seconds to wait at most")
 

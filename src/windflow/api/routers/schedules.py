@@ -11,6 +11,7 @@ from temporalio.client import Client, ScheduleUpdate, ScheduleUpdateInput
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.audit import record
+from windflow.api.bodies import RequestBody
 from windflow.api.deps import RequestIdDep, ResourcesDep, TemporalDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.security import require
@@ -24,14 +25,14 @@ CanManage = Annotated[Principal, Depends(require(Permission.SCHEDULES_MANAGE))]
 PREFIX = "windflow-"
 
 
-class ScheduleCreate(BaseModel):
+class ScheduleCreate(RequestBody):
     id: str = Field(SWEEP_SCHEDULE_ID, pattern=r"^windflow-[a-z0-9-]{1,60}$")
     every_seconds: float = Field(300.0, ge=10, le=7 * 86400, description="Interval between sweeps")
     paused: bool = False
     note: str = Field("", max_length=500)
 
 
-class SchedulePatch(BaseModel):
+class SchedulePatch(RequestBody):
     every_seconds: float | None = Field(None, ge=10, le=7 * 86400)
     paused: bool | None = None
     note: str | None = Field(None, max_length=500)

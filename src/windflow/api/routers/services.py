@@ -7,10 +7,11 @@ import uuid
 from typing import Annotated, Any
 
 import jsonpatch
-from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Path, Query, Response, status
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from windflow.api.audit import record
+from windflow.api.bodies import VERSION_MAX
 from windflow.api.cache import read_cache_of, services_stamp
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep, get_temporal
 from windflow.api.errors import ERROR_RESPONSES, ApiError
@@ -67,7 +68,7 @@ def _expected(if_match: str | None, body_value: int | None) -> int | None:
     if if_match is None:
         return None
     text = if_match.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not text.isdigit() or len(text) > 10 or int(text) > VERSION_MAX:
         raise ApiError(400, "If-Match must carry the version number, e.g. If-Match: \"3\"", code="bad_request")
     return int(text)
 
@@ -290,7 +291,7 @@ async def list_versions(
 
 @router.get("/{service_id}/config/versions/{version}", response_model=ConfigVersionPublic, summary="One version")
 async def get_version(
-    service_id: str, version: int, session: ReadSessionDep, _: CanReadConfigs
+    service_id: str, version: Annotated[int, Path(ge=1, le=VERSION_MAX)], session: ReadSessionDep, _: CanReadConfigs
 ) -> ConfigVersionPublic:
     return ConfigVersionPublic.of(await versions.get(session=session, service_id=service_id, version=version))
 
@@ -300,8 +301,8 @@ async def diff_versions(
     service_id: str,
     session: ReadSessionDep,
     _: CanReadConfigs,
-    from_version: Annotated[int, Query(alias="from", ge=1)],
-    to_version: Annotated[int, Query(alias="to", ge=1)],
+    from_version: Annotated[int, Query(alias="from", ge=1, le=VERSION_MAX)],
+    to_version: Annotated[int, Query(alias="to", ge=1, le=VERSION_MAX)],
 ) -> ConfigDiff:
     a = await versions.get(session=session, service_id=service_id, version=from_version)
     b = await versions.get(session=session, service_id=service_id, version=to_version)

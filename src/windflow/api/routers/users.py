@@ -20,6 +20,9 @@ from windflow.auth.passwords import hash_password
 from windflow.auth.permissions import BUILTIN_ROLES, Permission, Principal, unknown_permissions
 from windflow.domain.errors import Conflict
 from windflow.persistence.auth_models import UserRow
+from windflow.persistence.auth_repositories import ApiTokenRepository
+
+api_tokens = ApiTokenRepository()
 
 router = APIRouter(prefix="/users", tags=["users"], responses=ERROR_RESPONSES)
 roles_router = APIRouter(prefix="/roles", tags=["users"], responses=ERROR_RESPONSES)
@@ -116,6 +119,8 @@ async def update_user(
                 # sessions carry the old permissions (or belong to a disabled account): end them now
                 changes["sessions_ended"] = await accounts.revoke_user_sessions(
                     session=session, settings=resources.settings, user_id=row.id, reason="user_update")
+            if "password" in changes:  # a password reset (say, after a compromise) ends the API tokens too
+                changes["api_tokens_revoked"] = await api_tokens.revoke_user(session=session, user_id=row.id)
             await record(session, principal, "user.update", row.username, request_id, details=changes)
         public = await _public(session, row)
     if resources.relay is not None:

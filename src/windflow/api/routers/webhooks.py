@@ -25,6 +25,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, status
 from pydantic import AfterValidator, BaseModel, Field, StrictBool
 
 from windflow.api.audit import audit_as, note, record
+from windflow.api.bodies import RequestBody
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep
 from windflow.api.errors import ERROR_RESPONSES
 from windflow.api.resources import Resources
@@ -105,7 +106,7 @@ Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=SECRET_PATT
 Description = Annotated[str, Field(max_length=1000, pattern=TEXT_PATTERN)]
 
 
-class WebhookCreate(BaseModel):
+class WebhookCreate(RequestBody):
     url: WebhookUrl = Field(description="Where events are POSTed: an http:// or https:// URL",
                             examples=["https://ops.example.com/windflow-events"])
     event_types: EventTypes | None = Field(
@@ -116,7 +117,7 @@ class WebhookCreate(BaseModel):
     description: Description = ""
 
 
-class WebhookUpdate(BaseModel):
+class WebhookUpdate(RequestBody):
     """Fields to change. ``url``, ``enabled``, ``description`` omitted or null: unchanged. ``event_types``
     omitted: unchanged; null: every type."""
 
@@ -136,7 +137,7 @@ class WebhookUpdate(BaseModel):
         return out
 
 
-class SecretRotate(BaseModel):
+class SecretRotate(RequestBody):
     secret: Secret | None = Field(None, description="The new secret; omitted: one is generated")
 
 

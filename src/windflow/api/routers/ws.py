@@ -14,7 +14,12 @@ Protocol (JSON text frames)
     client   ``{"type": "subscribe", "types": [...]|null, "services": [...]|null}`` changes the filter
              ``{"type": "ping"}`` → ``{"type": "pong"}``; anything else gets an ``error`` message.
     close    1000 normal · 1001 server shutting down · 1013 event bus unavailable, retry ·
-             4400 bad request · 4401 not authenticated · 4403 permission missing · 4008 too slow
+             4400 bad request · 4401 not authenticated (also: the token expired or was revoked, the session
+             was logged out, the password changed) · 4403 permission missing (also: lost since connecting) ·
+             4008 too slow
+
+An open connection's token is checked again every ``ws_revalidate_interval`` seconds (2 by default): a logout,
+password change, role change, disabled account or revoked API token closes it within that time.
 
 Events arrive in stream order without duplicates; resume with the ``id`` of the last one received.
 """
@@ -33,7 +38,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from windflow.api.errors import ApiError
 from windflow.api.event_hub import EventFilter, EventHub, QueueItem, Subscription, build_filter, encode_event
 from windflow.api.resources import Resources
-from windflow.api.security import authenticate
+from windflow.api.security import authenticate, revalidator
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.errors import WindflowError
 from windflow.events.base import InvalidPosition, is_after, parse_position
@@ -90,7 +95,7 @@ async def _receive_message(websocket: WebSocket) -> Any:
         return None
 
 
-async def _authenticate(websocket: WebSocket, timeout: float) -> Principal:
+async def _authenticate(websocket: WebSocket, timeout: float) -> tuple[Principal, str]:
     token = _bearer(websocket)
     if token is None:
         try:
@@ -105,7 +110,7 @@ async def _authenticate(websocket: WebSocket, timeout: float) -> Principal:
             raise _Closing(CLOSE_UNAUTHORIZED, "authentication required: first message must be "
                                                "{\"type\": \"auth\", \"token\": ...}")
     try:
-        return await authenticate(websocket, token)
+        return await authenticate(websocket, token), token
     except ApiError as exc:
         raise _Closing(CLOSE_UNAUTHORIZED, f"not authenticated: {exc.message}") from None
     except WindflowError as exc:
@@ -116,8 +121,10 @@ class EventStream:
     """One client connection: replay, then live events from the hub, heartbeats, client messages."""
 
     def __init__(self, websocket: WebSocket, resources: Resources, hub: EventHub, flt: EventFilter,
-                 principal: Principal) -> None:
+                 principal: Principal, token: str) -> None:
         self.ws = websocket
+        self.token = token
+        self.revalidator = revalidator(websocket.app, resources.settings.ws_revalidate_interval)
         self.bus = resources.bus
         self.settings = resources.settings
         self.hub = hub
@@ -241,6 +248,35 @@ class EventStream:
                 self.sent += 1
             await self.send(text)
 
+    async def guard(self) -> None:
+        """Beside the sender (never in its way: a check reads the store), until the token is no longer good."""
+        while True:
+            await asyncio.sleep(self.settings.ws_revalidate_interval)
+            await self.revalidate()
+
+    async def revalidate(self) -> None:
+        """Is the token still good, with the permissions this stream was opened with? Else close (4401 / 4403).
+        A store that cannot answer now closes nothing: the next check asks again."""
+        try:
+            principal = await self.revalidator.check(self.ws, self.token)
+        except ApiError as exc:
+            raise _Closing(CLOSE_UNAUTHORIZED, f"not authenticated: {exc.message}") from None
+        except Exception as exc:
+            log.warning("could not re-check a WebSocket token: %s: %s", type(exc).__name__, exc)
+            return
+        if not principal.can(Permission.SERVICES_READ.value):
+            raise _Closing(CLOSE_FORBIDDEN, f"permission {Permission.SERVICES_READ.value!r} required")
+        if not self.principal.permissions <= principal.permissions:
+            wanted = self.filter.describe()
+            try:  # permissions shrank: the same subscription, as the caller may now have it (AUDIT needs audit:read)
+                flt = build_filter(wanted["types"], wanted["services"], principal)
+            except (ValueError, PermissionError):
+                raise _Closing(CLOSE_FORBIDDEN, "permissions changed; reconnect") from None
+            self.filter = flt
+            if self.sub is not None:
+                self.sub.filter = flt
+        self.principal = principal
+
     async def _too_slow(self) -> None:
         assert self.sub is not None
         behind = self.sub.queue.qsize()
@@ -281,13 +317,18 @@ class EventStream:
         """Run until either side ends; returns the close code and reason (None: the client left)."""
         sender = asyncio.create_task(self.sender(last_event_id))
         receiver = asyncio.create_task(self.receiver())
+        guard = asyncio.create_task(self.guard())
         try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({sender, receiver, guard}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sender, receiver):
+            for task in (sender, receiver, guard):
                 task.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
+            await asyncio.gather(sender, receiver, guard, return_exceptions=True)
             self.hub.unregister(self.sub)
+        if guard in done and not guard.cancelled():
+            closing = guard.exception()
+            if isinstance(closing, _Closing):
+                return closing.code, closing.reason
         if sender in done and not sender.cancelled():
             exc = sender.exception()
             if isinstance(exc, _Closing):
@@ -315,7 +356,7 @@ async def events_ws(websocket: WebSocket) -> None:
     hub: EventHub | None = getattr(websocket.app.state, "event_hub", None)
     await websocket.accept()
     try:
-        principal = await _authenticate(websocket, resources.settings.ws_auth_timeout)
+        principal, token = await _authenticate(websocket, resources.settings.ws_auth_timeout)
         if not principal.can(Permission.SERVICES_READ.value):
             raise _Closing(CLOSE_FORBIDDEN, f"permission {Permission.SERVICES_READ.value!r} required")
         params = websocket.query_params
@@ -343,7 +384,7 @@ async def events_ws(websocket: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
-    stream = EventStream(websocket, resources, hub, flt, principal)
+    stream = EventStream(websocket, resources, hub, flt, principal, token)
     try:
         outcome = await stream.serve(last_event_id)
     except asyncio.CancelledError:
