@@ -176,8 +176,9 @@ async function main() {
     await shot('10-config-reverted')
   })
 
-  await step('render a config template', async () => {
-    await page.click('[data-testid="tab-templates"]')
+  await step('render a config template (from the Templates page)', async () => {
+    await page.click('[data-testid="nav-templates"]')
+    await page.waitForURL(/\/templates$/)
     const t = '[data-template="http-process"]'
     await page.click(`${t} summary`)
     // Chromium compiles the pattern with the v flag: an invalid one would switch the check off
