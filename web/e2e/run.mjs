@@ -144,6 +144,7 @@ async function main() {
     await page.goto(`${windflow.base}/configs/cache`)
     await page.waitForFunction(() => document.querySelector('[data-testid="config-editor"]')?.value.startsWith('{'))
     const original = JSON.parse(await page.inputValue('[data-testid="config-editor"]'))
+    await page.waitForSelector('[data-testid="rollouts"]:has-text("No rollout yet")') // the rollouts card, from the API
     const editor = page.locator('[data-testid="config-editor"]')
     // an invalid change is shown inline and cannot be saved
     const invalid = { ...original, health: { ...original.health, kind: 'carrier-pigeon' } }
