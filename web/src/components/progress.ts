@@ -7,6 +7,7 @@ export type ProgressTone = 'running' | 'succeeded' | 'failed' | 'cancelled'
 export function progressTone(status: string | null | undefined): ProgressTone {
   switch ((status ?? '').toUpperCase()) {
     case 'SUCCEEDED':
+    case 'COMPLETED':
       return 'succeeded'
     case 'FAILED':
     case 'ROLLED_BACK':
