@@ -109,6 +109,8 @@ def watch(http: httpx2.Client, run_id: str, *, interval: float = 0.25, live_disp
             time.sleep(interval)
             run = check(http.get(f"/api/v1/initializations/{run_id}"))
             live.update(render(run))
+    if not console.is_terminal:
+        console.line()  # a live display ends its last line without a newline when not on a terminal
     return run
 
 
