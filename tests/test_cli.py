@@ -244,13 +244,16 @@ def test_progress_bar_and_table_header_are_on_separate_lines():
 
 
 def test_cli_choices_match_the_domain():
+    from windflow.cli.events import EVENT_TYPES
     from windflow.cli.init import INIT_STATUSES
     from windflow.cli.ops import SERVICE_STATES
     from windflow.domain.contracts import InitStatus
+    from windflow.domain.events import EventType
     from windflow.domain.models import ServiceState
 
     assert set(SERVICE_STATES) == {s.value for s in ServiceState}
     assert set(INIT_STATUSES) == {s.value for s in InitStatus}
+    assert set(EVENT_TYPES) == {t.value for t in EventType}
 
 
 def test_cli_starts_without_heavy_imports(tmp_path):
@@ -323,3 +326,28 @@ def test_fast_completion_table_matches_the_app_and_answers_like_typer(tmp_path, 
                   "windflow services --state ", "windflow recover api "):
         assert fastcomplete.try_complete({"_WINDFLOW_COMPLETE": "complete_bash", "COMP_WORDS": words,
                                           "COMP_CWORD": str(len(words.split()))}) is None, words
+
+
+async def test_mistakes_found_by_a_new_user_are_one_line_and_exit_2(live, settings, db, tmp_path):
+    """export to an unwritable path printed a traceback; `events tail --type NOPE` cut the list of known types
+    (a WebSocket close reason holds 123 bytes); `events tail -s nosuch` waited forever."""
+    token = mint_token(settings)
+    result = await invoke(tmp_path, "export", "-o", str(tmp_path / "no" / "such" / "dir.yaml"), "--api", live.http_url,
+                          WINDFLOW_TOKEN=token)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "cannot write" in result.output and "No such file or directory" in result.output
+    result = await invoke(tmp_path, "events", "tail", "--type", "NOPE", "--api", live.http_url, WINDFLOW_TOKEN=token)
+    assert result.exit_code == 2 and "unknown event type NOPE" in result.output
+    assert "AUDIT" in result.output and "SHUTDOWN_UPDATE" in result.output  # the whole list
+    result = await invoke(tmp_path, "events", "tail", "-s", "nosuch", "--api", live.http_url, WINDFLOW_TOKEN=token)
+    assert result.exit_code == 2 and "not found" in result.output, result.output
+
+
+async def test_an_initialization_of_an_unknown_component_is_refused_up_front(live, api, settings, db, tmp_path):
+    """`init start -c nosuch` started a run that failed and stayed in the history as FAILED."""
+    resp = await api.post("/api/v1/initializations", json={"components": ["nosuch"]})
+    assert resp.status_code == 422 and resp.json()["error"]["details"][0]["loc"] == ["body", "components", "nosuch"]
+    assert (await api.get("/api/v1/initializations")).json()["items"] == []  # nothing started, nothing recorded
+    result = await invoke(tmp_path, "init", "start", "-c", "nosuch", "--api", live.http_url,
+                          WINDFLOW_TOKEN=mint_token(settings))
+    assert result.exit_code == 2 and "unknown services: nosuch" in result.output, result.output

@@ -33,6 +33,19 @@ from windflow.workflows.supervision import ServiceSupervisor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+#: the service ids of this file's tests; the dev server is shared by the session, and supervisor ids are global
+NAMES = ("api", "app", "base", "child", "crashy", "flaky", "gone", "probed", "rolled", "svc", "top", "web", "worker")
+
+
+@pytest.fixture(autouse=True)
+async def no_supervisor_of_another_test(temporal_env):
+    """Another test's supervisor under one of these ids (e.g. test_initialization's `supervise/worker`, polling a
+    queue nobody serves any more) would be taken as running: end them before each test."""
+    from tests.helpers import terminate_quietly
+
+    await terminate_quietly(temporal_env.client, *(f"supervise/{name}" for name in NAMES))
+    yield
+
 
 async def initialize(client, task_queue: str) -> None:
     run_id = uuid.uuid4().hex[:12]

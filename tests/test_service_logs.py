@@ -19,7 +19,7 @@ from tests.live_server import LiveServer
 from tests.test_cli import invoke
 from tests.test_drivers_process import Cleanup, service
 from windflow.drivers.process import ProcessDriver
-from windflow.service_logs import FileLogSource, LogShipper, RedisLogSource, last_error_line, tail_file
+from windflow.service_logs import FileLogSource, LogShipper, RedisLogSource, last_error_lines, tail_file
 from windflow.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -51,20 +51,20 @@ async def test_a_crash_message_carries_the_last_stderr_line(tmp_path: Path) -> N
         driver.close()
 
 
-async def test_tail_file_and_last_error_line(tmp_path: Path) -> None:
+async def test_tail_file_and_last_error_lines(tmp_path: Path) -> None:
     path = tmp_path / "x.log"
-    assert tail_file(path, 5) == [] and last_error_line(path) is None
+    assert tail_file(path, 5) == [] and last_error_lines(path) is None
     path.write_bytes(b"".join(b"line %d\n" % i for i in range(100_000)) + b"partial")
     assert tail_file(path, 3, block=4096) == ["line 99998", "line 99999", "partial"]
     assert tail_file(path, 0) == []
     path.write_bytes(b"a" * 20_000 + b"\nb\n\n  \n")
-    assert last_error_line(path) == "b"
+    assert last_error_lines(path, lines=1) == "b"
     assert tail_file(path, 10)[0].endswith("…[cut]")  # an overlong line is clipped
     size = path.stat().st_size
-    assert last_error_line(path, since=size) is None  # nothing written since
+    assert last_error_lines(path, since=size) is None  # nothing written since
     with path.open("ab") as f:
         f.write(b"fatal: config missing\n")
-    assert last_error_line(path, since=size) == "fatal: config missing"
+    assert last_error_lines(path, since=size) == "fatal: config missing"
 
 
 # ---------------------------------------------------------------------------------------------- the API

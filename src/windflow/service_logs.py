@@ -81,29 +81,6 @@ def tail_file(path: Path, lines: int, *, block: int = 65536) -> list[str]:
     return [_decode(p) for p in parts[-lines:]]
 
 
-def last_error_line(path: Path, *, since: int = 0) -> str | None:
-    """The last non-blank line written to ``path`` after byte ``since`` (a failure's cause), or None.
-
-    ``since`` is the file's size when the process started, so an older run's last words are not blamed on
-    this one; a file now shorter than ``since`` was rotated and is read whole."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return None
-    if size == since and since > 0:
-        return None  # nothing written since the start
-    lines = tail_file(path, 20)
-    if since and size > since and size - since < 65536:
-        with contextlib.suppress(OSError), path.open("rb") as f:
-            f.seek(since)
-            lines = [_decode(p) for p in f.read().split(b"\n")]
-    for line in reversed(lines):
-        text = line.strip()
-        if text:
-            return text[:300]
-    return None
-
-
 #: a failure's cause in a message: at most this many of the last stderr lines, this many characters in all
 CAUSE_LINES = 5
 CAUSE_CHARS = 1000

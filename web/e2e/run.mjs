@@ -144,6 +144,7 @@ async function main() {
     await page.goto(`${windflow.base}/configs/cache`)
     await page.waitForFunction(() => document.querySelector('[data-testid="config-editor"]')?.value.startsWith('{'))
     const original = JSON.parse(await page.inputValue('[data-testid="config-editor"]'))
+    await page.waitForSelector('[data-testid="rollouts"]:has-text("No rollout yet")') // the rollouts card, from the API
     const editor = page.locator('[data-testid="config-editor"]')
     // an invalid change is shown inline and cannot be saved
     const invalid = { ...original, health: { ...original.health, kind: 'carrier-pigeon' } }
@@ -176,8 +177,9 @@ async function main() {
     await shot('10-config-reverted')
   })
 
-  await step('render a config template', async () => {
-    await page.click('[data-testid="tab-templates"]')
+  await step('render a config template (from the Templates page)', async () => {
+    await page.click('[data-testid="nav-templates"]')
+    await page.waitForURL(/\/templates$/)
     const t = '[data-template="http-process"]'
     await page.click(`${t} summary`)
     // Chromium compiles the pattern with the v flag: an invalid one would switch the check off

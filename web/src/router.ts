@@ -34,6 +34,12 @@ export const routes: RouteRecordRaw[] = [
     props: true,
     meta: { title: 'Configs', permission: 'configs:read' },
   },
+  {
+    path: '/templates',
+    name: 'templates',
+    component: () => import('@/views/TemplatesView.vue'),
+    meta: { title: 'Config templates', permission: 'configs:read' },
+  },
   { path: '/schedules', name: 'schedules', component: () => import('@/views/SchedulesView.vue'), meta: { title: 'Schedules', permission: 'services:read' } },
   { path: '/audit', name: 'audit', component: () => import('@/views/AuditView.vue'), meta: { title: 'Audit log', permission: 'audit:read' } },
   { path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue'), meta: { public: true, title: 'Not found' } },

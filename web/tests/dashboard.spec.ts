@@ -1,15 +1,17 @@
 import { flushPromises, mount } from '@vue/test-utils'
-import { beforeEach, describe, expect, it } from 'vitest'
+import { beforeEach, describe, expect, it, vi } from 'vitest'
 import { createMemoryHistory } from 'vue-router'
+import App from '@/App.vue'
 import { isServiceId, patternRegExp, SERVICE_ID_PATTERN } from '@/api/ids'
 import ProgressBar from '@/components/ProgressBar.vue'
 import { progressTone } from '@/components/progress'
+import { EventSocket } from '@/composables/useWebSocket'
 import { buildRouter } from '@/router'
 import { useInitializationStore } from '@/stores/initialization'
 import AuditView from '@/views/AuditView.vue'
 import ConfigsView from '@/views/ConfigsView.vue'
 import InitializationView from '@/views/InitializationView.vue'
-import { freshPinia, json, mockFetch, service, signedIn } from './helpers'
+import { freshPinia, json, me, mockFetch, service, signedIn } from './helpers'
 
 let pinia: ReturnType<typeof freshPinia>
 beforeEach(() => {
@@ -160,5 +162,53 @@ describe('dry runs in the history', () => {
     expect(wrapper.find('[data-run="real"] .progress-text').classes()).toContain('tone-cancelled')
     // the newest run (the dry one) is shown, labelled, even though read from the store without its state
     expect(wrapper.find('[data-testid="current-run"] [data-testid="dry-run"]').exists()).toBe(true)
+  })
+})
+
+describe('templates page', () => {
+  const redis = {
+    name: 'redis', description: 'Redis', builtin: true, content: { driver: 'process' },
+    parameters: [{ name: 'port', required: false, default: 6379, description: 'port' }],
+  }
+
+  it('is in the navigation for whoever may read configs, and lists the templates', async () => {
+    const perms = ['services:read', 'configs:read', 'configs:write']
+    signedIn(perms)
+    vi.spyOn(EventSocket.prototype, 'start').mockImplementation(() => undefined)
+    vi.spyOn(EventSocket.prototype, 'stop').mockImplementation(() => undefined)
+    const { calls } = mockFetch({
+      'GET /api/v1/services': json(empty),
+      'GET /api/v1/auth/me': json(me(perms)),
+      'GET /api/v1/ui-config': json({ version: '1', temporal_ui_url: null, temporal_namespace: 'default', access_token_ttl: 900 }),
+      'GET /api/v1/config-templates': json([redis]),
+      'POST /api/v1/config-templates/redis/instantiate': (c) =>
+        json({ template: 'redis', service: { id: (c.body as { service_id: string }).service_id, driver: 'process' }, created: true }),
+    })
+    const r = router()
+    await r.push('/configs')
+    const wrapper = mount(App, { global: { plugins: [pinia, r] } })
+    await flushPromises()
+    expect(wrapper.find('[data-testid="configs-templates-link"]').attributes('href')).toBe('/templates')
+    expect(wrapper.find('[data-testid="nav-templates"]').attributes('href')).toBe('/templates')
+    await wrapper.find('[data-testid="nav-templates"]').trigger('click')
+    await vi.waitFor(() => expect(r.currentRoute.value.name).toBe('templates'))
+    await vi.waitFor(() => expect(wrapper.find('[data-template="redis"]').exists()).toBe(true))
+    const tpl = wrapper.find('[data-template="redis"]')
+    expect(tpl.text()).toContain('Redis')
+    await tpl.find('[data-testid="template-id"]').setValue('cache-2')
+    await tpl.find('form').trigger('submit')
+    await flushPromises()
+    expect(wrapper.find('[data-testid="template-result"]').text()).toContain('cache-2')
+    const preview = calls.find((c) => c.path.endsWith('/instantiate'))
+    expect(preview?.body).toMatchObject({ service_id: 'cache-2' })
+    wrapper.unmount()
+  })
+
+  it('is not offered without configs:read', async () => {
+    signedIn(['services:read'])
+    const r = router()
+    await r.push('/templates')
+    expect(r.currentRoute.value.name).toBe('not-found')
+    expect(r.currentRoute.value.query.forbidden).toBe('configs:read')
   })
 })

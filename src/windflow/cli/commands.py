@@ -142,7 +142,11 @@ def export(
     with client(api) as http:
         text = check(http.get("/api/v1/system", params={"secrets": secrets, "format": "yaml"}))
     if output:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            err_console.print(f"[red]error[/red] cannot write {output}: {exc.strerror or exc}", highlight=False)
+            raise typer.Exit(2) from None
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from windflow.cli.client import ApiUrl, check, client, complete_service, console
-from windflow.cli.output import Output, OutputOpt, emit
+from windflow.cli.output import Output, OutputOpt, emit, follow_run
 
 if TYPE_CHECKING:
     import httpx2
@@ -50,20 +49,8 @@ def render(run: dict[str, Any]) -> Group:
 
 def watch(http: httpx2.Client, run_id: str, *, interval: float = 0.25, live_display: bool = True) -> dict[str, Any]:
     """Follow a shutdown until it ends; returns its final state."""
-    run = check(http.get(f"/api/v1/shutdowns/{run_id}"))
-    if not live_display:
-        while run["status"] not in TERMINAL:
-            time.sleep(interval)
-            run = check(http.get(f"/api/v1/shutdowns/{run_id}"))
-        return run
-    from rich.live import Live
-
-    with Live(render(run), console=console.rich, refresh_per_second=8, transient=False) as live:
-        while run["status"] not in TERMINAL:
-            time.sleep(interval)
-            run = check(http.get(f"/api/v1/shutdowns/{run_id}"))
-            live.update(render(run))
-    return run
+    return follow_run(http, f"/api/v1/shutdowns/{run_id}", render, TERMINAL, interval=interval,
+                      live_display=live_display)
 
 
 def down(

@@ -23,6 +23,11 @@ from windflow.domain.backoff import reconnect_delay
 
 app = typer.Typer(help="Events: follow what windflow does, live.", no_args_is_help=True)
 
+EVENT_TYPES = ("INITIALIZATION_UPDATE", "SERVICE_STATUS_UPDATE", "HEALTH_CHECK", "METRICS_UPDATE", "RECOVERY_UPDATE",
+               "CONFIG_CHANGED", "ROLLOUT_UPDATE", "SHUTDOWN_UPDATE", "AUDIT")
+"""The values of ``windflow.domain.events.EventType`` (kept here so the CLI starts without pydantic; a test checks
+they match)."""
+
 FATAL_CLOSE = {4400: "bad request", 4401: "not authenticated", 4403: "permission denied"}
 
 
@@ -153,8 +158,20 @@ def tail_cmd(
     api: ApiUrl = None,
 ) -> None:
     """Print events as they happen (Ctrl-C to stop); reconnects and resumes by id if the connection drops."""
+    wanted = [part.strip().upper() for value in event_type or [] for part in value.split(",") if part.strip()]
+    unknown = [t for t in wanted if t not in EVENT_TYPES]
+    if unknown:
+        err_console.print(f"[red]error[/red] unknown event type {', '.join(unknown)}; known: {', '.join(EVENT_TYPES)}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     base, source = resolve_api(api)
-    url = ws_url(base, types=event_type or [], services=service or [], since=since)
+    if service:  # an unknown service would just never show an event: say so instead of waiting forever
+        from windflow.cli.client import check, client
+
+        with client(api) as http:
+            for sid in service:
+                check(http.get(f"/api/v1/services/{sid}"))
+    url = ws_url(base, types=wanted, services=service or [], since=since)
     try:
         import asyncio
 

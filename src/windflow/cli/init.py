@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from windflow.cli.client import ApiUrl, check, client, complete_service, console, err_console
-from windflow.cli.output import Output, OutputOpt, emit
+from windflow.cli.output import Output, OutputOpt, emit, follow_run
 
 if TYPE_CHECKING:
     import httpx2
@@ -96,20 +95,8 @@ def render(run: dict[str, Any]) -> Group:
 
 def watch(http: httpx2.Client, run_id: str, *, interval: float = 0.25, live_display: bool = True) -> dict[str, Any]:
     """Follow a run until it ends; returns its final state (``live_display=False``: quietly)."""
-    run = check(http.get(f"/api/v1/initializations/{run_id}"))
-    if not live_display:
-        while run["status"] not in TERMINAL:
-            time.sleep(interval)
-            run = check(http.get(f"/api/v1/initializations/{run_id}"))
-        return run
-    from rich.live import Live
-
-    with Live(render(run), console=console.rich, refresh_per_second=8, transient=False) as live:
-        while run["status"] not in TERMINAL:  # a FAILED run awaiting a retry also ends the watch
-            time.sleep(interval)
-            run = check(http.get(f"/api/v1/initializations/{run_id}"))
-            live.update(render(run))
-    return run
+    return follow_run(http, f"/api/v1/initializations/{run_id}", render, TERMINAL, interval=interval,
+                      live_display=live_display)
 
 
 def _awaiting_retry(run: dict[str, Any]) -> bool:

@@ -18,7 +18,7 @@ STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "
                "completed": "green", "not_ready": "yellow", "stopping": "blue"}
 
 SERVICE_STATES = ("unknown", "starting", "healthy", "unhealthy", "stopped", "failed", "recovering", "backing_off",
-                  "blocked", "gave_up", "completed", "not_ready")
+                  "blocked", "gave_up", "completed", "not_ready", "stopping")
 """The values of ``windflow.domain.models.ServiceState`` (kept here so the CLI starts without pydantic; a test
 checks they match)."""
 StateChoice = StrEnum("StateChoice", {v: v for v in SERVICE_STATES})  # type: ignore[misc]

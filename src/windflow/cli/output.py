@@ -33,3 +33,29 @@ def emit(data: Any, fmt: Output, table: Callable[[], None]) -> None:
     else:
         table()
     sys.stdout.flush()
+
+
+def follow_run(http: Any, path: str, render: Callable[[dict[str, Any]], Any], terminal: set[str], *,
+               interval: float = 0.25, live_display: bool = True) -> dict[str, Any]:
+    """Poll a run at ``path`` until its status is in ``terminal``, drawing ``render(run)`` live (or quietly);
+    returns its final state."""
+    import time
+
+    from windflow.cli.client import check, console
+
+    run = check(http.get(path))
+    if not live_display:
+        while run["status"] not in terminal:
+            time.sleep(interval)
+            run = check(http.get(path))
+        return run
+    from rich.live import Live
+
+    with Live(render(run), console=console.rich, refresh_per_second=8, transient=False) as live:
+        while run["status"] not in terminal:
+            time.sleep(interval)
+            run = check(http.get(path))
+            live.update(render(run))
+    if not console.is_terminal:
+        console.line()  # a live display ends its last line without a newline when not on a terminal
+    return run

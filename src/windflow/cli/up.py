@@ -413,7 +413,6 @@ def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) 
     import httpx2
 
     from windflow.cli.client import check
-    from windflow.cli.client import console as watch_console
     from windflow.cli.init import watch
     from windflow.domain.system import dump_system, load_system, parse_yaml, to_yaml
 
@@ -428,9 +427,7 @@ def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) 
         if not initialize:
             return InitOutcome(0)
         accepted = check(http.post("/api/v1/initializations", json={"queue": True}))
-        run = watch(http, accepted["run_id"])
-    if not watch_console.is_terminal:
-        watch_console.line()  # a live display off a terminal leaves its last line open
+        run = watch(http, accepted["run_id"])  # ends its last line itself
     return InitOutcome(0 if run["status"] == "SUCCEEDED" else 1, accepted["workflow_id"], run["status"])
 
 

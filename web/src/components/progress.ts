@@ -9,6 +9,8 @@ export function progressTone(status: string | null | undefined): ProgressTone {
     case 'SUCCEEDED':
       return 'succeeded'
     case 'FAILED':
+    case 'ROLLED_BACK':
+    case 'ROLLING_BACK':
       return 'failed'
     case 'CANCELLED':
     case 'CANCELLING':

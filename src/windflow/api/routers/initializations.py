@@ -26,7 +26,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.audit import record
 from windflow.api.bodies import RequestBody
-from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep, WriteSessionDep
+from windflow.api.deps import (
+    ReadSessionDep,
+    RequestIdDep,
+    ResourcesDep,
+    TemporalDep,
+    WriteSessionDep,
+    get_temporal,
+)
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import PageOf
 from windflow.api.security import require
@@ -40,7 +47,7 @@ from windflow.domain.contracts import (
     RetryComponentInput,
 )
 from windflow.domain.errors import Conflict, NotFound
-from windflow.persistence.repositories import RunSummaryRepository
+from windflow.persistence.repositories import RunSummaryRepository, ServiceRepository
 from windflow.run_health import RunTrouble, inspect_run, mark_run
 from windflow.workflows import search_attributes as sa
 from windflow.workflows.initialization import SystemInitialization
@@ -144,7 +151,6 @@ async def _running_full_init(session: Any, client: Client) -> str | None:
 async def start_initialization(
     body: InitializationCreate,
     session: WriteSessionDep,
-    client: TemporalDep,
     resources: ResourcesDep,
     principal: CanInit,
     request_id: RequestIdDep,
@@ -152,6 +158,14 @@ async def start_initialization(
 ) -> InitializationAccepted:
     options = InitOptions.model_validate(body.model_dump(exclude={"queue"}))
     full = not options.components and not options.validate_only
+    if options.components:  # a typo is a 422 now, not a run that fails (and stays in the history as FAILED)
+        known = {r.id for r in await ServiceRepository().all(session=session)}
+        unknown = [c for c in options.components if c not in known]
+        if unknown:
+            raise ApiError(422, f"unknown services: {', '.join(unknown)}", code="validation_error",
+                           details=[{"loc": ["body", "components", c], "msg": "no such service",
+                                     "type": "value_error"} for c in unknown])
+    client = await get_temporal(resources)  # after the checks: a bad request is a 422 even with Temporal down
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(7253001)"))  # serialize starters
     queued_after = None
