@@ -105,6 +105,7 @@ async def run(n: int, levels: int, driver: str, parallelism: int, seed: int) -> 
     from windflow.domain.contracts import InitInput, InitOptions, InitStatus
     from windflow.domain.graph import layers
     from windflow.domain.models import ServiceSpec
+    from windflow.domain.system import SystemFile
     from windflow.persistence import registry
     from windflow.persistence.db import Database
     from windflow.persistence.migrate import upgrade
@@ -132,15 +133,16 @@ async def run(n: int, levels: int, driver: str, parallelism: int, seed: int) -> 
                             temporal_namespace=client.namespace, task_queue=task_queue, _env_file=None)
         parts = build_worker(client=client, settings=settings, db=db)  # before the long registration
         graph = graph_of(n, levels, seed)
+        specs = []
         for layer in layers(graph):
-            async with db.write() as session:
-                for name in layer:
-                    config: dict[str, Any] = ({"command": ["sleep", MARKER], "stop_grace": "1s"}
-                                              if driver == "sleep" else {})
-                    spec = ServiceSpec.model_validate({
-                        "id": name, "driver": "process" if driver == "sleep" else "noop", "config": config,
-                        "depends_on": graph[name], "monitored": False})
-                    await registry.create_service(session=session, spec=spec, author="bench")
+            for name in layer:
+                config: dict[str, Any] = ({"command": ["sleep", MARKER], "stop_grace": "1s"}
+                                          if driver == "sleep" else {})
+                specs.append(ServiceSpec.model_validate({
+                    "id": name, "driver": "process" if driver == "sleep" else "noop", "config": config,
+                    "depends_on": graph[name], "monitored": False}))
+        async with db.write() as session:  # as `windflow apply` does: one all-or-nothing transaction
+            await registry.apply_system(session=session, system=SystemFile(services=specs), author="bench")
         server = dev_server_pid(int(client.service_client.config.target_host.rsplit(":", 1)[1]))
         server_cpu = cpu_seconds(server) if server else None
         own_cpu = resource.getrusage(resource.RUSAGE_SELF)

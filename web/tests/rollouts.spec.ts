@@ -2,6 +2,7 @@ import { flushPromises, mount } from '@vue/test-utils'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
 import { createMemoryHistory } from 'vue-router'
 import RolloutPanel from '@/components/RolloutPanel.vue'
+import { dispatchEvent } from '@/composables/useWebSocket'
 import { buildRouter } from '@/router'
 import { rolloutRunning, useRolloutStore } from '@/stores/rollouts'
 import ConfigsView from '@/views/ConfigsView.vue'
@@ -105,5 +106,28 @@ describe('config page', () => {
     expect(wrapper.find('[data-testid="rollout-summary"]').text()).toContain('v1 → v2')
     await vi.waitFor(() => expect(wrapper.find('[data-testid="rollout-progress"]').attributes('data-tone')).toBe('succeeded'), { timeout: 4000 })
     wrapper.unmount()
+  })
+})
+
+describe('rollout events', () => {
+  it('move a listed rollout on, and fetch one started elsewhere', async () => {
+    const { calls } = mockFetch({
+      'GET /api/v1/services/api/rollouts': json({ items: [rollout('r1', 'RUNNING')], next_cursor: null }),
+      'GET /api/v1/services/api/rollouts/r2': json(rollout('r2', 'RUNNING', { phase: 'saving' })),
+    })
+    const store = useRolloutStore()
+    await store.fetchRollouts('api')
+    dispatchEvent({
+      event_id: '1-0', event_type: 'ROLLOUT_UPDATE', timestamp: '2026-01-01T00:00:00Z',
+      data: { service_id: 'api', workflow_id: 'rollout/api', rollout_id: 'r1', status: 'ROLLING_BACK', phase: 'restoring', message: 'unhealthy' },
+    } as never)
+    expect(store.latest('api')).toMatchObject({ status: 'ROLLING_BACK', phase: 'restoring', message: 'unhealthy' })
+    store.onUpdate({ service_id: 'api', workflow_id: 'rollout/api', rollout_id: 'r2', status: 'RUNNING', phase: 'saving', message: '' })
+    await flushPromises()
+    expect(store.latest('api')?.rollout_id).toBe('r2')
+    // a service nobody is looking at: nothing fetched
+    store.onUpdate({ service_id: 'db', workflow_id: 'rollout/db', rollout_id: 'r3', status: 'RUNNING', message: '' })
+    await flushPromises()
+    expect(calls.some((c) => c.path.includes('/services/db/'))).toBe(false)
   })
 })

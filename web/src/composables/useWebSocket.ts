@@ -7,6 +7,7 @@ import type {
   InitializationUpdate,
   MetricsUpdate,
   RecoveryUpdate,
+  RolloutUpdate,
   ServiceStatusUpdate,
   WindflowEvent,
 } from '@/api/types'
@@ -16,6 +17,7 @@ import { useEventStore } from '@/stores/events'
 import { useInitializationStore } from '@/stores/initialization'
 import { useMetricsStore } from '@/stores/metrics'
 import { useNotificationStore } from '@/stores/notifications'
+import { useRolloutStore } from '@/stores/rollouts'
 import { healthOf, useServiceStore } from '@/stores/services'
 
 export const CLOSE_UNAUTHORIZED = 4401
@@ -94,6 +96,9 @@ export function dispatchEvent(event: WindflowEvent): void {
       services.updateRecovery(data) // the toasts come from SERVICE_STATUS_UPDATE (recovered, blocked, gave_up)
       break
     }
+    case 'ROLLOUT_UPDATE':
+      useRolloutStore().onUpdate(event.data as RolloutUpdate)
+      break
     case 'CONFIG_CHANGED': {
       const data = event.data as ConfigChanged
       services.updateVersion(data.service_id, data.version)

@@ -1,6 +1,6 @@
 import { defineStore } from 'pinia'
 import { ref } from 'vue'
-import type { RolloutPublic } from '@/api/types'
+import type { RolloutPublic, RolloutUpdate } from '@/api/types'
 import { API, useApi } from '@/composables/useApi'
 
 export const ROLLOUT_TERMINAL = ['SUCCEEDED', 'ROLLED_BACK', 'FAILED', 'CANCELLED']
@@ -41,6 +41,22 @@ export const useRolloutStore = defineStore('rollouts', () => {
     await useApi().post(`${base(serviceId)}/${encodeURIComponent(rolloutId)}/cancel`)
   }
 
+  /**
+   * A ROLLOUT_UPDATE event: a rollout already listed moves on at once; one started elsewhere (CLI, API) is fetched.
+   * Services whose rollouts nobody has looked at yet are left alone.
+   */
+  function onUpdate(data: RolloutUpdate): void {
+    const list = byService.value[data.service_id]
+    if (!list || !data.rollout_id) return
+    const known = list.find((r) => r.rollout_id === data.rollout_id)
+    if (known) {
+      known.status = data.status as RolloutPublic['status']
+      if (data.phase) known.phase = data.phase as RolloutPublic['phase']
+      if (data.message) known.message = data.message
+    }
+    if (!known || ROLLOUT_TERMINAL.includes(data.status)) void fetchRollout(data.service_id, data.rollout_id).catch(() => undefined)
+  }
+
   function latest(serviceId: string): RolloutPublic | null {
     return byService.value[serviceId]?.[0] ?? null
   }
@@ -49,5 +65,5 @@ export const useRolloutStore = defineStore('rollouts', () => {
     byService.value = {}
   }
 
-  return { byService, fetchRollouts, fetchRollout, cancelRollout, remember, latest, clear }
+  return { byService, fetchRollouts, fetchRollout, cancelRollout, remember, onUpdate, latest, clear }
 })
