@@ -104,7 +104,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _jsonable_errors(list(exc.errors()))
+        raw = [dict(e) for e in exc.errors()]
+        for e in raw:  # windflow.domain.strict checks a whole body at once: point at the field it names
+            field = (e.get("ctx") or {}).get("field")
+            if e.get("type") in ("number_type", "bool_type") and isinstance(field, str) and field not in e["loc"]:
+                e["loc"] = (*e["loc"], field)
+        errors = _jsonable_errors(raw)
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

@@ -165,12 +165,6 @@ def tail_cmd(
                           highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     base, source = resolve_api(api)
-    if service:  # an unknown service would just never show an event: say so instead of waiting forever
-        from windflow.cli.client import check, client
-
-        with client(api) as http:
-            for sid in service:
-                check(http.get(f"/api/v1/services/{sid}"))
     url = ws_url(base, types=wanted, services=service or [], since=since)
     try:
         import asyncio
