@@ -22,6 +22,8 @@ import uuid
 from collections import deque
 from typing import Any, Protocol
 
+from windflow.domain.backoff import reconnect_delay
+
 log = logging.getLogger("windflow.api.ratelimit")
 
 
@@ -40,7 +42,8 @@ def failure_delay(failures: int, *, free: int, base: float, cap: float) -> float
     ``cap`` (free=3: 0, 0, 0, 1, 2, 4, ...)."""
     if failures <= free:
         return 0.0
-    return float(min(cap, base * 2.0 ** min(failures - free - 1, 64)))
+    # the reconnect loops' doubling, without their jitter: an attacker must not win a shorter wait by chance
+    return reconnect_delay(failures - free, base=base, cap=cap, jitter=0.0)
 
 
 class MemoryRateLimiter:
