@@ -461,6 +461,8 @@ class SystemInitialization:
     def _set_status(self, status: InitStatus, message: str) -> None:
         self.state.status = status
         self.state.message = message
+        if status == InitStatus.SUCCEEDED:  # the status query must never say SUCCEEDED at 99 % (batched progress)
+            self.state.progress = 100
         workflow.upsert_search_attributes([sa.STATUS.value_set(status.value)])
         self._emit(None)
 
