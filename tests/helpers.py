@@ -130,26 +130,95 @@ async def healthy(port: int) -> bool:
         return False
 
 
-async def supervise(client, task_queue: str, service_id: str, heartbeat_timeout: float = 5.0):
-    """Start (or replace) the ServiceSupervisor of ``service_id``; its handle."""
-    from temporalio.common import WorkflowIDConflictPolicy
+class Supervised:
+    """One service under the watcher model, as a test sees it: the queue's watcher (``watch/{queue}``), the
+    service's recovery when one runs (``recover/{service}``), and the read model in the store."""
 
-    from windflow.domain.contracts import SupervisorInput
-    from windflow.workflows.supervision import ServiceSupervisor
+    def __init__(self, client, db: Database, task_queue: str, service_id: str, watcher) -> None:
+        self.client = client
+        self.db = db
+        self.task_queue = task_queue
+        self.service_id = service_id
+        self.watcher = watcher
+        self.id = watcher.id
 
-    return await client.start_workflow(
-        ServiceSupervisor.run, SupervisorInput(service_id=service_id, heartbeat_timeout=heartbeat_timeout),
-        id=f"supervise/{service_id}", task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
-    )
+    @property
+    def recovery(self):
+        return self.client.get_workflow_handle(f"recover/{self.service_id}")
+
+    async def recovering(self) -> bool:
+        from temporalio.client import WorkflowExecutionStatus
+        from temporalio.service import RPCError, RPCStatusCode
+
+        try:
+            return (await self.recovery.describe()).status == WorkflowExecutionStatus.RUNNING
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+
+    async def row(self):
+        from windflow.persistence.repositories import ServiceRepository
+
+        async with self.db.read() as session:
+            return await ServiceRepository().get(session=session, service_id=self.service_id)
+
+    async def status(self):
+        """The running recovery's status, else the last recorded one with the read model's state; the restart
+        count is the store's."""
+        from windflow.domain.contracts import SupervisionState, SupervisorStatus
+        from windflow.workflows.supervision import ServiceRecovery
+
+        row = await self.row()
+        if await self.recovering():
+            st = await self.recovery.query(ServiceRecovery.query_status)
+        else:
+            stored = (row.state_detail or {}).get("supervision") if row is not None else None
+            st = SupervisorStatus.model_validate(stored) if stored else SupervisorStatus(
+                service_id=self.service_id, workflow_id=f"recover/{self.service_id}")
+            state = row.state if row is not None else "unknown"
+            st.state = {"healthy": SupervisionState.WATCHING, "not_ready": SupervisionState.WATCHING,
+                        "recovering": SupervisionState.RECOVERING, "backing_off": SupervisionState.BACKING_OFF,
+                        "blocked": SupervisionState.BLOCKED, "gave_up": SupervisionState.GAVE_UP,
+                        "stopped": SupervisionState.PAUSED, "stopping": SupervisionState.PAUSED,
+                        }.get(state, SupervisionState.STARTING)
+        st.restarts_total = row.restarts_total if row is not None else 0
+        return st
+
+    async def decide(self, decision: str, actor: str = "tester"):
+        from windflow.domain.contracts import DecisionInput
+        from windflow.workflows.supervision import ServiceRecovery
+
+        return await self.recovery.execute_update(ServiceRecovery.decide,
+                                                  DecisionInput(decision=decision, actor=actor))
+
+    async def terminate(self, reason: str = "test over") -> None:
+        await terminate_quietly(self.client, self.watcher.id, f"recover/{self.service_id}")
 
 
-async def watching(handle, restarts: int | None = None):
-    """The supervisor's status once it watches again (after ``restarts`` restarts, when given); else None."""
+async def supervise(client, task_queue: str, service_id: str, db: Database, heartbeat_timeout: float = 5.0):
+    """Mark ``service_id`` desired running (as an initialization or a start would: started directly, its state
+    stays ``unknown`` until the watcher observes it), make sure the watcher of ``task_queue`` runs
+    (``watch/{task_queue}``); a view of the service under it."""
+    from windflow.persistence.repositories import ServiceRepository
+    from windflow.watching import ensure_watcher
+
+    async with db.write() as session:
+        row = await ServiceRepository().get(session=session, service_id=service_id)
+        if row is not None and row.desired != "running":
+            row.desired, row.desired_by = "running", "test"
+            row.applied_version = row.applied_version or row.current_version
+
+    watcher = await ensure_watcher(client, task_queue=task_queue, heartbeat_timeout=heartbeat_timeout)
+    return Supervised(client, db, task_queue, service_id, watcher)
+
+
+async def watching(handle: Supervised, restarts: int | None = None):
+    """The service's status once it is watched and healthy, with no recovery running (after ``restarts``
+    restarts, when given); else None."""
     from windflow.domain.contracts import SupervisionState
-    from windflow.workflows.supervision import ServiceSupervisor
 
-    st = await handle.query(ServiceSupervisor.query_status)
+    st = await handle.status()
     if st.state != SupervisionState.WATCHING:
         return None
     if restarts is not None and st.restarts_total != restarts:
@@ -166,6 +235,9 @@ async def terminate_quietly(client, *workflow_ids: str) -> None:
             await client.get_workflow_handle(workflow_id).terminate("test over")
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        except Exception as exc:  # already closed
+            if "not found" not in str(exc).lower() and "already completed" not in str(exc).lower():
                 raise
 
 

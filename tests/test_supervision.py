@@ -38,13 +38,13 @@ from windflow.domain.contracts import (
 )
 from windflow.domain.notifications import ChannelConfig
 from windflow.workflows.control import RecoverySweep, ServiceControl
-from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
+from windflow.workflows.supervision import ServiceRecovery
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def status_of(handle) -> SupervisorStatus:
-    return await handle.query(ServiceSupervisor.query_status)
+    return await handle.status()
 
 
 def spawns(wsettings, service_id: str) -> int:
@@ -65,7 +65,7 @@ async def test_sigkilled_service_is_restarted_and_healthy(temporal_env, wsetting
     pid = await start_service(wsettings, spec)
     await eventually(lambda: healthy(port), timeout=10)
     async with running_worker(client, wsettings, sqlite_db):
-        handle = await supervise(client, task_queue, "web")
+        handle = await supervise(client, task_queue, "web", sqlite_db)
         await eventually(lambda: watching(handle), timeout=15)
         os.kill(pid, signal.SIGKILL)
         st = await eventually(lambda: watching(handle, restarts=1), timeout=20)
@@ -85,7 +85,7 @@ async def test_hung_service_is_detected_and_restarted(temporal_env, wsettings, s
     pid = await start_service(wsettings, spec)
     await eventually(lambda: healthy(port), timeout=10)
     async with running_worker(client, wsettings, sqlite_db):
-        handle = await supervise(client, task_queue, "hung")
+        handle = await supervise(client, task_queue, "hung", sqlite_db)
         await eventually(lambda: watching(handle), timeout=15)
         async with httpx2.AsyncClient() as http:
             await http.post(f"http://127.0.0.1:{port}/hang")
@@ -137,7 +137,7 @@ async def test_crash_loop_hits_start_limit_escalates_once(temporal_env, wsetting
         settings = wsettings.model_copy(update={"outbound_private_notify": True, "notification_channels": [
             ChannelConfig(name="hook", kind="webhook", url=receiver.url)]})
         async with running_worker(client, settings, sqlite_db):
-            handle = await supervise(client, task_queue, "crashy")
+            handle = await supervise(client, task_queue, "crashy", sqlite_db)
             st = await eventually(lambda: _in_state(handle, SupervisionState.GAVE_UP), timeout=60)
             await asyncio.sleep(1.0)  # nothing more happens once it gave up
             st = await status_of(handle)
@@ -165,7 +165,7 @@ async def test_two_simultaneous_triggers_make_one_recovery(temporal_env, wsettin
     await start_service(wsettings, spec)
     await eventually(lambda: healthy(port), timeout=10)
     async with running_worker(client, wsettings, sqlite_db):
-        handle = await supervise(client, task_queue, "dup")
+        handle = await supervise(client, task_queue, "dup", sqlite_db)
         await eventually(lambda: watching(handle), timeout=15)
         before = spawns(wsettings, "dup")
 
@@ -177,7 +177,7 @@ async def test_two_simultaneous_triggers_make_one_recovery(temporal_env, wsettin
         first, second = await asyncio.gather(trigger(), trigger())
         assert first.result_run_id == second.result_run_id
         result = await first.result()
-        assert result.outcome == "delegated"
+        assert result.outcome == "recovered"
         st = await eventually(lambda: watching(handle, restarts=1), timeout=20)
         assert st.restarts_total == 1
         assert spawns(wsettings, "dup") == before + 1
@@ -191,7 +191,7 @@ async def test_user_stop_is_not_undone(temporal_env, wsettings, sqlite_db, ports
     await register(sqlite_db, spec)
     await start_service(wsettings, spec)
     async with running_worker(client, wsettings, sqlite_db):
-        handle = await supervise(client, task_queue, "manual")
+        handle = await supervise(client, task_queue, "manual", sqlite_db)
         await eventually(lambda: watching(handle), timeout=15)
         stop = await client.execute_workflow(
             ServiceControl.run, ControlInput(service_id="manual", action="stop", actor="alice"),
@@ -199,7 +199,9 @@ async def test_user_stop_is_not_undone(temporal_env, wsettings, sqlite_db, ports
         assert stop.ok and stop.supervision == "paused"
         await asyncio.sleep(1.5)
         st = await status_of(handle)
-        assert st.state == SupervisionState.PAUSED and "alice" in (st.paused_reason or "")
+        row = await handle.row()
+        assert st.state == SupervisionState.PAUSED and row.desired == "stopped" and row.desired_by == "alice"
+        assert row.state == "stopped" and not await handle.recovering()
         assert processes_with(f"--port {port} ") == []
         start = await client.execute_workflow(
             ServiceControl.run, ControlInput(service_id="manual", action="start", actor="alice"),
@@ -210,25 +212,38 @@ async def test_user_stop_is_not_undone(temporal_env, wsettings, sqlite_db, ports
         await stop_supervisor(handle)
 
 
-async def test_sweep_restores_a_stopped_supervisor_and_schedule_exists(temporal_env, wsettings, sqlite_db, ports,
-                                                                       task_queue):
+async def test_sweep_restores_a_lost_watcher_recovers_and_schedule_exists(temporal_env, wsettings, sqlite_db, ports,
+                                                                         task_queue):
+    """The sweep starts the watcher a queue lost, and recovers a service that died while nothing watched it."""
     from windflow.schedules import SWEEP_SCHEDULE_ID, ensure_sweep_schedule
 
     client = temporal_env.client
     port = ports()
     spec = standin("swept", port, boot=0.1)
     await register(sqlite_db, spec)
-    await start_service(wsettings, spec)
+    pid = await start_service(wsettings, spec)
     async with running_worker(client, wsettings, sqlite_db):
-        handle = await supervise(client, task_queue, "swept")
+        handle = await supervise(client, task_queue, "swept", sqlite_db)
         await eventually(lambda: watching(handle), timeout=15)
-        await handle.terminate("simulating a lost supervisor")
+        await handle.watcher.terminate("simulating a lost watcher")
+        # its activity ends at its next heartbeat (throttled to 80 % of the 5 s heartbeat timeout)
+        await asyncio.sleep(6)
+        os.kill(pid, signal.SIGKILL)  # unseen: nothing watches
+        await asyncio.sleep(0.5)
+        assert (await handle.row()).state == "healthy"  # stale until observed
+        async with sqlite_db.write() as session:  # what a watcher of the previous run last wrote
+            from windflow.persistence.repositories import ServiceRepository
+
+            row = await ServiceRepository().get(session=session, service_id="swept")
+            row.state = "unhealthy"
         result = await client.execute_workflow(RecoverySweep.run, SweepInput(actor="tester"), id="sweep/test",
                                                task_queue=task_queue)
-        assert result.supervisors_started == ["swept"]
-        fresh = client.get_workflow_handle("supervise/swept")
+        assert result.watchers_started == [task_queue]
+        assert result.recoveries_started == ["swept"]
+        fresh = client.get_workflow_handle(f"watch/{task_queue}")
         assert (await fresh.describe()).status == WorkflowExecutionStatus.RUNNING
-        await eventually(lambda: watching(fresh), timeout=15)
+        await eventually(lambda: watching(handle, restarts=1), timeout=20)
+        assert await healthy(port)
         # the schedule exists in Temporal and can be triggered
         schedule = await ensure_sweep_schedule(client, task_queue=task_queue, every=timedelta(minutes=5),
                                                schedule_id=f"{SWEEP_SCHEDULE_ID}-{task_queue}")
@@ -237,7 +252,7 @@ async def test_sweep_restores_a_stopped_supervisor_and_schedule_exists(temporal_
         await schedule.trigger()
         await eventually(lambda: _schedule_ran(schedule), timeout=20)
         await schedule.delete()
-        await fresh.terminate("test over")
+        await handle.terminate()
 
 
 async def _schedule_ran(schedule) -> bool:
@@ -259,7 +274,7 @@ async def test_dependency_down_blocks_dependants_without_restart_storm(temporal_
     for spec in apps:
         await start_service(wsettings, spec)
     async with running_worker(client, wsettings, sqlite_db):
-        handles = {name: await supervise(client, task_queue, name) for name in ("db", "app-a", "app-b")}
+        handles = {name: await supervise(client, task_queue, name, sqlite_db) for name in ("db", "app-a", "app-b")}
         for handle in handles.values():
             await eventually(lambda h=handle: watching(h), timeout=20)
         app_spawns = {n: spawns(wsettings, n) for n in ("app-a", "app-b")}
@@ -275,7 +290,7 @@ async def test_dependency_down_blocks_dependants_without_restart_storm(temporal_
             assert spawns(wsettings, name) == app_spawns[name]
         assert await healthy(a_port) and await healthy(b_port)
         for handle in handles.values():
-            await handle.terminate("test over")
+            await handle.terminate()
 
 
 async def _tcp_up(port: int) -> bool:
@@ -298,7 +313,7 @@ async def test_worker_killed_mid_recovery_restarts_once(temporal_env, wsettings,
     first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
-        handle = await supervise(client, task_queue, "slowboot", heartbeat_timeout=3)
+        handle = await supervise(client, task_queue, "slowboot", sqlite_db, heartbeat_timeout=3)
         await eventually(lambda: watching(handle), timeout=30)
         booted = spawns(wsettings, "slowboot")
         os.kill(pid, signal.SIGKILL)
@@ -310,7 +325,7 @@ async def test_worker_killed_mid_recovery_restarts_once(temporal_env, wsettings,
         assert spawns(wsettings, "slowboot") == booted + 1  # one restart, not two
         assert len(processes_with(f"--port {port} ")) == 1
         assert st.restarts_total == 1
-        await handle.terminate("test over")
+        await handle.terminate()
     finally:
         kill_process_group(first)
         kill_process_group(second)
@@ -329,7 +344,7 @@ async def test_worker_killed_during_backoff_resumes_the_timer(temporal_env, wset
     first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
-        handle = await supervise(client, task_queue, "flaky", heartbeat_timeout=3)
+        handle = await supervise(client, task_queue, "flaky", sqlite_db, heartbeat_timeout=3)
         await eventually(lambda: watching(handle), timeout=30)
         flag.write_text("x")
         os.kill(pid, signal.SIGKILL)
@@ -343,15 +358,13 @@ async def test_worker_killed_during_backoff_resumes_the_timer(temporal_env, wset
         assert st.attempt == 2  # the failed restart and the one after the backoff
         assert st.healthy_since is not None and st.healthy_since >= due
         assert (st.healthy_since - due).total_seconds() < 15
-        await handle.terminate("test over")
+        await handle.terminate()
     finally:
         kill_process_group(first)
         kill_process_group(second)
 
 
 async def test_human_gate_waits_for_a_decision(temporal_env, wsettings, sqlite_db, ports, task_queue):
-    from windflow.domain.contracts import DecisionInput
-
     client = temporal_env.client
     port = ports()
     spec = standin("gated", port, boot=0.1, args=["--crash-after", "0.3"],
@@ -360,16 +373,16 @@ async def test_human_gate_waits_for_a_decision(temporal_env, wsettings, sqlite_d
     await register(sqlite_db, spec)
     await start_service(wsettings, spec)
     async with running_worker(client, wsettings, sqlite_db):
-        handle = await supervise(client, task_queue, "gated")
+        handle = await supervise(client, task_queue, "gated", sqlite_db)
         st = await eventually(lambda: _in_state(handle, SupervisionState.WAITING_DECISION), timeout=60)
         assert st.attempt == 2
         spawned = spawns(wsettings, "gated")
         await asyncio.sleep(0.8)
         assert spawns(wsettings, "gated") == spawned  # waits for the operator, durably
-        await handle.execute_update(ServiceSupervisor.decide, DecisionInput(decision="approve", actor="bob"))
+        await handle.decide("approve", "bob")
         await eventually(lambda: spawns(wsettings, "gated") > spawned, timeout=20)  # another round runs
         await eventually(lambda: _in_state(handle, SupervisionState.WAITING_DECISION), timeout=60)
-        await handle.execute_update(ServiceSupervisor.decide, DecisionInput(decision="keep_stopped", actor="bob"))
+        await handle.decide("keep_stopped", "bob")
         await eventually(lambda: _in_state(handle, SupervisionState.GAVE_UP), timeout=20)
         assert processes_with(f"--port {port} ") == []
         await stop_supervisor(handle)

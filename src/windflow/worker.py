@@ -27,6 +27,7 @@ from windflow.activities.runs import TemporalActivities
 from windflow.activities.services import ServiceActivities
 from windflow.activities.shutdown import ShutdownActivities
 from windflow.activities.supervision import SupervisionActivities
+from windflow.activities.watch import WatchActivities
 from windflow.drivers import build_driver_registry
 from windflow.outbound import OutboundPolicy
 from windflow.persistence import sealing
@@ -43,7 +44,8 @@ from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.initialization import SystemInitialization
 from windflow.workflows.rollout import ConfigRollout
 from windflow.workflows.shutdown import SystemShutdown
-from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
+from windflow.workflows.supervision import ServiceRecovery
+from windflow.workflows.watch import Watcher
 
 log = logging.getLogger("windflow.worker")
 
@@ -54,7 +56,7 @@ STICKY_TIMEOUT = timedelta(seconds=2)
 WORKER_LOST = "WorkerLost"
 _IDENTITY = re.compile(r"^(\d+)@(\S+)")
 
-WORKFLOWS: list[type] = [SystemInitialization, ServiceSupervisor, ServiceRecovery, ServiceControl, RecoverySweep,
+WORKFLOWS: list[type] = [SystemInitialization, Watcher, ServiceRecovery, ServiceControl, RecoverySweep,
                          ConfigRollout, SystemShutdown]
 
 
@@ -66,6 +68,7 @@ class WorkerParts:
     services: ServiceActivities
     records: RecordActivities
     supervision: SupervisionActivities
+    watch: WatchActivities
     #: with ``settings.worker_host``: the worker of this host's own queue (driver and probe activities of the
     #: services bound to this host, see ``workflows._policies.driver_queue``); run it beside ``worker``
     host_worker: Worker | None = None
@@ -102,12 +105,14 @@ def build_worker(
     services = ServiceActivities(db=db, drivers=drivers, probes=probes, probe_history=settings.probe_history,
                                  on_commit=on_commit)
     records = RecordActivities(db=db, on_commit=on_commit)
-    runs = TemporalActivities(client=client)
+    runs = TemporalActivities(client=client, db=db)
     budget = RestartBudget(db, max_in_flight=settings.restart_max_in_flight,
                            max_per_window=settings.restart_max_per_window, window=settings.restart_window,
                            lease=300.0)
     supervision = SupervisionActivities(db=db, drivers=drivers, probes=probes, budget=budget,
                                         probe_history=settings.probe_history, on_commit=on_commit)
+    watch = WatchActivities(db=db, drivers=drivers, probes=probes, client=client,
+                            probe_history=settings.probe_history, on_commit=on_commit)
     notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels),
                                            outbound=OutboundPolicy.for_notify(settings))
     rollout = RolloutActivities(db=db, drivers=drivers, probes=probes, on_commit=on_commit)
@@ -119,7 +124,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
-        activities=activities_of(services, records, runs, supervision, notifications, rollout, shutdown),
+        activities=activities_of(services, records, runs, supervision, watch, notifications, rollout, shutdown),
         max_concurrent_activities=max_concurrent_activities,
         # on SIGTERM, let short activities finish; long watches are cancelled and resume on another worker
         graceful_shutdown_timeout=graceful_shutdown,
@@ -131,11 +136,11 @@ def build_worker(
         host_worker = Worker(
             client,
             task_queue=host_queue(task_queue or settings.task_queue, settings.worker_host),
-            activities=activities_of(services, supervision, rollout),
+            activities=activities_of(services, supervision, watch, rollout),
             max_concurrent_activities=max_concurrent_activities,
             graceful_shutdown_timeout=graceful_shutdown,
         )
-    return WorkerParts(worker=worker, services=services, records=records, supervision=supervision,
+    return WorkerParts(worker=worker, services=services, records=records, supervision=supervision, watch=watch,
                        host_worker=host_worker)
 
 
@@ -270,6 +275,21 @@ async def reclaim_in_background(client: Client, task_queue: str) -> None:
         log.info("took over %d activit%s of dead workers of this host", ended, "y" if ended == 1 else "ies")
 
 
+async def take_over_watching(client: Client, task_queue: str, host: str | None) -> None:
+    """A worker that starts makes sure its queues are watched (``watch/{queue}``: the shared one, and its host's),
+    and ends the ``supervise/*`` workflows a previous version left (the watcher takes their services over);
+    failures only logged (the sweep makes sure of it again)."""
+    from windflow.watching import end_supervisors, ensure_watcher
+
+    try:
+        await ensure_watcher(client, task_queue=task_queue)
+        if host:
+            await ensure_watcher(client, task_queue=task_queue, host=host)
+        await end_supervisors(client)
+    except Exception as exc:  # noqa: BLE001 - Temporal away: the sweep starts them later
+        log.warning("could not make sure the watchers run: %s", exc)
+
+
 async def run_worker(settings: Settings) -> None:
     """`windflow worker`: run until SIGINT/SIGTERM, then finish in-flight tasks and exit."""
     from windflow.persistence.migrate import upgrade
@@ -314,9 +334,11 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with parts.worker, parts.host_worker or contextlib.nullcontext():
             reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
+            taking_over = asyncio.create_task(take_over_watching(client, settings.task_queue, settings.worker_host))
             watchdog = asyncio.create_task(watch_runs(client, db))
             await stop.wait()
             reclaiming.cancel()
+            taking_over.cancel()
             watchdog.cancel()
     finally:
         if ship_task is not None:

@@ -93,6 +93,10 @@ class StateWriter:
         row = await services.get(session=session, service_id=service_id)
         if row is None:
             return None
+        if desired is not None:
+            # an explicit act on the desired state supersedes an operator path's hold
+            row.held_by = None
+            row.held_until = None
         if desired is not None and desired != row.desired:
             row.desired = desired
             row.desired_by = actor or source

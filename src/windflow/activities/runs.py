@@ -1,17 +1,14 @@
-"""Activities that talk to Temporal itself (waiting on another run)."""
+"""Activities that talk to Temporal itself: waiting on another run, the watchers, recoveries on demand, and the
+hold an operator path puts on a service while it drives it."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.domain.contracts import (
@@ -19,25 +16,28 @@ from windflow.domain.contracts import (
     AwaitSupervisorResult,
     AwaitWorkflowInput,
     AwaitWorkflowResult,
-    PauseInput,
-    RecoverNowInput,
-    RecoverNowResult,
-    SupervisionState,
+    StartRecoveriesInput,
     SupervisorControlInput,
-    SupervisorInput,
     SupervisorsInput,
     SupervisorsResult,
-    SupervisorStatus,
+    WatchersInput,
+    WatchersResult,
 )
-from windflow.workflows import search_attributes as sa
+from windflow.persistence.repositories import ServiceRepository
+from windflow.watching import end_supervisors, ensure_watcher, recovery_id, start_recovery, watcher_queue
 
-#: Supervisor starts in flight at once (each a describe and a start RPC) when an initialization hands over.
-SUPERVISOR_START_CONCURRENCY = 16
+if TYPE_CHECKING:
+    from windflow.persistence.db import Database
+
+services = ServiceRepository()
+#: recovery starts in flight at once (one RPC each)
+START_CONCURRENCY = 16
 
 
 class TemporalActivities:
-    def __init__(self, *, client: Client) -> None:
+    def __init__(self, *, client: Client, db: Database | None = None) -> None:
         self.client = client
+        self.db = db
 
     @activity.defn(name="await_workflow")
     async def await_workflow(self, req: AwaitWorkflowInput) -> AwaitWorkflowResult:
@@ -55,42 +55,68 @@ class TemporalActivities:
             activity.heartbeat(desc.status.name if desc.status else "unknown")
             await asyncio.sleep(req.poll)
 
+    # ----------------------------------------------------------------- watchers and recoveries
+
+    async def _hosts(self) -> set[str | None]:
+        """The hosts whose queues have services (None: the shared queue, always watched)."""
+        hosts: set[str | None] = {None}
+        if self.db is not None:
+            async with self.db.read() as session:
+                hosts |= {row.host or None for row in await services.all(session=session)}
+        return hosts
+
+    @activity.defn(name="ensure_watchers")
+    async def ensure_watchers(self, req: WatchersInput) -> WatchersResult:
+        """Every queue with services has its running watcher (``watch/{queue}``); leftover ``supervise/*``
+        workflows of the previous version end."""
+        task_queue = req.task_queue or activity.info().task_queue
+        hosts = set(req.hosts) if req.hosts is not None else await self._hosts()
+        out = WatchersResult()
+        for host in sorted(hosts, key=lambda h: h or ""):
+            queue = watcher_queue(task_queue, host)
+            running = await self._running(f"watch/{queue}")
+            await ensure_watcher(self.client, task_queue=task_queue, host=host)
+            (out.already_running if running else out.started).append(queue)
+            activity.heartbeat(queue)
+        out.terminated_supervisors = await end_supervisors(self.client)
+        return out
+
+    @activity.defn(name="start_recoveries")
+    async def start_recoveries(self, req: StartRecoveriesInput) -> list[str]:
+        """Start ``recover/{service}`` for each named service (joining any that runs); the ids started."""
+        gate = asyncio.Semaphore(START_CONCURRENCY)
+        task_queue = req.task_queue or activity.info().task_queue
+
+        async def start(service_id: str) -> None:
+            async with gate:
+                await start_recovery(self.client, task_queue=task_queue, service_id=service_id, reason=req.reason,
+                                     actor=req.actor, source=req.source)
+                activity.heartbeat(service_id)
+
+        await asyncio.gather(*(start(s) for s in req.service_ids))
+        return list(req.service_ids)
+
+    # ----------------------------------------------------------------- kept for runs of the previous version
+
     @activity.defn(name="recover_via_supervisor")
     async def recover_via_supervisor(self, req: AwaitSupervisorInput) -> AwaitSupervisorResult:
-        """Ask the service's supervisor to recover it and follow until it is done.
+        """Recoveries started by the previous version asked a supervisor first: none runs any more, so the
+        recovery goes on by itself."""
+        return AwaitSupervisorResult(supervised=False, message=f"{req.service_id} has no supervisor")
 
-        ``supervised=False`` when the service has no running supervisor (the caller recovers it itself).
-        """
-        handle = self.client.get_workflow_handle(f"supervise/{req.service_id}")
-        try:
-            desc = await handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return AwaitSupervisorResult(supervised=False)
-            raise
-        if desc.status != WorkflowExecutionStatus.RUNNING:
-            return AwaitSupervisorResult(supervised=False)
-        before = await handle.query("status", result_type=SupervisorStatus) if req.confirm else None
-        answer = await handle.execute_update(
-            "recover_now", RecoverNowInput(reason=req.reason, actor=req.actor, source=req.source,
-                                           confirm=req.confirm),
-            result_type=RecoverNowResult,
-        )
-        if not answer.attached and answer.state != SupervisionState.RECOVERING:
-            return AwaitSupervisorResult(supervised=True, state=answer.state.value, message=answer.message)
-        busy = {SupervisionState.RECOVERING, SupervisionState.BACKING_OFF, SupervisionState.BLOCKED,
-                SupervisionState.WAITING_BUDGET}
-        await asyncio.sleep(0.05)
-        while True:
-            status = await handle.query("status", result_type=SupervisorStatus)
-            if status.state not in busy:
-                restarted = before is None or status.restarts_total > before.restarts_total
-                return AwaitSupervisorResult(supervised=True, attached=answer.attached, state=status.state.value,
-                                             attempt=status.attempt, message=status.message, restarted=restarted)
-            activity.heartbeat(status.state.value)
-            await asyncio.sleep(req.poll)
+    @activity.defn(name="ensure_supervisors")
+    async def ensure_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:
+        """What initializations and sweeps of the previous version call: the watchers now."""
+        await self.ensure_watchers(WatchersInput(task_queue=req.task_queue, actor=req.actor))
+        return SupervisorsResult(already_running=list(req.service_ids))
 
-    # ----------------------------------------------------------------- supervisors
+    @activity.defn(name="stop_stale_supervisors")
+    async def stop_stale_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:  # noqa: ARG002
+        """Leftover ``supervise/*`` workflows end (the watchers took their services over)."""
+        ended = await end_supervisors(self.client)
+        return SupervisorsResult(stopped=[e.removeprefix("supervise/") for e in ended])
+
+    # ----------------------------------------------------------------- holds
 
     async def _running(self, workflow_id: str) -> bool:
         try:
@@ -101,79 +127,44 @@ class TemporalActivities:
             raise
         return desc.status == WorkflowExecutionStatus.RUNNING
 
-    async def _start_supervisor(self, service_id: str, task_queue: str, actor: str) -> bool:
-        """Start ``supervise/{service_id}`` unless it runs; True when this call started it."""
-        workflow_id = f"supervise/{service_id}"
-        if await self._running(workflow_id):
-            return False
-        await self.client.start_workflow(
-            "ServiceSupervisor",
-            SupervisorInput(service_id=service_id),
-            id=workflow_id,
-            task_queue=task_queue or activity.info().task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            memo={"actor": actor},
-            search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "supervisor"),
-                                                     SearchAttributePair(sa.SERVICE, service_id),
-                                                     SearchAttributePair(sa.STATE, "starting")]),
-            static_summary=f"supervises {service_id}",
-        )
-        return True
-
-    @activity.defn(name="ensure_supervisors")
-    async def ensure_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:
-        """Every named (monitored) service gets a running supervisor."""
-        out = SupervisorsResult()
-        gate = asyncio.Semaphore(SUPERVISOR_START_CONCURRENCY)  # one start is one RPC: overlap them, boundedly
-
-        resume = set(req.resume)
-
-        async def start(service_id: str) -> bool:
-            async with gate:
-                started = await self._start_supervisor(service_id, req.task_queue, req.actor)
-                if not started and service_id in resume:
-                    # desired running again (an initialization started it): a supervisor a stop paused, or one
-                    # that gave up, watches again; a running one ignores the signal
-                    await self.client.get_workflow_handle(f"supervise/{service_id}").signal("resume")
-                    out.resumed.append(service_id)
-                activity.heartbeat(service_id)
-                return started
-
-        outcomes = await asyncio.gather(*(start(s) for s in req.service_ids))
-        for service_id, started in zip(req.service_ids, outcomes, strict=True):
-            (out.started if started else out.already_running).append(service_id)
-        return out
-
-    @activity.defn(name="stop_stale_supervisors")
-    async def stop_stale_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:
-        """Supervisors of services that are gone or no longer monitored are told to stop."""
-        out = SupervisorsResult()
-        keep = set(req.service_ids)
-        query = "WindflowKind = 'supervisor' AND ExecutionStatus = 'Running'"
-        async for execution in self.client.list_workflows(query):
-            service_id = execution.id.removeprefix("supervise/")
-            if service_id not in keep:
-                await self.client.get_workflow_handle(execution.id).signal("stop_supervision")
-                out.stopped.append(service_id)
-        return out
+    async def _set_hold(self, service_id: str, holder: str | None, seconds: float = 0.0) -> None:
+        if self.db is None:
+            return
+        async with self.db.write() as session:
+            row = await services.get(session=session, service_id=service_id)
+            if row is None:
+                return
+            row.held_by = holder
+            row.held_until = datetime.now(UTC) + timedelta(seconds=seconds) if holder else None
 
     @activity.defn(name="pause_supervisor")
     async def pause_supervisor(self, req: SupervisorControlInput) -> bool:
-        """Pause supervision (returns once it is paused); False when the service has no supervisor."""
-        workflow_id = f"supervise/{req.service_id}"
-        if not await self._running(workflow_id):
-            return False
-        await self.client.get_workflow_handle(workflow_id).execute_update(
-            "pause", PauseInput(reason=req.reason, actor=req.actor), result_type=SupervisorStatus)
-        return True
+        """Hold the service for an operator path (stop, restart, rollout, shutdown): no recovery restarts it
+        until released (or ``hold_for`` passes); a recovery in flight is cancelled and waited for. True when the
+        service is held."""
+        info = activity.info()
+        await self._set_hold(req.service_id, f"{info.workflow_id}: {req.reason}"[:200], req.hold_for)
+        handle = self.client.get_workflow_handle(recovery_id(req.service_id))
+        if await self._running(handle.id):
+            try:
+                await handle.cancel()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+            while await self._running(handle.id):
+                activity.heartbeat("waiting for the recovery to end")
+                await asyncio.sleep(0.2)
+        return self.db is not None
 
     @activity.defn(name="resume_supervisor")
     async def resume_supervisor(self, req: SupervisorControlInput) -> str:
-        """Resume supervision, or start it; returns resumed | started."""
-        workflow_id = f"supervise/{req.service_id}"
-        if await self._running(workflow_id):
-            await self.client.get_workflow_handle(workflow_id).signal("resume")
-            return "resumed"
-        await self._start_supervisor(req.service_id, req.task_queue, req.actor)
-        return "started"
+        """Release the hold; the queue's watcher (made sure to run) watches the service again. Returns
+        ``resumed``."""
+        await self._set_hold(req.service_id, None)
+        host = None
+        if self.db is not None:
+            async with self.db.read() as session:
+                row = await services.get(session=session, service_id=req.service_id)
+                host = row.host if row is not None else None
+        await ensure_watcher(self.client, task_queue=req.task_queue or activity.info().task_queue, host=host)
+        return "resumed"

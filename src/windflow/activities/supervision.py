@@ -1,8 +1,7 @@
-"""Supervision activities: watch a service, check its dependencies, run one recovery attempt.
+"""Recovery activities: what a recovery starts from, dependency checks, one recovery attempt, records.
 
-``watch_service`` is the only long-running one: it probes on the service's own interval in this
-worker (a probe is not a workflow task) and returns as soon as the process exits (seen at once through
-the driver) or the probe has failed ``failure_threshold`` times in a row.
+The watching itself is ``activities.watch`` (one activity per task queue); these serve ``ServiceRecovery``
+(``recover/{service}``), ``ServiceControl`` and the sweep.
 """
 
 from __future__ import annotations
@@ -25,16 +24,16 @@ from windflow.domain.contracts import (
     RecordSupervisionInput,
     RecoverStepInput,
     RecoverStepResult,
+    RecoveryTarget,
     SweepPlan,
     WaitDependenciesInput,
-    WatchInput,
-    WatchResult,
 )
 from windflow.domain.errors import WindflowError
 from windflow.domain.events import EVENT_DATA_MODELS, EventType, HealthCheck, make_event
 from windflow.domain.health import HealthTracker, HealthVerdict
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import ProbeResult, RunStatus
+from windflow.domain.status import RECOVERY
 from windflow.drivers.base import DriverRegistry
 from windflow.metrics import RECOVERY_DURATION, count_restart
 from windflow.persistence.repositories import (
@@ -68,37 +67,20 @@ def _now() -> datetime:
 
 
 
+def _desired(row: Any) -> str | None:
+    return row.desired or ("running" if row.state in SUPERVISABLE_STATES else None)
+
+
+def _held(row: Any) -> bool:
+    until = row.held_until
+    if row.held_by is None or until is None:
+        return False
+    return (until if until.tzinfo else until.replace(tzinfo=UTC)) > _now()
+
+
 def _is_job(row: Any) -> bool:
     """A stored service that is a job (``kind: job``): it runs to completion and is never supervised."""
     return (row.spec or {}).get("kind") == "job"
-
-class _Readiness:
-    """A watched service's two verdicts, liveness and readiness, and the one state they make: ``healthy`` (alive
-    and ready) or ``not_ready`` (alive, not ready: dependants wait, nothing restarts it)."""
-
-    def __init__(self, spec: ServiceSpec) -> None:
-        self.service_id = spec.id
-        self.is_alive = False
-        self.is_ready: bool | None = None
-        self.recorded: str | None = None
-
-    async def alive(self, state: StateWriter) -> None:
-        self.is_alive = True
-        await self._record(state, "")
-
-    async def ready(self, ready: bool, message: str, state: StateWriter) -> None:
-        self.is_ready = ready
-        await self._record(state, message)
-
-    async def _record(self, state: StateWriter, message: str) -> None:
-        if not self.is_alive or self.is_ready is None:
-            return
-        wanted = "healthy" if self.is_ready else "not_ready"
-        if wanted != self.recorded:
-            self.recorded = wanted
-            await state.set_state(self.service_id, wanted, source="supervisor",
-                                  message="healthy" if self.is_ready else f"not ready: {message}".strip())
-
 
 class SupervisionActivities:
     def __init__(
@@ -182,125 +164,6 @@ class SupervisionActivities:
             go.set()
             await asyncio.shield(task)
 
-    # ----------------------------------------------------------------- watch
-
-    @activity.defn(name="watch_service")
-    async def watch_service(self, req: WatchInput) -> WatchResult:
-        """Return the first bad verdict: the process exited, or the probe failed ``failure_threshold`` times."""
-        spec = req.spec
-        await self._evidence_written(spec.id)  # the previous verdict's evidence goes before anything new
-        driver = self.drivers.for_service(spec)
-        status = await driver.status(spec)
-        if status.status == RunStatus.STOPPED:
-            return WatchResult(verdict="not_running", message=status.message or f"{spec.id} is not running",
-                               detected_at=_now())
-        exit_task = asyncio.create_task(driver.wait_exit(spec))
-        health = spec.liveness_spec()  # only liveness failures end the watch (and restart the service)
-        since = req.since or status.started_at or _now()
-        # readiness probed on its own: failing it makes the service not_ready, never restarts it
-        gate = _Readiness(spec) if spec.separate_readiness else None
-        ready_task = asyncio.create_task(self._watch_readiness(spec, since, gate)) if gate is not None else None
-        if gate is not None and health is None:  # no liveness probe: alive is the process running, as it is
-            await gate.alive(self.state)
-        tracker = HealthTracker(
-            failure_threshold=health.failure_threshold if health else 1,
-            success_threshold=health.success_threshold if health else 1,
-            start_period=health.start_period if health else 0.0,
-        )
-        unrecorded: list[ProbeResult] = []
-        recent: list[ProbeResult] = []
-        last_record = time.monotonic()
-        healthy_since: float | None = None
-        verdict = HealthVerdict.UNKNOWN
-        probe_task: asyncio.Task[ProbeResult] | None = None
-        # wake up often enough that a heartbeat goes out well within the heartbeat timeout, probes or not
-        beat = activity.info().heartbeat_timeout
-        wake = min(5.0, beat.total_seconds() / 3) if beat else 5.0
-        try:
-            next_probe = time.monotonic()
-            while True:
-                activity.heartbeat({"verdict": verdict.value, "checks": len(recent)})
-                if health is not None and probe_task is None:
-                    delay = max(0.0, next_probe - time.monotonic())
-                    probe_task = asyncio.create_task(self._after(delay, lambda: self._probe(spec, "liveness")))
-                waiting: set[asyncio.Future[Any]] = {exit_task}
-                if probe_task is not None:
-                    waiting.add(probe_task)
-                done, _ = await asyncio.wait(waiting, timeout=wake, return_when=asyncio.FIRST_COMPLETED)
-                if exit_task in done:
-                    info = exit_task.result()
-                    if info is not None:
-                        self._record_later(spec, unrecorded, "unhealthy")
-                        return WatchResult(
-                            verdict="exited", message=info.message or f"pid {info.pid} exited",
-                            exit_code=info.exit_code, signal=info.signal, detected_at=info.exited_at,
-                            healthy_for=(time.monotonic() - healthy_since) if healthy_since else 0.0,
-                            probes=recent[-5:],
-                        )
-                    # this driver cannot observe exits: rely on the probe alone
-                    exit_task = asyncio.create_task(asyncio.Event().wait())  # type: ignore[arg-type]
-                if probe_task is not None and probe_task in done:
-                    result = probe_task.result()
-                    probe_task = None
-                    next_probe += health.interval if health else 1.0
-                    if next_probe < time.monotonic():  # fell behind (slow probe): re-anchor, no burst
-                        next_probe = time.monotonic()
-                    unrecorded.append(result)
-                    recent.append(result)
-                    del recent[:-20]
-                    previous = verdict
-                    elapsed = (_now() - since).total_seconds()
-                    verdict = tracker.observe(result.healthy, since_start=elapsed)
-                    if verdict == HealthVerdict.HEALTHY and previous != HealthVerdict.HEALTHY:
-                        healthy_since = time.monotonic()
-                        await self._record_probes(spec, unrecorded, "healthy", publish=True)
-                        unrecorded = []
-                        last_record = time.monotonic()
-                        if gate is None:
-                            await self.state.set_state(spec.id, "healthy", source="supervisor", message="healthy")
-                        else:
-                            await gate.alive(self.state)
-                    if verdict == HealthVerdict.UNHEALTHY:
-                        self._record_later(spec, unrecorded, "unhealthy")
-                        failing = [r for r in recent if not r.healthy][-tracker.failure_threshold:]
-                        return WatchResult(
-                            verdict="unhealthy",
-                            message=f"probe failed {tracker.consecutive_failures} times: {result.message}",
-                            detected_at=_now(),
-                            healthy_for=(time.monotonic() - healthy_since) if healthy_since else 0.0,
-                            probes=failing,
-                        )
-                if unrecorded and time.monotonic() - last_record >= req.record_every:
-                    await self._record_probes(spec, unrecorded, None, publish=False)
-                    unrecorded = []
-                    last_record = time.monotonic()
-        finally:
-            for task in (exit_task, probe_task, ready_task):
-                if task is not None and not task.done():
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-
-    async def _watch_readiness(self, spec: ServiceSpec, since: datetime, gate: _Readiness) -> None:
-        """Probe readiness at its own interval for as long as the watch runs; record ``not_ready`` and ``healthy``
-        as its verdict changes (a service is ``healthy`` when both alive and ready)."""
-        probe = spec.readiness_spec()
-        assert probe is not None
-        tracker = HealthTracker(failure_threshold=probe.failure_threshold, success_threshold=probe.success_threshold,
-                                start_period=probe.start_period)
-        while True:
-            result = await self.probes.check(probe, service=spec.id)
-            verdict = tracker.observe(result.healthy, since_start=(_now() - since).total_seconds())
-            if verdict in (HealthVerdict.HEALTHY, HealthVerdict.UNHEALTHY):
-                await gate.ready(verdict == HealthVerdict.HEALTHY, result.message, self.state)
-            await asyncio.sleep(probe.interval)
-
-    @staticmethod
-    async def _after(delay: float, make: Callable[[], Any]) -> Any:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return await make()
-
     # ----------------------------------------------------------------- dependencies
 
     async def _specs(self, ids: list[str]) -> dict[str, ServiceSpec]:
@@ -334,11 +197,48 @@ class SupervisionActivities:
 
     # ----------------------------------------------------------------- one recovery attempt
 
+    @activity.defn(name="begin_recovery")
+    async def begin_recovery(self, service_id: str) -> RecoveryTarget:
+        """What a recovery of ``service_id`` starts from: the applied spec (None: deleted), the desired state and
+        any hold, and the attempts carried over — a recovery that ended ``recovered`` less than ``reset_after``
+        ago left its count, which this one continues (a crash loop reaches the start limit across recoveries)."""
+        async with self.db.read() as session:
+            row = await services.get(session=session, service_id=service_id)
+            if row is None:
+                return RecoveryTarget()
+            spec = await applied_spec_of(session=session, row=row)
+            last = await runs.last_of(session=session, kind="recovery", service_id=service_id)
+        target = RecoveryTarget(spec=spec, desired=_desired(row), held_by=row.held_by if _held(row) else None)
+        if last is not None and last.status == "recovered" and last.finished_at is not None:
+            finished = last.finished_at if last.finished_at.tzinfo else last.finished_at.replace(tzinfo=UTC)
+            target.healthy_since = finished
+            if (_now() - finished).total_seconds() < spec.restart.reset_after:
+                target.attempt = int((last.summary or {}).get("attempt") or 0)
+        return target
+
+    async def _refusal(self, service_id: str) -> str | None:
+        """Why a recovery must not restart ``service_id`` now: desired stopped (an operator stopped it), held by
+        an operator path, or deleted; None when it may."""
+        async with self.db.read() as session:
+            row = await services.get(session=session, service_id=service_id)
+        if row is None:
+            return "the service was deleted"
+        if _desired(row) == "stopped":
+            return f"desired stopped ({row.desired_reason or row.desired_by or 'stopped'})"
+        if _held(row):
+            return f"held by {row.held_by}"
+        return None
+
     @activity.defn(name="recover_step")
     async def recover_step(self, req: RecoverStepInput) -> RecoverStepResult:
-        """Confirm → take a restart-budget lease → restart (idempotent) → wait until healthy."""
+        """Confirm → take a restart-budget lease → restart (idempotent) → wait until healthy.
+
+        Never restarts a service desired stopped or held by an operator path (outcome ``skipped``)."""
         spec = req.spec
         begin = time.monotonic()
+        refusal = await self._refusal(spec.id)
+        if refusal is not None:
+            return RecoverStepResult(outcome="skipped", message=f"not restarted: {refusal}")
         driver = self.drivers.for_service(spec)
         if req.confirm:
             result = await self._probe(spec, "liveness")
@@ -409,7 +309,7 @@ class SupervisionActivities:
             status = await driver.status(spec)
             if status.status == RunStatus.STOPPED:
                 await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
-                await self.state.set_state(spec.id, "recovering", source=req.source, restarted=not already,
+                await self.state.set_state(spec.id, "recovering", source=req.source, restarted=restarted,
                                            process_gone=True)
                 message = f"exited while starting: {status.message}".strip()
                 return RecoverStepResult(outcome="failed", message=message, pid=pid, restarted=restarted,
@@ -421,7 +321,7 @@ class SupervisionActivities:
                 await self._record_probes(spec, recent[-10:], "healthy", publish=True)
                 took = (_now() - req.recovery_started_at).total_seconds() if req.recovery_started_at else None
                 await self.state.set_state(spec.id, "healthy", source=req.source, pid=pid, message="recovered",
-                                           restarted=not already,
+                                           restarted=restarted,
                                            status={"recovered": True, "recovery_seconds": took,
                                                    "attempts": req.attempts_here, "reason": req.reason})
                 RECOVERY_DURATION.observe(time.monotonic() - begin)
@@ -430,7 +330,7 @@ class SupervisionActivities:
             waited = time.monotonic() - since
             if waited >= req.timeout:
                 await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
-                await self.state.set_state(spec.id, "recovering", source=req.source, pid=pid, restarted=not already)
+                await self.state.set_state(spec.id, "recovering", source=req.source, pid=pid, restarted=restarted)
                 return RecoverStepResult(outcome="failed", restarted=restarted, pid=pid,
                                          message=f"not healthy {req.timeout:g}s after restart: {result.message}",
                                          elapsed=time.monotonic() - begin, probes=recent[-5:])
@@ -486,24 +386,37 @@ class SupervisionActivities:
     async def dependants_of(self, service_id: str) -> list[str]:
         """Direct dependants flagged ``restart_with_dependencies``."""
         async with self.db.read() as session:
-            specs = await services.specs(session=session)
-        return sorted(s.id for s in specs if service_id in s.depends_on and s.restart_with_dependencies)
+            rows = await services.all(session=session)
+        out = []
+        for row in rows:
+            if _desired(row) != "running" or row.state in RECOVERY or row.state in ("stopped", "stopping"):
+                continue
+            spec = spec_of(row)
+            if service_id in spec.depends_on and spec.restart_with_dependencies:
+                out.append(row.id)
+        return sorted(out)
 
     @activity.defn(name="sweep_plan")
     async def sweep_plan(self, _: str = "") -> SweepPlan:
-        """Monitored services desired running, whatever their state (a crash, a failed rollback, a reboot), and
-        the given-up ones whose applied version is not the one they gave up with (their config was fixed)."""
+        """``supervise``: the monitored services desired running (their queues need a watcher); ``recover``: those
+        among them that are neither healthy nor in a recovery nor being brought up or held (a crash the watcher
+        did not see through, a failed rollback, an initialization's failure); ``retry``: given-up ones whose
+        applied version is not the one they gave up with (their config was fixed)."""
         async with self.db.read() as session:
             rows = await services.all(session=session)
         plan = SweepPlan()
         for row in rows:
-            desired = row.desired or ("running" if row.state in SUPERVISABLE_STATES else None)
-            if not row.monitored or desired != "running" or _is_job(row):  # a job is never supervised
+            if not row.monitored or _desired(row) != "running" or _is_job(row):  # a job is never supervised
                 continue
             plan.supervise.append(row.id)
+            plan.hosts = sorted({*plan.hosts, row.host or ""})
             applied = row.applied_version or row.current_version
-            if row.state == "gave_up" and row.gave_up_version is not None and row.gave_up_version != applied:
-                plan.retry.append(row.id)
+            if row.state == "gave_up":
+                if row.gave_up_version is not None and row.gave_up_version != applied:
+                    plan.retry.append(row.id)
+            elif row.state not in ("healthy", "not_ready", "starting", "stopping", "completed") \
+                    and row.state not in RECOVERY and not _held(row):
+                plan.recover.append(row.id)
         return plan
 
     @activity.defn(name="list_monitored")

@@ -32,7 +32,6 @@ console = Console()
 #: shutdown bounds: `windflow up` must exit promptly on Ctrl-C / SIGTERM whatever is in flight
 WORKER_STOP_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 120.0  # seconds `windflow up --stop-services` waits for its shutdown run
-SUPERVISION_STOP_TIMEOUT = 5.0
 STATE_RECORD_TIMEOUT = 5.0
 
 
@@ -236,10 +235,10 @@ async def run_up(
 ) -> int:
     """Run everything until a signal (or, with ``exit_after_init``, until the initialization ended).
 
-    Shutdown order: API; with ``stop_services`` the services' supervisors are ended (else they would
-    "recover" what is stopped next); the worker (cancels in-flight activities, so nothing starts a service
-    any more; bounded in time); with ``stop_services`` every registered service, dependants first; then the
-    store and the dev server. An initialization interrupted by the signal stays open in Temporal (its
+    Shutdown order: API; with ``stop_services`` a shutdown run sets every service's desired state to stopped
+    (so no recovery restarts what is stopped next) and stops them; the worker (cancels in-flight activities, so
+    nothing starts a service any more; bounded in time); with ``stop_services`` what is left, dependants first;
+    then the store and the dev server. An initialization interrupted by the signal stays open in Temporal (its
     history is in the data dir's SQLite file) and resumes on the next ``windflow up``.
     """
     import uvicorn
@@ -251,7 +250,13 @@ async def run_up(
     from windflow.run_health import watch_runs
     from windflow.schedules import ensure_sweep_schedule
     from windflow.temporal_client import connect
-    from windflow.worker import build_worker, ensure_search_attributes, reclaim_in_background, worker_identity
+    from windflow.worker import (
+        build_worker,
+        ensure_search_attributes,
+        reclaim_in_background,
+        take_over_watching,
+        worker_identity,
+    )
 
     settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
     lock = UpLock(settings.ensure_data_dir())
@@ -304,6 +309,8 @@ async def run_up(
             async with _worker_running(parts.worker, stop) as worker_failed:
                 # after a crash or a reboot: the activities of the `windflow up` that died run here now
                 reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
+                # the services desired running are watched (and recovered after a reboot) from the start
+                taking_over = asyncio.create_task(take_over_watching(client, settings.task_queue, None))
                 watchdog = asyncio.create_task(watch_runs(client, resources.db,
                                                           on_commit=relay.notify if relay else None))
                 api_task = asyncio.create_task(api.serve())
@@ -334,6 +341,7 @@ async def run_up(
                     console.print("shutting down")
                 finally:
                     reclaiming.cancel()
+                    taking_over.cancel()
                     watchdog.cancel()
                     api.should_exit = True
                     await api_task
@@ -351,7 +359,6 @@ async def run_up(
                         registered = await _registered(resources.db)  # before anything is cancelled
                         if not worker_failed():  # while the worker still runs
                             shut_down = await _shutdown_run(client, settings.task_queue, registered)
-                            await _end_supervision(client, registered)
             if stop_services and not shut_down:
                 await _stop_all(parts.services, registered)
         finally:
@@ -468,26 +475,6 @@ async def _registered(db: Any) -> dict[str, Any]:
         return {s.id: s for s in await ServiceRepository().specs(session=session)}
 
 
-async def _end_supervision(client: Any, specs: dict[str, Any]) -> None:
-    """--stop-services: end the services' supervisors first, or they would "recover" what is stopped next
-    (at once, or as soon as the next `windflow up` runs them). The next initialization starts them again."""
-    from temporalio.service import RPCError
-
-    async def end(service_id: str) -> None:
-        handle = client.get_workflow_handle(f"supervise/{service_id}")
-        try:
-            await handle.signal("stop_supervision")
-        except RPCError:
-            return  # never supervised, or its supervisor already ended
-        with contextlib.suppress(Exception):
-            await handle.result()
-
-    try:
-        await asyncio.wait_for(asyncio.gather(*(end(s) for s in specs)), SUPERVISION_STOP_TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - best effort: the services are stopped regardless
-        console.print(f"[yellow]could not end supervision cleanly: {exc!r}[/yellow]")
-
-
 async def _shutdown_run(client: Any, task_queue: str, specs: dict[str, Any]) -> bool:
     """--stop-services: a ``SystemShutdown`` run (``down/…``, visible in the Temporal UI and the API's history)
     stops every service, dependants first; True if it stopped them all. Bounded in time: if it does not end,
@@ -541,7 +528,8 @@ async def _stop_all(services: Any, specs: dict[str, Any]) -> None:
 
     async def record() -> None:
         for name, message in stopped.items():
-            await services.state.set_state(name, "stopped", source="user", message=message)
+            await services.state.set_state(name, "stopped", source="user", message=message, desired="stopped",
+                                           actor="windflow up --stop-services")
 
     try:
         await asyncio.wait_for(record(), STATE_RECORD_TIMEOUT)

@@ -281,7 +281,7 @@ class RecoverStepInput(BaseModel):
 
 
 class RecoverStepResult(BaseModel):
-    outcome: Literal["recovered", "healthy", "failed", "budget"]
+    outcome: Literal["recovered", "healthy", "failed", "budget", "skipped"]
     message: str = ""
     retry_after: float = 0.0
     pid: int | None = None
@@ -351,6 +351,64 @@ class RecoveryInput(BaseModel):
     actor: str = "system"
     source: str = "api"
     confirm: bool = Field(False, description="Probe first: a healthy service is not restarted (alert hooks)")
+    verdict: WatchResult | None = Field(None, description="What the watcher observed (exit code and signal, or "
+                                        "the failed probes), when a watcher started this recovery")
+
+
+class RecoveryTarget(BaseModel):
+    """What a recovery starts from: the applied spec, whether it may restart at all, and the attempt count
+    carried from the last recovery (it resets once the service was healthy for ``reset_after``)."""
+
+    spec: ServiceSpec | None = None
+    desired: str | None = None
+    held_by: str | None = Field(None, description="The operator path holding the service (no restart meanwhile)")
+    attempt: int = Field(0, description="Attempts already counted (the last recovery ended < reset_after ago)")
+    healthy_since: datetime | None = None
+
+
+class StartRecoveriesInput(BaseModel):
+    service_ids: list[str] = Field(default_factory=list)
+    reason: str = "sweep"
+    actor: str = "system"
+    source: str = "sweep"
+    task_queue: str = ""
+
+
+class WatcherInput(BaseModel):
+    """``Watcher`` (id ``watch/{queue}``): the queue whose services it watches (the shared queue, or a host's)."""
+
+    queue: str
+    host: str | None = Field(None, description="The host of a host queue (None: the shared queue's services)")
+    heartbeat_timeout: float = Field(5.0, ge=1, description="Seconds before a silent watch is retried elsewhere")
+    max_run: float = Field(6 * 3600.0, gt=0, description="Seconds one watch activity runs before the workflow "
+                           "continues as new (keeps its history short)")
+
+
+class WatchQueueInput(BaseModel):
+    queue: str
+    host: str | None = None
+    workflow_task_queue: str = Field("", description="Where recoveries the watch starts run (the shared queue)")
+    max_run: float = 6 * 3600.0
+    reload_every: float = Field(0.5, gt=0, description="Seconds between reads of the registry's change stamp")
+    record_every: float = Field(15.0, gt=0, description="Seconds between batched writes of probe results")
+
+
+class WatchQueueResult(BaseModel):
+    watched: int = 0
+    recoveries_started: int = 0
+    message: str = ""
+
+
+class WatchersInput(BaseModel):
+    task_queue: str = ""
+    hosts: list[str | None] | None = Field(None, description="Queues to ensure (None: every host with services)")
+    actor: str = "system"
+
+
+class WatchersResult(BaseModel):
+    started: list[str] = Field(default_factory=list)
+    already_running: list[str] = Field(default_factory=list)
+    terminated_supervisors: list[str] = Field(default_factory=list)
 
 
 class AlertsIgnoredInput(BaseModel):
@@ -364,7 +422,7 @@ class AlertsIgnoredInput(BaseModel):
 
 class RecoveryResult(BaseModel):
     service_id: str
-    outcome: Literal["recovered", "healthy", "gave_up", "delegated", "failed"]
+    outcome: Literal["recovered", "healthy", "gave_up", "delegated", "failed", "skipped"]
     attempts: int = 0
     message: str = ""
     started_at: datetime | None = None
@@ -385,7 +443,8 @@ class SweepInput(BaseModel):
 
 
 class SweepResult(BaseModel):
-    supervisors_started: list[str] = Field(default_factory=list)
+    watchers_started: list[str] = Field(default_factory=list, description="Queues whose watcher the sweep started")
+    supervisors_started: list[str] = Field(default_factory=list, description="Runs of the previous version only")
     recoveries_started: list[str] = Field(default_factory=list)
     supervisors_stopped: list[str] = Field(default_factory=list)
     retried: list[str] = Field(default_factory=list, description="Given-up services tried again (new version)")
@@ -399,6 +458,9 @@ class SweepPlan(BaseModel):
 
     supervise: list[str] = Field(default_factory=list)
     retry: list[str] = Field(default_factory=list)
+    recover: list[str] = Field(default_factory=list, description="Desired running, neither healthy nor in a "
+                               "recovery: each gets one")
+    hosts: list[str] = Field(default_factory=list, description="Hosts whose queues have such services ('' = shared)")
 
 
 class AwaitSupervisorInput(BaseModel):
@@ -455,6 +517,8 @@ class SupervisorControlInput(BaseModel):
     reason: str = ""
     actor: str = "system"
     task_queue: str = ""
+    hold_for: float = Field(3600.0, gt=0, description="Seconds the hold lasts unless released first (a run that "
+                            "died without releasing it does not block recoveries forever)")
 
 
 # --------------------------------------------------------------------------- notifications

@@ -470,6 +470,12 @@ class ProcessDriver:
         return ServiceStatus(status=RunStatus.STOPPED, pid=proc.pid, started_at=proc.started_at,
                              message=f"pid {proc.pid} {reason}")
 
+    async def kill_leftovers(self, service: ServiceSpec) -> int:
+        """After the service's main process died: SIGKILL what is left of its process group (a child it started),
+        also for a process adopted from an earlier worker. Returns how many processes were in the group."""
+        async with self._lock(service.id):
+            return self._kill_leftovers(service.id)
+
     async def wait_exit(self, service: ServiceSpec) -> ExitInfo | None:
         """Return as soon as the service's process exits; at once if it is not running."""
         cfg = self._config(service)

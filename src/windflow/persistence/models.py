@@ -82,6 +82,10 @@ class ServiceRow(Base):
     restarts_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: the applied version when supervision gave up (the sweep tries again once another version is applied)
     gave_up_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: an operator path (stop, restart, rollout, shutdown) that drives the service holds it until ``held_until``
+    #: (migration 0012): meanwhile no recovery restarts it
+    held_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

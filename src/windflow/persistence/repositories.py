@@ -579,6 +579,12 @@ class RunSummaryRepository:
     async def get(self, *, session: AsyncSession, run_id: str) -> RunSummaryRow | None:
         return await session.get(RunSummaryRow, run_id)
 
+    async def last_of(self, *, session: AsyncSession, kind: str, service_id: str) -> RunSummaryRow | None:
+        """The newest run of ``kind`` for ``service_id`` (by start, then finish)."""
+        stmt = (select(RunSummaryRow).where(RunSummaryRow.kind == kind, RunSummaryRow.service_id == service_id)
+                .order_by(RunSummaryRow.started_at.desc(), RunSummaryRow.finished_at.desc()).limit(1))
+        return (await session.execute(stmt)).scalars().first()
+
     async def list(
         self,
         *,

@@ -1,9 +1,11 @@
 """``ServiceControl`` (id ``control/{service}``): a user's start/stop/restart, and ``RecoverySweep``.
 
-A user's stop pauses supervision first, so windflow does not "recover" a service a human stopped; a
-start resumes it once the service is healthy. ``RecoverySweep`` runs from a Temporal Schedule and
-reconciles like a controller: every monitored service has a running supervisor, and supervisors of
-services that are gone or no longer monitored stop.
+A user's stop or restart first holds the service (``pause_supervisor``: a recovery in flight is cancelled, and
+no recovery restarts it meanwhile), so windflow does not "recover" a service a human stops; the desired state
+it then sets (``stopped`` / ``running``) is what the watcher and recoveries follow. ``RecoverySweep`` runs from
+a Temporal Schedule and reconciles like a controller: every queue with services has its watcher
+(``watch/{queue}``), every service desired running that is neither healthy nor in a recovery gets one
+(``recover/{service}``), and a given-up service whose applied version changed is tried again.
 """
 
 from __future__ import annotations
@@ -22,14 +24,19 @@ with workflow.unsafe.imports_passed_through():
         ControlInput,
         ControlResult,
         ServiceActionInput,
+        StartRecoveriesInput,
         SupervisorControlInput,
         SupervisorsInput,
         SweepInput,
         SweepResult,
         WaitHealthyInput,
+        WatchersInput,
     )
     from windflow.workflows import _policies as policies
     from windflow.workflows import search_attributes as sa
+
+#: the sweep reconciles watchers and recoveries on demand (before: one supervisor per service)
+WATCHERS_PATCH = "sweep-watchers"
 
 
 @workflow.defn(name="ServiceControl")
@@ -93,6 +100,8 @@ class RecoverySweep:
     @workflow.run
     async def run(self, input: SweepInput) -> SweepResult:
         workflow.upsert_search_attributes([sa.KIND.value_set("sweep"), sa.ACTOR.value_set(input.actor)])
+        if workflow.patched(WATCHERS_PATCH):
+            return await self.reconcile(input)
         retry: list[str] = []
         if workflow.patched("sweep-desired-state"):
             # desired state decides, not the last observed one; given-up services with a new version retry
@@ -118,13 +127,43 @@ class RecoverySweep:
             TemporalActivities.stop_stale_supervisors, SupervisorsInput(service_ids=ids),
             summary="stop supervisors of services that should not run",
             start_to_close_timeout=timedelta(minutes=10), retry_policy=policies.STORE_RETRY)
-        parts = []
-        if ensured.started:
-            parts.append(f"started supervisors: {', '.join(ensured.started)}")
-        if stale.stopped:
-            parts.append(f"stopped supervisors: {', '.join(stale.stopped)}")
-        if ensured.resumed:
-            parts.append(f"tried again with a new version: {', '.join(ensured.resumed)}")
         return SweepResult(supervisors_started=ensured.started, supervisors_stopped=stale.stopped,
                            retried=ensured.resumed, checked=len(ids),
-                           message="; ".join(parts) or f"all {len(ids)} monitored services supervised")
+                           message=f"all {len(ids)} monitored services supervised")
+
+    async def reconcile(self, input: SweepInput) -> SweepResult:
+        """Every queue with services has its watcher; every service desired running that is neither healthy nor
+        in a recovery gets one; a given-up service whose applied version changed is tried again."""
+        plan = await workflow.execute_activity_method(
+            SupervisionActivities.sweep_plan, "", summary="plan: queues to watch, services to recover, given-up "
+            "ones with a new version", start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY)
+        queue = workflow.info().task_queue
+        watchers = await workflow.execute_activity_method(
+            TemporalActivities.ensure_watchers,
+            WatchersInput(task_queue=queue, hosts=[None, *(h or None for h in plan.hosts)], actor=input.actor),
+            summary=summaries.cut(f"watch the queues of {len(plan.supervise)} services"),
+            start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=policies.STORE_RETRY)
+        recover = sorted({*plan.recover, *plan.retry})
+        if recover:
+            await workflow.execute_activity_method(
+                TemporalActivities.start_recoveries,
+                StartRecoveriesInput(service_ids=recover, reason="sweep: desired running, not healthy",
+                                     actor=input.actor, source="sweep", task_queue=queue),
+                summary=summaries.cut(f"recover {', '.join(recover)}"),
+                start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=policies.STORE_RETRY)
+        parts = []
+        if watchers.started:
+            parts.append(f"started watchers: {', '.join(watchers.started)}")
+        if watchers.terminated_supervisors:
+            parts.append(f"ended supervisors of the previous version: {len(watchers.terminated_supervisors)}")
+        if plan.recover:
+            parts.append(f"recovering: {', '.join(plan.recover)}")
+        if plan.retry:
+            parts.append(f"tried again with a new version: {', '.join(plan.retry)}")
+        return SweepResult(watchers_started=watchers.started, recoveries_started=recover, retried=plan.retry,
+                           supervisors_stopped=[s.removeprefix("supervise/") for s in watchers.terminated_supervisors],
+                           checked=len(plan.supervise),
+                           message="; ".join(parts) or f"all {len(plan.supervise)} monitored services watched")

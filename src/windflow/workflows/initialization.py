@@ -527,7 +527,8 @@ class SystemInitialization:
         )
 
     async def _supervise_healthy(self) -> None:
-        """Monitored components that came up get their supervisor (idempotent)."""
+        """The queues of the components that came up have their watcher (idempotent; the activity keeps the name
+        it had when it started supervisors)."""
         if not workflow.patched("supervise-after-init"):
             return
         names = [n for n, c in self.state.components.items()
@@ -539,11 +540,11 @@ class SystemInitialization:
                 TemporalActivities.ensure_supervisors,
                 SupervisorsInput(service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor,
                                  resume=names),
-                summary=summaries.cut(f"supervise {len(names)} healthy: {', '.join(sorted(names))}"),
+                summary=summaries.cut(f"watch {len(names)} healthy: {', '.join(sorted(names))}"),
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=policies.STORE_RETRY)
         except ActivityError as exc:
-            self.state.message += f" (supervision not started: {policies.error_text(exc)})"
+            self.state.message += f" (watcher not started: {policies.error_text(exc)})"
 
     async def _finish(self, status: InitStatus, message: str) -> InitState:
         if status != InitStatus.CANCELLED:

@@ -1,4 +1,8 @@
-"""Recovery, supervision and control of one service: trigger, follow, decide, act, measure."""
+"""Recovery, supervision and control of one service: trigger, follow, decide, act, measure.
+
+Supervision is the queue's watcher (``watch/{queue}``) plus, while the service is in trouble, its recovery
+(``recover/{service}``): `GET …/supervision` answers from both.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +34,13 @@ from windflow.domain.contracts import (
     ControlResult,
     DecisionInput,
     RecoveryInput,
-    SupervisorInput,
     SupervisorStatus,
 )
 from windflow.persistence.repositories import ProbeResultRepository, RunSummaryRepository, ServiceRepository
+from windflow.watching import ensure_watcher, recovery_id, watcher_id, watcher_queue
 from windflow.workflows import search_attributes as sa
 from windflow.workflows.control import ServiceControl
-from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
+from windflow.workflows.supervision import ServiceRecovery
 
 router = APIRouter(prefix="/services/{service_id}", tags=["recovery"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
@@ -57,7 +61,7 @@ class RecoveryAccepted(BaseModel):
     workflow_id: str
     run_id: str
     attached: bool = Field(description="True when a recovery of this service was already running: this joined it")
-    supervised: bool
+    supervised: bool = Field(description="The service is monitored and its queue's watcher runs")
     temporal_ui: str | None = None
 
 
@@ -73,15 +77,20 @@ class RecoveryPublic(BaseModel):
 
 class SupervisionPublic(BaseModel):
     service_id: str
-    supervised: bool
-    status: SupervisorStatus | None = None
-    live: bool = Field(False, description="True when the status came from the running supervisor itself, false "
+    supervised: bool = Field(description="The service is monitored and its queue's watcher runs")
+    watcher: str | None = Field(None, description="The workflow id of the watcher of the service's queue "
+                                "(watch/{queue})")
+    recovering: bool = Field(False, description="A recovery (recover/{service}) runs now")
+    state: str | None = Field(None, description="The service's status (the read model)")
+    status: SupervisorStatus | None = Field(None, description="The running recovery's status, else the last one "
+                                            "recorded")
+    live: bool = Field(False, description="True when the status came from the running recovery itself, false "
                        "when it is the last one recorded in the store")
     message: str | None = Field(None, description="Why the status is not live, when it is not")
 
 
-#: how long `GET …/supervision` waits for the supervisor to answer its query: a supervisor whose worker died is
-#: answered for from the store, at once, instead of holding the request until the engine gives up
+#: how long `GET …/supervision` waits for the recovery to answer its query: one whose worker died is answered
+#: for from the store, at once, instead of holding the request until the engine gives up
 QUERY_TIMEOUT = timedelta(seconds=3)
 
 
@@ -115,11 +124,11 @@ def ui_link(resources: Any, workflow_id: str) -> str | None:
     return link
 
 
-async def _supervisor_running(client: Client, service_id: str) -> bool:
-    """Whether ``supervise/{service_id}`` runs: the raw describe RPC, whose answer's status is all this needs (the
-    SDK's ``describe()`` also decodes the whole description: memo, search attributes, pending activities)."""
+async def _running(client: Client, workflow_id: str) -> bool:
+    """Whether ``workflow_id`` runs: the raw describe RPC, whose answer's status is all this needs (the SDK's
+    ``describe()`` also decodes the whole description: memo, search attributes, pending activities)."""
     request = DescribeWorkflowExecutionRequest(namespace=client.namespace,
-                                               execution=WorkflowExecution(workflow_id=f"supervise/{service_id}"))
+                                               execution=WorkflowExecution(workflow_id=workflow_id))
     try:
         answer = await client.workflow_service.describe_workflow_execution(request)
     except RPCError as exc:
@@ -127,6 +136,10 @@ async def _supervisor_running(client: Client, service_id: str) -> bool:
             return False
         raise
     return answer.workflow_execution_info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+
+
+def _watcher_of(resources: Any, row: Any) -> str:
+    return watcher_id(watcher_queue(resources.settings.task_queue, row.host))
 
 
 @dataclass(frozen=True)
@@ -143,7 +156,7 @@ async def start_recovery(client: Client, *, task_queue: str, service_id: str, re
     ``request_id`` tags the start (memo): a different tag on the returned run means it was already running and this
     call attached to it. Shared by the manual trigger and the alert webhooks. ``confirm``: probe first and end
     without a restart when the service is healthy (alerts)."""
-    workflow_id = f"recover/{service_id}"
+    workflow_id = recovery_id(service_id)
     handle = await client.start_workflow(
         ServiceRecovery.run,
         RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm),
@@ -179,16 +192,18 @@ async def trigger_recovery(
 ) -> RecoveryAccepted:
     # a short read, not a session held across the Temporal calls below: under load, requests holding a pooled
     # connection while they wait for a second one (the audit write) would exhaust the pool
-    await services.require_exists(db=resources.db, service_id=service_id)
-    # whether a supervisor runs does not depend on the start: asked alongside (start and audit, one after the other)
-    supervisor = asyncio.ensure_future(_supervisor_running(client, service_id))
+    async with resources.db.read() as session:
+        row = await services.require(session=session, service_id=service_id)
+        monitored, watcher = row.monitored, _watcher_of(resources, row)
+    # whether the watcher runs does not depend on the start: asked alongside (start and audit, one after the other)
+    supervisor = asyncio.ensure_future(_running(client, watcher))
     try:
         started = await start_recovery(client, task_queue=resources.settings.task_queue, service_id=service_id,
                                        reason=body.reason, actor=principal.name, source="api", request_id=request_id)
         workflow_id, attached = started.workflow_id, started.attached
         await record_now(resources.db, principal, "recovery.trigger", workflow_id, request_id,
                          details={"reason": body.reason, "attached": attached})
-        supervised = await supervisor
+        supervised = monitored and await supervisor
     finally:  # on success it was awaited; else the start or the audit failed and the answer is that error
         if not supervisor.done():
             supervisor.cancel()
@@ -216,63 +231,64 @@ async def list_recoveries(
     )
 
 
-@router.get("/supervision", response_model=SupervisionPublic, summary="Live supervision state (query)")
-async def get_supervision(service_id: str, session: ReadSessionDep, client: TemporalDep,
+@router.get("/supervision", response_model=SupervisionPublic,
+            summary="Supervision of the service: its queue's watcher, and its recovery when one runs")
+async def get_supervision(service_id: str, session: ReadSessionDep, client: TemporalDep, resources: ResourcesDep,
                           _: CanRead) -> SupervisionPublic:
     row = await services.require(session=session, service_id=service_id)
     stored = (row.state_detail or {}).get("supervision")
     recorded = SupervisorStatus.model_validate(stored) if stored else None
-    if not await _supervisor_running(client, service_id):
-        return SupervisionPublic(service_id=service_id, supervised=False, status=recorded,
-                                 message="no supervisor runs: the last recorded status")
+    watcher = _watcher_of(resources, row)
+    watched, recovering = await asyncio.gather(_running(client, watcher), _running(client, recovery_id(service_id)))
+    out = SupervisionPublic(service_id=service_id, supervised=row.monitored and watched, watcher=watcher,
+                            recovering=recovering, state=row.state, status=recorded)
+    if not recovering:
+        out.message = "no recovery runs: the last recorded status" if recorded else "no recovery so far"
+        return out
     try:
-        live = await client.get_workflow_handle(f"supervise/{service_id}").query(
-            ServiceSupervisor.query_status, rpc_timeout=QUERY_TIMEOUT)
+        out.status = await client.get_workflow_handle(recovery_id(service_id)).query(
+            ServiceRecovery.query_status, rpc_timeout=QUERY_TIMEOUT)
+        out.live = True
     except RPCError as exc:
         if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.CANCELLED):
             raise
         seconds = QUERY_TIMEOUT.total_seconds()
-        return SupervisionPublic(
-            service_id=service_id, supervised=True, status=recorded, live=False,
-            message=f"the supervisor did not answer within {seconds:g}s (no worker runs it right now, or its worker "
-                    "is restarting): the last recorded status")
-    return SupervisionPublic(service_id=service_id, supervised=True, status=live, live=True)
+        out.message = (f"the recovery did not answer within {seconds:g}s (no worker runs it right now, or its "
+                       "worker is restarting): the last recorded status")
+    return out
 
 
 @router.post("/supervision", status_code=status.HTTP_202_ACCEPTED, response_model=SupervisionPublic,
-             summary="Start supervising the service (idempotent)")
+             summary="Make sure the service's queue is watched (idempotent)")
 async def start_supervision(service_id: str, session: ReadSessionDep, client: TemporalDep, resources: ResourcesDep,
                             principal: CanControl, request_id: RequestIdDep) -> SupervisionPublic:
-    spec_row = await services.require(session=session, service_id=service_id)
-    if not spec_row.monitored:
+    row = await services.require(session=session, service_id=service_id)
+    if not row.monitored:
         raise ApiError(409, f"{service_id} is not monitored: set monitored: true first", code="conflict")
-    await client.start_workflow(
-        ServiceSupervisor.run, SupervisorInput(service_id=service_id), id=f"supervise/{service_id}",
-        task_queue=resources.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        memo={"actor": principal.name},
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "supervisor"),
-                                                 SearchAttributePair(sa.SERVICE, service_id)]),
-        static_summary=f"supervises {service_id}",
-    )
+    handle = await ensure_watcher(client, task_queue=resources.settings.task_queue, host=row.host)
     async with resources.db.write() as wsession:
-        await record(wsession, principal, "supervision.start", f"supervise/{service_id}", request_id)
-    return SupervisionPublic(service_id=service_id, supervised=True)
+        await record(wsession, principal, "supervision.start", handle.id, request_id)
+    return SupervisionPublic(service_id=service_id, supervised=True, watcher=handle.id, state=row.state)
 
 
 @router.post("/recoveries/decision", response_model=SupervisionPublic,
              summary="Decide on an escalated recovery waiting for an operator (on_give_up: ask)")
 async def decide(service_id: str, body: DecisionCreate, client: TemporalDep, resources: ResourcesDep,
                  principal: CanRecover, request_id: RequestIdDep) -> SupervisionPublic:
-    handle = client.get_workflow_handle(f"supervise/{service_id}")
+    handle = client.get_workflow_handle(recovery_id(service_id))
     try:
-        st = await handle.execute_update(ServiceSupervisor.decide,
+        st = await handle.execute_update(ServiceRecovery.decide,
                                          DecisionInput(decision=body.decision, actor=principal.name))
     except WorkflowUpdateFailedError as exc:
         raise ApiError(409, f"no decision pending for {service_id}: {exc.cause}", code="conflict") from None
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise ApiError(409, f"no decision pending for {service_id}: no recovery runs", code="conflict") from None
     async with resources.db.write() as wsession:
-        await record(wsession, principal, "recovery.decision", f"supervise/{service_id}", request_id,
+        await record(wsession, principal, "recovery.decision", recovery_id(service_id), request_id,
                      details={"decision": body.decision})
-    return SupervisionPublic(service_id=service_id, supervised=True, status=st)
+    return SupervisionPublic(service_id=service_id, supervised=True, recovering=True, status=st, live=True)
 
 
 @router.post("/actions", response_model=ControlResult, summary="start | stop | restart (a stop pauses supervision)",
@@ -314,10 +330,9 @@ async def act(
 async def metrics(service_id: str, session: ReadSessionDep, _: CanRead) -> ServiceMetrics:
     row = await services.require(session=session, service_id=service_id)
     now = datetime.now(UTC)
-    supervision = (row.state_detail or {}).get("supervision") or {}
-    restart_times = [datetime.fromisoformat(t) for t in supervision.get("restarts", [])]
     recent = await runs.list(session=session, kind="recovery", service_id=service_id, limit=500)
     day = [r for r in recent.items if r.started_at >= now - timedelta(days=1)]
+    hour = [r for r in day if r.started_at >= now - timedelta(hours=1)]
     durations = [float(r.summary.get("seconds")) for r in day
                  if r.status == "recovered" and isinstance(r.summary.get("seconds"), int | float)]
     checks = await probes.recent(session=session, service_id=service_id, limit=200)
@@ -325,9 +340,9 @@ async def metrics(service_id: str, session: ReadSessionDep, _: CanRead) -> Servi
     return ServiceMetrics(
         service_id=service_id,
         state=row.state,
-        restarts_total=int(supervision.get("restarts_total", 0)),
-        restarts_1h=sum(1 for t in restart_times if t >= now - timedelta(hours=1)),
-        restarts_24h=sum(1 for t in restart_times if t >= now - timedelta(days=1)),
+        restarts_total=row.restarts_total or 0,
+        restarts_1h=sum(_restarts_of(r) for r in hour),
+        restarts_24h=sum(_restarts_of(r) for r in day),
         recoveries_24h=len(durations),
         time_to_recover_p50=statistics.median(durations) if durations else None,
         time_to_recover_max=max(durations) if durations else None,
@@ -337,3 +352,9 @@ async def metrics(service_id: str, session: ReadSessionDep, _: CanRead) -> Servi
         latency_ms_p50=statistics.median(latencies) if latencies else None,
         last_check=checks[0].checked_at if checks else None,
     )
+
+
+def _restarts_of(run: Any) -> int:
+    """The restarts a recorded recovery made (its attempts)."""
+    attempts = (run.summary or {}).get("attempts")
+    return int(attempts) if isinstance(attempts, int) else 0

@@ -28,7 +28,7 @@ from windflow.api.schemas import (
     ValidationReport,
 )
 from windflow.api.security import require
-from windflow.api.supervisors import tell_supervisor
+from windflow.api.supervisors import ensure_watched
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.contracts import ControlInput
 from windflow.domain.errors import ConfigInvalid
@@ -174,7 +174,6 @@ async def delete_service(
     principal: CanWriteConfigs,
     request_id: RequestIdDep,
     resources: ResourcesDep,
-    background: BackgroundTasks,
     force: bool = Query(False, description="Delete even if others depend on it (they are unlinked)"),
 ) -> Response:
     async with resources.db.read() as session:
@@ -189,7 +188,6 @@ async def delete_service(
                                                  author=principal.name)
         await record(session, principal, "service.delete", service_id, request_id,
                      details={"force": force, "unlinked": unlinked, "stopped": may_run})
-    background.add_task(tell_supervisor, resources, service_id, monitored=False)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -252,7 +250,7 @@ async def put_config(
     else:
         await record(session, principal, "config.update", service_id, request_id,
                      details={"version": version.version, "comment": body.comment})
-        background.add_task(tell_supervisor, resources, service_id, monitored=bool(version.content.get("monitored")))
+        background.add_task(ensure_watched, resources, [service_id])
     response.headers["ETag"] = f'"{version.version}"'
     return ConfigVersionPublic.of(version)
 
@@ -339,6 +337,6 @@ async def revert_config(
     )
     await record(session, principal, "config.revert", service_id, request_id,
                  details={"to_version": body.version, "new_version": version.version})
-    background.add_task(tell_supervisor, resources, service_id, monitored=bool(version.content.get("monitored")))
+    background.add_task(ensure_watched, resources, [service_id])
     response.headers["ETag"] = f'"{version.version}"'
     return ConfigVersionPublic.of(version)

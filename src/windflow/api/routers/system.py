@@ -12,7 +12,7 @@ from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteS
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import ApplyResultPublic, ValidationReport
 from windflow.api.security import require
-from windflow.api.supervisors import tell_supervisors
+from windflow.api.supervisors import ensure_watched
 from windflow.auth.permissions import Permission, Principal
 from windflow.domain.errors import ConfigInvalid
 from windflow.domain.graph import layers
@@ -73,11 +73,10 @@ async def apply(
                                          outbound=resources.outbound,
                                          may_exec=principal.can(Permission.SERVICES_EXEC.value))
     await record(session, principal, "system.apply", "system", request_id, details=result.as_dict())
-    # after the commit: running supervisors reload (a changed probe reaches the watch), deleted ones end
-    monitored = {spec.id: spec.monitored for spec in system.services}
-    changed = [(sid, monitored.get(sid, False)) for sid in result.updated] + [(sid, False) for sid in result.deleted]
-    if changed:
-        background.add_task(tell_supervisors, resources, changed)
+    # after the commit the watchers pick the change up by themselves (the change stamp: a changed probe reaches the
+    # watch within a second); a queue that just got its first service gets its watcher
+    if result.updated or result.created:
+        background.add_task(ensure_watched, resources, [*result.created, *result.updated])
     return ApplyResultPublic(**result.as_dict())
 
 
