@@ -10,7 +10,6 @@ import signal
 import sys
 
 import pytest
-from temporalio.api.enums.v1 import EventType
 
 from tests.helpers import (
     STANDIN,
@@ -42,21 +41,19 @@ def with_child(name: str, port: int, **extra) -> ServiceSpec:
 
 
 async def watched_by(handle, identity: str) -> bool:
-    desc = await handle.describe()
-    return any(p.activity_type.name == "watch_service" and p.last_worker_identity == identity
+    """The queue's watch activity runs on the worker ``identity``."""
+    desc = await handle.watcher.describe()
+    return any(p.activity_type.name == "watch_queue" and p.last_worker_identity == identity
                and p.state == 2  # PENDING_ACTIVITY_STATE_STARTED
                for p in desc.raw_description.pending_activities)
 
 
 async def lost_worker_failures(handle) -> int:
-    """Activity attempts retried because a starting worker ended them as ``WorkerLost`` (not timed out): a retried
-    activity's started event names the failure of its previous attempt."""
-    count = 0
-    async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            last = event.activity_task_started_event_attributes.last_failure
-            count += last.application_failure_info.type == WORKER_LOST
-    return count
+    """Whether the watch was retried because a starting worker ended its attempt as ``WorkerLost`` (not timed
+    out): the pending activity names the failure of its previous attempt."""
+    desc = await handle.watcher.describe()
+    return sum(p.activity_type.name == "watch_queue" and p.last_failure.application_failure_info.type == WORKER_LOST
+               for p in desc.raw_description.pending_activities)
 
 
 async def test_new_worker_takes_the_watch_over_and_no_child_of_the_dead_main_survives(
@@ -73,7 +70,7 @@ async def test_new_worker_takes_the_watch_over_and_no_child_of_the_dead_main_sur
     second = None
     try:
         # a heartbeat timeout far beyond the test's waits: only the take-over can bring the watch back in time
-        handle = await supervise(client, task_queue, "grouped", heartbeat_timeout=120)
+        handle = await supervise(client, task_queue, "grouped", sqlite_db, heartbeat_timeout=120)
         await eventually(lambda: watched_by(handle, worker_identity(first)), timeout=40)
         kill_process_group(first)
         os.kill(main, signal.SIGKILL)  # the main process dies while no worker runs; its child lives on
@@ -89,7 +86,7 @@ async def test_new_worker_takes_the_watch_over_and_no_child_of_the_dead_main_sur
         children = processes_with(f"orphan-{port}")
         assert old_child[0] not in children  # the dead main's child went with it
         assert len(children) == 1  # the new one's own
-        await handle.terminate("test over")
+        await handle.terminate()
     finally:
         kill_process_group(first)
         kill_process_group(second)
@@ -109,7 +106,7 @@ async def test_attempt_count_resets_after_reset_after_of_health_across_a_worker_
     first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
-        handle = await supervise(client, task_queue, "steady")
+        handle = await supervise(client, task_queue, "steady", sqlite_db)
         await eventually(lambda: watched_by(handle, worker_identity(first)), timeout=40)
         os.kill(pid, signal.SIGKILL)
         st = await eventually(lambda: watching(handle, restarts=1), timeout=30)
@@ -121,7 +118,7 @@ async def test_attempt_count_resets_after_reset_after_of_health_across_a_worker_
         os.kill(processes_with(f"--port {port} ")[0], signal.SIGKILL)
         st = await eventually(lambda: watching(handle, restarts=2), timeout=30)
         assert st.attempt == 1, st
-        await handle.terminate("test over")
+        await handle.terminate()
     finally:
         kill_process_group(first)
         kill_process_group(second)

@@ -29,21 +29,21 @@ from windflow.domain.contracts import ControlInput, InitInput, InitOptions, Supe
 from windflow.persistence.models import OutboxRow, ServiceRow
 from windflow.workflows.control import ServiceControl
 from windflow.workflows.initialization import SystemInitialization
-from windflow.workflows.supervision import ServiceSupervisor
+from windflow.workflows.supervision import ServiceRecovery
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-#: the service ids of this file's tests; the dev server is shared by the session, and supervisor ids are global
+#: the service ids of this file's tests; the dev server is shared by the session, and recovery ids are global
 NAMES = ("api", "app", "base", "child", "crashy", "flaky", "gone", "probed", "rolled", "svc", "top", "web", "worker")
 
 
 @pytest.fixture(autouse=True)
-async def no_supervisor_of_another_test(temporal_env):
-    """Another test's supervisor under one of these ids (e.g. test_initialization's `supervise/worker`, polling a
-    queue nobody serves any more) would be taken as running: end them before each test."""
+async def no_recovery_of_another_test(temporal_env):
+    """Another test's recovery under one of these ids (e.g. test_initialization's `recover/worker`, on a queue
+    nobody serves any more) would be joined: end them before each test."""
     from tests.helpers import terminate_quietly
 
-    await terminate_quietly(temporal_env.client, *(f"supervise/{name}" for name in NAMES))
+    await terminate_quietly(temporal_env.client, *(f"recover/{name}" for name in NAMES))
     yield
 
 
@@ -85,9 +85,23 @@ def the_pid(port: int) -> int:
     return pids[0]
 
 
-async def watching_again(client, service_id: str, restarts: int):
-    st = await client.get_workflow_handle(f"supervise/{service_id}").query(ServiceSupervisor.query_status)
-    return st if st.state == SupervisionState.WATCHING and st.restarts_total >= restarts else None
+async def recovering(client, service_id: str) -> bool:
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError
+
+    try:
+        desc = await client.get_workflow_handle(f"recover/{service_id}").describe()
+    except RPCError:
+        return False
+    return desc.status == WorkflowExecutionStatus.RUNNING
+
+
+async def watching_again(db, client, service_id: str, restarts: int):
+    """The read model once the service is healthy again after ``restarts`` restarts, with no recovery running."""
+    model = await read_model(db, service_id)
+    if model.state != "healthy" or model.restarts_total < restarts or await recovering(client, service_id):
+        return None
+    return model
 
 
 async def test_stop_then_initialize_then_sigkill_is_recovered(temporal_env, wsettings, sqlite_db, ports, task_queue):
@@ -98,7 +112,7 @@ async def test_stop_then_initialize_then_sigkill_is_recovered(temporal_env, wset
     try:
         async with running_worker(client, wsettings, sqlite_db):
             await initialize(client, task_queue)
-            await eventually(lambda: watching_again(client, "worker", 0), timeout=20)
+            await eventually(lambda: watching_again(sqlite_db, client, "worker", 0), timeout=20)
             await control(client, task_queue, "worker", "stop")
             model = await read_model(sqlite_db, "worker")
             assert (model.state, model.desired, model.desired_by, model.pid) == ("stopped", "stopped", "alice", None)
@@ -107,16 +121,16 @@ async def test_stop_then_initialize_then_sigkill_is_recovered(temporal_env, wset
             assert model.desired == "running" and model.desired_by == "tester"
             pid = the_pid(port)
             assert model.pid == pid
-            await eventually(lambda: watching_again(client, "worker", 0), timeout=20)
+            await eventually(lambda: watching_again(sqlite_db, client, "worker", 0), timeout=20)
             os.kill(pid, signal.SIGKILL)
-            await eventually(lambda: watching_again(client, "worker", 1), timeout=30)
+            await eventually(lambda: watching_again(sqlite_db, client, "worker", 1), timeout=30)
             assert await healthy(port)
             model = await read_model(sqlite_db, "worker")
             new_pid = the_pid(port)
             assert new_pid != pid and model.pid == new_pid and alive(model.pid)
             assert model.state == "healthy" and model.restarts_total == 1
     finally:
-        await terminate_quietly(client, "supervise/worker")
+        await terminate_quietly(client, "recover/worker")
 
 
 async def test_stop_then_start_then_sigkill_is_recovered(temporal_env, wsettings, sqlite_db, ports, task_queue):
@@ -126,20 +140,20 @@ async def test_stop_then_start_then_sigkill_is_recovered(temporal_env, wsettings
     try:
         async with running_worker(client, wsettings, sqlite_db):
             await initialize(client, task_queue)
-            await eventually(lambda: watching_again(client, "api", 0), timeout=20)
+            await eventually(lambda: watching_again(sqlite_db, client, "api", 0), timeout=20)
             await control(client, task_queue, "api", "stop")
             assert processes_with(f"--port {port} ") == []
             started = await control(client, task_queue, "api", "start", actor="bob")
             assert started.supervision == "resumed"
             model = await read_model(sqlite_db, "api")
             assert (model.desired, model.desired_by) == ("running", "bob")
-            await eventually(lambda: watching_again(client, "api", 0), timeout=20)
+            await eventually(lambda: watching_again(sqlite_db, client, "api", 0), timeout=20)
             pid = the_pid(port)
             os.kill(pid, signal.SIGKILL)
-            await eventually(lambda: watching_again(client, "api", 1), timeout=30)
+            await eventually(lambda: watching_again(sqlite_db, client, "api", 1), timeout=30)
             assert await healthy(port) and the_pid(port) != pid
     finally:
-        await terminate_quietly(client, "supervise/api")
+        await terminate_quietly(client, "recover/api")
 
 
 async def test_read_model_is_truthful_after_stop_and_counts_restarts(temporal_env, wsettings, sqlite_db, ports,
@@ -153,9 +167,9 @@ async def test_read_model_is_truthful_after_stop_and_counts_restarts(temporal_en
     try:
         async with running_worker(client, wsettings, sqlite_db):
             await initialize(client, task_queue)
-            await eventually(lambda: watching_again(client, "web", 0), timeout=20)
+            await eventually(lambda: watching_again(sqlite_db, client, "web", 0), timeout=20)
             os.kill(the_pid(port), signal.SIGKILL)
-            await eventually(lambda: watching_again(client, "web", 1), timeout=30)
+            await eventually(lambda: watching_again(sqlite_db, client, "web", 1), timeout=30)
             feed = MetricsFeed(sqlite_db, None, interval=60)  # type: ignore[arg-type]
             figures = {m.service_id: m for m in await feed.collect()}
             assert figures["web"].restarts == 1
@@ -169,7 +183,7 @@ async def test_read_model_is_truthful_after_stop_and_counts_restarts(temporal_en
             states = [e["state"] for e in await outbox_events(sqlite_db, "SERVICE_STATUS_UPDATE", "web")]
             assert states[-2:] == ["stopping", "stopped"], states
     finally:
-        await terminate_quietly(client, "supervise/web")
+        await terminate_quietly(client, "recover/web")
 
 
 async def test_saved_config_is_pending_and_never_run_by_a_recovery(temporal_env, wsettings, sqlite_db, ports,
@@ -184,7 +198,7 @@ async def test_saved_config_is_pending_and_never_run_by_a_recovery(temporal_env,
     try:
         async with running_worker(client, wsettings, sqlite_db):
             await initialize(client, task_queue)
-            await eventually(lambda: watching_again(client, "svc", 0), timeout=20)
+            await eventually(lambda: watching_again(sqlite_db, client, "svc", 0), timeout=20)
             model = await read_model(sqlite_db, "svc")
             assert (model.applied_version, model.pending_version) == (1, None)
             bad = spec.model_dump(mode="json")
@@ -196,7 +210,7 @@ async def test_saved_config_is_pending_and_never_run_by_a_recovery(temporal_env,
             assert (model.version, model.applied_version, model.pending_version) == (2, 1, 2)
             pid = the_pid(port)
             os.kill(pid, signal.SIGKILL)
-            await eventually(lambda: watching_again(client, "svc", 1), timeout=30)
+            await eventually(lambda: watching_again(sqlite_db, client, "svc", 1), timeout=30)
             assert await healthy(port)  # the applied command runs again, not /bin/false
             model = await read_model(sqlite_db, "svc")
             assert model.state == "healthy" and model.pending_version == 2
@@ -209,7 +223,7 @@ async def test_saved_config_is_pending_and_never_run_by_a_recovery(temporal_env,
             model = await read_model(sqlite_db, "svc")
             assert (model.version, model.applied_version, model.pending_version) == (3, 3, None)
     finally:
-        await terminate_quietly(client, "supervise/svc")
+        await terminate_quietly(client, "recover/svc")
 
 
 async def outbox_events(db, event_type: str, service_id: str) -> list[dict]:
@@ -271,7 +285,7 @@ async def test_blocked_gave_up_and_recovered_reach_the_dashboard(temporal_env, w
                 running_worker(client, worker_settings, sqlite_db):
             await initialize(client, task_queue)
             for name in ("base", "top"):
-                await eventually(lambda name=name: watching_again(client, name, 0), timeout=20)
+                await eventually(lambda name=name: watching_again(sqlite_db, client, name, 0), timeout=20)
             # crashy crashes until supervision gives up
             got = await ws_events(ws, lambda got: any(s["state"] == "gave_up" for s in statuses(got, "crashy")))
             gave_up = [s for s in statuses(got, "crashy") if s["state"] == "gave_up"][0]
@@ -303,7 +317,7 @@ async def test_blocked_gave_up_and_recovered_reach_the_dashboard(temporal_env, w
     finally:
         receiver.close()
         await res.bus.close()
-        await terminate_quietly(client, "supervise/base", "supervise/top", "supervise/crashy")
+        await terminate_quietly(client, "recover/base", "recover/top", "recover/crashy")
 
 
 @contextlib.asynccontextmanager
@@ -328,17 +342,6 @@ async def api_on(wsettings, db):
         await res.bus.close()
 
 
-async def supervisor_running(client, service_id: str) -> bool:
-    from temporalio.client import WorkflowExecutionStatus
-    from temporalio.service import RPCError
-
-    try:
-        desc = await client.get_workflow_handle(f"supervise/{service_id}").describe()
-    except RPCError:
-        return False
-    return desc.status == WorkflowExecutionStatus.RUNNING
-
-
 async def test_delete_leaves_no_process(temporal_env, wsettings, sqlite_db, ports, task_queue):
     client = temporal_env.client
     port, other = ports(), ports()
@@ -346,7 +349,7 @@ async def test_delete_leaves_no_process(temporal_env, wsettings, sqlite_db, port
     try:
         async with running_worker(client, wsettings, sqlite_db), api_on(wsettings, sqlite_db) as api:
             await initialize(client, task_queue)
-            await eventually(lambda: watching_again(client, "gone", 0), timeout=20)
+            await eventually(lambda: watching_again(sqlite_db, client, "gone", 0), timeout=20)
             # a dependant refuses the delete before anything is stopped
             r = await api.delete("/api/v1/services/gone")
             assert r.status_code == 409 and r.json()["error"]["code"] == "conflict", r.text
@@ -358,11 +361,11 @@ async def test_delete_leaves_no_process(temporal_env, wsettings, sqlite_db, port
             assert r.status_code == 204, r.text
             assert processes_with(f"--port {port} ") == []
             assert (await api.get("/api/v1/services/gone")).status_code == 404
-            await eventually(lambda: not_(supervisor_running(client, "gone")), timeout=20)
+            await eventually(lambda: not_(recovering(client, "gone")), timeout=20)
             await asyncio.sleep(0.5)
             assert processes_with(f"--port {port} ") == [] and processes_with(f"--port {other} ") == []
     finally:
-        await terminate_quietly(client, "supervise/gone", "supervise/child")
+        await terminate_quietly(client, "recover/gone", "recover/child")
 
 
 async def not_(awaitable) -> bool:
@@ -403,9 +406,9 @@ async def test_sweep_retries_a_given_up_service_once_its_applied_version_changed
                                               author="alice")
             result = await sweep()
             assert result.retried == ["flaky"], result
-            await eventually(lambda: watching_again(client, "flaky", 1), timeout=30)
+            await eventually(lambda: watching_again(sqlite_db, client, "flaky", 1), timeout=30)
     finally:
-        await terminate_quietly(client, "supervise/flaky")
+        await terminate_quietly(client, "recover/flaky")
 
 
 async def test_changed_probe_in_put_system_reaches_the_running_watch(temporal_env, wsettings, sqlite_db, ports,
@@ -417,7 +420,7 @@ async def test_changed_probe_in_put_system_reaches_the_running_watch(temporal_en
     try:
         async with running_worker(client, wsettings, sqlite_db), api_on(wsettings, sqlite_db) as api:
             await initialize(client, task_queue)
-            await eventually(lambda: watching_again(client, "probed", 0), timeout=20)
+            await eventually(lambda: watching_again(sqlite_db, client, "probed", 0), timeout=20)
             body = spec.model_dump(mode="json", exclude={"id"})
             body["health"]["url"] = f"http://127.0.0.1:{port}/no-such-page"
             r = await api.put("/api/v1/system", json={"services": {"probed": body}})
@@ -426,17 +429,17 @@ async def test_changed_probe_in_put_system_reaches_the_running_watch(temporal_en
             assert model.applied_version == 2 and model.pending_version is None  # a probe: applied as saved
 
             async def unhealthy_verdict():
-                st = await client.get_workflow_handle("supervise/probed").query(ServiceSupervisor.query_status)
+                st = await client.get_workflow_handle("recover/probed").query(ServiceRecovery.query_status)
                 return st.last_verdict is not None and st.last_verdict.verdict == "unhealthy" \
                     and "404" in st.last_verdict.message
-            await eventually(unhealthy_verdict, timeout=5)
+            await eventually(unhealthy_verdict, timeout=5)  # 2 s to reach the watch, 0.4 s to fail twice
     finally:
-        await terminate_quietly(client, "supervise/probed")
+        await terminate_quietly(client, "recover/probed")
 
 
 async def test_histories_of_the_previous_supervision_replay():
-    """Supervisor (blocked, then recovered), unsupervised recovery and sweep histories recorded with the code before
-    desired state and status events replay on today's code (the new steps are behind ``workflow.patched``)."""
+    """Recovery and sweep histories recorded with the code before desired state, status events and the watcher
+    model replay on today's code (the new steps are behind ``workflow.patched``)."""
     from pathlib import Path
 
     from temporalio.client import WorkflowHistory
@@ -444,14 +447,11 @@ async def test_histories_of_the_previous_supervision_replay():
 
     from windflow.temporal_client import DATA_CONVERTER
     from windflow.workflows.control import RecoverySweep
-    from windflow.workflows.supervision import ServiceRecovery
 
     histories = Path(__file__).parent / "histories"
-    replayer = Replayer(workflows=[ServiceSupervisor, ServiceRecovery, RecoverySweep], data_converter=DATA_CONVERTER)
-    for name in ("supervisor_blocked_recovered", "recovery_recovered", "sweep"):
+    replayer = Replayer(workflows=[ServiceRecovery, RecoverySweep], data_converter=DATA_CONVERTER)
+    for name in ("recovery_recovered", "sweep"):
         text = (histories / f"{name}.json").read_text()
-        if name == "supervisor_blocked_recovered":
-            assert "wait_dependencies" in text and "recover_step" in text  # it was blocked, then restarted
         result = await replayer.replay_workflow(WorkflowHistory.from_json(name, text))
         assert result.replay_failure is None
 
@@ -467,7 +467,7 @@ async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqli
     try:
         async with running_worker(client, wsettings, sqlite_db), api_on(wsettings, sqlite_db) as api:
             await initialize(client, task_queue)
-            await eventually(lambda: watching_again(client, "app", 0), timeout=20)
+            await eventually(lambda: watching_again(sqlite_db, client, "app", 0), timeout=20)
             first = the_pid(port)
             saved = standin("app", port, boot=0.2).model_dump(mode="json", exclude={"id"})
             async with sqlite_db.write() as session:
@@ -486,7 +486,7 @@ async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqli
             assert (model.version, model.applied_version, model.pending_version) == (2, 2, None)
             assert the_pid(port) != first and model.pid == the_pid(port)
     finally:
-        await terminate_quietly(client, "supervise/app")
+        await terminate_quietly(client, "recover/app")
 
 
 @pytest.mark.parametrize("seed", [7, 11])
@@ -509,8 +509,7 @@ async def test_read_model_stays_truthful_through_random_operator_steps(temporal_
         if desired == "stopped":
             ok = model.state == "stopped" and model.pid is None and not pids
         else:
-            st = await client.get_workflow_handle("supervise/svc").query(ServiceSupervisor.query_status)
-            ok = (model.state == "healthy" and st.state == SupervisionState.WATCHING and len(pids) == 1
+            ok = (model.state == "healthy" and not await recovering(client, "svc") and len(pids) == 1
                   and model.pid == pids[0] and alive(model.pid) and await healthy(port))
         return model if ok and model.desired == desired else None
 
@@ -532,13 +531,13 @@ async def test_read_model_stays_truthful_through_random_operator_steps(temporal_
                 model = await eventually(settled, timeout=30)
                 assert model.desired_by in ("alice", "tester"), (steps, step, model)
     finally:
-        await terminate_quietly(client, "supervise/svc")
+        await terminate_quietly(client, "recover/svc")
 
 
 async def test_sweep_covers_a_service_desired_running_whatever_its_last_state(temporal_env, wsettings, sqlite_db,
                                                                              ports, task_queue):
-    """A rollback that failed leaves the service "failed" (and its supervisor may be gone): it is still desired
-    running, so the sweep supervises it again and it is recovered."""
+    """A rollback that failed leaves the service "failed" (and its watcher may be gone): it is still desired
+    running, so the sweep watches its queue again and recovers it."""
     from sqlalchemy import update
 
     from windflow.domain.contracts import SweepInput
@@ -550,24 +549,24 @@ async def test_sweep_covers_a_service_desired_running_whatever_its_last_state(te
     try:
         async with running_worker(client, wsettings, sqlite_db):
             await initialize(client, task_queue)
-            await eventually(lambda: watching_again(client, "rolled", 0), timeout=20)
-            await client.get_workflow_handle("supervise/rolled").terminate("lost")
+            await eventually(lambda: watching_again(sqlite_db, client, "rolled", 0), timeout=20)
+            await client.get_workflow_handle(f"watch/{task_queue}").terminate("lost")
+            await asyncio.sleep(6)  # its activity ends at its next heartbeat (80 % of the 5 s heartbeat timeout)
             os.kill(the_pid(port), signal.SIGKILL)
             async with sqlite_db.write() as session:
                 await session.execute(update(ServiceRow).where(ServiceRow.id == "rolled").values(state="failed"))
             result = await client.execute_workflow(RecoverySweep.run, SweepInput(actor="test"),
                                                    id=f"sweep/{uuid.uuid4().hex[:8]}", task_queue=task_queue)
-            assert "rolled" in result.supervisors_started, result
-            await eventually(lambda: watching_again(client, "rolled", 1), timeout=30)
+            assert result.watchers_started == [task_queue] and "rolled" in result.recoveries_started, result
+            await eventually(lambda: watching_again(sqlite_db, client, "rolled", 1), timeout=30)
             assert await healthy(port)
             assert (await read_model(sqlite_db, "rolled")).pid == the_pid(port)
     finally:
-        await terminate_quietly(client, "supervise/rolled")
+        await terminate_quietly(client, "recover/rolled")
 
 
 async def test_status_function():
     """One pure function derives the status every writer records."""
-    from windflow.domain.contracts import SupervisionState
     from windflow.domain.status import SUPERVISION_STATUS, service_status
 
     assert service_status(desired="stopped", observed="healthy") == "stopping"
