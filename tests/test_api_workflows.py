@@ -26,10 +26,10 @@ def settings(temporal_settings: Settings) -> Settings:
 
 
 @pytest.fixture(autouse=True)
-async def no_stray_supervisors(temporal_env):
-    """Supervisors of a failed test must not outlive it (ids are reused by the next parameter)."""
+async def no_stray_recoveries(temporal_env):
+    """Recoveries of a failed test must not outlive it (ids are reused by the next parameter)."""
     yield
-    await terminate_quietly(temporal_env.client, *(f"supervise/{name}" for name in ("db", "app", "base", "top")))
+    await terminate_quietly(temporal_env.client, *(f"recover/{name}" for name in ("db", "app", "base", "top")))
 
 
 async def wait_run(api, run_id: str, *statuses: str, timeout: float = 60) -> dict:
@@ -59,10 +59,10 @@ async def test_initialize_through_the_api_then_supervise_and_recover(temporal_en
         assert body["status"] == "SUCCEEDED", body
         assert body["progress"] == 100
         await eventually(lambda: _in_history(api, run_id), timeout=10)  # the final summary lands in the store
-        # the run's healthy monitored components are supervised now
+        # the run's healthy monitored components are watched now
         sup = await eventually(lambda: _supervised(api, "app"), timeout=20)
-        assert sup["status"]["state"] == "watching"
-        # kill the app: the supervisor brings it back; the API shows the recovery
+        assert sup["state"] == "healthy" and sup["watcher"] == f"watch/{settings.task_queue}"
+        # kill the app: the watcher starts its recovery, which brings it back; the API shows the recovery
         pid = processes_with(f"--port {p_app} ")[0]
         os.kill(pid, signal.SIGKILL)
         await eventually(lambda: _restarted(api, "app"), timeout=30)
@@ -73,22 +73,20 @@ async def test_initialize_through_the_api_then_supervise_and_recover(temporal_en
         # filter by supervision state
         healthy = (await api.get("/api/v1/services", params={"state": "healthy"})).json()["items"]
         assert {"db", "app"} <= {s["id"] for s in healthy}
-        # a manual recovery joins/creates recover/app and is attached to the supervisor
+        # a manual recovery creates (or joins) recover/app
         r = await api.post("/api/v1/services/app/recoveries", json={"reason": "test"})
         assert r.status_code == 202, r.text
         assert r.json()["workflow_id"] == "recover/app" and r.json()["supervised"] is True
         await eventually(lambda: _restarts_at_least(api, "app", 2), timeout=30)
-        # a user stop pauses supervision and is not undone
+        # a user stop holds the service (no recovery) and is not undone
         r = await api.post("/api/v1/services/app/actions", json={"action": "stop"})
         assert r.status_code == 200 and r.json()["ok"] and r.json()["supervision"] == "paused", r.text
         await asyncio.sleep(1.0)
         assert processes_with(f"--port {p_app} ") == []
         sup = (await api.get("/api/v1/services/app/supervision")).json()
-        assert sup["status"]["state"] == "paused"
+        assert sup["state"] == "stopped" and sup["recovering"] is False
         r = await api.post("/api/v1/services/app/actions", json={"action": "start"})
         assert r.json()["ok"] and r.json()["supervision"] == "resumed", r.text
-        for name in ("db", "app"):
-            await client.get_workflow_handle(f"supervise/{name}").terminate("test over")
         audit = (await api.get("/api/v1/audit", params={"action": "initialization.start"})).json()["items"]
         assert audit and audit[0]["actor"] == "tester"
 
@@ -105,18 +103,17 @@ async def _metrics_show_restart(api, name):
 
 async def _supervised(api, name):
     body = (await api.get(f"/api/v1/services/{name}/supervision")).json()
-    return body if body.get("supervised") and body["status"] and body["status"]["state"] == "watching" else None
+    return body if body.get("supervised") and body["state"] == "healthy" and not body["recovering"] else None
 
 
 async def _restarted(api, name):
-    body = (await api.get(f"/api/v1/services/{name}/supervision")).json()
-    st = body.get("status") or {}
-    return st.get("state") == "watching" and st.get("restarts_total", 0) >= 1
+    return await _restarts_at_least(api, name, 1)
 
 
 async def _restarts_at_least(api, name, n):
-    st = (await api.get(f"/api/v1/services/{name}/supervision")).json().get("status") or {}
-    return st.get("state") == "watching" and st.get("restarts_total", 0) >= n
+    body = await _supervised(api, name)
+    service = (await api.get(f"/api/v1/services/{name}")).json()
+    return body is not None and service["restarts_total"] >= n
 
 
 async def test_cancel_and_retry_through_the_api(temporal_env, settings, db, api, ports):
@@ -153,8 +150,6 @@ async def test_cancel_and_retry_through_the_api(temporal_env, settings, db, api,
         assert listed[v["run_id"]]["validate_only"] is True
         assert listed[run_id]["validate_only"] is False
         assert (await api.get(f"/api/v1/initializations/{run_id}")).json()["validate_only"] is False
-        for name in ("base", "top"):
-            await client.get_workflow_handle(f"supervise/{name}").terminate("test over")
         r = await api.post(f"/api/v1/initializations/{run_id}/cancel")
         assert r.status_code == 409  # already finished
         assert (await api.get("/api/v1/initializations/nope")).status_code == 404
@@ -174,30 +169,36 @@ async def test_schedules_crud(temporal_env, settings, db, api):
     assert (await api.get(f"/api/v1/schedules/{sid}")).status_code == 404
 
 
-async def test_supervision_of_a_supervisor_nobody_runs_answers_from_the_store(temporal_env, settings, db, api,
-                                                                              ports):
-    """The supervisor runs but no worker does (it was killed): `GET …/supervision` answers at once with the last
-    recorded status, saying so, instead of holding the request until the engine gives up (then a 502)."""
+async def test_supervision_of_a_recovery_nobody_runs_answers_from_the_store(temporal_env, settings, db, api, ports,
+                                                                            tmp_path):
+    """A recovery runs (backing off) but no worker does (it was killed): `GET …/supervision` answers at once with the
+    last recorded status, saying so, instead of holding the request until the engine gives up (then a 502)."""
     from tests.helpers import register, start_service, supervise, watching
 
     client = temporal_env.client
     port = ports()
-    spec = standin("app", port, boot=0.1)
+    flag = tmp_path / "broken"
+    spec = standin("app", port, boot=0.1, args=["--fail-start-while", str(flag)],
+                   restart={"max_attempts": 5, "backoff": "1h", "multiplier": 1, "backoff_max": "1h", "jitter": 0})
     await register(db, spec)
-    await start_service(settings, spec)
+    pid = await start_service(settings, spec)
     async with running_worker(client, settings, db):
-        handle = await supervise(client, settings.task_queue, "app")
+        handle = await supervise(client, settings.task_queue, "app", db)
         await eventually(lambda: watching(handle), timeout=20)
         body = (await api.get("/api/v1/services/app/supervision")).json()
-        assert body["live"] is True and body["status"]["state"] == "watching"
-        await eventually(lambda: _recorded_state(api, "watching"), timeout=10)
-    r = await api.get("/api/v1/services/app/supervision")  # the worker is gone, the supervisor is not
+        assert body["supervised"] is True and body["recovering"] is False and body["state"] == "healthy"
+        flag.write_text("x")  # from now on it fails to start: the recovery backs off for an hour
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: _recorded_state(api, "backing_off"), timeout=20)
+        body = (await api.get("/api/v1/services/app/supervision")).json()
+        assert body["live"] is True and body["recovering"] is True and body["status"]["state"] == "backing_off"
+    r = await api.get("/api/v1/services/app/supervision")  # the worker is gone, the recovery is not
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["supervised"] is True and body["live"] is False
+    assert body["recovering"] is True and body["live"] is False
     assert "did not answer" in body["message"]
-    assert body["status"]["state"] == "watching"  # the last recorded one
-    await handle.terminate("test over")
+    assert body["status"]["state"] == "backing_off"  # the last recorded one
+    await handle.terminate()
 
 
 async def _recorded_state(api, state: str) -> bool:

@@ -71,11 +71,11 @@ async def test_metrics_after_a_real_recovery(temporal_env, tmp_path, db, task_qu
         pid = await start_service(wsettings, spec)
         await eventually(lambda: healthy(port), timeout=10)
         async with running_worker(client, wsettings, db):
-            handle = await supervise(client, task_queue, service)
+            handle = await supervise(client, task_queue, service, db)
             await eventually(lambda: watching(handle), timeout=15)
             os.kill(pid, signal.SIGKILL)
             await eventually(lambda: watching(handle, restarts=1), timeout=20)
-            await handle.terminate("test over")
+            await handle.terminate()
 
             # the API's /metrics: public, no token
             async def scraped() -> dict | None:

@@ -31,7 +31,6 @@ from windflow.domain.privilege import exec_changes
 from windflow.domain.system import load_system
 from windflow.persistence.models import OutboxRow, ServiceRow
 from windflow.workflows.initialization import SystemInitialization
-from windflow.workflows.supervision import ServiceSupervisor
 
 WARM = 2.0
 
@@ -80,7 +79,7 @@ async def test_dependants_wait_for_a_warming_cache_that_is_never_restarted(tempo
         assert api.started_at >= cache.healthy_at
         # nothing restarted it: one boot, the same process throughout
         assert spawns(wsettings, "cache") == 1 and len(processes_with(f"--port {cache_port} ")) == 1
-        await terminate_quietly(client, "supervise/cache")
+        await terminate_quietly(client, "recover/cache")
 
 
 async def test_a_supervised_service_that_stops_being_ready_is_not_ready_not_restarted(temporal_env, wsettings,
@@ -92,7 +91,7 @@ async def test_a_supervised_service_that_stops_being_ready_is_not_ready_not_rest
         result = await run_init(client, task_queue)
         assert result.status == InitStatus.SUCCEEDED, result.message
         pid = result.components["cache"].pid
-        handle = await supervise(client, task_queue, "cache")
+        handle = await supervise(client, task_queue, "cache", sqlite_db)
         try:
             await eventually(lambda: watching(handle), timeout=15)
             await eventually(lambda: _state_is(sqlite_db, "cache", "healthy"), timeout=10)
@@ -101,8 +100,8 @@ async def test_a_supervised_service_that_stops_being_ready_is_not_ready_not_rest
                 assert (await http.post(f"http://127.0.0.1:{port}/unready?seconds=2")).status_code == 200
             await eventually(lambda: _state_is(sqlite_db, "cache", "not_ready"), timeout=5)
             await eventually(lambda: _state_is(sqlite_db, "cache", "healthy"), timeout=10)
-            st = await handle.query(ServiceSupervisor.query_status)
-            assert st.restarts_total == 0
+            st = await handle.status()
+            assert st.restarts_total == 0 and not await handle.recovering()
             assert processes_with(f"--port {port} ") == [pid] and spawns(wsettings, "cache") == 1
             async with sqlite_db.read() as s:
                 rows = list((await s.execute(select(OutboxRow).where(OutboxRow.event_type == "SERVICE_STATUS_UPDATE")
@@ -112,7 +111,7 @@ async def test_a_supervised_service_that_stops_being_ready_is_not_ready_not_rest
             not_ready = next(r.payload["data"] for r in rows if r.payload["data"]["state"] == "not_ready")
             assert not_ready["message"].startswith("not ready:")
         finally:
-            await terminate_quietly(client, "supervise/cache")
+            await handle.terminate()
 
 
 async def _state_is(db, service_id: str, state: str) -> bool:
