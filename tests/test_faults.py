@@ -16,7 +16,6 @@ import httpx2
 import pytest
 from sqlalchemy import func, select
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDConflictPolicy
 
 from tests.conftest import TEMPORAL_BIN, mint_token, unavailable
 from tests.helpers import (
@@ -27,6 +26,8 @@ from tests.helpers import (
     register,
     running_worker,
     standin,
+    supervise,
+    terminate_quietly,
     worker_process,
 )
 from tests.servers import RestartablePostgres, free_port, port_open, start_redis
@@ -37,7 +38,6 @@ from windflow.domain.contracts import (
     InitState,
     InitStatus,
     SupervisionState,
-    SupervisorInput,
     SupervisorStatus,
 )
 from windflow.domain.events import Event
@@ -51,7 +51,6 @@ from windflow.settings import Settings
 from windflow.temporal_client import DATA_CONVERTER
 from windflow.workflows.initialization import SystemInitialization
 from windflow.workflows.search_attributes import cli_flags
-from windflow.workflows.supervision import ServiceSupervisor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -305,7 +304,7 @@ def boots(settings: Settings, service_id: str) -> int:
 
 
 async def supervisor_watching(handle, restarts: int) -> SupervisorStatus | None:
-    st: SupervisorStatus = await handle.query(ServiceSupervisor.query_status)
+    st: SupervisorStatus = await handle.status()
     return st if st.state == SupervisionState.WATCHING and st.restarts_total == restarts else None
 
 
@@ -324,10 +323,8 @@ async def test_worker_killed_with_its_service_restarts_it_exactly_once(temporal_
     first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
-        handle = await client.start_workflow(
-            ServiceSupervisor.run, SupervisorInput(service_id="twice", heartbeat_timeout=3),
-            id="supervise/twice", task_queue=wsettings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
+        await terminate_quietly(client, "recover/twice")
+        handle = await supervise(client, wsettings.task_queue, "twice", sqlite_db, heartbeat_timeout=3)
         await eventually(lambda: supervisor_watching(handle, 0), timeout=40)
         booted = boots(wsettings, "twice")
         os.kill(pid, signal.SIGKILL)
@@ -340,7 +337,7 @@ async def test_worker_killed_with_its_service_restarts_it_exactly_once(temporal_
         live = processes_with(f"--port {port} ")
         assert len(live) == 1 and live[0] != pid
         assert await healthy(port)
-        await handle.terminate("test over")
+        await handle.terminate()
     finally:
         kill_process_group(first)
         kill_process_group(second)

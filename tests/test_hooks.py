@@ -83,13 +83,18 @@ async def bring_up(api, name: str, port: int) -> None:
 
 
 async def supervisor_state(api, name: str, state: str):
-    st = (await api.get(f"/api/v1/services/{name}/supervision")).json().get("status") or {}
-    return st if st.get("state") == state else None
+    """The supervision of ``name`` when it is in ``state`` (``watching``: healthy, watched, no recovery running),
+    with the read model's restart count; else None."""
+    body = (await api.get(f"/api/v1/services/{name}/supervision")).json()
+    if state == "watching":
+        ok = body.get("supervised") and body.get("state") == "healthy" and not body.get("recovering")
+    else:
+        ok = (body.get("status") or {}).get("state") == state
+    return {**body, "restarts_total": await restarts(api, name)} if ok else None
 
 
 async def restarts(api, name: str) -> int:
-    st = (await api.get(f"/api/v1/services/{name}/supervision")).json().get("status") or {}
-    return int(st.get("restarts_total", 0))
+    return int((await api.get(f"/api/v1/services/{name}")).json().get("restarts_total") or 0)
 
 
 async def audit(api, **params) -> list[dict]:

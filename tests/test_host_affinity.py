@@ -69,11 +69,16 @@ async def driver_runs(handle) -> list[tuple[str, str, str]]:
     return out
 
 
-async def watched_by(client, service: str) -> str | None:
-    """Identity of the worker running the supervisor's watch of ``service`` (None until one runs it)."""
-    desc = await client.get_workflow_handle(f"supervise/{service}").describe()
+async def watched_by(client, queue: str) -> str | None:
+    """Identity of the worker running the watch of ``queue`` (``watch/{queue}``; None until one runs it)."""
+    from temporalio.service import RPCError
+
+    try:
+        desc = await client.get_workflow_handle(f"watch/{queue}").describe()
+    except RPCError:
+        return None
     for pending in desc.raw_description.pending_activities:
-        if pending.activity_type.name == "watch_service" and pending.last_worker_identity:
+        if pending.activity_type.name == "watch_queue" and pending.last_worker_identity:
             return pending.last_worker_identity
     return None
 
@@ -106,11 +111,14 @@ async def test_each_service_is_started_and_watched_by_its_hosts_worker(temporal_
         assert not (tmp_path / "data-beta" / "run" / "on-alpha.json").exists()
         assert (tmp_path / "data-beta" / "run" / "on-beta.json").exists()
         assert len(processes_with(f"--port {p1} ")) == 1 and len(processes_with(f"--port {p2} ")) == 1
-        # the supervisors watch each service from its own host
-        assert await eventually(lambda: watched_by(client, "on-alpha"), timeout=30) == worker_identity(alpha)
-        assert await eventually(lambda: watched_by(client, "on-beta"), timeout=30) == worker_identity(beta)
+        # each host's watcher watches its services from that host
+        assert await eventually(lambda: watched_by(client, f"{task_queue}.host.alpha"),
+                                timeout=30) == worker_identity(alpha)
+        assert await eventually(lambda: watched_by(client, f"{task_queue}.host.beta"),
+                                timeout=30) == worker_identity(beta)
     finally:
-        await terminate_quietly(client, "supervise/on-alpha", "supervise/on-beta")
+        await terminate_quietly(client, f"watch/{task_queue}.host.alpha", f"watch/{task_queue}.host.beta",
+                                f"watch/{task_queue}", "recover/on-alpha", "recover/on-beta")
         kill_process_group(alpha)
         kill_process_group(beta)
 

@@ -31,13 +31,11 @@ from tests.helpers import (
     watching,
     worker_process,
 )
-from windflow.domain.contracts import SupervisionState
 from windflow.domain.rollout import RolloutInput, RolloutPhase, RolloutState, RolloutStatus
 from windflow.persistence.models import ConfigVersionRow, OutboxRow, ServiceRow
 from windflow.persistence.rollout_models import ConfigRolloutRow
 from windflow.settings import Settings
 from windflow.workflows.rollout import ConfigRollout
-from windflow.workflows.supervision import ServiceSupervisor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -52,7 +50,7 @@ def settings(temporal_settings: Settings) -> Settings:
 @pytest.fixture(autouse=True)
 async def no_stray_workflows(temporal_env):
     yield
-    await terminate_quietly(temporal_env.client, "supervise/web", "rollout/web", "supervise/kv", "rollout/kv")
+    await terminate_quietly(temporal_env.client, "recover/web", "rollout/web", "recover/kv", "rollout/kv")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -130,14 +128,14 @@ async def test_good_change_is_applied_verified_and_marked_good(temporal_env, set
     await start_service(settings, v1)
     await eventually(lambda: healthy(port), timeout=10)
     async with running_worker(client, settings, db):
-        supervisor = await supervise(client, settings.task_queue, "web", heartbeat_timeout=3)
+        supervisor = await supervise(client, settings.task_queue, "web", db, heartbeat_timeout=3)
         await eventually(lambda: watching(supervisor), timeout=15)
         v2 = standin("web", port, boot=0.4, interval="0.1s")
         rollout_id = await rollout(api, "web", v2, window=3.0, comment="slower boot")
         live = await eventually(lambda: in_phase(api, "web", rollout_id, "verifying"), timeout=30, interval=0.05)
         assert live["state"]["supervision"] == "paused" and live["status"] == "RUNNING"
-        paused = await supervisor.query(ServiceSupervisor.query_status)
-        assert paused.state == SupervisionState.PAUSED  # no "recovery" in the middle of the change
+        held = await supervisor.row()  # no "recovery" in the middle of the change
+        assert held.held_by and held.held_by.startswith("rollout/web") and not await supervisor.recovering()
         body = await ended(api, "web", rollout_id)
         st = body["state"]
         assert body["status"] == "SUCCEEDED", (body["message"], st["verification"], st["rollback_verification"])
@@ -384,7 +382,7 @@ async def test_worker_killed_mid_rollout_ends_consistent(temporal_env, wsettings
     first = worker_process(wsettings, tmp_path, "w1")
     second = None
     try:
-        supervisor = await supervise(client, wsettings.task_queue, "kv", heartbeat_timeout=3)
+        supervisor = await supervise(client, wsettings.task_queue, "kv", sqlite_db, heartbeat_timeout=3)
         await eventually(lambda: watching(supervisor), timeout=30)
         await store_proposal(sqlite_db, "r-kill", "kv", v2.content())
         handle = await client.start_workflow(
@@ -410,8 +408,8 @@ async def test_worker_killed_mid_rollout_ends_consistent(temporal_env, wsettings
         async with sqlite_db.read() as session:
             row = await session.get(ConfigRolloutRow, "r-kill")
         assert row.status == result.status.value and row.finished_at is not None
-        st = await eventually(lambda: watching(supervisor), timeout=30)  # supervision resumed
-        assert st.paused_reason is None
+        await eventually(lambda: watching(supervisor), timeout=30)  # supervision resumed
+        assert (await supervisor.row()).held_by is None
     finally:
         kill_process_group(first)
         kill_process_group(second)

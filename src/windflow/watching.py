@@ -95,7 +95,7 @@ async def end_supervisors(client: Client, *, reason: str = SUPERVISORS_ENDED) ->
         if not execution.id.startswith(SUPERVISOR_PREFIX):
             continue
         try:
-            await client.get_workflow_handle(execution.id).terminate(reason)
+            await client.get_workflow_handle(execution.id).terminate(reason=reason)
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise

@@ -275,12 +275,21 @@ async def reclaim_in_background(client: Client, task_queue: str) -> None:
         log.info("took over %d activit%s of dead workers of this host", ended, "y" if ended == 1 else "ies")
 
 
-async def take_over_watching(client: Client, task_queue: str, host: str | None) -> None:
+async def take_over_watching(client: Client, task_queue: str, host: str | None,
+                             watch: WatchActivities | None = None) -> None:
     """A worker that starts makes sure its queues are watched (``watch/{queue}``: the shared one, and its host's),
     and ends the ``supervise/*`` workflows a previous version left (the watcher takes their services over);
-    failures only logged (the sweep makes sure of it again)."""
+    failures only logged (the sweep makes sure of it again). First, services of its queues whose process is gone
+    are ``unknown`` until observed (no stale ``healthy`` after a reboot)."""
     from windflow.watching import end_supervisors, ensure_watcher
 
+    if watch is not None:
+        try:
+            gone = await watch.forget_unobserved(host)
+            if gone:
+                log.info("not running since windflow was last up: %s", ", ".join(gone))
+        except Exception as exc:  # noqa: BLE001 - the store away: the watcher finds out anyway
+            log.warning("could not check the services' processes: %s", exc)
     try:
         await ensure_watcher(client, task_queue=task_queue)
         if host:
@@ -334,7 +343,8 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with parts.worker, parts.host_worker or contextlib.nullcontext():
             reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
-            taking_over = asyncio.create_task(take_over_watching(client, settings.task_queue, settings.worker_host))
+            taking_over = asyncio.create_task(take_over_watching(client, settings.task_queue, settings.worker_host,
+                                                                 parts.watch))
             watchdog = asyncio.create_task(watch_runs(client, db))
             await stop.wait()
             reclaiming.cancel()

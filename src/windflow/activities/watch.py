@@ -241,6 +241,38 @@ class WatchActivities:
         self.probe_history = probe_history
         self.state = StateWriter(db, on_commit)
 
+    async def forget_unobserved(self, host: str | None) -> list[str]:
+        """At a worker's start (after a reboot, or after windflow was down): a service of this host's queue whose
+        last observed state says it runs (healthy, not ready) but whose process is gone is ``unknown`` until the
+        watcher observes it, so that nothing shows a stale ``healthy`` for a dead process. Returns their ids."""
+        async with self.db.read() as session:
+            rows = [r for r in await services.all(session=session)
+                    if (r.host or None) == host and r.state in ("healthy", "not_ready")]
+            specs = {}
+            for row in rows:
+                with contextlib.suppress(Exception):
+                    specs[row.id] = await applied_spec_of(session=session, row=row)
+        gone = []
+        for service_id, spec in specs.items():
+            with contextlib.suppress(Exception):
+                if (await self.drivers.for_service(spec).status(spec)).status == RunStatus.STOPPED:
+                    gone.append(service_id)
+        if not gone:
+            return []
+
+        async def work(session: AsyncSession) -> None:
+            for service_id in gone:
+                row = await services.get(session=session, service_id=service_id)
+                if row is not None and row.state in ("healthy", "not_ready"):
+                    await self.state.set_state_in(session, service_id, "unknown", source="watcher",
+                                                  message="not observed since windflow started: its process is gone",
+                                                  process_gone=True)
+
+        await self.db.write_batched(work)
+        if self.state.on_commit:
+            self.state.on_commit()
+        return gone
+
     @activity.defn(name="watch_queue")
     async def watch_queue(self, req: WatchQueueInput) -> WatchQueueResult:
         """Watch every service of the queue until ``max_run`` has passed (then the workflow continues as new)."""

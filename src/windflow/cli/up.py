@@ -310,7 +310,7 @@ async def run_up(
                 # after a crash or a reboot: the activities of the `windflow up` that died run here now
                 reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
                 # the services desired running are watched (and recovered after a reboot) from the start
-                taking_over = asyncio.create_task(take_over_watching(client, settings.task_queue, None))
+                taking_over = asyncio.create_task(take_over_watching(client, settings.task_queue, None, parts.watch))
                 watchdog = asyncio.create_task(watch_runs(client, resources.db,
                                                           on_commit=relay.notify if relay else None))
                 api_task = asyncio.create_task(api.serve())
