@@ -337,7 +337,7 @@ class ServiceActivities:
         if done is not None:
             message = (f"skipped: version {version} already completed (run: once) at "
                        f"{done.finished_at.isoformat(timespec='seconds')}")
-            await self.state.set_state(spec.id, "completed", source=req.source, message=message)
+            await self.state.set_state(spec.id, "completed", source=req.source, message=message, process_gone=True)
             return RunJobResult(succeeded=True, skipped=True, version=version, exit_code=done.exit_code,
                                 duration=0.0, message=message, log_tail=list(done.log_tail or []))
         driver = self.drivers.for_service(spec)
@@ -403,8 +403,9 @@ class ServiceActivities:
             if await services.get(session=session, service_id=spec.id) is None:
                 return
             await job_runs.add(session=session, row=run)
+            # the attempt is over (exited, or stopped after its timeout): no pid of it stays in the registry
             await self.state.set_state_in(session, spec.id, "completed" if ok else "failed", source=req.source,
-                                          message=message, detail={"job": summary})
+                                          message=message, detail={"job": summary}, process_gone=True)
 
         await self.db.write_batched(record)
         if self.state.on_commit:
