@@ -208,7 +208,7 @@ async def create_hook(body: HookCreate, session: WriteSessionDep, principal: Can
 
 @router.get("", response_model=list[HookPublic], summary="Registered incoming webhooks")
 async def list_hooks(session: ReadSessionDep, _: CanManage) -> list[HookPublic]:
-    return [HookPublic(**_public(row)) for row in await hooks.list(session=session)]
+    return [HookPublic(**_public(row)) for row in await hooks.get_all(session=session)]
 
 
 @router.post("/alertmanager", response_model=HookReceipt,
@@ -235,7 +235,7 @@ async def list_hook_alerts(hook_id: str, session: ReadSessionDep, _: CanManage,
                            limit: int = Query(100, ge=1, le=1000)) -> list[AlertLogPublic]:
     await hooks.require(session=session, hook_id=hook_id)
     return [AlertLogPublic.model_validate(r, from_attributes=True)
-            for r in await alert_log.list(session=session, hook_id=hook_id, limit=limit)]
+            for r in await alert_log.get_all(session=session, hook_id=hook_id, limit=limit)]
 
 
 @router.delete("/{hook_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a webhook (its token dies)")
