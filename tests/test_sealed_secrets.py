@@ -10,7 +10,7 @@ from tests.test_codec import K1, K2
 from windflow.domain.notifications import ChannelConfig
 from windflow.persistence import sealing
 from windflow.persistence.notifications import NotificationChannelRepository
-from windflow.persistence.webhook_repositories import WebhookSubscriptionRepository
+from windflow.persistence.webhooks_out_repositories import WebhookSubscriptionRepository
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 SECRET = "whsec_" + "s3cr3t" * 6
@@ -83,7 +83,7 @@ async def test_build_resources_seals_with_the_settings_keys(settings, db):
 
 
 async def test_hook_signing_secret_is_sealed_at_rest(db):
-    from windflow.persistence.hook_repositories import HookRepository
+    from windflow.persistence.alerts_in_repositories import HookRepository
 
     repo = HookRepository()
     async with db.write() as session:

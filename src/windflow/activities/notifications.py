@@ -18,8 +18,8 @@ from temporalio.exceptions import ApplicationError
 
 from windflow.domain.contracts import NotifyInput, NotifyResult
 from windflow.domain.notifications import ChannelConfig, DeliveryResult, Notification
-from windflow.notify import build_channel
-from windflow.notify.base import NotificationChannel
+from windflow.escalation import build_channel
+from windflow.escalation.base import NotificationChannel
 from windflow.persistence.notifications import NotificationChannelRepository, NotificationLogRepository
 from windflow.persistence.repositories import AuditRepository
 

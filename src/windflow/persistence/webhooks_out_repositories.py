@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from windflow.domain.errors import NotFound
 from windflow.persistence.models import utcnow
 from windflow.persistence.repositories import Page, _is_postgres, decode_cursor, encode_cursor
-from windflow.persistence.webhook_models import WebhookDeliveryRow, WebhookSubscriptionRow
+from windflow.persistence.webhooks_out_models import WebhookDeliveryRow, WebhookSubscriptionRow
 
 PENDING = "pending"
 DELIVERED = "delivered"

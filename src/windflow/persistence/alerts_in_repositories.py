@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.domain.errors import NotFound
-from windflow.persistence.hook_models import AlertLogRow, HookRow
+from windflow.persistence.alerts_in_models import AlertLogRow, HookRow
 from windflow.persistence.models import utcnow
 
 

@@ -41,8 +41,7 @@ from windflow.api.routers.recoveries import start_recovery
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.auth.tokens import hash_opaque_token, new_opaque_token
-from windflow.domain.errors import Conflict
-from windflow.domain.hooks import (
+from windflow.domain.alerts_in import (
     DEFAULT_LABEL,
     AlertmanagerConfig,
     GenericConfig,
@@ -55,12 +54,13 @@ from windflow.domain.hooks import (
     generic_alerts,
     truncate_excerpt,
 )
+from windflow.domain.errors import Conflict
+from windflow.persistence.alerts_in_models import AlertLogRow, HookRow
+from windflow.persistence.alerts_in_repositories import AlertLogRepository, HookRepository
 from windflow.persistence.auth_repositories import UserRepository
-from windflow.persistence.hook_models import AlertLogRow, HookRow
-from windflow.persistence.hook_repositories import AlertLogRepository, HookRepository
 from windflow.persistence.models import utcnow
 from windflow.persistence.repositories import ServiceRepository
-from windflow.webhooks.signing import ID_HEADER, new_secret, verify_standard
+from windflow.webhooks_out.signing import ID_HEADER, new_secret, verify_standard
 
 HOOK_TOKEN_PREFIX = "wf_hook_"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
