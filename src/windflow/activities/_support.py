@@ -111,8 +111,9 @@ class StateWriter:
         row = await services.get(session=session, service_id=service_id)
         if row is None:
             return None
-        if desired is not None:
-            # an explicit act on the desired state supersedes an operator path's hold
+        if desired == "stopped" or (desired is not None and source == "initialization"):
+            # a stop (nothing restarts a stopped service anyway) or an initialization supersedes an operator path's
+            # hold; a user's restart keeps its own hold until its run releases it (after the wait for health)
             row.held_by = None
             row.held_until = None
         if desired is not None and desired != row.desired:

@@ -11,7 +11,8 @@ import typer
 from windflow.cli.client import ApiUrl, ServiceArg, all_pages, check, client, console, err_console
 from windflow.cli.output import Output, OutputOpt, emit
 
-service_app = typer.Typer(help="Control one service (a stop pauses its supervision).", no_args_is_help=True)
+service_app = typer.Typer(help="Control one service (a stop makes it desired stopped: nothing restarts it).",
+                          no_args_is_help=True)
 
 STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "backing_off": "yellow",
                "blocked": "magenta", "gave_up": "bold red", "failed": "red", "unhealthy": "red", "stopped": "blue",
@@ -93,13 +94,14 @@ def recover(
 
         with console.status("recovering") as status:
             while time.monotonic() < deadline:
-                sup = check(http.get(f"/api/v1/services/{service}/supervision")).get("status") or {}
-                state = sup.get("state", "")
-                status.update(f"{state}: {sup.get('message', '')}")
-                if state in ("watching", "gave_up", "paused"):
-                    console.print(Text(f"{service}: {state} — {sup.get('message', '')}",
-                                       STATE_STYLE.get("healthy" if state == "watching" else state, "")))
-                    raise typer.Exit(0 if state == "watching" else 1)
+                body = check(http.get(f"/api/v1/services/{service}/supervision"))
+                sup = body.get("status") or {}
+                state = body.get("state") or ""
+                status.update(f"{sup.get('state', state)}: {sup.get('message', '')}")
+                # the recovery (recover/{service}) ended: the service's status says how
+                if not body.get("recovering") and state in ("healthy", "not_ready", "gave_up", "stopped"):
+                    console.print(Text(f"{service}: {state} — {sup.get('message', '')}", STATE_STYLE.get(state, "")))
+                    raise typer.Exit(0 if state in ("healthy", "not_ready") else 1)
                 time.sleep(0.25)
     err_console.print(f"{service}: not back within {timeout:g}s")
     raise typer.Exit(1)
@@ -121,13 +123,13 @@ def _act(action: str, service: str, api: str | None, wait: bool) -> None:
 
 @service_app.command("start")
 def start(service: ServiceArg, wait: Wait = True, api: ApiUrl = None) -> None:
-    """Start a service, wait until healthy, resume its supervision."""
+    """Start a service (desired running), wait until healthy; its queue's watcher watches it."""
     _act("start", service, api, wait)
 
 
 @service_app.command("stop")
 def stop(service: ServiceArg, wait: Wait = True, api: ApiUrl = None) -> None:
-    """Stop a service and pause its supervision (windflow will not restart it)."""
+    """Stop a service (desired stopped: windflow will not restart it)."""
     _act("stop", service, api, wait)
 
 

@@ -32,11 +32,14 @@ with workflow.unsafe.imports_passed_through():
         WaitHealthyInput,
         WatchersInput,
     )
+    from windflow.domain.models import ServiceSpec
     from windflow.workflows import _policies as policies
     from windflow.workflows import search_attributes as sa
 
 #: the sweep reconciles watchers and recoveries on demand (before: one supervisor per service)
 WATCHERS_PATCH = "sweep-watchers"
+#: an operator's start or restart releases its hold whatever the outcome (before: only once healthy)
+RELEASE_PATCH = "control-release-hold"
 
 
 @workflow.defn(name="ServiceControl")
@@ -62,6 +65,18 @@ class ServiceControl:
                 start_to_close_timeout=timedelta(seconds=120), retry_policy=policies.STORE_RETRY)
             supervision = "paused" if paused else "none"
         action = ServiceActionInput(spec=spec, source="user", actor=input.actor)
+        if workflow.patched(RELEASE_PATCH):
+            try:
+                return await self.act(input, spec, action, supervisor, supervision)
+            finally:
+                if input.action != "stop":  # a stop's hold ends with desired stopped; a failed start is released
+                    await workflow.execute_activity_method(
+                        TemporalActivities.resume_supervisor, supervisor, summary=f"release {spec.id}",
+                        start_to_close_timeout=timedelta(seconds=60), retry_policy=policies.STORE_RETRY)
+        return await self.act(input, spec, action, supervisor, supervision)
+
+    async def act(self, input: ControlInput, spec: ServiceSpec, action: ServiceActionInput,
+                  supervisor: SupervisorControlInput, supervision: str) -> ControlResult:
         try:
             if input.action == "stop":
                 done = await policies.execute_on_host(
@@ -87,10 +102,12 @@ class ServiceControl:
         except ActivityError as exc:
             return ControlResult(service_id=spec.id, action=input.action, ok=False, message=policies.error_text(exc),
                                  supervision=supervision)
-        if spec.monitored:
+        if spec.monitored and not workflow.patched(RELEASE_PATCH):
             supervision = await workflow.execute_activity_method(
                 TemporalActivities.resume_supervisor, supervisor, summary=f"resume supervision of {spec.id}",
                 start_to_close_timeout=timedelta(seconds=60), retry_policy=policies.STORE_RETRY)
+        elif spec.monitored:
+            supervision = "resumed"  # released right after this returns
         return ControlResult(service_id=spec.id, action=input.action, ok=True, message="healthy",
                              pid=done.result.pid, supervision=supervision)
 
