@@ -78,7 +78,8 @@ class TemporalActivities:
             await ensure_watcher(self.client, task_queue=task_queue, host=host)
             (out.already_running if running else out.started).append(queue)
             activity.heartbeat(queue)
-        out.terminated_supervisors = await end_supervisors(self.client)
+        if req.end_supervisors:
+            out.terminated_supervisors = await end_supervisors(self.client)
         return out
 
     @activity.defn(name="start_recoveries")
@@ -106,8 +107,9 @@ class TemporalActivities:
 
     @activity.defn(name="ensure_supervisors")
     async def ensure_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:
-        """What initializations and sweeps of the previous version call: the watchers now."""
-        await self.ensure_watchers(WatchersInput(task_queue=req.task_queue, actor=req.actor))
+        """What an initialization calls at its end (and sweeps of the previous version): the watchers now (the
+        supervisors of the previous version are ended by the worker's start and the sweep, not on this path)."""
+        await self.ensure_watchers(WatchersInput(task_queue=req.task_queue, actor=req.actor, end_supervisors=False))
         return SupervisorsResult(already_running=list(req.service_ids))
 
     @activity.defn(name="stop_stale_supervisors")

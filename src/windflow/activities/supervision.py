@@ -208,7 +208,8 @@ class SupervisionActivities:
                 return RecoveryTarget()
             spec = await applied_spec_of(session=session, row=row)
             last = await runs.last_of(session=session, kind="recovery", service_id=service_id)
-        target = RecoveryTarget(spec=spec, desired=_desired(row), held_by=row.held_by if _held(row) else None)
+        target = RecoveryTarget(spec=spec, desired=_desired(row), state=row.state,
+                                held_by=row.held_by if _held(row) else None)
         if last is not None and last.status == "recovered" and last.finished_at is not None:
             finished = last.finished_at if last.finished_at.tzinfo else last.finished_at.replace(tzinfo=UTC)
             target.healthy_since = finished

@@ -519,7 +519,12 @@ class QueueWatch:
         except Exception as exc:  # Temporal away, or the recovery failed: look again shortly
             log.warning("recovery of %s: %s", spec.id, exc)
             await asyncio.sleep(1.0)
-        # the recovery ended with the service's entry unchanged (it was healthy after all, or held): watch again
+        # the recovery ended: watch again only while the service is still ours to watch (it was healthy after all);
+        # a service that gave up, or that someone else owns now, waits for the next reload to replace this task
+        async with self.owner.db.read() as session:
+            row = await services.get(session=session, service_id=spec.id)
+        if row is None or watch_mode(row) != target.mode or row.state == "gave_up":
+            await asyncio.Event().wait()
         await asyncio.sleep(0.2)
         return True
 

@@ -361,6 +361,7 @@ class RecoveryTarget(BaseModel):
 
     spec: ServiceSpec | None = None
     desired: str | None = None
+    state: str | None = Field(None, description="The service's status when the recovery began")
     held_by: str | None = Field(None, description="The operator path holding the service (no restart meanwhile)")
     attempt: int = Field(0, description="Attempts already counted (the last recovery ended < reset_after ago)")
     healthy_since: datetime | None = None
@@ -403,6 +404,7 @@ class WatchersInput(BaseModel):
     task_queue: str = ""
     hosts: list[str | None] | None = Field(None, description="Queues to ensure (None: every host with services)")
     actor: str = "system"
+    end_supervisors: bool = Field(True, description="Also end the supervise/* workflows of the previous version")
 
 
 class WatchersResult(BaseModel):

@@ -424,8 +424,10 @@ class ServiceRecovery(RecoveryRoutine):
             start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
         if target.spec is None:
             raise ApplicationError(f"service {input.service_id!r} not found", type="NotFound", non_retryable=True)
-        if target.desired == "stopped" or target.held_by is not None:
-            why = "desired stopped" if target.desired == "stopped" else f"held by {target.held_by}"
+        gave_up = input.source == "watcher" and target.state == "gave_up"  # a verdict from before it gave up
+        if target.desired == "stopped" or target.held_by is not None or gave_up:
+            why = "desired stopped" if target.desired == "stopped" else "it gave up" if gave_up \
+                else f"held by {target.held_by}"
             self.status.message = f"not recovered: {why}"
             return self.result(input, started, "skipped")
         self.spec = target.spec

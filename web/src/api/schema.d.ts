@@ -847,10 +847,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Live supervision state (query) */
+        /** Supervision of the service: its queue's watcher, and its recovery when one runs */
         get: operations["get_supervision_api_v1_services__service_id__supervision_get"];
         put?: never;
-        /** Start supervising the service (idempotent) */
+        /** Make sure the service's queue is watched (idempotent) */
         post: operations["start_supervision_api_v1_services__service_id__supervision_post"];
         delete?: never;
         options?: never;
@@ -2862,7 +2862,10 @@ export interface components {
             run_id: string;
             /** Service Id */
             service_id: string;
-            /** Supervised */
+            /**
+             * Supervised
+             * @description The service is monitored and its queue's watcher runs
+             */
             supervised: boolean;
             /** Temporal Ui */
             temporal_ui?: string | null;
@@ -4013,7 +4016,7 @@ export interface components {
         SupervisionPublic: {
             /**
              * Live
-             * @description True when the status came from the running supervisor itself, false when it is the last one recorded in the store
+             * @description True when the status came from the running recovery itself, false when it is the last one recorded in the store
              * @default false
              */
             live: boolean;
@@ -4022,11 +4025,31 @@ export interface components {
              * @description Why the status is not live, when it is not
              */
             message?: string | null;
+            /**
+             * Recovering
+             * @description A recovery (recover/{service}) runs now
+             * @default false
+             */
+            recovering: boolean;
             /** Service Id */
             service_id: string;
+            /**
+             * State
+             * @description The service's status (the read model)
+             */
+            state?: string | null;
+            /** @description The running recovery's status, else the last one recorded */
             status?: components["schemas"]["SupervisorStatus"] | null;
-            /** Supervised */
+            /**
+             * Supervised
+             * @description The service is monitored and its queue's watcher runs
+             */
             supervised: boolean;
+            /**
+             * Watcher
+             * @description The workflow id of the watcher of the service's queue (watch/{queue})
+             */
+            watcher?: string | null;
         };
         /**
          * SupervisionState
