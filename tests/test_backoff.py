@@ -36,5 +36,5 @@ def test_every_reconnect_loop_uses_the_helper():
                  if p.name != "backoff.py" and hand_written.search(p.read_text())]
     assert offenders == []
     users = [str(p.relative_to(src)) for p in src.rglob("*.py") if "reconnect_delay(" in p.read_text()]
-    assert {"api/event_hub.py", "events/relay.py", "events/redis_streams.py", "webhooks/dispatcher.py",
+    assert {"api/event_hub.py", "events/relay.py", "events/redis_streams.py", "webhooks_out/dispatcher.py",
             "cli/events.py"} <= set(users)

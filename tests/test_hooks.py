@@ -9,7 +9,7 @@ import pytest
 
 from tests.auth_helpers import bearer, create_user
 from tests.helpers import eventually, running_worker, standin, terminate_quietly
-from windflow.domain.hooks import GenericConfig, find, generic_alerts
+from windflow.domain.alerts_in import GenericConfig, find, generic_alerts
 from windflow.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -249,7 +249,7 @@ async def test_jsonpath_subset():
 
 async def test_jsonpath_is_rfc_9535():
     """Filters, descendants and slices work (the RFC 9535 library), and a bad path names what is wrong."""
-    from windflow.domain.hooks import JsonPathError, parse_path
+    from windflow.domain.alerts_in import JsonPathError, parse_path
 
     doc = {"alerts": [{"labels": {"service": "db"}, "status": "firing"},
                       {"labels": {"service": "web"}, "status": "resolved"},

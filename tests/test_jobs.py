@@ -70,10 +70,12 @@ async def test_migration_job_gates_the_api(temporal_env, wsettings, sqlite_db, p
     assert marker.read_text() == "1"
     async with sqlite_db.read() as s:
         states = dict((await s.execute(select(ServiceRow.id, ServiceRow.state))).all())
-        detail = (await s.get(ServiceRow, "migrate")).state_detail
+        mig_row = await s.get(ServiceRow, "migrate")
+        detail = mig_row.state_detail
         runs = list((await s.execute(select(JobRunRow))).scalars())
     assert states == {"db": "healthy", "migrate": "completed", "api": "healthy"}
     assert detail["job"]["exit_code"] == 0 and detail["job"]["succeeded"] is True
+    assert mig_row.pid is None and "pid" not in detail  # the job has exited: no pid of it stays
     assert [(r.service_id, r.succeeded, r.exit_code, r.version) for r in runs] == [("migrate", True, 0, 1)]
     for port in (db_port, api_port):
         assert len(processes_with(f"--port {port} ")) == 1
@@ -100,9 +102,9 @@ async def test_failed_job_names_its_stderr_and_skips_dependants(temporal_env, ws
     assert processes_with(f"--port {api_port} ") == []
     async with sqlite_db.read() as s:
         runs = list((await s.execute(select(JobRunRow).order_by(JobRunRow.id))).scalars())
-        state = (await s.get(ServiceRow, "migrate")).state
+        row = await s.get(ServiceRow, "migrate")
     assert [(r.attempt, r.succeeded, r.exit_code) for r in runs] == [(1, False, 2), (2, False, 2)]
-    assert state == "failed"
+    assert row.state == "failed" and row.pid is None and "pid" not in row.state_detail
 
 
 async def test_success_exit_codes(temporal_env, wsettings, sqlite_db, task_queue):

@@ -84,7 +84,7 @@ async def test_webhook_slack_and_log_delivered_and_recorded(db, receiver, caplog
     await store_channels(db, slack)  # from the system file; the others from settings
     acts = NotificationActivities(db, [webhook, logch], outbound=LOCAL)
     n = note()
-    with caplog.at_level(logging.INFO, logger="windflow.notify"):
+    with caplog.at_level(logging.INFO, logger="windflow.escalation"):
         result = await ActivityEnvironment().run(acts.notify, NotifyInput(notification=n))
 
     assert {r.channel: r.delivered for r in result.results} == {"hook": True, "log": True, "chat": True}
@@ -97,7 +97,7 @@ async def test_webhook_slack_and_log_delivered_and_recorded(db, receiver, caplog
     types = [b["type"] for b in sl["json"]["blocks"]]
     assert types[0] == "header" and "section" in types and types[-1] == "context"
     assert sl["json"]["blocks"][0]["text"]["text"] == n.title
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "windflow.notify"]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "windflow.escalation"]
     assert lines and lines[0]["id"] == n.id and lines[0]["channel"] == "log" and lines[0]["service_id"] == "api"
 
     rows = await log_rows(db)
@@ -188,7 +188,7 @@ SYSTEM = {
 
 async def stored(db) -> list[dict]:
     async with db.read() as session:
-        return [c.model_dump(mode="json") for c in await channels_repo.list(session=session)]
+        return [c.model_dump(mode="json") for c in await channels_repo.get_all(session=session)]
 
 
 async def test_system_file_notifications_round_trip(api, db):

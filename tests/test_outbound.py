@@ -16,11 +16,11 @@ from windflow.domain.errors import DriverFailed
 from windflow.domain.models import HttpHealth, ServiceSpec
 from windflow.domain.notifications import ChannelConfig, Notification
 from windflow.drivers.http import HttpDriver
-from windflow.notify import build_channel
+from windflow.escalation import build_channel
 from windflow.outbound import OutboundPolicy, OutboundRefused
 from windflow.probes.http import HttpProbe
 from windflow.settings import Settings
-from windflow.webhooks.dispatcher import attempt, new_client
+from windflow.webhooks_out.dispatcher import attempt, new_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

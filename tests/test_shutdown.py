@@ -12,7 +12,16 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import mint_token
-from tests.helpers import create, eventually, kill_marked, processes_with, running_worker, standin, start_service
+from tests.helpers import (
+    create,
+    eventually,
+    kill_marked,
+    processes_with,
+    running_worker,
+    standin,
+    start_service,
+    terminate_quietly,
+)
 from tests.live_server import LiveServer
 from tests.test_cli import invoke
 from windflow.domain.models import ServiceSpec
@@ -159,3 +168,40 @@ async def test_cli_down_watch(temporal_env, settings, db, api, app_resources, po
     assert '"status": "COMPLETED"' in result.output
     await asyncio.sleep(0)
     assert not processes_with(f"--port {p} ")
+
+
+async def test_cli_down_of_everything_asks_first(temporal_env, settings, api, app_resources, tmp_path):
+    """`windflow down` without services stops the whole system: it asks (declined: nothing starts), --yes skips."""
+    from typer.testing import CliRunner
+
+    from tests.test_cli import cli_env
+    from windflow.api.app import create_app
+    from windflow.cli.main import app as cli
+
+    await create(api, standin("lonely", 1))  # registered, not started (no worker runs the shutdowns here)
+
+    async def runs() -> list[dict]:
+        return (await api.get("/api/v1/shutdowns")).json()["items"]
+
+    before = len(await runs())
+    async with LiveServer(create_app(settings, resources=app_resources)) as live:
+        env = cli_env(tmp_path, WINDFLOW_TOKEN=mint_token(settings), WINDFLOW_API_URL=live.http_url)
+
+        def down(*args: str, answer: str | None = None):
+            return CliRunner().invoke(cli, ["down", *args], env=env, input=answer)
+
+        declined = await asyncio.to_thread(down, answer="n\n")
+        assert declined.exit_code == 1 and "Stop every service of the system?" in declined.output, declined.output
+        assert "Aborted" in declined.output
+        no_answer = await asyncio.to_thread(down)  # nobody to answer: not a yes
+        assert no_answer.exit_code == 1, no_answer.output
+        assert len(await runs()) == before
+        accepted = await asyncio.to_thread(down, "--yes")
+        assert accepted.exit_code == 0 and "Stop every" not in accepted.output, accepted.output
+        confirmed = await asyncio.to_thread(down, answer="y\n")
+        assert confirmed.exit_code == 0 and "started" in confirmed.output, confirmed.output
+        named = await asyncio.to_thread(down, "lonely")  # services named: no question
+        assert named.exit_code == 0 and "Stop every" not in named.output, named.output
+    started = await runs()
+    assert len(started) == before + 3
+    await terminate_quietly(temporal_env.client, *(r["workflow_id"] for r in started))

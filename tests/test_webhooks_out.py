@@ -27,10 +27,10 @@ from windflow.events.memory import MemoryBus
 from windflow.metrics import WEBHOOK_DELIVERIES
 from windflow.outbound import OutboundPolicy
 from windflow.persistence.models import AuditRow
-from windflow.persistence.webhook_models import WebhookDeliveryRow
-from windflow.persistence.webhook_repositories import WebhookDeliveryRepository, WebhookSubscriptionRepository
-from windflow.webhooks.dispatcher import DeliveryPolicy, WebhookDispatcher
-from windflow.webhooks.signing import verify, verify_standard
+from windflow.persistence.webhooks_out_models import WebhookDeliveryRow
+from windflow.persistence.webhooks_out_repositories import WebhookDeliveryRepository, WebhookSubscriptionRepository
+from windflow.webhooks_out.dispatcher import DeliveryPolicy, WebhookDispatcher
+from windflow.webhooks_out.signing import verify, verify_standard
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -407,7 +407,7 @@ async def test_queued_deliveries_survive_a_restart_and_are_claimed_once(db, rece
 
 async def test_standard_signature_is_the_spec_hmac_over_id_timestamp_body():
     """Computed by hand from the Standard Webhooks spec, independent of any library."""
-    from windflow.webhooks.signing import new_secret, sign
+    from windflow.webhooks_out.signing import new_secret, sign
 
     secret = new_secret()
     body = b'{"event_id":"e1","event_type":"PING"}'

@@ -80,7 +80,7 @@ async def test_a_slow_temporal_blocks_no_other_writer(api, app_resources, db, se
     # nothing half-saved: the run whose workflow never started is not in the store
     kind = path.rsplit("/", 1)[1].removesuffix("s")
     async with db.read() as session:
-        page = await RunSummaryRepository().list(session=session, kind=kind)
+        page = await RunSummaryRepository().get_all(session=session, kind=kind)
     assert page.items == []
     listed = (await api.get(path)).json()
     assert listed["items"] == []

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import select
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from windflow.domain.errors import WindflowError
@@ -23,10 +25,26 @@ if TYPE_CHECKING:
     from windflow.persistence.db import Database
 
 outbox = OutboxRepository()
+T = TypeVar("T")
 services = ServiceRepository()
 
 #: detail keys that describe one state only: dropped when the state changes (unless given again)
 STATE_FACTS = ("pid", "message", "healthy_since")
+
+
+async def heartbeating(awaitable: Awaitable[T], what: str, every: float = 1.0) -> T:
+    """Await ``awaitable`` while heartbeating every ``every`` seconds, so a long wait (a stop grace) is not taken
+    for a dead worker; cancelling the activity cancels the work."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            activity.heartbeat(what)
+    except BaseException:
+        task.cancel()
+        raise
 
 
 def to_application_error(exc: WindflowError) -> ApplicationError:

@@ -18,8 +18,8 @@ from temporalio.exceptions import ApplicationError
 
 from windflow.domain.contracts import NotifyInput, NotifyResult
 from windflow.domain.notifications import ChannelConfig, DeliveryResult, Notification
-from windflow.notify import build_channel
-from windflow.notify.base import NotificationChannel
+from windflow.escalation import build_channel
+from windflow.escalation.base import NotificationChannel
 from windflow.persistence.notifications import NotificationChannelRepository, NotificationLogRepository
 from windflow.persistence.repositories import AuditRepository
 from windflow.temporal import names
@@ -65,7 +65,7 @@ class NotificationActivities:
     async def notify(self, req: NotifyInput) -> NotifyResult:
         notification = req.notification
         async with self.db.read() as session:
-            stored = await channel_repo.list(session=session)
+            stored = await channel_repo.get_all(session=session)
             sends = await log_repo.sends(session=session, notification_id=notification.id)
         configs = self.merged(stored)
         if req.channels is not None:

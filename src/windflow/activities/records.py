@@ -13,7 +13,7 @@ from windflow.activities._support import add_new_events
 from windflow.domain.contracts import TERMINAL_INIT, AlertsIgnoredInput, RecordInitInput
 from windflow.domain.events import EventType, InitializationUpdate, make_event
 from windflow.metrics import INITIALIZATION_DURATION
-from windflow.persistence.hook_repositories import AlertLogRepository
+from windflow.persistence.alerts_in_repositories import AlertLogRepository
 from windflow.persistence.repositories import RunSummaryRepository
 
 if TYPE_CHECKING:

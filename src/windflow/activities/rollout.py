@@ -18,14 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from temporalio import activity
 
-from windflow.activities._support import StateWriter, add_new_events, new_event, outbox, to_application_error
+from windflow.activities._support import (
+    StateWriter,
+    add_new_events,
+    heartbeating,
+    new_event,
+    outbox,
+    to_application_error,
+)
 from windflow.domain.errors import ConfigNotStored, DriverFailed, NotFound, WindflowError
 from windflow.domain.events import ConfigChanged, EventType, RolloutUpdate, make_event
 from windflow.domain.models import ServiceSpec
@@ -61,25 +68,10 @@ services = ServiceRepository()
 versions = ConfigVersionRepository()
 rollouts = RolloutRepository()
 SOURCE = "rollout"
-T = TypeVar("T")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-async def _heartbeating(awaitable: Awaitable[T], what: str, every: float = 1.0) -> T:
-    """Await ``awaitable`` while heartbeating, so a long stop grace is not taken for a dead worker."""
-    task = asyncio.ensure_future(awaitable)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=every)
-            if done:
-                return task.result()
-            activity.heartbeat(what)
-    except BaseException:
-        task.cancel()
-        raise
 
 
 #: how long validation waits for the API to commit the rollout it has just started
@@ -305,7 +297,7 @@ class RolloutActivities:
         reload = getattr(driver, "reload", None)
         try:
             if callable(reload):
-                result = await _heartbeating(reload(spec), "reloading")
+                result = await heartbeating(reload(spec), "reloading")
                 action = "reload"
             else:
                 status = await driver.status(spec)
@@ -315,7 +307,7 @@ class RolloutActivities:
                                               message=f"already restarted with this config (pid {status.pid})")
                 await self.state.set_state(spec.id, "starting", source=SOURCE,
                                            message=f"applying config (rollout {req.rollout_id})")
-                result = await _heartbeating(driver.restart(spec), "restarting")  # a stop may take its grace
+                result = await heartbeating(driver.restart(spec), "restarting")  # a stop may take its grace
                 action = "restart"
         except WindflowError as exc:
             await self.state.set_state(spec.id, "failed", source=SOURCE, message=f"apply: {exc.message}")

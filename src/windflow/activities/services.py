@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from windflow.activities._support import StateWriter, new_event, outbox, to_application_error
+from windflow.activities._support import StateWriter, heartbeating, new_event, outbox, to_application_error
 from windflow.domain.contracts import (
     CheckHealthInput,
     RunJobInput,
@@ -195,7 +195,7 @@ class ServiceActivities:
         if req.source in DESIRED_SOURCES:  # desired stopped at once: "stopping" while the stop takes its grace
             await self.state.set_state(req.spec.id, "stopping", source=req.source, message="stopping",
                                        **self._desired(req, "stopped"))
-        result = await self._drive("stop", req)
+        result = await heartbeating(self._drive("stop", req), "stopping")  # the stop may take its grace
         await self.state.set_state(req.spec.id, "stopped", source=req.source,
                                    message="stopped" if result.changed else "was not running",
                                    **self._desired(req, "stopped"))
@@ -204,7 +204,7 @@ class ServiceActivities:
     @activity.defn(name="restart_service")
     async def restart_service(self, req: ServiceActionInput) -> ServiceActionResult:
         activity.heartbeat("restarting")
-        result = await self._drive("restart", req)
+        result = await heartbeating(self._drive("restart", req), "restarting")
         if result.changed:
             count_restart(req.spec.id, source=req.source)
         await self.state.set_state(req.spec.id, "starting", source=req.source, pid=result.pid, message="restarted",
@@ -337,7 +337,7 @@ class ServiceActivities:
         if done is not None:
             message = (f"skipped: version {version} already completed (run: once) at "
                        f"{done.finished_at.isoformat(timespec='seconds')}")
-            await self.state.set_state(spec.id, "completed", source=req.source, message=message)
+            await self.state.set_state(spec.id, "completed", source=req.source, message=message, process_gone=True)
             return RunJobResult(succeeded=True, skipped=True, version=version, exit_code=done.exit_code,
                                 duration=0.0, message=message, log_tail=list(done.log_tail or []))
         driver = self.drivers.for_service(spec)
@@ -403,8 +403,9 @@ class ServiceActivities:
             if await services.get(session=session, service_id=spec.id) is None:
                 return
             await job_runs.add(session=session, row=run)
+            # the attempt is over (exited, or stopped after its timeout): no pid of it stays in the registry
             await self.state.set_state_in(session, spec.id, "completed" if ok else "failed", source=req.source,
-                                          message=message, detail={"job": summary})
+                                          message=message, detail={"job": summary}, process_gone=True)
 
         await self.db.write_batched(record)
         if self.state.on_commit:

@@ -28,12 +28,12 @@ from windflow.api.middleware import (
 )
 from windflow.api.resources import Resources
 from windflow.api.routers import (
+    alerts_in,
     audit,
     auth,
     codec,
     events,
     health,
-    hooks,
     initializations,
     logs,
     recoveries,
@@ -44,7 +44,7 @@ from windflow.api.routers import (
     system,
     templates,
     users,
-    webhooks,
+    webhooks_out,
     ws,
 )
 from windflow.api.security import authorize_first
@@ -60,7 +60,7 @@ from windflow.persistence.seed import seed_templates
 from windflow.settings import Mode, Settings
 from windflow.temporal.client import LazyClient
 from windflow.tracing import instrument_app
-from windflow.webhooks.dispatcher import CONSUMER_GROUP, DeliveryPolicy, WebhookDispatcher, consumer_name
+from windflow.webhooks_out.dispatcher import CONSUMER_GROUP, DeliveryPolicy, WebhookDispatcher, consumer_name
 
 log = logging.getLogger("windflow.api")
 API_PREFIX = "/api/v1"
@@ -182,7 +182,7 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws, codec, hooks, webhooks, rollouts, logs, shutdowns):
+                   ws, codec, alerts_in, webhooks_out, rollouts, logs, shutdowns):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     v1.include_router(dashboard_router)

@@ -59,11 +59,15 @@ def down(
         help="Services to stop (their dependants are stopped first); none = every service")] = None,
     reason: Annotated[str, typer.Option(help="Why (audit trail, Temporal UI)")] = "",
     watch_run: Annotated[bool, typer.Option("--watch", "-w", help="Follow the run until it ends")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Without SERVICE: do not ask before stopping all")] = False,
     output: OutputOpt = Output.TABLE,
     api: ApiUrl = None,
 ) -> None:
     """Stop services in reverse dependency order (dependants first, each layer in parallel), pausing their
-    supervision so they stay stopped. Exit 1 if a service could not be stopped or the run was cancelled."""
+    supervision so they stay stopped. Without SERVICE it stops every service, and asks first unless --yes.
+    Exit 1 if a service could not be stopped or the run was cancelled (or the question was declined)."""
+    if not services and not yes:
+        typer.confirm("Stop every service of the system?", abort=True)
     with client(api) as http:
         accepted = check(http.post("/api/v1/shutdowns", json={"services": services or [], "reason": reason}))
         if not watch_run:

@@ -2,7 +2,7 @@
 
 Pure pydantic: the workflows build :class:`Notification` s (with ``workflow.now()`` and a
 workflow-provided ``id``), the ``notify`` activity delivers them through the adapters in
-``windflow.notify``. Channels come from settings and from the system file's ``notifications`` key.
+``windflow.escalation``. Channels come from settings and from the system file's ``notifications`` key.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class NotificationKind(StrEnum):
 class ChannelKind(StrEnum):
     WEBHOOK = "webhook"  # POST the notification as JSON
     SLACK = "slack"  # Slack-compatible incoming webhook ({"text", "blocks"})
-    LOG = "log"  # a structured line on the "windflow.notify" logger
+    LOG = "log"  # a structured line on the "windflow.escalation" logger
 
 
 ChannelName = Annotated[

@@ -29,6 +29,10 @@ How it works
   If a log file cannot be opened (unwritable directory) or the log file system is full (less than
   ``LOG_MIN_FREE`` left: the child's first write would fail, and many programs exit on that), the service
   still starts with that stream on ``/dev/null``; the start result's message and every ``status`` say so.
+* **A stop survives its driver.** Before the stop signal is sent, the state file records it (signal, when,
+  and the deadline of its grace). A driver killed during the grace (a worker SIGKILL) leaves the stop
+  half-done; the next stop of that process, in a new driver, resumes it: no second stop signal, the SIGKILL of
+  the group at the recorded deadline, not a whole new grace after it.
 * **Concurrency.** start/stop/restart hold an ``asyncio.Lock`` per service; one driver instance is meant
   to be used from one event loop (the worker's).
 """
@@ -43,6 +47,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -822,10 +827,18 @@ class ProcessDriver:
         sig = signal.Signals[cfg.stop_signal]
         fut = self._exit_future(proc)
         proc.stopping = True
-        self._signal(proc, sig)
+        begun = self._stop_begun(proc)
+        if begun is not None:  # a driver before this one sent the signal and died in the grace: resume its stop
+            sig, deadline = begun
+            grace = float(deadline - time.time())
+            resumed = True
+        else:
+            resumed = False
+            self._record_stop(proc, sig, grace)
+            self._signal(proc, sig)
         forced = False
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout=grace)
+            await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, grace))
         except TimeoutError:
             forced = True
             self._signal(proc, signal.SIGKILL)
@@ -842,9 +855,35 @@ class ProcessDriver:
         info = fut.result()
         self._forget_state(service_id, proc.pid)
         how = f"SIGKILL after {format_duration(grace)} grace" if forced else sig.name
+        if resumed:
+            how = f"{sig.name} sent before a worker restart; " + ("SIGKILL at the end of its grace" if forced
+                                                                   else "exited within its grace")
         outcome = info.message.removeprefix("stopped by windflow: ")
         return DriverResult(ok=True, action=action, changed=True, pid=proc.pid, exit_code=info.exit_code,
                             message=f"stopped pid {proc.pid} ({how}; {outcome})")
+
+    def _record_stop(self, proc: _Proc, sig: signal.Signals, grace: float) -> None:
+        """Write into the state file that the stop of ``proc`` begins now (signal, deadline of its grace)."""
+        state = self._read_state(proc.service_id)
+        if state is None or state.get("pid") != proc.pid or state.get("starttime") != proc.starttime:
+            return  # not the process the state file describes (or none): nothing to resume later
+        fields = {k: v for k, v in state.items() if k not in ("version", "service", "boot_id")}
+        fields["stop"] = {"signal": sig.name, "at": time.time(), "deadline": time.time() + grace}
+        with contextlib.suppress(OSError):
+            self._store_state(proc.service_id, fields)
+
+    def _stop_begun(self, proc: _Proc) -> tuple[signal.Signals, float] | None:
+        """The signal and grace deadline of a stop of ``proc`` that an earlier driver began (see the module
+        docstring); None when no stop of this very process was recorded."""
+        state = self._read_state(proc.service_id)
+        if (state is None or state.get("pid") != proc.pid or state.get("starttime") != proc.starttime
+                or state.get("boot_id") != boot_id() or not isinstance(state.get("stop"), dict)):
+            return None
+        stop = state["stop"]
+        try:
+            return signal.Signals[str(stop["signal"])], float(stop["deadline"])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def _kill_leftovers(self, service_id: str) -> int:
         """SIGKILL the group of a recorded process whose leader died while no driver watched it (a worker restart):

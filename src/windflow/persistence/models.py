@@ -222,7 +222,7 @@ class RestartLeaseRow(Base):
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
-from windflow.persistence import hook_models as _hook_models  # noqa: E402,F401  (incoming alert webhooks)
+from windflow.persistence import alerts_in_models as _alerts_in_models  # noqa: E402,F401  (incoming alert webhooks)
 from windflow.persistence import job_models as _job_models  # noqa: E402,F401  (runs of jobs)
 from windflow.persistence import rollout_models as _rollout_models  # noqa: E402,F401  (config rollouts)
-from windflow.persistence import webhook_models as _webhook_models  # noqa: E402,F401  (outgoing webhooks)
+from windflow.persistence import webhooks_out_models as _webhooks_out_models  # noqa: E402,F401  (outgoing webhooks)

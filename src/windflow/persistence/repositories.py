@@ -180,7 +180,7 @@ class ServiceRepository:
             stmt = stmt.where(ServiceRow.id.in_(list(ids)))
         return [spec_of(r) for r in (await session.execute(stmt)).scalars()]
 
-    async def list(
+    async def get_all(
         self,
         *,
         session: AsyncSession,
@@ -375,7 +375,7 @@ def _escape_like(text: str) -> str:
 
 
 class ConfigVersionRepository:
-    async def list(
+    async def get_all(
         self, *, session: AsyncSession, service_id: str, limit: int = 50, cursor: str | None = None
     ) -> Page[ConfigVersionRow]:
         limit = max(1, min(limit, MAX_LIMIT))
@@ -443,7 +443,7 @@ class ConfigVersionRepository:
 
 
 class TemplateRepository:
-    async def list(self, *, session: AsyncSession) -> list[ConfigTemplateRow]:
+    async def get_all(self, *, session: AsyncSession) -> list[ConfigTemplateRow]:
         return list((await session.execute(select(ConfigTemplateRow).order_by(ConfigTemplateRow.name))).scalars())
 
     async def get(self, *, session: AsyncSession, name: str) -> ConfigTemplateRow:
@@ -511,7 +511,7 @@ class AuditRepository:
         await session.flush()
         return row
 
-    async def list(
+    async def get_all(
         self,
         *,
         session: AsyncSession,
@@ -579,7 +579,7 @@ class RunSummaryRepository:
     async def get(self, *, session: AsyncSession, run_id: str) -> RunSummaryRow | None:
         return await session.get(RunSummaryRow, run_id)
 
-    async def list(
+    async def get_all(
         self,
         *,
         session: AsyncSession,

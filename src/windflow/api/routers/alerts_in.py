@@ -40,8 +40,7 @@ from windflow.api.resources import Resources
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.auth.tokens import hash_opaque_token, new_opaque_token
-from windflow.domain.errors import Conflict
-from windflow.domain.hooks import (
+from windflow.domain.alerts_in import (
     DEFAULT_LABEL,
     AlertmanagerConfig,
     GenericConfig,
@@ -54,13 +53,14 @@ from windflow.domain.hooks import (
     generic_alerts,
     truncate_excerpt,
 )
+from windflow.domain.errors import Conflict
+from windflow.persistence.alerts_in_models import AlertLogRow, HookRow
+from windflow.persistence.alerts_in_repositories import AlertLogRepository, HookRepository
 from windflow.persistence.auth_repositories import UserRepository
-from windflow.persistence.hook_models import AlertLogRow, HookRow
-from windflow.persistence.hook_repositories import AlertLogRepository, HookRepository
 from windflow.persistence.models import utcnow
 from windflow.persistence.repositories import ServiceRepository
 from windflow.temporal.handles import start_recovery
-from windflow.webhooks.signing import ID_HEADER, new_secret, verify_standard
+from windflow.webhooks_out.signing import ID_HEADER, new_secret, verify_standard
 
 HOOK_TOKEN_PREFIX = "wf_hook_"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -208,7 +208,7 @@ async def create_hook(body: HookCreate, session: WriteSessionDep, principal: Can
 
 @router.get("", response_model=list[HookPublic], summary="Registered incoming webhooks")
 async def list_hooks(session: ReadSessionDep, _: CanManage) -> list[HookPublic]:
-    return [HookPublic(**_public(row)) for row in await hooks.list(session=session)]
+    return [HookPublic(**_public(row)) for row in await hooks.get_all(session=session)]
 
 
 @router.post("/alertmanager", response_model=HookReceipt,
@@ -235,7 +235,7 @@ async def list_hook_alerts(hook_id: str, session: ReadSessionDep, _: CanManage,
                            limit: int = Query(100, ge=1, le=1000)) -> list[AlertLogPublic]:
     await hooks.require(session=session, hook_id=hook_id)
     return [AlertLogPublic.model_validate(r, from_attributes=True)
-            for r in await alert_log.list(session=session, hook_id=hook_id, limit=limit)]
+            for r in await alert_log.get_all(session=session, hook_id=hook_id, limit=limit)]
 
 
 @router.delete("/{hook_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a webhook (its token dies)")

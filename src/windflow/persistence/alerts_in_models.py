@@ -63,7 +63,7 @@ class AlertLogRow(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     workflow_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
-    #: what makes a repeat of this alert the same alert (see ``windflow.domain.hooks.dedupe_key``)
+    #: what makes a repeat of this alert the same alert (see ``windflow.domain.alerts_in.dedupe_key``)
     dedupe_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: the run of ``workflow_id`` this alert started or joined
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

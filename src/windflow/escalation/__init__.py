@@ -1,6 +1,7 @@
-"""Notification channels: webhook (JSON), Slack-compatible incoming webhook, and the log.
+"""Escalation channels: how windflow tells people that a service gave up, escalated or needs a decision:
+webhook (JSON), Slack-compatible incoming webhook, and the log.
 
-Each adapter implements :class:`windflow.notify.base.NotificationChannel`; :func:`build_channels` turns
+Each adapter implements :class:`windflow.escalation.base.NotificationChannel`; :func:`build_channels` turns
 configs into channels. Adapters never raise for a failed delivery: they return a ``DeliveryResult``.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from windflow.domain.notifications import ChannelConfig, ChannelKind
-from windflow.notify.base import NotificationChannel
+from windflow.escalation.base import NotificationChannel
 from windflow.outbound import OutboundPolicy
 
 __all__ = ["NotificationChannel", "build_channel", "build_channels"]
@@ -19,14 +20,14 @@ def build_channel(config: ChannelConfig, outbound: OutboundPolicy | None = None)
     """The adapter of ``config``; HTTP channels connect only where ``outbound`` allows (default: the
     documented policy for notifications)."""
     if config.kind == ChannelKind.WEBHOOK:
-        from windflow.notify.webhook import WebhookChannel
+        from windflow.escalation.webhook import WebhookChannel
 
         return WebhookChannel(config, outbound)
     if config.kind == ChannelKind.SLACK:
-        from windflow.notify.slack import SlackChannel
+        from windflow.escalation.slack import SlackChannel
 
         return SlackChannel(config, outbound)
-    from windflow.notify.log import LogChannel
+    from windflow.escalation.log import LogChannel
 
     return LogChannel(config)
 

@@ -1,4 +1,4 @@
-"""The log channel: one structured (JSON) line on the ``windflow.notify`` logger; always delivered."""
+"""The log channel: one structured (JSON) line on the ``windflow.escalation`` logger; always delivered."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 from windflow.domain.notifications import ChannelConfig, DeliveryResult, Notification, NotificationKind
 
-logger = logging.getLogger("windflow.notify")
+logger = logging.getLogger("windflow.escalation")
 
 
 class LogChannel:

@@ -17,9 +17,9 @@ Intake
 
 Sending
     Claims due deliveries in the store (a compare-and-set per attempt, see
-    :mod:`windflow.persistence.webhook_repositories`), so any number of API processes may send and no attempt
+    :mod:`windflow.persistence.webhooks_out_repositories`), so any number of API processes may send and no attempt
     goes out twice; a claim is a lease, and a delivery whose sender died is due again once it has passed.
-    Each attempt POSTs the event envelope, signed as :mod:`windflow.webhooks.signing` describes, with the
+    Each attempt POSTs the event envelope, signed as :mod:`windflow.webhooks_out.signing` describes, with the
     same ``webhook-id`` on every attempt. A 2xx answer delivers it; anything else (another
     status, a timeout, a refused connection) schedules the next attempt after an exponential backoff
     (``webhooks_backoff`` doubling up to ``webhooks_backoff_max``, a little jitter, at least what a
@@ -51,13 +51,13 @@ import httpx2
 from windflow.domain.backoff import reconnect_delay
 from windflow.domain.events import Event
 from windflow.domain.redaction import redact_text
+from windflow.escalation._http import transport_error
 from windflow.events.base import EventBus
 from windflow.metrics import WEBHOOK_DELIVERIES
-from windflow.notify._http import transport_error
 from windflow.outbound import OutboundPolicy, guarded_client
 from windflow.persistence.db import Database
 from windflow.persistence.models import utcnow
-from windflow.persistence.webhook_repositories import (
+from windflow.persistence.webhooks_out_repositories import (
     DELIVERED,
     FAILED,
     PENDING,
@@ -65,9 +65,9 @@ from windflow.persistence.webhook_repositories import (
     WebhookDeliveryRepository,
     WebhookSubscriptionRepository,
 )
-from windflow.webhooks.signing import sign
+from windflow.webhooks_out.signing import sign
 
-log = logging.getLogger("windflow.webhooks")
+log = logging.getLogger("windflow.webhooks_out")
 
 CONSUMER_GROUP = "windflow-webhooks"
 USER_AGENT = "windflow-webhooks/1"
@@ -219,7 +219,7 @@ class WebhookDispatcher:
                 or time.monotonic() - self._wanted_at > SUBSCRIPTIONS_REFRESH):
             generation, read_at = self._generation, time.monotonic()  # a change during the read: read again
             async with self._db.read() as session:
-                rows = await self._subscriptions.list(session=session, enabled=True)
+                rows = await self._subscriptions.get_all(session=session, enabled=True)
             self._wanted = [frozenset(row.event_types) for row in rows]
             self._wanted_generation, self._wanted_at = generation, read_at
         return any(not types or event_type in types for types in self._wanted)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from windflow.domain.notifications import ChannelConfig, DeliveryResult, Notification, NotificationKind
-from windflow.notify._http import post_json
+from windflow.escalation._http import post_json
 from windflow.outbound import OutboundPolicy
 
 ICONS = {

@@ -9,8 +9,8 @@
 * ``GET /webhooks/{id}/deliveries`` pages through the delivery log (newest first);
   ``POST /webhooks/{id}/deliveries/{delivery_id}/redeliver`` queues the same payload again as a new delivery.
 
-Deliveries themselves are made by :mod:`windflow.webhooks.dispatcher`; the signature scheme is in
-:mod:`windflow.webhooks.signing` and docs/webhooks.md.
+Deliveries themselves are made by :mod:`windflow.webhooks_out.dispatcher`; the signature scheme is in
+:mod:`windflow.webhooks_out.signing` and docs/webhooks.md.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from windflow.domain.errors import ConfigInvalid, Conflict
 from windflow.domain.events import EventType
 from windflow.domain.redaction import REDACTED, redact_text
 from windflow.persistence.models import utcnow
-from windflow.persistence.webhook_models import WebhookDeliveryRow, WebhookSubscriptionRow
-from windflow.persistence.webhook_repositories import (
+from windflow.persistence.webhooks_out_models import WebhookDeliveryRow, WebhookSubscriptionRow
+from windflow.persistence.webhooks_out_repositories import (
     DELIVERED,
     FAILED,
     WebhookDeliveryRepository,
     WebhookSubscriptionRepository,
 )
-from windflow.webhooks.dispatcher import attempt, new_client
-from windflow.webhooks.signing import new_secret, standard_secret_problem
+from windflow.webhooks_out.dispatcher import attempt, new_client
+from windflow.webhooks_out.signing import new_secret, standard_secret_problem
 
 PING = "PING"
 MAX_URL = 2048
@@ -240,7 +240,7 @@ async def create_webhook(body: WebhookCreate, request: Request, resources: Resou
 
 @router.get("", response_model=list[WebhookPublic], summary="Webhook subscriptions")
 async def list_webhooks(session: ReadSessionDep, _: CanManage) -> list[WebhookPublic]:
-    return [WebhookPublic.of(row) for row in await subscriptions.list(session=session)]
+    return [WebhookPublic.of(row) for row in await subscriptions.get_all(session=session)]
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, summary="One webhook subscription (without its secret)")

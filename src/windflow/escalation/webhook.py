@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from windflow.domain.notifications import ChannelConfig, DeliveryResult, Notification
-from windflow.notify._http import post_json
+from windflow.escalation._http import post_json
 from windflow.outbound import OutboundPolicy
 
 
