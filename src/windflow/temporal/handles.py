@@ -85,8 +85,9 @@ async def start_initialization(client: Client, *, task_queue: str, inp: InitInpu
 async def retry_component(client: Client, workflow_id: str, component: str) -> RetryComponentResult:
     """Ask a running initialization to retry one failed component (``WorkflowUpdateFailedError`` when it may
     not: not part of the run, not failed, or the run is ending)."""
-    return await client.get_workflow_handle(workflow_id).execute_update(
+    result: RetryComponentResult = await client.get_workflow_handle(workflow_id).execute_update(
         names.RETRY_COMPONENT, RetryComponentInput(component=component), result_type=RetryComponentResult)
+    return result
 
 
 # ------------------------------------------------------------------------------------------------- shutdown
@@ -182,8 +183,9 @@ async def start_recovery(client: Client, *, task_queue: str, service_id: str, re
 async def query_status(client: Client, workflow_id: str, result_type: type[T], *,
                        timeout: timedelta | None = QUERY_TIMEOUT) -> T:
     """The running workflow's ``status`` query, typed."""
-    return await client.get_workflow_handle(workflow_id).query(names.STATUS, result_type=result_type,
-                                                               rpc_timeout=timeout)
+    state: T = await client.get_workflow_handle(workflow_id).query(names.STATUS, result_type=result_type,
+                                                                   rpc_timeout=timeout)
+    return state
 
 
 async def execution_status(client: Client, workflow_id: str) -> WorkflowExecutionStatus | None:
