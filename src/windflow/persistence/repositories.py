@@ -18,6 +18,7 @@ from windflow.domain.errors import ConfigInvalid, NotFound, VersionConflict
 from windflow.domain.events import Event
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import ProbeResult
+from windflow.persistence.db import affected_rows
 from windflow.persistence.models import (
     AuditRow,
     ConfigTemplateRow,
@@ -315,7 +316,7 @@ class ServiceRepository:
             )
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if affected_rows(result) != 1:
             raise VersionConflict(f"service {spec.id!r} was changed meanwhile", details={"expected_version": current})
         version = ConfigVersionRow(
             service_id=spec.id, version=current + 1, content=content, content_hash=content_hash(content),
@@ -745,7 +746,7 @@ class OutboxRepository:
             delete(OutboxRow).where(OutboxRow.published_at.is_not(None),
                                     OutboxRow.published_at < utcnow() - older_than)
         )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(result)
 
     async def lag(self, *, session: AsyncSession) -> int:
         stmt = select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None))
