@@ -28,7 +28,7 @@ from windflow.domain.contracts import (
     WaitHealthyInput,
     WaitHealthyResult,
 )
-from windflow.domain.errors import ConfigInvalid, DriverFailed, HealthCheckFailed, NotFound, WindflowError
+from windflow.domain.errors import DriverFailed, HealthCheckFailed, NotFound, WindflowError
 from windflow.domain.events import EventType, HealthCheck
 from windflow.domain.graph import closure, layers
 from windflow.domain.health import HealthTracker, HealthVerdict
@@ -136,19 +136,6 @@ class ServiceActivities:
             raise to_application_error(NotFound(f"service {service_id!r} not found"))
         return spec_of(row)
 
-    @activity.defn(name="validate_config")
-    async def validate_config(self, data: dict) -> ServiceSpec:  # type: ignore[type-arg]
-        from pydantic import ValidationError
-
-        try:
-            return ServiceSpec.model_validate(data)
-        except ValidationError as exc:
-            problems = problems_from(exc)
-            raise to_application_error(
-                ConfigInvalid(f"invalid config: {problems[0].path}: {problems[0].msg}",
-                              details=[p.model_dump() for p in problems])
-            ) from None
-
     # ----------------------------------------------------------------- control
 
     async def _drive(self, action: str, req: ServiceActionInput) -> DriverResult:
@@ -216,7 +203,7 @@ class ServiceActivities:
 
     async def _store_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None, *,
                             state: str | None = None, source: str = "", message: str = "",
-                            detail: dict | None = None) -> None:  # type: ignore[type-arg]
+                            detail: dict[str, Any] | None = None) -> None:
         """Record probe results (and, with ``state``, the service's new state) in one transaction."""
         if not results and state is None:
             return

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from windflow import __version__
@@ -176,9 +177,10 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
                        origins=settings.codec_origins)
     # public unless WINDFLOW_METRICS_TOKEN is set; aggregate figures and service ids only
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    app.add_route("/metrics", MetricsEndpoint(token=metrics_token, unauthorized=lambda: error_response(
+    # a Route of the ASGI app itself (add_route's typing expects a request handler)
+    app.router.routes.append(Route("/metrics", MetricsEndpoint(token=metrics_token, unauthorized=lambda: error_response(
         401, "unauthorized", "send Authorization: Bearer <WINDFLOW_METRICS_TOKEN>")),
-        methods=["GET"], include_in_schema=False)
+        methods=["GET"], include_in_schema=False))
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,

@@ -296,7 +296,6 @@ async def run_up(
         app = create_app(settings, resources=resources)
         freeze_startup_heap()  # windflow.heap: API and worker share this process's loop
         api = uvicorn.Server(api_server_config(app, settings))
-        api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
         registered: dict[str, Any] = {}  # service id -> spec, read at shutdown for --stop-services
         shut_down = False  # --stop-services: the SystemShutdown run stopped them all

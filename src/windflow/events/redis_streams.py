@@ -239,7 +239,7 @@ class Delivery:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-Handler = Callable[[Event], Awaitable[None]]
+Handler = Callable[[Event], Awaitable[object]]  # what it returns is not used
 
 
 class StreamConsumer:

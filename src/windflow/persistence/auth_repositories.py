@@ -6,7 +6,7 @@ Async, keyword-only ``session``, never commit: the unit of work (a route, the bo
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,7 +74,7 @@ class RoleRepository:
         await session.flush()
         return row
 
-    async def ensure_builtin(self, *, session: AsyncSession, roles: dict[str, Iterable[str]]) -> None:
+    async def ensure_builtin(self, *, session: AsyncSession, roles: Mapping[str, Iterable[str]]) -> None:
         """Create the built-in roles, or bring their permissions up to date with the code."""
         for name, perms in roles.items():
             wanted = sorted(str(p) for p in perms)

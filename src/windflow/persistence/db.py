@@ -367,12 +367,6 @@ class Database:
                 if not done.done():
                     done.set_result(result)
 
-    def reader_session(self) -> AsyncSession:
-        return self._reader()
-
-    def writer_session(self) -> AsyncSession:
-        return self._writer()
-
     async def notifications(self, channel: str) -> AsyncIterator[str]:
         """PostgreSQL only: LISTEN on ``channel`` over a dedicated connection and yield each payload.
 

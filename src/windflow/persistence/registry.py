@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from windflow.domain.errors import ConfigInvalid, Conflict, NotFound
+from windflow.domain.errors import ConfigInvalid, Conflict
 from windflow.domain.events import ConfigChanged, EventType, make_event
 from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
@@ -323,10 +323,3 @@ async def apply_system(
     if channels is not None:
         await channels_repo.replace(session=session, channels=channels)
     return result
-
-
-async def load_spec(*, session: AsyncSession, service_id: str) -> ServiceSpec:
-    row = await services_repo.get(session=session, service_id=service_id)
-    if row is None:
-        raise NotFound(f"service {service_id!r} not found", details={"service_id": service_id})
-    return spec_of(row)

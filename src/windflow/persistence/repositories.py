@@ -421,10 +421,6 @@ class ConfigVersionRepository:
                 continue
         return False
 
-    async def numbers(self, *, session: AsyncSession, service_id: str) -> list[int]:
-        stmt = select(ConfigVersionRow.version).where(ConfigVersionRow.service_id == service_id)
-        return sorted((await session.execute(stmt)).scalars())
-
     async def mark(self, *, session: AsyncSession, service_id: str, version: int, status: str) -> None:
         row = await self.get(session=session, service_id=service_id, version=version)
         row.status = status
