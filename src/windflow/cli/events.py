@@ -92,13 +92,8 @@ async def tail(
     failures = 0
     connected = False  # an API that never answered is a wrong URL or a stopped API: say so at once
     while True:
-        target = url
-        if last_id is not None:
-            base, _, query = url.partition("?")
-            params = [p for p in query.split("&") if p and not p.startswith("last_event_id=")]
-            target = base + "?" + "&".join([*params, urlencode({"last_event_id": last_id})])
         try:
-            async with connect(target, additional_headers=headers, open_timeout=10) as ws:
+            async with connect(resume_url(url, last_id), additional_headers=headers, open_timeout=10) as ws:
                 connected = True
                 async for frame in ws:
                     failures = 0
@@ -106,13 +101,7 @@ async def tail(
                     kind = msg.get("type")
                     if kind == "event":
                         last_id = msg["id"]
-                        event = msg["event"]
-                        if raw:
-                            sys.stdout.write(json.dumps(msg) + "\n")
-                            sys.stdout.flush()
-                        else:
-                            console.print(f"[dim]{event.get('timestamp', '')} {msg['id']}[/dim] "
-                                          f"{describe(event)}", highlight=False, soft_wrap=True)
+                        show(msg, raw=raw)
                         shown += 1
                         if count is not None and shown >= count:
                             return 0
@@ -151,6 +140,26 @@ async def tail(
         if not follow:
             return 0
         await asyncio.sleep(reconnect_delay(failures, base=0.2, cap=5.0))
+
+
+def resume_url(url: str, last_id: str | None) -> str:
+    """``url`` resuming after ``last_id`` (the stream position of the last event shown), when there is one."""
+    if last_id is None:
+        return url
+    base, _, query = url.partition("?")
+    params = [p for p in query.split("&") if p and not p.startswith("last_event_id=")]
+    return base + "?" + "&".join([*params, urlencode({"last_event_id": last_id})])
+
+
+def show(msg: dict[str, Any], *, raw: bool) -> None:
+    """One event: the message as JSON (``--json``), or a line for people."""
+    if raw:
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+        return
+    event = msg["event"]
+    console.print(f"[dim]{event.get('timestamp', '')} {msg['id']}[/dim] {describe(event)}", highlight=False,
+                  soft_wrap=True)
 
 
 async def warn_unknown_services(base: str, bearer: str | None, services: Sequence[str]) -> None:
