@@ -321,7 +321,6 @@ class ServiceActivities:
         tail = getattr(self.drivers.for_service(spec), "log_tail", None)
         return list(tail(spec.id, lines=lines, stream=stream)) if tail is not None else []
 
-    @activity.defn(name="run_job")
     async def _job_exit_or_timeout(self, driver: ServiceDriver, spec: ServiceSpec, pid: int | None,
                                    clock: float) -> asyncio.Future[ExitInfo | None]:
         """Wait (heartbeating) for the job's exit, at most its ``timeout``; the wait, done or not. A cancelled
@@ -341,6 +340,7 @@ class ServiceActivities:
             await driver.stop(spec)
             raise
 
+    @activity.defn(name="run_job")
     async def run_job(self, req: RunJobInput) -> RunJobResult:
         """Run one attempt of a job (``kind: job``) to completion: start it, wait for its exit within its
         ``timeout`` (then stop it), record the run. A failed attempt is a result, not an error: the workflow
