@@ -208,6 +208,8 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    status_history_retention_days: float = Field(30.0, gt=0, description="Days each service's status changes (its "
+                                                 "state timeline) are kept; the newest change of a service stays")
     hooks_rate_limit: int = Field(120, ge=1, description="Deliveries one incoming alert hook may make per "
                                   "hooks_rate_window; more are answered 429 with Retry-After")
     hooks_rate_window: float = Field(60.0, gt=0, le=86400, description="Window of hooks_rate_limit, seconds")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import APIRouter, Depends, FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -79,7 +80,8 @@ async def build_resources(settings: Settings, *, migrate: bool | None = None) ->
     bus = build_bus(settings)
     resources = Resources(settings=settings, db=db, temporal=LazyClient(settings), bus=bus,
                           jwt_key=settings.jwt_key())
-    resources.relay = OutboxRelay(db, bus, interval=settings.events_relay_interval)
+    resources.relay = OutboxRelay(db, bus, interval=settings.events_relay_interval,
+                                  status_history_retention=timedelta(days=settings.status_history_retention_days))
     return resources
 
 
