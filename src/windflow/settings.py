@@ -408,22 +408,6 @@ class Settings(BaseSettings):
             return f"http://127.0.0.1:{self.temporal_ui_port}"
         return None
 
-    def temporal_ui_link(self, workflow_id: str | None = None, run_id: str | None = None) -> str | None:
-        """The Temporal Web UI page of a workflow (its latest run, or ``run_id``), or the namespace's workflow
-        list without an id; ``None`` when there is no UI. The one place that builds these links."""
-        from urllib.parse import quote
-
-        base = self.temporal_ui_base_url
-        if not base:
-            return None
-        url = f"{base}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows"
-        if workflow_id is None:
-            return url
-        url += f"/{quote(workflow_id, safe='')}"
-        if run_id:
-            url += f"/{quote(run_id, safe='')}/history"
-        return url
-
     @property
     def codec_origins(self) -> list[str]:
         """Browser origins allowed on the codec endpoint: configured, else the Temporal UI's own origin."""

@@ -59,7 +59,7 @@ from windflow.persistence.db import Database
 from windflow.persistence.migrate import upgrade
 from windflow.persistence.seed import seed_templates
 from windflow.settings import Mode, Settings
-from windflow.temporal_client import LazyClient
+from windflow.temporal.client import LazyClient
 from windflow.tracing import instrument_app
 from windflow.webhooks_out.dispatcher import CONSUMER_GROUP, DeliveryPolicy, WebhookDispatcher, consumer_name
 

@@ -614,6 +614,10 @@ class RunSummaryRepository:
             nxt = encode_cursor({"started_at": last.started_at.isoformat(), "run_id": last.run_id})
         return Page(rows, nxt)
 
+    async def delete(self, *, session: AsyncSession, run_id: str) -> None:
+        """Forget a run (one whose workflow never started)."""
+        await session.execute(delete(RunSummaryRow).where(RunSummaryRow.run_id == run_id))
+
     async def running(self, *, session: AsyncSession, kind: str) -> list[RunSummaryRow]:
         stmt = select(RunSummaryRow).where(RunSummaryRow.kind == kind, RunSummaryRow.finished_at.is_(None))
         return list((await session.execute(stmt)).scalars())

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import jsonpatch
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Path, Query, Response, status
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from windflow.api.audit import record
 from windflow.api.bodies import VERSION_MAX
@@ -41,8 +40,7 @@ from windflow.domain.redaction import REDACTED, is_secret_key, redact
 from windflow.persistence import registry
 from windflow.persistence.job_models import JobRunRepository
 from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository, StatusHistoryRepository
-from windflow.workflows import search_attributes as sa
-from windflow.workflows.control import ServiceControl
+from windflow.temporal import handles
 
 router = APIRouter(prefix="/services", tags=["services"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
@@ -246,13 +244,11 @@ async def delete_service(
 async def _stop_before_delete(resources: Resources, service_id: str, actor: str) -> None:
     """An operator's stop (supervision paused first, so nothing restarts it), awaited."""
     client = await get_temporal(resources)
-    result = await client.execute_workflow(
-        ServiceControl.run, ControlInput(service_id=service_id, action="stop", actor=actor),
-        id=f"control/{service_id}/{uuid.uuid4().hex[:12]}", task_queue=resources.settings.task_queue,
-        memo={"actor": actor}, static_summary=f"stop {service_id} before deleting it ({actor})",
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "control"),
-                                                 SearchAttributePair(sa.SERVICE, service_id),
-                                                 SearchAttributePair(sa.ACTOR, actor)]))
+    handle = await handles.start_control(
+        client, task_queue=resources.settings.task_queue, nonce=uuid.uuid4().hex[:12],
+        inp=ControlInput(service_id=service_id, action="stop", actor=actor),
+        summary=f"stop {service_id} before deleting it ({actor})")
+    result = await handle.result()
     if not result.ok:
         raise ApiError(409, f"service {service_id!r} could not be stopped, so it was not deleted: {result.message}",
                        code="conflict", details={"service_id": service_id, "stop": result.message})
