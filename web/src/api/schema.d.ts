@@ -373,7 +373,12 @@ export interface paths {
         /** Initialization history */
         get: operations["list_initializations_api_v1_initializations_get"];
         put?: never;
-        /** Start an initialization */
+        /**
+         * Start an initialization
+         * @description Validate, then: ask Temporal about stale runs, record the run (one short write), start its workflow,
+         *     audit. No store transaction is open while Temporal is asked: on SQLite that would hold the one writer
+         *     slot, and every other write (the worker's, the API's) would wait for a slow or unreachable Temporal.
+         */
         post: operations["start_initialization_api_v1_initializations_post"];
         delete?: never;
         options?: never;
