@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import TypedDict
 
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.routing import Route
@@ -131,7 +132,12 @@ async def stop_task(task: asyncio.Task[None]) -> None:
 #: how every uvicorn that serves the app is configured: uvicorn's own proxy-header handling is off (it would
 #: believe X-Forwarded-For from 127.0.0.1, or whatever FORWARDED_ALLOW_IPS says); the app applies
 #: ``forwarded_allow_ips`` itself, so tests through ASGI and the real server behave alike
-SERVER_OPTIONS: dict[str, object] = {"proxy_headers": False, "ws_per_message_deflate": False}
+class ServerOptions(TypedDict):
+    proxy_headers: bool
+    ws_per_message_deflate: bool
+
+
+SERVER_OPTIONS: ServerOptions = {"proxy_headers": False, "ws_per_message_deflate": False}
 
 
 def create_app(settings: Settings, *, resources: Resources | None = None) -> FastAPI:

@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from windflow.api.errors import ApiError
+from windflow.api.resources import Resources
 from windflow.auth.permissions import Permission, Principal
 from windflow.auth.tokens import (
     InvalidToken,
@@ -79,8 +80,8 @@ async def authenticate(conn: HTTPConnection, token: str) -> Principal:
     return principal
 
 
-async def _api_token_principal(resources: object, token: str) -> Principal:
-    db = resources.db  # type: ignore[attr-defined]
+async def _api_token_principal(resources: Resources, token: str) -> Principal:
+    db = resources.db
     async with db.read() as session:
         found = await _api_tokens.by_hash(session=session, token_hash=hash_opaque_token(token))
         if found is None:

@@ -175,7 +175,7 @@ def run_api(
     freeze_startup_heap()  # windflow.heap: no full collection walking the whole start-up heap mid-request
     try:  # log_config=None: uvicorn's records go through windflow's log format
         uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_config=None,
-                    log_level=settings.log_level.lower(), **SERVER_OPTIONS)  # type: ignore[arg-type]
+                    log_level=settings.log_level.lower(), **SERVER_OPTIONS)
     finally:
         shutdown_observability()
 

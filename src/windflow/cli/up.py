@@ -90,7 +90,7 @@ def api_server_config(app: Any, settings: Settings) -> Any:
 
     return uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
                           log_config=None, lifespan="on", timeout_graceful_shutdown=5,
-                          **SERVER_OPTIONS)  # type: ignore[arg-type]
+                          **SERVER_OPTIONS)
 
 
 class UpLock:

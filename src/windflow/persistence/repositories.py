@@ -654,7 +654,7 @@ class StatusHistoryRepository:
         newest = select(func.max(StatusHistoryRow.id)).group_by(StatusHistoryRow.service_id)
         result = await session.execute(
             delete(StatusHistoryRow).where(StatusHistoryRow.at < cutoff, StatusHistoryRow.id.not_in(newest)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(result)
 
 
 class ProbeResultRepository:

@@ -42,8 +42,8 @@ class LogTail(BaseModel):
     lines: list[LogLinePublic]
 
 
-def _streams(stream: str) -> tuple[Stream, ...]:
-    return STREAMS if stream == "all" else (stream,)  # type: ignore[return-value]
+def _streams(stream: Literal["all", "stdout", "stderr"]) -> tuple[Stream, ...]:
+    return STREAMS if stream == "all" else (stream,)
 
 
 async def _source(resources: Resources, service_id: str) -> FileLogSource | RedisLogSource:
