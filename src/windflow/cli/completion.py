@@ -52,7 +52,7 @@ def fetch(base: str) -> list[str] | None:
     if bearer:
         headers["Authorization"] = f"Bearer {bearer}"
     ids: list[str] = []
-    params: dict[str, object] = {"limit": 500}
+    params: dict[str, str | int] = {"limit": 500}
     try:
         with httpx2.Client(base_url=base, headers=headers, timeout=FETCH_TIMEOUT) as http:
             while len(ids) < MAX_IDS:

@@ -21,16 +21,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from windflow.domain.durations import format_duration
 from windflow.domain.errors import ConfigInvalid, DriverFailed, DriverUnavailable
 from windflow.domain.models import CommandConfig, DriverKind, ServiceSpec, ShellCommand
 from windflow.domain.redaction import redact_text
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
-from windflow.drivers.environment import clean_env, identity
+from windflow.drivers.environment import Identity, clean_env, identity
 from windflow.drivers.process import KILL_WAIT, describe_exit, resolve_command, watch_exit
 
 OUTPUT_TAIL = 8 * 1024
@@ -61,7 +59,7 @@ async def run_captured(
     cwd: str | None,
     timeout: float,
     tail_bytes: int = OUTPUT_TAIL,
-    as_user: Mapping[str, Any] | None = None,
+    as_user: Identity | None = None,
 ) -> CommandOutcome:
     """Run ``argv`` in a new process group; keep the last ``tail_bytes`` of its output; kill the group on timeout.
 
@@ -80,7 +78,10 @@ async def run_captured(
             env=env,
             start_new_session=True,
             close_fds=True,
-            **(as_user or {}),  # user, group, extra_groups: set in the child before the exec
+            # set in the child before the exec
+            user=as_user.uid if as_user else None,
+            group=as_user.gid if as_user else None,
+            extra_groups=as_user.extra_groups if as_user else None,
         )
     except OSError as exc:
         raise DriverFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}", details={"command": argv}) from None
@@ -205,7 +206,7 @@ class CommandDriver:
         who = identity(cmd.user, cmd.group)
         env = clean_env(extra=cmd.env, home=who.home)  # never the worker's environment
         argv = ["/bin/sh", "-c", cmd.run] if isinstance(cmd.run, str) else resolve_command(cmd.run, env, cmd.cwd)
-        outcome = await run_captured(argv, env=env, cwd=cmd.cwd, timeout=cmd.timeout, as_user=who.popen_kwargs)
+        outcome = await run_captured(argv, env=env, cwd=cmd.cwd, timeout=cmd.timeout, as_user=who)
         if outcome.timed_out:
             raise DriverUnavailable(
                 f"{action} command timed out after {format_duration(cmd.timeout)} (process group killed)"

@@ -757,7 +757,9 @@ class ProcessDriver:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
-                **who.popen_kwargs,  # type: ignore[arg-type]
+                user=who.uid,
+                group=who.gid,
+                extra_groups=who.extra_groups,
             ))
         except OSError as exc:
             with contextlib.suppress(OSError):

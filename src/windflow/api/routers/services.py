@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import jsonpatch
@@ -24,6 +25,8 @@ from windflow.api.schemas import (
     PageOf,
     ServiceCreate,
     ServicePublic,
+    StatusChange,
+    StatusHistory,
     ValidationReport,
 )
 from windflow.api.security import require
@@ -36,12 +39,13 @@ from windflow.domain.models import ServiceSpec
 from windflow.domain.redaction import REDACTED, is_secret_key, redact
 from windflow.persistence import registry
 from windflow.persistence.job_models import JobRunRepository
-from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository
+from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository, StatusHistoryRepository
 from windflow.temporal import handles
 
 router = APIRouter(prefix="/services", tags=["services"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
 versions = ConfigVersionRepository()
+status_history = StatusHistoryRepository()
 job_runs = JobRunRepository()
 
 CanRead = Annotated[Principal, Depends(require(Permission.SERVICES_READ))]
@@ -146,6 +150,52 @@ async def get_service(service_id: str, session: ReadSessionDep, _: CanRead, resp
     row = await services.require(session=session, service_id=service_id)
     response.headers["ETag"] = f'"{row.current_version}"'
     return ServicePublic.of(row)
+
+
+def _instant(value: datetime | None, name: str) -> datetime | None:
+    """The instant in UTC (no zone means UTC); 422 for one with no UTC equivalent."""
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(422, f"{name}: instant out of range", code="validation_error",
+                       details=[{"loc": ["query", name], "msg": "out of range in UTC"}]) from None
+
+
+@router.get("/{service_id}/status-history", response_model=StatusHistory,
+            summary="A service's status over a time range (the state timeline)")
+async def get_status_history(
+    service_id: str,
+    session: ReadSessionDep,
+    resources: ResourcesDep,
+    _: CanRead,
+    since: datetime | None = Query(None, description="From this instant (inclusive); default: an hour before "
+                                                      "`until`; no zone means UTC"),
+    until: datetime | None = Query(None, description="To this instant (exclusive); default: now; no zone means UTC"),
+    limit: int = Query(5000, ge=1, le=20000, description="At most this many changes"),
+) -> StatusHistory:
+    """Every change of the service's status in the range, with the status it had at `since`: enough to draw
+    status bands. `since` must be before `until` (422 otherwise)."""
+    end = _instant(until, "until") or datetime.now(UTC)
+    try:
+        start = _instant(since, "since") or end - timedelta(hours=1)
+    except OverflowError:
+        raise ApiError(422, "since: instant out of range", code="validation_error",
+                       details=[{"loc": ["query", "until"], "msg": "too early to look an hour back from"}]) from None
+    if start >= end:
+        raise ApiError(422, "since must be before until", code="validation_error",
+                       details=[{"loc": ["query", "since"], "msg": "must be before until",
+                                 "since": start.isoformat(), "until": end.isoformat()}])
+    row = await services.require(session=session, service_id=service_id)
+    timeline = await status_history.timeline(session=session, service_id=service_id, since=start, until=end,
+                                             limit=limit)
+    return StatusHistory(
+        service_id=service_id, since=start, until=end,
+        initial=StatusChange.model_validate(timeline.initial) if timeline.initial is not None else None,
+        changes=[StatusChange.model_validate(r) for r in timeline.changes], truncated=timeline.truncated,
+        current_state=row.state, retention_days=resources.settings.status_history_retention_days,
+    )
 
 
 @router.get("/{service_id}/job-runs", response_model=list[JobRunPublic], summary="A job's runs, newest first")
