@@ -69,7 +69,7 @@ async def run_captured(
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     try:
-        popen = subprocess.Popen(  # noqa: S603 (argv list; shell strings are wrapped by the caller)
+        popen = subprocess.Popen(  # argv list; shell strings are wrapped by the caller
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
