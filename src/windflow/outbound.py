@@ -264,7 +264,7 @@ class GuardedBackend(AsyncNetworkBackend):
             try:
                 return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
                                                     socket_options=socket_options)
-            except Exception as exc:  # noqa: BLE001  (try the next address, like the resolver-aware default)
+            except Exception as exc:  # try the next address, like the resolver-aware default
                 last = exc
         assert last is not None
         raise last
@@ -284,7 +284,7 @@ def guarded_client(policy: OutboundPolicy, **kwargs: Any) -> Any:
 
     transport_kwargs = {k: kwargs.pop(k) for k in ("verify", "limits") if k in kwargs}
     transport = httpx2.AsyncHTTPTransport(trust_env=False, **transport_kwargs)
-    transport._pool._network_backend = GuardedBackend(policy)  # noqa: SLF001  (httpcore2's documented option)
+    transport._pool._network_backend = GuardedBackend(policy)  # httpcore2's documented option
     return httpx2.AsyncClient(transport=transport, follow_redirects=False, trust_env=False, **kwargs)
 
 

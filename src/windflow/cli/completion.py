@@ -75,7 +75,7 @@ def service_ids(explicit_api: str | None = None, *, now: float | None = None) ->
 
     try:
         base, _ = resolve_api(explicit_api)
-    except BaseException:  # noqa: BLE001 - a bad setting must not break the shell's Tab
+    except BaseException:  # a bad setting must not break the shell's Tab
         return []
     current = time.time() if now is None else now
     entries = _read()

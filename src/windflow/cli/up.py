@@ -434,7 +434,7 @@ async def _apply_and_init_until_stopped(init_task: asyncio.Task[InitOutcome], st
         outcome = init_task.result()
     except click.exceptions.Exit as exc:  # check() already printed the API's error
         return exc.exit_code or 1
-    except Exception as exc:  # noqa: BLE001 - report, keep serving (or exit, with --exit-after-init)
+    except Exception as exc:  # report, keep serving (or exit, with --exit-after-init)
         console.print(f"[red]applying or initializing failed: {exc}[/red]")
         return 1
     if outcome.workflow_id and outcome.status in ("SUCCEEDED", "CANCELLED"):  # a FAILED run may await a retry
@@ -533,7 +533,7 @@ async def _end_supervision(client: Any, specs: dict[str, Any]) -> None:
 
     try:
         await asyncio.wait_for(asyncio.gather(*(end(s) for s in specs)), SUPERVISION_STOP_TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - best effort: the services are stopped regardless
+    except Exception as exc:  # best effort: the services are stopped regardless
         console.print(f"[yellow]could not end supervision cleanly: {exc!r}[/yellow]")
 
 
@@ -555,7 +555,7 @@ async def _shutdown_run(client: Any, task_queue: str, specs: dict[str, Any]) -> 
             client, task_queue=task_queue,
             inp=ShutdownInput(run_id=run_id, actor="windflow-up", reason="windflow up --stop-services"))
         state: ShutdownState = await asyncio.wait_for(handle.result(), SHUTDOWN_TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - fall back to stopping them here
+    except Exception as exc:  # fall back to stopping them here
         console.print(f"[yellow]the shutdown run did not finish ({exc!r}); stopping what is left directly[/yellow]")
         return False
     for comp in sorted(state.components.values(), key=lambda c: (c.layer, c.service_id)):
@@ -579,7 +579,7 @@ async def _stop_all(services: Any, specs: dict[str, Any]) -> None:
         spec = specs[name]
         try:
             result = await services.drivers.for_service(spec).stop(spec)
-        except Exception as exc:  # noqa: BLE001 - report it and stop the others
+        except Exception as exc:  # report it and stop the others
             console.print(f"[red]could not stop {name}: {exc}[/red]")
             return
         stopped[name] = result.message or "stopped"
@@ -594,5 +594,5 @@ async def _stop_all(services: Any, specs: dict[str, Any]) -> None:
 
     try:
         await asyncio.wait_for(record(), STATE_RECORD_TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - the processes are stopped; only the registry lags
+    except Exception as exc:  # the processes are stopped; only the registry lags
         console.print(f"[yellow]services stopped, but their state was not recorded: {exc!r}[/yellow]")

@@ -68,23 +68,7 @@ async def run_captured(
     """
     loop = asyncio.get_running_loop()
     started = time.monotonic()
-    try:
-        popen = subprocess.Popen(  # noqa: S603 (argv list; shell strings are wrapped by the caller)
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-            # set in the child before the exec
-            user=as_user.uid if as_user else None,
-            group=as_user.gid if as_user else None,
-            extra_groups=as_user.extra_groups if as_user else None,
-        )
-    except OSError as exc:
-        raise DriverFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}", details={"command": argv}) from None
+    popen = _spawn_captured(argv, env=env, cwd=cwd, as_user=as_user)
     assert popen.stdout is not None
     fd = popen.stdout.fileno()
     os.set_blocking(fd, False)
@@ -115,16 +99,8 @@ async def run_captured(
 
     loop.add_reader(fd, on_data)
     watch_exit(popen.pid, on_exit)
-    timed_out = False
     try:
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(exited)
-        except TimeoutError:
-            timed_out = True
-            _killpg(popen.pid, signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exited), timeout=KILL_WAIT)
+        timed_out = await _exit_or_kill(popen.pid, exited, timeout)
         await asyncio.wait([eof], timeout=DRAIN_AFTER_EXIT)
     finally:
         if not exited.done():  # cancelled: take the group down, the watch reaps the leader
@@ -135,6 +111,42 @@ async def run_captured(
     text = redact_text(bytes(tail[-tail_bytes:]).decode("utf-8", errors="replace"))
     return CommandOutcome(argv=argv, exit_code=code, signal=sig, output=text, timed_out=timed_out,
                           duration=time.monotonic() - started)
+
+
+def _spawn_captured(argv: list[str], *, env: dict[str, str], cwd: str | None,
+                    as_user: Identity | None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (a list, never a shell: shell strings are wrapped by the caller) in its own process group,
+    output and errors on one pipe, as ``as_user`` (switched in the child before the exec)."""
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            user=as_user.uid if as_user else None,
+            group=as_user.gid if as_user else None,
+            extra_groups=as_user.extra_groups if as_user else None,
+        )
+    except OSError as exc:
+        raise DriverFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}", details={"command": argv}) from None
+
+
+async def _exit_or_kill(pgid: int, exited: asyncio.Future[tuple[int | None, int | None]], timeout: float) -> bool:
+    """Wait for the exit; past ``timeout`` kill the process group (and wait briefly for the exit). True if it
+    timed out."""
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(exited)
+        return False
+    except TimeoutError:
+        _killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(exited), timeout=KILL_WAIT)
+        return True
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -351,12 +351,12 @@ class Database:
             try:
                 async with self.write() as session:
                     results = [await work(session) for work, _ in batch]
-            except Exception:  # noqa: BLE001 - one failed: find out which, alone
+            except Exception:  # one failed: find out which, alone
                 for work, done in batch:
                     try:
                         async with self.write() as session:
                             result = await work(session)
-                    except Exception as exc:  # noqa: BLE001 - handed to that writer
+                    except Exception as exc:  # handed to that writer
                         if not done.done():
                             done.set_exception(exc)
                     else:
