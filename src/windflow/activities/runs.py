@@ -24,7 +24,7 @@ from windflow.domain.contracts import (
     WatchersResult,
 )
 from windflow.persistence.repositories import ServiceRepository
-from windflow.watching import end_supervisors, ensure_watcher, recovery_id, start_recovery, watcher_queue
+from windflow.temporal.watchers import end_supervisors, ensure_watcher, recovery_id, start_recovery, watcher_queue
 
 if TYPE_CHECKING:
     from windflow.persistence.db import Database

@@ -49,7 +49,7 @@ from windflow.domain.results import ProbeResult, RunStatus
 from windflow.drivers.base import DriverRegistry
 from windflow.persistence.repositories import ProbeResultRepository, ServiceRepository, applied_spec_of
 from windflow.probes.base import ProbeRegistry
-from windflow.workflows import search_attributes as sa
+from windflow.temporal import search_attributes as sa
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession

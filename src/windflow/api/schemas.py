@@ -58,6 +58,31 @@ class JobRunPublic(BaseModel):
     log_tail: list[str] = Field(description="The last lines of its stderr (or stdout when stderr is empty)")
 
 
+class StatusChange(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime = Field(description="When the service entered this status")
+    state: str
+    previous_state: str | None = None
+    source: str | None = Field(None, description="What recorded it (watcher, recovery, control, initialization...)")
+    message: str | None = None
+
+
+class StatusHistory(BaseModel):
+    """A service's status over ``[since, until)``: the bands are ``initial`` from ``since`` to the first change,
+    then each change until the next (the last until ``until``)."""
+
+    service_id: str
+    since: datetime
+    until: datetime
+    initial: StatusChange | None = Field(description="The status the service had at `since` (when it began, and "
+                                                      "from what); null: its first recorded status is later")
+    changes: list[StatusChange] = Field(description="Changes inside the range, oldest first")
+    truncated: bool = Field(description="More changes than `limit` in the range: narrow it to see the rest")
+    current_state: str = Field(description="The service's status now")
+    retention_days: float = Field(description="Changes older than this are pruned (each service keeps its newest)")
+
+
 class ServicePublic(BaseModel):
     id: str
     description: str
@@ -137,15 +162,6 @@ class ServicePublic(BaseModel):
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
-
-
-class ServiceBody(BaseModel):
-    """The versioned content of a service (everything but its id). Redacted secrets sent back are kept."""
-
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "driver": "process", "config": {"command": ["python3", "app.py"]}, "depends_on": ["database"],
-        "health": {"kind": "http", "url": "http://127.0.0.1:8080/health"},
-    }]})
 
 
 class ConfigUpdate(RequestBody):

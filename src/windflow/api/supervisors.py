@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from windflow.api.resources import Resources
 from windflow.persistence.repositories import ServiceRepository
-from windflow.watching import ensure_watcher
+from windflow.temporal.watchers import ensure_watcher
 
 log = logging.getLogger("windflow.api.supervisors")
 

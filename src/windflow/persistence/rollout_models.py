@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, and_, or_, select
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -103,6 +103,10 @@ class RolloutRepository:
         await session.flush()
         return row
 
+    async def delete(self, *, session: AsyncSession, rollout_id: str) -> None:
+        """Forget a rollout (one whose workflow never started)."""
+        await session.execute(delete(ConfigRolloutRow).where(ConfigRolloutRow.id == rollout_id))
+
     async def get(self, *, session: AsyncSession, rollout_id: str) -> ConfigRolloutRow | None:
         return await session.get(ConfigRolloutRow, rollout_id)
 
@@ -131,8 +135,3 @@ class RolloutRepository:
         if more and rows:
             nxt = encode_cursor({"started_at": rows[-1].started_at.isoformat(), "id": rows[-1].id})
         return Page(rows, nxt)
-
-    async def unfinished(self, *, session: AsyncSession, service_id: str) -> list[ConfigRolloutRow]:
-        stmt = select(ConfigRolloutRow).where(ConfigRolloutRow.service_id == service_id,
-                                              ConfigRolloutRow.finished_at.is_(None))
-        return list((await session.execute(stmt)).scalars())

@@ -11,6 +11,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from windflow.domain.models import ServiceSpec
+from windflow.temporal import names
 
 NON_RETRYABLE = [
     "ConfigInvalid",
@@ -59,9 +60,8 @@ def error_text(exc: BaseException) -> str:
 HOST_START_TIMEOUT = timedelta(seconds=30)
 
 
-def host_queue(task_queue: str, host: str) -> str:
-    """The task queue only the worker started with ``--host HOST`` polls (besides the shared one)."""
-    return f"{task_queue}.host.{host}"
+#: the task queue only the worker started with ``--host HOST`` polls (one spelling: ``temporal.names``)
+host_queue = names.host_queue
 
 
 def driver_queue(spec: ServiceSpec) -> str | None:

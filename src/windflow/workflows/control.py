@@ -33,8 +33,9 @@ with workflow.unsafe.imports_passed_through():
         WatchersInput,
     )
     from windflow.domain.models import ServiceSpec
+    from windflow.temporal import names
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
-    from windflow.workflows import search_attributes as sa
 
 #: the sweep reconciles watchers and recoveries on demand (before: one supervisor per service)
 WATCHERS_PATCH = "sweep-watchers"
@@ -42,7 +43,7 @@ WATCHERS_PATCH = "sweep-watchers"
 RELEASE_PATCH = "control-release-hold"
 
 
-@workflow.defn(name="ServiceControl")
+@workflow.defn(name=names.SERVICE_CONTROL)
 class ServiceControl:
     @workflow.run
     async def run(self, input: ControlInput) -> ControlResult:
@@ -112,7 +113,7 @@ class ServiceControl:
                              pid=done.result.pid, supervision=supervision)
 
 
-@workflow.defn(name="RecoverySweep")
+@workflow.defn(name=names.RECOVERY_SWEEP)
 class RecoverySweep:
     @workflow.run
     async def run(self, input: SweepInput) -> SweepResult:

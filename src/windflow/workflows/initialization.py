@@ -9,7 +9,8 @@ unless ``on_cancel=leave_running``.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
@@ -40,8 +41,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from windflow.domain.graph import dependants
     from windflow.domain.models import DependencyCondition, ServiceSpec
+    from windflow.temporal import names
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
-    from windflow.workflows import search_attributes as sa
 
 #: components starting at once when the options do not say (only systems larger than this notice it)
 DEFAULT_PARALLELISM = 100
@@ -72,7 +74,7 @@ def describe_plan(plan: list[list[str]], specs: dict[str, ServiceSpec]) -> str:
     return f"would start in this order: {order}" + (f"; conditions: {'; '.join(edges)}" if edges else "")
 
 
-@workflow.defn(name="SystemInitialization")
+@workflow.defn(name=names.SYSTEM_INITIALIZATION)
 class SystemInitialization:
     @workflow.init
     def __init__(self, input: InitInput) -> None:
@@ -86,7 +88,7 @@ class SystemInitialization:
         self.dirty = False
         self.retry_requested = False
         self.semaphore: asyncio.Semaphore | None = None
-        self.pending_events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+        self.pending_events: list[tuple[str, dict[str, Any]]] = []
         self.changed: set[str] = set()  # components changed since the last record (see _flush)
         self.recorded_plan = False  # a record with the whole plan and every component was written
         self.publisher: asyncio.Task[None] | None = None
@@ -95,11 +97,11 @@ class SystemInitialization:
 
     # ----------------------------------------------------------------- queries and updates
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.STATUS)
     def status(self) -> InitState:
         return self.state
 
-    @workflow.update(name="retry_component")
+    @workflow.update(name=names.RETRY_COMPONENT)
     async def retry_component(self, req: RetryComponentInput) -> RetryComponentResult:
         comp = self.state.components[req.component]
         comp.status = ComponentStatus.PENDING
@@ -212,7 +214,7 @@ class SystemInitialization:
             await self._compensate()
             raise
 
-    async def _drive(self, deadline) -> bool:  # type: ignore[no-untyped-def]
+    async def _drive(self, deadline: datetime) -> bool:
         """Start whatever is ready until nothing runs. False when the overall deadline passed."""
         while True:
             self._schedule()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError
@@ -33,13 +34,14 @@ with workflow.unsafe.imports_passed_through():
         ShutdownStatus,
         StopStatus,
     )
+    from windflow.temporal import names
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
-    from windflow.workflows import search_attributes as sa
 
 FINISHED = {StopStatus.STOPPED, StopStatus.FAILED, StopStatus.SKIPPED}
 
 
-@workflow.defn(name="SystemShutdown")
+@workflow.defn(name=names.SYSTEM_SHUTDOWN)
 class SystemShutdown:
     @workflow.init
     def __init__(self, input: ShutdownInput) -> None:
@@ -48,10 +50,10 @@ class SystemShutdown:
                                    reason=input.reason, requested=list(input.services),
                                    started_at=workflow.now())
         self.specs: dict[str, ServiceSpec] = {}
-        self.events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.seq = 0
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.STATUS)
     def status(self) -> ShutdownState:
         return self.state
 

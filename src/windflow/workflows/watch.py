@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from windflow.activities.watch import WatchActivities
     from windflow.domain.contracts import WatcherInput, WatchQueueInput, WatchQueueResult
-    from windflow.workflows import search_attributes as sa
+    from windflow.temporal import search_attributes as sa
 
 #: a watch that failed (a worker died, the store was away) is tried again soon, forever
 WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -19,7 +18,6 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.audit import record, record_now
@@ -33,13 +31,13 @@ from windflow.domain.contracts import (
     ControlInput,
     ControlResult,
     DecisionInput,
-    RecoveryInput,
     SupervisorStatus,
 )
 from windflow.persistence.repositories import ProbeResultRepository, RunSummaryRepository, ServiceRepository
-from windflow.watching import ensure_watcher, recovery_id, watcher_id, watcher_queue
-from windflow.workflows import search_attributes as sa
-from windflow.workflows.control import ServiceControl
+from windflow.temporal import handles, names
+from windflow.temporal.handles import start_recovery
+from windflow.temporal.links import workflow_link
+from windflow.temporal.watchers import ensure_watcher, watcher_queue
 from windflow.workflows.supervision import ServiceRecovery
 
 router = APIRouter(prefix="/services/{service_id}", tags=["recovery"], responses=ERROR_RESPONSES)
@@ -119,11 +117,6 @@ class ServiceMetrics(BaseModel):
     last_check: datetime | None = None
 
 
-def ui_link(resources: Any, workflow_id: str) -> str | None:
-    link: str | None = resources.settings.temporal_ui_link(workflow_id)
-    return link
-
-
 async def _running(client: Client, workflow_id: str) -> bool:
     """Whether ``workflow_id`` runs: the raw describe RPC, whose answer's status is all this needs (the SDK's
     ``describe()`` also decodes the whole description: memo, search attributes, pending activities)."""
@@ -139,45 +132,7 @@ async def _running(client: Client, workflow_id: str) -> bool:
 
 
 def _watcher_of(resources: Any, row: Any) -> str:
-    return watcher_id(watcher_queue(resources.settings.task_queue, row.host))
-
-
-@dataclass(frozen=True)
-class RecoveryStarted:
-    workflow_id: str
-    run_id: str
-    attached: bool
-
-
-async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str, source: str,
-                         request_id: str, confirm: bool = False) -> RecoveryStarted:
-    """Start ``recover/{service}`` or attach to the running one (``USE_EXISTING``: one recovery at a time).
-
-    ``request_id`` tags the start (memo): a different tag on the returned run means it was already running and this
-    call attached to it. Shared by the manual trigger and the alert webhooks. ``confirm``: probe first and end
-    without a restart when the service is healthy (alerts)."""
-    workflow_id = recovery_id(service_id)
-    handle = await client.start_workflow(
-        ServiceRecovery.run,
-        RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm),
-        id=workflow_id,
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        memo={"actor": actor, "request_id": request_id},
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "recovery"),
-                                                 SearchAttributePair(sa.SERVICE, service_id),
-                                                 SearchAttributePair(sa.ACTOR, actor)]),
-        static_summary=f"recovery of {service_id} by {actor}",
-    )
-    # the server says whether this call started the run or found one running (USE_EXISTING); the SDK keeps its
-    # answer on the handle. Without it, ask: the memo names the request that started the run.
-    response = getattr(handle, "_start_workflow_response", None)
-    if response is not None and hasattr(response, "started") and response.run_id:
-        return RecoveryStarted(workflow_id=workflow_id, run_id=response.run_id, attached=not response.started)
-    desc = await handle.describe()
-    memo = await desc.memo()
-    attached = memo.get("request_id") != request_id  # USE_EXISTING returned someone else's recovery
-    return RecoveryStarted(workflow_id=workflow_id, run_id=desc.run_id, attached=attached)
+    return names.watch_id(watcher_queue(resources.settings.task_queue, row.host))
 
 
 @router.post("/recoveries", status_code=status.HTTP_202_ACCEPTED, response_model=RecoveryAccepted,
@@ -210,7 +165,7 @@ async def trigger_recovery(
         elif not supervisor.cancelled():
             supervisor.exception()  # retrieved: its own failure is not this answer's
     return RecoveryAccepted(service_id=service_id, workflow_id=workflow_id, run_id=started.run_id, attached=attached,
-                            supervised=supervised, temporal_ui=ui_link(resources, workflow_id))
+                            supervised=supervised, temporal_ui=workflow_link(resources.settings, workflow_id))
 
 
 @router.get("/recoveries", response_model=PageOf[RecoveryPublic], summary="Recovery history (from the store)")
@@ -239,14 +194,15 @@ async def get_supervision(service_id: str, session: ReadSessionDep, client: Temp
     stored = (row.state_detail or {}).get("supervision")
     recorded = SupervisorStatus.model_validate(stored) if stored else None
     watcher = _watcher_of(resources, row)
-    watched, recovering = await asyncio.gather(_running(client, watcher), _running(client, recovery_id(service_id)))
+    watched, recovering = await asyncio.gather(_running(client, watcher),
+                                               _running(client, names.recover_id(service_id)))
     out = SupervisionPublic(service_id=service_id, supervised=row.monitored and watched, watcher=watcher,
                             recovering=recovering, state=row.state, status=recorded)
     if not recovering:
         out.message = "no recovery runs: the last recorded status" if recorded else "no recovery so far"
         return out
     try:
-        out.status = await client.get_workflow_handle(recovery_id(service_id)).query(
+        out.status = await client.get_workflow_handle(names.recover_id(service_id)).query(
             ServiceRecovery.query_status, rpc_timeout=QUERY_TIMEOUT)
         out.live = True
     except RPCError as exc:
@@ -275,7 +231,7 @@ async def start_supervision(service_id: str, session: ReadSessionDep, client: Te
              summary="Decide on an escalated recovery waiting for an operator (on_give_up: ask)")
 async def decide(service_id: str, body: DecisionCreate, client: TemporalDep, resources: ResourcesDep,
                  principal: CanRecover, request_id: RequestIdDep) -> SupervisionPublic:
-    handle = client.get_workflow_handle(recovery_id(service_id))
+    handle = client.get_workflow_handle(names.recover_id(service_id))
     try:
         st = await handle.execute_update(ServiceRecovery.decide,
                                          DecisionInput(decision=body.decision, actor=principal.name))
@@ -286,12 +242,13 @@ async def decide(service_id: str, body: DecisionCreate, client: TemporalDep, res
             raise
         raise ApiError(409, f"no decision pending for {service_id}: no recovery runs", code="conflict") from None
     async with resources.db.write() as wsession:
-        await record(wsession, principal, "recovery.decision", recovery_id(service_id), request_id,
+        await record(wsession, principal, "recovery.decision", names.recover_id(service_id), request_id,
                      details={"decision": body.decision})
     return SupervisionPublic(service_id=service_id, supervised=True, recovering=True, status=st, live=True)
 
 
-@router.post("/actions", response_model=ControlResult, summary="start | stop | restart (a stop pauses supervision)",
+@router.post("/actions", response_model=ControlResult, summary="start | stop | restart (a stop or restart holds "
+             "the service: no recovery meanwhile)",
              responses={202: {"model": ControlResult}})
 async def act(
     service_id: str,
@@ -304,16 +261,10 @@ async def act(
     response: Response,
 ) -> ControlResult:
     await services.require(session=session, service_id=service_id)
-    workflow_id = f"control/{service_id}/{uuid.uuid4().hex[:12]}"
-    handle = await client.start_workflow(
-        ServiceControl.run,
-        ControlInput(service_id=service_id, action=body.action, actor=principal.name, timeout=body.timeout),
-        id=workflow_id, task_queue=resources.settings.task_queue, memo={"actor": principal.name},
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "control"),
-                                                 SearchAttributePair(sa.SERVICE, service_id),
-                                                 SearchAttributePair(sa.ACTOR, principal.name)]),
-        static_summary=f"{body.action} {service_id} by {principal.name}",
-    )
+    handle = await handles.start_control(
+        client, task_queue=resources.settings.task_queue, nonce=uuid.uuid4().hex[:12],
+        inp=ControlInput(service_id=service_id, action=body.action, actor=principal.name, timeout=body.timeout))
+    workflow_id = handle.id
     result = ControlResult(service_id=service_id, action=body.action, ok=True, message="accepted")
     if body.wait:
         result = await handle.result()
@@ -333,8 +284,8 @@ async def metrics(service_id: str, session: ReadSessionDep, _: CanRead) -> Servi
     recent = await runs.get_all(session=session, kind="recovery", service_id=service_id, limit=500)
     day = [r for r in recent.items if r.started_at >= now - timedelta(days=1)]
     hour = [r for r in day if r.started_at >= now - timedelta(hours=1)]
-    durations = [float(r.summary.get("seconds")) for r in day
-                 if r.status == "recovered" and isinstance(r.summary.get("seconds"), int | float)]
+    durations = [float(seconds) for r in day
+                 if r.status == "recovered" and isinstance(seconds := r.summary.get("seconds"), int | float)]
     checks = await probes.recent(session=session, service_id=service_id, limit=200)
     latencies = [c.latency_ms for c in checks if c.healthy]
     return ServiceMetrics(

@@ -24,26 +24,19 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.domain.contracts import RecoveryInput, WatcherInput
-from windflow.workflows import search_attributes as sa
-from windflow.workflows._policies import host_queue
+from windflow.temporal import names
+from windflow.temporal import search_attributes as sa
 
 log = logging.getLogger(__name__)
 
-SUPERVISOR_PREFIX = "supervise/"
+SUPERVISOR_PREFIX = names.SUPERVISE_PREFIX
 SUPERVISORS_ENDED = ("replaced by the watcher model: watch/{queue} observes every service of its queue and "
                      "starts recover/{service} on demand")
 
 
-def watcher_queue(task_queue: str, host: str | None) -> str:
-    return host_queue(task_queue, host) if host else task_queue
-
-
-def watcher_id(queue: str) -> str:
-    return f"watch/{queue}"
-
-
-def recovery_id(service_id: str) -> str:
-    return f"recover/{service_id}"
+watcher_queue = names.watcher_queue
+watcher_id = names.watch_id
+recovery_id = names.recover_id
 
 
 async def ensure_watcher(client: Client, *, task_queue: str, host: str | None = None,
@@ -51,7 +44,7 @@ async def ensure_watcher(client: Client, *, task_queue: str, host: str | None = 
     """Start ``watch/{queue}`` for the shared queue (``host=None``) or a host's queue, unless it runs."""
     queue = watcher_queue(task_queue, host)
     return await client.start_workflow(
-        "Watcher",
+        names.WATCHER,
         WatcherInput(queue=queue, host=host, heartbeat_timeout=heartbeat_timeout),
         id=watcher_id(queue),
         task_queue=task_queue,
@@ -76,7 +69,7 @@ async def start_recovery(client: Client, *, task_queue: str, service_id: str, re
                          source: str, confirm: bool = False) -> WorkflowHandle:
     """Start ``recover/{service}``, or join the one that runs."""
     return await client.start_workflow(
-        "ServiceRecovery",
+        names.SERVICE_RECOVERY,
         RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm),
         id=recovery_id(service_id),
         task_queue=task_queue,
