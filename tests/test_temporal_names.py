@@ -19,10 +19,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "windflow"
 
 #: modules the per-queue watcher rewrite replaces (``supervise/{service}`` becomes ``watch/{queue}`` and
 #: ``recover/{service}``); they keep their literals until that rewrite lands, then leave this list
-NOT_YET = {
-    "workflows/supervision.py",
-    "activities/supervision.py",
-}
+NOT_YET: set[str] = set()
 
 ID_PREFIXES = tuple(getattr(names, n) for n in dir(names) if n.endswith("_PREFIX"))
 #: calls whose first argument names a workflow, a message or an activity

@@ -24,6 +24,7 @@ from windflow.domain.contracts import (
     WatchersResult,
 )
 from windflow.persistence.repositories import ServiceRepository
+from windflow.temporal import names
 from windflow.temporal.watchers import end_supervisors, ensure_watcher, recovery_id, start_recovery, watcher_queue
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class TemporalActivities:
         out = WatchersResult()
         for host in sorted(hosts, key=lambda h: h or ""):
             queue = watcher_queue(task_queue, host)
-            running = await self._running(f"watch/{queue}")
+            running = await self._running(names.watch_id(queue))
             await ensure_watcher(self.client, task_queue=task_queue, host=host)
             (out.already_running if running else out.started).append(queue)
             activity.heartbeat(queue)
@@ -116,7 +117,7 @@ class TemporalActivities:
     async def stop_stale_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:  # noqa: ARG002
         """Leftover ``supervise/*`` workflows end (the watchers took their services over)."""
         ended = await end_supervisors(self.client)
-        return SupervisorsResult(stopped=[e.removeprefix("supervise/") for e in ended])
+        return SupervisorsResult(stopped=[e.removeprefix(names.SUPERVISE_PREFIX) for e in ended])
 
     # ----------------------------------------------------------------- holds
 

@@ -32,12 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from windflow.activities._support import StateWriter, new_event, outbox
 from windflow.domain.contracts import (
     SUPERVISABLE_STATES,
-    RecoveryInput,
     WatchQueueInput,
     WatchQueueResult,
     WatchResult,
@@ -49,7 +47,7 @@ from windflow.domain.results import ProbeResult, RunStatus
 from windflow.drivers.base import DriverRegistry
 from windflow.persistence.repositories import ProbeResultRepository, ServiceRepository, applied_spec_of
 from windflow.probes.base import ProbeRegistry
-from windflow.temporal import search_attributes as sa
+from windflow.temporal.watchers import start_recovery
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -500,18 +498,10 @@ class QueueWatch:
         health = spec.liveness_spec()
         confirm = verdict.verdict == "unhealthy" and (health is None or health.failure_threshold < 2)
         try:
-            handle = await self.owner.client.start_workflow(
-                "ServiceRecovery",
-                RecoveryInput(service_id=spec.id, reason=f"{verdict.verdict}: {verdict.message}"[:2000],
-                              actor="watcher", source="watcher", confirm=confirm, verdict=verdict),
-                id=f"recover/{spec.id}",
-                task_queue=self.req.workflow_task_queue or activity.info().task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "recovery"),
-                                                         SearchAttributePair(sa.SERVICE, spec.id),
-                                                         SearchAttributePair(sa.ACTOR, "watcher")]),
-                static_summary=f"recovers {spec.id}: {verdict.verdict}",
-            )
+            handle = await start_recovery(
+                self.owner.client, task_queue=self.req.workflow_task_queue or activity.info().task_queue,
+                service_id=spec.id, reason=f"{verdict.verdict}: {verdict.message}"[:2000], actor="watcher",
+                source="watcher", confirm=confirm, verdict=verdict)
             self.recoveries_started += 1
             await handle.result()
         except asyncio.CancelledError:

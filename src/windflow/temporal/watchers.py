@@ -23,7 +23,7 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from windflow.domain.contracts import RecoveryInput, WatcherInput
+from windflow.domain.contracts import RecoveryInput, WatcherInput, WatchResult
 from windflow.temporal import names
 from windflow.temporal import search_attributes as sa
 
@@ -66,11 +66,12 @@ async def ensure_watchers(client: Client, *, task_queue: str, hosts: set[str | N
 
 
 async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str,
-                         source: str, confirm: bool = False) -> WorkflowHandle:
-    """Start ``recover/{service}``, or join the one that runs."""
+                         source: str, confirm: bool = False, verdict: WatchResult | None = None) -> WorkflowHandle:
+    """Start ``recover/{service}``, or join the one that runs (``verdict``: what a watcher observed)."""
     return await client.start_workflow(
         names.SERVICE_RECOVERY,
-        RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm),
+        RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm,
+                      verdict=verdict),
         id=recovery_id(service_id),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -182,6 +182,7 @@ class RecoverySweep:
         if plan.retry:
             parts.append(f"tried again with a new version: {', '.join(plan.retry)}")
         return SweepResult(watchers_started=watchers.started, recoveries_started=recover, retried=plan.retry,
-                           supervisors_stopped=[s.removeprefix("supervise/") for s in watchers.terminated_supervisors],
+                           supervisors_stopped=[s.removeprefix(names.SUPERVISE_PREFIX)
+                                                for s in watchers.terminated_supervisors],
                            checked=len(plan.supervise),
                            message="; ".join(parts) or f"all {len(plan.supervise)} monitored services watched")

@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from windflow.domain.models import GiveUp, ServiceSpec
     from windflow.domain.notifications import Notification
     from windflow.domain.status import SUPERVISION_STATUS
+    from windflow.temporal import names
     from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
 
@@ -312,7 +313,7 @@ class RecoveryRoutine:
                      "last_error": self.status.last_error},
             workflow_id=workflow.info().workflow_id, timestamp=workflow.now())
         try:
-            await workflow.execute_activity("notify", NotifyInput(notification=notification),
+            await workflow.execute_activity(names.NOTIFY, NotifyInput(notification=notification),
                                             summary=f"notify: {self.spec.id} {kind.replace('_', ' ')}",
                                             start_to_close_timeout=timedelta(seconds=60), retry_policy=NOTIFY_RETRY)
         except ActivityError as exc:
@@ -368,7 +369,7 @@ class RecoveryRoutine:
             self.status.last_error = f"{why}; stop failed: {policies.error_text(exc)}"
 
 
-@workflow.defn(name="ServiceRecovery")
+@workflow.defn(name=names.SERVICE_RECOVERY)
 class ServiceRecovery(RecoveryRoutine):
     """One recovery of one service, by id ``recover/{service}`` (a second trigger joins it)."""
 
@@ -378,11 +379,11 @@ class ServiceRecovery(RecoveryRoutine):
         self.status = SupervisorStatus(service_id=input.service_id, workflow_id=workflow.info().workflow_id)
         self.heartbeat_timeout = timedelta(seconds=30)
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.STATUS)
     def query_status(self) -> SupervisorStatus:
         return self.status
 
-    @workflow.update(name="decide")
+    @workflow.update(name=names.DECIDE)
     async def decide(self, req: DecisionInput) -> SupervisorStatus:
         self.decision = req
         return self.status

@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from windflow.activities.watch import WatchActivities
     from windflow.domain.contracts import WatcherInput, WatchQueueInput, WatchQueueResult
+    from windflow.temporal import names
     from windflow.temporal import search_attributes as sa
 
 #: a watch that failed (a worker died, the store was away) is tried again soon, forever
@@ -27,12 +28,12 @@ WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_
                           maximum_interval=timedelta(seconds=2))
 
 
-@workflow.defn(name="Watcher")
+@workflow.defn(name=names.WATCHER)
 class Watcher:
     def __init__(self) -> None:
         self.last: WatchQueueResult | None = None
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.STATUS)
     def query_status(self) -> WatchQueueResult | None:
         return self.last
 
