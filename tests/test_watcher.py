@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from windflow.temporal_client import DATA_CONVERTER
+from windflow.temporal.client import DATA_CONVERTER
 
 from tests.helpers import (
     eventually,
@@ -187,8 +187,7 @@ async def test_dev_server_restarted_on_its_sqlite_file_watching_resumes(sqlite_d
     server = DevServer(tmp_path)
     await server.start()
     try:
-        client = await eventually(lambda: Client.connect(server.address, namespace="default",
-                                                         data_converter=DATA_CONVERTER), timeout=30)
+        client = await eventually(lambda: _connect(server.address), timeout=60, interval=0.25)
         from windflow.worker import ensure_search_attributes
 
         await ensure_search_attributes(client, "default")
@@ -212,6 +211,14 @@ async def test_dev_server_restarted_on_its_sqlite_file_watching_resumes(sqlite_d
             await handle.terminate()
     finally:
         server.kill()
+
+
+async def _connect(address: str) -> Client | None:
+    """A client once the dev server's frontend answers ("Frontend is not healthy yet" until then)."""
+    try:
+        return await Client.connect(address, namespace="default", data_converter=DATA_CONVERTER)
+    except RuntimeError:
+        return None
 
 
 async def _running(handle) -> bool:

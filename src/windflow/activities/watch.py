@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from temporalio import activity
 from temporalio.client import Client
 
@@ -45,6 +46,7 @@ from windflow.domain.health import HealthTracker, HealthVerdict
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import ProbeResult, RunStatus
 from windflow.drivers.base import DriverRegistry
+from windflow.persistence.models import ServiceRow
 from windflow.persistence.repositories import ProbeResultRepository, ServiceRepository, applied_spec_of
 from windflow.probes.base import ProbeRegistry
 from windflow.temporal.watchers import start_recovery
@@ -66,6 +68,8 @@ WATCHED_STATES = frozenset({"healthy", "not_ready", "unhealthy", "unknown"})
 FULL_RELOAD = 15.0
 #: state changes and verdict evidence are written within this many seconds (one transaction per batch)
 FLUSH_EVERY = 0.2
+#: cut each service's probe history every this many batched writes of probe results
+PRUNE_EVERY = 8
 #: heartbeat at most this often (the SDK throttles further, to 80 % of the heartbeat timeout)
 HEARTBEAT_EVERY = 1.0
 
@@ -133,6 +137,7 @@ class ObservationWriter:
         self.reported: dict[str, str] = {}
         self.wake = asyncio.Event()
         self.last_probes = time.monotonic()
+        self.probe_writes = 0
 
     def set_state(self, service_id: str, state: str, message: str = "", *, pid: int | None = None,
                   process_gone: bool = False) -> None:
@@ -180,9 +185,15 @@ class ObservationWriter:
         async def work(session: AsyncSession) -> None:
             for service_id, (results, verdict) in batch.evidence.items():
                 await self._probes_in(session, service_id, results, verdict)
-            if write_probes:
-                for service_id, results in batch.probes.items():
-                    await self._probes_in(session, service_id, results, None)
+            if write_probes and batch.probes:
+                # one insert for every service's results; each service's history is cut every PRUNE_EVERY writes
+                # (a history then holds at most probe_history plus that many batches)
+                self.probe_writes += 1
+                known = set((await session.execute(select(ServiceRow.id).where(
+                    ServiceRow.id.in_(list(batch.probes))))).scalars())
+                await probe_results.add_many(
+                    session=session, results={sid: r[-50:] for sid, r in batch.probes.items() if sid in known},
+                    keep=self.probe_history if self.probe_writes % PRUNE_EVERY == 0 else None)
             for service_id, (state, message, pid, gone) in batch.states.items():
                 row = await services.get(session=session, service_id=service_id)
                 if row is None or row.state not in WATCHED_STATES or desired_of(row) != "running" or held(row):

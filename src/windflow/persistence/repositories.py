@@ -690,6 +690,35 @@ class ProbeResultRepository:
             .execution_options(synchronize_session=False)
         )
 
+    async def add_many(self, *, session: AsyncSession, results: dict[str, Sequence[ProbeResult]],
+                       keep: int | None = 1000) -> None:
+        """The results of many services in one executemany (a watcher's batch); with ``keep``, each service's
+        history is then cut to its newest ``keep`` (without: the caller prunes later, see :meth:`prune`)."""
+        rows = [{"service_id": sid, "healthy": r.healthy, "latency_ms": r.latency_ms, "message": r.message[:2000],
+                 "checked_at": r.checked_at} for sid, batch in results.items() for r in batch]
+        if not rows:
+            return
+        await session.execute(insert(ProbeResultRow), rows)
+        if keep is not None:
+            for sid in results:
+                await self.prune(session=session, service_id=sid, keep=keep)
+
+    async def prune(self, *, session: AsyncSession, service_id: str, keep: int = 1000) -> None:
+        """Delete all but the newest ``keep`` results of ``service_id``, in one statement."""
+        boundary = (
+            select(ProbeResultRow.id)
+            .where(ProbeResultRow.service_id == service_id)
+            .order_by(ProbeResultRow.id.desc())
+            .offset(keep)
+            .limit(1)
+            .scalar_subquery()
+        )
+        await session.execute(
+            delete(ProbeResultRow)
+            .where(ProbeResultRow.service_id == service_id, ProbeResultRow.id <= boundary)
+            .execution_options(synchronize_session=False)
+        )
+
     async def recent(self, *, session: AsyncSession, service_id: str, limit: int = 100) -> list[ProbeResultRow]:
         stmt = (
             select(ProbeResultRow)
