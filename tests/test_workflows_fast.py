@@ -467,3 +467,27 @@ async def test_an_operator_stop_leaves_supervision_paused(time_skipping_env, tas
     assert result.ok and result.supervision == "paused"
     assert fake.log == [("pause", "api"), ("stop", "api")]
     assert not gone.ok and gone.message == "service not found"
+
+
+# ------------------------------------------------------------------------------------------- recovery start
+
+
+async def test_a_second_recovery_start_joins_the_running_one(time_skipping_env, task_queue):
+    """One recovery of a service at a time: a second start says it joined, with the running run's id (from the
+    server's answer to the start itself), and once that run has ended a start begins a new one."""
+    client = time_skipping_env.client
+    service = f"svc-{uuid.uuid4().hex[:8]}"
+
+    async def start(request_id: str) -> handles.RecoveryStarted:
+        return await handles.start_recovery(client, task_queue=task_queue, service_id=service, reason="test",
+                                            actor="tester", source="api", request_id=request_id)
+
+    first = await start("r1")
+    second = await start("r2")
+    assert first.workflow_id == second.workflow_id == names.recover_id(service)
+    assert not first.attached and first.run_id
+    assert second.attached and second.run_id == first.run_id
+    await client.get_workflow_handle(first.workflow_id).terminate("test over")
+    third = await start("r3")
+    assert not third.attached and third.run_id != first.run_id
+    await client.get_workflow_handle(third.workflow_id).terminate("test over")
