@@ -247,6 +247,7 @@ async def run_up(
     from windflow.api.app import build_resources, create_app
     from windflow.heap import freeze_startup_heap
     from windflow.run_health import watch_runs
+    from windflow.temporal.client import LazyClient
     from windflow.worker import build_worker, reclaim_in_background
 
     settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
@@ -268,7 +269,7 @@ async def run_up(
             return 0
         client = await _connect_engine(settings)
         resources = await build_resources(settings, migrate=True)
-        resources.temporal._client = client  # share one connection
+        resources.temporal = LazyClient(settings, client=client)  # the worker's connection, shared
         relay = resources.relay
         parts = build_worker(client=client, settings=settings, db=resources.db,
                              on_commit=relay.notify if relay else None)
