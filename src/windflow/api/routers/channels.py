@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from windflow.api.audit import audit_as, note, record
 from windflow.api.bodies import RequestBody
@@ -111,8 +111,8 @@ def _validated(name: str, body: ChannelBody, old: ChannelConfig | None, resource
                                      for loc, msg in moved])
     try:
         channel = ChannelConfig.model_validate(doc)
-    except ValueError as exc:
-        errors = getattr(exc, "errors", lambda: [])()
+    except ValidationError as exc:
+        errors = exc.errors()
         raise ConfigInvalid(f"invalid channel: {errors[0]['msg'] if errors else exc}",
                             details=[{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
                                      for e in errors] or None) from None
