@@ -60,8 +60,9 @@ def signal_counter(name: str, log: Path, *, grace: str, deps: list[str]) -> Serv
                                                   "stop_grace": grace}})
 
 
-async def lost_stop_attempts(handle) -> int:
-    """stop_service attempts retried because the starting worker ended them as ``WorkerLost``."""
+async def retried_stop_attempts(handle) -> int:
+    """stop_service attempts retried after the kill: the starting worker ends the dead one's attempt as
+    ``WorkerLost`` or, when the machine is slow enough that the heartbeat timeout comes first, the engine does."""
     scheduled: dict[int, str] = {}
     count = 0
     async for event in handle.fetch_history_events():
@@ -69,8 +70,10 @@ async def lost_stop_attempts(handle) -> int:
             scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
         elif event.event_type == HistoryEvent.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs = event.activity_task_started_event_attributes
-            count += (scheduled.get(attrs.scheduled_event_id) == "stop_service"
-                      and attrs.last_failure.application_failure_info.type == WORKER_LOST)
+            failure = attrs.last_failure
+            lost = (failure.application_failure_info.type == WORKER_LOST
+                    or failure.HasField("timeout_failure_info"))
+            count += scheduled.get(attrs.scheduled_event_id) == "stop_service" and attrs.attempt > 1 and lost
     return count
 
 
@@ -102,7 +105,7 @@ async def test_worker_killed_mid_shutdown(temporal_env, settings, db, api, ports
 
         body = await eventually(finished, timeout=90, interval=0.2)
         handle = temporal_env.client.get_workflow_handle(workflow_id)
-        assert await lost_stop_attempts(handle) >= 1  # the kill did land in the middle of a stop
+        assert await retried_stop_attempts(handle) >= 1  # the kill did land in the middle of a stop
     finally:
         kill_process_group(first)
         kill_process_group(second)

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 log = logging.getLogger("windflow.service_logs")
 
@@ -116,7 +116,7 @@ def log_path(log_dir: Path, service_id: str, stream: Stream) -> Path:
 class FileLogSource:
     """Logs read straight from this host's files."""
 
-    name = "file"
+    name: Final = "file"
 
     def __init__(self, log_dir: Path, *, poll: float = 0.25) -> None:
         self.log_dir = Path(log_dir)
@@ -196,7 +196,7 @@ class _FileReader:
 class RedisLogSource:
     """Logs shipped to Redis Streams by the workers (:class:`LogShipper`)."""
 
-    name = "redis"
+    name: Final = "redis"
 
     def __init__(self, redis: Any, *, prefix: str = "windflow:logs:") -> None:
         self.redis = redis

@@ -111,8 +111,8 @@ def _validated(name: str, body: ChannelBody, old: ChannelConfig | None, resource
                                      for loc, msg in moved])
     try:
         channel = ChannelConfig.model_validate(doc)
-    except ValidationError as exc:
-        errors = exc.errors()
+    except ValueError as exc:
+        errors = exc.errors() if isinstance(exc, ValidationError) else []
         raise ConfigInvalid(f"invalid channel: {errors[0]['msg'] if errors else exc}",
                             details=[{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
                                      for e in errors] or None) from None
