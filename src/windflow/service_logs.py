@@ -110,7 +110,7 @@ def last_error_lines(path: Path, *, since: int = 0, lines: int = CAUSE_LINES, ma
 
 
 def log_path(log_dir: Path, service_id: str, stream: Stream) -> Path:
-    return log_dir / f"{service_id}{SUFFIX[stream]}"
+    return log_dir / f"{service_id.replace('/', '.')}{SUFFIX[stream]}"  # a replica web/2: web.2.*.log
 
 
 class FileLogSource:
@@ -275,7 +275,8 @@ class LogShipper:
         for entry in entries:
             for stream, suffix in SUFFIX.items():
                 if entry.name.endswith(suffix) and entry.is_file():
-                    out.append((entry.name[: -len(suffix)], stream, Path(entry.path)))
+                    # a replica's file web.2.out.log is service web/2 (service ids hold no '.')
+                    out.append((entry.name[: -len(suffix)].replace(".", "/"), stream, Path(entry.path)))
         return out
 
     async def _reader(self, name: str, path: Path) -> _FileReader:

@@ -69,9 +69,22 @@ async def service_logs(
     lines: int = Query(100, ge=0, le=5000, description="How many of the last lines to return first"),
     stream: Literal["all", "stdout", "stderr"] = "all",
     follow: bool = Query(False, description="Keep the response open and send new lines as they are written"),
+    replica: int | None = Query(None, ge=0, le=99, description="A replicated service: the replica K (`SERVICE/K`) "
+                                "whose output to show (required for one)"),
 ) -> LogTail | StreamingResponse:
-    if await services.get(session=session, service_id=service_id) is None:
+    row = await services.get(session=session, service_id=service_id)
+    if row is None:
         raise ApiError(404, f"service {service_id!r} not found", code="not_found")
+    if replica is not None or row.replicated:
+        count = int((row.spec or {}).get("replicas") or 0) if row.replicated else 0
+        if replica is None or not row.replicated or await services.get(
+                session=session, service_id=f"{service_id}/{replica}") is None:
+            why = (f"{service_id} has no replicas" if not row.replicated else
+                   f"{service_id} runs {count} replicas: name one with replica=0…{count - 1}" if replica is None else
+                   f"{service_id} has no replica {replica}")
+            raise ApiError(422, why, code="validation_error",
+                           details=[{"loc": ["query", "replica"], "msg": why, "type": "value_error"}])
+        service_id = f"{service_id}/{replica}"
     await session.close()  # a follow may last hours: hold no database connection
     streams = _streams(stream)
     source = await _source(resources, service_id)
