@@ -292,9 +292,12 @@ def test_the_wheel_carries_the_dashboard_and_the_api_serves_it_from_there(tmp_pa
                            "--wheel-dir", str(tmp_path / "wheels"), str(project)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "deprecated" not in proc.stdout + proc.stderr  # e.g. the license as a TOML table (setuptools >= 77)
     [wheel] = (tmp_path / "wheels").glob("windflow-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"windflow/dashboard_dist/index.html", "windflow/dashboard_dist/assets/index-abc.js"} <= names
+    [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+    assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()  # SPDX (PEP 639)
 
     # installed (no checkout next to the package): the packaged build is what / serves
     import windflow

@@ -188,7 +188,7 @@ SYSTEM = {
 
 async def stored(db) -> list[dict]:
     async with db.read() as session:
-        return [c.model_dump(mode="json") for c in await channels_repo.list(session=session)]
+        return [c.model_dump(mode="json") for c in await channels_repo.get_all(session=session)]
 
 
 async def test_system_file_notifications_round_trip(api, db):

@@ -60,7 +60,7 @@ async def test_channel_config_is_sealed_and_clear_rows_still_read(db):
     stored = await raw(db, "select config from notification_channels")
     assert "wfenc:v1:k1:" in stored and "XXXXSECRET" not in stored and "t0k3n" not in stored
     async with db.read() as session:
-        assert await channels.list(session=session) == [slack]
+        assert await channels.get_all(session=session) == [slack]
     # a value written in clear (before sealing, or with the codec disabled) reads as it is
     sealing.configure({}, None)
     async with db.write() as session:
@@ -68,7 +68,7 @@ async def test_channel_config_is_sealed_and_clear_rows_still_read(db):
     assert "XXXXSECRET" in await raw(db, "select config from notification_channels")
     sealing.configure({"k1": K1}, "k1")
     async with db.read() as session:
-        assert await channels.list(session=session) == [slack]
+        assert await channels.get_all(session=session) == [slack]
 
 
 async def test_build_resources_seals_with_the_settings_keys(settings, db):

@@ -1,6 +1,7 @@
 // End-to-end: a real headless Chromium (Debian's, driven by playwright-core) against a real `windflow up` on
 // the example system. Screenshots go to e2e/artifacts/. Usage: node e2e/run.mjs (after npm run build).
 import { mkdirSync } from 'node:fs'
+import { createServer } from 'node:http'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
 import { commandLine, startWindflow, WEB } from './server.mjs'
@@ -224,6 +225,100 @@ async function main() {
     await shot('13-schedules')
   })
 
+  await step('alert hooks: create, receive an alert, edit, delete', async () => {
+    await page.click('[data-testid="nav-hooks"]')
+    await page.waitForURL(/\/hooks$/)
+    await page.click('[data-testid="hook-new"]')
+    await page.fill('[data-testid="hook-name"]', 'am-e2e')
+    await page.click('[data-testid="hook-create"]')
+    const token = (await page.textContent('[data-testid="secret-token"]')).trim()
+    assert(token.startsWith('wf_hook_'), `the token is shown once: ${token}`)
+    const r = await fetch(`${windflow.base}/api/v1/hooks/alertmanager`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ version: '4', status: 'firing', receiver: 'windflow', groupLabels: {}, commonLabels: {}, commonAnnotations: {}, externalURL: '',
+        alerts: [{ status: 'firing', labels: { alertname: 'Down', windflow_service: 'ghost' }, annotations: {}, startsAt: new Date().toISOString(), fingerprint: 'e2e1' }] }),
+    })
+    assert(r.ok, `alert accepted: ${r.status} ${await r.text()}`)
+    await page.click('[data-testid="secret-dismiss"]')
+    await page.reload()
+    await page.click('tr[data-hook="am-e2e"] a')
+    await page.waitForSelector('[data-testid="hook-alerts"] tr[data-outcome="ignored"]:has-text("ghost")')
+    await page.click('[data-testid="hook-edit"]')
+    await page.fill('[data-testid="hook-edit-label"]', 'service')
+    await page.click('[data-testid="hook-save"]')
+    await page.waitForSelector('tr[data-hook="am-e2e"] code:has-text("label: service")')
+    await shot('13a-hooks')
+    await page.click('[data-testid="hook-delete-am-e2e"]')
+    await page.click('[data-testid="confirm-ok"]')
+    await page.waitForSelector('tr[data-hook="am-e2e"]', { state: 'detached' })
+  })
+
+  await step('outgoing webhooks: a failed delivery in the log, redelivered', async () => {
+    let failing = true
+    const received = []
+    const receiver = createServer((req, res) => {
+      let body = ''
+      req.on('data', (c) => (body += c))
+      req.on('end', () => {
+        received.push({ headers: req.headers, body })
+        res.writeHead(failing ? 500 : 204).end()
+      })
+    })
+    await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve))
+    try {
+      await page.click('[data-testid="nav-webhooks"]')
+      await page.waitForURL(/\/webhooks$/)
+      await page.click('[data-testid="webhook-new"]')
+      await page.fill('[data-testid="webhook-url"]', `http://127.0.0.1:${receiver.address().port}/hook`)
+      await page.uncheck('[data-testid="webhook-form"] label.check:has-text("every event type") input')
+      await page.check('[data-testid="webhook-form"] input[value="ROLLOUT_UPDATE"]')
+      await page.click('[data-testid="webhook-create"]')
+      const secret = (await page.textContent('[data-testid="secret-secret"]')).trim()
+      assert(secret.startsWith('whsec_'), `the secret is shown once: ${secret}`)
+      await page.click('[data-testid="secret-dismiss"]')
+      await page.click('[data-testid="webhook-ping"]')
+      await page.waitForSelector('[data-testid="deliveries"] tr[data-state="failed"]:has-text("500")')
+      failing = false
+      await page.click('[data-testid="deliveries"] tr[data-state="failed"] [data-testid="redeliver"]')
+      // the redelivery is queued (a new delivery id) and the open log follows it until it is delivered
+      await page.waitForSelector('[data-testid="deliveries"] tr[data-state="delivered"]:has-text("redelivery of")', { timeout: 30_000 })
+      const last = received.at(-1)
+      assert(last.headers['webhook-signature']?.startsWith('v1,') && JSON.parse(last.body).event_type === 'PING', `signed redelivery: ${JSON.stringify(last.headers)}`)
+      await shot('13b-webhooks')
+    } finally {
+      receiver.close()
+    }
+  })
+
+  await step('users and roles: create, change role, disable, reset password', async () => {
+    await page.click('[data-testid="nav-users"]')
+    await page.waitForURL(/\/users$/)
+    await page.waitForSelector('[data-testid="roles-table"] td:has-text("operator")')
+    await page.click('[data-testid="user-new"]')
+    await page.fill('[data-testid="user-username"]', 'olga')
+    await page.fill('[data-testid="user-password"]', 'olga-password-1')
+    await page.check('[data-testid="user-role-operator"]')
+    await page.uncheck('[data-testid="user-role-viewer"]')
+    await page.click('[data-testid="user-create"]')
+    await page.waitForSelector('tr[data-user="olga"]')
+    await page.check('[data-testid="role-olga-viewer"]')
+    await page.uncheck('[data-testid="role-olga-operator"]')
+    await page.click('[data-testid="roles-save-olga"]')
+    await page.waitForSelector('[data-testid="roles-save-olga"]', { state: 'detached' })
+    await page.click('[data-testid="user-toggle-olga"]')
+    await page.waitForSelector('[data-testid="user-state-olga"]:has-text("disabled")')
+    await page.click('[data-testid="user-reset-olga"]')
+    await page.fill('[data-testid="user-new-password"]', 'olga-password-2')
+    await page.click('[data-testid="confirm-ok"]')
+    await page.waitForSelector('[data-testid="toast"]:has-text("Password of olga reset")')
+    const olga = await windflow.api('/api/v1/users/olga')
+    assert(olga.disabled && olga.roles.join() === 'viewer', `olga is a disabled viewer: ${JSON.stringify(olga)}`)
+    const audit = await windflow.api('/api/v1/audit?action=user.update&target=olga')
+    assert(audit.items.some((a) => a.details.password === 'changed'), 'the reset is audited')
+    await shot('13c-users')
+  })
+
   await step('sign out', async () => {
     await page.click('[data-testid="logout"]')
     await page.waitForURL(/\/login/)
@@ -242,6 +337,9 @@ async function main() {
     await page.waitForSelector('[data-testid="services-table"] tr[data-service="api"]')
     assert((await page.locator('[data-testid^="action-"]').count()) === 0, 'no start/stop/restart/recover buttons')
     assert((await page.locator('nav >> text=Audit').count()) === 0, 'no audit log link')
+    for (const id of ['nav-hooks', 'nav-webhooks', 'nav-users']) {
+      assert((await page.locator(`[data-testid="${id}"]`).count()) === 0, `no ${id} link`)
+    }
     await page.goto(`${windflow.base}/initialization`)
     await page.waitForSelector('[data-testid="current-run"]')
     assert((await page.locator('[data-testid="start-init"]').count()) === 0, 'no start button')

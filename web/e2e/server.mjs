@@ -82,6 +82,8 @@ export async function startWindflow({ log = () => {} } = {}) {
     WINDFLOW_CONFIG_FILE: join(tmp, 'windflow.toml'),
     WINDFLOW_EVENTS_METRICS_INTERVAL: '2',
     WINDFLOW_LOG_FORMAT: 'console',
+    // the webhook and notification-channel steps post to receivers on loopback
+    WINDFLOW_OUTBOUND_PRIVATE_NOTIFY: 'true',
   }
   // run another copy of windflow's sources (e.g. a release under test) with the same virtualenv
   if (process.env.WINDFLOW_E2E_PYTHONPATH) env.PYTHONPATH = process.env.WINDFLOW_E2E_PYTHONPATH
@@ -138,7 +140,7 @@ export async function startWindflow({ log = () => {} } = {}) {
       }
       if (token) {
         const r = await fetch(`${base}/api/v1/services`, { headers: { authorization: `Bearer ${token}` } })
-        if (r.ok && (await r.json()).items.length === fixed.length) break
+        if (r.ok && (await r.json()).items.length >= fixed.length) break // the services with ports, and the migrate job
       }
     } catch {
       /* not up yet */

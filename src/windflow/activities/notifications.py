@@ -64,7 +64,7 @@ class NotificationActivities:
     async def notify(self, req: NotifyInput) -> NotifyResult:
         notification = req.notification
         async with self.db.read() as session:
-            stored = await channel_repo.list(session=session)
+            stored = await channel_repo.get_all(session=session)
             sends = await log_repo.sends(session=session, notification_id=notification.id)
         configs = self.merged(stored)
         if req.channels is not None:

@@ -41,7 +41,7 @@ class HookRepository:
         stmt = select(HookRow).where(HookRow.token_hash == token_hash)
         return (await session.execute(stmt)).scalar_one_or_none()
 
-    async def list(self, *, session: AsyncSession) -> list[HookRow]:
+    async def get_all(self, *, session: AsyncSession) -> list[HookRow]:
         return list((await session.execute(select(HookRow).order_by(HookRow.name))).scalars())
 
     async def set_token(self, *, session: AsyncSession, hook_id: str, token_hash: str, token_prefix: str) -> HookRow:
@@ -70,7 +70,7 @@ class AlertLogRepository:
         await session.flush()
         return rows
 
-    async def list(self, *, session: AsyncSession, hook_id: str | None = None, service_id: str | None = None,
+    async def get_all(self, *, session: AsyncSession, hook_id: str | None = None, service_id: str | None = None,
                    limit: int = 100) -> list[AlertLogRow]:
         stmt = select(AlertLogRow).order_by(AlertLogRow.id.desc()).limit(limit)
         if hook_id is not None:

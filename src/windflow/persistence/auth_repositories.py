@@ -44,7 +44,7 @@ def _dialect(session: AsyncSession) -> str:
 
 
 class RoleRepository:
-    async def list(self, *, session: AsyncSession) -> list[RoleRow]:
+    async def get_all(self, *, session: AsyncSession) -> list[RoleRow]:
         return list((await session.execute(select(RoleRow).order_by(RoleRow.name))).scalars())
 
     async def get(self, *, session: AsyncSession, name: str) -> RoleRow | None:
@@ -147,7 +147,7 @@ class UserRepository:
             out.update(str(p) for p in perms or [])
         return frozenset(out)
 
-    async def list(
+    async def get_all(
         self, *, session: AsyncSession, limit: int = 50, cursor: str | None = None, role: str | None = None,
         disabled: bool | None = None,
     ) -> Page[UserRow]:
@@ -323,7 +323,7 @@ class ApiTokenRepository:
         await session.flush()
         return row
 
-    async def list(
+    async def get_all(
         self, *, session: AsyncSession, user_id: int | None = None, include_revoked: bool = False,
     ) -> list[ApiTokenOwner]:
         stmt = select(ApiTokenRow, UserRow).join(UserRow, UserRow.id == ApiTokenRow.user_id)

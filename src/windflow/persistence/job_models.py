@@ -57,7 +57,7 @@ class JobRunRepository:
             .order_by(JobRunRow.id.desc()).limit(1)
         )).scalar_one_or_none()
 
-    async def list(self, *, session: AsyncSession, service_id: str, limit: int = 20) -> list[JobRunRow]:
+    async def get_all(self, *, session: AsyncSession, service_id: str, limit: int = 20) -> list[JobRunRow]:
         return list((await session.execute(
             select(JobRunRow).where(JobRunRow.service_id == service_id).order_by(JobRunRow.id.desc()).limit(limit)
         )).scalars())

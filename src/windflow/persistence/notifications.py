@@ -20,7 +20,7 @@ from windflow.persistence.repositories import MAX_LIMIT, Page, decode_cursor, en
 
 
 class NotificationChannelRepository:
-    async def list(self, *, session: AsyncSession) -> list[ChannelConfig]:
+    async def get_all(self, *, session: AsyncSession) -> list[ChannelConfig]:
         stmt = select(NotificationChannelRow).order_by(NotificationChannelRow.position, NotificationChannelRow.name)
         return [ChannelConfig.model_validate(r.config) for r in (await session.execute(stmt)).scalars()]
 
@@ -45,7 +45,7 @@ class NotificationChannelRepository:
         secrets of same-named channels."""
         if system.notifications is None:
             return None, []
-        old = {c.name: c.model_dump(mode="json") for c in await self.list(session=session)}
+        old = {c.name: c.model_dump(mode="json") for c in await self.get_all(session=session)}
         problems: list[Problem] = []
         out: list[ChannelConfig] = []
         for i, channel in enumerate(system.notifications.channels):
@@ -90,7 +90,7 @@ class NotificationLogRepository:
         )
         return {ch: (int(n), bool(d)) for ch, n, d in (await session.execute(stmt)).all()}
 
-    async def list(
+    async def get_all(
         self,
         *,
         session: AsyncSession,

@@ -235,7 +235,7 @@ class ServiceRepository:
             stmt = stmt.where(ServiceRow.id.in_(list(ids)))
         return [spec_of(r) for r in (await session.execute(stmt)).scalars()]
 
-    async def list(
+    async def get_all(
         self,
         *,
         session: AsyncSession,
@@ -442,7 +442,7 @@ def _escape_like(text: str) -> str:
 
 
 class ConfigVersionRepository:
-    async def list(
+    async def get_all(
         self, *, session: AsyncSession, service_id: str, limit: int = 50, cursor: str | None = None
     ) -> Page[ConfigVersionRow]:
         limit = max(1, min(limit, MAX_LIMIT))
@@ -510,7 +510,7 @@ class ConfigVersionRepository:
 
 
 class TemplateRepository:
-    async def list(self, *, session: AsyncSession) -> list[ConfigTemplateRow]:
+    async def get_all(self, *, session: AsyncSession) -> list[ConfigTemplateRow]:
         return list((await session.execute(select(ConfigTemplateRow).order_by(ConfigTemplateRow.name))).scalars())
 
     async def get(self, *, session: AsyncSession, name: str) -> ConfigTemplateRow:
@@ -578,7 +578,7 @@ class AuditRepository:
         await session.flush()
         return row
 
-    async def list(
+    async def get_all(
         self,
         *,
         session: AsyncSession,
@@ -646,7 +646,7 @@ class RunSummaryRepository:
     async def get(self, *, session: AsyncSession, run_id: str) -> RunSummaryRow | None:
         return await session.get(RunSummaryRow, run_id)
 
-    async def list(
+    async def get_all(
         self,
         *,
         session: AsyncSession,

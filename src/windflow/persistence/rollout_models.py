@@ -106,7 +106,7 @@ class RolloutRepository:
     async def get(self, *, session: AsyncSession, rollout_id: str) -> ConfigRolloutRow | None:
         return await session.get(ConfigRolloutRow, rollout_id)
 
-    async def list(
+    async def get_all(
         self, *, session: AsyncSession, service_id: str, limit: int = 50, cursor: str | None = None,
         status: str | None = None,
     ) -> Page[ConfigRolloutRow]:

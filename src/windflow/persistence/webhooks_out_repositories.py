@@ -55,7 +55,7 @@ class WebhookSubscriptionRepository:
             raise NotFound(f"webhook {subscription_id!r} not found", details={"webhook_id": subscription_id})
         return row
 
-    async def list(self, *, session: AsyncSession, enabled: bool | None = None) -> list[WebhookSubscriptionRow]:
+    async def get_all(self, *, session: AsyncSession, enabled: bool | None = None) -> list[WebhookSubscriptionRow]:
         stmt = select(WebhookSubscriptionRow).order_by(WebhookSubscriptionRow.created_at, WebhookSubscriptionRow.id)
         if enabled is not None:
             stmt = stmt.where(WebhookSubscriptionRow.enabled.is_(enabled))
@@ -63,7 +63,7 @@ class WebhookSubscriptionRepository:
 
     async def matching(self, *, session: AsyncSession, event_type: str) -> list[WebhookSubscriptionRow]:
         """Enabled subscriptions that want ``event_type`` (an empty type list means every type)."""
-        return [row for row in await self.list(session=session, enabled=True)
+        return [row for row in await self.get_all(session=session, enabled=True)
                 if not row.event_types or event_type in row.event_types]
 
     async def update(self, *, session: AsyncSession, subscription_id: str,

@@ -219,7 +219,7 @@ class WebhookDispatcher:
                 or time.monotonic() - self._wanted_at > SUBSCRIPTIONS_REFRESH):
             generation, read_at = self._generation, time.monotonic()  # a change during the read: read again
             async with self._db.read() as session:
-                rows = await self._subscriptions.list(session=session, enabled=True)
+                rows = await self._subscriptions.get_all(session=session, enabled=True)
             self._wanted = [frozenset(row.event_types) for row in rows]
             self._wanted_generation, self._wanted_at = generation, read_at
         return any(not types or event_type in types for types in self._wanted)

@@ -325,7 +325,8 @@ export interface paths {
         delete: operations["delete_hook_api_v1_hooks__hook_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /** Change a hook: name, mapping (label or JSONPaths), force, dedupe window */
+        patch: operations["update_hook_api_v1_hooks__hook_id__patch"];
         trace?: never;
     };
     "/api/v1/hooks/{hook_id}/alerts": {
@@ -2069,6 +2070,31 @@ export interface components {
              * @description Workflow ids of the recoveries started or joined
              */
             recoveries: string[];
+        };
+        /**
+         * HookUpdate
+         * @description Fields to change; omitted or null: unchanged. The kind and ``auth`` stay (a hook's credentials are
+         *     changed by rotating them, or by a new hook); the mapping fields are those of the hook's kind.
+         */
+        HookUpdate: {
+            /** Dedupe Window */
+            dedupe_window?: number | null;
+            /** Fingerprint Path */
+            fingerprint_path?: string | null;
+            /** Firing Values */
+            firing_values?: string[] | null;
+            /** Force */
+            force?: boolean | null;
+            /** Label */
+            label?: string | null;
+            /** Name */
+            name?: string | null;
+            /** Resolved Values */
+            resolved_values?: string[] | null;
+            /** Service Path */
+            service_path?: string | null;
+            /** Status Path */
+            status_path?: string | null;
         };
         /**
          * HttpDriverConfig
@@ -6792,6 +6818,104 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    update_hook_api_v1_hooks__hook_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                hook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HookUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HookPublic"];
+                };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
             400: {

@@ -34,6 +34,22 @@ export type AuditPublic = S['AuditPublic']
 export type AuditPage = S['PageOf_AuditPublic_']
 export type UiConfig = S['UiConfig']
 export type ErrorEnvelope = S['ErrorEnvelope']
+export type HookPublic = S['HookPublic']
+export type HookCreate = S['HookCreate']
+export type HookCreated = S['HookCreated']
+export type HookUpdate = S['HookUpdate']
+export type AlertLogPublic = S['AlertLogPublic']
+export type WebhookPublic = S['WebhookPublic']
+export type WebhookCreate = S['WebhookCreate']
+export type WebhookCreated = S['WebhookCreated']
+export type WebhookUpdate = S['WebhookUpdate']
+export type DeliveryPublic = S['DeliveryPublic']
+export type DeliveryPage = S['PageOf_DeliveryPublic_']
+export type UserPublic = S['UserPublic']
+export type UserPage = S['PageOf_UserPublic_']
+export type UserCreate = S['UserCreate']
+export type UserUpdate = S['UserUpdate']
+export type RolePublic = S['RolePublic']
 
 // event data carried by the WebSocket (`{type: "event", id, event: {event_id, event_type, timestamp, data}}`)
 export type InitializationUpdate = S['InitializationUpdate']
@@ -61,6 +77,7 @@ export type Permission =
   | 'schedules:manage'
   | 'users:manage'
   | 'audit:read'
+  | 'webhooks:manage'
   | 'logs:read'
   | 'codec:decode'
   | 'codec:encode'

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -116,6 +117,24 @@ class HookCreate(RequestBody):
         return GenericConfig(service_path=self.service_path or "", status_path=self.status_path,
                              firing_values=self.firing_values, resolved_values=self.resolved_values,
                              fingerprint_path=self.fingerprint_path).model_dump()
+
+
+class HookUpdate(RequestBody):
+    """Fields to change; omitted or null: unchanged. The kind and ``auth`` stay (a hook's credentials are
+    changed by rotating them, or by a new hook); the mapping fields are those of the hook's kind."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    label: str | None = Field(None, min_length=1, max_length=128)
+    service_path: str | None = None
+    status_path: str | None = None
+    firing_values: list[str] | None = Field(None, max_length=32)
+    resolved_values: list[str] | None = Field(None, max_length=32)
+    fingerprint_path: str | None = None
+    force: bool | None = None
+    dedupe_window: float | None = Field(None, ge=0, le=86400)
+
+    def changes(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump(exclude_unset=True).items() if v is not None}
 
 
 class HookPublic(BaseModel):
@@ -208,7 +227,7 @@ async def create_hook(body: HookCreate, session: WriteSessionDep, principal: Can
 
 @router.get("", response_model=list[HookPublic], summary="Registered incoming webhooks")
 async def list_hooks(session: ReadSessionDep, _: CanManage) -> list[HookPublic]:
-    return [HookPublic(**_public(row)) for row in await hooks.list(session=session)]
+    return [HookPublic(**_public(row)) for row in await hooks.get_all(session=session)]
 
 
 @router.post("/alertmanager", response_model=HookReceipt,
@@ -235,7 +254,38 @@ async def list_hook_alerts(hook_id: str, session: ReadSessionDep, _: CanManage,
                            limit: int = Query(100, ge=1, le=1000)) -> list[AlertLogPublic]:
     await hooks.require(session=session, hook_id=hook_id)
     return [AlertLogPublic.model_validate(r, from_attributes=True)
-            for r in await alert_log.list(session=session, hook_id=hook_id, limit=limit)]
+            for r in await alert_log.get_all(session=session, hook_id=hook_id, limit=limit)]
+
+
+@router.patch("/{hook_id}", response_model=HookPublic,
+              summary="Change a hook: name, mapping (label or JSONPaths), force, dedupe window")
+@audit_as("hook.update")
+async def update_hook(hook_id: str, body: HookUpdate, session: WriteSessionDep, principal: CanManage,
+                      request_id: RequestIdDep) -> HookPublic:
+    row = await hooks.require(session=session, hook_id=hook_id)
+    changes = body.changes()
+    mapping_keys = {"label"} if row.kind == "alertmanager" else {
+        "service_path", "status_path", "firing_values", "resolved_values", "fingerprint_path"}
+    foreign = sorted(k for k in changes if k not in mapping_keys | {"name", "force", "dedupe_window"})
+    if foreign:
+        raise RequestValidationError([{"loc": ("body", k), "msg": f"not a field of a {row.kind} hook",
+                                       "type": "extra_forbidden"} for k in foreign])
+    current = {"name": row.name, "kind": row.kind, **(row.config or {}), "auth": row.auth or "token",
+               "force": bool(row.force), "dedupe_window": float(row.dedupe_window or 0.0)}
+    try:  # the whole hook as it would be, checked as a new one is (a generic hook's paths compile)
+        merged = HookCreate.model_validate({**current, **changes})
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    if merged.name != row.name and await hooks.by_name(session=session, name=merged.name) is not None:
+        raise Conflict(f"a hook named {merged.name!r} exists", details={"name": merged.name})
+    changed = sorted(k for k in changes if changes[k] != current.get(k))
+    if changed:
+        row.name, row.config, row.force, row.dedupe_window = (merged.name, merged.mapping(), merged.force,
+                                                              merged.dedupe_window)
+        await session.flush()
+        await record(session, principal, "hook.update", hook_id, request_id,
+                     details={"name": row.name, "changed": changed})
+    return HookPublic(**_public(row))
 
 
 @router.delete("/{hook_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a webhook (its token dies)")

@@ -42,7 +42,7 @@ async def list_audit(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[AuditPublic]:
-    page = await audit.list(session=session, limit=limit, cursor=cursor, actor=actor, action=action, target=target,
+    page = await audit.get_all(session=session, limit=limit, cursor=cursor, actor=actor, action=action, target=target,
                             outcome=outcome, since=_aware(since, "since"),
                             until=_aware(until, "until"))
     return PageOf[AuditPublic](items=[AuditPublic.of(r) for r in page.items], next_cursor=page.next_cursor)

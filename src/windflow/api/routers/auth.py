@@ -358,12 +358,12 @@ async def list_tokens(
         if not principal.can(Permission.USERS_MANAGE.value):
             raise ApiError(403, "listing every user's tokens needs users:manage", code="forbidden",
                            details={"required": Permission.USERS_MANAGE.value})
-        found = await api_tokens.list(session=session, include_revoked=include_revoked)
+        found = await api_tokens.get_all(session=session, include_revoked=include_revoked)
     else:
         user = await users.get(session=session, username=principal.name)
         if user is None:
             return []
-        found = await api_tokens.list(session=session, user_id=user.id, include_revoked=include_revoked)
+        found = await api_tokens.get_all(session=session, user_id=user.id, include_revoked=include_revoked)
     return [ApiTokenPublic.of(f.token, f.user.username) for f in found]
 
 

@@ -216,7 +216,7 @@ async def list_initializations(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[InitializationPublic]:
-    page = await runs.list(session=session, kind=KIND, limit=limit, cursor=cursor,
+    page = await runs.get_all(session=session, kind=KIND, limit=limit, cursor=cursor,
                            status=status_filter.value if status_filter else None)
     items = [
         InitializationPublic(

@@ -207,7 +207,7 @@ async def list_recoveries(
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[RecoveryPublic]:
     await services.require(session=session, service_id=service_id)
-    page = await runs.list(session=session, kind="recovery", service_id=service_id, limit=limit, cursor=cursor)
+    page = await runs.get_all(session=session, kind="recovery", service_id=service_id, limit=limit, cursor=cursor)
     return PageOf[RecoveryPublic](
         items=[RecoveryPublic(run_id=r.run_id, workflow_id=r.workflow_id, service_id=r.service_id, status=r.status,
                               started_at=r.started_at, finished_at=r.finished_at, summary=r.summary or {})
@@ -316,7 +316,7 @@ async def metrics(service_id: str, session: ReadSessionDep, _: CanRead) -> Servi
     now = datetime.now(UTC)
     supervision = (row.state_detail or {}).get("supervision") or {}
     restart_times = [datetime.fromisoformat(t) for t in supervision.get("restarts", [])]
-    recent = await runs.list(session=session, kind="recovery", service_id=service_id, limit=500)
+    recent = await runs.get_all(session=session, kind="recovery", service_id=service_id, limit=500)
     day = [r for r in recent.items if r.started_at >= now - timedelta(days=1)]
     durations = [float(r.summary.get("seconds")) for r in day
                  if r.status == "recovered" and isinstance(r.summary.get("seconds"), int | float)]

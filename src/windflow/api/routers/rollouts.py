@@ -264,7 +264,7 @@ async def list_rollouts(
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[RolloutPublic]:
     await services.require(session=session, service_id=service_id)
-    page = await rollouts.list(session=session, service_id=service_id, limit=limit, cursor=cursor,
+    page = await rollouts.get_all(session=session, service_id=service_id, limit=limit, cursor=cursor,
                                status=status_filter.value if status_filter else None)
     return PageOf[RolloutPublic](items=[_public(resources, r, with_state=False) for r in page.items],
                                  next_cursor=page.next_cursor)

@@ -106,7 +106,7 @@ async def list_services(
         if body is not None:
             return Response(body, media_type="application/json")
     async with resources.db.read() as session:
-        page = await services.list(session=session, limit=limit, cursor=cursor, labels=labels, driver=driver,
+        page = await services.get_all(session=session, limit=limit, cursor=cursor, labels=labels, driver=driver,
                                    monitored=monitored, state=state, q=q)
         result = PageOf[ServicePublic](items=[ServicePublic.of(r) for r in page.items], next_cursor=page.next_cursor)
     body = result.model_dump_json().encode()
@@ -246,7 +246,7 @@ async def list_job_runs(
     """Each attempt of a `kind: job` service: exit code, duration and the last lines of its output. Reading them
     needs `configs:read`, as a job's output may hold what its config holds."""
     await services.require(session=session, service_id=service_id)
-    return [JobRunPublic.model_validate(r) for r in await job_runs.list(session=session, service_id=service_id,
+    return [JobRunPublic.model_validate(r) for r in await job_runs.get_all(session=session, service_id=service_id,
                                                                           limit=limit)]
 
 
@@ -373,7 +373,7 @@ async def list_versions(
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[ConfigVersionPublic]:
     await services.require(session=session, service_id=service_id)
-    page = await versions.list(session=session, service_id=service_id, limit=limit, cursor=cursor)
+    page = await versions.get_all(session=session, service_id=service_id, limit=limit, cursor=cursor)
     return PageOf[ConfigVersionPublic](items=[ConfigVersionPublic.of(r) for r in page.items],
                                        next_cursor=page.next_cursor)
 

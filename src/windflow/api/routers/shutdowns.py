@@ -157,7 +157,7 @@ async def list_shutdowns(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[ShutdownPublic]:
-    page = await runs.list(session=session, kind=KIND, limit=limit, cursor=cursor)
+    page = await runs.get_all(session=session, kind=KIND, limit=limit, cursor=cursor)
     return PageOf[ShutdownPublic](
         items=[_public(r, resources, ShutdownState.model_validate(r.summary) if r.summary else None, False)
                for r in page.items],

@@ -103,7 +103,7 @@ async def export(
     secrets: bool = Query(False, description="Include secret values (needs configs:write)"),
     format: str | None = Query(None, pattern="^(yaml|json)$"),
 ) -> Response:
-    stored_channels = await channels.list(session=session)
+    stored_channels = await channels.get_all(session=session)
     document = dump_system(await services.specs(session=session),
                            notifications=NotificationsSection(channels=stored_channels) if stored_channels else None)
     principal: Principal = request.state.principal

@@ -57,7 +57,7 @@ def parameter_values(parameters: list[dict[str, Any]], given: dict[str, Any], se
 
 @router.get("", response_model=list[TemplatePublic], summary="List templates")
 async def list_templates(session: ReadSessionDep, _: CanRead) -> list[TemplatePublic]:
-    return [TemplatePublic.of(t) for t in await templates.list(session=session)]
+    return [TemplatePublic.of(t) for t in await templates.get_all(session=session)]
 
 
 @router.get("/{name}", response_model=TemplatePublic, summary="One template")

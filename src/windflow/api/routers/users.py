@@ -58,7 +58,7 @@ async def list_users(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[UserPublic]:
-    page = await users.list(session=session, limit=limit, cursor=cursor, role=role, disabled=disabled)
+    page = await users.get_all(session=session, limit=limit, cursor=cursor, role=role, disabled=disabled)
     by_id = await users.roles_of(session=session, user_ids=[u.id for u in page.items])
     items = []
     for row in page.items:
@@ -147,7 +147,7 @@ async def delete_user(
 
 @roles_router.get("", response_model=list[RolePublic], summary="List roles and their permissions")
 async def list_roles(session: ReadSessionDep, _: CanManage) -> list[RolePublic]:
-    return [RolePublic.of(r) for r in await roles.list(session=session)]
+    return [RolePublic.of(r) for r in await roles.get_all(session=session)]
 
 
 @roles_router.post("", status_code=status.HTTP_201_CREATED, response_model=RolePublic, summary="Create a role")

@@ -240,7 +240,7 @@ async def create_webhook(body: WebhookCreate, request: Request, resources: Resou
 
 @router.get("", response_model=list[WebhookPublic], summary="Webhook subscriptions")
 async def list_webhooks(session: ReadSessionDep, _: CanManage) -> list[WebhookPublic]:
-    return [WebhookPublic.of(row) for row in await subscriptions.list(session=session)]
+    return [WebhookPublic.of(row) for row in await subscriptions.get_all(session=session)]
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, summary="One webhook subscription (without its secret)")
