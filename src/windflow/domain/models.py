@@ -691,7 +691,7 @@ class ServiceSpec(_Strict):
         return self.min_ready if self.min_ready is not None else (self.replicas or 1)
 
     def replica_ids(self, count: int | None = None) -> list[str]:
-        return [replica_id(self.id, k) for k in range(self.replicas if count is None else count)]
+        return [replica_id(self.id, k) for k in range((self.replicas or 0) if count is None else count)]
 
     def replica_spec(self, index: int) -> ServiceSpec:
         """Replica ``index`` of this replicated service: id ``SERVICE/index``, ``{replica}`` replaced in the
