@@ -125,8 +125,16 @@ async def service_logs(
 
         task = asyncio.create_task(pump())
         idle = 0.0
+        next_probe = 0.0
         try:
-            while not await request.is_disconnected():
+            while True:
+                # one disconnect probe per DISCONNECT_PROBE, not one per line: at thousands of lines a second
+                # the probe (a receive with a cancel scope) costs more than the lines
+                now = time.monotonic()
+                if now >= next_probe:
+                    if await request.is_disconnected():
+                        break
+                    next_probe = now + DISCONNECT_PROBE
                 if time.monotonic() >= next_check:
                     if not await still_allowed():
                         break
@@ -142,12 +150,22 @@ async def service_logs(
                         yield b"\n"  # keep-alive through proxies; clients skip blank lines
                     continue
                 idle = 0.0
-                yield _ndjson(item)
+                # what else is queued goes in the same chunk: one send (and one HTTP chunk) per burst, not per line
+                chunk = [_ndjson(item)]
+                while len(chunk) < CHUNK_LINES and not queue.empty():
+                    chunk.append(_ndjson(queue.get_nowait()))
+                yield b"".join(chunk)
         finally:
             task.cancel()
 
     return StreamingResponse(body(), media_type="application/x-ndjson",
                              headers={"Cache-Control": "no-store", "X-Log-Source": source.name})
+
+
+#: a follow checks that its client is still there at most this often (seconds)
+DISCONNECT_PROBE = 0.5
+#: most lines sent in one chunk of a follow
+CHUNK_LINES = 1000
 
 
 def _ndjson(item: LogLine) -> bytes:
