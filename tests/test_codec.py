@@ -18,7 +18,7 @@ from windflow.codec import ENCODING, KEY_ID_HEADER, EncryptionCodec, PayloadDecr
 from windflow.domain.contracts import InitInput, InitOptions, InitState, InitStatus
 from windflow.domain.models import ServiceSpec
 from windflow.settings import Settings, SettingsError, load_settings
-from windflow.temporal_client import DATA_CONVERTER, connect, data_converter
+from windflow.temporal.client import DATA_CONVERTER, connect, data_converter
 from windflow.workflows.initialization import SystemInitialization
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")

@@ -22,7 +22,7 @@ from windflow.domain.contracts import InitInput, InitOptions, InitState, InitSta
 from windflow.domain.models import ServiceSpec
 from windflow.persistence.db import Database, create_engine
 from windflow.settings import Mode, Settings, SettingsError, load_settings
-from windflow.temporal_client import connect, payload_codec
+from windflow.temporal.client import connect, payload_codec
 from windflow.workflows.initialization import SystemInitialization
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")

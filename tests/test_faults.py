@@ -48,9 +48,9 @@ from windflow.persistence.db import Database
 from windflow.persistence.migrate import upgrade
 from windflow.persistence.models import OutboxRow, RunSummaryRow, ServiceRow
 from windflow.settings import Settings
-from windflow.temporal_client import DATA_CONVERTER
+from windflow.temporal.client import DATA_CONVERTER
+from windflow.temporal.search_attributes import cli_flags
 from windflow.workflows.initialization import SystemInitialization
-from windflow.workflows.search_attributes import cli_flags
 from windflow.workflows.supervision import ServiceSupervisor
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

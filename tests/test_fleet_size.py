@@ -12,7 +12,7 @@ from tests.helpers import register, running_worker
 from windflow.domain.contracts import ComponentStatus, InitInput, InitOptions, InitState, InitStatus
 from windflow.domain.models import ServiceSpec
 from windflow.persistence.repositories import RunSummaryRepository
-from windflow.workflows import search_attributes as sa
+from windflow.temporal import search_attributes as sa
 from windflow.workflows.initialization import SystemInitialization
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

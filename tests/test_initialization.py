@@ -243,7 +243,7 @@ async def test_recorded_histories_replay():
     from temporalio.client import WorkflowHistory
     from temporalio.worker import Replayer
 
-    from windflow.temporal_client import DATA_CONVERTER
+    from windflow.temporal.client import DATA_CONVERTER
 
     files = sorted(HISTORIES.glob("initialization*.json"))
     assert files, "no recorded histories"

@@ -25,7 +25,7 @@ from tests.helpers import (
     worker_settings,
 )
 from windflow.metrics import serve_metrics, temporal_runtime
-from windflow.temporal_client import connect
+from windflow.temporal.client import connect
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -157,8 +157,8 @@ async def test_two_workers_on_one_host_json_logs_and_promtool(tmp_path, sqlite_d
     from temporalio.testing import WorkflowEnvironment
 
     from tests.conftest import TEMPORAL_BIN
-    from windflow.temporal_client import DATA_CONVERTER
-    from windflow.workflows.search_attributes import ALL_KEYS
+    from windflow.temporal.client import DATA_CONVERTER
+    from windflow.temporal.search_attributes import ALL_KEYS
 
     env = await WorkflowEnvironment.start_local(
         namespace="default", data_converter=DATA_CONVERTER, search_attributes=ALL_KEYS,

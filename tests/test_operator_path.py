@@ -442,7 +442,7 @@ async def test_histories_of_the_previous_supervision_replay():
     from temporalio.client import WorkflowHistory
     from temporalio.worker import Replayer
 
-    from windflow.temporal_client import DATA_CONVERTER
+    from windflow.temporal.client import DATA_CONVERTER
     from windflow.workflows.control import RecoverySweep
     from windflow.workflows.supervision import ServiceRecovery
 

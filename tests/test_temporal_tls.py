@@ -15,7 +15,7 @@ import trustme
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from windflow.settings import Settings, SettingsError, load_settings
-from windflow.temporal_client import connect, connection_options
+from windflow.temporal.client import connect, connection_options
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import mint_token
 from windflow.settings import Mode, Settings
+from windflow.temporal import names
+from windflow.temporal.links import schedule_link, workflow_link
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -34,7 +36,7 @@ async def client_for(settings: Settings, db):
 
 
 async def test_links_follow_the_ui_port(settings, db):
-    from windflow.api.routers import initializations, recoveries, rollouts
+    from windflow.api.routers import initializations, rollouts, shutdowns
 
     moved = settings.model_copy(update={"temporal_ui_port": 9411, "temporal_namespace": "ops"})
     async with client_for(moved, db) as (http, resources):
@@ -42,10 +44,12 @@ async def test_links_follow_the_ui_port(settings, db):
         assert ui["temporal_ui_url"] == "http://127.0.0.1:9411"
         assert initializations.links(resources, "r1").temporal_ui == \
             "http://127.0.0.1:9411/namespaces/ops/workflows/init%2Fr1"
-        assert recoveries.ui_link(resources, "recover/db") == \
+        assert workflow_link(resources.settings, names.recover_id("db")) == \
             "http://127.0.0.1:9411/namespaces/ops/workflows/recover%2Fdb"
         assert rollouts._links(resources, "db", "r9").temporal_ui == \
-            "http://127.0.0.1:9411/namespaces/ops/workflows/" + rollouts.workflow_id_of("db").replace("/", "%2F")
+            "http://127.0.0.1:9411/namespaces/ops/workflows/rollout%2Fdb"
+        assert shutdowns.links(resources, "r2").temporal_ui == \
+            "http://127.0.0.1:9411/namespaces/ops/workflows/down%2Fr2"
 
         # the Temporal UI on that port may call the codec endpoint from the browser; the one on 8233 (another
         # instance's) may not
@@ -58,15 +62,17 @@ async def test_links_follow_the_ui_port(settings, db):
 
 async def test_one_link_builder():
     s = Settings(jwt_secret="x" * 48, temporal_ui_port=9411, temporal_namespace="default", _env_file=None)
-    assert s.temporal_ui_link() == "http://127.0.0.1:9411/namespaces/default/workflows"
-    assert s.temporal_ui_link("control/db/a b") == \
+    assert workflow_link(s) == "http://127.0.0.1:9411/namespaces/default/workflows"
+    assert workflow_link(s, "control/db/a b") == \
         "http://127.0.0.1:9411/namespaces/default/workflows/control%2Fdb%2Fa%20b"
-    assert s.temporal_ui_link("init/r1", "0190-run") == \
+    assert workflow_link(s, "init/r1", "0190-run") == \
         "http://127.0.0.1:9411/namespaces/default/workflows/init%2Fr1/0190-run/history"
+    assert schedule_link(s, names.SWEEP_SCHEDULE_ID) == \
+        "http://127.0.0.1:9411/namespaces/default/schedules/windflow-recovery-sweep"
     prod = Settings(mode=Mode.PRODUCTION, jwt_secret="x" * 48, database_url="postgresql://u@h/db",
                     temporal_ui_url="https://temporal.example.com/", temporal_namespace="windflow", _env_file=None)
-    assert prod.temporal_ui_link("init/r1") == "https://temporal.example.com/namespaces/windflow/workflows/init%2Fr1"
+    assert workflow_link(prod, "init/r1") == "https://temporal.example.com/namespaces/windflow/workflows/init%2Fr1"
     assert prod.codec_origins == ["https://temporal.example.com"]
-    assert Settings(mode=Mode.PRODUCTION, jwt_secret="x" * 48, database_url="postgresql://u@h/db",
-                    _env_file=None).temporal_ui_link("init/r1") is None  # no UI known: no link
-    assert Settings(jwt_secret="x" * 48, temporal_ui_port=0, _env_file=None).temporal_ui_link() is None
+    no_ui = Settings(mode=Mode.PRODUCTION, jwt_secret="x" * 48, database_url="postgresql://u@h/db", _env_file=None)
+    assert workflow_link(no_ui, "init/r1") is None and schedule_link(no_ui, "s") is None  # no UI known: no link
+    assert workflow_link(Settings(jwt_secret="x" * 48, temporal_ui_port=0, _env_file=None)) is None

@@ -1,7 +1,7 @@
 """One trace from the API request to the driver: HTTP → StartWorkflow → workflow run → activities → driver, probe.
 
 A real dev server, the real app (FastAPI instrumented as `create_app` does it) and an in-process worker whose
-client comes from `windflow.temporal_client.connect`, as in `windflow worker`. Spans go to an in-memory
+client comes from `windflow.temporal.client.connect`, as in `windflow worker`. Spans go to an in-memory
 exporter on the process's tracer provider.
 """
 

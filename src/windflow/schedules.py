@@ -20,18 +20,18 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.domain.contracts import SweepInput
 from windflow.domain.summaries import seconds
-from windflow.workflows import search_attributes as sa
-
-SWEEP_SCHEDULE_ID = "windflow-recovery-sweep"
+from windflow.temporal import names
+from windflow.temporal import search_attributes as sa
+from windflow.temporal.names import SWEEP_SCHEDULE_ID
 
 
 def sweep_schedule(*, task_queue: str, every: timedelta, schedule_id: str, paused: bool = False,
                    note: str = "") -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            "RecoverySweep",
+            names.RECOVERY_SWEEP,
             SweepInput(actor=f"schedule:{schedule_id}"),
-            id=f"sweep/{schedule_id}",
+            id=names.sweep_id(schedule_id),
             task_queue=task_queue,
             typed_search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "sweep")]),
             static_summary=f"recovery sweep, every {seconds(every.total_seconds())} (schedule {schedule_id})",

@@ -208,6 +208,8 @@ class Settings(BaseSettings):
                                           "deliveries queued by other processes")
     webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
                                            "delivery log")
+    status_history_retention_days: float = Field(30.0, gt=0, description="Days each service's status changes (its "
+                                                 "state timeline) are kept; the newest change of a service stays")
     hooks_rate_limit: int = Field(120, ge=1, description="Deliveries one incoming alert hook may make per "
                                   "hooks_rate_window; more are answered 429 with Retry-After")
     hooks_rate_window: float = Field(60.0, gt=0, le=86400, description="Window of hooks_rate_limit, seconds")
@@ -405,22 +407,6 @@ class Settings(BaseSettings):
         if self.mode == Mode.EMBEDDED and self.temporal_ui_port:
             return f"http://127.0.0.1:{self.temporal_ui_port}"
         return None
-
-    def temporal_ui_link(self, workflow_id: str | None = None, run_id: str | None = None) -> str | None:
-        """The Temporal Web UI page of a workflow (its latest run, or ``run_id``), or the namespace's workflow
-        list without an id; ``None`` when there is no UI. The one place that builds these links."""
-        from urllib.parse import quote
-
-        base = self.temporal_ui_base_url
-        if not base:
-            return None
-        url = f"{base}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows"
-        if workflow_id is None:
-            return url
-        url += f"/{quote(workflow_id, safe='')}"
-        if run_id:
-            url += f"/{quote(run_id, safe='')}/history"
-        return url
 
     @property
     def codec_origins(self) -> list[str]:

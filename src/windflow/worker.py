@@ -36,8 +36,8 @@ from windflow.probes import build_probe_registry
 from windflow.run_health import watch_runs
 from windflow.schedules import ensure_sweep_schedule
 from windflow.settings import Settings
+from windflow.temporal import search_attributes as sa
 from windflow.tracing import traced_drivers, traced_probes
-from windflow.workflows import search_attributes as sa
 from windflow.workflows._policies import host_queue
 from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.initialization import SystemInitialization
@@ -275,7 +275,7 @@ async def run_worker(settings: Settings) -> None:
     """`windflow worker`: run until SIGINT/SIGTERM, then finish in-flight tasks and exit."""
     from windflow.persistence.migrate import upgrade
     from windflow.settings import Mode
-    from windflow.temporal_client import connect
+    from windflow.temporal.client import connect
 
     db = Database.from_url(settings.sqlalchemy_url)
     if settings.mode == Mode.EMBEDDED:

@@ -141,6 +141,31 @@ async function main() {
     await shot('07b-api-logs')
   })
 
+  await step("the service's state timeline: the crash as a band, live and from the stored history", async () => {
+    const failedBand = '[data-testid="status-timeline"] [data-testid="timeline-band"].tone-failed'
+    await page.waitForSelector(failedBand, { timeout: 20_000 }) // appended live from SERVICE_STATUS_UPDATE
+    await page.reload()
+    await page.waitForSelector(failedBand) // the same, read back from the stored history
+    const last = await page.getAttribute('[data-testid="status-timeline"] [data-testid="timeline-band"]:last-child', 'data-state')
+    assert(last === 'healthy', `the timeline ends healthy, got ${last}`)
+    await page.click('[data-testid="timeline-range-15m"]')
+    await page.waitForSelector(failedBand)
+    // a custom range before the service existed: no data, one grey band
+    await page.click('[data-testid="timeline-range-custom"]')
+    await page.fill('[data-testid="timeline-range-from"]', '2020-01-01T00:00')
+    await page.fill('[data-testid="timeline-range-to"]', '2020-01-02T00:00')
+    await page.click('[data-testid="timeline-range-apply"]')
+    await page.waitForFunction(() => {
+      const bands = [...document.querySelectorAll('[data-testid="status-timeline"] [data-testid="timeline-band"]')]
+      return bands.length === 1 && bands[0].getAttribute('data-state') === 'no data'
+    })
+    await page.click('[data-testid="timeline-range-1h"]')
+    await page.waitForSelector(failedBand)
+    const h = await windflow.api('/api/v1/services/api/status-history?since=' + encodeURIComponent(new Date(Date.now() - 3_600_000).toISOString()))
+    assert(h.changes.some((c) => ['unhealthy', 'recovering'].includes(c.state)), `stored changes: ${JSON.stringify(h.changes.map((c) => c.state))}`)
+    await shot('07c-api-timeline')
+  })
+
   await step('edit, diff and revert a config', async () => {
     await page.goto(`${windflow.base}/configs/cache`)
     await page.waitForFunction(() => document.querySelector('[data-testid="config-editor"]')?.value.startsWith('{'))
@@ -204,6 +229,16 @@ async function main() {
     await page.click('text=Audit')
     await page.fill('[data-testid="audit-action"]', 'config.revert')
     await page.press('[data-testid="audit-action"]', 'Enter')
+    await page.waitForSelector('[data-testid="audit-table"] code:has-text("config.revert")')
+    // a time range: the last 15 minutes still hold the revert; a day long ago holds nothing
+    await page.click('[data-testid="audit-range-15m"]')
+    await page.waitForSelector('[data-testid="audit-table"] code:has-text("config.revert")')
+    await page.click('[data-testid="audit-range-custom"]')
+    await page.fill('[data-testid="audit-range-from"]', '2020-01-01T00:00')
+    await page.fill('[data-testid="audit-range-to"]', '2020-01-02T00:00')
+    await page.click('[data-testid="audit-range-apply"]')
+    await page.waitForSelector('[data-testid="audit-table"] td:has-text("No records.")')
+    await page.click('[data-testid="audit-range-all"]')
     await page.waitForSelector('[data-testid="audit-table"] code:has-text("config.revert")')
     await shot('12-audit')
     // every record, long details included: the table wraps inside its card, the page never scrolls sideways

@@ -22,6 +22,7 @@ from windflow.escalation import build_channel
 from windflow.escalation.base import NotificationChannel
 from windflow.persistence.notifications import NotificationChannelRepository, NotificationLogRepository
 from windflow.persistence.repositories import AuditRepository
+from windflow.temporal import names
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,7 +61,7 @@ class NotificationActivities:
             log.warning("system-file notification channel(s) %s shadowed by settings", ", ".join(shadowed))
         return [*self.settings_channels, *(c for c in stored if c.name not in names)]
 
-    @activity.defn(name="notify")
+    @activity.defn(name=names.NOTIFY)  # called by name: registered only when channels are configured
     async def notify(self, req: NotifyInput) -> NotifyResult:
         notification = req.notification
         async with self.db.read() as session:

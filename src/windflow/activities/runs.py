@@ -31,7 +31,8 @@ from windflow.domain.contracts import (
     SupervisorStatus,
 )
 from windflow.persistence.repositories import ServiceRepository
-from windflow.workflows import search_attributes as sa
+from windflow.temporal import names
+from windflow.temporal import search_attributes as sa
 
 if TYPE_CHECKING:
     from windflow.persistence.db import Database
@@ -86,7 +87,7 @@ class TemporalActivities:
 
         ``supervised=False`` when the service has no running supervisor (the caller recovers it itself).
         """
-        handle = self.client.get_workflow_handle(f"supervise/{req.service_id}")
+        handle = self.client.get_workflow_handle(names.supervise_id(req.service_id))
         try:
             desc = await handle.describe()
         except RPCError as exc:
@@ -95,9 +96,9 @@ class TemporalActivities:
             raise
         if desc.status != WorkflowExecutionStatus.RUNNING:
             return AwaitSupervisorResult(supervised=False)
-        before = await handle.query("status", result_type=SupervisorStatus) if req.confirm else None
+        before = await handle.query(names.STATUS, result_type=SupervisorStatus) if req.confirm else None
         answer = await handle.execute_update(
-            "recover_now", RecoverNowInput(reason=req.reason, actor=req.actor, source=req.source,
+            names.RECOVER_NOW, RecoverNowInput(reason=req.reason, actor=req.actor, source=req.source,
                                            confirm=req.confirm),
             result_type=RecoverNowResult,
         )
@@ -107,7 +108,7 @@ class TemporalActivities:
                 SupervisionState.WAITING_BUDGET}
         await asyncio.sleep(0.05)
         while True:
-            status = await handle.query("status", result_type=SupervisorStatus)
+            status = await handle.query(names.STATUS, result_type=SupervisorStatus)
             if status.state not in busy:
                 restarted = before is None or status.restarts_total > before.restarts_total
                 return AwaitSupervisorResult(supervised=True, attached=answer.attached, state=status.state.value,
@@ -128,11 +129,11 @@ class TemporalActivities:
 
     async def _start_supervisor(self, service_id: str, task_queue: str, actor: str) -> bool:
         """Start ``supervise/{service_id}`` unless it runs; True when this call started it."""
-        workflow_id = f"supervise/{service_id}"
+        workflow_id = names.supervise_id(service_id)
         if await self._running(workflow_id):
             return False
         await self.client.start_workflow(
-            "ServiceSupervisor",
+            names.SERVICE_SUPERVISOR,
             SupervisorInput(service_id=service_id),
             id=workflow_id,
             task_queue=task_queue or activity.info().task_queue,
@@ -161,7 +162,7 @@ class TemporalActivities:
                 if not started and service_id in resume:
                     # desired running again (an initialization started it): a supervisor a stop paused, or one
                     # that gave up, watches again; a running one ignores the signal
-                    await self.client.get_workflow_handle(f"supervise/{service_id}").signal("resume")
+                    await self.client.get_workflow_handle(names.supervise_id(service_id)).signal(names.RESUME)
                     out.resumed.append(service_id)
                 activity.heartbeat(service_id)
                 return started
@@ -178,9 +179,9 @@ class TemporalActivities:
         keep = set(await self._units(list(req.service_ids)))
         query = "WindflowKind = 'supervisor' AND ExecutionStatus = 'Running'"
         async for execution in self.client.list_workflows(query):
-            service_id = execution.id.removeprefix("supervise/")
+            service_id = execution.id.removeprefix(names.SUPERVISE_PREFIX)
             if service_id not in keep:
-                await self.client.get_workflow_handle(execution.id).signal("stop_supervision")
+                await self.client.get_workflow_handle(execution.id).signal(names.STOP_SUPERVISION)
                 out.stopped.append(service_id)
         return out
 
@@ -192,11 +193,11 @@ class TemporalActivities:
         if units != [req.service_id]:
             paused = [await self.pause_supervisor(req.model_copy(update={"service_id": u})) for u in units]
             return any(paused)
-        workflow_id = f"supervise/{req.service_id}"
+        workflow_id = names.supervise_id(req.service_id)
         if not await self._running(workflow_id):
             return False
         await self.client.get_workflow_handle(workflow_id).execute_update(
-            "pause", PauseInput(reason=req.reason, actor=req.actor), result_type=SupervisorStatus)
+            names.PAUSE, PauseInput(reason=req.reason, actor=req.actor), result_type=SupervisorStatus)
         return True
 
     @activity.defn(name="resume_supervisor")
@@ -206,9 +207,9 @@ class TemporalActivities:
         if units != [req.service_id]:
             done = [await self.resume_supervisor(req.model_copy(update={"service_id": u})) for u in units]
             return "started" if "started" in done else "resumed"
-        workflow_id = f"supervise/{req.service_id}"
+        workflow_id = names.supervise_id(req.service_id)
         if await self._running(workflow_id):
-            await self.client.get_workflow_handle(workflow_id).signal("resume")
+            await self.client.get_workflow_handle(workflow_id).signal(names.RESUME)
             return "resumed"
         await self._start_supervisor(req.service_id, req.task_queue, req.actor)
         return "started"

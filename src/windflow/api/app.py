@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import APIRouter, Depends, FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -58,7 +59,7 @@ from windflow.persistence.db import Database
 from windflow.persistence.migrate import upgrade
 from windflow.persistence.seed import seed_templates
 from windflow.settings import Mode, Settings
-from windflow.temporal_client import LazyClient
+from windflow.temporal.client import LazyClient
 from windflow.tracing import instrument_app
 from windflow.webhooks_out.dispatcher import CONSUMER_GROUP, DeliveryPolicy, WebhookDispatcher, consumer_name
 
@@ -79,7 +80,8 @@ async def build_resources(settings: Settings, *, migrate: bool | None = None) ->
     bus = build_bus(settings)
     resources = Resources(settings=settings, db=db, temporal=LazyClient(settings), bus=bus,
                           jwt_key=settings.jwt_key())
-    resources.relay = OutboxRelay(db, bus, interval=settings.events_relay_interval)
+    resources.relay = OutboxRelay(db, bus, interval=settings.events_relay_interval,
+                                  status_history_retention=timedelta(days=settings.status_history_retention_days))
     return resources
 
 

@@ -11,7 +11,7 @@ from windflow.events.relay import OutboxRelay
 from windflow.outbound import Outbound
 from windflow.persistence.db import Database
 from windflow.settings import Settings
-from windflow.temporal_client import LazyClient
+from windflow.temporal.client import LazyClient
 
 
 @dataclass

@@ -102,6 +102,31 @@ class ReplicaPublic(BaseModel):
                    restarts_total=row.restarts_total or 0)
 
 
+class StatusChange(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime = Field(description="When the service entered this status")
+    state: str
+    previous_state: str | None = None
+    source: str | None = Field(None, description="What recorded it (watcher, recovery, control, initialization...)")
+    message: str | None = None
+
+
+class StatusHistory(BaseModel):
+    """A service's status over ``[since, until)``: the bands are ``initial`` from ``since`` to the first change,
+    then each change until the next (the last until ``until``)."""
+
+    service_id: str
+    since: datetime
+    until: datetime
+    initial: StatusChange | None = Field(description="The status the service had at `since` (when it began, and "
+                                                      "from what); null: its first recorded status is later")
+    changes: list[StatusChange] = Field(description="Changes inside the range, oldest first")
+    truncated: bool = Field(description="More changes than `limit` in the range: narrow it to see the rest")
+    current_state: str = Field(description="The service's status now")
+    retention_days: float = Field(description="Changes older than this are pruned (each service keeps its newest)")
+
+
 class ServicePublic(BaseModel):
     id: str
     description: str

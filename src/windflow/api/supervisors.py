@@ -12,7 +12,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from windflow.api.resources import Resources
 from windflow.domain.contracts import SUPERVISABLE_STATES, SupervisorInput
-from windflow.workflows import search_attributes as sa
+from windflow.temporal import names
+from windflow.temporal import search_attributes as sa
 from windflow.workflows.supervision import ServiceSupervisor
 
 log = logging.getLogger("windflow.api.supervisors")
@@ -23,7 +24,7 @@ async def tell_supervisor(resources: Resources, service_id: str, *, monitored: b
     gone or no longer monitored; start one when the service became monitored. Best effort: the sweep reconciles."""
     try:
         client = await resources.temporal.get()
-        handle = client.get_workflow_handle(f"supervise/{service_id}")
+        handle = client.get_workflow_handle(names.supervise_id(service_id))
         try:
             running = (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
         except RPCError as exc:
@@ -36,7 +37,7 @@ async def tell_supervisor(resources: Resources, service_id: str, *, monitored: b
             await handle.signal(ServiceSupervisor.policy_changed)
         elif monitored and await _was_initialized(resources, service_id):
             await client.start_workflow(
-                ServiceSupervisor.run, SupervisorInput(service_id=service_id), id=f"supervise/{service_id}",
+                ServiceSupervisor.run, SupervisorInput(service_id=service_id), id=names.supervise_id(service_id),
                 task_queue=resources.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "supervisor"),
                                                          SearchAttributePair(sa.SERVICE, service_id)]),

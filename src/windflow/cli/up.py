@@ -58,7 +58,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def dev_server_command(settings: Settings) -> list[str]:
-    from windflow.workflows.search_attributes import cli_flags
+    from windflow.temporal.search_attributes import cli_flags
 
     data_dir = settings.ensure_data_dir()
     cmd = [
@@ -250,7 +250,8 @@ async def run_up(
     from windflow.heap import freeze_startup_heap
     from windflow.run_health import watch_runs
     from windflow.schedules import ensure_sweep_schedule
-    from windflow.temporal_client import connect
+    from windflow.temporal.client import connect
+    from windflow.temporal.links import workflow_link
     from windflow.worker import build_worker, ensure_search_attributes, reclaim_in_background, worker_identity
 
     settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
@@ -315,8 +316,8 @@ async def run_up(
                         await asyncio.sleep(0.05)
                     base = f"http://{settings.api_host}:{settings.api_port}"
                     console.print(f"[bold green]windflow is up[/bold green]  API {base}  docs {base}/docs")
-                    if settings.temporal_ui_link():
-                        console.print(f"Temporal Web UI {settings.temporal_ui_link()}")
+                    if workflow_link(settings):
+                        console.print(f"Temporal Web UI {workflow_link(settings)}")
                     if system_file is not None and not stop.is_set():
                         token, _ = issue_access_token(key=resources.jwt_key, subject="windflow-up",
                                                       permissions={str(p) for p in ALL_PERMISSIONS},
@@ -473,10 +474,12 @@ async def _end_supervision(client: Any, specs: dict[str, Any]) -> None:
     (at once, or as soon as the next `windflow up` runs them). The next initialization starts them again."""
     from temporalio.service import RPCError
 
+    from windflow.temporal import names
+
     async def end(service_id: str) -> None:
-        handle = client.get_workflow_handle(f"supervise/{service_id}")
+        handle = client.get_workflow_handle(names.supervise_id(service_id))
         try:
-            await handle.signal("stop_supervision")
+            await handle.signal(names.STOP_SUPERVISION)
         except RPCError:
             return  # never supervised, or its supervisor already ended
         with contextlib.suppress(Exception):
@@ -495,16 +498,16 @@ async def _shutdown_run(client: Any, task_queue: str, specs: dict[str, Any]) -> 
     import uuid
 
     from windflow.domain.shutdown import ShutdownInput, ShutdownState, ShutdownStatus
-    from windflow.workflows.shutdown import SystemShutdown
+    from windflow.temporal import handles, names
 
     if not specs:
         return True
     run_id = uuid.uuid4().hex[:16]
-    console.print(f"stopping {len(specs)} services, dependants first (down/{run_id})")
+    console.print(f"stopping {len(specs)} services, dependants first ({names.down_id(run_id)})")
     try:
-        handle = await client.start_workflow(
-            SystemShutdown.run, ShutdownInput(run_id=run_id, actor="windflow-up", reason="windflow up --stop-services"),
-            id=f"down/{run_id}", task_queue=task_queue, static_summary="shutdown of all by windflow up --stop-services")
+        handle = await handles.start_shutdown(
+            client, task_queue=task_queue,
+            inp=ShutdownInput(run_id=run_id, actor="windflow-up", reason="windflow up --stop-services"))
         state: ShutdownState = await asyncio.wait_for(handle.result(), SHUTDOWN_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - fall back to stopping them here
         console.print(f"[yellow]the shutdown run did not finish ({exc!r}); stopping what is left directly[/yellow]")

@@ -41,7 +41,7 @@ from windflow.domain.events import Event
 from windflow.events.base import EventPublisher
 from windflow.metrics import EVENTS_PUBLISHED
 from windflow.persistence.db import Database
-from windflow.persistence.repositories import OUTBOX_CHANNEL, OutboxRepository
+from windflow.persistence.repositories import OUTBOX_CHANNEL, OutboxRepository, StatusHistoryRepository
 
 log = logging.getLogger("windflow.events.relay")
 
@@ -60,8 +60,11 @@ class OutboxRelay:
         interval: float = 0.25,
         batch: int = 500,
         listen: bool = True,
+        status_history_retention: timedelta | None = None,
     ) -> None:
         self._db = db
+        self._history = StatusHistoryRepository()
+        self._history_retention = status_history_retention
         self._bus = bus
         self._repo = OutboxRepository()
         self._interval = interval
@@ -103,8 +106,12 @@ class OutboxRelay:
         return len(rows)
 
     async def purge(self) -> int:
+        """Housekeeping every PURGE_EVERY: published rows after a day, status changes after their retention."""
         async with self._db.write() as session:
-            return await self._repo.purge_published(session=session, older_than=KEEP_PUBLISHED)
+            purged = await self._repo.purge_published(session=session, older_than=KEEP_PUBLISHED)
+            if self._history_retention is not None:
+                purged += await self._history.prune(session=session, older_than=self._history_retention)
+            return purged
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen_loop(), name="outbox-listen") if self._listen else None

@@ -18,9 +18,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
+    inspect,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 
 from windflow.persistence.sealing import SealedJSON
 
@@ -94,6 +97,56 @@ class ServiceRow(Base):
     def replicated(self) -> bool:
         """A replicated service's own row: it runs nothing itself, its replicas do."""
         return self.replica_of is None and bool((self.spec or {}).get("replicas"))
+
+
+class StatusHistoryRow(Base):
+    """Every change of a service's status, as the read model recorded it (migration 0012): the state timeline.
+
+    Written by the ``services`` row's own flush (see :func:`_record_status_change`), so whatever writes the
+    status, through whichever repository or session, leaves one row per change. Old rows are pruned after
+    ``status_history_retention_days`` (``StatusHistoryRepository.prune``)."""
+
+    __tablename__ = "service_status_history"
+    __table_args__ = (Index("ix_service_status_history_service_at", "service_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    service_id: Mapped[str] = mapped_column(String(64), ForeignKey("services.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    state: Mapped[str] = mapped_column(String(32))
+    previous_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+def _history_values(target: ServiceRow, previous: str | None) -> dict[str, Any]:
+    detail = target.state_detail if isinstance(target.state_detail, dict) else {}
+    source, message = detail.get("source"), detail.get("message")
+    return {
+        "service_id": target.id,
+        "at": target.state_changed_at or utcnow(),
+        "state": target.state,
+        "previous_state": previous,
+        "source": str(source)[:64] if source else None,
+        "message": str(message)[:2000] if message else None,
+    }
+
+
+@event.listens_for(ServiceRow, "after_insert")
+def _record_first_status(_mapper: Mapper[Any], connection: Connection, target: ServiceRow) -> None:
+    if target.state is not None:
+        connection.execute(StatusHistoryRow.__table__.insert().values(**_history_values(target, None)))
+
+
+@event.listens_for(ServiceRow, "after_update")
+def _record_status_change(_mapper: Mapper[Any], connection: Connection, target: ServiceRow) -> None:
+    """One history row per change of ``services.state``, in the flush (so the transaction) that changed it."""
+    history = inspect(target).attrs.state.history
+    if not history.has_changes():
+        return
+    before = history.deleted[0] if history.deleted else None
+    if before == target.state:
+        return
+    connection.execute(StatusHistoryRow.__table__.insert().values(**_history_values(target, before)))
 
 
 class ConfigVersionRow(Base):

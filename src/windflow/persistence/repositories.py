@@ -26,6 +26,7 @@ from windflow.persistence.models import (
     ProbeResultRow,
     RunSummaryRow,
     ServiceRow,
+    StatusHistoryRow,
     utcnow,
 )
 
@@ -395,6 +396,7 @@ class ServiceRepository:
         for replica in await self.replicas_of(session=session, service_id=service_id):
             await self.remove_replica(session=session, replica_id=replica.id)
         await session.execute(delete(ProbeResultRow).where(ProbeResultRow.service_id == service_id))
+        await session.execute(delete(StatusHistoryRow).where(StatusHistoryRow.service_id == service_id))
         await session.execute(delete(ConfigVersionRow).where(ConfigVersionRow.service_id == service_id))
         await session.execute(delete(ServiceRow).where(ServiceRow.id == service_id))
 
@@ -679,12 +681,50 @@ class RunSummaryRepository:
             nxt = encode_cursor({"started_at": last.started_at.isoformat(), "run_id": last.run_id})
         return Page(rows, nxt)
 
+    async def delete(self, *, session: AsyncSession, run_id: str) -> None:
+        """Forget a run (one whose workflow never started)."""
+        await session.execute(delete(RunSummaryRow).where(RunSummaryRow.run_id == run_id))
+
     async def running(self, *, session: AsyncSession, kind: str) -> list[RunSummaryRow]:
         stmt = select(RunSummaryRow).where(RunSummaryRow.kind == kind, RunSummaryRow.finished_at.is_(None))
         return list((await session.execute(stmt)).scalars())
 
 
 # --------------------------------------------------------------------------- probe results
+
+
+@dataclass
+class Timeline:
+    """A service's status over ``[since, until)``: the status it had at ``since`` (``None``: before its first
+    recorded status) and the changes inside the range, oldest first."""
+
+    initial: StatusHistoryRow | None
+    changes: list[StatusHistoryRow]
+    truncated: bool
+
+
+class StatusHistoryRepository:
+    """The status timeline (rows written by the ``services`` row's flush: see ``models._record_status_change``)."""
+
+    async def timeline(self, *, session: AsyncSession, service_id: str, since: datetime, until: datetime,
+                       limit: int = 5000) -> Timeline:
+        before = (await session.execute(
+            select(StatusHistoryRow).where(StatusHistoryRow.service_id == service_id, StatusHistoryRow.at < since)
+            .order_by(StatusHistoryRow.at.desc(), StatusHistoryRow.id.desc()).limit(1))).scalar_one_or_none()
+        rows = list((await session.execute(
+            select(StatusHistoryRow)
+            .where(StatusHistoryRow.service_id == service_id, StatusHistoryRow.at >= since,
+                   StatusHistoryRow.at < until)
+            .order_by(StatusHistoryRow.at, StatusHistoryRow.id).limit(limit + 1))).scalars())
+        return Timeline(before, rows[:limit], len(rows) > limit)
+
+    async def prune(self, *, session: AsyncSession, older_than: timedelta, now: datetime | None = None) -> int:
+        """Delete changes older than ``older_than``, except each service's newest (its status since then)."""
+        cutoff = (now or utcnow()) - older_than
+        newest = select(func.max(StatusHistoryRow.id)).group_by(StatusHistoryRow.service_id)
+        result = await session.execute(
+            delete(StatusHistoryRow).where(StatusHistoryRow.at < cutoff, StatusHistoryRow.id.not_in(newest)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class ProbeResultRepository:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, and_, or_, select
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -102,6 +102,10 @@ class RolloutRepository:
         row.updated_at = utcnow()
         await session.flush()
         return row
+
+    async def delete(self, *, session: AsyncSession, rollout_id: str) -> None:
+        """Forget a rollout (one whose workflow never started)."""
+        await session.execute(delete(ConfigRolloutRow).where(ConfigRolloutRow.id == rollout_id))
 
     async def get(self, *, session: AsyncSession, rollout_id: str) -> ConfigRolloutRow | None:
         return await session.get(ConfigRolloutRow, rollout_id)

@@ -28,11 +28,12 @@ with workflow.unsafe.imports_passed_through():
         SweepResult,
         WaitHealthyInput,
     )
+    from windflow.temporal import names
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
-    from windflow.workflows import search_attributes as sa
 
 
-@workflow.defn(name="ServiceControl")
+@workflow.defn(name=names.SERVICE_CONTROL)
 class ServiceControl:
     @workflow.run
     async def run(self, input: ControlInput) -> ControlResult:
@@ -88,7 +89,7 @@ class ServiceControl:
                              pid=done.result.pid, supervision=supervision)
 
 
-@workflow.defn(name="RecoverySweep")
+@workflow.defn(name=names.RECOVERY_SWEEP)
 class RecoverySweep:
     @workflow.run
     async def run(self, input: SweepInput) -> SweepResult:

@@ -40,8 +40,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from windflow.domain.graph import dependants
     from windflow.domain.models import DependencyCondition, ServiceSpec
+    from windflow.temporal import names
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
-    from windflow.workflows import search_attributes as sa
 
 #: components starting at once when the options do not say (only systems larger than this notice it)
 DEFAULT_PARALLELISM = 100
@@ -72,7 +73,7 @@ def describe_plan(plan: list[list[str]], specs: dict[str, ServiceSpec]) -> str:
     return f"would start in this order: {order}" + (f"; conditions: {'; '.join(edges)}" if edges else "")
 
 
-@workflow.defn(name="SystemInitialization")
+@workflow.defn(name=names.SYSTEM_INITIALIZATION)
 class SystemInitialization:
     @workflow.init
     def __init__(self, input: InitInput) -> None:
@@ -95,11 +96,11 @@ class SystemInitialization:
 
     # ----------------------------------------------------------------- queries and updates
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.STATUS)
     def status(self) -> InitState:
         return self.state
 
-    @workflow.update(name="retry_component")
+    @workflow.update(name=names.RETRY_COMPONENT)
     async def retry_component(self, req: RetryComponentInput) -> RetryComponentResult:
         comp = self.state.components[req.component]
         comp.status = ComponentStatus.PENDING

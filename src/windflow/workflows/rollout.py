@@ -47,8 +47,9 @@ with workflow.unsafe.imports_passed_through():
         RolloutVerification,
         SaveRolloutInput,
     )
+    from windflow.temporal import names
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
-    from windflow.workflows import search_attributes as sa
 
 #: a probe is short; a try lost with its worker is retried on another one
 PROBE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
@@ -65,7 +66,7 @@ class _Cancelled(Exception):
     """A cancel was requested before anything was changed."""
 
 
-@workflow.defn(name="ConfigRollout")
+@workflow.defn(name=names.CONFIG_ROLLOUT)
 class ConfigRollout:
     @workflow.init
     def __init__(self, input: RolloutInput) -> None:
@@ -84,7 +85,7 @@ class ConfigRollout:
 
     # ----------------------------------------------------------------- queries
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.STATUS)
     def status(self) -> RolloutState:
         return self.state
 

@@ -28,16 +28,17 @@ with workflow.unsafe.imports_passed_through():
         WaitHealthyInput,
     )
     from windflow.domain.models import ServiceSpec
+    from windflow.temporal import names
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
-    from windflow.workflows import search_attributes as sa
 
 
-@workflow.defn(name="ServiceScale")
+@workflow.defn(name=names.SERVICE_SCALE)
 class ServiceScale:
     def __init__(self) -> None:
         self.result: ScaleResult | None = None
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.STATUS)
     def status(self) -> ScaleResult | None:
         return self.result
 

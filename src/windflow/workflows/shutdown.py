@@ -33,13 +33,14 @@ with workflow.unsafe.imports_passed_through():
         ShutdownStatus,
         StopStatus,
     )
+    from windflow.temporal import names
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
-    from windflow.workflows import search_attributes as sa
 
 FINISHED = {StopStatus.STOPPED, StopStatus.FAILED, StopStatus.SKIPPED}
 
 
-@workflow.defn(name="SystemShutdown")
+@workflow.defn(name=names.SYSTEM_SHUTDOWN)
 class SystemShutdown:
     @workflow.init
     def __init__(self, input: ShutdownInput) -> None:
@@ -51,7 +52,7 @@ class SystemShutdown:
         self.events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
         self.seq = 0
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.STATUS)
     def status(self) -> ShutdownState:
         return self.state
 

@@ -49,8 +49,8 @@ with workflow.unsafe.imports_passed_through():
     from windflow.domain.models import GiveUp, ServiceSpec
     from windflow.domain.notifications import Notification
     from windflow.domain.status import SUPERVISION_STATUS
+    from windflow.temporal import search_attributes as sa
     from windflow.workflows import _policies as policies
-    from windflow.workflows import search_attributes as sa
 
 #: the service state column (and `GET /services?state=`) for each supervision state
 SERVICE_STATE = {state: status.value for state, status in SUPERVISION_STATUS.items()}

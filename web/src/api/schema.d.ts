@@ -373,7 +373,12 @@ export interface paths {
         /** Initialization history */
         get: operations["list_initializations_api_v1_initializations_get"];
         put?: never;
-        /** Start an initialization */
+        /**
+         * Start an initialization
+         * @description Validate, then: ask Temporal about stale runs, record the run (one short write), start its workflow,
+         *     audit. No store transaction is open while Temporal is asked: on SQLite that would hold the one writer
+         *     slot, and every other write (the worker's, the API's) would wait for a slow or unreachable Temporal.
+         */
         post: operations["start_initialization_api_v1_initializations_post"];
         delete?: never;
         options?: never;
@@ -872,6 +877,27 @@ export interface paths {
         put?: never;
         /** Cancel a running rollout (rolls back to the last good version) */
         post: operations["cancel_rollout_api_v1_services__service_id__rollouts__rollout_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/services/{service_id}/status-history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A service's status over a time range (the state timeline)
+         * @description Every change of the service's status in the range, with the status it had at `since`: enough to draw
+         *     status bands. `since` must be before `until` (422 otherwise).
+         */
+        get: operations["get_status_history_api_v1_services__service_id__status_history_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -4144,6 +4170,67 @@ export interface components {
              * Format: date-time
              */
             timestamp: string;
+        };
+        /** StatusChange */
+        StatusChange: {
+            /**
+             * At
+             * Format: date-time
+             * @description When the service entered this status
+             */
+            at: string;
+            /** Message */
+            message?: string | null;
+            /** Previous State */
+            previous_state?: string | null;
+            /**
+             * Source
+             * @description What recorded it (watcher, recovery, control, initialization...)
+             */
+            source?: string | null;
+            /** State */
+            state: string;
+        };
+        /**
+         * StatusHistory
+         * @description A service's status over ``[since, until)``: the bands are ``initial`` from ``since`` to the first change,
+         *     then each change until the next (the last until ``until``).
+         */
+        StatusHistory: {
+            /**
+             * Changes
+             * @description Changes inside the range, oldest first
+             */
+            changes: components["schemas"]["StatusChange"][];
+            /**
+             * Current State
+             * @description The service's status now
+             */
+            current_state: string;
+            /** @description The status the service had at `since` (when it began, and from what); null: its first recorded status is later */
+            initial: components["schemas"]["StatusChange"] | null;
+            /**
+             * Retention Days
+             * @description Changes older than this are pruned (each service keeps its newest)
+             */
+            retention_days: number;
+            /** Service Id */
+            service_id: string;
+            /**
+             * Since
+             * Format: date-time
+             */
+            since: string;
+            /**
+             * Truncated
+             * @description More changes than `limit` in the range: narrow it to see the rest
+             */
+            truncated: boolean;
+            /**
+             * Until
+             * Format: date-time
+             */
+            until: string;
         };
         /**
          * StopStatus
@@ -11087,6 +11174,107 @@ export interface operations {
                     "application/json": {
                         [key: string]: string;
                     };
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    get_status_history_api_v1_services__service_id__status_history_get: {
+        parameters: {
+            query?: {
+                /** @description From this instant (inclusive); default: an hour before `until`; no zone means UTC */
+                since?: string | null;
+                /** @description To this instant (exclusive); default: now; no zone means UTC */
+                until?: string | null;
+                /** @description At most this many changes */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                service_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StatusHistory"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */

@@ -50,6 +50,8 @@ export type UserPage = S['PageOf_UserPublic_']
 export type UserCreate = S['UserCreate']
 export type UserUpdate = S['UserUpdate']
 export type RolePublic = S['RolePublic']
+export type StatusHistory = S['StatusHistory']
+export type StatusChange = S['StatusChange']
 
 // event data carried by the WebSocket (`{type: "event", id, event: {event_id, event_type, timestamp, data}}`)
 export type InitializationUpdate = S['InitializationUpdate']

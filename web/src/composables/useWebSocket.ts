@@ -19,6 +19,7 @@ import { useMetricsStore } from '@/stores/metrics'
 import { useNotificationStore } from '@/stores/notifications'
 import { useRolloutStore } from '@/stores/rollouts'
 import { healthOf, useServiceStore } from '@/stores/services'
+import { useTimelineStore } from '@/stores/timeline'
 
 export const CLOSE_UNAUTHORIZED = 4401
 export const CLOSE_FORBIDDEN = 4403
@@ -69,6 +70,7 @@ export function dispatchEvent(event: WindflowEvent): void {
       const data = event.data as ServiceStatusUpdate
       const before = services.serviceHealth(data.service_id)
       services.updateServiceStatus(data.service_id, data)
+      useTimelineStore().onStatus(data, event.timestamp)
       const open = downToasts.get(data.service_id)
       if (healthOf(data.state) === 'HEALTHY' && open !== undefined) {
         notifications.dismiss(open) // back up: the red toast goes at once, not after its timeout

@@ -68,5 +68,12 @@ export const useHookStore = defineStore('hooks', () => {
     revealed.value = null
   }
 
-  return { hooks, alerts, revealed, loaded, fetchHooks, fetchAlerts, createHook, updateHook, rotateToken, deleteHook, dismissSecret }
+  function clear(): void {
+    hooks.value = []
+    alerts.value = {}
+    revealed.value = null
+    loaded.value = false
+  }
+
+  return { clear, hooks, alerts, revealed, loaded, fetchHooks, fetchAlerts, createHook, updateHook, rotateToken, deleteHook, dismissSecret }
 })

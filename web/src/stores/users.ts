@@ -50,5 +50,11 @@ export const useUserStore = defineStore('users', () => {
     users.value = users.value.filter((u) => u.username !== username)
   }
 
-  return { users, roles, cursor, fetchUsers, fetchRoles, createUser, updateUser, setRoles, setDisabled, resetPassword, deleteUser }
+  function clear(): void {
+    users.value = []
+    roles.value = []
+    cursor.value = null
+  }
+
+  return { clear, users, roles, cursor, fetchUsers, fetchRoles, createUser, updateUser, setRoles, setDisabled, resetPassword, deleteUser }
 })

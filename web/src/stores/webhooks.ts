@@ -93,7 +93,16 @@ export const useWebhookStore = defineStore('webhooks', () => {
     revealed.value = null
   }
 
+  function clear(): void {
+    webhooks.value = []
+    deliveries.value = {}
+    cursors.value = {}
+    revealed.value = null
+    loaded.value = false
+  }
+
   return {
+    clear,
     webhooks, deliveries, cursors, revealed, loaded,
     fetchWebhooks, createWebhook, updateWebhook, deleteWebhook, rotateSecret, fetchDeliveries, redeliver, ping, dismissSecret,
   }

@@ -38,7 +38,6 @@ from windflow.api.bodies import RequestBody
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, WriteSessionDep, get_temporal
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.resources import Resources
-from windflow.api.routers.recoveries import start_recovery
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.auth.tokens import hash_opaque_token, new_opaque_token
@@ -61,6 +60,7 @@ from windflow.persistence.alerts_in_repositories import AlertLogRepository, Hook
 from windflow.persistence.auth_repositories import UserRepository
 from windflow.persistence.models import utcnow
 from windflow.persistence.repositories import ServiceRepository
+from windflow.temporal.handles import start_recovery
 from windflow.webhooks_out.signing import ID_HEADER, new_secret, verify_standard
 
 HOOK_TOKEN_PREFIX = "wf_hook_"

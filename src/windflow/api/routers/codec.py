@@ -33,7 +33,7 @@ from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
 from windflow.codec import PayloadDecryptionError
 from windflow.settings import Settings
-from windflow.temporal_client import payload_codec
+from windflow.temporal.client import payload_codec
 
 router = APIRouter(prefix="/codec", tags=["codec"], responses=ERROR_RESPONSES)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -29,14 +28,15 @@ from windflow.domain.contracts import (
     ControlInput,
     ControlResult,
     DecisionInput,
-    RecoveryInput,
     SupervisorInput,
     SupervisorStatus,
 )
 from windflow.persistence.repositories import ProbeResultRepository, RunSummaryRepository, ServiceRepository
-from windflow.workflows import search_attributes as sa
-from windflow.workflows.control import ServiceControl
-from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
+from windflow.temporal import handles, names
+from windflow.temporal import search_attributes as sa
+from windflow.temporal.handles import start_recovery
+from windflow.temporal.links import workflow_link
+from windflow.workflows.supervision import ServiceSupervisor
 
 router = APIRouter(prefix="/services/{service_id}", tags=["recovery"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
@@ -110,16 +110,11 @@ class ServiceMetrics(BaseModel):
     last_check: datetime | None = None
 
 
-def ui_link(resources: Any, workflow_id: str) -> str | None:
-    link: str | None = resources.settings.temporal_ui_link(workflow_id)
-    return link
-
-
 async def _supervisor_running(client: Client, service_id: str) -> bool:
     """Whether ``supervise/{service_id}`` runs: the raw describe RPC, whose answer's status is all this needs (the
     SDK's ``describe()`` also decodes the whole description: memo, search attributes, pending activities)."""
     request = DescribeWorkflowExecutionRequest(namespace=client.namespace,
-                                               execution=WorkflowExecution(workflow_id=f"supervise/{service_id}"))
+                                               execution=WorkflowExecution(workflow_id=names.supervise_id(service_id)))
     try:
         answer = await client.workflow_service.describe_workflow_execution(request)
     except RPCError as exc:
@@ -127,44 +122,6 @@ async def _supervisor_running(client: Client, service_id: str) -> bool:
             return False
         raise
     return answer.workflow_execution_info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
-
-
-@dataclass(frozen=True)
-class RecoveryStarted:
-    workflow_id: str
-    run_id: str
-    attached: bool
-
-
-async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str, source: str,
-                         request_id: str, confirm: bool = False) -> RecoveryStarted:
-    """Start ``recover/{service}`` or attach to the running one (``USE_EXISTING``: one recovery at a time).
-
-    ``request_id`` tags the start (memo): a different tag on the returned run means it was already running and this
-    call attached to it. Shared by the manual trigger and the alert webhooks. ``confirm``: probe first and end
-    without a restart when the service is healthy (alerts)."""
-    workflow_id = f"recover/{service_id}"
-    handle = await client.start_workflow(
-        ServiceRecovery.run,
-        RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm),
-        id=workflow_id,
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        memo={"actor": actor, "request_id": request_id},
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "recovery"),
-                                                 SearchAttributePair(sa.SERVICE, service_id),
-                                                 SearchAttributePair(sa.ACTOR, actor)]),
-        static_summary=f"recovery of {service_id} by {actor}",
-    )
-    # the server says whether this call started the run or found one running (USE_EXISTING); the SDK keeps its
-    # answer on the handle. Without it, ask: the memo names the request that started the run.
-    response = getattr(handle, "_start_workflow_response", None)
-    if response is not None and hasattr(response, "started") and response.run_id:
-        return RecoveryStarted(workflow_id=workflow_id, run_id=response.run_id, attached=not response.started)
-    desc = await handle.describe()
-    memo = await desc.memo()
-    attached = memo.get("request_id") != request_id  # USE_EXISTING returned someone else's recovery
-    return RecoveryStarted(workflow_id=workflow_id, run_id=desc.run_id, attached=attached)
 
 
 @router.post("/recoveries", status_code=status.HTTP_202_ACCEPTED, response_model=RecoveryAccepted,
@@ -195,7 +152,7 @@ async def trigger_recovery(
         elif not supervisor.cancelled():
             supervisor.exception()  # retrieved: its own failure is not this answer's
     return RecoveryAccepted(service_id=service_id, workflow_id=workflow_id, run_id=started.run_id, attached=attached,
-                            supervised=supervised, temporal_ui=ui_link(resources, workflow_id))
+                            supervised=supervised, temporal_ui=workflow_link(resources.settings, workflow_id))
 
 
 @router.get("/recoveries", response_model=PageOf[RecoveryPublic], summary="Recovery history (from the store)")
@@ -226,7 +183,7 @@ async def get_supervision(service_id: str, session: ReadSessionDep, client: Temp
         return SupervisionPublic(service_id=service_id, supervised=False, status=recorded,
                                  message="no supervisor runs: the last recorded status")
     try:
-        live = await client.get_workflow_handle(f"supervise/{service_id}").query(
+        live = await client.get_workflow_handle(names.supervise_id(service_id)).query(
             ServiceSupervisor.query_status, rpc_timeout=QUERY_TIMEOUT)
     except RPCError as exc:
         if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.CANCELLED):
@@ -247,7 +204,7 @@ async def start_supervision(service_id: str, session: ReadSessionDep, client: Te
     if not spec_row.monitored:
         raise ApiError(409, f"{service_id} is not monitored: set monitored: true first", code="conflict")
     await client.start_workflow(
-        ServiceSupervisor.run, SupervisorInput(service_id=service_id), id=f"supervise/{service_id}",
+        ServiceSupervisor.run, SupervisorInput(service_id=service_id), id=names.supervise_id(service_id),
         task_queue=resources.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         memo={"actor": principal.name},
         search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "supervisor"),
@@ -255,7 +212,7 @@ async def start_supervision(service_id: str, session: ReadSessionDep, client: Te
         static_summary=f"supervises {service_id}",
     )
     async with resources.db.write() as wsession:
-        await record(wsession, principal, "supervision.start", f"supervise/{service_id}", request_id)
+        await record(wsession, principal, "supervision.start", names.supervise_id(service_id), request_id)
     return SupervisionPublic(service_id=service_id, supervised=True)
 
 
@@ -263,14 +220,14 @@ async def start_supervision(service_id: str, session: ReadSessionDep, client: Te
              summary="Decide on an escalated recovery waiting for an operator (on_give_up: ask)")
 async def decide(service_id: str, body: DecisionCreate, client: TemporalDep, resources: ResourcesDep,
                  principal: CanRecover, request_id: RequestIdDep) -> SupervisionPublic:
-    handle = client.get_workflow_handle(f"supervise/{service_id}")
+    handle = client.get_workflow_handle(names.supervise_id(service_id))
     try:
         st = await handle.execute_update(ServiceSupervisor.decide,
                                          DecisionInput(decision=body.decision, actor=principal.name))
     except WorkflowUpdateFailedError as exc:
         raise ApiError(409, f"no decision pending for {service_id}: {exc.cause}", code="conflict") from None
     async with resources.db.write() as wsession:
-        await record(wsession, principal, "recovery.decision", f"supervise/{service_id}", request_id,
+        await record(wsession, principal, "recovery.decision", names.supervise_id(service_id), request_id,
                      details={"decision": body.decision})
     return SupervisionPublic(service_id=service_id, supervised=True, status=st)
 
@@ -288,16 +245,10 @@ async def act(
     response: Response,
 ) -> ControlResult:
     await services.require(session=session, service_id=service_id)
-    workflow_id = f"control/{service_id}/{uuid.uuid4().hex[:12]}"
-    handle = await client.start_workflow(
-        ServiceControl.run,
-        ControlInput(service_id=service_id, action=body.action, actor=principal.name, timeout=body.timeout),
-        id=workflow_id, task_queue=resources.settings.task_queue, memo={"actor": principal.name},
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "control"),
-                                                 SearchAttributePair(sa.SERVICE, service_id),
-                                                 SearchAttributePair(sa.ACTOR, principal.name)]),
-        static_summary=f"{body.action} {service_id} by {principal.name}",
-    )
+    handle = await handles.start_control(
+        client, task_queue=resources.settings.task_queue, nonce=uuid.uuid4().hex[:12],
+        inp=ControlInput(service_id=service_id, action=body.action, actor=principal.name, timeout=body.timeout))
+    workflow_id = handle.id
     result = ControlResult(service_id=service_id, action=body.action, ok=True, message="accepted")
     if body.wait:
         result = await handle.result()

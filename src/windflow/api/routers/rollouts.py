@@ -15,20 +15,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from windflow.api.audit import audit_as, record
+from windflow.api.audit import audit_as, record_now
 from windflow.api.bodies import VERSION_MAX, RequestBody
 from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
-from windflow.api.routers.recoveries import ui_link
 from windflow.api.schemas import PageOf
 from windflow.api.security import require
 from windflow.auth.permissions import Permission, Principal
@@ -46,8 +39,9 @@ from windflow.domain.rollout import (
 from windflow.persistence import registry
 from windflow.persistence.repositories import ServiceRepository, spec_of
 from windflow.persistence.rollout_models import ConfigRolloutRow, RolloutRepository
-from windflow.workflows import search_attributes as sa
-from windflow.workflows.rollout import ConfigRollout
+from windflow.temporal import handles, names
+from windflow.temporal.links import workflow_link
+from windflow.temporal.live import live_or_stored
 
 router = APIRouter(prefix="/services/{service_id}/rollouts", tags=["rollouts"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
@@ -55,10 +49,6 @@ rollouts = RolloutRepository()
 
 CanRead = Annotated[Principal, Depends(require(Permission.CONFIGS_READ))]
 CanWrite = Annotated[Principal, Depends(require(Permission.CONFIGS_WRITE))]
-
-
-def workflow_id_of(service_id: str) -> str:
-    return f"rollout/{service_id}"
 
 
 class RolloutCreate(RequestBody):
@@ -102,7 +92,8 @@ class RolloutPublic(BaseModel):
 
 def _links(resources: Any, service_id: str, rollout_id: str) -> RolloutLinks:
     base = f"/api/v1/services/{service_id}/rollouts/{rollout_id}"
-    return RolloutLinks(self=base, cancel=f"{base}/cancel", temporal_ui=ui_link(resources, workflow_id_of(service_id)))
+    return RolloutLinks(self=base, cancel=f"{base}/cancel",
+                        temporal_ui=workflow_link(resources.settings, names.rollout_id(service_id)))
 
 
 def _public(resources: Any, row: ConfigRolloutRow, *, state: RolloutState | None = None, live: bool = False,
@@ -126,29 +117,17 @@ def _public(resources: Any, row: ConfigRolloutRow, *, state: RolloutState | None
     )
 
 
-async def _live(client: Client, row: ConfigRolloutRow) -> RolloutState | None:
+async def _live(temporal: Any, row: ConfigRolloutRow) -> RolloutState | None:
     """The running workflow's state, if it is this rollout's (a later rollout reuses the workflow id)."""
-    try:
-        state: RolloutState = await client.get_workflow_handle(row.workflow_id).query(ConfigRollout.status)
-    except Exception:  # closed, unknown, Temporal down or no worker to answer: the store answers
-        return None
-    return state if state.rollout_id == row.id else None
+    read = await live_or_stored(temporal, row.workflow_id, RolloutState, stored=None,
+                                accept=lambda state: state.rollout_id == row.id)
+    return read.state
 
 
 async def _start(client: Client, resources: Any, inp: RolloutInput, request_id: str) -> WorkflowHandle[Any, Any]:
     """Start ``rollout/{service}``; raises WorkflowAlreadyStartedError while one runs."""
-    return await client.start_workflow(
-        ConfigRollout.run, inp, id=workflow_id_of(inp.service_id), task_queue=resources.settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        memo={"actor": inp.actor, "request_id": request_id, "rollout_id": inp.rollout_id},
-        search_attributes=TypedSearchAttributes([
-            SearchAttributePair(sa.KIND, "rollout"), SearchAttributePair(sa.SERVICE, inp.service_id),
-            SearchAttributePair(sa.ACTOR, inp.actor),
-            SearchAttributePair(sa.STATUS, RolloutStatus.PENDING.value)]),
-        static_summary=f"config rollout of {inp.service_id} by {inp.actor}"
-        + (f": {inp.comment[:100]}" if inp.comment else ""),
-    )
+    return await handles.start_rollout(client, task_queue=resources.settings.task_queue, inp=inp,
+                                       request_id=request_id)
 
 
 async def _closes(client: Client, workflow_id: str, timeout: float = 10.0) -> bool:
@@ -172,6 +151,24 @@ async def _running_rollout(client: Client, workflow_id: str) -> str | None:
     return str(value) if value else None
 
 
+async def _start_or_conflict(client: Client, resources: Any, inp: RolloutInput,
+                             request_id: str) -> WorkflowHandle[Any, Any]:
+    try:
+        return await _start(client, resources, inp, request_id)
+    except WorkflowAlreadyStartedError:
+        workflow_id = names.rollout_id(inp.service_id)
+        running = await _running_rollout(client, workflow_id)
+        previous = None
+        if running:
+            async with resources.db.read() as session:
+                previous = await rollouts.get(session=session, rollout_id=running)
+        if previous is None or previous.finished_at is None or not await _closes(client, workflow_id):
+            raise Conflict(f"a rollout of {inp.service_id} is running; wait for it or cancel it",
+                           details={"workflow_id": workflow_id, "running_rollout": running}) from None
+    # the previous rollout had recorded its end and was closing: its id is free now
+    return await _start(client, resources, inp, request_id)
+
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=RolloutPublic,
              summary="Roll out a new config: save, apply, verify health, roll back on failure",
              responses={200: {"model": RolloutPublic, "description": "with wait: the rollout has ended"}})
@@ -186,7 +183,7 @@ async def start_rollout(
     response: Response,
 ) -> RolloutPublic:
     rollout_id = uuid.uuid4().hex[:16]
-    workflow_id = workflow_id_of(service_id)
+    workflow_id = names.rollout_id(service_id)
     content = {k: v for k, v in body.config.items() if k != "id"}
     async with resources.db.write() as session:  # committed before any waiting: the worker writes too
         row = await services.require(session=session, service_id=service_id)
@@ -219,19 +216,15 @@ async def start_rollout(
             state=RolloutState(rollout_id=rollout_id, service_id=service_id, workflow_id=workflow_id,
                                actor=principal.name, comment=body.comment, verify_window=body.verify_window,
                                previous_version=row.current_version, message="accepted").model_dump(mode="json"))
-        # one rollout at a time: a running `rollout/{service}` makes this raise WorkflowAlreadyStartedError (409)
-        # and the row above rolls back with the transaction
-        try:
-            handle = await _start(client, resources, inp, request_id)
-        except WorkflowAlreadyStartedError:
-            running = await _running_rollout(client, workflow_id)
-            previous = await rollouts.get(session=session, rollout_id=running) if running else None
-            if previous is None or previous.finished_at is None or not await _closes(client, workflow_id):
-                raise Conflict(f"a rollout of {service_id} is running; wait for it or cancel it",
-                               details={"workflow_id": workflow_id, "running_rollout": running}) from None
-            # the previous rollout had recorded its end and was closing: its id is free now
-            handle = await _start(client, resources, inp, request_id)
-        await record(session, principal, "config.rollout.start", service_id, request_id,
+    # committed before Temporal is called (no writer slot held across it), and gone again if the workflow does
+    # not start: one rollout at a time, a running `rollout/{service}` makes the start a 409
+    try:
+        handle = await _start_or_conflict(client, resources, inp, request_id)
+    except BaseException:
+        async with resources.db.write() as session:
+            await rollouts.delete(session=session, rollout_id=rollout_id)
+        raise
+    await record_now(resources.db, principal, "config.rollout.start", service_id, request_id,
                      details={"rollout_id": rollout_id, "workflow_id": workflow_id,
                               "from_version": row.current_version, "verify_window": body.verify_window,
                               "comment": body.comment})
@@ -284,14 +277,9 @@ async def get_rollout(
     service_id: str, rollout_id: str, session: ReadSessionDep, resources: ResourcesDep, _: CanRead
 ) -> RolloutPublic:
     row = await _row(session, service_id, rollout_id)
-    if row.finished_at is None:
-        try:
-            client = await resources.temporal.get()
-        except Exception:  # Temporal down: the store answers
-            client = None
-        live = await _live(client, row) if client is not None else None
-        if live is not None:
-            return _public(resources, row, state=live, live=True)
+    live = await _live(resources.temporal, row) if row.finished_at is None else None
+    if live is not None:
+        return _public(resources, row, state=live, live=True)
     return _public(resources, row)
 
 
@@ -313,8 +301,7 @@ async def _cancel(service_id: str, rollout_id: str, client: Client, resources: A
     if desc.status != WorkflowExecutionStatus.RUNNING or memo.get("rollout_id") != rollout_id:
         raise Conflict(f"rollout {rollout_id} is not running", details={"status": row.status})
     await client.get_workflow_handle(row.workflow_id, run_id=desc.run_id).cancel()
-    async with resources.db.write() as session:
-        await record(session, principal, "config.rollout.cancel", service_id, request_id,
+    await record_now(resources.db, principal, "config.rollout.cancel", service_id, request_id,
                      details={"rollout_id": rollout_id})
     if resources.relay is not None:
         resources.relay.notify()

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import jsonpatch
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Header, Path, Query, Response, status
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 
 from windflow.api.audit import record
 from windflow.api.bodies import VERSION_MAX
@@ -33,6 +28,8 @@ from windflow.api.schemas import (
     ServiceCreate,
     ServicePatch,
     ServicePublic,
+    StatusChange,
+    StatusHistory,
     ValidationReport,
 )
 from windflow.api.security import require
@@ -45,14 +42,13 @@ from windflow.domain.models import REPLICAS_MAX, ServiceSpec, replica_id
 from windflow.domain.redaction import REDACTED, is_secret_key, redact
 from windflow.persistence import registry
 from windflow.persistence.job_models import JobRunRepository
-from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository
-from windflow.workflows import search_attributes as sa
-from windflow.workflows.control import ServiceControl
-from windflow.workflows.scale import ServiceScale
+from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository, StatusHistoryRepository
+from windflow.temporal import handles, names
 
 router = APIRouter(prefix="/services", tags=["services"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
 versions = ConfigVersionRepository()
+status_history = StatusHistoryRepository()
 job_runs = JobRunRepository()
 
 CanRead = Annotated[Principal, Depends(require(Permission.SERVICES_READ))]
@@ -202,7 +198,7 @@ async def patch_service(
     resources: ResourcesDep,
     response: Response,
 ) -> ScaleAccepted:
-    workflow_id = f"scale/{service_id}"
+    workflow_id = names.scale_id(service_id)
     async with resources.db.write() as session:  # committed only once the run has started
         row = await services.require(session=session, service_id=service_id, for_update=True)
         if not row.replicated:
@@ -218,16 +214,9 @@ async def patch_service(
         client = await get_temporal(resources)  # after every check of the request: a bad one is a 4xx all the same
         # one scale at a time: a running `scale/{id}` raises WorkflowAlreadyStartedError (409), and the new count
         # rolls back with the transaction
-        await client.start_workflow(
-            ServiceScale.run, ScaleInput(service_id=service_id, previous=previous, target=body.replicas,
-                                         actor=principal.name),
-            id=workflow_id, task_queue=resources.settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            memo={"actor": principal.name, "request_id": request_id},
-            static_summary=f"scale {service_id}: {previous} → {body.replicas} replicas ({principal.name})",
-            search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "scale"),
-                                                     SearchAttributePair(sa.SERVICE, service_id),
-                                                     SearchAttributePair(sa.ACTOR, principal.name)]))
+        await handles.start_scale(client, task_queue=resources.settings.task_queue, request_id=request_id,
+                                  inp=ScaleInput(service_id=service_id, previous=previous, target=body.replicas,
+                                                 actor=principal.name))
         await record(session, principal, "service.scale", service_id, request_id,
                      details={"from": previous, "to": body.replicas, "workflow_id": workflow_id,
                               "version": current})
@@ -237,6 +226,52 @@ async def patch_service(
     return ScaleAccepted(service_id=service_id, replicas=body.replicas, previous=previous, workflow_id=workflow_id,
                          version=current, links={"service": f"/api/v1/services/{service_id}",
                                                  "replicas": f"/api/v1/services/{service_id}/replicas"})
+
+
+def _instant(value: datetime | None, name: str) -> datetime | None:
+    """The instant in UTC (no zone means UTC); 422 for one with no UTC equivalent."""
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(422, f"{name}: instant out of range", code="validation_error",
+                       details=[{"loc": ["query", name], "msg": "out of range in UTC"}]) from None
+
+
+@router.get("/{service_id}/status-history", response_model=StatusHistory,
+            summary="A service's status over a time range (the state timeline)")
+async def get_status_history(
+    service_id: str,
+    session: ReadSessionDep,
+    resources: ResourcesDep,
+    _: CanRead,
+    since: datetime | None = Query(None, description="From this instant (inclusive); default: an hour before "
+                                                      "`until`; no zone means UTC"),
+    until: datetime | None = Query(None, description="To this instant (exclusive); default: now; no zone means UTC"),
+    limit: int = Query(5000, ge=1, le=20000, description="At most this many changes"),
+) -> StatusHistory:
+    """Every change of the service's status in the range, with the status it had at `since`: enough to draw
+    status bands. `since` must be before `until` (422 otherwise)."""
+    end = _instant(until, "until") or datetime.now(UTC)
+    try:
+        start = _instant(since, "since") or end - timedelta(hours=1)
+    except OverflowError:
+        raise ApiError(422, "since: instant out of range", code="validation_error",
+                       details=[{"loc": ["query", "until"], "msg": "too early to look an hour back from"}]) from None
+    if start >= end:
+        raise ApiError(422, "since must be before until", code="validation_error",
+                       details=[{"loc": ["query", "since"], "msg": "must be before until",
+                                 "since": start.isoformat(), "until": end.isoformat()}])
+    row = await services.require(session=session, service_id=service_id)
+    timeline = await status_history.timeline(session=session, service_id=service_id, since=start, until=end,
+                                             limit=limit)
+    return StatusHistory(
+        service_id=service_id, since=start, until=end,
+        initial=StatusChange.model_validate(timeline.initial) if timeline.initial is not None else None,
+        changes=[StatusChange.model_validate(r) for r in timeline.changes], truncated=timeline.truncated,
+        current_state=row.state, retention_days=resources.settings.status_history_retention_days,
+    )
 
 
 @router.get("/{service_id}/job-runs", response_model=list[JobRunPublic], summary="A job's runs, newest first")
@@ -285,13 +320,11 @@ async def delete_service(
 async def _stop_before_delete(resources: Resources, service_id: str, actor: str) -> None:
     """An operator's stop (supervision paused first, so nothing restarts it), awaited."""
     client = await get_temporal(resources)
-    result = await client.execute_workflow(
-        ServiceControl.run, ControlInput(service_id=service_id, action="stop", actor=actor),
-        id=f"control/{service_id}/{uuid.uuid4().hex[:12]}", task_queue=resources.settings.task_queue,
-        memo={"actor": actor}, static_summary=f"stop {service_id} before deleting it ({actor})",
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "control"),
-                                                 SearchAttributePair(sa.SERVICE, service_id),
-                                                 SearchAttributePair(sa.ACTOR, actor)]))
+    handle = await handles.start_control(
+        client, task_queue=resources.settings.task_queue, nonce=uuid.uuid4().hex[:12],
+        inp=ControlInput(service_id=service_id, action="stop", actor=actor),
+        summary=f"stop {service_id} before deleting it ({actor})")
+    result = await handle.result()
     if not result.ok:
         raise ApiError(409, f"service {service_id!r} could not be stopped, so it was not deleted: {result.message}",
                        code="conflict", details={"service_id": service_id, "stop": result.message})

@@ -8,12 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import WorkflowExecutionStatus
 
-from windflow.api.audit import record
-from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep, WriteSessionDep
+from windflow.api.audit import record_now
+from windflow.api.deps import ReadSessionDep, RequestIdDep, ResourcesDep, TemporalDep
 from windflow.api.errors import ERROR_RESPONSES, ApiError
 from windflow.api.schemas import PageOf
 from windflow.api.security import require
@@ -22,8 +20,9 @@ from windflow.domain.errors import Conflict, NotFound
 from windflow.domain.models import is_service_id
 from windflow.domain.shutdown import TERMINAL_SHUTDOWN, ShutdownInput, ShutdownState, ShutdownStatus
 from windflow.persistence.repositories import RunSummaryRepository, ServiceRepository
-from windflow.workflows import search_attributes as sa
-from windflow.workflows.shutdown import SystemShutdown
+from windflow.temporal import handles, names
+from windflow.temporal.links import workflow_link
+from windflow.temporal.live import live_or_stored
 
 router = APIRouter(prefix="/shutdowns", tags=["shutdowns"], responses=ERROR_RESPONSES)
 runs = RunSummaryRepository()
@@ -32,15 +31,6 @@ KIND = "shutdown"
 
 CanControl = Annotated[Principal, Depends(require(Permission.SERVICES_CONTROL))]
 CanRead = Annotated[Principal, Depends(require(Permission.SERVICES_READ))]
-
-_CLOSED = {
-    WorkflowExecutionStatus.COMPLETED: None,  # the record says COMPLETED or FAILED
-    WorkflowExecutionStatus.FAILED: ShutdownStatus.FAILED,
-    WorkflowExecutionStatus.CANCELED: ShutdownStatus.CANCELLED,
-    WorkflowExecutionStatus.TERMINATED: ShutdownStatus.CANCELLED,
-    WorkflowExecutionStatus.TIMED_OUT: ShutdownStatus.FAILED,
-}
-
 
 class ShutdownCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -77,31 +67,27 @@ class ShutdownPublic(BaseModel):
     links: ShutdownLinks
 
 
-def workflow_id_of(run_id: str) -> str:
-    return f"down/{run_id}"
-
-
 def links(resources: Any, run_id: str) -> ShutdownLinks:
     base = f"/api/v1/shutdowns/{run_id}"
     return ShutdownLinks(self=base, cancel=f"{base}/cancel",
-                         temporal_ui=resources.settings.temporal_ui_link(workflow_id_of(run_id)))
+                         temporal_ui=workflow_link(resources.settings, names.down_id(run_id)))
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ShutdownAccepted,
              summary="Shut down services in reverse dependency order")
 async def start_shutdown(
     body: ShutdownCreate,
-    session: WriteSessionDep,
     client: TemporalDep,
     resources: ResourcesDep,
     principal: CanControl,
     request_id: RequestIdDep,
     response: Response,
 ) -> ShutdownAccepted:
-    names = list(dict.fromkeys(body.services))
-    bad = [n for n in names if not is_service_id(n)]
-    known = {r.id for r in await services.all(session=session)}
-    unknown = [n for n in names if n not in known and n not in bad]
+    wanted = list(dict.fromkeys(body.services))
+    bad = [n for n in wanted if not is_service_id(n)]
+    async with resources.db.read() as session:
+        known = {r.id for r in await services.all(session=session)}
+    unknown = [n for n in wanted if n not in known and n not in bad]
     if bad or unknown:
         details = [{"loc": ["body", "services", n], "msg": "not a service id" if n in bad else "no such service",
                     "type": "value_error"} for n in [*bad, *unknown]]
@@ -111,30 +97,26 @@ async def start_shutdown(
         raise ApiError(422, "the registry has no services to shut down", code="validation_error",
                        details=[{"loc": ["body", "services"], "msg": "no services", "type": "value_error"}])
     run_id = uuid.uuid4().hex[:16]
-    workflow_id = workflow_id_of(run_id)
+    workflow_id = names.down_id(run_id)
     started = datetime.now(UTC)
     state = ShutdownState(run_id=run_id, workflow_id=workflow_id, actor=principal.name, reason=body.reason,
-                          requested=names, started_at=started)
-    await runs.upsert(session=session, run_id=run_id, kind=KIND, workflow_id=workflow_id,
-                      status=ShutdownStatus.PENDING.value, actor=principal.name, started_at=started,
-                      summary=state.model_dump(mode="json"))
-    what = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") if names else "all"
-    await client.start_workflow(
-        SystemShutdown.run,
-        ShutdownInput(run_id=run_id, services=names, actor=principal.name, reason=body.reason),
-        id=workflow_id,
-        task_queue=resources.settings.task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        memo={"actor": principal.name, "request_id": request_id},
-        search_attributes=TypedSearchAttributes([
-            SearchAttributePair(sa.KIND, KIND),
-            SearchAttributePair(sa.STATUS, ShutdownStatus.PENDING.value),
-            SearchAttributePair(sa.ACTOR, principal.name),
-        ]),
-        static_summary=f"shutdown of {what} by {principal.name}" + (f": {body.reason}" if body.reason else ""),
-    )
-    await record(session, principal, "shutdown.start", workflow_id, request_id,
-                 details={"services": names, "reason": body.reason})
+                          requested=wanted, started_at=started)
+    async with resources.db.write() as session:  # short: no Temporal call while the writer slot is held
+        await runs.upsert(session=session, run_id=run_id, kind=KIND, workflow_id=workflow_id,
+                          status=ShutdownStatus.PENDING.value, actor=principal.name, started_at=started,
+                          summary=state.model_dump(mode="json"))
+    try:
+        await handles.start_shutdown(
+            client, task_queue=resources.settings.task_queue, request_id=request_id,
+            inp=ShutdownInput(run_id=run_id, services=wanted, actor=principal.name, reason=body.reason))
+    except BaseException:  # the run never started: nothing of it stays
+        async with resources.db.write() as session:
+            await runs.delete(session=session, run_id=run_id)
+        raise
+    await record_now(resources.db, principal, "shutdown.start", workflow_id, request_id,
+                     details={"services": wanted, "reason": body.reason})
+    if resources.relay is not None:
+        resources.relay.notify()
     link = links(resources, run_id)
     response.headers["Location"] = link.self
     return ShutdownAccepted(run_id=run_id, workflow_id=workflow_id, status=ShutdownStatus.PENDING, links=link)
@@ -169,40 +151,25 @@ async def get_shutdown(run_id: str, session: ReadSessionDep, resources: Resource
     row = await runs.get(session=session, run_id=run_id)
     if row is None or row.kind != KIND:
         raise NotFound(f"shutdown {run_id!r} not found", details={"run_id": run_id})
-    state: ShutdownState | None = None
-    live = False
-    if row.finished_at is None:
-        try:
-            client = await resources.temporal.get()
-            state = await client.get_workflow_handle(row.workflow_id).query(SystemShutdown.status)
-            live = True
-        except Exception:  # Temporal down or no worker to answer the query: fall back to the store
-            state = None
-    if state is None and row.summary:
-        state = ShutdownState.model_validate(row.summary)
-    return _public(row, resources, state, live)
-
-
-async def _closed(client: Client, workflow_id: str) -> bool:
-    try:
-        desc = await client.get_workflow_handle(workflow_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return True
-        raise
-    return desc.status is not None and desc.status != WorkflowExecutionStatus.RUNNING
+    read = await live_or_stored(resources.temporal, row.workflow_id, ShutdownState,
+                                stored=ShutdownState.model_validate(row.summary) if row.summary else None,
+                                running=row.finished_at is None)
+    return _public(row, resources, read.state, read.live)
 
 
 @router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
              summary="Cancel: what is stopped stays stopped, the rest keeps running")
 async def cancel_shutdown(
-    run_id: str, session: WriteSessionDep, client: TemporalDep, principal: CanControl, request_id: RequestIdDep
+    run_id: str, client: TemporalDep, resources: ResourcesDep, principal: CanControl, request_id: RequestIdDep
 ) -> dict[str, str]:
-    row = await runs.get(session=session, run_id=run_id)
+    async with resources.db.read() as session:  # short: none is held across the Temporal calls below
+        row = await runs.get(session=session, run_id=run_id)
     if row is None or row.kind != KIND:
         raise NotFound(f"shutdown {run_id!r} not found", details={"run_id": run_id})
-    if await _closed(client, row.workflow_id):
+    if await handles.execution_status(client, row.workflow_id) != WorkflowExecutionStatus.RUNNING:
         raise Conflict(f"shutdown {run_id} has already finished", details={"status": row.status})
     await client.get_workflow_handle(row.workflow_id).cancel()
-    await record(session, principal, "shutdown.cancel", row.workflow_id, request_id)
+    await record_now(resources.db, principal, "shutdown.cancel", row.workflow_id, request_id)
+    if resources.relay is not None:
+        resources.relay.notify()
     return {"run_id": run_id, "status": "cancelling"}

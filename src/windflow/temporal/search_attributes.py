@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from temporalio.common import SearchAttributeKey
 
@@ -21,7 +22,7 @@ SERVICE = SearchAttributeKey.for_keyword("WindflowService")
 STATE = SearchAttributeKey.for_keyword("WindflowState")
 ACTOR = SearchAttributeKey.for_keyword("WindflowActor")
 
-ALL_KEYS = [KIND, STATUS, SERVICES, SERVICE_COUNT, SERVICE, STATE, ACTOR]
+ALL_KEYS: list[SearchAttributeKey[Any]] = [KIND, STATUS, SERVICES, SERVICE_COUNT, SERVICE, STATE, ACTOR]
 
 #: the most JSON bytes one keyword-list value may take: half the engine's default limit, so a namespace with a
 #: lower limit, and the payload's own metadata, still fit
