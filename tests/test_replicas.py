@@ -12,9 +12,11 @@ import signal
 import socket
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from temporalio.worker import Replayer
 
 from tests.auth_helpers import assert_envelope
 from tests.conftest import mint_token
@@ -27,6 +29,7 @@ from windflow.domain.models import ServiceSpec
 from windflow.persistence.models import OutboxRow
 from windflow.settings import Settings
 from windflow.workflows.initialization import SystemInitialization
+from windflow.workflows.scale import ServiceScale
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -229,8 +232,14 @@ async def test_scale_1_3_1_recovers_a_replica_alone_and_aggregates(temporal_env,
             # 3 → 1: the highest index first; ports closed, processes gone, rows removed
             r = await api.patch("/api/v1/services/web", json={"replicas": 1})
             assert r.status_code == 202, r.text
-            scaled = await client.get_workflow_handle("scale/web", result_type=ScaleResult).result()
+            down = client.get_workflow_handle("scale/web", result_type=ScaleResult)
+            scaled = await down.result()
             assert scaled.ok and scaled.stopped == ["web/2", "web/1"], scaled
+            history = await down.fetch_history()  # the scale-down replays on today's code (tests/test_replay.py)
+            assert (await Replayer(workflows=[ServiceScale], data_converter=client.data_converter
+                                   ).replay_workflow(history)).replay_failure is None
+            if os.environ.get("WINDFLOW_RECORD_HISTORIES"):
+                (Path(__file__).parent / "histories" / "scale_down.json").write_text(history.to_json())
             assert not listening(base + 1) and not listening(base + 2)
             assert not processes_with(f"--port {base + 1} ") and not processes_with(f"--port {base + 2} ")
             assert processes_with(f"--port {base} ") == [pid0]
