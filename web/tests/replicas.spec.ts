@@ -71,7 +71,9 @@ describe('ServiceLogs of a replicated service', () => {
     expect(query().get('replica')).toBe('0')
     const options = wrapper.findAll('[data-testid="logs-replica"] option').map((o) => o.text())
     expect(options).toEqual(['web/0', 'web/1', 'web/2'])
-    await wrapper.findAll('[data-testid="logs-replica"] option')[2].setSelected()
+    const select = wrapper.find('[data-testid="logs-replica"]')
+    ;(select.element as HTMLSelectElement).selectedIndex = 2
+    await select.trigger('change')
     await flushPromises()
     expect(query().get('replica')).toBe('2')
     wrapper.unmount()
