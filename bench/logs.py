@@ -136,13 +136,10 @@ async def api_follow(base: str, token: str, service: str, window: tuple[float, f
 
 
 async def run_source(source: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from windflow.auth.permissions import ALL_PERMISSIONS
-    from windflow.auth.tokens import issue_access_token
     from windflow.domain.models import ServiceSpec
     from windflow.persistence import registry
     from windflow.persistence.db import Database
     from windflow.persistence.migrate import upgrade
-    from windflow.settings import Settings
 
     work = tmp / source
     data_dir = work / "data"  # the services' host: their logs
@@ -165,15 +162,14 @@ async def run_source(source: str, args: argparse.Namespace, tmp: Path) -> dict[s
     secret = "b" * 48
     prefix = f"wfbench{os.getpid()}:{source}:logs:"
     port = free_port()
+    password = "bench-admin-password-0123"
     env = {**os.environ, "WINDFLOW_DATA_DIR": str(api_dir), "WINDFLOW_DATABASE_URL": db_url,
+           "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": password,
            "WINDFLOW_JWT_SECRET": secret, "WINDFLOW_API_HOST": "127.0.0.1", "WINDFLOW_API_PORT": str(port),
            "WINDFLOW_LOG_LEVEL": "WARNING", "WINDFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
     if source == "redis":
         env["WINDFLOW_REDIS_URL"] = args.redis_url
         env["WINDFLOW_LOGS_PREFIX"] = prefix
-    settings = Settings(data_dir=api_dir, database_url=db_url, jwt_secret=secret, _env_file=None)
-    token, _ = issue_access_token(key=settings.jwt_key(), subject="bench",
-                                  permissions={str(p) for p in ALL_PERMISSIONS}, roles=("admin",))
     api = subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "api"], env=env,
                            stdout=subprocess.DEVNULL, stderr=open(work / "api.log", "wb"),  # noqa: SIM115
                            start_new_session=True)
@@ -188,6 +184,9 @@ async def run_source(source: str, args: argparse.Namespace, tmp: Path) -> dict[s
                 if httpx2.get(f"{base}/healthz", timeout=1).status_code < 500:
                     break
             await asyncio.sleep(0.1)
+        # a real sign-in: a follow re-checks its token against the store every few seconds
+        token = httpx2.post(f"{base}/api/v1/auth/login", json={"username": "admin", "password": password},
+                            timeout=10).json()["access_token"]
         if source == "redis":
             code = ("import asyncio, sys; from pathlib import Path; from windflow.service_logs import LogShipper; "
                     "from redis.asyncio import Redis; "
