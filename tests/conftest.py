@@ -71,19 +71,42 @@ def redis_url() -> Iterator[str]:
     yield from _server("WINDFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", start_redis, "Redis")
 
 
-#: what puts a test in the real-server tier (marked ``slow``): the Temporal dev server, a worker, real service
-#: processes, PostgreSQL or Redis. ``pytest -m "not slow"`` (``scripts/test --fast``) runs the rest: workflows on the
-#: time-skipping server with mocked activities, the API on SQLite, pure units; ``scripts/test`` runs everything.
+#: what puts a test in the real-server tier (marked ``slow``): the Temporal dev server, a worker, the store (SQLite
+#: or PostgreSQL, with the API on it), Redis, real service processes or servers. ``pytest -m "not slow"``
+#: (``scripts/test --fast``) runs the rest in under a minute: the workflows on the time-skipping server with mocked
+#: activities, the recorded histories replayed, the checks that read the code, the pure units. ``scripts/test``
+#: runs everything (CI).
 SLOW_FIXTURES = frozenset({"temporal_env", "wsettings", "temporal_settings", "ports", "postgres_url", "postgres_db",
-                           "redis_url"})
+                           "redis_url", "database_url", "migrated_db", "db", "sqlite_db", "app", "api", "anon",
+                           "app_resources"})
+#: modules that start processes or servers of their own (the CLI, uvicorn, service stand-ins, tools)
+SLOW_MODULES = frozenset({"test_cli", "test_codec_access", "test_deploy", "test_drivers_process",
+                          "test_drivers_command_http", "test_exec_privilege", "test_fuzz_api", "test_json_log_lines",
+                          "test_login_throttle", "test_managed_env", "test_metrics", "test_monitoring_deploy",
+                          "test_probes", "test_revocation", "test_up", "test_websocket", "test_service_logs",
+                          "test_dashboard_serving"})
+
+
+def _slow(item: pytest.Item) -> bool:
+    module = item.module.__name__.rpartition(".")[2] if item.module else ""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES:
+        return True
+    if "postgres" in params.values():  # a test parametrized over both stores, on PostgreSQL
+        return True
+    return any(item.get_closest_marker(m) for m in ("temporal", "postgres", "redis"))
+
+
+def pytest_ignore_collect(collection_path, config):
+    """With ``-m "not slow"``, the modules that are all slow are not even imported (schemathesis, uvicorn: seconds)."""
+    if collection_path.stem in SLOW_MODULES and (config.getoption("markexpr") or "").strip() == "not slow":
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001
     for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or params.get("database_url") == "postgres"
-                or item.get_closest_marker("temporal") or item.get_closest_marker("postgres")
-                or item.get_closest_marker("redis")):
+        if _slow(item):
             item.add_marker(pytest.mark.slow)
 
 

@@ -600,6 +600,7 @@ async def test_audit_listing_filters_and_pagination(api, anon, settings):
 # --------------------------------------------------------------------------- CLI against a real server
 
 
+@pytest.mark.slow  # the CLI against a real API server
 def test_cli_create_admin_login_tokens_logout(tmp_path, monkeypatch):
     """`windflow users create-admin`, then login/tokens/users/logout against a real uvicorn server (SQLite)."""
     import uvicorn

@@ -349,3 +349,54 @@ async def test_an_initialization_of_an_unknown_component_is_refused_up_front(liv
     result = await invoke(tmp_path, "init", "start", "-c", "nosuch", "--api", live.http_url,
                           WINDFLOW_TOKEN=mint_token(settings))
     assert result.exit_code == 2 and "unknown services: nosuch" in result.output, result.output
+
+
+# --------------------------------------------------------------------------- found by a new user's trial (2)
+
+
+def test_usage_errors_are_one_line_like_the_other_errors(tmp_path):
+    """A usage error was five lines: the usage, a "Try ... --help" line and the message in a box, unlike every
+    other error of the CLI (``error <what is wrong>``)."""
+    for args, words in ((("services", "--foo"), "No such option: --foo"),
+                        (("services", "-o", "xml"), "'xml' is not one of 'table', 'json', 'yaml'"),
+                        (("config", "apply"), "Missing argument 'SERVICE'"),
+                        (("servics",), "No such command 'servics'")):
+        r = windflow(tmp_path, *args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, (args, r.stderr)
+        assert lines[0].startswith("error ") and words in lines[0] and "--help" in lines[0], (args, r.stderr)
+        assert "Value error" not in lines[0] and "╭" not in r.stderr and r.stdout == "", (args, r.stderr)
+    r = windflow(tmp_path, "config")  # no arguments: the help, as before
+    assert r.returncode == 2 and "apply" in r.stdout + r.stderr
+
+
+async def test_piped_tables_show_whole_ids(live, settings, api, tmp_path):
+    """Piped into grep or a file (not a terminal), a table was drawn 80 columns wide (or $COLUMNS) and cut ids to
+    ``web-…``."""
+    long_id = "checkout-payments-gateway-primary-eu-west-1-canary"
+    body = {"id": long_id, "driver": "process", "config": {"command": ["python3", "-m", "http.server", "9503"]},
+            "health": {"kind": "tcp", "port": 9503}, "depends_on": []}
+    assert (await api.post("/api/v1/services", json=body)).status_code == 201
+    r = await asyncio.to_thread(windflow, tmp_path, "services", "--api", live.http_url,
+                                WINDFLOW_TOKEN=mint_token(settings), COLUMNS="80")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert long_id in r.stdout and "…" not in r.stdout, r.stdout
+
+
+async def test_events_tail_of_an_unknown_service_warns_and_keeps_waiting(live, settings, api, tmp_path):
+    """`events tail -s nosuch` waited silently: a typo looked like a quiet service."""
+    body = {"id": "known", "driver": "noop", "config": {}}
+    assert (await api.post("/api/v1/services", json=body)).status_code == 201
+    env = cli_env(tmp_path, WINDFLOW_TOKEN=mint_token(settings))
+    proc = await asyncio.create_subprocess_exec(
+        WINDFLOW_SCRIPT, "events", "tail", "-s", "known", "-s", "nosuch", "--api", live.http_url, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        line = (await asyncio.wait_for(proc.stderr.readline(), timeout=30)).decode()
+        assert "warning" in line and "'nosuch'" in line and "known" not in line, line
+        await asyncio.sleep(1)
+        assert proc.returncode is None  # still waiting for events
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()

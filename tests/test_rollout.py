@@ -362,6 +362,42 @@ async def test_cli_config_apply_waits_and_fails_when_rolled_back(temporal_env, s
     assert found[2].comment == "try it" and found[3].reverted_from == 1
 
 
+@SQLITE_ONLY
+async def test_cli_config_apply_resolves_cwd_against_the_files_directory(temporal_env, settings, db, app_resources,
+                                                                        ports, tmp_path):
+    """`config apply` saved ``cwd: null`` for a file without one, where `windflow apply` and `windflow up` use the
+    file's directory: the same file meant different things depending on the command."""
+    import yaml
+
+    from tests.helpers import register
+    from tests.live_server import LiveServer
+    from windflow.api.app import create_app
+    from windflow.cli.config import resolve_cwd
+
+    port = ports()
+    await register(db, standin("web", port))
+    here = tmp_path / "deploy"
+    here.mkdir()
+    file = here / "web.yaml"
+    file.write_text(yaml.safe_dump(standin("web", port, args=["--fail-start"]).content()))
+    env = {**os.environ, "WINDFLOW_TOKEN": mint_token(settings), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    async with LiveServer(create_app(settings, resources=app_resources)) as server:  # no worker: it stays pending
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from windflow.cli.main import run; run()", "config", "apply", "web", str(file),
+            "--api", server.http_url, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, out.decode()
+    async with db.read() as session:
+        row = (await session.execute(select(ConfigRolloutRow))).scalar_one()
+    assert row.proposal["config"]["cwd"] == str(here)
+    # a relative one resolves against the file too; other drivers are left alone
+    content = standin("web", port).content()
+    content["config"]["cwd"] = "sub"
+    assert resolve_cwd(content, "web", file)["config"]["cwd"] == str(here / "sub")
+    noop = {"driver": "noop", "config": {}}
+    assert resolve_cwd(noop, "web", file) == noop
+
+
 # --------------------------------------------------------------------------- a worker dies mid-rollout
 
 

@@ -194,7 +194,7 @@ def sdk_metrics_text(timeout: float = 5.0) -> bytes:
     if _sdk_metrics_url is None:
         return b""
     try:
-        with urllib.request.urlopen(_sdk_metrics_url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(_sdk_metrics_url, timeout=timeout) as resp:  # loopback only
             body: bytes = resp.read()
     except OSError as exc:
         log.warning("metrics: the Temporal SDK's metrics could not be read: %s", exc)
@@ -352,7 +352,7 @@ def serve_metrics(host: str, ports: range, *, token: str | None = None) -> Any:
         return [exposition()]
 
     class _Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:  # the stdlib's name
             pass
 
     last: OSError | None = None

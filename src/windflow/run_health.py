@@ -175,6 +175,6 @@ async def watch_runs(client: Client, db: Database, *, on_commit: Callable[[], No
             await check_runs(client, db, on_commit=on_commit)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - Temporal or the store away: look again next time
+        except Exception as exc:  # Temporal or the store away: look again next time
             log.debug("run watchdog: %s", exc)
         await asyncio.sleep(every)

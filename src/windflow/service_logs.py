@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 log = logging.getLogger("windflow.service_logs")
 
@@ -123,7 +123,7 @@ SHIP_INTERVAL = 0.1
 class FileLogSource:
     """Logs read straight from this host's files."""
 
-    name = "file"
+    name: Final = "file"
 
     def __init__(self, log_dir: Path, *, poll: float = FOLLOW_POLL) -> None:
         self.log_dir = Path(log_dir)
@@ -203,7 +203,7 @@ class _FileReader:
 class RedisLogSource:
     """Logs shipped to Redis Streams by the workers (:class:`LogShipper`)."""
 
-    name = "redis"
+    name: Final = "redis"
 
     def __init__(self, redis: Any, *, prefix: str = "windflow:logs:") -> None:
         self.redis = redis

@@ -1,7 +1,7 @@
 """One settings object for every process (API, worker, CLI, `windflow up`).
 
 Read from ``WINDFLOW_*`` environment variables, an optional ``.env`` and an optional ``windflow.toml``
-(``WINDFLOW_CONFIG_FILE`` names another). Only composition roots call :func:`get_settings`; everything
+(``WINDFLOW_CONFIG_FILE`` names another). Only composition roots call :func:`load_settings`; everything
 else receives the object.
 """
 
@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -390,10 +389,6 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{self.resolved_data_dir / 'windflow.db'}"
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.sqlalchemy_url.startswith("sqlite")
-
-    @property
     def api_base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
@@ -517,8 +512,3 @@ def load_settings(**overrides: Any) -> Settings:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{name}: {msg}" if loc else msg)
         raise SettingsError("invalid settings: " + "; ".join(lines)) from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return load_settings()

@@ -264,7 +264,7 @@ async def reclaim_in_background(client: Client, task_queue: str) -> None:
     """``reclaim_abandoned_activities`` for a worker that has just started polling; failures only logged."""
     try:
         ended = await reclaim_abandoned_activities(client, task_queue)
-    except Exception as exc:  # noqa: BLE001 - Temporal away: the heartbeat timeouts still apply
+    except Exception as exc:  # Temporal away: the heartbeat timeouts still apply
         log.warning("could not look for activities of dead workers: %s", exc)
         return
     if ended:

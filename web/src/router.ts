@@ -43,6 +43,7 @@ export const routes: RouteRecordRaw[] = [
   { path: '/schedules', name: 'schedules', component: () => import('@/views/SchedulesView.vue'), meta: { title: 'Schedules', permission: 'services:read' } },
   { path: '/hooks', name: 'hooks', component: () => import('@/views/HooksView.vue'), meta: { title: 'Alert hooks', permission: 'recovery:trigger' } },
   { path: '/webhooks', name: 'webhooks', component: () => import('@/views/WebhooksView.vue'), meta: { title: 'Outgoing webhooks', permission: 'webhooks:manage' } },
+  { path: '/channels', name: 'channels', component: () => import('@/views/ChannelsView.vue'), meta: { title: 'Notification channels', permission: 'configs:read' } },
   { path: '/users', name: 'users', component: () => import('@/views/UsersView.vue'), meta: { title: 'Users and roles', permission: 'users:manage' } },
   { path: '/audit', name: 'audit', component: () => import('@/views/AuditView.vue'), meta: { title: 'Audit log', permission: 'audit:read' } },
   { path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue'), meta: { public: true, title: 'Not found' } },

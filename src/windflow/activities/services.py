@@ -30,14 +30,14 @@ from windflow.domain.contracts import (
     WaitHealthyInput,
     WaitHealthyResult,
 )
-from windflow.domain.errors import ConfigInvalid, DriverFailed, HealthCheckFailed, NotFound, WindflowError
+from windflow.domain.errors import DriverFailed, HealthCheckFailed, NotFound, WindflowError
 from windflow.domain.events import EventType, HealthCheck
 from windflow.domain.graph import closure, layers
 from windflow.domain.health import HealthTracker, HealthVerdict
 from windflow.domain.models import ServiceSpec
-from windflow.domain.results import DriverResult, ProbeResult, RunStatus
+from windflow.domain.results import DriverResult, ExitInfo, ProbeResult, RunStatus
 from windflow.domain.system import Problem, condition_problems, graph_problems, problems_from
-from windflow.drivers.base import DriverRegistry
+from windflow.drivers.base import DriverRegistry, ServiceDriver
 from windflow.metrics import count_restart
 from windflow.persistence.job_models import JobRunRepository, JobRunRow
 from windflow.persistence.repositories import ProbeResultRepository, ServiceRepository, spec_of
@@ -79,6 +79,22 @@ def failure_cause(lines: list[str]) -> str:
     """The last lines of a service's stderr, joined for a one-line message and capped in size."""
     text = " | ".join(line.strip() for line in lines[-FAILURE_LINES:] if line.strip())
     return text if len(text) <= FAILURE_CHARS else "…" + text[-FAILURE_CHARS:]
+
+
+def job_exit_outcome(spec: ServiceSpec, info: ExitInfo | None) -> tuple[int | None, bool, str, bool]:
+    """A job's exit as ``(exit_code, succeeded, message, message names the cause)``."""
+    if info is None:  # a driver that cannot observe exits (noop): the start is the run
+        return 0, True, f"{spec.id} completed", False
+    exit_code = info.exit_code
+    ok = exit_code is not None and exit_code in spec.success_exit_codes
+    if info.signal is not None:  # the driver's message names the signal (and the cause)
+        return exit_code, ok, f"{spec.id} {info.message}", True
+    if exit_code is None:
+        return exit_code, ok, f"{spec.id} {info.message or 'exited'} (exit status unknown)", False
+    message = f"{spec.id} exited with code {exit_code}"
+    if not ok:
+        message += f" (success: {', '.join(map(str, spec.success_exit_codes))})"
+    return exit_code, ok, message, False
 
 
 class ServiceActivities:
@@ -139,19 +155,6 @@ class ServiceActivities:
         if row is None:
             raise to_application_error(NotFound(f"service {service_id!r} not found"))
         return spec_of(row)
-
-    @activity.defn(name="validate_config")
-    async def validate_config(self, data: dict) -> ServiceSpec:  # type: ignore[type-arg]
-        from pydantic import ValidationError
-
-        try:
-            return ServiceSpec.model_validate(data)
-        except ValidationError as exc:
-            problems = problems_from(exc)
-            raise to_application_error(
-                ConfigInvalid(f"invalid config: {problems[0].path}: {problems[0].msg}",
-                              details=[p.model_dump() for p in problems])
-            ) from None
 
     # ----------------------------------------------------------------- control
 
@@ -304,7 +307,7 @@ class ServiceActivities:
 
     async def _store_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None, *,
                             state: str | None = None, source: str = "", message: str = "",
-                            detail: dict | None = None) -> None:  # type: ignore[type-arg]
+                            detail: dict[str, Any] | None = None) -> None:
         """Record probe results (and, with ``state``, the service's new state) in one transaction."""
         if not results and state is None:
             return
@@ -444,6 +447,25 @@ class ServiceActivities:
         tail = getattr(self.drivers.for_service(spec), "log_tail", None)
         return list(tail(spec.id, lines=lines, stream=stream)) if tail is not None else []
 
+    async def _job_exit_or_timeout(self, driver: ServiceDriver, spec: ServiceSpec, pid: int | None,
+                                   clock: float) -> asyncio.Future[ExitInfo | None]:
+        """Wait (heartbeating) for the job's exit, at most its ``timeout``; the wait, done or not. A cancelled
+        initialization stops the job: it must not go on alone."""
+        waiter = asyncio.ensure_future(driver.wait_exit(spec))
+        try:
+            while True:
+                activity.heartbeat({"pid": pid, "elapsed": round(time.monotonic() - clock, 3)})
+                left = None if spec.timeout is None else spec.timeout - (time.monotonic() - clock)
+                if left is not None and left <= 0:
+                    return waiter
+                done, _ = await asyncio.wait([waiter], timeout=min(1.0, left) if left is not None else 1.0)
+                if done:
+                    return waiter
+        except asyncio.CancelledError:
+            waiter.cancel()
+            await driver.stop(spec)
+            raise
+
     @activity.defn(name="run_job")
     async def run_job(self, req: RunJobInput) -> RunJobResult:
         """Run one attempt of a job (``kind: job``) to completion: start it, wait for its exit within its
@@ -477,41 +499,14 @@ class ServiceActivities:
             pid = started.pid
             await self.state.set_state(spec.id, "starting", source=req.source, pid=pid, message="job running",
                                        detail={"run_id": req.run_id} if req.run_id else None)
-            waiter = asyncio.ensure_future(driver.wait_exit(spec))
-            try:
-                while True:
-                    activity.heartbeat({"pid": pid, "elapsed": round(time.monotonic() - clock, 3)})
-                    left = None if spec.timeout is None else spec.timeout - (time.monotonic() - clock)
-                    if left is not None and left <= 0:
-                        break
-                    done_set, _ = await asyncio.wait([waiter], timeout=min(1.0, left) if left is not None else 1.0)
-                    if done_set:
-                        break
-            except asyncio.CancelledError:  # the initialization was cancelled: the job must not go on alone
-                waiter.cancel()
-                await driver.stop(spec)
-                raise
+            waiter = await self._job_exit_or_timeout(driver, spec, pid, clock)
             if not waiter.done():
                 waiter.cancel()
                 await driver.stop(spec)
                 ok = False
                 message = f"{spec.id} timed out after {spec.timeout:g}s and was stopped"
             else:
-                info = waiter.result()
-                if info is None:  # a driver that cannot observe exits (noop): the start is the run
-                    exit_code, ok, message = 0, True, f"{spec.id} completed"
-                else:
-                    exit_code = info.exit_code
-                    ok = exit_code is not None and exit_code in spec.success_exit_codes
-                    if exit_code is None:
-                        message = f"{spec.id} {info.message or 'exited'} (exit status unknown)"
-                    else:
-                        message = f"{spec.id} exited with code {exit_code}"
-                        if not ok and info.signal is None:
-                            message += f" (success: {', '.join(map(str, spec.success_exit_codes))})"
-                    if info.signal is not None:  # the driver's message names the signal (and the cause)
-                        message = f"{spec.id} {info.message}"
-                        cause_given = True
+                exit_code, ok, message, cause_given = job_exit_outcome(spec, waiter.result())
         except WindflowError as exc:  # could not start (no such program, bad cwd)
             ok, message = False, f"{spec.id}: {exc.message}"
         duration = time.monotonic() - clock

@@ -7,8 +7,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import TypedDict
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from windflow import __version__
@@ -32,6 +34,7 @@ from windflow.api.routers import (
     alerts_in,
     audit,
     auth,
+    channels,
     codec,
     events,
     health,
@@ -130,7 +133,12 @@ async def stop_task(task: asyncio.Task[None]) -> None:
 #: how every uvicorn that serves the app is configured: uvicorn's own proxy-header handling is off (it would
 #: believe X-Forwarded-For from 127.0.0.1, or whatever FORWARDED_ALLOW_IPS says); the app applies
 #: ``forwarded_allow_ips`` itself, so tests through ASGI and the real server behave alike
-SERVER_OPTIONS: dict[str, object] = {"proxy_headers": False, "ws_per_message_deflate": False}
+class ServerOptions(TypedDict):
+    proxy_headers: bool
+    ws_per_message_deflate: bool
+
+
+SERVER_OPTIONS: ServerOptions = {"proxy_headers": False, "ws_per_message_deflate": False}
 
 
 def create_app(settings: Settings, *, resources: Resources | None = None) -> FastAPI:
@@ -178,13 +186,14 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
                        origins=settings.codec_origins)
     # public unless WINDFLOW_METRICS_TOKEN is set; aggregate figures and service ids only
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    app.add_route("/metrics", MetricsEndpoint(token=metrics_token, unauthorized=lambda: error_response(
+    # a Route of the ASGI app itself (add_route's typing expects a request handler)
+    app.router.routes.append(Route("/metrics", MetricsEndpoint(token=metrics_token, unauthorized=lambda: error_response(
         401, "unauthorized", "send Authorization: Bearer <WINDFLOW_METRICS_TOKEN>")),
-        methods=["GET"], include_in_schema=False)
+        methods=["GET"], include_in_schema=False))
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
     for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws, codec, alerts_in, webhooks_out, rollouts, logs, shutdowns):
+                   ws, codec, alerts_in, webhooks_out, rollouts, logs, shutdowns, channels):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     v1.include_router(dashboard_router)

@@ -85,14 +85,6 @@ async def record_now(
     await db.write_sync(work)
 
 
-async def record_failure(
-    db_write: Any, principal: Principal | str, action: str, target: str, request_id: str | None, error: str
-) -> None:
-    """A refused or failed action, in its own transaction (the route's own one was rolled back)."""
-    async with db_write() as session:
-        await record(session, principal, action, target, request_id, outcome="failure", details={"error": error})
-
-
 def audit_as(action: str) -> Callable[[F], F]:
     """Name the action a route's failures are audited under (put it below ``@router.<method>``)."""
 

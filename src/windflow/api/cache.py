@@ -114,7 +114,7 @@ class RedisReadCache:
             self.misses += 1
             return None
         self.hits += 1
-        return bytes(value)
+        return value.encode() if isinstance(value, str) else value
 
     async def set(self, key: str, value: bytes) -> None:
         if time.monotonic() < self._off_until:
@@ -144,7 +144,7 @@ def read_cache_of(resources: Any) -> ReadCache | None:
         cache = build_read_cache(redis_url=settings.redis_url, prefix=f"{settings.events_stream}:cache:",
                                  ttl=settings.read_cache_ttl)
         resources.extras["read_cache"] = cache
-    return cache  # type: ignore[no-any-return]
+    return cache
 
 
 async def close_read_cache(resources: Any) -> None:

@@ -10,8 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from windflow.api.resources import Resources
-from windflow.api.security import get_principal
-from windflow.auth.permissions import Principal
 from windflow.domain.errors import ServiceUnavailable
 from windflow.events.base import EventBus
 from windflow.settings import Settings
@@ -20,7 +18,7 @@ from windflow.settings import Settings
 # every dependency is ``async def``: FastAPI runs a plain ``def`` one in its thread pool, a hand-off to a worker
 # thread and back on every request (tests/test_permissions.py checks)
 async def get_resources(request: Request) -> Resources:
-    return request.app.state.resources  # type: ignore[no-any-return]
+    return request.app.state.resources
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
@@ -68,7 +66,6 @@ async def get_bus(resources: ResourcesDep) -> EventBus:
 
 
 BusDep = Annotated[EventBus, Depends(get_bus)]
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def request_id(request: Request) -> str:

@@ -20,11 +20,15 @@ import math
 import time
 import uuid
 from collections import deque
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from windflow.domain.backoff import reconnect_delay
 
 log = logging.getLogger("windflow.api.ratelimit")
+
+
+T = TypeVar("T")
 
 
 class RateLimiter(Protocol):
@@ -192,18 +196,19 @@ class FallbackRateLimiter:
         self.degraded = False
         self.last_error: str | None = None
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, op: Callable[[RedisRateLimiter | MemoryRateLimiter], Awaitable[T]]) -> T:
+        """``op`` on Redis, or on the in-process limiter while Redis cannot be reached."""
         from redis.exceptions import RedisError
 
         try:
-            result = await getattr(self.primary, method)(*args, **kwargs)
+            result = await op(self.primary)
         except (RedisError, OSError, TimeoutError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             if not self.degraded:
                 self.degraded = True
                 log.warning("Redis unreachable (%s): counting sign-in attempts in this process until it is back",
                             self.last_error)
-            return await getattr(self.fallback, method)(*args, **kwargs)
+            return await op(self.fallback)
         if self.degraded:
             self.degraded = False
             self.last_error = None
@@ -211,21 +216,21 @@ class FallbackRateLimiter:
         return result
 
     async def hit(self, key: str, *, limit: int, window: float) -> int | None:
-        return await self._call("hit", key, limit=limit, window=window)  # type: ignore[no-any-return]
+        return await self._call(lambda limiter: limiter.hit(key, limit=limit, window=window))
 
     async def fail(self, key: str, *, free: int, base: float, cap: float, ttl: float) -> int:
-        return await self._call("fail", key, free=free, base=base, cap=cap, ttl=ttl)  # type: ignore[no-any-return]
+        return await self._call(lambda limiter: limiter.fail(key, free=free, base=base, cap=cap, ttl=ttl))
 
     async def held(self, key: str) -> int | None:
-        return await self._call("held", key)  # type: ignore[no-any-return]
+        return await self._call(lambda limiter: limiter.held(key))
 
     async def reset(self, key: str) -> None:
-        await self._call("reset", key)
+        await self._call(lambda limiter: limiter.reset(key))
         await self.fallback.reset(key)  # counts taken while degraded must not outlive a success either
 
     async def check(self) -> str:
         """``ok``, or ``degraded: ...`` when Redis does not answer now (what ``/readyz`` shows)."""
-        await self._call("ping")
+        await self._call(lambda limiter: limiter.ping())
         return f"degraded: {self.last_error}" if self.degraded else "ok"
 
     async def aclose(self) -> None:

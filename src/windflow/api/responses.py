@@ -48,6 +48,3 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 ERROR_RESPONSES = error_responses(400, 401, 403, 404, 409, 413, 422, 503)
 """What any route behind a bearer token may answer besides its success: pass as the router's ``responses=``."""
-
-PUBLIC_RESPONSES = error_responses(400, 413, 422, 503)
-"""What a public route (no token needed) may answer besides its success."""

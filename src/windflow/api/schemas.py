@@ -220,15 +220,6 @@ class ServicePublic(BaseModel):
         )
 
 
-class ServiceBody(BaseModel):
-    """The versioned content of a service (everything but its id). Redacted secrets sent back are kept."""
-
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "driver": "process", "config": {"command": ["python3", "app.py"]}, "depends_on": ["database"],
-        "health": {"kind": "http", "url": "http://127.0.0.1:8080/health"},
-    }]})
-
-
 class ConfigUpdate(RequestBody):
     content: dict[str, Any] = Field(description="The service's full definition without its id")
     expected_version: int | None = Field(None, ge=1, le=VERSION_MAX, description="Or send the If-Match header")

@@ -23,9 +23,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from windflow.api.errors import ApiError
+from windflow.api.resources import Resources
 from windflow.auth.permissions import Permission, Principal
 from windflow.auth.tokens import (
     InvalidToken,
@@ -78,8 +80,8 @@ async def authenticate(conn: HTTPConnection, token: str) -> Principal:
     return principal
 
 
-async def _api_token_principal(resources: object, token: str) -> Principal:
-    db = resources.db  # type: ignore[attr-defined]
+async def _api_token_principal(resources: Resources, token: str) -> Principal:
+    db = resources.db
     async with db.read() as session:
         found = await _api_tokens.by_hash(session=session, token_hash=hash_opaque_token(token))
         if found is None:
@@ -156,7 +158,7 @@ def declared_permission(route: object) -> str | None:
     """The permission a route declares anywhere in its dependency tree (``None``: a public route)."""
     cached = getattr(route, "_windflow_permission", False)
     if cached is not False:
-        return cached  # type: ignore[no-any-return]
+        return None if cached is None else str(cached)
     found: str | None = None
     stack = list(getattr(getattr(route, "dependant", None), "dependencies", []))
     while stack and found is None:
@@ -215,13 +217,13 @@ class Revalidator:
         return await asyncio.shield(entry[1])
 
 
-def revalidator(app: object, interval: float) -> Revalidator:
+def revalidator(app: Starlette, interval: float) -> Revalidator:
     """The app's one :class:`Revalidator`."""
-    state = app.state  # type: ignore[attr-defined]
+    state = app.state
     found = getattr(state, "token_revalidator", None)
     if found is None:
         found = state.token_revalidator = Revalidator(interval)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:

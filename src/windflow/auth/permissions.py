@@ -61,14 +61,6 @@ class Principal:
         return permission in self.permissions
 
 
-def permissions_of(roles: dict[str, frozenset[str] | set[str] | list[str]]) -> frozenset[str]:
-    """The union of the permissions the given roles bundle."""
-    out: set[str] = set()
-    for perms in roles.values():
-        out.update(str(p) for p in perms)
-    return frozenset(out)
-
-
 def unknown_permissions(values: list[str] | set[str] | frozenset[str]) -> list[str]:
     known = {p.value for p in Permission}
     return sorted(v for v in values if v not in known)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import time
 import uuid
@@ -127,10 +126,6 @@ def new_opaque_token(prefix: str) -> tuple[str, str]:
 
 def hash_opaque_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def same_hash(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def is_api_token(token: str) -> bool:

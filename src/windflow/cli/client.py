@@ -34,6 +34,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 3 the API could not be reached."""
 
 
+#: the width of output that goes to a pipe or a file: nothing to fit there, and a table cell cut to ``web-…`` is
+#: useless to ``grep`` or a script (rich would use ``COLUMNS`` or 80)
+UNLIMITED_WIDTH = 100_000
+
+
 class _LazyConsole:
     """A rich Console built on first use (importing rich costs ~50 ms that completion must not pay)."""
 
@@ -48,6 +53,8 @@ class _LazyConsole:
             from rich.console import Console
 
             self._console = Console(**self._kwargs)
+            if not self._console.is_terminal:
+                self._console.width = UNLIMITED_WIDTH
         return self._console
 
     def __getattr__(self, name: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,11 +17,15 @@ from windflow.cli.client import ApiUrl, check, client, console, err_console
 from windflow.cli.config import app as config_app
 from windflow.cli.events import app as events_app
 from windflow.cli.init import app as init_app
+from windflow.cli.usage import OneLineErrors
+
+if TYPE_CHECKING:
+    from windflow.settings import Settings
 
 helptext.install()  # no <bool>/<str> labels in --help
 
 app = typer.Typer(name="windflow", help="Bring a system of services up in the right order and keep it up.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+                  no_args_is_help=True, pretty_exceptions_show_locals=False, cls=OneLineErrors)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
@@ -35,7 +39,7 @@ app.command("logs")(logs_cmd.logs)
 app.command("down")(down_cmd.down)
 register_auth(app)  # login, logout, users, tokens
 
-def settings_or_exit():  # type: ignore[no-untyped-def]
+def settings_or_exit() -> Settings:
     from windflow.settings import SettingsError, load_settings
 
     try:
@@ -45,7 +49,7 @@ def settings_or_exit():  # type: ignore[no-untyped-def]
         raise typer.Exit(2) from None
 
 
-def observability(settings, service_name: str, *, floor: str = "DEBUG") -> None:  # type: ignore[no-untyped-def]
+def observability(settings: Settings, service_name: str, *, floor: str = "DEBUG") -> None:
     """Log format (WINDFLOW_LOG_FORMAT / _LEVEL, at least ``floor`` unless DEBUG) and tracing (OTEL_*) of a
     long-running command."""
     import logging
@@ -53,7 +57,7 @@ def observability(settings, service_name: str, *, floor: str = "DEBUG") -> None:
     from windflow.logs import configure_logging
     from windflow.tracing import configure_tracing
 
-    level = settings.log_level
+    level: str = settings.log_level
     if level != "DEBUG" and logging.getLevelName(level) < logging.getLevelName(floor):
         level = floor
     configure_logging(level=level, fmt=settings.log_format)
@@ -172,7 +176,7 @@ def run_api(
     freeze_startup_heap()  # windflow.heap: no full collection walking the whole start-up heap mid-request
     try:  # log_config=None: uvicorn's records go through windflow's log format
         uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_config=None,
-                    log_level=settings.log_level.lower(), **SERVER_OPTIONS)  # type: ignore[arg-type]
+                    log_level=settings.log_level.lower(), **SERVER_OPTIONS)
     finally:
         shutdown_observability()
 

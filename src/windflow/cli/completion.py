@@ -52,7 +52,7 @@ def fetch(base: str) -> list[str] | None:
     if bearer:
         headers["Authorization"] = f"Bearer {bearer}"
     ids: list[str] = []
-    params: dict[str, object] = {"limit": 500}
+    params: dict[str, str | int] = {"limit": 500}
     try:
         with httpx2.Client(base_url=base, headers=headers, timeout=FETCH_TIMEOUT) as http:
             while len(ids) < MAX_IDS:
@@ -75,7 +75,7 @@ def service_ids(explicit_api: str | None = None, *, now: float | None = None) ->
 
     try:
         base, _ = resolve_api(explicit_api)
-    except BaseException:  # noqa: BLE001 - a bad setting must not break the shell's Tab
+    except BaseException:  # a bad setting must not break the shell's Tab
         return []
     current = time.time() if now is None else now
     entries = _read()

@@ -43,7 +43,25 @@ def load_definition(file: Path, service: str) -> dict[str, Any]:
     if data.get("id") not in (None, service):
         err_console.print(f"[red]{file} defines service {data['id']!r}, not {service!r}[/red]")
         raise typer.Exit(2)
-    return {k: v for k, v in data.items() if k != "id"}
+    return resolve_cwd({k: v for k, v in data.items() if k != "id"}, service, file)
+
+
+def resolve_cwd(definition: dict[str, Any], service: str, file: Path) -> dict[str, Any]:
+    """A process service's missing or relative ``cwd`` resolved against ``file``'s directory, as `windflow apply`
+    and `windflow up` resolve it (one file means the same wherever it is applied from)."""
+    from pydantic import ValidationError
+
+    from windflow.domain.models import ProcessConfig, ServiceSpec
+    from windflow.domain.system import resolve_paths
+
+    try:
+        spec = ServiceSpec.model_validate({**definition, "id": service})
+    except ValidationError:
+        return definition  # the API names what is wrong
+    resolved = resolve_paths(spec, str(file.resolve().parent))
+    if resolved is spec or not isinstance(resolved.config, ProcessConfig):
+        return definition
+    return {**definition, "config": {**definition.get("config", {}), "cwd": resolved.config.cwd}}
 
 
 @app.command("apply")

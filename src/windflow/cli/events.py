@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import typer
 
@@ -75,8 +76,11 @@ async def tail(
     count: int | None,
     follow: bool = True,
     source: str = "",
+    api_base: str | None = None,
+    services: Sequence[str] = (),
 ) -> int:
-    """Print events until ``count`` were shown or interrupted; reconnects (resuming by id) when dropped."""
+    """Print events until ``count`` were shown or interrupted; reconnects (resuming by id) when dropped. Once
+    subscribed, warns about each of ``services`` the registry at ``api_base`` does not know."""
     import asyncio
 
     from websockets.asyncio.client import connect
@@ -88,13 +92,8 @@ async def tail(
     failures = 0
     connected = False  # an API that never answered is a wrong URL or a stopped API: say so at once
     while True:
-        target = url
-        if last_id is not None:
-            base, _, query = url.partition("?")
-            params = [p for p in query.split("&") if p and not p.startswith("last_event_id=")]
-            target = base + "?" + "&".join([*params, urlencode({"last_event_id": last_id})])
         try:
-            async with connect(target, additional_headers=headers, open_timeout=10) as ws:
+            async with connect(resume_url(url, last_id), additional_headers=headers, open_timeout=10) as ws:
                 connected = True
                 async for frame in ws:
                     failures = 0
@@ -102,13 +101,7 @@ async def tail(
                     kind = msg.get("type")
                     if kind == "event":
                         last_id = msg["id"]
-                        event = msg["event"]
-                        if raw:
-                            sys.stdout.write(json.dumps(msg) + "\n")
-                            sys.stdout.flush()
-                        else:
-                            console.print(f"[dim]{event.get('timestamp', '')} {msg['id']}[/dim] "
-                                          f"{describe(event)}", highlight=False, soft_wrap=True)
+                        show(msg, raw=raw)
                         shown += 1
                         if count is not None and shown >= count:
                             return 0
@@ -118,6 +111,9 @@ async def tail(
                         err_console.print("[yellow]fell behind; resuming[/yellow]")
                     elif kind == "subscribed" and last_id is None:
                         last_id = msg.get("position")
+                        if api_base is not None and services:
+                            await warn_unknown_services(api_base, bearer, services)
+                            services = ()
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None
             if code in FATAL_CLOSE:
@@ -146,6 +142,42 @@ async def tail(
         await asyncio.sleep(reconnect_delay(failures, base=0.2, cap=5.0))
 
 
+def resume_url(url: str, last_id: str | None) -> str:
+    """``url`` resuming after ``last_id`` (the stream position of the last event shown), when there is one."""
+    if last_id is None:
+        return url
+    base, _, query = url.partition("?")
+    params = [p for p in query.split("&") if p and not p.startswith("last_event_id=")]
+    return base + "?" + "&".join([*params, urlencode({"last_event_id": last_id})])
+
+
+def show(msg: dict[str, Any], *, raw: bool) -> None:
+    """One event: the message as JSON (``--json``), or a line for people."""
+    if raw:
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+        return
+    event = msg["event"]
+    console.print(f"[dim]{event.get('timestamp', '')} {msg['id']}[/dim] {describe(event)}", highlight=False,
+                  soft_wrap=True)
+
+
+async def warn_unknown_services(base: str, bearer: str | None, services: Sequence[str]) -> None:
+    """A warning on stderr for each service the registry does not know: a typo would otherwise wait silently
+    forever. The tail goes on: a service's events may be followed before it is created."""
+    import httpx2
+
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    try:
+        async with httpx2.AsyncClient(base_url=base, headers=headers, timeout=5.0) as http:
+            for sid in services:
+                if (await http.get(f"/api/v1/services/{quote(sid, safe='')}")).status_code == 404:
+                    err_console.print(f"[yellow]warning[/yellow] no service {sid!r} exists (yet); waiting for its "
+                                      "events", highlight=False, soft_wrap=True)
+    except httpx2.HTTPError:
+        return  # the stream itself reports an API that cannot be reached
+
+
 @app.command("tail")
 def tail_cmd(
     event_type: Annotated[list[str] | None, typer.Option("--type", "-t", help="Event type (repeatable), "
@@ -169,7 +201,8 @@ def tail_cmd(
     try:
         import asyncio
 
-        code = asyncio.run(tail(url, token(base=base), raw=raw, count=count, source=source))
+        code = asyncio.run(tail(url, token(base=base), raw=raw, count=count, source=source, api_base=base,
+                                services=service or []))
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

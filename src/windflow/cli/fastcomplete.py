@@ -19,7 +19,10 @@ SERVICE_ARGUMENT = {
     ("config", "apply"), ("config", "rollouts"), ("config", "cancel"),
 }
 """Commands whose first argument is a service id."""
-SERVICE_OPTION = {("init", "start"): {"-c", "--component"}, ("events", "tail"): {"-s", "--service"}}
+SERVICE_OPTION: dict[tuple[str, ...], set[str]] = {
+    ("init", "start"): {"-c", "--component"},
+    ("events", "tail"): {"-s", "--service"},
+}
 """Options whose value is a service id."""
 
 

@@ -90,7 +90,7 @@ def api_server_config(app: Any, settings: Settings) -> Any:
 
     return uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
                           log_config=None, lifespan="on", timeout_graceful_shutdown=5,
-                          **SERVER_OPTIONS)  # type: ignore[arg-type]
+                          **SERVER_OPTIONS)
 
 
 class UpLock:
@@ -245,31 +245,18 @@ async def run_up(
     import uvicorn
 
     from windflow.api.app import build_resources, create_app
-    from windflow.auth.permissions import ALL_PERMISSIONS
-    from windflow.auth.tokens import issue_access_token
     from windflow.heap import freeze_startup_heap
     from windflow.run_health import watch_runs
-    from windflow.schedules import ensure_sweep_schedule
-    from windflow.temporal.client import connect
-    from windflow.temporal.links import workflow_link
-    from windflow.worker import build_worker, ensure_search_attributes, reclaim_in_background, worker_identity
+    from windflow.temporal.client import LazyClient
+    from windflow.worker import build_worker, reclaim_in_background
 
     settings = settings.model_copy(update={"temporal_address": f"127.0.0.1:{settings.temporal_port}"})
-    lock = UpLock(settings.ensure_data_dir())
-    lock.acquire()  # before any port check: a second `windflow up` on this data dir is told so plainly
-    if not port_free(settings.api_port, settings.api_host):
-        lock.release()
-        raise RuntimeError(f"port {settings.api_port} is taken (WINDFLOW_API_PORT)")
+    lock = _claim_data_dir_and_port(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-
-    leftovers = leftover_dev_servers(settings.ensure_data_dir() / "temporal.db")
-    if leftovers:  # a killed `windflow up` left its dev server: replace it (its history is in the SQLite file)
-        console.print(f"replacing the Temporal dev server a previous `windflow up` left running "
-                      f"(pid {', '.join(map(str, leftovers))})")
-        await asyncio.to_thread(end_processes, leftovers)
+    await _replace_leftover_dev_server(settings)
     server = DevServer(settings)
     console.print(f"[dim]data dir {settings.resolved_data_dir}[/dim]")
     resources = None
@@ -280,24 +267,15 @@ async def run_up(
         if stop.is_set():
             console.print("stopped before start-up finished")
             return 0
-        from windflow.metrics import temporal_runtime
-
-        # the Temporal SDK's metrics join windflow's on the API's /metrics (this process runs the worker);
-        # the SDK core's log lines go through Python logging like every other line
-        extra: dict[str, Any] = {"runtime": temporal_runtime(metrics=True)}
-        client = await connect(settings, identity=worker_identity("windflow-up"), **extra)
-        await ensure_search_attributes(client, settings.temporal_namespace)
-        await ensure_sweep_schedule(client, task_queue=settings.task_queue,
-                                    every=timedelta(seconds=settings.sweep_interval))
+        client = await _connect_engine(settings)
         resources = await build_resources(settings, migrate=True)
-        resources.temporal._client = client  # share one connection
+        resources.temporal = LazyClient(settings, client=client)  # the worker's connection, shared
         relay = resources.relay
         parts = build_worker(client=client, settings=settings, db=resources.db,
                              on_commit=relay.notify if relay else None)
         app = create_app(settings, resources=resources)
         freeze_startup_heap()  # windflow.heap: API and worker share this process's loop
         api = uvicorn.Server(api_server_config(app, settings))
-        api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         interrupted: asyncio.Task[InitOutcome] | None = None  # an apply-and-initialize step a signal cut short
         registered: dict[str, Any] = {}  # service id -> spec, read at shutdown for --stop-services
         shut_down = False  # --stop-services: the SystemShutdown run stopped them all
@@ -309,50 +287,26 @@ async def run_up(
                                                           on_commit=relay.notify if relay else None))
                 api_task = asyncio.create_task(api.serve())
                 try:
-                    while not api.started:
-                        if api_task.done():
-                            await api_task
-                            raise RuntimeError(f"the API did not start on {settings.api_host}:{settings.api_port}")
-                        await asyncio.sleep(0.05)
-                    base = f"http://{settings.api_host}:{settings.api_port}"
-                    console.print(f"[bold green]windflow is up[/bold green]  API {base}  docs {base}/docs")
-                    if workflow_link(settings):
-                        console.print(f"Temporal Web UI {workflow_link(settings)}")
+                    base = await _api_started(api, api_task, settings)
                     if system_file is not None and not stop.is_set():
-                        token, _ = issue_access_token(key=resources.jwt_key, subject="windflow-up",
-                                                      permissions={str(p) for p in ALL_PERMISSIONS},
-                                                      roles=("admin",), ttl=24 * 3600)
-                        init_task = asyncio.create_task(
-                            asyncio.to_thread(_apply_and_init, base, token, system_file, initialize))
+                        init_task = asyncio.create_task(asyncio.to_thread(
+                            _apply_and_init, base, _up_token(resources.jwt_key), system_file, initialize))
                         code = await _apply_and_init_until_stopped(init_task, stop, client)
                         interrupted = None if init_task.done() else init_task
-                    if exit_after_init:
-                        stop.set()
-                    elif not stop.is_set():
-                        console.print("[dim]Ctrl-C stops windflow; managed services keep running"
-                                      + (" (--stop-services: they stop too)" if stop_services else "") + "[/dim]")
-                    await stop.wait()
-                    console.print("shutting down")
+                    await _until_stopped(stop, exit_after_init=exit_after_init, stop_services=stop_services)
                 finally:
                     reclaiming.cancel()
                     watchdog.cancel()
                     api.should_exit = True
                     await api_task
                     if interrupted is not None:
-                        # the watcher's next request fails now that the API is gone: it ends by itself
-                        with contextlib.suppress(BaseException):
-                            await asyncio.wait_for(interrupted, 10)
-                        if not console.is_terminal:
-                            console.line()  # after the live display's open last line
-                        console.print("[yellow]initialization interrupted: it resumes on the next "
-                                      "`windflow up`[/yellow]")
+                        await _interrupted(interrupted)
                         if exit_after_init:
                             code = 1
                     if stop_services:
                         registered = await _registered(resources.db)  # before anything is cancelled
-                        if not worker_failed():  # while the worker still runs
-                            shut_down = await _shutdown_run(client, settings.task_queue, registered)
-                            await _end_supervision(client, registered)
+                        shut_down = not worker_failed() and await _stop_services_by_workflow(
+                            client, settings.task_queue, registered)
             if stop_services and not shut_down:
                 await _stop_all(parts.services, registered)
         finally:
@@ -363,6 +317,98 @@ async def run_up(
         server.stop()
         lock.release()
     return code
+
+
+def _claim_data_dir_and_port(settings: Settings) -> UpLock:
+    """The data dir's lock (a second `windflow up` on it is told so plainly, before any port check), and a free
+    API port."""
+    lock = UpLock(settings.ensure_data_dir())
+    lock.acquire()
+    if not port_free(settings.api_port, settings.api_host):
+        lock.release()
+        raise RuntimeError(f"port {settings.api_port} is taken (WINDFLOW_API_PORT)")
+    return lock
+
+
+async def _stop_services_by_workflow(client: Any, task_queue: str, registered: dict[str, Any]) -> bool:
+    """--stop-services while the worker still runs: a SystemShutdown run stops them all (True if it did), then
+    their supervisors end."""
+    shut_down = await _shutdown_run(client, task_queue, registered)
+    await _end_supervision(client, registered)
+    return shut_down
+
+
+async def _replace_leftover_dev_server(settings: Settings) -> None:
+    """A killed `windflow up` left its dev server running: end it (its history is in the SQLite file)."""
+    leftovers = leftover_dev_servers(settings.ensure_data_dir() / "temporal.db")
+    if leftovers:
+        console.print(f"replacing the Temporal dev server a previous `windflow up` left running "
+                      f"(pid {', '.join(map(str, leftovers))})")
+        await asyncio.to_thread(end_processes, leftovers)
+
+
+async def _connect_engine(settings: Settings) -> Any:
+    """The client of the dev server, with windflow's search attributes and the sweep schedule in place."""
+    from windflow.metrics import temporal_runtime
+    from windflow.schedules import ensure_sweep_schedule
+    from windflow.temporal.client import connect
+    from windflow.worker import ensure_search_attributes, worker_identity
+
+    # the Temporal SDK's metrics join windflow's on the API's /metrics (this process runs the worker);
+    # the SDK core's log lines go through Python logging like every other line
+    extra: dict[str, Any] = {"runtime": temporal_runtime(metrics=True)}
+    client = await connect(settings, identity=worker_identity("windflow-up"), **extra)
+    await ensure_search_attributes(client, settings.temporal_namespace)
+    await ensure_sweep_schedule(client, task_queue=settings.task_queue,
+                                every=timedelta(seconds=settings.sweep_interval))
+    return client
+
+
+async def _api_started(api: Any, api_task: asyncio.Task[None], settings: Settings) -> str:
+    """Wait until the API answers; says where it is and returns its base URL."""
+    while not api.started:
+        if api_task.done():
+            await api_task
+            raise RuntimeError(f"the API did not start on {settings.api_host}:{settings.api_port}")
+        await asyncio.sleep(0.05)
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    console.print(f"[bold green]windflow is up[/bold green]  API {base}  docs {base}/docs")
+    from windflow.temporal.links import workflow_link
+
+    if workflow_link(settings):
+        console.print(f"Temporal Web UI {workflow_link(settings)}")
+    return base
+
+
+def _up_token(jwt_key: Any) -> str:
+    """The admin token `windflow up` applies its system file with (through its own API, like any client)."""
+    from windflow.auth.permissions import ALL_PERMISSIONS
+    from windflow.auth.tokens import issue_access_token
+
+    token, _ = issue_access_token(key=jwt_key, subject="windflow-up", permissions={str(p) for p in ALL_PERMISSIONS},
+                                  roles=("admin",), ttl=24 * 3600)
+    return token
+
+
+async def _until_stopped(stop: asyncio.Event, *, exit_after_init: bool, stop_services: bool) -> None:
+    """Run until a signal (or at once, with ``exit_after_init``)."""
+    if exit_after_init:
+        stop.set()
+    elif not stop.is_set():
+        console.print("[dim]Ctrl-C stops windflow; managed services keep running"
+                      + (" (--stop-services: they stop too)" if stop_services else "") + "[/dim]")
+    await stop.wait()
+    console.print("shutting down")
+
+
+async def _interrupted(init_task: asyncio.Task[InitOutcome]) -> None:
+    """Let the apply-and-initialize step a signal cut short end, and say the initialization resumes later."""
+    # the watcher's next request fails now that the API is gone: it ends by itself
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(init_task, 10)
+    if not console.is_terminal:
+        console.line()  # after the live display's open last line
+    console.print("[yellow]initialization interrupted: it resumes on the next `windflow up`[/yellow]")
 
 
 async def _until_done_or_stopped(task: asyncio.Future[Any], stop: asyncio.Event) -> bool:
@@ -388,7 +434,7 @@ async def _apply_and_init_until_stopped(init_task: asyncio.Task[InitOutcome], st
         outcome = init_task.result()
     except click.exceptions.Exit as exc:  # check() already printed the API's error
         return exc.exit_code or 1
-    except Exception as exc:  # noqa: BLE001 - report, keep serving (or exit, with --exit-after-init)
+    except Exception as exc:  # report, keep serving (or exit, with --exit-after-init)
         console.print(f"[red]applying or initializing failed: {exc}[/red]")
         return 1
     if outcome.workflow_id and outcome.status in ("SUCCEEDED", "CANCELLED"):  # a FAILED run may await a retry
@@ -487,7 +533,7 @@ async def _end_supervision(client: Any, specs: dict[str, Any]) -> None:
 
     try:
         await asyncio.wait_for(asyncio.gather(*(end(s) for s in specs)), SUPERVISION_STOP_TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - best effort: the services are stopped regardless
+    except Exception as exc:  # best effort: the services are stopped regardless
         console.print(f"[yellow]could not end supervision cleanly: {exc!r}[/yellow]")
 
 
@@ -509,7 +555,7 @@ async def _shutdown_run(client: Any, task_queue: str, specs: dict[str, Any]) -> 
             client, task_queue=task_queue,
             inp=ShutdownInput(run_id=run_id, actor="windflow-up", reason="windflow up --stop-services"))
         state: ShutdownState = await asyncio.wait_for(handle.result(), SHUTDOWN_TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - fall back to stopping them here
+    except Exception as exc:  # fall back to stopping them here
         console.print(f"[yellow]the shutdown run did not finish ({exc!r}); stopping what is left directly[/yellow]")
         return False
     for comp in sorted(state.components.values(), key=lambda c: (c.layer, c.service_id)):
@@ -533,7 +579,7 @@ async def _stop_all(services: Any, specs: dict[str, Any]) -> None:
         spec = specs[name]
         try:
             result = await services.drivers.for_service(spec).stop(spec)
-        except Exception as exc:  # noqa: BLE001 - report it and stop the others
+        except Exception as exc:  # report it and stop the others
             console.print(f"[red]could not stop {name}: {exc}[/red]")
             return
         stopped[name] = result.message or "stopped"
@@ -548,5 +594,5 @@ async def _stop_all(services: Any, specs: dict[str, Any]) -> None:
 
     try:
         await asyncio.wait_for(record(), STATE_RECORD_TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - the processes are stopped; only the registry lags
+    except Exception as exc:  # the processes are stopped; only the registry lags
         console.print(f"[yellow]services stopped, but their state was not recorded: {exc!r}[/yellow]")

@@ -95,9 +95,11 @@ def alertmanager_alerts(payload: dict[str, Any], config: AlertmanagerConfig) -> 
     for alert in payload.get("alerts") or []:
         if not isinstance(alert, dict):
             continue
-        labels = alert.get("labels") if isinstance(alert.get("labels"), dict) else {}
+        labels = alert.get("labels")
+        if not isinstance(labels, dict):
+            labels = {}
         raw = _text(alert.get("status")) or _text(payload.get("status"))
-        status: AlertStatus = raw if raw in ("firing", "resolved") else "unknown"  # type: ignore[assignment]
+        status: AlertStatus = "firing" if raw == "firing" else "resolved" if raw == "resolved" else "unknown"
         excerpt = {k: alert.get(k) for k in ("status", "labels", "annotations", "startsAt", "endsAt", "fingerprint")
                    if k in alert}
         if "groupKey" in payload:

@@ -386,7 +386,6 @@ class SweepInput(BaseModel):
 
 class SweepResult(BaseModel):
     supervisors_started: list[str] = Field(default_factory=list)
-    recoveries_started: list[str] = Field(default_factory=list)
     supervisors_stopped: list[str] = Field(default_factory=list)
     retried: list[str] = Field(default_factory=list, description="Given-up services tried again (new version)")
     checked: int = 0

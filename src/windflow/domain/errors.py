@@ -68,21 +68,9 @@ class DriverFailed(WindflowError):
     status_code = 502
 
 
-class ProbeTimeout(WindflowError):
-    code = "probe_timeout"
-    status_code = 504
-    retryable = True
-
-
 class HealthCheckFailed(WindflowError):
     code = "health_check_failed"
     status_code = 502
-
-
-class StoreUnavailable(WindflowError):
-    code = "store_unavailable"
-    status_code = 503
-    retryable = True
 
 
 class ServiceUnavailable(WindflowError):

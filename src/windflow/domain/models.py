@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -453,8 +454,7 @@ def _dependency_map(value: Any) -> Any:
         return {k: ({} if v is None else v) for k, v in value.items()}
     if not isinstance(value, list | tuple) or not all(isinstance(d, str) for d in value):
         return value  # pydantic names what is wrong
-    seen: set[str] = set()
-    dupes = sorted({d for d in value if d in seen or seen.add(d)})  # type: ignore[func-returns-value]
+    dupes = sorted(d for d, n in Counter(value).items() if n > 1)
     if dupes:
         raise ValueError(f"listed more than once: {', '.join(dupes)}")
     return {d: {} for d in value}

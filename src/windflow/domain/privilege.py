@@ -53,7 +53,8 @@ def check_exec(old: ServiceSpec | None, new: ServiceSpec | None, *, may_exec: bo
         return
     changed = exec_changes(old, new)
     if changed:
-        sid = (new or old).id if (new or old) is not None else ""  # type: ignore[union-attr]
+        spec = new or old
+        sid = spec.id if spec is not None else ""
         raise Forbidden(
             f"permission {EXEC_PERMISSION!r} required: this changes what a host runs "
             f"({', '.join(changed)} of service {sid!r})",

@@ -103,11 +103,6 @@ def restore_secrets(new: Any, old: Any) -> tuple[Any, list[tuple[list[str | int]
     return merged, problems
 
 
-def restore_redacted(new: Any, old: Any) -> Any:
-    """:func:`restore_secrets` without the problems (what it cannot restore stays a placeholder)."""
-    return restore_secrets(new, old)[0]
-
-
 def _restore(new: Any, old: Any, loc: list[str | int], problems: list[tuple[list[str | int], str]], *,
              moved: str | None, root: bool = False) -> Any:
     if new == REDACTED:

@@ -21,16 +21,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from windflow.domain.durations import format_duration
 from windflow.domain.errors import ConfigInvalid, DriverFailed, DriverUnavailable
 from windflow.domain.models import CommandConfig, DriverKind, ServiceSpec, ShellCommand
 from windflow.domain.redaction import redact_text
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
-from windflow.drivers.environment import clean_env, identity
+from windflow.drivers.environment import Identity, clean_env, identity
 from windflow.drivers.process import KILL_WAIT, describe_exit, resolve_command, watch_exit
 
 OUTPUT_TAIL = 8 * 1024
@@ -61,7 +59,7 @@ async def run_captured(
     cwd: str | None,
     timeout: float,
     tail_bytes: int = OUTPUT_TAIL,
-    as_user: Mapping[str, Any] | None = None,
+    as_user: Identity | None = None,
 ) -> CommandOutcome:
     """Run ``argv`` in a new process group; keep the last ``tail_bytes`` of its output; kill the group on timeout.
 
@@ -70,20 +68,7 @@ async def run_captured(
     """
     loop = asyncio.get_running_loop()
     started = time.monotonic()
-    try:
-        popen = subprocess.Popen(  # noqa: S603 (argv list; shell strings are wrapped by the caller)
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-            **(as_user or {}),  # user, group, extra_groups: set in the child before the exec
-        )
-    except OSError as exc:
-        raise DriverFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}", details={"command": argv}) from None
+    popen = _spawn_captured(argv, env=env, cwd=cwd, as_user=as_user)
     assert popen.stdout is not None
     fd = popen.stdout.fileno()
     os.set_blocking(fd, False)
@@ -114,16 +99,8 @@ async def run_captured(
 
     loop.add_reader(fd, on_data)
     watch_exit(popen.pid, on_exit)
-    timed_out = False
     try:
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(exited)
-        except TimeoutError:
-            timed_out = True
-            _killpg(popen.pid, signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exited), timeout=KILL_WAIT)
+        timed_out = await _exit_or_kill(popen.pid, exited, timeout)
         await asyncio.wait([eof], timeout=DRAIN_AFTER_EXIT)
     finally:
         if not exited.done():  # cancelled: take the group down, the watch reaps the leader
@@ -134,6 +111,42 @@ async def run_captured(
     text = redact_text(bytes(tail[-tail_bytes:]).decode("utf-8", errors="replace"))
     return CommandOutcome(argv=argv, exit_code=code, signal=sig, output=text, timed_out=timed_out,
                           duration=time.monotonic() - started)
+
+
+def _spawn_captured(argv: list[str], *, env: dict[str, str], cwd: str | None,
+                    as_user: Identity | None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (a list, never a shell: shell strings are wrapped by the caller) in its own process group,
+    output and errors on one pipe, as ``as_user`` (switched in the child before the exec)."""
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            user=as_user.uid if as_user else None,
+            group=as_user.gid if as_user else None,
+            extra_groups=as_user.extra_groups if as_user else None,
+        )
+    except OSError as exc:
+        raise DriverFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}", details={"command": argv}) from None
+
+
+async def _exit_or_kill(pgid: int, exited: asyncio.Future[tuple[int | None, int | None]], timeout: float) -> bool:
+    """Wait for the exit; past ``timeout`` kill the process group (and wait briefly for the exit). True if it
+    timed out."""
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(exited)
+        return False
+    except TimeoutError:
+        _killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(exited), timeout=KILL_WAIT)
+        return True
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -205,7 +218,7 @@ class CommandDriver:
         who = identity(cmd.user, cmd.group)
         env = clean_env(extra=cmd.env, home=who.home)  # never the worker's environment
         argv = ["/bin/sh", "-c", cmd.run] if isinstance(cmd.run, str) else resolve_command(cmd.run, env, cmd.cwd)
-        outcome = await run_captured(argv, env=env, cwd=cmd.cwd, timeout=cmd.timeout, as_user=who.popen_kwargs)
+        outcome = await run_captured(argv, env=env, cwd=cmd.cwd, timeout=cmd.timeout, as_user=who)
         if outcome.timed_out:
             raise DriverUnavailable(
                 f"{action} command timed out after {format_duration(cmd.timeout)} (process group killed)"

@@ -20,7 +20,7 @@ import grp
 import os
 import pwd
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -32,11 +32,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who the child runs as: ``popen_kwargs`` switch to it (empty when it is the worker itself)."""
+    """Who the child runs as: ``uid``, ``gid`` and ``extra_groups`` are ``Popen``'s ``user``, ``group`` and
+    ``extra_groups`` (None when the child runs as the worker itself)."""
 
     home: str
     name: str | None = None
-    popen_kwargs: dict[str, object] = field(default_factory=dict)
+    uid: int | None = None
+    gid: int | None = None
+    extra_groups: list[int] | None = None
 
 
 def _user_entry(user: str) -> pwd.struct_passwd:
@@ -75,7 +78,7 @@ def identity(user: str | None, group: str | None) -> Identity:
         return Identity(home=entry.pw_dir, name=entry.pw_name)
     extra = os.getgrouplist(entry.pw_name, gid) if user is not None else [gid]
     return Identity(home=entry.pw_dir, name=entry.pw_name,
-                    popen_kwargs={"user": entry.pw_uid, "group": gid, "extra_groups": extra})
+                    uid=entry.pw_uid, gid=gid, extra_groups=extra)
 
 
 def read_env_file(path: str, cwd: str | None = None) -> dict[str, str]:

@@ -730,7 +730,7 @@ class ProcessDriver:
             return subprocess.DEVNULL, subprocess.DEVNULL, notes, paths
         for path in self.log_paths(service_id):
             try:
-                opened.append(open(path, "ab", buffering=0))  # noqa: SIM115 (handed to the child, closed below)
+                opened.append(open(path, "ab", buffering=0))  # handed to the child, closed below
                 paths.append(path)
             except OSError as exc:
                 notes.append(f"cannot open log {path} ({exc.strerror or exc}): that stream goes to /dev/null")
@@ -763,7 +763,9 @@ class ProcessDriver:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
-                **who.popen_kwargs,  # type: ignore[arg-type]
+                user=who.uid,
+                group=who.gid,
+                extra_groups=who.extra_groups,
             ))
         except OSError as exc:
             with contextlib.suppress(OSError):

@@ -12,6 +12,7 @@ restart is given everything the new bus holds instead of skipping it (``"0-0"`` 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -104,7 +105,10 @@ class MemoryBus:
                     yield position, event
                 continue
             async with self._cond:
-                await self._cond.wait_for(lambda c=cursor: self._closed or self._seq > c)
+                await self._cond.wait_for(functools.partial(self._closed_or_past, cursor))
+
+    def _closed_or_past(self, cursor: int) -> bool:
+        return self._closed or self._seq > cursor
 
     async def close(self) -> None:
         self._closed = True

@@ -48,6 +48,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
 
 from windflow.domain.backoff import reconnect_delay
 from windflow.domain.events import Event
@@ -171,7 +172,7 @@ class RedisStreamsBus:
         start = f"({normalize(after)}" if after else "-"
         while len(out) < limit:
             want = limit - len(out)
-            entries = await self.redis.xrange(self.stream, min=start, max="+", count=want)
+            entries = _range(await self.redis.xrange(self.stream, min=start, max="+", count=want))
             out += [(pos, ev) for pos, fields in entries if (ev := self._decode(pos, fields)) is not None]
             if len(entries) < want:
                 break
@@ -179,12 +180,12 @@ class RedisStreamsBus:
         return out
 
     async def last_position(self) -> str | None:
-        entries = await self.redis.xrevrange(self.stream, max="+", min="-", count=1)
-        return str(entries[0][0]) if entries else None
+        entries = _range(await self.redis.xrevrange(self.stream, max="+", min="-", count=1))
+        return entries[0][0] if entries else None
 
     async def missed(self, after: str) -> bool:
         cursor = parse_position(after)
-        first = await self.redis.xrange(self.stream, min="-", max="+", count=1)
+        first = _range(await self.redis.xrange(self.stream, min="-", max="+", count=1))
         if not first:
             return False
         pos, fields = first[0]
@@ -196,12 +197,11 @@ class RedisStreamsBus:
         cursor = normalize(after) if after is not None else (await self.last_position() or "0-0")
         while not self._closed:
             response = await self.redis.xread({self.stream: cursor}, count=1000, block=self.block_ms)
-            for _stream, entries in response or []:
-                for pos, fields in entries:
-                    cursor = pos
-                    event = self._decode(pos, fields)
-                    if event is not None:
-                        yield pos, event
+            for pos, fields in _entries(response):
+                cursor = pos
+                event = self._decode(pos, fields or {})
+                if event is not None:
+                    yield pos, event
 
     def _decode(self, pos: str, fields: dict[str, str]) -> Event | None:
         event = decode(fields)
@@ -239,7 +239,7 @@ class Delivery:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-Handler = Callable[[Event], Awaitable[None]]
+Handler = Callable[[Event], Awaitable[object]]  # what it returns is not used
 
 
 class StreamConsumer:
@@ -317,7 +317,7 @@ class StreamConsumer:
             # one pass over what this consumer was given and never acknowledged (then XAUTOCLAIM retries it)
             response = await self.redis.xreadgroup(self.group, self.name, {self.stream: self._own_cursor},
                                                    count=self.count)
-            raw = _entries(response, keep_deleted=True)
+            raw = _entries_with_trimmed(response)
             if not raw:
                 self._own_cursor = None
                 break
@@ -355,12 +355,10 @@ class StreamConsumer:
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move an entry to the dead-letter stream and acknowledge it, atomically."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.dead_letter_stream,
-                {**delivery.fields, "original_id": delivery.position, "group": self.group, "consumer": self.name,
-                 "deliveries": str(delivery.deliveries), "reason": reason[:500]},
-                maxlen=self.dead_letter_maxlen, approximate=True,
-            )
+            entry: dict[FieldT, EncodableT] = dict(delivery.fields.items())
+            entry.update(original_id=delivery.position, group=self.group, consumer=self.name,
+                         deliveries=str(delivery.deliveries), reason=reason[:500])
+            pipe.xadd(self.dead_letter_stream, entry, maxlen=self.dead_letter_maxlen, approximate=True)
             pipe.xack(self.stream, self.group, delivery.position)
             await pipe.execute()
 
@@ -398,8 +396,22 @@ class StreamConsumer:
                 await asyncio.sleep(reconnect_delay(failures))
 
 
-def _entries(response: Any, *, keep_deleted: bool = False) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
+# The client decodes replies to str (``decode_responses=True``); these two give them their types, once.
+
+def _range(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """An XRANGE / XREVRANGE / XAUTOCLAIM entry list as (position, fields) pairs."""
+    return [(str(pos), fields or {}) for pos, fields in reply or []]
+
+
+def _entries(response: Any) -> list[tuple[str, dict[str, str]]]:
+    """The entries of an XREAD / XREADGROUP reply (one stream)."""
+    return [(pos, fields) for pos, fields in _entries_with_trimmed(response) if fields]
+
+
+def _entries_with_trimmed(response: Any) -> list[tuple[str, dict[str, str] | None]]:
+    """The same, with the entries trimmed away while pending (fields None: a re-read of a consumer's own
+    history returns them)."""
+    out: list[tuple[str, dict[str, str] | None]] = []
     for _stream, entries in response or []:
-        out.extend((str(pos), fields or None) for pos, fields in entries if keep_deleted or fields)
+        out.extend((str(pos), fields or None) for pos, fields in entries)
     return out

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.domain.errors import NotFound
 from windflow.persistence.alerts_in_models import AlertLogRow, HookRow
+from windflow.persistence.db import affected_rows
 from windflow.persistence.models import utcnow
 
 
@@ -99,4 +100,4 @@ class AlertLogRepository:
             .where(AlertLogRow.workflow_id == workflow_id, AlertLogRow.run_id == run_id,
                    AlertLogRow.outcome.in_(("recovery_started", "attached")))
             .values(outcome="ignored", reason=reason))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(result)

@@ -6,7 +6,7 @@ Async, keyword-only ``session``, never commit: the unit of work (a route, the bo
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +24,7 @@ from windflow.persistence.auth_models import (
     UserRoleRow,
     UserRow,
 )
+from windflow.persistence.db import affected_rows
 from windflow.persistence.models import utcnow
 from windflow.persistence.repositories import MAX_LIMIT, Page, decode_cursor, encode_cursor
 
@@ -73,7 +74,7 @@ class RoleRepository:
         await session.flush()
         return row
 
-    async def ensure_builtin(self, *, session: AsyncSession, roles: dict[str, Iterable[str]]) -> None:
+    async def ensure_builtin(self, *, session: AsyncSession, roles: Mapping[str, Iterable[str]]) -> None:
         """Create the built-in roles, or bring their permissions up to date with the code."""
         for name, perms in roles.items():
             wanted = sorted(str(p) for p in perms)
@@ -264,7 +265,7 @@ class RefreshTokenRepository:
             .values(used_at=now)
             .execution_options(synchronize_session=False)
         )
-        if won.rowcount != 1:  # type: ignore[attr-defined]
+        if affected_rows(won) != 1:
             await self.revoke_family(session=session, family_id=row.family_id, reason="reuse")
             result.status = "reused"
         return result
@@ -280,7 +281,7 @@ class RefreshTokenRepository:
             .values(revoked_at=utcnow(), revoked_reason=reason)
             .execution_options(synchronize_session=False)
         )
-        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(res)
 
     async def live_families(self, *, session: AsyncSession, user_id: int) -> list[str]:
         stmt = (select(RefreshTokenRow.family_id)
@@ -300,7 +301,7 @@ class RefreshTokenRepository:
 
     async def purge_expired(self, *, session: AsyncSession) -> int:
         res = await session.execute(delete(RefreshTokenRow).where(RefreshTokenRow.expires_at < utcnow()))
-        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(res)
 
 
 # --------------------------------------------------------------------------- personal API tokens
@@ -351,7 +352,7 @@ class ApiTokenRepository:
             update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None))
             .values(revoked_at=utcnow()).execution_options(synchronize_session=False)
         )
-        return bool(res.rowcount)  # type: ignore[attr-defined]
+        return affected_rows(res) > 0
 
     async def revoke_user(self, *, session: AsyncSession, user_id: int) -> int:
         """Revoke every live token of a user (a password change: whoever had the old one made tokens too)."""
@@ -359,7 +360,7 @@ class ApiTokenRepository:
             update(ApiTokenRow).where(ApiTokenRow.user_id == user_id, ApiTokenRow.revoked_at.is_(None))
             .values(revoked_at=utcnow()).execution_options(synchronize_session=False)
         )
-        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(res)
 
     async def touch(self, *, session: AsyncSession, token_id: str, every: timedelta = timedelta(minutes=1)) -> None:
         """Record use, at most once per ``every`` (keeps authentication mostly read-only)."""
@@ -411,4 +412,4 @@ class DenylistRepository:
 
     async def purge_expired(self, *, session: AsyncSession) -> int:
         res = await session.execute(delete(AccessDenylistRow).where(AccessDenylistRow.expires_at <= utcnow()))
-        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(res)

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from windflow.persistence.db import Database
+from windflow.persistence.db import Database, affected_rows
 from windflow.persistence.models import RestartLeaseRow, utcnow
 
 #: pg_advisory_xact_lock key serializing budget decisions across workers ("rbud")
@@ -132,7 +132,7 @@ class RestartBudget:
                 .where(RestartLeaseRow.id == lease_id, RestartLeaseRow.released_at.is_(None))
                 .values(released_at=self.clock())
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return affected_rows(result) > 0
 
     async def usage(self) -> BudgetUsage:
         """Leases in flight and granted within the window, right now (for queries and status pages)."""
@@ -149,12 +149,12 @@ class RestartBudget:
         async with self.db.write() as session:
             now = self.clock()
             cutoff = now - timedelta(seconds=older_than)
-            stmt = RestartLeaseRow.__table__.delete().where(
+            stmt = delete(RestartLeaseRow).where(
                 RestartLeaseRow.acquired_at < cutoff,
                 (RestartLeaseRow.released_at.is_not(None)) | (RestartLeaseRow.expires_at <= now),
             )
             result = await session.execute(stmt)
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return affected_rows(result)
 
     # ----------------------------------------------------------------- internals
 

@@ -15,11 +15,11 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.engine import Row, make_url
+from sqlalchemy.engine import CursorResult, Result, Row, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
@@ -37,16 +37,23 @@ T = TypeVar("T")
 #: handler, which polls with sleeps of up to 100 ms. Under a burst (an initialization starting 50 components)
 #: that polling took p90 write latency from ~15 ms to 200–350 ms. Writers in other processes still meet in
 #: the busy handler. Keyed by event loop, then by database file: a lock belongs to one loop.
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _WriterLock]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _sqlite_writer_lock(database: str) -> asyncio.Lock:
+class _WriterLock(asyncio.Lock):
+    """The writer slot of one SQLite file; ``owner``: the task holding it (a nested write of the same task would
+    wait for itself forever, so it fails at once instead)."""
+
+    owner: asyncio.Task[Any] | None = None
+
+
+def _sqlite_writer_lock(database: str) -> _WriterLock:
     locks = _SQLITE_WRITERS.setdefault(asyncio.get_running_loop(), {})
     lock = locks.get(database)
     if lock is None:
-        lock = locks[database] = asyncio.Lock()
+        lock = locks[database] = _WriterLock()
     return lock
 
 
@@ -154,21 +161,26 @@ async def _finish(session: AsyncSession, *, commit: bool) -> None:
         await session.close()
 
 
-async def _acquire_writer(lock: asyncio.Lock) -> None:
-    owner = getattr(lock, "windflow_owner", None)
-    if owner is not None and owner is asyncio.current_task():
+async def _acquire_writer(lock: _WriterLock) -> None:
+    if lock.owner is not None and lock.owner is asyncio.current_task():
         raise RuntimeError("a SQLite write transaction was opened inside another one of the same task")
     try:
         async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
             await lock.acquire()
     except TimeoutError:
         raise TimeoutError(f"no SQLite write slot within {SQLITE_BUSY_TIMEOUT_MS / 1000:g}s") from None
-    lock.windflow_owner = asyncio.current_task()  # type: ignore[attr-defined]
+    lock.owner = asyncio.current_task()
 
 
-def _release_writer(lock: asyncio.Lock) -> None:
-    lock.windflow_owner = None  # type: ignore[attr-defined]
+def _release_writer(lock: _WriterLock) -> None:
+    lock.owner = None
     lock.release()
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE run through a session matched (the session types its result as a plain
+    ``Result``; for these statements it is the ``CursorResult`` that counts them)."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 class Database:
@@ -227,8 +239,8 @@ class Database:
                 raise
             async with self.read() as session:
                 return (await session.execute(stmt, params)).all()
-        async with self.engine.connect() as conn:
-            return (await conn.execute(stmt, params)).all()
+        async with self.engine.connect() as pooled:
+            return (await pooled.execute(stmt, params)).all()
 
     def _quick_connection(self) -> Connection:
         """This thread's connection for :meth:`rows` (normally just the event loop's thread)."""
@@ -339,12 +351,12 @@ class Database:
             try:
                 async with self.write() as session:
                     results = [await work(session) for work, _ in batch]
-            except Exception:  # noqa: BLE001 - one failed: find out which, alone
+            except Exception:  # one failed: find out which, alone
                 for work, done in batch:
                     try:
                         async with self.write() as session:
                             result = await work(session)
-                    except Exception as exc:  # noqa: BLE001 - handed to that writer
+                    except Exception as exc:  # handed to that writer
                         if not done.done():
                             done.set_exception(exc)
                     else:
@@ -354,12 +366,6 @@ class Database:
             for (_, done), result in zip(batch, results, strict=True):
                 if not done.done():
                     done.set_result(result)
-
-    def reader_session(self) -> AsyncSession:
-        return self._reader()
-
-    def writer_session(self) -> AsyncSession:
-        return self._writer()
 
     async def notifications(self, channel: str) -> AsyncIterator[str]:
         """PostgreSQL only: LISTEN on ``channel`` over a dedicated connection and yield each payload.

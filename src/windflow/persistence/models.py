@@ -19,6 +19,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    insert,
     inspect,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -134,7 +135,7 @@ def _history_values(target: ServiceRow, previous: str | None) -> dict[str, Any]:
 @event.listens_for(ServiceRow, "after_insert")
 def _record_first_status(_mapper: Mapper[Any], connection: Connection, target: ServiceRow) -> None:
     if target.state is not None:
-        connection.execute(StatusHistoryRow.__table__.insert().values(**_history_values(target, None)))
+        connection.execute(insert(StatusHistoryRow).values(**_history_values(target, None)))
 
 
 @event.listens_for(ServiceRow, "after_update")
@@ -146,7 +147,7 @@ def _record_status_change(_mapper: Mapper[Any], connection: Connection, target: 
     before = history.deleted[0] if history.deleted else None
     if before == target.state:
         return
-    connection.execute(StatusHistoryRow.__table__.insert().values(**_history_values(target, before)))
+    connection.execute(insert(StatusHistoryRow).values(**_history_values(target, before)))
 
 
 class ConfigVersionRow(Base):

@@ -24,6 +24,27 @@ class NotificationChannelRepository:
         stmt = select(NotificationChannelRow).order_by(NotificationChannelRow.position, NotificationChannelRow.name)
         return [ChannelConfig.model_validate(r.config) for r in (await session.execute(stmt)).scalars()]
 
+    async def get(self, *, session: AsyncSession, name: str) -> ChannelConfig | None:
+        row = await session.get(NotificationChannelRow, name)
+        return ChannelConfig.model_validate(row.config) if row is not None else None
+
+    async def put(self, *, session: AsyncSession, channel: ChannelConfig) -> bool:
+        """Store ``channel`` (a new one goes last); True when it was new."""
+        row = await session.get(NotificationChannelRow, channel.name)
+        doc = channel.model_dump(mode="json")
+        if row is None:
+            last = (await session.execute(select(func.max(NotificationChannelRow.position)))).scalar()
+            session.add(NotificationChannelRow(name=channel.name, position=(last if last is not None else -1) + 1,
+                                               kind=channel.kind.value, config=doc, created_at=utcnow()))
+        else:
+            row.kind, row.config = channel.kind.value, doc
+        await session.flush()
+        return row is None
+
+    async def remove(self, *, session: AsyncSession, name: str) -> bool:
+        result = await session.execute(delete(NotificationChannelRow).where(NotificationChannelRow.name == name))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     async def replace(self, *, session: AsyncSession, channels: Sequence[ChannelConfig]) -> None:
         """Make the stored set exactly ``channels`` (in this order)."""
         await session.execute(delete(NotificationChannelRow))

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from windflow.domain.errors import ConfigInvalid, Conflict, NotFound
+from windflow.domain.errors import ConfigInvalid, Conflict
 from windflow.domain.events import ConfigChanged, EventType, make_event
 from windflow.domain.graph import dependants
 from windflow.domain.models import ServiceSpec
@@ -262,10 +262,34 @@ async def apply_system(
 
     Without ``may_exec`` a service whose exec surface (command, exec probe, env, user) would be created or
     changed refuses the whole file (403)."""
-    result = ApplyResult()
     existing = {r.id: r for r in await services_repo.all(session=session)}
     wanted = {s.id: s for s in system.services}
     removed = set(existing) - set(wanted) if prune else set()
+    merged_specs, problems = _merged_with_stored(system, existing, may_exec=may_exec, outbound=outbound)
+    graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}
+    graph.update({s.id: list(s.depends_on) for s in merged_specs})
+    problems.extend(graph_problems(graph))
+    if not problems:
+        problems.extend(condition_problems(_overlay(existing.values(), merged_specs, removed)))
+    channels, channel_problems = await channels_repo.plan(session=session, system=system)
+    problems.extend(channel_problems)
+    if outbound is not None:
+        for i, channel in enumerate(channels or []):
+            problems.extend(Problem(loc=["notifications", "channels", i, *loc], msg=msg, type="outbound_refused")
+                            for loc, msg in url_problems(channel.model_dump(mode="json"), outbound.notify))
+    if problems:
+        raise _invalid(problems, message=f"invalid system: {problems[0].path}: {problems[0].msg}")
+    result = await _write_services(session, merged_specs, existing, removed, author=author,
+                                   note=comment or "applied from system file")
+    if channels is not None:
+        await channels_repo.replace(session=session, channels=channels)
+    return result
+
+
+def _merged_with_stored(system: SystemFile, existing: dict[str, ServiceRow], *, may_exec: bool,
+                        outbound: Outbound | None) -> tuple[list[ServiceSpec], list[Problem]]:
+    """The file's services with the stored secrets and working directories they leave out, and what is wrong
+    with them (a moved secret, a placeholder, an exec change the caller may not make, a refused URL)."""
     problems: list[Problem] = []
     merged_specs: list[ServiceSpec] = []
     for spec in system.services:
@@ -285,20 +309,13 @@ async def apply_system(
         check_exec(spec_of(existing[spec.id]) if spec.id in existing else None, spec, may_exec=may_exec)
         problems.extend(check_outbound(spec, outbound, ["services", spec.id]))
         merged_specs.append(spec)
-    graph = {k: list(r.depends_on or []) for k, r in existing.items() if k not in removed}
-    graph.update({s.id: list(s.depends_on) for s in merged_specs})
-    problems.extend(graph_problems(graph))
-    if not problems:
-        problems.extend(condition_problems(_overlay(existing.values(), merged_specs, removed)))
-    channels, channel_problems = await channels_repo.plan(session=session, system=system)
-    problems.extend(channel_problems)
-    if outbound is not None:
-        for i, channel in enumerate(channels or []):
-            problems.extend(Problem(loc=["notifications", "channels", i, *loc], msg=msg, type="outbound_refused")
-                            for loc, msg in url_problems(channel.model_dump(mode="json"), outbound.notify))
-    if problems:
-        raise _invalid(problems, message=f"invalid system: {problems[0].path}: {problems[0].msg}")
-    note = comment or "applied from system file"
+    return merged_specs, problems
+
+
+async def _write_services(session: AsyncSession, merged_specs: list[ServiceSpec], existing: dict[str, ServiceRow],
+                          removed: set[str], *, author: str, note: str) -> ApplyResult:
+    """Create, update (a new version only when the content changed) and delete, each with its event."""
+    result = ApplyResult()
     # creates first in dependency order is not needed: the graph was checked as a whole
     for spec in merged_specs:
         if spec.id not in existing:
@@ -320,13 +337,4 @@ async def apply_system(
         await emit_config_changed(session=session, service_id=sid, version=0, author=author, comment=note,
                                   change="delete")
         result.deleted.append(sid)
-    if channels is not None:
-        await channels_repo.replace(session=session, channels=channels)
     return result
-
-
-async def load_spec(*, session: AsyncSession, service_id: str) -> ServiceSpec:
-    row = await services_repo.get(session=session, service_id=service_id)
-    if row is None:
-        raise NotFound(f"service {service_id!r} not found", details={"service_id": service_id})
-    return spec_of(row)

@@ -18,6 +18,7 @@ from windflow.domain.errors import ConfigInvalid, NotFound, VersionConflict
 from windflow.domain.events import Event
 from windflow.domain.models import ServiceSpec
 from windflow.domain.results import ProbeResult
+from windflow.persistence.db import affected_rows
 from windflow.persistence.models import (
     AuditRow,
     ConfigTemplateRow,
@@ -380,7 +381,7 @@ class ServiceRepository:
             )
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if affected_rows(result) != 1:
             raise VersionConflict(f"service {spec.id!r} was changed meanwhile", details={"expected_version": current})
         version = ConfigVersionRow(
             service_id=spec.id, version=current + 1, content=content, content_hash=content_hash(content),
@@ -488,10 +489,6 @@ class ConfigVersionRepository:
             except ValueError:
                 continue
         return False
-
-    async def numbers(self, *, session: AsyncSession, service_id: str) -> list[int]:
-        stmt = select(ConfigVersionRow.version).where(ConfigVersionRow.service_id == service_id)
-        return sorted((await session.execute(stmt)).scalars())
 
     async def mark(self, *, session: AsyncSession, service_id: str, version: int, status: str) -> None:
         row = await self.get(session=session, service_id=service_id, version=version)
@@ -724,7 +721,7 @@ class StatusHistoryRepository:
         newest = select(func.max(StatusHistoryRow.id)).group_by(StatusHistoryRow.service_id)
         result = await session.execute(
             delete(StatusHistoryRow).where(StatusHistoryRow.at < cutoff, StatusHistoryRow.id.not_in(newest)))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(result)
 
 
 class ProbeResultRepository:
@@ -852,7 +849,7 @@ class OutboxRepository:
             delete(OutboxRow).where(OutboxRow.published_at.is_not(None),
                                     OutboxRow.published_at < utcnow() - older_than)
         )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(result)
 
     async def lag(self, *, session: AsyncSession) -> int:
         stmt = select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None))

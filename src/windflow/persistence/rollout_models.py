@@ -135,8 +135,3 @@ class RolloutRepository:
         if more and rows:
             nxt = encode_cursor({"started_at": rows[-1].started_at.isoformat(), "id": rows[-1].id})
         return Page(rows, nxt)
-
-    async def unfinished(self, *, session: AsyncSession, service_id: str) -> list[ConfigRolloutRow]:
-        stmt = select(ConfigRolloutRow).where(ConfigRolloutRow.service_id == service_id,
-                                              ConfigRolloutRow.finished_at.is_(None))
-        return list((await session.execute(stmt)).scalars())

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from windflow.domain.errors import NotFound
+from windflow.persistence.db import affected_rows
 from windflow.persistence.models import utcnow
 from windflow.persistence.repositories import Page, _is_postgres, decode_cursor, encode_cursor
 from windflow.persistence.webhooks_out_models import WebhookDeliveryRow, WebhookSubscriptionRow
@@ -178,7 +179,7 @@ class WebhookDeliveryRepository:
                 .where(WebhookDeliveryRow.id == delivery_pk, WebhookDeliveryRow.attempts == attempts,
                        WebhookDeliveryRow.state == PENDING)
                 .values(**values))
-            if enabled and result.rowcount == 1:  # type: ignore[attr-defined]
+            if enabled and affected_rows(result) == 1:
                 won.append(delivery_pk)
         if not won:
             return []
@@ -200,7 +201,7 @@ class WebhookDeliveryRepository:
             .where(WebhookDeliveryRow.id == claim.id, WebhookDeliveryRow.attempts == claim.attempts)
             .values(state=state, next_attempt_at=next_attempt_at, last_status_code=status_code, last_error=error,
                     last_duration_ms=duration_ms, delivered_at=now if state == DELIVERED else None))
-        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+        return affected_rows(result) == 1
 
     async def next_due(self, *, session: AsyncSession) -> datetime | None:
         stmt = select(func.min(WebhookDeliveryRow.next_attempt_at)).where(WebhookDeliveryRow.state == PENDING)
@@ -211,4 +212,4 @@ class WebhookDeliveryRepository:
         result = await session.execute(
             delete(WebhookDeliveryRow).where(WebhookDeliveryRow.state != PENDING,
                                              WebhookDeliveryRow.created_at < utcnow() - older_than))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return affected_rows(result)

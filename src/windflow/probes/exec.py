@@ -150,10 +150,10 @@ class ExecProbe:
             return _result(False, started, f"working directory {spec.cwd!r} does not exist")
         loop = asyncio.get_running_loop()
         try:
-            popen = subprocess.Popen(  # noqa: S603 (argv list, never a shell)
+            popen = subprocess.Popen(  # argv list, never a shell
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 cwd=spec.cwd, env=env, start_new_session=True, close_fds=True,
-                **who.popen_kwargs,  # type: ignore[arg-type]
+                user=who.uid, group=who.gid, extra_groups=who.extra_groups,
             )
         except OSError as exc:
             return _result(False, started, f"cannot run {argv[0]!r}: {exc.strerror or exc}")

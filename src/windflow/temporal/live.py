@@ -49,5 +49,5 @@ async def _ask(temporal: ClientSource | Client, workflow_id: str, result_type: t
     try:
         client = temporal if isinstance(temporal, Client) else await temporal.get()
         return await query_status(client, workflow_id, result_type, timeout=timeout)
-    except Exception:  # noqa: BLE001 - Temporal down, closed or unknown run, no worker: the store answers
+    except Exception:  # Temporal down, closed or unknown run, no worker: the store answers
         return None

@@ -163,7 +163,7 @@ def new_client(outbound: OutboundPolicy | None = None) -> httpx2.AsyncClient:
                           limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20))
 
 
-Handler = Callable[[Event], Awaitable[None]]
+Handler = Callable[[Event], Awaitable[object]]  # what it returns is not used
 
 
 class GroupConsumer(Protocol):

@@ -61,7 +61,7 @@ def standard_secret_problem(secret: str) -> str | None:
     """Why a Standard Webhooks verifier could not load ``secret`` (None: it can)."""
     try:
         Webhook(secret)
-    except Exception as exc:  # noqa: BLE001 - the library raises binascii.Error or its own errors
+    except Exception as exc:  # the library raises binascii.Error or its own errors
         return f"not a Standard Webhooks secret ({exc}): use whsec_ followed by base64, or omit it to get one"
     return None
 
@@ -71,7 +71,7 @@ def _webhook(secret: str) -> Webhook:
     UTF-8 bytes as the key, which a receiver can check by hand. Rotating the secret fixes it."""
     try:
         return Webhook(secret)
-    except Exception:  # noqa: BLE001 - binascii.Error or EmptyWebhookSecretError
+    except Exception:  # binascii.Error or EmptyWebhookSecretError
         return Webhook(secret.encode("utf-8") or b"\0")
 
 

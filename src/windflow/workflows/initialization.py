@@ -9,7 +9,8 @@ unless ``on_cancel=leave_running``.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
@@ -87,7 +88,7 @@ class SystemInitialization:
         self.dirty = False
         self.retry_requested = False
         self.semaphore: asyncio.Semaphore | None = None
-        self.pending_events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+        self.pending_events: list[tuple[str, dict[str, Any]]] = []
         self.changed: set[str] = set()  # components changed since the last record (see _flush)
         self.recorded_plan = False  # a record with the whole plan and every component was written
         self.publisher: asyncio.Task[None] | None = None
@@ -213,7 +214,7 @@ class SystemInitialization:
             await self._compensate()
             raise
 
-    async def _drive(self, deadline) -> bool:  # type: ignore[no-untyped-def]
+    async def _drive(self, deadline: datetime) -> bool:
         """Start whatever is ready until nothing runs. False when the overall deadline passed."""
         while True:
             self._schedule()

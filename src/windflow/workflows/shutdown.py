@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError
@@ -49,7 +50,7 @@ class SystemShutdown:
                                    reason=input.reason, requested=list(input.services),
                                    started_at=workflow.now())
         self.specs: dict[str, ServiceSpec] = {}
-        self.events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.seq = 0
 
     @workflow.query(name=names.STATUS)

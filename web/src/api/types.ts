@@ -51,6 +51,12 @@ export type UserCreate = S['UserCreate']
 export type UserUpdate = S['UserUpdate']
 export type RolePublic = S['RolePublic']
 export type StatusHistory = S['StatusHistory']
+export type ChannelPublic = S['ChannelPublic']
+export type ChannelCreate = S['ChannelCreate']
+export type ChannelBody = S['ChannelBody']
+export type ChannelDelivery = S['ChannelDelivery']
+export type ChannelDeliveryPage = S['PageOf_ChannelDelivery_']
+export type DeliveryResult = S['DeliveryResult']
 export type StatusChange = S['StatusChange']
 
 // event data carried by the WebSocket (`{type: "event", id, event: {event_id, event_type, timestamp, data}}`)

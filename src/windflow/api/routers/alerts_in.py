@@ -395,7 +395,7 @@ async def _rate_limit(resources: Resources, row: HookRow) -> None:
     try:
         wait = await _hook_limiter(resources).hit(key, limit=settings.hooks_rate_limit,
                                                   window=settings.hooks_rate_window)
-    except Exception:  # noqa: BLE001  (Redis unreachable: count in this process rather than fail the alert)
+    except Exception:  # Redis unreachable: count in this process rather than fail the alert
         fallback = resources.extras.get("hook_limiter_fallback")
         if fallback is None:
             from windflow.api.ratelimit import MemoryRateLimiter

@@ -42,7 +42,14 @@ api_tokens = ApiTokenRepository()
 refresh_tokens = RefreshTokenRepository()
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
-_RATE_LIMITED = {429: {"model": ErrorEnvelope, "description": "too many attempts; see Retry-After"}}
+_RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorEnvelope, "description": "too many attempts; see Retry-After"},
+}
+
+
+def _delay_detail(delay: int) -> dict[str, Any]:
+    """The audit detail of a throttled attempt: the delay it imposed, if any."""
+    return {"delay": delay} if delay else {}
 
 
 def _notify(resources: Resources) -> None:
@@ -59,7 +66,7 @@ def login_limiter(resources: Resources) -> RateLimiter:
         url = resources.settings.redis_url
         limiter = FallbackRateLimiter(RedisRateLimiter.from_url(url)) if url else MemoryRateLimiter()
         resources.extras["login_limiter"] = limiter
-    return limiter  # type: ignore[no-any-return]
+    return limiter
 
 
 def _failure_key(kind: str, username: str, address: str) -> str:
@@ -171,7 +178,7 @@ async def login(
     ok, new_hash = await asyncio.to_thread(verify_password, creds.password, user.password_hash if user else None)
     if not ok or user is None:
         delay = await failed_attempt(request, resources, kind="login", username=creds.username)
-        note(request, reason="bad_credentials", **({"delay": delay} if delay else {}))
+        note(request, reason="bad_credentials", **_delay_detail(delay))
         raise ApiError(401, "wrong user name or password", code="invalid_credentials", headers=_CHALLENGE)
     if user.disabled:
         note(request, reason="disabled")
@@ -286,7 +293,7 @@ async def change_password(
     ok, _ = await asyncio.to_thread(verify_password, body.current_password, user.password_hash)
     if not ok:
         delay = await failed_attempt(request, resources, kind="password", username=principal.name)
-        note(request, reason="bad_current_password", **({"delay": delay} if delay else {}))
+        note(request, reason="bad_current_password", **_delay_detail(delay))
         raise ApiError(403, "the current password is wrong", code="invalid_credentials")
     await succeeded(request, resources, kind="password", username=principal.name)
     new_hash = await asyncio.to_thread(hash_password, body.new_password)

@@ -37,11 +37,11 @@ class _EnvelopeBase(BaseModel):
 
 def _typed_envelope(event_type: EventType, model: type[BaseModel]) -> type[BaseModel]:
     name = model.__name__.removesuffix("Event") + "Event"
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         name,
         __base__=_EnvelopeBase,
         __doc__=f"A {event_type.value} event: the envelope with {model.__name__} data.",
-        event_type=(Literal[event_type.value], ...),  # type: ignore[valid-type]
+        event_type=(Literal[event_type.value], ...),  # type: ignore[arg-type]  # a Literal built at run time
         data=(model, ...),
     )
 

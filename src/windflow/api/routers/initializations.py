@@ -242,7 +242,7 @@ async def _trouble(resources: Any, workflow_id: str, *, running: bool) -> RunTro
         return None
     try:
         return await inspect_run(await resources.temporal.get(), workflow_id)
-    except Exception:  # noqa: BLE001 - Temporal down: the store answers
+    except Exception:  # Temporal down: the store answers
         return None
 
 

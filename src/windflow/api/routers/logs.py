@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -42,8 +42,8 @@ class LogTail(BaseModel):
     lines: list[LogLinePublic]
 
 
-def _streams(stream: str) -> tuple[Stream, ...]:
-    return STREAMS if stream == "all" else (stream,)  # type: ignore[return-value]
+def _streams(stream: Literal["all", "stdout", "stderr"]) -> tuple[Stream, ...]:
+    return STREAMS if stream == "all" else (stream,)
 
 
 async def _source(resources: Resources, service_id: str) -> FileLogSource | RedisLogSource:
@@ -97,69 +97,72 @@ async def service_logs(
     if not follow:
         return LogTail(service=service_id, source=source.name, lines=[LogLinePublic(**t.as_dict()) for t in tail])
 
-    token = bearer_token(request)
-    recheck = revalidator(request.app, resources.settings.ws_revalidate_interval)
-
-    async def still_allowed() -> bool:
-        """A follow may last hours: it ends once its token is revoked or its owner signed out or lost logs:read."""
-        if token is None:
-            return True
-        try:
-            principal = await recheck.check(request, token)
-        except ApiError:
-            return False
-        except Exception as exc:  # the store cannot answer now: ask again at the next check
-            log.warning("could not re-check a log follower's token: %s: %s", type(exc).__name__, exc)
-            return True
-        return principal.can(Permission.LOGS_READ.value)
-
-    async def body() -> AsyncIterator[bytes]:
-        for item in tail:
-            yield _ndjson(item)
-        next_check = time.monotonic() + resources.settings.ws_revalidate_interval
-        queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10_000)
-
-        async def pump() -> None:
-            async for item in source.follow(service_id, streams):
-                await queue.put(item)
-
-        task = asyncio.create_task(pump())
-        idle = 0.0
-        next_probe = 0.0
-        try:
-            while True:
-                # one disconnect probe per DISCONNECT_PROBE, not one per line: at thousands of lines a second
-                # the probe (a receive with a cancel scope) costs more than the lines
-                now = time.monotonic()
-                if now >= next_probe:
-                    if await request.is_disconnected():
-                        break
-                    next_probe = now + DISCONNECT_PROBE
-                if time.monotonic() >= next_check:
-                    if not await still_allowed():
-                        break
-                    next_check = time.monotonic() + resources.settings.ws_revalidate_interval
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=1.0)
-                except TimeoutError:
-                    if task.done():  # the source failed (Redis gone): end the stream, the client may retry
-                        break
-                    idle += 1.0
-                    if idle >= 15:
-                        idle = 0.0
-                        yield b"\n"  # keep-alive through proxies; clients skip blank lines
-                    continue
-                idle = 0.0
-                # what else is queued goes in the same chunk: one send (and one HTTP chunk) per burst, not per line
-                chunk = [_ndjson(item)]
-                while len(chunk) < CHUNK_LINES and not queue.empty():
-                    chunk.append(_ndjson(queue.get_nowait()))
-                yield b"".join(chunk)
-        finally:
-            task.cancel()
-
-    return StreamingResponse(body(), media_type="application/x-ndjson",
+    body = _follow(request, resources, source, service_id, streams, tail)
+    return StreamingResponse(body, media_type="application/x-ndjson",
                              headers={"Cache-Control": "no-store", "X-Log-Source": source.name})
+
+
+async def _still_allowed(request: Request, resources: Resources, token: str | None) -> bool:
+    """A follow may last hours: it ends once its token is revoked or its owner signed out or lost logs:read."""
+    if token is None:
+        return True
+    try:
+        principal = await revalidator(request.app, resources.settings.ws_revalidate_interval).check(request, token)
+    except ApiError:
+        return False
+    except Exception as exc:  # the store cannot answer now: ask again at the next check
+        log.warning("could not re-check a log follower's token: %s: %s", type(exc).__name__, exc)
+        return True
+    return principal.can(Permission.LOGS_READ.value)
+
+
+async def _follow(request: Request, resources: Resources, source: FileLogSource | RedisLogSource, service_id: str,
+                  streams: Sequence[Stream], tail: Sequence[LogLine]) -> AsyncIterator[bytes]:
+    """The tail, then new lines as they are written (NDJSON), until the client goes or may no longer read."""
+    token = bearer_token(request)
+    for item in tail:
+        yield _ndjson(item)
+    next_check = time.monotonic() + resources.settings.ws_revalidate_interval
+    queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10_000)
+
+    async def pump() -> None:
+        async for item in source.follow(service_id, streams):
+            await queue.put(item)
+
+    task = asyncio.create_task(pump())
+    idle = 0.0
+    next_probe = 0.0
+    try:
+        while True:
+            # one disconnect probe per DISCONNECT_PROBE, not one per line: at thousands of lines a second the probe
+            # (a receive under a cancel scope) costs more than the lines
+            now = time.monotonic()
+            if now >= next_probe:
+                if await request.is_disconnected():
+                    break
+                next_probe = now + DISCONNECT_PROBE
+            if time.monotonic() >= next_check:
+                if not await _still_allowed(request, resources, token):
+                    break
+                next_check = time.monotonic() + resources.settings.ws_revalidate_interval
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=1.0)
+            except TimeoutError:
+                if task.done():  # the source failed (Redis gone): end the stream, the client may retry
+                    break
+                idle += 1.0
+                if idle >= 15:
+                    idle = 0.0
+                    yield b"\n"  # keep-alive through proxies; clients skip blank lines
+                continue
+            idle = 0.0
+            # what else is queued goes in the same chunk: one send (and one HTTP chunk) per burst, not per line
+            chunk = [_ndjson(item)]
+            while len(chunk) < CHUNK_LINES and not queue.empty():
+                chunk.append(_ndjson(queue.get_nowait()))
+            yield b"".join(chunk)
+    finally:
+        task.cancel()
 
 
 #: a follow checks that its client is still there at most this often (seconds)

@@ -222,8 +222,8 @@ async def decide(service_id: str, body: DecisionCreate, client: TemporalDep, res
                  principal: CanRecover, request_id: RequestIdDep) -> SupervisionPublic:
     handle = client.get_workflow_handle(names.supervise_id(service_id))
     try:
-        st = await handle.execute_update(ServiceSupervisor.decide,
-                                         DecisionInput(decision=body.decision, actor=principal.name))
+        st: SupervisorStatus = await handle.execute_update(  # by name: the SDK types an async update's result
+            names.DECIDE, DecisionInput(decision=body.decision, actor=principal.name), result_type=SupervisorStatus)
     except WorkflowUpdateFailedError as exc:
         raise ApiError(409, f"no decision pending for {service_id}: {exc.cause}", code="conflict") from None
     async with resources.db.write() as wsession:
@@ -269,8 +269,8 @@ async def metrics(service_id: str, session: ReadSessionDep, _: CanRead) -> Servi
     restart_times = [datetime.fromisoformat(t) for t in supervision.get("restarts", [])]
     recent = await runs.get_all(session=session, kind="recovery", service_id=service_id, limit=500)
     day = [r for r in recent.items if r.started_at >= now - timedelta(days=1)]
-    durations = [float(r.summary.get("seconds")) for r in day
-                 if r.status == "recovered" and isinstance(r.summary.get("seconds"), int | float)]
+    durations = [float(seconds) for r in day
+                 if r.status == "recovered" and isinstance(seconds := r.summary.get("seconds"), int | float)]
     checks = await probes.recent(session=session, service_id=service_id, limit=200)
     latencies = [c.latency_ms for c in checks if c.healthy]
     return ServiceMetrics(
