@@ -247,7 +247,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Read retained events after a position (polling clients) */
+        /**
+         * Read retained events after a position (polling clients)
+         * @description Events after `after`, filtered by type, service and time (`since`/`until` filter the events read; they
+         *     do not seek: page on with `next_after`).
+         */
         get: operations["list_events_api_v1_events_get"];
         put?: never;
         post?: never;
@@ -6448,6 +6452,10 @@ export interface operations {
                 types?: string[];
                 /** @description Service ids; repeat or comma-separate */
                 services?: string[];
+                /** @description Only events stamped at or after this instant (no zone: UTC) */
+                since?: string | null;
+                /** @description Only events stamped before this instant (no zone: UTC) */
+                until?: string | null;
             };
             header?: never;
             path?: never;

@@ -232,18 +232,24 @@ async def start_rollout(
         resources.relay.notify()
     response.headers["Location"] = _links(resources, service_id, rollout_id).self
     if body.wait:
-        try:
-            await asyncio.wait_for(handle.result(), timeout=body.timeout)
-        except Exception:  # still running, cancelled or failed: the store and the query tell which
-            pass
-        async with resources.db.read() as session:
-            final = await rollouts.get(session=session, rollout_id=rollout_id)
-        if final is not None and final.finished_at is not None:
-            response.status_code = status.HTTP_200_OK
-            return _public(resources, final)
-        live = await _live(client, final or stored)
-        return _public(resources, final or stored, state=live, live=live is not None)
+        return await _waited(client, resources, handle, stored, body.timeout, response)
     return _public(resources, stored)
+
+
+async def _waited(client: Client, resources: Any, handle: WorkflowHandle[Any, Any], stored: ConfigRolloutRow,
+                  timeout: float, response: Response) -> RolloutPublic:
+    """``wait``: the rollout once it ended (200), or as it stands after ``timeout`` (202, with its live state)."""
+    try:
+        await asyncio.wait_for(handle.result(), timeout=timeout)
+    except Exception:  # still running, cancelled or failed: the store and the query tell which
+        pass
+    async with resources.db.read() as session:
+        final = await rollouts.get(session=session, rollout_id=stored.id)
+    if final is not None and final.finished_at is not None:
+        response.status_code = status.HTTP_200_OK
+        return _public(resources, final)
+    live = await _live(client, final or stored)
+    return _public(resources, final or stored, state=live, live=live is not None)
 
 
 @router.get("", response_model=PageOf[RolloutPublic], summary="Rollout history (from the store)")
