@@ -184,7 +184,7 @@ async def test_migration_0012_starts_each_existing_service_timeline(backend, tmp
                 "search_text, state, state_detail, state_changed_at, restarts_total, created_at, updated_at) VALUES "
                 "('old', '', '{}', 'process', true, '[]', 1, '{}', '', 'healthy', '{}', :at, 0, :at, :at)"),
                 {"at": changed})
-        await upgrade(database.engine)
+        await upgrade(database.engine, "0012")
         assert await current_revision(database.engine) == "0012"
         async with database.read() as session:
             rows = list((await session.execute(select(StatusHistoryRow))).scalars())
