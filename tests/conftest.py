@@ -97,9 +97,21 @@ def _slow(item: pytest.Item) -> bool:
     return any(item.get_closest_marker(m) for m in ("temporal", "postgres", "redis"))
 
 
+def _fast_tier(config) -> bool:
+    return (config.getoption("markexpr") or "").strip() == "not slow"
+
+
+def pytest_configure(config):
+    if _fast_tier(config):  # a taste of each property on every change; all 100 examples in the full run
+        from hypothesis import settings as hypothesis_settings
+
+        hypothesis_settings.register_profile("fast", parent=hypothesis_settings.get_profile("default"), max_examples=20)
+        hypothesis_settings.load_profile("fast")
+
+
 def pytest_ignore_collect(collection_path, config):
     """With ``-m "not slow"``, the modules that are all slow are not even imported (schemathesis, uvicorn: seconds)."""
-    if collection_path.stem in SLOW_MODULES and (config.getoption("markexpr") or "").strip() == "not slow":
+    if collection_path.stem in SLOW_MODULES and _fast_tier(config):
         return True
     return None
 

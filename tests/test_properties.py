@@ -16,7 +16,8 @@ from windflow.domain.graph import check_graph, find_cycle, format_cycle, layers
 from windflow.domain.models import RestartPolicy
 from windflow.domain.system import SystemFile, dump_system, load_system, parse_yaml, to_yaml
 
-PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: examples per property: Hypothesis's profile's (100; 20 in the fast tier, see tests/conftest.py)
+PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --------------------------------------------------------------------------- strategies
 

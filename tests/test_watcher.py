@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from windflow.temporal.client import DATA_CONVERTER
 
 from tests.helpers import (
     eventually,
@@ -34,6 +33,7 @@ from tests.helpers import (
 from windflow.domain.contracts import RecoveryInput
 from windflow.persistence.models import ServiceRow
 from windflow.temporal import search_attributes as sa
+from windflow.temporal.client import DATA_CONVERTER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -491,3 +491,32 @@ async def test_api_serves_while_redis_is_down_and_catches_up(live_factory, bus_k
                     await next_of(ws, "event", timeout=0.5)
         finally:
             server.stop()
+
+
+async def test_polling_route_filters_by_time(live_factory):
+    """`since`/`until` keep the events stamped inside the range (the dashboard's Events page time range)."""
+    async with live_factory() as live:
+        now = datetime.now(UTC)
+        stamps = [now - timedelta(hours=3), now - timedelta(minutes=30), now - timedelta(minutes=5)]
+        evs = [make_event(EventType.CONFIG_CHANGED, ConfigChanged(service_id="db", version=i + 1, author="t"),
+                          event_id=str(uuid.uuid4()), timestamp=at) for i, at in enumerate(stamps)]
+        await live.write_events(*evs)
+        async with live.http() as http:
+            async def versions(**params) -> list[int]:
+                r = await http.get("/api/v1/events", params={"types": "CONFIG_CHANGED", **params})
+                assert r.status_code == 200, r.text
+                return [m["event"]["data"]["version"] for m in r.json()["items"]]
+
+            for _ in range(100):
+                if await versions() == [1, 2, 3]:
+                    break
+                await asyncio.sleep(0.05)
+            assert await versions(since=(now - timedelta(hours=1)).isoformat()) == [2, 3]
+            assert await versions(since=(now - timedelta(hours=1)).isoformat(),
+                                  until=(now - timedelta(minutes=10)).isoformat()) == [2]
+            naive = (now - timedelta(minutes=10)).replace(tzinfo=None).isoformat()  # no zone: UTC
+            assert await versions(since=naive) == [3]
+            bad = await http.get("/api/v1/events", params={"since": now.isoformat(),
+                                                            "until": (now - timedelta(hours=1)).isoformat()})
+            assert bad.status_code == 422 and bad.json()["error"]["details"][0]["loc"] == ["query", "since"]
+            assert (await http.get("/api/v1/events", params={"since": "soon"})).status_code == 422

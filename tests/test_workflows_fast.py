@@ -260,14 +260,18 @@ async def keep_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
         (HISTORIES / f"{name}.json").write_text((await handle.fetch_history()).to_json())
 
 
-async def until(handle: WorkflowHandle[Any, Any], result_type: type, check: Callable[[Any], bool]) -> Any:
+async def until(handle: WorkflowHandle[Any, Any], result_type: type, check: Callable[[Any], bool],
+                timeout: float = 60.0) -> Any:
     """Query ``status`` until ``check`` holds (wall-clock polling: time only skips while a result is awaited)."""
-    for _ in range(400):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
         state = await handle.query(names.STATUS, result_type=result_type)
         if check(state):
             return state
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {timeout:g}s: last state {state}")
         await asyncio.sleep(0.025)
-    raise AssertionError(f"never reached: last state {state}")
 
 
 async def start_init(client: Client, task_queue: str, **options: Any) -> WorkflowHandle[Any, InitState]:
@@ -336,7 +340,7 @@ async def test_cancel_rolls_back_what_the_run_started_dependants_first(time_skip
     fake = FakeServices(spec("db"), spec("api", "db"), spec("web", "api"), hang_healthy={"web"})
     async for client in running(time_skipping_env, fake, task_queue):
         handle = await start_init(client, task_queue)
-        await asyncio.wait_for(fake.waiting.wait(), 30)
+        await asyncio.wait_for(fake.waiting.wait(), 60)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
@@ -467,3 +471,27 @@ async def test_an_operator_stop_leaves_supervision_paused(time_skipping_env, tas
     assert result.ok and result.supervision == "paused"
     assert fake.log == [("pause", "api"), ("stop", "api")]
     assert not gone.ok and gone.message == "service not found"
+
+
+# ------------------------------------------------------------------------------------------- recovery start
+
+
+async def test_a_second_recovery_start_joins_the_running_one(time_skipping_env, task_queue):
+    """One recovery of a service at a time: a second start says it joined, with the running run's id (from the
+    server's answer to the start itself), and once that run has ended a start begins a new one."""
+    client = time_skipping_env.client
+    service = f"svc-{uuid.uuid4().hex[:8]}"
+
+    async def start(request_id: str) -> handles.RecoveryStarted:
+        return await handles.start_recovery(client, task_queue=task_queue, service_id=service, reason="test",
+                                            actor="tester", source="api", request_id=request_id)
+
+    first = await start("r1")
+    second = await start("r2")
+    assert first.workflow_id == second.workflow_id == names.recover_id(service)
+    assert not first.attached and first.run_id
+    assert second.attached and second.run_id == first.run_id
+    await client.get_workflow_handle(first.workflow_id).terminate("test over")
+    third = await start("r3")
+    assert not third.attached and third.run_id != first.run_id
+    await client.get_workflow_handle(third.workflow_id).terminate("test over")

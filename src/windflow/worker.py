@@ -43,6 +43,7 @@ from windflow.workflows._policies import host_queue
 from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.initialization import SystemInitialization
 from windflow.workflows.rollout import ConfigRollout
+from windflow.workflows.scale import ServiceScale
 from windflow.workflows.shutdown import SystemShutdown
 from windflow.workflows.supervision import ServiceRecovery
 from windflow.workflows.watch import Watcher
@@ -57,7 +58,7 @@ WORKER_LOST = "WorkerLost"
 _IDENTITY = re.compile(r"^(\d+)@(\S+)")
 
 WORKFLOWS: list[type] = [SystemInitialization, Watcher, ServiceRecovery, ServiceControl, RecoverySweep,
-                         ConfigRollout, SystemShutdown]
+                         ConfigRollout, SystemShutdown, ServiceScale]
 
 
 @dataclass

@@ -254,6 +254,25 @@ async function main() {
     assert(widths.page <= widths.viewport && widths.table <= widths.card, `audit table fits: ${JSON.stringify(widths)}`)
   })
 
+  await step('events page: the stream read back, by type and time range', async () => {
+    await page.click('[data-testid="nav-events"]')
+    await page.waitForURL(/\/events$/)
+    await page.selectOption('[data-testid="events-types"]', ['SERVICE_STATUS_UPDATE'])
+    await page.fill('[data-testid="events-service"]', 'api')
+    await page.click('text=Filter')
+    await page.waitForSelector('[data-testid="events-table"] tr[data-type="SERVICE_STATUS_UPDATE"]:has-text("recovering")')
+    const types = await page.$$eval('[data-testid="events-table"] tbody tr[data-type]', (rows) => [...new Set(rows.map((r) => r.getAttribute('data-type')))])
+    assert(types.length === 1 && types[0] === 'SERVICE_STATUS_UPDATE', `only status updates: ${types}`)
+    await page.click('[data-testid="events-range-custom"]')
+    await page.fill('[data-testid="events-range-from"]', '2020-01-01T00:00')
+    await page.fill('[data-testid="events-range-to"]', '2020-01-02T00:00')
+    await page.click('[data-testid="events-range-apply"]')
+    await page.waitForSelector('[data-testid="events-table"] td:has-text("No events.")')
+    await page.click('[data-testid="events-range-15m"]')
+    await page.waitForSelector('[data-testid="events-table"] tr[data-type="SERVICE_STATUS_UPDATE"]')
+    await shot('12b-events')
+  })
+
   await step('schedules page lists the recovery sweep', async () => {
     await page.click('text=Schedules')
     await page.waitForSelector('[data-testid="schedules"] tbody tr td:has-text("windflow-")')

@@ -41,6 +41,7 @@ export const routes: RouteRecordRaw[] = [
     meta: { title: 'Config templates', permission: 'configs:read' },
   },
   { path: '/schedules', name: 'schedules', component: () => import('@/views/SchedulesView.vue'), meta: { title: 'Schedules', permission: 'services:read' } },
+  { path: '/events', name: 'events', component: () => import('@/views/EventsView.vue'), meta: { title: 'Events', permission: 'services:read' } },
   { path: '/hooks', name: 'hooks', component: () => import('@/views/HooksView.vue'), meta: { title: 'Alert hooks', permission: 'recovery:trigger' } },
   { path: '/webhooks', name: 'webhooks', component: () => import('@/views/WebhooksView.vue'), meta: { title: 'Outgoing webhooks', permission: 'webhooks:manage' } },
   { path: '/channels', name: 'channels', component: () => import('@/views/ChannelsView.vue'), meta: { title: 'Notification channels', permission: 'configs:read' } },

@@ -40,6 +40,23 @@ class TemporalActivities:
         self.client = client
         self.db = db
 
+    async def _units(self, service_ids: list[str]) -> list[str]:
+        """The ids supervision works on: a replicated service's replicas (each supervised on its own) in its
+        place, every other id as it is."""
+        if self.db is None or not service_ids:
+            return list(service_ids)
+        out: list[str] = []
+        async with self.db.read() as session:
+            for service_id in service_ids:
+                row = await services.get(session=session, service_id=service_id)
+                if row is not None and row.replicated:
+                    wanted = int((row.spec or {}).get("replicas") or 0)
+                    out += [r.id for r in await services.replicas_of(session=session, service_id=service_id)
+                            if (r.replica_index or 0) < wanted]
+                else:
+                    out.append(service_id)
+        return out
+
     @activity.defn(name="await_workflow")
     async def await_workflow(self, req: AwaitWorkflowInput) -> AwaitWorkflowResult:
         """Return once ``workflow_id`` has closed (any outcome); heartbeat while waiting."""
@@ -63,7 +80,7 @@ class TemporalActivities:
         hosts: set[str | None] = {None}
         if self.db is not None:
             async with self.db.read() as session:
-                hosts |= {row.host or None for row in await services.all(session=session)}
+                hosts |= {row.host or None for row in await services.units(session=session)}
         return hosts
 
     @activity.defn(name="ensure_watchers")
@@ -146,9 +163,13 @@ class TemporalActivities:
         until released (or ``hold_for`` passes); a recovery in flight is cancelled and waited for. True when the
         service is held."""
         info = activity.info()
-        await self._set_hold(req.service_id, f"{info.workflow_id}: {req.reason}"[:200], req.hold_for)
-        handle = self.client.get_workflow_handle(recovery_id(req.service_id))
-        if await self._running(handle.id):
+        units = await self._units([req.service_id])  # a replicated service: each of its replicas, and itself
+        for unit in dict.fromkeys([req.service_id, *units]):
+            await self._set_hold(unit, f"{info.workflow_id}: {req.reason}"[:200], req.hold_for)
+        for unit in units:
+            handle = self.client.get_workflow_handle(recovery_id(unit))
+            if not await self._running(handle.id):
+                continue
             try:
                 await handle.cancel()
             except RPCError as exc:
@@ -163,7 +184,8 @@ class TemporalActivities:
     async def resume_supervisor(self, req: SupervisorControlInput) -> str:
         """Release the hold; the queue's watcher (made sure to run) watches the service again. Returns
         ``resumed``."""
-        await self._set_hold(req.service_id, None)
+        for unit in dict.fromkeys([req.service_id, *await self._units([req.service_id])]):
+            await self._set_hold(unit, None)
         host = None
         if self.db is not None:
             async with self.db.read() as session:

@@ -255,7 +255,7 @@ class WatchActivities:
         last observed state says it runs (healthy, not ready) but whose process is gone is ``unknown`` until the
         watcher observes it, so that nothing shows a stale ``healthy`` for a dead process. Returns their ids."""
         async with self.db.read() as session:
-            rows = [r for r in await services.all(session=session)
+            rows = [r for r in await services.units(session=session)
                     if (r.host or None) == host and r.state in ("healthy", "not_ready")]
             specs = {}
             for row in rows:
@@ -359,7 +359,7 @@ class QueueWatch:
         now = _now()
         out: dict[str, _Target] = {}
         async with self.owner.db.read() as session:
-            rows = await services.all(session=session)
+            rows = await services.units(session=session)  # each replica on its own
             for row in rows:
                 if (row.host or None) != self.req.host:
                     continue

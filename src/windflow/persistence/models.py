@@ -87,11 +87,21 @@ class ServiceRow(Base):
     #: the applied version when supervision gave up (the sweep tries again once another version is applied)
     gave_up_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: an operator path (stop, restart, rollout, shutdown) that drives the service holds it until ``held_until``
-    #: (migration 0013): meanwhile no recovery restarts it
+    #: (migration 0014): meanwhile no recovery restarts it
     held_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     held_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: one replica of a replicated service (migration 0012): the service's id and this replica's index; its
+    #: ``spec`` is the service's with ``{replica}`` replaced. Replicas are what runs, watched and recovered one by
+    #: one; the service's own row holds the config, the desired state and the status of the whole
+    replica_of: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    replica_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def replicated(self) -> bool:
+        """A replicated service's own row: it runs nothing itself, its replicas do."""
+        return self.replica_of is None and bool((self.spec or {}).get("replicas"))
 
 
 class StatusHistoryRow(Base):

@@ -7,7 +7,7 @@ messages ``{"type": "event", "id": <position>, "event": <envelope>}``.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Depends, Query
@@ -70,6 +70,23 @@ class EventSchemas(BaseModel):
     types: dict[str, dict[str, Any]] = Field(description="JSON Schema of `data`, per event_type")
 
 
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(422, f"{name}: instant out of range", code="validation_error",
+                       details=[{"loc": ["query", name], "msg": "out of range in UTC"}]) from None
+
+
+def _within(at: datetime, start: datetime | None, end: datetime | None) -> bool:
+    if start is None and end is None:
+        return True
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    return (start is None or at >= start) and (end is None or at < end)
+
+
 @router.get("/schema", response_model=EventSchemas, summary="JSON Schemas of the event envelope and data models")
 async def event_schemas(_: CanRead) -> EventSchemas:
     return EventSchemas(
@@ -86,7 +103,15 @@ async def list_events(
     limit: int = Query(100, ge=1, le=1000, description="Most events to return (after filtering)"),
     types: Annotated[list[str], Query(description="Event types; repeat or comma-separate")] = [],  # noqa: B006
     services: Annotated[list[str], Query(description="Service ids; repeat or comma-separate")] = [],  # noqa: B006
+    since: datetime | None = Query(None, description="Only events stamped at or after this instant (no zone: UTC)"),
+    until: datetime | None = Query(None, description="Only events stamped before this instant (no zone: UTC)"),
 ) -> Response:
+    """Events after `after`, filtered by type, service and time (`since`/`until` filter the events read; they
+    do not seek: page on with `next_after`)."""
+    start, end = _utc(since, "since"), _utc(until, "until")
+    if start is not None and end is not None and start >= end:
+        raise ApiError(422, "since must be before until", code="validation_error",
+                       details=[{"loc": ["query", "since"], "msg": "must be before until"}])
     if after is not None:
         try:
             parse_position(after)
@@ -108,7 +133,7 @@ async def list_events(
             batch = await bus.read(after=cursor, limit=limit)
             for position, event in batch:
                 cursor = position
-                if flt.matches(event):
+                if flt.matches(event) and _within(event.timestamp, start, end):
                     items.append(encode_event(position, event))
                     if len(items) >= limit:
                         break

@@ -192,6 +192,11 @@ async def start_rollout(
                 f"service {service_id!r} is at version {row.current_version}, not {body.expected_version}",
                 details={"current_version": row.current_version, "expected_version": body.expected_version})
         spec = registry.merge_and_parse({**content, "id": service_id}, row, outbound=resources.outbound)
+        if spec.replicated or row.replicated:  # a rollout restarts and verifies one process
+            raise ApiError(422, f"{service_id} is replicated: a rollout drives one process; save the config "
+                           "(PUT /config) and restart the service (its replicas restart one after the other)",
+                           code="validation_error", details=[{"loc": ["path", "service_id"], "type": "value_error",
+                                                              "msg": "rollouts of replicated services: not yet"}])
         check_exec(spec_of(row), spec, may_exec=principal.can(Permission.SERVICES_EXEC.value))
         await registry.check_graph_with(session=session, specs=[spec])
         pending = row.applied_version is not None and row.applied_version != row.current_version
@@ -227,18 +232,24 @@ async def start_rollout(
         resources.relay.notify()
     response.headers["Location"] = _links(resources, service_id, rollout_id).self
     if body.wait:
-        try:
-            await asyncio.wait_for(handle.result(), timeout=body.timeout)
-        except Exception:  # still running, cancelled or failed: the store and the query tell which
-            pass
-        async with resources.db.read() as session:
-            final = await rollouts.get(session=session, rollout_id=rollout_id)
-        if final is not None and final.finished_at is not None:
-            response.status_code = status.HTTP_200_OK
-            return _public(resources, final)
-        live = await _live(client, final or stored)
-        return _public(resources, final or stored, state=live, live=live is not None)
+        return await _waited(client, resources, handle, stored, body.timeout, response)
     return _public(resources, stored)
+
+
+async def _waited(client: Client, resources: Any, handle: WorkflowHandle[Any, Any], stored: ConfigRolloutRow,
+                  timeout: float, response: Response) -> RolloutPublic:
+    """``wait``: the rollout once it ended (200), or as it stands after ``timeout`` (202, with its live state)."""
+    try:
+        await asyncio.wait_for(handle.result(), timeout=timeout)
+    except Exception:  # still running, cancelled or failed: the store and the query tell which
+        pass
+    async with resources.db.read() as session:
+        final = await rollouts.get(session=session, rollout_id=stored.id)
+    if final is not None and final.finished_at is not None:
+        response.status_code = status.HTTP_200_OK
+        return _public(resources, final)
+    live = await _live(client, final or stored)
+    return _public(resources, final or stored, state=live, live=live is not None)
 
 
 @router.get("", response_model=PageOf[RolloutPublic], summary="Rollout history (from the store)")

@@ -1,4 +1,4 @@
-"""service_hold: an operator path (stop, restart, rollout, shutdown) holds a service while it drives it
+"""replicas: a replicated service's replicas are rows of their own (id ``SERVICE/K``) that name their service
 
 Revision ID: 0013
 Revises: 0012
@@ -20,11 +20,13 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("services") as batch:
-        batch.add_column(sa.Column("held_by", sa.String(length=200), nullable=True))
-        batch.add_column(sa.Column("held_until", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("replica_of", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("replica_index", sa.Integer(), nullable=True))
+        batch.create_index("ix_services_replica_of", ["replica_of"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("services") as batch:
-        batch.drop_column("held_until")
-        batch.drop_column("held_by")
+        batch.drop_index("ix_services_replica_of")
+        batch.drop_column("replica_index")
+        batch.drop_column("replica_of")
