@@ -281,7 +281,8 @@ async def test_dependency_down_blocks_dependants_without_restart_storm(temporal_
         os.kill(db_pid, signal.SIGKILL)
         await eventually(lambda: _in_state(handles["app-a"], SupervisionState.BLOCKED), timeout=20)
         st = await status_of(handles["app-b"])
-        assert st.state in (SupervisionState.BLOCKED, SupervisionState.WATCHING)
+        # not seen failing yet, or its recovery begun (checking its dependencies) or blocked: never restarting
+        assert st.state in (SupervisionState.BLOCKED, SupervisionState.WATCHING, SupervisionState.STARTING)
         await eventually(lambda: watching(handles["db"], restarts=1), timeout=30)
         for name in ("app-a", "app-b"):
             await eventually(lambda n=name: watching(handles[n]), timeout=20)

@@ -198,7 +198,7 @@ class ObservationWriter:
                 row = await services.get(session=session, service_id=service_id)
                 if row is None or row.state not in WATCHED_STATES or desired_of(row) != "running" or held(row):
                     continue  # someone else owns the service's state right now
-                if row.state == state and not message:
+                if row.state == state:  # events only on a change
                     continue
                 await self.state.set_state_in(session, service_id, state, source="watcher", message=message,
                                               pid=pid, process_gone=gone)
@@ -328,8 +328,8 @@ class QueueWatch:
             for _, task in self.tasks.values():
                 with contextlib.suppress(BaseException):
                     await task
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.writer.flush(probes=True))
+            # what was not written yet is dropped: observations are re-derived by the next attempt, and a write
+            # finishing after this attempt ended could land after another worker's newer one
         return WatchQueueResult(watched=len(self.tasks), recoveries_started=self.recoveries_started,
                                 message=f"watched {len(self.tasks)} services for {self.req.max_run:g}s")
 
