@@ -77,6 +77,7 @@ GOAL_FACTOR = 1.10
 GOAL_SLACK_S = 0.5
 JOB_S = 0.5  # --with-job: how long the job runs
 MARKER = f"wfbench{os.getpid()}"  # in every stand-in's --name: lets cleanup find them all
+EXTRA_ARGS: list[str] = []  # appended to every lean component's command (bench/down.py: --drain)
 
 
 # ---------------------------------------------------------------------------------------------- the system
@@ -139,7 +140,7 @@ def longest_chain(graph: dict[str, list[str]]) -> list[str]:
 def command(name: str, port: int) -> list[str]:
     if COMPONENT["kind"] == "lean":
         return [sys.executable, "-I", "-S", str(LEAN), "--name", f"{MARKER}-{name}", "--port", str(port),
-                "--boot", str(BOOT)]
+                "--boot", str(BOOT), *EXTRA_ARGS]
     return [sys.executable, str(STANDIN), "--name", f"{MARKER}-{name}", "--port", str(port), "--boot", str(BOOT)]
 
 
@@ -281,9 +282,10 @@ async def activity_timeline(handle: Any) -> dict[tuple[str, str], dict[str, date
             attrs = event.activity_task_scheduled_event_attributes
             kind = attrs.activity_type.name
             component = ""
-            if kind in ("start_service", "wait_healthy") and attrs.input.payloads:
+            if kind in ("start_service", "wait_healthy", "stop_service", "pause_supervisor") and attrs.input.payloads:
                 with contextlib.suppress(Exception):
-                    component = json.loads(attrs.input.payloads[0].data)["spec"]["id"]
+                    data = json.loads(attrs.input.payloads[0].data)
+                    component = data["spec"]["id"] if "spec" in data else data["service_id"]
             key = (kind, component or f"#{event.event_id}")
             scheduled[event.event_id] = key
             out[key] = {"scheduled": _ts(event)}

@@ -79,9 +79,10 @@ def _settings() -> Settings:
 
 SETTINGS = _settings()
 APP = create_app(SETTINGS)
-# POST /initializations checks its body against the registry before it contacts Temporal (get_temporal is called in
-# the route, not declared): Temporal-bound all the same
-TEMPORAL_ROUTES = temporal_routes(APP) | {("POST", "/api/v1/initializations")}
+# POST /initializations and PATCH /services/{id} (a scale) check the request against the registry before they contact
+# Temporal (get_temporal is called in the route, not declared): Temporal-bound all the same
+TEMPORAL_ROUTES = temporal_routes(APP) | {("POST", "/api/v1/initializations"),
+                                          ("PATCH", "/api/v1/services/{service_id}")}
 # the schema is the app's own document; requests go to APP in-process (Schemathesis starts its lifespan)
 # The coverage phase (boundary values, missing parts, undeclared methods) runs on every operation but one: for
 # POST /services it would send some 1,300 combinations of the driver and probe unions. Its body is fuzzed like the

@@ -53,7 +53,7 @@ async def test_every_change_of_status_is_recorded_once(db, api):
         rows = list((await session.execute(select(StatusHistoryRow).where(StatusHistoryRow.service_id == "web")
                                            .order_by(StatusHistoryRow.id))).scalars())
         svc_row = await session.get(ServiceRow, "web")
-        events = [r.payload["data"] for r in (await session.execute(select(OutboxRow))).scalars()
+        events = [r.payload["data"] for r in (await session.execute(select(OutboxRow).order_by(OutboxRow.id))).scalars()
                   if r.payload["event_type"] == "SERVICE_STATUS_UPDATE"]
     assert (rows[3].source, rows[3].message) == ("watcher", "tcp 9000 refused")
     assert rows[-1].at == svc_row.state_changed_at  # the row's time is the read model's "since"
@@ -184,7 +184,7 @@ async def test_migration_0012_starts_each_existing_service_timeline(backend, tmp
                 "search_text, state, state_detail, state_changed_at, restarts_total, created_at, updated_at) VALUES "
                 "('old', '', '{}', 'process', true, '[]', 1, '{}', '', 'healthy', '{}', :at, 0, :at, :at)"),
                 {"at": changed})
-        await upgrade(database.engine)
+        await upgrade(database.engine, "0012")
         assert await current_revision(database.engine) == "0012"
         async with database.read() as session:
             rows = list((await session.execute(select(StatusHistoryRow))).scalars())

@@ -110,7 +110,14 @@ def last_error_lines(path: Path, *, since: int = 0, lines: int = CAUSE_LINES, ma
 
 
 def log_path(log_dir: Path, service_id: str, stream: Stream) -> Path:
-    return log_dir / f"{service_id}{SUFFIX[stream]}"
+    return log_dir / f"{service_id.replace('/', '.')}{SUFFIX[stream]}"  # a replica web/2: web.2.*.log
+
+
+#: how often a file follow looks for new lines when there were none (a read of an unchanged file is one stat and
+#: one empty read: at 20 a second per follower it is noise, and it bounds the follow's latency)
+FOLLOW_POLL = 0.05
+#: how often the worker's shipper looks for new lines (one scan of the log directory per pass)
+SHIP_INTERVAL = 0.1
 
 
 class FileLogSource:
@@ -118,7 +125,7 @@ class FileLogSource:
 
     name: Final = "file"
 
-    def __init__(self, log_dir: Path, *, poll: float = 0.25) -> None:
+    def __init__(self, log_dir: Path, *, poll: float = FOLLOW_POLL) -> None:
         self.log_dir = Path(log_dir)
         self.poll = poll
 
@@ -254,7 +261,7 @@ class LogShipper:
     """Worker side: append new lines of every service log in ``log_dir`` to its Redis stream."""
 
     def __init__(self, redis: Any, log_dir: Path, *, prefix: str = "windflow:logs:", maxlen: int = 5000,
-                 interval: float = 0.5) -> None:
+                 interval: float = SHIP_INTERVAL) -> None:
         self.redis = redis
         self.log_dir = Path(log_dir)
         self.prefix = prefix
@@ -275,7 +282,8 @@ class LogShipper:
         for entry in entries:
             for stream, suffix in SUFFIX.items():
                 if entry.name.endswith(suffix) and entry.is_file():
-                    out.append((entry.name[: -len(suffix)], stream, Path(entry.path)))
+                    # a replica's file web.2.out.log is service web/2 (service ids hold no '.')
+                    out.append((entry.name[: -len(suffix)].replace(".", "/"), stream, Path(entry.path)))
         return out
 
     async def _reader(self, name: str, path: Path) -> _FileReader:

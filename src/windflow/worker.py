@@ -42,6 +42,7 @@ from windflow.workflows._policies import host_queue
 from windflow.workflows.control import RecoverySweep, ServiceControl
 from windflow.workflows.initialization import SystemInitialization
 from windflow.workflows.rollout import ConfigRollout
+from windflow.workflows.scale import ServiceScale
 from windflow.workflows.shutdown import SystemShutdown
 from windflow.workflows.supervision import ServiceRecovery, ServiceSupervisor
 
@@ -55,7 +56,7 @@ WORKER_LOST = "WorkerLost"
 _IDENTITY = re.compile(r"^(\d+)@(\S+)")
 
 WORKFLOWS: list[type] = [SystemInitialization, ServiceSupervisor, ServiceRecovery, ServiceControl, RecoverySweep,
-                         ConfigRollout, SystemShutdown]
+                         ConfigRollout, SystemShutdown, ServiceScale]
 
 
 @dataclass
@@ -102,7 +103,7 @@ def build_worker(
     services = ServiceActivities(db=db, drivers=drivers, probes=probes, probe_history=settings.probe_history,
                                  on_commit=on_commit)
     records = RecordActivities(db=db, on_commit=on_commit)
-    runs = TemporalActivities(client=client)
+    runs = TemporalActivities(client=client, db=db)
     budget = RestartBudget(db, max_in_flight=settings.restart_max_in_flight,
                            max_per_window=settings.restart_max_per_window, window=settings.restart_window,
                            lease=300.0)

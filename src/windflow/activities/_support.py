@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from windflow.domain.errors import WindflowError
 from windflow.domain.events import Event, EventType, ServiceStatusUpdate, make_event
-from windflow.domain.status import NO_PROCESS, service_status
+from windflow.domain.status import NO_PROCESS, replica_set_status, service_status
 from windflow.persistence.models import OutboxRow
 from windflow.persistence.repositories import OutboxRepository, ServiceRepository, version_of_content
 
@@ -116,7 +116,11 @@ class StateWriter:
             row.desired_by = actor or source
             row.desired_at = datetime.now(UTC)
             row.desired_reason = message or f"{desired} ({source})"
-        state = service_status(desired=row.desired, observed=state)  # the one status function
+        if row.replicated:  # a replicated service: its status is its replicas' (see replica_set_status)
+            state, replicas_detail = await self._replica_set(session, row)
+            detail = {**(detail or {}), **replicas_detail}
+        else:
+            state = service_status(desired=row.desired, observed=state)  # the one status function
         base = dict(row.state_detail or {}) if merge else {}
         if row.state != state:
             for key in STATE_FACTS:
@@ -148,7 +152,27 @@ class StateWriter:
                                     **(status or {})),
             )
             await outbox.add(session=session, event=event)
+        if row.replica_of is not None:  # a replica moved: its service's status follows
+            parent = await services.get(session=session, service_id=row.replica_of)
+            if parent is not None:
+                await self.refresh_replica_set(session, parent, source=source)
         return previous
+
+    async def _replica_set(self, session: AsyncSession, parent: Any) -> tuple[str, dict[str, Any]]:
+        """A replicated service's status from its replicas (those a scale-down is removing do not count)."""
+        wanted = int((parent.spec or {}).get("replicas") or 0)
+        min_ready = (parent.spec or {}).get("min_ready")
+        rows = [r for r in await services.replicas_of(session=session, service_id=parent.id)
+                if (r.replica_index or 0) < wanted]
+        state, ready = replica_set_status(desired=parent.desired, replicas=[r.state for r in rows],
+                                          min_ready=wanted if min_ready is None else int(min_ready))
+        return state, {"ready": ready, "replicas": wanted, "message": f"{ready}/{wanted} healthy"}
+
+    async def refresh_replica_set(self, session: AsyncSession, parent: Any, *, source: str) -> None:
+        state, detail = await self._replica_set(session, parent)
+        if parent.state == state and all((parent.state_detail or {}).get(k) == v for k, v in detail.items()):
+            return
+        await self.set_state_in(session, parent.id, state, source=source, message=detail["message"], detail=detail)
 
     async def publish(self, *events: Any) -> None:
         async with self.db.write() as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -29,16 +30,40 @@ from windflow.domain.contracts import (
     SupervisorsResult,
     SupervisorStatus,
 )
+from windflow.persistence.repositories import ServiceRepository
 from windflow.temporal import names
 from windflow.temporal import search_attributes as sa
+
+if TYPE_CHECKING:
+    from windflow.persistence.db import Database
+
+services = ServiceRepository()
 
 #: Supervisor starts in flight at once (each a describe and a start RPC) when an initialization hands over.
 SUPERVISOR_START_CONCURRENCY = 16
 
 
 class TemporalActivities:
-    def __init__(self, *, client: Client) -> None:
+    def __init__(self, *, client: Client, db: Database | None = None) -> None:
         self.client = client
+        self.db = db
+
+    async def _units(self, service_ids: list[str]) -> list[str]:
+        """The ids supervision works on: a replicated service's replicas (each supervised on its own) in its
+        place, every other id as it is."""
+        if self.db is None or not service_ids:
+            return list(service_ids)
+        out: list[str] = []
+        async with self.db.read() as session:
+            for service_id in service_ids:
+                row = await services.get(session=session, service_id=service_id)
+                if row is not None and row.replicated:
+                    wanted = int((row.spec or {}).get("replicas") or 0)
+                    out += [r.id for r in await services.replicas_of(session=session, service_id=service_id)
+                            if (r.replica_index or 0) < wanted]
+                else:
+                    out.append(service_id)
+        return out
 
     @activity.defn(name="await_workflow")
     async def await_workflow(self, req: AwaitWorkflowInput) -> AwaitWorkflowResult:
@@ -128,7 +153,8 @@ class TemporalActivities:
         out = SupervisorsResult()
         gate = asyncio.Semaphore(SUPERVISOR_START_CONCURRENCY)  # one start is one RPC: overlap them, boundedly
 
-        resume = set(req.resume)
+        resume = set(await self._units(list(req.resume)))
+        req = req.model_copy(update={"service_ids": await self._units(list(req.service_ids))})
 
         async def start(service_id: str) -> bool:
             async with gate:
@@ -150,7 +176,7 @@ class TemporalActivities:
     async def stop_stale_supervisors(self, req: SupervisorsInput) -> SupervisorsResult:
         """Supervisors of services that are gone or no longer monitored are told to stop."""
         out = SupervisorsResult()
-        keep = set(req.service_ids)
+        keep = set(await self._units(list(req.service_ids)))
         query = "WindflowKind = 'supervisor' AND ExecutionStatus = 'Running'"
         async for execution in self.client.list_workflows(query):
             service_id = execution.id.removeprefix(names.SUPERVISE_PREFIX)
@@ -161,7 +187,12 @@ class TemporalActivities:
 
     @activity.defn(name="pause_supervisor")
     async def pause_supervisor(self, req: SupervisorControlInput) -> bool:
-        """Pause supervision (returns once it is paused); False when the service has no supervisor."""
+        """Pause supervision (returns once it is paused); False when the service has no supervisor. A
+        replicated service: each of its replicas'."""
+        units = await self._units([req.service_id])
+        if units != [req.service_id]:
+            paused = [await self.pause_supervisor(req.model_copy(update={"service_id": u})) for u in units]
+            return any(paused)
         workflow_id = names.supervise_id(req.service_id)
         if not await self._running(workflow_id):
             return False
@@ -171,7 +202,11 @@ class TemporalActivities:
 
     @activity.defn(name="resume_supervisor")
     async def resume_supervisor(self, req: SupervisorControlInput) -> str:
-        """Resume supervision, or start it; returns resumed | started."""
+        """Resume supervision, or start it; returns resumed | started (a replicated service: its replicas')."""
+        units = await self._units([req.service_id])
+        if units != [req.service_id]:
+            done = [await self.resume_supervisor(req.model_copy(update={"service_id": u})) for u in units]
+            return "started" if "started" in done else "resumed"
         workflow_id = names.supervise_id(req.service_id)
         if await self._running(workflow_id):
             await self.client.get_workflow_handle(workflow_id).signal(names.RESUME)

@@ -21,6 +21,8 @@ from windflow.domain.contracts import (
     CheckHealthInput,
     RunJobInput,
     RunJobResult,
+    ScaleInput,
+    ScalePlan,
     ServiceActionInput,
     ServiceActionResult,
     ValidateSystemInput,
@@ -64,6 +66,8 @@ STARTUP_FAST = 2.0
 STARTUP_POLL_MAX = 0.5
 #: wait_healthy heartbeats at most this often (its heartbeat timeout is at least 5 s)
 HEARTBEAT_EVERY = 0.5
+#: how long ServiceScale's plan waits for the API to commit the replica count it started the run for
+SCALE_COMMIT_WAIT = 10.0
 #: a job's failure message carries at most this many of its last stderr lines, and this many characters
 FAILURE_LINES = 5
 FAILURE_CHARS = 1000
@@ -184,6 +188,11 @@ class ServiceActivities:
 
     @activity.defn(name="start_service")
     async def start_service(self, req: ServiceActionInput) -> ServiceActionResult:
+        if req.spec.replicated:  # its replicas, in order
+            return await self._each_replica(req, "start", self._start_one)
+        return await self._start_one(req)
+
+    async def _start_one(self, req: ServiceActionInput) -> ServiceActionResult:
         result = await self._drive("start", req)
         if result.changed or result.pid or req.source in DESIRED_SOURCES:
             await self.state.set_state(req.spec.id, "starting", source=req.source, pid=result.pid,
@@ -195,6 +204,14 @@ class ServiceActivities:
     @activity.defn(name="stop_service")
     async def stop_service(self, req: ServiceActionInput) -> ServiceActionResult:
         activity.heartbeat("stopping")
+        if req.spec.replicated:  # its replicas, the highest index first
+            if req.source in DESIRED_SOURCES:
+                await self.state.set_state(req.spec.id, "stopping", source=req.source, message="stopping",
+                                           **self._desired(req, "stopped"))
+            return await self._each_replica(req, "stop", self._stop_one, reverse=True)
+        return await self._stop_one(req)
+
+    async def _stop_one(self, req: ServiceActionInput) -> ServiceActionResult:
         if req.source in DESIRED_SOURCES:  # desired stopped at once: "stopping" while the stop takes its grace
             await self.state.set_state(req.spec.id, "stopping", source=req.source, message="stopping",
                                        **self._desired(req, "stopped"))
@@ -207,6 +224,11 @@ class ServiceActivities:
     @activity.defn(name="restart_service")
     async def restart_service(self, req: ServiceActionInput) -> ServiceActionResult:
         activity.heartbeat("restarting")
+        if req.spec.replicated:  # one replica after the other, in order
+            return await self._each_replica(req, "restart", self._restart_one)
+        return await self._restart_one(req)
+
+    async def _restart_one(self, req: ServiceActionInput) -> ServiceActionResult:
         result = await heartbeating(self._drive("restart", req), "restarting")
         if result.changed:
             count_restart(req.spec.id, source=req.source)
@@ -214,6 +236,72 @@ class ServiceActivities:
                                    applied_content=req.spec.content(),
                                    **self._desired(req, "running"))
         return ServiceActionResult(result=result)
+
+    @activity.defn(name="scale_plan")
+    async def scale_plan(self, req: ScaleInput) -> ScalePlan:
+        """A replicated service as saved and the replicas the registry has. The API starts the run before it
+        commits the new count: wait (heartbeating) until the store says ``target``, at most SCALE_COMMIT_WAIT
+        seconds (then the stored count wins: someone changed it again)."""
+        deadline = time.monotonic() + SCALE_COMMIT_WAIT
+        while True:
+            async with self.db.read() as session:
+                row = await services.get(session=session, service_id=req.service_id)
+                if row is None or not row.replicated:
+                    return ScalePlan()
+                if row.spec.get("replicas") == req.target or time.monotonic() >= deadline:
+                    replicas = await services.replicas_of(session=session, service_id=req.service_id)
+                    return ScalePlan(spec=spec_of(row), existing=[r.replica_index or 0 for r in replicas])
+            activity.heartbeat("waiting for the new count to be committed")
+            await asyncio.sleep(0.05)
+
+    @activity.defn(name="remove_replica")
+    async def remove_replica(self, replica_id: str) -> bool:
+        """Forget a replica a scale-down stopped; its service's status is counted again without it."""
+        parent_id = replica_id.partition("/")[0]
+
+        async def work(session: AsyncSession) -> bool:
+            removed = await services.remove_replica(session=session, replica_id=replica_id)
+            parent = await services.get(session=session, service_id=parent_id)
+            if parent is not None and parent.replicated:
+                await self.state.refresh_replica_set(session, parent, source="user")
+            return removed
+
+        removed = await self.db.write_batched(work)
+        if self.state.on_commit:
+            self.state.on_commit()
+        return bool(removed)
+
+    async def _replica_specs(self, spec: ServiceSpec, *, existing: bool = False) -> list[ServiceSpec]:
+        """The replicas of a replicated service: ``0 … replicas-1`` from its config; with ``existing``, every
+        replica the registry still has (one a scale-down is removing included), as stored."""
+        if not existing:
+            return [spec.replica_spec(k) for k in range(spec.replicas or 0)]
+        async with self.db.read() as session:
+            rows = await services.replicas_of(session=session, service_id=spec.id)
+        wanted = {r.id for r in [spec.replica_spec(k) for k in range(spec.replicas or 0)]}
+        return [spec.replica_spec(r.replica_index or 0) if r.id in wanted else spec_of(r) for r in rows]
+
+    async def _each_replica(
+        self, req: ServiceActionInput, action: str,
+        one: Callable[[ServiceActionInput], Any], *, reverse: bool = False,
+    ) -> ServiceActionResult:
+        """``one`` for each replica of a replicated service, one after the other; the desired state set on the
+        service is set on each replica. Idempotent as ``one`` is: a retried call finds the first ones done."""
+        units = await self._replica_specs(req.spec, existing=action == "stop")
+        if reverse:
+            units.reverse()
+        if req.source in DESIRED_SOURCES:
+            await self.state.set_state(req.spec.id, "stopping" if action == "stop" else "starting",
+                                       source=req.source, **self._desired(req, "stopped" if action == "stop"
+                                                                          else "running"))
+        parts: list[str] = []
+        changed = False
+        for unit in units:
+            done = await one(req.model_copy(update={"spec": unit}))
+            changed |= done.result.changed
+            parts.append(f"{unit.id}: {done.result.message or action}")
+        return ServiceActionResult(result=DriverResult(ok=True, action=action, changed=changed,
+                                                       message="; ".join(parts)))
 
     # ----------------------------------------------------------------- health
 
@@ -261,8 +349,46 @@ class ServiceActivities:
     async def wait_healthy(self, req: WaitHealthyInput) -> WaitHealthyResult:
         """Probe until healthy (``success_threshold`` passes in a row); heartbeat every round.
 
-        Fails at once (non-retryable) when the process is gone, and after ``timeout`` otherwise.
-        """
+        Fails at once (non-retryable) when the process is gone, and after ``timeout`` otherwise. A replicated
+        service is healthy once ``min_ready`` of its replicas are (each probed as a service of its own)."""
+        if req.spec.replicated:
+            return await self._wait_replicas(req)
+        return await self._wait_one(req)
+
+    async def _wait_replicas(self, req: WaitHealthyInput) -> WaitHealthyResult:
+        begin = time.monotonic()
+        needed = req.spec.ready_needed()
+        units = await self._replica_specs(req.spec)
+        tasks = {asyncio.ensure_future(self._wait_one(req.model_copy(update={"spec": u}), beat=False)): u.id
+                 for u in units}
+        ready: list[str] = []
+        failed: list[str] = []
+        try:
+            pending = set(tasks)
+            while pending and len(ready) < needed:
+                done, pending = await asyncio.wait(pending, timeout=HEARTBEAT_EVERY,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                activity.heartbeat({"ready": len(ready), "needed": needed})
+                for task in done:
+                    if task.exception() is None:
+                        ready.append(tasks[task])
+                    else:
+                        failed.append(f"{tasks[task]}: {task.exception()}")
+                if len(units) - len(failed) < needed:
+                    break
+        finally:
+            for task in tasks:  # the replicas not ready yet are left to their supervision
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        elapsed = time.monotonic() - begin
+        if len(ready) < needed:
+            message = (f"{req.spec.id}: {len(ready)}/{len(units)} replicas ready, {needed} needed"
+                       + (f" ({'; '.join(failed)})" if failed else ""))
+            raise ApplicationError(message, {"ready": ready}, type="HealthCheckFailed", non_retryable=True)
+        message = f"{len(ready)}/{len(units)} replicas ready ({needed} needed)"
+        return WaitHealthyResult(healthy=True, elapsed=elapsed, checks=len(ready), message=message)
+
+    async def _wait_one(self, req: WaitHealthyInput, *, beat: bool = True) -> WaitHealthyResult:
         spec = req.spec
         driver = self.drivers.for_service(spec)
         begin = time.monotonic()
@@ -296,7 +422,7 @@ class ServiceActivities:
             recent.append(result)
             del recent[:-50]
             verdict = tracker.observe(result.healthy, since_start=elapsed)
-            if elapsed - last_beat >= HEARTBEAT_EVERY or checks == 1:  # each beat is converted and queued:
+            if beat and (elapsed - last_beat >= HEARTBEAT_EVERY or checks == 1):  # each beat is converted and queued:
                 last_beat = elapsed  # at 40 rounds a second, beating every round costs more than the probe
                 activity.heartbeat({"checks": checks, "elapsed": round(elapsed, 3), "last": result.message})
             if verdict == HealthVerdict.HEALTHY:

@@ -125,6 +125,13 @@ class SupervisionActivities:
     async def _probe(self, spec: ServiceSpec, which: str = "readiness") -> ProbeResult:
         """One check of ``which`` probe: ``readiness`` (is it ready: a dependency check) or ``liveness`` (is it
         alive: what restarts it); without that probe, whether the driver sees it running."""
+        if spec.replicated:  # a replicated service (a dependency) is ready when min_ready replicas are
+            results = await asyncio.gather(*(self._probe(spec.replica_spec(k), which)
+                                             for k in range(spec.replicas or 0)))
+            ready = sum(1 for r in results if r.healthy)
+            return ProbeResult(healthy=ready >= spec.ready_needed(), latency_ms=max(r.latency_ms for r in results),
+                               message=f"{ready}/{len(results)} replicas ready ({spec.ready_needed()} needed)",
+                               checked_at=_now())
         probe = spec.liveness_spec() if which == "liveness" else spec.readiness_spec()
         if probe is None:
             status = await self.drivers.for_service(spec).status(spec)
@@ -494,7 +501,7 @@ class SupervisionActivities:
         """Monitored services desired running, whatever their state (a crash, a failed rollback, a reboot), and
         the given-up ones whose applied version is not the one they gave up with (their config was fixed)."""
         async with self.db.read() as session:
-            rows = await services.all(session=session)
+            rows = await services.units(session=session)  # each replica on its own
         plan = SweepPlan()
         for row in rows:
             desired = row.desired or ("running" if row.state in SUPERVISABLE_STATES else None)
@@ -510,7 +517,7 @@ class SupervisionActivities:
     async def list_monitored(self, _: str = "") -> list[ServiceSpec]:
         """Monitored services windflow has brought up and keeps up (``SUPERVISABLE_STATES``)."""
         async with self.db.read() as session:
-            rows = await services.all(session=session)
+            rows = await services.units(session=session)  # each replica on its own
         # never brought up, still being brought up by an initialization, or stopped: not supervised
         return [spec_of(row) for row in rows
                 if row.monitored and row.state in SUPERVISABLE_STATES and not _is_job(row)]

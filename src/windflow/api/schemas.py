@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from windflow.api.bodies import VERSION_MAX, RequestBody
-from windflow.domain.models import ServiceSpec
+from windflow.domain.models import REPLICAS_MAX, ServiceSpec, is_service_id
 from windflow.domain.redaction import redact
 from windflow.persistence.models import AuditRow, ConfigTemplateRow, ConfigVersionRow, ServiceRow
 
@@ -27,6 +27,33 @@ class ServiceCreate(ServiceSpec):
         "id": "cache", "driver": "process", "config": {"command": ["redis-server", "--port", "6390"]},
         "health": {"kind": "tcp", "port": 6390}, "labels": {"tier": "data"},
     }]})
+
+    @field_validator("id")
+    @classmethod
+    def _declared_id(cls, value: str) -> str:
+        if not is_service_id(value):  # `SERVICE/K` names a replica windflow derives, never a declared service
+            raise ValueError("must be a service id: lower-case letters, digits, '-' and '_' ('/' is reserved for "
+                             "replicas)")
+        return value
+
+
+class ServicePatch(RequestBody):
+    """Change a service's desired state in place."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"replicas": 3}]})
+
+    replicas: int = Field(ge=1, le=REPLICAS_MAX, strict=True,
+                          description="Replicas of a replicated service: new ones start in index order, the highest "
+                          "indices stop first (a `ServiceScale` run, `scale/{id}`)")
+
+
+class ScaleAccepted(BaseModel):
+    service_id: str
+    replicas: int
+    previous: int
+    workflow_id: str
+    version: int = Field(description="The config version that records the new count")
+    links: dict[str, str]
 
 
 def conditions_of(depends_on: Any) -> dict[str, str]:
@@ -56,6 +83,23 @@ class JobRunPublic(BaseModel):
     duration: float = Field(description="Seconds")
     message: str
     log_tail: list[str] = Field(description="The last lines of its stderr (or stdout when stderr is empty)")
+
+
+class ReplicaPublic(BaseModel):
+    id: str = Field(description="`SERVICE/K`")
+    index: int
+    state: str
+    pid: int | None = None
+    desired: str | None = None
+    message: str = ""
+    state_changed_at: datetime | None = None
+    restarts_total: int = 0
+
+    @classmethod
+    def of(cls, row: ServiceRow) -> ReplicaPublic:
+        return cls(id=row.id, index=row.replica_index or 0, state=row.state, pid=row.pid, desired=row.desired,
+                   message=str((row.state_detail or {}).get("message") or ""), state_changed_at=row.state_changed_at,
+                   restarts_total=row.restarts_total or 0)
 
 
 class StatusChange(BaseModel):
@@ -117,6 +161,13 @@ class ServicePublic(BaseModel):
         None, description="A saved version that is not applied yet (runs only after a rollout applies it)")
     pid: int | None = Field(None, description="The service's process, while it has one")
     restarts_total: int = Field(0, description="Restarts windflow's recoveries performed")
+    replicas: int | None = Field(None, description="A replicated service: how many replicas it runs")
+    min_ready: int | None = Field(None, description="Replicas that must be ready for it to be healthy (null: all)")
+    ready: int | None = Field(None, description="A replicated service: how many replicas are ready (`3/4 healthy`)")
+    replica_of: str | None = Field(None, description="A replica (id `SERVICE/K`): its service")
+    replica_index: int | None = Field(None, description="A replica: its index K")
+    replica_list: list[ReplicaPublic] | None = Field(
+        None, description="A replicated service (one service's GET): each replica's status and process")
     created_at: datetime
     updated_at: datetime
 
@@ -159,6 +210,11 @@ class ServicePublic(BaseModel):
                              and row.applied_version != row.current_version else None),
             pid=row.pid,
             restarts_total=row.restarts_total or 0,
+            replicas=spec.get("replicas") if row.replica_of is None else None,
+            min_ready=spec.get("min_ready"),
+            ready=(row.state_detail or {}).get("ready", 0) if row.replicated else None,
+            replica_of=row.replica_of,
+            replica_index=row.replica_index,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )

@@ -115,12 +115,7 @@ async def tail(
                             await warn_unknown_services(api_base, bearer, services)
                             services = ()
         except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else None
-            if code in FATAL_CLOSE:
-                reason = exc.rcvd.reason if exc.rcvd is not None else ""
-                err_console.print(f"[red]{FATAL_CLOSE[code]}[/red]: {reason}")
-                if code == 4401:
-                    err_console.print("  (run `windflow login` or set WINDFLOW_TOKEN)")
+            if closed_for_good(exc):
                 return 2
         except InvalidStatus as exc:
             err_console.print(f"[red]the API refused the connection: HTTP {exc.response.status_code}[/red]")
@@ -131,15 +126,33 @@ async def tail(
         except (OSError, TimeoutError) as exc:
             failures += 1
             if not follow or not connected or failures > 30:
-                where = url.partition("?")[0].removesuffix("/api/v1/ws")
-                where = "http" + where[2:] if where.startswith("ws") else where  # as the user gave it
-                err_console.print(f"[red]error[/red] cannot reach the windflow API at {where} ({exc})"
-                                  f"{f'; the URL comes from {source}: {change_hint(source)}' if source else ''}",
-                                  highlight=False, soft_wrap=True)
+                unreachable(url, exc, source)
                 return EXIT_UNREACHABLE
         if not follow:
             return 0
         await asyncio.sleep(reconnect_delay(failures, base=0.2, cap=5.0))
+
+
+def closed_for_good(exc: Any) -> bool:
+    """The API closed the stream for a reason a retry cannot fix (bad request, not signed in, no permission):
+    say which."""
+    code = exc.rcvd.code if exc.rcvd is not None else None
+    if code not in FATAL_CLOSE:
+        return False
+    reason = exc.rcvd.reason if exc.rcvd is not None else ""
+    err_console.print(f"[red]{FATAL_CLOSE[code]}[/red]: {reason}")
+    if code == 4401:
+        err_console.print("  (run `windflow login` or set WINDFLOW_TOKEN)")
+    return True
+
+
+def unreachable(url: str, exc: BaseException, source: str) -> None:
+    """The one line saying the API could not be reached, at the URL as the user gave it and where it came from."""
+    where = url.partition("?")[0].removesuffix("/api/v1/ws")
+    where = "http" + where[2:] if where.startswith("ws") else where
+    err_console.print(f"[red]error[/red] cannot reach the windflow API at {where} ({exc})"
+                      f"{f'; the URL comes from {source}: {change_hint(source)}' if source else ''}",
+                      highlight=False, soft_wrap=True)
 
 
 def resume_url(url: str, last_id: str | None) -> str:

@@ -1,4 +1,5 @@
-"""``windflow logs SERVICE [-n N] [-f] [--stream stdout|stderr]``: a service's output, like ``docker compose logs``."""
+"""``windflow logs SERVICE [-n N] [-f] [--stream stdout|stderr] [--replica K]``: a service's output (``docker
+compose logs``)."""
 
 from __future__ import annotations
 
@@ -33,10 +34,14 @@ def logs(
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines (Ctrl-C stops)")] = False,
     stream: Annotated[StreamChoice, typer.Option(help="all, stdout or stderr")] = StreamChoice.ALL,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line: stream, line, at")] = False,
+    replica: Annotated[int | None, typer.Option("--replica", "-r", min=0, max=99,
+                                                help="A replicated service: the replica K (SERVICE/K) to show")] = None,
     api: ApiUrl = None,
 ) -> None:
     """Show a service's stdout and stderr (stderr lines marked "err|"); -f follows them."""
     params: dict[str, Any] = {"lines": lines, "stream": stream.value}
+    if replica is not None:
+        params["replica"] = replica
     prefix = stream == StreamChoice.ALL
     with client(api, timeout=30.0) as http:
         if not follow:

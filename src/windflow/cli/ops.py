@@ -61,14 +61,60 @@ def services(
                 code = "?" if run.get("exit_code") is None else run["exit_code"]
                 detail = f"exit {code} in {run.get('duration', 0):.1f}s" + (f"; {detail}" if detail else "")
             name = f"{s['id']} (job)" if s.get("kind") == "job" else s["id"]
+            state = s["state"]
+            if s.get("replicas"):  # a replicated service: how many of its replicas are ready
+                name = f"{s['id']} ×{s['replicas']}"
+                state = f"{s.get('ready') or 0}/{s['replicas']} {state}"
             version = str(s["version"])
             if s.get("pending_version"):  # saved, not applied: what runs is the applied version
                 version = f"{s['pending_version']} saved, {s.get('applied_version')} runs"
-            out.add_row(name, Text(s["state"], STATE_STYLE.get(s["state"], "")), s.get("desired") or "-",
+            out.add_row(name, Text(state, STATE_STYLE.get(s["state"], "")), s.get("desired") or "-",
                         str(s.get("pid") or "-"), s["driver"], depends_text(s), version, detail)
         console.print(out)
 
     emit(rows, output, table)
+
+
+def scale(
+    service: ServiceArg,
+    replicas: Annotated[int, typer.Argument(min=1, max=100, help="How many replicas (SERVICE/0 … SERVICE/N-1)")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow until the replicas are there")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait")] = 300.0,
+    output: OutputOpt = Output.TABLE,
+    api: ApiUrl = None,
+) -> None:
+    """Scale a replicated service: new replicas start in order, the highest indices stop first."""
+    with client(api) as http:
+        accepted = check(http.patch(f"/api/v1/services/{service}", json={"replicas": replicas}))
+        if not wait:
+            emit(accepted, output, lambda: console.print(
+                f"scaling [bold]{service}[/] {accepted['previous']} → {accepted['replicas']} replicas "
+                f"({accepted['workflow_id']})"))
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            body = check(http.get(f"/api/v1/services/{service}"))
+            units = body.get("replica_list") or []
+            done = (len(units) == replicas and (body.get("ready") or 0) >= (body.get("min_ready") or replicas)
+                    and all(u["state"] == "healthy" for u in units))
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+
+    def table() -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        console.print(f"[bold]{service}[/]: {body.get('ready') or 0}/{body.get('replicas')} {body['state']}")
+        out = Table("replica", "state", "pid", "restarts", "detail")
+        for u in units:
+            out.add_row(u["id"], Text(u["state"], STATE_STYLE.get(u["state"], "")), str(u.get("pid") or "-"),
+                        str(u.get("restarts_total") or 0), u.get("message") or "")
+        console.print(out)
+
+    emit(body, output, table)
+    if not done:
+        raise typer.Exit(1)
 
 
 def recover(

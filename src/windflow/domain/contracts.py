@@ -434,6 +434,30 @@ class ControlResult(BaseModel):
     supervision: str = Field("", description="paused, resumed, started or none")
 
 
+class ScaleInput(BaseModel):
+    """``ServiceScale``: bring a replicated service's replicas to the count its config now says."""
+
+    service_id: str
+    previous: int = Field(ge=0, description="Replicas before the change")
+    target: int = Field(ge=1, description="Replicas the API saved (the run waits until it reads that count)")
+    actor: str = "system"
+    timeout: float = Field(120.0, gt=0, description="Longest wait for a new replica to be ready")
+
+
+class ScalePlan(BaseModel):
+    spec: ServiceSpec | None = Field(None, description="The service (None: deleted meanwhile)")
+    existing: list[int] = Field(default_factory=list, description="Indices of the replicas the registry has")
+
+
+class ScaleResult(BaseModel):
+    service_id: str
+    replicas: int
+    started: list[str] = Field(default_factory=list)
+    stopped: list[str] = Field(default_factory=list)
+    ok: bool = True
+    message: str = ""
+
+
 class SupervisorsInput(BaseModel):
     service_ids: list[str] = Field(default_factory=list)
     task_queue: str = ""

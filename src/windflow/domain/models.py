@@ -5,6 +5,7 @@ Everything here is pure pydantic: safe inside workflows and shared by API, store
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from enum import StrEnum
@@ -14,6 +15,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
+    WithJsonSchema,
     field_serializer,
     field_validator,
     model_validator,
@@ -39,6 +42,52 @@ ServiceId = Annotated[
 
 def is_service_id(value: str) -> bool:
     return bool(_SERVICE_ID.match(value))
+
+
+#: the id of one replica of a replicated service: the service's id, '/', the replica's index (``web/0``)
+UNIT_ID_PATTERN = SERVICE_ID_PATTERN[:-1] + r"(?:/(?:0|[1-9][0-9]{0,2}))?$"
+_UNIT_ID = re.compile(UNIT_ID_PATTERN)
+#: most replicas of one service
+REPLICAS_MAX = 100
+
+UnitId = Annotated[
+    str,
+    Field(
+        pattern=UNIT_ID_PATTERN,
+        min_length=1,
+        max_length=68,
+        description="A service id; windflow gives each replica of a replicated service the id `SERVICE/K`",
+        examples=["database", "web/0"],
+    ),
+]
+
+
+def is_unit_id(value: str) -> bool:
+    """A service id, or a replica's (``web/0``)."""
+    return bool(_UNIT_ID.match(value))
+
+
+def replica_id(service_id: str, index: int) -> str:
+    return f"{service_id}/{index}"
+
+
+def split_unit_id(value: str) -> tuple[str, int | None]:
+    """``("web", 2)`` for ``web/2``; ``("web", None)`` for ``web``."""
+    base, sep, index = value.partition("/")
+    return (base, int(index)) if sep else (value, None)
+
+
+#: ``{replica}``, ``{replica+N}``, ``{replica-N}`` or ``{replica*N}`` in a replicated service's command, env and
+#: probes: the replica's index (plus, minus or times N), e.g. ``--port {replica+9000}``
+REPLICA_TEMPLATE = re.compile(r"\{replica(?:\s*([-+*])\s*(\d{1,6}))?\}")
+
+
+def substitute_replica(text: str, index: int) -> str:
+    def one(match: re.Match[str]) -> str:
+        op, n = match.group(1), int(match.group(2) or 0)
+        return str(index - n if op == "-" else index * n if op == "*" else index + n)
+
+    return REPLICA_TEMPLATE.sub(one, text)
 
 
 #: a worker host name: lower-case DNS labels (letters, digits, inner hyphens; 1-63 characters) joined by dots
@@ -285,10 +334,30 @@ class HttpHealth(_HealthBase):
         return value
 
 
+def _port_or_template(value: Any) -> int | str:
+    """A port number, or a ``{replica…}`` template that becomes one per replica (one error location either way)."""
+    if isinstance(value, str) and REPLICA_TEMPLATE.fullmatch(value.strip()):
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and 1 <= int(value) <= 65535:
+        return int(value)
+    raise ValueError("must be a port (1-65535), or a template such as `{replica+9000}` in a replicated service")
+
+
+PortOrTemplate = Annotated[
+    int | str,
+    PlainValidator(_port_or_template),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1, "maximum": 65535},
+                              {"type": "string", "pattern": REPLICA_TEMPLATE.pattern}]}),
+]
+
+
 class TcpHealth(_HealthBase):
     kind: Literal["tcp"]
     host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
+    port: PortOrTemplate = Field(
+        description="A port; a replicated service may give a template such as `{replica+9000}` (9000, 9001, …)")
 
 
 class ExecHealth(_HealthBase):
@@ -402,10 +471,37 @@ SECRET_KEY_PATTERN = re.compile(
 _JOB_DEFAULTS: dict[str, Any] = {"success_exit_codes": [0], "timeout": None, "run": "always"}
 
 
-class ServiceSpec(_Strict):
-    """A service as declared in the system file and stored in the registry."""
+def _probe_address(probe: Any) -> Any:
+    """Where a probe looks (an http/redis URL, a tcp port), or None for a probe with no address of its own."""
+    if probe is None:
+        return None
+    if isinstance(probe, TcpHealth):
+        return probe.port
+    return getattr(probe, "url", None)
 
-    id: ServiceId
+
+def _replica_templates(spec: ServiceSpec) -> list[str]:
+    """Where a ``{replica}`` template appears (command, env, probes), as field paths."""
+    found: list[str] = []
+    config = spec.config
+    if isinstance(config, ProcessConfig):
+        found += [f"config.command[{i}]" for i, a in enumerate(config.command) if REPLICA_TEMPLATE.search(a)]
+        found += [f"config.env.{k}" for k, v in config.env.items() if REPLICA_TEMPLATE.search(v)]
+    for name in ("health", "readiness", "liveness"):
+        probe = getattr(spec, name)
+        if probe is None:
+            continue
+        for key, value in probe.model_dump(mode="json").items():
+            if REPLICA_TEMPLATE.search(json.dumps(value)):
+                found.append(f"{name}.{key}")
+    return found
+
+
+class ServiceSpec(_Strict):
+    """A service as declared in the system file and stored in the registry (or one replica of a replicated
+    service, id ``SERVICE/K``, which windflow derives from it: see :meth:`replica_spec`)."""
+
+    id: UnitId
     description: str = Field("", max_length=2000)
     labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=255)]] = Field(
         default_factory=dict
@@ -449,6 +545,17 @@ class ServiceSpec(_Strict):
     )
     secret_keys: list[str] = Field(
         default_factory=list, description="Extra config keys whose values are secrets (redacted in responses)"
+    )
+    replicas: int | None = Field(
+        None, ge=1, le=REPLICAS_MAX,
+        description="Run N processes of this `process` service, `SERVICE/0` … `SERVICE/N-1`, each watched and "
+        "recovered on its own; `{replica}` (or `{replica+N}`) in the command, env and probe URL/port is "
+        "replaced by the replica's index. Unset: one process with the service's own id",
+    )
+    min_ready: int | None = Field(
+        None, ge=0, le=REPLICAS_MAX,
+        description="A replicated service is healthy (and its dependants may start) once this many replicas are "
+        "ready (default: all of them)",
     )
 
     @model_validator(mode="before")
@@ -495,6 +602,37 @@ class ServiceSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _replica_fields(self) -> ServiceSpec:
+        base, index = split_unit_id(self.id)
+        if index is not None:  # one replica: derived by windflow, already substituted
+            if self.replicas is not None or self.min_ready is not None:
+                raise ValueError(f"{self.id}: a replica has no `replicas` of its own")
+            return self
+        templated = _replica_templates(self)
+        if self.replicas is None:
+            if self.min_ready is not None:
+                raise ValueError("min_ready: only with `replicas`")
+            if templated:
+                raise ValueError(f"{templated[0]}: `{{replica}}` is replaced only in a service with `replicas`")
+            return self
+        if self.driver != DriverKind.PROCESS:
+            raise ValueError(f"replicas: only for the `process` driver, not {self.driver.value!r}")
+        if self.kind != ServiceKind.SERVICE:
+            raise ValueError("replicas: only for `kind: service` (a job runs once)")
+        if len(self.id) > 64 - 4:
+            raise ValueError("replicas: the service id must be at most 60 characters (its replicas are `id/K`)")
+        if self.min_ready is not None and self.min_ready > self.replicas:
+            raise ValueError(f"min_ready: {self.min_ready} is more than the {self.replicas} replicas")
+        if self.replicas > 1:
+            for name in ("health", "readiness", "liveness"):
+                probe = getattr(self, name)
+                where = _probe_address(probe)
+                if where is not None and not REPLICA_TEMPLATE.search(str(where)):
+                    raise ValueError(f"{name}: every replica would be probed at {where}: put `{{replica}}` (or "
+                                     "`{replica+N}`) in its port, as in the command")
+        return self
+
+    @model_validator(mode="after")
     def _job_fields(self) -> ServiceSpec:
         if self.kind == ServiceKind.SERVICE:
             given = [name for name, default in _JOB_DEFAULTS.items() if getattr(self, name) != default]
@@ -533,7 +671,7 @@ class ServiceSpec(_Strict):
     def content(self) -> dict[str, Any]:
         """The versioned part of a service: everything but its id, as JSON-ready data (a service leaves out the
         job-only fields, so its content reads, and hashes, as before jobs existed)."""
-        unset = {name for name in ("readiness", "liveness") if getattr(self, name) is None}
+        unset = {name for name in ("readiness", "liveness", "replicas", "min_ready") if getattr(self, name) is None}
         if self.kind == ServiceKind.JOB:
             return self.model_dump(mode="json", exclude={"id", *unset})
         return self.model_dump(mode="json", exclude={"id", "kind", *_JOB_DEFAULTS, *unset})
@@ -542,6 +680,41 @@ class ServiceSpec(_Strict):
     def process_config(self) -> ProcessConfig:
         assert isinstance(self.config, ProcessConfig)
         return self.config
+
+    @property
+    def replicated(self) -> bool:
+        """A replicated service (``replicas`` set): its processes are its replicas, never the service itself."""
+        return self.replicas is not None
+
+    def ready_needed(self) -> int:
+        """Replicas that must be ready for the service to count as healthy."""
+        return self.min_ready if self.min_ready is not None else (self.replicas or 1)
+
+    def replica_ids(self, count: int | None = None) -> list[str]:
+        return [replica_id(self.id, k) for k in range((self.replicas or 0) if count is None else count)]
+
+    def replica_spec(self, index: int) -> ServiceSpec:
+        """Replica ``index`` of this replicated service: id ``SERVICE/index``, ``{replica}`` replaced in the
+        command, env and probes, no ``replicas`` of its own; everything else as the service says."""
+        data = self.model_dump(mode="json", exclude={"replicas", "min_ready"})
+        data["id"] = replica_id(self.id, index)
+        config = data["config"]
+        config["command"] = [substitute_replica(a, index) for a in config.get("command") or []]
+        config["env"] = {k: substitute_replica(v, index) for k, v in (config.get("env") or {}).items()}
+        for name in ("health", "readiness", "liveness"):
+            probe = data.get(name)
+            if not probe:
+                continue
+            for key in ("url", "dsn", "host"):
+                if isinstance(probe.get(key), str):
+                    probe[key] = substitute_replica(probe[key], index)
+            if isinstance(probe.get("port"), str):
+                probe["port"] = int(substitute_replica(probe["port"], index))
+            if probe.get("command"):
+                probe["command"] = [substitute_replica(a, index) for a in probe["command"]]
+            if probe.get("env"):
+                probe["env"] = {k: substitute_replica(v, index) for k, v in probe["env"].items()}
+        return ServiceSpec.model_validate(data)
 
 
 class ServiceState(StrEnum):

@@ -42,3 +42,30 @@ def service_status(*, desired: str | None, observed: str) -> str:
         return ServiceState.STOPPED if observed in (ServiceState.STOPPED, ServiceState.GAVE_UP) \
             else ServiceState.STOPPING
     return observed or ServiceState.UNKNOWN
+
+
+#: which replica's status speaks for a replicated service that is not healthy: the first found in this order
+_SET_PRIORITY: tuple[str, ...] = (
+    ServiceState.GAVE_UP, ServiceState.FAILED, ServiceState.RECOVERING, ServiceState.BACKING_OFF,
+    ServiceState.BLOCKED, ServiceState.UNHEALTHY, ServiceState.STOPPING, ServiceState.STARTING,
+    ServiceState.NOT_READY, ServiceState.UNKNOWN, ServiceState.STOPPED,
+)
+
+
+def replica_set_status(*, desired: str | None, replicas: list[str], min_ready: int) -> tuple[str, int]:
+    """The status of a replicated service from its replicas' statuses, and how many of them are ready.
+
+    ``healthy`` only when at least ``min_ready`` replicas are (and it has replicas); ``stopped`` when it is
+    desired stopped and every replica has stopped; otherwise the most telling status among the replicas (a
+    replica that gave up or recovers before one that starts). Shown with the count, e.g. ``3/4 healthy``."""
+    ready = sum(1 for s in replicas if s == ServiceState.HEALTHY)
+    if desired == "stopped" or not replicas:
+        observed = ServiceState.STOPPED if all(s in NO_PROCESS for s in replicas) else ServiceState.STOPPING
+        return service_status(desired=desired, observed=observed), ready
+    if ready >= max(min_ready, 1):
+        return ServiceState.HEALTHY, ready
+    present = set(replicas)
+    for state in _SET_PRIORITY:
+        if state in present:
+            return state, ready
+    return ServiceState.UNKNOWN, ready

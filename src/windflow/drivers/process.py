@@ -57,7 +57,7 @@ from typing import IO, Any, TypeVar
 
 from windflow.domain.durations import format_duration
 from windflow.domain.errors import ConfigInvalid, DriverFailed
-from windflow.domain.models import DriverKind, ProcessConfig, ServiceSpec, is_service_id
+from windflow.domain.models import DriverKind, ProcessConfig, ServiceSpec, is_unit_id
 from windflow.domain.results import DriverResult, ExitInfo, RunStatus, ServiceStatus
 from windflow.drivers.environment import clean_env, identity
 from windflow.service_logs import last_error_lines
@@ -84,6 +84,11 @@ KILL_WAIT = 5.0
 #: a log file system with less free space than this counts as full: the streams go to /dev/null instead, or the
 #: service's first write would fail (ENOSPC), and many programs exit on a failed write to stdout
 LOG_MIN_FREE = 1 << 20
+
+
+def file_name(service_id: str) -> str:
+    """The name of a service's state and log files: its id, a replica's ``web/2`` as ``web.2`` (ids hold no '.')."""
+    return service_id.replace("/", ".")
 
 
 # ---------------------------------------------------------------------------------------------- /proc
@@ -500,10 +505,11 @@ class ProcessDriver:
     # ------------------------------------------------------------------ paths and state
 
     def state_path(self, service_id: str) -> Path:
-        return self.run_dir / f"{service_id}.json"
+        return self.run_dir / f"{file_name(service_id)}.json"
 
     def log_paths(self, service_id: str) -> tuple[Path, Path]:
-        return self.log_dir / f"{service_id}.out.log", self.log_dir / f"{service_id}.err.log"
+        name = file_name(service_id)
+        return self.log_dir / f"{name}.out.log", self.log_dir / f"{name}.err.log"
 
     def log_tail(self, service_id: str, *, lines: int = 20, stream: str = "stderr",
                  max_bytes: int = 16 * 1024, max_line: int = 500) -> list[str]:
@@ -541,7 +547,7 @@ class ProcessDriver:
     def _config(service: ServiceSpec) -> ProcessConfig:
         if not isinstance(service.config, ProcessConfig):
             raise ConfigInvalid(f"service {service.id!r}: the process driver needs a process config")
-        if not is_service_id(service.id):
+        if not is_unit_id(service.id):
             raise ConfigInvalid(f"invalid service id {service.id!r}")
         return service.config
 

@@ -86,8 +86,18 @@ class ServiceRow(Base):
     restarts_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: the applied version when supervision gave up (the sweep tries again once another version is applied)
     gave_up_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: one replica of a replicated service (migration 0012): the service's id and this replica's index; its
+    #: ``spec`` is the service's with ``{replica}`` replaced. Replicas are what runs, watched and recovered one by
+    #: one; the service's own row holds the config, the desired state and the status of the whole
+    replica_of: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    replica_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def replicated(self) -> bool:
+        """A replicated service's own row: it runs nothing itself, its replicas do."""
+        return self.replica_of is None and bool((self.spec or {}).get("replicas"))
 
 
 class StatusHistoryRow(Base):

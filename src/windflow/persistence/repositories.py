@@ -139,6 +139,8 @@ async def version_of_content(*, session: AsyncSession, service_id: str, content:
 _STAMP: dict[str, Select[Any]] = {}
 _INSERT_AUDIT = insert(AuditRow)  # built once, run per request (synchronous units of work)
 _INSERT_OUTBOX = insert(OutboxRow)
+#: services as users declared them: not the replicas windflow derives from a replicated one
+_SERVICES = ServiceRow.replica_of.is_(None)
 _EXISTS = select(ServiceRow.id).where(ServiceRow.id == bindparam("service_id"))  # built once, run per request
 
 
@@ -161,10 +163,10 @@ class ServiceRepository:
             raise NotFound(f"service {service_id!r} not found", details={"service_id": service_id})
 
     async def ids(self, *, session: AsyncSession) -> list[str]:
-        return list((await session.execute(select(ServiceRow.id).order_by(ServiceRow.id))).scalars())
+        return list((await session.execute(select(ServiceRow.id).where(_SERVICES).order_by(ServiceRow.id))).scalars())
 
     async def graph(self, *, session: AsyncSession) -> dict[str, list[str]]:
-        rows = await session.execute(select(ServiceRow.id, ServiceRow.depends_on))
+        rows = await session.execute(select(ServiceRow.id, ServiceRow.depends_on).where(_SERVICES))
         return {sid: list(deps or []) for sid, deps in rows}
 
     async def states(self, *, session: AsyncSession) -> list[tuple[str, str, int]]:
@@ -174,10 +176,63 @@ class ServiceRepository:
         return [(sid, state, int(restarts or 0)) for sid, state, restarts in rows]
 
     async def all(self, *, session: AsyncSession) -> list[ServiceRow]:
-        return list((await session.execute(select(ServiceRow).order_by(ServiceRow.id))).scalars())
+        """Every service as users declared it (a replicated service once, without its replicas)."""
+        return list((await session.execute(select(ServiceRow).where(_SERVICES).order_by(ServiceRow.id))).scalars())
+
+    async def units(self, *, session: AsyncSession) -> list[ServiceRow]:
+        """Every service that runs a process of its own: the plain services and the replicas of replicated ones
+        (what watchers and sweeps look after), not the replicated services' own rows."""
+        rows = (await session.execute(select(ServiceRow).order_by(ServiceRow.id))).scalars()
+        return [r for r in rows if not r.replicated]
+
+    async def replicas_of(self, *, session: AsyncSession, service_id: str) -> list[ServiceRow]:
+        """The replica rows of a replicated service, by index (those a scale-down is still removing included)."""
+        stmt = select(ServiceRow).where(ServiceRow.replica_of == service_id).order_by(ServiceRow.replica_index)
+        return list((await session.execute(stmt)).scalars())
+
+    async def sync_replicas(self, *, session: AsyncSession, spec: ServiceSpec) -> list[str]:
+        """Make replicas ``0 … replicas-1`` of ``spec`` exist with its current config (``{replica}`` replaced);
+        returns their ids. Replicas beyond the count stay until a scale-down has stopped them
+        (:meth:`remove_replica`)."""
+        if not spec.replicated:
+            return []
+        parent = await self.require(session=session, service_id=spec.id)
+        existing = {r.replica_index: r for r in await self.replicas_of(session=session, service_id=spec.id)}
+        ids = []
+        for k in range(spec.replicas or 0):
+            unit = spec.replica_spec(k)
+            ids.append(unit.id)
+            content = unit.content()
+            row = existing.get(k)
+            if row is None:
+                session.add(ServiceRow(
+                    id=unit.id, description=unit.description, labels=unit.labels, driver=unit.driver.value,
+                    monitored=unit.monitored, depends_on=list(unit.depends_on), host=unit.host,
+                    current_version=parent.current_version, spec=content, search_text=_search_text(unit),
+                    state="unknown", state_detail={}, replica_of=spec.id, replica_index=k,
+                    desired=None))
+            elif row.spec != content or row.current_version != parent.current_version:
+                row.spec = content
+                row.monitored = unit.monitored
+                row.depends_on = list(unit.depends_on)
+                row.host = unit.host
+                row.current_version = parent.current_version
+                row.applied_version = None
+        await session.flush()
+        return ids
+
+    async def remove_replica(self, *, session: AsyncSession, replica_id: str) -> bool:
+        """Forget a replica a scale-down has stopped (its probe results too); False when it was gone."""
+        row = await self.get(session=session, service_id=replica_id)
+        if row is None or row.replica_of is None:
+            return False
+        await session.execute(delete(ProbeResultRow).where(ProbeResultRow.service_id == replica_id))
+        await session.delete(row)
+        await session.flush()
+        return True
 
     async def specs(self, *, session: AsyncSession, ids: Sequence[str] | None = None) -> list[ServiceSpec]:
-        stmt = select(ServiceRow).order_by(ServiceRow.id)
+        stmt = select(ServiceRow).where(_SERVICES).order_by(ServiceRow.id)
         if ids is not None:
             stmt = stmt.where(ServiceRow.id.in_(list(ids)))
         return [spec_of(r) for r in (await session.execute(stmt)).scalars()]
@@ -196,7 +251,7 @@ class ServiceRepository:
     ) -> Page[ServiceRow]:
         limit = max(1, min(limit, MAX_LIMIT))
         position = decode_cursor(cursor)
-        stmt: Select[Any] = select(ServiceRow)
+        stmt: Select[Any] = select(ServiceRow).where(_SERVICES)
         if driver:
             stmt = stmt.where(ServiceRow.driver == driver)
         if monitored is not None:
@@ -265,6 +320,7 @@ class ServiceRepository:
         )
         session.add(version)
         await session.flush()
+        await self.sync_replicas(session=session, spec=spec)
         return version
 
     async def update(
@@ -283,6 +339,14 @@ class ServiceRepository:
         version produce exactly one new version; the others get :class:`VersionConflict`.
         """
         row = await self.require(session=session, service_id=spec.id, for_update=True)
+        if row.replica_of is not None:
+            raise ConfigInvalid(f"{spec.id} is a replica of {row.replica_of}: change {row.replica_of} instead")
+        if row.replicated != spec.replicated:
+            raise ConfigInvalid(
+                f"replicas: {spec.id} is {'' if row.replicated else 'not '}replicated; a service cannot turn "
+                "from one process into replicas or back (scale a replicated service to 1, or delete and re-create "
+                "it)", details=[{"loc": ["replicas"], "msg": "cannot be added to or removed from a service",
+                                 "type": "value_error"}])
         if expected_version is not None and row.current_version != expected_version:
             raise VersionConflict(
                 f"service {spec.id!r} is at version {row.current_version}, not {expected_version}",
@@ -326,9 +390,12 @@ class ServiceRepository:
         session.add(version)
         await session.flush()
         await session.refresh(row)
+        await self.sync_replicas(session=session, spec=spec)
         return version
 
     async def delete(self, *, session: AsyncSession, service_id: str) -> None:
+        for replica in await self.replicas_of(session=session, service_id=service_id):
+            await self.remove_replica(session=session, replica_id=replica.id)
         await session.execute(delete(ProbeResultRow).where(ProbeResultRow.service_id == service_id))
         await session.execute(delete(StatusHistoryRow).where(StatusHistoryRow.service_id == service_id))
         await session.execute(delete(ConfigVersionRow).where(ConfigVersionRow.service_id == service_id))

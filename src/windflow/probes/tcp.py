@@ -27,6 +27,8 @@ class TcpProbe:
     async def check(self, spec: HealthSpec) -> ProbeResult:
         if not isinstance(spec, TcpHealth):
             raise ConfigInvalid(f"{type(self).__name__} cannot run a {spec.kind} check")
+        if not isinstance(spec.port, int):  # a replica's probe has its template resolved before it runs
+            raise ConfigInvalid(f"tcp probe port {spec.port!r} is a template: it names a port per replica")
         target = f"[{spec.host}]:{spec.port}" if ":" in spec.host else f"{spec.host}:{spec.port}"
         started = time.perf_counter()
         try:

@@ -32,6 +32,8 @@ from windflow.domain.contracts import (
     RecoveryResult,
     RetryComponentInput,
     RetryComponentResult,
+    ScaleInput,
+    ScaleResult,
 )
 from windflow.domain.rollout import RolloutInput, RolloutState, RolloutStatus
 from windflow.domain.shutdown import ShutdownInput, ShutdownState, ShutdownStatus
@@ -103,6 +105,21 @@ async def start_shutdown(client: Client, *, task_queue: str, inp: ShutdownInput,
         memo={"actor": inp.actor, "request_id": request_id},
         search_attributes=_attributes("shutdown", actor=inp.actor, status=ShutdownStatus.PENDING.value),
         static_summary=f"shutdown of {what} by {inp.actor}" + (f": {inp.reason}" if inp.reason else ""),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- scale
+
+
+async def start_scale(client: Client, *, task_queue: str, inp: ScaleInput,
+                      request_id: str = "") -> WorkflowHandle[Any, ScaleResult]:
+    """Start ``scale/{service}``; WorkflowAlreadyStartedError while one runs (one scale of a service at a time)."""
+    return await client.start_workflow(
+        names.SERVICE_SCALE, inp, id=names.scale_id(inp.service_id), task_queue=task_queue, result_type=ScaleResult,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        memo={"actor": inp.actor, "request_id": request_id},
+        search_attributes=_attributes("scale", service=inp.service_id, actor=inp.actor),
+        static_summary=f"scale {inp.service_id}: {inp.previous} → {inp.target} replicas ({inp.actor})",
     )
 
 

@@ -11,6 +11,7 @@ id                         workflow type                          started by
 ``down/{run_id}``          ``SystemShutdown``                     API, ``windflow up --stop-services``
 ``rollout/{service}``      ``ConfigRollout``                      API
 ``control/{service}/{n}``  ``ServiceControl``                     API (an operator's start/stop/restart)
+``scale/{service}``        ``ServiceScale``                       API (``PATCH /services/{id}``, ``windflow scale``)
 ``recover/{service}``      ``ServiceRecovery``                    API, alerts, watchers, the sweep
 ``watch/{queue}``          ``Watcher``                            the sweep, ``windflow worker``
 ``sweep/{schedule}``       ``RecoverySweep``                      the Temporal Schedule ``SWEEP_SCHEDULE_ID``
@@ -28,6 +29,7 @@ SYSTEM_INITIALIZATION = "SystemInitialization"
 SYSTEM_SHUTDOWN = "SystemShutdown"
 CONFIG_ROLLOUT = "ConfigRollout"
 SERVICE_CONTROL = "ServiceControl"
+SERVICE_SCALE = "ServiceScale"
 SERVICE_RECOVERY = "ServiceRecovery"
 SERVICE_SUPERVISOR = "ServiceSupervisor"
 RECOVERY_SWEEP = "RecoverySweep"
@@ -60,6 +62,7 @@ INIT_PREFIX = "init/"
 DOWN_PREFIX = "down/"
 ROLLOUT_PREFIX = "rollout/"
 CONTROL_PREFIX = "control/"
+SCALE_PREFIX = "scale/"
 RECOVER_PREFIX = "recover/"
 WATCH_PREFIX = "watch/"
 SUPERVISE_PREFIX = "supervise/"
@@ -89,6 +92,11 @@ def control_id(service_id: str, nonce: str) -> str:
     return f"{CONTROL_PREFIX}{service_id}/{nonce}"
 
 
+def scale_id(service_id: str) -> str:
+    """``scale/{service}``: bringing a replicated service to its replica count (one at a time)."""
+    return f"{SCALE_PREFIX}{service_id}"
+
+
 def recover_id(service_id: str) -> str:
     """``recover/{service}``: the recovery of a service (one at a time: a second start joins it)."""
     return f"{RECOVER_PREFIX}{service_id}"
@@ -111,7 +119,7 @@ def sweep_id(schedule_id: str = SWEEP_SCHEDULE_ID) -> str:
 
 def service_of(workflow_id: str) -> str | None:
     """The service a per-service workflow id names (``recover/db`` → ``db``), or None for other ids."""
-    for prefix in (RECOVER_PREFIX, SUPERVISE_PREFIX, ROLLOUT_PREFIX):
+    for prefix in (RECOVER_PREFIX, SUPERVISE_PREFIX, ROLLOUT_PREFIX, SCALE_PREFIX):
         if workflow_id.startswith(prefix):
             return workflow_id[len(prefix):]
     if workflow_id.startswith(CONTROL_PREFIX):

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ServiceActionInput,
         SupervisorsInput,
         ValidateSystemInput,
+        ValidateSystemResult,
         WaitHealthyInput,
     )
     from windflow.domain.graph import dependants
@@ -158,31 +159,10 @@ class SystemInitialization:
                 first = validation.problems[0] if validation.problems else {"msg": "invalid"}
                 where = ".".join(str(p) for p in first.get("loc", []))
                 return await self._finish(InitStatus.FAILED, f"validation failed: {where}: {first.get('msg')}")
-            self.specs = {s.id: s for s in validation.specs}
-            self.graph = {s.id: list(s.depends_on) for s in validation.specs}
-            self.state.plan = validation.plan
-            for layer_no, layer in enumerate(validation.plan):
-                for name in layer:
-                    spec = self.specs[name]
-                    self.state.components[name] = ComponentState(name=name, layer=layer_no,
-                                                                 depends_on=self.graph[name],
-                                                                 conditions=spec.conditions(),
-                                                                 kind=spec.kind.value)
-            if workflow.patched("bounded-search-attributes"):
-                # a system of any size: the list is cut to the engine's value limit, the count is exact
-                workflow.upsert_search_attributes([sa.SERVICES.value_set(sa.bounded_keywords(sorted(self.specs))),
-                                                   sa.SERVICE_COUNT.value_set(len(self.specs))])
-            else:
-                workflow.upsert_search_attributes([sa.SERVICES.value_set(sorted(self.specs))])
+            self._plan(validation)
             if options.validate_only:
                 return await self._finish(InitStatus.SUCCEEDED, f"valid; {describe_plan(validation.plan, self.specs)}")
-            if options.parallelism:
-                self.semaphore = asyncio.Semaphore(options.parallelism)
-            elif len(self.specs) > DEFAULT_PARALLELISM and workflow.patched("default-parallelism"):
-                # thousands of components at once make workflow tasks that each carry thousands of results:
-                # long enough for the SDK's deadlock detector on a busy machine. A bounded number in flight
-                # keeps every task small; a smaller system is not affected
-                self.semaphore = asyncio.Semaphore(DEFAULT_PARALLELISM)
+            self._limit_parallelism(options.parallelism)
             self._set_status(InitStatus.RUNNING, f"starting {len(self.specs)} components")
             deadline = workflow.now() + timedelta(seconds=options.overall_timeout)
             while True:
@@ -213,6 +193,32 @@ class SystemInitialization:
         except (asyncio.CancelledError, CancelledError):
             await self._compensate()
             raise
+
+    def _plan(self, validation: ValidateSystemResult) -> None:
+        """The components in their layers, each waiting; the run searchable by the services it starts."""
+        self.specs = {s.id: s for s in validation.specs}
+        self.graph = {s.id: list(s.depends_on) for s in validation.specs}
+        self.state.plan = validation.plan
+        for layer_no, layer in enumerate(validation.plan):
+            for name in layer:
+                spec = self.specs[name]
+                self.state.components[name] = ComponentState(name=name, layer=layer_no, depends_on=self.graph[name],
+                                                             conditions=spec.conditions(), kind=spec.kind.value)
+        if workflow.patched("bounded-search-attributes"):
+            # a system of any size: the list is cut to the engine's value limit, the count is exact
+            workflow.upsert_search_attributes([sa.SERVICES.value_set(sa.bounded_keywords(sorted(self.specs))),
+                                               sa.SERVICE_COUNT.value_set(len(self.specs))])
+        else:
+            workflow.upsert_search_attributes([sa.SERVICES.value_set(sorted(self.specs))])
+
+    def _limit_parallelism(self, parallelism: int | None) -> None:
+        if parallelism:
+            self.semaphore = asyncio.Semaphore(parallelism)
+        elif len(self.specs) > DEFAULT_PARALLELISM and workflow.patched("default-parallelism"):
+            # thousands of components at once make workflow tasks that each carry thousands of results:
+            # long enough for the SDK's deadlock detector on a busy machine. A bounded number in flight
+            # keeps every task small; a smaller system is not affected
+            self.semaphore = asyncio.Semaphore(DEFAULT_PARALLELISM)
 
     async def _drive(self, deadline: datetime) -> bool:
         """Start whatever is ready until nothing runs. False when the overall deadline passed."""

@@ -251,14 +251,7 @@ class ConfigRollout:
         while True:
             if interruptible and self.cancel_requested:
                 return done(False, "cancelled while verifying")
-            try:
-                probe: RolloutProbe = await policies.execute_on_host(
-                    spec, RolloutActivities.probe_rollout, ProbeRolloutInput(spec=spec),
-                    summary=summaries.probe(spec, f"verify v{verification.version} (check {verification.checks + 1})"),
-                    start_to_close_timeout=probe_timeout, retry_policy=PROBE_RETRY)
-            except ActivityError as exc:  # the probe could not run at all: that counts as a failed probe
-                probe = RolloutProbe(at=workflow.now(), healthy=False, running=True,
-                                     message=f"probe failed: {policies.error_text(exc)}")
+            probe = await self._probe_once(spec, verification, probe_timeout)
             now = workflow.now()
             since = (now - applied).total_seconds()
             ok = probe.healthy and probe.running
@@ -285,13 +278,29 @@ class ConfigRollout:
                 came_up = (healthy_at - applied).total_seconds()
                 return done(True, f"came up in {came_up:.1f}s, then healthy for the {window:g}s window "
                                   f"({verification.checks} probes, {verification.failures} failed)")
-            try:
-                await workflow.wait_condition(lambda: interruptible and self.cancel_requested,
-                                              timeout=timedelta(seconds=interval),
-                                              timeout_summary=f"next check of {spec.id} in "
-                                                              f"{summaries.seconds(interval)}")
-            except TimeoutError:
-                pass
+            await self._until_next_check(spec, interval, interruptible=interruptible)
+
+    async def _probe_once(self, spec: ServiceSpec, verification: RolloutVerification,
+                          timeout: timedelta) -> RolloutProbe:
+        """One probe of the applied version on its host; a probe that could not run at all counts as failed."""
+        try:
+            probe: RolloutProbe = await policies.execute_on_host(
+                spec, RolloutActivities.probe_rollout, ProbeRolloutInput(spec=spec),
+                summary=summaries.probe(spec, f"verify v{verification.version} (check {verification.checks + 1})"),
+                start_to_close_timeout=timeout, retry_policy=PROBE_RETRY)
+        except ActivityError as exc:
+            probe = RolloutProbe(at=workflow.now(), healthy=False, running=True,
+                                 message=f"probe failed: {policies.error_text(exc)}")
+        return probe
+
+    async def _until_next_check(self, spec: ServiceSpec, interval: float, *, interruptible: bool) -> None:
+        """The service's probe interval, cut short by a cancel when it may interrupt."""
+        try:
+            await workflow.wait_condition(lambda: interruptible and self.cancel_requested,
+                                          timeout=timedelta(seconds=interval),
+                                          timeout_summary=f"next check of {spec.id} in {summaries.seconds(interval)}")
+        except TimeoutError:
+            pass
 
     async def _roll_back(self, good_version: int, bad_version: int) -> None:
         why = (self.state.verification.message if self.state.verification else "") or "verification failed"

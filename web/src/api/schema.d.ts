@@ -637,7 +637,11 @@ export interface paths {
         delete: operations["delete_service_api_v1_services__service_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Scale a replicated service
+         * @description Saves the new replica count (a new config version) and starts `ServiceScale` (`scale/{id}` in the Temporal UI): new replicas start in index order, each ready before the next; on the way down the highest indices stop first. One scale of a service at a time (409 while one runs). 422 for a service without `replicas` or a count out of bounds (1-100, not under `min_ready`).
+         */
+        patch: operations["patch_service_api_v1_services__service_id__patch"];
         trace?: never;
     };
     "/api/v1/services/{service_id}/actions": {
@@ -861,6 +865,40 @@ export interface paths {
         put?: never;
         /** Decide on an escalated recovery waiting for an operator (on_give_up: ask) */
         post: operations["decide_api_v1_services__service_id__recoveries_decision_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/services/{service_id}/replicas": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A replicated service's replicas (each a service of its own: `SERVICE/K`) */
+        get: operations["list_replicas_api_v1_services__service_id__replicas_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/services/{service_id}/replicas/{index}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One replica (`SERVICE/K`) */
+        get: operations["get_replica_api_v1_services__service_id__replicas__index__get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -3235,6 +3273,34 @@ export interface components {
             /** Refresh Token */
             refresh_token: string;
         };
+        /** ReplicaPublic */
+        ReplicaPublic: {
+            /** Desired */
+            desired?: string | null;
+            /**
+             * Id
+             * @description `SERVICE/K`
+             */
+            id: string;
+            /** Index */
+            index: number;
+            /**
+             * Message
+             * @default
+             */
+            message: string;
+            /** Pid */
+            pid?: number | null;
+            /**
+             * Restarts Total
+             * @default 0
+             */
+            restarts_total: number;
+            /** State */
+            state: string;
+            /** State Changed At */
+            state_changed_at?: string | null;
+        };
         /** RestartPolicy */
         RestartPolicy: {
             /**
@@ -3606,6 +3672,26 @@ export interface components {
             /** Version */
             version: number;
         };
+        /** ScaleAccepted */
+        ScaleAccepted: {
+            /** Links */
+            links: {
+                [key: string]: string;
+            };
+            /** Previous */
+            previous: number;
+            /** Replicas */
+            replicas: number;
+            /** Service Id */
+            service_id: string;
+            /**
+             * Version
+             * @description The config version that records the new count
+             */
+            version: number;
+            /** Workflow Id */
+            workflow_id: string;
+        };
         /** ScheduleCreate */
         ScheduleCreate: {
             /**
@@ -3731,8 +3817,9 @@ export interface components {
             host?: string | null;
             /**
              * Id
-             * @description Slug: lower-case letters, digits, '-' and '_', starting and ending with a letter or digit.
+             * @description A service id; windflow gives each replica of a replicated service the id `SERVICE/K`
              * @example database
+             * @example web/0
              */
             id: string;
             /**
@@ -3750,6 +3837,11 @@ export interface components {
              */
             liveness?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
             /**
+             * Min Ready
+             * @description A replicated service is healthy (and its dependants may start) once this many replicas are ready (default: all of them)
+             */
+            min_ready?: number | null;
+            /**
              * Monitored
              * @description Supervise the service and recover it when it fails
              * @default true
@@ -3760,6 +3852,11 @@ export interface components {
              * @description Ready to serve: gates dependants and initializations; failing it makes the service `not_ready`, never restarts it
              */
             readiness?: (components["schemas"]["HttpHealth"] | components["schemas"]["TcpHealth"] | components["schemas"]["ExecHealth"] | components["schemas"]["PostgresHealth"] | components["schemas"]["RedisHealth"]) | null;
+            /**
+             * Replicas
+             * @description Run N processes of this `process` service, `SERVICE/0` … `SERVICE/N-1`, each watched and recovered on its own; `{replica}` (or `{replica+N}`) in the command, env and probe URL/port is replaced by the replica's index. Unset: one process with the service's own id
+             */
+            replicas?: number | null;
             restart?: components["schemas"]["RestartPolicy"];
             /**
              * Restart With Dependencies
@@ -3827,6 +3924,20 @@ export interface components {
              * @description Seconds, recoveries in the last 24 h
              */
             time_to_recover_p50?: number | null;
+        };
+        /**
+         * ServicePatch
+         * @description Change a service's desired state in place.
+         * @example {
+         *       "replicas": 3
+         *     }
+         */
+        ServicePatch: {
+            /**
+             * Replicas
+             * @description Replicas of a replicated service: new ones start in index order, the highest indices stop first (a `ServiceScale` run, `scale/{id}`)
+             */
+            replicas: number;
         };
         /** ServicePublic */
         ServicePublic: {
@@ -3905,6 +4016,11 @@ export interface components {
             liveness?: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Min Ready
+             * @description Replicas that must be ready for it to be healthy (null: all)
+             */
+            min_ready?: number | null;
             /** Monitored */
             monitored: boolean;
             /**
@@ -3924,6 +4040,31 @@ export interface components {
             readiness?: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Ready
+             * @description A replicated service: how many replicas are ready (`3/4 healthy`)
+             */
+            ready?: number | null;
+            /**
+             * Replica Index
+             * @description A replica: its index K
+             */
+            replica_index?: number | null;
+            /**
+             * Replica List
+             * @description A replicated service (one service's GET): each replica's status and process
+             */
+            replica_list?: components["schemas"]["ReplicaPublic"][] | null;
+            /**
+             * Replica Of
+             * @description A replica (id `SERVICE/K`): its service
+             */
+            replica_of?: string | null;
+            /**
+             * Replicas
+             * @description A replicated service: how many replicas it runs
+             */
+            replicas?: number | null;
             /** Restart */
             restart: {
                 [key: string]: unknown;
@@ -4415,8 +4556,11 @@ export interface components {
              * @enum {string}
              */
             kind: "tcp";
-            /** Port */
-            port: number;
+            /**
+             * Port
+             * @description A port; a replicated service may give a template such as `{replica+9000}` (9000, 9001, …)
+             */
+            port: number | string;
             /**
              * Start Period
              * @description Failures are ignored this long after a start
@@ -9725,6 +9869,104 @@ export interface operations {
             };
         };
     };
+    patch_service_api_v1_services__service_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                service_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ServicePatch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScaleAccepted"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
     act_api_v1_services__service_id__actions_post: {
         parameters: {
             query?: never;
@@ -10725,6 +10967,8 @@ export interface operations {
                 stream?: "all" | "stdout" | "stderr";
                 /** @description Keep the response open and send new lines as they are written */
                 follow?: boolean;
+                /** @description A replicated service: the replica K (`SERVICE/K`) whose output to show (required for one) */
+                replica?: number | null;
             };
             header?: never;
             path: {
@@ -11129,6 +11373,195 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SupervisionPublic"];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_replicas_api_v1_services__service_id__replicas_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                service_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServicePublic"][];
+                };
+            };
+            /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Authentication required, or the token is invalid, expired or revoked */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The caller lacks the permission the operation needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description No such resource */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request body is larger than the API accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description The request does not validate */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description A backing service (database, Temporal, event bus) is unreachable; try again shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    get_replica_api_v1_services__service_id__replicas__index__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                service_id: string;
+                index: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServicePublic"];
                 };
             };
             /** @description Malformed request (e.g. a body that is not UTF-8, or a malformed header) */

@@ -69,9 +69,22 @@ async def service_logs(
     lines: int = Query(100, ge=0, le=5000, description="How many of the last lines to return first"),
     stream: Literal["all", "stdout", "stderr"] = "all",
     follow: bool = Query(False, description="Keep the response open and send new lines as they are written"),
+    replica: int | None = Query(None, ge=0, le=99, description="A replicated service: the replica K (`SERVICE/K`) "
+                                "whose output to show (required for one)"),
 ) -> LogTail | StreamingResponse:
-    if await services.get(session=session, service_id=service_id) is None:
+    row = await services.get(session=session, service_id=service_id)
+    if row is None:
         raise ApiError(404, f"service {service_id!r} not found", code="not_found")
+    if replica is not None or row.replicated:
+        count = int((row.spec or {}).get("replicas") or 0) if row.replicated else 0
+        if replica is None or not row.replicated or await services.get(
+                session=session, service_id=f"{service_id}/{replica}") is None:
+            why = (f"{service_id} has no replicas" if not row.replicated else
+                   f"{service_id} runs {count} replicas: name one with replica=0…{count - 1}" if replica is None else
+                   f"{service_id} has no replica {replica}")
+            raise ApiError(422, why, code="validation_error",
+                           details=[{"loc": ["query", "replica"], "msg": why, "type": "value_error"}])
+        service_id = f"{service_id}/{replica}"
     await session.close()  # a follow may last hours: hold no database connection
     streams = _streams(stream)
     source = await _source(resources, service_id)
@@ -118,8 +131,16 @@ async def _follow(request: Request, resources: Resources, source: FileLogSource 
 
     task = asyncio.create_task(pump())
     idle = 0.0
+    next_probe = 0.0
     try:
-        while not await request.is_disconnected():
+        while True:
+            # one disconnect probe per DISCONNECT_PROBE, not one per line: at thousands of lines a second the probe
+            # (a receive under a cancel scope) costs more than the lines
+            now = time.monotonic()
+            if now >= next_probe:
+                if await request.is_disconnected():
+                    break
+                next_probe = now + DISCONNECT_PROBE
             if time.monotonic() >= next_check:
                 if not await _still_allowed(request, resources, token):
                     break
@@ -135,9 +156,19 @@ async def _follow(request: Request, resources: Resources, source: FileLogSource 
                     yield b"\n"  # keep-alive through proxies; clients skip blank lines
                 continue
             idle = 0.0
-            yield _ndjson(item)
+            # what else is queued goes in the same chunk: one send (and one HTTP chunk) per burst, not per line
+            chunk = [_ndjson(item)]
+            while len(chunk) < CHUNK_LINES and not queue.empty():
+                chunk.append(_ndjson(queue.get_nowait()))
+            yield b"".join(chunk)
     finally:
         task.cancel()
+
+
+#: a follow checks that its client is still there at most this often (seconds)
+DISCONNECT_PROBE = 0.5
+#: most lines sent in one chunk of a follow
+CHUNK_LINES = 1000
 
 
 def _ndjson(item: LogLine) -> bytes:

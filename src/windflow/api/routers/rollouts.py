@@ -192,6 +192,11 @@ async def start_rollout(
                 f"service {service_id!r} is at version {row.current_version}, not {body.expected_version}",
                 details={"current_version": row.current_version, "expected_version": body.expected_version})
         spec = registry.merge_and_parse({**content, "id": service_id}, row, outbound=resources.outbound)
+        if spec.replicated or row.replicated:  # a rollout restarts and verifies one process
+            raise ApiError(422, f"{service_id} is replicated: a rollout drives one process; save the config "
+                           "(PUT /config) and restart the service (its replicas restart one after the other)",
+                           code="validation_error", details=[{"loc": ["path", "service_id"], "type": "value_error",
+                                                              "msg": "rollouts of replicated services: not yet"}])
         check_exec(spec_of(row), spec, may_exec=principal.can(Permission.SERVICES_EXEC.value))
         await registry.check_graph_with(session=session, specs=[spec])
         pending = row.applied_version is not None and row.applied_version != row.current_version

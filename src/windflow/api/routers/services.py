@@ -23,7 +23,10 @@ from windflow.api.schemas import (
     ConfigVersionPublic,
     JobRunPublic,
     PageOf,
+    ReplicaPublic,
+    ScaleAccepted,
     ServiceCreate,
+    ServicePatch,
     ServicePublic,
     StatusChange,
     StatusHistory,
@@ -32,15 +35,15 @@ from windflow.api.schemas import (
 from windflow.api.security import require
 from windflow.api.supervisors import tell_supervisor
 from windflow.auth.permissions import Permission, Principal
-from windflow.domain.contracts import ControlInput
-from windflow.domain.errors import ConfigInvalid
+from windflow.domain.contracts import ControlInput, ScaleInput
+from windflow.domain.errors import ConfigInvalid, NotFound
 from windflow.domain.graph import layers
-from windflow.domain.models import ServiceSpec
+from windflow.domain.models import REPLICAS_MAX, ServiceSpec, replica_id
 from windflow.domain.redaction import REDACTED, is_secret_key, redact
 from windflow.persistence import registry
 from windflow.persistence.job_models import JobRunRepository
 from windflow.persistence.repositories import ConfigVersionRepository, ServiceRepository, StatusHistoryRepository
-from windflow.temporal import handles
+from windflow.temporal import handles, names
 
 router = APIRouter(prefix="/services", tags=["services"], responses=ERROR_RESPONSES)
 services = ServiceRepository()
@@ -51,6 +54,7 @@ job_runs = JobRunRepository()
 CanRead = Annotated[Principal, Depends(require(Permission.SERVICES_READ))]
 CanReadConfigs = Annotated[Principal, Depends(require(Permission.CONFIGS_READ))]
 CanWriteConfigs = Annotated[Principal, Depends(require(Permission.CONFIGS_WRITE))]
+CanControl = Annotated[Principal, Depends(require(Permission.SERVICES_CONTROL))]
 
 
 def _labels(values: list[str]) -> dict[str, str]:
@@ -149,7 +153,79 @@ async def validate_new_service(
 async def get_service(service_id: str, session: ReadSessionDep, _: CanRead, response: Response) -> ServicePublic:
     row = await services.require(session=session, service_id=service_id)
     response.headers["ETag"] = f'"{row.current_version}"'
+    public = ServicePublic.of(row)
+    if row.replicated:
+        public.replica_list = [ReplicaPublic.of(r) for r in await services.replicas_of(session=session,
+                                                                                          service_id=row.id)]
+    return public
+
+
+# --------------------------------------------------------------------------- replicas
+# A replica's id is `SERVICE/K`; in URLs it is addressed under its service: /services/{id}/replicas/{k}
+
+
+@router.get("/{service_id}/replicas", response_model=list[ServicePublic],
+            summary="A replicated service's replicas (each a service of its own: `SERVICE/K`)")
+async def list_replicas(service_id: str, session: ReadSessionDep, _: CanRead) -> list[ServicePublic]:
+    row = await services.require(session=session, service_id=service_id)
+    return [ServicePublic.of(r) for r in await services.replicas_of(session=session, service_id=row.id)]
+
+
+@router.get("/{service_id}/replicas/{index}", response_model=ServicePublic, summary="One replica (`SERVICE/K`)")
+async def get_replica(
+    service_id: str, session: ReadSessionDep, _: CanRead, index: int = Path(ge=0, le=REPLICAS_MAX - 1)
+) -> ServicePublic:
+    await services.require(session=session, service_id=service_id)
+    row = await services.get(session=session, service_id=replica_id(service_id, index))
+    if row is None or row.replica_of != service_id:
+        raise NotFound(f"service {service_id!r} has no replica {index}",
+                       details={"service_id": service_id, "replica": index})
     return ServicePublic.of(row)
+
+
+@router.patch("/{service_id}", status_code=status.HTTP_202_ACCEPTED, response_model=ScaleAccepted,
+              summary="Scale a replicated service",
+              description="Saves the new replica count (a new config version) and starts `ServiceScale` "
+                          "(`scale/{id}` in the Temporal UI): new replicas start in index order, each ready before "
+                          "the next; on the way down the highest indices stop first. One scale of a service at a "
+                          "time (409 while one runs). 422 for a service without `replicas` or a count out of "
+                          "bounds (1-100, not under `min_ready`).")
+async def patch_service(
+    service_id: str,
+    body: ServicePatch,
+    principal: CanControl,
+    request_id: RequestIdDep,
+    resources: ResourcesDep,
+    response: Response,
+) -> ScaleAccepted:
+    workflow_id = names.scale_id(service_id)
+    async with resources.db.write() as session:  # committed only once the run has started
+        row = await services.require(session=session, service_id=service_id, for_update=True)
+        if not row.replicated:
+            raise ApiError(422, f"{service_id} is not replicated: give it `replicas` in its config first",
+                           code="validation_error", details=[{"loc": ["body", "replicas"], "type": "value_error",
+                                                              "msg": "the service has no replicas"}])
+        previous = int(row.spec.get("replicas") or 0)
+        row, version = await registry.update_service(
+            session=session, service_id=service_id, data={**row.spec, "replicas": body.replicas},
+            expected_version=None, author=principal.name, comment=f"scale {previous} → {body.replicas}",
+            outbound=resources.outbound, may_exec=principal.can(Permission.SERVICES_EXEC.value))
+        current = version.version if version is not None else row.current_version
+        client = await get_temporal(resources)  # after every check of the request: a bad one is a 4xx all the same
+        # one scale at a time: a running `scale/{id}` raises WorkflowAlreadyStartedError (409), and the new count
+        # rolls back with the transaction
+        await handles.start_scale(client, task_queue=resources.settings.task_queue, request_id=request_id,
+                                  inp=ScaleInput(service_id=service_id, previous=previous, target=body.replicas,
+                                                 actor=principal.name))
+        await record(session, principal, "service.scale", service_id, request_id,
+                     details={"from": previous, "to": body.replicas, "workflow_id": workflow_id,
+                              "version": current})
+    if resources.relay is not None:
+        resources.relay.notify()
+    response.headers["Location"] = f"/api/v1/services/{service_id}"
+    return ScaleAccepted(service_id=service_id, replicas=body.replicas, previous=previous, workflow_id=workflow_id,
+                         version=current, links={"service": f"/api/v1/services/{service_id}",
+                                                 "replicas": f"/api/v1/services/{service_id}/replicas"})
 
 
 def _instant(value: datetime | None, name: str) -> datetime | None:
