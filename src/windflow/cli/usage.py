@@ -41,8 +41,8 @@ def print_error(exc: click.ClickException | None) -> None:
 
     from windflow.cli.client import err_console
 
-    if exc is None:
-        err_console.print("[red]error[/red] aborted", highlight=False)
+    if exc is None:  # a declined confirmation (or Ctrl-C at its prompt): nothing was done, not an error message
+        err_console.print("Aborted: nothing was done.", highlight=False)
         return
     # Typer checks choices with pydantic, whose messages start "Value error, "
     text = exc.format_message().replace("Value error, ", "")

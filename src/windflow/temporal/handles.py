@@ -166,6 +166,8 @@ class RecoveryStarted:
     run_id: str
     #: True when a recovery of the service was already running and this call joined it
     attached: bool
+    #: the run this call started or joined
+    handle: WorkflowHandle[Any, RecoveryResult]
 
 
 async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str,
@@ -190,8 +192,9 @@ async def start_recovery(client: Client, *, task_queue: str, service_id: str, re
             static_summary=f"recovery of {service_id} by {actor}",
         )
     except WorkflowAlreadyStartedError as exc:
-        return RecoveryStarted(workflow_id=workflow_id, run_id=exc.run_id or "", attached=True)
-    return RecoveryStarted(workflow_id=workflow_id, run_id=handle.result_run_id or "", attached=False)
+        joined = client.get_workflow_handle(workflow_id, run_id=exc.run_id, result_type=RecoveryResult)
+        return RecoveryStarted(workflow_id=workflow_id, run_id=exc.run_id or "", attached=True, handle=joined)
+    return RecoveryStarted(workflow_id=workflow_id, run_id=handle.result_run_id or "", attached=False, handle=handle)
 
 
 # ------------------------------------------------------------------------------------------- any workflow
