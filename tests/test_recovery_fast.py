@@ -151,7 +151,8 @@ async def test_after_the_start_limit_it_gives_up_tells_and_leaves_the_service_st
 
 
 async def test_on_give_up_ask_waits_for_an_operator_who_approves_another_round(time_skipping_env, task_queue):
-    fake = FakeRecovery(service(max_attempts=2, on_give_up="ask", ask_timeout="2h"), failures=2)
+    # no backoff: until the test awaits the result, time runs at the wall clock's pace
+    fake = FakeRecovery(service(max_attempts=2, on_give_up="ask", ask_timeout="2h", backoff="0s"), failures=2)
     async for client in running(time_skipping_env, fake, task_queue):
         handle = await recover(client, task_queue)
         loop = asyncio.get_running_loop()
