@@ -13,6 +13,7 @@ Upgrade path: deployments of the previous version run one ``supervise/{service}`
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -40,7 +41,7 @@ recovery_id = names.recover_id
 
 
 async def ensure_watcher(client: Client, *, task_queue: str, host: str | None = None,
-                         heartbeat_timeout: float = 5.0) -> WorkflowHandle:
+                         heartbeat_timeout: float = 5.0) -> WorkflowHandle[Any, Any]:
     """Start ``watch/{queue}`` for the shared queue (``host=None``) or a host's queue, unless it runs."""
     queue = watcher_queue(task_queue, host)
     return await client.start_workflow(
@@ -65,8 +66,8 @@ async def ensure_watchers(client: Client, *, task_queue: str, hosts: set[str | N
     return out
 
 
-async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str,
-                         source: str, confirm: bool = False, verdict: WatchResult | None = None) -> WorkflowHandle:
+async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str, source: str,
+                         confirm: bool = False, verdict: WatchResult | None = None) -> WorkflowHandle[Any, Any]:
     """Start ``recover/{service}``, or join the one that runs (``verdict``: what a watcher observed)."""
     return await client.start_workflow(
         names.SERVICE_RECOVERY,

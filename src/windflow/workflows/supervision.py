@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         WaitDependenciesInput,
     )
     from windflow.domain.models import GiveUp, ServiceSpec
-    from windflow.domain.notifications import Notification
+    from windflow.domain.notifications import Notification, NotificationKind
     from windflow.domain.status import SUPERVISION_STATUS
     from windflow.temporal import names
     from windflow.temporal import search_attributes as sa
@@ -198,18 +198,18 @@ class RecoveryRoutine:
             if self.spec.depends_on:
                 check = await workflow.execute_activity_method(
                     SupervisionActivities.check_dependencies,
-                    DependencyCheckInput(service_id=self.spec.id, depends_on=self.spec.depends_on),
+                    DependencyCheckInput(service_id=self.spec.id, depends_on=list(self.spec.depends_on)),
                     summary=summaries.cut(f"check {self.spec.id}'s dependencies: {', '.join(self.spec.depends_on)}"),
                     start_to_close_timeout=policies.PROBE_TIMEOUT, retry_policy=policies.STORE_RETRY)
                 if check.unhealthy:
                     self.status.blocked_on = check.unhealthy
                     self.set_state(SupervisionState.BLOCKED, f"waiting for {', '.join(check.unhealthy)}")
                     if workflow.patched(NOTIFY_PATCH):
-                        self.notify_later("blocked", f"{self.spec.id} is not restarted while "
+                        self.notify_later(NotificationKind.BLOCKED, f"{self.spec.id} is not restarted while "
                                                      f"{', '.join(check.unhealthy)} is not healthy ({reason})")
                     await self.interruptible(workflow.execute_activity_method(
                         SupervisionActivities.wait_dependencies,
-                        WaitDependenciesInput(service_id=self.spec.id, depends_on=self.spec.depends_on),
+                        WaitDependenciesInput(service_id=self.spec.id, depends_on=list(self.spec.depends_on)),
                         summary=summaries.cut(f"blocked: {self.spec.id} waits until "
                                               f"{', '.join(check.unhealthy)} healthy"),
                         start_to_close_timeout=timedelta(days=30), heartbeat_timeout=self.heartbeat_timeout,
@@ -281,7 +281,7 @@ class RecoveryRoutine:
                 text = f"recovered after {attempts_here} attempt(s) in {took:.2f}s"
                 if workflow.patched(NOTIFY_PATCH):
                     self.emit_recovery("recovered", text)
-                    self.notify_later("recovered", f"{self.spec.id} {text} ({reason})")
+                    self.notify_later(NotificationKind.RECOVERED, f"{self.spec.id} {text} ({reason})")
                 self.set_state(SupervisionState.WATCHING, text)
                 return "recovered"
             self.status.last_error = step.message
@@ -304,7 +304,7 @@ class RecoveryRoutine:
         }
         self.publish_wakeup = True
 
-    async def notify(self, kind: str, text: str) -> None:
+    async def notify(self, kind: NotificationKind, text: str) -> None:
         """Escalate through the configured channels; a channel that stays down does not stop the workflow."""
         notification = Notification(
             id=str(workflow.uuid4()), kind=kind, service_id=self.spec.id,
@@ -319,7 +319,7 @@ class RecoveryRoutine:
         except ActivityError as exc:
             workflow.logger.warning("escalation not delivered: %s", policies.error_text(exc))
 
-    def notify_later(self, kind: str, text: str) -> None:
+    def notify_later(self, kind: NotificationKind, text: str) -> None:
         """Notify without holding up the recovery (a channel that is down retries for a while)."""
         self.notifications.append(asyncio.ensure_future(self.notify(kind, text)))
         self.notifications = [t for t in self.notifications if not t.done()]
@@ -331,14 +331,14 @@ class RecoveryRoutine:
                 f"last error: {self.status.last_error or 'unknown'}")
         self.record_recovery("gave_up", workflow.now(), self.status.attempt, reason)
         if policy.on_give_up == GiveUp.ESCALATE_AND_RETRY:
-            await self.notify("escalated", text + "; retrying at backoff_max")
+            await self.notify(NotificationKind.ESCALATED, text + "; retrying at backoff_max")
             self.retry_forever = True
             return "approved"
         if policy.on_give_up == GiveUp.ASK:
             self.decision = None
             self.set_state(SupervisionState.WAITING_DECISION, "gave up; waiting for an operator: approve or "
                            "keep_stopped")
-            await self.notify("needs_decision", text + "; approve another round or keep it stopped")
+            await self.notify(NotificationKind.NEEDS_DECISION, text + "; approve another round or keep it stopped")
             try:
                 await workflow.wait_condition(lambda: self.decision is not None,
                                               timeout=timedelta(seconds=policy.ask_timeout),
@@ -353,7 +353,7 @@ class RecoveryRoutine:
                 self.emit_recovery("approved", f"another round approved by {decision.actor}")
                 return "approved"
         else:
-            await self.notify("gave_up", text)
+            await self.notify(NotificationKind.GAVE_UP, text)
         await self.stop_service("gave up: left stopped")
         self.set_state(SupervisionState.GAVE_UP, text)
         return "stopped"
@@ -389,9 +389,9 @@ class ServiceRecovery(RecoveryRoutine):
         return self.status
 
     @decide.validator
-    def _validate_decision(self, _req: DecisionInput) -> None:
+    def _validate_decision(self, req: DecisionInput) -> None:
         if self.status.state != SupervisionState.WAITING_DECISION:
-            raise ValueError(f"no decision is pending (state {self.status.state.value})")
+            raise ValueError(f"no decision is pending (state {self.status.state.value}): {req.decision} not taken")
 
     async def alerts_ignored(self, reason: str) -> None:
         """Tell the alert log that the alerts behind this run needed nothing (only runs an alert started with

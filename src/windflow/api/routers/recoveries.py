@@ -233,8 +233,8 @@ async def decide(service_id: str, body: DecisionCreate, client: TemporalDep, res
                  principal: CanRecover, request_id: RequestIdDep) -> SupervisionPublic:
     handle = client.get_workflow_handle(names.recover_id(service_id))
     try:
-        st = await handle.execute_update(ServiceRecovery.decide,
-                                         DecisionInput(decision=body.decision, actor=principal.name))
+        st: SupervisorStatus = await handle.execute_update(  # by name: the SDK types an async update's result
+            names.DECIDE, DecisionInput(decision=body.decision, actor=principal.name), result_type=SupervisorStatus)
     except WorkflowUpdateFailedError as exc:
         raise ApiError(409, f"no decision pending for {service_id}: {exc.cause}", code="conflict") from None
     except RPCError as exc:
