@@ -67,8 +67,12 @@ def main() -> None:
             cache.write_text(json.dumps({api: {"at": time.time(), "ids": ids}}))
 
         warm()
-        tab = {**env, "_WINDFLOW_COMPLETE": "complete_bash", "COMP_WORDS": "windflow recover service-1",
-               "COMP_CWORD": "2"}
+        tab = {
+            **env,
+            "_WINDFLOW_COMPLETE": "complete_bash",
+            "COMP_WORDS": "windflow recover service-1",
+            "COMP_CWORD": "2",
+        }
         check = subprocess.run([script], env=tab, capture_output=True, text=True, check=False)
         offered = check.stdout.split()
         if len(offered) != 100 or not all(o.startswith("service-1") for o in offered):
@@ -78,11 +82,17 @@ def main() -> None:
         complete = measure([script], tab, args.runs, prepare=warm)
     result = {
         "runs": args.runs,
-        "floor_wall_ms": round(floor[0], 1), "floor_cpu_ms": round(floor[1], 1),
-        "version_wall_ms": round(version[0], 1), "version_cpu_ms": round(version[1], 1),
-        "complete_wall_ms": round(complete[0], 1), "complete_cpu_ms": round(complete[1], 1),
-        "ratio": {"version_wall": round(version[0] / floor[0], 2), "complete_wall": round(complete[0] / floor[0], 2),
-                  "complete_cpu": round(complete[1] / max(floor[1], 0.1), 2)},
+        "floor_wall_ms": round(floor[0], 1),
+        "floor_cpu_ms": round(floor[1], 1),
+        "version_wall_ms": round(version[0], 1),
+        "version_cpu_ms": round(version[1], 1),
+        "complete_wall_ms": round(complete[0], 1),
+        "complete_cpu_ms": round(complete[1], 1),
+        "ratio": {
+            "version_wall": round(version[0] / floor[0], 2),
+            "complete_wall": round(complete[0] / floor[0], 2),
+            "complete_cpu": round(complete[1] / max(floor[1], 0.1), 2),
+        },
         "goal_complete_ms": GOAL_MS,
         "goal_met": complete[0] <= GOAL_MS,
         "goal_met_cpu": complete[1] <= GOAL_MS,  # what the Tab costs, whatever else the machine is doing

@@ -24,6 +24,7 @@ def main(argv: list[str]) -> None:
     name, port, boot = args.get("--name", "component"), int(args["--port"]), float(args.get("--boot", "0"))
     drain = float(args.get("--drain", "0"))
     if drain > 0:
+
         def on_term(*_: object) -> None:
             time.sleep(drain)
             sys.exit(0)

@@ -91,16 +91,20 @@ async def run_down(wf: system.Windflow) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:12]
     begin = time.perf_counter()
     handle = await wf.env.client.start_workflow(
-        SystemShutdown.run, ShutdownInput(run_id=run_id, actor="bench"), id=f"down/{run_id}",
-        task_queue=wf.task_queue)
+        SystemShutdown.run, ShutdownInput(run_id=run_id, actor="bench"), id=f"down/{run_id}", task_queue=wf.task_queue
+    )
     state = await handle.result()
     elapsed = time.perf_counter() - begin
     if state.status != ShutdownStatus.COMPLETED:
         raise RuntimeError(f"shutdown {run_id} ended {state.status}: {state.message}")
     left = system.marked_pids()
     timeline = await system.activity_timeline(handle)
-    return {"run_id": run_id, "seconds": round(elapsed, 3), "left_running": len(left),
-            "profile": _profile(state, timeline)}
+    return {
+        "run_id": run_id,
+        "seconds": round(elapsed, 3),
+        "left_running": len(left),
+        "profile": _profile(state, timeline),
+    }
 
 
 def _profile(state: Any, timeline: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
@@ -117,9 +121,15 @@ def _profile(state: Any, timeline: dict[tuple[str, str], dict[str, Any]]) -> dic
                 t = timeline.get((kind, name))
                 if t and t.get("scheduled") and t.get("completed"):
                     out.append((t["completed"] - t["scheduled"]).total_seconds() * 1000)
-        layers.append({"layer": i, "services": len(layer), "wall_ms": round((end - start).total_seconds() * 1000, 1),
-                       "stop_service_ms_median": round(statistics.median(stops), 1) if stops else None,
-                       "pause_supervisor_ms_median": round(statistics.median(pauses), 1) if pauses else None})
+        layers.append(
+            {
+                "layer": i,
+                "services": len(layer),
+                "wall_ms": round((end - start).total_seconds() * 1000, 1),
+                "stop_service_ms_median": round(statistics.median(stops), 1) if stops else None,
+                "pause_supervisor_ms_median": round(statistics.median(pauses), 1) if pauses else None,
+            }
+        )
     return {"layers": layers}
 
 
@@ -153,20 +163,37 @@ async def run(quick: bool, runs: int | None, seed: int, drain: float) -> dict[st
     windflow = round(statistics.median(seconds), 3)
     median_run = sorted(results, key=lambda r: r["seconds"])[len(results) // 2]
     return {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
-                    "loadavg_1m_at_start": load_start, "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
-                    "note": "a machine shared by several engineers: other work competes for its 2 cores"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "loadavg_1m_at_start": load_start,
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+            "note": "a machine shared by several engineers: other work competes for its 2 cores",
+        },
         "quick": quick,
-        "system": {"components": len(graph), "levels": levels, "per_level": per_level, "seed": seed,
-                   "drain_s": drain, "component": "lean"},
-        "floor": {"theoretical_s": round(levels * drain, 3), "measured_median_s": floor,
-                  "measured_s": [round(f, 3) for f in floors],
-                  "note": "bare asyncio, reverse dependency order, each layer at once: SIGTERM the group, poll the "
-                          "exit every 5 ms"},
+        "system": {
+            "components": len(graph),
+            "levels": levels,
+            "per_level": per_level,
+            "seed": seed,
+            "drain_s": drain,
+            "component": "lean",
+        },
+        "floor": {
+            "theoretical_s": round(levels * drain, 3),
+            "measured_median_s": floor,
+            "measured_s": [round(f, 3) for f in floors],
+            "note": "bare asyncio, reverse dependency order, each layer at once: SIGTERM the group, poll the "
+            "exit every 5 ms",
+        },
         "windflow": {"median_s": windflow, "min_s": min(seconds), "runs_s": seconds},
         "ratio_to_floor": round(windflow / floor, 3),
-        "goal": {"rule": f"windflow median <= floor x {GOAL_RATIO}", "limit_s": round(floor * GOAL_RATIO, 3),
-                 "pass": windflow <= floor * GOAL_RATIO},
+        "goal": {
+            "rule": f"windflow median <= floor x {GOAL_RATIO}",
+            "limit_s": round(floor * GOAL_RATIO, 3),
+            "pass": windflow <= floor * GOAL_RATIO,
+        },
         "windflow_overhead_s": round(windflow - floor, 3),
         "overhead_per_layer_ms": round((windflow - floor) / levels * 1000, 1),
         "profile_of_median_run": median_run["profile"],

@@ -67,14 +67,21 @@ async def serve(args: argparse.Namespace) -> None:
 
     data_dir = Path(args.data_dir)
     settings = Settings(
-        data_dir=data_dir, database_url=args.database_url or f"sqlite+aiosqlite:///{data_dir / 'bench.db'}",
-        redis_url=args.redis_url or None, events_stream=args.stream, jwt_secret="b" * 48,
-        events_metrics_interval=0, ws_heartbeat=60, api_port=args.port, _env_file=None,
+        data_dir=data_dir,
+        database_url=args.database_url or f"sqlite+aiosqlite:///{data_dir / 'bench.db'}",
+        redis_url=args.redis_url or None,
+        events_stream=args.stream,
+        jwt_secret="b" * 48,
+        events_metrics_interval=0,
+        ws_heartbeat=60,
+        api_port=args.port,
+        _env_file=None,
     )
     res = await build_resources(settings, migrate=True)
     app = create_app(settings, resources=res)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning",
-                                           lifespan="on", backlog=1024))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on", backlog=1024)
+    )
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -82,8 +89,9 @@ async def serve(args: argparse.Namespace) -> None:
             await task
             raise RuntimeError("uvicorn did not start")
         await asyncio.sleep(0.02)
-    token, _ = issue_access_token(key=res.jwt_key, subject="bench", permissions={str(p) for p in ALL_PERMISSIONS},
-                                  roles=("admin",), ttl=3600)
+    token, _ = issue_access_token(
+        key=res.jwt_key, subject="bench", permissions={str(p) for p in ALL_PERMISSIONS}, roles=("admin",), ttl=3600
+    )
     print(json.dumps({"ready": True, "token": token}), flush=True)
 
     outbox = OutboxRepository()
@@ -98,10 +106,12 @@ async def serve(args: argparse.Namespace) -> None:
         commits: dict[str, float] = {}
         txn: list[float] = []
         for i in range(int(cmd["count"])):
-            event = make_event(EventType.SERVICE_STATUS_UPDATE,
-                               ServiceStatusUpdate(service_id="bench", state="running", message=f"#{i}",
-                                                   source="bench"),
-                               event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
+            event = make_event(
+                EventType.SERVICE_STATUS_UPDATE,
+                ServiceStatusUpdate(service_id="bench", state="running", message=f"#{i}", source="bench"),
+                event_id=str(uuid.uuid4()),
+                timestamp=datetime.now(UTC),
+            )
             began = time.monotonic()
             async with res.db.write() as session:
                 await outbox.add(session=session, event=event)
@@ -126,15 +136,25 @@ class Server:
         self.stream = f"windflow:bench:{uuid.uuid4().hex[:10]}"
         data_dir = workdir / f"{bus}-{self.port}"
         data_dir.mkdir(parents=True)
-        cmd = [sys.executable, __file__, "--serve", "--port", str(self.port), "--data-dir", str(data_dir),
-               "--stream", self.stream]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+            "--stream",
+            self.stream,
+        ]
         if args.database_url:
             cmd += ["--database-url", args.database_url]
         if bus == "redis" and redis_url:
             cmd += ["--redis-url", redis_url]
         self.log = open(data_dir / "server.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                     text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1
+        )
         self.token = self._read()["token"]
 
     def _read(self) -> dict[str, Any]:
@@ -169,8 +189,9 @@ class Server:
         self.log.close()
 
 
-async def run_case(bus: str, clients: int, args: argparse.Namespace, redis_url: str | None,
-                   workdir: Path) -> dict[str, Any]:
+async def run_case(
+    bus: str, clients: int, args: argparse.Namespace, redis_url: str | None, workdir: Path
+) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     server = Server(bus, args, redis_url, workdir)
@@ -216,9 +237,13 @@ async def run_case(bus: str, clients: int, args: argparse.Namespace, redis_url: 
     samples = [(into[eid] - t) * 1000 for into in arrivals for eid, t in commits.items() if eid in into]
     expected = len(commits) * clients
     return {
-        "bus": bus, "clients": clients, "events": len(commits), "samples": len(samples),
+        "bus": bus,
+        "clients": clients,
+        "events": len(commits),
+        "samples": len(samples),
         "lost": expected - len(samples),
-        "p50_ms": round(pct(samples, 50), 2), "p99_ms": round(pct(samples, 99), 2),
+        "p50_ms": round(pct(samples, 50), 2),
+        "p99_ms": round(pct(samples, 99), 2),
         "max_ms": round(max(samples), 2) if samples else None,
         "commit_txn_p50_ms": round(report["txn_p50_ms"], 2),
         "server_cpu_ms_per_event": round(server_cpu * 1000 / max(1, len(commits)), 2),
@@ -232,8 +257,10 @@ def local_redis(explicit: str | None) -> tuple[str | None, Any]:
 
     url = explicit or os.environ.get("WINDFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     parsed = urlparse(url)
-    with contextlib.suppress(OSError), socket.create_connection((parsed.hostname or "127.0.0.1",
-                                                                 parsed.port or 6379), timeout=0.5):
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=0.5),
+    ):
         return url, None
     sys.path.insert(0, str(ROOT))
     try:
@@ -272,10 +299,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "event latency: committed outbox row -> WebSocket client",
         "goal": f"p99 < {GOAL_P99_MS:.0f} ms with 100 clients",
-        "events_per_case": args.events, "interval_ms": args.interval_ms,
+        "events_per_case": args.events,
+        "interval_ms": args.interval_ms,
         "database": "postgresql" if args.database_url and "postgres" in args.database_url else "sqlite",
-        "redis": redis_url, "event_loop": args.loop, "python": platform.python_version(),
-        "cpus": os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "redis": redis_url,
+        "event_loop": args.loop,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "results": results,
     }
 
@@ -283,8 +314,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=200, help="measured state changes per case")
-    p.add_argument("--interval-ms", type=float, default=20.0, help="pause between state changes (default: 50/s, "
-                   "i.e. 5,000 messages/s fanned out to 100 clients)")
+    p.add_argument(
+        "--interval-ms",
+        type=float,
+        default=20.0,
+        help="pause between state changes (default: 50/s, i.e. 5,000 messages/s fanned out to 100 clients)",
+    )
     p.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: a fresh SQLite file)")
     p.add_argument("--redis-url", default=None)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

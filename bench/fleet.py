@@ -52,12 +52,21 @@ PROBE_TIMEOUT = 1.0
 def spec_of(i: int, port: int, *, monitored: bool) -> Any:
     from windflow.domain.models import ServiceSpec
 
-    return ServiceSpec.model_validate({
-        "id": f"fleet-{i:05d}", "driver": "command", "monitored": monitored,
-        "config": {"start": {"run": ["true"]}, "stop": {"run": ["true"]}},
-        "health": {"kind": "http", "url": f"http://127.0.0.1:{port}/health", "interval": INTERVAL,
-                   "timeout": PROBE_TIMEOUT, "failure_threshold": THRESHOLD},
-    })
+    return ServiceSpec.model_validate(
+        {
+            "id": f"fleet-{i:05d}",
+            "driver": "command",
+            "monitored": monitored,
+            "config": {"start": {"run": ["true"]}, "stop": {"run": ["true"]}},
+            "health": {
+                "kind": "http",
+                "url": f"http://127.0.0.1:{port}/health",
+                "interval": INTERVAL,
+                "timeout": PROBE_TIMEOUT,
+                "failure_threshold": THRESHOLD,
+            },
+        }
+    )
 
 
 async def register_running(wf: Windflow, specs: list[Any]) -> None:
@@ -90,8 +99,11 @@ async def unhealthy_since(wf: Windflow, ids: list[str]) -> dict[str, float]:
     from windflow.persistence.models import ServiceRow
 
     async with wf.db.read() as session:
-        rows = (await session.execute(select(ServiceRow.id, ServiceRow.state, ServiceRow.state_changed_at)
-                                      .where(ServiceRow.id.in_(ids)))).all()
+        rows = (
+            await session.execute(
+                select(ServiceRow.id, ServiceRow.state, ServiceRow.state_changed_at).where(ServiceRow.id.in_(ids))
+            )
+        ).all()
     return {sid: changed.timestamp() for sid, state, changed in rows if state == "unhealthy" and changed}
 
 
@@ -104,8 +116,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{MARKER}.fleet."))
     wf = Windflow(tmp)
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
-                    "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        },
         "services": n,
         "probe": {"kind": "http", "interval_s": INTERVAL, "timeout_s": PROBE_TIMEOUT, "failure_threshold": THRESHOLD},
     }
@@ -113,8 +129,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await wf.start()
         assert wf.worker is not None
-        server = popen([sys.executable, str(PROBES_BENCH), "--serve", "0", str(n)], stdin=subprocess.PIPE,
-                       stdout=subprocess.PIPE, text=True)
+        server = popen(
+            [sys.executable, str(PROBES_BENCH), "--serve", "0", str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert server.stdout is not None and server.stdin is not None
         ports = json.loads(await asyncio.to_thread(server.stdout.readline))
         procs = {"worker": wf.worker.pid, "http_server": server.pid}
@@ -136,10 +156,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.1)
         all_watched = time.perf_counter() - registered
-        report["watched"] = {"register_s": round(registered - t0, 2), "all_watched_s": round(all_watched, 2),
-                             "states": states,
-                             "note": "from all registered and desired running (one transaction) to every read "
-                                     "model healthy (each probed once by the watcher, written in batches)"}
+        report["watched"] = {
+            "register_s": round(registered - t0, 2),
+            "all_watched_s": round(all_watched, 2),
+            "states": states,
+            "note": "from all registered and desired running (one transaction) to every read "
+            "model healthy (each probed once by the watcher, written in batches)",
+        }
         await asyncio.sleep(3.0)  # settle
         report["steady"] = await window(wf, measure, procs)
 
@@ -155,20 +178,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.1)
         delays = [t - t_fail for t in seen.values()]
         report["detection"] = {
-            "services": len(ids), "detected": len(seen),
+            "services": len(ids),
+            "detected": len(seen),
             "p50_s": round(pct(delays, 50), 3) if delays else None,
             "p99_s": round(pct(delays, 99), 3) if delays else None,
             "max_s": round(max(delays), 3) if delays else None,
-            "bound_s": bound, "rule": "interval x failure_threshold + 1 s",
+            "bound_s": bound,
+            "rule": "interval x failure_threshold + 1 s",
             "note": "503 from the moment of the fail command; detected = the read model's state_changed_at to "
-                    "unhealthy (the verdict, batched into the store)"}
+            "unhealthy (the verdict, batched into the store)",
+        }
         with contextlib.suppress(Exception):
             await watcher.terminate(reason="bench over")
         steady, idle = report["steady"], report["idle"]
-        added = round(steady.get("temporal_server_cpu_percent_of_one_core", 0)
-                      - idle.get("temporal_server_cpu_percent_of_one_core", 0), 2)
-        worker_added = round(steady.get("worker_cpu_percent_of_one_core", 0)
-                             - idle.get("worker_cpu_percent_of_one_core", 0), 2)
+        added = round(
+            steady.get("temporal_server_cpu_percent_of_one_core", 0)
+            - idle.get("temporal_server_cpu_percent_of_one_core", 0),
+            2,
+        )
+        worker_added = round(
+            steady.get("worker_cpu_percent_of_one_core", 0) - idle.get("worker_cpu_percent_of_one_core", 0), 2
+        )
         watch_goal = 5.0 * n / 1000
         report["ratios"] = {
             "all_watched_s_per_1000": round(all_watched / n * 1000, 3),
@@ -179,12 +209,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "heartbeats_per_s": steady["heartbeats_per_s"],
             "workflow_tasks_per_s": steady["workflow_tasks_per_s"],
             "detection_p99_over_bound": round(report["detection"]["p99_s"] / bound, 3)
-            if report["detection"]["p99_s"] is not None else None,
+            if report["detection"]["p99_s"] is not None
+            else None,
         }
         report["goals"] = {
             f"all_watched_within_{watch_goal:g}s": all_watched <= watch_goal,
             "detection_p99_within_bound": report["detection"]["p99_s"] is not None
-            and report["detection"]["p99_s"] <= bound and len(seen) == len(ids),
+            and report["detection"]["p99_s"] <= bound
+            and len(seen) == len(ids),
             "worker_cpu_at_most_50_percent": steady.get("worker_cpu_percent_of_one_core", 100) <= 50,
             "dev_server_cpu_added_at_most_5_percent": added <= 5,
             "heartbeats_at_most_1_per_s": steady["heartbeats_per_s"] <= 1.0,

@@ -118,29 +118,49 @@ async def run(n: int, levels: int, driver: str, parallelism: int, seed: int) -> 
     tmp = Path(tempfile.mkdtemp(prefix="wf-fleet-"))
     temporal = shutil.which("temporal", path=os.path.dirname(sys.executable)) or shutil.which("temporal")
     env = await WorkflowEnvironment.start_local(
-        namespace="default", data_converter=DATA_CONVERTER, search_attributes=sa.ALL_KEYS,
+        namespace="default",
+        data_converter=DATA_CONVERTER,
+        search_attributes=sa.ALL_KEYS,
         dev_server_existing_path=temporal,
-        dev_server_extra_args=["--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-                               "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"],
-        dev_server_startup_timeout=timedelta(seconds=60))
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
+        ],
+        dev_server_startup_timeout=timedelta(seconds=60),
+    )
     db = Database.from_url(f"sqlite+aiosqlite:///{tmp / 'store.db'}")
     try:
         await upgrade(db.engine)
         client = env.client
         task_queue = f"fleet-{uuid.uuid4().hex[:8]}"
-        settings = Settings(data_dir=tmp / "data", database_url=f"sqlite+aiosqlite:///{tmp / 'store.db'}",
-                            jwt_secret="x" * 48, temporal_address=client.service_client.config.target_host,
-                            temporal_namespace=client.namespace, task_queue=task_queue, _env_file=None)
+        settings = Settings(
+            data_dir=tmp / "data",
+            database_url=f"sqlite+aiosqlite:///{tmp / 'store.db'}",
+            jwt_secret="x" * 48,
+            temporal_address=client.service_client.config.target_host,
+            temporal_namespace=client.namespace,
+            task_queue=task_queue,
+            _env_file=None,
+        )
         parts = build_worker(client=client, settings=settings, db=db)  # before the long registration
         graph = graph_of(n, levels, seed)
         specs = []
         for layer in layers(graph):
             for name in layer:
-                config: dict[str, Any] = ({"command": ["sleep", MARKER], "stop_grace": "1s"}
-                                          if driver == "sleep" else {})
-                specs.append(ServiceSpec.model_validate({
-                    "id": name, "driver": "process" if driver == "sleep" else "noop", "config": config,
-                    "depends_on": graph[name], "monitored": False}))
+                config: dict[str, Any] = {"command": ["sleep", MARKER], "stop_grace": "1s"} if driver == "sleep" else {}
+                specs.append(
+                    ServiceSpec.model_validate(
+                        {
+                            "id": name,
+                            "driver": "process" if driver == "sleep" else "noop",
+                            "config": config,
+                            "depends_on": graph[name],
+                            "monitored": False,
+                        }
+                    )
+                )
         async with db.write() as session:  # as `windflow apply` does: one all-or-nothing transaction
             await registry.apply_system(session=session, system=SystemFile(services=specs), author="bench")
         server = dev_server_pid(int(client.service_client.config.target_host.rsplit(":", 1)[1]))
@@ -151,10 +171,16 @@ async def run(n: int, levels: int, driver: str, parallelism: int, seed: int) -> 
             begin = time.perf_counter()
             handle = await client.start_workflow(
                 SystemInitialization.run,
-                InitInput(run_id=run_id, options=InitOptions(retry_window=0, parallelism=parallelism or None,
-                                                             overall_timeout=3600, component_timeout=600),
-                          actor="bench"),
-                id=f"init/{run_id}", task_queue=task_queue)
+                InitInput(
+                    run_id=run_id,
+                    options=InitOptions(
+                        retry_window=0, parallelism=parallelism or None, overall_timeout=3600, component_timeout=600
+                    ),
+                    actor="bench",
+                ),
+                id=f"init/{run_id}",
+                task_queue=task_queue,
+            )
             state = await handle.result()
             elapsed = time.perf_counter() - begin
         after = resource.getrusage(resource.RUSAGE_SELF)
@@ -181,15 +207,26 @@ async def run(n: int, levels: int, driver: str, parallelism: int, seed: int) -> 
             "processes_running_after": running,
             "wall_s": round(elapsed, 2),
             "per_component_ms": round(1000 * elapsed / n, 2),
-            "history": {"events": events, "bytes": size, "largest_event_bytes": largest[0],
-                        "largest_event_type": largest[1], "workflow_tasks": workflow_tasks},
-            "search_attributes": {"WindflowServices_listed": len(listed),
-                                  "WindflowServices_json_bytes": len(json.dumps(listed)),
-                                  "WindflowServiceCount": attrs.get(sa.SERVICE_COUNT)},
-            "cpu_s": {"bench_process (worker, store, client)": round(
-                          after.ru_utime + after.ru_stime - own_cpu.ru_utime - own_cpu.ru_stime, 2),
-                      "dev_server": round(server_cpu_after - server_cpu, 2)
-                      if server_cpu is not None and server_cpu_after is not None else None},
+            "history": {
+                "events": events,
+                "bytes": size,
+                "largest_event_bytes": largest[0],
+                "largest_event_type": largest[1],
+                "workflow_tasks": workflow_tasks,
+            },
+            "search_attributes": {
+                "WindflowServices_listed": len(listed),
+                "WindflowServices_json_bytes": len(json.dumps(listed)),
+                "WindflowServiceCount": attrs.get(sa.SERVICE_COUNT),
+            },
+            "cpu_s": {
+                "bench_process (worker, store, client)": round(
+                    after.ru_utime + after.ru_stime - own_cpu.ru_utime - own_cpu.ru_stime, 2
+                ),
+                "dev_server": round(server_cpu_after - server_cpu, 2)
+                if server_cpu is not None and server_cpu_after is not None
+                else None,
+            },
         }
     finally:
         kill_marked()
@@ -210,9 +247,21 @@ def main() -> None:
 
     raise_nofile(8192)
     result = asyncio.run(run(args.n, args.levels, args.driver, args.parallelism, args.seed))
-    print(json.dumps({"bench": "fleet_init", "n": args.n, "levels": args.levels, "driver": args.driver,
-                      "parallelism": args.parallelism, "python": platform.python_version(),
-                      "cpus": os.cpu_count(), **result}, indent=2))
+    print(
+        json.dumps(
+            {
+                "bench": "fleet_init",
+                "n": args.n,
+                "levels": args.levels,
+                "driver": args.driver,
+                "parallelism": args.parallelism,
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                **result,
+            },
+            indent=2,
+        )
+    )
     os._exit(0 if result["succeeded"] else 1)  # the Temporal SDK can abort at interpreter exit
 
 

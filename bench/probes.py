@@ -43,8 +43,13 @@ FAILURE_THRESHOLD = 3
 
 def summary_ms(values_s: list[float]) -> dict[str, Any]:
     ms = [v * 1000 for v in values_s]
-    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 3), "p99_ms": round(pct(ms, 99), 3),
-            "max_ms": round(max(ms), 3) if ms else None, "mean_ms": round(statistics.fmean(ms), 3) if ms else None}
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 50), 3),
+        "p99_ms": round(pct(ms, 99), 3),
+        "max_ms": round(max(ms), 3) if ms else None,
+        "mean_ms": round(statistics.fmean(ms), 3) if ms else None,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- server side
@@ -75,8 +80,9 @@ class _Service(asyncio.Protocol):
             else:
                 body = b'{"status":"ok"}'
                 head = b"HTTP/1.1 200 OK\r\n"
-            self.transport.write(head + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                                 % (len(body), body))
+            self.transport.write(
+                head + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
 
 
 async def serve(first: int, count: int) -> None:
@@ -126,19 +132,33 @@ async def bench_kills(n_kills: int) -> dict[str, Any]:
         assert info is not None and info.signal == signal.SIGKILL
 
     # adopted orphans: started by a shell that exits at once, so the process is not our child
-    orphan_spec = ServiceSpec.model_validate({"id": "orphan", "driver": "process",
-                                              "config": {"command": ["sleep", "600"]}})
+    orphan_spec = ServiceSpec.model_validate(
+        {"id": "orphan", "driver": "process", "config": {"command": ["sleep", "600"]}}
+    )
     (data_dir / "run").mkdir(parents=True, exist_ok=True)
     adopted: list[float] = []
     n_orphans = max(20, n_kills // 2)
     for _ in range(n_orphans):
-        out = subprocess.run(["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
-                             start_new_session=True, check=True)
+        out = subprocess.run(
+            ["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!"],
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+            check=True,
+        )
         pid = int(out.stdout.strip())
         stat = read_proc_stat(pid)
         assert stat is not None
-        state = {"version": 1, "service": "orphan", "pid": pid, "pgid": stat.pgid, "starttime": stat.starttime,
-                 "boot_id": boot_id(), "started_at": "2024-01-01T00:00:00+00:00", "command": ["sleep", "600"]}
+        state = {
+            "version": 1,
+            "service": "orphan",
+            "pid": pid,
+            "pgid": stat.pgid,
+            "starttime": stat.starttime,
+            "boot_id": boot_id(),
+            "started_at": "2024-01-01T00:00:00+00:00",
+            "command": ["sleep", "600"],
+        }
         (data_dir / "run" / "orphan.json").write_text(json.dumps(state))
         waiter = asyncio.create_task(driver.wait_exit(orphan_spec))
         await asyncio.sleep(0.003)
@@ -191,8 +211,12 @@ def start_servers(n: int, processes: int) -> tuple[list[subprocess.Popen[str]], 
         first, count = p * per, min(per, n - p * per)
         if count <= 0:
             break
-        popen = subprocess.Popen([sys.executable, __file__, "--serve", str(first), str(count)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        popen = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(first), str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert popen.stdout is not None
         line = popen.stdout.readline()
         if not line:
@@ -212,8 +236,16 @@ async def bench_watch(n: int, *, fast_http: bool, measure: float, warmup: float,
     popens, ports, owner = start_servers(n, processes=2)
     loop = asyncio.get_running_loop()
     probe = HttpProbe(fast_http=fast_http)
-    specs = [HttpHealth(kind="http", url=f"http://127.0.0.1:{port}/health", interval=INTERVAL, timeout=1.0,
-                        failure_threshold=FAILURE_THRESHOLD) for port in ports]
+    specs = [
+        HttpHealth(
+            kind="http",
+            url=f"http://127.0.0.1:{port}/health",
+            interval=INTERVAL,
+            timeout=1.0,
+            failure_threshold=FAILURE_THRESHOLD,
+        )
+        for port in ports
+    ]
     trackers = [HealthTracker(failure_threshold=FAILURE_THRESHOLD) for _ in range(n)]
     flipped_at: dict[int, float] = {}
     detected_at: dict[int, float] = {}
@@ -333,8 +365,12 @@ async def run(quick: bool) -> dict[str, Any]:
     raise_nofile(8192)
     started = time.perf_counter()
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
-                    "loop": "asyncio (default)"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "loop": "asyncio (default)",
+        },
         "quick": quick,
     }
     report["kill_detection"] = await bench_kills(50 if quick else 100)

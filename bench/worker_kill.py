@@ -78,9 +78,13 @@ def pids_with(marker: str) -> list[int]:
 
 
 def spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"],
-                            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from windflow.cli.main import run; run()", "worker"],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True,
+    )
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -121,31 +125,55 @@ async def run(rounds: int, heartbeat: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="wf-wkill-"))
     temporal = shutil.which("temporal", path=os.path.dirname(sys.executable)) or shutil.which("temporal")
     env = await WorkflowEnvironment.start_local(
-        namespace="default", data_converter=DATA_CONVERTER, search_attributes=ALL_KEYS,
+        namespace="default",
+        data_converter=DATA_CONVERTER,
+        search_attributes=ALL_KEYS,
         dev_server_existing_path=temporal,
-        dev_server_extra_args=["--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-                               "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"],
-        dev_server_startup_timeout=timedelta(seconds=60))
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
+        ],
+        dev_server_startup_timeout=timedelta(seconds=60),
+    )
     database_url = f"sqlite+aiosqlite:///{tmp / 'store.db'}"
     db = Database.from_url(database_url)
     port = free_port()
     task_queue = f"wkill-{uuid.uuid4().hex[:8]}"
-    worker_env = {**os.environ, "WINDFLOW_DATA_DIR": str(tmp / "data"), "WINDFLOW_DATABASE_URL": database_url,
-                  "WINDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-                  "WINDFLOW_TEMPORAL_NAMESPACE": "default", "WINDFLOW_TASK_QUEUE": task_queue,
-                  "WINDFLOW_JWT_SECRET": "y" * 40, "WINDFLOW_WORKER_METRICS_PORT": "0",
-                  "WINDFLOW_CODEC_DISABLED": "true"}  # this bench's own client reads the payloads
+    worker_env = {
+        **os.environ,
+        "WINDFLOW_DATA_DIR": str(tmp / "data"),
+        "WINDFLOW_DATABASE_URL": database_url,
+        "WINDFLOW_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "WINDFLOW_TEMPORAL_NAMESPACE": "default",
+        "WINDFLOW_TASK_QUEUE": task_queue,
+        "WINDFLOW_JWT_SECRET": "y" * 40,
+        "WINDFLOW_WORKER_METRICS_PORT": "0",
+        "WINDFLOW_CODEC_DISABLED": "true",
+    }  # this bench's own client reads the payloads
     workers: list[subprocess.Popen[bytes]] = []
     samples: list[dict[str, float]] = []
     try:
         await upgrade(db.engine)
-        spec = ServiceSpec.model_validate({
-            "id": "victim", "driver": "process",
-            "config": {"command": [sys.executable, str(STANDIN), "--name", "victim", "--port", str(port),
-                                   "--boot", "0.2"], "stop_grace": "2s"},
-            "health": {"kind": "http", "url": f"http://127.0.0.1:{port}/health", "interval": "0.2s",
-                       "timeout": "1s", "failure_threshold": 2},
-            "restart": {"backoff": "0s", "max_attempts": 1000, "jitter": 0}})
+        spec = ServiceSpec.model_validate(
+            {
+                "id": "victim",
+                "driver": "process",
+                "config": {
+                    "command": [sys.executable, str(STANDIN), "--name", "victim", "--port", str(port), "--boot", "0.2"],
+                    "stop_grace": "2s",
+                },
+                "health": {
+                    "kind": "http",
+                    "url": f"http://127.0.0.1:{port}/health",
+                    "interval": "0.2s",
+                    "timeout": "1s",
+                    "failure_threshold": 2,
+                },
+                "restart": {"backoff": "0s", "max_attempts": 1000, "jitter": 0},
+            }
+        )
         async with db.write() as session:
             await registry.create_service(session=session, spec=spec, author="bench")
         driver = build_driver_registry(data_dir=tmp / "data").for_service(spec)
@@ -153,9 +181,12 @@ async def run(rounds: int, heartbeat: float) -> dict[str, Any]:
         await until(lambda: health_pid(port), 30)
         workers.append(spawn_worker(worker_env, tmp / "w0.log"))
         handle = await env.client.start_workflow(
-            ServiceSupervisor.run, SupervisorInput(service_id="victim", heartbeat_timeout=heartbeat),
-            id="supervise/victim", task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
+            ServiceSupervisor.run,
+            SupervisorInput(service_id="victim", heartbeat_timeout=heartbeat),
+            id="supervise/victim",
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
+        )
 
         async def watching() -> bool:
             st = await handle.query(ServiceSupervisor.query_status)
@@ -172,8 +203,13 @@ async def run(rounds: int, heartbeat: float) -> dict[str, Any]:
             workers.append(spawn_worker(worker_env, log))
             polling = await until(lambda log=log: log.exists() and b"worker polling" in log.read_bytes(), 90)
             recovered = polling + await until(lambda old=old: (health_pid(port) or old) != old, 120)
-            samples.append({"polling_s": round(polling, 3), "recovered_s": round(recovered, 3),
-                            "added_s": round(recovered - polling, 3)})
+            samples.append(
+                {
+                    "polling_s": round(polling, 3),
+                    "recovered_s": round(recovered, 3),
+                    "added_s": round(recovered - polling, 3),
+                }
+            )
         await handle.terminate("bench over")
     finally:
         for proc in workers:
@@ -187,8 +223,12 @@ async def run(rounds: int, heartbeat: float) -> dict[str, Any]:
         await env.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     added = [s["added_s"] for s in samples]
-    return {"rounds": samples, "added_median_s": round(statistics.median(added), 3) if added else None,
-            "added_max_s": max(added) if added else None, "heartbeat_timeout_s": heartbeat}
+    return {
+        "rounds": samples,
+        "added_median_s": round(statistics.median(added), 3) if added else None,
+        "added_max_s": max(added) if added else None,
+        "heartbeat_timeout_s": heartbeat,
+    }
 
 
 def main() -> None:
@@ -197,8 +237,18 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=10.0)
     args = parser.parse_args()
     result = asyncio.run(run(args.rounds, args.heartbeat))
-    print(json.dumps({"bench": "worker_kill", "python": platform.python_version(), "cpus": os.cpu_count(),
-                      "load_avg_1m": os.getloadavg()[0], **result}, indent=2))
+    print(
+        json.dumps(
+            {
+                "bench": "worker_kill",
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "load_avg_1m": os.getloadavg()[0],
+                **result,
+            },
+            indent=2,
+        )
+    )
     os._exit(0)
 
 

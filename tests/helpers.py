@@ -35,17 +35,43 @@ def standin(
     failure_threshold: int = 2,
     **extra: Any,
 ) -> ServiceSpec:
-    command = [sys.executable, str(STANDIN), "--name", name, "--port", str(port), "--boot", str(boot),
-               "--protocol", protocol, *args]
+    command = [
+        sys.executable,
+        str(STANDIN),
+        "--name",
+        name,
+        "--port",
+        str(port),
+        "--boot",
+        str(boot),
+        "--protocol",
+        protocol,
+        *args,
+    ]
     health = (
-        {"kind": "http", "url": f"http://127.0.0.1:{port}/health", "interval": interval, "timeout": "1s",
-         "failure_threshold": failure_threshold}
+        {
+            "kind": "http",
+            "url": f"http://127.0.0.1:{port}/health",
+            "interval": interval,
+            "timeout": "1s",
+            "failure_threshold": failure_threshold,
+        }
         if protocol == "http"
-        else {"kind": "tcp", "port": port, "interval": interval, "timeout": "1s",
-              "failure_threshold": failure_threshold}
+        else {
+            "kind": "tcp",
+            "port": port,
+            "interval": interval,
+            "timeout": "1s",
+            "failure_threshold": failure_threshold,
+        }
     )
-    body: dict[str, Any] = {"id": name, "driver": "process", "config": {"command": command, "stop_grace": "2s"},
-                            "depends_on": deps if isinstance(deps, dict) else list(deps), "health": health}
+    body: dict[str, Any] = {
+        "id": name,
+        "driver": "process",
+        "config": {"command": command, "stop_grace": "2s"},
+        "depends_on": deps if isinstance(deps, dict) else list(deps),
+        "health": health,
+    }
     body.update(extra)
     return ServiceSpec.model_validate(body)
 
@@ -174,14 +200,22 @@ class Supervised:
             st = await self.recovery.query(ServiceRecovery.query_status)
         else:
             stored = (row.state_detail or {}).get("supervision") if row is not None else None
-            st = SupervisorStatus.model_validate(stored) if stored else SupervisorStatus(
-                service_id=self.service_id, workflow_id=f"recover/{self.service_id}")
+            st = (
+                SupervisorStatus.model_validate(stored)
+                if stored
+                else SupervisorStatus(service_id=self.service_id, workflow_id=f"recover/{self.service_id}")
+            )
             state = row.state if row is not None else "unknown"
-            st.state = {"healthy": SupervisionState.WATCHING, "not_ready": SupervisionState.WATCHING,
-                        "recovering": SupervisionState.RECOVERING, "backing_off": SupervisionState.BACKING_OFF,
-                        "blocked": SupervisionState.BLOCKED, "gave_up": SupervisionState.GAVE_UP,
-                        "stopped": SupervisionState.PAUSED, "stopping": SupervisionState.PAUSED,
-                        }.get(state, SupervisionState.STARTING)
+            st.state = {
+                "healthy": SupervisionState.WATCHING,
+                "not_ready": SupervisionState.WATCHING,
+                "recovering": SupervisionState.RECOVERING,
+                "backing_off": SupervisionState.BACKING_OFF,
+                "blocked": SupervisionState.BLOCKED,
+                "gave_up": SupervisionState.GAVE_UP,
+                "stopped": SupervisionState.PAUSED,
+                "stopping": SupervisionState.PAUSED,
+            }.get(state, SupervisionState.STARTING)
         st.restarts_total = row.restarts_total if row is not None else 0
         return st
 
@@ -189,8 +223,7 @@ class Supervised:
         from windflow.domain.contracts import DecisionInput
         from windflow.workflows.supervision import ServiceRecovery
 
-        return await self.recovery.execute_update(ServiceRecovery.decide,
-                                                  DecisionInput(decision=decision, actor=actor))
+        return await self.recovery.execute_update(ServiceRecovery.decide, DecisionInput(decision=decision, actor=actor))
 
     async def terminate(self, reason: str = "test over") -> None:
         await terminate_quietly(self.client, self.watcher.id, f"recover/{self.service_id}")
@@ -283,8 +316,9 @@ async def initialize_through_api(api, settings: Any, db: Database, port: int, re
     return handle
 
 
-def worker_process(settings: Any, tmp_path: Path, name: str, *args: str,
-                   **env_overrides: str) -> subprocess.Popen[bytes]:
+def worker_process(
+    settings: Any, tmp_path: Path, name: str, *args: str, **env_overrides: str
+) -> subprocess.Popen[bytes]:
     """A real `windflow worker` OS process for ``settings`` (its own process group, output in NAME.log).
 
     ``args`` go after ``worker`` (e.g. ``"--host", "alpha"``); ``env_overrides`` are extra WINDFLOW_* settings."""
@@ -300,8 +334,13 @@ def worker_process(settings: Any, tmp_path: Path, name: str, *args: str,
         **env_overrides,
     }
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (the child keeps writing to it)
-    return subprocess.Popen([sys.executable, "-c", "from windflow.cli.main import run; run()", "worker", *args],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from windflow.cli.main import run; run()", "worker", *args],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def worker_identity(proc: subprocess.Popen[bytes]) -> str:

@@ -27,8 +27,14 @@ class LiveServer:
                 logger.propagate = True
         from windflow.api.app import SERVER_OPTIONS  # served as `windflow api` serves it
 
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level=log_level or "warning",
-                                lifespan="on", **{**SERVER_OPTIONS, **extra})
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level=log_level or "warning",
+            lifespan="on",
+            **{**SERVER_OPTIONS, **extra},
+        )
         self.server = uvicorn.Server(config)
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest owns signals
         self._task: asyncio.Task[None] | None = None

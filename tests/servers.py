@@ -57,8 +57,25 @@ def start_redis(port: int | None = None) -> Throwaway:
     port = port or free_port()
     tmp = tempfile.mkdtemp(prefix="wf-redis.")
     subprocess.run(
-        [exe, "--bind", "127.0.0.1", "--port", str(port), "--dir", tmp, "--save", "", "--appendonly", "no",
-         "--daemonize", "yes", "--pidfile", f"{tmp}/redis.pid", "--logfile", f"{tmp}/redis.log"],
+        [
+            exe,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            tmp,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            f"{tmp}/redis.pid",
+            "--logfile",
+            f"{tmp}/redis.log",
+        ],
         check=True,
     )
     deadline = time.monotonic() + 10
@@ -82,14 +99,25 @@ def start_postgres(port: int | None = None) -> Throwaway:
         shutil.chown(tmp, user, user)
     os.chmod(tmp, 0o700)
     data = f"{tmp}/data"
-    subprocess.run([*run_as, str(pg_bin / "initdb"), "-D", data, "-U", "windflow", "--auth=trust", "-E", "UTF8",
-                    "--no-locale"], check=True, capture_output=True)
-    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off -c synchronous_commit=off "
-            "-c full_page_writes=off")
-    subprocess.run([*run_as, str(pg_bin / "pg_ctl"), "-D", data, "-l", f"{tmp}/pg.log", "-w", "-o", opts, "start"],
-                   check=True, capture_output=True)
-    subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "windflow", "-d", "postgres", "-c",
-                    "create database test"], check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, str(pg_bin / "initdb"), "-D", data, "-U", "windflow", "--auth=trust", "-E", "UTF8", "--no-locale"],
+        check=True,
+        capture_output=True,
+    )
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off -c synchronous_commit=off "
+        "-c full_page_writes=off"
+    )
+    subprocess.run(
+        [*run_as, str(pg_bin / "pg_ctl"), "-D", data, "-l", f"{tmp}/pg.log", "-w", "-o", opts, "start"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "windflow", "-d", "postgres", "-c", "create database test"],
+        check=True,
+        capture_output=True,
+    )
     stop = [*run_as, str(pg_bin / "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"]
     return Throwaway(url=f"postgresql://windflow@127.0.0.1:{port}/test", stop_cmds=[stop], tmpdir=tmp)
 
@@ -112,22 +140,70 @@ class RestartablePostgres:
             shutil.chown(self.tmp, user, user)
         os.chmod(self.tmp, 0o700)
         self.data = f"{self.tmp}/data"
-        subprocess.run([*self.run_as, str(self.pg_bin / "initdb"), "-D", self.data, "-U", "windflow",
-                        "--auth=trust", "-E", "UTF8", "--no-locale"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *self.run_as,
+                str(self.pg_bin / "initdb"),
+                "-D",
+                self.data,
+                "-U",
+                "windflow",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.start()
-        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "windflow", "-d", "postgres", "-c",
-                        "create database test"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "windflow",
+                "-d",
+                "postgres",
+                "-c",
+                "create database test",
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.url = f"postgresql://windflow@127.0.0.1:{self.port}/test"
 
     def start(self) -> None:
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.tmp} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off")
-        subprocess.run([*self.run_as, str(self.pg_bin / "pg_ctl"), "-D", self.data, "-l", f"{self.tmp}/pg.log", "-w",
-                        "-o", opts, "start"], check=True, capture_output=True)
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.tmp} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        subprocess.run(
+            [
+                *self.run_as,
+                str(self.pg_bin / "pg_ctl"),
+                "-D",
+                self.data,
+                "-l",
+                f"{self.tmp}/pg.log",
+                "-w",
+                "-o",
+                opts,
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self) -> None:
-        subprocess.run([*self.run_as, str(self.pg_bin / "pg_ctl"), "-D", self.data, "-m", "immediate", "-w", "stop"],
-                       check=False, capture_output=True)
+        subprocess.run(
+            [*self.run_as, str(self.pg_bin / "pg_ctl"), "-D", self.data, "-m", "immediate", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
 
     def remove(self) -> None:
         self.stop()
@@ -154,8 +230,15 @@ class Receiver:
                 with receiver.lock:
                     planned = receiver.plan.get(self.path) or []
                     code = planned.pop(0) if planned else 200
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                              "json": parsed, "answered": code})
+                    receiver.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "json": parsed,
+                            "answered": code,
+                        }
+                    )
                 payload = b"ok" if code < 300 else b"receiver says no"
                 self.send_response(code)
                 self.send_header("Content-Type", "text/plain")

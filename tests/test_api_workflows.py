@@ -133,8 +133,9 @@ async def test_cancel_and_retry_through_the_api(temporal_env, settings, db, api,
         assert r.status_code == 409, r.text
         current = (await api.get("/api/v1/services/top/config")).json()
         fixed = standin("top", p2, deps=["base"]).content()
-        r = await api.put("/api/v1/services/top/config", json={"content": fixed},
-                          headers={"If-Match": f'"{current["version"]}"'})
+        r = await api.put(
+            "/api/v1/services/top/config", json={"content": fixed}, headers={"If-Match": f'"{current["version"]}"'}
+        )
         assert r.status_code == 200, r.text
         r = await api.post(f"/api/v1/initializations/{run_id}/components/top/retry")
         assert r.status_code == 200 and r.json()["accepted"], r.text
@@ -169,8 +170,9 @@ async def test_schedules_crud(temporal_env, settings, db, api):
     assert (await api.get(f"/api/v1/schedules/{sid}")).status_code == 404
 
 
-async def test_supervision_of_a_recovery_nobody_runs_answers_from_the_store(temporal_env, settings, db, api, ports,
-                                                                            tmp_path):
+async def test_supervision_of_a_recovery_nobody_runs_answers_from_the_store(
+    temporal_env, settings, db, api, ports, tmp_path
+):
     """A recovery runs (backing off) but no worker does (it was killed): `GET …/supervision` answers at once with the
     last recorded status, saying so, instead of holding the request until the engine gives up (then a 502)."""
     from tests.helpers import register, start_service, supervise, watching
@@ -178,8 +180,13 @@ async def test_supervision_of_a_recovery_nobody_runs_answers_from_the_store(temp
     client = temporal_env.client
     port = ports()
     flag = tmp_path / "broken"
-    spec = standin("app", port, boot=0.1, args=["--fail-start-while", str(flag)],
-                   restart={"max_attempts": 5, "backoff": "1h", "multiplier": 1, "backoff_max": "1h", "jitter": 0})
+    spec = standin(
+        "app",
+        port,
+        boot=0.1,
+        args=["--fail-start-while", str(flag)],
+        restart={"max_attempts": 5, "backoff": "1h", "multiplier": 1, "backoff_max": "1h", "jitter": 0},
+    )
     await register(db, spec)
     pid = await start_service(settings, spec)
     async with running_worker(client, settings, db):
@@ -226,8 +233,12 @@ async def test_a_run_whose_workflow_task_keeps_failing_is_reported_and_cancellab
     from windflow.run_health import check_runs
 
     client = temporal_env.client
-    async with Worker(client, task_queue=settings.task_queue, workflows=[BrokenInitialization],
-                      workflow_runner=UnsandboxedWorkflowRunner()):
+    async with Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[BrokenInitialization],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
         r = await api.post("/api/v1/initializations", json={})
         assert r.status_code == 202, r.text
         run_id = r.json()["run_id"]
@@ -243,9 +254,13 @@ async def test_a_run_whose_workflow_task_keeps_failing_is_reported_and_cancellab
         assert await check_runs(client, db) == 1
         assert await check_runs(client, db) == 0  # told once
         async with db.read() as s:
-            events = [e.payload["data"] for e in (await s.execute(
-                select(OutboxRow).where(OutboxRow.event_type == "INITIALIZATION_UPDATE"))).scalars()
-                if e.payload["data"]["run_id"] == run_id]
+            events = [
+                e.payload["data"]
+                for e in (
+                    await s.execute(select(OutboxRow).where(OutboxRow.event_type == "INITIALIZATION_UPDATE"))
+                ).scalars()
+                if e.payload["data"]["run_id"] == run_id
+            ]
         assert any("keeps failing" in e["message"] for e in events), events
 
         r = await api.post(f"/api/v1/initializations/{run_id}/cancel")

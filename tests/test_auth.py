@@ -55,21 +55,29 @@ async def test_login_me_and_the_token_claims(api, anon, settings):
     assert me["permissions"] == claims["permissions"] and me["user"]["last_login_at"]
 
     # the OAuth2 password form (the docs' Authorize button) works too, and rejects other grants
-    r = await anon.post("/api/v1/auth/login", data={"username": "DANA", "password": PASSWORD,
-                                                    "grant_type": "password"})
+    r = await anon.post("/api/v1/auth/login", data={"username": "DANA", "password": PASSWORD, "grant_type": "password"})
     assert r.status_code == 200, r.text
-    assert_envelope(await anon.post("/api/v1/auth/login", data={"username": "dana", "password": PASSWORD,
-                                                                "grant_type": "client_credentials"}), 400)
+    assert_envelope(
+        await anon.post(
+            "/api/v1/auth/login", data={"username": "dana", "password": PASSWORD, "grant_type": "client_credentials"}
+        ),
+        400,
+    )
 
     # wrong password and unknown user look the same
-    e1 = assert_envelope(await anon.post("/api/v1/auth/login", json={"username": "dana", "password": "nope"}),
-                         401, "invalid_credentials")
-    e2 = assert_envelope(await anon.post("/api/v1/auth/login", json={"username": "ghost", "password": "nope"}),
-                         401, "invalid_credentials")
+    e1 = assert_envelope(
+        await anon.post("/api/v1/auth/login", json={"username": "dana", "password": "nope"}), 401, "invalid_credentials"
+    )
+    e2 = assert_envelope(
+        await anon.post("/api/v1/auth/login", json={"username": "ghost", "password": "nope"}),
+        401,
+        "invalid_credentials",
+    )
     assert e1["message"] == e2["message"]
     assert_envelope(await anon.post("/api/v1/auth/login", json={"username": "dana"}), 422, "validation_error")
-    assert_envelope(await anon.post("/api/v1/auth/login", content=b"{not json",
-                                    headers={"content-type": "application/json"}), 422)
+    assert_envelope(
+        await anon.post("/api/v1/auth/login", content=b"{not json", headers={"content-type": "application/json"}), 422
+    )
 
 
 async def test_refresh_rotates_and_the_old_token_is_invalid(api, anon):
@@ -83,8 +91,9 @@ async def test_refresh_rotates_and_the_old_token_is_invalid(api, anon):
     assert (await anon.get("/api/v1/auth/me", headers=bearer(second["access_token"]))).status_code == 200
     third = (await anon.post("/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})).json()
     assert (await anon.get("/api/v1/auth/me", headers=bearer(third["access_token"]))).status_code == 200
-    assert_envelope(await anon.post("/api/v1/auth/refresh", json={"refresh_token": "wf_rt_made-up"}), 401,
-                    "invalid_refresh_token")
+    assert_envelope(
+        await anon.post("/api/v1/auth/refresh", json={"refresh_token": "wf_rt_made-up"}), 401, "invalid_refresh_token"
+    )
 
 
 async def test_refresh_reuse_revokes_the_whole_family(api, anon, db):
@@ -93,31 +102,39 @@ async def test_refresh_reuse_revokes_the_whole_family(api, anon, db):
     other = await login(anon, "frank")  # a second session of the same user must survive
     rotated = (await anon.post("/api/v1/auth/refresh", json={"refresh_token": stolen["refresh_token"]})).json()
 
-    err = assert_envelope(await anon.post("/api/v1/auth/refresh", json={"refresh_token": stolen["refresh_token"]}),
-                          401, "invalid_refresh_token")
+    err = assert_envelope(
+        await anon.post("/api/v1/auth/refresh", json={"refresh_token": stolen["refresh_token"]}),
+        401,
+        "invalid_refresh_token",
+    )
     assert "already used" in err["message"]
     # every token of that family is dead: the rotated refresh token and the access tokens issued from it
     assert_envelope(await anon.post("/api/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]}), 401)
     assert_envelope(await anon.get("/api/v1/auth/me", headers=bearer(rotated["access_token"])), 401)
     assert_envelope(await anon.get("/api/v1/auth/me", headers=bearer(stolen["access_token"])), 401)
     async with db.read() as s:
-        rows = list((await s.execute(select(RefreshTokenRow)
-                                     .where(RefreshTokenRow.family_id == stolen["session_id"]))).scalars())
+        rows = list(
+            (
+                await s.execute(select(RefreshTokenRow).where(RefreshTokenRow.family_id == stolen["session_id"]))
+            ).scalars()
+        )
     assert len(rows) == 2 and all(r.revoked_at is not None for r in rows)
     assert {r.revoked_reason for r in rows} == {"reuse"}
     # the other session is untouched
     assert (await anon.get("/api/v1/auth/me", headers=bearer(other["access_token"]))).status_code == 200
     assert (await anon.post("/api/v1/auth/refresh", json={"refresh_token": other["refresh_token"]})).status_code == 200
-    reuse = [a for a in await audit_rows(db, action="auth.refresh", outcome="failure")
-             if a.details.get("reason") == "reused"]
+    reuse = [
+        a for a in await audit_rows(db, action="auth.refresh", outcome="failure") if a.details.get("reason") == "reused"
+    ]
     assert reuse and reuse[0].actor == "frank"
 
 
 async def test_concurrent_refreshes_with_one_token_let_one_through(api, anon):
     await create_user(api, "gina", ["viewer"])
     pair = await login(anon, "gina")
-    results = await asyncio.gather(*(anon.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
-                                     for _ in range(5)))
+    results = await asyncio.gather(
+        *(anon.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}) for _ in range(5))
+    )
     codes = sorted(r.status_code for r in results)
     assert codes.count(200) <= 1 and codes.count(401) >= 4, codes
 
@@ -127,8 +144,11 @@ async def test_expired_refresh_token_is_refused(api, anon, db):
     pair = await login(anon, "hal")
     async with db.write() as s:
         await s.execute(update(RefreshTokenRow).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
-    err = assert_envelope(await anon.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}),
-                          401, "invalid_refresh_token")
+    err = assert_envelope(
+        await anon.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}),
+        401,
+        "invalid_refresh_token",
+    )
     assert "expired" in err["message"]
 
 
@@ -151,8 +171,9 @@ async def test_logout_revokes_the_access_token_and_the_session(api, anon, db):
         assert_envelope(await anon.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}), 401)
     assert [a.actor for a in await audit_rows(db, action="auth.logout", outcome="success")] == ["ivy", "ivy"]
     # logging in again works
-    assert (await anon.get("/api/v1/auth/me", headers=bearer((await login(anon, "ivy"))["access_token"]))
-            ).status_code == 200
+    assert (
+        await anon.get("/api/v1/auth/me", headers=bearer((await login(anon, "ivy"))["access_token"]))
+    ).status_code == 200
 
 
 def test_verified_tokens_cache_until_expiry_per_key_and_bounded(monkeypatch):
@@ -247,14 +268,25 @@ async def test_api_tokens_subset_shown_once_stored_hashed_and_revocable(api, ano
     session = bearer((await login(anon, "jo"))["access_token"])
 
     # more than the owner holds: refused; unknown permission: 422
-    err = assert_envelope(await anon.post("/api/v1/auth/tokens", headers=session,
-                                          json={"name": "too-much", "permissions": ["users:manage"]}), 403)
+    err = assert_envelope(
+        await anon.post(
+            "/api/v1/auth/tokens", headers=session, json={"name": "too-much", "permissions": ["users:manage"]}
+        ),
+        403,
+    )
     assert err["details"]["not_held"] == ["users:manage"]
-    assert_envelope(await anon.post("/api/v1/auth/tokens", headers=session,
-                                    json={"name": "typo", "permissions": ["services:reed"]}), 422)
+    assert_envelope(
+        await anon.post(
+            "/api/v1/auth/tokens", headers=session, json={"name": "typo", "permissions": ["services:reed"]}
+        ),
+        422,
+    )
 
-    r = await anon.post("/api/v1/auth/tokens", headers=session,
-                        json={"name": "ci", "permissions": ["services:read"], "expires_in_days": 30})
+    r = await anon.post(
+        "/api/v1/auth/tokens",
+        headers=session,
+        json={"name": "ci", "permissions": ["services:read"], "expires_in_days": 30},
+    )
     assert r.status_code == 201, r.text
     created = r.json()
     secret = created["token"]
@@ -321,8 +353,9 @@ async def test_expired_api_token_is_refused(api, anon, db):
 async def test_user_management_and_lockout_guard(api, anon, db):
     assert_envelope(await api.post("/api/v1/users", json={"username": "x", "password": "short"}), 422)
     assert_envelope(await api.post("/api/v1/users", json={"username": "bad name", "password": PASSWORD}), 422)
-    assert_envelope(await api.post("/api/v1/users", json={"username": "mo", "password": PASSWORD,
-                                                          "roles": ["wizard"]}), 422)
+    assert_envelope(
+        await api.post("/api/v1/users", json={"username": "mo", "password": PASSWORD, "roles": ["wizard"]}), 422
+    )
     created = await create_user(api, "mo", ["viewer"])
     assert created["roles"] == ["viewer"] and created["permissions"] == ["configs:read", "services:read"]
     assert_envelope(await api.post("/api/v1/users", json={"username": "MO", "password": PASSWORD}), 409)
@@ -335,14 +368,17 @@ async def test_user_management_and_lockout_guard(api, anon, db):
     assert r.status_code == 200 and r.json()["roles"] == ["operator"]
     assert_envelope(await anon.get("/api/v1/auth/me", headers=bearer(old["access_token"])), 401)
     new = await login(anon, "mo")
-    assert "services:control" in (await anon.get("/api/v1/auth/me", headers=bearer(new["access_token"]))
-                                  ).json()["permissions"]
+    assert (
+        "services:control"
+        in (await anon.get("/api/v1/auth/me", headers=bearer(new["access_token"]))).json()["permissions"]
+    )
 
     # disabled: sessions end and login is refused; an admin-set password works at once
     assert (await api.patch("/api/v1/users/mo", json={"disabled": True})).status_code == 200
     assert_envelope(await anon.get("/api/v1/auth/me", headers=bearer(new["access_token"])), 401)
-    assert_envelope(await anon.post("/api/v1/auth/login", json={"username": "mo", "password": PASSWORD}), 403,
-                    "account_disabled")
+    assert_envelope(
+        await anon.post("/api/v1/auth/login", json={"username": "mo", "password": PASSWORD}), 403, "account_disabled"
+    )
     r = await api.patch("/api/v1/users/mo", json={"disabled": False, "password": "another-long-pass"})
     assert r.status_code == 200, r.text
     await login(anon, "mo", "another-long-pass")
@@ -350,10 +386,17 @@ async def test_user_management_and_lockout_guard(api, anon, db):
     # the user changes their own password: current one checked, every session ends
     mine = await login(anon, "mo", "another-long-pass")
     h = bearer(mine["access_token"])
-    assert_envelope(await anon.post("/api/v1/auth/password", headers=h,
-                                    json={"current_password": "wrong", "new_password": "third-long-pass"}), 403)
-    r = await anon.post("/api/v1/auth/password", headers=h,
-                        json={"current_password": "another-long-pass", "new_password": "third-long-pass"})
+    assert_envelope(
+        await anon.post(
+            "/api/v1/auth/password", headers=h, json={"current_password": "wrong", "new_password": "third-long-pass"}
+        ),
+        403,
+    )
+    r = await anon.post(
+        "/api/v1/auth/password",
+        headers=h,
+        json={"current_password": "another-long-pass", "new_password": "third-long-pass"},
+    )
     assert r.status_code == 204, r.text
     assert_envelope(await anon.get("/api/v1/auth/me", headers=h), 401)
     await login(anon, "mo", "third-long-pass")
@@ -363,8 +406,9 @@ async def test_user_management_and_lockout_guard(api, anon, db):
     assert len(page["items"]) == 1 and page["next_cursor"]
     names = [u["username"] for u in (await api.get("/api/v1/users")).json()["items"]]
     assert names == ["admin", "mo"]  # the bootstrap admin of embedded mode, and mo
-    assert [u["username"] for u in (await api.get("/api/v1/users", params={"role": "operator"})).json()["items"]
-            ] == ["mo"]
+    assert [u["username"] for u in (await api.get("/api/v1/users", params={"role": "operator"})).json()["items"]] == [
+        "mo"
+    ]
 
     # the last user who can manage users cannot be disabled, demoted or deleted
     assert_envelope(await api.patch("/api/v1/users/admin", json={"disabled": True}), 409)
@@ -374,8 +418,7 @@ async def test_user_management_and_lockout_guard(api, anon, db):
 
     assert (await api.delete("/api/v1/users/mo")).status_code == 204
     assert_envelope(await api.get("/api/v1/users/mo"), 404)
-    assert_envelope(await anon.post("/api/v1/auth/login", json={"username": "mo", "password": "third-long-pass"}),
-                    401)
+    assert_envelope(await anon.post("/api/v1/auth/login", json={"username": "mo", "password": "third-long-pass"}), 401)
 
 
 async def test_custom_roles(api, anon):
@@ -400,8 +443,9 @@ async def test_custom_roles(api, anon):
 
 
 async def test_bootstrap_admin_with_configured_password(settings, db):
-    configured = settings.model_copy(update={"bootstrap_admin_password": SecretStr("unattended-pass-1"),
-                                             "bootstrap_admin_user": "root"})
+    configured = settings.model_copy(
+        update={"bootstrap_admin_password": SecretStr("unattended-pass-1"), "bootstrap_admin_user": "root"}
+    )
     async with running_app(configured, db) as (client, _):
         pair = await login(client, "root", "unattended-pass-1")
         me = (await client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))).json()
@@ -438,16 +482,18 @@ async def test_bootstrap_admin_generated_password_printed_once(settings, db):
 
 
 async def test_login_rate_limit_per_user_and_per_address(settings, db):
-    limited = settings.model_copy(update={"login_attempts_per_user": 3, "login_attempts_per_address": 5,
-                                          "login_window": 60})
+    limited = settings.model_copy(
+        update={"login_attempts_per_user": 3, "login_attempts_per_address": 5, "login_window": 60}
+    )
     async with running_app(limited, db) as (client, app):
         admin = bearer(mint_token(limited))
         for name in ("olga", "pat"):
             r = await client.post("/api/v1/users", headers=admin, json={"username": name, "password": PASSWORD})
             assert r.status_code == 201
         for _ in range(3):
-            assert (await client.post("/api/v1/auth/login", json={"username": "olga", "password": "x"})
-                    ).status_code == 401
+            assert (
+                await client.post("/api/v1/auth/login", json={"username": "olga", "password": "x"})
+            ).status_code == 401
         r = await client.post("/api/v1/auth/login", json={"username": "olga", "password": PASSWORD})
         err = assert_envelope(r, 429, "rate_limited")
         wait = int(r.headers["retry-after"])
@@ -497,8 +543,11 @@ async def test_redis_limiter_is_shared_and_sliding(redis_url):
 
 async def test_every_mutating_action_is_audited_with_request_id(api, anon, db, settings):
     rid = "req-audit-1"
-    await api.post("/api/v1/users", json={"username": "quinn", "password": PASSWORD, "roles": ["viewer"]},
-                   headers={"X-Request-ID": rid})
+    await api.post(
+        "/api/v1/users",
+        json={"username": "quinn", "password": PASSWORD, "roles": ["viewer"]},
+        headers={"X-Request-ID": rid},
+    )
     await anon.post("/api/v1/auth/login", json={"username": "quinn", "password": "wrong"})
     pair = await login(anon, "quinn")
     h = bearer(pair["access_token"])
@@ -561,8 +610,9 @@ async def test_audit_listing_filters_and_pagination(api, anon, settings):
         await anon.post("/api/v1/auth/login", json={"username": "rex", "password": "wrong"})
     await login(anon, "rex")
     start = datetime.now(UTC)
-    await api.post("/api/v1/services", json={"id": "svc1", "driver": "process",
-                                             "config": {"command": ["python3", "-V"]}})
+    await api.post(
+        "/api/v1/services", json={"id": "svc1", "driver": "process", "config": {"command": ["python3", "-V"]}}
+    )
 
     everything = (await api.get("/api/v1/audit", params={"limit": 500})).json()["items"]
     ids = [a["id"] for a in everything]
@@ -590,7 +640,8 @@ async def test_audit_listing_filters_and_pagination(api, anon, settings):
     assert "service.create" not in {a["action"] for a in older} and older
     naive = start.replace(tzinfo=None).isoformat()
     assert [a["action"] for a in (await api.get("/api/v1/audit", params={"since": naive})).json()["items"]] == [
-        "service.create"]
+        "service.create"
+    ]
     assert_envelope(await api.get("/api/v1/audit", params={"outcome": "maybe"}), 422)
     assert_envelope(await api.get("/api/v1/audit", params={"cursor": "!!"}), 422)
     viewer = bearer(mint_token(settings, permissions={"services:read", "configs:read"}, roles=("viewer",)))
@@ -612,10 +663,14 @@ def test_cli_create_admin_login_tokens_logout(tmp_path, monkeypatch):
     from windflow.settings import Settings
 
     port = free_port()
-    env = {"WINDFLOW_DATA_DIR": str(tmp_path / "data"), "WINDFLOW_JWT_SECRET": "z" * 48,
-           "WINDFLOW_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
-           "WINDFLOW_API_PORT": str(port), "XDG_CONFIG_HOME": str(tmp_path / "config"),
-           "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": "not-used-admin-exists"}
+    env = {
+        "WINDFLOW_DATA_DIR": str(tmp_path / "data"),
+        "WINDFLOW_JWT_SECRET": "z" * 48,
+        "WINDFLOW_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "WINDFLOW_API_PORT": str(port),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": "not-used-admin-exists",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("WINDFLOW_TOKEN", raising=False)
@@ -628,8 +683,9 @@ def test_cli_create_admin_login_tokens_logout(tmp_path, monkeypatch):
     r = runner.invoke(cli, ["users", "create-admin", "-u", "sam", "--password-stdin"], input="sam-secret-pass\n")
     assert r.exit_code == 1 and "exists" in r.output
 
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(_env_file=None)), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(Settings(_env_file=None)), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -671,8 +727,10 @@ def test_cli_create_admin_login_tokens_logout(tmp_path, monkeypatch):
         r = runner.invoke(cli, ["logout"])
         assert r.exit_code == 0, r.output
         assert "access_token" not in json.loads((tmp_path / "config" / "windflow" / "credentials.json").read_text())
-        assert httpx2.get(f"http://127.0.0.1:{port}/api/v1/auth/me",
-                          headers=bearer(fresh["access_token"])).status_code == 401
+        assert (
+            httpx2.get(f"http://127.0.0.1:{port}/api/v1/auth/me", headers=bearer(fresh["access_token"])).status_code
+            == 401
+        )
         r = runner.invoke(cli, ["users", "list"])
         assert r.exit_code == 2 and "windflow login" in r.output
     finally:

@@ -32,9 +32,17 @@ def test_every_reconnect_loop_uses_the_helper():
     """No hand-written ``x * 2 ** min(failures, n)`` left beside the helper."""
     src = Path(windflow.__file__).parent
     hand_written = re.compile(r"\*\s*2(\.0)?\s*\*\*\s*min\(")
-    offenders = [str(p.relative_to(src)) for p in src.rglob("*.py")
-                 if p.name != "backoff.py" and hand_written.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if p.name != "backoff.py" and hand_written.search(p.read_text())
+    ]
     assert offenders == []
     users = [str(p.relative_to(src)) for p in src.rglob("*.py") if "reconnect_delay(" in p.read_text()]
-    assert {"api/event_hub.py", "events/relay.py", "events/redis_streams.py", "webhooks_out/dispatcher.py",
-            "cli/events.py"} <= set(users)
+    assert {
+        "api/event_hub.py",
+        "events/relay.py",
+        "events/redis_streams.py",
+        "webhooks_out/dispatcher.py",
+        "cli/events.py",
+    } <= set(users)

@@ -24,10 +24,12 @@ SLACK = "https://hooks.slack.example/services/T000/B000/very-secret-token"
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={
-        "outbound_private_notify": True,  # the receiver listens on loopback
-        "notification_channels": [ChannelConfig(name="ops-log", kind="log")],
-    })
+    return settings.model_copy(
+        update={
+            "outbound_private_notify": True,  # the receiver listens on loopback
+            "notification_channels": [ChannelConfig(name="ops-log", kind="log")],
+        }
+    )
 
 
 @pytest.fixture
@@ -42,17 +44,28 @@ async def audit(api, action: str) -> list[dict]:
 
 
 async def test_create_list_replace_delete_with_secrets_redacted(api, anon, db, settings):
-    r = await api.post(BASE, json={"name": "team-slack", "kind": "slack", "url": SLACK,
-                                   "events": ["escalated", "gave_up"]})
+    r = await api.post(
+        BASE, json={"name": "team-slack", "kind": "slack", "url": SLACK, "events": ["escalated", "gave_up"]}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["url"] == f"https://hooks.slack.example/{REDACTED}" and r.json()["source"] == "stored"
-    r = await api.post(BASE, json={"name": "pager", "kind": "webhook", "url": "https://pager.example/hook?key=abc",
-                                   "headers": {"Authorization": "Bearer s3cret", "X-Team": "sre"}})
+    r = await api.post(
+        BASE,
+        json={
+            "name": "pager",
+            "kind": "webhook",
+            "url": "https://pager.example/hook?key=abc",
+            "headers": {"Authorization": "Bearer s3cret", "X-Team": "sre"},
+        },
+    )
     assert r.status_code == 201, r.text
 
     listed = (await api.get(BASE)).json()
-    assert [(c["name"], c["source"]) for c in listed] == [("ops-log", "settings"), ("team-slack", "stored"),
-                                                          ("pager", "stored")]
+    assert [(c["name"], c["source"]) for c in listed] == [
+        ("ops-log", "settings"),
+        ("team-slack", "stored"),
+        ("pager", "stored"),
+    ]
     pager = listed[2]
     assert "s3cret" not in str(listed) and "very-secret-token" not in str(listed) and "key=abc" not in str(listed)
     assert pager["headers"] == {"Authorization": REDACTED, "X-Team": "sre"}
@@ -100,8 +113,9 @@ async def test_bad_channels_are_refused_with_the_envelope(api, settings):
     ]
     for body, code in cases:
         assert_envelope(await api.post(BASE, json=body), code)
-    err = assert_envelope(await api.post(BASE, json={"name": "x", "kind": "webhook",
-                                                     "url": "http://169.254.169.254/x"}), 422)
+    err = assert_envelope(
+        await api.post(BASE, json={"name": "x", "kind": "webhook", "url": "http://169.254.169.254/x"}), 422
+    )
     assert err["details"][0]["type"] == "outbound_refused"
     assert (await api.get(BASE)).json() == [(await api.get(f"{BASE}/ops-log")).json()]  # nothing half-saved
     assert (await api.post(BASE, json={"name": "dup", "kind": "log"})).status_code == 201
@@ -113,8 +127,9 @@ async def test_bad_channels_are_refused_with_the_envelope(api, settings):
 
 async def test_test_send_reaches_the_receiver_and_is_logged(api, anon, receiver, settings):
     url = f"{receiver.url}/notify"
-    assert (await api.post(BASE, json={"name": "hook", "kind": "webhook", "url": url,
-                                       "headers": {"X-Token": "t0ken"}})).status_code == 201
+    assert (
+        await api.post(BASE, json={"name": "hook", "kind": "webhook", "url": url, "headers": {"X-Token": "t0ken"}})
+    ).status_code == 201
     r = await api.post(f"{BASE}/hook/test")
     assert r.status_code == 200 and r.json()["delivered"] is True and r.json()["channel"] == "hook", r.text
     (sent,) = receiver.at("/notify")
@@ -138,8 +153,12 @@ async def test_permissions(api, anon, settings):
     viewer = {"Authorization": f"Bearer {mint_token(settings, ['services:read', 'configs:read'], roles=('viewer',))}"}
     assert (await anon.get(BASE, headers=viewer)).status_code == 200
     assert (await anon.get(f"{BASE}/a/deliveries", headers=viewer)).status_code == 200
-    for method, path, body in [("post", BASE, {"name": "b", "kind": "log"}), ("put", f"{BASE}/a", {"kind": "log"}),
-                               ("delete", f"{BASE}/a", None), ("post", f"{BASE}/a/test", None)]:
+    for method, path, body in [
+        ("post", BASE, {"name": "b", "kind": "log"}),
+        ("put", f"{BASE}/a", {"kind": "log"}),
+        ("delete", f"{BASE}/a", None),
+        ("post", f"{BASE}/a/test", None),
+    ]:
         kwargs = {"json": body} if body is not None else {}
         assert_envelope(await getattr(anon, method)(path, headers=viewer, **kwargs), 403)
     nobody = {"Authorization": f"Bearer {mint_token(settings, ['services:read'], roles=('x',))}"}

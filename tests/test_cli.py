@@ -27,8 +27,9 @@ WINDFLOW_SCRIPT = shutil.which("windflow", path=os.path.dirname(sys.executable))
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a user with no windflow settings (plus ``extra``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WINDFLOW_")}
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_CACHE_HOME=str(tmp_path / "cache"), COLUMNS="200",
-               NO_COLOR="1")
+    env.update(
+        XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_CACHE_HOME=str(tmp_path / "cache"), COLUMNS="200", NO_COLOR="1"
+    )
     env.update(extra)
     return env
 
@@ -42,8 +43,14 @@ def store_login(tmp_path: Path, api_url: str, access_token: str = "stored-token"
 def windflow(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """The real console script in a child process (exit code through ``os._exit``, output as a terminal gets it)."""
     assert WINDFLOW_SCRIPT, "the windflow console script is not installed next to this Python"
-    return subprocess.run([WINDFLOW_SCRIPT, *args], env=cli_env(tmp_path, **env), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [WINDFLOW_SCRIPT, *args],
+        env=cli_env(tmp_path, **env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 # --------------------------------------------------------------------------- the API is down
@@ -72,8 +79,7 @@ def test_api_down_is_one_line_naming_the_url_and_the_setting_exit_3(tmp_path):
 def test_api_url_precedence_flag_env_settings_login_default(tmp_path, monkeypatch):
     from windflow.cli.client import resolve_api, token
 
-    for name in ("WINDFLOW_API_URL", "WINDFLOW_PUBLIC_URL", "WINDFLOW_API_HOST", "WINDFLOW_API_PORT",
-                 "WINDFLOW_TOKEN"):
+    for name in ("WINDFLOW_API_URL", "WINDFLOW_PUBLIC_URL", "WINDFLOW_API_HOST", "WINDFLOW_API_PORT", "WINDFLOW_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.chdir(tmp_path)
@@ -108,9 +114,15 @@ async def _record_run(db, status: str) -> str:
 
     run_id = f"{status.lower()}-{uuid.uuid4().hex[:8]}"
     async with db.write() as session:
-        await RunSummaryRepository().upsert(session=session, run_id=run_id, kind="initialization",
-                                            workflow_id=f"init/{run_id}", status=status, actor="tester",
-                                            finished_at=datetime.now(UTC))
+        await RunSummaryRepository().upsert(
+            session=session,
+            run_id=run_id,
+            kind="initialization",
+            workflow_id=f"init/{run_id}",
+            status=status,
+            actor="tester",
+            finished_at=datetime.now(UTC),
+        )
     return run_id
 
 
@@ -124,8 +136,12 @@ async def invoke(tmp_path: Path, *args: str, **env: str):
 async def test_status_exit_codes_json_yaml_and_choices(live, settings, db, api, tmp_path):
     token = mint_token(settings)
     for sid, port in (("db", 9501), ("web", 9502)):
-        body = {"id": sid, "driver": "process", "config": {"command": ["python3", "-m", "http.server", str(port)]},
-                "health": {"kind": "tcp", "port": port}}
+        body = {
+            "id": sid,
+            "driver": "process",
+            "config": {"command": ["python3", "-m", "http.server", str(port)]},
+            "health": {"kind": "tcp", "port": port},
+        }
         assert (await api.post("/api/v1/services", json=body)).status_code == 201
     failed, succeeded = await _record_run(db, "FAILED"), await _record_run(db, "SUCCEEDED")
     env = {"WINDFLOW_API_URL": live.http_url, "WINDFLOW_TOKEN": token}
@@ -147,16 +163,19 @@ async def test_status_exit_codes_json_yaml_and_choices(live, settings, db, api, 
     assert r.exit_code == 0 and json.loads(r.stdout) == [], r.output
 
     # a state that does not exist is a usage error, not an empty table
-    for args in (("services", "--state", "nonsense"), ("init", "list", "--status", "nonsense"),
-                 ("init", "start", "--on-failure", "maybe"), ("services", "-o", "xml")):
+    for args in (
+        ("services", "--state", "nonsense"),
+        ("init", "list", "--status", "nonsense"),
+        ("init", "start", "--on-failure", "maybe"),
+        ("services", "-o", "xml"),
+    ):
         r = await invoke(tmp_path, *args, **env)
         assert r.exit_code == 2 and args[-1] in r.output, (args, r.output)
     r = await invoke(tmp_path, "init", "status", "no-such-run", **env)  # a 404: exit 2
     assert r.exit_code == 2 and "not found" in r.output, r.output
 
 
-async def test_completion_offers_service_ids_from_the_api_through_a_cache(live, settings, api, tmp_path,
-                                                                           monkeypatch):
+async def test_completion_offers_service_ids_from_the_api_through_a_cache(live, settings, api, tmp_path, monkeypatch):
     from windflow.cli import completion
 
     token = mint_token(settings)
@@ -169,9 +188,18 @@ async def test_completion_offers_service_ids_from_the_api_through_a_cache(live, 
         """What bash completion gets for the last word (the real console script, the real protocol)."""
         assert WINDFLOW_SCRIPT
         line = ["windflow", *words]
-        r = subprocess.run([WINDFLOW_SCRIPT], env={**env, "_WINDFLOW_COMPLETE": "complete_bash",
-                                                   "COMP_WORDS": " ".join(line), "COMP_CWORD": str(len(line) - 1)},
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [WINDFLOW_SCRIPT],
+            env={
+                **env,
+                "_WINDFLOW_COMPLETE": "complete_bash",
+                "COMP_WORDS": " ".join(line),
+                "COMP_CWORD": str(len(line) - 1),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr
         return r.stdout.split()
 
@@ -195,7 +223,10 @@ async def test_completion_offers_service_ids_from_the_api_through_a_cache(live, 
     assert await asyncio.to_thread(completion.service_ids, f"http://127.0.0.1:{free_port()}") == []
     monkeypatch.setenv("WINDFLOW_TOKEN", "bogus")
     assert await asyncio.to_thread(completion.service_ids, now=later + completion.FRESH_FOR + 1) == [
-        "alpha", "beta", "gamma"]
+        "alpha",
+        "beta",
+        "gamma",
+    ]
 
 
 # --------------------------------------------------------------------------- display
@@ -231,10 +262,19 @@ def test_progress_bar_and_table_header_are_on_separate_lines():
 
     from windflow.cli.init import render
 
-    run = {"run_id": "r1", "status": "RUNNING", "progress": 40, "links": {},
-           "state": {"message": "starting web", "components": {
-               "db": {"name": "db", "layer": 0, "status": "HEALTHY", "attempts": 1},
-               "web": {"name": "web", "layer": 1, "status": "STARTING", "attempts": 1}}}}
+    run = {
+        "run_id": "r1",
+        "status": "RUNNING",
+        "progress": 40,
+        "links": {},
+        "state": {
+            "message": "starting web",
+            "components": {
+                "db": {"name": "db", "layer": 0, "status": "HEALTHY", "attempts": 1},
+                "web": {"name": "web", "layer": 1, "status": "STARTING", "attempts": 1},
+            },
+        },
+    }
     out = io.StringIO()
     Console(file=out, width=120, color_system=None).print(render(run))
     lines = out.getvalue().splitlines()
@@ -258,11 +298,12 @@ def test_cli_choices_match_the_domain():
 
 def test_cli_starts_without_heavy_imports(tmp_path):
     """Commands that talk to the API (and completion) start without loading settings, pydantic or rich."""
-    code = ("import sys; from windflow.cli.main import app; "
-            "heavy = [m for m in ('windflow.settings', 'pydantic', 'sqlalchemy', 'httpx2', 'asyncio', 'websockets') "
-            "if m in sys.modules]; print(','.join(heavy))")
-    r = subprocess.run([sys.executable, "-c", code], env=cli_env(tmp_path), capture_output=True, text=True,
-                       timeout=60)
+    code = (
+        "import sys; from windflow.cli.main import app; "
+        "heavy = [m for m in ('windflow.settings', 'pydantic', 'sqlalchemy', 'httpx2', 'asyncio', 'websockets') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "", (r.stdout, r.stderr)
 
 
@@ -322,18 +363,34 @@ def test_fast_completion_table_matches_the_app_and_answers_like_typer(tmp_path, 
         for key in case:
             monkeypatch.delenv(key)
     # other positions are left to the app
-    for words in ("windflow ", "windflow recover --reason ", "windflow recover --api http://x ",
-                  "windflow services --state ", "windflow recover api "):
-        assert fastcomplete.try_complete({"_WINDFLOW_COMPLETE": "complete_bash", "COMP_WORDS": words,
-                                          "COMP_CWORD": str(len(words.split()))}) is None, words
+    for words in (
+        "windflow ",
+        "windflow recover --reason ",
+        "windflow recover --api http://x ",
+        "windflow services --state ",
+        "windflow recover api ",
+    ):
+        assert (
+            fastcomplete.try_complete(
+                {"_WINDFLOW_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()))}
+            )
+            is None
+        ), words
 
 
 async def test_mistakes_found_by_a_new_user_are_one_line_and_exit_2(live, settings, db, tmp_path):
     """export to an unwritable path printed a traceback; `events tail --type NOPE` cut the list of known types
     (a WebSocket close reason holds 123 bytes)."""
     token = mint_token(settings)
-    result = await invoke(tmp_path, "export", "-o", str(tmp_path / "no" / "such" / "dir.yaml"), "--api", live.http_url,
-                          WINDFLOW_TOKEN=token)
+    result = await invoke(
+        tmp_path,
+        "export",
+        "-o",
+        str(tmp_path / "no" / "such" / "dir.yaml"),
+        "--api",
+        live.http_url,
+        WINDFLOW_TOKEN=token,
+    )
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "cannot write" in result.output and "No such file or directory" in result.output
     result = await invoke(tmp_path, "events", "tail", "--type", "NOPE", "--api", live.http_url, WINDFLOW_TOKEN=token)
@@ -346,8 +403,9 @@ async def test_an_initialization_of_an_unknown_component_is_refused_up_front(liv
     resp = await api.post("/api/v1/initializations", json={"components": ["nosuch"]})
     assert resp.status_code == 422 and resp.json()["error"]["details"][0]["loc"] == ["body", "components", "nosuch"]
     assert (await api.get("/api/v1/initializations")).json()["items"] == []  # nothing started, nothing recorded
-    result = await invoke(tmp_path, "init", "start", "-c", "nosuch", "--api", live.http_url,
-                          WINDFLOW_TOKEN=mint_token(settings))
+    result = await invoke(
+        tmp_path, "init", "start", "-c", "nosuch", "--api", live.http_url, WINDFLOW_TOKEN=mint_token(settings)
+    )
     assert result.exit_code == 2 and "unknown services: nosuch" in result.output, result.output
 
 
@@ -357,10 +415,12 @@ async def test_an_initialization_of_an_unknown_component_is_refused_up_front(liv
 def test_usage_errors_are_one_line_like_the_other_errors(tmp_path):
     """A usage error was five lines: the usage, a "Try ... --help" line and the message in a box, unlike every
     other error of the CLI (``error <what is wrong>``)."""
-    for args, words in ((("services", "--foo"), "No such option: --foo"),
-                        (("services", "-o", "xml"), "'xml' is not one of 'table', 'json', 'yaml'"),
-                        (("config", "apply"), "Missing argument 'SERVICE'"),
-                        (("servics",), "No such command 'servics'")):
+    for args, words in (
+        (("services", "--foo"), "No such option: --foo"),
+        (("services", "-o", "xml"), "'xml' is not one of 'table', 'json', 'yaml'"),
+        (("config", "apply"), "Missing argument 'SERVICE'"),
+        (("servics",), "No such command 'servics'"),
+    ):
         r = windflow(tmp_path, *args)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1, (args, r.stderr)
@@ -374,11 +434,17 @@ async def test_piped_tables_show_whole_ids(live, settings, api, tmp_path):
     """Piped into grep or a file (not a terminal), a table was drawn 80 columns wide (or $COLUMNS) and cut ids to
     ``web-…``."""
     long_id = "checkout-payments-gateway-primary-eu-west-1-canary"
-    body = {"id": long_id, "driver": "process", "config": {"command": ["python3", "-m", "http.server", "9503"]},
-            "health": {"kind": "tcp", "port": 9503}, "depends_on": []}
+    body = {
+        "id": long_id,
+        "driver": "process",
+        "config": {"command": ["python3", "-m", "http.server", "9503"]},
+        "health": {"kind": "tcp", "port": 9503},
+        "depends_on": [],
+    }
     assert (await api.post("/api/v1/services", json=body)).status_code == 201
-    r = await asyncio.to_thread(windflow, tmp_path, "services", "--api", live.http_url,
-                                WINDFLOW_TOKEN=mint_token(settings), COLUMNS="80")
+    r = await asyncio.to_thread(
+        windflow, tmp_path, "services", "--api", live.http_url, WINDFLOW_TOKEN=mint_token(settings), COLUMNS="80"
+    )
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert long_id in r.stdout and "…" not in r.stdout, r.stdout
 
@@ -389,8 +455,19 @@ async def test_events_tail_of_an_unknown_service_warns_and_keeps_waiting(live, s
     assert (await api.post("/api/v1/services", json=body)).status_code == 201
     env = cli_env(tmp_path, WINDFLOW_TOKEN=mint_token(settings))
     proc = await asyncio.create_subprocess_exec(
-        WINDFLOW_SCRIPT, "events", "tail", "-s", "known", "-s", "nosuch", "--api", live.http_url, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        WINDFLOW_SCRIPT,
+        "events",
+        "tail",
+        "-s",
+        "known",
+        "-s",
+        "nosuch",
+        "--api",
+        live.http_url,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         line = (await asyncio.wait_for(proc.stderr.readline(), timeout=30)).decode()
         assert "warning" in line and "'nosuch'" in line and "known" not in line, line

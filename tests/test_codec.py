@@ -103,18 +103,29 @@ def test_keys_from_the_environment(tmp_path, monkeypatch):
 
 @pytest.fixture
 def settings(settings):
-    return settings.model_copy(update={"codec_keys": {"k1": SecretStr(K1), "k2": SecretStr(K2)},
-                                       "codec_key_id": "k2"})
+    return settings.model_copy(update={"codec_keys": {"k1": SecretStr(K1), "k2": SecretStr(K2)}, "codec_key_id": "k2"})
 
 
 def as_json(payloads: list[Payload]) -> dict:
-    return {"payloads": [{"metadata": {k: base64.b64encode(v).decode() for k, v in p.metadata.items()},
-                          "data": base64.b64encode(p.data).decode()} for p in payloads]}
+    return {
+        "payloads": [
+            {
+                "metadata": {k: base64.b64encode(v).decode() for k, v in p.metadata.items()},
+                "data": base64.b64encode(p.data).decode(),
+            }
+            for p in payloads
+        ]
+    }
 
 
 def from_json(body: dict) -> list[Payload]:
-    return [Payload(metadata={k: base64.b64decode(v) for k, v in p.get("metadata", {}).items()},
-                    data=base64.b64decode(p.get("data", ""))) for p in body["payloads"]]
+    return [
+        Payload(
+            metadata={k: base64.b64decode(v) for k, v in p.get("metadata", {}).items()},
+            data=base64.b64decode(p.get("data", "")),
+        )
+        for p in body["payloads"]
+    ]
 
 
 @ASYNC
@@ -126,8 +137,7 @@ async def test_codec_endpoint_encodes_and_decodes_for_permitted_callers(api, ano
     sealed = from_json(r.json())
     assert sealed[0].metadata[KEY_ID_HEADER] == b"k2" and b"pw" not in sealed[0].data
     old = await codec({"k1": K1}, "k1").encode([plain("older")])
-    r = await api.post("/api/v1/codec/decode", json=as_json(sealed + old),
-                       headers={"X-Namespace": "default"})
+    r = await api.post("/api/v1/codec/decode", json=as_json(sealed + old), headers={"X-Namespace": "default"})
     assert r.status_code == 200, r.text
     assert from_json(r.json()) == [plain("pw"), plain("older")]
 
@@ -144,8 +154,11 @@ async def test_codec_endpoint_encodes_and_decodes_for_permitted_callers(api, ano
 @ASYNC
 async def test_codec_cors_is_limited_to_the_codec_paths_and_the_ui_origin(anon):
     ui = "http://127.0.0.1:8233"
-    preflight = {"Origin": ui, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type,x-namespace"}
+    preflight = {
+        "Origin": ui,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
+    }
     r = await anon.options("/api/v1/codec/decode", headers=preflight)
     assert r.status_code == 200, r.text
     assert r.headers["access-control-allow-origin"] == ui
@@ -173,24 +186,31 @@ async def test_history_payloads_are_encrypted_at_rest_and_the_endpoint_decodes_t
 ):
     marker = f"s3cr3t-{uuid.uuid4().hex[:10]}"
     wsettings = worker_settings(tmp_path, task_queue, temporal_env, sqlite_db).model_copy(
-        update={"codec_keys": {"k1": SecretStr(K1), "k2": SecretStr(K2)}, "codec_key_id": "k2"})
-    await register(sqlite_db, ServiceSpec.model_validate(
-        {"id": "vault", "driver": "noop", "description": f"password {marker}"}))
+        update={"codec_keys": {"k1": SecretStr(K1), "k2": SecretStr(K2)}, "codec_key_id": "k2"}
+    )
+    await register(
+        sqlite_db, ServiceSpec.model_validate({"id": "vault", "driver": "noop", "description": f"password {marker}"})
+    )
     client = await connect(wsettings)  # the production factory: codec from settings
     assert client.data_converter.payload_codec is not None
     async with running_worker(client, wsettings, sqlite_db):
         handle = await client.start_workflow(
             SystemInitialization.run,
             InitInput(run_id=uuid.uuid4().hex[:12], options=InitOptions(), actor=f"tester {marker}"),
-            id=f"init/codec-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+            id=f"init/codec-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
         result: InitState = await handle.result()
     assert result.status == InitStatus.SUCCEEDED and result.actor == f"tester {marker}"
 
     # read the raw history with a client that has no codec: what the server stores
     bare = temporal_env.client
     assert isinstance(bare, Client) and bare.data_converter.payload_codec is None
-    history = await bare.workflow_service.get_workflow_execution_history(GetWorkflowExecutionHistoryRequest(
-        namespace=bare.namespace, execution=WorkflowExecution(workflow_id=handle.id, run_id=handle.result_run_id)))
+    history = await bare.workflow_service.get_workflow_execution_history(
+        GetWorkflowExecutionHistoryRequest(
+            namespace=bare.namespace, execution=WorkflowExecution(workflow_id=handle.id, run_id=handle.result_run_id)
+        )
+    )
     payloads = collect_payloads(history.history)
     assert len(payloads) >= 4  # input, activity inputs and results, the workflow's result
     blob = history.history.SerializeToString()

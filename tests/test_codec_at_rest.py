@@ -48,8 +48,11 @@ def test_embedded_default_generates_a_private_key_once(tmp_path):
 def test_production_requires_keys_or_an_explicit_opt_out(tmp_path, monkeypatch):
     monkeypatch.delenv("WINDFLOW_CODEC_DISABLED", raising=False)
     monkeypatch.chdir(tmp_path)
-    base = {"WINDFLOW_MODE": "production", "WINDFLOW_JWT_SECRET": "j" * 48,
-            "WINDFLOW_DATABASE_URL": "postgresql://u@db/x"}
+    base = {
+        "WINDFLOW_MODE": "production",
+        "WINDFLOW_JWT_SECRET": "j" * 48,
+        "WINDFLOW_DATABASE_URL": "postgresql://u@db/x",
+    }
     for key, value in base.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError, match="WINDFLOW_CODEC_KEYS is required"):
@@ -92,21 +95,28 @@ async def test_new_sqlite_store_files_are_private(tmp_path):
 async def test_history_is_encrypted_by_default(temporal_env, tmp_path, sqlite_db, task_queue):
     marker = f"s3cr3t-{uuid.uuid4().hex[:10]}"
     wsettings = worker_settings(tmp_path, task_queue, temporal_env, sqlite_db).model_copy(
-        update={"codec_disabled": False, "codec_keys": {}})
-    await register(sqlite_db, ServiceSpec.model_validate(
-        {"id": "vault", "driver": "noop", "description": f"password {marker}"}))
+        update={"codec_disabled": False, "codec_keys": {}}
+    )
+    await register(
+        sqlite_db, ServiceSpec.model_validate({"id": "vault", "driver": "noop", "description": f"password {marker}"})
+    )
     client = await connect(wsettings)
     assert client.data_converter.payload_codec is not None
     async with running_worker(client, wsettings, sqlite_db):
         handle = await client.start_workflow(
             SystemInitialization.run,
             InitInput(run_id=uuid.uuid4().hex[:12], options=InitOptions(), actor=f"tester {marker}"),
-            id=f"init/default-codec-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+            id=f"init/default-codec-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
         result: InitState = await handle.result()
     assert result.status == InitStatus.SUCCEEDED
     bare = temporal_env.client
-    history = await bare.workflow_service.get_workflow_execution_history(GetWorkflowExecutionHistoryRequest(
-        namespace=bare.namespace, execution=WorkflowExecution(workflow_id=handle.id, run_id=handle.result_run_id)))
+    history = await bare.workflow_service.get_workflow_execution_history(
+        GetWorkflowExecutionHistoryRequest(
+            namespace=bare.namespace, execution=WorkflowExecution(workflow_id=handle.id, run_id=handle.result_run_id)
+        )
+    )
     payloads = collect_payloads(history.history)
     assert payloads and all(p.metadata.get("encoding") == ENCODING for p in payloads)
     assert {p.metadata[KEY_ID_HEADER] for p in payloads} == {b"local"}

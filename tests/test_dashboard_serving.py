@@ -67,8 +67,12 @@ async def test_static_files(built: httpx2.AsyncClient) -> None:
 
 async def test_no_path_escape(built: httpx2.AsyncClient, tmp_path: Path) -> None:
     (tmp_path / "secret.txt").write_text("nope")
-    for path in ("/%2E%2E/secret.txt", "/..%2Fsecret.txt", "/assets/..%2F..%2Fsecret.txt",
-                 "/assets/%2E%2E/%2E%2E/secret.txt"):
+    for path in (
+        "/%2E%2E/secret.txt",
+        "/..%2Fsecret.txt",
+        "/assets/..%2F..%2Fsecret.txt",
+        "/assets/%2E%2E/%2E%2E/secret.txt",
+    ):
         response = await built.get(path)
         assert response.status_code == 404, (path, response.text)  # neither the file nor the SPA's index
         assert response.json()["error"]["code"] == "not_found", path
@@ -104,8 +108,9 @@ def test_default_dashboard_dir_is_the_checkout_web_dist(tmp_path: Path) -> None:
     assert dashboard_dir(settings).parts[-2:] == ("web", "dist")
 
 
-async def test_ui_config_and_health_checks(api: httpx2.AsyncClient, anon: httpx2.AsyncClient,
-                                           settings: Settings) -> None:
+async def test_ui_config_and_health_checks(
+    api: httpx2.AsyncClient, anon: httpx2.AsyncClient, settings: Settings
+) -> None:
     response = await api.get("/api/v1/ui-config")
     assert response.status_code == 200
     body = response.json()

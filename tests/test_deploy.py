@@ -29,8 +29,11 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 WINDFLOW = [sys.executable, "-c", "from windflow.cli.main import run; run()"]
 # The variables docker-compose.yml requires (`${VAR:?...}`), with values good enough for validation.
-REQUIRED_ENV = {"POSTGRES_PASSWORD": "compose-test-pw", "WINDFLOW_JWT_SECRET": "x" * 48,
-                "WINDFLOW_CODEC_KEYS": '{"k1": "' + "A" * 43 + '="}'}
+REQUIRED_ENV = {
+    "POSTGRES_PASSWORD": "compose-test-pw",
+    "WINDFLOW_JWT_SECRET": "x" * 48,
+    "WINDFLOW_CODEC_KEYS": '{"k1": "' + "A" * 43 + '="}',
+}
 ONE_SHOT_RESTARTS = ("no", "on-failure")  # services that run to completion (jobs)
 
 
@@ -120,8 +123,18 @@ def test_compose_has_no_top_level_name_and_pins_image_tags():
 
 def test_expected_services_present():
     services = _services()
-    for name in ("postgres", "temporal-schema", "temporal", "temporal-namespace", "temporal-ui", "redis",
-                 "windflow-migrate", "api", "worker", "jaeger"):
+    for name in (
+        "postgres",
+        "temporal-schema",
+        "temporal",
+        "temporal-namespace",
+        "temporal-ui",
+        "redis",
+        "windflow-migrate",
+        "api",
+        "worker",
+        "jaeger",
+    ):
         assert name in services, name
     assert services["temporal"]["environment"]["DB"] == "postgres12"
     assert services["temporal"]["image"].startswith("temporalio/server:")
@@ -198,11 +211,15 @@ def test_healthcheck_snippets_are_valid_python():
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        ok = _run([sys.executable, "-c", services["worker"]["healthcheck"]["test"][3]],
-                  env={**os.environ, "WINDFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}"})
+        ok = _run(
+            [sys.executable, "-c", services["worker"]["healthcheck"]["test"][3]],
+            env={**os.environ, "WINDFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}"},
+        )
     assert ok.returncode == 0, ok.stderr
-    bad = _run([sys.executable, "-c", services["worker"]["healthcheck"]["test"][3]],
-               env={**os.environ, "WINDFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}"})
+    bad = _run(
+        [sys.executable, "-c", services["worker"]["healthcheck"]["test"][3]],
+        env={**os.environ, "WINDFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}"},
+    )
     assert bad.returncode != 0
 
 
@@ -219,7 +236,7 @@ def test_image_commands_exist(subcommand):
 def _dockerfile_instruction(keyword: str) -> list[str]:
     lines = [ln for ln in DOCKERFILE.read_text().splitlines() if ln.startswith(keyword + " ")]
     assert len(lines) == 1, f"expected exactly one {keyword}"
-    return json.loads(lines[0][len(keyword) + 1:])  # exec form only
+    return json.loads(lines[0][len(keyword) + 1 :])  # exec form only
 
 
 def test_dockerfile_runs_the_windflow_console_script():
@@ -265,8 +282,16 @@ def test_dockerfile_is_hadolint_clean_and_builds_the_dashboard_into_the_package(
     assert "COPY --from=dashboard /web/dist /src/src/windflow/dashboard_dist" in text
     # every file the dashboard's build reads is copied into its stage
     copied = " ".join(re.findall(r"^COPY (?!--from)(.*)$", text, re.M))
-    for name in ("package.json", "package-lock.json", "index.html", "vite.config.ts", "env.d.ts",
-                 "tsconfig.json", "tsconfig.app.json", "tsconfig.node.json"):
+    for name in (
+        "package.json",
+        "package-lock.json",
+        "index.html",
+        "vite.config.ts",
+        "env.d.ts",
+        "tsconfig.json",
+        "tsconfig.app.json",
+        "tsconfig.node.json",
+    ):
         assert f"web/{name}" in copied and (ROOT / "web" / name).is_file(), name
     assert "web/src ./src" in copied
     ignored = (ROOT / ".dockerignore").read_text().split()
@@ -282,15 +307,30 @@ def test_the_wheel_carries_the_dashboard_and_the_api_serves_it_from_there(tmp_pa
     project.mkdir()
     shutil.copy(ROOT / "pyproject.toml", project)
     shutil.copy(ROOT / "README.md", project)
-    shutil.copytree(ROOT / "src", project / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "dashboard_dist"))
+    shutil.copytree(
+        ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "dashboard_dist")
+    )
     dist = project / "src" / "windflow" / "dashboard_dist"
     (dist / "assets").mkdir(parents=True)
     (dist / "index.html").write_text("<!doctype html><title>windflow</title><div id=app></div>")
     (dist / "assets" / "index-abc.js").write_text("console.log('dashboard')")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                           "--wheel-dir", str(tmp_path / "wheels"), str(project)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(tmp_path / "wheels"),
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "deprecated" not in proc.stdout + proc.stderr  # e.g. the license as a TOML table (setuptools >= 77)
     [wheel] = (tmp_path / "wheels").glob("windflow-*.whl")

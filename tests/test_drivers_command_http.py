@@ -84,8 +84,9 @@ async def test_command_failure_carries_the_output(tmp_path: Path) -> None:
 
 
 async def test_command_output_is_truncated_to_its_tail() -> None:
-    spec = command_service(start={"run": "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done"},
-                           stop={"run": ["true"]})
+    spec = command_service(
+        start={"run": "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done"}, stop={"run": ["true"]}
+    )
     result = await CommandDriver().start(spec)
     assert len(result.output.encode()) <= 8 * 1024
     assert result.output.rstrip().endswith("line-2999") and "line-0\n" not in result.output
@@ -93,8 +94,9 @@ async def test_command_output_is_truncated_to_its_tail() -> None:
 
 async def test_command_timeout_kills_the_process_group() -> None:
     marker = f"{41 + uuid.uuid4().int % 1000}.777"
-    spec = command_service(start={"run": f"echo begun; sleep {marker} & sleep {marker}", "timeout": "400ms"},
-                           stop={"run": ["true"]})
+    spec = command_service(
+        start={"run": f"echo begun; sleep {marker} & sleep {marker}", "timeout": "400ms"}, stop={"run": ["true"]}
+    )
     t0 = time.monotonic()
     with pytest.raises(DriverUnavailable) as err:
         await CommandDriver().start(spec)
@@ -107,8 +109,11 @@ async def test_command_timeout_kills_the_process_group() -> None:
 
 
 async def test_command_status_and_env(tmp_path: Path) -> None:
-    spec = command_service(start={"run": 'test "$MODE" = blue', "env": {"MODE": "blue"}, "cwd": str(tmp_path)},
-                           stop={"run": ["true"]}, status={"run": ["sh", "-c", "exit 3"]})
+    spec = command_service(
+        start={"run": 'test "$MODE" = blue', "env": {"MODE": "blue"}, "cwd": str(tmp_path)},
+        stop={"run": ["true"]},
+        status={"run": ["sh", "-c", "exit 3"]},
+    )
     driver = CommandDriver()
     status = await driver.status(spec)
     assert status.status == RunStatus.STOPPED and "code 3" in status.message
@@ -122,8 +127,11 @@ async def test_command_status_and_env(tmp_path: Path) -> None:
 
 async def test_command_explicit_restart(tmp_path: Path) -> None:
     log = tmp_path / "calls"
-    spec = command_service(start={"run": f"echo start >> {log}"}, stop={"run": f"echo stop >> {log}"},
-                           restart={"run": f"echo restart >> {log}"})
+    spec = command_service(
+        start={"run": f"echo start >> {log}"},
+        stop={"run": f"echo stop >> {log}"},
+        restart={"run": f"echo restart >> {log}"},
+    )
     result = await CommandDriver().restart(spec)
     assert result.action == "restart" and log.read_text().split() == ["restart"]
 
@@ -151,8 +159,15 @@ def control() -> Iterator[ControlServer]:
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode() if length else ""
-            state.calls.append({"method": self.command, "path": self.path, "body": body,
-                                "auth": self.headers.get("Authorization"), "x": self.headers.get("X-Extra")})
+            state.calls.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "body": body,
+                    "auth": self.headers.get("Authorization"),
+                    "x": self.headers.get("X-Extra"),
+                }
+            )
             if self.path == "/slow":
                 time.sleep(1.5)
             code = state.status.get(self.path, 200)
@@ -227,8 +242,11 @@ async def test_http_driver_wrong_status_is_a_failure(control: ControlServer) -> 
 
 async def test_http_driver_unreachable_is_retryable(control: ControlServer) -> None:
     closed = free_port()
-    spec = http_service(control, start={"url": f"http://127.0.0.1:{closed}/start"},
-                        status={"url": f"http://127.0.0.1:{closed}/status", "method": "GET"})
+    spec = http_service(
+        control,
+        start={"url": f"http://127.0.0.1:{closed}/start"},
+        status={"url": f"http://127.0.0.1:{closed}/status", "method": "GET"},
+    )
     with pytest.raises(DriverUnavailable) as err:
         await HttpDriver().start(spec)
     assert err.value.retryable and f"connection refused 127.0.0.1:{closed}" in err.value.message

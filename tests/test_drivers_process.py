@@ -61,8 +61,11 @@ def service(sid: str, command: list[str], **config: Any) -> ServiceSpec:
 
 def standin(sid: str, port: int, *args: str, **config: Any) -> ServiceSpec:
     # the unique --name doubles as a marker to count real processes
-    return service(sid, [sys.executable, str(STANDIN), "--name", f"{sid}-{uuid.uuid4().hex[:8]}", "--port",
-                         str(port), *args], **config)
+    return service(
+        sid,
+        [sys.executable, str(STANDIN), "--name", f"{sid}-{uuid.uuid4().hex[:8]}", "--port", str(port), *args],
+        **config,
+    )
 
 
 def marker_of(spec: ServiceSpec) -> str:
@@ -152,8 +155,12 @@ async def start_in_old_worker(data_dir: Path, spec: ServiceSpec) -> dict[str, An
     The service is left orphaned: it is not a child of this test process.
     """
     proc = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", OLD_WORKER, str(data_dir), spec.model_dump_json()],
-        capture_output=True, text=True, timeout=30, check=True,
+        subprocess.run,
+        [sys.executable, "-c", OLD_WORKER, str(data_dir), spec.model_dump_json()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -295,14 +302,19 @@ asyncio.run(main())
 
 
 async def test_worker_killed_between_fork_and_recording_the_pid_is_not_started_twice(
-        tmp_path: Path, cleanup: Cleanup) -> None:
+    tmp_path: Path, cleanup: Cleanup
+) -> None:
     """The crash window of a start: the child runs, the state file has no pid yet. The next driver finds the
     child by its spawn token, adopts it, and a start is a no-op instead of a second process."""
     port = free_port()
     spec = standin("forked", port)
     died = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", WORKER_KILLED_AFTER_FORK, str(tmp_path), spec.model_dump_json()],
-        capture_output=True, text=True, timeout=30)
+        subprocess.run,
+        [sys.executable, "-c", WORKER_KILLED_AFTER_FORK, str(tmp_path), spec.model_dump_json()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert died.returncode == -signal.SIGKILL
     child = int(died.stdout.split()[0])
     cleanup.add(child)
@@ -337,10 +349,12 @@ async def test_a_spawn_that_started_nothing_leaves_no_state(tmp_path: Path) -> N
 
 
 async def test_readopted_process_is_stopped_with_sigkill_after_grace(tmp_path: Path, cleanup: Cleanup) -> None:
-    script = ("import signal, sys, time\n"
-              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-              "print('ready', flush=True)\n"
-              "time.sleep(120)\n")
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
     marker = f"stubborn-{uuid.uuid4().hex[:8]}"
     spec = service("stubborn", [sys.executable, "-c", script, marker], stop_grace="0.5s")
     old = await start_in_old_worker(tmp_path, spec)
@@ -362,10 +376,12 @@ async def test_readopted_process_is_stopped_with_sigkill_after_grace(tmp_path: P
 
 
 async def test_stop_escalates_to_sigkill_for_own_child(driver: ProcessDriver, tmp_path: Path) -> None:
-    script = ("import signal, time\n"
-              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-              "print('ready', flush=True)\n"
-              "time.sleep(120)\n")
+    script = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
     spec = service("deaf", [sys.executable, "-c", script], stop_grace="10s")
     started = await driver.start(spec)
     log = tmp_path / "logs" / "deaf.out.log"
@@ -395,8 +411,10 @@ async def test_stop_takes_the_whole_process_group(driver: ProcessDriver) -> None
 async def test_stop_after_the_leader_died_kills_its_leftovers(driver: ProcessDriver) -> None:
     marker = f"leftover-{uuid.uuid4().hex[:8]}"
     # a wrapper that starts a server in its group and exits at once
-    script = ("import subprocess, sys\n"
-              f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', '{marker}'])\n")
+    script = (
+        "import subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', '{marker}'])\n"
+    )
     spec = service("wrapper", [sys.executable, "-c", script])
     await driver.start(spec)
     info = await asyncio.wait_for(driver.wait_exit(spec), timeout=10)
@@ -414,9 +432,18 @@ async def test_reused_pid_is_not_mistaken_for_ours(driver: ProcessDriver, tmp_pa
     stat = read_proc_stat(unrelated.pid)
     assert stat is not None
     (tmp_path / "run").mkdir(parents=True, exist_ok=True)
-    forged = {"version": 1, "service": "reuse", "pid": unrelated.pid, "pgid": unrelated.pid,
-              "starttime": stat.starttime - 1234, "boot_id": boot_id(), "started_at": "2024-01-01T00:00:00+00:00",
-              "command": ["whatever"], "cwd": None, "logs": []}
+    forged = {
+        "version": 1,
+        "service": "reuse",
+        "pid": unrelated.pid,
+        "pgid": unrelated.pid,
+        "starttime": stat.starttime - 1234,
+        "boot_id": boot_id(),
+        "started_at": "2024-01-01T00:00:00+00:00",
+        "command": ["whatever"],
+        "cwd": None,
+        "logs": [],
+    }
     (tmp_path / "run" / "reuse.json").write_text(json.dumps(forged))
 
     port = free_port()
@@ -439,8 +466,16 @@ async def test_state_file_from_an_earlier_boot_is_ignored(driver: ProcessDriver,
     (tmp_path / "run").mkdir(parents=True, exist_ok=True)
     me = read_proc_stat(os.getpid())
     assert me is not None
-    forged = {"version": 1, "service": "boot", "pid": os.getpid(), "pgid": me.pgid, "starttime": me.starttime,
-              "boot_id": "not-this-boot", "started_at": "2024-01-01T00:00:00+00:00", "command": ["x"]}
+    forged = {
+        "version": 1,
+        "service": "boot",
+        "pid": os.getpid(),
+        "pgid": me.pgid,
+        "starttime": me.starttime,
+        "boot_id": "not-this-boot",
+        "started_at": "2024-01-01T00:00:00+00:00",
+        "command": ["x"],
+    }
     (tmp_path / "run" / "boot.json").write_text(json.dumps(forged))
     status = await driver.status(standin("boot", free_port()))
     assert status.status == RunStatus.STOPPED and "earlier boot" in status.message

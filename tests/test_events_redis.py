@@ -25,9 +25,12 @@ outbox = OutboxRepository()
 
 
 def status_event(service: str, state: str = "running", n: int = 0) -> Event:
-    return make_event(EventType.SERVICE_STATUS_UPDATE,
-                      ServiceStatusUpdate(service_id=service, state=state, message=f"#{n}", source="test"),
-                      event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
+    return make_event(
+        EventType.SERVICE_STATUS_UPDATE,
+        ServiceStatusUpdate(service_id=service, state=state, message=f"#{n}", source="test"),
+        event_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+    )
 
 
 async def wait_until(predicate, timeout: float = 20.0, step: float = 0.02) -> None:  # noqa: ANN001
@@ -153,6 +156,7 @@ async def test_stuck_message_is_reclaimed_then_dead_lettered(bus: RedisStreamsBu
     stop = asyncio.Event()
     task = await consume(rescuer, broken, stop)
     try:
+
         async def dead_count() -> int:
             return int(await bus.redis.xlen(f"{bus.stream}:dead"))
 
@@ -180,8 +184,13 @@ async def write_outbox(db, relay: OutboxRelay, events: list[Event]) -> None:  # 
 
 async def pending_rows(db) -> int:  # noqa: ANN001
     async with db.read() as session:
-        return int((await session.execute(
-            select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None)))).scalar_one())
+        return int(
+            (
+                await session.execute(
+                    select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None))
+                )
+            ).scalar_one()
+        )
 
 
 async def test_relay_crash_between_publish_and_mark_does_not_duplicate(db, bus: RedisStreamsBus):
@@ -212,7 +221,8 @@ async def test_memory_bus_has_the_same_contract():
     fresh = await restarted.publish_many([status_event("db", n=1000)])
     assert parse_position(fresh[0]) > parse_position(positions[-1])
     assert [e.event_id for _, e in await restarted.read(after=positions[-1])] == [
-        (await restarted.read())[0][1].event_id]
+        (await restarted.read())[0][1].event_id
+    ]
     assert await restarted.missed(positions[-1])
     await bus.close()
     await restarted.close()
@@ -238,9 +248,15 @@ async def test_redis_outage_loses_nothing_and_duplicates_nothing(db):
         await wait_until(lambda: len(got.seen) >= 20)
 
         server.stop()  # Redis goes away in the middle of the run
-        during = [make_event(EventType.CONFIG_CHANGED,
-                             ConfigChanged(service_id="db", version=i, author="t"),
-                             event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC)) for i in range(30)]
+        during = [
+            make_event(
+                EventType.CONFIG_CHANGED,
+                ConfigChanged(service_id="db", version=i, author="t"),
+                event_id=str(uuid.uuid4()),
+                timestamp=datetime.now(UTC),
+            )
+            for i in range(30)
+        ]
         for i, event in enumerate(during):
             await write_outbox(db, relay, [event])  # the store keeps working; the rows wait in the outbox
             if i % 10 == 0:

@@ -14,8 +14,11 @@ from tests.auth_helpers import assert_envelope, bearer, create_user, login
 from windflow.auth.permissions import BUILTIN_ROLES, Permission
 
 PROCESS = {"id": "app", "driver": "process", "config": {"command": ["sleep", "60"]}}
-COMMAND = {"id": "unit", "driver": "command",
-           "config": {"start": {"run": "systemctl start x"}, "stop": {"run": "systemctl stop x"}}}
+COMMAND = {
+    "id": "unit",
+    "driver": "command",
+    "config": {"start": {"run": "systemctl start x"}, "stop": {"run": "systemctl stop x"}},
+}
 EXEC_PROBE = {"id": "probed", "driver": "noop", "health": {"kind": "exec", "command": ["id"]}}
 
 
@@ -54,32 +57,49 @@ async def test_operator_cannot_create_a_service_that_runs_code(anon, api, operat
 
 
 async def test_operator_keeps_every_non_exec_field(anon, api, operator):
-    assert (await anon.post("/api/v1/services", json={"id": "web", "driver": "noop"}, headers=operator)).status_code \
-        == 201
+    assert (
+        await anon.post("/api/v1/services", json={"id": "web", "driver": "noop"}, headers=operator)
+    ).status_code == 201
     assert (await api.post("/api/v1/services", json=PROCESS)).status_code == 201
     current = (await api.get("/api/v1/services/app/config")).json()
-    content = {**current["content"], "labels": {"tier": "web"}, "description": "changed by an operator",
-               "restart": {"max_attempts": 9}}
-    r = await anon.put("/api/v1/services/app/config", headers=operator,
-                       json={"content": content, "expected_version": current["version"]})
+    content = {
+        **current["content"],
+        "labels": {"tier": "web"},
+        "description": "changed by an operator",
+        "restart": {"max_attempts": 9},
+    }
+    r = await anon.put(
+        "/api/v1/services/app/config",
+        headers=operator,
+        json={"content": content, "expected_version": current["version"]},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["author"] == "olga"
 
 
-@pytest.mark.parametrize("change", [
-    {"config": {"command": ["sh", "-c", "id"]}},
-    {"config": {"command": ["sleep", "60"], "env": {"LD_PRELOAD": "/tmp/x.so"}}},
-    {"config": {"command": ["sleep", "60"], "cwd": "/tmp"}},
-    {"health": {"kind": "exec", "command": ["id"]}},
-    {"host": "other-host"},
-    {"driver": "command", "config": {"start": {"run": "id"}, "stop": {"run": "true"}}},
-], ids=["command", "env", "cwd", "exec-probe", "host", "driver"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"config": {"command": ["sh", "-c", "id"]}},
+        {"config": {"command": ["sleep", "60"], "env": {"LD_PRELOAD": "/tmp/x.so"}}},
+        {"config": {"command": ["sleep", "60"], "cwd": "/tmp"}},
+        {"health": {"kind": "exec", "command": ["id"]}},
+        {"host": "other-host"},
+        {"driver": "command", "config": {"start": {"run": "id"}, "stop": {"run": "true"}}},
+    ],
+    ids=["command", "env", "cwd", "exec-probe", "host", "driver"],
+)
 async def test_operator_cannot_change_what_a_host_runs(anon, api, operator, change):
     assert (await api.post("/api/v1/services", json=PROCESS)).status_code == 201
     current = (await api.get("/api/v1/services/app/config")).json()
     content = {**current["content"], **change}
-    refused(await anon.put("/api/v1/services/app/config", headers=operator,
-                           json={"content": content, "expected_version": current["version"]}))
+    refused(
+        await anon.put(
+            "/api/v1/services/app/config",
+            headers=operator,
+            json={"content": content, "expected_version": current["version"]},
+        )
+    )
     assert (await api.get("/api/v1/services/app/config")).json()["version"] == 1
     # an admin may
     r = await api.put("/api/v1/services/app/config", json={"content": content, "expected_version": 1})
@@ -89,18 +109,29 @@ async def test_operator_cannot_change_what_a_host_runs(anon, api, operator, chan
 async def test_operator_cannot_revert_to_other_code_nor_instantiate_it(anon, api, operator):
     assert (await api.post("/api/v1/services", json=PROCESS)).status_code == 201
     content = {**(await api.get("/api/v1/services/app/config")).json()["content"], "config": {"command": ["true"]}}
-    assert (await api.put("/api/v1/services/app/config", json={"content": content, "expected_version": 1})
-            ).status_code == 200
+    assert (
+        await api.put("/api/v1/services/app/config", json={"content": content, "expected_version": 1})
+    ).status_code == 200
     refused(await anon.post("/api/v1/services/app/config/revert", headers=operator, json={"version": 1}))
     assert (await api.get("/api/v1/services/app/config")).json()["version"] == 2
-    refused(await anon.post("/api/v1/config-templates/http-process/instantiate", headers=operator, json={
-        "service_id": "webapp", "parameters": {"command": ["python3", "app.py"], "port": 8081}, "create": True}))
+    refused(
+        await anon.post(
+            "/api/v1/config-templates/http-process/instantiate",
+            headers=operator,
+            json={
+                "service_id": "webapp",
+                "parameters": {"command": ["python3", "app.py"], "port": 8081},
+                "create": True,
+            },
+        )
+    )
     assert_envelope(await api.get("/api/v1/services/webapp"), 404)
 
 
 async def test_a_custom_role_with_configs_write_only_is_refused_too(anon, api):
-    r = await api.post("/api/v1/roles", json={"name": "editor", "permissions": ["configs:write", "configs:read",
-                                                                              "services:read"]})
+    r = await api.post(
+        "/api/v1/roles", json={"name": "editor", "permissions": ["configs:write", "configs:read", "services:read"]}
+    )
     assert r.status_code == 201, r.text
     await create_user(api, "ed", ["editor"])
     headers = bearer((await login(anon, "ed"))["access_token"])

@@ -56,16 +56,26 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def settings_for(tmp_path: Path, *, database_url: str, temporal: str, task_queue: str, **extra) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database_url, jwt_secret="x" * 48,
-                    temporal_address=temporal, temporal_namespace="default", task_queue=task_queue,
-                    _env_file=None, **extra)
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        jwt_secret="x" * 48,
+        temporal_address=temporal,
+        temporal_namespace="default",
+        task_queue=task_queue,
+        _env_file=None,
+        **extra,
+    )
 
 
 async def start_init(client: Client, task_queue: str, **options) -> tuple[str, object]:
     run_id = uuid.uuid4().hex[:12]
     handle = await client.start_workflow(
-        SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(**options), actor="tester"),
-        id=f"init/{run_id}", task_queue=task_queue)
+        SystemInitialization.run,
+        InitInput(run_id=run_id, options=InitOptions(**options), actor="tester"),
+        id=f"init/{run_id}",
+        task_queue=task_queue,
+    )
     return run_id, handle
 
 
@@ -88,11 +98,31 @@ class DevServer:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.cmd = [TEMPORAL_BIN, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
-                    "--http-port", str(free_port()), "--metrics-port", str(free_port()), "--headless",
-                    "--db-filename", str(workdir / "temporal.db"), "--namespace", "default", "--log-level", "error",
-                    *cli_flags(), "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-                    "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"]
+        self.cmd = [
+            TEMPORAL_BIN,
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--headless",
+            "--db-filename",
+            str(workdir / "temporal.db"),
+            "--namespace",
+            "default",
+            "--log-level",
+            "error",
+            *cli_flags(),
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
+        ]
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -116,14 +146,17 @@ async def test_temporal_server_killed_and_restarted_mid_initialization(sqlite_db
     server = DevServer(tmp_path)
     await server.start()
     try:
-        client = await eventually(lambda: Client.connect(server.address, namespace="default",
-                                                         data_converter=DATA_CONVERTER), timeout=30)
+        client = await eventually(
+            lambda: Client.connect(server.address, namespace="default", data_converter=DATA_CONVERTER), timeout=30
+        )
         task_queue = f"tq-{uuid.uuid4().hex[:10]}"
-        settings = settings_for(tmp_path, database_url=str(sqlite_db.engine.url), temporal=server.address,
-                                task_queue=task_queue)
+        settings = settings_for(
+            tmp_path, database_url=str(sqlite_db.engine.url), temporal=server.address, task_queue=task_queue
+        )
         p1, p2, p3 = ports(), ports(), ports()
-        await register(sqlite_db, standin("a", p1), standin("b", p2, deps=["a"], boot=3.0),
-                       standin("c", p3, deps=["b"]))
+        await register(
+            sqlite_db, standin("a", p1), standin("b", p2, deps=["a"], boot=3.0), standin("c", p3, deps=["b"])
+        )
         async with running_worker(client, settings, sqlite_db):
             _, handle = await start_init(client, task_queue, component_timeout=120)
             state = await eventually(lambda: component_is(handle, "b", ComponentStatus.WAITING_HEALTHY), timeout=40)
@@ -160,25 +193,39 @@ async def test_postgres_down_api_answers_503_and_runs_finish_when_it_is_back(tem
         await upgrade(worker_db.engine)
         client = temporal_env.client
         task_queue = f"tq-{uuid.uuid4().hex[:10]}"
-        settings = settings_for(tmp_path, database_url=url, temporal=client.service_client.config.target_host,
-                                task_queue=task_queue, events_metrics_interval=0, webhooks_dispatch=False)
+        settings = settings_for(
+            tmp_path,
+            database_url=url,
+            temporal=client.service_client.config.target_host,
+            task_queue=task_queue,
+            events_metrics_interval=0,
+            webhooks_dispatch=False,
+        )
         p1, p2 = ports(), ports()
         await register(worker_db, standin("a", p1), standin("b", p2, deps=["a"], boot=3.0))
 
         from windflow.api.app import create_app
 
         app = create_app(settings)
-        async with app.router.lifespan_context(app), httpx2.AsyncClient(
-            transport=httpx2.ASGITransport(app=app), base_url="http://windflow.test",
-            headers={"Authorization": f"Bearer {mint_token(settings)}"},
-        ) as api, running_worker(client, settings, worker_db):
+        async with (
+            app.router.lifespan_context(app),
+            httpx2.AsyncClient(
+                transport=httpx2.ASGITransport(app=app),
+                base_url="http://windflow.test",
+                headers={"Authorization": f"Bearer {mint_token(settings)}"},
+            ) as api,
+            running_worker(client, settings, worker_db),
+        ):
             assert (await api.get("/api/v1/services")).status_code == 200
             run_id, handle = await start_init(client, task_queue, component_timeout=120)
             await eventually(lambda: component_is(handle, "b", ComponentStatus.WAITING_HEALTHY), timeout=40)
 
             pg.stop()
-            for method, path, body in (("GET", "/api/v1/services", None), ("GET", "/api/v1/services/a", None),
-                                       ("POST", "/api/v1/services", {"id": "late", "driver": "noop", "config": {}})):
+            for method, path, body in (
+                ("GET", "/api/v1/services", None),
+                ("GET", "/api/v1/services/a", None),
+                ("POST", "/api/v1/services", {"id": "late", "driver": "noop", "config": {}}),
+            ):
                 resp = await api.request(method, path, json=body)
                 assert resp.status_code == 503, (path, resp.status_code, resp.text)
                 error = resp.json()["error"]
@@ -199,8 +246,13 @@ async def test_postgres_down_api_answers_503_and_runs_finish_when_it_is_back(tem
         # nothing the run wrote while the store was away is lost
         async with worker_db.read() as s:
             summary = (await s.execute(select(RunSummaryRow).where(RunSummaryRow.run_id == run_id))).scalar_one()
-            updates = list((await s.execute(select(OutboxRow).where(OutboxRow.event_type == "INITIALIZATION_UPDATE")
-                                            .order_by(OutboxRow.id))).scalars())
+            updates = list(
+                (
+                    await s.execute(
+                        select(OutboxRow).where(OutboxRow.event_type == "INITIALIZATION_UPDATE").order_by(OutboxRow.id)
+                    )
+                ).scalars()
+            )
             states = dict((await s.execute(select(ServiceRow.id, ServiceRow.state))).all())
         assert summary.status == "SUCCEEDED" and summary.finished_at is not None
         assert updates[-1].payload["data"]["status"] == "SUCCEEDED"
@@ -236,10 +288,17 @@ async def test_redis_down_events_wait_in_the_outbox_and_reach_subscribers(tempor
     client = temporal_env.client
     task_queue = f"tq-{uuid.uuid4().hex[:10]}"
     stream = f"wf:fault:{uuid.uuid4().hex[:10]}"
-    settings = settings_for(tmp_path, database_url=str(sqlite_db.engine.url),
-                            temporal=client.service_client.config.target_host, task_queue=task_queue,
-                            redis_url=redis.url, events_stream=stream, events_metrics_interval=0,
-                            events_relay_interval=0.05, webhooks_dispatch=False)
+    settings = settings_for(
+        tmp_path,
+        database_url=str(sqlite_db.engine.url),
+        temporal=client.service_client.config.target_host,
+        task_queue=task_queue,
+        redis_url=redis.url,
+        events_stream=stream,
+        events_metrics_interval=0,
+        events_relay_interval=0.05,
+        webhooks_dispatch=False,
+    )
     sink = RedisStreamsBus(redis.url, stream=stream, block_ms=200)
     got: list[Event] = []
 
@@ -286,8 +345,11 @@ async def test_redis_down_events_wait_in_the_outbox_and_reach_subscribers(tempor
 
 async def _unpublished(db: Database) -> int:
     async with db.read() as s:
-        return int((await s.execute(select(func.count()).select_from(OutboxRow)
-                                    .where(OutboxRow.published_at.is_(None)))).scalar_one())
+        return int(
+            (
+                await s.execute(select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None)))
+            ).scalar_one()
+        )
 
 
 async def _unpublished_is(db: Database, n: int) -> bool:
@@ -308,8 +370,9 @@ async def supervisor_watching(handle, restarts: int) -> SupervisorStatus | None:
     return st if st.state == SupervisionState.WATCHING and st.restarts_total == restarts else None
 
 
-async def test_worker_killed_with_its_service_restarts_it_exactly_once(temporal_env, wsettings, sqlite_db, ports,
-                                                                      tmp_path):
+async def test_worker_killed_with_its_service_restarts_it_exactly_once(
+    temporal_env, wsettings, sqlite_db, ports, tmp_path
+):
     """The service and the only worker die together, so the exit is seen, the recovery decided and the restart
     begun (or not) by a worker that is gone at any of those points; the next worker finishes the recovery with
     one spawn, never two."""
@@ -365,8 +428,9 @@ def full_tmpfs(path: Path):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-async def test_full_log_disk_service_still_runs_and_it_is_reported(temporal_env, wsettings, sqlite_db, ports,
-                                                                  task_queue):
+async def test_full_log_disk_service_still_runs_and_it_is_reported(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     """The process driver's log directory is on a full file system: the service is started with its output on
     /dev/null instead of dying at its first write, and the run's start result and the driver's status say why."""
     client = temporal_env.client
@@ -384,9 +448,12 @@ async def test_full_log_disk_service_still_runs_and_it_is_reported(temporal_env,
         assert processes_with(f"--port {port} ") == [pid]
         # reported: in the start activity's result (the run's history, the Temporal UI) ...
         history = await handle.fetch_history()
-        assert any(b"log disk full" in p.data for e in history.events
-                   if e.HasField("activity_task_completed_event_attributes")
-                   for p in e.activity_task_completed_event_attributes.result.payloads)
+        assert any(
+            b"log disk full" in p.data
+            for e in history.events
+            if e.HasField("activity_task_completed_event_attributes")
+            for p in e.activity_task_completed_event_attributes.result.payloads
+        )
         # ... and by every status of the driver, also a new driver instance (a restarted worker)
         status = await ProcessDriver(data_dir=Path(wsettings.data_dir)).status(spec)
         assert status.status.value == "running" and "log disk full" in status.message

@@ -49,15 +49,22 @@ def signal_counter(name: str, log: Path, *, grace: str, deps: list[str]) -> Serv
     """A service that writes a line to ``log`` for each SIGTERM and goes on running, with a child in its process
     group that ignores SIGTERM: only the SIGKILL of the group after ``grace`` ends them."""
     child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1000)"
-    script = ("import signal, subprocess, sys, time\n"
-              f"subprocess.Popen([sys.executable, '-c', {child!r}, 'child-{MARK}'])\n"
-              "def term(*_):\n"
-              f"    with open({str(log)!r}, 'a') as fh: fh.write('TERM\\n')\n"
-              "signal.signal(signal.SIGTERM, term)\n"
-              "while True: time.sleep(1)\n")
-    return ServiceSpec.model_validate({"id": name, "driver": "process", "depends_on": deps,
-                                       "config": {"command": [sys.executable, "-c", script, f"--mark={MARK}-{name}"],
-                                                  "stop_grace": grace}})
+    script = (
+        "import signal, subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {child!r}, 'child-{MARK}'])\n"
+        "def term(*_):\n"
+        f"    with open({str(log)!r}, 'a') as fh: fh.write('TERM\\n')\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        "while True: time.sleep(1)\n"
+    )
+    return ServiceSpec.model_validate(
+        {
+            "id": name,
+            "driver": "process",
+            "depends_on": deps,
+            "config": {"command": [sys.executable, "-c", script, f"--mark={MARK}-{name}"], "stop_grace": grace},
+        }
+    )
 
 
 async def retried_stop_attempts(handle) -> int:
@@ -71,8 +78,7 @@ async def retried_stop_attempts(handle) -> int:
         elif event.event_type == HistoryEvent.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs = event.activity_task_started_event_attributes
             failure = attrs.last_failure
-            lost = (failure.application_failure_info.type == WORKER_LOST
-                    or failure.HasField("timeout_failure_info"))
+            lost = failure.application_failure_info.type == WORKER_LOST or failure.HasField("timeout_failure_info")
             count += scheduled.get(attrs.scheduled_event_id) == "stop_service" and attrs.attempt > 1 and lost
     return count
 
@@ -80,8 +86,11 @@ async def retried_stop_attempts(handle) -> int:
 async def test_worker_killed_mid_shutdown(temporal_env, settings, db, api, ports, tmp_path):
     p_base, p_quick = ports(), ports()
     terms = tmp_path / "slow.terms"
-    specs = [standin("base", p_base), standin("quick", p_quick, deps=["base"]),
-             signal_counter("slow", terms, grace="4s", deps=["base"])]
+    specs = [
+        standin("base", p_base),
+        standin("quick", p_quick, deps=["base"]),
+        signal_counter("slow", terms, grace="4s", deps=["base"]),
+    ]
     for spec in specs:
         await create(api, spec)
         await start_service(settings, spec)
@@ -112,21 +121,24 @@ async def test_worker_killed_mid_shutdown(temporal_env, settings, db, api, ports
 
     assert body["status"] == "COMPLETED", body
     assert {n: c["status"] for n, c in body["state"]["components"].items()} == dict.fromkeys(
-        ("base", "quick", "slow"), "stopped")
+        ("base", "quick", "slow"), "stopped"
+    )
     # nothing half-stopped: every process is gone, the slow one's SIGTERM-proof child too
     assert not processes_with(f"--port {p_base} ") and not processes_with(f"--port {p_quick} ")
     assert not processes_with(f"--mark={MARK}-slow") and not processes_with(f"child-{MARK}")
     rows = {s["id"]: s for s in (await api.get("/api/v1/services?limit=50")).json()["items"]}
     assert {n: (s["state"], s["desired"], s.get("pid")) for n, s in rows.items()} == dict.fromkeys(
-        ("base", "quick", "slow"), ("stopped", "stopped", None))
+        ("base", "quick", "slow"), ("stopped", "stopped", None)
+    )
     # stopped once: one stop signal (the new worker resumed the stop in its grace, it did not start it over) ...
     assert terms.read_text() == "TERM\n"
 
     # ... and each service said "stopped" once, in the run's progress and in its own status events
     async def events(kind: str) -> list[dict]:
         async with db.read() as session:
-            found = (await session.execute(select(OutboxRow).where(OutboxRow.event_type == kind)
-                                           .order_by(OutboxRow.id))).scalars()
+            found = (
+                await session.execute(select(OutboxRow).where(OutboxRow.event_type == kind).order_by(OutboxRow.id))
+            ).scalars()
             return [r.payload.get("data", r.payload) for r in found]
 
     progress = [e["component"] for e in await events("SHUTDOWN_UPDATE") if e.get("component_status") == "stopped"]

@@ -43,21 +43,27 @@ def with_child(name: str, port: int, **extra) -> ServiceSpec:
 async def watched_by(handle, identity: str) -> bool:
     """The queue's watch activity runs on the worker ``identity``."""
     desc = await handle.watcher.describe()
-    return any(p.activity_type.name == "watch_queue" and p.last_worker_identity == identity
-               and p.state == 2  # PENDING_ACTIVITY_STATE_STARTED
-               for p in desc.raw_description.pending_activities)
+    return any(
+        p.activity_type.name == "watch_queue"
+        and p.last_worker_identity == identity
+        and p.state == 2  # PENDING_ACTIVITY_STATE_STARTED
+        for p in desc.raw_description.pending_activities
+    )
 
 
 async def lost_worker_failures(handle) -> int:
     """Whether the watch was retried because a starting worker ended its attempt as ``WorkerLost`` (not timed
     out): the pending activity names the failure of its previous attempt."""
     desc = await handle.watcher.describe()
-    return sum(p.activity_type.name == "watch_queue" and p.last_failure.application_failure_info.type == WORKER_LOST
-               for p in desc.raw_description.pending_activities)
+    return sum(
+        p.activity_type.name == "watch_queue" and p.last_failure.application_failure_info.type == WORKER_LOST
+        for p in desc.raw_description.pending_activities
+    )
 
 
 async def test_new_worker_takes_the_watch_over_and_no_child_of_the_dead_main_survives(
-        temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path):
+    temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path
+):
     client = temporal_env.client
     port = ports()
     spec = with_child("grouped", port)
@@ -93,13 +99,15 @@ async def test_new_worker_takes_the_watch_over_and_no_child_of_the_dead_main_sur
 
 
 async def test_attempt_count_resets_after_reset_after_of_health_across_a_worker_restart(
-        temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path):
+    temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path
+):
     """Healthy for longer than reset_after, then the worker is replaced and the service crashes soon after the new
     worker started watching: that crash is attempt 1 again, not 2."""
     client = temporal_env.client
     port = ports()
-    spec = standin("steady", port, boot=0.2,
-                   restart={"max_attempts": 5, "backoff": "0s", "reset_after": "3s", "jitter": 0})
+    spec = standin(
+        "steady", port, boot=0.2, restart={"max_attempts": 5, "backoff": "0s", "reset_after": "3s", "jitter": 0}
+    )
     await register(sqlite_db, spec)
     pid = await start_service(wsettings, spec)
     await eventually(lambda: healthy(port), timeout=15)

@@ -81,14 +81,19 @@ SETTINGS = _settings()
 APP = create_app(SETTINGS)
 # POST /initializations and PATCH /services/{id} (a scale) check the request against the registry before they contact
 # Temporal (get_temporal is called in the route, not declared): Temporal-bound all the same
-TEMPORAL_ROUTES = temporal_routes(APP) | {("POST", "/api/v1/initializations"),
-                                          ("PATCH", "/api/v1/services/{service_id}")}
+TEMPORAL_ROUTES = temporal_routes(APP) | {
+    ("POST", "/api/v1/initializations"),
+    ("PATCH", "/api/v1/services/{service_id}"),
+}
 # the schema is the app's own document; requests go to APP in-process (Schemathesis starts its lifespan)
 # The coverage phase (boundary values, missing parts, undeclared methods) runs on every operation but one: for
 # POST /services it would send some 1,300 combinations of the driver and probe unions. Its body is fuzzed like the
 # others' and its boundaries are tested in tests/test_registry_api.py.
-ADMIN_CONFIG = {"operations": [{"include-path": "/api/v1/services", "include-method": "POST",
-                                "phases": {"coverage": {"enabled": False}}}]}
+ADMIN_CONFIG = {
+    "operations": [
+        {"include-path": "/api/v1/services", "include-method": "POST", "phases": {"coverage": {"enabled": False}}}
+    ]
+}
 admin_schema = schemathesis.openapi.from_dict(APP.openapi(), config=schemathesis.Config.from_dict(ADMIN_CONFIG))
 admin_schema = admin_schema.exclude(
     func=lambda ctx: (ctx.operation.method.upper(), ctx.operation.path) in TEMPORAL_ROUTES
@@ -97,8 +102,7 @@ admin_schema.app = APP
 # without a token every operation ends at the route guard: a few valid requests each (no coverage phase, no
 # invalid data: malformed requests are the admin run's business) show that it answers 401 with the envelope
 ANONYMOUS_CONFIG = {"phases": {"coverage": {"enabled": False}}, "generation": {"mode": "positive"}}
-anonymous_schema = schemathesis.openapi.from_dict(APP.openapi(),
-                                                  config=schemathesis.Config.from_dict(ANONYMOUS_CONFIG))
+anonymous_schema = schemathesis.openapi.from_dict(APP.openapi(), config=schemathesis.Config.from_dict(ANONYMOUS_CONFIG))
 anonymous_schema.app = APP
 
 
@@ -130,9 +134,13 @@ def error_envelope(ctx: Any, response: schemathesis.Response, case: schemathesis
     return True
 
 
-HYPOTHESIS = settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                             HealthCheck.data_too_large])
+HYPOTHESIS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 ANONYMOUS_HYPOTHESIS = settings(HYPOTHESIS, max_examples=3)
 
 

@@ -18,8 +18,9 @@ async def test_edit_a_generic_hook(api, anon, settings):
     other = await make_hook(api, name="other")
     url = f"/api/v1/hooks/{hook['id']}"
 
-    r = await api.patch(url, json={"name": "pager-2", "service_path": "$.alert.svc", "force": True,
-                                   "dedupe_window": 30})
+    r = await api.patch(
+        url, json={"name": "pager-2", "service_path": "$.alert.svc", "force": True, "dedupe_window": 30}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["name"] == "pager-2" and body["force"] is True and body["dedupe_window"] == 30
@@ -32,8 +33,9 @@ async def test_edit_a_generic_hook(api, anon, settings):
     assert [(o["service"], o["outcome"]) for o in r.json()["outcomes"]] == [("ghost", "ignored")]
 
     # bad input: an unparseable path, another kind's field, a taken name, an unknown key; nothing saved
-    err = assert_envelope(await api.patch(url, json={"name": "pager-3", "status_path": "state["}), 422,
-                          "validation_error")
+    err = assert_envelope(
+        await api.patch(url, json={"name": "pager-3", "status_path": "state["}), 422, "validation_error"
+    )
     assert err["details"][0]["loc"][0] == "body"
     err = assert_envelope(await api.patch(url, json={"label": "svc"}), 422, "validation_error")
     assert err["details"][0]["loc"] == ["body", "label"]

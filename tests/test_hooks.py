@@ -32,8 +32,9 @@ async def hook_creator(api):
 @pytest.fixture(autouse=True)
 async def no_stray_supervisors(temporal_env):
     yield
-    await terminate_quietly(temporal_env.client, *(f"{kind}/{name}" for name in NAMES
-                                                   for kind in ("supervise", "recover")))
+    await terminate_quietly(
+        temporal_env.client, *(f"{kind}/{name}" for name in NAMES for kind in ("supervise", "recover"))
+    )
 
 
 def am_alert(service: str | None, *, status: str = "firing", fingerprint: str, alertname: str = "ServiceDown"):
@@ -117,11 +118,15 @@ async def test_alertmanager_storm_makes_one_recovery(temporal_env, settings, db,
     async with running_worker(client, settings, db):
         await bring_up(api, "hooked", ports())
         assert await restarts(api, "hooked") == 0
-        storm = am_payload([am_alert("hooked", fingerprint=f"f{i}") for i in range(3)]
-                           + [am_alert("ghost", fingerprint="g1"), am_alert(None, fingerprint="n1")])
+        storm = am_payload(
+            [am_alert("hooked", fingerprint=f"f{i}") for i in range(3)]
+            + [am_alert("ghost", fingerprint="g1"), am_alert(None, fingerprint="n1")]
+        )
         # the same group twice at once (Alertmanager's repeat + a second replica): still one recovery
-        r1, r2 = await asyncio.gather(anon.post("/api/v1/hooks/alertmanager", json=storm, headers=bearer(token)),
-                                      anon.post("/api/v1/hooks/alertmanager", json=storm, headers=bearer(token)))
+        r1, r2 = await asyncio.gather(
+            anon.post("/api/v1/hooks/alertmanager", json=storm, headers=bearer(token)),
+            anon.post("/api/v1/hooks/alertmanager", json=storm, headers=bearer(token)),
+        )
         assert r1.status_code == 200 and r2.status_code == 200, (r1.text, r2.text)
         outcomes = [o for r in (r1, r2) for o in r.json()["outcomes"]]
         mine = [o for o in outcomes if o["service"] == "hooked"]
@@ -146,8 +151,9 @@ async def test_alertmanager_storm_makes_one_recovery(temporal_env, settings, db,
         assert len(runs) <= 1  # visibility may lag; never two (earlier tests reuse the id on other queues)
 
         # resolved: recorded, nothing restarted
-        resolved = am_payload([am_alert("hooked", status="resolved", fingerprint=f"f{i}") for i in range(3)],
-                              status="resolved")
+        resolved = am_payload(
+            [am_alert("hooked", status="resolved", fingerprint=f"f{i}") for i in range(3)], status="resolved"
+        )
         r = await anon.post("/api/v1/hooks/alertmanager", json=resolved, headers=bearer(token))
         assert r.status_code == 200, r.text
         assert [o["outcome"] for o in r.json()["outcomes"]] == ["resolved_recorded"] * 3
@@ -185,11 +191,19 @@ async def test_alertmanager_storm_makes_one_recovery(temporal_env, settings, db,
 
 async def test_generic_hook_with_a_jsonpath_mapping_and_crud(temporal_env, settings, db, api, anon, ports):
     client = temporal_env.client
-    r = await api.post("/api/v1/hooks", json={"name": "pager", "kind": "generic", "service_path": "$.data[*].svc",
-                                              "status_path": "$.event.state",
-                                              "firing_values": ["firing", "triggered"],
-                                              "resolved_values": ["ok"], "fingerprint_path": "$.data[*].id",
-                                              "force": True})
+    r = await api.post(
+        "/api/v1/hooks",
+        json={
+            "name": "pager",
+            "kind": "generic",
+            "service_path": "$.data[*].svc",
+            "status_path": "$.event.state",
+            "firing_values": ["firing", "triggered"],
+            "resolved_values": ["ok"],
+            "fingerprint_path": "$.data[*].id",
+            "force": True,
+        },
+    )
     assert r.status_code == 201, r.text
     hook = r.json()
     assert hook["url"] == f"/api/v1/hooks/{hook['id']}"
@@ -202,14 +216,19 @@ async def test_generic_hook_with_a_jsonpath_mapping_and_crud(temporal_env, setti
     assert dup.status_code == 409, dup.text
 
     url = f"/api/v1/hooks/{hook['id']}"
-    event = {"event": {"state": "triggered"}, "data": [{"svc": "gen", "id": "a"}, {"svc": "gen", "id": "b"},
-                                                       {"svc": "nope", "id": "c"}]}
+    event = {
+        "event": {"state": "triggered"},
+        "data": [{"svc": "gen", "id": "a"}, {"svc": "gen", "id": "b"}, {"svc": "nope", "id": "c"}],
+    }
     async with running_worker(client, settings, db):
         await bring_up(api, "gen", ports())
         r = await anon.post(url, json=event, headers=bearer(hook["token"]))
         assert r.status_code == 200, r.text
         assert [(o["service"], o["fingerprint"], o["outcome"]) for o in r.json()["outcomes"]] == [
-            ("gen", "a", "recovery_started"), ("gen", "b", "attached"), ("nope", "c", "ignored")]
+            ("gen", "a", "recovery_started"),
+            ("gen", "b", "attached"),
+            ("nope", "c", "ignored"),
+        ]
         await eventually(lambda: _restarted(api, "gen", 1), timeout=30)
 
         # rotation: the old token stops working, the new one works
@@ -221,8 +240,9 @@ async def test_generic_hook_with_a_jsonpath_mapping_and_crud(temporal_env, setti
         assert (await anon.post(url, json=ok_event, headers=bearer(hook["token"]))).status_code == 401
         r = await anon.post(url, json=ok_event, headers=bearer(new_token))
         assert r.status_code == 200 and r.json()["outcomes"][0]["outcome"] == "resolved_recorded", r.text
-        r = await anon.post(url, json={"event": {"state": "weird"}, "data": [{"svc": "gen"}]},
-                            headers=bearer(new_token))
+        r = await anon.post(
+            url, json={"event": {"state": "weird"}, "data": [{"svc": "gen"}]}, headers=bearer(new_token)
+        )
         assert r.json()["outcomes"][0]["outcome"] == "ignored" and "weird" in r.json()["outcomes"][0]["reason"]
         await asyncio.sleep(1.0)
         assert await restarts(api, "gen") == 1
@@ -235,10 +255,17 @@ async def test_generic_hook_with_a_jsonpath_mapping_and_crud(temporal_env, setti
     assert (await anon.post(url, json=ok_event, headers=bearer(new_token))).status_code == 401
 
     assert {a["action"] for a in await audit(api, target=hook["id"], outcome="success")} == {
-        "hook.create", "hook.receive", "hook.rotate_token", "hook.delete"}
+        "hook.create",
+        "hook.receive",
+        "hook.rotate_token",
+        "hook.delete",
+    }
     receipts = await audit(api, action="hook.receive")
-    assert {(a["actor"], a["outcome"]) for a in receipts} == {("hook:pager", "success"), ("hook:pager", "failure"),
-                                                                 ("hook:unknown", "failure")}  # after deletion
+    assert {(a["actor"], a["outcome"]) for a in receipts} == {
+        ("hook:pager", "success"),
+        ("hook:pager", "failure"),
+        ("hook:unknown", "failure"),
+    }  # after deletion
 
 
 async def test_jsonpath_subset():
@@ -256,15 +283,20 @@ async def test_jsonpath_is_rfc_9535():
     """Filters, descendants and slices work (the RFC 9535 library), and a bad path names what is wrong."""
     from windflow.domain.alerts_in import JsonPathError, parse_path
 
-    doc = {"alerts": [{"labels": {"service": "db"}, "status": "firing"},
-                      {"labels": {"service": "web"}, "status": "resolved"},
-                      {"labels": {"service": "cache"}, "status": "firing"}]}
+    doc = {
+        "alerts": [
+            {"labels": {"service": "db"}, "status": "firing"},
+            {"labels": {"service": "web"}, "status": "resolved"},
+            {"labels": {"service": "cache"}, "status": "firing"},
+        ]
+    }
     assert find("$.alerts[?@.status == 'firing'].labels.service", doc) == ["db", "cache"]
     assert find("$..service", doc) == ["db", "web", "cache"]
     assert find("$.alerts[1:].labels.service", doc) == ["web", "cache"]
     assert find("$.alerts[?length(@.labels) == 1].status", doc) == ["firing", "resolved", "firing"]
-    alerts = generic_alerts(doc, GenericConfig(service_path="$.alerts[*].labels.service",
-                                               status_path="$.alerts[*].status"))
+    alerts = generic_alerts(
+        doc, GenericConfig(service_path="$.alerts[*].labels.service", status_path="$.alerts[*].status")
+    )
     assert [(a.service, a.status) for a in alerts] == [("db", "firing"), ("web", "resolved"), ("cache", "firing")]
     for bad in ("alerts.service", "$.alerts[", "$.alerts[?@.x ==]", "$" + ".a" * 300):
         with pytest.raises(JsonPathError):

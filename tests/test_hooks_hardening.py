@@ -23,13 +23,19 @@ def signed(secret: str, body: bytes, *, msg_id: str | None = None, at: datetime 
     """Standard Webhooks headers made with the reference library, not windflow's code."""
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     at = at or datetime.now(UTC)
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())),
-            "webhook-signature": Webhook(secret).sign(msg_id, at, body), "content-type": "application/json"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, at, body),
+        "content-type": "application/json",
+    }
 
 
 async def make_hook(client, **fields) -> dict:
-    r = await client.post("/api/v1/hooks", json={"name": f"h-{uuid.uuid4().hex[:6]}", "kind": "generic",
-                                                 "service_path": "$.svc", **fields})
+    r = await client.post(
+        "/api/v1/hooks",
+        json={"name": f"h-{uuid.uuid4().hex[:6]}", "kind": "generic", "service_path": "$.svc", **fields},
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -67,8 +73,9 @@ async def test_signature_hooks_verify_standard_webhooks(api, anon):
     both = await make_hook(api, auth="token+signature")
     url = f"/api/v1/hooks/{both['id']}"
     assert (await anon.post(url, content=body, headers=signed(both["signing_secret"], body))).status_code == 401
-    assert (await anon.post(url, content=body, headers={**bearer(both["token"]),
-                                                         "content-type": "application/json"})).status_code == 401
+    assert (
+        await anon.post(url, content=body, headers={**bearer(both["token"]), "content-type": "application/json"})
+    ).status_code == 401
     r = await anon.post(url, content=body, headers={**signed(both["signing_secret"], body), **bearer(both["token"])})
     assert r.status_code == 200, r.text
     # rotation replaces the signing secret too
@@ -96,8 +103,11 @@ async def test_rate_limit_per_hook(api, anon):
 async def test_hook_stops_working_when_its_creator_loses_the_permission(api, anon):
     await create_user(api, "oncall", ["operator"])
     session = await login(anon, "oncall")
-    r = await anon.post("/api/v1/hooks", json={"name": "oncall-hook", "kind": "generic", "service_path": "$.svc"},
-                        headers=bearer(session["access_token"]))
+    r = await anon.post(
+        "/api/v1/hooks",
+        json={"name": "oncall-hook", "kind": "generic", "service_path": "$.svc"},
+        headers=bearer(session["access_token"]),
+    )
     assert r.status_code == 201, r.text
     hook = r.json()
     url, headers = f"/api/v1/hooks/{hook['id']}", bearer(hook["token"])
@@ -131,11 +141,13 @@ class TestActing:
     @pytest.fixture(autouse=True)
     async def cleanup(self, temporal_env):
         yield
-        await terminate_quietly(temporal_env.client, *(f"{kind}/{name}" for name in self.NAMES
-                                                       for kind in ("supervise", "recover")))
+        await terminate_quietly(
+            temporal_env.client, *(f"{kind}/{name}" for name in self.NAMES for kind in ("supervise", "recover"))
+        )
 
-    async def test_replayed_alert_does_not_restart_a_healthy_service(self, temporal_env, settings, db, api, anon,
-                                                                     ports):
+    async def test_replayed_alert_does_not_restart_a_healthy_service(
+        self, temporal_env, settings, db, api, anon, ports
+    ):
         await create_user(api, "tester", ["operator"])
         r = await api.post("/api/v1/hooks", json={"name": "am", "kind": "alertmanager"})
         assert r.status_code == 201 and r.json()["force"] is False, r.text
@@ -157,11 +169,13 @@ class TestActing:
                 await asyncio.sleep(1.0)
             assert await restarts(api, "calm") == 0
 
-    async def test_forced_hook_acts_once_per_alert_within_the_window(self, temporal_env, settings, db, api, anon,
-                                                                     ports):
+    async def test_forced_hook_acts_once_per_alert_within_the_window(
+        self, temporal_env, settings, db, api, anon, ports
+    ):
         await create_user(api, "tester", ["operator"])
-        r = await api.post("/api/v1/hooks", json={"name": "loud", "kind": "alertmanager", "force": True,
-                                                  "dedupe_window": 600})
+        r = await api.post(
+            "/api/v1/hooks", json={"name": "loud", "kind": "alertmanager", "force": True, "dedupe_window": 600}
+        )
         hook = r.json()
         alert = am_payload([am_alert("loud", fingerprint="beef")])
         async with running_worker(temporal_env.client, settings, db):

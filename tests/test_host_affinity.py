@@ -36,8 +36,15 @@ from windflow.workflows import _policies as policies
 from windflow.workflows.initialization import SystemInitialization
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-DRIVER_ACTIVITIES = {"bring_up", "start_service", "wait_healthy", "stop_service", "restart_service",
-                     "watch_service", "recover_step"}
+DRIVER_ACTIVITIES = {
+    "bring_up",
+    "start_service",
+    "wait_healthy",
+    "stop_service",
+    "restart_service",
+    "watch_service",
+    "recover_step",
+}
 
 
 def host_worker(settings: Settings, tmp_path: Path, host: str) -> subprocess.Popen[bytes]:
@@ -48,9 +55,12 @@ def host_worker(settings: Settings, tmp_path: Path, host: str) -> subprocess.Pop
 
 async def start_init(client, task_queue: str, **options):
     run_id = uuid.uuid4().hex[:12]
-    return await client.start_workflow(SystemInitialization.run,
-                                       InitInput(run_id=run_id, options=InitOptions(**options), actor="tester"),
-                                       id=f"init/{run_id}", task_queue=task_queue)
+    return await client.start_workflow(
+        SystemInitialization.run,
+        InitInput(run_id=run_id, options=InitOptions(**options), actor="tester"),
+        id=f"init/{run_id}",
+        task_queue=task_queue,
+    )
 
 
 async def driver_runs(handle) -> list[tuple[str, str, str]]:
@@ -87,12 +97,16 @@ def bound(spec: ServiceSpec, host: str) -> ServiceSpec:
     return spec.model_copy(update={"host": host})
 
 
-async def test_each_service_is_started_and_watched_by_its_hosts_worker(temporal_env, wsettings, sqlite_db, ports,
-                                                                       task_queue, tmp_path):
+async def test_each_service_is_started_and_watched_by_its_hosts_worker(
+    temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path
+):
     client = temporal_env.client
     p1, p2 = ports(), ports()
-    await register(sqlite_db, bound(standin("on-alpha", p1, boot=0.1), "alpha"),
-                   bound(standin("on-beta", p2, boot=0.1, deps=["on-alpha"]), "beta"))
+    await register(
+        sqlite_db,
+        bound(standin("on-alpha", p1, boot=0.1), "alpha"),
+        bound(standin("on-beta", p2, boot=0.1, deps=["on-alpha"]), "beta"),
+    )
     alpha = beta = None
     try:
         alpha = host_worker(wsettings, tmp_path, "alpha")
@@ -112,24 +126,36 @@ async def test_each_service_is_started_and_watched_by_its_hosts_worker(temporal_
         assert (tmp_path / "data-beta" / "run" / "on-beta.json").exists()
         assert len(processes_with(f"--port {p1} ")) == 1 and len(processes_with(f"--port {p2} ")) == 1
         # each host's watcher watches its services from that host
-        assert await eventually(lambda: watched_by(client, f"{task_queue}.host.alpha"),
-                                timeout=30) == worker_identity(alpha)
-        assert await eventually(lambda: watched_by(client, f"{task_queue}.host.beta"),
-                                timeout=30) == worker_identity(beta)
+        assert await eventually(lambda: watched_by(client, f"{task_queue}.host.alpha"), timeout=30) == worker_identity(
+            alpha
+        )
+        assert await eventually(lambda: watched_by(client, f"{task_queue}.host.beta"), timeout=30) == worker_identity(
+            beta
+        )
     finally:
-        await terminate_quietly(client, f"watch/{task_queue}.host.alpha", f"watch/{task_queue}.host.beta",
-                                f"watch/{task_queue}", "recover/on-alpha", "recover/on-beta")
+        await terminate_quietly(
+            client,
+            f"watch/{task_queue}.host.alpha",
+            f"watch/{task_queue}.host.beta",
+            f"watch/{task_queue}",
+            "recover/on-alpha",
+            "recover/on-beta",
+        )
         kill_process_group(alpha)
         kill_process_group(beta)
 
 
-async def test_a_host_without_a_worker_fails_its_component_with_a_clear_error(temporal_env, wsettings, sqlite_db,
-                                                                              ports, task_queue):
+async def test_a_host_without_a_worker_fails_its_component_with_a_clear_error(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     """Nobody runs `windflow worker --host ghost`: after HOST_START_TIMEOUT the component fails, saying so."""
     client = temporal_env.client
     p1, p2 = ports(), ports()
-    await register(sqlite_db, standin("local", p1, boot=0.1, monitored=False),
-                   bound(standin("remote", p2, boot=0.1, monitored=False), "ghost"))
+    await register(
+        sqlite_db,
+        standin("local", p1, boot=0.1, monitored=False),
+        bound(standin("remote", p2, boot=0.1, monitored=False), "ghost"),
+    )
     async with running_worker(client, wsettings, sqlite_db):
         handle = await start_init(client, task_queue, retry_window=0, on_failure="continue")
         with pytest.raises(WorkflowFailureError):

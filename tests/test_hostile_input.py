@@ -28,8 +28,20 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 DEEP = 100_000
 SHELL_IDS = ["a;rm -rf x", "$(touch pwned)", "`touch pwned`", "a|touch pwned", "a&&b", "a b", "a\nb", "../x", "A"]
-SHELL_ARGS = ["a;touch pwned-1", "$(touch pwned-2)", "`touch pwned-3`", "&& touch pwned-4", "| touch pwned-5",
-              "> pwned-6", "'; touch pwned-7; '", '"$(touch pwned-8)"', "*", "~", "$HOME", "\\"]
+SHELL_ARGS = [
+    "a;touch pwned-1",
+    "$(touch pwned-2)",
+    "`touch pwned-3`",
+    "&& touch pwned-4",
+    "| touch pwned-5",
+    "> pwned-6",
+    "'; touch pwned-7; '",
+    '"$(touch pwned-8)"',
+    "*",
+    "~",
+    "$HOME",
+    "\\",
+]
 
 
 @pytest.fixture
@@ -73,8 +85,11 @@ def noop(sid: str = "web", **extra: Any) -> dict[str, Any]:
 async def test_oversized_bodies_are_refused_with_413(api, anon, settings):
     limit = settings.max_body_bytes
     big = b'{"id": "web", "driver": "noop", "description": "' + b"x" * limit + b'"}'
-    err = assert_envelope(await api.post("/api/v1/services", content=big,
-                                         headers={"Content-Type": "application/json"}), 413, code="payload_too_large")
+    err = assert_envelope(
+        await api.post("/api/v1/services", content=big, headers={"Content-Type": "application/json"}),
+        413,
+        code="payload_too_large",
+    )
     assert err["details"] == {"max_bytes": limit}
 
     async def chunks() -> AsyncIterator[bytes]:  # streamed: no Content-Length to refuse up front
@@ -83,14 +98,25 @@ async def test_oversized_bodies_are_refused_with_413(api, anon, settings):
             yield b"x" * 65_536
         yield b'"}'
 
-    assert_envelope(await api.post("/api/v1/services", content=chunks(),
-                                   headers={"Content-Type": "application/json"}), 413, code="payload_too_large")
+    assert_envelope(
+        await api.post("/api/v1/services", content=chunks(), headers={"Content-Type": "application/json"}),
+        413,
+        code="payload_too_large",
+    )
     yaml_doc = b"services:\n  web: {driver: noop, description: '" + b"y" * limit + b"'}\n"
-    assert_envelope(await api.put("/api/v1/system", content=yaml_doc, headers={"Content-Type": "application/yaml"}),
-                    413, code="payload_too_large")
+    assert_envelope(
+        await api.put("/api/v1/system", content=yaml_doc, headers={"Content-Type": "application/yaml"}),
+        413,
+        code="payload_too_large",
+    )
     # before authentication too: a stranger cannot make the API read a large body
-    assert_envelope(await anon.post("/api/v1/auth/login", content=b"{" + b" " * (limit + 1) + b"}",
-                                    headers={"Content-Type": "application/json"}), 413, code="payload_too_large")
+    assert_envelope(
+        await anon.post(
+            "/api/v1/auth/login", content=b"{" + b" " * (limit + 1) + b"}", headers={"Content-Type": "application/json"}
+        ),
+        413,
+        code="payload_too_large",
+    )
     assert await registered(api) == []
 
 
@@ -101,16 +127,20 @@ async def test_deeply_nested_documents_get_a_clean_4xx(api, anon):
     deep_json = "[" * DEEP + "]" * DEEP
     deep_object = '{"a":' * DEEP + "1" + "}" * DEEP
     json_headers = {"Content-Type": "application/json"}
-    for method, path in [("POST", "/api/v1/services"), ("POST", "/api/v1/services/validate"),
-                         ("PUT", "/api/v1/system"), ("POST", "/api/v1/system/validate"),
-                         ("POST", "/api/v1/codec/decode"), ("POST", "/api/v1/users")]:
+    for method, path in [
+        ("POST", "/api/v1/services"),
+        ("POST", "/api/v1/services/validate"),
+        ("PUT", "/api/v1/system"),
+        ("POST", "/api/v1/system/validate"),
+        ("POST", "/api/v1/codec/decode"),
+        ("POST", "/api/v1/users"),
+    ]:
         for doc in (deep_json, deep_object):
             client_error(await api.request(method, path, content=doc, headers=json_headers))
     client_error(await anon.post("/api/v1/auth/login", content=deep_object, headers=json_headers))
     yaml_headers = {"Content-Type": "application/yaml"}
     for doc in ("[" * DEEP + "]" * DEEP, "services: " + "{a: " * 20_000 + "1" + "}" * 20_000):
-        assert_envelope(await api.put("/api/v1/system", content=doc, headers=yaml_headers), 422,
-                        code="config_invalid")
+        assert_envelope(await api.put("/api/v1/system", content=doc, headers=yaml_headers), 422, code="config_invalid")
     assert await registered(api) == []
 
 
@@ -118,13 +148,21 @@ async def test_nesting_the_api_cannot_store_is_refused_before_it_is_stored(api):
     body: Any = "leaf"
     for _ in range(500):  # decodes fine, but deeper than any answer could be serialized
         body = [body]
-    service = {"id": "ctl", "driver": "http",
-               "config": {"start": {"url": "http://127.0.0.1:9/start", "body": body},
-                          "stop": {"url": "http://127.0.0.1:9/stop"}}}
+    service = {
+        "id": "ctl",
+        "driver": "http",
+        "config": {
+            "start": {"url": "http://127.0.0.1:9/start", "body": body},
+            "stop": {"url": "http://127.0.0.1:9/stop"},
+        },
+    }
     err = assert_envelope(await api.post("/api/v1/services", json=service), 422, code="validation_error")
     assert "nested deeper" in err["message"]
-    err = assert_envelope(await api.put("/api/v1/system", json={"services": {"ctl": {
-        k: v for k, v in service.items() if k != "id"}}}), 422, code="config_invalid")
+    err = assert_envelope(
+        await api.put("/api/v1/system", json={"services": {"ctl": {k: v for k, v in service.items() if k != "id"}}}),
+        422,
+        code="config_invalid",
+    )
     assert "nested deeper" in err["message"]
     assert await registered(api) == []
 
@@ -133,8 +171,11 @@ async def test_yaml_alias_bomb_is_refused_without_expanding_it(api):
     lines = ["services:", "  web: {driver: noop}", 'x-a: &a ["x","x","x","x","x","x","x","x","x"]']
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"x-{name}: &{name} [{','.join([f'*{prev}'] * 9)}]")  # 9**9 strings once expanded
-    err = assert_envelope(await api.put("/api/v1/system", content="\n".join(lines),
-                                        headers={"Content-Type": "application/yaml"}), 422, code="config_invalid")
+    err = assert_envelope(
+        await api.put("/api/v1/system", content="\n".join(lines), headers={"Content-Type": "application/yaml"}),
+        422,
+        code="config_invalid",
+    )
     assert "expands to more than" in err["message"]
     assert await registered(api) == []
 
@@ -146,8 +187,9 @@ async def test_deeply_nested_alert_payloads_get_400(api, anon):
     hook = r.json()
     headers = {"Authorization": f"Bearer {hook['token']}", "Content-Type": "application/json"}
     for path in ("/api/v1/hooks/alertmanager", f"/api/v1/hooks/{hook['id']}"):
-        assert_envelope(await anon.post(path, content="[" * DEEP + "]" * DEEP, headers=headers), 400,
-                        code="bad_request")
+        assert_envelope(
+            await anon.post(path, content="[" * DEEP + "]" * DEEP, headers=headers), 400, code="bad_request"
+        )
         assert_envelope(await anon.post(path, content=b"\xff\xfe{\x00", headers=headers), 400, code="bad_request")
 
 
@@ -158,26 +200,50 @@ async def test_non_utf8_bodies_get_a_4xx_envelope(api, anon):
     latin1 = 'services:\n  caf\xe9: {driver: noop, description: "\xe9t\xe9"}\n'.encode("latin-1")
     junk = b'{"id": "web", "driver": "noop", "description": "\xff\xfe\xfd"}'
     for ctype in ("application/yaml", "application/json"):
-        assert_envelope(await api.put("/api/v1/system", content=latin1, headers={"Content-Type": ctype}), 400,
-                        code="bad_request")
-        assert_envelope(await api.post("/api/v1/system/validate", content=latin1, headers={"Content-Type": ctype}),
-                        400, code="bad_request")
+        assert_envelope(
+            await api.put("/api/v1/system", content=latin1, headers={"Content-Type": ctype}), 400, code="bad_request"
+        )
+        assert_envelope(
+            await api.post("/api/v1/system/validate", content=latin1, headers={"Content-Type": ctype}),
+            400,
+            code="bad_request",
+        )
     json_headers = {"Content-Type": "application/json"}
-    for method, path in [("POST", "/api/v1/services"), ("POST", "/api/v1/services/validate"),
-                         ("POST", "/api/v1/users"), ("POST", "/api/v1/roles"), ("POST", "/api/v1/hooks"),
-                         ("POST", "/api/v1/codec/encode"), ("POST", "/api/v1/auth/tokens")]:
+    for method, path in [
+        ("POST", "/api/v1/services"),
+        ("POST", "/api/v1/services/validate"),
+        ("POST", "/api/v1/users"),
+        ("POST", "/api/v1/roles"),
+        ("POST", "/api/v1/hooks"),
+        ("POST", "/api/v1/codec/encode"),
+        ("POST", "/api/v1/auth/tokens"),
+    ]:
         client_error(await api.request(method, path, content=junk, headers=json_headers))
-    client_error(await anon.post("/api/v1/auth/login", content=b'{"username": "\xff", "password": "\xfe"}',
-                                 headers=json_headers))
-    client_error(await anon.post("/api/v1/auth/login", content=b"username=\xff\xfe&password=\xfd&grant_type=password",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"}))
+    client_error(
+        await anon.post("/api/v1/auth/login", content=b'{"username": "\xff", "password": "\xfe"}', headers=json_headers)
+    )
+    client_error(
+        await anon.post(
+            "/api/v1/auth/login",
+            content=b"username=\xff\xfe&password=\xfd&grant_type=password",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    )
     assert await registered(api) == []
 
 
 # --------------------------------------------------------------------------- ids: traversal, NUL, metacharacters
 
-TRAVERSAL = ["%2e%2e", "%2e%2e%2fetc%2fpasswd", "..%2f..%2f..%2fetc%2fpasswd", "..%5c..%5cetc%5cpasswd",
-             "%252e%252e%252f", "a%00b", "%00", "a%0ab"]
+TRAVERSAL = [
+    "%2e%2e",
+    "%2e%2e%2fetc%2fpasswd",
+    "..%2f..%2f..%2fetc%2fpasswd",
+    "..%5c..%5cetc%5cpasswd",
+    "%252e%252e%252f",
+    "a%00b",
+    "%00",
+    "a%0ab",
+]
 """Already percent-encoded: sent as is, decoded by the server (a client would resolve a literal '../')."""
 
 BODIES: dict[tuple[str, str], Any] = {
@@ -232,8 +298,11 @@ async def test_nul_bytes_in_query_and_body_strings_are_refused_not_a_500(api):
         assert r.status_code == 200 or 400 <= r.status_code < 500, (params, r.text)
     r = await api.get("/api/v1/audit", params={"actor": "a\x00", "target": "\x00"})
     assert r.status_code == 200 or 400 <= r.status_code < 500, r.text
-    for body in (noop(description="nul \x00 inside"), noop(labels={"tier": "\x00"}),
-                 noop(secret_keys=["pass\x00word"])):
+    for body in (
+        noop(description="nul \x00 inside"),
+        noop(labels={"tier": "\x00"}),
+        noop(secret_keys=["pass\x00word"]),
+    ):
         r = await api.post("/api/v1/services", json=body)
         if r.status_code == 201:  # SQLite keeps the character; read back exactly what was sent
             got = (await api.get("/api/v1/services/web")).json()
@@ -241,8 +310,9 @@ async def test_nul_bytes_in_query_and_body_strings_are_refused_not_a_500(api):
             assert (await api.delete("/api/v1/services/web")).status_code == 204
         else:
             client_error(r)
-    r = await api.post("/api/v1/users", json={"username": "nul\x00user", "password": "long-enough-pass",
-                                              "roles": ["viewer"]})
+    r = await api.post(
+        "/api/v1/users", json={"username": "nul\x00user", "password": "long-enough-pass", "roles": ["viewer"]}
+    )
     client_error(r)
 
 
@@ -250,14 +320,18 @@ async def test_nul_bytes_in_query_and_body_strings_are_refused_not_a_500(api):
 async def test_shell_metacharacters_in_service_ids_fail_id_validation(api, sid):
     err = assert_envelope(await api.post("/api/v1/services", json=noop(sid)), 422, code="validation_error")
     assert any("id" in d["loc"] for d in err["details"]), err
-    err = assert_envelope(await api.put("/api/v1/system", json={"services": {sid: {"driver": "noop"}}}), 422,
-                          code="config_invalid")
+    err = assert_envelope(
+        await api.put("/api/v1/system", json={"services": {sid: {"driver": "noop"}}}), 422, code="config_invalid"
+    )
     assert err["details"][0]["loc"] == ["services", sid], err
     report = await api.post("/api/v1/system/validate", json={"services": {sid: {"driver": "noop"}}})
     assert report.status_code == 200 and report.json()["valid"] is False, report.text
     assert_envelope(await api.post("/api/v1/services", json=noop(depends_on=[sid])), 422, code="validation_error")
-    assert_envelope(await api.post("/api/v1/config-templates/process/instantiate", json={"service_id": sid}), 422,
-                    code="validation_error")
+    assert_envelope(
+        await api.post("/api/v1/config-templates/process/instantiate", json={"service_id": sid}),
+        422,
+        code="validation_error",
+    )
     assert await registered(api) == []
 
 
@@ -270,11 +344,17 @@ async def test_the_process_driver_passes_metacharacters_as_literal_arguments(tmp
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     out = tmp_path / "argv.out"
-    spec = ServiceSpec.model_validate({
-        "id": "echo", "driver": "process",
-        "config": {"command": [sys.executable, "-c", ECHO_ARGV, str(out), *SHELL_ARGS], "cwd": str(workdir),
-                   "env": {"WF_HOSTILE": "$(touch pwned-env)"}},
-    })
+    spec = ServiceSpec.model_validate(
+        {
+            "id": "echo",
+            "driver": "process",
+            "config": {
+                "command": [sys.executable, "-c", ECHO_ARGV, str(out), *SHELL_ARGS],
+                "cwd": str(workdir),
+                "env": {"WF_HOSTILE": "$(touch pwned-env)"},
+            },
+        }
+    )
     driver = ProcessDriver(data_dir=tmp_path / "data")
     try:
         started = await driver.start(spec)
@@ -289,23 +369,36 @@ async def test_the_process_driver_passes_metacharacters_as_literal_arguments(tmp
 
 async def test_the_command_driver_runs_argv_lists_literally_and_never_interpolates_into_a_shell_string(tmp_path):
     out = tmp_path / "argv.out"
-    argv_form = ServiceSpec.model_validate({
-        "id": "cmd", "driver": "command",
-        "config": {"start": {"run": [sys.executable, "-c", ECHO_ARGV, str(out), *SHELL_ARGS], "cwd": str(tmp_path)},
-                   "stop": {"run": ["true"]}},
-    })
+    argv_form = ServiceSpec.model_validate(
+        {
+            "id": "cmd",
+            "driver": "command",
+            "config": {
+                "start": {"run": [sys.executable, "-c", ECHO_ARGV, str(out), *SHELL_ARGS], "cwd": str(tmp_path)},
+                "stop": {"run": ["true"]},
+            },
+        }
+    )
     result = await CommandDriver().start(argv_form)
     assert result.ok and result.exit_code == 0, result
     assert out.read_text().split("\x00") == SHELL_ARGS
     # a shell string is the operator's own command; values reach it only through the environment, and a shell
     # does not re-read the result of an expansion as code
     env_out = tmp_path / "env.out"
-    shell_form = ServiceSpec.model_validate({
-        "id": "cmd", "driver": "command",
-        "config": {"start": {"run": f'printf "%s" "$WF_HOSTILE" > {env_out}', "cwd": str(tmp_path),
-                             "env": {"WF_HOSTILE": "$(touch pwned-env); `touch pwned-tick`"}},
-                   "stop": {"run": "true"}},
-    })
+    shell_form = ServiceSpec.model_validate(
+        {
+            "id": "cmd",
+            "driver": "command",
+            "config": {
+                "start": {
+                    "run": f'printf "%s" "$WF_HOSTILE" > {env_out}',
+                    "cwd": str(tmp_path),
+                    "env": {"WF_HOSTILE": "$(touch pwned-env); `touch pwned-tick`"},
+                },
+                "stop": {"run": "true"},
+            },
+        }
+    )
     result = await CommandDriver().start(shell_form)
     assert result.ok, result
     assert env_out.read_text() == "$(touch pwned-env); `touch pwned-tick`"

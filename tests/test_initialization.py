@@ -76,8 +76,13 @@ async def test_dependency_order_and_concurrent_branches(temporal_env, wsettings,
     # the summary outlives Temporal's retention, and every transition was published
     async with sqlite_db.read() as s:
         summary = (await s.execute(select(RunSummaryRow).where(RunSummaryRow.run_id == run_id))).scalar_one()
-        events = list((await s.execute(select(OutboxRow).where(OutboxRow.event_type == "INITIALIZATION_UPDATE")
-                                       .order_by(OutboxRow.id))).scalars())
+        events = list(
+            (
+                await s.execute(
+                    select(OutboxRow).where(OutboxRow.event_type == "INITIALIZATION_UPDATE").order_by(OutboxRow.id)
+                )
+            ).scalars()
+        )
         states = dict((await s.execute(select(ServiceRow.id, ServiceRow.state))).all())
     assert summary.status == "SUCCEEDED" and summary.finished_at is not None and summary.actor == "tester"
     data = [e.payload["data"] for e in events]
@@ -116,16 +121,14 @@ async def test_one_component_pulls_in_its_dependencies(temporal_env, wsettings, 
     assert processes_with(f"--port {p3} ") == []
 
 
-async def test_failure_then_retry_component_after_fixing_config(temporal_env, wsettings, sqlite_db, ports,
-                                                                 task_queue):
+async def test_failure_then_retry_component_after_fixing_config(temporal_env, wsettings, sqlite_db, ports, task_queue):
     client = temporal_env.client
     p1, p2, p3 = ports(), ports(), ports()
     broken = standin("app", p2, deps=["db"], args=["--fail-start"])
     await register(sqlite_db, standin("db", p1), broken, standin("web", p3, deps=["app"]))
     async with running_worker(client, wsettings, sqlite_db):
         _, handle = await start_init(client, task_queue, retry_window=120)
-        status: InitState = await eventually(
-            lambda: _failed(handle), timeout=30)
+        status: InitState = await eventually(lambda: _failed(handle), timeout=30)
         app = status.components["app"]
         assert app.status == ComponentStatus.FAILED and "exited" in (app.last_error or "")
         assert status.components["web"].status == ComponentStatus.SKIPPED
@@ -136,10 +139,12 @@ async def test_failure_then_retry_component_after_fixing_config(temporal_env, ws
         # fix the config, then retry: the run completes
         fixed = standin("app", p2, deps=["db"])
         async with sqlite_db.write() as s:
-            await registry.update_service(session=s, service_id="app", data=fixed.content(), expected_version=1,
-                                          author="tester", comment="fix")
-        accepted = await handle.execute_update(SystemInitialization.retry_component,
-                                               RetryComponentInput(component="app"))
+            await registry.update_service(
+                session=s, service_id="app", data=fixed.content(), expected_version=1, author="tester", comment="fix"
+            )
+        accepted = await handle.execute_update(
+            SystemInitialization.retry_component, RetryComponentInput(component="app")
+        )
         assert accepted.accepted
         result = await handle.result()
     assert result.status == InitStatus.SUCCEEDED
@@ -183,8 +188,13 @@ async def test_cancel_rolls_back_in_reverse_dependency_order(temporal_env, wsett
     for port in (p1, p2, p3):
         assert processes_with(f"--port {port} ") == []
     async with sqlite_db.read() as s:
-        rows = list((await s.execute(select(OutboxRow).where(OutboxRow.event_type == "SERVICE_STATUS_UPDATE")
-                                     .order_by(OutboxRow.id))).scalars())
+        rows = list(
+            (
+                await s.execute(
+                    select(OutboxRow).where(OutboxRow.event_type == "SERVICE_STATUS_UPDATE").order_by(OutboxRow.id)
+                )
+            ).scalars()
+        )
     stopped = [r.payload["data"]["service_id"] for r in rows if r.payload["data"]["state"] == "stopped"]
     assert stopped == ["slow", "app", "db"]
 
@@ -226,8 +236,13 @@ async def test_history_replays_without_nondeterminism(temporal_env, wsettings, s
         _, handle = await start_init(client, task_queue, retry_window=60)
         await eventually(lambda: _failed(handle), timeout=30)
         async with sqlite_db.write() as s:
-            await registry.update_service(session=s, service_id="app", data=standin("app", p2, deps=["db"]).content(),
-                                          expected_version=1, author="tester")
+            await registry.update_service(
+                session=s,
+                service_id="app",
+                data=standin("app", p2, deps=["db"]).content(),
+                expected_version=1,
+                author="tester",
+            )
         await handle.execute_update(SystemInitialization.retry_component, RetryComponentInput(component="app"))
         await handle.result()
     history = await handle.fetch_history()
@@ -259,8 +274,7 @@ async def test_worker_killed_mid_initialization_completes_without_double_starts(
     """A real worker process is SIGKILL-ed while a component boots; a new one finishes the run."""
     client = temporal_env.client
     p1, p2, p3 = ports(), ports(), ports()
-    await register(sqlite_db, standin("a", p1), standin("b", p2, deps=["a"], boot=3.0),
-                   standin("c", p3, deps=["b"]))
+    await register(sqlite_db, standin("a", p1), standin("b", p2, deps=["a"], boot=3.0), standin("c", p3, deps=["b"]))
     first = worker_process(wsettings, tmp_path, "worker1")
     second = None
     try:

@@ -47,30 +47,44 @@ async def _service(api: httpx2.AsyncClient, sid: str = "web") -> None:
     assert r.status_code == 201, r.text
 
 
-BAD_POSITIONS = [{"offset": HUGE}, {"before": HUGE}, {"before": -1}, {"after": "a\x00b"}, {"before": [1]},
-                 {"started_at": "not a time", "run_id": "x"}]
+BAD_POSITIONS = [
+    {"offset": HUGE},
+    {"before": HUGE},
+    {"before": -1},
+    {"after": "a\x00b"},
+    {"before": [1]},
+    {"started_at": "not a time", "run_id": "x"},
+]
 
 
 async def test_cursors_beyond_what_a_column_holds_are_422(api):
     await _service(api)
     for c in map(cursor, BAD_POSITIONS):
-        for url in (f"/api/v1/services?q=web&cursor={c}", f"/api/v1/services?cursor={c}", f"/api/v1/audit?cursor={c}",
-                    f"/api/v1/services/web/config/versions?cursor={c}", f"/api/v1/initializations?cursor={c}",
-                    f"/api/v1/users?cursor={c}"):
+        for url in (
+            f"/api/v1/services?q=web&cursor={c}",
+            f"/api/v1/services?cursor={c}",
+            f"/api/v1/audit?cursor={c}",
+            f"/api/v1/services/web/config/versions?cursor={c}",
+            f"/api/v1/initializations?cursor={c}",
+            f"/api/v1/users?cursor={c}",
+        ):
             err = assert_envelope(await api.get(url), 422)
             assert err["details"] == [{"loc": ["query", "cursor"], "msg": "not a cursor"}], (url, err)
 
 
 async def test_version_numbers_of_twenty_digits_are_422(api):
     await _service(api)
-    for url in (f"/api/v1/services/web/config/versions/{TWENTY_DIGITS}",
-                f"/api/v1/services/web/config/diff?from={TWENTY_DIGITS}&to=1",
-                f"/api/v1/services/web/config/diff?from=1&to={TWENTY_DIGITS}"):
+    for url in (
+        f"/api/v1/services/web/config/versions/{TWENTY_DIGITS}",
+        f"/api/v1/services/web/config/diff?from={TWENTY_DIGITS}&to=1",
+        f"/api/v1/services/web/config/diff?from=1&to={TWENTY_DIGITS}",
+    ):
         assert_envelope(await api.get(url), 422, code="validation_error")
     r = await api.post("/api/v1/services/web/config/revert", json={"version": int(TWENTY_DIGITS)})
     assert_envelope(r, 422, code="validation_error")
-    r = await api.put("/api/v1/services/web/config", json={"content": {"driver": "noop"}},
-                      headers={"If-Match": f'"{TWENTY_DIGITS}"'})
+    r = await api.put(
+        "/api/v1/services/web/config", json={"content": {"driver": "noop"}}, headers={"If-Match": f'"{TWENTY_DIGITS}"'}
+    )
     assert_envelope(r, 400)
     for query in ("until=9999-12-31T23:59:59-14:00", "since=0001-01-01T00:00:00%2B14:00"):
         assert_envelope(await api.get(f"/api/v1/audit?{query}"), 422, code="validation_error")
@@ -79,7 +93,7 @@ async def test_version_numbers_of_twenty_digits_are_422(api):
 
 async def test_huge_durations_are_refused_not_a_crash(api):
     huge = "1" + "0" * 400
-    body = ('{"id": "big", "driver": "noop", "health": {"kind": "tcp", "port": 80, "timeout": ' + huge + "}}")
+    body = '{"id": "big", "driver": "noop", "health": {"kind": "tcp", "port": 80, "timeout": ' + huge + "}}"
     r = await api.post("/api/v1/services/validate", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     report = r.json()
@@ -87,23 +101,39 @@ async def test_huge_durations_are_refused_not_a_crash(api):
     r = await api.post("/api/v1/services", content=body, headers={"Content-Type": "application/json"})
     assert_envelope(r, 422)
     assert (await api.get("/api/v1/services/big")).status_code == 404
-@given(st.one_of(st.integers(min_value=366 * 86400 + 1), st.integers(max_value=-1),
-                 st.floats(min_value=366 * 86400 + 1), st.floats(max_value=-1e-9),
-                 st.just(float("inf")), st.just(float("nan")),
-                 st.integers(min_value=2, max_value=400).map(lambda n: 10**n * 10**400)))
+
+
+@given(
+    st.one_of(
+        st.integers(min_value=366 * 86400 + 1),
+        st.integers(max_value=-1),
+        st.floats(min_value=366 * 86400 + 1),
+        st.floats(max_value=-1e-9),
+        st.just(float("inf")),
+        st.just(float("nan")),
+        st.integers(min_value=2, max_value=400).map(lambda n: 10**n * 10**400),
+    )
+)
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_property_out_of_range_durations_raise_a_value_error(value):
     with pytest.raises(ValueError, match="out of range"):
         parse_duration(value)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                           max_leaves=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=8,
+)
 
 
-@given(st.dictionaries(st.sampled_from(["before", "after", "offset", "started_at", "run_id", "id", "x"]),
-                       json_values, max_size=4) | json_values, st.booleans())
+@given(
+    st.dictionaries(
+        st.sampled_from(["before", "after", "offset", "started_at", "run_id", "id", "x"]), json_values, max_size=4
+    )
+    | json_values,
+    st.booleans(),
+)
 @hsettings(max_examples=200, deadline=None)
 def test_property_any_cursor_decodes_to_a_bounded_position_or_a_422(data, raw):
     """Whatever a client puts in a cursor: a position whose numbers fit a 64-bit column and whose strings hold no
@@ -127,22 +157,36 @@ def test_property_any_cursor_decodes_to_a_bounded_position_or_a_422(data, raw):
 
 async def test_nul_in_a_filter_is_422(api):
     await _service(api)
-    for url in ("/api/v1/services?label=tier%3Dfr%00ont", "/api/v1/services?q=we%00b",
-                "/api/v1/audit?actor=a%00b", "/api/v1/services?driver=%00"):
+    for url in (
+        "/api/v1/services?label=tier%3Dfr%00ont",
+        "/api/v1/services?q=we%00b",
+        "/api/v1/audit?actor=a%00b",
+        "/api/v1/services?driver=%00",
+    ):
         assert_envelope(await api.get(url), 422, code="validation_error")
     r = await api.get("/api/v1/services?label=tier%3Dfront")
     assert r.status_code == 200 and [s["id"] for s in r.json()["items"]] == ["web"]
 
 
 async def test_probe_interval_floor_and_regex_bound(api):
-    r = await api.post("/api/v1/services", json={"id": "fast", "driver": "noop",
-                                                 "health": {"kind": "tcp", "port": 80, "interval": "0.0000001ms"}})
+    r = await api.post(
+        "/api/v1/services",
+        json={"id": "fast", "driver": "noop", "health": {"kind": "tcp", "port": 80, "interval": "0.0000001ms"}},
+    )
     assert_envelope(r, 422)
-    r = await api.post("/api/v1/services", json={"id": "fast", "driver": "noop",
-                                                 "health": {"kind": "tcp", "port": 80, "interval": "100ms"}})
+    r = await api.post(
+        "/api/v1/services",
+        json={"id": "fast", "driver": "noop", "health": {"kind": "tcp", "port": 80, "interval": "100ms"}},
+    )
     assert r.status_code == 201, r.text
-    r = await api.post("/api/v1/services", json={"id": "re", "driver": "noop", "health": {
-        "kind": "http", "url": "http://127.0.0.1:1/", "body_regex": "a" * 1001}})
+    r = await api.post(
+        "/api/v1/services",
+        json={
+            "id": "re",
+            "driver": "noop",
+            "health": {"kind": "http", "url": "http://127.0.0.1:1/", "body_regex": "a" * 1001},
+        },
+    )
     assert_envelope(r, 422)
 
 
@@ -151,17 +195,21 @@ async def test_probe_interval_floor_and_regex_bound(api):
 
 async def test_strict_bodies_typed_scalars_and_no_unknown_keys(api):
     await _service(api)
-    r = await api.post("/api/v1/services", json={"id": "t", "driver": "noop",
-                                                 "health": {"kind": "tcp", "port": 80, "failure_threshold": True}})
+    r = await api.post(
+        "/api/v1/services",
+        json={"id": "t", "driver": "noop", "health": {"kind": "tcp", "port": 80, "failure_threshold": True}},
+    )
     assert_envelope(r, 422)
     r = await api.post("/api/v1/services", json={"id": "t", "driver": "noop", "monitored": "yes"})
     assert_envelope(r, 422)
     r = await api.post("/api/v1/auth/tokens", json={"name": "ci", "expires_in_days": True})
     assert_envelope(r, 422)
-    for model, body, key in ((ActionCreate, {"action": "restart", "timeout": True}, "timeout"),
-                             (RolloutCreate, {"config": {"driver": "noop"}, "timeout": True}, "timeout"),
-                             (InitializationCreate, {"overall_timeout": True}, "overall_timeout"),
-                             (InitializationCreate, {"validate_only": 1}, "validate_only")):
+    for model, body, key in (
+        (ActionCreate, {"action": "restart", "timeout": True}, "timeout"),
+        (RolloutCreate, {"config": {"driver": "noop"}, "timeout": True}, "timeout"),
+        (InitializationCreate, {"overall_timeout": True}, "overall_timeout"),
+        (InitializationCreate, {"validate_only": 1}, "validate_only"),
+    ):
         with pytest.raises(ValidationError, match=f"{key}: (a number|true or false) is expected"):
             model.model_validate(body)
     assert ActionCreate.model_validate({"action": "restart", "timeout": 2}).timeout == 2.0
@@ -195,8 +243,11 @@ def test_every_request_body_refuses_unknown_keys(app):
         found: set[type[BaseModel]] = set()
         for param in route.dependant.body_params:
             _models(param.field_info.annotation, found)
-        lax += [f"{rc.path_format}: {m.__name__}" for m in found
-                if m.__module__.startswith("windflow.") and m.model_config.get("extra") != "forbid"]
+        lax += [
+            f"{rc.path_format}: {m.__name__}"
+            for m in found
+            if m.__module__.startswith("windflow.") and m.model_config.get("extra") != "forbid"
+        ]
     assert not lax, lax
     assert issubclass(InitializationCreate, RequestBody)
 

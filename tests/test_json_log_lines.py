@@ -20,8 +20,14 @@ async def test_uvicorn_lines_of_windflow_up_are_json(tmp_path):
     buffer = io.StringIO()
     error_logger = logging.getLogger("uvicorn.error")
     parent = logging.getLogger("uvicorn")
-    saved = (list(error_logger.handlers), error_logger.propagate, error_logger.level, list(parent.handlers),
-             parent.propagate, error_logger.disabled)
+    saved = (
+        list(error_logger.handlers),
+        error_logger.propagate,
+        error_logger.level,
+        list(parent.handlers),
+        parent.propagate,
+        error_logger.disabled,
+    )
     try:
         # as in a fresh `windflow up` process (an in-process uvicorn of an earlier test may have configured it)
         error_logger.handlers[:] = []

@@ -42,8 +42,11 @@ async def served(settings: Settings, db) -> AsyncIterator[httpx2.AsyncClient]:
 
 
 async def _user(client: httpx2.AsyncClient, settings: Settings, name: str) -> None:
-    r = await client.post("/api/v1/users", headers=bearer(mint_token(settings)),
-                          json={"username": name, "password": PASSWORD, "roles": ["viewer"]})
+    r = await client.post(
+        "/api/v1/users",
+        headers=bearer(mint_token(settings)),
+        json={"username": name, "password": PASSWORD, "roles": ["viewer"]},
+    )
     assert r.status_code == 201, r.text
 
 
@@ -133,8 +136,9 @@ async def _readiness(client: httpx2.AsyncClient) -> dict[str, str]:
 async def test_redis_outage_degrades_to_in_process_counting(settings, db):
     redis = start_redis()
     try:
-        with_redis = settings.model_copy(update={"redis_url": redis.url, "events_stream": "wf:test:throttle",
-                                                 "login_free_failures": 2})
+        with_redis = settings.model_copy(
+            update={"redis_url": redis.url, "events_stream": "wf:test:throttle", "login_free_failures": 2}
+        )
         async with served(with_redis, db) as client:
             await _user(client, with_redis, "sam")
             ready = await _readiness(client)  # (no Temporal in this test: 503, with every check in its details)

@@ -71,14 +71,18 @@ async def test_auto_format_is_console_on_a_tty_and_json_otherwise():
     assert "hello there" in text and not text.lstrip().startswith("{")
 
 
-async def test_activity_lines_carry_workflow_run_activity_and_request_ids(captured, temporal_env, settings, db, api,
-                                                                          ports):
+async def test_activity_lines_carry_workflow_run_activity_and_request_ids(
+    captured, temporal_env, settings, db, api, ports
+):
     handle = await initialize_through_api(api, settings, db, ports(), "req-logs-42")
     run_id = (await handle.describe()).run_id
 
     records = lines(captured)
-    started = [rec for rec in records if rec.get("logger") == "windflow.activities.services"
-               and rec.get("event", "").startswith("start web")]
+    started = [
+        rec
+        for rec in records
+        if rec.get("logger") == "windflow.activities.services" and rec.get("event", "").startswith("start web")
+    ]
     assert started, records[-20:]
     line = started[0]
     assert line["workflow_id"] == handle.id
@@ -88,5 +92,6 @@ async def test_activity_lines_carry_workflow_run_activity_and_request_ids(captur
     assert line["level"] == "info" and line["timestamp"].endswith("Z")
     # every line written inside an activity of this run carries the same ids
     from_activities = [rec for rec in records if rec.get("workflow_id") == handle.id and "activity_type" in rec]
-    assert from_activities and all(rec["request_id"] == "req-logs-42" and rec["workflow_run_id"] == run_id
-                                   for rec in from_activities)
+    assert from_activities and all(
+        rec["request_id"] == "req-logs-42" and rec["workflow_run_id"] == run_id for rec in from_activities
+    )

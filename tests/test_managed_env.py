@@ -18,8 +18,13 @@ from windflow.probes.exec import ExecProbe
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-WORKER_SECRETS = {"WINDFLOW_JWT_SECRET": "j" * 48, "WINDFLOW_DATABASE_URL": "postgresql://u:pw@db/x",
-                  "WINDFLOW_CODEC_KEYS": "k1", "AWS_SECRET_ACCESS_KEY": "aws", "SHARED_NAME": "from-worker"}
+WORKER_SECRETS = {
+    "WINDFLOW_JWT_SECRET": "j" * 48,
+    "WINDFLOW_DATABASE_URL": "postgresql://u:pw@db/x",
+    "WINDFLOW_CODEC_KEYS": "k1",
+    "AWS_SECRET_ACCESS_KEY": "aws",
+    "SHARED_NAME": "from-worker",
+}
 DUMP = "env; echo uid=$(id -u) gid=$(id -g); echo END"
 
 
@@ -39,8 +44,9 @@ def env_lines(text: str) -> dict[str, str]:
 
 
 async def run_process(tmp_path: Path, **config) -> str:
-    spec = ServiceSpec.model_validate({"id": "dump", "driver": "process",
-                                       "config": {"command": ["sh", "-c", DUMP], **config}})
+    spec = ServiceSpec.model_validate(
+        {"id": "dump", "driver": "process", "config": {"command": ["sh", "-c", DUMP], **config}}
+    )
     driver = ProcessDriver(data_dir=tmp_path / "data")
     try:
         result = await driver.start(spec)
@@ -57,11 +63,13 @@ async def run_process(tmp_path: Path, **config) -> str:
 
 async def test_process_gets_none_of_the_workers_variables(tmp_path, worker_env):
     (tmp_path / "app.env").write_text("# comment\nFROM_FILE='file value'\nSHARED_NAME=file-wins-over-worker\n")
-    text = await run_process(tmp_path, env={"OWN": "1"}, inherit_env=["SHARED_NAME", "NOT_SET_ANYWHERE"],
-                             env_file=str(tmp_path / "app.env"))
+    text = await run_process(
+        tmp_path, env={"OWN": "1"}, inherit_env=["SHARED_NAME", "NOT_SET_ANYWHERE"], env_file=str(tmp_path / "app.env")
+    )
     env = env_lines(text)
     leaked = {k for k in env if k.startswith("WINDFLOW_") and k != SPAWN_TOKEN_ENV} | (
-        {"AWS_SECRET_ACCESS_KEY"} & set(env))
+        {"AWS_SECRET_ACCESS_KEY"} & set(env)
+    )
     assert not leaked, leaked
     assert not any(v in text for k, v in WORKER_SECRETS.items() if k != "SHARED_NAME")
     assert env["OWN"] == "1" and env["FROM_FILE"] == "file value"
@@ -77,8 +85,9 @@ async def test_allow_listed_variable_passes_through(tmp_path, worker_env):
 
 
 async def test_legacy_inherit_switch_no_longer_passes_the_environment(tmp_path, worker_env):
-    spec = ServiceSpec.model_validate({"id": "x", "driver": "process",
-                                       "config": {"command": ["true"], "inherit_env": True}})
+    spec = ServiceSpec.model_validate(
+        {"id": "x", "driver": "process", "config": {"command": ["true"], "inherit_env": True}}
+    )
     assert spec.process_config.inherit_env == []
     env = env_lines(await run_process(tmp_path, inherit_env=True))
     assert "WINDFLOW_JWT_SECRET" not in env and "SHARED_NAME" not in env
@@ -105,23 +114,41 @@ async def test_user_and_group_like_systemd(tmp_path):
 
 
 async def test_command_driver_and_exec_probe_get_a_clean_environment(worker_env):
-    spec = ServiceSpec.model_validate({"id": "legacy", "driver": "command", "config": {
-        "start": {"run": "env", "env": {"OWN": "1"}}, "stop": {"run": "true"}}})
+    spec = ServiceSpec.model_validate(
+        {
+            "id": "legacy",
+            "driver": "command",
+            "config": {"start": {"run": "env", "env": {"OWN": "1"}}, "stop": {"run": "true"}},
+        }
+    )
     started = await CommandDriver().start(spec)
     env = env_lines(started.output)
     assert env["OWN"] == "1" and env["PATH"] == DEFAULT_PATH
     assert not [k for k in env if k.startswith("WINDFLOW_")] and "AWS_SECRET_ACCESS_KEY" not in env
     probe = ExecProbe()
-    clean = await probe.check(ExecHealth(kind="exec", command=[
-        "sh", "-c", 'test -z "$WINDFLOW_JWT_SECRET$WINDFLOW_DATABASE_URL$AWS_SECRET_ACCESS_KEY" && test "$OWN" = 1'],
-        env={"OWN": "1"}))
+    clean = await probe.check(
+        ExecHealth(
+            kind="exec",
+            command=[
+                "sh",
+                "-c",
+                'test -z "$WINDFLOW_JWT_SECRET$WINDFLOW_DATABASE_URL$AWS_SECRET_ACCESS_KEY" && test "$OWN" = 1',
+            ],
+            env={"OWN": "1"},
+        )
+    )
     assert clean.healthy, clean.message
 
 
 async def test_command_steps_and_exec_probes_run_as_their_user(tmp_path):
     nobody = pwd.getpwnam("nobody")
-    spec = ServiceSpec.model_validate({"id": "legacy", "driver": "command", "config": {
-        "start": {"run": "echo uid=$(id -u) home=$HOME", "user": "nobody"}, "stop": {"run": "true"}}})
+    spec = ServiceSpec.model_validate(
+        {
+            "id": "legacy",
+            "driver": "command",
+            "config": {"start": {"run": "echo uid=$(id -u) home=$HOME", "user": "nobody"}, "stop": {"run": "true"}},
+        }
+    )
     probe = ExecHealth(kind="exec", command=["sh", "-c", f'test "$(id -u)" = {nobody.pw_uid}'], user="nobody")
     if os.geteuid() == 0:
         started = await CommandDriver().start(spec)

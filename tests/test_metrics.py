@@ -130,7 +130,13 @@ async def test_metrics_route_is_public_and_aggregate(anon):
     r = await anon.get("/metrics")
     assert r.status_code == 200
     names = {f.name for f in text_string_to_metric_families(r.text)}
-    assert {"windflow_services", "windflow_outbox_lag", "windflow_service_restarts", "windflow_probe_duration_seconds",
-            "windflow_recovery_duration_seconds", "windflow_initialization_duration_seconds",
-            "windflow_events_published"} <= names
+    assert {
+        "windflow_services",
+        "windflow_outbox_lag",
+        "windflow_service_restarts",
+        "windflow_probe_duration_seconds",
+        "windflow_recovery_duration_seconds",
+        "windflow_initialization_duration_seconds",
+        "windflow_events_published",
+    } <= names
     assert (await anon.post("/metrics")).status_code == 405

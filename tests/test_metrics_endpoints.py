@@ -41,8 +41,11 @@ async def test_per_service_series_from_the_store(db, anon, ports):
     assert value(found, "windflow_service_up", service="api") == 0
     assert value(found, "windflow_service_up", service="batch") == 0
     for service, current in (("pg", "healthy"), ("api", "gave_up"), ("batch", "stopped")):
-        statuses = {dict(labels)["status"]: v for (name, labels), v in found.items()
-                    if name == "windflow_service_status" and dict(labels)["service"] == service}
+        statuses = {
+            dict(labels)["status"]: v
+            for (name, labels), v in found.items()
+            if name == "windflow_service_status" and dict(labels)["service"] == service
+        }
         assert statuses[current] == 1
         assert sum(statuses.values()) == 1, statuses  # exactly one status at 1
         assert {"healthy", "unhealthy", "recovering", "backing_off", "blocked", "gave_up", "stopped"} <= set(statuses)
@@ -161,8 +164,12 @@ async def test_two_workers_on_one_host_json_logs_and_promtool(tmp_path, sqlite_d
     from windflow.temporal.search_attributes import ALL_KEYS
 
     env = await WorkflowEnvironment.start_local(
-        namespace="default", data_converter=DATA_CONVERTER, search_attributes=ALL_KEYS,
-        dev_server_existing_path=TEMPORAL_BIN, dev_server_startup_timeout=timedelta(seconds=60))
+        namespace="default",
+        data_converter=DATA_CONVERTER,
+        search_attributes=ALL_KEYS,
+        dev_server_existing_path=TEMPORAL_BIN,
+        dev_server_startup_timeout=timedelta(seconds=60),
+    )
     first, last = free_range(3)
     db = sqlite_db
     wsettings = worker_settings(tmp_path, task_queue, env, db)
@@ -170,8 +177,15 @@ async def test_two_workers_on_one_host_json_logs_and_promtool(tmp_path, sqlite_d
     procs = []
     try:
         for name in ("a", "b"):
-            procs.append(worker_process(wsettings, tmp_path, f"worker-{name}", WINDFLOW_LOG_FORMAT="json",
-                                        WINDFLOW_WORKER_METRICS_PORT=f"{first}-{last}"))
+            procs.append(
+                worker_process(
+                    wsettings,
+                    tmp_path,
+                    f"worker-{name}",
+                    WINDFLOW_LOG_FORMAT="json",
+                    WINDFLOW_WORKER_METRICS_PORT=f"{first}-{last}",
+                )
+            )
         logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
 
         async def both_ports() -> list[int] | None:
@@ -184,6 +198,7 @@ async def test_two_workers_on_one_host_json_logs_and_promtool(tmp_path, sqlite_d
         assert len(set(got)) == 2 and all(first <= p <= last for p in got), got
         async with httpx2.AsyncClient(timeout=10) as http:
             for port in got:
+
                 async def scraped(port: int = port) -> str | None:
                     text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
                     return text if "temporal_" in text else None
@@ -228,8 +243,13 @@ async def test_a_worker_whose_metrics_ports_are_taken_says_so(tmp_path, sqlite_d
         for sock, port in zip(held, (first, last), strict=True):
             sock.bind(("127.0.0.1", port))
             sock.listen()
-        proc = worker_process(worker_settings(tmp_path, task_queue, temporal_env, sqlite_db), tmp_path, "worker-x",
-                              WINDFLOW_LOG_FORMAT="json", WINDFLOW_WORKER_METRICS_PORT=f"{first}-{last}")
+        proc = worker_process(
+            worker_settings(tmp_path, task_queue, temporal_env, sqlite_db),
+            tmp_path,
+            "worker-x",
+            WINDFLOW_LOG_FORMAT="json",
+            WINDFLOW_WORKER_METRICS_PORT=f"{first}-{last}",
+        )
         try:
             code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 60)
         finally:

@@ -26,19 +26,34 @@ def test_prometheus_config_and_rules_check():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run("check", "rules", "alerts.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    names = {rule["alert"] for group in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
-             for rule in group["rules"]}
-    assert {"WindflowServiceDown", "WindflowServiceCrashLooping", "WindflowServiceGaveUp",
-            "WindflowServiceUnwatched", "WindflowWorkersMissing", "WindflowOutboxLag"} <= names
+    names = {
+        rule["alert"]
+        for group in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    assert {
+        "WindflowServiceDown",
+        "WindflowServiceCrashLooping",
+        "WindflowServiceGaveUp",
+        "WindflowServiceUnwatched",
+        "WindflowWorkersMissing",
+        "WindflowOutboxLag",
+    } <= names
 
 
 def test_alert_rules_unit_tests_pass():
     proc = run("test", "rules", "alerts.test.yml")
     assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
-    tested = {t["alertname"] for case in yaml.safe_load((PROM / "alerts.test.yml").read_text())["tests"]
-              for t in case["alert_rule_test"]}
-    names = {rule["alert"] for group in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
-             for rule in group["rules"]}
+    tested = {
+        t["alertname"]
+        for case in yaml.safe_load((PROM / "alerts.test.yml").read_text())["tests"]
+        for t in case["alert_rule_test"]
+    }
+    names = {
+        rule["alert"]
+        for group in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
     assert names == tested, f"alerts without a unit test: {names - tested}"
 
 
@@ -66,10 +81,20 @@ def test_dashboard_queries_parse(tmp_path):
     assert {v["name"] for v in doc["templating"]["list"]} == {"datasource", "service"}
     exprs = dashboard_exprs()
     assert len(exprs) >= 10
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query{i}",
-         "expr": expr.replace("$__rate_interval", "5m").replace("$service", ".*")}
-        for i, expr in enumerate(exprs)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {
+                        "record": f"dashboard:query{i}",
+                        "expr": expr.replace("$__rate_interval", "5m").replace("$service", ".*"),
+                    }
+                    for i, expr in enumerate(exprs)
+                ],
+            }
+        ]
+    }
     (tmp_path / "dashboard_rules.yml").write_text(yaml.safe_dump(rules))
     proc = run("check", "rules", "dashboard_rules.yml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

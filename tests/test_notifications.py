@@ -49,9 +49,14 @@ def closed_port() -> int:
 
 def note(nid: str = "recover/api/escalated/1", kind: NotificationKind = NotificationKind.ESCALATED) -> Notification:
     return Notification(
-        id=nid, kind=kind, service_id="api", title="api gave up after 5 attempts",
-        text="restart failed: exit 1", details={"attempts": 5, "last_error": "exit 1"},
-        workflow_id="recover/api", timestamp=datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
+        id=nid,
+        kind=kind,
+        service_id="api",
+        title="api gave up after 5 attempts",
+        text="restart failed: exit 1",
+        details={"attempts": 5, "last_error": "exit 1"},
+        workflow_id="recover/api",
+        timestamp=datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
     )
 
 
@@ -62,8 +67,9 @@ async def log_rows(db) -> list[NotificationLogRow]:
 
 async def audit_actions(db) -> list[tuple[str, str]]:
     async with db.read() as session:
-        rows = (await session.execute(select(AuditRow).where(AuditRow.action.like("notification.%"))
-                                      .order_by(AuditRow.id))).scalars()
+        rows = (
+            await session.execute(select(AuditRow).where(AuditRow.action.like("notification.%")).order_by(AuditRow.id))
+        ).scalars()
         return [(r.action, r.details["channel"]) for r in rows]
 
 
@@ -77,8 +83,13 @@ async def store_channels(db, *channels: ChannelConfig) -> None:
 
 
 async def test_webhook_slack_and_log_delivered_and_recorded(db, receiver, caplog):
-    webhook = ChannelConfig(name="hook", kind="webhook", url=f"{receiver.url}/hook",
-                            headers={"Authorization": "Bearer s3cret"}, timeout="2s")
+    webhook = ChannelConfig(
+        name="hook",
+        kind="webhook",
+        url=f"{receiver.url}/hook",
+        headers={"Authorization": "Bearer s3cret"},
+        timeout="2s",
+    )
     slack = ChannelConfig(name="chat", kind="slack", url=f"{receiver.url}/slack")
     logch = ChannelConfig(name="log", kind="log")
     await store_channels(db, slack)  # from the system file; the others from settings
@@ -102,7 +113,10 @@ async def test_webhook_slack_and_log_delivered_and_recorded(db, receiver, caplog
 
     rows = await log_rows(db)
     assert sorted((r.channel, r.delivered, r.notification_id, r.kind) for r in rows) == [
-        ("chat", True, n.id, "escalated"), ("hook", True, n.id, "escalated"), ("log", True, n.id, "escalated")]
+        ("chat", True, n.id, "escalated"),
+        ("hook", True, n.id, "escalated"),
+        ("log", True, n.id, "escalated"),
+    ]
     assert {r.channel: r.status_code for r in rows} == {"chat": 200, "hook": 200, "log": None}
     assert sorted(await audit_actions(db)) == [("notification.delivered", c) for c in ("chat", "hook", "log")]
 
@@ -138,7 +152,10 @@ async def test_failed_channel_recorded_then_retry_sends_only_it(db, receiver):
     assert len(receiver.at("/good")) == 1 and len(receiver.at("/flaky")) == 2
     assert len(await log_rows(db)) == 3
     assert sorted(await audit_actions(db)) == [
-        ("notification.delivered", "flaky"), ("notification.delivered", "good"), ("notification.failed", "flaky")]
+        ("notification.delivered", "flaky"),
+        ("notification.delivered", "good"),
+        ("notification.failed", "flaky"),
+    ]
 
 
 async def test_unreachable_kind_filter_and_channel_selection(db, receiver):
@@ -153,18 +170,29 @@ async def test_unreachable_kind_filter_and_channel_selection(db, receiver):
     assert info.value.details[0]["results"][0]["channel"] == "dead"
     assert not receiver.at("/happy")  # it does not want escalations
 
-    result = await acts.notify(NotifyInput(notification=note("n-2", NotificationKind.RECOVERED),
-                                           channels=["happy", "log", "nonexistent"]))
+    result = await acts.notify(
+        NotifyInput(notification=note("n-2", NotificationKind.RECOVERED), channels=["happy", "log", "nonexistent"])
+    )
     assert [(r.channel, r.delivered) for r in result.results] == [("happy", True), ("log", True)]
     assert len(receiver.at("/happy")) == 1
     assert (await acts.notify(NotifyInput(notification=note("n-3"), channels=[]))).results == []
 
 
 async def test_settings_channels_from_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("WINDFLOW_NOTIFICATION_CHANNELS", json.dumps([
-        {"name": "ops", "kind": "slack", "url": "https://hooks.slack.com/services/T/B/X", "events": ["gave_up"]},
-        {"name": "log", "kind": "log", "timeout": "500ms"},
-    ]))
+    monkeypatch.setenv(
+        "WINDFLOW_NOTIFICATION_CHANNELS",
+        json.dumps(
+            [
+                {
+                    "name": "ops",
+                    "kind": "slack",
+                    "url": "https://hooks.slack.com/services/T/B/X",
+                    "events": ["gave_up"],
+                },
+                {"name": "log", "kind": "log", "timeout": "500ms"},
+            ]
+        ),
+    )
     s = Settings(data_dir=tmp_path, _env_file=None)
     assert [c.name for c in s.notification_channels] == ["ops", "log"]
     assert s.notification_channels[0].wants("gave_up") and not s.notification_channels[0].wants("escalated")
@@ -176,13 +204,24 @@ async def test_settings_channels_from_env(monkeypatch, tmp_path):
 
 SYSTEM = {
     "services": {"web": {"driver": "noop"}},
-    "notifications": {"channels": [
-        {"name": "ops-slack", "kind": "slack", "url": "https://hooks.slack.com/services/T000/B000/XXXXSECRET",
-         "events": ["escalated", "gave_up"]},
-        {"name": "pager", "kind": "webhook", "url": "https://pager.example/hook?token=abc123",
-         "headers": {"Authorization": "Bearer t0ken", "X-Team": "infra"}, "timeout": "3s"},
-        {"name": "log", "kind": "log"},
-    ]},
+    "notifications": {
+        "channels": [
+            {
+                "name": "ops-slack",
+                "kind": "slack",
+                "url": "https://hooks.slack.com/services/T000/B000/XXXXSECRET",
+                "events": ["escalated", "gave_up"],
+            },
+            {
+                "name": "pager",
+                "kind": "webhook",
+                "url": "https://pager.example/hook?token=abc123",
+                "headers": {"Authorization": "Bearer t0ken", "X-Team": "infra"},
+                "timeout": "3s",
+            },
+            {"name": "log", "kind": "log"},
+        ]
+    },
 }
 
 
@@ -220,8 +259,9 @@ async def test_system_file_notifications_round_trip(api, db):
     # a file without the key leaves the channels alone; an empty list clears them
     r = await api.put("/api/v1/system", content=yaml.safe_dump({"services": SYSTEM["services"]}), headers=put)
     assert r.status_code == 200 and await stored(db) == original
-    r = await api.put("/api/v1/system", content=yaml.safe_dump({**SYSTEM, "notifications": {"channels": []}}),
-                      headers=put)
+    r = await api.put(
+        "/api/v1/system", content=yaml.safe_dump({**SYSTEM, "notifications": {"channels": []}}), headers=put
+    )
     assert r.status_code == 200 and await stored(db) == []
     assert "notifications" not in yaml.safe_load((await api.get("/api/v1/system")).text)
     # a redacted value with no stored secret behind it is refused
@@ -233,13 +273,15 @@ async def test_system_file_notifications_round_trip(api, db):
 async def test_invalid_channel_config_is_422_with_path(api, db):
     bad = {
         "services": {"web": {"driver": "noop"}},
-        "notifications": {"channels": [
-            {"name": "hook", "kind": "webhook"},  # no url
-            {"name": "x", "kind": "pigeon"},
-            {"name": "log", "kind": "log", "events": ["escalated", "exploded"]},
-            {"name": "log", "kind": "log"},
-            {"name": "extra", "kind": "log", "colour": "red"},
-        ]},
+        "notifications": {
+            "channels": [
+                {"name": "hook", "kind": "webhook"},  # no url
+                {"name": "x", "kind": "pigeon"},
+                {"name": "log", "kind": "log", "events": ["escalated", "exploded"]},
+                {"name": "log", "kind": "log"},
+                {"name": "extra", "kind": "log", "colour": "red"},
+            ]
+        },
     }
     r = await api.put("/api/v1/system", content=yaml.safe_dump(bad), headers={"content-type": "application/yaml"})
     assert r.status_code == 422, r.text
@@ -261,8 +303,7 @@ async def test_invalid_channel_config_is_422_with_path(api, db):
         load_system({"services": {}, "notifications": ["not", "a", "mapping"]})
     assert info.value.details[0]["loc"] == ["notifications"]
     with pytest.raises(ConfigInvalid):
-        load_system({"services": {}, "notifications": {"channels": [{"name": "l", "kind": "log",
-                                                                      "url": "http://x"}]}})
+        load_system({"services": {}, "notifications": {"channels": [{"name": "l", "kind": "log", "url": "http://x"}]}})
 
 
 async def test_dump_system_includes_notifications_only_when_given():

@@ -49,15 +49,21 @@ async def no_recovery_of_another_test(temporal_env):
 
 async def initialize(client, task_queue: str) -> None:
     run_id = uuid.uuid4().hex[:12]
-    await client.execute_workflow(SystemInitialization.run,
-                                  InitInput(run_id=run_id, options=InitOptions(), actor="tester"),
-                                  id=f"init/{run_id}", task_queue=task_queue)
+    await client.execute_workflow(
+        SystemInitialization.run,
+        InitInput(run_id=run_id, options=InitOptions(), actor="tester"),
+        id=f"init/{run_id}",
+        task_queue=task_queue,
+    )
 
 
 async def control(client, task_queue: str, service_id: str, action: str, actor: str = "alice"):
     result = await client.execute_workflow(
-        ServiceControl.run, ControlInput(service_id=service_id, action=action, actor=actor),
-        id=f"control/{service_id}/{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+        ServiceControl.run,
+        ControlInput(service_id=service_id, action=action, actor=actor),
+        id=f"control/{service_id}/{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
     assert result.ok, result
     return result
 
@@ -156,8 +162,9 @@ async def test_stop_then_start_then_sigkill_is_recovered(temporal_env, wsettings
         await terminate_quietly(client, "recover/api")
 
 
-async def test_read_model_is_truthful_after_stop_and_counts_restarts(temporal_env, wsettings, sqlite_db, ports,
-                                                                      task_queue):
+async def test_read_model_is_truthful_after_stop_and_counts_restarts(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     """No stale pid or "healthy" message after a stop; the restart counter (METRICS_UPDATE.restarts) counts."""
     from windflow.api.metrics_feed import MetricsFeed
 
@@ -186,8 +193,9 @@ async def test_read_model_is_truthful_after_stop_and_counts_restarts(temporal_en
         await terminate_quietly(client, "recover/web")
 
 
-async def test_saved_config_is_pending_and_never_run_by_a_recovery(temporal_env, wsettings, sqlite_db, ports,
-                                                                   task_queue):
+async def test_saved_config_is_pending_and_never_run_by_a_recovery(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     """Saving a version applies nothing: the next crash restarts the applied version, not the saved one."""
     from windflow.persistence import registry
 
@@ -204,8 +212,9 @@ async def test_saved_config_is_pending_and_never_run_by_a_recovery(temporal_env,
             bad = spec.model_dump(mode="json")
             bad["config"]["command"] = ["/bin/false"]
             async with sqlite_db.write() as session:
-                await registry.update_service(session=session, service_id="svc", data=bad, expected_version=1,
-                                              author="alice")
+                await registry.update_service(
+                    session=session, service_id="svc", data=bad, expected_version=1, author="alice"
+                )
             model = await read_model(sqlite_db, "svc")
             assert (model.version, model.applied_version, model.pending_version) == (2, 1, 2)
             pid = the_pid(port)
@@ -218,8 +227,9 @@ async def test_saved_config_is_pending_and_never_run_by_a_recovery(temporal_env,
             probe_only = spec.model_dump(mode="json")
             probe_only["health"]["interval"] = "0.3s"
             async with sqlite_db.write() as session:
-                await registry.update_service(session=session, service_id="svc", data=probe_only,
-                                              expected_version=2, author="alice")
+                await registry.update_service(
+                    session=session, service_id="svc", data=probe_only, expected_version=2, author="alice"
+                )
             model = await read_model(sqlite_db, "svc")
             assert (model.version, model.applied_version, model.pending_version) == (3, 3, None)
     finally:
@@ -228,8 +238,9 @@ async def test_saved_config_is_pending_and_never_run_by_a_recovery(temporal_env,
 
 async def outbox_events(db, event_type: str, service_id: str) -> list[dict]:
     async with db.read() as session:
-        rows = (await session.execute(select(OutboxRow).where(OutboxRow.event_type == event_type)
-                                      .order_by(OutboxRow.id))).scalars()
+        rows = (
+            await session.execute(select(OutboxRow).where(OutboxRow.event_type == event_type).order_by(OutboxRow.id))
+        ).scalars()
         return [r.payload["data"] for r in rows if r.payload["data"].get("service_id") == service_id]
 
 
@@ -241,20 +252,21 @@ async def ws_events(ws, wanted, timeout: float = 60.0) -> list[dict]:
     deadline = loop.time() + timeout
     got: list[dict] = []
     while not wanted(got):
-        assert loop.time() < deadline, [(e["event_type"], e["data"].get("state") or e["data"].get("status"))
-                                        for e in got]
+        assert loop.time() < deadline, [
+            (e["event_type"], e["data"].get("state") or e["data"].get("status")) for e in got
+        ]
         msg = await next_of(ws, "event", max(0.01, deadline - loop.time()))
         got.append(msg["event"] if "event" in msg else msg)
     return got
 
 
 def statuses(got: list[dict], service_id: str) -> list[dict]:
-    return [e["data"] for e in got
-            if e["event_type"] == "SERVICE_STATUS_UPDATE" and e["data"]["service_id"] == service_id]
+    return [
+        e["data"] for e in got if e["event_type"] == "SERVICE_STATUS_UPDATE" and e["data"]["service_id"] == service_id
+    ]
 
 
-async def test_blocked_gave_up_and_recovered_reach_the_dashboard(temporal_env, wsettings, sqlite_db, ports,
-                                                                task_queue):
+async def test_blocked_gave_up_and_recovered_reach_the_dashboard(temporal_env, wsettings, sqlite_db, ports, task_queue):
     """Each change of status is a SERVICE_STATUS_UPDATE on the WebSocket, and blocked/recovered are notified."""
     from tests.conftest import mint_token
     from tests.live_server import LiveServer, open_ws
@@ -266,23 +278,41 @@ async def test_blocked_gave_up_and_recovered_reach_the_dashboard(temporal_env, w
     client = temporal_env.client
     receiver = Receiver()
     p_base, p_top, p_crashy = ports(), ports(), ports()
-    await register(sqlite_db, standin("base", p_base, boot=0.1),
-                   standin("top", p_top, boot=0.1, deps=["base"]),
-                   standin("crashy", p_crashy, boot=0.1, args=["--crash-after", "0.8"],
-                           restart={"max_attempts": 2, "backoff": "100ms", "backoff_max": "200ms",
-                                    "on_give_up": "escalate", "reset_after": "1h"}))
+    await register(
+        sqlite_db,
+        standin("base", p_base, boot=0.1),
+        standin("top", p_top, boot=0.1, deps=["base"]),
+        standin(
+            "crashy",
+            p_crashy,
+            boot=0.1,
+            args=["--crash-after", "0.8"],
+            restart={
+                "max_attempts": 2,
+                "backoff": "100ms",
+                "backoff_max": "200ms",
+                "on_give_up": "escalate",
+                "reset_after": "1h",
+            },
+        ),
+    )
     api_settings = wsettings.model_copy(update={"events_metrics_interval": 0.0, "ws_heartbeat": 30.0})
     res = await build_resources(api_settings, migrate=False)
     await res.db.dispose()
     res.db = sqlite_db
     res.relay = OutboxRelay(sqlite_db, res.bus, interval=0.05)
-    worker_settings = wsettings.model_copy(update={"outbound_private_notify": True, "notification_channels": [
-        ChannelConfig(name="hook", kind="webhook", url=receiver.url + "/hook")]})
+    worker_settings = wsettings.model_copy(
+        update={
+            "outbound_private_notify": True,
+            "notification_channels": [ChannelConfig(name="hook", kind="webhook", url=receiver.url + "/hook")],
+        }
+    )
     try:
-        async with LiveServer(create_app(api_settings, resources=res)) as server, \
-                open_ws(server.ws_url + "?types=SERVICE_STATUS_UPDATE,RECOVERY_UPDATE",
-                        mint_token(api_settings)) as ws, \
-                running_worker(client, worker_settings, sqlite_db):
+        async with (
+            LiveServer(create_app(api_settings, resources=res)) as server,
+            open_ws(server.ws_url + "?types=SERVICE_STATUS_UPDATE,RECOVERY_UPDATE", mint_token(api_settings)) as ws,
+            running_worker(client, worker_settings, sqlite_db),
+        ):
             await initialize(client, task_queue)
             for name in ("base", "top"):
                 await eventually(lambda name=name: watching_again(sqlite_db, client, name, 0), timeout=20)
@@ -304,11 +334,19 @@ async def test_blocked_gave_up_and_recovered_reach_the_dashboard(temporal_env, w
             recovered = [s for s in statuses(got, "top") if s.get("recovered")][0]
             assert recovered["state"] == "healthy" and recovered["recovery_seconds"] > 0
             assert recovered["attempts"] >= 1 and recovered["pid"] == the_pid(p_top)
-            if not any(e["event_type"] == "RECOVERY_UPDATE" and e["data"]["status"] == "recovered"
-                       and e["data"]["service_id"] == "top" for e in got):
-                await ws_events(ws, lambda more: any(
-                    e["event_type"] == "RECOVERY_UPDATE" and e["data"]["status"] == "recovered" for e in more),
-                    timeout=10)
+            if not any(
+                e["event_type"] == "RECOVERY_UPDATE"
+                and e["data"]["status"] == "recovered"
+                and e["data"]["service_id"] == "top"
+                for e in got
+            ):
+                await ws_events(
+                    ws,
+                    lambda more: any(
+                        e["event_type"] == "RECOVERY_UPDATE" and e["data"]["status"] == "recovered" for e in more
+                    ),
+                    timeout=10,
+                )
 
             def kinds() -> set[str]:
                 return {(r["json"] or {}).get("kind") for r in receiver.at("/hook")}
@@ -335,8 +373,12 @@ async def api_on(wsettings, db):
     try:
         async with app.router.lifespan_context(app):
             transport = httpx2.ASGITransport(app=app)
-            async with httpx2.AsyncClient(transport=transport, base_url="http://windflow.test", timeout=60,
-                                          headers={"Authorization": f"Bearer {mint_token(wsettings)}"}) as http:
+            async with httpx2.AsyncClient(
+                transport=transport,
+                base_url="http://windflow.test",
+                timeout=60,
+                headers={"Authorization": f"Bearer {mint_token(wsettings)}"},
+            ) as http:
                 yield http
     finally:
         await res.bus.close()
@@ -372,21 +414,28 @@ async def not_(awaitable) -> bool:
     return not await awaitable
 
 
-async def test_sweep_retries_a_given_up_service_once_its_applied_version_changed(temporal_env, wsettings, sqlite_db,
-                                                                                 ports, task_queue):
+async def test_sweep_retries_a_given_up_service_once_its_applied_version_changed(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     from windflow.domain.contracts import SweepInput
     from windflow.persistence import registry
     from windflow.workflows.control import RecoverySweep
 
     client = temporal_env.client
     port = ports()
-    spec = standin("flaky", port, boot=0.1, args=["--crash-after", "0.8"],
-                   restart={"max_attempts": 1, "backoff": "100ms", "on_give_up": "escalate", "reset_after": "1h"})
+    spec = standin(
+        "flaky",
+        port,
+        boot=0.1,
+        args=["--crash-after", "0.8"],
+        restart={"max_attempts": 1, "backoff": "100ms", "on_give_up": "escalate", "reset_after": "1h"},
+    )
     await register(sqlite_db, spec)
 
     async def sweep():
-        return await client.execute_workflow(RecoverySweep.run, SweepInput(actor="test"),
-                                             id=f"sweep/{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+        return await client.execute_workflow(
+            RecoverySweep.run, SweepInput(actor="test"), id=f"sweep/{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
 
     async def gave_up():
         return (await read_model(sqlite_db, "flaky")).state == "gave_up"
@@ -402,8 +451,9 @@ async def test_sweep_retries_a_given_up_service_once_its_applied_version_changed
             fixed = spec.model_dump(mode="json")
             fixed["restart"]["max_attempts"] = 5
             async with sqlite_db.write() as session:
-                await registry.update_service(session=session, service_id="flaky", data=fixed, expected_version=1,
-                                              author="alice")
+                await registry.update_service(
+                    session=session, service_id="flaky", data=fixed, expected_version=1, author="alice"
+                )
             result = await sweep()
             assert result.retried == ["flaky"], result
             await eventually(lambda: watching_again(sqlite_db, client, "flaky", 1), timeout=30)
@@ -411,8 +461,9 @@ async def test_sweep_retries_a_given_up_service_once_its_applied_version_changed
         await terminate_quietly(client, "recover/flaky")
 
 
-async def test_changed_probe_in_put_system_reaches_the_running_watch(temporal_env, wsettings, sqlite_db, ports,
-                                                                     task_queue):
+async def test_changed_probe_in_put_system_reaches_the_running_watch(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     client = temporal_env.client
     port = ports()
     spec = standin("probed", port, boot=0.1, restart={"max_attempts": 1, "on_give_up": "escalate"})
@@ -430,8 +481,12 @@ async def test_changed_probe_in_put_system_reaches_the_running_watch(temporal_en
 
             async def unhealthy_verdict():
                 st = await client.get_workflow_handle("recover/probed").query(ServiceRecovery.query_status)
-                return st.last_verdict is not None and st.last_verdict.verdict == "unhealthy" \
+                return (
+                    st.last_verdict is not None
+                    and st.last_verdict.verdict == "unhealthy"
                     and "404" in st.last_verdict.message
+                )
+
             await eventually(unhealthy_verdict, timeout=5)  # 2 s to reach the watch, 0.4 s to fail twice
     finally:
         await terminate_quietly(client, "recover/probed")
@@ -457,7 +512,7 @@ async def test_histories_of_the_previous_supervision_replay():
 
 
 async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqlite_db, ports, task_queue):
-    """"v2 saved, v1 running — apply": a rollout of the saved content applies that very version."""
+    """ "v2 saved, v1 running — apply": a rollout of the saved content applies that very version."""
     from windflow.persistence import registry
 
     client = temporal_env.client
@@ -471,15 +526,18 @@ async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqli
             first = the_pid(port)
             saved = standin("app", port, boot=0.2).model_dump(mode="json", exclude={"id"})
             async with sqlite_db.write() as session:
-                await registry.update_service(session=session, service_id="app", data=saved, expected_version=1,
-                                              author="alice")
+                await registry.update_service(
+                    session=session, service_id="app", data=saved, expected_version=1, author="alice"
+                )
             model = await read_model(sqlite_db, "app")
             assert (model.applied_version, model.pending_version) == (1, 2)
             assert the_pid(port) == first  # saving restarted nothing
             listed = (await api.get("/api/v1/services/app")).json()
             assert (listed["applied_version"], listed["pending_version"]) == (1, 2)
-            r = await api.post("/api/v1/services/app/rollouts",
-                               json={"config": saved, "verify_window": 0.5, "wait": True, "timeout": 60})
+            r = await api.post(
+                "/api/v1/services/app/rollouts",
+                json={"config": saved, "verify_window": 0.5, "wait": True, "timeout": 60},
+            )
             assert r.status_code in (200, 202), r.text
             assert r.json()["status"] == "SUCCEEDED" and r.json()["new_version"] == 2, r.text
             model = await read_model(sqlite_db, "app")
@@ -490,8 +548,9 @@ async def test_a_rollout_applies_a_pending_version(temporal_env, wsettings, sqli
 
 
 @pytest.mark.parametrize("seed", [7, 11])
-async def test_read_model_stays_truthful_through_random_operator_steps(temporal_env, wsettings, sqlite_db, ports,
-                                                                       task_queue, seed):
+async def test_read_model_stays_truthful_through_random_operator_steps(
+    temporal_env, wsettings, sqlite_db, ports, task_queue, seed
+):
     """stop / start / restart / initialize / crash in a random order (seeded): after each step settles, the read
     model says what the processes say (state, desired, pid vs ``kill(pid, 0)`` and the port)."""
     import random
@@ -509,8 +568,14 @@ async def test_read_model_stays_truthful_through_random_operator_steps(temporal_
         if desired == "stopped":
             ok = model.state == "stopped" and model.pid is None and not pids
         else:
-            ok = (model.state == "healthy" and not await recovering(client, "svc") and len(pids) == 1
-                  and model.pid == pids[0] and alive(model.pid) and await healthy(port))
+            ok = (
+                model.state == "healthy"
+                and not await recovering(client, "svc")
+                and len(pids) == 1
+                and model.pid == pids[0]
+                and alive(model.pid)
+                and await healthy(port)
+            )
         return model if ok and model.desired == desired else None
 
     try:
@@ -534,8 +599,9 @@ async def test_read_model_stays_truthful_through_random_operator_steps(temporal_
         await terminate_quietly(client, "recover/svc")
 
 
-async def test_sweep_covers_a_service_desired_running_whatever_its_last_state(temporal_env, wsettings, sqlite_db,
-                                                                             ports, task_queue):
+async def test_sweep_covers_a_service_desired_running_whatever_its_last_state(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     """A rollback that failed leaves the service "failed" (and its watcher may be gone): it is still desired
     running, so the sweep watches its queue again and recovers it."""
     from sqlalchemy import update
@@ -555,8 +621,9 @@ async def test_sweep_covers_a_service_desired_running_whatever_its_last_state(te
             os.kill(the_pid(port), signal.SIGKILL)
             async with sqlite_db.write() as session:
                 await session.execute(update(ServiceRow).where(ServiceRow.id == "rolled").values(state="failed"))
-            result = await client.execute_workflow(RecoverySweep.run, SweepInput(actor="test"),
-                                                   id=f"sweep/{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+            result = await client.execute_workflow(
+                RecoverySweep.run, SweepInput(actor="test"), id=f"sweep/{uuid.uuid4().hex[:8]}", task_queue=task_queue
+            )
             assert result.watchers_started == [task_queue] and "rolled" in result.recoveries_started, result
             await eventually(lambda: watching_again(sqlite_db, client, "rolled", 1), timeout=30)
             assert await healthy(port)

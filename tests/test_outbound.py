@@ -25,12 +25,33 @@ from windflow.webhooks_out.dispatcher import attempt, new_client
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 METADATA_SPELLINGS = [
-    "169.254.169.254", "2852039166", "0xa9fea9fe", "0251.0376.0251.0376", "169.254.43518", "[::ffff:169.254.169.254]",
-    "[::ffff:a9fe:a9fe]", "[64:ff9b::a9fe:a9fe]", "[fd00:ec2::254]", "metadata.google.internal",
-    "METADATA.google.internal.", "100.100.100.200", "[fe80::1]", "0.0.0.0",
+    "169.254.169.254",
+    "2852039166",
+    "0xa9fea9fe",
+    "0251.0376.0251.0376",
+    "169.254.43518",
+    "[::ffff:169.254.169.254]",
+    "[::ffff:a9fe:a9fe]",
+    "[64:ff9b::a9fe:a9fe]",
+    "[fd00:ec2::254]",
+    "metadata.google.internal",
+    "METADATA.google.internal.",
+    "100.100.100.200",
+    "[fe80::1]",
+    "0.0.0.0",
 ]
-LOOPBACK_SPELLINGS = ["127.0.0.1", "2130706433", "0x7f000001", "0177.0.0.1", "127.1", "[::1]", "localhost",
-                      "[::ffff:127.0.0.1]", "10.1.2.3", "192.168.0.10"]
+LOOPBACK_SPELLINGS = [
+    "127.0.0.1",
+    "2130706433",
+    "0x7f000001",
+    "0177.0.0.1",
+    "127.1",
+    "[::1]",
+    "localhost",
+    "[::ffff:127.0.0.1]",
+    "10.1.2.3",
+    "192.168.0.10",
+]
 
 
 class Site:
@@ -101,8 +122,9 @@ async def test_loopback_and_private_are_for_services_only(host):
 
 
 async def test_settings_lists():
-    settings = Settings(outbound_deny=["10.9.0.0/16", "*.corp.example"], outbound_allow=["127.0.0.1/32"],
-                        _env_file=None)
+    settings = Settings(
+        outbound_deny=["10.9.0.0/16", "*.corp.example"], outbound_allow=["127.0.0.1/32"], _env_file=None
+    )
     services, notify = OutboundPolicy.for_services(settings), OutboundPolicy.for_notify(settings)
     assert services.refuse_url("http://10.9.1.1/") and services.refuse_url("http://db.corp.example/")
     assert services.refuse_url("http://10.8.1.1/") is None
@@ -128,8 +150,12 @@ async def test_names_are_checked_after_resolution():
 
 async def test_http_probe_refuses_metadata_on_both_transports(site):
     probe = HttpProbe()
-    for url in ("http://169.254.169.254/latest/meta-data/", "http://0xa9fea9fe/", "https://[fd00:ec2::254]/",
-                "https://metadata.google.internal/computeMetadata/v1/"):
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0xa9fea9fe/",
+        "https://[fd00:ec2::254]/",
+        "https://metadata.google.internal/computeMetadata/v1/",
+    ):
         result = await probe.check(probe_spec(url))
         assert not result.healthy and "outbound policy" in result.message, (url, result.message)
     # a local service (any spelling of loopback) is still probed: that is the probe's job
@@ -182,8 +208,13 @@ async def test_tcp_probe_refuses_metadata_and_reaches_local_ports(site):
 
 
 def driver_spec(start: str) -> ServiceSpec:
-    return ServiceSpec.model_validate({"id": "ctl", "driver": "http", "config": {
-        "start": {"url": start}, "stop": {"url": start}, "timeout": "2s", "auth_token": "drv-token"}})
+    return ServiceSpec.model_validate(
+        {
+            "id": "ctl",
+            "driver": "http",
+            "config": {"start": {"url": start}, "stop": {"url": start}, "timeout": "2s", "auth_token": "drv-token"},
+        }
+    )
 
 
 async def test_http_driver_refuses_metadata_and_never_echoes_bodies(site):
@@ -211,8 +242,7 @@ async def test_http_driver_refuses_metadata_and_never_echoes_bodies(site):
 def notification() -> Notification:
     from datetime import UTC, datetime
 
-    return Notification(id="n-1", kind="gave_up", service_id="api", title="api gave up",
-                        timestamp=datetime.now(UTC))
+    return Notification(id="n-1", kind="gave_up", service_id="api", title="api gave up", timestamp=datetime.now(UTC))
 
 
 async def test_channels_refuse_loopback_by_default_and_metadata_always():
@@ -236,8 +266,15 @@ async def test_webhook_delivery_is_checked_at_connect_time():
     receiver = Receiver()
     try:
         async with new_client() as client:
-            result = await attempt(client, url=f"{receiver.url}/w", secret="whsec_0123456789abcdef",
-                                   delivery_id="d1", event_type="PING", payload={"x": 1}, timeout=2)
+            result = await attempt(
+                client,
+                url=f"{receiver.url}/w",
+                secret="whsec_0123456789abcdef",
+                delivery_id="d1",
+                event_type="PING",
+                payload={"x": 1},
+                timeout=2,
+            )
         assert not result.ok and "outbound policy" in (result.error or ""), result
         assert receiver.at("/w") == []
     finally:
@@ -249,37 +286,57 @@ async def test_webhook_delivery_is_checked_at_connect_time():
 
 async def test_api_refuses_metadata_urls_when_saved(api):
     base = {"id": "web", "driver": "noop"}
-    for url in ("http://169.254.169.254/latest/meta-data/", "http://2852039166/", "http://[fd00:ec2::254]/",
-                "http://metadata.google.internal/computeMetadata/v1/"):
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2852039166/",
+        "http://[fd00:ec2::254]/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+    ):
         r = await api.post("/api/v1/services", json={**base, "health": {"kind": "http", "url": url}})
         assert r.status_code == 422, (url, r.text)
         err = r.json()["error"]
         assert err["details"][0]["loc"] == ["health", "url"] and "outbound policy" in err["details"][0]["msg"]
-    r = await api.post("/api/v1/services", json={"id": "ctl", "driver": "http", "config": {
-        "start": {"url": "http://127.0.0.1:9/start"}, "stop": {"url": "http://0xa9fea9fe/stop"}}})
+    r = await api.post(
+        "/api/v1/services",
+        json={
+            "id": "ctl",
+            "driver": "http",
+            "config": {"start": {"url": "http://127.0.0.1:9/start"}, "stop": {"url": "http://0xa9fea9fe/stop"}},
+        },
+    )
     assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == ["config", "stop", "url"], r.text
-    for health, loc in (({"kind": "tcp", "host": "169.254.169.254", "port": 80}, ["health", "host"]),
-                        ({"kind": "redis", "url": "redis://metadata.google.internal:6379/0"}, ["health", "url"])):
+    for health, loc in (
+        ({"kind": "tcp", "host": "169.254.169.254", "port": 80}, ["health", "host"]),
+        ({"kind": "redis", "url": "redis://metadata.google.internal:6379/0"}, ["health", "url"]),
+    ):
         r = await api.post("/api/v1/services", json={**base, "health": health})
         assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == loc, r.text
     # a local probe is fine
     r = await api.post("/api/v1/services", json={**base, "health": {"kind": "http", "url": "http://127.0.0.1:9/"}})
     assert r.status_code == 201, r.text
-    r = await api.post("/api/v1/services/validate", json={**base, "id": "w2",
-                                                          "health": {"kind": "http", "url": "http://169.254.1.1/"}})
+    r = await api.post(
+        "/api/v1/services/validate", json={**base, "id": "w2", "health": {"kind": "http", "url": "http://169.254.1.1/"}}
+    )
     assert r.status_code == 200 and r.json()["valid"] is False
 
     # webhooks and channels: loopback and private refused by default, metadata always
-    for url in ("http://127.0.0.1:9/x", "http://0x7f000001/x", "http://10.0.0.5/x", "http://169.254.169.254/x",
-                "http://localhost:9/x"):
+    for url in (
+        "http://127.0.0.1:9/x",
+        "http://0x7f000001/x",
+        "http://10.0.0.5/x",
+        "http://169.254.169.254/x",
+        "http://localhost:9/x",
+    ):
         r = await api.post("/api/v1/webhooks", json={"url": url})
         assert r.status_code == 422 and "outbound policy" in r.json()["error"]["message"], (url, r.text)
     r = await api.post("/api/v1/webhooks", json={"url": "https://hooks.example/in"})
     assert r.status_code == 201, r.text
     r = await api.patch(f"/api/v1/webhooks/{r.json()['id']}", json={"url": "http://169.254.169.254/"})
     assert r.status_code == 422, r.text
-    system = {"services": {"web": {"driver": "noop"}},
-              "notifications": {"channels": [{"name": "c", "kind": "webhook", "url": "http://192.168.1.1/x"}]}}
+    system = {
+        "services": {"web": {"driver": "noop"}},
+        "notifications": {"channels": [{"name": "c", "kind": "webhook", "url": "http://192.168.1.1/x"}]},
+    }
     r = await api.put("/api/v1/system", content=yaml.safe_dump(system), headers={"content-type": "application/yaml"})
     assert r.status_code == 422, r.text
     assert r.json()["error"]["details"][0]["loc"] == ["notifications", "channels", 0, "url"]

@@ -67,8 +67,9 @@ def api_routes(app) -> list[tuple[str, str, Any, Any]]:
 
 
 def websocket_paths(app) -> list[str]:
-    return [rc.path_format for rc in iter_route_contexts(app.routes) if isinstance(rc.original_route,
-                                                                                   APIWebSocketRoute)]
+    return [
+        rc.path_format for rc in iter_route_contexts(app.routes) if isinstance(rc.original_route, APIWebSocketRoute)
+    ]
 
 
 def concrete(path: str, rc) -> str:

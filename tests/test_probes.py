@@ -179,17 +179,39 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         unavailable("openssl (for the TLS probe tests)")
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 @pytest.fixture
 def standin_http() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(STANDIN), "--name", "probe-target", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(STANDIN), "--name", "probe-target", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 10
     import socket
 
@@ -215,11 +237,17 @@ def http_probe(request: pytest.FixtureRequest) -> HttpProbe:
     return HttpProbe(fast_http=request.param)
 
 
-async def test_http_healthy_standin_then_hung_then_dead(http_probe: HttpProbe,
-                                                        standin_http: tuple[int, subprocess.Popen[bytes]]) -> None:
+async def test_http_healthy_standin_then_hung_then_dead(
+    http_probe: HttpProbe, standin_http: tuple[int, subprocess.Popen[bytes]]
+) -> None:
     port, proc = standin_http
-    check = spec(kind="http", url=f"http://127.0.0.1:{port}/health", timeout="500ms",
-                 body_contains='"status": "ok"', body_regex=r'"pid": \d+')
+    check = spec(
+        kind="http",
+        url=f"http://127.0.0.1:{port}/health",
+        timeout="500ms",
+        body_contains='"status": "ok"',
+        body_regex=r'"pid": \d+',
+    )
     ok = await http_probe.check(check)
     assert ok.healthy, ok.message
     assert "status 200" in ok.message
@@ -257,8 +285,9 @@ async def test_http_status_and_body_checks(http_probe: HttpProbe, web: LocalHttp
     assert result.healthy
     result = await http_probe.check(spec(kind="http", url=f"{base}/slow", max_latency="100ms", timeout="2s"))
     assert not result.healthy and "slow" in result.message and result.latency_ms >= 250
-    result = await http_probe.check(spec(kind="http", url=f"{base}/auth",
-                                         headers={"Authorization": "Bearer s3cret-token", "X-Probe": "yes"}))
+    result = await http_probe.check(
+        spec(kind="http", url=f"{base}/auth", headers={"Authorization": "Bearer s3cret-token", "X-Probe": "yes"})
+    )
     assert result.healthy, result.message
     result = await http_probe.check(spec(kind="http", url=f"{base}/head", method="HEAD"))
     assert result.healthy, result.message
@@ -267,8 +296,11 @@ async def test_http_status_and_body_checks(http_probe: HttpProbe, web: LocalHttp
 
 async def test_http_response_framings(http_probe: HttpProbe, web: LocalHttp) -> None:
     base = web.base()
-    for path, needle in [("/chunked", "hello world"), ("/continue", "after interim"),
-                         ("/until-close", "until the end")]:
+    for path, needle in [
+        ("/chunked", "hello world"),
+        ("/continue", "after interim"),
+        ("/until-close", "until the end"),
+    ]:
         result = await http_probe.check(spec(kind="http", url=f"{base}{path}", body_contains=needle))
         assert result.healthy, (path, result.message)
     # bodies are read up to a limit: a needle past it is not found, and nothing breaks
@@ -335,8 +367,9 @@ async def test_https_verify_switch(tls_files: tuple[Path, Path]) -> None:
         assert insecure.healthy, insecure.message
         strict = await probe.check(spec(kind="http", url=url, verify_tls=True))
         assert not strict.healthy and "certificate" in strict.message.lower()
-        hang = await probe.check(spec(kind="http", url=f"{server.base('https')}/hang", verify_tls=False,
-                                      timeout="300ms"))
+        hang = await probe.check(
+            spec(kind="http", url=f"{server.base('https')}/hang", verify_tls=False, timeout="300ms")
+        )
         assert not hang.healthy and hang.message == "timed out after 300ms"
         assert (await probe.check(spec(kind="http", url=url, verify_tls=False))).healthy
     finally:
@@ -349,8 +382,11 @@ async def test_https_verify_switch(tls_files: tuple[Path, Path]) -> None:
 
 async def test_tcp_probe(closed_port: int) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(STANDIN), "--name", "tcp-target", "--port", str(port),
-                             "--protocol", "tcp"], stdout=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(STANDIN), "--name", "tcp-target", "--port", str(port), "--protocol", "tcp"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         probe = TcpProbe()
         check = spec(kind="tcp", host="127.0.0.1", port=port, timeout="1s")
@@ -384,8 +420,9 @@ async def test_exec_probe() -> None:
     script = "echo checking; echo 'db not ready' >&2; exit 3"
     failing = await probe.check(spec(kind="exec", command=["sh", "-c", script]))
     assert not failing.healthy and failing.message == "exit 3: db not ready"
-    env = await probe.check(spec(kind="exec", command=["sh", "-c", 'test "$PROBE_FLAG" = on'],
-                                 env={"PROBE_FLAG": "on"}))
+    env = await probe.check(
+        spec(kind="exec", command=["sh", "-c", 'test "$PROBE_FLAG" = on'], env={"PROBE_FLAG": "on"})
+    )
     assert env.healthy
     missing = await probe.check(spec(kind="exec", command=["no-such-command-xyz"]))
     assert not missing.healthy and "not found" in missing.message
@@ -395,8 +432,9 @@ async def test_exec_probe_timeout_kills_the_group() -> None:
     marker = f"{37 + uuid.uuid4().int % 1000}.4242"
     probe = ExecProbe()
     t0 = time.monotonic()
-    result = await probe.check(spec(kind="exec", command=["sh", "-c", f"sleep {marker} & sleep {marker}; true"],
-                                    timeout="400ms"))
+    result = await probe.check(
+        spec(kind="exec", command=["sh", "-c", f"sleep {marker} & sleep {marker}; true"], timeout="400ms")
+    )
     elapsed = time.monotonic() - t0
     assert not result.healthy and result.message.startswith("timed out after 400ms")
     assert 0.35 <= elapsed < 1.4

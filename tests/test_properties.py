@@ -33,8 +33,9 @@ positive_durations = st.one_of(st.integers(1, 3600), st.floats(0.001, 3600), st.
 probe_intervals = st.one_of(st.integers(1, 3600), st.floats(0.1, 3600), st.sampled_from(["100ms", "2s", "1m"]))
 urls = st.sampled_from(["http://127.0.0.1:9000/x", "https://example.test/a?b=c"])
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | words
-json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(words, c, max_size=3),
-                           max_leaves=8)
+json_values = st.recursive(
+    json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(words, c, max_size=3), max_leaves=8
+)
 
 
 @st.composite
@@ -53,26 +54,39 @@ def restart_policies(draw: st.DrawFn) -> dict[str, Any]:
 
 def drivers() -> st.SearchStrategy[tuple[str, dict[str, Any] | None]]:
     command = st.fixed_dictionaries({"run": st.one_of(argv, words)}, optional={"timeout": positive_durations})
-    endpoint = st.fixed_dictionaries({"url": urls}, optional={"method": st.sampled_from(["GET", "POST"]),
-                                                             "body": json_values})
+    endpoint = st.fixed_dictionaries(
+        {"url": urls}, optional={"method": st.sampled_from(["GET", "POST"]), "body": json_values}
+    )
     return st.one_of(
         st.tuples(st.just("noop"), st.none()),
-        st.tuples(st.just("process"), st.fixed_dictionaries(
-            {"command": argv},
-            optional={"env": st.dictionaries(st.from_regex(r"[A-Z_]{1,8}", fullmatch=True), words, max_size=2),
-                      "stop_grace": durations, "stop_signal": st.sampled_from(["SIGTERM", "SIGINT"])})),
-        st.tuples(st.just("command"), st.fixed_dictionaries({"start": command, "stop": command},
-                                                             optional={"status": command})),
+        st.tuples(
+            st.just("process"),
+            st.fixed_dictionaries(
+                {"command": argv},
+                optional={
+                    "env": st.dictionaries(st.from_regex(r"[A-Z_]{1,8}", fullmatch=True), words, max_size=2),
+                    "stop_grace": durations,
+                    "stop_signal": st.sampled_from(["SIGTERM", "SIGINT"]),
+                },
+            ),
+        ),
+        st.tuples(
+            st.just("command"), st.fixed_dictionaries({"start": command, "stop": command}, optional={"status": command})
+        ),
         st.tuples(st.just("http"), st.fixed_dictionaries({"start": endpoint, "stop": endpoint})),
     )
 
 
 health_specs = st.one_of(
     st.none(),
-    st.fixed_dictionaries({"kind": st.just("tcp"), "port": st.integers(1, 65535)},
-                          optional={"interval": probe_intervals, "failure_threshold": st.integers(1, 100)}),
-    st.fixed_dictionaries({"kind": st.just("http"), "url": urls},
-                          optional={"expect_status": st.lists(st.integers(100, 599), min_size=1, max_size=3)}),
+    st.fixed_dictionaries(
+        {"kind": st.just("tcp"), "port": st.integers(1, 65535)},
+        optional={"interval": probe_intervals, "failure_threshold": st.integers(1, 100)},
+    ),
+    st.fixed_dictionaries(
+        {"kind": st.just("http"), "url": urls},
+        optional={"expect_status": st.lists(st.integers(100, 599), min_size=1, max_size=3)},
+    ),
     st.fixed_dictionaries({"kind": st.just("exec"), "command": argv}),
 )
 
@@ -101,8 +115,9 @@ def systems(draw: st.DrawFn) -> dict[str, Any]:
         services[sid] = body
     document: dict[str, Any] = {"version": 1, "services": services}
     if draw(st.booleans()):
-        document["notifications"] = {"channels": [{"name": "oncall", "kind": "webhook",
-                                                   "url": "https://example.test/hook"}]}
+        document["notifications"] = {
+            "channels": [{"name": "oncall", "kind": "webhook", "url": "https://example.test/hook"}]
+        }
     return document
 
 
@@ -216,8 +231,9 @@ def test_yaml_alias_bombs_and_deep_nesting_are_rejected_not_expanded() -> None:
 @st.composite
 def dags(draw: st.DrawFn) -> dict[str, list[str]]:
     nodes = draw(st.lists(service_ids, min_size=0, max_size=12, unique=True))
-    graph = {n: sorted(set(draw(st.lists(st.sampled_from(nodes[:i]), max_size=4)))) if i else []
-             for i, n in enumerate(nodes)}
+    graph = {
+        n: sorted(set(draw(st.lists(st.sampled_from(nodes[:i]), max_size=4)))) if i else [] for i, n in enumerate(nodes)
+    }
     order = draw(st.permutations(nodes))  # declaration order must not matter
     return {n: graph[n] for n in order}
 

@@ -54,8 +54,10 @@ async def cached(request, settings, db) -> AsyncIterator[Cached]:
 
     updates: dict = {"events_metrics_interval": 0, "webhooks_dispatch": False, "read_cache": True}
     if request.param == "redis":
-        updates |= {"redis_url": request.getfixturevalue("redis_url"),
-                    "events_stream": f"wf:test:{uuid.uuid4().hex[:12]}"}
+        updates |= {
+            "redis_url": request.getfixturevalue("redis_url"),
+            "events_stream": f"wf:test:{uuid.uuid4().hex[:12]}",
+        }
     s = settings.model_copy(update=updates)
     res = await build_resources(s, migrate=False)
     await res.db.dispose()
@@ -64,10 +66,14 @@ async def cached(request, settings, db) -> AsyncIterator[Cached]:
     other = Database.from_url(db.engine.url.render_as_string(hide_password=False))
     app = create_app(s, resources=res)
     try:
-        async with app.router.lifespan_context(app), httpx2.AsyncClient(
-            transport=httpx2.ASGITransport(app=app), base_url="http://windflow.test",
-            headers={"Authorization": f"Bearer {mint_token(s)}"},
-        ) as api:
+        async with (
+            app.router.lifespan_context(app),
+            httpx2.AsyncClient(
+                transport=httpx2.ASGITransport(app=app),
+                base_url="http://windflow.test",
+                headers={"Authorization": f"Bearer {mint_token(s)}"},
+            ) as api,
+        ):
             yield Cached(api, res, request.param, other)
             cache = read_cache_of(res)
             if isinstance(cache, RedisReadCache):
@@ -108,8 +114,9 @@ async def test_no_stale_page_after_any_write(cached: Cached):
     assert set(await cached.fresh_then_cached(state="healthy")) == {"s1", "s2"}
 
     # registry writes through the API: a config change, a delete
-    resp = await cached.api.put("/api/v1/services/s2/config", headers={"If-Match": '"1"'},
-                                json={"content": noop("s2", description="changed")})
+    resp = await cached.api.put(
+        "/api/v1/services/s2/config", headers={"If-Match": '"1"'}, json={"content": noop("s2", description="changed")}
+    )
     assert resp.status_code == 200, resp.text
     page = await cached.fresh_then_cached()
     assert page["s2"]["description"] == "changed" and page["s2"]["version"] == 2
@@ -121,8 +128,9 @@ async def test_no_stale_page_after_any_write(cached: Cached):
         await registry.create_service(session=session, spec=ServiceSpec.model_validate(noop("s3")), author="cli")
     assert set(await cached.fresh_then_cached()) == {"s1", "s2", "s3"}
     async with cached.other.write() as session:
-        await registry.update_service(session=session, service_id="s3", data=noop("s3", labels={"tier": "web"}),
-                                      expected_version=1, author="cli")
+        await registry.update_service(
+            session=session, service_id="s3", data=noop("s3", labels={"tier": "web"}), expected_version=1, author="cli"
+        )
     assert (await cached.fresh_then_cached())["s3"]["labels"] == {"tier": "web"}
     assert (await cached.page(label="tier=web")).keys() == {"s3"}
 

@@ -38,9 +38,15 @@ WARM = 2.0
 def warming_cache(port: int, *, warm: float = WARM) -> ServiceSpec:
     """A cache that is alive at once and ready after ``warm`` seconds."""
     probe = {"interval": "0.2s", "timeout": "1s", "failure_threshold": 2}
-    return standin("cache", port, boot=0.1, args=["--warm", str(warm)], health=None,
-                   liveness={"kind": "http", "url": f"http://127.0.0.1:{port}/health", **probe},
-                   readiness={"kind": "http", "url": f"http://127.0.0.1:{port}/ready", **probe})
+    return standin(
+        "cache",
+        port,
+        boot=0.1,
+        args=["--warm", str(warm)],
+        health=None,
+        liveness={"kind": "http", "url": f"http://127.0.0.1:{port}/health", **probe},
+        readiness={"kind": "http", "url": f"http://127.0.0.1:{port}/ready", **probe},
+    )
 
 
 def spawns(wsettings, service_id: str) -> int:
@@ -51,8 +57,11 @@ def spawns(wsettings, service_id: str) -> int:
 async def run_init(client, task_queue) -> InitState:
     run_id = uuid.uuid4().hex[:12]
     handle = await client.start_workflow(
-        SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(retry_window=0)),
-        id=f"init/{run_id}", task_queue=task_queue)
+        SystemInitialization.run,
+        InitInput(run_id=run_id, options=InitOptions(retry_window=0)),
+        id=f"init/{run_id}",
+        task_queue=task_queue,
+    )
     try:
         return await handle.result()
     except WorkflowFailureError:
@@ -64,8 +73,9 @@ async def state_of(db, service_id: str) -> str:
         return (await s.get(ServiceRow, service_id)).state
 
 
-async def test_dependants_wait_for_a_warming_cache_that_is_never_restarted(temporal_env, wsettings, sqlite_db, ports,
-                                                                          task_queue):
+async def test_dependants_wait_for_a_warming_cache_that_is_never_restarted(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     client = temporal_env.client
     cache_port, api_port = ports(), ports()
     await register(sqlite_db, warming_cache(cache_port), standin("api", api_port, deps=["cache"], monitored=False))
@@ -82,8 +92,9 @@ async def test_dependants_wait_for_a_warming_cache_that_is_never_restarted(tempo
         await terminate_quietly(client, "recover/cache")
 
 
-async def test_a_supervised_service_that_stops_being_ready_is_not_ready_not_restarted(temporal_env, wsettings,
-                                                                                       sqlite_db, ports, task_queue):
+async def test_a_supervised_service_that_stops_being_ready_is_not_ready_not_restarted(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     client = temporal_env.client
     port = ports()
     await register(sqlite_db, warming_cache(port, warm=0))
@@ -104,8 +115,15 @@ async def test_a_supervised_service_that_stops_being_ready_is_not_ready_not_rest
             assert st.restarts_total == 0 and not await handle.recovering()
             assert processes_with(f"--port {port} ") == [pid] and spawns(wsettings, "cache") == 1
             async with sqlite_db.read() as s:
-                rows = list((await s.execute(select(OutboxRow).where(OutboxRow.event_type == "SERVICE_STATUS_UPDATE")
-                                             .order_by(OutboxRow.id))).scalars())
+                rows = list(
+                    (
+                        await s.execute(
+                            select(OutboxRow)
+                            .where(OutboxRow.event_type == "SERVICE_STATUS_UPDATE")
+                            .order_by(OutboxRow.id)
+                        )
+                    ).scalars()
+                )
             states = [r.payload["data"]["state"] for r in rows if r.payload["data"]["service_id"] == "cache"]
             assert "not_ready" in states and "recovering" not in states
             not_ready = next(r.payload["data"] for r in rows if r.payload["data"]["state"] == "not_ready")
@@ -140,19 +158,32 @@ def test_readiness_problems_are_named_and_exec_probes_need_exec_permission():
         load_system({"version": 1, "services": {"a": {"driver": "noop", "readiness": {"kind": "tcp", "port": 0}}}})
     assert [".".join(map(str, p["loc"])) for p in info.value.details] == ["services.a.readiness.port"]
     # a job with a readiness probe may be depended on with `healthy`
-    load_system({"version": 1, "services": {
-        "warm": {"kind": "job", "driver": "process", "config": {"command": ["true"]},
-                 "readiness": {"kind": "tcp", "port": 5000}},
-        "api": {"driver": "noop", "depends_on": ["warm"]}}})
+    load_system(
+        {
+            "version": 1,
+            "services": {
+                "warm": {
+                    "kind": "job",
+                    "driver": "process",
+                    "config": {"command": ["true"]},
+                    "readiness": {"kind": "tcp", "port": 5000},
+                },
+                "api": {"driver": "noop", "depends_on": ["warm"]},
+            },
+        }
+    )
     plain = ServiceSpec.model_validate({"id": "a", "driver": "noop"})
     probed = ServiceSpec.model_validate({"id": "a", "driver": "noop", "liveness": {"kind": "exec", "command": ["x"]}})
     assert exec_changes(plain, probed) == ["liveness"]
 
 
 async def test_api_round_trips_readiness_and_liveness(api):
-    body = {"id": "cache", "driver": "noop",
-            "readiness": {"kind": "postgres", "dsn": "postgresql://app:s3cret@127.0.0.1:5432/app"},
-            "liveness": {"kind": "tcp", "port": 6379, "failure_threshold": 5}}
+    body = {
+        "id": "cache",
+        "driver": "noop",
+        "readiness": {"kind": "postgres", "dsn": "postgresql://app:s3cret@127.0.0.1:5432/app"},
+        "liveness": {"kind": "tcp", "port": 6379, "failure_threshold": 5},
+    }
     r = await api.post("/api/v1/services", json=body)
     assert r.status_code == 201, r.text
     got = (await api.get("/api/v1/services/cache")).json()
@@ -177,8 +208,9 @@ async def test_a_recovery_is_blocked_by_a_dependency_that_is_alive_but_not_ready
     cache = warming_cache(port, warm=60)
     await register(sqlite_db, cache, standin("api", ports(), deps=["cache"]))
     await start_service(wsettings, cache)
-    acts = SupervisionActivities(db=sqlite_db, drivers=build_driver_registry(data_dir=wsettings.ensure_data_dir()),
-                                 probes=build_probe_registry())
+    acts = SupervisionActivities(
+        db=sqlite_db, drivers=build_driver_registry(data_dir=wsettings.ensure_data_dir()), probes=build_probe_registry()
+    )
     assert (await eventually(lambda: _alive(acts, cache), timeout=10)).healthy  # alive at once ...
     check = await acts.check_dependencies(DependencyCheckInput(service_id="api", depends_on=["cache"]))
     assert check.unhealthy == ["cache"] and "503" in check.messages["cache"]  # ... but not ready: blocked

@@ -47,8 +47,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def service(**restart: Any) -> ServiceSpec:
-    return ServiceSpec(id="api", driver="noop", restart={"backoff": "30s", "multiplier": 2, "backoff_max": "10m",
-                                                         "jitter": 0, **restart})
+    return ServiceSpec(
+        id="api",
+        driver="noop",
+        restart={"backoff": "30s", "multiplier": 2, "backoff_max": "10m", "jitter": 0, **restart},
+    )
 
 
 class FakeRecovery:
@@ -63,8 +66,17 @@ class FakeRecovery:
         self.states: list[SupervisionState] = []
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.begin_recovery, self.recover_step, self.record_supervision, self.notify, self.stop_service,
-                self.check_dependencies, self.dependants_of, self.start_recoveries, self.note_alerts_ignored]
+        return [
+            self.begin_recovery,
+            self.recover_step,
+            self.record_supervision,
+            self.notify,
+            self.stop_service,
+            self.check_dependencies,
+            self.dependants_of,
+            self.start_recoveries,
+            self.note_alerts_ignored,
+        ]
 
     @activity.defn(name="begin_recovery")
     async def begin_recovery(self, service_id: str) -> RecoveryTarget:
@@ -109,14 +121,26 @@ class FakeRecovery:
 
 
 async def running(env: Any, fake: FakeRecovery, task_queue: str) -> AsyncIterator[Client]:
-    async with Worker(env.client, task_queue=task_queue, workflows=[ServiceRecovery], activities=fake.activities(),
-                      workflow_runner=strict_runner()):
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[ServiceRecovery],
+        activities=fake.activities(),
+        workflow_runner=strict_runner(),
+    ):
         yield env.client
 
 
 async def recover(client: Client, task_queue: str) -> WorkflowHandle[Any, RecoveryResult]:
-    started = await handles.start_recovery(client, task_queue=task_queue, service_id="api", reason="probe failed",
-                                           actor="tester", source="api", request_id=uuid.uuid4().hex)
+    started = await handles.start_recovery(
+        client,
+        task_queue=task_queue,
+        service_id="api",
+        reason="probe failed",
+        actor="tester",
+        source="api",
+        request_id=uuid.uuid4().hex,
+    )
     assert not started.attached
     return started.handle
 
@@ -139,8 +163,7 @@ async def test_restarts_back_off_exponentially_until_the_service_recovers(time_s
     assert fake.stopped == [] and "recovered" in fake.notified
 
 
-async def test_after_the_start_limit_it_gives_up_tells_and_leaves_the_service_stopped(time_skipping_env,
-                                                                                     task_queue):
+async def test_after_the_start_limit_it_gives_up_tells_and_leaves_the_service_stopped(time_skipping_env, task_queue):
     fake = FakeRecovery(service(max_attempts=3), failures=100)
     async for client in running(time_skipping_env, fake, task_queue):
         result = await (await recover(client, task_queue)).result()
@@ -157,12 +180,14 @@ async def test_on_give_up_ask_waits_for_an_operator_who_approves_another_round(t
         handle = await recover(client, task_queue)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
-        while (await handle.query(names.STATUS, result_type=SupervisorStatus)).state \
-                != SupervisionState.WAITING_DECISION:
+        while (
+            await handle.query(names.STATUS, result_type=SupervisorStatus)
+        ).state != SupervisionState.WAITING_DECISION:
             assert loop.time() < deadline, "never asked for a decision"
             await asyncio.sleep(0.05)
-        answer = await handle.execute_update(names.DECIDE, DecisionInput(decision="approve", actor="oncall"),
-                                             result_type=SupervisorStatus)
+        answer = await handle.execute_update(
+            names.DECIDE, DecisionInput(decision="approve", actor="oncall"), result_type=SupervisorStatus
+        )
         assert answer.state == SupervisionState.WAITING_DECISION
         result = await handle.result()
     assert result.outcome == "recovered"

@@ -103,14 +103,18 @@ async def test_versions_diff_revert_and_conflicts(api, db):
     content["config"]["env"] = {"MODE": "fast"}
     # no expected version: 428
     assert_envelope(await api.put("/api/v1/services/web/config", json={"content": content}), 428)
-    r = await api.put("/api/v1/services/web/config", json={"content": content, "comment": "faster"},
-                      headers={"If-Match": '"1"'})
+    r = await api.put(
+        "/api/v1/services/web/config", json={"content": content, "comment": "faster"}, headers={"If-Match": '"1"'}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 2 and r.json()["author"] == "tester" and r.json()["comment"] == "faster"
     # stale version: 409 and nothing saved
     content["config"]["env"] = {"MODE": "slow"}
-    assert_envelope(await api.put("/api/v1/services/web/config", json={"content": content, "expected_version": 1}),
-                    409, "version_conflict")
+    assert_envelope(
+        await api.put("/api/v1/services/web/config", json={"content": content, "expected_version": 1}),
+        409,
+        "version_conflict",
+    )
     diff = (await api.get("/api/v1/services/web/config/diff", params={"from": 1, "to": 2})).json()
     assert {"op": "add", "path": "/config/env/MODE", "value": "fast"} in diff["patch"]
     r = await api.post("/api/v1/services/web/config/revert", json={"version": 1, "expected_version": 2})
@@ -143,8 +147,9 @@ async def test_twenty_concurrent_puts_one_wins_versions_gapless(api, db):
         if r.status_code == 409:
             assert r.json()["error"]["code"] == "version_conflict"
     async with db.read() as s:
-        numbers = sorted((await s.execute(select(ConfigVersionRow.version)
-                                         .where(ConfigVersionRow.service_id == "hot"))).scalars())
+        numbers = sorted(
+            (await s.execute(select(ConfigVersionRow.version).where(ConfigVersionRow.service_id == "hot"))).scalars()
+        )
     assert numbers == [1, 2]
 
 
@@ -186,8 +191,9 @@ async def _table_counts(db) -> dict[str, int]:
             "services": (await s.execute(select(func.count()).select_from(ServiceRow))).scalar_one(),
             "versions": (await s.execute(select(func.count()).select_from(ConfigVersionRow))).scalar_one(),
             # AUDIT events excluded: a refused request is audited (outcome=failure), which is not a change
-            "outbox": (await s.execute(select(func.count()).select_from(OutboxRow)
-                                       .where(OutboxRow.event_type != "AUDIT"))).scalar_one(),
+            "outbox": (
+                await s.execute(select(func.count()).select_from(OutboxRow).where(OutboxRow.event_type != "AUDIT"))
+            ).scalar_one(),
         }
 
 
@@ -200,14 +206,16 @@ async def test_system_file_all_or_nothing_and_export_round_trip(api, db):
     bad["services"][first]["health"] = {"kind": "tcp", "port": "not-a-port"}
     bad["services"]["ghost"] = {"driver": "process", "config": {"command": ["x"]}, "depends_on": ["nowhere"]}
     before = await _table_counts(db)
-    err = assert_envelope(await api.put("/api/v1/system", content=yaml.safe_dump(bad),
-                                        headers={"content-type": "application/yaml"}), 422)
+    err = assert_envelope(
+        await api.put("/api/v1/system", content=yaml.safe_dump(bad), headers={"content-type": "application/yaml"}), 422
+    )
     paths = {".".join(map(str, d["loc"])) for d in err["details"]}
     assert f"services.{first}.health.port" in paths, paths
     assert await _table_counts(db) == before
     # a YAML syntax error is an error too, with its line
-    err = assert_envelope(await api.put("/api/v1/system", content="services: [", headers={
-        "content-type": "application/yaml"}), 422)
+    err = assert_envelope(
+        await api.put("/api/v1/system", content="services: [", headers={"content-type": "application/yaml"}), 422
+    )
     assert "line" in err["message"]
 
     r = await api.put("/api/v1/system", content=text, headers={"content-type": "application/yaml"})
@@ -216,8 +224,9 @@ async def test_system_file_all_or_nothing_and_export_round_trip(api, db):
     exported = (await api.get("/api/v1/system", params={"secrets": True})).text
     r = await api.put("/api/v1/system", content=exported, headers={"content-type": "application/yaml"})
     assert r.json()["unchanged"] == sorted(doc["services"]) and not r.json()["updated"]
-    report = (await api.post("/api/v1/system/validate", content=text,
-                             headers={"content-type": "application/yaml"})).json()
+    report = (
+        await api.post("/api/v1/system/validate", content=text, headers={"content-type": "application/yaml"})
+    ).json()
     assert report["valid"] and report["order"][0]
 
 
@@ -251,12 +260,18 @@ async def _versions(db) -> int:
 async def test_templates_list_and_instantiate(api):
     names = [t["name"] for t in (await api.get("/api/v1/config-templates")).json()]
     assert "http-process" in names
-    r = await api.post("/api/v1/config-templates/http-process/instantiate", json={
-        "service_id": "webapp", "parameters": {"command": ["python3", "app.py"], "port": 8081}, "create": True})
+    r = await api.post(
+        "/api/v1/config-templates/http-process/instantiate",
+        json={"service_id": "webapp", "parameters": {"command": ["python3", "app.py"], "port": 8081}, "create": True},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["service"]["health"]["url"] == "http://127.0.0.1:8081/health"
-    assert_envelope(await api.post("/api/v1/config-templates/http-process/instantiate",
-                                   json={"service_id": "w2", "parameters": {}}), 422)
+    assert_envelope(
+        await api.post(
+            "/api/v1/config-templates/http-process/instantiate", json={"service_id": "w2", "parameters": {}}
+        ),
+        422,
+    )
 
 
 async def test_every_builtin_template_renders_to_a_valid_service(api):
@@ -266,8 +281,10 @@ async def test_every_builtin_template_renders_to_a_valid_service(api):
         params = {p["name"]: p.get("default") for p in template["parameters"] if p.get("default") is not None}
         if any(p.get("required") and p["name"] not in params for p in template["parameters"]):
             continue
-        r = await api.post(f"/api/v1/config-templates/{template['name']}/instantiate",
-                           json={"service_id": f"t-{template['name']}", "parameters": params})
+        r = await api.post(
+            f"/api/v1/config-templates/{template['name']}/instantiate",
+            json={"service_id": f"t-{template['name']}", "parameters": params},
+        )
         assert r.status_code == 200, (template["name"], r.text)
         service = r.json()["service"]
         assert service["id"] == f"t-{template['name']}", service

@@ -28,8 +28,9 @@ def _workflow_type(history: WorkflowHistory) -> str:
 
 
 def _histories() -> dict[str, WorkflowHistory]:
-    return {path.stem: WorkflowHistory.from_json(path.stem, path.read_text())
-            for path in sorted(HISTORIES.glob("*.json"))}
+    return {
+        path.stem: WorkflowHistory.from_json(path.stem, path.read_text()) for path in sorted(HISTORIES.glob("*.json"))
+    }
 
 
 #: workflow types the worker runs (each class is registered under its own name: windflow.temporal.names)

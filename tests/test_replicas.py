@@ -77,13 +77,37 @@ def base_port():
 
 def replicated(name: str, base: int, replicas: int, *, boot: float = 0.2, deps=(), **extra) -> dict:
     """A stand-in service whose replica K listens on base+K (``{replica+base}`` in its command and probe)."""
-    return {"id": name, "driver": "process", "replicas": replicas, "depends_on": list(deps),
-            "config": {"command": [sys.executable, str(STANDIN), "--name", name, "--port", f"{{replica+{base}}}",
-                                   "--boot", str(boot), "--protocol", "http"],
-                       "env": {"REPLICA": "{replica}"}, "stop_grace": "2s"},
-            "health": {"kind": "http", "url": f"http://127.0.0.1:{{replica+{base}}}/health", "interval": "0.2s",
-                       "timeout": "1s", "failure_threshold": 2},
-            "restart": {"backoff": "0s", "jitter": 0, "max_attempts": 5}, **extra}
+    return {
+        "id": name,
+        "driver": "process",
+        "replicas": replicas,
+        "depends_on": list(deps),
+        "config": {
+            "command": [
+                sys.executable,
+                str(STANDIN),
+                "--name",
+                name,
+                "--port",
+                f"{{replica+{base}}}",
+                "--boot",
+                str(boot),
+                "--protocol",
+                "http",
+            ],
+            "env": {"REPLICA": "{replica}"},
+            "stop_grace": "2s",
+        },
+        "health": {
+            "kind": "http",
+            "url": f"http://127.0.0.1:{{replica+{base}}}/health",
+            "interval": "0.2s",
+            "timeout": "1s",
+            "failure_threshold": 2,
+        },
+        "restart": {"backoff": "0s", "jitter": 0, "max_attempts": 5},
+        **extra,
+    }
 
 
 def listening(port: int) -> bool:
@@ -95,8 +119,11 @@ def listening(port: int) -> bool:
 async def run_init(client, task_queue: str):
     run_id = uuid.uuid4().hex[:12]
     handle = await client.start_workflow(
-        SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(retry_window=0)),
-        id=f"init/{run_id}", task_queue=task_queue)
+        SystemInitialization.run,
+        InitInput(run_id=run_id, options=InitOptions(retry_window=0)),
+        id=f"init/{run_id}",
+        task_queue=task_queue,
+    )
     return await asyncio.wait_for(handle.result(), timeout=90)
 
 
@@ -109,13 +136,17 @@ async def end_supervisors(client, *ids: str) -> None:
 async def test_validation_errors_are_enveloped_and_export_round_trips(api):
     base = {"id": "web", "driver": "process", "config": {"command": ["srv", "--port", "{replica+9000}"]}}
     cases = [
-        ({**base, "driver": "command", "config": {"start": {"run": "srv"}, "stop": {"run": "x"}}, "replicas": 2},
-         "only for the `process` driver"),
+        (
+            {**base, "driver": "command", "config": {"start": {"run": "srv"}, "stop": {"run": "x"}}, "replicas": 2},
+            "only for the `process` driver",
+        ),
         ({**base, "replicas": 0}, "replicas"),
         ({**base, "replicas": 101}, "replicas"),
         ({**base, "replicas": 2, "health": {"kind": "tcp", "port": 9000}}, "every replica would be probed at 9000"),
-        ({**base, "replicas": 2, "health": {"kind": "http", "url": "http://127.0.0.1:9000/health"}},
-         "every replica would be probed"),
+        (
+            {**base, "replicas": 2, "health": {"kind": "http", "url": "http://127.0.0.1:9000/health"}},
+            "every replica would be probed",
+        ),
         ({**base}, "only in a service with `replicas`"),
         ({**base, "replicas": 2, "min_ready": 3}, "min_ready"),
         ({**base, "id": "web/0"}, "reserved for replicas"),
@@ -126,8 +157,7 @@ async def test_validation_errors_are_enveloped_and_export_round_trips(api):
         assert text in err["message"] + str(err["details"]), (body, err)
     assert (await api.get("/api/v1/services")).json()["items"] == []  # nothing half-saved
 
-    ok = {**base, "replicas": 3, "min_ready": 2,
-          "health": {"kind": "tcp", "port": "{replica+9000}"}}
+    ok = {**base, "replicas": 3, "min_ready": 2, "health": {"kind": "tcp", "port": "{replica+9000}"}}
     assert (await api.post("/api/v1/services", json=ok)).status_code == 201
     plain = {"id": "solo", "driver": "process", "config": {"command": ["srv"]}}
     assert (await api.post("/api/v1/services", json=plain)).status_code == 201
@@ -136,7 +166,10 @@ async def test_validation_errors_are_enveloped_and_export_round_trips(api):
     assert listed["web"]["replicas"] == 3 and listed["web"]["min_ready"] == 2 and listed["web"]["ready"] == 0
     replicas = (await api.get("/api/v1/services/web/replicas")).json()
     assert [(r["id"], r["replica_of"], r["replica_index"]) for r in replicas] == [
-        ("web/0", "web", 0), ("web/1", "web", 1), ("web/2", "web", 2)]
+        ("web/0", "web", 0),
+        ("web/1", "web", 1),
+        ("web/2", "web", 2),
+    ]
     assert replicas[1]["config"]["command"] == ["srv", "--port", "9001"]
     assert replicas[1]["health"]["port"] == 9001
     one = (await api.get("/api/v1/services/web/replicas/1")).json()
@@ -152,8 +185,10 @@ async def test_validation_errors_are_enveloped_and_export_round_trips(api):
     assert "min_ready" in err["message"] + str(err["details"])  # fewer replicas than must be ready
     # a replicated service cannot silently turn into one process (or back)
     content = (await api.get("/api/v1/services/web/config")).json()
-    body = {"content": {k: v for k, v in content["content"].items() if k not in ("replicas", "min_ready")},
-            "expected_version": content["version"]}
+    body = {
+        "content": {k: v for k, v in content["content"].items() if k not in ("replicas", "min_ready")},
+        "expected_version": content["version"],
+    }
     body["content"]["config"] = {**body["content"]["config"], "command": ["srv"]}
     body["content"]["health"] = None
     assert_envelope(await api.put("/api/v1/services/web/config", json=body), 422)
@@ -166,8 +201,9 @@ async def test_validation_errors_are_enveloped_and_export_round_trips(api):
     assert again == exported
 
 
-async def test_scale_1_3_1_recovers_a_replica_alone_and_aggregates(temporal_env, settings, db, api, app_resources,
-                                                                   base_port, tmp_path):
+async def test_scale_1_3_1_recovers_a_replica_alone_and_aggregates(
+    temporal_env, settings, db, api, app_resources, base_port, tmp_path
+):
     client = temporal_env.client
     base = base_port(3)
     front_port = base_port(1)
@@ -236,8 +272,9 @@ async def test_scale_1_3_1_recovers_a_replica_alone_and_aggregates(temporal_env,
             scaled = await down.result()
             assert scaled.ok and scaled.stopped == ["web/2", "web/1"], scaled
             history = await down.fetch_history()  # the scale-down replays on today's code (tests/test_replay.py)
-            assert (await Replayer(workflows=[ServiceScale], data_converter=client.data_converter
-                                   ).replay_workflow(history)).replay_failure is None
+            assert (
+                await Replayer(workflows=[ServiceScale], data_converter=client.data_converter).replay_workflow(history)
+            ).replay_failure is None
             if os.environ.get("WINDFLOW_RECORD_HISTORIES"):
                 (Path(__file__).parent / "histories" / "scale_down.json").write_text(history.to_json())
             assert not listening(base + 1) and not listening(base + 2)
@@ -259,8 +296,11 @@ async def _ready(api, name: str, n: int) -> bool:
 
 async def _events(db, service_id: str) -> list[dict]:
     async with db.read() as session:
-        rows = (await session.execute(select(OutboxRow).where(OutboxRow.event_type == "SERVICE_STATUS_UPDATE")
-                                      .order_by(OutboxRow.id))).scalars()
+        rows = (
+            await session.execute(
+                select(OutboxRow).where(OutboxRow.event_type == "SERVICE_STATUS_UPDATE").order_by(OutboxRow.id)
+            )
+        ).scalars()
         found = [r.payload.get("data", r.payload) for r in rows]
     return [e for e in found if e["service_id"] == service_id]
 
@@ -273,7 +313,7 @@ async def test_dependants_gate_on_min_ready(temporal_env, settings, db, api, bas
     spec = replicated("pool", base, 2, min_ready=1, monitored=False)  # no supervision: the gate alone
     # replica 1 takes far longer to come up than replica 0: its boot time comes from {replica} as well
     boot = spec["config"]["command"].index("--boot")
-    del spec["config"]["command"][boot:boot + 2]
+    del spec["config"]["command"][boot : boot + 2]
     spec["config"]["env"]["STANDIN_BOOT"] = "{replica*60}"
     await create(api, ServiceSpec.model_validate(spec))
     await create(api, standin("front", front_port, deps=["pool"]))

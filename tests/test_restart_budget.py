@@ -102,9 +102,9 @@ async def test_concurrent_acquires_never_exceed_the_limit(db, limit):
     try:
         limits = {"max_in_flight": 3} if limit == "in_flight" else {"max_in_flight": 100, "max_per_window": 5}
         budgets = [budget(db, **limits), budget(other, **limits)]
-        results = await asyncio.gather(*(
-            budgets[i % 2].acquire(service_id=f"svc{i}", holder=f"recover/svc{i}#1") for i in range(20)
-        ))
+        results = await asyncio.gather(
+            *(budgets[i % 2].acquire(service_id=f"svc{i}", holder=f"recover/svc{i}#1") for i in range(20))
+        )
         granted = [r for r in results if isinstance(r, Lease)]
         expected = 3 if limit == "in_flight" else 5
         assert len(granted) == expected, [r.reason for r in results if isinstance(r, Refusal)]

@@ -38,8 +38,9 @@ async def served(settings: Settings, db) -> AsyncIterator[tuple[LiveServer, http
     try:
         async with LiveServer(app) as server, httpx2.AsyncClient(base_url=server.http_url, timeout=30) as client:
             admin = bearer(mint_token(s))
-            r = await client.post("/api/v1/users", headers=admin,
-                                  json={"username": "val", "password": PASSWORD, "roles": ["operator"]})
+            r = await client.post(
+                "/api/v1/users", headers=admin, json={"username": "val", "password": PASSWORD, "roles": ["operator"]}
+            )
             assert r.status_code == 201, r.text
             yield server, client
     finally:
@@ -101,8 +102,11 @@ async def test_password_change_ends_sessions_api_tokens_and_their_websockets(set
         access = (await login(client, "val"))["access_token"]
         token = await _api_token(client, access)
         async with stream(server, access) as ws_session, stream(server, token["token"]) as ws_token:
-            r = await client.post("/api/v1/auth/password", headers=bearer(access),
-                                  json={"current_password": PASSWORD, "new_password": "a-new-long-password"})
+            r = await client.post(
+                "/api/v1/auth/password",
+                headers=bearer(access),
+                json={"current_password": PASSWORD, "new_password": "a-new-long-password"},
+            )
             assert r.status_code == 204, r.text
             for ws in (ws_session, ws_token):
                 code, _ = await closed_with(ws)
@@ -129,8 +133,9 @@ async def test_a_role_change_narrows_an_api_tokens_stream(settings, db):
         access = (await login(client, "val"))["access_token"]
         token = (await _api_token(client, access))["token"]
         async with stream(server, token, "&types=AUDIT") as audit_ws, stream(server, token) as all_ws:
-            r = await client.patch("/api/v1/users/val", headers=bearer(mint_token(settings)),
-                                   json={"roles": ["viewer"]})
+            r = await client.patch(
+                "/api/v1/users/val", headers=bearer(mint_token(settings)), json={"roles": ["viewer"]}
+            )
             assert r.status_code == 200, r.text
             code, reason = await closed_with(audit_ws)  # AUDIT needs audit:read, which the owner lost
             assert code == 4403 and "permissions changed" in reason, (code, reason)
@@ -143,16 +148,18 @@ async def test_a_role_change_narrows_an_api_tokens_stream(settings, db):
 
 async def test_logout_ends_a_followed_log(settings, db):
     async with served(settings, db) as (server, client):
-        r = await client.post("/api/v1/services", headers=bearer(mint_token(settings)),
-                              json={"id": "chatty", "driver": "noop"})
+        r = await client.post(
+            "/api/v1/services", headers=bearer(mint_token(settings)), json={"id": "chatty", "driver": "noop"}
+        )
         assert r.status_code == 201, r.text
         logs = settings.resolved_data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         (logs / "chatty.out.log").write_text("first\n")
         (logs / "chatty.err.log").write_text("")
         access = (await login(client, "val"))["access_token"]
-        async with client.stream("GET", "/api/v1/services/chatty/logs", params={"lines": 1, "follow": "true"},
-                                 headers=bearer(access)) as resp:
+        async with client.stream(
+            "GET", "/api/v1/services/chatty/logs", params={"lines": 1, "follow": "true"}, headers=bearer(access)
+        ) as resp:
             assert resp.status_code == 200
             lines = resp.aiter_lines()
             assert json.loads(await asyncio.wait_for(anext(lines), 10))["line"] == "first"
@@ -170,8 +177,9 @@ async def test_api_tokens_expire_by_default(settings, db):
         expires = datetime.fromisoformat(token["expires_at"])
         assert abs(expires - (datetime.now(UTC) + timedelta(days=90))) < timedelta(minutes=5)
         assert datetime.fromisoformat((await _api_token(client, access, expires_in_days=365))["expires_at"])
-        r = await client.post("/api/v1/auth/tokens", headers=bearer(access),
-                              json={"name": "forever", "expires_in_days": 366})
+        r = await client.post(
+            "/api/v1/auth/tokens", headers=bearer(access), json={"name": "forever", "expires_in_days": 366}
+        )
         assert_envelope(r, 422, "validation_error")
 
 

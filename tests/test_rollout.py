@@ -67,8 +67,10 @@ def only_process(port: int) -> str:
 
 
 async def rollout(api, service: str, spec, *, window: float, comment: str = "") -> str:
-    r = await api.post(f"/api/v1/services/{service}/rollouts",
-                       json={"config": spec.content(), "comment": comment, "verify_window": window})
+    r = await api.post(
+        f"/api/v1/services/{service}/rollouts",
+        json={"config": spec.content(), "comment": comment, "verify_window": window},
+    )
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["status"] == "PENDING" and body["links"]["self"].endswith(body["rollout_id"])
@@ -90,7 +92,7 @@ async def in_phase(api, service: str, rollout_id: str, *phases: str) -> dict | N
 
 async def versions(db, service_id: str) -> dict[int, ConfigVersionRow]:
     async with db.read() as session:
-        rows = (await session.execute(select(ConfigVersionRow).where(ConfigVersionRow.service_id == service_id)))
+        rows = await session.execute(select(ConfigVersionRow).where(ConfigVersionRow.service_id == service_id))
         return {r.version: r for r in rows.scalars()}
 
 
@@ -105,8 +107,16 @@ async def store_proposal(db, rollout_id: str, service_id: str, content: dict, ac
 
     async with db.write() as session:
         await RolloutRepository().upsert(
-            session=session, rollout_id=rollout_id, service_id=service_id, workflow_id=f"rollout/{service_id}",
-            status="PENDING", phase="pending", actor=actor, verify_window=1.0, proposal=content)
+            session=session,
+            rollout_id=rollout_id,
+            service_id=service_id,
+            workflow_id=f"rollout/{service_id}",
+            status="PENDING",
+            phase="pending",
+            actor=actor,
+            verify_window=1.0,
+            proposal=content,
+        )
 
 
 async def outbox_events(db, event_type: str) -> list[dict]:
@@ -146,8 +156,16 @@ async def test_good_change_is_applied_verified_and_marked_good(temporal_env, set
         assert len(probes) >= 3 and probes[-1]["healthy"] and all(p["running"] for p in probes)
         assert probes[-1]["since_apply"] >= 3.0
         phases = [p["phase"] for p in st["phases"]]
-        assert phases == ["validating", "pausing_supervision", "saving", "applying", "verifying", "marking_good",
-                          "resuming_supervision", "done"]
+        assert phases == [
+            "validating",
+            "pausing_supervision",
+            "saving",
+            "applying",
+            "verifying",
+            "marking_good",
+            "resuming_supervision",
+            "done",
+        ]
         assert st["supervision"] == "resumed"
         # the new config runs, once, healthy; the versions carry the good marker
         assert "--boot 0.4" in only_process(port) and await healthy(port)
@@ -168,9 +186,11 @@ async def test_good_change_is_applied_verified_and_marked_good(temporal_env, set
         # the workflow validates on its own too (against the registry as it is then): nothing is saved
         await store_proposal(db, "r-invalid", "web", {**v2.content(), "depends_on": ["ghost"]})
         result: RolloutState = await client.execute_workflow(
-            ConfigRollout.run, RolloutInput(rollout_id="r-invalid", service_id="web", actor="tester",
-                                            verify_window=1),
-            id="rollout/web", task_queue=settings.task_queue)
+            ConfigRollout.run,
+            RolloutInput(rollout_id="r-invalid", service_id="web", actor="tester", verify_window=1),
+            id="rollout/web",
+            task_queue=settings.task_queue,
+        )
         assert result.status == RolloutStatus.FAILED and result.new_version is None, result
         assert result.problems and "ghost" in result.problems[0]["msg"] and result.supervision == "none"
         assert list(await versions(db, "web")) == [1, 2]
@@ -190,8 +210,7 @@ async def test_bad_change_is_rolled_back_with_evidence(temporal_env, settings, d
     await eventually(lambda: healthy(port), timeout=10)
     # the new version needs a dependency the test takes away once the version is up
     dependency = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", dep)
-    v2 = standin("web", port, boot=0.1, interval="0.1s", failure_threshold=3,
-                 args=["--requires", f"127.0.0.1:{dep}"])
+    v2 = standin("web", port, boot=0.1, interval="0.1s", failure_threshold=3, args=["--requires", f"127.0.0.1:{dep}"])
     try:
         async with running_worker(client, settings, db):
             rollout_id = await rollout(api, "web", v2, window=5.0)
@@ -257,8 +276,10 @@ async def test_concurrent_rollout_is_409_and_cancel_rolls_back(temporal_env, set
         again = await api.post(f"/api/v1/services/web/rollouts/{rollout_id}/cancel")
         assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
         # the workflow id is free again: the next rollout runs, and `wait` answers with its outcome
-        third = await api.post("/api/v1/services/web/rollouts",
-                               json={"config": v3.content(), "verify_window": 1, "wait": True, "timeout": 120})
+        third = await api.post(
+            "/api/v1/services/web/rollouts",
+            json={"config": v3.content(), "verify_window": 1, "wait": True, "timeout": 120},
+        )
         assert third.status_code == 200, third.text
         assert third.json()["status"] == "SUCCEEDED" and third.json()["new_version"] == 4
     st = body["state"]
@@ -269,7 +290,11 @@ async def test_concurrent_rollout_is_409_and_cancel_rolls_back(temporal_env, set
     assert "--boot 0.3" in only_process(port)
     found = await versions(db, "web")
     assert [(v, found[v].status, found[v].reverted_from) for v in sorted(found)] == [
-        (1, "good", None), (2, "bad", None), (3, "good", 1), (4, "good", None)]
+        (1, "good", None),
+        (2, "bad", None),
+        (3, "good", 1),
+        (4, "good", None),
+    ]
     listed = (await api.get("/api/v1/services/web/rollouts")).json()["items"]
     assert [h["rollout_id"] for h in listed][1:] == [rollout_id]  # the refused one left no row
     assert [h["status"] for h in listed] == ["SUCCEEDED", "ROLLED_BACK"]
@@ -294,8 +319,9 @@ async def test_refusals_leave_nothing_saved(temporal_env, settings, db, api, app
     r = await api.post("/api/v1/services/web/rollouts", json=bad)
     assert r.status_code == 422, r.text
     err = r.json()["error"]
-    assert err["code"] == "config_invalid" and err["details"] and set(err) == {"code", "message", "timestamp",
-                                                                             "details"}
+    assert (
+        err["code"] == "config_invalid" and err["details"] and set(err) == {"code", "message", "timestamp", "details"}
+    )
     r = await api.post("/api/v1/services/web/rollouts", json={**good, "verify_window": 0})
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
     r = await api.post("/api/v1/services/web/rollouts", json={"config": v1.content()})
@@ -317,8 +343,9 @@ async def test_refusals_leave_nothing_saved(temporal_env, settings, db, api, app
 
 
 @SQLITE_ONLY
-async def test_cli_config_apply_waits_and_fails_when_rolled_back(temporal_env, settings, db, app_resources, ports,
-                                                                  tmp_path):
+async def test_cli_config_apply_waits_and_fails_when_rolled_back(
+    temporal_env, settings, db, app_resources, ports, tmp_path
+):
     import yaml
 
     from tests.helpers import register
@@ -332,14 +359,35 @@ async def test_cli_config_apply_waits_and_fails_when_rolled_back(temporal_env, s
     await eventually(lambda: healthy(port), timeout=10)
     file = tmp_path / "web.yaml"
     file.write_text(yaml.safe_dump(standin("web", port, boot=0.1, interval="0.1s", args=["--fail-start"]).content()))
-    env = {**os.environ, "WINDFLOW_TOKEN": mint_token(settings), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
-           "COLUMNS": "200"}
-    async with LiveServer(create_app(settings, resources=app_resources)) as server, \
-            running_worker(temporal_env.client, settings, db):
+    env = {
+        **os.environ,
+        "WINDFLOW_TOKEN": mint_token(settings),
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "COLUMNS": "200",
+    }
+    async with (
+        LiveServer(create_app(settings, resources=app_resources)) as server,
+        running_worker(temporal_env.client, settings, db),
+    ):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "from windflow.cli.main import run; run()", "config", "apply", "web", str(file),
-            "--comment", "try it", "--verify-window", "1", "--wait", "--api", server.http_url,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            sys.executable,
+            "-c",
+            "from windflow.cli.main import run; run()",
+            "config",
+            "apply",
+            "web",
+            str(file),
+            "--comment",
+            "try it",
+            "--verify-window",
+            "1",
+            "--wait",
+            "--api",
+            server.http_url,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
     text = out.decode()
     assert proc.returncode == 1, text
@@ -361,8 +409,9 @@ async def test_cli_config_apply_waits_and_fails_when_rolled_back(temporal_env, s
 
 
 @SQLITE_ONLY
-async def test_cli_config_apply_resolves_cwd_against_the_files_directory(temporal_env, settings, db, app_resources,
-                                                                        ports, tmp_path):
+async def test_cli_config_apply_resolves_cwd_against_the_files_directory(
+    temporal_env, settings, db, app_resources, ports, tmp_path
+):
     """`config apply` saved ``cwd: null`` for a file without one, where `windflow apply` and `windflow up` use the
     file's directory: the same file meant different things depending on the command."""
     import yaml
@@ -381,8 +430,19 @@ async def test_cli_config_apply_resolves_cwd_against_the_files_directory(tempora
     env = {**os.environ, "WINDFLOW_TOKEN": mint_token(settings), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
     async with LiveServer(create_app(settings, resources=app_resources)) as server:  # no worker: it stays pending
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "from windflow.cli.main import run; run()", "config", "apply", "web", str(file),
-            "--api", server.http_url, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            sys.executable,
+            "-c",
+            "from windflow.cli.main import run; run()",
+            "config",
+            "apply",
+            "web",
+            str(file),
+            "--api",
+            server.http_url,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, out.decode()
     async with db.read() as session:
@@ -423,9 +483,10 @@ async def test_worker_killed_mid_rollout_ends_consistent(temporal_env, wsettings
         await store_proposal(sqlite_db, "r-kill", "kv", v2.content())
         handle = await client.start_workflow(
             ConfigRollout.run,
-            RolloutInput(rollout_id="r-kill", service_id="kv", actor="tester", verify_window=2.0,
-                         expected_version=1),
-            id="rollout/kv", task_queue=wsettings.task_queue)
+            RolloutInput(rollout_id="r-kill", service_id="kv", actor="tester", verify_window=2.0, expected_version=1),
+            id="rollout/kv",
+            task_queue=wsettings.task_queue,
+        )
         await eventually(lambda: _probing(handle), timeout=30, interval=0.05)
         kill_process_group(first)  # the new version is booting or being verified: the rollout is in flight
         second = worker_process(wsettings, tmp_path, "w2")

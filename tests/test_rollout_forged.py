@@ -34,8 +34,13 @@ async def no_stray_workflows(temporal_env):
 
 
 def spec(command: list[str]) -> ServiceSpec:
-    return ServiceSpec.model_validate({"id": "svc", "driver": "command", "config": {
-        "start": {"run": command}, "stop": {"run": ["true"]}, "status": {"run": ["true"]}}})
+    return ServiceSpec.model_validate(
+        {
+            "id": "svc",
+            "driver": "command",
+            "config": {"start": {"run": command}, "stop": {"run": ["true"]}, "status": {"run": ["true"]}},
+        }
+    )
 
 
 async def stored_versions(db) -> list[ConfigVersionRow]:
@@ -55,7 +60,9 @@ async def test_forged_rollout_on_temporal_runs_nothing(temporal_env, settings, d
             result: RolloutState = await client.execute_workflow(
                 ConfigRollout.run,
                 RolloutInput(rollout_id=rollout_id, service_id="svc", config=forged, actor="admin", verify_window=1),
-                id="rollout/svc", task_queue=settings.task_queue)
+                id="rollout/svc",
+                task_queue=settings.task_queue,
+            )
             assert result.status == RolloutStatus.FAILED, result
             assert "config not stored" in result.message, result.message
             assert result.new_version is None
@@ -75,8 +82,10 @@ async def test_rollout_reuses_only_what_the_api_stored_and_its_author(temporal_e
     await create(api, spec(["true"]))
     proposal = spec(["sh", "-c", f"echo x >> {marker}"]).content()
     async with running_worker(client, settings, db):
-        r = await api.post("/api/v1/services/svc/rollouts", json={"config": proposal, "verify_window": 0.5,
-                                                                   "wait": True, "timeout": 60})
+        r = await api.post(
+            "/api/v1/services/svc/rollouts",
+            json={"config": proposal, "verify_window": 0.5, "wait": True, "timeout": 60},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["status"] == "SUCCEEDED", body
@@ -89,9 +98,12 @@ async def test_rollout_reuses_only_what_the_api_stored_and_its_author(temporal_e
         for config in ({}, spec(["sh", "-c", f"echo y >> {marker}"]).content()):
             again: RolloutState = await client.execute_workflow(
                 ConfigRollout.run,
-                RolloutInput(rollout_id=rollout_id, service_id="svc", config=config, actor="mallory",
-                             verify_window=0.5),
-                id="rollout/svc", task_queue=settings.task_queue)
+                RolloutInput(
+                    rollout_id=rollout_id, service_id="svc", config=config, actor="mallory", verify_window=0.5
+                ),
+                id="rollout/svc",
+                task_queue=settings.task_queue,
+            )
             assert again.status == RolloutStatus.FAILED and "config not stored" in again.message, again
     assert marker.read_text().count("x") == runs and "y" not in marker.read_text()
     found = await stored_versions(db)

@@ -49,24 +49,33 @@ async def booting(handle, name: str) -> str | None:
     return None
 
 
-async def test_two_workers_share_an_initialization_and_one_dying_loses_nothing(temporal_env, wsettings, sqlite_db,
-                                                                               ports, task_queue, tmp_path):
+async def test_two_workers_share_an_initialization_and_one_dying_loses_nothing(
+    temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path
+):
     client = temporal_env.client
     first_layer = [f"s{i}" for i in range(6)]
     layer_ports = {name: ports() for name in first_layer}
     slow_port, last_port = ports(), ports()
-    await register(sqlite_db, *(standin(n, p, boot=0.1, monitored=False) for n, p in layer_ports.items()),
-                   standin("slow", slow_port, boot=3.0, deps=first_layer, monitored=False),
-                   standin("last", last_port, boot=0.1, deps=["slow"], monitored=False))
+    await register(
+        sqlite_db,
+        *(standin(n, p, boot=0.1, monitored=False) for n, p in layer_ports.items()),
+        standin("slow", slow_port, boot=3.0, deps=first_layer, monitored=False),
+        standin("last", last_port, boot=0.1, deps=["slow"], monitored=False),
+    )
     # one machine: both share the process driver's state (wsettings.data_dir)
-    workers = {name: worker_process(wsettings, tmp_path, f"worker-{name}", WINDFLOW_LOG_FORMAT="json")
-               for name in ("one", "two")}
+    workers = {
+        name: worker_process(wsettings, tmp_path, f"worker-{name}", WINDFLOW_LOG_FORMAT="json")
+        for name in ("one", "two")
+    }
     by_identity = {worker_identity(proc): proc for proc in workers.values()}
     try:
         run_id = uuid.uuid4().hex[:12]
         handle = await client.start_workflow(
-            SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(), actor="tester"),
-            id=f"init/{run_id}", task_queue=task_queue)
+            SystemInitialization.run,
+            InitInput(run_id=run_id, options=InitOptions(), actor="tester"),
+            id=f"init/{run_id}",
+            task_queue=task_queue,
+        )
         victim_identity = await eventually(lambda: booting(handle, "slow"), timeout=60, interval=0.1)
         before: InitState = await handle.query(SystemInitialization.status)
         pids = {name: before.components[name].pid for name in first_layer}

@@ -32,8 +32,16 @@ async def raw(db, sql: str) -> str:
 async def test_webhook_secret_is_sealed_at_rest_and_opens_for_signing(db):
     repo = WebhookSubscriptionRepository()
     async with db.write() as session:
-        await repo.add(session=session, subscription_id="wh1", url="https://receiver.example/hook",
-                          event_types=[], secret=SECRET, enabled=True, description="", created_by="tester")
+        await repo.add(
+            session=session,
+            subscription_id="wh1",
+            url="https://receiver.example/hook",
+            event_types=[],
+            secret=SECRET,
+            enabled=True,
+            description="",
+            created_by="tester",
+        )
     stored = await raw(db, "select secret from webhook_subscriptions")
     assert stored.startswith("wfenc:v1:k1:") and SECRET not in stored
     async with db.read() as session:
@@ -87,9 +95,18 @@ async def test_hook_signing_secret_is_sealed_at_rest(db):
 
     repo = HookRepository()
     async with db.write() as session:
-        await repo.add(session=session, hook_id="hk_sealed", name="sealed", kind="generic", config={},
-                       token_hash="0" * 64, token_prefix="wf_hook_x", created_by="tester", auth="signature",
-                       signing_secret=SECRET)
+        await repo.add(
+            session=session,
+            hook_id="hk_sealed",
+            name="sealed",
+            kind="generic",
+            config={},
+            token_hash="0" * 64,
+            token_prefix="wf_hook_x",
+            created_by="tester",
+            auth="signature",
+            signing_secret=SECRET,
+        )
     stored = await raw(db, "select signing_secret from hooks")
     assert stored.startswith("wfenc:v1:k1:") and SECRET not in stored
     async with db.read() as session:

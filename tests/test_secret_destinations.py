@@ -17,7 +17,8 @@ PROBE_TOKEN = "Bearer pr0be-s3cret"
 
 def probed(sid: str, url: str = "http://127.0.0.1:9100/health") -> dict:
     return {
-        "id": sid, "driver": "process",
+        "id": sid,
+        "driver": "process",
         "config": {"command": ["python3", "-m", "http.server", "9100"], "env": {"DB_PASSWORD": "hunter2"}},
         "health": {"kind": "http", "url": url, "headers": {"Authorization": PROBE_TOKEN}},
     }
@@ -32,8 +33,9 @@ async def edit(api, sid: str, change) -> object:
     got = (await api.get(f"/api/v1/services/{sid}/config")).json()
     content = got["content"]
     change(content)
-    return await api.put(f"/api/v1/services/{sid}/config", json={"content": content},
-                         headers={"If-Match": f'"{got["version"]}"'})
+    return await api.put(
+        f"/api/v1/services/{sid}/config", json={"content": content}, headers={"If-Match": f'"{got["version"]}"'}
+    )
 
 
 def problem_locs(resp) -> list[list]:
@@ -95,9 +97,13 @@ async def test_env_secret_stays_with_its_program(api, db):
 
 async def test_url_password_and_driver_token_follow_their_host(api, db):
     body = {
-        "id": "ctl", "driver": "http",
-        "config": {"start": {"url": "http://127.0.0.1:9200/start"}, "stop": {"url": "http://127.0.0.1:9200/stop"},
-                   "auth_token": "drv-t0ken"},
+        "id": "ctl",
+        "driver": "http",
+        "config": {
+            "start": {"url": "http://127.0.0.1:9200/start"},
+            "stop": {"url": "http://127.0.0.1:9200/stop"},
+            "auth_token": "drv-t0ken",
+        },
         "health": {"kind": "postgres", "dsn": "postgresql://app:s3cret@127.0.0.1:5432/app"},
     }
     assert (await api.post("/api/v1/services", json=body)).status_code == 201
@@ -118,8 +124,16 @@ async def test_url_password_and_driver_token_follow_their_host(api, db):
 async def test_system_apply_and_channels_refuse_moved_secrets(api, db):
     system = {
         "services": {"web": {k: v for k, v in probed("web").items() if k != "id"}},
-        "notifications": {"channels": [{"name": "pager", "kind": "webhook", "url": "https://pager.example/hook",
-                                        "headers": {"Authorization": "Bearer ch4nnel"}}]},
+        "notifications": {
+            "channels": [
+                {
+                    "name": "pager",
+                    "kind": "webhook",
+                    "url": "https://pager.example/hook",
+                    "headers": {"Authorization": "Bearer ch4nnel"},
+                }
+            ]
+        },
     }
     put = {"content-type": "application/yaml"}
     assert (await api.put("/api/v1/system", content=yaml.safe_dump(system), headers=put)).status_code == 200

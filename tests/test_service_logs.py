@@ -71,8 +71,9 @@ async def test_tail_file_and_last_error_lines(tmp_path: Path) -> None:
 
 
 async def _create(api: httpx2.AsyncClient, sid: str) -> None:
-    resp = await api.post("/api/v1/services", json={"id": sid, "driver": "process",
-                                                    "config": {"command": ["sleep", "1000"]}})
+    resp = await api.post(
+        "/api/v1/services", json={"id": sid, "driver": "process", "config": {"command": ["sleep", "1000"]}}
+    )
     assert resp.status_code == 201, resp.text
 
 
@@ -92,7 +93,11 @@ async def test_tail_from_files_with_permission_and_bad_input(api, anon, settings
     body = resp.json()
     assert body["source"] == "file" and body["service"] == "web"
     assert [(x["stream"], x["line"]) for x in body["lines"]] == [
-        ("stdout", "out 8"), ("stdout", "out 9"), ("stderr", "warn: slow"), ("stderr", "error: boom")]
+        ("stdout", "out 8"),
+        ("stdout", "out 9"),
+        ("stderr", "warn: slow"),
+        ("stderr", "error: boom"),
+    ]
     only_err = (await api.get("/api/v1/services/web/logs?stream=stderr&lines=1")).json()["lines"]
     assert only_err == [{"stream": "stderr", "line": "error: boom", "at": None}]
 
@@ -124,8 +129,10 @@ async def test_follow_streams_new_lines_over_http_and_survives_rotation(live, ap
     logs = _write_logs(settings, "chatty", ["old 1", "old 2"], [])
     headers = {"Authorization": f"Bearer {mint_token(settings)}"}
     got: list[dict] = []
-    async with httpx2.AsyncClient(base_url=live.http_url, headers=headers, timeout=10) as http, http.stream(
-            "GET", "/api/v1/services/chatty/logs", params={"lines": 1, "follow": "true"}) as resp:
+    async with (
+        httpx2.AsyncClient(base_url=live.http_url, headers=headers, timeout=10) as http,
+        http.stream("GET", "/api/v1/services/chatty/logs", params={"lines": 1, "follow": "true"}) as resp,
+    ):
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/x-ndjson")
         lines = resp.aiter_lines()
 
@@ -160,8 +167,9 @@ async def test_cli_prints_the_tail_with_stderr_marked(live, api, settings, db, t
     result = await invoke(tmp_path, "logs", "cli-svc", "-n", "5", "--api", live.http_url, WINDFLOW_TOKEN=token)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == ["out| hello", "err| bad thing"]
-    result = await invoke(tmp_path, "logs", "cli-svc", "--stream", "stderr", "--json", "--api", live.http_url,
-                          WINDFLOW_TOKEN=token)
+    result = await invoke(
+        tmp_path, "logs", "cli-svc", "--stream", "stderr", "--json", "--api", live.http_url, WINDFLOW_TOKEN=token
+    )
     assert json.loads(result.output.strip()) == {"stream": "stderr", "line": "bad thing", "at": None}
     missing = await invoke(tmp_path, "logs", "ghost", "--api", live.http_url, WINDFLOW_TOKEN=token)
     assert missing.exit_code == 2 and "not found" in missing.output
@@ -170,8 +178,9 @@ async def test_cli_prints_the_tail_with_stderr_marked(live, api, settings, db, t
 # ---------------------------------------------------------------------------------------------- Redis
 
 
-async def test_shipper_to_redis_resumes_without_repeats_and_the_api_serves_it(redis_url, tmp_path, settings,
-                                                                               db) -> None:
+async def test_shipper_to_redis_resumes_without_repeats_and_the_api_serves_it(
+    redis_url, tmp_path, settings, db
+) -> None:
     prefix = f"wf:test:logs:{uuid.uuid4().hex[:8]}:"
     redis = Redis.from_url(redis_url, decode_responses=True)
     logs = tmp_path / "worker-host" / "logs"
@@ -201,18 +210,34 @@ async def test_shipper_to_redis_resumes_without_repeats_and_the_api_serves_it(re
         # the API on another host (no local files) serves the shipped lines
         from windflow.api.app import build_resources, create_app
 
-        remote = Settings(data_dir=tmp_path / "api-host", database_url=settings.database_url, jwt_secret="x" * 48,
-                          redis_url=redis_url, logs_prefix=prefix, events_stream=f"{prefix}events", _env_file=None)
+        remote = Settings(
+            data_dir=tmp_path / "api-host",
+            database_url=settings.database_url,
+            jwt_secret="x" * 48,
+            redis_url=redis_url,
+            logs_prefix=prefix,
+            events_stream=f"{prefix}events",
+            _env_file=None,
+        )
         res = await build_resources(remote, migrate=False)
         await res.db.dispose()
         res.db = db
         app = create_app(remote, resources=res)
         try:
-            async with app.router.lifespan_context(app), httpx2.AsyncClient(
-                    transport=httpx2.ASGITransport(app=app), base_url="http://windflow.test",
-                    headers={"Authorization": f"Bearer {mint_token(remote)}"}) as http:
-                assert (await http.post("/api/v1/services", json={
-                    "id": "api", "driver": "process", "config": {"command": ["sleep", "1"]}})).status_code == 201
+            async with (
+                app.router.lifespan_context(app),
+                httpx2.AsyncClient(
+                    transport=httpx2.ASGITransport(app=app),
+                    base_url="http://windflow.test",
+                    headers={"Authorization": f"Bearer {mint_token(remote)}"},
+                ) as http,
+            ):
+                assert (
+                    await http.post(
+                        "/api/v1/services",
+                        json={"id": "api", "driver": "process", "config": {"command": ["sleep", "1"]}},
+                    )
+                ).status_code == 201
                 body = (await http.get("/api/v1/services/api/logs?lines=2&stream=stdout")).json()
                 assert body["source"] == "redis"
                 assert [x["line"] for x in body["lines"]] == ["three", "half done"]

@@ -56,17 +56,29 @@ def no_stubborn_leftovers():
 
 def stubborn(name: str, deps: list[str] | None = None, grace: str = "0.5s") -> ServiceSpec:
     """A service that ignores SIGTERM and has a child in its process group: only SIGKILL of the group ends it."""
-    script = f"import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
-             f"subprocess.Popen(['sleep', '1000', '{name}-child-{MARK}']); time.sleep(1000)"
-    return ServiceSpec.model_validate({"id": name, "driver": "process", "depends_on": deps or [],
-                                       "config": {"command": [sys.executable, "-c", script, f"--mark={MARK}-{name}"],
-                                                  "stop_grace": grace}})
+    script = (
+        f"import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"subprocess.Popen(['sleep', '1000', '{name}-child-{MARK}']); time.sleep(1000)"
+    )
+    return ServiceSpec.model_validate(
+        {
+            "id": name,
+            "driver": "process",
+            "depends_on": deps or [],
+            "config": {"command": [sys.executable, "-c", script, f"--mark={MARK}-{name}"], "stop_grace": grace},
+        }
+    )
 
 
 async def test_shutdown_stops_dependants_first_and_leaves_the_rest(temporal_env, settings, db, api, ports):
     p_db, p_app, p_web, p_other = ports(), ports(), ports(), ports()
-    specs = [standin("db", p_db), standin("app", p_app, deps=["db"]), standin("web", p_web, deps=["app"]),
-             standin("other", p_other), stubborn("sidecar", ["db"])]
+    specs = [
+        standin("db", p_db),
+        standin("app", p_app, deps=["db"]),
+        standin("web", p_web, deps=["app"]),
+        standin("other", p_other),
+        stubborn("sidecar", ["db"]),
+    ]
     for spec in specs:
         await create(api, spec)
         await start_service(settings, spec)
@@ -110,8 +122,11 @@ async def test_shutdown_stops_dependants_first_and_leaves_the_rest(temporal_env,
 
     async def final_events():
         async with db.read() as session:
-            rows = (await session.execute(select(OutboxRow).where(OutboxRow.event_type == "SHUTDOWN_UPDATE")
-                                          .order_by(OutboxRow.id))).scalars()
+            rows = (
+                await session.execute(
+                    select(OutboxRow).where(OutboxRow.event_type == "SHUTDOWN_UPDATE").order_by(OutboxRow.id)
+                )
+            ).scalars()
             found = [r.payload.get("data", r.payload) for r in rows]
         return found if found and found[-1]["status"] == "COMPLETED" else None
 
@@ -160,10 +175,21 @@ async def test_cli_down_watch(temporal_env, settings, db, api, app_resources, po
     spec = standin("solo", p)
     await create(api, spec)
     await start_service(settings, spec)
-    async with running_worker(temporal_env.client, settings, db), LiveServer(
-            create_app(settings, resources=app_resources)) as live:
-        result = await invoke(tmp_path, "down", "solo", "--watch", "-o", "json", "--api", live.http_url,
-                              WINDFLOW_TOKEN=mint_token(settings))
+    async with (
+        running_worker(temporal_env.client, settings, db),
+        LiveServer(create_app(settings, resources=app_resources)) as live,
+    ):
+        result = await invoke(
+            tmp_path,
+            "down",
+            "solo",
+            "--watch",
+            "-o",
+            "json",
+            "--api",
+            live.http_url,
+            WINDFLOW_TOKEN=mint_token(settings),
+        )
     assert result.exit_code == 0, result.output
     assert '"status": "COMPLETED"' in result.output
     await asyncio.sleep(0)

@@ -27,8 +27,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 async def history(db: Database, service_id: str) -> list[tuple[str | None, str]]:
     async with db.read() as session:
-        rows = (await session.execute(select(StatusHistoryRow).where(StatusHistoryRow.service_id == service_id)
-                                      .order_by(StatusHistoryRow.id))).scalars()
+        rows = (
+            await session.execute(
+                select(StatusHistoryRow).where(StatusHistoryRow.service_id == service_id).order_by(StatusHistoryRow.id)
+            )
+        ).scalars()
         return [(r.previous_state, r.state) for r in rows]
 
 
@@ -42,19 +45,33 @@ async def test_every_change_of_status_is_recorded_once(db, api):
     await writer.set_state("web", "unhealthy", source="watcher", message="tcp 9000 refused")
     # a write that bypasses the writer (another repository, a plain ORM change) is recorded as well
     async with db.write() as session:
-        await ServiceRepository().set_state(session=session, service_id="web", state="recovering",
-                                            detail={"source": "recovery"})
+        await ServiceRepository().set_state(
+            session=session, service_id="web", state="recovering", detail={"source": "recovery"}
+        )
     async with db.write() as session:
         row = await session.get(ServiceRow, "web")
         row.description = "touched"  # no status change: no row
-    assert await history(db, "web") == [(None, "unknown"), ("unknown", "starting"), ("starting", "healthy"),
-                                        ("healthy", "unhealthy"), ("unhealthy", "recovering")]
+    assert await history(db, "web") == [
+        (None, "unknown"),
+        ("unknown", "starting"),
+        ("starting", "healthy"),
+        ("healthy", "unhealthy"),
+        ("unhealthy", "recovering"),
+    ]
     async with db.read() as session:
-        rows = list((await session.execute(select(StatusHistoryRow).where(StatusHistoryRow.service_id == "web")
-                                           .order_by(StatusHistoryRow.id))).scalars())
+        rows = list(
+            (
+                await session.execute(
+                    select(StatusHistoryRow).where(StatusHistoryRow.service_id == "web").order_by(StatusHistoryRow.id)
+                )
+            ).scalars()
+        )
         svc_row = await session.get(ServiceRow, "web")
-        events = [r.payload["data"] for r in (await session.execute(select(OutboxRow).order_by(OutboxRow.id))).scalars()
-                  if r.payload["event_type"] == "SERVICE_STATUS_UPDATE"]
+        events = [
+            r.payload["data"]
+            for r in (await session.execute(select(OutboxRow).order_by(OutboxRow.id))).scalars()
+            if r.payload["event_type"] == "SERVICE_STATUS_UPDATE"
+        ]
     assert (rows[3].source, rows[3].message) == ("watcher", "tcp 9000 refused")
     assert rows[-1].at == svc_row.state_changed_at  # the row's time is the read model's "since"
     # each recorded change is one the SERVICE_STATUS_UPDATE events announced (they also carry same-status messages)
@@ -72,8 +89,9 @@ async def _at(db: Database, service_id: str, changes: list[tuple[datetime, str]]
         await session.execute(StatusHistoryRow.__table__.delete().where(StatusHistoryRow.service_id == service_id))
         previous = None
         for at, state in changes:
-            session.add(StatusHistoryRow(service_id=service_id, at=at, state=state, previous_state=previous,
-                                         source="test"))
+            session.add(
+                StatusHistoryRow(service_id=service_id, at=at, state=state, previous_state=previous, source="test")
+            )
             previous = state
 
 
@@ -81,8 +99,11 @@ async def test_status_history_api_reads_a_range_with_the_status_at_its_start(db,
     assert (await api.post("/api/v1/services", json=svc("db"))).status_code == 201
     now = datetime.now(UTC).replace(microsecond=0)
     t = lambda minutes: now - timedelta(minutes=minutes)  # noqa: E731
-    await _at(db, "db", [(t(300), "starting"), (t(290), "healthy"), (t(50), "unhealthy"), (t(45), "recovering"),
-                         (t(40), "healthy")])
+    await _at(
+        db,
+        "db",
+        [(t(300), "starting"), (t(290), "healthy"), (t(50), "unhealthy"), (t(45), "recovering"), (t(40), "healthy")],
+    )
 
     # the default range: the last hour, starting from the status it had an hour ago
     r = await api.get("/api/v1/services/db/status-history")
@@ -99,23 +120,33 @@ async def test_status_history_api_reads_a_range_with_the_status_at_its_start(db,
     until = t(42).replace(tzinfo=None).isoformat()
     body = (await api.get("/api/v1/services/db/status-history", params={"since": since, "until": until})).json()
     assert body["initial"]["state"] == "unhealthy" and [c["state"] for c in body["changes"]] == ["recovering"]
-    body = (await api.get("/api/v1/services/db/status-history",
-                          params={"since": t(400).isoformat(), "limit": 2})).json()
+    body = (
+        await api.get("/api/v1/services/db/status-history", params={"since": t(400).isoformat(), "limit": 2})
+    ).json()
     assert body["initial"] is None and [c["state"] for c in body["changes"]] == ["starting", "healthy"]
     assert body["truncated"] is True
 
     # bad ranges and values: the error envelope, never a 500
-    err = assert_envelope(await api.get("/api/v1/services/db/status-history",
-                                        params={"since": until, "until": since}), 422, "validation_error")
+    err = assert_envelope(
+        await api.get("/api/v1/services/db/status-history", params={"since": until, "until": since}),
+        422,
+        "validation_error",
+    )
     assert err["details"][0]["loc"] == ["query", "since"]
-    assert_envelope(await api.get("/api/v1/services/db/status-history", params={"since": since, "until": since}),
-                    422, "validation_error")
-    assert_envelope(await api.get("/api/v1/services/db/status-history", params={"since": "yesterday"}), 422,
-                    "validation_error")
-    assert_envelope(await api.get("/api/v1/services/db/status-history",
-                                  params={"until": "0001-01-01T00:30:00"}), 422, "validation_error")
-    assert_envelope(await api.get("/api/v1/services/db/status-history", params={"limit": 0}), 422,
-                    "validation_error")
+    assert_envelope(
+        await api.get("/api/v1/services/db/status-history", params={"since": since, "until": since}),
+        422,
+        "validation_error",
+    )
+    assert_envelope(
+        await api.get("/api/v1/services/db/status-history", params={"since": "yesterday"}), 422, "validation_error"
+    )
+    assert_envelope(
+        await api.get("/api/v1/services/db/status-history", params={"until": "0001-01-01T00:30:00"}),
+        422,
+        "validation_error",
+    )
+    assert_envelope(await api.get("/api/v1/services/db/status-history", params={"limit": 0}), 422, "validation_error")
     assert_envelope(await api.get("/api/v1/services/nope/status-history"), 404)
 
     # a viewer (services:read) may read it; a token without it may not
@@ -136,8 +167,15 @@ async def test_old_changes_are_pruned_but_each_service_keeps_its_newest(db, api)
     for name in ("a", "b"):
         assert (await api.post("/api/v1/services", json=svc(name))).status_code == 201
     now = datetime.now(UTC)
-    await _at(db, "a", [(now - timedelta(days=40), "starting"), (now - timedelta(days=39), "healthy"),
-                        (now - timedelta(days=1), "unhealthy")])
+    await _at(
+        db,
+        "a",
+        [
+            (now - timedelta(days=40), "starting"),
+            (now - timedelta(days=39), "healthy"),
+            (now - timedelta(days=1), "unhealthy"),
+        ],
+    )
     await _at(db, "b", [(now - timedelta(days=50), "starting"), (now - timedelta(days=45), "healthy")])
     relay = OutboxRelay(db, MemoryBus(), status_history_retention=timedelta(days=30))
     await relay.purge()
@@ -145,8 +183,9 @@ async def test_old_changes_are_pruned_but_each_service_keeps_its_newest(db, api)
     assert await history(db, "b") == [("starting", "healthy")]  # steady for 45 days: its status since then stays
     # and the timeline still knows b's status a day ago
     async with db.read() as session:
-        tl = await StatusHistoryRepository().timeline(session=session, service_id="b", since=now - timedelta(days=1),
-                                                      until=now)
+        tl = await StatusHistoryRepository().timeline(
+            session=session, service_id="b", since=now - timedelta(days=1), until=now
+        )
     assert tl.initial is not None and tl.initial.state == "healthy" and tl.changes == []
 
 
@@ -179,11 +218,15 @@ async def test_migration_0012_starts_each_existing_service_timeline(backend, tmp
         await upgrade(database.engine, "0011")
         changed = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
         async with database.engine.begin() as conn:
-            await conn.execute(text(
-                "INSERT INTO services (id, description, labels, driver, monitored, depends_on, current_version, spec, "
-                "search_text, state, state_detail, state_changed_at, restarts_total, created_at, updated_at) VALUES "
-                "('old', '', '{}', 'process', true, '[]', 1, '{}', '', 'healthy', '{}', :at, 0, :at, :at)"),
-                {"at": changed})
+            await conn.execute(
+                text(
+                    "INSERT INTO services (id, description, labels, driver, monitored, depends_on, current_version, "
+                    "spec, search_text, state, state_detail, state_changed_at, restarts_total, created_at, updated_at) "
+                    "VALUES "
+                    "('old', '', '{}', 'process', true, '[]', 1, '{}', '', 'healthy', '{}', :at, 0, :at, :at)"
+                ),
+                {"at": changed},
+            )
         await upgrade(database.engine, "0012")
         assert await current_revision(database.engine) == "0012"
         async with database.read() as session:

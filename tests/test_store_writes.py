@@ -161,11 +161,19 @@ async def test_rows_falls_back_to_a_session_when_the_file_is_locked(sqlite_db: D
     other.execute("PRAGMA locking_mode=EXCLUSIVE")
     other.execute("BEGIN EXCLUSIVE")
     other.execute("UPDATE services SET description = 'locked' WHERE id = 'svc-00'")
-    release = threading.Timer(0.5, lambda: (other.execute("COMMIT"), other.execute("PRAGMA locking_mode=NORMAL"),
-                                            other.execute("SELECT 1 FROM services"), other.close()))
+    release = threading.Timer(
+        0.5,
+        lambda: (
+            other.execute("COMMIT"),
+            other.execute("PRAGMA locking_mode=NORMAL"),
+            other.execute("SELECT 1 FROM services"),
+            other.close(),
+        ),
+    )
     release.start()
     rows, waited, ticks = await _while_the_loop_turns(
-        sqlite_db.rows(select(ServiceRow.description).where(ServiceRow.id == "svc-00")))
+        sqlite_db.rows(select(ServiceRow.description).where(ServiceRow.id == "svc-00"))
+    )
     release.join()
     assert rows[0].description == "locked"  # read after the other process committed
     assert waited >= 0.4
@@ -191,8 +199,9 @@ async def test_rows_keeps_no_snapshot_between_reads(sqlite_db: Database) -> None
 
 async def test_rows_on_postgres(postgres_db: Database) -> None:
     await _services(postgres_db, 3)
-    rows = await postgres_db.rows(select(ServiceRow.id).where(ServiceRow.id.in_(["svc-01", "svc-02", "nope"]))
-                                  .order_by(ServiceRow.id))
+    rows = await postgres_db.rows(
+        select(ServiceRow.id).where(ServiceRow.id.in_(["svc-01", "svc-02", "nope"])).order_by(ServiceRow.id)
+    )
     assert [r.id for r in rows] == ["svc-01", "svc-02"]
 
 

@@ -129,13 +129,21 @@ async def test_crash_loop_hits_start_limit_escalates_once(temporal_env, wsetting
     receiver = Receiver()
     try:
         port = ports()
-        spec = standin("crashy", port, boot=0.1, args=["--crash-after", "0.3"],
-                       restart={"max_attempts": 3, "backoff": "100ms", "backoff_max": "200ms",
-                                "on_give_up": "escalate"})
+        spec = standin(
+            "crashy",
+            port,
+            boot=0.1,
+            args=["--crash-after", "0.3"],
+            restart={"max_attempts": 3, "backoff": "100ms", "backoff_max": "200ms", "on_give_up": "escalate"},
+        )
         await register(sqlite_db, spec)
         await start_service(wsettings, spec)
-        settings = wsettings.model_copy(update={"outbound_private_notify": True, "notification_channels": [
-            ChannelConfig(name="hook", kind="webhook", url=receiver.url)]})
+        settings = wsettings.model_copy(
+            update={
+                "outbound_private_notify": True,
+                "notification_channels": [ChannelConfig(name="hook", kind="webhook", url=receiver.url)],
+            }
+        )
         async with running_worker(client, settings, sqlite_db):
             handle = await supervise(client, task_queue, "crashy", sqlite_db)
             st = await eventually(lambda: _in_state(handle, SupervisionState.GAVE_UP), timeout=60)
@@ -171,8 +179,12 @@ async def test_two_simultaneous_triggers_make_one_recovery(temporal_env, wsettin
 
         async def trigger():
             return await client.start_workflow(
-                ServiceRecovery.run, RecoveryInput(service_id="dup", reason="test", actor="tester"),
-                id="recover/dup", task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+                ServiceRecovery.run,
+                RecoveryInput(service_id="dup", reason="test", actor="tester"),
+                id="recover/dup",
+                task_queue=task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
 
         first, second = await asyncio.gather(trigger(), trigger())
         assert first.result_run_id == second.result_run_id
@@ -194,8 +206,11 @@ async def test_user_stop_is_not_undone(temporal_env, wsettings, sqlite_db, ports
         handle = await supervise(client, task_queue, "manual", sqlite_db)
         await eventually(lambda: watching(handle), timeout=15)
         stop = await client.execute_workflow(
-            ServiceControl.run, ControlInput(service_id="manual", action="stop", actor="alice"),
-            id="control/manual/1", task_queue=task_queue)
+            ServiceControl.run,
+            ControlInput(service_id="manual", action="stop", actor="alice"),
+            id="control/manual/1",
+            task_queue=task_queue,
+        )
         assert stop.ok and stop.supervision == "paused"
         await asyncio.sleep(1.5)
         st = await status_of(handle)
@@ -204,16 +219,20 @@ async def test_user_stop_is_not_undone(temporal_env, wsettings, sqlite_db, ports
         assert row.state == "stopped" and not await handle.recovering()
         assert processes_with(f"--port {port} ") == []
         start = await client.execute_workflow(
-            ServiceControl.run, ControlInput(service_id="manual", action="start", actor="alice"),
-            id="control/manual/2", task_queue=task_queue)
+            ServiceControl.run,
+            ControlInput(service_id="manual", action="start", actor="alice"),
+            id="control/manual/2",
+            task_queue=task_queue,
+        )
         assert start.ok and start.supervision == "resumed"
         await eventually(lambda: watching(handle), timeout=15)
         assert await healthy(port)
         await stop_supervisor(handle)
 
 
-async def test_sweep_restores_a_lost_watcher_recovers_and_schedule_exists(temporal_env, wsettings, sqlite_db, ports,
-                                                                         task_queue):
+async def test_sweep_restores_a_lost_watcher_recovers_and_schedule_exists(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     """The sweep starts the watcher a queue lost, and recovers a service that died while nothing watched it."""
     from windflow.schedules import SWEEP_SCHEDULE_ID, ensure_sweep_schedule
 
@@ -236,8 +255,9 @@ async def test_sweep_restores_a_lost_watcher_recovers_and_schedule_exists(tempor
 
             row = await ServiceRepository().get(session=session, service_id="swept")
             row.state = "unhealthy"
-        result = await client.execute_workflow(RecoverySweep.run, SweepInput(actor="tester"), id="sweep/test",
-                                               task_queue=task_queue)
+        result = await client.execute_workflow(
+            RecoverySweep.run, SweepInput(actor="tester"), id="sweep/test", task_queue=task_queue
+        )
         assert result.watchers_started == [task_queue]
         assert result.recoveries_started == ["swept"]
         fresh = client.get_workflow_handle(f"watch/{task_queue}")
@@ -245,8 +265,9 @@ async def test_sweep_restores_a_lost_watcher_recovers_and_schedule_exists(tempor
         await eventually(lambda: watching(handle, restarts=1), timeout=20)
         assert await healthy(port)
         # the schedule exists in Temporal and can be triggered
-        schedule = await ensure_sweep_schedule(client, task_queue=task_queue, every=timedelta(minutes=5),
-                                               schedule_id=f"{SWEEP_SCHEDULE_ID}-{task_queue}")
+        schedule = await ensure_sweep_schedule(
+            client, task_queue=task_queue, every=timedelta(minutes=5), schedule_id=f"{SWEEP_SCHEDULE_ID}-{task_queue}"
+        )
         desc = await schedule.describe()
         assert desc.schedule.spec.intervals[0].every == timedelta(minutes=5)
         await schedule.trigger()
@@ -260,14 +281,24 @@ async def _schedule_ran(schedule) -> bool:
     return bool(desc.info.recent_actions)
 
 
-async def test_dependency_down_blocks_dependants_without_restart_storm(temporal_env, wsettings, sqlite_db, ports,
-                                                                       task_queue):
+async def test_dependency_down_blocks_dependants_without_restart_storm(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     client = temporal_env.client
     db_port, a_port, b_port = ports(), ports(), ports()
     db = standin("db", db_port, boot=2.0, protocol="tcp", interval="0.2s")
-    apps = [standin(name, port, boot=0.1, deps=["db"], args=["--requires", f"127.0.0.1:{db_port}"],
-                    interval="0.2s", failure_threshold=2)
-            for name, port in (("app-a", a_port), ("app-b", b_port))]
+    apps = [
+        standin(
+            name,
+            port,
+            boot=0.1,
+            deps=["db"],
+            args=["--requires", f"127.0.0.1:{db_port}"],
+            interval="0.2s",
+            failure_threshold=2,
+        )
+        for name, port in (("app-a", a_port), ("app-b", b_port))
+    ]
     await register(sqlite_db, db, *apps)
     db_pid = await start_service(wsettings, db)
     await eventually(lambda: _tcp_up(db_port), timeout=10)
@@ -303,8 +334,9 @@ async def _tcp_up(port: int) -> bool:
         return False
 
 
-async def test_worker_killed_mid_recovery_restarts_once(temporal_env, wsettings, sqlite_db, ports, task_queue,
-                                                        tmp_path):
+async def test_worker_killed_mid_recovery_restarts_once(
+    temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path
+):
     client = temporal_env.client
     port = ports()
     spec = standin("slowboot", port, boot=3.0)
@@ -332,13 +364,19 @@ async def test_worker_killed_mid_recovery_restarts_once(temporal_env, wsettings,
         kill_process_group(second)
 
 
-async def test_worker_killed_during_backoff_resumes_the_timer(temporal_env, wsettings, sqlite_db, ports, task_queue,
-                                                              tmp_path):
+async def test_worker_killed_during_backoff_resumes_the_timer(
+    temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path
+):
     client = temporal_env.client
     port = ports()
     flag = tmp_path / "broken"
-    spec = standin("flaky", port, boot=0.1, args=["--fail-start-while", str(flag)],
-                   restart={"max_attempts": 5, "backoff": "4s", "multiplier": 1, "backoff_max": "4s", "jitter": 0})
+    spec = standin(
+        "flaky",
+        port,
+        boot=0.1,
+        args=["--fail-start-while", str(flag)],
+        restart={"max_attempts": 5, "backoff": "4s", "multiplier": 1, "backoff_max": "4s", "jitter": 0},
+    )
     await register(sqlite_db, spec)
     pid = await start_service(wsettings, spec)
     await eventually(lambda: healthy(port), timeout=10)
@@ -368,9 +406,19 @@ async def test_worker_killed_during_backoff_resumes_the_timer(temporal_env, wset
 async def test_human_gate_waits_for_a_decision(temporal_env, wsettings, sqlite_db, ports, task_queue):
     client = temporal_env.client
     port = ports()
-    spec = standin("gated", port, boot=0.1, args=["--crash-after", "0.3"],
-                   restart={"max_attempts": 2, "backoff": "100ms", "backoff_max": "100ms", "on_give_up": "ask",
-                            "ask_timeout": "1h"})
+    spec = standin(
+        "gated",
+        port,
+        boot=0.1,
+        args=["--crash-after", "0.3"],
+        restart={
+            "max_attempts": 2,
+            "backoff": "100ms",
+            "backoff_max": "100ms",
+            "on_give_up": "ask",
+            "ask_timeout": "1h",
+        },
+    )
     await register(sqlite_db, spec)
     await start_service(wsettings, spec)
     async with running_worker(client, wsettings, sqlite_db):

@@ -24,9 +24,19 @@ NOT_YET: set[str] = set()
 ID_PREFIXES = tuple(getattr(names, n) for n in dir(names) if n.endswith("_PREFIX"))
 #: calls whose first argument names a workflow, a message or an activity
 NAMED_BY_FIRST_ARG = {
-    "signal", "query", "execute_update", "start_update", "execute_activity", "start_activity",
-    "start_workflow", "execute_workflow", "get_workflow_handle", "get_external_workflow_handle",
-    "ScheduleActionStartWorkflow", "start_child_workflow", "execute_child_workflow",
+    "signal",
+    "query",
+    "execute_update",
+    "start_update",
+    "execute_activity",
+    "start_activity",
+    "start_workflow",
+    "execute_workflow",
+    "get_workflow_handle",
+    "get_external_workflow_handle",
+    "ScheduleActionStartWorkflow",
+    "start_child_workflow",
+    "execute_child_workflow",
 }
 #: decorators whose ``name=`` names a workflow or a message
 NAMED_BY_KEYWORD = {"defn", "query", "signal", "update"}
@@ -59,8 +69,9 @@ def findings(path: Path) -> list[str]:
         if isinstance(node, ast.Call):
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-            is_activity_defn = (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
-                                and func.value.id == "activity")
+            is_activity_defn = (
+                isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "activity"
+            )
             if called in NAMED_BY_FIRST_ARG and node.args and _literal(node.args[0]) is not None:
                 found.setdefault(f"{node.lineno}: {called}({_literal(node.args[0])!r}, …)")
             if called in NAMED_BY_KEYWORD and not is_activity_defn:
@@ -83,18 +94,22 @@ def test_no_workflow_id_or_message_name_literal_outside_the_temporal_package():
         if hits:
             offenders[rel] = hits
     assert offenders == {}, "spell these with windflow.temporal.names:\n" + "\n".join(
-        f"  {rel}:{hit}" for rel, hits in offenders.items() for hit in hits)
+        f"  {rel}:{hit}" for rel, hits in offenders.items() for hit in hits
+    )
 
 
-@pytest.mark.parametrize("source", [
-    'h.signal("resume")',
-    'await h.query("status", result_type=X)',
-    'client.get_workflow_handle(f"supervise/{sid}")',
-    'wid = f"init/{run_id}"',
-    '@workflow.query(name="status")\ndef f(): ...',
-    'await workflow.execute_activity("notify", x)',
-    'Schedule(action=ScheduleActionStartWorkflow("RecoverySweep", x))',
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        'h.signal("resume")',
+        'await h.query("status", result_type=X)',
+        'client.get_workflow_handle(f"supervise/{sid}")',
+        'wid = f"init/{run_id}"',
+        '@workflow.query(name="status")\ndef f(): ...',
+        'await workflow.execute_activity("notify", x)',
+        'Schedule(action=ScheduleActionStartWorkflow("RecoverySweep", x))',
+    ],
+)
 def test_the_check_finds_each_kind_of_literal(tmp_path, source):
     module = tmp_path / "m.py"
     module.write_text(source + "\n")

@@ -106,8 +106,14 @@ async def proxy_for(temporal_env, ca: trustme.CA, *, mtls: bool = False) -> Asyn
 
 
 def settings_for(tmp_path: Path, address: str, **extra) -> Settings:
-    return Settings(data_dir=tmp_path / "data", jwt_secret="x" * 48, temporal_address=address,
-                    temporal_namespace="default", _env_file=None, **extra)
+    return Settings(
+        data_dir=tmp_path / "data",
+        jwt_secret="x" * 48,
+        temporal_address=address,
+        temporal_namespace="default",
+        _env_file=None,
+        **extra,
+    )
 
 
 async def can_use(settings: Settings) -> bool:
@@ -128,22 +134,34 @@ async def test_tls_with_a_private_ca_and_server_name(temporal_env, tmp_path, ca,
         assert await can_use(ok)
         assert proxy.handshakes >= 1
         # the system's roots do not know the test CA; a wrong server name fails verification; plaintext fails
-        await refused(settings_for(tmp_path, proxy.address, temporal_tls=True, temporal_tls_server_name=SERVER_NAME),
-                      "unknownissuer")
-        await refused(settings_for(tmp_path, proxy.address, temporal_tls_ca=pki["ca"],
-                                   temporal_tls_server_name="other.windflow.test"), "notvalidforname")
+        await refused(
+            settings_for(tmp_path, proxy.address, temporal_tls=True, temporal_tls_server_name=SERVER_NAME),
+            "unknownissuer",
+        )
+        await refused(
+            settings_for(
+                tmp_path, proxy.address, temporal_tls_ca=pki["ca"], temporal_tls_server_name="other.windflow.test"
+            ),
+            "notvalidforname",
+        )
         await refused(settings_for(tmp_path, proxy.address), "")  # plaintext to a TLS port
 
 
 async def test_mtls_client_certificate(temporal_env, tmp_path, ca, pki):
     async with proxy_for(temporal_env, ca, mtls=True) as proxy:
-        with_cert = settings_for(tmp_path, proxy.address, temporal_tls_ca=pki["ca"],
-                                 temporal_tls_server_name=SERVER_NAME,
-                                 temporal_tls_cert=pki["cert"], temporal_tls_key=pki["key"])
+        with_cert = settings_for(
+            tmp_path,
+            proxy.address,
+            temporal_tls_ca=pki["ca"],
+            temporal_tls_server_name=SERVER_NAME,
+            temporal_tls_cert=pki["cert"],
+            temporal_tls_key=pki["key"],
+        )
         assert await can_use(with_cert)
         assert proxy.peers, "the proxy saw no client certificate"
-        await refused(settings_for(tmp_path, proxy.address, temporal_tls_ca=pki["ca"],
-                                   temporal_tls_server_name=SERVER_NAME), "")  # no client certificate
+        await refused(
+            settings_for(tmp_path, proxy.address, temporal_tls_ca=pki["ca"], temporal_tls_server_name=SERVER_NAME), ""
+        )  # no client certificate
 
 
 async def test_temporal_env_variables_and_profile(temporal_env, tmp_path, ca, pki, monkeypatch):
@@ -164,14 +182,20 @@ async def test_temporal_env_variables_and_profile(temporal_env, tmp_path, ca, pk
         assert settings.temporal_address == proxy.address
         assert await can_use(settings)
         # a profile in a Temporal config file, chosen by WINDFLOW_TEMPORAL_PROFILE
-        for name in ("TEMPORAL_ADDRESS", "TEMPORAL_TLS_SERVER_CA_CERT_PATH", "TEMPORAL_TLS_SERVER_NAME",
-                     "TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_KEY_PATH"):
+        for name in (
+            "TEMPORAL_ADDRESS",
+            "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+            "TEMPORAL_TLS_SERVER_NAME",
+            "TEMPORAL_TLS_CLIENT_CERT_PATH",
+            "TEMPORAL_TLS_CLIENT_KEY_PATH",
+        ):
             monkeypatch.delenv(name)
         config = tmp_path / "temporal.toml"
         config.write_text(
             f'[profile.prod]\naddress = "{proxy.address}"\nnamespace = "default"\n'
             f'[profile.prod.tls]\nserver_name = "{SERVER_NAME}"\nserver_ca_cert_path = "{pki["ca"]}"\n'
-            f'client_cert_path = "{pki["cert"]}"\nclient_key_path = "{pki["key"]}"\n')
+            f'client_cert_path = "{pki["cert"]}"\nclient_key_path = "{pki["key"]}"\n'
+        )
         monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(config))
         monkeypatch.setenv("WINDFLOW_TEMPORAL_PROFILE", "prod")
         settings = load_settings(_env_file=None)
@@ -185,8 +209,9 @@ async def test_temporal_env_variables_and_profile(temporal_env, tmp_path, ca, pk
 async def test_api_key_implies_tls_and_is_sent(tmp_path, pki):
     options = connection_options(settings_for(tmp_path, "127.0.0.1:7233", temporal_api_key="key-123"))
     assert options["api_key"] == "key-123" and options["tls"] is True
-    options = connection_options(settings_for(tmp_path, "127.0.0.1:7233", temporal_api_key="key-123",
-                                              temporal_tls_ca=pki["ca"]))
+    options = connection_options(
+        settings_for(tmp_path, "127.0.0.1:7233", temporal_api_key="key-123", temporal_tls_ca=pki["ca"])
+    )
     assert options["tls"].server_root_ca_cert == pki["ca"].read_bytes()
     assert connection_options(settings_for(tmp_path, "127.0.0.1:7233"))["tls"] is False
 
@@ -203,8 +228,10 @@ async def test_tls_settings_are_checked(tmp_path, pki):
 async def test_a_profile_for_another_server_lends_no_tls(tmp_path, pki, monkeypatch):
     """The Temporal CLI's profile for a cloud namespace must not turn TLS on for `windflow up`'s own dev server."""
     config = tmp_path / "temporal.toml"
-    config.write_text('[profile.default]\naddress = "ns.a1b2c.tmprl.cloud:7233"\napi_key = "cloud-key"\n'
-                      f'[profile.default.tls]\nserver_ca_cert_path = "{pki["ca"]}"\n')
+    config.write_text(
+        '[profile.default]\naddress = "ns.a1b2c.tmprl.cloud:7233"\napi_key = "cloud-key"\n'
+        f'[profile.default.tls]\nserver_ca_cert_path = "{pki["ca"]}"\n'
+    )
     monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(config))
     local = settings_for(tmp_path, "127.0.0.1:7233")
     assert connection_options(local) == {"tls": False}

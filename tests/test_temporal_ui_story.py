@@ -39,13 +39,18 @@ async def bars(handle: WorkflowHandle) -> list[tuple[str, str | None]]:
 async def test_initialization_timeline_names_each_component(temporal_env, wsettings, sqlite_db, ports, task_queue):
     client = temporal_env.client
     db_port, api_port = ports(), ports()
-    await register(sqlite_db, standin("db", db_port, boot=0.3, protocol="tcp"),
-                   standin("api", api_port, boot=0.2, deps=["db"]))
+    await register(
+        sqlite_db, standin("db", db_port, boot=0.3, protocol="tcp"), standin("api", api_port, boot=0.2, deps=["db"])
+    )
     run_id = uuid.uuid4().hex[:12]
     async with running_worker(client, wsettings, sqlite_db):
         handle = await client.start_workflow(
-            SystemInitialization.run, InitInput(run_id=run_id, options=InitOptions(), actor="tester"),
-            id=f"init/{run_id}", task_queue=task_queue, static_summary="initialization by tester")
+            SystemInitialization.run,
+            InitInput(run_id=run_id, options=InitOptions(), actor="tester"),
+            id=f"init/{run_id}",
+            task_queue=task_queue,
+            static_summary="initialization by tester",
+        )
 
         async def waiting_details() -> str | None:
             meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
@@ -78,22 +83,33 @@ async def test_initialization_timeline_names_each_component(temporal_env, wsetti
     assert await desc.static_summary() == "initialization by tester"
 
 
-async def test_recovery_timeline_tells_attempts_backoff_and_giving_up(temporal_env, wsettings, sqlite_db, ports,
-                                                                       task_queue):
+async def test_recovery_timeline_tells_attempts_backoff_and_giving_up(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     from windflow.domain.contracts import RecoveryInput
     from windflow.workflows.supervision import ServiceRecovery
 
     client = temporal_env.client
     port = ports()
     service = f"flaky-{uuid.uuid4().hex[:6]}"
-    await register(sqlite_db, standin(service, port, boot=0.1, args=["--fail-start"], monitored=False,
-                                      restart={"max_attempts": 2, "backoff": "0.2s", "jitter": 0,
-                                               "on_give_up": "escalate"}))
+    await register(
+        sqlite_db,
+        standin(
+            service,
+            port,
+            boot=0.1,
+            args=["--fail-start"],
+            monitored=False,
+            restart={"max_attempts": 2, "backoff": "0.2s", "jitter": 0, "on_give_up": "escalate"},
+        ),
+    )
     async with running_worker(client, wsettings, sqlite_db):
         handle = await client.start_workflow(
-            ServiceRecovery.run, RecoveryInput(service_id=service, reason="exited (code 1)", actor="tester",
-                                               source="api"),
-            id=f"recover/{service}", task_queue=task_queue)
+            ServiceRecovery.run,
+            RecoveryInput(service_id=service, reason="exited (code 1)", actor="tester", source="api"),
+            id=f"recover/{service}",
+            task_queue=task_queue,
+        )
         result = await handle.result()
         details = (await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
     assert result.outcome == "gave_up"
@@ -117,8 +133,14 @@ async def test_every_activity_and_timer_in_workflow_code_has_a_summary():
 
     import windflow.workflows as package
 
-    activity_calls = {"execute_activity_method", "execute_activity", "execute_on_host", "start_activity_method",
-                      "start_activity", "execute_local_activity_method"}
+    activity_calls = {
+        "execute_activity_method",
+        "execute_activity",
+        "execute_on_host",
+        "start_activity_method",
+        "start_activity",
+        "execute_local_activity_method",
+    }
     missing = []
     for path in sorted(Path(package.__file__).parent.glob("*.py")):
         if path.name == "_policies.py":  # the routing wrapper passes the caller's summary on
@@ -130,8 +152,12 @@ async def test_every_activity_and_timer_in_workflow_code_has_a_summary():
             keywords = {k.arg for k in node.keywords}
             if name in activity_calls and "summary" not in keywords:
                 missing.append(f"{path.name}:{node.lineno} {name}")
-            elif name == "sleep" and isinstance(node.func, ast.Attribute) and getattr(node.func.value, "id", "") \
-                    == "workflow" and "summary" not in keywords:
+            elif (
+                name == "sleep"
+                and isinstance(node.func, ast.Attribute)
+                and getattr(node.func.value, "id", "") == "workflow"
+                and "summary" not in keywords
+            ):
                 missing.append(f"{path.name}:{node.lineno} workflow.sleep")
             elif name == "wait_condition" and "timeout" in keywords and "timeout_summary" not in keywords:
                 missing.append(f"{path.name}:{node.lineno} wait_condition with a timeout")
@@ -144,8 +170,9 @@ async def test_scheduled_sweeps_say_what_they_are(temporal_env, task_queue):
     from windflow.schedules import ensure_sweep_schedule
 
     schedule_id = f"sweep-story-{uuid.uuid4().hex[:6]}"
-    handle = await ensure_sweep_schedule(temporal_env.client, task_queue=task_queue, every=timedelta(minutes=5),
-                                         schedule_id=schedule_id)
+    handle = await ensure_sweep_schedule(
+        temporal_env.client, task_queue=task_queue, every=timedelta(minutes=5), schedule_id=schedule_id
+    )
     try:
         action = (await handle.describe()).schedule.action
         assert isinstance(action, ScheduleActionStartWorkflow)
@@ -160,9 +187,19 @@ async def test_summary_texts_are_short_and_secret_free():
     from windflow.domain.models import ServiceSpec
 
     assert [summaries.seconds(v) for v in (0.2, 4, 90, 3599, 5400)] == ["0.2 s", "4 s", "1.5 min", "1 h", "1 h 30 min"]
-    spec = ServiceSpec.model_validate({
-        "id": "api", "driver": "process", "config": {"command": ["x"]}, "host": "alpha",
-        "health": {"kind": "http", "url": "https://user:s3cret@api.internal:8443/health?token=t0k", "interval": "1s"}})
+    spec = ServiceSpec.model_validate(
+        {
+            "id": "api",
+            "driver": "process",
+            "config": {"command": ["x"]},
+            "host": "alpha",
+            "health": {
+                "kind": "http",
+                "url": "https://user:s3cret@api.internal:8443/health?token=t0k",
+                "interval": "1s",
+            },
+        }
+    )
     label = summaries.wait_healthy(spec)
     assert label == "wait healthy: api (http GET api.internal:8443/health)"
     assert "s3cret" not in label and "t0k" not in label

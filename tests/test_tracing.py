@@ -57,13 +57,17 @@ def settings(wsettings: Settings) -> Settings:
     return wsettings
 
 
-async def test_one_trace_links_http_request_workflow_activities_and_driver(spans, temporal_env, settings, db, api,
-                                                                           ports):
+async def test_one_trace_links_http_request_workflow_activities_and_driver(
+    spans, temporal_env, settings, db, api, ports
+):
     await initialize_through_api(api, settings, db, ports(), "trace-me-1")
 
     finished = list(spans.get_finished_spans())
-    http = [s for s in finished if s.kind == trace.SpanKind.SERVER
-            and (s.attributes or {}).get("windflow.request_id") == "trace-me-1"]
+    http = [
+        s
+        for s in finished
+        if s.kind == trace.SpanKind.SERVER and (s.attributes or {}).get("windflow.request_id") == "trace-me-1"
+    ]
     assert len(http) == 1, [s.name for s in finished]
     trace_id = http[0].context.trace_id
     mine = [s for s in finished if s.context.trace_id == trace_id]
@@ -80,17 +84,26 @@ async def test_one_trace_links_http_request_workflow_activities_and_driver(spans
     # the driver and probe calls are children of the activity that brought the service up
     driver = by_name["driver.start"]
     assert driver.parent is not None and activity_spans.get(driver.parent.span_id) in (
-        "RunActivity:bring_up", "RunActivity:start_service")
+        "RunActivity:bring_up",
+        "RunActivity:start_service",
+    )
     assert (driver.attributes or {})["windflow.service"] == "web"
     probes = [s for s in mine if s.name == "probe.http"]
-    assert probes and all(p.parent is not None and activity_spans.get(p.parent.span_id) in (
-        "RunActivity:bring_up", "RunActivity:wait_healthy") for p in probes)
+    assert probes and all(
+        p.parent is not None
+        and activity_spans.get(p.parent.span_id) in ("RunActivity:bring_up", "RunActivity:wait_healthy")
+        for p in probes
+    )
     assert (probes[-1].attributes or {})["windflow.healthy"] is True
 
 
 async def test_no_exporter_unless_the_otel_environment_asks(monkeypatch):
-    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
-                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    for name in (
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert tracing.exporter_kinds() == []
     assert tracing.configure_tracing("windflow-test") is None

@@ -107,13 +107,27 @@ class Up:
         return [sys.executable, "-c", "from windflow.cli.main import run; run()", "up", *args]
 
     def run(self, *args: str, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(*args), env=self.env, cwd=self.root, capture_output=True, text=True,
-                              timeout=timeout, start_new_session=True)
+        return subprocess.run(
+            self.command(*args),
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
 
     def spawn(self, *args: str) -> subprocess.Popen[str]:
         out = open(self.root / f"up-{len(self.procs)}.out", "w+")  # noqa: SIM115 - read back in finish()
-        proc = subprocess.Popen(self.command(*args), env=self.env, cwd=self.root, stdout=out,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            self.command(*args),
+            env=self.env,
+            cwd=self.root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         proc.output_file = out  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
@@ -145,8 +159,14 @@ class Up:
             time.sleep(0.1)
         raise AssertionError(f"/healthz did not answer within {timeout:.0f}s:\n{self.output(proc)}")
 
-    async def wait_run(self, proc: subprocess.Popen[str], http: httpx2.Client, run_id: str | None = None,
-                       status: str = "SUCCEEDED", timeout: float = 60.0) -> dict:  # type: ignore[type-arg]
+    async def wait_run(
+        self,
+        proc: subprocess.Popen[str],
+        http: httpx2.Client,
+        run_id: str | None = None,
+        status: str = "SUCCEEDED",
+        timeout: float = 60.0,
+    ) -> dict:  # type: ignore[type-arg]
         """Poll the API until the run (default: the newest) has ``status``; fail with the output if not."""
         last: object = None
         deadline = time.monotonic() + timeout
@@ -176,8 +196,9 @@ class Up:
         try:
             code = proc.wait(timeout=SHUTDOWN_LIMIT)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"`windflow up` still running {SHUTDOWN_LIMIT:.0f}s after SIGTERM:\n"
-                                 f"{self.output(proc)}") from None
+            raise AssertionError(
+                f"`windflow up` still running {SHUTDOWN_LIMIT:.0f}s after SIGTERM:\n{self.output(proc)}"
+            ) from None
         took, output = time.monotonic() - begin, self.output(proc)
         assert "Traceback" not in without_known_noise(output), output
         return code, took, output
@@ -209,18 +230,28 @@ def up(tmp_path) -> Iterator[Up]:
     service_ports = dict(zip(COMPONENTS, service, strict=True))  # EXAMPLE_PORTS is in COMPONENTS order
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WINDFLOW_")}  # no developer's settings
-    env.update({
-        "WINDFLOW_DATA_DIR": str(data_dir),
-        "WINDFLOW_API_PORT": str(api_port),
-        "WINDFLOW_TEMPORAL_PORT": str(temporal_port),
-        "WINDFLOW_TEMPORAL_UI_PORT": str(ui_port),
-        "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": PASSWORD,
-        "WINDFLOW_CONFIG_FILE": str(tmp_path / "absent.toml"),
-        "NO_COLOR": "1",
-        "COLUMNS": "160",
-    })
-    instance = Up(root=root, system_file=system_file, data_dir=data_dir, api_port=api_port,
-                  temporal_port=temporal_port, ui_port=ui_port, service_ports=service_ports, env=env)
+    env.update(
+        {
+            "WINDFLOW_DATA_DIR": str(data_dir),
+            "WINDFLOW_API_PORT": str(api_port),
+            "WINDFLOW_TEMPORAL_PORT": str(temporal_port),
+            "WINDFLOW_TEMPORAL_UI_PORT": str(ui_port),
+            "WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD": PASSWORD,
+            "WINDFLOW_CONFIG_FILE": str(tmp_path / "absent.toml"),
+            "NO_COLOR": "1",
+            "COLUMNS": "160",
+        }
+    )
+    instance = Up(
+        root=root,
+        system_file=system_file,
+        data_dir=data_dir,
+        api_port=api_port,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        service_ports=service_ports,
+        env=env,
+    )
     try:
         yield instance
     finally:
@@ -273,8 +304,10 @@ async def test_up_initializes_the_example_then_a_second_run_reuses_the_temporal_
         order = shutdowns[0]["state"]["layers"]
         assert "api" in order[0] and order[-1] == ["cache", "database", "queue"], order
         # links go to this instance's Temporal UI (WINDFLOW_TEMPORAL_UI_PORT), not to another one's on 8233
-        assert detail["links"]["temporal_ui"] == \
-            f"http://127.0.0.1:{up.ui_port}/namespaces/default/workflows/init%2F{run_id[1]}"
+        assert (
+            detail["links"]["temporal_ui"]
+            == f"http://127.0.0.1:{up.ui_port}/namespaces/default/workflows/init%2F{run_id[1]}"
+        )
         # the API's /metrics carries the embedded worker's Temporal SDK metrics and the per-service series
         metrics = http.get("/metrics").text
         assert "temporal_request_total" in metrics and "windflow_service_up{" in metrics
@@ -377,8 +410,7 @@ async def test_sigkilled_up_starts_again_with_the_same_command_and_a_reboot_brin
 
     # a second `windflow up` on the same data dir while one runs is refused, and harms nothing
     refused = up.run("windflow.yaml", timeout=60)
-    assert refused.returncode != 0 and "another `windflow up` runs" in refused.stdout + refused.stderr, \
-        _show(refused)
+    assert refused.returncode != 0 and "another `windflow up` runs" in refused.stdout + refused.stderr, _show(refused)
     assert again.poll() is None
 
     # a reboot: every windflow process and every service is gone
@@ -387,14 +419,19 @@ async def test_sigkilled_up_starts_again_with_the_same_command_and_a_reboot_brin
     for pid in up.temporal_pids() + [p for n in COMPONENTS for p in up.service_pids(n)]:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    await eventually(lambda: not up.temporal_pids() and not any(up.service_pids(n) for n in COMPONENTS),
-                     timeout=10)
+    await eventually(lambda: not up.temporal_pids() and not any(up.service_pids(n) for n in COMPONENTS), timeout=10)
     rebooted = up.spawn()  # no file, no initialization: the services come back by themselves
     up.wait_healthz(rebooted)
     await eventually(lambda: all(len(up.service_pids(n)) == 1 for n in COMPONENTS), timeout=90, interval=0.2)
     with up.login() as http:
         # every service healthy again; the migrate job is not kept up: it stays completed
-        await eventually(lambda: all(s["state"] == ("completed" if s["id"] == "migrate" else "healthy")
-                                     for s in http.get("/api/v1/services").json()["items"]), timeout=60, interval=0.2)
+        await eventually(
+            lambda: all(
+                s["state"] == ("completed" if s["id"] == "migrate" else "healthy")
+                for s in http.get("/api/v1/services").json()["items"]
+            ),
+            timeout=60,
+            interval=0.2,
+        )
     code, _, output = up.sigterm_and_wait(rebooted)
     assert code == 0, output

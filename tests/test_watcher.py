@@ -60,16 +60,19 @@ async def test_recorded_watcher_and_recovery_histories_replay():
     from windflow.workflows.watch import Watcher
 
     replayer = Replayer(workflows=[Watcher, ServiceRecovery], data_converter=DATA_CONVERTER)
-    for name, must in (("watcher", ["watch_queue", "CONTINUED_AS_NEW"]),
-                       ("recovery_on_demand", ["begin_recovery", "recover_step", "record_supervision"])):
+    for name, must in (
+        ("watcher", ["watch_queue", "CONTINUED_AS_NEW"]),
+        ("recovery_on_demand", ["begin_recovery", "recover_step", "record_supervision"]),
+    ):
         text = (HISTORIES / f"{name}.json").read_text()
         assert all(m in text for m in must), name
         result = await replayer.replay_workflow(WorkflowHistory.from_json(name, text))
         assert result.replay_failure is None, name
 
 
-async def test_one_watcher_watches_many_services_and_a_hanging_probe_delays_nobody(temporal_env, wsettings,
-                                                                                  sqlite_db, ports, task_queue):
+async def test_one_watcher_watches_many_services_and_a_hanging_probe_delays_nobody(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     """Three services under one watch activity: one hangs (its probe times out), the others keep being probed
     at their own interval and a crash of another is recovered meanwhile; the unmonitored one is reported
     unhealthy, never restarted."""
@@ -77,8 +80,7 @@ async def test_one_watcher_watches_many_services_and_a_hanging_probe_delays_nobo
 
     client = temporal_env.client
     p_hung, p_fast, p_free = ports(), ports(), ports()
-    hung = standin("hangs", p_hung, boot=0.1, interval="0.3s", failure_threshold=100,
-                   restart={"max_attempts": 1})
+    hung = standin("hangs", p_hung, boot=0.1, interval="0.3s", failure_threshold=100, restart={"max_attempts": 1})
     fast = standin("fast", p_fast, boot=0.1, interval="0.2s")
     free = standin("free", p_free, boot=0.1, interval="0.2s", monitored=False)
     await register(sqlite_db, hung, fast, free)
@@ -109,8 +111,9 @@ async def _state_is(db, service_id: str, state: str) -> bool:
     return await state_of(db, service_id) == state
 
 
-async def test_a_changed_probe_reaches_the_watch_within_two_seconds(temporal_env, wsettings, sqlite_db, ports,
-                                                                    task_queue):
+async def test_a_changed_probe_reaches_the_watch_within_two_seconds(
+    temporal_env, wsettings, sqlite_db, ports, task_queue
+):
     """A registry change (here a probe's URL, written as `PUT /system` writes it) is picked up by the running
     watch through the change stamp: the watch probes the new URL within 2 s."""
     from windflow.persistence import registry
@@ -130,8 +133,9 @@ async def test_a_changed_probe_reaches_the_watch_within_two_seconds(temporal_env
         changed["health"]["url"] = f"http://127.0.0.1:{port}/no-such-page"
         changed["health"]["failure_threshold"] = 1
         async with sqlite_db.write() as session:
-            await registry.update_service(session=session, service_id="reprobed", data=changed, expected_version=1,
-                                          author="tester")
+            await registry.update_service(
+                session=session, service_id="reprobed", data=changed, expected_version=1, author="tester"
+            )
         loop = asyncio.get_running_loop()
         saved = loop.time()
 
@@ -146,9 +150,9 @@ async def test_a_changed_probe_reaches_the_watch_within_two_seconds(temporal_env
         await handle.terminate()
 
 
-async def test_worker_killed_during_a_restart_is_recovered_without_a_double_start(temporal_env, wsettings,
-                                                                                  sqlite_db, ports, task_queue,
-                                                                                  tmp_path):
+async def test_worker_killed_during_a_restart_is_recovered_without_a_double_start(
+    temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path
+):
     """SIGKILL the only worker while the recovery's restart is in flight (the new process boots for 2 s): the next
     worker finishes the recovery with that same process, and the watch goes on (another crash recovered)."""
     client = temporal_env.client
@@ -192,8 +196,9 @@ async def test_dev_server_restarted_on_its_sqlite_file_watching_resumes(sqlite_d
 
         await ensure_search_attributes(client, "default")
         task_queue = f"tq-{uuid.uuid4().hex[:10]}"
-        settings = settings_for(tmp_path, database_url=str(sqlite_db.engine.url), temporal=server.address,
-                                task_queue=task_queue)
+        settings = settings_for(
+            tmp_path, database_url=str(sqlite_db.engine.url), temporal=server.address, task_queue=task_queue
+        )
         port = ports()
         spec = standin("outage", port, boot=0.2)
         await register(sqlite_db, spec)
@@ -225,8 +230,9 @@ async def _running(handle) -> bool:
     return (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
 
 
-async def test_everything_killed_then_windflow_restarted_brings_the_system_back(temporal_env, wsettings, sqlite_db,
-                                                                                ports, task_queue, tmp_path):
+async def test_everything_killed_then_windflow_restarted_brings_the_system_back(
+    temporal_env, wsettings, sqlite_db, ports, task_queue, tmp_path
+):
     """A reboot: the worker and every service are SIGKILLed. Nothing says `healthy` for a dead process once
     windflow runs again, and a new worker brings every service back, dependencies first, with no operator
     action."""
@@ -240,16 +246,19 @@ async def test_everything_killed_then_windflow_restarted_brings_the_system_back(
     try:
         for spec in (db_spec, app_spec):
             await start_service(wsettings, spec)
-        handles = {name: await supervise(client, task_queue, name, sqlite_db, heartbeat_timeout=3)
-                   for name in ("store", "front")}
+        handles = {
+            name: await supervise(client, task_queue, name, sqlite_db, heartbeat_timeout=3)
+            for name in ("store", "front")
+        }
         for handle in handles.values():
             await eventually(lambda h=handle: watching(h), timeout=40)
         kill_process_group(first)
         for port in (p_db, p_app):
             for pid in processes_with(f"--port {port} "):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
-        await eventually(lambda: not processes_with(f"--port {p_db} ") and not processes_with(f"--port {p_app} "),
-                         timeout=10)
+        await eventually(
+            lambda: not processes_with(f"--port {p_db} ") and not processes_with(f"--port {p_app} "), timeout=10
+        )
         second = worker_process(wsettings, tmp_path, "w2")
         # no stale "healthy": unknown until observed, then recovering, then healthy again
         await eventually(lambda: _not_healthy(sqlite_db, "store", "front"), timeout=20, interval=0.02)
@@ -269,8 +278,9 @@ async def _not_healthy(db, *names: str) -> bool:
     return all(state != "healthy" for state in states)
 
 
-async def test_a_starting_worker_ends_the_supervisors_of_the_previous_version(temporal_env, wsettings, sqlite_db,
-                                                                              task_queue):
+async def test_a_starting_worker_ends_the_supervisors_of_the_previous_version(
+    temporal_env, wsettings, sqlite_db, task_queue
+):
     """Upgrade path: `supervise/{service}` workflows left by the previous version are terminated, with a reason
     naming the watcher, by the worker that starts (the watcher takes their services over)."""
     from windflow.temporal.watchers import SUPERVISORS_ENDED
@@ -279,10 +289,14 @@ async def test_a_starting_worker_ends_the_supervisors_of_the_previous_version(te
     client = temporal_env.client
     name = f"old-{uuid.uuid4().hex[:6]}"
     old = await client.start_workflow(
-        "ServiceSupervisor", RecoveryInput(service_id=name), id=f"supervise/{name}",
+        "ServiceSupervisor",
+        RecoveryInput(service_id=name),
+        id=f"supervise/{name}",
         task_queue=f"{task_queue}-previous-version",  # nobody polls it: it just stays open, as a leftover
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "supervisor"),
-                                                 SearchAttributePair(sa.SERVICE, name)]))
+        search_attributes=TypedSearchAttributes(
+            [SearchAttributePair(sa.KIND, "supervisor"), SearchAttributePair(sa.SERVICE, name)]
+        ),
+    )
     await eventually(lambda: _listed(client, old.id), timeout=20)
     await take_over_watching(client, task_queue, None)
     desc = await old.describe()

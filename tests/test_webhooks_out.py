@@ -56,12 +56,20 @@ def bus_kind() -> str:
 @pytest.fixture
 def settings(settings, bus_kind, request):
     """Tiny backoff so retries happen at once; Redis Streams on a stream of this test's own when asked."""
-    update = {"webhooks_backoff": 0.02, "webhooks_backoff_max": 0.1, "webhooks_poll_interval": 0.05,
-              "webhooks_max_attempts": 3, "webhooks_timeout": 5.0, "events_metrics_interval": 0,
-              "outbound_private_notify": True}  # the receiver listens on loopback
+    update = {
+        "webhooks_backoff": 0.02,
+        "webhooks_backoff_max": 0.1,
+        "webhooks_poll_interval": 0.05,
+        "webhooks_max_attempts": 3,
+        "webhooks_timeout": 5.0,
+        "events_metrics_interval": 0,
+        "outbound_private_notify": True,
+    }  # the receiver listens on loopback
     if bus_kind == "redis":
-        update |= {"redis_url": request.getfixturevalue("redis_url"),
-                   "events_stream": f"wf:test:webhooks:{uuid.uuid4().hex[:12]}"}
+        update |= {
+            "redis_url": request.getfixturevalue("redis_url"),
+            "events_stream": f"wf:test:webhooks:{uuid.uuid4().hex[:12]}",
+        }
     return settings.model_copy(update=update)
 
 
@@ -82,14 +90,21 @@ async def running(redis_keys, app):
 
 
 def status_event(service: str = "api", state: str = "running") -> Event:
-    return make_event(EventType.SERVICE_STATUS_UPDATE,
-                      ServiceStatusUpdate(service_id=service, state=state, source="test"),
-                      event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
+    return make_event(
+        EventType.SERVICE_STATUS_UPDATE,
+        ServiceStatusUpdate(service_id=service, state=state, source="test"),
+        event_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+    )
 
 
 def config_event(service: str = "api") -> Event:
-    return make_event(EventType.CONFIG_CHANGED, ConfigChanged(service_id=service, version=2, author="tester"),
-                      event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
+    return make_event(
+        EventType.CONFIG_CHANGED,
+        ConfigChanged(service_id=service, version=2, author="tester"),
+        event_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+    )
 
 
 async def subscribe(api, url: str, **fields) -> dict:
@@ -165,8 +180,7 @@ async def test_published_event_is_delivered_signed_and_retried_after_a_500(runni
         assert headers["X-Windflow-Signature"] == expected_signature(secret, timestamp, body)
         assert verify(secret, body, timestamp=timestamp, signature_header=headers["X-Windflow-Signature"])
         assert not verify("whsec_wrong", body, timestamp=timestamp, signature_header=headers["X-Windflow-Signature"])
-        assert not verify(secret, body + b" ", timestamp=timestamp,
-                          signature_header=headers["X-Windflow-Signature"])
+        assert not verify(secret, body + b" ", timestamp=timestamp, signature_header=headers["X-Windflow-Signature"])
         sent = json.loads(body)
         assert sent == event.model_dump(mode="json")
         assert Event.model_validate(sent).data["state"] == "running"
@@ -193,8 +207,7 @@ async def test_event_types_filter_and_disabled_subscriptions_get_nothing(running
     await eventually(lambda: taken_in(dispatcher, last))
 
     async def all_delivered():
-        states = [d["state"] for s in (only_config, only_status, everything)
-                  for d in await deliveries_of(api, s["id"])]
+        states = [d["state"] for s in (only_config, only_status, everything) for d in await deliveries_of(api, s["id"])]
         return states and all(st == "delivered" for st in states)
 
     await eventually(all_delivered)
@@ -218,8 +231,13 @@ async def test_event_types_filter_and_disabled_subscriptions_get_nothing(running
 
 
 async def test_ping_failure_after_max_attempts_and_redelivery(running, api, receiver):
-    sub = await subscribe(api, f"{receiver.url}/flaky", event_types=["CONFIG_CHANGED"], enabled=False,
-                          secret="a-secret-of-my-own-choosing")
+    sub = await subscribe(
+        api,
+        f"{receiver.url}/flaky",
+        event_types=["CONFIG_CHANGED"],
+        enabled=False,
+        secret="a-secret-of-my-own-choosing",
+    )
     assert sub["secret"] == "a-secret-of-my-own-choosing"
 
     # a ping goes out at once, enabled or not, and is recorded
@@ -233,7 +251,8 @@ async def test_ping_failure_after_max_attempts_and_redelivery(running, api, rece
     assert request["headers"]["X-Windflow-Event"] == "PING"
     assert request["headers"]["X-Windflow-Delivery"] == ping["delivery_id"]
     assert request["headers"]["X-Windflow-Signature"] == expected_signature(
-        sub["secret"], request["headers"]["X-Windflow-Timestamp"], request["body"])
+        sub["secret"], request["headers"]["X-Windflow-Timestamp"], request["body"]
+    )
 
     # every attempt answered 500: failed after webhooks_max_attempts (3)
     r = await api.patch(f"{HOOKS}/{sub['id']}", json={"enabled": True})
@@ -305,8 +324,13 @@ async def test_api_validates_hides_the_secret_and_needs_webhooks_manage(running,
         assert err["details"][0]["loc"][:2] == ["body", where], (body, err)
 
     # disabled: nothing is ever sent to these made-up addresses
-    created = await subscribe(api, "https://user:pw@example.invalid/in?x=1", event_types=["RECOVERY_UPDATE"],
-                              description="on-call bridge", enabled=False)
+    created = await subscribe(
+        api,
+        "https://user:pw@example.invalid/in?x=1",
+        event_types=["RECOVERY_UPDATE"],
+        description="on-call bridge",
+        enabled=False,
+    )
     secret, wid = created["secret"], created["id"]
     assert created["url"] == "https://user:**redacted**@example.invalid/in?x=1"
 
@@ -343,12 +367,18 @@ async def test_api_validates_hides_the_secret_and_needs_webhooks_manage(running,
     r = await api.get(f"{HOOKS}/{wid}/deliveries/whd_nope")
     assert_envelope(r, 404, "not_found")
 
-    for role, perms in [("viewer", {"services:read", "configs:read"}),
-                        ("operator", {"services:read", "services:control", "recovery:trigger", "audit:read"})]:
+    for role, perms in [
+        ("viewer", {"services:read", "configs:read"}),
+        ("operator", {"services:read", "services:control", "recovery:trigger", "audit:read"}),
+    ]:
         headers = bearer(mint_token(settings, permissions=perms, subject=role, roles=(role,)))
-        for method, url, body in [("GET", HOOKS, None), ("POST", HOOKS, {"url": "https://example.com"}),
-                                  ("GET", f"{HOOKS}/{wid}", None), ("DELETE", f"{HOOKS}/{wid}", None),
-                                  ("POST", f"{HOOKS}/{wid}/rotate-secret", None)]:
+        for method, url, body in [
+            ("GET", HOOKS, None),
+            ("POST", HOOKS, {"url": "https://example.com"}),
+            ("GET", f"{HOOKS}/{wid}", None),
+            ("DELETE", f"{HOOKS}/{wid}", None),
+            ("POST", f"{HOOKS}/{wid}/rotate-secret", None),
+        ]:
             r = await anon.request(method, url, headers=headers, json=body)
             err = assert_envelope(r, 403, "forbidden")
             assert err["details"] == {"required": "webhooks:manage"}
@@ -366,8 +396,16 @@ async def test_api_validates_hides_the_secret_and_needs_webhooks_manage(running,
 async def test_queued_deliveries_survive_a_restart_and_are_claimed_once(db, receiver):
     subs, deliveries = WebhookSubscriptionRepository(), WebhookDeliveryRepository()
     async with db.write() as session:
-        await subs.add(session=session, subscription_id="wh_restart", url=f"{receiver.url}/r", event_types=[],
-                       secret="whsec_restart-secret-0001", enabled=True, description="", created_by="test")
+        await subs.add(
+            session=session,
+            subscription_id="wh_restart",
+            url=f"{receiver.url}/r",
+            event_types=[],
+            secret="whsec_restart-secret-0001",
+            enabled=True,
+            description="",
+            created_by="test",
+        )
     policy = DeliveryPolicy(backoff=0.02, backoff_max=0.1, poll_interval=0.05, max_attempts=3, timeout=5)
     event = status_event()
 

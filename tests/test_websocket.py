@@ -43,8 +43,12 @@ outbox = OutboxRepository()
 
 
 def svc(sid: str, port: int = 9000) -> dict[str, Any]:
-    return {"id": sid, "driver": "process", "config": {"command": ["python3", "-m", "http.server", str(port)]},
-            "health": {"kind": "tcp", "port": port}}
+    return {
+        "id": sid,
+        "driver": "process",
+        "config": {"command": ["python3", "-m", "http.server", str(port)]},
+        "health": {"kind": "tcp", "port": port},
+    }
 
 
 @dataclass
@@ -63,8 +67,9 @@ class Live:
         return open_ws(self.url + (f"?{query}" if query else ""), tok, **kwargs)
 
     def http(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(base_url=self.server.http_url, timeout=10,
-                                  headers={"Authorization": f"Bearer {self.token}"})
+        return httpx2.AsyncClient(
+            base_url=self.server.http_url, timeout=10, headers={"Authorization": f"Bearer {self.token}"}
+        )
 
     @property
     def hub(self) -> Any:
@@ -99,8 +104,12 @@ def bus_kind(request) -> str:
 def live_factory(settings: Settings, db: Database, bus_kind: str, request):
     @asynccontextmanager
     async def make(*, drain: bool = True, **overrides: Any) -> AsyncIterator[Live]:
-        update: dict[str, Any] = {"events_stream": f"wf:test:{uuid.uuid4().hex[:12]}", "ws_heartbeat": 30.0,
-                                  "events_metrics_interval": 0.0, "ws_auth_timeout": 1.0}
+        update: dict[str, Any] = {
+            "events_stream": f"wf:test:{uuid.uuid4().hex[:12]}",
+            "ws_heartbeat": 30.0,
+            "events_metrics_interval": 0.0,
+            "ws_auth_timeout": 1.0,
+        }
         if bus_kind == "redis" and "redis_url" not in overrides:
             update["redis_url"] = request.getfixturevalue("redis_url")
         update.update(overrides)
@@ -129,16 +138,26 @@ def live_factory(settings: Settings, db: Database, bus_kind: str, request):
 def init_event(run: str, status: str, progress: int, component: str | None = None) -> Event:
     return make_event(
         EventType.INITIALIZATION_UPDATE,
-        InitializationUpdate(run_id=run, workflow_id=f"init/{run}", status=status, progress=progress,
-                             component=component, component_status="healthy" if component else None),
-        event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC),
+        InitializationUpdate(
+            run_id=run,
+            workflow_id=f"init/{run}",
+            status=status,
+            progress=progress,
+            component=component,
+            component_status="healthy" if component else None,
+        ),
+        event_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
     )
 
 
 def config_event(service: str, version: int, comment: str = "") -> Event:
-    return make_event(EventType.CONFIG_CHANGED, ConfigChanged(service_id=service, version=version, author="t",
-                                                              comment=comment),
-                      event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
+    return make_event(
+        EventType.CONFIG_CHANGED,
+        ConfigChanged(service_id=service, version=version, author="t", comment=comment),
+        event_id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+    )
 
 
 async def test_client_receives_changes_in_order(live_factory):
@@ -146,8 +165,12 @@ async def test_client_receives_changes_in_order(live_factory):
         hello = await next_of(ws, "subscribed")
         assert hello["types"] == ["CONFIG_CHANGED", "INITIALIZATION_UPDATE"] and hello["services"] is None
         # an initialization's progress, written the way its activities write it
-        steps = [init_event("r1", "running", 0), init_event("r1", "running", 33, "database"),
-                 init_event("r1", "running", 66, "cache"), init_event("r1", "succeeded", 100, "api")]
+        steps = [
+            init_event("r1", "running", 0),
+            init_event("r1", "running", 33, "database"),
+            init_event("r1", "running", 66, "cache"),
+            init_event("r1", "succeeded", 100, "api"),
+        ]
         for step in steps:
             await live.write_events(step)
         got = await events(ws, 4)
@@ -159,12 +182,19 @@ async def test_client_receives_changes_in_order(live_factory):
             for sid, port in (("database", 9101), ("cache", 9102), ("api", 9103)):
                 assert (await http.post("/api/v1/services", json=svc(sid, port))).status_code == 201
             content = {k: v for k, v in svc("database", 9199).items() if k != "id"}
-            r = await http.put("/api/v1/services/database/config", json={"content": content, "comment": "new port"},
-                               headers={"If-Match": '"1"'})
+            r = await http.put(
+                "/api/v1/services/database/config",
+                json={"content": content, "comment": "new port"},
+                headers={"If-Match": '"1"'},
+            )
             assert r.status_code == 200, r.text
         got = await events(ws, 4)
         assert [(m["event"]["data"]["service_id"], m["event"]["data"]["version"]) for m in got] == [
-            ("database", 1), ("cache", 1), ("api", 1), ("database", 2)]
+            ("database", 1),
+            ("cache", 1),
+            ("api", 1),
+            ("database", 2),
+        ]
         ids = [m["id"] for m in got]
         assert ids == sorted(ids, key=lambda p: tuple(map(int, p.split("-"))))
         assert all(m["event"]["event_type"] == "CONFIG_CHANGED" for m in got)  # AUDIT etc. filtered out
@@ -196,8 +226,11 @@ async def test_reconnect_with_last_id_receives_the_gap(live_factory):
         assert received == [e.event_id for e in missed + [later]]
 
         # the Last-Event-ID header works too
-        async with open_ws(live.url + "?types=CONFIG_CHANGED", None, additional_headers={
-                "Authorization": f"Bearer {live.token}", "Last-Event-ID": got[0]["id"]}) as ws:
+        async with open_ws(
+            live.url + "?types=CONFIG_CHANGED",
+            None,
+            additional_headers={"Authorization": f"Bearer {live.token}", "Last-Event-ID": got[0]["id"]},
+        ) as ws:
             await next_of(ws, "subscribed")
             again = await events(ws, 8)
             assert [m["event"]["event_id"] for m in again] == [e.event_id for e in first[1:] + missed + [later]]
@@ -226,6 +259,7 @@ async def test_gap_is_reported_when_the_resume_point_was_trimmed(live_factory):
 
 async def test_unauthenticated_connections_are_refused(live_factory, settings):
     async with live_factory() as live:
+
         async def closed_with(query: str = "", token: str | None = None, **kw: Any) -> tuple[int, str]:
             async with live.ws(query, token=token, **kw) as ws:
                 with pytest.raises(ConnectionClosed) as info:
@@ -263,8 +297,11 @@ async def test_unauthenticated_connections_are_refused(live_factory, settings):
 async def test_filters_by_type_and_service(live_factory):
     async with live_factory() as live:
         viewer = mint_token(live.settings, permissions=[Permission.SERVICES_READ], roles=("viewer",))
-        async with live.ws("services=alpha") as only_alpha, live.ws("types=AUDIT") as audits, \
-                live.ws(token=viewer) as everything_visible:
+        async with (
+            live.ws("services=alpha") as only_alpha,
+            live.ws("types=AUDIT") as audits,
+            live.ws(token=viewer) as everything_visible,
+        ):
             for ws in (only_alpha, audits, everything_visible):
                 await next_of(ws, "subscribed")
             async with live.http() as http:
@@ -277,7 +314,9 @@ async def test_filters_by_type_and_service(live_factory):
                 audit += [m for m in await events(audits, 1) if m["event"]["data"]["action"] != "user.bootstrap"]
             assert {m["event"]["event_type"] for m in audit} == {"AUDIT"}
             assert [(m["event"]["data"]["action"], m["event"]["data"]["target"]) for m in audit] == [
-                ("service.create", "beta"), ("service.create", "alpha")]
+                ("service.create", "beta"),
+                ("service.create", "alpha"),
+            ]
             seen = await events(everything_visible, 2)  # a viewer gets no AUDIT events
             assert [m["event"]["data"]["service_id"] for m in seen] == ["beta", "alpha"]
 
@@ -347,7 +386,7 @@ async def test_slow_client_is_dropped_while_a_fast_one_keeps_receiving(live_fact
             # reach it alone; only this test's events are compared)
             arrived = [m for m in got if m["type"] == "event"]
             delivered = [m for m in arrived if m["event"]["event_id"] in mine]
-            assert [m["event"]["event_id"] for m in delivered] == [e.event_id for e in published[:len(delivered)]]
+            assert [m["event"]["event_id"] for m in delivered] == [e.event_id for e in published[: len(delivered)]]
             assert len(delivered) < len(published)
             assert arrived, "the slow client received nothing before it was dropped"
             assert notice["last_event_id"] == arrived[-1]["id"]
@@ -380,9 +419,16 @@ async def test_metrics_updates_carry_per_service_figures(live_factory):
             assert (await http.post("/api/v1/services", json=svc("db", 9301))).status_code == 201
         now = datetime.now(UTC)
         async with live.res.db.write() as session:
-            await ProbeResultRepository().add(session=session, service_id="db", results=[
-                ProbeResult(healthy=i != 0, latency_ms=10.0 + i, message="", checked_at=now - timedelta(seconds=4 - i))
-                for i in range(4)])
+            await ProbeResultRepository().add(
+                session=session,
+                service_id="db",
+                results=[
+                    ProbeResult(
+                        healthy=i != 0, latency_ms=10.0 + i, message="", checked_at=now - timedelta(seconds=4 - i)
+                    )
+                    for i in range(4)
+                ],
+            )
         async with live.ws("types=METRICS_UPDATE&services=db") as ws:
             await next_of(ws, "subscribed")
             for _ in range(20):
@@ -414,7 +460,8 @@ async def test_polling_route_and_documented_models(live_factory):
             assert "version" in schema["types"]["CONFIG_CHANGED"]["properties"]
             components = (await http.get("/openapi.json")).json()["components"]["schemas"]
             assert {"ConfigChangedEvent", "MetricsUpdateEvent", "InitializationUpdateEvent", "EventPage"} <= set(
-                components)
+                components
+            )
             anon = await httpx2.AsyncClient(base_url=live.server.http_url).get("/api/v1/events")
             assert anon.status_code == 401
 
@@ -426,9 +473,24 @@ async def test_cli_events_tail(live_factory, monkeypatch):
         monkeypatch.setenv("WINDFLOW_TOKEN", live.token)
         monkeypatch.setenv("XDG_CONFIG_HOME", str(live.settings.data_dir / "cfg"))
         runner = CliRunner()
-        run = asyncio.create_task(asyncio.to_thread(
-            runner.invoke, cli, ["events", "tail", "--type", "CONFIG_CHANGED", "--service", "db", "--count", "2",
-                                 "--api", live.server.http_url]))
+        run = asyncio.create_task(
+            asyncio.to_thread(
+                runner.invoke,
+                cli,
+                [
+                    "events",
+                    "tail",
+                    "--type",
+                    "CONFIG_CHANGED",
+                    "--service",
+                    "db",
+                    "--count",
+                    "2",
+                    "--api",
+                    live.server.http_url,
+                ],
+            )
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
         while live.hub.clients == 0:
@@ -440,8 +502,9 @@ async def test_cli_events_tail(live_factory, monkeypatch):
         lines = [ln for ln in result.output.splitlines() if "CONFIG_CHANGED" in ln]
         assert len(lines) == 2 and "v7" in lines[0] and "v8" in lines[1] and "other" not in result.output
 
-        bad = await asyncio.to_thread(runner.invoke, cli, ["events", "tail", "--api", live.server.http_url],
-                                      env={"WINDFLOW_TOKEN": "bogus"})
+        bad = await asyncio.to_thread(
+            runner.invoke, cli, ["events", "tail", "--api", live.server.http_url], env={"WINDFLOW_TOKEN": "bogus"}
+        )
         assert bad.exit_code == 2 and "not authenticated" in bad.output
 
 
@@ -498,10 +561,18 @@ async def test_polling_route_filters_by_time(live_factory):
     async with live_factory() as live:
         now = datetime.now(UTC)
         stamps = [now - timedelta(hours=3), now - timedelta(minutes=30), now - timedelta(minutes=5)]
-        evs = [make_event(EventType.CONFIG_CHANGED, ConfigChanged(service_id="db", version=i + 1, author="t"),
-                          event_id=str(uuid.uuid4()), timestamp=at) for i, at in enumerate(stamps)]
+        evs = [
+            make_event(
+                EventType.CONFIG_CHANGED,
+                ConfigChanged(service_id="db", version=i + 1, author="t"),
+                event_id=str(uuid.uuid4()),
+                timestamp=at,
+            )
+            for i, at in enumerate(stamps)
+        ]
         await live.write_events(*evs)
         async with live.http() as http:
+
             async def versions(**params) -> list[int]:
                 r = await http.get("/api/v1/events", params={"types": "CONFIG_CHANGED", **params})
                 assert r.status_code == 200, r.text
@@ -512,11 +583,13 @@ async def test_polling_route_filters_by_time(live_factory):
                     break
                 await asyncio.sleep(0.05)
             assert await versions(since=(now - timedelta(hours=1)).isoformat()) == [2, 3]
-            assert await versions(since=(now - timedelta(hours=1)).isoformat(),
-                                  until=(now - timedelta(minutes=10)).isoformat()) == [2]
+            assert await versions(
+                since=(now - timedelta(hours=1)).isoformat(), until=(now - timedelta(minutes=10)).isoformat()
+            ) == [2]
             naive = (now - timedelta(minutes=10)).replace(tzinfo=None).isoformat()  # no zone: UTC
             assert await versions(since=naive) == [3]
-            bad = await http.get("/api/v1/events", params={"since": now.isoformat(),
-                                                            "until": (now - timedelta(hours=1)).isoformat()})
+            bad = await http.get(
+                "/api/v1/events", params={"since": now.isoformat(), "until": (now - timedelta(hours=1)).isoformat()}
+            )
             assert bad.status_code == 422 and bad.json()["error"]["details"][0]["loc"] == ["query", "since"]
             assert (await http.get("/api/v1/events", params={"since": "soon"})).status_code == 422

@@ -85,8 +85,13 @@ def spec(name: str, *deps: str) -> ServiceSpec:
 class FakeServices:
     """The service activities, answering at once: a log of what was asked, in order, and chosen failures."""
 
-    def __init__(self, *specs: ServiceSpec, fail_start: dict[str, int] | None = None,
-                 hang_healthy: set[str] = frozenset(), fail_stop: set[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        *specs: ServiceSpec,
+        fail_start: dict[str, int] | None = None,
+        hang_healthy: set[str] = frozenset(),
+        fail_stop: set[str] = frozenset(),
+    ) -> None:
         self.specs = {s.id: s for s in specs}
         self.fail_start = dict(fail_start or {})  # service -> how many starts fail before one succeeds
         self.hang_healthy = set(hang_healthy)  # wait_healthy never ends (until cancelled)
@@ -96,16 +101,30 @@ class FakeServices:
         self.waiting = asyncio.Event()  # a hanging wait_healthy has begun
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.validate_system, self.load_service, self.start_service, self.wait_healthy, self.stop_service,
-                self.record_initialization, self.record_initialization_changes, self.plan_shutdown,
-                self.record_shutdown, self.pause_supervisor, self.resume_supervisor, self.load_spec_or_none,
-                self.restart_service]
+        return [
+            self.validate_system,
+            self.load_service,
+            self.start_service,
+            self.wait_healthy,
+            self.stop_service,
+            self.record_initialization,
+            self.record_initialization_changes,
+            self.plan_shutdown,
+            self.record_shutdown,
+            self.pause_supervisor,
+            self.resume_supervisor,
+            self.load_spec_or_none,
+            self.restart_service,
+        ]
 
     @activity.defn(name="validate_system")
     async def validate_system(self, req: ValidateSystemInput) -> ValidateSystemResult:
         wanted = list(self.specs)
-        return ValidateSystemResult(valid=True, specs=[self.specs[n] for n in wanted],
-                                    plan=layers({n: list(self.specs[n].depends_on) for n in wanted}))
+        return ValidateSystemResult(
+            valid=True,
+            specs=[self.specs[n] for n in wanted],
+            plan=layers({n: list(self.specs[n].depends_on) for n in wanted}),
+        )
 
     @activity.defn(name="load_service")
     async def load_service(self, name: str) -> ServiceSpec:
@@ -160,8 +179,9 @@ class FakeServices:
     @activity.defn(name="plan_shutdown")
     async def plan_shutdown(self, services: list[str]) -> ShutdownPlan:
         graph = {n: list(s.depends_on) for n, s in self.specs.items()}
-        return ShutdownPlan(layers=[sorted(layer) for layer in reversed(layers(graph))],
-                            specs=list(self.specs.values()))
+        return ShutdownPlan(
+            layers=[sorted(layer) for layer in reversed(layers(graph))], specs=list(self.specs.values())
+        )
 
     @activity.defn(name="record_shutdown")
     async def record_shutdown(self, req: RecordShutdownInput) -> None:
@@ -193,9 +213,17 @@ class FakeRollout(FakeServices):
         self.supervised = True
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [*super().activities(), self.prepare_rollout, self.save_rollout_version, self.restore_good_version,
-                self.mark_config_version, self.apply_rollout_config, self.probe_rollout,
-                self.set_rollout_service_state, self.record_rollout]
+        return [
+            *super().activities(),
+            self.prepare_rollout,
+            self.save_rollout_version,
+            self.restore_good_version,
+            self.mark_config_version,
+            self.apply_rollout_config,
+            self.probe_rollout,
+            self.set_rollout_service_state,
+            self.record_rollout,
+        ]
 
     @activity.defn(name="prepare_rollout")
     async def prepare_rollout(self, req: PrepareRolloutInput) -> PrepareRolloutResult:
@@ -231,8 +259,12 @@ class FakeRollout(FakeServices):
     @activity.defn(name="probe_rollout")
     async def probe_rollout(self, req: ProbeRolloutInput) -> RolloutProbe:
         healthy = self.applied in self.healthy_versions
-        return RolloutProbe(at=activity.info().current_attempt_scheduled_time, healthy=healthy, running=True,
-                            message="ok" if healthy else "503 from /health")
+        return RolloutProbe(
+            at=activity.info().current_attempt_scheduled_time,
+            healthy=healthy,
+            running=True,
+            message="ok" if healthy else "503 from /health",
+        )
 
     @activity.defn(name="set_rollout_service_state")
     async def set_rollout_service_state(self, req: MarkVersionInput) -> None:
@@ -244,9 +276,13 @@ class FakeRollout(FakeServices):
 
 
 async def running(env: Any, fake: FakeServices, task_queue: str) -> AsyncIterator[Client]:
-    async with Worker(env.client, task_queue=task_queue,
-                      workflows=[SystemInitialization, SystemShutdown, ConfigRollout, ServiceControl],
-                      activities=fake.activities(), workflow_runner=strict_runner()):
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[SystemInitialization, SystemShutdown, ConfigRollout, ServiceControl],
+        activities=fake.activities(),
+        workflow_runner=strict_runner(),
+    ):
         yield env.client
 
 
@@ -260,8 +296,9 @@ async def keep_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
         (HISTORIES / f"{name}.json").write_text((await handle.fetch_history()).to_json())
 
 
-async def until(handle: WorkflowHandle[Any, Any], result_type: type, check: Callable[[Any], bool],
-                timeout: float = 60.0) -> Any:
+async def until(
+    handle: WorkflowHandle[Any, Any], result_type: type, check: Callable[[Any], bool], timeout: float = 60.0
+) -> Any:
     """Query ``status`` until ``check`` holds (wall-clock polling: time only skips while a result is awaited)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -275,8 +312,11 @@ async def until(handle: WorkflowHandle[Any, Any], result_type: type, check: Call
 
 
 async def start_init(client: Client, task_queue: str, **options: Any) -> WorkflowHandle[Any, InitState]:
-    return await handles.start_initialization(client, task_queue=task_queue, inp=InitInput(
-        run_id=uuid.uuid4().hex[:12], options=InitOptions(**options), actor="tester"))
+    return await handles.start_initialization(
+        client,
+        task_queue=task_queue,
+        inp=InitInput(run_id=uuid.uuid4().hex[:12], options=InitOptions(**options), actor="tester"),
+    )
 
 
 # ------------------------------------------------------------------------------------------- initialization
@@ -322,8 +362,12 @@ async def test_retry_component_starts_the_failed_one_again_in_the_same_run(time_
         state = await handle.result()
     assert state.status == InitStatus.SUCCEEDED
     assert state.components["api"].attempts == 2
-    assert [a for a in fake.log if a[1] == "api"] == [("start", "api"), ("load", "api"), ("start", "api"),
-                                                      ("healthy", "api")]
+    assert [a for a in fake.log if a[1] == "api"] == [
+        ("start", "api"),
+        ("load", "api"),
+        ("start", "api"),
+        ("healthy", "api"),
+    ]
     assert state.components["web"].status == ComponentStatus.HEALTHY  # skipped, then started after the retry
 
 
@@ -365,8 +409,11 @@ async def test_validate_only_plans_and_starts_nothing(time_skipping_env, task_qu
 
 
 async def start_down(client: Client, task_queue: str, *services: str) -> WorkflowHandle[Any, ShutdownState]:
-    return await handles.start_shutdown(client, task_queue=task_queue, inp=ShutdownInput(
-        run_id=uuid.uuid4().hex[:12], services=list(services), actor="tester", reason="maintenance"))
+    return await handles.start_shutdown(
+        client,
+        task_queue=task_queue,
+        inp=ShutdownInput(run_id=uuid.uuid4().hex[:12], services=list(services), actor="tester", reason="maintenance"),
+    )
 
 
 async def test_shutdown_stops_dependants_first_and_pauses_supervision_before_each_stop(time_skipping_env, task_queue):
@@ -382,8 +429,7 @@ async def test_shutdown_stops_dependants_first_and_pauses_supervision_before_eac
     assert fake.records[-1].final and fake.records[-1].state.status == ShutdownStatus.COMPLETED
 
 
-async def test_a_service_that_will_not_stop_fails_the_shutdown_and_the_rest_still_stop(time_skipping_env,
-                                                                                       task_queue):
+async def test_a_service_that_will_not_stop_fails_the_shutdown_and_the_rest_still_stop(time_skipping_env, task_queue):
     fake = FakeServices(spec("db"), spec("api", "db"), spec("web", "api"), fail_stop={"api"})
     async for client in running(time_skipping_env, fake, task_queue):
         handle = await start_down(client, task_queue)
@@ -399,9 +445,17 @@ async def test_a_service_that_will_not_stop_fails_the_shutdown_and_the_rest_stil
 
 
 async def start_rollout(client: Client, task_queue: str, *, verify_window: float) -> WorkflowHandle[Any, RolloutState]:
-    return await handles.start_rollout(client, task_queue=task_queue, inp=RolloutInput(
-        rollout_id=uuid.uuid4().hex[:12], service_id="api", actor="tester", verify_window=verify_window,
-        expected_version=1))
+    return await handles.start_rollout(
+        client,
+        task_queue=task_queue,
+        inp=RolloutInput(
+            rollout_id=uuid.uuid4().hex[:12],
+            service_id="api",
+            actor="tester",
+            verify_window=verify_window,
+            expected_version=1,
+        ),
+    )
 
 
 async def test_a_rollout_that_stays_healthy_for_the_window_is_marked_good(time_skipping_env, task_queue):
@@ -444,16 +498,19 @@ async def test_a_rollout_whose_good_version_fails_too_ends_failed(time_skipping_
 
 
 async def control(client: Client, task_queue: str, action: str, service: str) -> ControlResult:
-    handle = await handles.start_control(client, task_queue=task_queue, nonce=uuid.uuid4().hex[:8],
-                                         inp=ControlInput(service_id=service, action=action, actor="tester"))
+    handle = await handles.start_control(
+        client,
+        task_queue=task_queue,
+        nonce=uuid.uuid4().hex[:8],
+        inp=ControlInput(service_id=service, action=action, actor="tester"),
+    )
     result = await handle.result()
     if result.ok:
         await keep_history(handle, f"control_{action}")
     return result
 
 
-async def test_an_operator_restart_pauses_supervision_restarts_waits_healthy_and_resumes(time_skipping_env,
-                                                                                         task_queue):
+async def test_an_operator_restart_pauses_supervision_restarts_waits_healthy_and_resumes(time_skipping_env, task_queue):
     fake = FakeServices(spec("api").model_copy(update={"monitored": True}))
     fake.supervised = True
     async for client in running(time_skipping_env, fake, task_queue):
@@ -483,8 +540,15 @@ async def test_a_second_recovery_start_joins_the_running_one(time_skipping_env, 
     service = f"svc-{uuid.uuid4().hex[:8]}"
 
     async def start(request_id: str) -> handles.RecoveryStarted:
-        return await handles.start_recovery(client, task_queue=task_queue, service_id=service, reason="test",
-                                            actor="tester", source="api", request_id=request_id)
+        return await handles.start_recovery(
+            client,
+            task_queue=task_queue,
+            service_id=service,
+            reason="test",
+            actor="tester",
+            source="api",
+            request_id=request_id,
+        )
 
     first = await start("r1")
     second = await start("r2")

@@ -48,10 +48,13 @@ class _Stall(OutboundInterceptor):
         raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("/api/v1/initializations", {}),
-    ("/api/v1/shutdowns", {"reason": "maintenance"}),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/initializations", {}),
+        ("/api/v1/shutdowns", {"reason": "maintenance"}),
+    ],
+)
 async def test_a_slow_temporal_blocks_no_other_writer(api, app_resources, db, settings, path, body):
     await register(db, ServiceSpec(id="db", driver="noop"))
     stall = StalledTemporal()
@@ -65,9 +68,14 @@ async def test_a_slow_temporal_blocks_no_other_writer(api, app_resources, db, se
 
     async def another_writer() -> None:
         async with db.write() as session:
-            await RunSummaryRepository().upsert(session=session, run_id=other, kind="recovery",
-                                                workflow_id=f"elsewhere/{other}", status="running",
-                                                started_at=datetime.now(UTC))
+            await RunSummaryRepository().upsert(
+                session=session,
+                run_id=other,
+                kind="recovery",
+                workflow_id=f"elsewhere/{other}",
+                status="running",
+                started_at=datetime.now(UTC),
+            )
 
     try:  # while the route waits for Temporal, the store takes other writes
         await asyncio.wait_for(another_writer(), 3)

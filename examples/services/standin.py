@@ -89,8 +89,15 @@ class HealthHandler(BaseHTTPRequestHandler):
                 return
             self._send_json(200, {"status": "ready", "name": self.name, "pid": os.getpid()})
         elif self.path.split("?", 1)[0] == "/":
-            self._send_json(200, {"name": self.name, "pid": os.getpid(), "uptime": round(time.time() - STARTED, 3),
-                                  "hung": HUNG.is_set()})
+            self._send_json(
+                200,
+                {
+                    "name": self.name,
+                    "pid": os.getpid(),
+                    "uptime": round(time.time() - STARTED, 3),
+                    "hung": HUNG.is_set(),
+                },
+            )
         else:
             self._send_json(404, {"error": "not found"})
 
@@ -137,19 +144,32 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="windflow stand-in service")
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, default=None, help="required unless --job")
-    parser.add_argument("--job", action="store_true",
-                        help="a one-shot job (a migration): work for --boot seconds, print what was done, exit 0")
+    parser.add_argument(
+        "--job",
+        action="store_true",
+        help="a one-shot job (a migration): work for --boot seconds, print what was done, exit 0",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--protocol", choices=["http", "tcp"], default="http")
     parser.add_argument("--boot", type=float, default=None, help="seconds to wait before binding (env STANDIN_BOOT)")
-    parser.add_argument("--warm", type=float, default=0.0,
-                        help="/ready answers 503 for this many seconds after binding (/health passes at once)")
+    parser.add_argument(
+        "--warm",
+        type=float,
+        default=0.0,
+        help="/ready answers 503 for this many seconds after binding (/health passes at once)",
+    )
     parser.add_argument("--crash-after", type=float, default=None, help="exit 1 this many seconds after binding")
     parser.add_argument("--fail-start", action="store_true", help="exit 1 right after the boot delay")
-    parser.add_argument("--fail-start-while", default=None, metavar="PATH",
-                        help="exit 1 right after the boot delay while PATH exists")
-    parser.add_argument("--requires", action="append", default=[], metavar="HOST:PORT",
-                        help="report 503 on /health while this TCP address does not answer (repeatable)")
+    parser.add_argument(
+        "--fail-start-while", default=None, metavar="PATH", help="exit 1 right after the boot delay while PATH exists"
+    )
+    parser.add_argument(
+        "--requires",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="report 503 on /health while this TCP address does not answer (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.port is None and not args.job:
         parser.error("--port is required (unless --job)")

@@ -41,8 +41,9 @@ def decode_key(value: str) -> bytes:
     """A base64 (standard or URL-safe) key; ``ValueError`` unless it is exactly 32 bytes."""
     text = value.strip()
     try:
-        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text)
-                               else None, validate=True)
+        raw = base64.b64decode(
+            text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True
+        )
     except (binascii.Error, ValueError):
         raise ValueError("is not valid base64") from None
     if len(raw) != KEY_BYTES:
@@ -94,7 +95,8 @@ class EncryptionCodec(PayloadCodec):
         if cipher is None:
             raise PayloadDecryptionError(
                 f"payload encrypted with unknown key id {key_id!r} (configured: {', '.join(self.key_ids)}); "
-                "keep retired keys in WINDFLOW_CODEC_KEYS while histories use them")
+                "keep retired keys in WINDFLOW_CODEC_KEYS while histories use them"
+            )
         data = payload.data
         if len(data) <= NONCE_BYTES:
             raise PayloadDecryptionError("encrypted payload is too short")
@@ -102,7 +104,8 @@ class EncryptionCodec(PayloadCodec):
             plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], raw_id)
         except InvalidTag:
             raise PayloadDecryptionError(
-                f"payload does not decrypt with key {key_id!r}: tampered with or a different key") from None
+                f"payload does not decrypt with key {key_id!r}: tampered with or a different key"
+            ) from None
         out = Payload()
         out.ParseFromString(plain)
         return out

@@ -55,26 +55,39 @@ _PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 RESTART_REASONS = ("exited", "unhealthy", "manual", "alert", "rollout", "other")
 
 SERVICE_RESTARTS = Counter(
-    "windflow_service_restarts", "Restarts windflow performed, per service and reason "
-    "(exited, unhealthy, manual, alert, rollout, other)", ["service", "reason"], registry=REGISTRY,
+    "windflow_service_restarts",
+    "Restarts windflow performed, per service and reason (exited, unhealthy, manual, alert, rollout, other)",
+    ["service", "reason"],
+    registry=REGISTRY,
 )
 RECOVERY_DURATION = Histogram(
-    "windflow_recovery_duration_seconds", "Time from the start of a recovery attempt until the service is healthy",
-    buckets=_DURATION_BUCKETS, registry=REGISTRY,
+    "windflow_recovery_duration_seconds",
+    "Time from the start of a recovery attempt until the service is healthy",
+    buckets=_DURATION_BUCKETS,
+    registry=REGISTRY,
 )
 INITIALIZATION_DURATION = Histogram(
-    "windflow_initialization_duration_seconds", "Duration of finished system initializations, by outcome",
-    ["status"], buckets=_DURATION_BUCKETS, registry=REGISTRY,
+    "windflow_initialization_duration_seconds",
+    "Duration of finished system initializations, by outcome",
+    ["status"],
+    buckets=_DURATION_BUCKETS,
+    registry=REGISTRY,
 )
 PROBE_DURATION = Histogram(
-    "windflow_probe_duration_seconds", "Health probe duration, per service and probe kind", ["service", "probe"],
-    buckets=_PROBE_BUCKETS, registry=REGISTRY,
+    "windflow_probe_duration_seconds",
+    "Health probe duration, per service and probe kind",
+    ["service", "probe"],
+    buckets=_PROBE_BUCKETS,
+    registry=REGISTRY,
 )
-EVENTS_PUBLISHED = Counter("windflow_events_published", "Events the outbox relay published to the bus",
-                           registry=REGISTRY)
+EVENTS_PUBLISHED = Counter(
+    "windflow_events_published", "Events the outbox relay published to the bus", registry=REGISTRY
+)
 WEBHOOK_DELIVERIES = Counter(
-    "windflow_webhook_deliveries", "Outgoing webhook delivery attempts, by outcome (delivered, retrying, failed)",
-    ["outcome"], registry=REGISTRY,
+    "windflow_webhook_deliveries",
+    "Outgoing webhook delivery attempts, by outcome (delivered, retrying, failed)",
+    ["outcome"],
+    registry=REGISTRY,
 )
 
 
@@ -153,12 +166,17 @@ class StoreCollector(Collector):
     def collect(self) -> Iterable[Any]:
         if self.services is not None:
             counts: dict[str, int] = {}
-            up = GaugeMetricFamily("windflow_service_up", "1 when the service is healthy, else 0",
-                                   labels=["service"])
-            status = GaugeMetricFamily("windflow_service_status", "The service's status: the series of the "
-                                       "current status is 1, the others 0", labels=["service", "status"])
-            desired = GaugeMetricFamily("windflow_service_desired_running", "1 when the service should run "
-                                        "(desired state), 0 when it should be stopped", labels=["service"])
+            up = GaugeMetricFamily("windflow_service_up", "1 when the service is healthy, else 0", labels=["service"])
+            status = GaugeMetricFamily(
+                "windflow_service_status",
+                "The service's status: the series of the current status is 1, the others 0",
+                labels=["service", "status"],
+            )
+            desired = GaugeMetricFamily(
+                "windflow_service_desired_running",
+                "1 when the service should run (desired state), 0 when it should be stopped",
+                labels=["service"],
+            )
             states = [s.value for s in ServiceState]
             for svc in self.services:
                 counts[svc.state] = counts.get(svc.state, 0) + 1
@@ -174,8 +192,9 @@ class StoreCollector(Collector):
             yield status
             yield desired
         if self.outbox_lag is not None:
-            yield GaugeMetricFamily("windflow_outbox_lag", "Events committed to the outbox, not yet published",
-                                    value=self.outbox_lag)
+            yield GaugeMetricFamily(
+                "windflow_outbox_lag", "Events committed to the outbox, not yet published", value=self.outbox_lag
+            )
 
     def describe(self) -> Iterable[Any]:
         return []
@@ -232,8 +251,11 @@ class MetricsEndpoint:
         if self._token:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             if not token_ok(self._token, headers.get("authorization")):
-                deny = self._unauthorized() if self._unauthorized is not None else PlainTextResponse(
-                    "unauthorized", status_code=401)
+                deny = (
+                    self._unauthorized()
+                    if self._unauthorized is not None
+                    else PlainTextResponse("unauthorized", status_code=401)
+                )
                 deny.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
                 await deny(scope, receive, send)
                 return
@@ -305,8 +327,12 @@ def _make_runtime(*, metrics: bool) -> Runtime:
 
     logging_config = LoggingConfig(
         filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core"), append_target_to_name=False,
-                                       prepend_target_on_message=False, append_log_fields_to_message=False),
+        forwarding=LogForwardingConfig(
+            logger=logging.getLogger("temporalio.core"),
+            append_target_to_name=False,
+            prepend_target_on_message=False,
+            append_log_fields_to_message=False,
+        ),
     )
     if not metrics:
         return Runtime(telemetry=TelemetryConfig(logging=logging_config))
@@ -314,11 +340,17 @@ def _make_runtime(*, metrics: bool) -> Runtime:
     for _ in range(5):  # a port picked free may be taken before the core binds it: pick again
         port = _free_loopback_port()
         try:
-            runtime = Runtime(telemetry=TelemetryConfig(
-                logging=logging_config,
-                metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}", counters_total_suffix=True,
-                                         unit_suffix=True, durations_as_seconds=True),
-            ))
+            runtime = Runtime(
+                telemetry=TelemetryConfig(
+                    logging=logging_config,
+                    metrics=PrometheusConfig(
+                        bind_address=f"127.0.0.1:{port}",
+                        counters_total_suffix=True,
+                        unit_suffix=True,
+                        durations_as_seconds=True,
+                    ),
+                )
+            )
         except Exception as exc:  # the core could not bind
             error = exc
             continue
@@ -345,8 +377,9 @@ def serve_metrics(host: str, ports: range, *, token: str | None = None) -> Any:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found; metrics are at /metrics\n"]
         if not token_ok(token, environ.get("HTTP_AUTHORIZATION")):
-            start_response("401 Unauthorized", [("Content-Type", "text/plain"),
-                                                ("WWW-Authenticate", 'Bearer realm="metrics"')])
+            start_response(
+                "401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="metrics"')]
+            )
             return [b"unauthorized: send Authorization: Bearer <WINDFLOW_METRICS_TOKEN>\n"]
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
         return [exposition()]
@@ -365,5 +398,7 @@ def serve_metrics(host: str, ports: range, *, token: str | None = None) -> Any:
         threading.Thread(target=server.serve_forever, name="windflow-metrics", daemon=True).start()
         return server
     span = str(ports.start) if len(ports) == 1 else f"{ports.start}-{ports.stop - 1}"
-    raise MetricsPortsTaken(f"WINDFLOW_WORKER_METRICS_PORT: no free port in {span} on {host} ({last}); give a "
-                            "wider range, 0 (any free port) or off")
+    raise MetricsPortsTaken(
+        f"WINDFLOW_WORKER_METRICS_PORT: no free port in {span} on {host} ({last}); give a "
+        "wider range, 0 (any free port) or off"
+    )

@@ -34,18 +34,30 @@ from urllib.parse import urlsplit
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-BUILTIN_DENY_NETS: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in (
-    "169.254.0.0/16",  # link-local, the AWS/GCP/Azure/OpenStack metadata address 169.254.169.254
-    "fe80::/10",  # IPv6 link-local
-    "fd00:ec2::254/128",  # AWS metadata over IPv6
-    "100.100.100.200/32",  # Alibaba Cloud metadata
-    "0.0.0.0/8", "::/128",  # "this host": reaches local services on many systems
-    "224.0.0.0/4", "ff00::/8", "255.255.255.255/32",  # multicast, broadcast
-))
-BUILTIN_DENY_NAMES: frozenset[str] = frozenset({
-    "metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal",
-    "metadata.azure.internal",
-})
+BUILTIN_DENY_NETS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "169.254.0.0/16",  # link-local, the AWS/GCP/Azure/OpenStack metadata address 169.254.169.254
+        "fe80::/10",  # IPv6 link-local
+        "fd00:ec2::254/128",  # AWS metadata over IPv6
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "0.0.0.0/8",
+        "::/128",  # "this host": reaches local services on many systems
+        "224.0.0.0/4",
+        "ff00::/8",
+        "255.255.255.255/32",  # multicast, broadcast
+    )
+)
+BUILTIN_DENY_NAMES: frozenset[str] = frozenset(
+    {
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.azure.internal",
+    }
+)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_LOOSE = re.compile(r"^[0-9a-fA-FxX.]+$")
 
@@ -142,20 +154,29 @@ class OutboundPolicy:
     @classmethod
     def for_services(cls, settings: Any) -> OutboundPolicy:
         """HTTP probes and the http driver: loopback and private ranges allowed unless the settings say no."""
-        return cls(purpose="probes and the http driver", allow_private=settings.outbound_private_services,
-                   deny=tuple(settings.outbound_deny), allow=tuple(settings.outbound_allow))
+        return cls(
+            purpose="probes and the http driver",
+            allow_private=settings.outbound_private_services,
+            deny=tuple(settings.outbound_deny),
+            allow=tuple(settings.outbound_allow),
+        )
 
     @classmethod
     def for_notify(cls, settings: Any) -> OutboundPolicy:
         """Outgoing webhooks and notification channels: loopback and private ranges refused unless allowed."""
-        return cls(purpose="webhooks and notification channels", allow_private=settings.outbound_private_notify,
-                   deny=tuple(settings.outbound_deny), allow=tuple(settings.outbound_allow),
-                   private_setting="outbound_private_notify")
+        return cls(
+            purpose="webhooks and notification channels",
+            allow_private=settings.outbound_private_notify,
+            deny=tuple(settings.outbound_deny),
+            allow=tuple(settings.outbound_allow),
+            private_setting="outbound_private_notify",
+        )
 
     @classmethod
     def notify_default(cls) -> OutboundPolicy:
-        return cls(purpose="webhooks and notification channels", allow_private=False,
-                   private_setting="outbound_private_notify")
+        return cls(
+            purpose="webhooks and notification channels", allow_private=False, private_setting="outbound_private_notify"
+        )
 
     # ------------------------------------------------------------------ checks
 
@@ -176,8 +197,10 @@ class OutboundPolicy:
             for cand in cands:
                 if cand.is_loopback or not cand.is_global:
                     kind = "loopback" if cand.is_loopback else "private"
-                    return (f"{ip} is a {kind} address, not allowed for {self.purpose} (see outbound_allow and "
-                            f"{self.private_setting})")
+                    return (
+                        f"{ip} is a {kind} address, not allowed for {self.purpose} (see outbound_allow and "
+                        f"{self.private_setting})"
+                    )
         return None
 
     def _name_allowed(self, name: str) -> bool:
@@ -257,20 +280,31 @@ class GuardedBackend(AsyncNetworkBackend):
         self.policy = policy
         self.inner = inner if inner is not None else httpcore2.AnyIOBackend()
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Any = None) -> Any:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> Any:
         last: BaseException | None = None
         for _, address in await self.policy.resolve(host, port):
             try:
-                return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
-                                                    socket_options=socket_options)
+                return await self.inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
             except Exception as exc:  # try the next address, like the resolver-aware default
                 last = exc
         assert last is not None
         raise last
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ARG002
-                                  socket_options: Any = None) -> Any:  # noqa: ARG002
+    async def connect_unix_socket(
+        self,
+        path: str,  # noqa: ARG002
+        timeout: float | None = None,  # noqa: ARG002
+        socket_options: Any = None,  # noqa: ARG002
+    ) -> Any:
         raise OutboundRefused("unix sockets are not outbound destinations")
 
     async def sleep(self, seconds: float) -> None:
@@ -306,8 +340,9 @@ class Outbound:
 _CHECKED_SCHEMES = ("http://", "https://", "redis://", "rediss://")
 
 
-def url_problems(value: Any, policy: OutboundPolicy,
-                 loc: list[str | int] | None = None) -> list[tuple[list[str | int], str]]:
+def url_problems(
+    value: Any, policy: OutboundPolicy, loc: list[str | int] | None = None
+) -> list[tuple[list[str | int], str]]:
     """Every ``url`` (http, https, redis) and TCP probe ``host`` in a JSON-like config that the policy refuses
     before any DNS lookup, with its location: what is refused whatever a name resolves to (metadata hosts,
     refused literal addresses)."""

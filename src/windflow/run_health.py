@@ -60,8 +60,9 @@ class RunTrouble:
 
 async def inspect_run(client: Client, workflow_id: str) -> RunTrouble | None:
     """``None`` when the run runs normally; else what is wrong with it, in words for an operator."""
-    request = DescribeWorkflowExecutionRequest(namespace=client.namespace,
-                                               execution=WorkflowExecution(workflow_id=workflow_id))
+    request = DescribeWorkflowExecutionRequest(
+        namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+    )
     try:
         answer = await client.workflow_service.describe_workflow_execution(request)
     except RPCError as exc:
@@ -74,8 +75,12 @@ async def inspect_run(client: Client, workflow_id: str) -> RunTrouble | None:
         if attempts < STUCK_AFTER_ATTEMPTS:
             return None
         cause = await _last_event_text(client, workflow_id, answer.workflow_execution_info.execution.run_id)
-        return RunTrouble(closed=False, status=None, attempts=attempts,
-                          message=f"its workflow task keeps failing (attempt {attempts}): {cause or 'see its history'}")
+        return RunTrouble(
+            closed=False,
+            status=None,
+            attempts=attempts,
+            message=f"its workflow task keeps failing (attempt {attempts}): {cause or 'see its history'}",
+        )
     recorded, how = _CLOSED.get(status, ("FAILED", "ended"))
     cause = await _last_event_text(client, workflow_id, answer.workflow_execution_info.execution.run_id)
     return RunTrouble(closed=True, status=recorded, message=f"{how}: {cause}" if cause else how)
@@ -84,8 +89,10 @@ async def inspect_run(client: Client, workflow_id: str) -> RunTrouble | None:
 async def _last_event_text(client: Client, workflow_id: str, run_id: str) -> str:
     """The reason of the run's last termination or workflow task failure, from the end of its history."""
     request = GetWorkflowExecutionHistoryReverseRequest(
-        namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
-        maximum_page_size=50)
+        namespace=client.namespace,
+        execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+        maximum_page_size=50,
+    )
     try:
         history = await client.workflow_service.get_workflow_execution_history_reverse(request)
     except RPCError:
@@ -136,10 +143,19 @@ async def mark_run(session: AsyncSession, row: RunSummaryRow, *, message: str, s
         row.finished_at = datetime.now(UTC)
         summary["finished_at"] = row.finished_at.isoformat()
     row.summary = summary
-    data = InitializationUpdate(run_id=row.run_id, workflow_id=row.workflow_id, status=row.status,
-                                progress=int(summary.get("progress", 0) or 0), message=message)
-    await OutboxRepository().add(session=session, event=make_event(
-        EventType.INITIALIZATION_UPDATE, data, event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC)))
+    data = InitializationUpdate(
+        run_id=row.run_id,
+        workflow_id=row.workflow_id,
+        status=row.status,
+        progress=int(summary.get("progress", 0) or 0),
+        message=message,
+    )
+    await OutboxRepository().add(
+        session=session,
+        event=make_event(
+            EventType.INITIALIZATION_UPDATE, data, event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC)
+        ),
+    )
 
 
 async def check_runs(client: Client, db: Database, *, on_commit: Callable[[], None] | None = None) -> int:
@@ -167,8 +183,9 @@ async def check_runs(client: Client, db: Database, *, on_commit: Callable[[], No
     return reported
 
 
-async def watch_runs(client: Client, db: Database, *, on_commit: Callable[[], None] | None = None,
-                     every: float = WATCH_EVERY) -> None:
+async def watch_runs(
+    client: Client, db: Database, *, on_commit: Callable[[], None] | None = None, every: float = WATCH_EVERY
+) -> None:
     """The worker's run watchdog: ``check_runs`` every ``every`` seconds until cancelled."""
     while True:
         try:

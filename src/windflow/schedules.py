@@ -25,8 +25,9 @@ from windflow.temporal import search_attributes as sa
 from windflow.temporal.names import SWEEP_SCHEDULE_ID
 
 
-def sweep_schedule(*, task_queue: str, every: timedelta, schedule_id: str, paused: bool = False,
-                   note: str = "") -> Schedule:
+def sweep_schedule(
+    *, task_queue: str, every: timedelta, schedule_id: str, paused: bool = False, note: str = ""
+) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
             names.RECOVERY_SWEEP,
@@ -43,7 +44,10 @@ def sweep_schedule(*, task_queue: str, every: timedelta, schedule_id: str, pause
 
 
 async def ensure_sweep_schedule(
-    client: Client, *, task_queue: str, every: timedelta = timedelta(minutes=5),
+    client: Client,
+    *,
+    task_queue: str,
+    every: timedelta = timedelta(minutes=5),
     schedule_id: str = SWEEP_SCHEDULE_ID,
 ) -> ScheduleHandle:
     """Create the sweep schedule unless it exists (an operator's changes to it are kept)."""
@@ -54,5 +58,6 @@ async def ensure_sweep_schedule(
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
-    return await client.create_schedule(schedule_id, sweep_schedule(task_queue=task_queue, every=every,
-                                                                    schedule_id=schedule_id))
+    return await client.create_schedule(
+        schedule_id, sweep_schedule(task_queue=task_queue, every=every, schedule_id=schedule_id)
+    )

@@ -86,8 +86,13 @@ CAUSE_LINES = 5
 CAUSE_CHARS = 1000
 
 
-def last_error_lines(path: Path, *, since: int = 0, lines: int = CAUSE_LINES, max_chars: int = CAUSE_CHARS,
-                     ) -> str | None:
+def last_error_lines(
+    path: Path,
+    *,
+    since: int = 0,
+    lines: int = CAUSE_LINES,
+    max_chars: int = CAUSE_CHARS,
+) -> str | None:
     """The last ``lines`` non-blank lines written to ``path`` after byte ``since``, joined with `` | `` and cut
     to ``max_chars`` (keeping the end, where the error usually is): a failure's cause for its message
     ("exited with code 1: Traceback (most recent call last): | … | FileNotFoundError: …"), or None."""
@@ -156,8 +161,9 @@ class FileLogSource:
 class _FileReader:
     """Complete lines appended to one file since the last call; survives copy-truncate and late creation."""
 
-    def __init__(self, path: Path, *, at_end: bool, offset: int | None = None, inode: int | None = None,
-                 mid_line: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, at_end: bool, offset: int | None = None, inode: int | None = None, mid_line: bool = False
+    ) -> None:
         self.path = path
         self.mid_line = mid_line  # the offset may fall inside a line: drop the first piece read
         self.inode = inode
@@ -260,8 +266,15 @@ class RedisLogSource:
 class LogShipper:
     """Worker side: append new lines of every service log in ``log_dir`` to its Redis stream."""
 
-    def __init__(self, redis: Any, log_dir: Path, *, prefix: str = "windflow:logs:", maxlen: int = 5000,
-                 interval: float = SHIP_INTERVAL) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        log_dir: Path,
+        *,
+        prefix: str = "windflow:logs:",
+        maxlen: int = 5000,
+        interval: float = SHIP_INTERVAL,
+    ) -> None:
         self.redis = redis
         self.log_dir = Path(log_dir)
         self.prefix = prefix
@@ -298,8 +311,9 @@ class LogShipper:
                     inode, offset = int(ino), int(off)
             # first sight without a saved offset: ship the file's recent past too (its last 64 KiB)
             start = offset if offset is not None else max(0, _size(path) - 65536)
-            reader = self._readers[name] = _FileReader(path, at_end=False, offset=start, inode=inode,
-                                                       mid_line=offset is None and start > 0)
+            reader = self._readers[name] = _FileReader(
+                path, at_end=False, offset=start, inode=inode, mid_line=offset is None and start > 0
+            )
         return reader
 
     async def ship_once(self) -> int:
@@ -313,8 +327,12 @@ class LogShipper:
                 continue
             pipe = self.redis.pipeline(transaction=False)
             for raw in raw_lines:
-                pipe.xadd(f"{self.prefix}{service_id}", {"stream": stream, "line": _decode(raw)},
-                          maxlen=self.maxlen, approximate=True)
+                pipe.xadd(
+                    f"{self.prefix}{service_id}",
+                    {"stream": stream, "line": _decode(raw)},
+                    maxlen=self.maxlen,
+                    approximate=True,
+                )
             pipe.hset(self.offsets_key, name, f"{reader.inode or 0}:{reader.offset - len(reader.partial)}")
             await pipe.execute()
             shipped += len(raw_lines)

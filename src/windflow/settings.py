@@ -56,52 +56,110 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default sqlite+aiosqlite in the data dir. postgres:// is accepted"
     )
     redis_url: str | None = Field(None, description="Redis for events and caches; unset = in-process bus")
-    events_stream: str = Field("windflow:events", min_length=1, max_length=200,
-                               description="Redis stream of all events (prefix it per deployment or test)")
-    events_maxlen: int = Field(100_000, ge=100, description="Events the Redis stream retains, approximately "
-                               "(XADD MAXLEN ~; the in-process bus keeps at most 10,000); a client resumes by "
-                               "id within this window")
-    logs_prefix: str = Field("windflow:logs:", min_length=1, max_length=200,
-                             description="Redis key prefix of the service log streams workers ship to "
-                             "(one stream per service, plus '{prefix}offsets')")
-    logs_maxlen: int = Field(5000, ge=100, le=1_000_000, description="Log lines kept per service in Redis, "
-                             "approximately (the files on the worker's host keep more: log_max_bytes)")
-    logs_ship: bool = Field(True, description="With redis_url: workers ship their services' stdout/stderr to "
-                            "Redis, so the API, CLI and dashboard on any host can tail and follow them")
-    events_relay_interval: float = Field(0.25, gt=0, le=30, description="Outbox relay poll interval, seconds "
-                                         "(local commits and PostgreSQL NOTIFY wake it sooner)")
-    events_claim_idle: float = Field(30.0, gt=0, description="Seconds an event delivered to a consumer group "
-                                     "member stays unacknowledged before another member reclaims it")
-    events_max_deliveries: int = Field(5, ge=1, description="Deliveries of one event to a consumer group "
-                                       "before it moves to the dead-letter stream")
-    events_metrics_interval: float = Field(10.0, ge=0, description="Seconds between METRICS_UPDATE rounds "
-                                           "(per-service health, latency, restarts, availability); 0 = off")
-    ws_queue_size: int = Field(1000, ge=1, description="Events buffered per WebSocket client; a client that "
-                               "falls further behind is told so and disconnected (it resumes by id)")
+    events_stream: str = Field(
+        "windflow:events",
+        min_length=1,
+        max_length=200,
+        description="Redis stream of all events (prefix it per deployment or test)",
+    )
+    events_maxlen: int = Field(
+        100_000,
+        ge=100,
+        description="Events the Redis stream retains, approximately "
+        "(XADD MAXLEN ~; the in-process bus keeps at most 10,000); a client resumes by "
+        "id within this window",
+    )
+    logs_prefix: str = Field(
+        "windflow:logs:",
+        min_length=1,
+        max_length=200,
+        description="Redis key prefix of the service log streams workers ship to "
+        "(one stream per service, plus '{prefix}offsets')",
+    )
+    logs_maxlen: int = Field(
+        5000,
+        ge=100,
+        le=1_000_000,
+        description="Log lines kept per service in Redis, "
+        "approximately (the files on the worker's host keep more: log_max_bytes)",
+    )
+    logs_ship: bool = Field(
+        True,
+        description="With redis_url: workers ship their services' stdout/stderr to "
+        "Redis, so the API, CLI and dashboard on any host can tail and follow them",
+    )
+    events_relay_interval: float = Field(
+        0.25,
+        gt=0,
+        le=30,
+        description="Outbox relay poll interval, seconds (local commits and PostgreSQL NOTIFY wake it sooner)",
+    )
+    events_claim_idle: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an event delivered to a consumer group "
+        "member stays unacknowledged before another member reclaims it",
+    )
+    events_max_deliveries: int = Field(
+        5, ge=1, description="Deliveries of one event to a consumer group before it moves to the dead-letter stream"
+    )
+    events_metrics_interval: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds between METRICS_UPDATE rounds "
+        "(per-service health, latency, restarts, availability); 0 = off",
+    )
+    ws_queue_size: int = Field(
+        1000,
+        ge=1,
+        description="Events buffered per WebSocket client; a client that "
+        "falls further behind is told so and disconnected (it resumes by id)",
+    )
     ws_heartbeat: float = Field(15.0, gt=0, description="Seconds between server ping messages on WebSockets")
-    ws_send_timeout: float = Field(10.0, gt=0, description="Seconds one WebSocket send may block before the "
-                                   "client is dropped as unresponsive")
-    ws_revalidate_interval: float = Field(2.0, ge=0.2, le=60, description="Seconds between re-checks of the "
-                                          "token of an open WebSocket or followed log: a logout, password change, "
-                                          "role change, disabled account or revoked API token ends it this soon")
-    ws_auth_timeout: float = Field(10.0, gt=0, description="Seconds a WebSocket client without a token in the "
-                                   "URL or headers has to send its auth message")
+    ws_send_timeout: float = Field(
+        10.0, gt=0, description="Seconds one WebSocket send may block before the client is dropped as unresponsive"
+    )
+    ws_revalidate_interval: float = Field(
+        2.0,
+        ge=0.2,
+        le=60,
+        description="Seconds between re-checks of the "
+        "token of an open WebSocket or followed log: a logout, password change, "
+        "role change, disabled account or revoked API token ends it this soon",
+    )
+    ws_auth_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a WebSocket client without a token in the URL or headers has to send its auth message",
+    )
     temporal_address: str = Field("127.0.0.1:7233", description="host:port of the Temporal frontend")
     temporal_namespace: str = Field("default", description="Temporal namespace")
-    temporal_profile: str | None = Field(None, description="Profile of the Temporal client config file "
-                                         "(TEMPORAL_CONFIG_FILE, else ~/.config/temporalio/temporal.toml) to "
-                                         "connect with; TEMPORAL_* variables (TEMPORAL_ADDRESS, TEMPORAL_API_KEY, "
-                                         "TEMPORAL_TLS_*) apply too. WINDFLOW_TEMPORAL_* settings win over both")
-    temporal_tls: bool | None = Field(None, description="Connect to Temporal over TLS; unset = TLS when a CA, "
-                                      "client certificate, server name or API key is set")
-    temporal_tls_ca: Path | None = Field(None, description="PEM file of the CA that signed the Temporal "
-                                         "frontend's certificate (unset = the system's roots)")
+    temporal_profile: str | None = Field(
+        None,
+        description="Profile of the Temporal client config file "
+        "(TEMPORAL_CONFIG_FILE, else ~/.config/temporalio/temporal.toml) to "
+        "connect with; TEMPORAL_* variables (TEMPORAL_ADDRESS, TEMPORAL_API_KEY, "
+        "TEMPORAL_TLS_*) apply too. WINDFLOW_TEMPORAL_* settings win over both",
+    )
+    temporal_tls: bool | None = Field(
+        None,
+        description="Connect to Temporal over TLS; unset = TLS when a CA, "
+        "client certificate, server name or API key is set",
+    )
+    temporal_tls_ca: Path | None = Field(
+        None,
+        description="PEM file of the CA that signed the Temporal frontend's certificate (unset = the system's roots)",
+    )
     temporal_tls_cert: Path | None = Field(None, description="PEM client certificate for mTLS to Temporal")
     temporal_tls_key: Path | None = Field(None, description="PEM private key of temporal_tls_cert")
-    temporal_tls_server_name: str | None = Field(None, description="Name to expect in the Temporal frontend's "
-                                                 "certificate, and SNI (when it differs from the address' host)")
-    temporal_api_key: SecretStr | None = Field(None, description="API key for Temporal (Temporal Cloud); sent as "
-                                               "a bearer token, implies TLS")
+    temporal_tls_server_name: str | None = Field(
+        None,
+        description="Name to expect in the Temporal frontend's "
+        "certificate, and SNI (when it differs from the address' host)",
+    )
+    temporal_api_key: SecretStr | None = Field(
+        None, description="API key for Temporal (Temporal Cloud); sent as a bearer token, implies TLS"
+    )
     task_queue: str = Field("windflow", description="Temporal task queue shared by all workers")
     temporal_port: int = Field(7233, ge=1, le=65535, description="Port of the dev server `windflow up` starts")
     temporal_ui_port: int = Field(8233, ge=0, le=65535, description="Temporal Web UI port for `windflow up`; 0 = none")
@@ -109,9 +167,12 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API binds")
     public_url: str | None = Field(None, description="Base URL of the API as users reach it (links in responses)")
     temporal_ui_url: str | None = Field(None, description="Base URL of the Temporal Web UI (links to runs)")
-    dashboard_dir: Path | None = Field(None, description="Built web dashboard served at / (index.html and "
-                                       "assets); default: web/dist of the source checkout, else the build "
-                                       "shipped in the package")
+    dashboard_dir: Path | None = Field(
+        None,
+        description="Built web dashboard served at / (index.html and "
+        "assets); default: web/dist of the source checkout, else the build "
+        "shipped in the package",
+    )
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 key (>= 32 bytes). Embedded: generated in the data dir when unset"
     )
@@ -119,32 +180,50 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(14 * 86400, ge=60, description="Refresh token lifetime, seconds")
     bootstrap_admin_user: str = Field("admin", description="First admin's user name")
     bootstrap_admin_password: SecretStr | None = Field(None, description="First admin's password (unattended)")
-    api_token_ttl_days: int = Field(90, ge=1, le=3650, description="Lifetime of a personal API token created "
-                                    "without expires_in_days")
-    api_token_max_ttl_days: int = Field(365, ge=1, le=3650, description="Longest lifetime a personal API token "
-                                        "may be given")
-    login_attempts_per_user: int = Field(10, ge=1, description="Login attempts for one user name from one client "
-                                         "address per login window (another address is counted apart, so nobody "
-                                         "can lock a user out)")
+    api_token_ttl_days: int = Field(
+        90, ge=1, le=3650, description="Lifetime of a personal API token created without expires_in_days"
+    )
+    api_token_max_ttl_days: int = Field(
+        365, ge=1, le=3650, description="Longest lifetime a personal API token may be given"
+    )
+    login_attempts_per_user: int = Field(
+        10,
+        ge=1,
+        description="Login attempts for one user name from one client "
+        "address per login window (another address is counted apart, so nobody "
+        "can lock a user out)",
+    )
     login_attempts_per_address: int = Field(30, ge=1, description="Login attempts per client address per window")
     login_window: int = Field(60, ge=1, description="Login rate-limit sliding window, seconds")
-    login_free_failures: int = Field(3, ge=1, le=100, description="Wrong passwords for one user from one address "
-                                     "that cost nothing; each further one delays the next attempt (1 s, 2 s, "
-                                     "4 s, ...)")
+    login_free_failures: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Wrong passwords for one user from one address "
+        "that cost nothing; each further one delays the next attempt (1 s, 2 s, "
+        "4 s, ...)",
+    )
     login_delay_max: int = Field(300, ge=1, le=86400, description="Longest delay after wrong passwords, seconds")
     forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Proxies (IPs or CIDRs, comma-separated; '*' for any) whose X-Forwarded-For / -Proto are "
-                    "believed. Default none: the client address is the TCP peer's, whatever headers say",
+        "believed. Default none: the client address is the TCP peer's, whatever headers say",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else json")
     probe_history: int = Field(1000, ge=10, le=100_000, description="Probe results kept per service")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts")
-    read_cache: bool = Field(True, description="Cache the service list pages (Redis when redis_url is set, else "
-                             "in-process); entries are keyed by the store's change stamp, so no read is stale")
-    read_cache_ttl: float = Field(30.0, gt=0, le=3600, description="Seconds a cached page is kept (bounds memory; "
-                                  "freshness does not depend on it)")
+    read_cache: bool = Field(
+        True,
+        description="Cache the service list pages (Redis when redis_url is set, else "
+        "in-process); entries are keyed by the store's change stamp, so no read is stale",
+    )
+    read_cache_ttl: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a cached page is kept (bounds memory; freshness does not depend on it)",
+    )
     worker_host: str | None = Field(None, description="Host name of this worker (host-affine services)")
     sweep_interval: float = Field(300.0, ge=10, description="Seconds between recovery sweeps (Temporal Schedule)")
     notification_channels: list[ChannelConfig] = Field(
@@ -153,26 +232,35 @@ class Settings(BaseSettings):
         '[{"name": "ops", "kind": "slack", "url": "https://hooks.slack.com/services/..."}, '
         '{"name": "log", "kind": "log"}]; a channel of the same name in the system file is ignored',
     )
-    restart_max_in_flight: int = Field(5, ge=1, description="Restarts in progress at once across all services "
-                                       "(global restart budget); further recoveries wait their turn")
-    restart_max_per_window: int = Field(30, ge=1, description="Restarts started within restart_window across all "
-                                        "services (global restart budget)")
-    restart_window: float = Field(60.0, gt=0, le=86400, description="Sliding window of restart_max_per_window, "
-                                  "seconds")
+    restart_max_in_flight: int = Field(
+        5,
+        ge=1,
+        description="Restarts in progress at once across all services "
+        "(global restart budget); further recoveries wait their turn",
+    )
+    restart_max_per_window: int = Field(
+        30, ge=1, description="Restarts started within restart_window across all services (global restart budget)"
+    )
+    restart_window: float = Field(60.0, gt=0, le=86400, description="Sliding window of restart_max_per_window, seconds")
     codec_keys: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Payload encryption keys as JSON {key_id: base64 32-byte key}; set = every payload in "
         "Temporal's history is AES-GCM encrypted. Keep retired keys here while histories still use them",
     )
-    codec_key_id: str | None = Field(None, description="Id (in codec_keys) of the key that encrypts new payloads; "
-                                     "may be left unset when codec_keys holds a single key")
+    codec_key_id: str | None = Field(
+        None,
+        description="Id (in codec_keys) of the key that encrypts new payloads; "
+        "may be left unset when codec_keys holds a single key",
+    )
     codec_disabled: bool = Field(
-        False, description="Opt out of payload encryption when codec_keys is empty: Temporal's history then holds "
+        False,
+        description="Opt out of payload encryption when codec_keys is empty: Temporal's history then holds "
         "configs and secrets in clear. Otherwise embedded mode generates a key in the data dir (codec_key, 0600) "
         "and production mode requires codec_keys",
     )
     codec_auth_token: SecretStr | None = Field(
-        None, min_length=32,
+        None,
+        min_length=32,
         description="Token of the Temporal Web UI's codec endpoint: the UI calls "
         "<api>/api/v1/codec/ui/<token>/decode without a windflow login (unset: no such endpoint). At least 32 "
         "characters; whoever has it (the UI's users) can decode payloads",
@@ -182,51 +270,83 @@ class Settings(BaseSettings):
         description="Origins (JSON list) allowed to call /api/v1/codec/* from a browser: the Temporal Web UI; "
         "empty (the default) = the origin of the Temporal UI address windflow links to",
     )
-    worker_metrics_port: str = Field("9464-9473", description="`windflow worker`: port of its Prometheus "
-                                     "endpoint (/metrics: windflow's worker-side metrics and the Temporal SDK's); "
-                                     "a range = the first free port of it (several workers per host), one port, "
-                                     "0 = any free port, off = none")
-    worker_metrics_host: str = Field("127.0.0.1", description="Address the worker's metrics endpoint binds "
-                                     "(0.0.0.0 in containers)")
-    metrics_token: SecretStr | None = Field(None, description="When set, /metrics (API and worker) wants "
-                                            "`Authorization: Bearer <token>` (Prometheus: `authorization:` in "
-                                            "the scrape config)")
-    webhooks_dispatch: bool = Field(True, description="Run the outgoing-webhook dispatcher in this API process "
-                                    "(several processes may run it: deliveries are claimed safely in the store)")
-    webhooks_timeout: float = Field(10.0, gt=0, le=300, description="Seconds one webhook delivery attempt may "
-                                    "take (connect, send, answer)")
-    webhooks_max_attempts: int = Field(8, ge=1, le=100, description="Attempts per webhook delivery before it is "
-                                       "marked failed")
-    webhooks_backoff: float = Field(5.0, gt=0, description="Seconds before the first retry of a webhook delivery; "
-                                    "each further retry waits twice as long, up to webhooks_backoff_max")
-    webhooks_backoff_max: float = Field(3600.0, gt=0, description="Longest wait between webhook delivery attempts, "
-                                        "seconds")
-    webhooks_concurrency: int = Field(8, ge=1, le=256, description="Webhook deliveries one dispatcher sends at "
-                                      "once")
-    webhooks_poll_interval: float = Field(1.0, gt=0, le=60, description="Seconds between looks for due webhook "
-                                          "deliveries queued by other processes")
-    webhooks_retention_days: float = Field(14.0, gt=0, description="Days finished webhook deliveries stay in the "
-                                           "delivery log")
-    status_history_retention_days: float = Field(30.0, gt=0, description="Days each service's status changes (its "
-                                                 "state timeline) are kept; the newest change of a service stays")
-    hooks_rate_limit: int = Field(120, ge=1, description="Deliveries one incoming alert hook may make per "
-                                  "hooks_rate_window; more are answered 429 with Retry-After")
+    worker_metrics_port: str = Field(
+        "9464-9473",
+        description="`windflow worker`: port of its Prometheus "
+        "endpoint (/metrics: windflow's worker-side metrics and the Temporal SDK's); "
+        "a range = the first free port of it (several workers per host), one port, "
+        "0 = any free port, off = none",
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1", description="Address the worker's metrics endpoint binds (0.0.0.0 in containers)"
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="When set, /metrics (API and worker) wants "
+        "`Authorization: Bearer <token>` (Prometheus: `authorization:` in "
+        "the scrape config)",
+    )
+    webhooks_dispatch: bool = Field(
+        True,
+        description="Run the outgoing-webhook dispatcher in this API process "
+        "(several processes may run it: deliveries are claimed safely in the store)",
+    )
+    webhooks_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds one webhook delivery attempt may take (connect, send, answer)"
+    )
+    webhooks_max_attempts: int = Field(
+        8, ge=1, le=100, description="Attempts per webhook delivery before it is marked failed"
+    )
+    webhooks_backoff: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds before the first retry of a webhook delivery; "
+        "each further retry waits twice as long, up to webhooks_backoff_max",
+    )
+    webhooks_backoff_max: float = Field(
+        3600.0, gt=0, description="Longest wait between webhook delivery attempts, seconds"
+    )
+    webhooks_concurrency: int = Field(8, ge=1, le=256, description="Webhook deliveries one dispatcher sends at once")
+    webhooks_poll_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between looks for due webhook deliveries queued by other processes"
+    )
+    webhooks_retention_days: float = Field(
+        14.0, gt=0, description="Days finished webhook deliveries stay in the delivery log"
+    )
+    status_history_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Days each service's status changes (its "
+        "state timeline) are kept; the newest change of a service stays",
+    )
+    hooks_rate_limit: int = Field(
+        120,
+        ge=1,
+        description="Deliveries one incoming alert hook may make per "
+        "hooks_rate_window; more are answered 429 with Retry-After",
+    )
     hooks_rate_window: float = Field(60.0, gt=0, le=86400, description="Window of hooks_rate_limit, seconds")
     outbound_deny: list[str] = Field(
         default_factory=list,
         description="CIDRs and host names (JSON list; `*.example.com` for subdomains) that probes, the http driver, "
         "webhooks and notification channels must never reach, on top of the built-in link-local and cloud "
-        "metadata addresses")
+        "metadata addresses",
+    )
     outbound_allow: list[str] = Field(
         default_factory=list,
         description="CIDRs and host names (JSON list) they may reach even where the defaults refuse (a private "
-        "receiver for webhooks, a service on a link-local address); outbound_deny still wins")
+        "receiver for webhooks, a service on a link-local address); outbound_deny still wins",
+    )
     outbound_private_services: bool = Field(
-        True, description="HTTP probes and the http driver may reach loopback and private addresses (watching "
-        "local services is their job)")
+        True,
+        description="HTTP probes and the http driver may reach loopback and private addresses (watching "
+        "local services is their job)",
+    )
     outbound_private_notify: bool = Field(
-        False, description="Outgoing webhooks and notification channels may reach loopback and private "
-        "addresses; off by default, so a subscription cannot be pointed at internal services")
+        False,
+        description="Outgoing webhooks and notification channels may reach loopback and private "
+        "addresses; off by default, so a subscription cannot be pointed at internal services",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -260,9 +380,9 @@ class Settings(BaseSettings):
             return None
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
-                return "postgresql+psycopg://" + value[len(prefix):]
+                return "postgresql+psycopg://" + value[len(prefix) :]
         if value.startswith("sqlite:///"):
-            return "sqlite+aiosqlite:///" + value[len("sqlite:///"):]
+            return "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
         allowed = ("postgresql+psycopg://", "sqlite+aiosqlite://")
         if not value.startswith(allowed):
             raise ValueError("must start with postgresql:// (psycopg 3) or sqlite:/// (aiosqlite)")
@@ -347,8 +467,9 @@ class Settings(BaseSettings):
         if self.codec_key_id is not None and self.codec_key_id not in self.codec_keys:
             raise ValueError(f"WINDFLOW_CODEC_KEY_ID {self.codec_key_id!r} is not a key id in WINDFLOW_CODEC_KEYS")
         if self.codec_key_id is None and len(self.codec_keys) > 1:
-            raise ValueError("WINDFLOW_CODEC_KEY_ID must name the encrypting key when WINDFLOW_CODEC_KEYS holds "
-                             "several keys")
+            raise ValueError(
+                "WINDFLOW_CODEC_KEY_ID must name the encrypting key when WINDFLOW_CODEC_KEYS holds several keys"
+            )
         return self
 
     @model_validator(mode="after")
@@ -371,9 +492,11 @@ class Settings(BaseSettings):
             if self.database_url is None:
                 raise ValueError("WINDFLOW_DATABASE_URL is required when WINDFLOW_MODE=production")
             if not self.codec_keys and not self.codec_disabled:
-                raise ValueError("WINDFLOW_CODEC_KEYS is required when WINDFLOW_MODE=production (Temporal's history "
-                                 "holds configs and their secrets); to keep it in clear on purpose, set "
-                                 "WINDFLOW_CODEC_DISABLED=true")
+                raise ValueError(
+                    "WINDFLOW_CODEC_KEYS is required when WINDFLOW_MODE=production (Temporal's history "
+                    "holds configs and their secrets); to keep it in clear on purpose, set "
+                    "WINDFLOW_CODEC_DISABLED=true"
+                )
         return self
 
     # ----------------------------------------------------------------- derived values

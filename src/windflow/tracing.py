@@ -72,8 +72,9 @@ def exporter_kinds() -> list[str]:
 
 
 def _otlp_exporter() -> Any:
-    protocol = (_env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or _env("OTEL_EXPORTER_OTLP_PROTOCOL")
-                or "http/protobuf").lower()
+    protocol = (
+        _env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or _env("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    ).lower()
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
@@ -128,8 +129,9 @@ def tracer() -> otel_trace.Tracer:
 
 def tracing_installed() -> bool:
     """Whether a tracer provider that records spans is installed (by :func:`configure_tracing` or by the host)."""
-    return not isinstance(otel_trace.get_tracer_provider(),
-                          (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider))
+    return not isinstance(
+        otel_trace.get_tracer_provider(), (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider)
+    )
 
 
 def instrument_app(app: FastAPI) -> None:
@@ -191,7 +193,8 @@ class RequestIdInterceptor(temporalio.client.Interceptor, temporalio.worker.Inte
         return _ActivityInbound(next)
 
     def workflow_interceptor_class(
-        self, input: temporalio.worker.WorkflowInterceptorClassInput  # noqa: ARG002 (the SDK's signature)
+        self,
+        input: temporalio.worker.WorkflowInterceptorClassInput,  # noqa: ARG002 (the SDK's signature)
     ) -> type[temporalio.worker.WorkflowInboundInterceptor]:
         return _WorkflowInbound
 
@@ -271,10 +274,14 @@ class TracedDriver:
         return getattr(self._inner, name)
 
     async def _span(self, action: str, service: ServiceSpec, call: Any) -> DriverResult:
-        with tracer().start_as_current_span(f"driver.{action}", attributes={
-            "windflow.service": service.id, "windflow.driver": _name(self.kind),
-            **({"windflow.host": service.host} if service.host else {}),
-        }) as span:
+        with tracer().start_as_current_span(
+            f"driver.{action}",
+            attributes={
+                "windflow.service": service.id,
+                "windflow.driver": _name(self.kind),
+                **({"windflow.host": service.host} if service.host else {}),
+            },
+        ) as span:
             result = await call
             span.set_attribute("windflow.changed", bool(result.changed))
             if not result.ok:

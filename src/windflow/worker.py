@@ -57,8 +57,16 @@ STICKY_TIMEOUT = timedelta(seconds=2)
 WORKER_LOST = "WorkerLost"
 _IDENTITY = re.compile(r"^(\d+)@(\S+)")
 
-WORKFLOWS: list[type] = [SystemInitialization, Watcher, ServiceRecovery, ServiceControl, RecoverySweep,
-                         ConfigRollout, SystemShutdown, ServiceScale]
+WORKFLOWS: list[type] = [
+    SystemInitialization,
+    Watcher,
+    ServiceRecovery,
+    ServiceControl,
+    RecoverySweep,
+    ConfigRollout,
+    SystemShutdown,
+    ServiceScale,
+]
 
 
 @dataclass
@@ -103,19 +111,27 @@ def build_worker(
     outbound = OutboundPolicy.for_services(settings)
     drivers = traced_drivers(build_driver_registry(data_dir=data_dir, outbound=outbound))
     probes = traced_probes(build_probe_registry(outbound=outbound))
-    services = ServiceActivities(db=db, drivers=drivers, probes=probes, probe_history=settings.probe_history,
-                                 on_commit=on_commit)
+    services = ServiceActivities(
+        db=db, drivers=drivers, probes=probes, probe_history=settings.probe_history, on_commit=on_commit
+    )
     records = RecordActivities(db=db, on_commit=on_commit)
     runs = TemporalActivities(client=client, db=db)
-    budget = RestartBudget(db, max_in_flight=settings.restart_max_in_flight,
-                           max_per_window=settings.restart_max_per_window, window=settings.restart_window,
-                           lease=300.0)
-    supervision = SupervisionActivities(db=db, drivers=drivers, probes=probes, budget=budget,
-                                        probe_history=settings.probe_history, on_commit=on_commit)
-    watch = WatchActivities(db=db, drivers=drivers, probes=probes, client=client,
-                            probe_history=settings.probe_history, on_commit=on_commit)
-    notifications = NotificationActivities(db=db, settings_channels=list(settings.notification_channels),
-                                           outbound=OutboundPolicy.for_notify(settings))
+    budget = RestartBudget(
+        db,
+        max_in_flight=settings.restart_max_in_flight,
+        max_per_window=settings.restart_max_per_window,
+        window=settings.restart_window,
+        lease=300.0,
+    )
+    supervision = SupervisionActivities(
+        db=db, drivers=drivers, probes=probes, budget=budget, probe_history=settings.probe_history, on_commit=on_commit
+    )
+    watch = WatchActivities(
+        db=db, drivers=drivers, probes=probes, client=client, probe_history=settings.probe_history, on_commit=on_commit
+    )
+    notifications = NotificationActivities(
+        db=db, settings_channels=list(settings.notification_channels), outbound=OutboundPolicy.for_notify(settings)
+    )
     rollout = RolloutActivities(db=db, drivers=drivers, probes=probes, on_commit=on_commit)
     shutdown = ShutdownActivities(db=db, on_commit=on_commit)
     kwargs: dict[str, Any] = {}
@@ -141,8 +157,9 @@ def build_worker(
             max_concurrent_activities=max_concurrent_activities,
             graceful_shutdown_timeout=graceful_shutdown,
         )
-    return WorkerParts(worker=worker, services=services, records=records, supervision=supervision, watch=watch,
-                       host_worker=host_worker)
+    return WorkerParts(
+        worker=worker, services=services, records=records, supervision=supervision, watch=watch, host_worker=host_worker
+    )
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -153,16 +170,21 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     denied = (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.UNAUTHENTICATED)
     try:
         existing = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=namespace))
+            ListSearchAttributesRequest(namespace=namespace)
+        )
     except RPCError as exc:
         if exc.status not in denied:
             raise
-        log.warning("cannot list the namespace's search attributes (%s); make sure %s exist", exc.message,
-                    ", ".join(k.name for k in sa.ALL_KEYS))
+        log.warning(
+            "cannot list the namespace's search attributes (%s); make sure %s exist",
+            exc.message,
+            ", ".join(k.name for k in sa.ALL_KEYS),
+        )
         return []
     have = set(existing.custom_attributes)
-    missing = {k.name: IndexedValueType.ValueType(k.indexed_value_type.value) for k in sa.ALL_KEYS
-               if k.name not in have}
+    missing = {
+        k.name: IndexedValueType.ValueType(k.indexed_value_type.value) for k in sa.ALL_KEYS if k.name not in have
+    }
     if missing:
         try:
             await client.operator_service.add_search_attributes(
@@ -170,8 +192,11 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
             )
         except RPCError as exc:  # another worker starting at the same moment registered them first
             if exc.status in denied:
-                log.warning("cannot add search attributes %s (%s): add them in the namespace's settings",
-                            ", ".join(sorted(missing)), exc.message)
+                log.warning(
+                    "cannot add search attributes %s (%s): add them in the namespace's settings",
+                    ", ".join(sorted(missing)),
+                    exc.message,
+                )
                 return []
             if exc.status != RPCStatusCode.ALREADY_EXISTS:
                 raise
@@ -186,8 +211,12 @@ def _log_shipper(settings: Settings) -> Any:
     from windflow.service_logs import LogShipper
 
     log.info("shipping service logs to Redis (%s*)", settings.logs_prefix)
-    return LogShipper(redis_connect(settings.redis_url), settings.resolved_data_dir / "logs",
-                      prefix=settings.logs_prefix, maxlen=settings.logs_maxlen)
+    return LogShipper(
+        redis_connect(settings.redis_url),
+        settings.resolved_data_dir / "logs",
+        prefix=settings.logs_prefix,
+        maxlen=settings.logs_maxlen,
+    )
 
 
 def worker_identity(suffix: str = "") -> str:
@@ -233,8 +262,11 @@ async def reclaim_abandoned_activities(client: Client, task_queue: str, *, concu
     async def reclaim(workflow_id: str, run_id: str) -> None:
         nonlocal ended
         async with gate:
-            desc = await client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
-                namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id)))
+            desc = await client.workflow_service.describe_workflow_execution(
+                DescribeWorkflowExecutionRequest(
+                    namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id)
+                )
+            )
             for pending in desc.pending_activities:
                 if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
                     continue
@@ -242,23 +274,37 @@ async def reclaim_abandoned_activities(client: Client, task_queue: str, *, concu
                     continue
                 failure = Failure(
                     message=f"worker {pending.last_worker_identity} is gone; retried by {me}",
-                    application_failure_info=ApplicationFailureInfo(type=WORKER_LOST))
+                    application_failure_info=ApplicationFailureInfo(type=WORKER_LOST),
+                )
                 try:
                     await client.workflow_service.respond_activity_task_failed_by_id(
                         RespondActivityTaskFailedByIdRequest(
-                            namespace=client.namespace, workflow_id=workflow_id, run_id=run_id,
-                            activity_id=pending.activity_id, failure=failure, identity=me,
-                            last_heartbeat_details=pending.heartbeat_details))
+                            namespace=client.namespace,
+                            workflow_id=workflow_id,
+                            run_id=run_id,
+                            activity_id=pending.activity_id,
+                            failure=failure,
+                            identity=me,
+                            last_heartbeat_details=pending.heartbeat_details,
+                        )
+                    )
                 except RPCError as exc:  # it completed or timed out meanwhile
                     if exc.status != RPCStatusCode.NOT_FOUND:
                         raise
                     continue
                 ended += 1
-                log.info("activity %s (%s) of %s: its worker %s is gone, retried now", pending.activity_id,
-                         pending.activity_type.name, workflow_id, pending.last_worker_identity)
+                log.info(
+                    "activity %s (%s) of %s: its worker %s is gone, retried now",
+                    pending.activity_id,
+                    pending.activity_type.name,
+                    workflow_id,
+                    pending.last_worker_identity,
+                )
 
-    jobs = [asyncio.ensure_future(reclaim(wf.id, wf.run_id)) async for wf in client.list_workflows(
-        f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'")]
+    jobs = [
+        asyncio.ensure_future(reclaim(wf.id, wf.run_id))
+        async for wf in client.list_workflows(f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'")
+    ]
     for outcome in await asyncio.gather(*jobs, return_exceptions=True):
         if isinstance(outcome, BaseException):
             log.warning("could not reclaim the activities of a dead worker: %s", outcome)
@@ -276,8 +322,9 @@ async def reclaim_in_background(client: Client, task_queue: str) -> None:
         log.info("took over %d activit%s of dead workers of this host", ended, "y" if ended == 1 else "ies")
 
 
-async def take_over_watching(client: Client, task_queue: str, host: str | None,
-                             watch: WatchActivities | None = None) -> None:
+async def take_over_watching(
+    client: Client, task_queue: str, host: str | None, watch: WatchActivities | None = None
+) -> None:
     """A worker that starts makes sure its queues are watched (``watch/{queue}``: the shared one, and its host's),
     and ends the ``supervise/*`` workflows a previous version left (the watcher takes their services over);
     failures only logged (the sweep makes sure of it again). First, services of its queues whose process is gone
@@ -319,15 +366,20 @@ async def run_worker(settings: Settings) -> None:
     if ports is not None:
         token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
         metrics_server = serve_metrics(settings.worker_metrics_host, ports, token=token)
-        log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host, metrics_server.server_port,
-                 extra={"metrics_port": metrics_server.server_port})
+        log.info(
+            "metrics on http://%s:%d/metrics",
+            settings.worker_metrics_host,
+            metrics_server.server_port,
+            extra={"metrics_port": metrics_server.server_port},
+        )
     client = await connect(settings, identity=worker_identity(), **kwargs)
     added = await ensure_search_attributes(client, settings.temporal_namespace)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
     parts = build_worker(client=client, settings=settings, db=db, graceful_shutdown=timedelta(seconds=10))
-    await ensure_sweep_schedule(client, task_queue=settings.task_queue,
-                                every=timedelta(seconds=settings.sweep_interval))
+    await ensure_sweep_schedule(
+        client, task_queue=settings.task_queue, every=timedelta(seconds=settings.sweep_interval)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -344,8 +396,9 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with parts.worker, parts.host_worker or contextlib.nullcontext():
             reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
-            taking_over = asyncio.create_task(take_over_watching(client, settings.task_queue, settings.worker_host,
-                                                                 parts.watch))
+            taking_over = asyncio.create_task(
+                take_over_watching(client, settings.task_queue, settings.worker_host, parts.watch)
+            )
             watchdog = asyncio.create_task(watch_runs(client, db))
             await stop.wait()
             reclaiming.cancel()

@@ -152,9 +152,16 @@ class StateWriter:
         if previous != state or message:
             event = new_event(
                 EventType.SERVICE_STATUS_UPDATE,
-                ServiceStatusUpdate(service_id=service_id, state=state, previous_state=previous, pid=row.pid,
-                                    message=message, source=source, since=row.state_changed_at,
-                                    **(status or {})),
+                ServiceStatusUpdate(
+                    service_id=service_id,
+                    state=state,
+                    previous_state=previous,
+                    pid=row.pid,
+                    message=message,
+                    source=source,
+                    since=row.state_changed_at,
+                    **(status or {}),
+                ),
             )
             await outbox.add(session=session, event=event)
         if row.replica_of is not None:  # a replica moved: its service's status follows
@@ -167,10 +174,16 @@ class StateWriter:
         """A replicated service's status from its replicas (those a scale-down is removing do not count)."""
         wanted = int((parent.spec or {}).get("replicas") or 0)
         min_ready = (parent.spec or {}).get("min_ready")
-        rows = [r for r in await services.replicas_of(session=session, service_id=parent.id)
-                if (r.replica_index or 0) < wanted]
-        state, ready = replica_set_status(desired=parent.desired, replicas=[r.state for r in rows],
-                                          min_ready=wanted if min_ready is None else int(min_ready))
+        rows = [
+            r
+            for r in await services.replicas_of(session=session, service_id=parent.id)
+            if (r.replica_index or 0) < wanted
+        ]
+        state, ready = replica_set_status(
+            desired=parent.desired,
+            replicas=[r.state for r in rows],
+            min_ready=wanted if min_ready is None else int(min_ready),
+        )
         return state, {"ready": ready, "replicas": wanted, "message": f"{ready}/{wanted} healthy"}
 
     async def refresh_replica_set(self, session: AsyncSession, parent: Any, *, source: str) -> None:

@@ -39,8 +39,9 @@ class RecordActivities:
         deadline = time.monotonic() + req.wait
         while True:
             async with self.db.write() as session:
-                marked = await alert_log.mark_ignored(session=session, workflow_id=req.workflow_id,
-                                                      run_id=req.run_id, reason=req.reason)
+                marked = await alert_log.mark_ignored(
+                    session=session, workflow_id=req.workflow_id, run_id=req.run_id, reason=req.reason
+                )
             if marked or time.monotonic() >= deadline:
                 return marked
             activity.heartbeat()
@@ -79,13 +80,21 @@ class RecordActivities:
                 finished_at=state.finished_at if state.status in TERMINAL_INIT and req.final else None,
                 summary=summary,
             )
-            await add_new_events(session, [
-                make_event(EventType.INITIALIZATION_UPDATE, InitializationUpdate.model_validate(data),
-                           event_id=event_id, timestamp=req.timestamp)
-                for event_id, data in zip(req.event_ids, req.events, strict=True)
-            ])
+            await add_new_events(
+                session,
+                [
+                    make_event(
+                        EventType.INITIALIZATION_UPDATE,
+                        InitializationUpdate.model_validate(data),
+                        event_id=event_id,
+                        timestamp=req.timestamp,
+                    )
+                    for event_id, data in zip(req.event_ids, req.events, strict=True)
+                ],
+            )
         if self.on_commit:
             self.on_commit()
         if req.final and state.status in TERMINAL_INIT and state.finished_at and state.started_at:
             INITIALIZATION_DURATION.labels(status=state.status.value).observe(
-                max(0.0, (state.finished_at - state.started_at).total_seconds()))
+                max(0.0, (state.finished_at - state.started_at).total_seconds())
+            )

@@ -122,23 +122,34 @@ class RolloutActivities:
             activity.heartbeat("waiting for the stored rollout")
             await asyncio.sleep(0.1)
         if row is None or row.proposal is None or row.service_id != service_id:
-            raise to_application_error(ConfigNotStored(
-                f"config not stored: no rollout {rollout_id!r} of service {service_id!r} was accepted by the API; "
-                "nothing is saved or run (start rollouts through the API)",
-                details={"rollout_id": rollout_id, "service_id": service_id}))
+            raise to_application_error(
+                ConfigNotStored(
+                    f"config not stored: no rollout {rollout_id!r} of service {service_id!r} was accepted by the API; "
+                    "nothing is saved or run (start rollouts through the API)",
+                    details={"rollout_id": rollout_id, "service_id": service_id},
+                )
+            )
         info = activity.info()
         if row.workflow_id != info.workflow_id:
-            raise to_application_error(ConfigNotStored(
-                f"config not stored: rollout {rollout_id!r} belongs to workflow {row.workflow_id!r}, "
-                f"not {info.workflow_id!r}", details={"rollout_id": rollout_id}))
+            raise to_application_error(
+                ConfigNotStored(
+                    f"config not stored: rollout {rollout_id!r} belongs to workflow {row.workflow_id!r}, "
+                    f"not {info.workflow_id!r}",
+                    details={"rollout_id": rollout_id},
+                )
+            )
         return row
 
     async def _stored_proposal(self, rollout_id: str, service_id: str) -> dict[str, Any]:
         row = await self._stored_row(rollout_id, service_id, wait=PROPOSAL_WAIT)
         if row.finished_at is not None:
-            raise to_application_error(ConfigNotStored(
-                f"config not stored: rollout {rollout_id!r} has ended ({row.status}); its proposal is not run again",
-                details={"rollout_id": rollout_id}))
+            raise to_application_error(
+                ConfigNotStored(
+                    f"config not stored: rollout {rollout_id!r} has ended ({row.status}); "
+                    "its proposal is not run again",
+                    details={"rollout_id": rollout_id},
+                )
+            )
         return dict(row.proposal or {})
 
     # ----------------------------------------------------------------- validate
@@ -152,9 +163,13 @@ class RolloutActivities:
         is saved or run. Saves nothing. Secrets sent back as the redaction placeholder keep their stored values."""
         proposal = await self._stored_proposal(req.rollout_id, req.service_id)
         if req.config and req.config != proposal:
-            raise to_application_error(ConfigNotStored(
-                f"config not stored: rollout {req.rollout_id!r} was given a config that is not the one stored "
-                "with it (start rollouts through the API)", details={"rollout_id": req.rollout_id}))
+            raise to_application_error(
+                ConfigNotStored(
+                    f"config not stored: rollout {req.rollout_id!r} was given a config that is not the one stored "
+                    "with it (start rollouts through the API)",
+                    details={"rollout_id": req.rollout_id},
+                )
+            )
         async with self.db.read() as session:
             row = await services.get(session=session, service_id=req.service_id)
             if row is None:
@@ -187,7 +202,9 @@ class RolloutActivities:
             # proposal equal to a saved but pending version still has something to do (apply it)
             running = row.applied_version or row.current_version
             return PrepareRolloutResult(
-                valid=True, spec=spec, current_version=row.current_version,
+                valid=True,
+                spec=spec,
+                current_version=row.current_version,
                 good_version=good.version if good is not None else running,
                 good_is_implicit=good is None,
                 unchanged=spec.content() == row.spec and running == row.current_version,
@@ -205,9 +222,12 @@ class RolloutActivities:
         # (secrets restored, validated) and the author and comment are the stored rollout's, not the input's
         author, comment = stored.actor, stored.comment
         if not _same_config(spec, stored.proposal or {}):
-            raise to_application_error(ConfigNotStored(
-                f"config not stored: the config to save is not the one stored with rollout {req.rollout_id!r}",
-                details={"rollout_id": req.rollout_id}))
+            raise to_application_error(
+                ConfigNotStored(
+                    f"config not stored: the config to save is not the one stored with rollout {req.rollout_id!r}",
+                    details={"rollout_id": req.rollout_id},
+                )
+            )
         try:
             async with self.db.write() as session:
                 row = await services.require(session=session, service_id=spec.id, for_update=True)
@@ -215,11 +235,15 @@ class RolloutActivities:
                     await self._mark_if_unmarked(session, spec.id, req.good_version)
                 if row.current_version == req.expected_version + 1:
                     latest = await versions.get(session=session, service_id=spec.id, version=row.current_version)
-                    if latest.content_hash == content_hash(content) and latest.author == author \
-                            and latest.comment == comment:
+                    if (
+                        latest.content_hash == content_hash(content)
+                        and latest.author == author
+                        and latest.comment == comment
+                    ):
                         return SaveRolloutResult(version=latest.version)  # an earlier try saved it
-                version = await services.update(session=session, spec=spec, expected_version=req.expected_version,
-                                                author=author, comment=comment)
+                version = await services.update(
+                    session=session, spec=spec, expected_version=req.expected_version, author=author, comment=comment
+                )
                 if version is None:
                     # saved before but not applied (pending): this rollout applies that very version
                     pending = row.applied_version is not None and row.applied_version != row.current_version
@@ -246,8 +270,14 @@ class RolloutActivities:
                 latest = await versions.get(session=session, service_id=req.service_id, version=row.current_version)
                 if latest.reverted_from == req.good_version and latest.comment == comment:
                     return RestoreRolloutResult(version=latest.version, spec=spec)  # an earlier try restored it
-                version = await services.update(session=session, spec=spec, expected_version=None,
-                                                author=author, comment=comment, reverted_from=req.good_version)
+                version = await services.update(
+                    session=session,
+                    spec=spec,
+                    expected_version=None,
+                    author=author,
+                    comment=comment,
+                    reverted_from=req.good_version,
+                )
                 assert version is not None  # reverted_from: always a new version
                 await self._config_changed(session, req.service_id, version.version, author, comment, "rollback")
         except WindflowError as exc:
@@ -259,8 +289,7 @@ class RolloutActivities:
     async def mark_config_version(self, req: MarkVersionInput) -> None:
         try:
             async with self.db.write() as session:
-                await versions.mark(session=session, service_id=req.service_id, version=req.version,
-                                    status=req.status)
+                await versions.mark(session=session, service_id=req.service_id, version=req.version, status=req.status)
         except WindflowError as exc:
             raise to_application_error(exc) from None
 
@@ -272,8 +301,10 @@ class RolloutActivities:
     async def _config_changed(
         self, session: AsyncSession, service_id: str, version: int, author: str, comment: str, change: str
     ) -> None:
-        event = new_event(EventType.CONFIG_CHANGED, ConfigChanged(service_id=service_id, version=version,
-                                                                  author=author, comment=comment, change=change))
+        event = new_event(
+            EventType.CONFIG_CHANGED,
+            ConfigChanged(service_id=service_id, version=version, author=author, comment=comment, change=change),
+        )
         await outbox.add(session=session, event=event)
 
     # ----------------------------------------------------------------- apply and probe
@@ -283,9 +314,12 @@ class RolloutActivities:
         async with self.db.read() as session:
             if await versions.holds(session=session, service_id=spec.id, content=spec.content()):
                 return
-        raise to_application_error(ConfigNotStored(
-            f"config not stored: service {spec.id!r} has no stored version with this config; nothing is run",
-            details={"service_id": spec.id}))
+        raise to_application_error(
+            ConfigNotStored(
+                f"config not stored: service {spec.id!r} has no stored version with this config; nothing is run",
+                details={"service_id": spec.id},
+            )
+        )
 
     @activity.defn(name="apply_rollout_config")
     async def apply_rollout_config(self, req: ApplyRolloutInput) -> ApplyRolloutResult:
@@ -301,12 +335,17 @@ class RolloutActivities:
                 action = "reload"
             else:
                 status = await driver.status(spec)
-                if status.status == RunStatus.RUNNING and status.started_at is not None \
-                        and status.started_at >= req.requested_at:
-                    return ApplyRolloutResult(action="none", pid=status.pid,
-                                              message=f"already restarted with this config (pid {status.pid})")
-                await self.state.set_state(spec.id, "starting", source=SOURCE,
-                                           message=f"applying config (rollout {req.rollout_id})")
+                if (
+                    status.status == RunStatus.RUNNING
+                    and status.started_at is not None
+                    and status.started_at >= req.requested_at
+                ):
+                    return ApplyRolloutResult(
+                        action="none", pid=status.pid, message=f"already restarted with this config (pid {status.pid})"
+                    )
+                await self.state.set_state(
+                    spec.id, "starting", source=SOURCE, message=f"applying config (rollout {req.rollout_id})"
+                )
                 result = await heartbeating(driver.restart(spec), "restarting")  # a stop may take its grace
                 action = "restart"
         except WindflowError as exc:
@@ -315,12 +354,19 @@ class RolloutActivities:
         activity.heartbeat(action)
         if not result.ok:
             await self.state.set_state(spec.id, "failed", source=SOURCE, message=f"{action}: {result.message}")
-            raise to_application_error(DriverFailed(f"{action} {spec.id}: {result.message}",
-                                                    details={"output": result.output[-2000:]}))
+            raise to_application_error(
+                DriverFailed(f"{action} {spec.id}: {result.message}", details={"output": result.output[-2000:]})
+            )
         if action == "restart":
             count_restart(spec.id, source="rollout")
-        await self.state.set_state(spec.id, "starting", source=SOURCE, pid=result.pid,
-                                   message=f"config applied ({action})", applied_content=spec.content())
+        await self.state.set_state(
+            spec.id,
+            "starting",
+            source=SOURCE,
+            pid=result.pid,
+            message=f"config applied ({action})",
+            applied_content=spec.content(),
+        )
         return ApplyRolloutResult(action=action, pid=result.pid, message=result.message)
 
     @activity.defn(name="probe_rollout")
@@ -330,22 +376,32 @@ class RolloutActivities:
         status = await self.drivers.for_service(spec).status(spec)
         running = status.status != RunStatus.STOPPED
         if not running:
-            return RolloutProbe(at=_now(), healthy=False, running=False,
-                                message=f"not running: {status.message}" if status.message else "not running")
+            return RolloutProbe(
+                at=_now(),
+                healthy=False,
+                running=False,
+                message=f"not running: {status.message}" if status.message else "not running",
+            )
         probe = spec.readiness_spec()
         if probe is None:
             return RolloutProbe(at=_now(), healthy=True, running=True, message="no health check; running")
         begin = time.monotonic()
         result = await self.probes.check(probe, service=spec.id)
-        return RolloutProbe(at=result.checked_at, healthy=result.healthy, running=True,
-                            latency_ms=result.latency_ms or (time.monotonic() - begin) * 1000, message=result.message)
+        return RolloutProbe(
+            at=result.checked_at,
+            healthy=result.healthy,
+            running=True,
+            latency_ms=result.latency_ms or (time.monotonic() - begin) * 1000,
+            message=result.message,
+        )
 
     @activity.defn(name="set_rollout_service_state")
     async def set_rollout_service_state(self, req: MarkVersionInput) -> None:
         """The service's state column after a verification (``req.status``: healthy | failed)."""
         verdict = "verified" if req.status == "healthy" else "failed verification"
-        await self.state.set_state(req.service_id, req.status, source=SOURCE,
-                                   message=f"config version {req.version} {verdict}")
+        await self.state.set_state(
+            req.service_id, req.status, source=SOURCE, message=f"config version {req.version} {verdict}"
+        )
 
     # ----------------------------------------------------------------- record
 
@@ -357,8 +413,9 @@ class RolloutActivities:
             if await services.get(session=session, service_id=st.service_id) is None:
                 return  # the service was deleted meanwhile (its history went with it)
             existing = await rollouts.get(session=session, rollout_id=st.rollout_id)
-            if existing is not None and (existing.service_id != st.service_id
-                                         or existing.workflow_id != activity.info().workflow_id):
+            if existing is not None and (
+                existing.service_id != st.service_id or existing.workflow_id != activity.info().workflow_id
+            ):
                 return  # another workflow's rollout: a record never rewrites someone else's history
             if existing is not None and existing.finished_at is not None and existing.started_at != st.started_at:
                 return  # a later run reusing an ended rollout's id does not rewrite its outcome
@@ -368,16 +425,34 @@ class RolloutActivities:
             # commit is only a progress note, written again by the next one
             if existing is not None:
                 await rollouts.upsert(
-                    session=session, rollout_id=st.rollout_id, service_id=st.service_id,
-                    workflow_id=st.workflow_id, status=st.status.value, phase=st.phase.value, actor=existing.actor,
-                    verify_window=st.verify_window, comment=existing.comment, message=st.message,
-                    previous_version=st.previous_version, good_version=st.good_version, new_version=st.new_version,
-                    restored_version=st.restored_version, state=st.model_dump(mode="json"), started_at=st.started_at,
+                    session=session,
+                    rollout_id=st.rollout_id,
+                    service_id=st.service_id,
+                    workflow_id=st.workflow_id,
+                    status=st.status.value,
+                    phase=st.phase.value,
+                    actor=existing.actor,
+                    verify_window=st.verify_window,
+                    comment=existing.comment,
+                    message=st.message,
+                    previous_version=st.previous_version,
+                    good_version=st.good_version,
+                    new_version=st.new_version,
+                    restored_version=st.restored_version,
+                    state=st.model_dump(mode="json"),
+                    started_at=st.started_at,
                     finished_at=st.finished_at if req.final else None,
                 )
-            await add_new_events(session, [
-                make_event(EventType.ROLLOUT_UPDATE, RolloutUpdate.model_validate(data), event_id=event_id,
-                           timestamp=req.timestamp)
-                for event_id, data in zip(req.event_ids, req.events, strict=True)
-            ])
+            await add_new_events(
+                session,
+                [
+                    make_event(
+                        EventType.ROLLOUT_UPDATE,
+                        RolloutUpdate.model_validate(data),
+                        event_id=event_id,
+                        timestamp=req.timestamp,
+                    )
+                    for event_id, data in zip(req.event_ids, req.events, strict=True)
+                ],
+            )
         self._committed()

@@ -51,8 +51,11 @@ class TemporalActivities:
                 row = await services.get(session=session, service_id=service_id)
                 if row is not None and row.replicated:
                     wanted = int((row.spec or {}).get("replicas") or 0)
-                    out += [r.id for r in await services.replicas_of(session=session, service_id=service_id)
-                            if (r.replica_index or 0) < wanted]
+                    out += [
+                        r.id
+                        for r in await services.replicas_of(session=session, service_id=service_id)
+                        if (r.replica_index or 0) < wanted
+                    ]
                 else:
                     out.append(service_id)
         return out
@@ -108,8 +111,14 @@ class TemporalActivities:
 
         async def start(service_id: str) -> None:
             async with gate:
-                await start_recovery(self.client, task_queue=task_queue, service_id=service_id, reason=req.reason,
-                                     actor=req.actor, source=req.source)
+                await start_recovery(
+                    self.client,
+                    task_queue=task_queue,
+                    service_id=service_id,
+                    reason=req.reason,
+                    actor=req.actor,
+                    source=req.source,
+                )
                 activity.heartbeat(service_id)
 
         await asyncio.gather(*(start(s) for s in req.service_ids))

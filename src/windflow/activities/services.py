@@ -172,10 +172,10 @@ class ServiceActivities:
             raise to_application_error(exc) from None
         if not result.ok:
             log.warning("%s %s failed: %s", action, req.spec.id, result.message)
-            await self.state.set_state(req.spec.id, "failed", source=req.source,
-                                       message=f"{action}: {result.message}")
-            raise to_application_error(DriverFailed(f"{action} {req.spec.id}: {result.message}",
-                                                    details={"output": result.output[-2000:]}))
+            await self.state.set_state(req.spec.id, "failed", source=req.source, message=f"{action}: {result.message}")
+            raise to_application_error(
+                DriverFailed(f"{action} {req.spec.id}: {result.message}", details={"output": result.output[-2000:]})
+            )
         log.info("%s %s: %s", action, req.spec.id, result.message or ("done" if result.changed else "no change"))
         return result
 
@@ -195,10 +195,16 @@ class ServiceActivities:
     async def _start_one(self, req: ServiceActionInput) -> ServiceActionResult:
         result = await self._drive("start", req)
         if result.changed or result.pid or req.source in DESIRED_SOURCES:
-            await self.state.set_state(req.spec.id, "starting", source=req.source, pid=result.pid,
-                                       message="started" if result.changed else "already running",
-                                       detail={"run_id": req.run_id} if req.run_id else None,
-                                       applied_content=req.spec.content(), **self._desired(req, "running"))
+            await self.state.set_state(
+                req.spec.id,
+                "starting",
+                source=req.source,
+                pid=result.pid,
+                message="started" if result.changed else "already running",
+                detail={"run_id": req.run_id} if req.run_id else None,
+                applied_content=req.spec.content(),
+                **self._desired(req, "running"),
+            )
         return ServiceActionResult(result=result)
 
     @activity.defn(name="stop_service")
@@ -206,19 +212,25 @@ class ServiceActivities:
         activity.heartbeat("stopping")
         if req.spec.replicated:  # its replicas, the highest index first
             if req.source in DESIRED_SOURCES:
-                await self.state.set_state(req.spec.id, "stopping", source=req.source, message="stopping",
-                                           **self._desired(req, "stopped"))
+                await self.state.set_state(
+                    req.spec.id, "stopping", source=req.source, message="stopping", **self._desired(req, "stopped")
+                )
             return await self._each_replica(req, "stop", self._stop_one, reverse=True)
         return await self._stop_one(req)
 
     async def _stop_one(self, req: ServiceActionInput) -> ServiceActionResult:
         if req.source in DESIRED_SOURCES:  # desired stopped at once: "stopping" while the stop takes its grace
-            await self.state.set_state(req.spec.id, "stopping", source=req.source, message="stopping",
-                                       **self._desired(req, "stopped"))
+            await self.state.set_state(
+                req.spec.id, "stopping", source=req.source, message="stopping", **self._desired(req, "stopped")
+            )
         result = await heartbeating(self._drive("stop", req), "stopping")  # the stop may take its grace
-        await self.state.set_state(req.spec.id, "stopped", source=req.source,
-                                   message="stopped" if result.changed else "was not running",
-                                   **self._desired(req, "stopped"))
+        await self.state.set_state(
+            req.spec.id,
+            "stopped",
+            source=req.source,
+            message="stopped" if result.changed else "was not running",
+            **self._desired(req, "stopped"),
+        )
         return ServiceActionResult(result=result)
 
     @activity.defn(name="restart_service")
@@ -232,9 +244,15 @@ class ServiceActivities:
         result = await heartbeating(self._drive("restart", req), "restarting")
         if result.changed:
             count_restart(req.spec.id, source=req.source)
-        await self.state.set_state(req.spec.id, "starting", source=req.source, pid=result.pid, message="restarted",
-                                   applied_content=req.spec.content(),
-                                   **self._desired(req, "running"))
+        await self.state.set_state(
+            req.spec.id,
+            "starting",
+            source=req.source,
+            pid=result.pid,
+            message="restarted",
+            applied_content=req.spec.content(),
+            **self._desired(req, "running"),
+        )
         return ServiceActionResult(result=result)
 
     @activity.defn(name="scale_plan")
@@ -282,8 +300,12 @@ class ServiceActivities:
         return [spec.replica_spec(r.replica_index or 0) if r.id in wanted else spec_of(r) for r in rows]
 
     async def _each_replica(
-        self, req: ServiceActionInput, action: str,
-        one: Callable[[ServiceActionInput], Any], *, reverse: bool = False,
+        self,
+        req: ServiceActionInput,
+        action: str,
+        one: Callable[[ServiceActionInput], Any],
+        *,
+        reverse: bool = False,
     ) -> ServiceActionResult:
         """``one`` for each replica of a replicated service, one after the other; the desired state set on the
         service is set on each replica. Idempotent as ``one`` is: a retried call finds the first ones done."""
@@ -291,23 +313,35 @@ class ServiceActivities:
         if reverse:
             units.reverse()
         if req.source in DESIRED_SOURCES:
-            await self.state.set_state(req.spec.id, "stopping" if action == "stop" else "starting",
-                                       source=req.source, **self._desired(req, "stopped" if action == "stop"
-                                                                          else "running"))
+            await self.state.set_state(
+                req.spec.id,
+                "stopping" if action == "stop" else "starting",
+                source=req.source,
+                **self._desired(req, "stopped" if action == "stop" else "running"),
+            )
         parts: list[str] = []
         changed = False
         for unit in units:
             done = await one(req.model_copy(update={"spec": unit}))
             changed |= done.result.changed
             parts.append(f"{unit.id}: {done.result.message or action}")
-        return ServiceActionResult(result=DriverResult(ok=True, action=action, changed=changed,
-                                                       message="; ".join(parts)))
+        return ServiceActionResult(
+            result=DriverResult(ok=True, action=action, changed=changed, message="; ".join(parts))
+        )
 
     # ----------------------------------------------------------------- health
 
-    async def _store_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None, *,
-                            state: str | None = None, source: str = "", message: str = "",
-                            detail: dict[str, Any] | None = None) -> None:
+    async def _store_probes(
+        self,
+        spec: ServiceSpec,
+        results: list[ProbeResult],
+        verdict: str | None,
+        *,
+        state: str | None = None,
+        source: str = "",
+        message: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         """Record probe results (and, with ``state``, the service's new state) in one transaction."""
         if not results and state is None:
             return
@@ -317,13 +351,21 @@ class ServiceActivities:
                 return
             if results:
                 last = results[-1]
-                await probe_results.add(session=session, service_id=spec.id, results=results,
-                                        keep=self.probe_history)
-                await outbox.add(session=session, event=new_event(
-                    EventType.HEALTH_CHECK,
-                    HealthCheck(service_id=spec.id, healthy=last.healthy, latency_ms=last.latency_ms,
-                                message=last.message, checked_at=last.checked_at, verdict=verdict),
-                ))
+                await probe_results.add(session=session, service_id=spec.id, results=results, keep=self.probe_history)
+                await outbox.add(
+                    session=session,
+                    event=new_event(
+                        EventType.HEALTH_CHECK,
+                        HealthCheck(
+                            service_id=spec.id,
+                            healthy=last.healthy,
+                            latency_ms=last.latency_ms,
+                            message=last.message,
+                            checked_at=last.checked_at,
+                            verdict=verdict,
+                        ),
+                    ),
+                )
             if state is not None:
                 await self.state.set_state_in(session, spec.id, state, source=source, message=message, detail=detail)
 
@@ -337,8 +379,12 @@ class ServiceActivities:
         if probe is None:
             status = await self.drivers.for_service(req.spec).status(req.spec)
             healthy = status.status != RunStatus.STOPPED
-            result = ProbeResult(healthy=healthy, latency_ms=0.0, message=f"no probe; driver says {status.status}",
-                                 checked_at=datetime.now(UTC))
+            result = ProbeResult(
+                healthy=healthy,
+                latency_ms=0.0,
+                message=f"no probe; driver says {status.status}",
+                checked_at=datetime.now(UTC),
+            )
         else:
             result = await self.probes.check(probe, service=req.spec.id)
         if req.record:
@@ -359,15 +405,17 @@ class ServiceActivities:
         begin = time.monotonic()
         needed = req.spec.ready_needed()
         units = await self._replica_specs(req.spec)
-        tasks = {asyncio.ensure_future(self._wait_one(req.model_copy(update={"spec": u}), beat=False)): u.id
-                 for u in units}
+        tasks = {
+            asyncio.ensure_future(self._wait_one(req.model_copy(update={"spec": u}), beat=False)): u.id for u in units
+        }
         ready: list[str] = []
         failed: list[str] = []
         try:
             pending = set(tasks)
             while pending and len(ready) < needed:
-                done, pending = await asyncio.wait(pending, timeout=HEARTBEAT_EVERY,
-                                                   return_when=asyncio.FIRST_COMPLETED)
+                done, pending = await asyncio.wait(
+                    pending, timeout=HEARTBEAT_EVERY, return_when=asyncio.FIRST_COMPLETED
+                )
                 activity.heartbeat({"ready": len(ready), "needed": needed})
                 for task in done:
                     if task.exception() is None:
@@ -382,8 +430,9 @@ class ServiceActivities:
             await asyncio.gather(*tasks, return_exceptions=True)
         elapsed = time.monotonic() - begin
         if len(ready) < needed:
-            message = (f"{req.spec.id}: {len(ready)}/{len(units)} replicas ready, {needed} needed"
-                       + (f" ({'; '.join(failed)})" if failed else ""))
+            message = f"{req.spec.id}: {len(ready)}/{len(units)} replicas ready, {needed} needed" + (
+                f" ({'; '.join(failed)})" if failed else ""
+            )
             raise ApplicationError(message, {"ready": ready}, type="HealthCheckFailed", non_retryable=True)
         message = f"{len(ready)}/{len(units)} replicas ready ({needed} needed)"
         return WaitHealthyResult(healthy=True, elapsed=elapsed, checks=len(ready), message=message)
@@ -410,12 +459,17 @@ class ServiceActivities:
                 status = await driver.status(spec)
                 if status.status == RunStatus.STOPPED:
                     message = f"{spec.id} exited while starting" + (f": {status.message}" if status.message else "")
-                    await self._store_probes(spec, recent[-10:], "unhealthy", state="failed", source=req.source,
-                                             message=message)
+                    await self._store_probes(
+                        spec, recent[-10:], "unhealthy", state="failed", source=req.source, message=message
+                    )
                     raise ApplicationError(message, {"checks": checks}, type="ProcessExited", non_retryable=True)
             if health is None:
-                result = ProbeResult(healthy=True, latency_ms=0.0, message="no health check; process running",
-                                     checked_at=datetime.now(UTC))
+                result = ProbeResult(
+                    healthy=True,
+                    latency_ms=0.0,
+                    message="no health check; process running",
+                    checked_at=datetime.now(UTC),
+                )
             else:
                 result = await self.probes.check(health, service=spec.id)
             checks += 1
@@ -426,16 +480,28 @@ class ServiceActivities:
                 last_beat = elapsed  # at 40 rounds a second, beating every round costs more than the probe
                 activity.heartbeat({"checks": checks, "elapsed": round(elapsed, 3), "last": result.message})
             if verdict == HealthVerdict.HEALTHY:
-                await self._store_probes(spec, recent[-10:], "healthy", state="healthy", source=req.source,
-                                         message="healthy", detail={"healthy_since": datetime.now(UTC).isoformat()})
-                return WaitHealthyResult(healthy=True, elapsed=time.monotonic() - begin, checks=checks, last=result,
-                                         message=result.message)
+                await self._store_probes(
+                    spec,
+                    recent[-10:],
+                    "healthy",
+                    state="healthy",
+                    source=req.source,
+                    message="healthy",
+                    detail={"healthy_since": datetime.now(UTC).isoformat()},
+                )
+                return WaitHealthyResult(
+                    healthy=True, elapsed=time.monotonic() - begin, checks=checks, last=result, message=result.message
+                )
             if elapsed >= req.timeout:
                 message = f"{spec.id} not healthy after {req.timeout:g}s: {result.message}"
-                await self._store_probes(spec, recent[-10:], "unhealthy", state="failed", source=req.source,
-                                         message=message)
-                raise to_application_error(HealthCheckFailed(message, details={
-                    "checks": checks, "last": [r.model_dump(mode="json") for r in recent[-5:]]}))
+                await self._store_probes(
+                    spec, recent[-10:], "unhealthy", state="failed", source=req.source, message=message
+                )
+                raise to_application_error(
+                    HealthCheckFailed(
+                        message, details={"checks": checks, "last": [r.model_dump(mode="json") for r in recent[-5:]]}
+                    )
+                )
             interval = health.interval if health else 0.5
             await asyncio.sleep(min(poll, interval, max(0.0, req.timeout - elapsed)))
             if elapsed >= STARTUP_FAST:
@@ -447,8 +513,9 @@ class ServiceActivities:
         tail = getattr(self.drivers.for_service(spec), "log_tail", None)
         return list(tail(spec.id, lines=lines, stream=stream)) if tail is not None else []
 
-    async def _job_exit_or_timeout(self, driver: ServiceDriver, spec: ServiceSpec, pid: int | None,
-                                   clock: float) -> asyncio.Future[ExitInfo | None]:
+    async def _job_exit_or_timeout(
+        self, driver: ServiceDriver, spec: ServiceSpec, pid: int | None, clock: float
+    ) -> asyncio.Future[ExitInfo | None]:
         """Wait (heartbeating) for the job's exit, at most its ``timeout``; the wait, done or not. A cancelled
         initialization stops the job: it must not go on alone."""
         waiter = asyncio.ensure_future(driver.wait_exit(spec))
@@ -480,14 +547,26 @@ class ServiceActivities:
                 raise to_application_error(NotFound(f"service {req.service_id!r} not found"))
             spec = spec_of(row)
             version = row.current_version
-            done = (await job_runs.last_success(session=session, service_id=spec.id, version=version)
-                    if spec.run == "once" else None)
+            done = (
+                await job_runs.last_success(session=session, service_id=spec.id, version=version)
+                if spec.run == "once"
+                else None
+            )
         if done is not None:
-            message = (f"skipped: version {version} already completed (run: once) at "
-                       f"{done.finished_at.isoformat(timespec='seconds')}")
+            message = (
+                f"skipped: version {version} already completed (run: once) at "
+                f"{done.finished_at.isoformat(timespec='seconds')}"
+            )
             await self.state.set_state(spec.id, "completed", source=req.source, message=message, process_gone=True)
-            return RunJobResult(succeeded=True, skipped=True, version=version, exit_code=done.exit_code,
-                                duration=0.0, message=message, log_tail=list(done.log_tail or []))
+            return RunJobResult(
+                succeeded=True,
+                skipped=True,
+                version=version,
+                exit_code=done.exit_code,
+                duration=0.0,
+                message=message,
+                log_tail=list(done.log_tail or []),
+            )
         driver = self.drivers.for_service(spec)
         began = datetime.now(UTC)
         clock = time.monotonic()
@@ -497,8 +576,14 @@ class ServiceActivities:
         try:
             started = await driver.start(spec)
             pid = started.pid
-            await self.state.set_state(spec.id, "starting", source=req.source, pid=pid, message="job running",
-                                       detail={"run_id": req.run_id} if req.run_id else None)
+            await self.state.set_state(
+                spec.id,
+                "starting",
+                source=req.source,
+                pid=pid,
+                message="job running",
+                detail={"run_id": req.run_id} if req.run_id else None,
+            )
             waiter = await self._job_exit_or_timeout(driver, spec, pid, clock)
             if not waiter.done():
                 waiter.cancel()
@@ -514,22 +599,52 @@ class ServiceActivities:
         tail = stderr or self._log_tail(spec, "stdout", JOB_TAIL_LINES)
         if not ok and stderr and not cause_given:
             message += f": {failure_cause(stderr)}"
-        run = JobRunRow(service_id=spec.id, version=version, run_id=req.run_id, attempt=req.attempt, succeeded=ok,
-                        exit_code=exit_code, started_at=began, finished_at=datetime.now(UTC),
-                        duration=round(duration, 3), message=message, log_tail=tail)
-        summary = {"version": version, "succeeded": ok, "exit_code": exit_code, "duration": round(duration, 3),
-                   "finished_at": run.finished_at.isoformat(), "attempt": req.attempt}
+        run = JobRunRow(
+            service_id=spec.id,
+            version=version,
+            run_id=req.run_id,
+            attempt=req.attempt,
+            succeeded=ok,
+            exit_code=exit_code,
+            started_at=began,
+            finished_at=datetime.now(UTC),
+            duration=round(duration, 3),
+            message=message,
+            log_tail=tail,
+        )
+        summary = {
+            "version": version,
+            "succeeded": ok,
+            "exit_code": exit_code,
+            "duration": round(duration, 3),
+            "finished_at": run.finished_at.isoformat(),
+            "attempt": req.attempt,
+        }
 
         async def record(session: AsyncSession) -> None:
             if await services.get(session=session, service_id=spec.id) is None:
                 return
             await job_runs.add(session=session, row=run)
             # the attempt is over (exited, or stopped after its timeout): no pid of it stays in the registry
-            await self.state.set_state_in(session, spec.id, "completed" if ok else "failed", source=req.source,
-                                          message=message, detail={"job": summary}, process_gone=True)
+            await self.state.set_state_in(
+                session,
+                spec.id,
+                "completed" if ok else "failed",
+                source=req.source,
+                message=message,
+                detail={"job": summary},
+                process_gone=True,
+            )
 
         await self.db.write_batched(record)
         if self.state.on_commit:
             self.state.on_commit()
-        return RunJobResult(succeeded=ok, version=version, exit_code=exit_code, duration=round(duration, 3),
-                            pid=pid, message=message, log_tail=tail)
+        return RunJobResult(
+            succeeded=ok,
+            version=version,
+            exit_code=exit_code,
+            duration=round(duration, 3),
+            pid=pid,
+            message=message,
+            log_tail=tail,
+        )

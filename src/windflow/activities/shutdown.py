@@ -43,15 +43,27 @@ class ShutdownActivities:
         state = req.state
         async with self.db.write() as session:
             await runs.upsert(
-                session=session, run_id=state.run_id, kind="shutdown", workflow_id=state.workflow_id,
-                status=state.status.value, actor=state.actor, started_at=state.started_at,
+                session=session,
+                run_id=state.run_id,
+                kind="shutdown",
+                workflow_id=state.workflow_id,
+                status=state.status.value,
+                actor=state.actor,
+                started_at=state.started_at,
                 finished_at=state.finished_at if state.status in TERMINAL_SHUTDOWN and req.final else None,
                 summary=state.model_dump(mode="json"),
             )
-            await add_new_events(session, [
-                make_event(EventType.SHUTDOWN_UPDATE, ShutdownUpdate.model_validate(data), event_id=event_id,
-                           timestamp=req.timestamp)
-                for event_id, data in zip(req.event_ids, req.events, strict=True)
-            ])
+            await add_new_events(
+                session,
+                [
+                    make_event(
+                        EventType.SHUTDOWN_UPDATE,
+                        ShutdownUpdate.model_validate(data),
+                        event_id=event_id,
+                        timestamp=req.timestamp,
+                    )
+                    for event_id, data in zip(req.event_ids, req.events, strict=True)
+                ],
+            )
         if self.on_commit:
             self.on_commit()

@@ -65,8 +65,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-
-
 def _desired(row: Any) -> str | None:
     return row.desired or ("running" if row.state in SUPERVISABLE_STATES else None)
 
@@ -81,6 +79,7 @@ def _held(row: Any) -> bool:
 def _is_job(row: Any) -> bool:
     """A stored service that is a job (``kind: job``): it runs to completion and is never supervised."""
     return (row.spec or {}).get("kind") == "job"
+
 
 class SupervisionActivities:
     def __init__(
@@ -108,21 +107,30 @@ class SupervisionActivities:
         """One check of ``which`` probe: ``readiness`` (is it ready: a dependency check) or ``liveness`` (is it
         alive: what restarts it); without that probe, whether the driver sees it running."""
         if spec.replicated:  # a replicated service (a dependency) is ready when min_ready replicas are
-            results = await asyncio.gather(*(self._probe(spec.replica_spec(k), which)
-                                             for k in range(spec.replicas or 0)))
+            results = await asyncio.gather(
+                *(self._probe(spec.replica_spec(k), which) for k in range(spec.replicas or 0))
+            )
             ready = sum(1 for r in results if r.healthy)
-            return ProbeResult(healthy=ready >= spec.ready_needed(), latency_ms=max(r.latency_ms for r in results),
-                               message=f"{ready}/{len(results)} replicas ready ({spec.ready_needed()} needed)",
-                               checked_at=_now())
+            return ProbeResult(
+                healthy=ready >= spec.ready_needed(),
+                latency_ms=max(r.latency_ms for r in results),
+                message=f"{ready}/{len(results)} replicas ready ({spec.ready_needed()} needed)",
+                checked_at=_now(),
+            )
         probe = spec.liveness_spec() if which == "liveness" else spec.readiness_spec()
         if probe is None:
             status = await self.drivers.for_service(spec).status(spec)
-            return ProbeResult(healthy=status.status != RunStatus.STOPPED, latency_ms=0.0,
-                               message=f"driver says {status.status.value}", checked_at=_now())
+            return ProbeResult(
+                healthy=status.status != RunStatus.STOPPED,
+                latency_ms=0.0,
+                message=f"driver says {status.status.value}",
+                checked_at=_now(),
+            )
         return await self.probes.check(probe, service=spec.id)
 
-    async def _record_probes(self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None,
-                             publish: bool) -> None:
+    async def _record_probes(
+        self, spec: ServiceSpec, results: list[ProbeResult], verdict: str | None, publish: bool
+    ) -> None:
         if not results:
             return
         async with self.db.write() as session:
@@ -131,10 +139,20 @@ class SupervisionActivities:
             await probe_results.add(session=session, service_id=spec.id, results=results, keep=self.probe_history)
             if publish:
                 last = results[-1]
-                await outbox.add(session=session, event=new_event(
-                    EventType.HEALTH_CHECK,
-                    HealthCheck(service_id=spec.id, healthy=last.healthy, latency_ms=last.latency_ms,
-                                message=last.message, checked_at=last.checked_at, verdict=verdict)))
+                await outbox.add(
+                    session=session,
+                    event=new_event(
+                        EventType.HEALTH_CHECK,
+                        HealthCheck(
+                            service_id=spec.id,
+                            healthy=last.healthy,
+                            latency_ms=last.latency_ms,
+                            message=last.message,
+                            checked_at=last.checked_at,
+                            verdict=verdict,
+                        ),
+                    ),
+                )
         if self.on_commit:
             self.on_commit()
 
@@ -161,7 +179,8 @@ class SupervisionActivities:
         task = asyncio.create_task(record())
         self._evidence[spec.id] = (task, go)
         task.add_done_callback(
-            lambda t: self._evidence.pop(spec.id) if self._evidence.get(spec.id, (None,))[0] is t else None)
+            lambda t: self._evidence.pop(spec.id) if self._evidence.get(spec.id, (None,))[0] is t else None
+        )
 
     async def _evidence_written(self, service_id: str) -> None:
         """Write the pending evidence of this service's last verdict now, and wait for it."""
@@ -195,8 +214,9 @@ class SupervisionActivities:
     async def wait_dependencies(self, req: WaitDependenciesInput) -> DependencyCheckResult:
         """Heartbeat until every direct dependency answers its probe again."""
         while True:
-            result = await self.check_dependencies(DependencyCheckInput(service_id=req.service_id,
-                                                                        depends_on=req.depends_on))
+            result = await self.check_dependencies(
+                DependencyCheckInput(service_id=req.service_id, depends_on=req.depends_on)
+            )
             if not result.unhealthy:
                 return result
             activity.heartbeat({"waiting_for": result.unhealthy})
@@ -215,8 +235,9 @@ class SupervisionActivities:
                 return RecoveryTarget()
             spec = await applied_spec_of(session=session, row=row)
             last = await runs.last_of(session=session, kind="recovery", service_id=service_id)
-        target = RecoveryTarget(spec=spec, desired=_desired(row), state=row.state,
-                                held_by=row.held_by if _held(row) else None)
+        target = RecoveryTarget(
+            spec=spec, desired=_desired(row), state=row.state, held_by=row.held_by if _held(row) else None
+        )
         if last is not None and last.status == "recovered" and last.finished_at is not None:
             finished = last.finished_at if last.finished_at.tzinfo else last.finished_at.replace(tzinfo=UTC)
             target.healthy_since = finished
@@ -251,14 +272,19 @@ class SupervisionActivities:
         if req.confirm:
             result = await self._probe(spec, "liveness")
             if result.healthy:
-                return RecoverStepResult(outcome="healthy", message=f"re-probe passed: {result.message}",
-                                         probes=[result], elapsed=time.monotonic() - begin)
+                return RecoverStepResult(
+                    outcome="healthy",
+                    message=f"re-probe passed: {result.message}",
+                    probes=[result],
+                    elapsed=time.monotonic() - begin,
+                )
         lease = None
         if self.budget is not None:
             granted = await self.budget.acquire(service_id=spec.id, holder=req.holder)
             if not granted.granted:
-                return RecoverStepResult(outcome="budget", message=granted.reason,
-                                         retry_after=max(0.1, float(granted.retry_after)))
+                return RecoverStepResult(
+                    outcome="budget", message=granted.reason, retry_after=max(0.1, float(granted.retry_after))
+                )
             lease = granted
         try:
             return await self._restart_and_wait(req, driver, begin)
@@ -284,16 +310,21 @@ class SupervisionActivities:
             async def mark() -> None:
                 await self._evidence_written(spec.id)
                 await self.state.set_state(
-                    spec.id, "recovering", source=req.source, process_gone=True,
-                    message=f"restarting ({req.reason}), attempt {req.attempt} of {req.max_attempts}")
+                    spec.id,
+                    "recovering",
+                    source=req.source,
+                    process_gone=True,
+                    message=f"restarting ({req.reason}), attempt {req.attempt} of {req.max_attempts}",
+                )
 
             marking = asyncio.ensure_future(mark())
             try:
                 result = await driver.restart(spec)
             except WindflowError as exc:
                 await marking
-                return RecoverStepResult(outcome="failed", message=f"restart failed: {exc.message}",
-                                         elapsed=time.monotonic() - begin)
+                return RecoverStepResult(
+                    outcome="failed", message=f"restart failed: {exc.message}", elapsed=time.monotonic() - begin
+                )
             except BaseException:
                 marking.cancel()
                 with contextlib.suppress(BaseException):
@@ -301,14 +332,16 @@ class SupervisionActivities:
                 raise
             await marking
             if not result.ok:
-                return RecoverStepResult(outcome="failed", message=f"restart failed: {result.message}",
-                                         elapsed=time.monotonic() - begin)
+                return RecoverStepResult(
+                    outcome="failed", message=f"restart failed: {result.message}", elapsed=time.monotonic() - begin
+                )
             count_restart(spec.id, req.reason, req.source)
             pid = result.pid
         since = time.monotonic()
         health = spec.liveness_spec()  # recovered = alive again; readiness is the watch's to report (not_ready)
         tracker = HealthTracker(
-            failure_threshold=10**6, success_threshold=health.success_threshold if health else 1,
+            failure_threshold=10**6,
+            success_threshold=health.success_threshold if health else 1,
             start_period=health.start_period if health else 0.0,
         )
         recent: list[ProbeResult] = []
@@ -317,31 +350,59 @@ class SupervisionActivities:
             status = await driver.status(spec)
             if status.status == RunStatus.STOPPED:
                 await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
-                await self.state.set_state(spec.id, "recovering", source=req.source, restarted=restarted,
-                                           process_gone=True)
+                await self.state.set_state(
+                    spec.id, "recovering", source=req.source, restarted=restarted, process_gone=True
+                )
                 message = f"exited while starting: {status.message}".strip()
-                return RecoverStepResult(outcome="failed", message=message, pid=pid, restarted=restarted,
-                                         elapsed=time.monotonic() - begin, probes=recent[-5:])
+                return RecoverStepResult(
+                    outcome="failed",
+                    message=message,
+                    pid=pid,
+                    restarted=restarted,
+                    elapsed=time.monotonic() - begin,
+                    probes=recent[-5:],
+                )
             result = await self._probe(spec, "liveness")
             recent.append(result)
             del recent[:-20]
             if tracker.observe(result.healthy) == HealthVerdict.HEALTHY:
                 await self._record_probes(spec, recent[-10:], "healthy", publish=True)
                 took = (_now() - req.recovery_started_at).total_seconds() if req.recovery_started_at else None
-                await self.state.set_state(spec.id, "healthy", source=req.source, pid=pid, message="recovered",
-                                           restarted=restarted,
-                                           status={"recovered": True, "recovery_seconds": took,
-                                                   "attempts": req.attempts_here, "reason": req.reason})
+                await self.state.set_state(
+                    spec.id,
+                    "healthy",
+                    source=req.source,
+                    pid=pid,
+                    message="recovered",
+                    restarted=restarted,
+                    status={
+                        "recovered": True,
+                        "recovery_seconds": took,
+                        "attempts": req.attempts_here,
+                        "reason": req.reason,
+                    },
+                )
                 RECOVERY_DURATION.observe(time.monotonic() - begin)
-                return RecoverStepResult(outcome="recovered", message=result.message, pid=pid, restarted=restarted,
-                                         elapsed=time.monotonic() - begin, probes=[result])
+                return RecoverStepResult(
+                    outcome="recovered",
+                    message=result.message,
+                    pid=pid,
+                    restarted=restarted,
+                    elapsed=time.monotonic() - begin,
+                    probes=[result],
+                )
             waited = time.monotonic() - since
             if waited >= req.timeout:
                 await self._record_probes(spec, recent[-10:], "unhealthy", publish=True)
                 await self.state.set_state(spec.id, "recovering", source=req.source, pid=pid, restarted=restarted)
-                return RecoverStepResult(outcome="failed", restarted=restarted, pid=pid,
-                                         message=f"not healthy {req.timeout:g}s after restart: {result.message}",
-                                         elapsed=time.monotonic() - begin, probes=recent[-5:])
+                return RecoverStepResult(
+                    outcome="failed",
+                    restarted=restarted,
+                    pid=pid,
+                    message=f"not healthy {req.timeout:g}s after restart: {result.message}",
+                    elapsed=time.monotonic() - begin,
+                    probes=recent[-5:],
+                )
             activity.heartbeat({"waited": round(waited, 3), "last": result.message})
             await asyncio.sleep(poll)
             poll = min(poll * 1.25, RECOVERY_POLL_MAX)
@@ -358,14 +419,23 @@ class SupervisionActivities:
             if row is not None and req.service_state is not None and req.service_state != row.state:
                 # a change of status (blocked, gave up, back to healthy, ...) is a SERVICE_STATUS_UPDATE like any
                 verdict = status.last_verdict
-                gone = req.service_state == "blocked" and verdict is not None \
+                gone = (
+                    req.service_state == "blocked"
+                    and verdict is not None
                     and verdict.verdict in ("exited", "not_running")
+                )
                 if req.service_state == "gave_up":
                     row.gave_up_version = row.applied_version or row.current_version
                 await self.state.set_state_in(
-                    session, status.service_id, req.service_state, source="supervisor", message=status.message,
-                    detail=supervision, process_gone=gone,
-                    status={"reason": status.message, "attempts": status.attempt})
+                    session,
+                    status.service_id,
+                    req.service_state,
+                    source="supervisor",
+                    message=status.message,
+                    detail=supervision,
+                    process_gone=gone,
+                    status={"reason": status.message, "attempts": status.attempt},
+                )
             elif row is not None:
                 row.state_detail = {**(row.state_detail or {}), **supervision}
             if req.recovery is not None:
@@ -422,8 +492,11 @@ class SupervisionActivities:
             if row.state == "gave_up":
                 if row.gave_up_version is not None and row.gave_up_version != applied:
                     plan.retry.append(row.id)
-            elif row.state not in ("healthy", "not_ready", "starting", "stopping", "completed") \
-                    and row.state not in RECOVERY and not _held(row):
+            elif (
+                row.state not in ("healthy", "not_ready", "starting", "stopping", "completed")
+                and row.state not in RECOVERY
+                and not _held(row)
+            ):
                 plan.recover.append(row.id)
         return plan
 
@@ -433,7 +506,4 @@ class SupervisionActivities:
         async with self.db.read() as session:
             rows = await services.units(session=session)  # each replica on its own
         # never brought up, still being brought up by an initialization, or stopped: not supervised
-        return [spec_of(row) for row in rows
-                if row.monitored and row.state in SUPERVISABLE_STATES and not _is_job(row)]
-
-
+        return [spec_of(row) for row in rows if row.monitored and row.state in SUPERVISABLE_STATES and not _is_job(row)]

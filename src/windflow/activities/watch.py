@@ -139,8 +139,9 @@ class ObservationWriter:
         self.last_probes = time.monotonic()
         self.probe_writes = 0
 
-    def set_state(self, service_id: str, state: str, message: str = "", *, pid: int | None = None,
-                  process_gone: bool = False) -> None:
+    def set_state(
+        self, service_id: str, state: str, message: str = "", *, pid: int | None = None, process_gone: bool = False
+    ) -> None:
         if self.reported.get(service_id) == state and service_id not in self.pending.states:
             return
         self.reported[service_id] = state
@@ -189,19 +190,25 @@ class ObservationWriter:
                 # one insert for every service's results; each service's history is cut every PRUNE_EVERY writes
                 # (a history then holds at most probe_history plus that many batches)
                 self.probe_writes += 1
-                known = set((await session.execute(select(ServiceRow.id).where(
-                    ServiceRow.id.in_(list(batch.probes))))).scalars())
+                known = set(
+                    (
+                        await session.execute(select(ServiceRow.id).where(ServiceRow.id.in_(list(batch.probes))))
+                    ).scalars()
+                )
                 await probe_results.add_many(
-                    session=session, results={sid: r[-50:] for sid, r in batch.probes.items() if sid in known},
-                    keep=self.probe_history if self.probe_writes % PRUNE_EVERY == 0 else None)
+                    session=session,
+                    results={sid: r[-50:] for sid, r in batch.probes.items() if sid in known},
+                    keep=self.probe_history if self.probe_writes % PRUNE_EVERY == 0 else None,
+                )
             for service_id, (state, message, pid, gone) in batch.states.items():
                 row = await services.get(session=session, service_id=service_id)
                 if row is None or row.state not in WATCHED_STATES or desired_of(row) != "running" or held(row):
                     continue  # someone else owns the service's state right now
                 if row.state == state:  # events only on a change
                     continue
-                await self.state.set_state_in(session, service_id, state, source="watcher", message=message,
-                                              pid=pid, process_gone=gone)
+                await self.state.set_state_in(
+                    session, service_id, state, source="watcher", message=message, pid=pid, process_gone=gone
+                )
 
         try:
             await self.db.write_batched(work)
@@ -218,18 +225,28 @@ class ObservationWriter:
         if self.state.on_commit:
             self.state.on_commit()
 
-    async def _probes_in(self, session: AsyncSession, service_id: str, results: list[ProbeResult],
-                         verdict: str | None) -> None:
+    async def _probes_in(
+        self, session: AsyncSession, service_id: str, results: list[ProbeResult], verdict: str | None
+    ) -> None:
         if not results or await services.get(session=session, service_id=service_id) is None:
             return
-        await probe_results.add(session=session, service_id=service_id, results=results[-50:],
-                                keep=self.probe_history)
+        await probe_results.add(session=session, service_id=service_id, results=results[-50:], keep=self.probe_history)
         if verdict is not None:
             last = results[-1]
-            await outbox.add(session=session, event=new_event(
-                EventType.HEALTH_CHECK,
-                HealthCheck(service_id=service_id, healthy=last.healthy, latency_ms=last.latency_ms,
-                            message=last.message, checked_at=last.checked_at, verdict=verdict)))
+            await outbox.add(
+                session=session,
+                event=new_event(
+                    EventType.HEALTH_CHECK,
+                    HealthCheck(
+                        service_id=service_id,
+                        healthy=last.healthy,
+                        latency_ms=last.latency_ms,
+                        message=last.message,
+                        checked_at=last.checked_at,
+                        verdict=verdict,
+                    ),
+                ),
+            )
 
 
 class WatchActivities:
@@ -255,8 +272,11 @@ class WatchActivities:
         last observed state says it runs (healthy, not ready) but whose process is gone is ``unknown`` until the
         watcher observes it, so that nothing shows a stale ``healthy`` for a dead process. Returns their ids."""
         async with self.db.read() as session:
-            rows = [r for r in await services.units(session=session)
-                    if (r.host or None) == host and r.state in ("healthy", "not_ready")]
+            rows = [
+                r
+                for r in await services.units(session=session)
+                if (r.host or None) == host and r.state in ("healthy", "not_ready")
+            ]
             specs = {}
             for row in rows:
                 with contextlib.suppress(Exception):
@@ -273,9 +293,14 @@ class WatchActivities:
             for service_id in gone:
                 row = await services.get(session=session, service_id=service_id)
                 if row is not None and row.state in ("healthy", "not_ready"):
-                    await self.state.set_state_in(session, service_id, "unknown", source="watcher",
-                                                  message="not observed since windflow started: its process is gone",
-                                                  process_gone=True)
+                    await self.state.set_state_in(
+                        session,
+                        service_id,
+                        "unknown",
+                        source="watcher",
+                        message="not observed since windflow started: its process is gone",
+                        process_gone=True,
+                    )
 
         await self.db.write_batched(work)
         if self.state.on_commit:
@@ -295,8 +320,9 @@ class QueueWatch:
     def __init__(self, owner: WatchActivities, req: WatchQueueInput) -> None:
         self.owner = owner
         self.req = req
-        self.writer = ObservationWriter(owner.db, owner.state, probe_history=owner.probe_history,
-                                        record_every=req.record_every)
+        self.writer = ObservationWriter(
+            owner.db, owner.state, probe_history=owner.probe_history, record_every=req.record_every
+        )
         self.tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self.recoveries_started = 0
         self.stamp: str | None = None
@@ -330,8 +356,11 @@ class QueueWatch:
                     await task
             # what was not written yet is dropped: observations are re-derived by the next attempt, and a write
             # finishing after this attempt ended could land after another worker's newer one
-        return WatchQueueResult(watched=len(self.tasks), recoveries_started=self.recoveries_started,
-                                message=f"watched {len(self.tasks)} services for {self.req.max_run:g}s")
+        return WatchQueueResult(
+            watched=len(self.tasks),
+            recoveries_started=self.recoveries_started,
+            message=f"watched {len(self.tasks)} services for {self.req.max_run:g}s",
+        )
 
     async def maybe_reload(self) -> None:
         stamp = await services.change_stamp(db=self.owner.db)
@@ -396,8 +425,12 @@ class QueueWatch:
         probe = spec.liveness_spec() if which == "liveness" else spec.readiness_spec()
         if probe is None:
             status = await self.owner.drivers.for_service(spec).status(spec)
-            return ProbeResult(healthy=status.status != RunStatus.STOPPED, latency_ms=0.0,
-                               message=f"driver says {status.status.value}", checked_at=_now())
+            return ProbeResult(
+                healthy=status.status != RunStatus.STOPPED,
+                latency_ms=0.0,
+                message=f"driver says {status.status.value}",
+                checked_at=_now(),
+            )
         return await self.owner.probes.check(probe, service=spec.id)
 
     async def observe(self, spec: ServiceSpec) -> WatchResult:
@@ -406,13 +439,16 @@ class QueueWatch:
         driver = self.owner.drivers.for_service(spec)
         status = await driver.status(spec)
         if status.status == RunStatus.STOPPED:
-            return WatchResult(verdict="not_running", message=status.message or f"{spec.id} is not running",
-                               detected_at=_now())
+            return WatchResult(
+                verdict="not_running", message=status.message or f"{spec.id} is not running", detected_at=_now()
+            )
         since = status.started_at or _now()
         liveness = spec.liveness_spec()
-        alive = HealthTracker(failure_threshold=liveness.failure_threshold if liveness else 1,
-                              success_threshold=liveness.success_threshold if liveness else 1,
-                              start_period=liveness.start_period if liveness else 0.0)
+        alive = HealthTracker(
+            failure_threshold=liveness.failure_threshold if liveness else 1,
+            success_threshold=liveness.success_threshold if liveness else 1,
+            start_period=liveness.start_period if liveness else 0.0,
+        )
         gate: dict[str, bool | None] = {"alive": liveness is None, "ready": None if spec.separate_readiness else True}
         pid = status.pid
 
@@ -425,8 +461,9 @@ class QueueWatch:
                 self.writer.set_state(spec.id, "not_ready", f"not ready: {message}".strip(), pid=pid)
 
         exit_task = asyncio.create_task(driver.wait_exit(spec))
-        ready_task = asyncio.create_task(self._readiness(spec, since, gate, report)) \
-            if spec.separate_readiness else None
+        ready_task = (
+            asyncio.create_task(self._readiness(spec, since, gate, report)) if spec.separate_readiness else None
+        )
         recent: list[ProbeResult] = []
         report()
         try:
@@ -445,9 +482,14 @@ class QueueWatch:
                     if info is not None:
                         if probe_task is not None:
                             probe_task.cancel()
-                        return WatchResult(verdict="exited", message=info.message or f"pid {info.pid} exited",
-                                           exit_code=info.exit_code, signal=info.signal, detected_at=info.exited_at,
-                                           probes=recent[-5:])
+                        return WatchResult(
+                            verdict="exited",
+                            message=info.message or f"pid {info.pid} exited",
+                            exit_code=info.exit_code,
+                            signal=info.signal,
+                            detected_at=info.exited_at,
+                            probes=recent[-5:],
+                        )
                     # this driver cannot observe exits: rely on the probe alone
                     exit_task = asyncio.create_task(asyncio.Event().wait())  # type: ignore[arg-type]
                 if probe_task is None:
@@ -466,10 +508,13 @@ class QueueWatch:
                     gate["alive"] = True
                     report()
                 if verdict == HealthVerdict.UNHEALTHY:
-                    failing = [r for r in recent if not r.healthy][-alive.failure_threshold:]
-                    return WatchResult(verdict="unhealthy",
-                                       message=f"probe failed {alive.consecutive_failures} times: {result.message}",
-                                       detected_at=_now(), probes=failing)
+                    failing = [r for r in recent if not r.healthy][-alive.failure_threshold :]
+                    return WatchResult(
+                        verdict="unhealthy",
+                        message=f"probe failed {alive.consecutive_failures} times: {result.message}",
+                        detected_at=_now(),
+                        probes=failing,
+                    )
         finally:
             for task in (exit_task, ready_task):
                 if task is not None and not task.done():
@@ -477,12 +522,16 @@ class QueueWatch:
                     with contextlib.suppress(BaseException):
                         await task
 
-    async def _readiness(self, spec: ServiceSpec, since: datetime, gate: dict[str, bool | None],
-                         report: Callable[[str], None]) -> None:
+    async def _readiness(
+        self, spec: ServiceSpec, since: datetime, gate: dict[str, bool | None], report: Callable[[str], None]
+    ) -> None:
         probe = spec.readiness_spec()
         assert probe is not None
-        tracker = HealthTracker(failure_threshold=probe.failure_threshold, success_threshold=probe.success_threshold,
-                                start_period=probe.start_period)
+        tracker = HealthTracker(
+            failure_threshold=probe.failure_threshold,
+            success_threshold=probe.success_threshold,
+            start_period=probe.start_period,
+        )
         while True:
             result = await self.owner.probes.check(probe, service=spec.id)
             verdict = tracker.observe(result.healthy, since_start=(_now() - since).total_seconds())
@@ -503,16 +552,21 @@ class QueueWatch:
                 await clean(spec)
         self.writer.evidence(spec.id, "unhealthy")
         if target.mode != "watch":
-            self.writer.set_state(spec.id, "unhealthy", f"{verdict.verdict}: {verdict.message}",
-                                  process_gone=gone)
+            self.writer.set_state(spec.id, "unhealthy", f"{verdict.verdict}: {verdict.message}", process_gone=gone)
             return False
         health = spec.liveness_spec()
         confirm = verdict.verdict == "unhealthy" and (health is None or health.failure_threshold < 2)
         try:
             handle = await start_recovery(
-                self.owner.client, task_queue=self.req.workflow_task_queue or activity.info().task_queue,
-                service_id=spec.id, reason=f"{verdict.verdict}: {verdict.message}"[:2000], actor="watcher",
-                source="watcher", confirm=confirm, verdict=verdict)
+                self.owner.client,
+                task_queue=self.req.workflow_task_queue or activity.info().task_queue,
+                service_id=spec.id,
+                reason=f"{verdict.verdict}: {verdict.message}"[:2000],
+                actor="watcher",
+                source="watcher",
+                confirm=confirm,
+                verdict=verdict,
+            )
             self.recoveries_started += 1
             await handle.result()
         except asyncio.CancelledError:

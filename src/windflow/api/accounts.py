@@ -62,15 +62,29 @@ class IssuedSession:
 
 
 async def open_session(
-    *, session: AsyncSession, settings: Settings, key: str, account: UserWithRoles, family_id: str | None = None,
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    key: str,
+    account: UserWithRoles,
+    family_id: str | None = None,
 ) -> IssuedSession:
     """A new refresh token (new family, or the next one of ``family_id``) and an access token bound to it."""
     token, token_hash = new_opaque_token(REFRESH_PREFIX)
-    row = await refresh_tokens.issue(session=session, user_id=account.user.id, token_hash=token_hash,
-                                     ttl=settings.refresh_token_ttl, family_id=family_id)
+    row = await refresh_tokens.issue(
+        session=session,
+        user_id=account.user.id,
+        token_hash=token_hash,
+        ttl=settings.refresh_token_ttl,
+        family_id=family_id,
+    )
     access, expires = issue_access_token(
-        key=key, subject=account.user.username, permissions=account.permissions, roles=tuple(account.roles),
-        ttl=settings.access_token_ttl, session_id=row.family_id,
+        key=key,
+        subject=account.user.username,
+        permissions=account.permissions,
+        roles=tuple(account.roles),
+        ttl=settings.access_token_ttl,
+        session_id=row.family_id,
     )
     return IssuedSession(access, expires, token, row.expires_at, row.family_id)
 
@@ -80,24 +94,29 @@ def _access_horizon(settings: Settings) -> datetime:
 
 
 async def revoke_families(
-    *, session: AsyncSession, settings: Settings, families: set[str] | list[str], reason: str,
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    families: set[str] | list[str],
+    reason: str,
 ) -> None:
     """Revoke sessions: their refresh tokens now, their access tokens through the denylist."""
     for family in sorted(set(families)):
         await refresh_tokens.revoke_family(session=session, family_id=family, reason=reason)
-    await denylist.add_many(session=session, keys=[f"sid:{f}" for f in sorted(set(families))],
-                            expires_at=_access_horizon(settings))
+    await denylist.add_many(
+        session=session, keys=[f"sid:{f}" for f in sorted(set(families))], expires_at=_access_horizon(settings)
+    )
 
 
 async def revoke_user_sessions(*, session: AsyncSession, settings: Settings, user_id: int, reason: str) -> int:
     families = await refresh_tokens.revoke_user(session=session, user_id=user_id, reason=reason)
-    await denylist.add_many(session=session, keys=[f"sid:{f}" for f in families],
-                            expires_at=_access_horizon(settings))
+    await denylist.add_many(session=session, keys=[f"sid:{f}" for f in families], expires_at=_access_horizon(settings))
     return len(families)
 
 
-async def deny_access_token(*, session: AsyncSession, jti: str, expires_at: datetime | None,
-                            settings: Settings) -> None:
+async def deny_access_token(
+    *, session: AsyncSession, jti: str, expires_at: datetime | None, settings: Settings
+) -> None:
     until = (expires_at + timedelta(seconds=LEEWAY_SECONDS + 1)) if expires_at else _access_horizon(settings)
     await denylist.add(session=session, key=f"jti:{jti}", expires_at=until)
 
@@ -127,8 +146,15 @@ class AdminExists(Exception):
     pass
 
 
-async def create_admin(db: Database, *, username: str, password: str, actor: str = "system",
-                       action: str = "user.bootstrap", only_if_no_users: bool = False) -> UserWithRoles:
+async def create_admin(
+    db: Database,
+    *,
+    username: str,
+    password: str,
+    actor: str = "system",
+    action: str = "user.bootstrap",
+    only_if_no_users: bool = False,
+) -> UserWithRoles:
     """Create a user with the admin role (and its audit record). Raises :class:`AdminExists` when taken."""
     username = normalize_username(username)
     if not valid_username(username):
@@ -141,8 +167,7 @@ async def create_admin(db: Database, *, username: str, password: str, actor: str
                 raise AdminExists("users exist already")
             if await users.get(session=session, username=username) is not None:
                 raise AdminExists(f"user {username!r} exists already")
-            row = await users.create(session=session, username=username, password_hash=password_hash,
-                                     roles=["admin"])
+            row = await users.create(session=session, username=username, password_hash=password_hash, roles=["admin"])
             await record(session, actor, action, username, None, details={"roles": ["admin"]})
             return await users.with_roles(session=session, user=row)
     except IntegrityError:
@@ -165,8 +190,9 @@ async def bootstrap_auth(settings: Settings, db: Database, *, out: IO[str] | Non
             return None
     password = given.get_secret_value() if given is not None else generate_password()
     try:
-        account = await create_admin(db, username=settings.bootstrap_admin_user, password=password,
-                                     only_if_no_users=True)
+        account = await create_admin(
+            db, username=settings.bootstrap_admin_user, password=password, only_if_no_users=True
+        )
     except AdminExists:
         return None  # another process was first
     name = account.user.username
@@ -176,10 +202,12 @@ async def bootstrap_auth(settings: Settings, db: Database, *, out: IO[str] | Non
             "\n" + "=" * 72 + "\n"
             f"windflow created the first admin user.\n  user:     {name}\n  password: {password}\n"
             "This password is shown only once: sign in with `windflow login` and change it\n"
-            "(POST /api/v1/auth/password), or set WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD next time.\n"
-            + "=" * 72 + "\n\n"
+            "(POST /api/v1/auth/password), or set WINDFLOW_BOOTSTRAP_ADMIN_PASSWORD next time.\n" + "=" * 72 + "\n\n"
         )
         stream.flush()
-    log.warning("created the first admin user %r with %s", name,
-                "the configured password" if given is not None else "a generated password, printed to the console")
+    log.warning(
+        "created the first admin user %r with %s",
+        name,
+        "the configured password" if given is not None else "a generated password, printed to the console",
+    )
     return name

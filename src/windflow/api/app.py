@@ -81,10 +81,13 @@ async def build_resources(settings: Settings, *, migrate: bool | None = None) ->
         await seed_templates(session=session)
     await bootstrap_auth(settings, db)
     bus = build_bus(settings)
-    resources = Resources(settings=settings, db=db, temporal=LazyClient(settings), bus=bus,
-                          jwt_key=settings.jwt_key())
-    resources.relay = OutboxRelay(db, bus, interval=settings.events_relay_interval,
-                                  status_history_retention=timedelta(days=settings.status_history_retention_days))
+    resources = Resources(settings=settings, db=db, temporal=LazyClient(settings), bus=bus, jwt_key=settings.jwt_key())
+    resources.relay = OutboxRelay(
+        db,
+        bus,
+        interval=settings.events_relay_interval,
+        status_history_retention=timedelta(days=settings.status_history_retention_days),
+    )
     return resources
 
 
@@ -92,8 +95,13 @@ def build_bus(settings: Settings) -> EventBus:
     """Redis Streams when ``redis_url`` is set (connects lazily: Redis may be down now and come back later;
     the outbox keeps events meanwhile), else the in-process bus."""
     if settings.redis_url:
-        return RedisStreamsBus(settings.redis_url, stream=settings.events_stream, maxlen=settings.events_maxlen,
-                               claim_idle=settings.events_claim_idle, max_deliveries=settings.events_max_deliveries)
+        return RedisStreamsBus(
+            settings.redis_url,
+            stream=settings.events_stream,
+            maxlen=settings.events_maxlen,
+            claim_idle=settings.events_claim_idle,
+            max_deliveries=settings.events_max_deliveries,
+        )
     return MemoryBus(maxlen=min(settings.events_maxlen, MEMORY_BUS_MAXLEN))
 
 
@@ -111,10 +119,18 @@ def start_event_tasks(app: FastAPI, res: Resources) -> list[asyncio.Task[None]]:
     app.state.webhook_dispatcher = None
     if settings.webhooks_dispatch:
         # its own consumer group on Redis (the hub reads the stream without one), so no event is taken from anyone
-        consumer = (res.bus.consumer(CONSUMER_GROUP, consumer_name(), start="$")
-                    if isinstance(res.bus, RedisStreamsBus) else None)
-        dispatcher = WebhookDispatcher(res.db, res.bus, policy=DeliveryPolicy.from_settings(settings),
-                                       consumer=consumer, outbound=res.outbound.notify)
+        consumer = (
+            res.bus.consumer(CONSUMER_GROUP, consumer_name(), start="$")
+            if isinstance(res.bus, RedisStreamsBus)
+            else None
+        )
+        dispatcher = WebhookDispatcher(
+            res.db,
+            res.bus,
+            policy=DeliveryPolicy.from_settings(settings),
+            consumer=consumer,
+            outbound=res.outbound.notify,
+        )
         app.state.webhook_dispatcher = dispatcher
         tasks.append(asyncio.create_task(dispatcher.run(), name="webhook-dispatcher"))
     return tasks
@@ -182,18 +198,45 @@ def create_app(settings: Settings, *, resources: Resources | None = None) -> Fas
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.forwarded_allow_ips))
     codec.hide_codec_token_in_access_log()
     # outermost: answers the Temporal UI's preflight on the codec paths before anything else runs
-    app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/",
-                       origins=settings.codec_origins)
+    app.add_middleware(codec.CodecCORSMiddleware, prefix=f"{API_PREFIX}/codec/", origins=settings.codec_origins)
     # public unless WINDFLOW_METRICS_TOKEN is set; aggregate figures and service ids only
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     # a Route of the ASGI app itself (add_route's typing expects a request handler)
-    app.router.routes.append(Route("/metrics", MetricsEndpoint(token=metrics_token, unauthorized=lambda: error_response(
-        401, "unauthorized", "send Authorization: Bearer <WINDFLOW_METRICS_TOKEN>")),
-        methods=["GET"], include_in_schema=False))
+    app.router.routes.append(
+        Route(
+            "/metrics",
+            MetricsEndpoint(
+                token=metrics_token,
+                unauthorized=lambda: error_response(
+                    401, "unauthorized", "send Authorization: Bearer <WINDFLOW_METRICS_TOKEN>"
+                ),
+            ),
+            methods=["GET"],
+            include_in_schema=False,
+        )
+    )
     app.include_router(health.router)
     v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_first)])  # 401/403 before any work
-    for module in (services, recoveries, system, templates, initializations, schedules, auth, users, audit, events,
-                   ws, codec, alerts_in, webhooks_out, rollouts, logs, shutdowns, channels):
+    for module in (
+        services,
+        recoveries,
+        system,
+        templates,
+        initializations,
+        schedules,
+        auth,
+        users,
+        audit,
+        events,
+        ws,
+        codec,
+        alerts_in,
+        webhooks_out,
+        rollouts,
+        logs,
+        shutdowns,
+        channels,
+    ):
         v1.include_router(module.router)
     v1.include_router(users.roles_router)
     v1.include_router(dashboard_router)

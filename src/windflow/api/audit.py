@@ -39,12 +39,23 @@ ANONYMOUS = "anonymous"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _entry(principal: Principal | str, action: str, target: str, request_id: str | None, outcome: str,
-           details: dict[str, Any] | None) -> tuple[dict[str, Any], Event]:
+def _entry(
+    principal: Principal | str,
+    action: str,
+    target: str,
+    request_id: str | None,
+    outcome: str,
+    details: dict[str, Any] | None,
+) -> tuple[dict[str, Any], Event]:
     """The audit row's fields and its ``AUDIT`` event."""
     actor = principal if isinstance(principal, str) else principal.name
-    fields: dict[str, Any] = {"actor": actor[:128], "action": action[:64], "target": target[:256], "outcome": outcome,
-                              "request_id": request_id or None}
+    fields: dict[str, Any] = {
+        "actor": actor[:128],
+        "action": action[:64],
+        "target": target[:256],
+        "outcome": outcome,
+        "request_id": request_id or None,
+    }
     event = make_event(EventType.AUDIT, AuditEvent(**fields), event_id=str(uuid.uuid4()), timestamp=datetime.now(UTC))
     return {**fields, "details": details}, event
 
@@ -159,15 +170,17 @@ class AuditFailuresMiddleware:
             principal = state.get("principal")
             actor = principal.name if isinstance(principal, Principal) else noted.get("actor") or ANONYMOUS
             action = getattr(route.endpoint, "audit_action", None) or (
-                f"{scope['method']} {_path_template(scope['app'], route.endpoint, scope['method'], route.path)}")
+                f"{scope['method']} {_path_template(scope['app'], route.endpoint, scope['method'], route.path)}"
+            )
             target = noted.get("target") or _target(scope)
             details: dict[str, Any] = {"status": status, **_error_of(body), **(noted.get("details") or {})}
             client = scope.get("client")
             details.setdefault("client", client[0] if client else "unknown")
             resources = scope["app"].state.resources
             async with resources.db.write() as session:
-                await record(session, actor, action, target, state.get("request_id"), outcome="failure",
-                             details=details)
+                await record(
+                    session, actor, action, target, state.get("request_id"), outcome="failure", details=details
+                )
             if resources.relay is not None:
                 resources.relay.notify()
         except Exception:

@@ -61,8 +61,15 @@ class UserPublic(BaseModel):
 
     @classmethod
     def of(cls, row: UserRow, roles: list[str], permissions: frozenset[str] | set[str]) -> UserPublic:
-        return cls(username=row.username, roles=sorted(roles), permissions=sorted(permissions), disabled=row.disabled,
-                   created_at=row.created_at, updated_at=row.updated_at, last_login_at=row.last_login_at)
+        return cls(
+            username=row.username,
+            roles=sorted(roles),
+            permissions=sorted(permissions),
+            disabled=row.disabled,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_login_at=row.last_login_at,
+        )
 
 
 class MePublic(BaseModel):
@@ -77,8 +84,11 @@ class MePublic(BaseModel):
 
 
 class UserCreate(RequestBody):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"username": "dana", "password": "correct horse battery", "roles": ["operator"]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"username": "dana", "password": "correct horse battery", "roles": ["operator"]}]
+        }
+    )
 
     username: str = Field(pattern=USERNAME_PATTERN)
     password: str = Password
@@ -94,8 +104,12 @@ class UserCreate(RequestBody):
 class UserUpdate(RequestBody):
     roles: list[str] | None = Field(None, max_length=32, description="Replace the user's roles")
     disabled: bool | None = Field(None, description="Disable (sessions end at once) or re-enable")
-    password: str | None = Field(None, min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH,
-                                 description="Set a new password (the user's sessions end)")
+    password: str | None = Field(
+        None,
+        min_length=MIN_PASSWORD_LENGTH,
+        max_length=MAX_PASSWORD_LENGTH,
+        description="Set a new password (the user's sessions end)",
+    )
 
 
 class RoleCreate(RequestBody):
@@ -112,16 +126,22 @@ class RolePublic(BaseModel):
 
     @classmethod
     def of(cls, row: RoleRow) -> RolePublic:
-        return cls(name=row.name, description=row.description, permissions=sorted(row.permissions or []),
-                   builtin=row.builtin)
+        return cls(
+            name=row.name, description=row.description, permissions=sorted(row.permissions or []), builtin=row.builtin
+        )
 
 
 class ApiTokenCreate(RequestBody):
     name: str = Field(min_length=1, max_length=128)
     permissions: list[str] | None = Field(
-        None, max_length=64, description="A subset of yours; default: all your current permissions")
-    expires_in_days: int | None = Field(None, ge=1, le=3650, description="Default: 90 days (api_token_ttl_days); "
-                                        "at most api_token_max_ttl_days (365 by default)")
+        None, max_length=64, description="A subset of yours; default: all your current permissions"
+    )
+    expires_in_days: int | None = Field(
+        None,
+        ge=1,
+        le=3650,
+        description="Default: 90 days (api_token_ttl_days); at most api_token_max_ttl_days (365 by default)",
+    )
 
 
 class ApiTokenPublic(BaseModel):
@@ -137,9 +157,17 @@ class ApiTokenPublic(BaseModel):
 
     @classmethod
     def of(cls, row: ApiTokenRow, owner: str) -> ApiTokenPublic:
-        return cls(id=row.id, name=row.name, owner=owner, prefix=row.prefix, permissions=sorted(row.permissions or []),
-                   created_at=row.created_at, expires_at=row.expires_at, last_used_at=row.last_used_at,
-                   revoked_at=row.revoked_at)
+        return cls(
+            id=row.id,
+            name=row.name,
+            owner=owner,
+            prefix=row.prefix,
+            permissions=sorted(row.permissions or []),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            last_used_at=row.last_used_at,
+            revoked_at=row.revoked_at,
+        )
 
 
 class ApiTokenCreated(ApiTokenPublic):

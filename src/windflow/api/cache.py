@@ -141,8 +141,9 @@ def read_cache_of(resources: Any) -> ReadCache | None:
         return None
     cache = resources.extras.get("read_cache")
     if cache is None:
-        cache = build_read_cache(redis_url=settings.redis_url, prefix=f"{settings.events_stream}:cache:",
-                                 ttl=settings.read_cache_ttl)
+        cache = build_read_cache(
+            redis_url=settings.redis_url, prefix=f"{settings.events_stream}:cache:", ttl=settings.read_cache_ttl
+        )
         resources.extras["read_cache"] = cache
     return cache
 

@@ -54,12 +54,19 @@ class HealthCheckPublic(BaseModel):
 @router.get("/ui-config", response_model=UiConfig, summary="What the dashboard needs to know (Temporal Web UI)")
 async def ui_config(resources: ResourcesDep, _: AuthenticatedDep) -> UiConfig:
     s = resources.settings
-    return UiConfig(version=__version__, temporal_ui_url=s.temporal_ui_base_url,
-                    temporal_namespace=s.temporal_namespace, access_token_ttl=s.access_token_ttl)
+    return UiConfig(
+        version=__version__,
+        temporal_ui_url=s.temporal_ui_base_url,
+        temporal_namespace=s.temporal_namespace,
+        access_token_ttl=s.access_token_ttl,
+    )
 
 
-@router.get("/services/{service_id}/health-checks", response_model=list[HealthCheckPublic],
-            summary="Recent probe results, newest first")
+@router.get(
+    "/services/{service_id}/health-checks",
+    response_model=list[HealthCheckPublic],
+    summary="Recent probe results, newest first",
+)
 async def health_checks(
     service_id: str,
     session: ReadSessionDep,
@@ -68,8 +75,10 @@ async def health_checks(
 ) -> list[HealthCheckPublic]:
     await services.require(session=session, service_id=service_id)
     rows = await probes.recent(session=session, service_id=service_id, limit=limit)
-    return [HealthCheckPublic(healthy=r.healthy, latency_ms=r.latency_ms, message=r.message, checked_at=r.checked_at)
-            for r in rows]
+    return [
+        HealthCheckPublic(healthy=r.healthy, latency_ms=r.latency_ms, message=r.message, checked_at=r.checked_at)
+        for r in rows
+    ]
 
 
 PACKAGED_DIR = Path(windflow.__file__).resolve().parent / "dashboard_dist"
@@ -128,8 +137,10 @@ def mount_dashboard(app: FastAPI, settings: Settings) -> None:
             candidate = (dist / relative).resolve()
             if candidate.is_relative_to(dist) and candidate.is_file():  # dist is resolved already
                 immutable = relative.startswith("assets/")  # content-hashed file names
-                return FileResponse(candidate, headers={
-                    "Cache-Control": "public, max-age=31536000, immutable" if immutable else "no-cache"})
+                return FileResponse(
+                    candidate,
+                    headers={"Cache-Control": "public, max-age=31536000, immutable" if immutable else "no-cache"},
+                )
             if relative.startswith("assets/") or "." in relative.rsplit("/", 1)[-1]:
                 return _not_found(path)  # a missing file, not a client route
         return FileResponse(index, headers={"Cache-Control": "no-cache"})

@@ -53,7 +53,12 @@ class ApiError(Exception):
     """Raised by routes for HTTP-level refusals that have no domain meaning (e.g. precondition missing)."""
 
     def __init__(
-        self, status: int, message: str, *, code: str | None = None, details: Any = None,
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -67,11 +72,13 @@ class ApiError(Exception):
 def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for err in errors:
-        out.append({
-            "loc": [p if isinstance(p, int | str) else str(p) for p in err.get("loc", ())],
-            "msg": str(err.get("msg", "")).removeprefix("Value error, "),
-            "type": str(err.get("type", "")),
-        })
+        out.append(
+            {
+                "loc": [p if isinstance(p, int | str) else str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", "")).removeprefix("Value error, "),
+                "type": str(err.get("type", "")),
+            }
+        )
     return out
 
 
@@ -123,13 +130,13 @@ def install_error_handlers(app: FastAPI) -> None:
         allow = allowed_methods(request) if exc.status_code == 405 else None
         if allow:
             headers = {k: v for k, v in headers.items() if k.lower() != "allow"} | {"Allow": allow}
-        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), message, details,
-                              headers)
+        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), message, details, headers)
 
     @app.exception_handler(WorkflowAlreadyStartedError)
     async def _already(_: Request, exc: WorkflowAlreadyStartedError) -> JSONResponse:
-        return error_response(409, "already_running", f"workflow {exc.workflow_id} is already running",
-                              {"workflow_id": exc.workflow_id})
+        return error_response(
+            409, "already_running", f"workflow {exc.workflow_id} is already running", {"workflow_id": exc.workflow_id}
+        )
 
     @app.exception_handler(WorkflowFailureError)
     async def _wf_failed(_: Request, exc: WorkflowFailureError) -> JSONResponse:
@@ -150,21 +157,24 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database error: %s", exc)
-        return error_response(503, "store_unavailable", "the database is unreachable; try again shortly",
-                              headers={"Retry-After": "2"})
+        return error_response(
+            503, "store_unavailable", "the database is unreachable; try again shortly", headers={"Retry-After": "2"}
+        )
 
     @app.exception_handler(DataError)
     async def _db_refused_value(_: Request, exc: DataError) -> JSONResponse:
         # the store refuses a value the request carries (PostgreSQL: a NUL character in text, a number out of range)
         log.warning("the database refused a value: %s", exc.orig)
-        return error_response(422, "invalid_value", "the request holds a value the store cannot keep "
-                              "(e.g. a NUL character)")
+        return error_response(
+            422, "invalid_value", "the request holds a value the store cannot keep (e.g. a NUL character)"
+        )
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated:
-            return error_response(503, "store_unavailable", "the database connection was lost; try again",
-                                  headers={"Retry-After": "2"})
+            return error_response(
+                503, "store_unavailable", "the database connection was lost; try again", headers={"Retry-After": "2"}
+            )
         log.exception("database error", exc_info=exc)
         return error_response(500, "internal_error", "internal database error")
 

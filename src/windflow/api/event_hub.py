@@ -79,8 +79,9 @@ def build_filter(types: list[str] | Any, services: list[str] | Any, principal: P
     if event_types is not None and EventType.AUDIT in event_types and not can_audit:
         raise PermissionError("AUDIT events need the audit:read permission")
     service_ids = _split(services)
-    return EventFilter(types=event_types, services=frozenset(service_ids) if service_ids is not None else None,
-                       audit=can_audit)
+    return EventFilter(
+        types=event_types, services=frozenset(service_ids) if service_ids is not None else None, audit=can_audit
+    )
 
 
 def encode_event(position: str, event: Event) -> str:

@@ -47,14 +47,16 @@ class MetricsFeed:
         for i, (service_id, state, restarts) in enumerate(rows):
             if i and not i % CHUNK:
                 await asyncio.sleep(0)  # let requests in: a round must not hold the loop
-            out.append(MetricsUpdate(
-                service_id=service_id,
-                health=state,
-                latency_ms=latency.get(service_id),
-                restarts=restarts,
-                availability_1h=hour.get(service_id),
-                availability_24h=day.get(service_id),
-            ))
+            out.append(
+                MetricsUpdate(
+                    service_id=service_id,
+                    health=state,
+                    latency_ms=latency.get(service_id),
+                    restarts=restarts,
+                    availability_1h=hour.get(service_id),
+                    availability_24h=day.get(service_id),
+                )
+            )
         return out
 
     async def run_once(self) -> int:
@@ -66,7 +68,7 @@ class MetricsFeed:
         for start in range(0, len(figures), CHUNK):  # in chunks, the loop turning in between
             events: list[Event] = [
                 make_event(EventType.METRICS_UPDATE, one, event_id=str(uuid.uuid4()), timestamp=now)
-                for one in figures[start:start + CHUNK]
+                for one in figures[start : start + CHUNK]
             ]
             await self._bus.publish_many(events)
             await asyncio.sleep(0)

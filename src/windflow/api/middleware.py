@@ -45,8 +45,9 @@ class RequestIdMiddleware:
 
 
 def _envelope(code: str, message: str, details: Any = None) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message,
-                                 "timestamp": datetime.now(UTC).isoformat(), "details": details}}).encode()
+    return json.dumps(
+        {"error": {"code": code, "message": message, "timestamp": datetime.now(UTC).isoformat(), "details": details}}
+    ).encode()
 
 
 class BodySizeLimitMiddleware:
@@ -91,11 +92,20 @@ class BodySizeLimitMiddleware:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         rid = scope.get("state", {}).get("request_id", "")
-        body = _envelope("payload_too_large", f"request body exceeds {self.max_bytes} bytes",
-                         {"max_bytes": self.max_bytes})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"x-request-id", str(rid).encode())]})
+        body = _envelope(
+            "payload_too_large", f"request body exceeds {self.max_bytes} bytes", {"max_bytes": self.max_bytes}
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", str(rid).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -117,12 +127,22 @@ class NulInQueryMiddleware:
                 await send({"type": "websocket.close", "code": 4400, "reason": "NUL character in the query"})
                 return
             rid = scope.get("state", {}).get("request_id", "")
-            body = _envelope("validation_error", "query: NUL characters are not allowed",
-                             [{"loc": ["query"], "msg": "NUL character", "type": "value_error"}])
-            await send({"type": "http.response.start", "status": 422,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode()),
-                                    (b"x-request-id", str(rid).encode())]})
+            body = _envelope(
+                "validation_error",
+                "query: NUL characters are not allowed",
+                [{"loc": ["query"], "msg": "NUL character", "type": "value_error"}],
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 422,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"x-request-id", str(rid).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
@@ -131,9 +151,11 @@ class NulInQueryMiddleware:
 #: every answer's policy unless its route sets its own (the docs pages add their inline scripts' hashes): all
 #: from this origin, nothing inline but styles (the SPA sets style attributes), no plugins, no framing;
 #: connect-src 'self' covers the same-origin WebSocket
-APP_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-           "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-           "frame-ancestors 'none'")
+APP_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 
 
 class SecurityHeadersMiddleware:
@@ -143,8 +165,12 @@ class SecurityHeadersMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.headers = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                        (b"referrer-policy", b"no-referrer"), (b"content-security-policy", APP_CSP.encode())]
+        self.headers = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"content-security-policy", APP_CSP.encode()),
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

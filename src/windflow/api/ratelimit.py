@@ -206,8 +206,10 @@ class FallbackRateLimiter:
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             if not self.degraded:
                 self.degraded = True
-                log.warning("Redis unreachable (%s): counting sign-in attempts in this process until it is back",
-                            self.last_error)
+                log.warning(
+                    "Redis unreachable (%s): counting sign-in attempts in this process until it is back",
+                    self.last_error,
+                )
             return await op(self.fallback)
         if self.degraded:
             self.degraded = False

@@ -23,17 +23,27 @@ class PageOf(BaseModel, Generic[T]):
 class ServiceCreate(ServiceSpec):
     """A new service: its full definition."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "cache", "driver": "process", "config": {"command": ["redis-server", "--port", "6390"]},
-        "health": {"kind": "tcp", "port": 6390}, "labels": {"tier": "data"},
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "cache",
+                    "driver": "process",
+                    "config": {"command": ["redis-server", "--port", "6390"]},
+                    "health": {"kind": "tcp", "port": 6390},
+                    "labels": {"tier": "data"},
+                }
+            ]
+        }
+    )
 
     @field_validator("id")
     @classmethod
     def _declared_id(cls, value: str) -> str:
         if not is_service_id(value):  # `SERVICE/K` names a replica windflow derives, never a declared service
-            raise ValueError("must be a service id: lower-case letters, digits, '-' and '_' ('/' is reserved for "
-                             "replicas)")
+            raise ValueError(
+                "must be a service id: lower-case letters, digits, '-' and '_' ('/' is reserved for replicas)"
+            )
         return value
 
 
@@ -42,9 +52,13 @@ class ServicePatch(RequestBody):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"replicas": 3}]})
 
-    replicas: int = Field(ge=1, le=REPLICAS_MAX, strict=True,
-                          description="Replicas of a replicated service: new ones start in index order, the highest "
-                          "indices stop first (a `ServiceScale` run, `scale/{id}`)")
+    replicas: int = Field(
+        ge=1,
+        le=REPLICAS_MAX,
+        strict=True,
+        description="Replicas of a replicated service: new ones start in index order, the highest "
+        "indices stop first (a `ServiceScale` run, `scale/{id}`)",
+    )
 
 
 class ScaleAccepted(BaseModel):
@@ -97,9 +111,16 @@ class ReplicaPublic(BaseModel):
 
     @classmethod
     def of(cls, row: ServiceRow) -> ReplicaPublic:
-        return cls(id=row.id, index=row.replica_index or 0, state=row.state, pid=row.pid, desired=row.desired,
-                   message=str((row.state_detail or {}).get("message") or ""), state_changed_at=row.state_changed_at,
-                   restarts_total=row.restarts_total or 0)
+        return cls(
+            id=row.id,
+            index=row.replica_index or 0,
+            state=row.state,
+            pid=row.pid,
+            desired=row.desired,
+            message=str((row.state_detail or {}).get("message") or ""),
+            state_changed_at=row.state_changed_at,
+            restarts_total=row.restarts_total or 0,
+        )
 
 
 class StatusChange(BaseModel):
@@ -119,8 +140,10 @@ class StatusHistory(BaseModel):
     service_id: str
     since: datetime
     until: datetime
-    initial: StatusChange | None = Field(description="The status the service had at `since` (when it began, and "
-                                                      "from what); null: its first recorded status is later")
+    initial: StatusChange | None = Field(
+        description="The status the service had at `since` (when it began, and "
+        "from what); null: its first recorded status is later"
+    )
     changes: list[StatusChange] = Field(description="Changes inside the range, oldest first")
     truncated: bool = Field(description="More changes than `limit` in the range: narrow it to see the rest")
     current_state: str = Field(description="The service's status now")
@@ -135,11 +158,13 @@ class ServicePublic(BaseModel):
     config: dict[str, Any]
     depends_on: list[str]
     conditions: dict[str, str] = Field(
-        default_factory=dict, description="Each dependency's condition: started, healthy or completed_successfully")
+        default_factory=dict, description="Each dependency's condition: started, healthy or completed_successfully"
+    )
     kind: str = Field("service", description="service (long-running) or job (runs to completion)")
     job: JobSettings | None = Field(None, description="A job's settings (null for a service)")
     last_job_run: dict[str, Any] | None = Field(
-        None, description="A job's last run: version, succeeded, exit_code, duration (s), finished_at, attempt")
+        None, description="A job's last run: version, succeeded, exit_code, duration (s), finished_at, attempt"
+    )
     health: dict[str, Any] | None
     readiness: dict[str, Any] | None = Field(None, description="Readiness probe (else `health`): gates dependants")
     liveness: dict[str, Any] | None = Field(None, description="Liveness probe (else `health`): restarts on failure")
@@ -158,7 +183,8 @@ class ServicePublic(BaseModel):
     desired_reason: str | None = None
     applied_version: int | None = Field(None, description="The config version that runs (null: never applied)")
     pending_version: int | None = Field(
-        None, description="A saved version that is not applied yet (runs only after a rollout applies it)")
+        None, description="A saved version that is not applied yet (runs only after a rollout applies it)"
+    )
     pid: int | None = Field(None, description="The service's process, while it has one")
     restarts_total: int = Field(0, description="Restarts windflow's recoveries performed")
     replicas: int | None = Field(None, description="A replicated service: how many replicas it runs")
@@ -167,7 +193,8 @@ class ServicePublic(BaseModel):
     replica_of: str | None = Field(None, description="A replica (id `SERVICE/K`): its service")
     replica_index: int | None = Field(None, description="A replica: its index K")
     replica_list: list[ReplicaPublic] | None = Field(
-        None, description="A replicated service (one service's GET): each replica's status and process")
+        None, description="A replicated service (one service's GET): each replica's status and process"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -186,8 +213,13 @@ class ServicePublic(BaseModel):
             depends_on=list(row.depends_on or []),
             conditions=conditions_of(spec.get("depends_on")),
             kind=kind,
-            job=JobSettings(success_exit_codes=spec.get("success_exit_codes") or [0], timeout=spec.get("timeout"),
-                            run=spec.get("run") or "always") if kind == "job" else None,
+            job=JobSettings(
+                success_exit_codes=spec.get("success_exit_codes") or [0],
+                timeout=spec.get("timeout"),
+                run=spec.get("run") or "always",
+            )
+            if kind == "job"
+            else None,
             last_job_run=(row.state_detail or {}).get("job") if kind == "job" else None,
             health=content.get("health"),
             readiness=content.get("readiness"),
@@ -206,8 +238,11 @@ class ServicePublic(BaseModel):
             desired_at=row.desired_at,
             desired_reason=row.desired_reason,
             applied_version=row.applied_version,
-            pending_version=(row.current_version if row.applied_version is not None
-                             and row.applied_version != row.current_version else None),
+            pending_version=(
+                row.current_version
+                if row.applied_version is not None and row.applied_version != row.current_version
+                else None
+            ),
             pid=row.pid,
             restarts_total=row.restarts_total or 0,
             replicas=spec.get("replicas") if row.replica_of is None else None,
@@ -246,10 +281,15 @@ class ConfigVersionPublic(BaseModel):
     @classmethod
     def of(cls, row: ConfigVersionRow) -> ConfigVersionPublic:
         return cls(
-            service_id=row.service_id, version=row.version,
+            service_id=row.service_id,
+            version=row.version,
             content=redact(row.content, row.content.get("secret_keys") or []),
-            content_hash=row.content_hash, author=row.author, comment=row.comment, reverted_from=row.reverted_from,
-            status=row.status, created_at=row.created_at,
+            content_hash=row.content_hash,
+            author=row.author,
+            comment=row.comment,
+            reverted_from=row.reverted_from,
+            status=row.status,
+            created_at=row.created_at,
         )
 
 
@@ -265,9 +305,11 @@ class ValidationReport(BaseModel):
     problems: list[dict[str, Any]] = Field(default_factory=list)
     order: list[list[str]] | None = Field(None, description="Start layers, when the graph is valid")
     conditions: dict[str, dict[str, str]] | None = Field(
-        None, description="Each edge's condition: service -> dependency -> started | healthy | "
+        None,
+        description="Each edge's condition: service -> dependency -> started | healthy | "
         "completed_successfully (the validated services' edges)",
-        examples=[{"api": {"database": "healthy", "migrate": "completed_successfully"}}])
+        examples=[{"api": {"database": "healthy", "migrate": "completed_successfully"}}],
+    )
 
 
 class TemplateParameter(BaseModel):
@@ -286,9 +328,13 @@ class TemplatePublic(BaseModel):
 
     @classmethod
     def of(cls, row: ConfigTemplateRow) -> TemplatePublic:
-        return cls(name=row.name, description=row.description,
-                   parameters=[TemplateParameter.model_validate(p) for p in row.parameters],
-                   content=row.content, builtin=row.builtin)
+        return cls(
+            name=row.name,
+            description=row.description,
+            parameters=[TemplateParameter.model_validate(p) for p in row.parameters],
+            content=row.content,
+            builtin=row.builtin,
+        )
 
 
 class TemplateInstantiate(RequestBody):
@@ -317,5 +363,13 @@ class AuditPublic(BaseModel):
 
     @classmethod
     def of(cls, row: AuditRow) -> AuditPublic:
-        return cls(id=row.id, at=row.at, actor=row.actor, action=row.action, target=row.target, outcome=row.outcome,
-                   request_id=row.request_id, details=row.details or {})
+        return cls(
+            id=row.id,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            target=row.target,
+            outcome=row.outcome,
+            request_id=row.request_id,
+            details=row.details or {},
+        )

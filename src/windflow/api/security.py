@@ -45,8 +45,11 @@ ANY_AUTHENTICATED = "authenticated"
 """The pseudo-permission of routes open to every signed-in caller (``/auth/me``, own API tokens, logout)."""
 
 bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/login, or an API token")
-oauth2 = OAuth2PasswordBearer(tokenUrl=LOGIN_PATH, auto_error=False,
-                              description="Sign in with user name and password (the docs' Authorize button)")
+oauth2 = OAuth2PasswordBearer(
+    tokenUrl=LOGIN_PATH,
+    auto_error=False,
+    description="Sign in with user name and password (the docs' Authorize button)",
+)
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 TOUCH_EVERY = timedelta(minutes=1)  # an API token's last_used_at is recorded at most this often

@@ -32,8 +32,14 @@ class InvalidToken(Exception):
 
 
 def issue_access_token(
-    *, key: str, subject: str, permissions: frozenset[str] | set[str], roles: tuple[str, ...] = (),
-    ttl: int = 900, now: datetime | None = None, session_id: str | None = None,
+    *,
+    key: str,
+    subject: str,
+    permissions: frozenset[str] | set[str],
+    roles: tuple[str, ...] = (),
+    ttl: int = 900,
+    now: datetime | None = None,
+    session_id: str | None = None,
 ) -> tuple[str, datetime]:
     issued = now or datetime.now(UTC)
     expires = issued + timedelta(seconds=ttl)
@@ -57,7 +63,11 @@ def decode_access_token(token: str, *, key: str) -> dict[str, Any]:
     """Verify signature (HS256 only: ``alg: none`` and any other algorithm are refused), expiry and issuer."""
     try:
         claims = jwt.decode(
-            token, key, algorithms=[ALGORITHM], issuer=ISSUER, leeway=LEEWAY_SECONDS,
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            leeway=LEEWAY_SECONDS,
             options={"require": ["exp", "iat", "sub", "jti"]},
         )
     except jwt.ExpiredSignatureError:

@@ -62,8 +62,12 @@ def login(
     name = username or typer.prompt("User name")
     password = _read_password(password_stdin)
     try:
-        resp = httpx2.post(f"{base}/api/v1/auth/login", json={"username": name, "password": password},
-                           headers={"User-Agent": "windflow-cli"}, timeout=30.0)
+        resp = httpx2.post(
+            f"{base}/api/v1/auth/login",
+            json={"username": name, "password": password},
+            headers={"User-Agent": "windflow-cli"},
+            timeout=30.0,
+        )
     except httpx2.HTTPError as exc:
         unreachable(base, exc, source)
     if resp.status_code == 429:
@@ -86,10 +90,14 @@ def logout(
         return
     tok = stored_access_token()
     try:
-        with httpx2.Client(base_url=str(creds.get("api_url") or api_url()), timeout=30.0,
-                           headers={"Authorization": f"Bearer {tok}", "User-Agent": "windflow-cli"}) as http:
-            resp = http.post("/api/v1/auth/logout",
-                             json={"refresh_token": creds.get("refresh_token"), "all_sessions": all_sessions})
+        with httpx2.Client(
+            base_url=str(creds.get("api_url") or api_url()),
+            timeout=30.0,
+            headers={"Authorization": f"Bearer {tok}", "User-Agent": "windflow-cli"},
+        ) as http:
+            resp = http.post(
+                "/api/v1/auth/logout", json={"refresh_token": creds.get("refresh_token"), "all_sessions": all_sessions}
+            )
         if resp.status_code not in (204, 401):
             check(resp)
     except httpx2.HTTPError as exc:
@@ -104,8 +112,9 @@ def logout(
 
 @users_app.command("create-admin")
 def create_admin(
-    username: Annotated[str | None, typer.Option("-u", "--username",
-                                                 help="Default: WINDFLOW_BOOTSTRAP_ADMIN_USER (admin)")] = None,
+    username: Annotated[
+        str | None, typer.Option("-u", "--username", help="Default: WINDFLOW_BOOTSTRAP_ADMIN_USER (admin)")
+    ] = None,
     password_stdin: PasswordStdin = False,
     generate: Annotated[bool, typer.Option("--generate", help="Generate a password and print it once")] = False,
 ) -> None:
@@ -133,8 +142,9 @@ def create_admin(
         try:
             if settings.mode == Mode.EMBEDDED:
                 await upgrade(db.engine)
-            account = await _create(db, username=name, password=password, actor=f"cli:{_os_user()}",
-                                    action="user.create")
+            account = await _create(
+                db, username=name, password=password, actor=f"cli:{_os_user()}", action="user.create"
+            )
             return account.user.username
         finally:
             await db.dispose()
@@ -165,8 +175,9 @@ def list_users(output: OutputOpt = Output.TABLE, api: ApiUrl = None) -> None:
 
         out = Table("user", "roles", "disabled", "last login")
         for u in items:
-            out.add_row(u["username"], ", ".join(u["roles"]), "yes" if u["disabled"] else "",
-                        u["last_login_at"] or "never")
+            out.add_row(
+                u["username"], ", ".join(u["roles"]), "yes" if u["disabled"] else "", u["last_login_at"] or "never"
+            )
         console.print(out)
 
     emit(items, output, table)
@@ -178,11 +189,15 @@ def list_users(output: OutputOpt = Output.TABLE, api: ApiUrl = None) -> None:
 @tokens_app.command("create")
 def create_token(
     name: Annotated[str, typer.Argument(help="What the token is for, e.g. ci-deploy")],
-    permission: Annotated[list[str] | None, typer.Option(
-        "-p", "--permission", help="Repeat for several; default: all of yours")] = None,
-    expires_in_days: Annotated[int | None, typer.Option(
-        "--expires-in-days", min=1, max=3650,
-        help="Default: the server's (90 days); at most its maximum (365 days)")] = None,
+    permission: Annotated[
+        list[str] | None, typer.Option("-p", "--permission", help="Repeat for several; default: all of yours")
+    ] = None,
+    expires_in_days: Annotated[
+        int | None,
+        typer.Option(
+            "--expires-in-days", min=1, max=3650, help="Default: the server's (90 days); at most its maximum (365 days)"
+        ),
+    ] = None,
     api: ApiUrl = None,
 ) -> None:
     """Create a personal API token; its secret is printed once."""
@@ -205,16 +220,25 @@ def list_tokens(
 ) -> None:
     """List API tokens (never their secrets)."""
     with client(api) as http:
-        items = check(http.get("/api/v1/auth/tokens",
-                               params={"all_users": all_users, "include_revoked": include_revoked}))
+        items = check(
+            http.get("/api/v1/auth/tokens", params={"all_users": all_users, "include_revoked": include_revoked})
+        )
 
     def table() -> None:
         from rich.table import Table
 
         out = Table("id", "name", "owner", "prefix", "permissions", "expires", "last used", "revoked")
         for t in items:
-            out.add_row(t["id"], t["name"], t["owner"], t["prefix"] + "…", ", ".join(t["permissions"]),
-                        t["expires_at"] or "never", t["last_used_at"] or "never", t["revoked_at"] or "")
+            out.add_row(
+                t["id"],
+                t["name"],
+                t["owner"],
+                t["prefix"] + "…",
+                ", ".join(t["permissions"]),
+                t["expires_at"] or "never",
+                t["last_used_at"] or "never",
+                t["revoked_at"] or "",
+            )
         console.print(out)
 
     emit(items, output, table)

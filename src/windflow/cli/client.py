@@ -71,20 +71,28 @@ def complete_service(ctx: typer.Context, incomplete: str) -> list[str]:
     return [s for s in service_ids(ctx.params.get("api")) if s.startswith(incomplete)]
 
 
-ApiUrl = Annotated[str | None, typer.Option(
-    "--api", metavar="URL", show_default=False,
-    help="API base URL. Default: WINDFLOW_API_URL, else WINDFLOW_PUBLIC_URL / WINDFLOW_API_HOST / "
-         "WINDFLOW_API_PORT, else the URL of `windflow login`, else http://127.0.0.1:8000")]
-ServiceArg = Annotated[str, typer.Argument(metavar="SERVICE", help="Service id",
-                                           autocompletion=complete_service)]
+ApiUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        metavar="URL",
+        show_default=False,
+        help="API base URL. Default: WINDFLOW_API_URL, else WINDFLOW_PUBLIC_URL / WINDFLOW_API_HOST / "
+        "WINDFLOW_API_PORT, else the URL of `windflow login`, else http://127.0.0.1:8000",
+    ),
+]
+ServiceArg = Annotated[str, typer.Argument(metavar="SERVICE", help="Service id", autocompletion=complete_service)]
 
 
 def unreachable(url: str, exc: BaseException, source: str) -> NoReturn:
     """One line on stderr naming the URL, why, and the setting to change; exit 3."""
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     hint = change_hint(source)
-    err_console.print(f"[red]error[/red] cannot reach the windflow API at {url} ({reason}); the URL comes from "
-                      f"{source}: {hint}", highlight=False, soft_wrap=True)
+    err_console.print(
+        f"[red]error[/red] cannot reach the windflow API at {url} ({reason}); the URL comes from {source}: {hint}",
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(EXIT_UNREACHABLE)
 
 
@@ -113,8 +121,12 @@ def _client_class() -> type[httpx2.Client]:
                 return super().send(request, **kwargs)
             except httpx2.TransportError as exc:
                 if isinstance(exc, httpx2.UnsupportedProtocol | httpx2.InvalidURL):
-                    err_console.print(f"[red]error[/red] {str(self.base_url).rstrip('/')} is not an http(s) URL "
-                                      f"(from {self.api_source})", highlight=False, soft_wrap=True)
+                    err_console.print(
+                        f"[red]error[/red] {str(self.base_url).rstrip('/')} is not an http(s) URL "
+                        f"(from {self.api_source})",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
                     raise typer.Exit(EXIT_USAGE) from None
                 unreachable(str(self.base_url).rstrip("/"), exc, self.api_source)
 
@@ -131,8 +143,9 @@ def client(url: str | None = None, tok: str | None = None, timeout: float = 30.0
     try:
         http = cls(base_url=base, headers=headers, timeout=timeout)
     except Exception as exc:  # httpx2 rejects a malformed base URL here
-        err_console.print(f"[red]error[/red] {base!r} is not a valid API URL (from {source}): {exc}",
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[red]error[/red] {base!r} is not a valid API URL (from {source}): {exc}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(EXIT_USAGE) from None
     http.api_source = source  # type: ignore[attr-defined]
     return http

@@ -24,8 +24,13 @@ if TYPE_CHECKING:
 
 helptext.install()  # no <bool>/<str> labels in --help
 
-app = typer.Typer(name="windflow", help="Bring a system of services up in the right order and keep it up.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False, cls=OneLineErrors)
+app = typer.Typer(
+    name="windflow",
+    help="Bring a system of services up in the right order and keep it up.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    cls=OneLineErrors,
+)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
@@ -38,6 +43,7 @@ app.command("recover")(ops.recover)
 app.command("logs")(logs_cmd.logs)
 app.command("down")(down_cmd.down)
 register_auth(app)  # login, logout, users, tokens
+
 
 def settings_or_exit() -> Settings:
     from windflow.settings import SettingsError, load_settings
@@ -130,8 +136,11 @@ def apply(
 
     body = to_yaml(dump_system(system.services, notifications=system.notifications))
     with client(api) as http:
-        result = check(http.put("/api/v1/system", content=body, params={"prune": prune},
-                                headers={"content-type": "application/yaml"}))
+        result = check(
+            http.put(
+                "/api/v1/system", content=body, params={"prune": prune}, headers={"content-type": "application/yaml"}
+            )
+        )
     for key in ("created", "updated", "unchanged", "deleted"):
         if result[key]:
             console.print(f"{key}: {', '.join(result[key])}")
@@ -175,8 +184,14 @@ def run_api(
     api = create_app(settings)
     freeze_startup_heap()  # windflow.heap: no full collection walking the whole start-up heap mid-request
     try:  # log_config=None: uvicorn's records go through windflow's log format
-        uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_config=None,
-                    log_level=settings.log_level.lower(), **SERVER_OPTIONS)
+        uvicorn.run(
+            api,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            log_level=settings.log_level.lower(),
+            **SERVER_OPTIONS,
+        )
     finally:
         shutdown_observability()
 
@@ -192,8 +207,10 @@ def run_worker_cmd(
     settings = settings_or_exit()
     if host:
         if not is_host_name(host):
-            err_console.print(f"[red]--host {host!r}: must be a host name: lower-case letters, digits and inner '-', "
-                              "labels separated by '.'[/red]")
+            err_console.print(
+                f"[red]--host {host!r}: must be a host name: lower-case letters, digits and inner '-', "
+                "labels separated by '.'[/red]"
+            )
             raise typer.Exit(2)
         settings = settings.model_copy(update={"worker_host": host})
     observability(settings, "windflow-worker")
@@ -228,8 +245,15 @@ def up(
     try:
         import asyncio
 
-        code = asyncio.run(run_up(settings, system_file=system_file, initialize=initialize,
-                                  stop_services=stop_services, exit_after_init=exit_after_init))
+        code = asyncio.run(
+            run_up(
+                settings,
+                system_file=system_file,
+                initialize=initialize,
+                stop_services=stop_services,
+                exit_after_init=exit_after_init,
+            )
+        )
     except typer.Exit:  # click's Exit is a RuntimeError: keep its code
         raise
     except RuntimeError as exc:

@@ -12,12 +12,20 @@ import typer
 from windflow.cli.client import ApiUrl, ServiceArg, check, client, console, err_console
 from windflow.cli.output import Output, OutputOpt, emit
 
-app = typer.Typer(help="Roll out service configs: save, apply, verify health, roll back on failure.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Roll out service configs: save, apply, verify health, roll back on failure.", no_args_is_help=True
+)
 
 TERMINAL = {"SUCCEEDED", "ROLLED_BACK", "FAILED", "CANCELLED"}
-STYLE = {"SUCCEEDED": "green", "ROLLED_BACK": "yellow", "FAILED": "red", "CANCELLED": "blue",
-         "RUNNING": "cyan", "ROLLING_BACK": "yellow", "PENDING": "dim"}
+STYLE = {
+    "SUCCEEDED": "green",
+    "ROLLED_BACK": "yellow",
+    "FAILED": "red",
+    "CANCELLED": "blue",
+    "RUNNING": "cyan",
+    "ROLLING_BACK": "yellow",
+    "PENDING": "dim",
+}
 
 
 def load_definition(file: Path, service: str) -> dict[str, Any]:
@@ -67,11 +75,19 @@ def resolve_cwd(definition: dict[str, Any], service: str, file: Path) -> dict[st
 @app.command("apply")
 def apply(
     service: ServiceArg,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
-                                         help="YAML/JSON: the service's definition, or a system file naming it")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="YAML/JSON: the service's definition, or a system file naming it",
+        ),
+    ],
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why (kept with the config version)")] = "",
-    verify_window: Annotated[float, typer.Option("--verify-window", min=0.1, max=3600,
-                                                 help="Seconds the new config must stay healthy")] = 30.0,
+    verify_window: Annotated[
+        float, typer.Option("--verify-window", min=0.1, max=3600, help="Seconds the new config must stay healthy")
+    ] = 30.0,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the rollout until it ends")] = False,
     timeout: Annotated[float, typer.Option(help="With --wait: give up following after this many seconds")] = 3600.0,
     api: ApiUrl = None,
@@ -97,8 +113,14 @@ def follow(http: Any, service: str, rollout_id: str, *, timeout: float) -> dict[
     path = f"/api/v1/services/{service}/rollouts/{rollout_id}"
     deadline = time.monotonic() + timeout
     cancelled = False
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.fields[phase]:<22}"), BarColumn(),
-               TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[phase]:<22}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
     body: dict[str, Any] = {}
     with Progress(*columns, console=console.rich, transient=False) as progress:
         task = progress.add_task("rollout", total=100, phase="pending", detail="")
@@ -147,17 +169,25 @@ def report(body: dict[str, Any]) -> int:
         for col in ("t+s", "running", "healthy", "verdict", "latency ms", "message"):
             table.add_column(col)
         for p in (ver.get("probes") or [])[-15:]:
-            table.add_row(f"{p.get('since_apply', 0):.1f}", "yes" if p["running"] else "no",
-                          Text("yes", "green") if p["healthy"] else Text("no", "red"), p.get("verdict", ""),
-                          f"{p.get('latency_ms', 0):.1f}", (p.get("message") or "")[:60])
+            table.add_row(
+                f"{p.get('since_apply', 0):.1f}",
+                "yes" if p["running"] else "no",
+                Text("yes", "green") if p["healthy"] else Text("no", "red"),
+                p.get("verdict", ""),
+                f"{p.get('latency_ms', 0):.1f}",
+                (p.get("message") or "")[:60],
+            )
         console.print(table)
     return 0 if status == "SUCCEEDED" else 1
 
 
 @app.command("rollouts")
-def rollouts(service: ServiceArg,
-             limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first")] = 20,
-             output: OutputOpt = Output.TABLE, api: ApiUrl = None) -> None:
+def rollouts(
+    service: ServiceArg,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first")] = 20,
+    output: OutputOpt = Output.TABLE,
+    api: ApiUrl = None,
+) -> None:
     """A service's rollout history, newest first."""
     with client(api) as http:
         page = check(http.get(f"/api/v1/services/{service}/rollouts", params={"limit": limit}))
@@ -171,16 +201,23 @@ def rollouts(service: ServiceArg,
             versions = f"{r['previous_version']} → {r['new_version'] or '-'}"
             if r["restored_version"]:
                 versions += f" → {r['restored_version']}"
-            out.add_row(r["rollout_id"], Text(r["status"], STYLE.get(r["status"], "")), versions, r["actor"],
-                        r["started_at"][:19], r["message"][:60])
+            out.add_row(
+                r["rollout_id"],
+                Text(r["status"], STYLE.get(r["status"], "")),
+                versions,
+                r["actor"],
+                r["started_at"][:19],
+                r["message"][:60],
+            )
         console.print(out)
 
     emit(page["items"], output, table)
 
 
 @app.command("cancel")
-def cancel(service: ServiceArg, rollout_id: Annotated[str, typer.Argument(metavar="ROLLOUT_ID")],
-           api: ApiUrl = None) -> None:
+def cancel(
+    service: ServiceArg, rollout_id: Annotated[str, typer.Argument(metavar="ROLLOUT_ID")], api: ApiUrl = None
+) -> None:
     """Cancel a running rollout: it rolls back to the last good version."""
     with client(api) as http:
         answer = check(http.post(f"/api/v1/services/{service}/rollouts/{rollout_id}/cancel"))

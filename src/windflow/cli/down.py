@@ -15,8 +15,17 @@ if TYPE_CHECKING:
     from rich.console import Group
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-STYLE = {"pending": "dim", "stopping": "yellow", "stopped": "blue", "failed": "bold red", "skipped": "magenta",
-         "COMPLETED": "bold green", "FAILED": "bold red", "CANCELLED": "blue", "STOPPING": "yellow"}
+STYLE = {
+    "pending": "dim",
+    "stopping": "yellow",
+    "stopped": "blue",
+    "failed": "bold red",
+    "skipped": "magenta",
+    "COMPLETED": "bold green",
+    "FAILED": "bold red",
+    "CANCELLED": "blue",
+    "STOPPING": "yellow",
+}
 
 
 def render(run: dict[str, Any]) -> Group:
@@ -27,8 +36,13 @@ def render(run: dict[str, Any]) -> Group:
 
     state = run.get("state") or {}
     status = run["status"]
-    title = Text.assemble(("shutdown ", "bold"), (run["run_id"], "bold cyan"), "  ", (status, STYLE.get(status, "")),
-                          f"  {run['progress']}%")
+    title = Text.assemble(
+        ("shutdown ", "bold"),
+        (run["run_id"], "bold cyan"),
+        "  ",
+        (status, STYLE.get(status, "")),
+        f"  {run['progress']}%",
+    )
     bar = Table.grid()
     bar.add_row(ProgressBar(total=100, completed=run["progress"], width=60))
     table = Table(box=None, pad_edge=False, show_edge=False)
@@ -39,8 +53,13 @@ def render(run: dict[str, Any]) -> Group:
         started = datetime.fromisoformat(c["started_at"]) if c.get("started_at") else None
         done = datetime.fromisoformat(c["finished_at"]) if c.get("finished_at") else None
         took = f"{((done or now) - started).total_seconds():.1f}s" if started else ""
-        table.add_row(c["service_id"] + ("" if c.get("requested", True) else " (dependant)"), str(c["layer"] + 1),
-                      Text(c["status"], STYLE.get(c["status"], "")), took, c.get("message") or "")
+        table.add_row(
+            c["service_id"] + ("" if c.get("requested", True) else " (dependant)"),
+            str(c["layer"] + 1),
+            Text(c["status"], STYLE.get(c["status"], "")),
+            took,
+            c.get("message") or "",
+        )
     parts: list[Any] = [title, bar, table, Text(state.get("message", ""), style="dim")]
     if run["links"].get("temporal_ui"):
         parts.append(Text(f"Temporal UI: {run['links']['temporal_ui']}", style="dim"))
@@ -49,14 +68,20 @@ def render(run: dict[str, Any]) -> Group:
 
 def watch(http: httpx2.Client, run_id: str, *, interval: float = 0.25, live_display: bool = True) -> dict[str, Any]:
     """Follow a shutdown until it ends; returns its final state."""
-    return follow_run(http, f"/api/v1/shutdowns/{run_id}", render, TERMINAL, interval=interval,
-                      live_display=live_display)
+    return follow_run(
+        http, f"/api/v1/shutdowns/{run_id}", render, TERMINAL, interval=interval, live_display=live_display
+    )
 
 
 def down(
-    services: Annotated[list[str] | None, typer.Argument(
-        metavar="[SERVICE]...", autocompletion=complete_service,
-        help="Services to stop (their dependants are stopped first); none = every service")] = None,
+    services: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[SERVICE]...",
+            autocompletion=complete_service,
+            help="Services to stop (their dependants are stopped first); none = every service",
+        ),
+    ] = None,
     reason: Annotated[str, typer.Option(help="Why (audit trail, Temporal UI)")] = "",
     watch_run: Annotated[bool, typer.Option("--watch", "-w", help="Follow the run until it ends")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Without SERVICE: do not ask before stopping all")] = False,
@@ -71,9 +96,14 @@ def down(
     with client(api) as http:
         accepted = check(http.post("/api/v1/shutdowns", json={"services": services or [], "reason": reason}))
         if not watch_run:
-            emit(accepted, output, lambda: console.print(
-                f"shutdown [bold cyan]{accepted['run_id']}[/] started ({accepted['workflow_id']}); "
-                f"follow it with `windflow down --watch` or GET {accepted['links']['self']}"))
+            emit(
+                accepted,
+                output,
+                lambda: console.print(
+                    f"shutdown [bold cyan]{accepted['run_id']}[/] started ({accepted['workflow_id']}); "
+                    f"follow it with `windflow down --watch` or GET {accepted['links']['self']}"
+                ),
+            )
             return
         run = watch(http, accepted["run_id"], live_display=output == Output.TABLE)
     if output != Output.TABLE:

@@ -24,8 +24,17 @@ from windflow.domain.backoff import reconnect_delay
 
 app = typer.Typer(help="Events: follow what windflow does, live.", no_args_is_help=True)
 
-EVENT_TYPES = ("INITIALIZATION_UPDATE", "SERVICE_STATUS_UPDATE", "HEALTH_CHECK", "METRICS_UPDATE", "RECOVERY_UPDATE",
-               "CONFIG_CHANGED", "ROLLOUT_UPDATE", "SHUTDOWN_UPDATE", "AUDIT")
+EVENT_TYPES = (
+    "INITIALIZATION_UPDATE",
+    "SERVICE_STATUS_UPDATE",
+    "HEALTH_CHECK",
+    "METRICS_UPDATE",
+    "RECOVERY_UPDATE",
+    "CONFIG_CHANGED",
+    "ROLLOUT_UPDATE",
+    "SHUTDOWN_UPDATE",
+    "AUDIT",
+)
 """The values of ``windflow.domain.events.EventType`` (kept here so the CLI starts without pydantic; a test checks
 they match)."""
 
@@ -52,16 +61,20 @@ def describe(event: dict[str, Any]) -> str:
     kind = event.get("event_type", "?")
     details = {
         "SERVICE_STATUS_UPDATE": lambda: f"{data.get('previous_state') or '?'} → {data.get('state')}",
-        "HEALTH_CHECK": lambda: f"{'healthy' if data.get('healthy') else 'UNHEALTHY'} "
-                                f"{data.get('latency_ms', 0):.0f} ms",
+        "HEALTH_CHECK": lambda: (
+            f"{'healthy' if data.get('healthy') else 'UNHEALTHY'} {data.get('latency_ms', 0):.0f} ms"
+        ),
         "CONFIG_CHANGED": lambda: f"v{data.get('version')} {data.get('change', '')} by {data.get('author')}",
-        "INITIALIZATION_UPDATE": lambda: f"{data.get('status')} {data.get('progress')}%"
-                                         + (f" {data.get('component')}={data.get('component_status')}"
-                                            if data.get("component") else ""),
+        "INITIALIZATION_UPDATE": lambda: (
+            f"{data.get('status')} {data.get('progress')}%"
+            + (f" {data.get('component')}={data.get('component_status')}" if data.get("component") else "")
+        ),
         "RECOVERY_UPDATE": lambda: f"{data.get('status')} attempt {data.get('attempt')}/{data.get('max_attempts')}",
         "ROLLOUT_UPDATE": lambda: f"{data.get('status')} v{data.get('version')}",
-        "METRICS_UPDATE": lambda: f"{data.get('health')} latency={data.get('latency_ms')} "
-                                  f"restarts={data.get('restarts')} avail1h={data.get('availability_1h')}",
+        "METRICS_UPDATE": lambda: (
+            f"{data.get('health')} latency={data.get('latency_ms')} "
+            f"restarts={data.get('restarts')} avail1h={data.get('availability_1h')}"
+        ),
         "AUDIT": lambda: f"{data.get('actor')} {data.get('action')} {data.get('target')} {data.get('outcome')}",
     }.get(kind, lambda: json.dumps(data))()
     message = data.get("message")
@@ -150,9 +163,12 @@ def unreachable(url: str, exc: BaseException, source: str) -> None:
     """The one line saying the API could not be reached, at the URL as the user gave it and where it came from."""
     where = url.partition("?")[0].removesuffix("/api/v1/ws")
     where = "http" + where[2:] if where.startswith("ws") else where
-    err_console.print(f"[red]error[/red] cannot reach the windflow API at {where} ({exc})"
-                      f"{f'; the URL comes from {source}: {change_hint(source)}' if source else ''}",
-                      highlight=False, soft_wrap=True)
+    err_console.print(
+        f"[red]error[/red] cannot reach the windflow API at {where} ({exc})"
+        f"{f'; the URL comes from {source}: {change_hint(source)}' if source else ''}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def resume_url(url: str, last_id: str | None) -> str:
@@ -171,8 +187,9 @@ def show(msg: dict[str, Any], *, raw: bool) -> None:
         sys.stdout.flush()
         return
     event = msg["event"]
-    console.print(f"[dim]{event.get('timestamp', '')} {msg['id']}[/dim] {describe(event)}", highlight=False,
-                  soft_wrap=True)
+    console.print(
+        f"[dim]{event.get('timestamp', '')} {msg['id']}[/dim] {describe(event)}", highlight=False, soft_wrap=True
+    )
 
 
 async def warn_unknown_services(base: str, bearer: str | None, services: Sequence[str]) -> None:
@@ -185,18 +202,26 @@ async def warn_unknown_services(base: str, bearer: str | None, services: Sequenc
         async with httpx2.AsyncClient(base_url=base, headers=headers, timeout=5.0) as http:
             for sid in services:
                 if (await http.get(f"/api/v1/services/{quote(sid, safe='')}")).status_code == 404:
-                    err_console.print(f"[yellow]warning[/yellow] no service {sid!r} exists (yet); waiting for its "
-                                      "events", highlight=False, soft_wrap=True)
+                    err_console.print(
+                        f"[yellow]warning[/yellow] no service {sid!r} exists (yet); waiting for its events",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
     except httpx2.HTTPError:
         return  # the stream itself reports an API that cannot be reached
 
 
 @app.command("tail")
 def tail_cmd(
-    event_type: Annotated[list[str] | None, typer.Option("--type", "-t", help="Event type (repeatable), "
-                                                          "e.g. SERVICE_STATUS_UPDATE")] = None,
-    service: Annotated[list[str] | None, typer.Option("--service", "-s", metavar="SERVICE", help="Service id "
-                                                      "(repeatable)", autocompletion=complete_service)] = None,
+    event_type: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Event type (repeatable), e.g. SERVICE_STATUS_UPDATE")
+    ] = None,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service", "-s", metavar="SERVICE", help="Service id (repeatable)", autocompletion=complete_service
+        ),
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="Resume after this event id (stream position)")] = None,
     raw: Annotated[bool, typer.Option("--json", help="One JSON message per line")] = False,
     count: Annotated[int | None, typer.Option("--count", "-n", min=1, help="Exit after this many events")] = None,
@@ -206,16 +231,20 @@ def tail_cmd(
     wanted = [part.strip().upper() for value in event_type or [] for part in value.split(",") if part.strip()]
     unknown = [t for t in wanted if t not in EVENT_TYPES]
     if unknown:
-        err_console.print(f"[red]error[/red] unknown event type {', '.join(unknown)}; known: {', '.join(EVENT_TYPES)}",
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[red]error[/red] unknown event type {', '.join(unknown)}; known: {', '.join(EVENT_TYPES)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     base, source = resolve_api(api)
     url = ws_url(base, types=wanted, services=service or [], since=since)
     try:
         import asyncio
 
-        code = asyncio.run(tail(url, token(base=base), raw=raw, count=count, source=source, api_base=base,
-                                services=service or []))
+        code = asyncio.run(
+            tail(url, token(base=base), raw=raw, count=count, source=source, api_base=base, services=service or [])
+        )
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

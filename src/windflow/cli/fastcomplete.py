@@ -15,8 +15,14 @@ import shlex
 from collections.abc import Mapping
 
 SERVICE_ARGUMENT = {
-    ("recover",), ("logs",), ("service", "start"), ("service", "stop"), ("service", "restart"),
-    ("config", "apply"), ("config", "rollouts"), ("config", "cancel"),
+    ("recover",),
+    ("logs",),
+    ("service", "start"),
+    ("service", "stop"),
+    ("service", "restart"),
+    ("config", "apply"),
+    ("config", "rollouts"),
+    ("config", "cancel"),
 }
 """Commands whose first argument is a service id."""
 SERVICE_OPTION: dict[tuple[str, ...], set[str]] = {

@@ -18,9 +18,19 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Initialize the system (bring services up in dependency order).", no_args_is_help=True)
 
 STYLE = {
-    "PENDING": "dim", "STARTING": "cyan", "WAITING_HEALTHY": "yellow", "HEALTHY": "green", "FAILED": "bold red",
-    "SKIPPED": "magenta", "STOPPED": "blue", "SUCCEEDED": "bold green", "RUNNING": "cyan", "VALIDATING": "cyan",
-    "CANCELLING": "yellow", "CANCELLED": "blue", "COMPLETED": "green",
+    "PENDING": "dim",
+    "STARTING": "cyan",
+    "WAITING_HEALTHY": "yellow",
+    "HEALTHY": "green",
+    "FAILED": "bold red",
+    "SKIPPED": "magenta",
+    "STOPPED": "blue",
+    "SUCCEEDED": "bold green",
+    "RUNNING": "cyan",
+    "VALIDATING": "cyan",
+    "CANCELLING": "yellow",
+    "CANCELLED": "blue",
+    "COMPLETED": "green",
 }
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 INIT_STATUSES = ("PENDING", "VALIDATING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED")
@@ -38,8 +48,7 @@ class OnCancel(StrEnum):
     LEAVE_RUNNING = "leave_running"
 
 
-Component = Annotated[str, typer.Argument(metavar="COMPONENT", help="Service id",
-                                          autocompletion=complete_service)]
+Component = Annotated[str, typer.Argument(metavar="COMPONENT", help="Service id", autocompletion=complete_service)]
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -54,8 +63,13 @@ def render(run: dict[str, Any]) -> Group:
 
     state = run.get("state") or {}
     status = run["status"]
-    title = Text.assemble(("initialization ", "bold"), (run["run_id"], "bold cyan"), "  ",
-                          (status, STYLE.get(status, "")), f"  {run['progress']}%")
+    title = Text.assemble(
+        ("initialization ", "bold"),
+        (run["run_id"], "bold cyan"),
+        "  ",
+        (status, STYLE.get(status, "")),
+        f"  {run['progress']}%",
+    )
     # a bar alone ends without a line break: in a grid row it gets its own line, never sharing the table's
     bar = Table.grid()
     bar.add_row(ProgressBar(total=100, completed=run["progress"], width=60))
@@ -78,12 +92,14 @@ def render(run: dict[str, Any]) -> Group:
             if c["status"] == "FAILED" and c.get("log_tail") and not c.get("last_error"):
                 detail += f"; {c['log_tail'][-1]}"
         conditions = c.get("conditions") or {}
-        waits = [f"{d} ({conditions[d]})" for d in c.get("depends_on") or []
-                 if conditions.get(d, "healthy") != "healthy"]
+        waits = [
+            f"{d} ({conditions[d]})" for d in c.get("depends_on") or [] if conditions.get(d, "healthy") != "healthy"
+        ]
         if waits and c["status"] == "PENDING":
             detail = detail or f"waits for {', '.join(waits)}"
-        table.add_row(name, str(c["layer"]), Text(c["status"], STYLE.get(c["status"], "")),
-                      str(c["attempts"]), took, detail)
+        table.add_row(
+            name, str(c["layer"]), Text(c["status"], STYLE.get(c["status"], "")), str(c["attempts"]), took, detail
+        )
     message = Text(state.get("message", ""), style="dim")
     parts: list[Any] = [title, bar, table, message]
     for problem in state.get("problems") or []:
@@ -95,8 +111,9 @@ def render(run: dict[str, Any]) -> Group:
 
 def watch(http: httpx2.Client, run_id: str, *, interval: float = 0.25, live_display: bool = True) -> dict[str, Any]:
     """Follow a run until it ends; returns its final state (``live_display=False``: quietly)."""
-    return follow_run(http, f"/api/v1/initializations/{run_id}", render, TERMINAL, interval=interval,
-                      live_display=live_display)
+    return follow_run(
+        http, f"/api/v1/initializations/{run_id}", render, TERMINAL, interval=interval, live_display=live_display
+    )
 
 
 def _awaiting_retry(run: dict[str, Any]) -> bool:
@@ -110,9 +127,16 @@ def exit_code(run: dict[str, Any]) -> int:
 
 @app.command("start")
 def start(
-    component: Annotated[list[str], typer.Option(
-        "--component", "-c", metavar="SERVICE", autocompletion=complete_service,
-        help="Only this (and its dependencies); repeatable")] = [],  # noqa: B006
+    component: Annotated[
+        list[str],
+        typer.Option(
+            "--component",
+            "-c",
+            metavar="SERVICE",
+            autocompletion=complete_service,
+            help="Only this (and its dependencies); repeatable",
+        ),
+    ] = [],  # noqa: B006
     validate_only: Annotated[bool, typer.Option("--validate-only", help="Validate and plan; start nothing")] = False,
     parallelism: Annotated[int | None, typer.Option(help="Components starting at once")] = None,
     on_failure: Annotated[OnFailure, typer.Option(help="After a component fails")] = OnFailure.STOP,
@@ -123,9 +147,15 @@ def start(
     api: ApiUrl = None,
 ) -> None:
     """Start an initialization."""
-    body = {"components": component, "validate_only": validate_only, "parallelism": parallelism,
-            "on_failure": on_failure.value, "on_cancel": on_cancel.value, "component_timeout": component_timeout,
-            "queue": queue}
+    body = {
+        "components": component,
+        "validate_only": validate_only,
+        "parallelism": parallelism,
+        "on_failure": on_failure.value,
+        "on_cancel": on_cancel.value,
+        "component_timeout": component_timeout,
+        "queue": queue,
+    }
     with client(api) as http:
         accepted = check(http.post("/api/v1/initializations", json=body))
         console.print(f"started [bold cyan]{accepted['run_id']}[/] ({accepted['workflow_id']})")
@@ -138,9 +168,12 @@ def start(
 
 
 @app.command("status")
-def status(run_id: Annotated[str, typer.Argument(metavar="RUN_ID")],
-           follow: Annotated[bool, typer.Option("--watch", help="Follow until the run ends")] = False,
-           output: OutputOpt = Output.TABLE, api: ApiUrl = None) -> None:
+def status(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID")],
+    follow: Annotated[bool, typer.Option("--watch", help="Follow until the run ends")] = False,
+    output: OutputOpt = Output.TABLE,
+    api: ApiUrl = None,
+) -> None:
     """Show one initialization (live while it runs). Exit 1 when it FAILED or was CANCELLED."""
     with client(api) as http:
         if follow:
@@ -153,10 +186,14 @@ def status(run_id: Annotated[str, typer.Argument(metavar="RUN_ID")],
 
 
 @app.command("list")
-def list_runs(status_filter: Annotated[StatusChoice | None, typer.Option("--status", case_sensitive=False,
-                                                                         help="Only runs in this status")] = None,
-              limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first")] = 20,
-              output: OutputOpt = Output.TABLE, api: ApiUrl = None) -> None:
+def list_runs(
+    status_filter: Annotated[
+        StatusChoice | None, typer.Option("--status", case_sensitive=False, help="Only runs in this status")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first")] = 20,
+    output: OutputOpt = Output.TABLE,
+    api: ApiUrl = None,
+) -> None:
     """Initialization history."""
     params: dict[str, Any] = {"limit": limit}
     if status_filter:
@@ -170,8 +207,14 @@ def list_runs(status_filter: Annotated[StatusChoice | None, typer.Option("--stat
 
         out = Table("run id", "status", "progress", "actor", "started", "finished")
         for r in page["items"]:
-            out.add_row(r["run_id"], Text(r["status"], STYLE.get(r["status"], "")), f"{r['progress']}%",
-                        r["actor"], r["started_at"][:19], (r["finished_at"] or "")[:19])
+            out.add_row(
+                r["run_id"],
+                Text(r["status"], STYLE.get(r["status"], "")),
+                f"{r['progress']}%",
+                r["actor"],
+                r["started_at"][:19],
+                (r["finished_at"] or "")[:19],
+            )
         console.print(out)
 
     emit(page["items"], output, table)
@@ -186,9 +229,12 @@ def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN_ID")], api: ApiUrl
 
 
 @app.command("retry")
-def retry(run_id: Annotated[str, typer.Argument(metavar="RUN_ID")], component: Component,
-          follow: Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the run")] = True,
-          api: ApiUrl = None) -> None:
+def retry(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID")],
+    component: Component,
+    follow: Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the run")] = True,
+    api: ApiUrl = None,
+) -> None:
     """Retry one failed component of a run (after fixing its config)."""
     with client(api) as http:
         result = check(http.post(f"/api/v1/initializations/{run_id}/components/{component}/retry"))

@@ -34,8 +34,10 @@ def logs(
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines (Ctrl-C stops)")] = False,
     stream: Annotated[StreamChoice, typer.Option(help="all, stdout or stderr")] = StreamChoice.ALL,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line: stream, line, at")] = False,
-    replica: Annotated[int | None, typer.Option("--replica", "-r", min=0, max=99,
-                                                help="A replicated service: the replica K (SERVICE/K) to show")] = None,
+    replica: Annotated[
+        int | None,
+        typer.Option("--replica", "-r", min=0, max=99, help="A replicated service: the replica K (SERVICE/K) to show"),
+    ] = None,
     api: ApiUrl = None,
 ) -> None:
     """Show a service's stdout and stderr (stderr lines marked "err|"); -f follows them."""
@@ -53,8 +55,9 @@ def logs(
 
         params["follow"] = "true"
         try:
-            with http.stream("GET", f"/api/v1/services/{service}/logs", params=params,
-                             timeout=httpx2.Timeout(30.0, read=None)) as resp:
+            with http.stream(
+                "GET", f"/api/v1/services/{service}/logs", params=params, timeout=httpx2.Timeout(30.0, read=None)
+            ) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     check(resp)

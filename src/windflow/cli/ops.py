@@ -11,15 +11,40 @@ import typer
 from windflow.cli.client import ApiUrl, ServiceArg, all_pages, check, client, console, err_console
 from windflow.cli.output import Output, OutputOpt, emit
 
-service_app = typer.Typer(help="Control one service (a stop makes it desired stopped: nothing restarts it).",
-                          no_args_is_help=True)
+service_app = typer.Typer(
+    help="Control one service (a stop makes it desired stopped: nothing restarts it).", no_args_is_help=True
+)
 
-STATE_STYLE = {"healthy": "green", "starting": "cyan", "recovering": "yellow", "backing_off": "yellow",
-               "blocked": "magenta", "gave_up": "bold red", "failed": "red", "unhealthy": "red", "stopped": "blue",
-               "completed": "green", "not_ready": "yellow", "stopping": "blue"}
+STATE_STYLE = {
+    "healthy": "green",
+    "starting": "cyan",
+    "recovering": "yellow",
+    "backing_off": "yellow",
+    "blocked": "magenta",
+    "gave_up": "bold red",
+    "failed": "red",
+    "unhealthy": "red",
+    "stopped": "blue",
+    "completed": "green",
+    "not_ready": "yellow",
+    "stopping": "blue",
+}
 
-SERVICE_STATES = ("unknown", "starting", "healthy", "unhealthy", "stopped", "failed", "recovering", "backing_off",
-                  "blocked", "gave_up", "completed", "not_ready", "stopping")
+SERVICE_STATES = (
+    "unknown",
+    "starting",
+    "healthy",
+    "unhealthy",
+    "stopped",
+    "failed",
+    "recovering",
+    "backing_off",
+    "blocked",
+    "gave_up",
+    "completed",
+    "not_ready",
+    "stopping",
+)
 """The values of ``windflow.domain.models.ServiceState`` (kept here so the CLI starts without pydantic; a test
 checks they match)."""
 StateChoice = StrEnum("StateChoice", {v: v for v in SERVICE_STATES})  # type: ignore[misc]
@@ -28,15 +53,17 @@ StateChoice = StrEnum("StateChoice", {v: v for v in SERVICE_STATES})  # type: ig
 def depends_text(service: dict[str, Any]) -> str:
     """``db, migrate (completed_successfully)``: each dependency, with its condition unless it is ``healthy``."""
     conditions = service.get("conditions") or {}
-    return ", ".join(d if conditions.get(d, "healthy") == "healthy" else f"{d} ({conditions[d]})"
-                     for d in service["depends_on"])
+    return ", ".join(
+        d if conditions.get(d, "healthy") == "healthy" else f"{d} ({conditions[d]})" for d in service["depends_on"]
+    )
 
 
 def services(
     state: Annotated[StateChoice | None, typer.Option(help="Only services in this state")] = None,
     label: Annotated[list[str], typer.Option(metavar="KEY=VALUE", help="Label filter; repeatable")] = [],  # noqa: B006
-    q: Annotated[str | None, typer.Option("-q", "--search", metavar="TEXT",
-                                          help="Search id, description, labels")] = None,
+    q: Annotated[
+        str | None, typer.Option("-q", "--search", metavar="TEXT", help="Search id, description, labels")
+    ] = None,
     output: OutputOpt = Output.TABLE,
     api: ApiUrl = None,
 ) -> None:
@@ -69,8 +96,16 @@ def services(
             version = str(s["version"])
             if s.get("pending_version"):  # saved, not applied: what runs is the applied version
                 version = f"{s['pending_version']} saved, {s.get('applied_version')} runs"
-            out.add_row(name, Text(state, STATE_STYLE.get(s["state"], "")), s.get("desired") or "-",
-                        str(s.get("pid") or "-"), s["driver"], depends_text(s), version, detail)
+            out.add_row(
+                name,
+                Text(state, STATE_STYLE.get(s["state"], "")),
+                s.get("desired") or "-",
+                str(s.get("pid") or "-"),
+                s["driver"],
+                depends_text(s),
+                version,
+                detail,
+            )
         console.print(out)
 
     emit(rows, output, table)
@@ -88,16 +123,24 @@ def scale(
     with client(api) as http:
         accepted = check(http.patch(f"/api/v1/services/{service}", json={"replicas": replicas}))
         if not wait:
-            emit(accepted, output, lambda: console.print(
-                f"scaling [bold]{service}[/] {accepted['previous']} → {accepted['replicas']} replicas "
-                f"({accepted['workflow_id']})"))
+            emit(
+                accepted,
+                output,
+                lambda: console.print(
+                    f"scaling [bold]{service}[/] {accepted['previous']} → {accepted['replicas']} replicas "
+                    f"({accepted['workflow_id']})"
+                ),
+            )
             return
         deadline = time.monotonic() + timeout
         while True:
             body = check(http.get(f"/api/v1/services/{service}"))
             units = body.get("replica_list") or []
-            done = (len(units) == replicas and (body.get("ready") or 0) >= (body.get("min_ready") or replicas)
-                    and all(u["state"] == "healthy" for u in units))
+            done = (
+                len(units) == replicas
+                and (body.get("ready") or 0) >= (body.get("min_ready") or replicas)
+                and all(u["state"] == "healthy" for u in units)
+            )
             if done or time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
@@ -109,8 +152,13 @@ def scale(
         console.print(f"[bold]{service}[/]: {body.get('ready') or 0}/{body.get('replicas')} {body['state']}")
         out = Table("replica", "state", "pid", "restarts", "detail")
         for u in units:
-            out.add_row(u["id"], Text(u["state"], STATE_STYLE.get(u["state"], "")), str(u.get("pid") or "-"),
-                        str(u.get("restarts_total") or 0), u.get("message") or "")
+            out.add_row(
+                u["id"],
+                Text(u["state"], STATE_STYLE.get(u["state"], "")),
+                str(u.get("pid") or "-"),
+                str(u.get("restarts_total") or 0),
+                u.get("message") or "",
+            )
         console.print(out)
 
     emit(body, output, table)

@@ -17,9 +17,15 @@ class Output(StrEnum):
     YAML = "yaml"
 
 
-OutputOpt = Annotated[Output, typer.Option(
-    "--output", "-o", case_sensitive=False,
-    help="table for people; json or yaml (the API's own objects) for scripts")]
+OutputOpt = Annotated[
+    Output,
+    typer.Option(
+        "--output",
+        "-o",
+        case_sensitive=False,
+        help="table for people; json or yaml (the API's own objects) for scripts",
+    ),
+]
 
 
 def emit(data: Any, fmt: Output, table: Callable[[], None]) -> None:
@@ -35,8 +41,15 @@ def emit(data: Any, fmt: Output, table: Callable[[], None]) -> None:
     sys.stdout.flush()
 
 
-def follow_run(http: Any, path: str, render: Callable[[dict[str, Any]], Any], terminal: set[str], *,
-               interval: float = 0.25, live_display: bool = True) -> dict[str, Any]:
+def follow_run(
+    http: Any,
+    path: str,
+    render: Callable[[dict[str, Any]], Any],
+    terminal: set[str],
+    *,
+    interval: float = 0.25,
+    live_display: bool = True,
+) -> dict[str, Any]:
     """Poll a run at ``path`` until its status is in ``terminal``, drawing ``render(run)`` live (or quietly);
     returns its final state."""
     import time

@@ -115,8 +115,12 @@ def stored_access_token(*, margin: float = 30.0) -> str | None:
 
     stored_url = str(creds.get("api_url") or api_url()).rstrip("/")
     try:
-        resp = httpx2.post(f"{stored_url}/api/v1/auth/refresh", json={"refresh_token": refresh}, timeout=30.0,
-                           headers={"User-Agent": "windflow-cli"})
+        resp = httpx2.post(
+            f"{stored_url}/api/v1/auth/refresh",
+            json={"refresh_token": refresh},
+            timeout=30.0,
+            headers={"User-Agent": "windflow-cli"},
+        )
     except httpx2.HTTPError:
         return str(access)  # the API is unreachable: let the real request say so
     if resp.status_code != 200:

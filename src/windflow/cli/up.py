@@ -61,15 +61,24 @@ def dev_server_command(settings: Settings) -> list[str]:
 
     data_dir = settings.ensure_data_dir()
     cmd = [
-        temporal_binary(), "server", "start-dev",
-        "--ip", "127.0.0.1",
-        "--port", str(settings.temporal_port),
-        "--db-filename", str(data_dir / "temporal.db"),
-        "--namespace", settings.temporal_namespace,
-        "--log-level", "warn",
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(settings.temporal_port),
+        "--db-filename",
+        str(data_dir / "temporal.db"),
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
         # one worker polls: one task-queue partition keeps latency low (see BASELINES)
-        "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-        "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
+        "--dynamic-config-value",
+        "matching.numTaskqueueReadPartitions=1",
+        "--dynamic-config-value",
+        "matching.numTaskqueueWritePartitions=1",
         *cli_flags(),
     ]
     if settings.temporal_ui_port:
@@ -87,9 +96,16 @@ def api_server_config(app: Any, settings: Settings) -> Any:
     # handlers; a WebSocket client that never goes away must not hold the shutdown hostage
     from windflow.api.app import SERVER_OPTIONS
 
-    return uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
-                          log_config=None, lifespan="on", timeout_graceful_shutdown=5,
-                          **SERVER_OPTIONS)
+    return uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        **SERVER_OPTIONS,
+    )
 
 
 class UpLock:
@@ -109,8 +125,10 @@ class UpLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise RuntimeError(f"another `windflow up` runs on the data dir {self.path.parent} (pid {holder}); "
-                               "stop it first, or use another WINDFLOW_DATA_DIR") from None
+            raise RuntimeError(
+                f"another `windflow up` runs on the data dir {self.path.parent} (pid {holder}); "
+                "stop it first, or use another WINDFLOW_DATA_DIR"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self.fd = fd
@@ -177,8 +195,14 @@ class DevServer:
                 raise RuntimeError(f"port {port} is taken ({what}); stop the other process or choose another port")
         log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         # umask 077: the server's database (temporal.db, its -wal and -shm) is readable by this user only
-        self.proc = subprocess.Popen(dev_server_command(s), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
+        self.proc = subprocess.Popen(
+            dev_server_command(s),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            umask=0o077,
+        )
         log.close()
         data_dir = s.ensure_data_dir()
         for name in ("temporal.db", "temporal.db-wal", "temporal.db-shm", "temporal.log"):
@@ -270,8 +294,9 @@ async def run_up(
         resources = await build_resources(settings, migrate=True)
         resources.temporal = LazyClient(settings, client=client)  # the worker's connection, shared
         relay = resources.relay
-        parts = build_worker(client=client, settings=settings, db=resources.db,
-                             on_commit=relay.notify if relay else None)
+        parts = build_worker(
+            client=client, settings=settings, db=resources.db, on_commit=relay.notify if relay else None
+        )
         app = create_app(settings, resources=resources)
         freeze_startup_heap()  # windflow.heap: API and worker share this process's loop
         api = uvicorn.Server(api_server_config(app, settings))
@@ -284,14 +309,18 @@ async def run_up(
                 reclaiming = asyncio.create_task(reclaim_in_background(client, settings.task_queue))
                 # the services desired running are watched (and recovered after a reboot) from the start
                 taking_over = asyncio.create_task(take_over_watching(client, settings.task_queue, None, parts.watch))
-                watchdog = asyncio.create_task(watch_runs(client, resources.db,
-                                                          on_commit=relay.notify if relay else None))
+                watchdog = asyncio.create_task(
+                    watch_runs(client, resources.db, on_commit=relay.notify if relay else None)
+                )
                 api_task = asyncio.create_task(api.serve())
                 try:
                     base = await _api_started(api, api_task, settings)
                     if system_file is not None and not stop.is_set():
-                        init_task = asyncio.create_task(asyncio.to_thread(
-                            _apply_and_init, base, _up_token(resources.jwt_key), system_file, initialize))
+                        init_task = asyncio.create_task(
+                            asyncio.to_thread(
+                                _apply_and_init, base, _up_token(resources.jwt_key), system_file, initialize
+                            )
+                        )
                         code = await _apply_and_init_until_stopped(init_task, stop, client)
                         interrupted = None if init_task.done() else init_task
                     await _until_stopped(stop, exit_after_init=exit_after_init, stop_services=stop_services)
@@ -308,7 +337,8 @@ async def run_up(
                     if stop_services:
                         registered = await _registered(resources.db)  # before anything is cancelled
                         shut_down = not worker_failed() and await _stop_services_by_workflow(
-                            client, settings.task_queue, registered)
+                            client, settings.task_queue, registered
+                        )
             if stop_services and not shut_down:
                 await _stop_all(parts.services, registered)
         finally:
@@ -342,8 +372,10 @@ async def _replace_leftover_dev_server(settings: Settings) -> None:
     """A killed `windflow up` left its dev server running: end it (its history is in the SQLite file)."""
     leftovers = leftover_dev_servers(settings.ensure_data_dir() / "temporal.db")
     if leftovers:
-        console.print(f"replacing the Temporal dev server a previous `windflow up` left running "
-                      f"(pid {', '.join(map(str, leftovers))})")
+        console.print(
+            f"replacing the Temporal dev server a previous `windflow up` left running "
+            f"(pid {', '.join(map(str, leftovers))})"
+        )
         await asyncio.to_thread(end_processes, leftovers)
 
 
@@ -359,8 +391,9 @@ async def _connect_engine(settings: Settings) -> Any:
     extra: dict[str, Any] = {"runtime": temporal_runtime(metrics=True)}
     client = await connect(settings, identity=worker_identity("windflow-up"), **extra)
     await ensure_search_attributes(client, settings.temporal_namespace)
-    await ensure_sweep_schedule(client, task_queue=settings.task_queue,
-                                every=timedelta(seconds=settings.sweep_interval))
+    await ensure_sweep_schedule(
+        client, task_queue=settings.task_queue, every=timedelta(seconds=settings.sweep_interval)
+    )
     return client
 
 
@@ -385,8 +418,13 @@ def _up_token(jwt_key: Any) -> str:
     from windflow.auth.permissions import ALL_PERMISSIONS
     from windflow.auth.tokens import issue_access_token
 
-    token, _ = issue_access_token(key=jwt_key, subject="windflow-up", permissions={str(p) for p in ALL_PERMISSIONS},
-                                  roles=("admin",), ttl=24 * 3600)
+    token, _ = issue_access_token(
+        key=jwt_key,
+        subject="windflow-up",
+        permissions={str(p) for p in ALL_PERMISSIONS},
+        roles=("admin",),
+        ttl=24 * 3600,
+    )
     return token
 
 
@@ -395,8 +433,11 @@ async def _until_stopped(stop: asyncio.Event, *, exit_after_init: bool, stop_ser
     if exit_after_init:
         stop.set()
     elif not stop.is_set():
-        console.print("[dim]Ctrl-C stops windflow; managed services keep running"
-                      + (" (--stop-services: they stop too)" if stop_services else "") + "[/dim]")
+        console.print(
+            "[dim]Ctrl-C stops windflow; managed services keep running"
+            + (" (--stop-services: they stop too)" if stop_services else "")
+            + "[/dim]"
+        )
     await stop.wait()
     console.print("shutting down")
 
@@ -421,8 +462,7 @@ async def _until_done_or_stopped(task: asyncio.Future[Any], stop: asyncio.Event)
     return task.done()
 
 
-async def _apply_and_init_until_stopped(init_task: asyncio.Task[InitOutcome], stop: asyncio.Event,
-                                        client: Any) -> int:
+async def _apply_and_init_until_stopped(init_task: asyncio.Task[InitOutcome], stop: asyncio.Event, client: Any) -> int:
     """The apply-and-initialize step's exit code; 0 if a signal came first (the step is then abandoned).
 
     The live display ends when the ``status`` query reports the run SUCCEEDED, which the workflow does a
@@ -463,12 +503,14 @@ def _apply_and_init(base: str, token: str, system_file: Path, initialize: bool) 
     from windflow.cli.init import watch
     from windflow.domain.system import dump_system, load_system, parse_yaml, to_yaml
 
-    system = load_system(parse_yaml(system_file.read_text(encoding="utf-8")),
-                         base_dir=str(system_file.resolve().parent))
+    system = load_system(
+        parse_yaml(system_file.read_text(encoding="utf-8")), base_dir=str(system_file.resolve().parent)
+    )
     with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
         document = dump_system(system.services, notifications=system.notifications)
-        result = check(http.put("/api/v1/system", content=to_yaml(document),
-                                headers={"content-type": "application/yaml"}))
+        result = check(
+            http.put("/api/v1/system", content=to_yaml(document), headers={"content-type": "application/yaml"})
+        )
         changed = {k: v for k, v in result.items() if v}
         console.print(f"applied {system_file}: " + ", ".join(f"{k} {len(v)}" for k, v in changed.items()))
         if not initialize:
@@ -502,8 +544,10 @@ async def _worker_running(worker: Any, stop: asyncio.Event) -> AsyncIterator[Cal
         await asyncio.wait({shutdown}, timeout=WORKER_STOP_TIMEOUT)
         await asyncio.wait({run}, timeout=1.0)
         if not run.done():
-            console.print(f"[yellow]the worker did not stop within {WORKER_STOP_TIMEOUT:g}s (an activity "
-                          "ignored its cancellation); leaving it behind[/yellow]")
+            console.print(
+                f"[yellow]the worker did not stop within {WORKER_STOP_TIMEOUT:g}s (an activity "
+                "ignored its cancellation); leaving it behind[/yellow]"
+            )
         elif failed():
             raise RuntimeError(f"the worker failed: {run.exception()}") from run.exception()
 
@@ -530,16 +574,17 @@ async def _shutdown_run(client: Any, task_queue: str, specs: dict[str, Any]) -> 
     console.print(f"stopping {len(specs)} services, dependants first ({names.down_id(run_id)})")
     try:
         handle = await handles.start_shutdown(
-            client, task_queue=task_queue,
-            inp=ShutdownInput(run_id=run_id, actor="windflow-up", reason="windflow up --stop-services"))
+            client,
+            task_queue=task_queue,
+            inp=ShutdownInput(run_id=run_id, actor="windflow-up", reason="windflow up --stop-services"),
+        )
         state: ShutdownState = await asyncio.wait_for(handle.result(), SHUTDOWN_TIMEOUT)
     except Exception as exc:  # fall back to stopping them here
         console.print(f"[yellow]the shutdown run did not finish ({exc!r}); stopping what is left directly[/yellow]")
         return False
     for comp in sorted(state.components.values(), key=lambda c: (c.layer, c.service_id)):
         style = "" if comp.status == "stopped" else "red"
-        console.print(f"[{style}]{comp.status} {comp.service_id}[/{style}]" if style else
-                      f"stopped {comp.service_id}")
+        console.print(f"[{style}]{comp.status} {comp.service_id}[/{style}]" if style else f"stopped {comp.service_id}")
     return state.status == ShutdownStatus.COMPLETED
 
 
@@ -568,8 +613,9 @@ async def _stop_all(services: Any, specs: dict[str, Any]) -> None:
 
     async def record() -> None:
         for name, message in stopped.items():
-            await services.state.set_state(name, "stopped", source="user", message=message, desired="stopped",
-                                           actor="windflow up --stop-services")
+            await services.state.set_state(
+                name, "stopped", source="user", message=message, desired="stopped", actor="windflow up --stop-services"
+            )
 
     try:
         await asyncio.wait_for(record(), STATE_RECORD_TIMEOUT)

@@ -55,13 +55,16 @@ def find(path: str, doc: Any) -> list[Any]:
 
 
 class AlertmanagerConfig(BaseModel):
-    label: str = Field(DEFAULT_LABEL, min_length=1, max_length=128,
-                       description="The alert label naming the windflow service")
+    label: str = Field(
+        DEFAULT_LABEL, min_length=1, max_length=128, description="The alert label naming the windflow service"
+    )
 
 
 class GenericConfig(BaseModel):
-    service_path: str = Field(description="JSONPath to the service name(s), e.g. $.alert.labels.service or "
-                                          "$.data[*].svc (one alert per value)")
+    service_path: str = Field(
+        description="JSONPath to the service name(s), e.g. $.alert.labels.service or "
+        "$.data[*].svc (one alert per value)"
+    )
     status_path: str | None = Field(None, description="JSONPath to the status; absent: every alert is firing")
     firing_values: list[str] = Field(default_factory=lambda: ["firing"])
     resolved_values: list[str] = Field(default_factory=lambda: ["resolved"])
@@ -100,12 +103,22 @@ def alertmanager_alerts(payload: dict[str, Any], config: AlertmanagerConfig) -> 
             labels = {}
         raw = _text(alert.get("status")) or _text(payload.get("status"))
         status: AlertStatus = "firing" if raw == "firing" else "resolved" if raw == "resolved" else "unknown"
-        excerpt = {k: alert.get(k) for k in ("status", "labels", "annotations", "startsAt", "endsAt", "fingerprint")
-                   if k in alert}
+        excerpt = {
+            k: alert.get(k)
+            for k in ("status", "labels", "annotations", "startsAt", "endsAt", "fingerprint")
+            if k in alert
+        }
         if "groupKey" in payload:
             excerpt["groupKey"] = payload["groupKey"]
-        out.append(IncomingAlert(service=_text(labels.get(config.label)), status=status, raw_status=raw,
-                                 fingerprint=_text(alert.get("fingerprint")), excerpt=excerpt))
+        out.append(
+            IncomingAlert(
+                service=_text(labels.get(config.label)),
+                status=status,
+                raw_status=raw,
+                fingerprint=_text(alert.get("fingerprint")),
+                excerpt=excerpt,
+            )
+        )
     return out
 
 
@@ -132,8 +145,9 @@ def generic_alerts(payload: Any, config: GenericConfig) -> list[IncomingAlert]:
             status = "resolved"
         else:
             status = "unknown"
-        out.append(IncomingAlert(service=service, status=status, raw_status=raw, fingerprint=pick(prints, i),
-                                 excerpt=excerpt))
+        out.append(
+            IncomingAlert(service=service, status=status, raw_status=raw, fingerprint=pick(prints, i), excerpt=excerpt)
+        )
     return out
 
 

@@ -21,8 +21,9 @@ JITTER = 0.5
 """Fraction of the delay that is random."""
 
 
-def reconnect_delay(failures: int, *, base: float = BASE, cap: float = CAP, jitter: float = JITTER,
-                    draw: float | None = None) -> float:
+def reconnect_delay(
+    failures: int, *, base: float = BASE, cap: float = CAP, jitter: float = JITTER, draw: float | None = None
+) -> float:
     """Seconds to wait after the ``failures``-th consecutive failure (1-based; 0 or less waits ``base``).
 
     ``draw`` in ``[0, 1)`` is the random draw (default: :func:`random.random`).

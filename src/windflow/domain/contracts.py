@@ -47,8 +47,9 @@ class ComponentStatus(StrEnum):
 class InitOptions(BaseModel):
     components: list[str] = Field(default_factory=list, description="Empty = all; dependencies are pulled in")
     validate_only: bool = Field(False, description="Validate configs and the graph, start nothing")
-    parallelism: int | None = Field(None, ge=1, le=1000, description="Components starting at once (default: all, "
-                                    "up to 100 at a time)")
+    parallelism: int | None = Field(
+        None, ge=1, le=1000, description="Components starting at once (default: all, up to 100 at a time)"
+    )
     component_timeout: float = Field(120.0, gt=0, le=86400, description="Seconds for one component to be healthy")
     overall_timeout: float = Field(3600.0, gt=0, le=7 * 86400, description="Seconds for the whole run")
     on_failure: Literal["stop", "continue"] = Field(
@@ -202,8 +203,9 @@ class RecordInitInput(BaseModel):
 #: service states (the store's column) of a service windflow has brought up and should keep up; a service that
 #: was never started, is being started by an initialization, failed to start, or was stopped is not supervised
 #: by a sweep or a config change (an initialization hands its healthy components to supervisors itself)
-SUPERVISABLE_STATES = frozenset({"healthy", "unhealthy", "recovering", "backing_off", "blocked", "gave_up",
-                                 "not_ready"})
+SUPERVISABLE_STATES = frozenset(
+    {"healthy", "unhealthy", "recovering", "backing_off", "blocked", "gave_up", "not_ready"}
+)
 
 
 class SupervisionState(StrEnum):
@@ -315,8 +317,11 @@ class SupervisorStatus(BaseModel):
 class SupervisorInput(BaseModel):
     service_id: str
     heartbeat_timeout: float = Field(
-        10.0, ge=2, description="Seconds before the watch of a worker that went silent is retried elsewhere (30, the "
-        "previous default, is read as the current default)")
+        10.0,
+        ge=2,
+        description="Seconds before the watch of a worker that went silent is retried elsewhere (30, the "
+        "previous default, is read as the current default)",
+    )
     carried: SupervisorStatus | None = Field(None, description="State carried over by continue-as-new")
     paused: bool = False
     paused_reason: str | None = None
@@ -351,8 +356,11 @@ class RecoveryInput(BaseModel):
     actor: str = "system"
     source: str = "api"
     confirm: bool = Field(False, description="Probe first: a healthy service is not restarted (alert hooks)")
-    verdict: WatchResult | None = Field(None, description="What the watcher observed (exit code and signal, or "
-                                        "the failed probes), when a watcher started this recovery")
+    verdict: WatchResult | None = Field(
+        None,
+        description="What the watcher observed (exit code and signal, or "
+        "the failed probes), when a watcher started this recovery",
+    )
 
 
 class RecoveryTarget(BaseModel):
@@ -381,8 +389,11 @@ class WatcherInput(BaseModel):
     queue: str
     host: str | None = Field(None, description="The host of a host queue (None: the shared queue's services)")
     heartbeat_timeout: float = Field(5.0, ge=1, description="Seconds before a silent watch is retried elsewhere")
-    max_run: float = Field(6 * 3600.0, gt=0, description="Seconds one watch activity runs before the workflow "
-                           "continues as new (keeps its history short)")
+    max_run: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="Seconds one watch activity runs before the workflow continues as new (keeps its history short)",
+    )
 
 
 class WatchQueueInput(BaseModel):
@@ -460,8 +471,9 @@ class SweepPlan(BaseModel):
 
     supervise: list[str] = Field(default_factory=list)
     retry: list[str] = Field(default_factory=list)
-    recover: list[str] = Field(default_factory=list, description="Desired running, neither healthy nor in a "
-                               "recovery: each gets one")
+    recover: list[str] = Field(
+        default_factory=list, description="Desired running, neither healthy nor in a recovery: each gets one"
+    )
     hosts: list[str] = Field(default_factory=list, description="Hosts whose queues have such services ('' = shared)")
 
 
@@ -527,8 +539,11 @@ class SupervisorsInput(BaseModel):
     service_ids: list[str] = Field(default_factory=list)
     task_queue: str = ""
     actor: str = "system"
-    resume: list[str] = Field(default_factory=list, description="Services whose desired state was just set to "
-                              "running: a paused (or given-up) supervisor of theirs resumes")
+    resume: list[str] = Field(
+        default_factory=list,
+        description="Services whose desired state was just set to "
+        "running: a paused (or given-up) supervisor of theirs resumes",
+    )
 
 
 class SupervisorsResult(BaseModel):
@@ -543,8 +558,12 @@ class SupervisorControlInput(BaseModel):
     reason: str = ""
     actor: str = "system"
     task_queue: str = ""
-    hold_for: float = Field(3600.0, gt=0, description="Seconds the hold lasts unless released first (a run that "
-                            "died without releasing it does not block recoveries forever)")
+    hold_for: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds the hold lasts unless released first (a run that "
+        "died without releasing it does not block recoveries forever)",
+    )
 
 
 # --------------------------------------------------------------------------- notifications

@@ -146,8 +146,9 @@ class ProcessConfig(_Strict):
 
     driver: Literal["process"] = Field("process", exclude=True, repr=False)
     command: list[str] = Field(
-        min_length=1, description="argv; never run through a shell (numbers are taken as their text)",
-        examples=[["python3", "-m", "http.server"]]
+        min_length=1,
+        description="argv; never run through a shell (numbers are taken as their text)",
+        examples=[["python3", "-m", "http.server"]],
     )
     env: dict[str, str] = Field(
         default_factory=dict,
@@ -156,7 +157,8 @@ class ProcessConfig(_Strict):
     )
     cwd: str | None = Field(None, description="Working directory (relative paths resolve against the system file)")
     inherit_env: list[str] = Field(
-        default_factory=list, max_length=256,
+        default_factory=list,
+        max_length=256,
         description="Names of worker environment variables passed through (an allow-list; `true`/`false` from "
         "older files mean none)",
     )
@@ -164,7 +166,8 @@ class ProcessConfig(_Strict):
         None, max_length=4096, description="A dotenv file (KEY=value lines) read at each start, before `env`"
     )
     user: UnixName | None = Field(
-        None, description="Run as this user (name or uid), like systemd's User=: the worker must run as root to "
+        None,
+        description="Run as this user (name or uid), like systemd's User=: the worker must run as root to "
         "switch users, and refuses to start the service otherwise",
     )
     group: UnixName | None = Field(None, description="Run with this group (default: the user's primary group)")
@@ -176,6 +179,7 @@ class ProcessConfig(_Strict):
     @classmethod
     def _numbers_as_text(cls, value: Any) -> Any:
         """argv and environment are text: a number (a template's ``${port}``, a YAML ``8080``) is its text."""
+
         def text(v: Any) -> Any:
             return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
 
@@ -189,7 +193,7 @@ class ProcessConfig(_Strict):
     @classmethod
     def _program(cls, value: list[str]) -> list[str]:
         if not value[0].strip():
-            raise ValueError("command[0], the program, must not be empty (later arguments may be, like `--save \"\"`)")
+            raise ValueError('command[0], the program, must not be empty (later arguments may be, like `--save ""`)')
         return value
 
     @field_validator("env")
@@ -219,8 +223,9 @@ class ShellCommand(_Strict):
         description="argv list, or a string run through `/bin/sh -c` (the string is yours, never interpolated)"
     )
     timeout: Duration = 30.0
-    env: dict[str, str] = Field(default_factory=dict, description="Its environment, besides PATH, LANG and HOME "
-                                "(never the worker's)")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Its environment, besides PATH, LANG and HOME (never the worker's)"
+    )
     cwd: str | None = None
     user: UnixName | None = Field(None, description="Run as this user (the worker must run as root to switch)")
     group: UnixName | None = Field(None, description="Run with this group (default: the user's primary group)")
@@ -348,8 +353,14 @@ def _port_or_template(value: Any) -> int | str:
 PortOrTemplate = Annotated[
     int | str,
     PlainValidator(_port_or_template),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1, "maximum": 65535},
-                              {"type": "string", "pattern": REPLICA_TEMPLATE.pattern}]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 65535},
+                {"type": "string", "pattern": REPLICA_TEMPLATE.pattern},
+            ]
+        }
+    ),
 ]
 
 
@@ -357,14 +368,16 @@ class TcpHealth(_HealthBase):
     kind: Literal["tcp"]
     host: str = "127.0.0.1"
     port: PortOrTemplate = Field(
-        description="A port; a replicated service may give a template such as `{replica+9000}` (9000, 9001, …)")
+        description="A port; a replicated service may give a template such as `{replica+9000}` (9000, 9001, …)"
+    )
 
 
 class ExecHealth(_HealthBase):
     kind: Literal["exec"]
     command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, description="argv; exit 0 is healthy")
-    env: dict[str, str] = Field(default_factory=dict, description="Its environment, besides PATH, LANG and HOME "
-                                "(never the worker's)")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Its environment, besides PATH, LANG and HOME (never the worker's)"
+    )
     cwd: str | None = None
     user: UnixName | None = Field(None, description="Run as this user (the worker must run as root to switch)")
     group: UnixName | None = Field(None, description="Run with this group (default: the user's primary group)")
@@ -513,16 +526,24 @@ class ServiceSpec(_Strict):
         default_factory=dict,
         description="Services this one needs: a list of ids (condition `healthy`) or a map id -> "
         "`{condition: started | healthy | completed_successfully}`",
-        json_schema_extra={"examples": [["database"], {"database": {"condition": "healthy"},
-                                                       "migrate": {"condition": "completed_successfully"}}]},
+        json_schema_extra={
+            "examples": [
+                ["database"],
+                {"database": {"condition": "healthy"}, "migrate": {"condition": "completed_successfully"}},
+            ]
+        },
     )
     health: HealthSpec | None = Field(
-        None, description="One probe for both readiness and liveness (what `readiness` or `liveness` leaves unset)")
+        None, description="One probe for both readiness and liveness (what `readiness` or `liveness` leaves unset)"
+    )
     readiness: HealthSpec | None = Field(
-        None, description="Ready to serve: gates dependants and initializations; failing it makes the service "
-        "`not_ready`, never restarts it")
+        None,
+        description="Ready to serve: gates dependants and initializations; failing it makes the service "
+        "`not_ready`, never restarts it",
+    )
     liveness: HealthSpec | None = Field(
-        None, description="Alive: failing it `failure_threshold` times in a row restarts the service")
+        None, description="Alive: failing it `failure_threshold` times in a row restarts the service"
+    )
     success_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
         default_factory=lambda: [0], min_length=1, description="A job: exit codes that mean success"
     )
@@ -530,8 +551,9 @@ class ServiceSpec(_Strict):
         None, gt=0, description="A job: longest run of one attempt before it is stopped and counted as failed"
     )
     run: Literal["always", "once"] = Field(
-        "always", description="A job: `always` runs on every initialization that includes it; `once` is skipped "
-        "once it succeeded with the applied config version"
+        "always",
+        description="A job: `always` runs on every initialization that includes it; `once` is skipped "
+        "once it succeeded with the applied config version",
     )
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     monitored: bool = Field(True, description="Supervise the service and recover it when it fails")
@@ -539,7 +561,8 @@ class ServiceSpec(_Strict):
         False, description="Restart this service after one of its dependencies was recovered"
     )
     host: str | None = Field(
-        None, max_length=253,
+        None,
+        max_length=253,
         description="Run the driver and probes on this worker host only: the worker started with "
         "`windflow worker --host NAME` (lower-case DNS labels separated by dots)",
     )
@@ -547,13 +570,17 @@ class ServiceSpec(_Strict):
         default_factory=list, description="Extra config keys whose values are secrets (redacted in responses)"
     )
     replicas: int | None = Field(
-        None, ge=1, le=REPLICAS_MAX,
+        None,
+        ge=1,
+        le=REPLICAS_MAX,
         description="Run N processes of this `process` service, `SERVICE/0` … `SERVICE/N-1`, each watched and "
         "recovered on its own; `{replica}` (or `{replica+N}`) in the command, env and probe URL/port is "
         "replaced by the replica's index. Unset: one process with the service's own id",
     )
     min_ready: int | None = Field(
-        None, ge=0, le=REPLICAS_MAX,
+        None,
+        ge=0,
+        le=REPLICAS_MAX,
         description="A replicated service is healthy (and its dependants may start) once this many replicas are "
         "ready (default: all of them)",
     )
@@ -591,8 +618,10 @@ class ServiceSpec(_Strict):
     @classmethod
     def _host_name(cls, value: str | None) -> str | None:
         if value is not None and not is_host_name(value):
-            raise ValueError("must be a host name: lower-case letters, digits and inner '-', in labels of at most "
-                             "63 characters separated by '.'")
+            raise ValueError(
+                "must be a host name: lower-case letters, digits and inner '-', in labels of at most "
+                "63 characters separated by '.'"
+            )
         return value
 
     @model_validator(mode="after")
@@ -628,8 +657,10 @@ class ServiceSpec(_Strict):
                 probe = getattr(self, name)
                 where = _probe_address(probe)
                 if where is not None and not REPLICA_TEMPLATE.search(str(where)):
-                    raise ValueError(f"{name}: every replica would be probed at {where}: put `{{replica}}` (or "
-                                     "`{replica+N}`) in its port, as in the command")
+                    raise ValueError(
+                        f"{name}: every replica would be probed at {where}: put `{{replica}}` (or "
+                        "`{replica+N}`) in its port, as in the command"
+                    )
         return self
 
     @model_validator(mode="after")

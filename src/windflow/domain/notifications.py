@@ -35,8 +35,13 @@ class ChannelKind(StrEnum):
 
 ChannelName = Annotated[
     str,
-    Field(pattern=SERVICE_ID_PATTERN, min_length=1, max_length=64, examples=["ops-slack"],
-          description="Slug: lower-case letters, digits, '-' and '_'"),
+    Field(
+        pattern=SERVICE_ID_PATTERN,
+        min_length=1,
+        max_length=64,
+        examples=["ops-slack"],
+        description="Slug: lower-case letters, digits, '-' and '_'",
+    ),
 ]
 
 
@@ -48,7 +53,9 @@ class ChannelConfig(BaseModel):
     name: ChannelName
     kind: ChannelKind
     url: str | None = Field(
-        None, validate_default=True, pattern=r"^https?://",
+        None,
+        validate_default=True,
+        pattern=r"^https?://",
         description="Target of webhook and slack channels (a slack URL is a secret: redacted in API output)",
         examples=["https://hooks.slack.com/services/T000/B000/XXXX"],
     )

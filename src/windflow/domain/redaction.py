@@ -36,8 +36,11 @@ def redact(value: Any, extra_keys: Iterable[str] = ()) -> Any:
                 out[key] = REDACTED if not isinstance(item, dict | list) else redact_all(item)
             elif key == "headers" and isinstance(item, dict):
                 out[key] = {
-                    k: (REDACTED if k.lower() in {"authorization", "cookie", "x-api-key"} or is_secret_key(k, extra)
-                        else v)
+                    k: (
+                        REDACTED
+                        if k.lower() in {"authorization", "cookie", "x-api-key"} or is_secret_key(k, extra)
+                        else v
+                    )
                     for k, v in item.items()
                 }
             else:
@@ -103,8 +106,15 @@ def restore_secrets(new: Any, old: Any) -> tuple[Any, list[tuple[list[str | int]
     return merged, problems
 
 
-def _restore(new: Any, old: Any, loc: list[str | int], problems: list[tuple[list[str | int], str]], *,
-             moved: str | None, root: bool = False) -> Any:
+def _restore(
+    new: Any,
+    old: Any,
+    loc: list[str | int],
+    problems: list[tuple[list[str | int], str]],
+    *,
+    moved: str | None,
+    root: bool = False,
+) -> Any:
     if new == REDACTED:
         if moved is not None:
             problems.append((loc, moved))
@@ -118,19 +128,28 @@ def _restore(new: Any, old: Any, loc: list[str | int], problems: list[tuple[list
         here = _destination(new, root=root)
         if here is not None or (isinstance(old, dict) and _destination(old, root=root) is not None):
             was = _destination(old_map, root=root) if isinstance(old, dict) else None
-            moved = None if here == was else ("the destination changed: re-enter the secret to send it to the "
-                                              "new destination")
+            moved = (
+                None
+                if here == was
+                else ("the destination changed: re-enter the secret to send it to the new destination")
+            )
         return {k: _restore(v, old_map.get(k), [*loc, k], problems, moved=moved) for k, v in new.items()}
     if isinstance(new, list):
         old_list = old if isinstance(old, list) and len(old) == len(new) else [None] * len(new)
-        return [_restore(n, o, [*loc, i], problems, moved=moved) for i, (n, o) in enumerate(zip(new, old_list,
-                                                                                               strict=True))]
+        return [
+            _restore(n, o, [*loc, i], problems, moved=moved) for i, (n, o) in enumerate(zip(new, old_list, strict=True))
+        ]
     if isinstance(new, str) and REDACTED in new:
         # a URL or DSN whose password was redacted: put the stored one back only if the rest is unchanged
         if moved is None and isinstance(old, str) and redact_text(old) == new:
             return old
-        problems.append((loc, "the text around the redacted password changed: re-enter the password to send it "
-                              "to the new destination"))
+        problems.append(
+            (
+                loc,
+                "the text around the redacted password changed: re-enter the password to send it "
+                "to the new destination",
+            )
+        )
     return new
 
 

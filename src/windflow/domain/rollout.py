@@ -32,8 +32,9 @@ class RolloutStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
-TERMINAL_ROLLOUT = frozenset({RolloutStatus.SUCCEEDED, RolloutStatus.ROLLED_BACK, RolloutStatus.FAILED,
-                              RolloutStatus.CANCELLED})
+TERMINAL_ROLLOUT = frozenset(
+    {RolloutStatus.SUCCEEDED, RolloutStatus.ROLLED_BACK, RolloutStatus.FAILED, RolloutStatus.CANCELLED}
+)
 
 
 class RolloutPhase(StrEnum):

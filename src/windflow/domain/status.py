@@ -25,8 +25,9 @@ SUPERVISION_STATUS: dict[SupervisionState, ServiceState] = {
 NO_PROCESS: frozenset[str] = frozenset({ServiceState.STOPPED, ServiceState.GAVE_UP})
 
 #: statuses a recovery in flight decides, whatever else was observed meanwhile
-RECOVERY: frozenset[str] = frozenset({ServiceState.RECOVERING, ServiceState.BACKING_OFF, ServiceState.BLOCKED,
-                                      ServiceState.GAVE_UP})
+RECOVERY: frozenset[str] = frozenset(
+    {ServiceState.RECOVERING, ServiceState.BACKING_OFF, ServiceState.BLOCKED, ServiceState.GAVE_UP}
+)
 
 
 def service_status(*, desired: str | None, observed: str) -> str:
@@ -39,16 +40,25 @@ def service_status(*, desired: str | None, observed: str) -> str:
       ``blocked``, ``gave_up``, ``failed``, ``not_ready``, ``completed``; ``unknown`` when nothing was.
     """
     if desired == "stopped":
-        return ServiceState.STOPPED if observed in (ServiceState.STOPPED, ServiceState.GAVE_UP) \
-            else ServiceState.STOPPING
+        return (
+            ServiceState.STOPPED if observed in (ServiceState.STOPPED, ServiceState.GAVE_UP) else ServiceState.STOPPING
+        )
     return observed or ServiceState.UNKNOWN
 
 
 #: which replica's status speaks for a replicated service that is not healthy: the first found in this order
 _SET_PRIORITY: tuple[str, ...] = (
-    ServiceState.GAVE_UP, ServiceState.FAILED, ServiceState.RECOVERING, ServiceState.BACKING_OFF,
-    ServiceState.BLOCKED, ServiceState.UNHEALTHY, ServiceState.STOPPING, ServiceState.STARTING,
-    ServiceState.NOT_READY, ServiceState.UNKNOWN, ServiceState.STOPPED,
+    ServiceState.GAVE_UP,
+    ServiceState.FAILED,
+    ServiceState.RECOVERING,
+    ServiceState.BACKING_OFF,
+    ServiceState.BLOCKED,
+    ServiceState.UNHEALTHY,
+    ServiceState.STOPPING,
+    ServiceState.STARTING,
+    ServiceState.NOT_READY,
+    ServiceState.UNKNOWN,
+    ServiceState.STOPPED,
 )
 
 

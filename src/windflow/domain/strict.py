@@ -71,8 +71,11 @@ class StrictScalars(BaseModel):
                 continue
             value = data[key]
             if kind == _NUMBER and isinstance(value, bool):
-                raise PydanticCustomError("number_type", "{field}: a number is expected, not {value}",
-                                          {"field": key, "value": "true" if value else "false"})
+                raise PydanticCustomError(
+                    "number_type",
+                    "{field}: a number is expected, not {value}",
+                    {"field": key, "value": "true" if value else "false"},
+                )
             if kind == _FLAG and value is not None and not isinstance(value, bool):
                 raise PydanticCustomError("bool_type", "{field}: true or false is expected", {"field": key})
         return data

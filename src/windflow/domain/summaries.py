@@ -142,8 +142,10 @@ def progress(components: Mapping[str, Any]) -> str:
             err = getattr(comp, "last_error", None)
             failed.append(f"{name} ({cut(err, 80)})" if err else name)
     total = len(components)
-    lines = [f"**{counts.get('healthy', 0)} of {total} healthy**"
-             + "".join(f", {n} {s.replace('_', ' ')}" for s, n in sorted(counts.items()) if s != "healthy")]
+    lines = [
+        f"**{counts.get('healthy', 0)} of {total} healthy**"
+        + "".join(f", {n} {s.replace('_', ' ')}" for s, n in sorted(counts.items()) if s != "healthy")
+    ]
     if starting:
         lines.append("starting: " + ", ".join(sorted(starting)))
     if waiting:
@@ -171,8 +173,9 @@ def supervision_details(status: Any) -> str:
         lines.append("blocked on: " + ", ".join(status.blocked_on))
     verdict = status.last_verdict
     if verdict is not None:
-        lines.append(cut(f"last verdict: {verdict.verdict}" + (f" ({verdict.message})" if verdict.message else ""),
-                         300))
+        lines.append(
+            cut(f"last verdict: {verdict.verdict}" + (f" ({verdict.message})" if verdict.message else ""), 300)
+        )
     if status.last_error:
         lines.append(cut(f"last error: {status.last_error}", 300))
     if status.restarts_total or status.recoveries_total:

@@ -56,8 +56,9 @@ def graph_problems(graph: Mapping[str, list[str]], prefix: Iterable[str | int] =
         cycle = find_cycle(graph)
         if cycle:
             problems.append(
-                Problem(loc=[*prefix, cycle[0], "depends_on"], msg=f"dependency cycle: {format_cycle(cycle)}",
-                        type="cycle")
+                Problem(
+                    loc=[*prefix, cycle[0], "depends_on"], msg=f"dependency cycle: {format_cycle(cycle)}", type="cycle"
+                )
             )
     return problems
 
@@ -74,13 +75,27 @@ def condition_problems(specs: Iterable[ServiceSpec], prefix: Iterable[str | int]
                 continue
             where = [*prefix, spec.id, "depends_on", dep, "condition"]
             if cond.condition == DependencyCondition.COMPLETED_SUCCESSFULLY and not target.is_job:
-                problems.append(Problem(loc=where, type="condition", msg=(
-                    f"{dep!r} is a service, it never completes: use `healthy` or `started` "
-                    "(`completed_successfully` is for a `kind: job`)")))
+                problems.append(
+                    Problem(
+                        loc=where,
+                        type="condition",
+                        msg=(
+                            f"{dep!r} is a service, it never completes: use `healthy` or `started` "
+                            "(`completed_successfully` is for a `kind: job`)"
+                        ),
+                    )
+                )
             elif cond.condition == DependencyCondition.HEALTHY and target.is_job and target.readiness_spec() is None:
-                problems.append(Problem(loc=where, type="condition", msg=(
-                    f"{dep!r} is a job without a probe, it is never healthy: use `completed_successfully` "
-                    "(or `started`)")))
+                problems.append(
+                    Problem(
+                        loc=where,
+                        type="condition",
+                        msg=(
+                            f"{dep!r} is a job without a probe, it is never healthy: use `completed_successfully` "
+                            "(or `started`)"
+                        ),
+                    )
+                )
     return problems
 
 
@@ -120,15 +135,18 @@ def parse_yaml(text: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigInvalid(f"the system file is not valid YAML{where}",
-                            details=[{"loc": [], "msg": str(exc), "type": "yaml"}]) from None
+        raise ConfigInvalid(
+            f"the system file is not valid YAML{where}", details=[{"loc": [], "msg": str(exc), "type": "yaml"}]
+        ) from None
     except RecursionError:
-        raise ConfigInvalid("the system file is nested too deeply",
-                            details=[{"loc": [], "msg": "nested too deeply", "type": "yaml"}]) from None
+        raise ConfigInvalid(
+            "the system file is nested too deeply", details=[{"loc": [], "msg": "nested too deeply", "type": "yaml"}]
+        ) from None
     if _expands_beyond(data, MAX_DOCUMENT_VALUES):
-        raise ConfigInvalid(f"the system file expands to more than {MAX_DOCUMENT_VALUES} values (YAML aliases)",
-                            details=[{"loc": [], "msg": "too many values once aliases are expanded",
-                                      "type": "yaml"}])
+        raise ConfigInvalid(
+            f"the system file expands to more than {MAX_DOCUMENT_VALUES} values (YAML aliases)",
+            details=[{"loc": [], "msg": "too many values once aliases are expanded", "type": "yaml"}],
+        )
     return data
 
 
@@ -136,8 +154,10 @@ def load_system(data: Any, *, base_dir: str | None = None) -> SystemFile:
     """Validate a whole system document. Raises :class:`ConfigInvalid` listing every problem."""
     problems: list[Problem] = []
     if not isinstance(data, dict):
-        raise ConfigInvalid("the system file must be a mapping with a 'services' key",
-                            details=[Problem(loc=[], msg="expected a mapping").model_dump()])
+        raise ConfigInvalid(
+            "the system file must be a mapping with a 'services' key",
+            details=[Problem(loc=[], msg="expected a mapping").model_dump()],
+        )
     # keys may be anything YAML can make (null, numbers, booleans): name them by their text
     unknown = sorted((key for key in data if key not in {"version", "services", "notifications"}), key=repr)
     for key in unknown:
@@ -187,15 +207,15 @@ def _load_notifications(data: dict[str, Any], problems: list[Problem]) -> Notifi
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        problems.append(Problem(loc=["notifications"], msg="expected a mapping with a 'channels' list",
-                                type="dict_type"))
+        problems.append(
+            Problem(loc=["notifications"], msg="expected a mapping with a 'channels' list", type="dict_type")
+        )
         return None
     for key in sorted(set(raw) - {"channels"}, key=str):
         problems.append(Problem(loc=["notifications", str(key)], msg="unknown key", type="extra_forbidden"))
     raw_channels = raw.get("channels") or []
     if not isinstance(raw_channels, list):
-        problems.append(Problem(loc=["notifications", "channels"], msg="expected a list of channels",
-                                type="list_type"))
+        problems.append(Problem(loc=["notifications", "channels"], msg="expected a list of channels", type="list_type"))
         return None
     channels: list[ChannelConfig] = []
     seen: set[str] = set()
@@ -207,8 +227,9 @@ def _load_notifications(data: dict[str, Any], problems: list[Problem]) -> Notifi
             channel = None
         name = item.get("name") if isinstance(item, dict) else None
         if isinstance(name, str) and name in seen:
-            problems.append(Problem(loc=["notifications", "channels", i, "name"],
-                                    msg=f"channel {name!r} is listed more than once"))
+            problems.append(
+                Problem(loc=["notifications", "channels", i, "name"], msg=f"channel {name!r} is listed more than once")
+            )
         elif isinstance(name, str):
             seen.add(name)
         if channel is not None:
@@ -242,8 +263,12 @@ def keep_recorded_cwd(spec: ServiceSpec, stored: ServiceSpec) -> ServiceSpec:
     `windflow apply` and `windflow up` resolve a process service's missing ``cwd`` to the system file's directory;
     a REST ``PUT /system`` of the same file has no directory to resolve against. Without this, applying one
     unchanged file both ways would save a new version each time."""
-    if (isinstance(spec.config, ProcessConfig) and spec.config.cwd is None
-            and isinstance(stored.config, ProcessConfig) and stored.config.cwd is not None):
+    if (
+        isinstance(spec.config, ProcessConfig)
+        and spec.config.cwd is None
+        and isinstance(stored.config, ProcessConfig)
+        and stored.config.cwd is not None
+    ):
         return spec.model_copy(update={"config": spec.config.model_copy(update={"cwd": stored.config.cwd})})
     return spec
 

@@ -24,9 +24,11 @@ def build_driver_registry(*, data_dir: Path, outbound: Any = None) -> DriverRegi
     from windflow.drivers.noop import NoopDriver
     from windflow.drivers.process import ProcessDriver
 
-    return DriverRegistry({
-        DriverKind.PROCESS: ProcessDriver(data_dir=Path(data_dir)),
-        DriverKind.COMMAND: CommandDriver(),
-        DriverKind.HTTP: HttpDriver(outbound=outbound),
-        DriverKind.NOOP: NoopDriver(),
-    })
+    return DriverRegistry(
+        {
+            DriverKind.PROCESS: ProcessDriver(data_dir=Path(data_dir)),
+            DriverKind.COMMAND: CommandDriver(),
+            DriverKind.HTTP: HttpDriver(outbound=outbound),
+            DriverKind.NOOP: NoopDriver(),
+        }
+    )

@@ -109,12 +109,14 @@ async def run_captured(
         popen.stdout.close()
     code, sig = exited.result() if exited.done() else (None, signal.SIGKILL)
     text = redact_text(bytes(tail[-tail_bytes:]).decode("utf-8", errors="replace"))
-    return CommandOutcome(argv=argv, exit_code=code, signal=sig, output=text, timed_out=timed_out,
-                          duration=time.monotonic() - started)
+    return CommandOutcome(
+        argv=argv, exit_code=code, signal=sig, output=text, timed_out=timed_out, duration=time.monotonic() - started
+    )
 
 
-def _spawn_captured(argv: list[str], *, env: dict[str, str], cwd: str | None,
-                    as_user: Identity | None) -> subprocess.Popen[bytes]:
+def _spawn_captured(
+    argv: list[str], *, env: dict[str, str], cwd: str | None, as_user: Identity | None
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` (a list, never a shell: shell strings are wrapped by the caller) in its own process group,
     output and errors on one pipe, as ``as_user`` (switched in the child before the exec)."""
     try:
@@ -246,5 +248,11 @@ class CommandDriver:
 
     @staticmethod
     def _result(action: str, outcome: CommandOutcome) -> DriverResult:
-        return DriverResult(ok=True, action=action, changed=True, exit_code=outcome.exit_code, output=outcome.output,
-                            message=f"{action} command exited 0 in {outcome.duration * 1000:.0f} ms")
+        return DriverResult(
+            ok=True,
+            action=action,
+            changed=True,
+            exit_code=outcome.exit_code,
+            output=outcome.output,
+            message=f"{action} command exited 0 in {outcome.duration * 1000:.0f} ms",
+        )

@@ -71,14 +71,14 @@ def identity(user: str | None, group: str | None) -> Identity:
         if entry.pw_uid != euid or gid not in (os.getegid(), *os.getgroups()):
             raise DriverFailed(
                 f"the worker runs as uid {euid}, not root: it cannot run this service as "
-                f"user {user or entry.pw_name!r}" + (f" group {group!r}" if group else "")
+                f"user {user or entry.pw_name!r}"
+                + (f" group {group!r}" if group else "")
                 + " (run the worker as root to switch users, or drop `user`/`group`)",
                 details={"user": user, "group": group, "worker_uid": euid},
             )
         return Identity(home=entry.pw_dir, name=entry.pw_name)
     extra = os.getgrouplist(entry.pw_name, gid) if user is not None else [gid]
-    return Identity(home=entry.pw_dir, name=entry.pw_name,
-                    uid=entry.pw_uid, gid=gid, extra_groups=extra)
+    return Identity(home=entry.pw_dir, name=entry.pw_name, uid=entry.pw_uid, gid=gid, extra_groups=extra)
 
 
 def read_env_file(path: str, cwd: str | None = None) -> dict[str, str]:

@@ -128,6 +128,10 @@ class HttpDriver:
                 f"{endpoint.expect_status}",
                 details={"status": response.status_code, "length": size},
             )
-        return DriverResult(ok=True, action=action, changed=True, output="",
-                            message=f"{where} answered {response.status_code} ({size} bytes) in "
-                                    f"{elapsed * 1000:.0f} ms")
+        return DriverResult(
+            ok=True,
+            action=action,
+            changed=True,
+            output="",
+            message=f"{where} answered {response.status_code} ({size} bytes) in {elapsed * 1000:.0f} ms",
+        )

@@ -449,8 +449,14 @@ class ProcessDriver:
         async with self._lock(service.id):
             proc, _ = self._lookup(service.id)
             if proc is not None and proc.is_alive():
-                return DriverResult(ok=True, action="start", changed=False, pid=proc.pid, started_at=proc.started_at,
-                                    message=f"already running (pid {proc.pid})")
+                return DriverResult(
+                    ok=True,
+                    action="start",
+                    changed=False,
+                    pid=proc.pid,
+                    started_at=proc.started_at,
+                    message=f"already running (pid {proc.pid})",
+                )
             self._kill_leftovers(service.id)  # what a main that died unseen left behind holds ports and files
             return await self._spawn(service, cfg, action="start")
 
@@ -474,11 +480,16 @@ class ProcessDriver:
             return ServiceStatus(status=RunStatus.STOPPED, message=note or "not started")
         self._cap_logs(proc, cfg.log_max_bytes)
         if proc.is_alive():
-            return ServiceStatus(status=RunStatus.RUNNING, pid=proc.pid, started_at=proc.started_at,
-                                 message="; ".join([f"running (pid {proc.pid})", *proc.notes]))
+            return ServiceStatus(
+                status=RunStatus.RUNNING,
+                pid=proc.pid,
+                started_at=proc.started_at,
+                message="; ".join([f"running (pid {proc.pid})", *proc.notes]),
+            )
         reason = proc.exit.message if proc.exit is not None else "exited"
-        return ServiceStatus(status=RunStatus.STOPPED, pid=proc.pid, started_at=proc.started_at,
-                             message=f"pid {proc.pid} {reason}")
+        return ServiceStatus(
+            status=RunStatus.STOPPED, pid=proc.pid, started_at=proc.started_at, message=f"pid {proc.pid} {reason}"
+        )
 
     async def kill_leftovers(self, service: ServiceSpec) -> int:
         """After the service's main process died: SIGKILL what is left of its process group (a child it started),
@@ -517,8 +528,15 @@ class ProcessDriver:
         name = file_name(service_id)
         return self.log_dir / f"{name}.out.log", self.log_dir / f"{name}.err.log"
 
-    def log_tail(self, service_id: str, *, lines: int = 20, stream: str = "stderr",
-                 max_bytes: int = 16 * 1024, max_line: int = 500) -> list[str]:
+    def log_tail(
+        self,
+        service_id: str,
+        *,
+        lines: int = 20,
+        stream: str = "stderr",
+        max_bytes: int = 16 * 1024,
+        max_line: int = 500,
+    ) -> list[str]:
         """The last ``lines`` lines of a service's log (``stdout`` or ``stderr``), each cut to ``max_line``
         characters: of its current (or last) process's output when this driver started it, else of the file;
         read from the file's last ``max_bytes`` only. Empty when there is no log."""
@@ -567,17 +585,20 @@ class ProcessDriver:
         return data
 
     def _write_state(self, proc: _Proc, *, cwd: str | None) -> None:
-        self._store_state(proc.service_id, {
-            "pid": proc.pid,
-            "pgid": proc.pgid,
-            "starttime": proc.starttime,
-            "started_at": proc.started_at.isoformat(),
-            "command": proc.command,
-            "cwd": cwd,
-            "logs": [str(p) for p in proc.logs],
-            "notes": proc.notes,
-            "token": proc.token,
-        })
+        self._store_state(
+            proc.service_id,
+            {
+                "pid": proc.pid,
+                "pgid": proc.pgid,
+                "starttime": proc.starttime,
+                "started_at": proc.started_at.isoformat(),
+                "command": proc.command,
+                "cwd": cwd,
+                "logs": [str(p) for p in proc.logs],
+                "notes": proc.notes,
+                "token": proc.token,
+            },
+        )
 
     def _store_state(self, service_id: str, fields: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -753,26 +774,37 @@ class ProcessDriver:
         # failure to write it is reported by the write after the fork, which fails the same way)
         env[SPAWN_TOKEN_ENV] = token = uuid.uuid4().hex
         with contextlib.suppress(OSError):
-            self._store_state(service.id, {"spawning": token, "started_at": _now().isoformat(), "command": argv,
-                                           "cwd": cfg.cwd, "logs": [str(p) for p in log_paths], "notes": notes})
+            self._store_state(
+                service.id,
+                {
+                    "spawning": token,
+                    "started_at": _now().isoformat(),
+                    "command": argv,
+                    "cwd": cfg.cwd,
+                    "logs": [str(p) for p in log_paths],
+                    "notes": notes,
+                },
+            )
         self._spawning.add(service.id)
         try:
             # in a thread: a fork-exec from this big, many-threaded process takes milliseconds, and a burst of
             # starts (an initialization's level) would hold the event loop for all of them
-            popen, cancelled = await _finish_despite_cancel(asyncio.to_thread(
-                subprocess.Popen,  # argv list, never a shell
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=cfg.cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-                user=who.uid,
-                group=who.gid,
-                extra_groups=who.extra_groups,
-            ))
+            popen, cancelled = await _finish_despite_cancel(
+                asyncio.to_thread(
+                    subprocess.Popen,  # argv list, never a shell
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    cwd=cfg.cwd,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                    user=who.uid,
+                    group=who.gid,
+                    extra_groups=who.extra_groups,
+                )
+            )
         except OSError as exc:
             with contextlib.suppress(OSError):
                 self.state_path(service.id).unlink()  # nothing was started
@@ -811,8 +843,9 @@ class ProcessDriver:
         if cancelled:  # the process exists and is tracked (a later stop finds it); now honour the cancel
             raise asyncio.CancelledError
         message = "; ".join([f"started pid {proc.pid}", *notes])
-        return DriverResult(ok=True, action=action, changed=True, pid=proc.pid, started_at=proc.started_at,
-                            message=message)
+        return DriverResult(
+            ok=True, action=action, changed=True, pid=proc.pid, started_at=proc.started_at, message=message
+        )
 
     async def _stop(self, service_id: str, cfg: ProcessConfig, *, grace: float | None, action: str) -> DriverResult:
         proc, note = self._lookup(service_id)
@@ -861,7 +894,8 @@ class ProcessDriver:
             except TimeoutError:
                 raise DriverFailed(
                     f"pid {proc.pid} did not exit {format_duration(self.kill_wait)} after SIGKILL "
-                    "(uninterruptible sleep?)", details={"pid": proc.pid}
+                    "(uninterruptible sleep?)",
+                    details={"pid": proc.pid},
                 ) from None
         # the leader is gone: take down anything it left in its group (workers, shells' children)
         if proc.pgid == proc.pid:
@@ -870,11 +904,18 @@ class ProcessDriver:
         self._forget_state(service_id, proc.pid)
         how = f"SIGKILL after {format_duration(grace)} grace" if forced else sig.name
         if resumed:
-            how = f"{sig.name} sent before a worker restart; " + ("SIGKILL at the end of its grace" if forced
-                                                                   else "exited within its grace")
+            how = f"{sig.name} sent before a worker restart; " + (
+                "SIGKILL at the end of its grace" if forced else "exited within its grace"
+            )
         outcome = info.message.removeprefix("stopped by windflow: ")
-        return DriverResult(ok=True, action=action, changed=True, pid=proc.pid, exit_code=info.exit_code,
-                            message=f"stopped pid {proc.pid} ({how}; {outcome})")
+        return DriverResult(
+            ok=True,
+            action=action,
+            changed=True,
+            pid=proc.pid,
+            exit_code=info.exit_code,
+            message=f"stopped pid {proc.pid} ({how}; {outcome})",
+        )
 
     def _record_stop(self, proc: _Proc, sig: signal.Signals, grace: float) -> None:
         """Write into the state file that the stop of ``proc`` begins now (signal, deadline of its grace)."""
@@ -890,8 +931,13 @@ class ProcessDriver:
         """The signal and grace deadline of a stop of ``proc`` that an earlier driver began (see the module
         docstring); None when no stop of this very process was recorded."""
         state = self._read_state(proc.service_id)
-        if (state is None or state.get("pid") != proc.pid or state.get("starttime") != proc.starttime
-                or state.get("boot_id") != boot_id() or not isinstance(state.get("stop"), dict)):
+        if (
+            state is None
+            or state.get("pid") != proc.pid
+            or state.get("starttime") != proc.starttime
+            or state.get("boot_id") != boot_id()
+            or not isinstance(state.get("stop"), dict)
+        ):
             return None
         stop = state["stop"]
         try:

@@ -32,7 +32,9 @@ def build_channel(config: ChannelConfig, outbound: OutboundPolicy | None = None)
     return LogChannel(config)
 
 
-def build_channels(configs: Iterable[ChannelConfig], outbound: OutboundPolicy | None = None,
-                   ) -> dict[str, NotificationChannel]:
+def build_channels(
+    configs: Iterable[ChannelConfig],
+    outbound: OutboundPolicy | None = None,
+) -> dict[str, NotificationChannel]:
     """Channels by name; a later config with the same name replaces an earlier one."""
     return {c.name: build_channel(c, outbound) for c in configs}

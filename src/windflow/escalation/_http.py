@@ -40,5 +40,6 @@ async def post_json(config: ChannelConfig, payload: Any, *, outbound: OutboundPo
         return DeliveryResult(channel=config.name, delivered=True, status_code=response.status_code)
     excerpt = response.text[:BODY_EXCERPT].strip()
     error = f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else "")
-    return DeliveryResult(channel=config.name, delivered=False, status_code=response.status_code,
-                          error=redact_text(error))
+    return DeliveryResult(
+        channel=config.name, delivered=False, status_code=response.status_code, error=redact_text(error)
+    )

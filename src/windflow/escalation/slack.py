@@ -31,8 +31,10 @@ def slack_payload(notification: Notification) -> dict[str, Any]:
     icon = ICONS.get(notification.kind, ":bell:")
     fallback = f"{icon} [{notification.kind.value}] {notification.service_id}: {notification.title}"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(f"{notification.title}", HEADER_MAX),
-                                    "emoji": True}},
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _cut(f"{notification.title}", HEADER_MAX), "emoji": True},
+        },
     ]
     if notification.text:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(notification.text, SECTION_MAX)}})

@@ -137,8 +137,11 @@ class RedisStreamsBus:
         self.stream = stream
         self.maxlen = maxlen
         self.block_ms = block_ms
-        self.consumer_defaults: dict[str, Any] = {"claim_idle": claim_idle, "max_deliveries": max_deliveries,
-                                                  "block_ms": block_ms}
+        self.consumer_defaults: dict[str, Any] = {
+            "claim_idle": claim_idle,
+            "max_deliveries": max_deliveries,
+            "block_ms": block_ms,
+        }
         self._publish = self.redis.register_script(_PUBLISH)
         self._closed = False
 
@@ -155,7 +158,7 @@ class RedisStreamsBus:
     async def publish_many(self, events: Sequence[Event]) -> list[str]:
         out: list[str] = []
         for start in range(0, len(events), MAX_SCRIPT_BATCH):
-            chunk = events[start:start + MAX_SCRIPT_BATCH]
+            chunk = events[start : start + MAX_SCRIPT_BATCH]
             args: list[Any] = [self.maxlen, self.maxlen]
             for event in chunk:
                 args += [event.event_id, event.event_type.value, event.model_dump_json()]
@@ -315,8 +318,9 @@ class StreamConsumer:
     async def _fetch(self) -> list[Delivery]:
         while self._own_cursor is not None:
             # one pass over what this consumer was given and never acknowledged (then XAUTOCLAIM retries it)
-            response = await self.redis.xreadgroup(self.group, self.name, {self.stream: self._own_cursor},
-                                                   count=self.count)
+            response = await self.redis.xreadgroup(
+                self.group, self.name, {self.stream: self._own_cursor}, count=self.count
+            )
             raw = _entries_with_trimmed(response)
             if not raw:
                 self._own_cursor = None
@@ -331,19 +335,27 @@ class StreamConsumer:
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + self.claim_idle_ms / 4000
-            result = await self.redis.xautoclaim(self.stream, self.group, self.name, self.claim_idle_ms,
-                                                 start_id=self._claim_cursor, count=self.count)
+            result = await self.redis.xautoclaim(
+                self.stream, self.group, self.name, self.claim_idle_ms, start_id=self._claim_cursor, count=self.count
+            )
             self._claim_cursor = str(result[0])
             claimed = [(pos, fields) for pos, fields in result[1] if fields is not None]
             if claimed:
                 return await self._with_counts(claimed)
-        response = await self.redis.xreadgroup(self.group, self.name, {self.stream: ">"}, count=self.count,
-                                               block=self.block_ms)
+        response = await self.redis.xreadgroup(
+            self.group, self.name, {self.stream: ">"}, count=self.count, block=self.block_ms
+        )
         return [Delivery(pos, decode(fields), 1, fields) for pos, fields in _entries(response)]
 
     async def _with_counts(self, entries: list[tuple[str, dict[str, str]]]) -> list[Delivery]:
-        pending = await self.redis.xpending_range(self.stream, self.group, min=entries[0][0], max=entries[-1][0],
-                                                  count=len(entries) + 100, consumername=self.name)
+        pending = await self.redis.xpending_range(
+            self.stream,
+            self.group,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=len(entries) + 100,
+            consumername=self.name,
+        )
         counts = {str(p["message_id"]): int(p["times_delivered"]) for p in pending}
         return [Delivery(pos, decode(fields), counts.get(pos, 1), fields) for pos, fields in entries]
 
@@ -356,8 +368,13 @@ class StreamConsumer:
         """Move an entry to the dead-letter stream and acknowledge it, atomically."""
         async with self.redis.pipeline(transaction=True) as pipe:
             entry: dict[FieldT, EncodableT] = dict(delivery.fields.items())
-            entry.update(original_id=delivery.position, group=self.group, consumer=self.name,
-                         deliveries=str(delivery.deliveries), reason=reason[:500])
+            entry.update(
+                original_id=delivery.position,
+                group=self.group,
+                consumer=self.name,
+                deliveries=str(delivery.deliveries),
+                reason=reason[:500],
+            )
             pipe.xadd(self.dead_letter_stream, entry, maxlen=self.dead_letter_maxlen, approximate=True)
             pipe.xack(self.stream, self.group, delivery.position)
             await pipe.execute()
@@ -397,6 +414,7 @@ class StreamConsumer:
 
 
 # The client decodes replies to str (``decode_responses=True``); these two give them their types, once.
+
 
 def _range(reply: Any) -> list[tuple[str, dict[str, str]]]:
     """An XRANGE / XREVRANGE / XAUTOCLAIM entry list as (position, fields) pairs."""

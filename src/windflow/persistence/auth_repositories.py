@@ -65,11 +65,22 @@ class RoleRepository:
         return set((await session.execute(stmt)).scalars())
 
     async def create(
-        self, *, session: AsyncSession, name: str, permissions: Sequence[str], description: str = "",
+        self,
+        *,
+        session: AsyncSession,
+        name: str,
+        permissions: Sequence[str],
+        description: str = "",
         builtin: bool = False,
     ) -> RoleRow:
-        row = RoleRow(name=name, permissions=sorted(set(permissions)), description=description, builtin=builtin,
-                      created_at=utcnow(), updated_at=utcnow())
+        row = RoleRow(
+            name=name,
+            permissions=sorted(set(permissions)),
+            description=description,
+            builtin=builtin,
+            created_at=utcnow(),
+            updated_at=utcnow(),
+        )
         session.add(row)
         await session.flush()
         return row
@@ -80,16 +91,21 @@ class RoleRepository:
             wanted = sorted(str(p) for p in perms)
             row = await self.get(session=session, name=name)
             if row is None:
-                await self.create(session=session, name=name, permissions=wanted, builtin=True,
-                                  description=f"built-in {name} role")
+                await self.create(
+                    session=session, name=name, permissions=wanted, builtin=True, description=f"built-in {name} role"
+                )
             elif sorted(row.permissions or []) != wanted or not row.builtin:
                 row.permissions = wanted
                 row.builtin = True
         await session.flush()
 
     async def members(self, *, session: AsyncSession, name: str) -> list[str]:
-        stmt = (select(UserRow.username).join(UserRoleRow, UserRoleRow.user_id == UserRow.id)
-                .where(UserRoleRow.role_name == name).order_by(UserRow.username))
+        stmt = (
+            select(UserRow.username)
+            .join(UserRoleRow, UserRoleRow.user_id == UserRow.id)
+            .where(UserRoleRow.role_name == name)
+            .order_by(UserRow.username)
+        )
         return list((await session.execute(stmt)).scalars())
 
     async def delete(self, *, session: AsyncSession, name: str) -> None:
@@ -129,8 +145,11 @@ class UserRepository:
         out: dict[int, list[str]] = {uid: [] for uid in user_ids}
         if not user_ids:
             return out
-        stmt = (select(UserRoleRow.user_id, UserRoleRow.role_name).where(UserRoleRow.user_id.in_(user_ids))
-                .order_by(UserRoleRow.role_name))
+        stmt = (
+            select(UserRoleRow.user_id, UserRoleRow.role_name)
+            .where(UserRoleRow.user_id.in_(user_ids))
+            .order_by(UserRoleRow.role_name)
+        )
         for uid, role in (await session.execute(stmt)).all():
             out[uid].append(role)
         return out
@@ -149,7 +168,12 @@ class UserRepository:
         return frozenset(out)
 
     async def get_all(
-        self, *, session: AsyncSession, limit: int = 50, cursor: str | None = None, role: str | None = None,
+        self,
+        *,
+        session: AsyncSession,
+        limit: int = 50,
+        cursor: str | None = None,
+        role: str | None = None,
         disabled: bool | None = None,
     ) -> Page[UserRow]:
         limit = max(1, min(limit, MAX_LIMIT))
@@ -167,12 +191,23 @@ class UserRepository:
         return Page(rows, encode_cursor({"after": rows[-1].username}) if more and rows else None)
 
     async def create(
-        self, *, session: AsyncSession, username: str, password_hash: str, roles: Sequence[str],
+        self,
+        *,
+        session: AsyncSession,
+        username: str,
+        password_hash: str,
+        roles: Sequence[str],
         disabled: bool = False,
     ) -> UserRow:
         now = utcnow()
-        row = UserRow(username=username, password_hash=password_hash, disabled=disabled, created_at=now,
-                      updated_at=now, password_changed_at=now)
+        row = UserRow(
+            username=username,
+            password_hash=password_hash,
+            disabled=disabled,
+            created_at=now,
+            updated_at=now,
+            password_changed_at=now,
+        )
         session.add(row)
         await session.flush()
         await self.set_roles(session=session, user=row, roles=roles)
@@ -204,12 +239,17 @@ class UserRepository:
 
     async def enabled_holders(self, *, session: AsyncSession, permission: str) -> list[str]:
         """User names of enabled users whose roles grant ``permission``."""
-        roles = [r.name for r in (await session.execute(select(RoleRow))).scalars() if permission in (r.permissions
-                                                                                                       or [])]
+        roles = [
+            r.name for r in (await session.execute(select(RoleRow))).scalars() if permission in (r.permissions or [])
+        ]
         if not roles:
             return []
-        stmt = (select(UserRow.username).join(UserRoleRow, UserRoleRow.user_id == UserRow.id)
-                .where(UserRoleRow.role_name.in_(roles), UserRow.disabled.is_(False)).distinct())
+        stmt = (
+            select(UserRow.username)
+            .join(UserRoleRow, UserRoleRow.user_id == UserRow.id)
+            .where(UserRoleRow.role_name.in_(roles), UserRow.disabled.is_(False))
+            .distinct()
+        )
         return sorted((await session.execute(stmt)).scalars())
 
 
@@ -229,19 +269,32 @@ class RotateResult:
 
 class RefreshTokenRepository:
     async def issue(
-        self, *, session: AsyncSession, user_id: int, token_hash: str, ttl: int, family_id: str | None = None,
+        self,
+        *,
+        session: AsyncSession,
+        user_id: int,
+        token_hash: str,
+        ttl: int,
+        family_id: str | None = None,
     ) -> RefreshTokenRow:
         now = utcnow()
-        row = RefreshTokenRow(id=_new_id(), family_id=family_id or _new_id(), user_id=user_id, token_hash=token_hash,
-                              created_at=now, expires_at=now + timedelta(seconds=ttl))
+        row = RefreshTokenRow(
+            id=_new_id(),
+            family_id=family_id or _new_id(),
+            user_id=user_id,
+            token_hash=token_hash,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+        )
         session.add(row)
         await session.flush()
         return row
 
     async def consume(self, *, session: AsyncSession, token_hash: str) -> RotateResult:
         """Mark the presented token used (exactly once). A token presented a second time revokes its family."""
-        row = (await session.execute(select(RefreshTokenRow).where(RefreshTokenRow.token_hash == token_hash))
-               ).scalar_one_or_none()
+        row = (
+            await session.execute(select(RefreshTokenRow).where(RefreshTokenRow.token_hash == token_hash))
+        ).scalar_one_or_none()
         if row is None:
             return RotateResult("unknown")
         result = RotateResult("ok", user_id=row.user_id, family_id=row.family_id)
@@ -260,8 +313,9 @@ class RefreshTokenRepository:
         # the conditional update is the race guard: of two concurrent refreshes only one sees rowcount 1
         won = await session.execute(
             update(RefreshTokenRow)
-            .where(RefreshTokenRow.id == row.id, RefreshTokenRow.used_at.is_(None),
-                   RefreshTokenRow.revoked_at.is_(None))
+            .where(
+                RefreshTokenRow.id == row.id, RefreshTokenRow.used_at.is_(None), RefreshTokenRow.revoked_at.is_(None)
+            )
             .values(used_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -284,8 +338,11 @@ class RefreshTokenRepository:
         return affected_rows(res)
 
     async def live_families(self, *, session: AsyncSession, user_id: int) -> list[str]:
-        stmt = (select(RefreshTokenRow.family_id)
-                .where(RefreshTokenRow.user_id == user_id, RefreshTokenRow.revoked_at.is_(None)).distinct())
+        stmt = (
+            select(RefreshTokenRow.family_id)
+            .where(RefreshTokenRow.user_id == user_id, RefreshTokenRow.revoked_at.is_(None))
+            .distinct()
+        )
         return sorted((await session.execute(stmt)).scalars())
 
     async def revoke_user(self, *, session: AsyncSession, user_id: int, reason: str) -> list[str]:
@@ -315,17 +372,36 @@ class ApiTokenOwner:
 
 class ApiTokenRepository:
     async def create(
-        self, *, session: AsyncSession, user_id: int, name: str, token_hash: str, prefix: str,
-        permissions: Sequence[str], expires_at: datetime | None = None,
+        self,
+        *,
+        session: AsyncSession,
+        user_id: int,
+        name: str,
+        token_hash: str,
+        prefix: str,
+        permissions: Sequence[str],
+        expires_at: datetime | None = None,
     ) -> ApiTokenRow:
-        row = ApiTokenRow(id=_new_id(), user_id=user_id, name=name, token_hash=token_hash, prefix=prefix,
-                          permissions=sorted(set(permissions)), created_at=utcnow(), expires_at=expires_at)
+        row = ApiTokenRow(
+            id=_new_id(),
+            user_id=user_id,
+            name=name,
+            token_hash=token_hash,
+            prefix=prefix,
+            permissions=sorted(set(permissions)),
+            created_at=utcnow(),
+            expires_at=expires_at,
+        )
         session.add(row)
         await session.flush()
         return row
 
     async def get_all(
-        self, *, session: AsyncSession, user_id: int | None = None, include_revoked: bool = False,
+        self,
+        *,
+        session: AsyncSession,
+        user_id: int | None = None,
+        include_revoked: bool = False,
     ) -> list[ApiTokenOwner]:
         stmt = select(ApiTokenRow, UserRow).join(UserRow, UserRow.id == ApiTokenRow.user_id)
         if user_id is not None:
@@ -336,29 +412,39 @@ class ApiTokenRepository:
         return [ApiTokenOwner(t, u) for t, u in rows]
 
     async def get(self, *, session: AsyncSession, token_id: str) -> ApiTokenOwner | None:
-        stmt = (select(ApiTokenRow, UserRow).join(UserRow, UserRow.id == ApiTokenRow.user_id)
-                .where(ApiTokenRow.id == token_id))
+        stmt = (
+            select(ApiTokenRow, UserRow)
+            .join(UserRow, UserRow.id == ApiTokenRow.user_id)
+            .where(ApiTokenRow.id == token_id)
+        )
         found = (await session.execute(stmt)).first()
         return ApiTokenOwner(found[0], found[1]) if found else None
 
     async def by_hash(self, *, session: AsyncSession, token_hash: str) -> ApiTokenOwner | None:
-        stmt = (select(ApiTokenRow, UserRow).join(UserRow, UserRow.id == ApiTokenRow.user_id)
-                .where(ApiTokenRow.token_hash == token_hash))
+        stmt = (
+            select(ApiTokenRow, UserRow)
+            .join(UserRow, UserRow.id == ApiTokenRow.user_id)
+            .where(ApiTokenRow.token_hash == token_hash)
+        )
         found = (await session.execute(stmt)).first()
         return ApiTokenOwner(found[0], found[1]) if found else None
 
     async def revoke(self, *, session: AsyncSession, token_id: str) -> bool:
         res = await session.execute(
-            update(ApiTokenRow).where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None))
-            .values(revoked_at=utcnow()).execution_options(synchronize_session=False)
+            update(ApiTokenRow)
+            .where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
         )
         return affected_rows(res) > 0
 
     async def revoke_user(self, *, session: AsyncSession, user_id: int) -> int:
         """Revoke every live token of a user (a password change: whoever had the old one made tokens too)."""
         res = await session.execute(
-            update(ApiTokenRow).where(ApiTokenRow.user_id == user_id, ApiTokenRow.revoked_at.is_(None))
-            .values(revoked_at=utcnow()).execution_options(synchronize_session=False)
+            update(ApiTokenRow)
+            .where(ApiTokenRow.user_id == user_id, ApiTokenRow.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
         )
         return affected_rows(res)
 
@@ -367,9 +453,12 @@ class ApiTokenRepository:
         now = utcnow()
         await session.execute(
             update(ApiTokenRow)
-            .where(ApiTokenRow.id == token_id,
-                   or_(ApiTokenRow.last_used_at.is_(None), ApiTokenRow.last_used_at < now - every))
-            .values(last_used_at=now).execution_options(synchronize_session=False)
+            .where(
+                ApiTokenRow.id == token_id,
+                or_(ApiTokenRow.last_used_at.is_(None), ApiTokenRow.last_used_at < now - every),
+            )
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
         )
 
 
@@ -379,10 +468,14 @@ class ApiTokenRepository:
 #: built once: constructing a statement costs more than running this one. A request presents one or two keys
 #: (the token's id, its session's id): two fixed parameters, not an expanding ``IN``, which SQLAlchemy would
 #: render anew on every run
-_DENIED = (select(AccessDenylistRow.key)
-           .where(or_(AccessDenylistRow.key == bindparam("key1"), AccessDenylistRow.key == bindparam("key2")),
-                  AccessDenylistRow.expires_at > bindparam("now", type_=AccessDenylistRow.expires_at.type))
-           .limit(1))
+_DENIED = (
+    select(AccessDenylistRow.key)
+    .where(
+        or_(AccessDenylistRow.key == bindparam("key1"), AccessDenylistRow.key == bindparam("key2")),
+        AccessDenylistRow.expires_at > bindparam("now", type_=AccessDenylistRow.expires_at.type),
+    )
+    .limit(1)
+)
 
 
 class DenylistRepository:
@@ -391,9 +484,10 @@ class DenylistRepository:
         dialect = _dialect(session)
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         stmt = insert(AccessDenylistRow).values(**values)
-        stmt = stmt.on_conflict_do_update(index_elements=["key"],
-                                          set_={"expires_at": stmt.excluded.expires_at,
-                                                "revoked_at": stmt.excluded.revoked_at})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"expires_at": stmt.excluded.expires_at, "revoked_at": stmt.excluded.revoked_at},
+        )
         await session.execute(stmt)
 
     async def add_many(self, *, session: AsyncSession, keys: Iterable[str], expires_at: datetime) -> None:
@@ -405,7 +499,7 @@ class DenylistRepository:
         (:meth:`Database.rows`)."""
         now = utcnow()
         for first in range(0, len(keys), 2):
-            pair = keys[first:first + 2]
+            pair = keys[first : first + 2]
             if await db.rows(_DENIED, {"key1": pair[0], "key2": pair[-1], "now": now}):
                 return True
         return False

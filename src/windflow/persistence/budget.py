@@ -62,8 +62,9 @@ def _is_postgres(session: AsyncSession) -> bool:
 
 
 def _lease(row: RestartLeaseRow) -> Lease:
-    return Lease(id=row.id, service_id=row.service_id, holder=row.holder, acquired_at=row.acquired_at,
-                 expires_at=row.expires_at)
+    return Lease(
+        id=row.id, service_id=row.service_id, holder=row.holder, acquired_at=row.acquired_at, expires_at=row.expires_at
+    )
 
 
 class RestartBudget:
@@ -94,8 +95,11 @@ class RestartBudget:
             held = (
                 await session.execute(
                     select(RestartLeaseRow)
-                    .where(RestartLeaseRow.holder == holder, RestartLeaseRow.released_at.is_(None),
-                           RestartLeaseRow.expires_at > now)
+                    .where(
+                        RestartLeaseRow.holder == holder,
+                        RestartLeaseRow.released_at.is_(None),
+                        RestartLeaseRow.expires_at > now,
+                    )
                     .order_by(RestartLeaseRow.acquired_at.desc())
                     .limit(1)
                 )
@@ -116,10 +120,19 @@ class RestartBudget:
                 oldest = recent[len(recent) - self.max_per_window]
                 waits.append((oldest + timedelta(seconds=self.window) - now).total_seconds())
             if reasons:
-                return Refusal(reason="; ".join(reasons), retry_after=round(max(MIN_RETRY_AFTER, *waits), 3),
-                               in_flight=len(flight), recent=len(recent))
-            row = RestartLeaseRow(id=uuid.uuid4().hex, service_id=service_id, holder=holder, acquired_at=now,
-                                  expires_at=now + timedelta(seconds=self.lease))
+                return Refusal(
+                    reason="; ".join(reasons),
+                    retry_after=round(max(MIN_RETRY_AFTER, *waits), 3),
+                    in_flight=len(flight),
+                    recent=len(recent),
+                )
+            row = RestartLeaseRow(
+                id=uuid.uuid4().hex,
+                service_id=service_id,
+                holder=holder,
+                acquired_at=now,
+                expires_at=now + timedelta(seconds=self.lease),
+            )
             session.add(row)
             await session.flush()
             return _lease(row)
@@ -140,8 +153,13 @@ class RestartBudget:
             now = self.clock()
             flight = await self._in_flight_expiries(session, now)
             recent = await self._recent_starts(session, now)
-        return BudgetUsage(in_flight=len(flight), recent=len(recent), max_in_flight=self.max_in_flight,
-                           max_per_window=self.max_per_window, window=self.window)
+        return BudgetUsage(
+            in_flight=len(flight),
+            recent=len(recent),
+            max_in_flight=self.max_in_flight,
+            max_per_window=self.max_per_window,
+            window=self.window,
+        )
 
     async def purge(self, *, older_than: float) -> int:
         """Delete leases acquired more than ``older_than`` seconds ago that are released or expired."""

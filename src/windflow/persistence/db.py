@@ -75,8 +75,7 @@ def create_engine(url: str, *, echo: bool = False, **kwargs: Any) -> AsyncEngine
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             private_file(Path(parsed.database).expanduser())
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-                                     **kwargs)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         _sqlite_setup(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -85,8 +84,9 @@ def create_engine(url: str, *, echo: bool = False, **kwargs: Any) -> AsyncEngine
     return create_async_engine(url, echo=echo, **kwargs)
 
 
-def _sqlite_setup(engine: AsyncEngine | Engine, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
-                  checkpoint: bool = True) -> None:
+def _sqlite_setup(
+    engine: AsyncEngine | Engine, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, checkpoint: bool = True
+) -> None:
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
@@ -111,8 +111,11 @@ def _sqlite_setup(engine: AsyncEngine | Engine, *, busy_timeout_ms: int = SQLITE
 def _sqlite_plain_engine(engine: AsyncEngine, *, timeout_ms: int, **kwargs: Any) -> Engine:
     """A plain (pysqlite, no thread of its own) engine on the same file as ``engine``."""
     kwargs.setdefault("hide_parameters", True)
-    return create_sync_engine(engine.url.set(drivername="sqlite"),
-                              connect_args={"check_same_thread": False, "timeout": timeout_ms / 1000}, **kwargs)
+    return create_sync_engine(
+        engine.url.set(drivername="sqlite"),
+        connect_args={"check_same_thread": False, "timeout": timeout_ms / 1000},
+        **kwargs,
+    )
 
 
 def _sqlite_busy(exc: OperationalError) -> bool:
@@ -194,8 +197,11 @@ class Database:
         self._writer = async_sessionmaker(writer_bind, expire_on_commit=False)
         database = engine.url.database or ""
         # an in-memory database is private to its connection: nothing to queue for
-        self._sqlite_file = (str(Path(database).expanduser().resolve())
-                             if self.dialect == "sqlite" and database not in ("", ":memory:") else None)
+        self._sqlite_file = (
+            str(Path(database).expanduser().resolve())
+            if self.dialect == "sqlite" and database not in ("", ":memory:")
+            else None
+        )
         self._batch: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._batcher: asyncio.Task[None] | None = None
         self._running: list[tuple[Callable[[AsyncSession], Awaitable[Any]], asyncio.Future[Any]]] = []

@@ -41,23 +41,39 @@ class JobRunRepository:
     async def add(self, *, session: AsyncSession, row: JobRunRow, keep: int = KEEP_RUNS) -> JobRunRow:
         session.add(row)
         await session.flush()
-        cutoff = (await session.execute(
-            select(JobRunRow.id).where(JobRunRow.service_id == row.service_id)
-            .order_by(JobRunRow.id.desc()).offset(keep).limit(1)
-        )).scalar_one_or_none()
+        cutoff = (
+            await session.execute(
+                select(JobRunRow.id)
+                .where(JobRunRow.service_id == row.service_id)
+                .order_by(JobRunRow.id.desc())
+                .offset(keep)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
         if cutoff is not None:
-            await session.execute(delete(JobRunRow).where(JobRunRow.service_id == row.service_id,
-                                                          JobRunRow.id <= cutoff))
+            await session.execute(
+                delete(JobRunRow).where(JobRunRow.service_id == row.service_id, JobRunRow.id <= cutoff)
+            )
         return row
 
     async def last_success(self, *, session: AsyncSession, service_id: str, version: int) -> JobRunRow | None:
-        return (await session.execute(
-            select(JobRunRow).where(JobRunRow.service_id == service_id, JobRunRow.version == version,
-                                    JobRunRow.succeeded.is_(True))
-            .order_by(JobRunRow.id.desc()).limit(1)
-        )).scalar_one_or_none()
+        return (
+            await session.execute(
+                select(JobRunRow)
+                .where(JobRunRow.service_id == service_id, JobRunRow.version == version, JobRunRow.succeeded.is_(True))
+                .order_by(JobRunRow.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
 
     async def get_all(self, *, session: AsyncSession, service_id: str, limit: int = 20) -> list[JobRunRow]:
-        return list((await session.execute(
-            select(JobRunRow).where(JobRunRow.service_id == service_id).order_by(JobRunRow.id.desc()).limit(limit)
-        )).scalars())
+        return list(
+            (
+                await session.execute(
+                    select(JobRunRow)
+                    .where(JobRunRow.service_id == service_id)
+                    .order_by(JobRunRow.id.desc())
+                    .limit(limit)
+                )
+            ).scalars()
+        )

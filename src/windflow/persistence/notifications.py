@@ -34,8 +34,15 @@ class NotificationChannelRepository:
         doc = channel.model_dump(mode="json")
         if row is None:
             last = (await session.execute(select(func.max(NotificationChannelRow.position)))).scalar()
-            session.add(NotificationChannelRow(name=channel.name, position=(last if last is not None else -1) + 1,
-                                               kind=channel.kind.value, config=doc, created_at=utcnow()))
+            session.add(
+                NotificationChannelRow(
+                    name=channel.name,
+                    position=(last if last is not None else -1) + 1,
+                    kind=channel.kind.value,
+                    config=doc,
+                    created_at=utcnow(),
+                )
+            )
         else:
             row.kind, row.config = channel.kind.value, doc
         await session.flush()
@@ -50,8 +57,9 @@ class NotificationChannelRepository:
         await session.execute(delete(NotificationChannelRow))
         now = utcnow()
         session.add_all(
-            NotificationChannelRow(name=c.name, position=i, kind=c.kind.value, config=c.model_dump(mode="json"),
-                                   created_at=now)
+            NotificationChannelRow(
+                name=c.name, position=i, kind=c.kind.value, config=c.model_dump(mode="json"), created_at=now
+            )
             for i, c in enumerate(channels)
         )
         await session.flush()
@@ -72,8 +80,10 @@ class NotificationChannelRepository:
         for i, channel in enumerate(system.notifications.channels):
             doc, moved = restore_channel(channel.model_dump(mode="json"), old.get(channel.name))
             if moved:
-                problems.extend(Problem(loc=["notifications", "channels", i, *loc], msg=msg, type="secret_destination")
-                                for loc, msg in moved)
+                problems.extend(
+                    Problem(loc=["notifications", "channels", i, *loc], msg=msg, type="secret_destination")
+                    for loc, msg in moved
+                )
                 continue
             try:
                 merged = ChannelConfig.model_validate(doc)
@@ -81,20 +91,30 @@ class NotificationChannelRepository:
                 problems.extend(problems_from(exc, ["notifications", "channels", i]))
                 continue
             if contains_placeholder(merged.model_dump(mode="json")):
-                problems.append(Problem(loc=["notifications", "channels", i],
-                                        msg=f"{REDACTED!r} is a placeholder for a secret: give the real value"))
+                problems.append(
+                    Problem(
+                        loc=["notifications", "channels", i],
+                        msg=f"{REDACTED!r} is a placeholder for a secret: give the real value",
+                    )
+                )
                 continue
             out.append(merged)
         return out, problems
 
 
 class NotificationLogRepository:
-    async def add(self, *, session: AsyncSession, notification: Notification, result: DeliveryResult,
-                  at: datetime | None = None) -> NotificationLogRow:
+    async def add(
+        self, *, session: AsyncSession, notification: Notification, result: DeliveryResult, at: datetime | None = None
+    ) -> NotificationLogRow:
         row = NotificationLogRow(
-            at=at or utcnow(), notification_id=notification.id, channel=result.channel,
-            kind=notification.kind.value, service_id=notification.service_id[:64],
-            workflow_id=notification.workflow_id, delivered=result.delivered, status_code=result.status_code,
+            at=at or utcnow(),
+            notification_id=notification.id,
+            channel=result.channel,
+            kind=notification.kind.value,
+            service_id=notification.service_id[:64],
+            workflow_id=notification.workflow_id,
+            delivered=result.delivered,
+            status_code=result.status_code,
             error=(result.error or None) and result.error[:2000],
         )
         session.add(row)
@@ -104,8 +124,7 @@ class NotificationLogRepository:
     async def sends(self, *, session: AsyncSession, notification_id: str) -> dict[str, tuple[int, bool]]:
         """Per channel: how many sends were logged for this notification and whether one was delivered."""
         stmt = (
-            select(NotificationLogRow.channel, func.count(),
-                   func.sum(case((NotificationLogRow.delivered, 1), else_=0)))
+            select(NotificationLogRow.channel, func.count(), func.sum(case((NotificationLogRow.delivered, 1), else_=0)))
             .where(NotificationLogRow.notification_id == notification_id)
             .group_by(NotificationLogRow.channel)
         )

@@ -102,13 +102,18 @@ def _overlay(
     return list(by_id.values())
 
 
-def check_outbound(spec: ServiceSpec, outbound: Outbound | None, prefix: list[str | int] | None = None,
-                   ) -> list[Problem]:
+def check_outbound(
+    spec: ServiceSpec,
+    outbound: Outbound | None,
+    prefix: list[str | int] | None = None,
+) -> list[Problem]:
     """The spec's URLs the outbound policy refuses (metadata hosts, refused literal addresses)."""
     if outbound is None:
         return []
-    return [Problem(loc=loc, msg=msg, type="outbound_refused")
-            for loc, msg in url_problems(spec.content(), outbound.services, prefix)]
+    return [
+        Problem(loc=loc, msg=msg, type="outbound_refused")
+        for loc, msg in url_problems(spec.content(), outbound.services, prefix)
+    ]
 
 
 def _require_outbound(spec: ServiceSpec, outbound: Outbound | None) -> None:
@@ -118,7 +123,12 @@ def _require_outbound(spec: ServiceSpec, outbound: Outbound | None) -> None:
 
 
 async def create_service(
-    *, session: AsyncSession, spec: ServiceSpec, author: str, comment: str = "", may_exec: bool = True,
+    *,
+    session: AsyncSession,
+    spec: ServiceSpec,
+    author: str,
+    comment: str = "",
+    may_exec: bool = True,
     outbound: Outbound | None = None,
 ) -> ConfigVersionRow:
     """``may_exec``: the author holds ``services:exec`` (else a spec that runs code on a host is refused)."""
@@ -130,8 +140,9 @@ async def create_service(
         raise Conflict(f"service {spec.id!r} already exists", details={"service_id": spec.id})
     await check_graph_with(session=session, specs=[spec])
     version = await services_repo.create(session=session, spec=spec, author=author, comment=comment)
-    await emit_config_changed(session=session, service_id=spec.id, version=1, author=author, comment=comment,
-                              change="create")
+    await emit_config_changed(
+        session=session, service_id=spec.id, version=1, author=author, comment=comment, change="create"
+    )
     return version
 
 
@@ -176,8 +187,14 @@ async def update_service(
         session=session, spec=spec, expected_version=expected_version, author=author, comment=comment
     )
     if version is not None:
-        await emit_config_changed(session=session, service_id=service_id, version=version.version, author=author,
-                                  comment=comment, change="update")
+        await emit_config_changed(
+            session=session,
+            service_id=service_id,
+            version=version.version,
+            author=author,
+            comment=comment,
+            change="update",
+        )
     return row, version
 
 
@@ -205,8 +222,14 @@ async def revert_service(
         reverted_from=to_version,
     )
     assert version is not None
-    await emit_config_changed(session=session, service_id=service_id, version=version.version, author=author,
-                              comment=version.comment, change="revert")
+    await emit_config_changed(
+        session=session,
+        service_id=service_id,
+        version=version.version,
+        author=author,
+        comment=version.comment,
+        change="revert",
+    )
     return version
 
 
@@ -231,14 +254,22 @@ async def delete_service(*, session: AsyncSession, service_id: str, force: bool,
         spec = spec_of(row)
         spec = spec.model_copy(update={"depends_on": {d: c for d, c in spec.depends_on.items() if d != service_id}})
         comment = f"dependency {service_id!r} deleted"
-        version = await services_repo.update(session=session, spec=spec, expected_version=None, author=author,
-                                             comment=comment)
+        version = await services_repo.update(
+            session=session, spec=spec, expected_version=None, author=author, comment=comment
+        )
         if version is not None:
-            await emit_config_changed(session=session, service_id=name, version=version.version, author=author,
-                                      comment=comment, change="update")
+            await emit_config_changed(
+                session=session,
+                service_id=name,
+                version=version.version,
+                author=author,
+                comment=comment,
+                change="update",
+            )
     await services_repo.delete(session=session, service_id=service_id)
-    await emit_config_changed(session=session, service_id=service_id, version=0, author=author, comment="deleted",
-                              change="delete")
+    await emit_config_changed(
+        session=session, service_id=service_id, version=0, author=author, comment="deleted", change="delete"
+    )
     return direct
 
 
@@ -254,7 +285,12 @@ class ApplyResult:
 
 
 async def apply_system(
-    *, session: AsyncSession, system: SystemFile, author: str, prune: bool = False, comment: str = "",
+    *,
+    session: AsyncSession,
+    system: SystemFile,
+    author: str,
+    prune: bool = False,
+    comment: str = "",
     may_exec: bool = True,
     outbound: Outbound | None = None,
 ) -> ApplyResult:
@@ -275,27 +311,30 @@ async def apply_system(
     problems.extend(channel_problems)
     if outbound is not None:
         for i, channel in enumerate(channels or []):
-            problems.extend(Problem(loc=["notifications", "channels", i, *loc], msg=msg, type="outbound_refused")
-                            for loc, msg in url_problems(channel.model_dump(mode="json"), outbound.notify))
+            problems.extend(
+                Problem(loc=["notifications", "channels", i, *loc], msg=msg, type="outbound_refused")
+                for loc, msg in url_problems(channel.model_dump(mode="json"), outbound.notify)
+            )
     if problems:
         raise _invalid(problems, message=f"invalid system: {problems[0].path}: {problems[0].msg}")
-    result = await _write_services(session, merged_specs, existing, removed, author=author,
-                                   note=comment or "applied from system file")
+    result = await _write_services(
+        session, merged_specs, existing, removed, author=author, note=comment or "applied from system file"
+    )
     if channels is not None:
         await channels_repo.replace(session=session, channels=channels)
     return result
 
 
-def _merged_with_stored(system: SystemFile, existing: dict[str, ServiceRow], *, may_exec: bool,
-                        outbound: Outbound | None) -> tuple[list[ServiceSpec], list[Problem]]:
+def _merged_with_stored(
+    system: SystemFile, existing: dict[str, ServiceRow], *, may_exec: bool, outbound: Outbound | None
+) -> tuple[list[ServiceSpec], list[Problem]]:
     """The file's services with the stored secrets and working directories they leave out, and what is wrong
     with them (a moved secret, a placeholder, an exec change the caller may not make, a refused URL)."""
     problems: list[Problem] = []
     merged_specs: list[ServiceSpec] = []
     for spec in system.services:
         if spec.id in existing:
-            merged, moved = merge_secrets(spec.model_dump(mode="json"), existing[spec.id],
-                                          prefix=["services", spec.id])
+            merged, moved = merge_secrets(spec.model_dump(mode="json"), existing[spec.id], prefix=["services", spec.id])
             if moved:
                 problems.extend(moved)
                 continue
@@ -312,29 +351,45 @@ def _merged_with_stored(system: SystemFile, existing: dict[str, ServiceRow], *, 
     return merged_specs, problems
 
 
-async def _write_services(session: AsyncSession, merged_specs: list[ServiceSpec], existing: dict[str, ServiceRow],
-                          removed: set[str], *, author: str, note: str) -> ApplyResult:
+async def _write_services(
+    session: AsyncSession,
+    merged_specs: list[ServiceSpec],
+    existing: dict[str, ServiceRow],
+    removed: set[str],
+    *,
+    author: str,
+    note: str,
+) -> ApplyResult:
     """Create, update (a new version only when the content changed) and delete, each with its event."""
     result = ApplyResult()
     # creates first in dependency order is not needed: the graph was checked as a whole
     for spec in merged_specs:
         if spec.id not in existing:
             await services_repo.create(session=session, spec=spec, author=author, comment=note)
-            await emit_config_changed(session=session, service_id=spec.id, version=1, author=author, comment=note,
-                                      change="create")
+            await emit_config_changed(
+                session=session, service_id=spec.id, version=1, author=author, comment=note, change="create"
+            )
             result.created.append(spec.id)
             continue
-        version = await services_repo.update(session=session, spec=spec, expected_version=None, author=author,
-                                             comment=note)
+        version = await services_repo.update(
+            session=session, spec=spec, expected_version=None, author=author, comment=note
+        )
         if version is None:
             result.unchanged.append(spec.id)
         else:
-            await emit_config_changed(session=session, service_id=spec.id, version=version.version, author=author,
-                                      comment=note, change="update")
+            await emit_config_changed(
+                session=session,
+                service_id=spec.id,
+                version=version.version,
+                author=author,
+                comment=note,
+                change="update",
+            )
             result.updated.append(spec.id)
     for sid in sorted(removed):
         await services_repo.delete(session=session, service_id=sid)
-        await emit_config_changed(session=session, service_id=sid, version=0, author=author, comment=note,
-                                  change="delete")
+        await emit_config_changed(
+            session=session, service_id=sid, version=0, author=author, comment=note, change="delete"
+        )
         result.deleted.append(sid)
     return result

@@ -113,10 +113,13 @@ async def applied_spec_of(*, session: AsyncSession, row: ServiceRow) -> ServiceS
     """
     if row.applied_version is None or row.applied_version == row.current_version:
         return spec_of(row)
-    applied = (await session.execute(
-        select(ConfigVersionRow.content).where(ConfigVersionRow.service_id == row.id,
-                                               ConfigVersionRow.version == row.applied_version)
-    )).scalar_one_or_none()
+    applied = (
+        await session.execute(
+            select(ConfigVersionRow.content).where(
+                ConfigVersionRow.service_id == row.id, ConfigVersionRow.version == row.applied_version
+            )
+        )
+    ).scalar_one_or_none()
     if applied is None:
         return spec_of(row)
     return ServiceSpec.model_validate({"id": row.id, **row.spec, **run_part(applied)})
@@ -125,8 +128,11 @@ async def applied_spec_of(*, session: AsyncSession, row: ServiceRow) -> ServiceS
 async def version_of_content(*, session: AsyncSession, service_id: str, content: dict[str, Any]) -> int | None:
     """The newest version whose run part is ``content``'s (the version a started spec came from)."""
     wanted = run_part(content)
-    stmt = (select(ConfigVersionRow.version, ConfigVersionRow.content)
-            .where(ConfigVersionRow.service_id == service_id).order_by(ConfigVersionRow.version.desc()))
+    stmt = (
+        select(ConfigVersionRow.version, ConfigVersionRow.content)
+        .where(ConfigVersionRow.service_id == service_id)
+        .order_by(ConfigVersionRow.version.desc())
+    )
     for version, stored in (await session.execute(stmt)).all():
         if run_part(stored) == wanted:
             return int(version)
@@ -171,8 +177,9 @@ class ServiceRepository:
 
     async def states(self, *, session: AsyncSession) -> list[tuple[str, str, int]]:
         """``(id, state, restarts_total)`` of every service: no ORM objects, no spec (the metrics feed's read)."""
-        rows = await session.execute(select(ServiceRow.id, ServiceRow.state, ServiceRow.restarts_total)
-                                     .order_by(ServiceRow.id))
+        rows = await session.execute(
+            select(ServiceRow.id, ServiceRow.state, ServiceRow.restarts_total).order_by(ServiceRow.id)
+        )
         return [(sid, state, int(restarts or 0)) for sid, state, restarts in rows]
 
     async def all(self, *, session: AsyncSession) -> list[ServiceRow]:
@@ -205,12 +212,25 @@ class ServiceRepository:
             content = unit.content()
             row = existing.get(k)
             if row is None:
-                session.add(ServiceRow(
-                    id=unit.id, description=unit.description, labels=unit.labels, driver=unit.driver.value,
-                    monitored=unit.monitored, depends_on=list(unit.depends_on), host=unit.host,
-                    current_version=parent.current_version, spec=content, search_text=_search_text(unit),
-                    state="unknown", state_detail={}, replica_of=spec.id, replica_index=k,
-                    desired=None))
+                session.add(
+                    ServiceRow(
+                        id=unit.id,
+                        description=unit.description,
+                        labels=unit.labels,
+                        driver=unit.driver.value,
+                        monitored=unit.monitored,
+                        depends_on=list(unit.depends_on),
+                        host=unit.host,
+                        current_version=parent.current_version,
+                        spec=content,
+                        search_text=_search_text(unit),
+                        state="unknown",
+                        state_detail={},
+                        replica_of=spec.id,
+                        replica_index=k,
+                        desired=None,
+                    )
+                )
             elif row.spec != content or row.current_version != parent.current_version:
                 row.spec = content
                 row.monitored = unit.monitored
@@ -262,8 +282,9 @@ class ServiceRepository:
         for key, value in (labels or {}).items():
             stmt = stmt.where(ServiceRow.labels[key].as_string() == value)
         if q and q.strip():
-            return await self._search(session=session, stmt=stmt, q=q.strip(), limit=limit, position=position,
-                                      dialect=dialect)
+            return await self._search(
+                session=session, stmt=stmt, q=q.strip(), limit=limit, position=position, dialect=dialect
+            )
         after = position.get("after")
         if after is not None:
             stmt = stmt.where(ServiceRow.id > str(after))
@@ -284,9 +305,7 @@ class ServiceRepository:
             stmt = stmt.where(or_(vector.op("@@")(query), prefix)).order_by(rank.desc(), ServiceRow.id)
         else:
             terms = [t for t in q.split() if t]
-            stmt = stmt.where(
-                and_(*(ServiceRow.search_text.ilike(f"%{_escape_like(t)}%", escape="\\") for t in terms))
-            )
+            stmt = stmt.where(and_(*(ServiceRow.search_text.ilike(f"%{_escape_like(t)}%", escape="\\") for t in terms)))
             # rank: an exact id match first, then id prefix matches, then the rest by id
             stmt = stmt.order_by((ServiceRow.id != q), ~ServiceRow.id.startswith(q), ServiceRow.id)
         rows = list((await session.execute(stmt.offset(offset).limit(limit + 1))).scalars())
@@ -315,7 +334,11 @@ class ServiceRepository:
         session.add(row)
         await session.flush()  # the parent row first: versions reference it
         version = ConfigVersionRow(
-            service_id=spec.id, version=1, content=content, content_hash=content_hash(content), author=author,
+            service_id=spec.id,
+            version=1,
+            content=content,
+            content_hash=content_hash(content),
+            author=author,
             comment=comment,
         )
         session.add(version)
@@ -345,8 +368,11 @@ class ServiceRepository:
             raise ConfigInvalid(
                 f"replicas: {spec.id} is {'' if row.replicated else 'not '}replicated; a service cannot turn "
                 "from one process into replicas or back (scale a replicated service to 1, or delete and re-create "
-                "it)", details=[{"loc": ["replicas"], "msg": "cannot be added to or removed from a service",
-                                 "type": "value_error"}])
+                "it)",
+                details=[
+                    {"loc": ["replicas"], "msg": "cannot be added to or removed from a service", "type": "value_error"}
+                ],
+            )
         if expected_version is not None and row.current_version != expected_version:
             raise VersionConflict(
                 f"service {spec.id!r} is at version {row.current_version}, not {expected_version}",
@@ -358,9 +384,17 @@ class ServiceRepository:
         current = row.current_version
         applied = row.applied_version
         if applied is not None:
-            applied_content = row.spec if applied == current else (await session.execute(
-                select(ConfigVersionRow.content).where(ConfigVersionRow.service_id == spec.id,
-                                                       ConfigVersionRow.version == applied))).scalar_one_or_none()
+            applied_content = (
+                row.spec
+                if applied == current
+                else (
+                    await session.execute(
+                        select(ConfigVersionRow.content).where(
+                            ConfigVersionRow.service_id == spec.id, ConfigVersionRow.version == applied
+                        )
+                    )
+                ).scalar_one_or_none()
+            )
             if applied_content is not None and run_part(applied_content) == run_part(content):
                 applied = current + 1  # nothing to restart for it: applied as saved
         result = await session.execute(
@@ -384,8 +418,13 @@ class ServiceRepository:
         if affected_rows(result) != 1:
             raise VersionConflict(f"service {spec.id!r} was changed meanwhile", details={"expected_version": current})
         version = ConfigVersionRow(
-            service_id=spec.id, version=current + 1, content=content, content_hash=content_hash(content),
-            author=author, comment=comment, reverted_from=reverted_from,
+            service_id=spec.id,
+            version=current + 1,
+            content=content,
+            content_hash=content_hash(content),
+            author=author,
+            comment=comment,
+            reverted_from=reverted_from,
         )
         session.add(version)
         await session.flush()
@@ -467,21 +506,28 @@ class ConfigVersionRepository:
             )
         ).scalar_one_or_none()
         if row is None:
-            raise NotFound(f"service {service_id!r} has no version {version}",
-                           details={"service_id": service_id, "version": version})
+            raise NotFound(
+                f"service {service_id!r} has no version {version}",
+                details={"service_id": service_id, "version": version},
+            )
         return row
 
-    async def holds(self, *, session: AsyncSession, service_id: str, content: dict[str, Any],
-                    recent: int = 20) -> bool:
+    async def holds(self, *, session: AsyncSession, service_id: str, content: dict[str, Any], recent: int = 20) -> bool:
         """Whether ``content`` is a stored version of the service: by hash, else (a version stored before a field
         gained a default) by comparing the ``recent`` latest versions as the model reads them today."""
-        hit = await session.execute(select(ConfigVersionRow.version).where(
-            ConfigVersionRow.service_id == service_id, ConfigVersionRow.content_hash == content_hash(content)
-        ).limit(1))
+        hit = await session.execute(
+            select(ConfigVersionRow.version)
+            .where(ConfigVersionRow.service_id == service_id, ConfigVersionRow.content_hash == content_hash(content))
+            .limit(1)
+        )
         if hit.first() is not None:
             return True
-        stmt = (select(ConfigVersionRow.content).where(ConfigVersionRow.service_id == service_id)
-                .order_by(ConfigVersionRow.version.desc()).limit(recent))
+        stmt = (
+            select(ConfigVersionRow.content)
+            .where(ConfigVersionRow.service_id == service_id)
+            .order_by(ConfigVersionRow.version.desc())
+            .limit(recent)
+        )
         for stored in (await session.execute(stmt)).scalars():
             try:
                 if ServiceSpec.model_validate({**stored, "id": service_id}).content() == content:
@@ -547,10 +593,18 @@ class TemplateRepository:
 # --------------------------------------------------------------------------- audit
 
 
-def _audit_values(*, actor: str, action: str, target: str, outcome: str, request_id: str | None,
-                  details: dict[str, Any] | None) -> dict[str, Any]:
-    return {"actor": actor, "action": action, "target": target, "outcome": outcome, "request_id": request_id,
-            "details": details or {}, "at": utcnow()}
+def _audit_values(
+    *, actor: str, action: str, target: str, outcome: str, request_id: str | None, details: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "outcome": outcome,
+        "request_id": request_id,
+        "details": details or {},
+        "at": utcnow(),
+    }
 
 
 class AuditRepository:
@@ -571,8 +625,11 @@ class AuditRepository:
         request_id: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> AuditRow:
-        row = AuditRow(**_audit_values(actor=actor, action=action, target=target, outcome=outcome,
-                                       request_id=request_id, details=details))
+        row = AuditRow(
+            **_audit_values(
+                actor=actor, action=action, target=target, outcome=outcome, request_id=request_id, details=details
+            )
+        )
         session.add(row)
         await session.flush()
         return row
@@ -593,8 +650,12 @@ class AuditRepository:
         limit = max(1, min(limit, MAX_LIMIT))
         before = decode_cursor(cursor).get("before")
         stmt = select(AuditRow)
-        for column, value in ((AuditRow.actor, actor), (AuditRow.action, action), (AuditRow.target, target),
-                              (AuditRow.outcome, outcome)):
+        for column, value in (
+            (AuditRow.actor, actor),
+            (AuditRow.action, action),
+            (AuditRow.target, target),
+            (AuditRow.outcome, outcome),
+        ):
             if value:
                 stmt = stmt.where(column == value)
         if since:
@@ -647,8 +708,12 @@ class RunSummaryRepository:
 
     async def last_of(self, *, session: AsyncSession, kind: str, service_id: str) -> RunSummaryRow | None:
         """The newest run of ``kind`` for ``service_id`` (by start, then finish)."""
-        stmt = (select(RunSummaryRow).where(RunSummaryRow.kind == kind, RunSummaryRow.service_id == service_id)
-                .order_by(RunSummaryRow.started_at.desc(), RunSummaryRow.finished_at.desc()).limit(1))
+        stmt = (
+            select(RunSummaryRow)
+            .where(RunSummaryRow.kind == kind, RunSummaryRow.service_id == service_id)
+            .order_by(RunSummaryRow.started_at.desc(), RunSummaryRow.finished_at.desc())
+            .limit(1)
+        )
         return (await session.execute(stmt)).scalars().first()
 
     async def get_all(
@@ -671,8 +736,10 @@ class RunSummaryRepository:
         if "started_at" in pos and "run_id" in pos:
             at = datetime.fromisoformat(str(pos["started_at"]))
             stmt = stmt.where(
-                or_(RunSummaryRow.started_at < at,
-                    and_(RunSummaryRow.started_at == at, RunSummaryRow.run_id < str(pos["run_id"])))
+                or_(
+                    RunSummaryRow.started_at < at,
+                    and_(RunSummaryRow.started_at == at, RunSummaryRow.run_id < str(pos["run_id"])),
+                )
             )
         stmt = stmt.order_by(RunSummaryRow.started_at.desc(), RunSummaryRow.run_id.desc()).limit(limit + 1)
         rows = list((await session.execute(stmt)).scalars())
@@ -709,16 +776,31 @@ class Timeline:
 class StatusHistoryRepository:
     """The status timeline (rows written by the ``services`` row's flush: see ``models._record_status_change``)."""
 
-    async def timeline(self, *, session: AsyncSession, service_id: str, since: datetime, until: datetime,
-                       limit: int = 5000) -> Timeline:
-        before = (await session.execute(
-            select(StatusHistoryRow).where(StatusHistoryRow.service_id == service_id, StatusHistoryRow.at < since)
-            .order_by(StatusHistoryRow.at.desc(), StatusHistoryRow.id.desc()).limit(1))).scalar_one_or_none()
-        rows = list((await session.execute(
-            select(StatusHistoryRow)
-            .where(StatusHistoryRow.service_id == service_id, StatusHistoryRow.at >= since,
-                   StatusHistoryRow.at < until)
-            .order_by(StatusHistoryRow.at, StatusHistoryRow.id).limit(limit + 1))).scalars())
+    async def timeline(
+        self, *, session: AsyncSession, service_id: str, since: datetime, until: datetime, limit: int = 5000
+    ) -> Timeline:
+        before = (
+            await session.execute(
+                select(StatusHistoryRow)
+                .where(StatusHistoryRow.service_id == service_id, StatusHistoryRow.at < since)
+                .order_by(StatusHistoryRow.at.desc(), StatusHistoryRow.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        rows = list(
+            (
+                await session.execute(
+                    select(StatusHistoryRow)
+                    .where(
+                        StatusHistoryRow.service_id == service_id,
+                        StatusHistoryRow.at >= since,
+                        StatusHistoryRow.at < until,
+                    )
+                    .order_by(StatusHistoryRow.at, StatusHistoryRow.id)
+                    .limit(limit + 1)
+                )
+            ).scalars()
+        )
         return Timeline(before, rows[:limit], len(rows) > limit)
 
     async def prune(self, *, session: AsyncSession, older_than: timedelta, now: datetime | None = None) -> int:
@@ -726,7 +808,8 @@ class StatusHistoryRepository:
         cutoff = (now or utcnow()) - older_than
         newest = select(func.max(StatusHistoryRow.id)).group_by(StatusHistoryRow.service_id)
         result = await session.execute(
-            delete(StatusHistoryRow).where(StatusHistoryRow.at < cutoff, StatusHistoryRow.id.not_in(newest)))
+            delete(StatusHistoryRow).where(StatusHistoryRow.at < cutoff, StatusHistoryRow.id.not_in(newest))
+        )
         return affected_rows(result)
 
 
@@ -737,11 +820,19 @@ class ProbeResultRepository:
         if not results:
             return
         # one executemany, not an ORM insert per row (these land on every health verdict, in bursts)
-        await session.execute(insert(ProbeResultRow), [
-            {"service_id": service_id, "healthy": r.healthy, "latency_ms": r.latency_ms, "message": r.message[:2000],
-             "checked_at": r.checked_at}
-            for r in results
-        ])
+        await session.execute(
+            insert(ProbeResultRow),
+            [
+                {
+                    "service_id": service_id,
+                    "healthy": r.healthy,
+                    "latency_ms": r.latency_ms,
+                    "message": r.message[:2000],
+                    "checked_at": r.checked_at,
+                }
+                for r in results
+            ],
+        )
         # keep a bounded history: delete everything older than the newest `keep`, in one statement
         boundary = (
             select(ProbeResultRow.id)
@@ -757,12 +848,22 @@ class ProbeResultRepository:
             .execution_options(synchronize_session=False)
         )
 
-    async def add_many(self, *, session: AsyncSession, results: dict[str, Sequence[ProbeResult]],
-                       keep: int | None = 1000) -> None:
+    async def add_many(
+        self, *, session: AsyncSession, results: dict[str, Sequence[ProbeResult]], keep: int | None = 1000
+    ) -> None:
         """The results of many services in one executemany (a watcher's batch); with ``keep``, each service's
         history is then cut to its newest ``keep`` (without: the caller prunes later, see :meth:`prune`)."""
-        rows = [{"service_id": sid, "healthy": r.healthy, "latency_ms": r.latency_ms, "message": r.message[:2000],
-                 "checked_at": r.checked_at} for sid, batch in results.items() for r in batch]
+        rows = [
+            {
+                "service_id": sid,
+                "healthy": r.healthy,
+                "latency_ms": r.latency_ms,
+                "message": r.message[:2000],
+                "checked_at": r.checked_at,
+            }
+            for sid, batch in results.items()
+            for r in batch
+        ]
         if not rows:
             return
         await session.execute(insert(ProbeResultRow), rows)
@@ -817,8 +918,9 @@ class ProbeResultRepository:
             .where(ProbeResultRow.checked_at >= since)
             .group_by(ProbeResultRow.service_id)
         )
-        return {sid: float(healthy or 0) / total for sid, total, healthy in (await session.execute(stmt)).all()
-                if total}
+        return {
+            sid: float(healthy or 0) / total for sid, total, healthy in (await session.execute(stmt)).all() if total
+        }
 
 
 # --------------------------------------------------------------------------- outbox
@@ -836,8 +938,12 @@ def _is_postgres(session: AsyncSession) -> bool:
 
 def _outbox_values(event: Event) -> dict[str, Any]:
     """An event's outbox row, as column values (one statement for several, or one ORM row)."""
-    return {"event_id": event.event_id, "event_type": event.event_type.value,
-            "payload": event.model_dump(mode="json"), "created_at": event.timestamp}
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type.value,
+        "payload": event.model_dump(mode="json"),
+        "created_at": event.timestamp,
+    }
 
 
 class OutboxRepository:
@@ -881,8 +987,7 @@ class OutboxRepository:
 
     async def purge_published(self, *, session: AsyncSession, older_than: timedelta) -> int:
         result = await session.execute(
-            delete(OutboxRow).where(OutboxRow.published_at.is_not(None),
-                                    OutboxRow.published_at < utcnow() - older_than)
+            delete(OutboxRow).where(OutboxRow.published_at.is_not(None), OutboxRow.published_at < utcnow() - older_than)
         )
         return affected_rows(result)
 

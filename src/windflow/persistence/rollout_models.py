@@ -77,8 +77,7 @@ class RolloutRepository:
     ) -> ConfigRolloutRow:
         row = await session.get(ConfigRolloutRow, rollout_id)
         if row is None:
-            row = ConfigRolloutRow(id=rollout_id, service_id=service_id, started_at=started_at or utcnow(),
-                                   actor=actor)
+            row = ConfigRolloutRow(id=rollout_id, service_id=service_id, started_at=started_at or utcnow(), actor=actor)
             session.add(row)
         elif row.finished_at is not None and finished_at is None:
             return row  # a late, replayed progress write never reopens a finished rollout
@@ -90,8 +89,12 @@ class RolloutRepository:
         row.comment = comment
         row.verify_window = verify_window
         row.message = message[:4000]
-        for name, value in (("previous_version", previous_version), ("good_version", good_version),
-                            ("new_version", new_version), ("restored_version", restored_version)):
+        for name, value in (
+            ("previous_version", previous_version),
+            ("good_version", good_version),
+            ("new_version", new_version),
+            ("restored_version", restored_version),
+        ):
             if value is not None:
                 setattr(row, name, value)
         if state is not None:
@@ -111,7 +114,12 @@ class RolloutRepository:
         return await session.get(ConfigRolloutRow, rollout_id)
 
     async def get_all(
-        self, *, session: AsyncSession, service_id: str, limit: int = 50, cursor: str | None = None,
+        self,
+        *,
+        session: AsyncSession,
+        service_id: str,
+        limit: int = 50,
+        cursor: str | None = None,
         status: str | None = None,
     ) -> Page[ConfigRolloutRow]:
         """Newest first; the cursor is (started_at, id) of the last row of the previous page."""
@@ -125,8 +133,12 @@ class RolloutRepository:
             stmt = stmt.where(ConfigRolloutRow.status == status)
         if "started_at" in pos and "id" in pos:
             at = datetime.fromisoformat(str(pos["started_at"]))
-            stmt = stmt.where(or_(ConfigRolloutRow.started_at < at,
-                                  and_(ConfigRolloutRow.started_at == at, ConfigRolloutRow.id < str(pos["id"]))))
+            stmt = stmt.where(
+                or_(
+                    ConfigRolloutRow.started_at < at,
+                    and_(ConfigRolloutRow.started_at == at, ConfigRolloutRow.id < str(pos["id"])),
+                )
+            )
         stmt = stmt.order_by(ConfigRolloutRow.started_at.desc(), ConfigRolloutRow.id.desc()).limit(limit + 1)
         rows = list((await session.execute(stmt)).scalars())
         more = len(rows) > limit

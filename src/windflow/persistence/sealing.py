@@ -47,7 +47,7 @@ class Sealer:
         return f"{PREFIX}{self.key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
     def open(self, value: str) -> str:
-        key_id, _, blob = value[len(PREFIX):].partition(":")
+        key_id, _, blob = value[len(PREFIX) :].partition(":")
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise UnsealError(f"value sealed with unknown key id {key_id!r}: keep retired keys in WINDFLOW_CODEC_KEYS")
@@ -117,7 +117,11 @@ class SealedJSON(TypeDecorator[Any]):
         return {_SEALED_KEY: _current.seal(json.dumps(value, separators=(",", ":")))}
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:  # noqa: ARG002
-        if isinstance(value, dict) and set(value) == {_SEALED_KEY} and isinstance(value[_SEALED_KEY], str) \
-                and value[_SEALED_KEY].startswith(PREFIX):
+        if (
+            isinstance(value, dict)
+            and set(value) == {_SEALED_KEY}
+            and isinstance(value[_SEALED_KEY], str)
+            and value[_SEALED_KEY].startswith(PREFIX)
+        ):
             return json.loads(unseal(value[_SEALED_KEY]))
         return value

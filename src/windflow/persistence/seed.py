@@ -22,8 +22,14 @@ BUILTIN_TEMPLATES: list[dict[str, Any]] = [
             "driver": "process",
             "config": {"command": "${command}"},
             "depends_on": "${depends_on}",
-            "health": {"kind": "http", "url": "http://127.0.0.1:${port}${health_path}", "interval": "2s",
-                       "timeout": "1s", "failure_threshold": 3, "start_period": "10s"},
+            "health": {
+                "kind": "http",
+                "url": "http://127.0.0.1:${port}${health_path}",
+                "interval": "2s",
+                "timeout": "1s",
+                "failure_threshold": 3,
+                "start_period": "10s",
+            },
         },
     },
     {
@@ -59,8 +65,11 @@ BUILTIN_TEMPLATES: list[dict[str, Any]] = [
     {
         "name": "postgres",
         "description": "A PostgreSQL server checked with SELECT 1",
-        "parameters": [{"name": "data_dir", "required": True}, {"name": "port", "default": 5432},
-                       {"name": "dsn", "default": "postgresql://postgres@127.0.0.1:5432/postgres"}],
+        "parameters": [
+            {"name": "data_dir", "required": True},
+            {"name": "port", "default": 5432},
+            {"name": "dsn", "default": "postgresql://postgres@127.0.0.1:5432/postgres"},
+        ],
         "content": {
             "driver": "process",
             "config": {"command": ["postgres", "-D", "${data_dir}", "-p", "${port}"], "stop_signal": "SIGINT"},
@@ -83,5 +92,11 @@ BUILTIN_TEMPLATES: list[dict[str, Any]] = [
 async def seed_templates(*, session: AsyncSession) -> None:
     repo = TemplateRepository()
     for t in BUILTIN_TEMPLATES:
-        await repo.upsert(session=session, name=t["name"], description=t["description"],
-                          parameters=t["parameters"], content=t["content"], builtin=True)
+        await repo.upsert(
+            session=session,
+            name=t["name"],
+            description=t["description"],
+            parameters=t["parameters"],
+            content=t["content"],
+            builtin=True,
+        )

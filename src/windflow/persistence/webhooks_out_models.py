@@ -52,8 +52,7 @@ class WebhookDeliveryRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     delivery_id: Mapped[str] = mapped_column(String(40), unique=True)
-    subscription_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"))
+    subscription_id: Mapped[str] = mapped_column(String(32), ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"))
     # "<subscription>:<event_id>" for deliveries made from the bus, so an event seen twice queues once;
     # NULL for pings and redeliveries
     dedup_key: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)

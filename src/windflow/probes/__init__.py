@@ -23,10 +23,12 @@ def build_probe_registry(*, outbound: Any = None) -> ProbeRegistry:
     from windflow.probes.redis import RedisProbe
     from windflow.probes.tcp import TcpProbe
 
-    return ProbeRegistry({
-        ProbeKind.HTTP: HttpProbe(outbound=outbound),
-        ProbeKind.TCP: TcpProbe(outbound=outbound),
-        ProbeKind.EXEC: ExecProbe(),
-        ProbeKind.POSTGRES: PostgresProbe(),
-        ProbeKind.REDIS: RedisProbe(),
-    })
+    return ProbeRegistry(
+        {
+            ProbeKind.HTTP: HttpProbe(outbound=outbound),
+            ProbeKind.TCP: TcpProbe(outbound=outbound),
+            ProbeKind.EXEC: ExecProbe(),
+            ProbeKind.POSTGRES: PostgresProbe(),
+            ProbeKind.REDIS: RedisProbe(),
+        }
+    )

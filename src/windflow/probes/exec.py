@@ -151,9 +151,17 @@ class ExecProbe:
         loop = asyncio.get_running_loop()
         try:
             popen = subprocess.Popen(  # argv list, never a shell
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                cwd=spec.cwd, env=env, start_new_session=True, close_fds=True,
-                user=who.uid, group=who.gid, extra_groups=who.extra_groups,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=spec.cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                user=who.uid,
+                group=who.gid,
+                extra_groups=who.extra_groups,
             )
         except OSError as exc:
             return _result(False, started, f"cannot run {argv[0]!r}: {exc.strerror or exc}")
@@ -163,8 +171,7 @@ class ExecProbe:
                 code, sig = await asyncio.shield(child.exited)
         except TimeoutError:
             child.kill()
-            return _result(False, started, f"timed out after {format_duration(spec.timeout)} "
-                                           "(process group killed)")
+            return _result(False, started, f"timed out after {format_duration(spec.timeout)} (process group killed)")
         except BaseException:
             child.kill()
             raise
@@ -185,5 +192,6 @@ class ExecProbe:
 def _result(healthy: bool, started: float, message: str, latency: float | None = None) -> ProbeResult:
     if latency is None:
         latency = time.perf_counter() - started
-    return ProbeResult(healthy=healthy, latency_ms=round(latency * 1000, 3), message=message,
-                       checked_at=datetime.now(UTC))
+    return ProbeResult(
+        healthy=healthy, latency_ms=round(latency * 1000, 3), message=message, checked_at=datetime.now(UTC)
+    )

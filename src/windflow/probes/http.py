@@ -366,9 +366,15 @@ class HttpProbe:
 
     kind = ProbeKind.HTTP
 
-    def __init__(self, *, fast_http: bool = True, body_limit: int = BODY_LIMIT,
-                 max_idle_per_target: int = MAX_IDLE_PER_TARGET, idle_expiry: float = IDLE_EXPIRY,
-                 outbound: OutboundPolicy | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fast_http: bool = True,
+        body_limit: int = BODY_LIMIT,
+        max_idle_per_target: int = MAX_IDLE_PER_TARGET,
+        idle_expiry: float = IDLE_EXPIRY,
+        outbound: OutboundPolicy | None = None,
+    ) -> None:
         self.fast_http = fast_http
         self.outbound = outbound or OutboundPolicy()
         self.body_limit = body_limit
@@ -399,19 +405,29 @@ class HttpProbe:
         if spec.body_contains is not None or spec.body_regex is not None:
             text = body.decode("utf-8", errors="replace")
             if spec.body_contains is not None and spec.body_contains not in text:
-                return _result(False, started, f"status {status} but body does not contain {spec.body_contains!r}",
-                               latency)
+                return _result(
+                    False, started, f"status {status} but body does not contain {spec.body_contains!r}", latency
+                )
             if spec.body_regex is not None:
                 matched = await asyncio.to_thread(_matches, spec.body_regex, text)
                 if matched is None:
-                    return _result(False, started, f"status {status} but matching /{spec.body_regex}/ took more "
-                                                   f"than {REGEX_TIMEOUT}s", latency)
+                    return _result(
+                        False,
+                        started,
+                        f"status {status} but matching /{spec.body_regex}/ took more than {REGEX_TIMEOUT}s",
+                        latency,
+                    )
                 if not matched:
-                    return _result(False, started, f"status {status} but body does not match /{spec.body_regex}/",
-                                   latency)
+                    return _result(
+                        False, started, f"status {status} but body does not match /{spec.body_regex}/", latency
+                    )
         if spec.max_latency is not None and latency > spec.max_latency:
-            return _result(False, started, f"status {status} but slow: {latency * 1000:.0f} ms > "
-                                           f"{format_duration(spec.max_latency)}", latency)
+            return _result(
+                False,
+                started,
+                f"status {status} but slow: {latency * 1000:.0f} ms > {format_duration(spec.max_latency)}",
+                latency,
+            )
         return _result(True, started, f"status {status} in {latency * 1000:.1f} ms", latency)
 
     async def aclose(self) -> None:
@@ -544,8 +560,11 @@ class HttpProbe:
             client = guarded_client(
                 self.outbound,
                 verify=self._ssl_context(spec.verify_tls),
-                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=self.max_idle_per_target,
-                                     keepalive_expiry=self.idle_expiry),
+                limits=httpx2.Limits(
+                    max_connections=None,
+                    max_keepalive_connections=self.max_idle_per_target,
+                    keepalive_expiry=self.idle_expiry,
+                ),
             )
             entry = state.clients[key] = (client, [0.0])
         entry[1][0] = time.monotonic()
@@ -593,5 +612,6 @@ def _describe_error(exc: BaseException, url: str) -> str:
 def _result(healthy: bool, started: float, message: str, latency: float | None = None) -> ProbeResult:
     if latency is None:
         latency = time.perf_counter() - started
-    return ProbeResult(healthy=healthy, latency_ms=round(latency * 1000, 3), message=message,
-                       checked_at=datetime.now(UTC))
+    return ProbeResult(
+        healthy=healthy, latency_ms=round(latency * 1000, 3), message=message, checked_at=datetime.now(UTC)
+    )

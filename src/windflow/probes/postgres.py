@@ -34,8 +34,7 @@ class PostgresProbe:
         connect_timeout = max(2, math.ceil(spec.timeout))
         try:
             async with asyncio.timeout(spec.timeout):
-                conn = await psycopg.AsyncConnection.connect(spec.dsn, connect_timeout=connect_timeout,
-                                                             autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(spec.dsn, connect_timeout=connect_timeout, autocommit=True)
                 try:
                     await conn.execute(spec.query)
                 finally:
@@ -53,5 +52,6 @@ class PostgresProbe:
 def _result(healthy: bool, started: float, message: str, latency: float | None = None) -> ProbeResult:
     if latency is None:
         latency = time.perf_counter() - started
-    return ProbeResult(healthy=healthy, latency_ms=round(latency * 1000, 3), message=message,
-                       checked_at=datetime.now(UTC))
+    return ProbeResult(
+        healthy=healthy, latency_ms=round(latency * 1000, 3), message=message, checked_at=datetime.now(UTC)
+    )

@@ -96,5 +96,6 @@ def _describe(exc: BaseException, target: str) -> str:
 def _result(healthy: bool, started: float, message: str, latency: float | None = None) -> ProbeResult:
     if latency is None:
         latency = time.perf_counter() - started
-    return ProbeResult(healthy=healthy, latency_ms=round(latency * 1000, 3), message=message,
-                       checked_at=datetime.now(UTC))
+    return ProbeResult(
+        healthy=healthy, latency_ms=round(latency * 1000, 3), message=message, checked_at=datetime.now(UTC)
+    )

@@ -69,5 +69,6 @@ async def _open(host: str, port: int) -> asyncio.StreamWriter:
 def _result(healthy: bool, started: float, message: str, latency: float | None = None) -> ProbeResult:
     if latency is None:
         latency = time.perf_counter() - started
-    return ProbeResult(healthy=healthy, latency_ms=round(latency * 1000, 3), message=message,
-                       checked_at=datetime.now(UTC))
+    return ProbeResult(
+        healthy=healthy, latency_ms=round(latency * 1000, 3), message=message, checked_at=datetime.now(UTC)
+    )

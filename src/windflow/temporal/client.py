@@ -71,12 +71,17 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     if wanted is None:
         wanted = bool(base) or bool(api_key) or any(v is not None for v in ours.values())
     if wanted:
+
         def field(name: str) -> Any:  # ours, else the profile's
             value = ours[name]
             return value if value is not None else getattr(base_config, name, None)
 
-        config = TLSConfig(server_root_ca_cert=field("server_root_ca_cert"), client_cert=field("client_cert"),
-                           client_private_key=field("client_private_key"), domain=field("domain"))
+        config = TLSConfig(
+            server_root_ca_cert=field("server_root_ca_cert"),
+            client_cert=field("client_cert"),
+            client_private_key=field("client_private_key"),
+            domain=field("domain"),
+        )
         options["tls"] = config if any(field(name) is not None for name in ours) else True
     else:
         options["tls"] = False

@@ -47,8 +47,9 @@ T = TypeVar("T")
 QUERY_TIMEOUT = timedelta(seconds=3)
 
 
-def _attributes(kind: str, *, actor: str | None = None, service: str | None = None,
-                status: str | None = None) -> TypedSearchAttributes:
+def _attributes(
+    kind: str, *, actor: str | None = None, service: str | None = None, status: str | None = None
+) -> TypedSearchAttributes:
     pairs: list[SearchAttributePair[Any]] = [SearchAttributePair(sa.KIND, kind)]
     if service is not None:
         pairs.append(SearchAttributePair(sa.SERVICE, service))
@@ -67,14 +68,21 @@ def _listed(items: list[str], most: int = 5) -> str:
 # ------------------------------------------------------------------------------------------- initialization
 
 
-async def start_initialization(client: Client, *, task_queue: str, inp: InitInput,
-                               request_id: str = "") -> WorkflowHandle[Any, InitState]:
+async def start_initialization(
+    client: Client, *, task_queue: str, inp: InitInput, request_id: str = ""
+) -> WorkflowHandle[Any, InitState]:
     """Start ``init/{run_id}``; raises ``WorkflowAlreadyStartedError`` if that id was ever used."""
     options = inp.options
-    summary = (f"initialization by {inp.actor}" + (" (validate only)" if options.validate_only else "")
-               + (f": {_listed(options.components)}" if options.components else ""))
+    summary = (
+        f"initialization by {inp.actor}"
+        + (" (validate only)" if options.validate_only else "")
+        + (f": {_listed(options.components)}" if options.components else "")
+    )
     return await client.start_workflow(
-        names.SYSTEM_INITIALIZATION, inp, id=names.init_id(inp.run_id), task_queue=task_queue,
+        names.SYSTEM_INITIALIZATION,
+        inp,
+        id=names.init_id(inp.run_id),
+        task_queue=task_queue,
         result_type=InitState,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
@@ -88,19 +96,25 @@ async def retry_component(client: Client, workflow_id: str, component: str) -> R
     """Ask a running initialization to retry one failed component (``WorkflowUpdateFailedError`` when it may
     not: not part of the run, not failed, or the run is ending)."""
     result: RetryComponentResult = await client.get_workflow_handle(workflow_id).execute_update(
-        names.RETRY_COMPONENT, RetryComponentInput(component=component), result_type=RetryComponentResult)
+        names.RETRY_COMPONENT, RetryComponentInput(component=component), result_type=RetryComponentResult
+    )
     return result
 
 
 # ------------------------------------------------------------------------------------------------- shutdown
 
 
-async def start_shutdown(client: Client, *, task_queue: str, inp: ShutdownInput,
-                         request_id: str = "") -> WorkflowHandle[Any, ShutdownState]:
+async def start_shutdown(
+    client: Client, *, task_queue: str, inp: ShutdownInput, request_id: str = ""
+) -> WorkflowHandle[Any, ShutdownState]:
     """Start ``down/{run_id}``."""
     what = _listed(inp.services) if inp.services else "all"
     return await client.start_workflow(
-        names.SYSTEM_SHUTDOWN, inp, id=names.down_id(inp.run_id), task_queue=task_queue, result_type=ShutdownState,
+        names.SYSTEM_SHUTDOWN,
+        inp,
+        id=names.down_id(inp.run_id),
+        task_queue=task_queue,
+        result_type=ShutdownState,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         memo={"actor": inp.actor, "request_id": request_id},
         search_attributes=_attributes("shutdown", actor=inp.actor, status=ShutdownStatus.PENDING.value),
@@ -111,12 +125,18 @@ async def start_shutdown(client: Client, *, task_queue: str, inp: ShutdownInput,
 # ---------------------------------------------------------------------------------------------------- scale
 
 
-async def start_scale(client: Client, *, task_queue: str, inp: ScaleInput,
-                      request_id: str = "") -> WorkflowHandle[Any, ScaleResult]:
+async def start_scale(
+    client: Client, *, task_queue: str, inp: ScaleInput, request_id: str = ""
+) -> WorkflowHandle[Any, ScaleResult]:
     """Start ``scale/{service}``; WorkflowAlreadyStartedError while one runs (one scale of a service at a time)."""
     return await client.start_workflow(
-        names.SERVICE_SCALE, inp, id=names.scale_id(inp.service_id), task_queue=task_queue, result_type=ScaleResult,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        names.SERVICE_SCALE,
+        inp,
+        id=names.scale_id(inp.service_id),
+        task_queue=task_queue,
+        result_type=ScaleResult,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         memo={"actor": inp.actor, "request_id": request_id},
         search_attributes=_attributes("scale", service=inp.service_id, actor=inp.actor),
         static_summary=f"scale {inp.service_id}: {inp.previous} → {inp.target} replicas ({inp.actor})",
@@ -126,17 +146,22 @@ async def start_scale(client: Client, *, task_queue: str, inp: ScaleInput,
 # -------------------------------------------------------------------------------------------------- rollout
 
 
-async def start_rollout(client: Client, *, task_queue: str, inp: RolloutInput,
-                        request_id: str = "") -> WorkflowHandle[Any, RolloutState]:
+async def start_rollout(
+    client: Client, *, task_queue: str, inp: RolloutInput, request_id: str = ""
+) -> WorkflowHandle[Any, RolloutState]:
     """Start ``rollout/{service}``; raises ``WorkflowAlreadyStartedError`` while one runs (one at a time)."""
     return await client.start_workflow(
-        names.CONFIG_ROLLOUT, inp, id=names.rollout_id(inp.service_id), task_queue=task_queue,
+        names.CONFIG_ROLLOUT,
+        inp,
+        id=names.rollout_id(inp.service_id),
+        task_queue=task_queue,
         result_type=RolloutState,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         memo={"actor": inp.actor, "request_id": request_id, "rollout_id": inp.rollout_id},
-        search_attributes=_attributes("rollout", service=inp.service_id, actor=inp.actor,
-                                      status=RolloutStatus.PENDING.value),
+        search_attributes=_attributes(
+            "rollout", service=inp.service_id, actor=inp.actor, status=RolloutStatus.PENDING.value
+        ),
         static_summary=f"config rollout of {inp.service_id} by {inp.actor}"
         + (f": {inp.comment[:100]}" if inp.comment else ""),
     )
@@ -145,11 +170,15 @@ async def start_rollout(client: Client, *, task_queue: str, inp: RolloutInput,
 # ------------------------------------------------------------------------------------------------- control
 
 
-async def start_control(client: Client, *, task_queue: str, inp: ControlInput, nonce: str,
-                        summary: str | None = None) -> WorkflowHandle[Any, ControlResult]:
+async def start_control(
+    client: Client, *, task_queue: str, inp: ControlInput, nonce: str, summary: str | None = None
+) -> WorkflowHandle[Any, ControlResult]:
     """Start ``control/{service}/{nonce}``: an operator's start, stop or restart of one service."""
     return await client.start_workflow(
-        names.SERVICE_CONTROL, inp, id=names.control_id(inp.service_id, nonce), task_queue=task_queue,
+        names.SERVICE_CONTROL,
+        inp,
+        id=names.control_id(inp.service_id, nonce),
+        task_queue=task_queue,
         result_type=ControlResult,
         memo={"actor": inp.actor},
         search_attributes=_attributes("control", service=inp.service_id, actor=inp.actor),
@@ -170,8 +199,17 @@ class RecoveryStarted:
     handle: WorkflowHandle[Any, RecoveryResult]
 
 
-async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str,
-                         source: str, request_id: str = "", confirm: bool = False) -> RecoveryStarted:
+async def start_recovery(
+    client: Client,
+    *,
+    task_queue: str,
+    service_id: str,
+    reason: str,
+    actor: str,
+    source: str,
+    request_id: str = "",
+    confirm: bool = False,
+) -> RecoveryStarted:
     """Start ``recover/{service}``, or join the running one: one recovery of a service at a time, whoever
     asks (operator, alert, watcher, sweep). ``confirm``: probe first and end without a restart when the
     service is healthy (alerts).
@@ -184,7 +222,9 @@ async def start_recovery(client: Client, *, task_queue: str, service_id: str, re
         handle = await client.start_workflow(
             names.SERVICE_RECOVERY,
             RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm),
-            id=workflow_id, task_queue=task_queue, result_type=RecoveryResult,
+            id=workflow_id,
+            task_queue=task_queue,
+            result_type=RecoveryResult,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             memo={"actor": actor, "request_id": request_id},
@@ -200,11 +240,13 @@ async def start_recovery(client: Client, *, task_queue: str, service_id: str, re
 # ------------------------------------------------------------------------------------------- any workflow
 
 
-async def query_status(client: Client, workflow_id: str, result_type: type[T], *,
-                       timeout: timedelta | None = QUERY_TIMEOUT) -> T:
+async def query_status(
+    client: Client, workflow_id: str, result_type: type[T], *, timeout: timedelta | None = QUERY_TIMEOUT
+) -> T:
     """The running workflow's ``status`` query, typed."""
-    state: T = await client.get_workflow_handle(workflow_id).query(names.STATUS, result_type=result_type,
-                                                                   rpc_timeout=timeout)
+    state: T = await client.get_workflow_handle(workflow_id).query(
+        names.STATUS, result_type=result_type, rpc_timeout=timeout
+    )
     return state
 
 

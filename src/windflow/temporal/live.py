@@ -33,9 +33,16 @@ class Read(Generic[T]):
     live: bool
 
 
-async def live_or_stored(temporal: ClientSource | Client, workflow_id: str, result_type: type[T], *,
-                         stored: T | None, running: bool = True, accept: Callable[[T], bool] | None = None,
-                         timeout: timedelta | None = QUERY_TIMEOUT) -> Read[T]:
+async def live_or_stored(
+    temporal: ClientSource | Client,
+    workflow_id: str,
+    result_type: type[T],
+    *,
+    stored: T | None,
+    running: bool = True,
+    accept: Callable[[T], bool] | None = None,
+    timeout: timedelta | None = QUERY_TIMEOUT,
+) -> Read[T]:
     """The workflow's ``status`` answer when ``running`` and it answers within ``timeout`` (and ``accept``
     takes it: a later run may reuse the workflow id), else ``stored``."""
     state = await _ask(temporal, workflow_id, result_type, timeout) if running else None
@@ -44,8 +51,9 @@ async def live_or_stored(temporal: ClientSource | Client, workflow_id: str, resu
     return Read(stored, live=False)
 
 
-async def _ask(temporal: ClientSource | Client, workflow_id: str, result_type: type[T],
-               timeout: timedelta | None) -> T | None:
+async def _ask(
+    temporal: ClientSource | Client, workflow_id: str, result_type: type[T], timeout: timedelta | None
+) -> T | None:
     try:
         client = temporal if isinstance(temporal, Client) else await temporal.get()
         return await query_status(client, workflow_id, result_type, timeout=timeout)

@@ -131,7 +131,7 @@ def service_of(workflow_id: str) -> str | None:
     """The service a per-service workflow id names (``recover/db`` → ``db``), or None for other ids."""
     for prefix in (RECOVER_PREFIX, SUPERVISE_PREFIX, ROLLOUT_PREFIX, SCALE_PREFIX):
         if workflow_id.startswith(prefix):
-            return workflow_id[len(prefix):]
+            return workflow_id[len(prefix) :]
     if workflow_id.startswith(CONTROL_PREFIX):
-        return workflow_id[len(CONTROL_PREFIX):].rpartition("/")[0] or None
+        return workflow_id[len(CONTROL_PREFIX) :].rpartition("/")[0] or None
     return None

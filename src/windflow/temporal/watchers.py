@@ -31,8 +31,10 @@ from windflow.temporal import search_attributes as sa
 log = logging.getLogger(__name__)
 
 SUPERVISOR_PREFIX = names.SUPERVISE_PREFIX
-SUPERVISORS_ENDED = ("replaced by the watcher model: watch/{queue} observes every service of its queue and "
-                     "starts recover/{service} on demand")
+SUPERVISORS_ENDED = (
+    "replaced by the watcher model: watch/{queue} observes every service of its queue and "
+    "starts recover/{service} on demand"
+)
 
 
 watcher_queue = names.watcher_queue
@@ -40,8 +42,9 @@ watcher_id = names.watch_id
 recovery_id = names.recover_id
 
 
-async def ensure_watcher(client: Client, *, task_queue: str, host: str | None = None,
-                         heartbeat_timeout: float = 5.0) -> WorkflowHandle[Any, Any]:
+async def ensure_watcher(
+    client: Client, *, task_queue: str, host: str | None = None, heartbeat_timeout: float = 5.0
+) -> WorkflowHandle[Any, Any]:
     """Start ``watch/{queue}`` for the shared queue (``host=None``) or a host's queue, unless it runs."""
     queue = watcher_queue(task_queue, host)
     return await client.start_workflow(
@@ -51,8 +54,9 @@ async def ensure_watcher(client: Client, *, task_queue: str, host: str | None = 
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "watcher"),
-                                                 SearchAttributePair(sa.STATE, "watching")]),
+        search_attributes=TypedSearchAttributes(
+            [SearchAttributePair(sa.KIND, "watcher"), SearchAttributePair(sa.STATE, "watching")]
+        ),
         static_summary=f"watches every service of {f'host {host}' if host else 'the shared queue'} ({queue})",
     )
 
@@ -66,19 +70,33 @@ async def ensure_watchers(client: Client, *, task_queue: str, hosts: set[str | N
     return out
 
 
-async def start_recovery(client: Client, *, task_queue: str, service_id: str, reason: str, actor: str, source: str,
-                         confirm: bool = False, verdict: WatchResult | None = None) -> WorkflowHandle[Any, Any]:
+async def start_recovery(
+    client: Client,
+    *,
+    task_queue: str,
+    service_id: str,
+    reason: str,
+    actor: str,
+    source: str,
+    confirm: bool = False,
+    verdict: WatchResult | None = None,
+) -> WorkflowHandle[Any, Any]:
     """Start ``recover/{service}``, or join the one that runs (``verdict``: what a watcher observed)."""
     return await client.start_workflow(
         names.SERVICE_RECOVERY,
-        RecoveryInput(service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm,
-                      verdict=verdict),
+        RecoveryInput(
+            service_id=service_id, reason=reason, actor=actor, source=source, confirm=confirm, verdict=verdict
+        ),
         id=recovery_id(service_id),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.KIND, "recovery"),
-                                                 SearchAttributePair(sa.SERVICE, service_id),
-                                                 SearchAttributePair(sa.ACTOR, actor)]),
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.KIND, "recovery"),
+                SearchAttributePair(sa.SERVICE, service_id),
+                SearchAttributePair(sa.ACTOR, actor),
+            ]
+        ),
         static_summary=f"recovers {service_id} ({source}: {reason})"[:200],
     )
 

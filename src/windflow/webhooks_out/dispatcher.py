@@ -90,10 +90,15 @@ class DeliveryPolicy:
 
     @classmethod
     def from_settings(cls, settings: Any) -> DeliveryPolicy:
-        return cls(timeout=settings.webhooks_timeout, max_attempts=settings.webhooks_max_attempts,
-                   backoff=settings.webhooks_backoff, backoff_max=settings.webhooks_backoff_max,
-                   concurrency=settings.webhooks_concurrency, poll_interval=settings.webhooks_poll_interval,
-                   retention=timedelta(days=settings.webhooks_retention_days))
+        return cls(
+            timeout=settings.webhooks_timeout,
+            max_attempts=settings.webhooks_max_attempts,
+            backoff=settings.webhooks_backoff,
+            backoff_max=settings.webhooks_backoff_max,
+            concurrency=settings.webhooks_concurrency,
+            poll_interval=settings.webhooks_poll_interval,
+            retention=timedelta(days=settings.webhooks_retention_days),
+        )
 
     @property
     def lease(self) -> timedelta:
@@ -137,8 +142,16 @@ def _retry_after(response: httpx2.Response) -> float | None:
     return float(value) if value.isdigit() else None
 
 
-async def attempt(client: httpx2.AsyncClient, *, url: str, secret: str, delivery_id: str, event_type: str,
-                  payload: dict[str, Any], timeout: float) -> AttemptResult:
+async def attempt(
+    client: httpx2.AsyncClient,
+    *,
+    url: str,
+    secret: str,
+    delivery_id: str,
+    event_type: str,
+    payload: dict[str, Any],
+    timeout: float,
+) -> AttemptResult:
     """One signed POST. Never raises for the receiver's sake: every outcome is an :class:`AttemptResult`."""
     body = encode_body(payload)
     headers = {"User-Agent": USER_AGENT, **sign(secret, body, event_type=event_type, delivery_id=delivery_id)}
@@ -159,8 +172,10 @@ def new_client(outbound: OutboundPolicy | None = None) -> httpx2.AsyncClient:
     """Redirects are not followed (a signed delivery goes where it was subscribed, nowhere else), proxy
     settings from the environment are ignored, and every connection is checked against the outbound policy
     (default: no loopback, private, link-local or metadata addresses)."""
-    return guarded_client(outbound or OutboundPolicy.notify_default(),
-                          limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20))
+    return guarded_client(
+        outbound or OutboundPolicy.notify_default(),
+        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
+    )
 
 
 Handler = Callable[[Event], Awaitable[object]]  # what it returns is not used
@@ -179,9 +194,16 @@ def consumer_name() -> str:
 
 
 class WebhookDispatcher:
-    def __init__(self, db: Database, bus: EventBus, *, policy: DeliveryPolicy | None = None,
-                 consumer: GroupConsumer | None = None, client: httpx2.AsyncClient | None = None,
-                 outbound: OutboundPolicy | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        *,
+        policy: DeliveryPolicy | None = None,
+        consumer: GroupConsumer | None = None,
+        client: httpx2.AsyncClient | None = None,
+        outbound: OutboundPolicy | None = None,
+    ) -> None:
         self._db = db
         self.outbound = outbound
         self._bus = bus
@@ -215,8 +237,11 @@ class WebhookDispatcher:
     async def _may_want(self, event_type: str) -> bool:
         """Whether some enabled subscription may want ``event_type``, from the in-memory copy (read again when
         stale). A stale "yes" costs one query; a "no" can be stale only for another process's recent change."""
-        if (self._wanted is None or self._wanted_generation != self._generation
-                or time.monotonic() - self._wanted_at > SUBSCRIPTIONS_REFRESH):
+        if (
+            self._wanted is None
+            or self._wanted_generation != self._generation
+            or time.monotonic() - self._wanted_at > SUBSCRIPTIONS_REFRESH
+        ):
             generation, read_at = self._generation, time.monotonic()  # a change during the read: read again
             async with self._db.read() as session:
                 rows = await self._subscriptions.get_all(session=session, enabled=True)
@@ -233,8 +258,13 @@ class WebhookDispatcher:
             return 0
         async with self._db.write() as session:
             wanted = [row.id for row in await self._subscriptions.matching(session=session, event_type=event_type)]
-            added = await self._deliveries.enqueue(session=session, subscription_ids=wanted, event_id=event.event_id,
-                                                   event_type=event_type, payload=event.model_dump(mode="json"))
+            added = await self._deliveries.enqueue(
+                session=session,
+                subscription_ids=wanted,
+                event_id=event.event_id,
+                event_type=event_type,
+                payload=event.model_dump(mode="json"),
+            )
         if added:
             self.queued += added
             self.notify()
@@ -312,8 +342,15 @@ class WebhookDispatcher:
         """Send one claimed attempt and store its outcome."""
         client = self._client or new_client(self.outbound)
         try:
-            result = await attempt(client, url=claim.url, secret=claim.secret, delivery_id=claim.delivery_id,
-                                   event_type=claim.event_type, payload=claim.payload, timeout=self.policy.timeout)
+            result = await attempt(
+                client,
+                url=claim.url,
+                secret=claim.secret,
+                delivery_id=claim.delivery_id,
+                event_type=claim.event_type,
+                payload=claim.payload,
+                timeout=self.policy.timeout,
+            )
         finally:
             if self._client is None:
                 await client.aclose()
@@ -326,18 +363,35 @@ class WebhookDispatcher:
             state, outcome = PENDING, "retrying"
             next_at = utcnow() + timedelta(seconds=self.policy.delay(claim.attempts, result.retry_after))
         async with self._db.write() as session:
-            kept = await self._deliveries.record(session=session, claim=claim, state=state, next_attempt_at=next_at,
-                                                 status_code=result.status_code, error=result.error,
-                                                 duration_ms=round(result.duration_ms, 3))
+            kept = await self._deliveries.record(
+                session=session,
+                claim=claim,
+                state=state,
+                next_attempt_at=next_at,
+                status_code=result.status_code,
+                error=result.error,
+                duration_ms=round(result.duration_ms, 3),
+            )
         WEBHOOK_DELIVERIES.labels(outcome=outcome).inc()
         self.sent += 1
         if not kept:
-            log.info("webhook delivery %s: outcome of attempt %d not stored (the delivery was taken over after its "
-                     "claim expired, or deleted)", claim.delivery_id, claim.attempts)
+            log.info(
+                "webhook delivery %s: outcome of attempt %d not stored (the delivery was taken over after its "
+                "claim expired, or deleted)",
+                claim.delivery_id,
+                claim.attempts,
+            )
         elif not result.ok:
-            log.log(logging.WARNING if state == FAILED else logging.INFO,
-                    "webhook delivery %s to %s: attempt %d/%d %s (%s)", claim.delivery_id, loggable_url(claim.url),
-                    claim.attempts, self.policy.max_attempts, outcome, result.error)
+            log.log(
+                logging.WARNING if state == FAILED else logging.INFO,
+                "webhook delivery %s to %s: attempt %d/%d %s (%s)",
+                claim.delivery_id,
+                loggable_url(claim.url),
+                claim.attempts,
+                self.policy.max_attempts,
+                outcome,
+                result.error,
+            )
         return result
 
     async def run_once(self) -> int:
@@ -398,8 +452,7 @@ class WebhookDispatcher:
                 failures += 1
                 self.failures += 1
                 if failures == 1:
-                    log.warning("webhook dispatcher cannot reach the store (%s: %s); retrying", type(exc).__name__,
-                                exc)
+                    log.warning("webhook dispatcher cannot reach the store (%s: %s); retrying", type(exc).__name__, exc)
                 wait = reconnect_delay(failures, cap=5.0)
             if wait > 0:
                 with contextlib.suppress(TimeoutError):

@@ -90,8 +90,9 @@ def signature(secret: str, timestamp: int | str, body: bytes) -> str:
     return f"{SCHEME}={digest}"
 
 
-def sign(secret: str, body: bytes, *, event_type: str, delivery_id: str,
-         timestamp: int | None = None) -> dict[str, str]:
+def sign(
+    secret: str, body: bytes, *, event_type: str, delivery_id: str, timestamp: int | None = None
+) -> dict[str, str]:
     """The headers of one delivery attempt."""
     ts = int(time.time()) if timestamp is None else timestamp
     return {
@@ -116,8 +117,15 @@ def verify_standard(secret: str, body: bytes, headers: Mapping[str, str]) -> boo
     return True
 
 
-def verify(secret: str, body: bytes, *, timestamp: str | None, signature_header: str | None,
-           tolerance: float = DEFAULT_TOLERANCE, now: float | None = None) -> bool:
+def verify(
+    secret: str,
+    body: bytes,
+    *,
+    timestamp: str | None,
+    signature_header: str | None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> bool:
     """The legacy check: True when ``signature_header`` (``X-Windflow-Signature``) signs ``body`` at
     ``timestamp`` with ``secret``, and the timestamp lies within ``tolerance`` seconds of ``now``."""
     if not timestamp or not signature_header or not timestamp.isdigit():

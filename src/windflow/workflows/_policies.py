@@ -24,21 +24,33 @@ NON_RETRYABLE = [
 ]
 
 #: store writes and reads: retried until the database is back (a run must not die of a DB blip)
-STORE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
-                          maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE)
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=NON_RETRYABLE,
+)
 STORE_TIMEOUT = timedelta(seconds=30)
 
 #: driver calls (start/stop/restart): a few quick retries of transient failures, never of a refusal
-CONTROL_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), backoff_coefficient=2.0,
-                            maximum_interval=timedelta(seconds=10), maximum_attempts=5,
-                            non_retryable_error_types=NON_RETRYABLE)
+CONTROL_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+    non_retryable_error_types=NON_RETRYABLE,
+)
 CONTROL_TIMEOUT = timedelta(seconds=120)
 CONTROL_HEARTBEAT = timedelta(seconds=10)
 
 #: waiting for health: retried only when the worker died (heartbeat timeout), not on a verdict
-WAIT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
-                         maximum_interval=timedelta(seconds=5), maximum_attempts=20,
-                         non_retryable_error_types=NON_RETRYABLE)
+WAIT_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=20,
+    non_retryable_error_types=NON_RETRYABLE,
+)
 WAIT_HEARTBEAT = timedelta(seconds=5)
 
 #: one probe
@@ -82,14 +94,17 @@ async def execute_on_host(spec: ServiceSpec, activity: Any, arg: Any, **options:
     if queue is None:
         return await workflow.execute_activity_method(activity, arg, **options)
     try:
-        return await workflow.execute_activity_method(activity, arg, task_queue=queue,
-                                                      schedule_to_start_timeout=HOST_START_TIMEOUT, **options)
+        return await workflow.execute_activity_method(
+            activity, arg, task_queue=queue, schedule_to_start_timeout=HOST_START_TIMEOUT, **options
+        )
     except ActivityError as exc:
         cause = exc.cause
         if isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
             unavailable = ApplicationError(
-                f"no worker polls host queue {queue}: start `windflow worker --host {spec.host}` on host "
-                f"{spec.host!r}", type="HostUnavailable", non_retryable=True)
+                f"no worker polls host queue {queue}: start `windflow worker --host {spec.host}` on host {spec.host!r}",
+                type="HostUnavailable",
+                non_retryable=True,
+            )
             unavailable.__cause__ = cause
             exc.__cause__ = unavailable
         raise

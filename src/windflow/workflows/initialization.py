@@ -48,11 +48,15 @@ with workflow.unsafe.imports_passed_through():
 
 #: components starting at once when the options do not say (only systems larger than this notice it)
 DEFAULT_PARALLELISM = 100
-DONE = {ComponentStatus.HEALTHY, ComponentStatus.FAILED, ComponentStatus.SKIPPED, ComponentStatus.STOPPED,
-        ComponentStatus.COMPLETED}
+DONE = {
+    ComponentStatus.HEALTHY,
+    ComponentStatus.FAILED,
+    ComponentStatus.SKIPPED,
+    ComponentStatus.STOPPED,
+    ComponentStatus.COMPLETED,
+}
 #: a dependency counts as started in these statuses
-STARTED = {ComponentStatus.WAITING_HEALTHY, ComponentStatus.HEALTHY, ComponentStatus.RUNNING,
-           ComponentStatus.COMPLETED}
+STARTED = {ComponentStatus.WAITING_HEALTHY, ComponentStatus.HEALTHY, ComponentStatus.RUNNING, ComponentStatus.COMPLETED}
 
 
 def condition_met(dep: ComponentState, condition: str) -> bool:
@@ -63,15 +67,20 @@ def condition_met(dep: ComponentState, condition: str) -> bool:
         return dep.status == ComponentStatus.COMPLETED
     if dep.kind == "job":  # healthy: its probe passed while it ran, or it completed
         return dep.status == ComponentStatus.COMPLETED or (
-            dep.status == ComponentStatus.RUNNING and dep.healthy_at is not None)
+            dep.status == ComponentStatus.RUNNING and dep.healthy_at is not None
+        )
     return dep.status == ComponentStatus.HEALTHY
 
 
 def describe_plan(plan: list[list[str]], specs: dict[str, ServiceSpec]) -> str:
     """The start order, and the condition of every dependency edge (``api ← migrate: completed_successfully``)."""
     order = " | ".join(", ".join(layer) for layer in plan)
-    edges = [f"{name} ← {', '.join(f'{d}: {c}' for d, c in specs[name].conditions().items())}"
-             for layer in plan for name in layer if specs[name].depends_on]
+    edges = [
+        f"{name} ← {', '.join(f'{d}: {c}' for d, c in specs[name].conditions().items())}"
+        for layer in plan
+        for name in layer
+        if specs[name].depends_on
+    ]
     return f"would start in this order: {order}" + (f"; conditions: {'; '.join(edges)}" if edges else "")
 
 
@@ -81,8 +90,13 @@ class SystemInitialization:
     def __init__(self, input: InitInput) -> None:
         info = workflow.info()
         self.input = input
-        self.state = InitState(run_id=input.run_id, workflow_id=info.workflow_id, actor=input.actor,
-                               options=input.options, started_at=workflow.now())
+        self.state = InitState(
+            run_id=input.run_id,
+            workflow_id=info.workflow_id,
+            actor=input.actor,
+            options=input.options,
+            started_at=workflow.now(),
+        )
         self.specs: dict[str, ServiceSpec] = {}
         self.graph: dict[str, list[str]] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -170,11 +184,13 @@ class SystemInitialization:
                 failed = [c.name for c in self.state.components.values() if c.status == ComponentStatus.FAILED]
                 if timed_out:
                     return await self._finish(
-                        InitStatus.FAILED, f"overall timeout of {options.overall_timeout:g}s reached")
+                        InitStatus.FAILED, f"overall timeout of {options.overall_timeout:g}s reached"
+                    )
                 if not failed:
                     jobs = any(c.kind == "job" for c in self.state.components.values())
-                    return await self._finish(InitStatus.SUCCEEDED, "all components healthy"
-                                              + (", jobs completed" if jobs else ""))
+                    return await self._finish(
+                        InitStatus.SUCCEEDED, "all components healthy" + (", jobs completed" if jobs else "")
+                    )
                 if options.retry_window <= 0:
                     return await self._finish(InitStatus.FAILED, f"failed: {', '.join(failed)}")
                 await self._supervise_healthy()
@@ -183,9 +199,11 @@ class SystemInitialization:
                 self.retry_requested = False
                 try:
                     await workflow.wait_condition(
-                        lambda: self.retry_requested, timeout=timedelta(seconds=options.retry_window),
+                        lambda: self.retry_requested,
+                        timeout=timedelta(seconds=options.retry_window),
                         timeout_summary=f"wait {summaries.seconds(options.retry_window)} for retry_component "
-                                        f"({', '.join(failed)} failed)")
+                        f"({', '.join(failed)} failed)",
+                    )
                 except TimeoutError:
                     return await self._finish(InitStatus.FAILED, f"failed: {', '.join(failed)}")
                 self.state.awaiting_retry_until = None
@@ -202,12 +220,21 @@ class SystemInitialization:
         for layer_no, layer in enumerate(validation.plan):
             for name in layer:
                 spec = self.specs[name]
-                self.state.components[name] = ComponentState(name=name, layer=layer_no, depends_on=self.graph[name],
-                                                             conditions=spec.conditions(), kind=spec.kind.value)
+                self.state.components[name] = ComponentState(
+                    name=name,
+                    layer=layer_no,
+                    depends_on=self.graph[name],
+                    conditions=spec.conditions(),
+                    kind=spec.kind.value,
+                )
         if workflow.patched("bounded-search-attributes"):
             # a system of any size: the list is cut to the engine's value limit, the count is exact
-            workflow.upsert_search_attributes([sa.SERVICES.value_set(sa.bounded_keywords(sorted(self.specs))),
-                                               sa.SERVICE_COUNT.value_set(len(self.specs))])
+            workflow.upsert_search_attributes(
+                [
+                    sa.SERVICES.value_set(sa.bounded_keywords(sorted(self.specs))),
+                    sa.SERVICE_COUNT.value_set(len(self.specs)),
+                ]
+            )
         else:
             workflow.upsert_search_attributes([sa.SERVICES.value_set(sorted(self.specs))])
 
@@ -239,9 +266,13 @@ class SystemInitialization:
             self.dirty = False
             try:
                 await workflow.wait_condition(
-                    lambda: self.dirty, timeout=timedelta(seconds=remaining),
-                    timeout_summary=summaries.cut(f"overall deadline, in {summaries.seconds(round(remaining))}, "
-                                                  f"while {', '.join(sorted(self.tasks))} start"))
+                    lambda: self.dirty,
+                    timeout=timedelta(seconds=remaining),
+                    timeout_summary=summaries.cut(
+                        f"overall deadline, in {summaries.seconds(round(remaining))}, "
+                        f"while {', '.join(sorted(self.tasks))} start"
+                    ),
+                )
             except TimeoutError:
                 continue
 
@@ -262,8 +293,9 @@ class SystemInitialization:
                 continue
             if stop_mode and any_failed:
                 continue  # start nothing new; what remains is skipped below once nothing runs
-            if all(condition_met(comps[d], comp.conditions.get(d, DependencyCondition.HEALTHY))
-                   for d in comp.depends_on):
+            if all(
+                condition_met(comps[d], comp.conditions.get(d, DependencyCondition.HEALTHY)) for d in comp.depends_on
+            ):
                 self.tasks[name] = asyncio.create_task(self._component(name))
         if stop_mode and any_failed and not self.tasks:
             for comp in comps.values():
@@ -288,16 +320,22 @@ class SystemInitialization:
                 spec = self.specs[name]
                 if comp.attempts > 1:  # a retry picks up the config as it is now (it may have been fixed)
                     spec = await workflow.execute_activity_method(
-                        ServiceActivities.load_service, name, start_to_close_timeout=policies.STORE_TIMEOUT,
-                        retry_policy=policies.STORE_RETRY, summary=f"load {name}'s current config for the retry")
+                        ServiceActivities.load_service,
+                        name,
+                        start_to_close_timeout=policies.STORE_TIMEOUT,
+                        retry_policy=policies.STORE_RETRY,
+                        summary=f"load {name}'s current config for the retry",
+                    )
                     self.specs[name] = spec
                 if spec.is_job and workflow.patched("init-jobs"):
                     await self._job(name, spec)
                     return
                 started = await policies.execute_on_host(
-                    spec, ServiceActivities.start_service,
-                    ServiceActionInput(spec=spec, source="initialization", run_id=self.state.run_id,
-                                       actor=self.state.actor),
+                    spec,
+                    ServiceActivities.start_service,
+                    ServiceActionInput(
+                        spec=spec, source="initialization", run_id=self.state.run_id, actor=self.state.actor
+                    ),
                     start_to_close_timeout=policies.CONTROL_TIMEOUT,
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                     retry_policy=policies.CONTROL_RETRY,
@@ -310,7 +348,8 @@ class SystemInitialization:
                 self._emit(name)
                 interval = spec.health.interval if spec.health else 1.0
                 await policies.execute_on_host(
-                    spec, ServiceActivities.wait_healthy,
+                    spec,
+                    ServiceActivities.wait_healthy,
                     WaitHealthyInput(spec=spec, timeout=options.component_timeout, run_id=self.state.run_id),
                     start_to_close_timeout=timedelta(seconds=options.component_timeout + 60),
                     heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * interval)),
@@ -365,13 +404,16 @@ class SystemInitialization:
                 ready = asyncio.create_task(self._job_ready(name, spec))
             try:
                 result = await policies.execute_on_host(
-                    spec, ServiceActivities.run_job,
+                    spec,
+                    ServiceActivities.run_job,
                     RunJobInput(service_id=name, run_id=self.state.run_id, attempt=attempt),
-                    summary=summaries.cut(f"run job {name}{summaries.where(spec)}"
-                                          + summaries.attempt_suffix(attempt, policy.max_attempts
-                                                                     if policy.max_attempts > 1 else None)),
-                    start_to_close_timeout=timedelta(seconds=(spec.timeout or self.input.options.component_timeout)
-                                                     + spec.process_grace() + 60),
+                    summary=summaries.cut(
+                        f"run job {name}{summaries.where(spec)}"
+                        + summaries.attempt_suffix(attempt, policy.max_attempts if policy.max_attempts > 1 else None)
+                    ),
+                    start_to_close_timeout=timedelta(
+                        seconds=(spec.timeout or self.input.options.component_timeout) + spec.process_grace() + 60
+                    ),
                     heartbeat_timeout=policies.CONTROL_HEARTBEAT,
                     retry_policy=policies.WAIT_RETRY,
                 )
@@ -389,8 +431,9 @@ class SystemInitialization:
                 self._emit(name, result.message)
                 return
         comp.status = ComponentStatus.FAILED
-        comp.last_error = result.message + (f" (after {policy.max_attempts} attempts)" if policy.max_attempts > 1
-                                            else "")
+        comp.last_error = result.message + (
+            f" (after {policy.max_attempts} attempts)" if policy.max_attempts > 1 else ""
+        )
         comp.finished_at = workflow.now()
         self._emit(name)
 
@@ -398,11 +441,17 @@ class SystemInitialization:
         """A running job's probe passed: dependants waiting for it to be healthy may start."""
         try:
             await policies.execute_on_host(
-                spec, ServiceActivities.wait_healthy,
-                WaitHealthyInput(spec=spec, timeout=self.input.options.component_timeout, run_id=self.state.run_id,
-                                 require_running=False),
-                summary=summaries.cut(f"wait until job {name} is ready "
-                                      f"({summaries.probe_label(summaries.readiness(spec))})"),
+                spec,
+                ServiceActivities.wait_healthy,
+                WaitHealthyInput(
+                    spec=spec,
+                    timeout=self.input.options.component_timeout,
+                    run_id=self.state.run_id,
+                    require_running=False,
+                ),
+                summary=summaries.cut(
+                    f"wait until job {name} is ready ({summaries.probe_label(summaries.readiness(spec))})"
+                ),
                 start_to_close_timeout=timedelta(seconds=self.input.options.component_timeout + 60),
                 heartbeat_timeout=policies.WAIT_HEARTBEAT,
                 retry_policy=policies.WAIT_RETRY,
@@ -434,17 +483,25 @@ class SystemInitialization:
                 if not names:
                     continue
                 await asyncio.gather(*(self._stop(n) for n in names))
-        await self._finish(InitStatus.CANCELLED, "cancelled"
-                           + (", started components stopped" if self.input.options.on_cancel == "rollback"
-                              else ", components left running"))
+        await self._finish(
+            InitStatus.CANCELLED,
+            "cancelled"
+            + (
+                ", started components stopped"
+                if self.input.options.on_cancel == "rollback"
+                else ", components left running"
+            ),
+        )
 
     async def _stop(self, name: str) -> None:
         comp = self.state.components[name]
         try:
             await policies.execute_on_host(
-                self.specs[name], ServiceActivities.stop_service,
-                ServiceActionInput(spec=self.specs[name], source="initialization", run_id=self.state.run_id,
-                                   actor=self.state.actor),
+                self.specs[name],
+                ServiceActivities.stop_service,
+                ServiceActionInput(
+                    spec=self.specs[name], source="initialization", run_id=self.state.run_id, actor=self.state.actor
+                ),
                 summary=summaries.stop(self.specs[name], "rollback of a cancelled initialization"),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT,
                 heartbeat_timeout=policies.CONTROL_HEARTBEAT,
@@ -498,8 +555,9 @@ class SystemInitialization:
         for): neither is part of the history, so when they are computed changes nothing on replay."""
         self._update_progress()
         header = f"**{self.state.status.value.lower()}**: {self.state.message}"
-        workflow.set_current_details(header + ("\n\n" + summaries.progress(self.state.components)
-                                               if self.state.components else ""))
+        workflow.set_current_details(
+            header + ("\n\n" + summaries.progress(self.state.components) if self.state.components else "")
+        )
 
     async def _publish_loop(self) -> None:
         """One writer: events reach the store (and the bus) in the order they happened, in batches."""
@@ -520,15 +578,22 @@ class SystemInitialization:
         if not final and self.recorded_plan and workflow.patched("record-init-changes"):
             # only what changed since the last record: the history grows with the changes, not with the system
             activity_method = RecordActivities.record_initialization_changes
-            state = self.state.model_copy(update={
-                "plan": [], "components": {n: c for n, c in self.state.components.items() if n in changed}})
+            state = self.state.model_copy(
+                update={"plan": [], "components": {n: c for n, c in self.state.components.items() if n in changed}}
+            )
         elif self.state.plan:
             self.recorded_plan = True
         await workflow.execute_activity_method(
             activity_method,
-            RecordInitInput(state=state, final=final, events=[d for _, d in batch],
-                            event_ids=[i for i, _ in batch], timestamp=workflow.now()),
-            summary=("record the result: " + self.state.status.value.lower()) if final
+            RecordInitInput(
+                state=state,
+                final=final,
+                events=[d for _, d in batch],
+                event_ids=[i for i, _ in batch],
+                timestamp=workflow.now(),
+            ),
+            summary=("record the result: " + self.state.status.value.lower())
+            if final
             else summaries.component_events(d for _, d in batch),
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
@@ -539,18 +604,24 @@ class SystemInitialization:
         it had when it started supervisors)."""
         if not workflow.patched("supervise-after-init"):
             return
-        names = [n for n, c in self.state.components.items()
-                 if c.status == ComponentStatus.HEALTHY and self.specs[n].monitored]
+        names = [
+            n
+            for n, c in self.state.components.items()
+            if c.status == ComponentStatus.HEALTHY and self.specs[n].monitored
+        ]
         if not names or self.input.options.validate_only:
             return
         try:
             await workflow.execute_activity_method(
                 TemporalActivities.ensure_supervisors,
-                SupervisorsInput(service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor,
-                                 resume=names),
+                SupervisorsInput(
+                    service_ids=names, task_queue=workflow.info().task_queue, actor=self.state.actor, resume=names
+                ),
                 summary=summaries.cut(f"watch {len(names)} healthy: {', '.join(sorted(names))}"),
-                start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(seconds=60),
-                retry_policy=policies.STORE_RETRY)
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=policies.STORE_RETRY,
+            )
         except ActivityError as exc:
             self.state.message += f" (watcher not started: {policies.error_text(exc)})"
 
@@ -565,7 +636,8 @@ class SystemInitialization:
         await self._flush(final=True)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if status == InitStatus.FAILED:
-            raise ApplicationError(message, self.state.model_dump(mode="json"), type="InitializationFailed",
-                                   non_retryable=True)
+            raise ApplicationError(
+                message, self.state.model_dump(mode="json"), type="InitializationFailed", non_retryable=True
+            )
         assert status in TERMINAL_INIT
         return self.state

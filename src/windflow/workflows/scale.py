@@ -44,15 +44,24 @@ class ServiceScale:
 
     @workflow.run
     async def run(self, input: ScaleInput) -> ScaleResult:
-        workflow.upsert_search_attributes([sa.KIND.value_set("scale"), sa.SERVICE.value_set(input.service_id),
-                                           sa.ACTOR.value_set(input.actor)])
+        workflow.upsert_search_attributes(
+            [sa.KIND.value_set("scale"), sa.SERVICE.value_set(input.service_id), sa.ACTOR.value_set(input.actor)]
+        )
         plan = await workflow.execute_activity_method(
-            ServiceActivities.scale_plan, input, summary=f"plan: {input.target} replicas of {input.service_id}",
-            start_to_close_timeout=policies.STORE_TIMEOUT, heartbeat_timeout=policies.CONTROL_HEARTBEAT,
-            retry_policy=policies.STORE_RETRY)
+            ServiceActivities.scale_plan,
+            input,
+            summary=f"plan: {input.target} replicas of {input.service_id}",
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            heartbeat_timeout=policies.CONTROL_HEARTBEAT,
+            retry_policy=policies.STORE_RETRY,
+        )
         if plan.spec is None:
-            return ScaleResult(service_id=input.service_id, replicas=0, ok=False,
-                               message="not a replicated service (deleted meanwhile?)")
+            return ScaleResult(
+                service_id=input.service_id,
+                replicas=0,
+                ok=False,
+                message="not a replicated service (deleted meanwhile?)",
+            )
         spec = plan.spec
         target = spec.replicas or 0
         self.result = ScaleResult(service_id=spec.id, replicas=target)
@@ -73,22 +82,37 @@ class ServiceScale:
     async def _start(self, spec: ServiceSpec, index: int, input: ScaleInput) -> None:
         unit = spec.replica_spec(index)
         started = await policies.execute_on_host(
-            unit, ServiceActivities.start_service, ServiceActionInput(spec=unit, source="user", actor=input.actor),
-            summary=summaries.start(unit), start_to_close_timeout=policies.CONTROL_TIMEOUT,
-            heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
+            unit,
+            ServiceActivities.start_service,
+            ServiceActionInput(spec=unit, source="user", actor=input.actor),
+            summary=summaries.start(unit),
+            start_to_close_timeout=policies.CONTROL_TIMEOUT,
+            heartbeat_timeout=policies.CONTROL_HEARTBEAT,
+            retry_policy=policies.CONTROL_RETRY,
+        )
         probe = unit.readiness_spec()
         await policies.execute_on_host(
-            unit, ServiceActivities.wait_healthy, WaitHealthyInput(spec=unit, timeout=input.timeout, source="user"),
-            summary=summaries.wait_healthy(unit), start_to_close_timeout=timedelta(seconds=input.timeout + 60),
+            unit,
+            ServiceActivities.wait_healthy,
+            WaitHealthyInput(spec=unit, timeout=input.timeout, source="user"),
+            summary=summaries.wait_healthy(unit),
+            start_to_close_timeout=timedelta(seconds=input.timeout + 60),
             heartbeat_timeout=max(policies.WAIT_HEARTBEAT, timedelta(seconds=3 * (probe.interval if probe else 1))),
-            retry_policy=policies.WAIT_RETRY)
+            retry_policy=policies.WAIT_RETRY,
+        )
         if unit.monitored:
             await workflow.execute_activity_method(
                 TemporalActivities.resume_supervisor,
-                SupervisorControlInput(service_id=unit.id, actor=input.actor, reason=f"scaled up by {input.actor}",
-                                       task_queue=workflow.info().task_queue),
-                summary=f"supervise {unit.id}", start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=policies.STORE_RETRY)
+                SupervisorControlInput(
+                    service_id=unit.id,
+                    actor=input.actor,
+                    reason=f"scaled up by {input.actor}",
+                    task_queue=workflow.info().task_queue,
+                ),
+                summary=f"supervise {unit.id}",
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=policies.STORE_RETRY,
+            )
         assert self.result is not None
         if started.result.changed:
             self.result.started.append(unit.id)
@@ -98,17 +122,26 @@ class ServiceScale:
         why = f"scaled down by {actor}"
         await workflow.execute_activity_method(
             TemporalActivities.pause_supervisor,
-            SupervisorControlInput(service_id=unit.id, actor=actor, reason=why,
-                                   task_queue=workflow.info().task_queue),
+            SupervisorControlInput(service_id=unit.id, actor=actor, reason=why, task_queue=workflow.info().task_queue),
             summary=f"pause supervision of {unit.id} ({why})",
-            start_to_close_timeout=policies.STORE_TIMEOUT * 4, retry_policy=policies.STORE_RETRY)
+            start_to_close_timeout=policies.STORE_TIMEOUT * 4,
+            retry_policy=policies.STORE_RETRY,
+        )
         await policies.execute_on_host(
-            unit, ServiceActivities.stop_service, ServiceActionInput(spec=unit, source="user", actor=actor),
+            unit,
+            ServiceActivities.stop_service,
+            ServiceActionInput(spec=unit, source="user", actor=actor),
             summary=summaries.stop(unit, why),
             start_to_close_timeout=policies.CONTROL_TIMEOUT + timedelta(seconds=unit.process_grace()),
-            heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
+            heartbeat_timeout=policies.CONTROL_HEARTBEAT,
+            retry_policy=policies.CONTROL_RETRY,
+        )
         await workflow.execute_activity_method(
-            ServiceActivities.remove_replica, unit.id, summary=f"remove {unit.id} from the registry",
-            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+            ServiceActivities.remove_replica,
+            unit.id,
+            summary=f"remove {unit.id} from the registry",
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
         assert self.result is not None
         self.result.stopped.append(unit.id)

@@ -46,9 +46,14 @@ class SystemShutdown:
     @workflow.init
     def __init__(self, input: ShutdownInput) -> None:
         self.input = input
-        self.state = ShutdownState(run_id=input.run_id, workflow_id=workflow.info().workflow_id, actor=input.actor,
-                                   reason=input.reason, requested=list(input.services),
-                                   started_at=workflow.now())
+        self.state = ShutdownState(
+            run_id=input.run_id,
+            workflow_id=workflow.info().workflow_id,
+            actor=input.actor,
+            reason=input.reason,
+            requested=list(input.services),
+            started_at=workflow.now(),
+        )
         self.specs: dict[str, ServiceSpec] = {}
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.seq = 0
@@ -59,13 +64,25 @@ class SystemShutdown:
 
     @workflow.run
     async def run(self, input: ShutdownInput) -> ShutdownState:
-        workflow.upsert_search_attributes([sa.KIND.value_set("shutdown"), sa.ACTOR.value_set(input.actor),
-                                           sa.STATUS.value_set(ShutdownStatus.STOPPING.value)])
+        workflow.upsert_search_attributes(
+            [
+                sa.KIND.value_set("shutdown"),
+                sa.ACTOR.value_set(input.actor),
+                sa.STATUS.value_set(ShutdownStatus.STOPPING.value),
+            ]
+        )
         plan = await workflow.execute_activity_method(
-            ShutdownActivities.plan_shutdown, list(input.services),
-            summary="plan: " + (", ".join(input.services[:5]) + (" …" if len(input.services) > 5 else "")
-                                + " and their dependants" if input.services else "every service"),
-            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+            ShutdownActivities.plan_shutdown,
+            list(input.services),
+            summary="plan: "
+            + (
+                ", ".join(input.services[:5]) + (" …" if len(input.services) > 5 else "") + " and their dependants"
+                if input.services
+                else "every service"
+            ),
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
         if plan.unknown:
             return await self._finish(ShutdownStatus.FAILED, f"unknown services: {', '.join(plan.unknown)}")
         self.specs = {s.id: s for s in plan.specs}
@@ -73,7 +90,8 @@ class SystemShutdown:
         for i, layer in enumerate(plan.layers):
             for name in layer:
                 self.state.components[name] = ShutdownComponent(
-                    service_id=name, layer=i, requested=not input.services or name in input.services)
+                    service_id=name, layer=i, requested=not input.services or name in input.services
+                )
         self.state.status = ShutdownStatus.STOPPING
         self.state.message = f"stopping {len(self.specs)} services in {len(plan.layers)} layers"
         self._emit(None)
@@ -105,16 +123,22 @@ class SystemShutdown:
         try:
             await workflow.execute_activity_method(
                 TemporalActivities.pause_supervisor,
-                SupervisorControlInput(service_id=name, actor=self.input.actor, reason=why,
-                                       task_queue=workflow.info().task_queue),
+                SupervisorControlInput(
+                    service_id=name, actor=self.input.actor, reason=why, task_queue=workflow.info().task_queue
+                ),
                 summary=f"pause supervision of {name} ({why})",
-                start_to_close_timeout=policies.STORE_TIMEOUT * 4, retry_policy=policies.STORE_RETRY)
+                start_to_close_timeout=policies.STORE_TIMEOUT * 4,
+                retry_policy=policies.STORE_RETRY,
+            )
             done = await policies.execute_on_host(
-                spec, ServiceActivities.stop_service,
+                spec,
+                ServiceActivities.stop_service,
                 ServiceActionInput(spec=spec, source="shutdown", run_id=self.state.run_id, actor=self.input.actor),
                 summary=summaries.stop(spec, why),
                 start_to_close_timeout=policies.CONTROL_TIMEOUT + _grace(spec),
-                heartbeat_timeout=policies.CONTROL_HEARTBEAT, retry_policy=policies.CONTROL_RETRY)
+                heartbeat_timeout=policies.CONTROL_HEARTBEAT,
+                retry_policy=policies.CONTROL_RETRY,
+            )
             comp.status = StopStatus.STOPPED
             comp.message = done.result.message
         except ActivityError as exc:
@@ -133,21 +157,36 @@ class SystemShutdown:
         self.state.progress = self._progress()
         self.seq += 1
         comp = self.state.components.get(component) if component else None
-        self.events.append((f"{self.state.workflow_id}/{self.seq}", {
-            "run_id": self.state.run_id, "workflow_id": self.state.workflow_id, "status": self.state.status.value,
-            "progress": self.state.progress, "component": component,
-            "component_status": comp.status.value if comp else None,
-            "message": comp.message if comp and comp.message else self.state.message,
-        }))
+        self.events.append(
+            (
+                f"{self.state.workflow_id}/{self.seq}",
+                {
+                    "run_id": self.state.run_id,
+                    "workflow_id": self.state.workflow_id,
+                    "status": self.state.status.value,
+                    "progress": self.state.progress,
+                    "component": component,
+                    "component_status": comp.status.value if comp else None,
+                    "message": comp.message if comp and comp.message else self.state.message,
+                },
+            )
+        )
 
     async def _record(self, *, final: bool = False) -> None:
         batch, self.events = self.events, []
         await workflow.execute_activity_method(
             ShutdownActivities.record_shutdown,
-            RecordShutdownInput(state=self.state, final=final, events=[d for _, d in batch],
-                                event_ids=[i for i, _ in batch], timestamp=workflow.now()),
+            RecordShutdownInput(
+                state=self.state,
+                final=final,
+                events=[d for _, d in batch],
+                event_ids=[i for i, _ in batch],
+                timestamp=workflow.now(),
+            ),
             summary=f"record {self.state.status.value.lower()} {self.state.progress}%",
-            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
 
     async def _finish(self, status: ShutdownStatus, message: str) -> ShutdownState:
         self.state.status = status

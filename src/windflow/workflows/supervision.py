@@ -53,10 +53,15 @@ with workflow.unsafe.imports_passed_through():
 
 #: the service state column (and `GET /services?state=`) for each supervision state
 SERVICE_STATE = {state: status.value for state, status in SUPERVISION_STATUS.items()}
-WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
-                          maximum_interval=timedelta(seconds=10))
-NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                           maximum_interval=timedelta(seconds=30), maximum_attempts=6)
+WATCH_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=10)
+)
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+)
 HISTORY_LIMIT = 4000
 #: recoveries send the blocked and recovered notifications, and a RECOVERY_UPDATE "recovered"
 NOTIFY_PATCH = "notify-blocked-recovered"
@@ -125,8 +130,14 @@ class RecoveryRoutine:
         state, self.service_state = self.service_state, None
         await workflow.execute_activity_method(
             SupervisionActivities.record_supervision,
-            RecordSupervisionInput(status=self.status, service_state=state, events=[d for _, d in batch],
-                                   event_ids=[i for i, _ in batch], recovery=summary, timestamp=workflow.now()),
+            RecordSupervisionInput(
+                status=self.status,
+                service_state=state,
+                events=[d for _, d in batch],
+                event_ids=[i for i, _ in batch],
+                recovery=summary,
+                timestamp=workflow.now(),
+            ),
             summary=f"record: {self.status.state.value.replace('_', ' ')}",
             start_to_close_timeout=policies.STORE_TIMEOUT,
             retry_policy=policies.STORE_RETRY,
@@ -153,9 +164,11 @@ class RecoveryRoutine:
         """Run ``awaitable`` until done, or until an interrupt arrives (then cancel it and raise)."""
         task = asyncio.ensure_future(awaitable)
         try:
-            await workflow.wait_condition(lambda: task.done() or self.interrupt is not None,
-                                          timeout=timedelta(seconds=timeout) if timeout else None,
-                                          timeout_summary=summary)
+            await workflow.wait_condition(
+                lambda: task.done() or self.interrupt is not None,
+                timeout=timedelta(seconds=timeout) if timeout else None,
+                timeout_summary=summary,
+            )
         except TimeoutError:
             pass
         if task.done():
@@ -170,8 +183,9 @@ class RecoveryRoutine:
         if seconds <= 0:
             return
         try:
-            await workflow.wait_condition(lambda: self.interrupt is not None, timeout=timedelta(seconds=seconds),
-                                          timeout_summary=summary)
+            await workflow.wait_condition(
+                lambda: self.interrupt is not None, timeout=timedelta(seconds=seconds), timeout_summary=summary
+            )
         except TimeoutError:
             return
         raise _Interrupted(self.interrupt or "interrupted")
@@ -200,21 +214,31 @@ class RecoveryRoutine:
                     SupervisionActivities.check_dependencies,
                     DependencyCheckInput(service_id=self.spec.id, depends_on=list(self.spec.depends_on)),
                     summary=summaries.cut(f"check {self.spec.id}'s dependencies: {', '.join(self.spec.depends_on)}"),
-                    start_to_close_timeout=policies.PROBE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+                    start_to_close_timeout=policies.PROBE_TIMEOUT,
+                    retry_policy=policies.STORE_RETRY,
+                )
                 if check.unhealthy:
                     self.status.blocked_on = check.unhealthy
                     self.set_state(SupervisionState.BLOCKED, f"waiting for {', '.join(check.unhealthy)}")
                     if workflow.patched(NOTIFY_PATCH):
-                        self.notify_later(NotificationKind.BLOCKED, f"{self.spec.id} is not restarted while "
-                                                     f"{', '.join(check.unhealthy)} is not healthy ({reason})")
-                    await self.interruptible(workflow.execute_activity_method(
-                        SupervisionActivities.wait_dependencies,
-                        WaitDependenciesInput(service_id=self.spec.id, depends_on=list(self.spec.depends_on)),
-                        summary=summaries.cut(f"blocked: {self.spec.id} waits until "
-                                              f"{', '.join(check.unhealthy)} healthy"),
-                        start_to_close_timeout=timedelta(days=30), heartbeat_timeout=self.heartbeat_timeout,
-                        retry_policy=WATCH_RETRY,
-                        cancellation_type=ActivityCancellationType.TRY_CANCEL))
+                        self.notify_later(
+                            NotificationKind.BLOCKED,
+                            f"{self.spec.id} is not restarted while "
+                            f"{', '.join(check.unhealthy)} is not healthy ({reason})",
+                        )
+                    await self.interruptible(
+                        workflow.execute_activity_method(
+                            SupervisionActivities.wait_dependencies,
+                            WaitDependenciesInput(service_id=self.spec.id, depends_on=list(self.spec.depends_on)),
+                            summary=summaries.cut(
+                                f"blocked: {self.spec.id} waits until {', '.join(check.unhealthy)} healthy"
+                            ),
+                            start_to_close_timeout=timedelta(days=30),
+                            heartbeat_timeout=self.heartbeat_timeout,
+                            retry_policy=WATCH_RETRY,
+                            cancellation_type=ActivityCancellationType.TRY_CANCEL,
+                        )
+                    )
                     self.status.blocked_on = []
                     confirm = True  # the dependency is back: the service may well be fine now
             delay = policy.delay_before(self.status.attempt + 1)
@@ -223,30 +247,44 @@ class RecoveryRoutine:
             if delay > 0:
                 delay = policy.jittered(delay, workflow.random().random())
                 self.status.next_attempt_at = workflow.now() + timedelta(seconds=delay)
-                self.set_state(SupervisionState.BACKING_OFF,
-                               f"attempt {self.status.attempt + 1} of {policy.max_attempts} at "
-                               f"{self.status.next_attempt_at.isoformat(timespec='seconds')}")
+                self.set_state(
+                    SupervisionState.BACKING_OFF,
+                    f"attempt {self.status.attempt + 1} of {policy.max_attempts} at "
+                    f"{self.status.next_attempt_at.isoformat(timespec='seconds')}",
+                )
                 await self.sleep(delay, summaries.backoff(delay, self.status.attempt + 1))
             self.status.next_attempt_at = None
             self.status.attempt += 1
             attempts_here += 1
-            self.set_state(SupervisionState.RECOVERING,
-                           f"attempt {self.status.attempt} of {policy.max_attempts}: {reason}")
+            self.set_state(
+                SupervisionState.RECOVERING, f"attempt {self.status.attempt} of {policy.max_attempts}: {reason}"
+            )
             holder = f"{workflow.info().workflow_id}/{workflow.info().run_id}/{workflow.uuid4()}"
             health = self.spec.health
             timeout = max(10.0, (health.start_period if health else 0) + 30.0)
             try:
                 step = await policies.execute_on_host(
-                    self.spec, SupervisionActivities.recover_step,
-                    RecoverStepInput(spec=self.spec, reason=reason, confirm=confirm, requested_at=workflow.now(),
-                                     holder=holder, timeout=timeout, source=source,
-                                     workflow_id=workflow.info().workflow_id, attempt=self.status.attempt,
-                                     max_attempts=policy.max_attempts, recovery_started_at=started,
-                                     attempts_here=attempts_here),
+                    self.spec,
+                    SupervisionActivities.recover_step,
+                    RecoverStepInput(
+                        spec=self.spec,
+                        reason=reason,
+                        confirm=confirm,
+                        requested_at=workflow.now(),
+                        holder=holder,
+                        timeout=timeout,
+                        source=source,
+                        workflow_id=workflow.info().workflow_id,
+                        attempt=self.status.attempt,
+                        max_attempts=policy.max_attempts,
+                        recovery_started_at=started,
+                        attempts_here=attempts_here,
+                    ),
                     start_to_close_timeout=timedelta(seconds=timeout + 60),
                     heartbeat_timeout=min(self.heartbeat_timeout, timedelta(seconds=10)),
                     retry_policy=policies.WAIT_RETRY,
-                    summary=summaries.restart(self.spec, reason, self.status.attempt, policy.max_attempts))
+                    summary=summaries.restart(self.spec, reason, self.status.attempt, policy.max_attempts),
+                )
             except ActivityError as exc:
                 self.status.last_error = policies.error_text(exc)
                 confirm = False
@@ -264,8 +302,7 @@ class RecoveryRoutine:
                 self.status.attempt -= 1
                 self.status.next_attempt_at = workflow.now() + timedelta(seconds=step.retry_after)
                 self.set_state(SupervisionState.WAITING_BUDGET, f"waiting for the restart budget: {step.message}")
-                await self.sleep(step.retry_after, f"wait {summaries.seconds(step.retry_after)} for the restart "
-                                                   "budget")
+                await self.sleep(step.retry_after, f"wait {summaries.seconds(step.retry_after)} for the restart budget")
                 continue
             if step.restarted:
                 self.status.restarts.append(workflow.now())
@@ -297,25 +334,41 @@ class RecoveryRoutine:
             "status": outcome,
             "started_at": started,
             "finished_at": workflow.now(),
-            "summary": {"reason": reason, "attempts": attempts, "attempt": self.status.attempt,
-                        "seconds": (workflow.now() - started).total_seconds(), "last_error": self.status.last_error,
-                        "verdict": self.status.last_verdict.model_dump(mode="json") if self.status.last_verdict
-                        else None},
+            "summary": {
+                "reason": reason,
+                "attempts": attempts,
+                "attempt": self.status.attempt,
+                "seconds": (workflow.now() - started).total_seconds(),
+                "last_error": self.status.last_error,
+                "verdict": self.status.last_verdict.model_dump(mode="json") if self.status.last_verdict else None,
+            },
         }
         self.publish_wakeup = True
 
     async def notify(self, kind: NotificationKind, text: str) -> None:
         """Escalate through the configured channels; a channel that stays down does not stop the workflow."""
         notification = Notification(
-            id=str(workflow.uuid4()), kind=kind, service_id=self.spec.id,
-            title=f"{self.spec.id}: {kind.replace('_', ' ')}", text=text,
-            details={"attempt": self.status.attempt, "max_attempts": self.status.max_attempts,
-                     "last_error": self.status.last_error},
-            workflow_id=workflow.info().workflow_id, timestamp=workflow.now())
+            id=str(workflow.uuid4()),
+            kind=kind,
+            service_id=self.spec.id,
+            title=f"{self.spec.id}: {kind.replace('_', ' ')}",
+            text=text,
+            details={
+                "attempt": self.status.attempt,
+                "max_attempts": self.status.max_attempts,
+                "last_error": self.status.last_error,
+            },
+            workflow_id=workflow.info().workflow_id,
+            timestamp=workflow.now(),
+        )
         try:
-            await workflow.execute_activity(names.NOTIFY, NotifyInput(notification=notification),
-                                            summary=f"notify: {self.spec.id} {kind.replace('_', ' ')}",
-                                            start_to_close_timeout=timedelta(seconds=60), retry_policy=NOTIFY_RETRY)
+            await workflow.execute_activity(
+                names.NOTIFY,
+                NotifyInput(notification=notification),
+                summary=f"notify: {self.spec.id} {kind.replace('_', ' ')}",
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=NOTIFY_RETRY,
+            )
         except ActivityError as exc:
             workflow.logger.warning("escalation not delivered: %s", policies.error_text(exc))
 
@@ -327,8 +380,10 @@ class RecoveryRoutine:
     async def give_up(self, reason: str) -> str:
         """Start limit reached. Returns approved (one more round) or stopped."""
         policy = self.spec.restart
-        text = (f"{self.spec.id} did not recover after {self.status.attempt} attempts ({reason}); "
-                f"last error: {self.status.last_error or 'unknown'}")
+        text = (
+            f"{self.spec.id} did not recover after {self.status.attempt} attempts ({reason}); "
+            f"last error: {self.status.last_error or 'unknown'}"
+        )
         self.record_recovery("gave_up", workflow.now(), self.status.attempt, reason)
         if policy.on_give_up == GiveUp.ESCALATE_AND_RETRY:
             await self.notify(NotificationKind.ESCALATED, text + "; retrying at backoff_max")
@@ -336,14 +391,17 @@ class RecoveryRoutine:
             return "approved"
         if policy.on_give_up == GiveUp.ASK:
             self.decision = None
-            self.set_state(SupervisionState.WAITING_DECISION, "gave up; waiting for an operator: approve or "
-                           "keep_stopped")
+            self.set_state(
+                SupervisionState.WAITING_DECISION, "gave up; waiting for an operator: approve or keep_stopped"
+            )
             await self.notify(NotificationKind.NEEDS_DECISION, text + "; approve another round or keep it stopped")
             try:
-                await workflow.wait_condition(lambda: self.decision is not None,
-                                              timeout=timedelta(seconds=policy.ask_timeout),
-                                              timeout_summary=f"wait {summaries.seconds(policy.ask_timeout)} for an "
-                                                              "operator: approve or keep_stopped")
+                await workflow.wait_condition(
+                    lambda: self.decision is not None,
+                    timeout=timedelta(seconds=policy.ask_timeout),
+                    timeout_summary=f"wait {summaries.seconds(policy.ask_timeout)} for an "
+                    "operator: approve or keep_stopped",
+                )
             except TimeoutError:
                 self.decision = DecisionInput(decision="keep_stopped", actor="timeout")
             decision = self.decision
@@ -361,10 +419,14 @@ class RecoveryRoutine:
     async def stop_service(self, why: str) -> None:
         try:
             await policies.execute_on_host(
-                self.spec, ServiceActivities.stop_service, ServiceActionInput(spec=self.spec, source="supervisor"),
+                self.spec,
+                ServiceActivities.stop_service,
+                ServiceActionInput(spec=self.spec, source="supervisor"),
                 summary=summaries.stop(self.spec, why),
-                start_to_close_timeout=policies.CONTROL_TIMEOUT, heartbeat_timeout=policies.CONTROL_HEARTBEAT,
-                retry_policy=policies.CONTROL_RETRY)
+                start_to_close_timeout=policies.CONTROL_TIMEOUT,
+                heartbeat_timeout=policies.CONTROL_HEARTBEAT,
+                retry_policy=policies.CONTROL_RETRY,
+            )
         except ActivityError as exc:
             self.status.last_error = f"{why}; stop failed: {policies.error_text(exc)}"
 
@@ -403,32 +465,48 @@ class ServiceRecovery(RecoveryRoutine):
             RecordActivities.note_alerts_ignored,
             AlertsIgnoredInput(workflow_id=info.workflow_id, run_id=info.run_id, reason=reason[:1000]),
             summary="record: the alerts behind this recovery are ignored (service healthy)",
-            start_to_close_timeout=policies.STORE_TIMEOUT, heartbeat_timeout=timedelta(seconds=10),
-            retry_policy=policies.STORE_RETRY)
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=policies.STORE_RETRY,
+        )
 
     def result(self, input: RecoveryInput, started: Any, outcome: str) -> RecoveryResult:
-        return RecoveryResult(service_id=input.service_id, outcome=outcome,  # type: ignore[arg-type]
-                              attempts=self.status.attempt, message=self.status.message, started_at=started,
-                              finished_at=workflow.now())
+        return RecoveryResult(
+            service_id=input.service_id,
+            outcome=outcome,  # type: ignore[arg-type]
+            attempts=self.status.attempt,
+            message=self.status.message,
+            started_at=started,
+            finished_at=workflow.now(),
+        )
 
     @workflow.run
     async def run(self, input: RecoveryInput) -> RecoveryResult:
         started = workflow.now()
-        workflow.upsert_search_attributes([sa.KIND.value_set("recovery"), sa.SERVICE.value_set(input.service_id),
-                                           sa.ACTOR.value_set(input.actor)])
+        workflow.upsert_search_attributes(
+            [sa.KIND.value_set("recovery"), sa.SERVICE.value_set(input.service_id), sa.ACTOR.value_set(input.actor)]
+        )
         if not workflow.patched(ON_DEMAND_PATCH):
             return await self.run_delegating(input, started)
         self.heartbeat_timeout = timedelta(seconds=RECOVERY_HEARTBEAT)
         target = await workflow.execute_activity_method(
-            SupervisionActivities.begin_recovery, input.service_id,
+            SupervisionActivities.begin_recovery,
+            input.service_id,
             summary=f"load {input.service_id}: applied config, desired state, attempts so far",
-            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
         if target.spec is None:
             raise ApplicationError(f"service {input.service_id!r} not found", type="NotFound", non_retryable=True)
         gave_up = input.source == "watcher" and target.state == "gave_up"  # a verdict from before it gave up
         if target.desired == "stopped" or target.held_by is not None or gave_up:
-            why = "desired stopped" if target.desired == "stopped" else "it gave up" if gave_up \
+            why = (
+                "desired stopped"
+                if target.desired == "stopped"
+                else "it gave up"
+                if gave_up
                 else f"held by {target.held_by}"
+            )
             self.status.message = f"not recovered: {why}"
             return self.result(input, started, "skipped")
         self.spec = target.spec
@@ -449,37 +527,64 @@ class ServiceRecovery(RecoveryRoutine):
     async def regate_dependants(self) -> None:
         """Dependants flagged ``restart_with_dependencies`` are restarted now that this service is back."""
         ids = await workflow.execute_activity_method(
-            SupervisionActivities.dependants_of, self.spec.id, summary=f"find services that depend on {self.spec.id}",
-            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+            SupervisionActivities.dependants_of,
+            self.spec.id,
+            summary=f"find services that depend on {self.spec.id}",
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
         if not ids:
             return
         await workflow.execute_activity_method(
             TemporalActivities.start_recoveries,
-            StartRecoveriesInput(service_ids=ids, reason=f"dependency {self.spec.id} recovered",
-                                 actor=workflow.info().workflow_id, source="recovery",
-                                 task_queue=workflow.info().task_queue),
+            StartRecoveriesInput(
+                service_ids=ids,
+                reason=f"dependency {self.spec.id} recovered",
+                actor=workflow.info().workflow_id,
+                source="recovery",
+                task_queue=workflow.info().task_queue,
+            ),
             summary=summaries.cut(f"restart with {self.spec.id}: {', '.join(ids)}"),
-            start_to_close_timeout=timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=30),
-            retry_policy=policies.STORE_RETRY)
+            start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=policies.STORE_RETRY,
+        )
 
     async def run_delegating(self, input: RecoveryInput, started: Any) -> RecoveryResult:
         """Runs started by the previous version: they asked the service's supervisor first (none runs now, so
         this goes on by itself)."""
         follow = await workflow.execute_activity_method(
             TemporalActivities.recover_via_supervisor,
-            AwaitSupervisorInput(service_id=input.service_id, reason=input.reason, actor=input.actor,
-                                 source=input.source, confirm=input.confirm),
+            AwaitSupervisorInput(
+                service_id=input.service_id,
+                reason=input.reason,
+                actor=input.actor,
+                source=input.source,
+                confirm=input.confirm,
+            ),
             summary=f"hand the recovery of {input.service_id} to its supervisor, if one runs",
-            start_to_close_timeout=timedelta(hours=6), heartbeat_timeout=timedelta(seconds=30),
-            retry_policy=policies.STORE_RETRY)
+            start_to_close_timeout=timedelta(hours=6),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=policies.STORE_RETRY,
+        )
         if follow.supervised:
             if input.confirm and not follow.restarted:
                 await self.alerts_ignored(f"alert ignored: service healthy ({follow.message})")
-            return RecoveryResult(service_id=input.service_id, outcome="delegated", attempts=follow.attempt,
-                                  message=follow.message, started_at=started, finished_at=workflow.now())
+            return RecoveryResult(
+                service_id=input.service_id,
+                outcome="delegated",
+                attempts=follow.attempt,
+                message=follow.message,
+                started_at=started,
+                finished_at=workflow.now(),
+            )
         spec = await workflow.execute_activity_method(
-            SupervisionActivities.load_spec_or_none, input.service_id, summary=f"load {input.service_id}",
-            start_to_close_timeout=policies.STORE_TIMEOUT, retry_policy=policies.STORE_RETRY)
+            SupervisionActivities.load_spec_or_none,
+            input.service_id,
+            summary=f"load {input.service_id}",
+            start_to_close_timeout=policies.STORE_TIMEOUT,
+            retry_policy=policies.STORE_RETRY,
+        )
         if spec is None:
             raise ApplicationError(f"service {input.service_id!r} not found", type="NotFound", non_retryable=True)
         self.spec = spec

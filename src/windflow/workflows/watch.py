@@ -24,8 +24,9 @@ with workflow.unsafe.imports_passed_through():
     from windflow.temporal import search_attributes as sa
 
 #: a watch that failed (a worker died, the store was away) is tried again soon, forever
-WATCH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
-                          maximum_interval=timedelta(seconds=2))
+WATCH_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=2)
+)
 
 
 @workflow.defn(name=names.WATCHER)
@@ -44,8 +45,12 @@ class Watcher:
         try:
             self.last = await workflow.execute_activity_method(
                 WatchActivities.watch_queue,
-                WatchQueueInput(queue=input.queue, host=input.host, workflow_task_queue=workflow.info().task_queue,
-                                max_run=input.max_run),
+                WatchQueueInput(
+                    queue=input.queue,
+                    host=input.host,
+                    workflow_task_queue=workflow.info().task_queue,
+                    max_run=input.max_run,
+                ),
                 task_queue=input.queue,
                 summary=f"watch every service of {where} ({input.queue})",
                 start_to_close_timeout=timedelta(seconds=input.max_run + 3600),

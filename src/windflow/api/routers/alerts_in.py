@@ -83,22 +83,35 @@ Outcome = Literal["recovery_started", "attached", "resolved_recorded", "ignored"
 class HookCreate(RequestBody):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
     kind: HookKind
-    label: str = Field(DEFAULT_LABEL, min_length=1, max_length=128,
-                       description="alertmanager: the alert label naming the service")
-    service_path: str | None = Field(None, description="generic: JSONPath to the service, e.g. $.alert.labels.service"
-                                                       " or $.data[*].svc")
+    label: str = Field(
+        DEFAULT_LABEL, min_length=1, max_length=128, description="alertmanager: the alert label naming the service"
+    )
+    service_path: str | None = Field(
+        None, description="generic: JSONPath to the service, e.g. $.alert.labels.service or $.data[*].svc"
+    )
     status_path: str | None = Field(None, description="generic: JSONPath to the status (absent: always firing)")
     firing_values: list[str] = Field(default_factory=lambda: ["firing"], max_length=32)
     resolved_values: list[str] = Field(default_factory=lambda: ["resolved"], max_length=32)
     fingerprint_path: str | None = None
-    auth: HookAuth = Field("token", description="What a delivery must carry: the bearer token, a Standard Webhooks "
-                                                "signature (webhook-id, webhook-timestamp, webhook-signature headers) "
-                                                "made with the hook's signing secret, or both")
-    force: bool = Field(False, description="Act without confirming: a firing alert restarts the service even when "
-                                           "its probe passes (default: probe first, ignore the alert if healthy)")
-    dedupe_window: float = Field(300.0, ge=0, le=86400, description="Seconds during which a repeat of an alert "
-                                 "already acted on (same fingerprint and startsAt, or same webhook-id) is recorded, "
-                                 "not acted on; 0: off")
+    auth: HookAuth = Field(
+        "token",
+        description="What a delivery must carry: the bearer token, a Standard Webhooks "
+        "signature (webhook-id, webhook-timestamp, webhook-signature headers) "
+        "made with the hook's signing secret, or both",
+    )
+    force: bool = Field(
+        False,
+        description="Act without confirming: a firing alert restarts the service even when "
+        "its probe passes (default: probe first, ignore the alert if healthy)",
+    )
+    dedupe_window: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="Seconds during which a repeat of an alert "
+        "already acted on (same fingerprint and startsAt, or same webhook-id) is recorded, "
+        "not acted on; 0: off",
+    )
 
     @model_validator(mode="after")
     def _generic_needs_a_service_path(self) -> HookCreate:
@@ -114,9 +127,13 @@ class HookCreate(RequestBody):
     def mapping(self) -> dict[str, Any]:
         if self.kind == "alertmanager":
             return AlertmanagerConfig(label=self.label).model_dump()
-        return GenericConfig(service_path=self.service_path or "", status_path=self.status_path,
-                             firing_values=self.firing_values, resolved_values=self.resolved_values,
-                             fingerprint_path=self.fingerprint_path).model_dump()
+        return GenericConfig(
+            service_path=self.service_path or "",
+            status_path=self.status_path,
+            firing_values=self.firing_values,
+            resolved_values=self.resolved_values,
+            fingerprint_path=self.fingerprint_path,
+        ).model_dump()
 
 
 class HookUpdate(RequestBody):
@@ -155,8 +172,11 @@ class HookPublic(BaseModel):
 
 class HookCreated(HookPublic):
     token: str = Field(description="Shown once: store it in the alert source's configuration")
-    signing_secret: str | None = Field(None, description="Shown once, for auth 'signature' and 'token+signature': "
-                                       "the Standard Webhooks secret (whsec_...) the source signs with")
+    signing_secret: str | None = Field(
+        None,
+        description="Shown once, for auth 'signature' and 'token+signature': "
+        "the Standard Webhooks secret (whsec_...) the source signs with",
+    )
 
 
 class AlertOutcome(BaseModel):
@@ -193,11 +213,21 @@ class AlertLogPublic(BaseModel):
 
 def _public(row: HookRow) -> dict[str, Any]:
     url = "/api/v1/hooks/alertmanager" if row.kind == "alertmanager" else f"/api/v1/hooks/{row.id}"
-    return {"id": row.id, "name": row.name, "kind": row.kind, "config": row.config or {},
-            "token_prefix": row.token_prefix, "url": url, "created_by": row.created_by,
-            "created_at": row.created_at, "token_rotated_at": row.token_rotated_at,
-            "last_used_at": row.last_used_at, "auth": row.auth or "token", "force": bool(row.force),
-            "dedupe_window": float(row.dedupe_window if row.dedupe_window is not None else 300.0)}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "kind": row.kind,
+        "config": row.config or {},
+        "token_prefix": row.token_prefix,
+        "url": url,
+        "created_by": row.created_by,
+        "created_at": row.created_at,
+        "token_rotated_at": row.token_rotated_at,
+        "last_used_at": row.last_used_at,
+        "auth": row.auth or "token",
+        "force": bool(row.force),
+        "dedupe_window": float(row.dedupe_window if row.dedupe_window is not None else 300.0),
+    }
 
 
 def _new_token() -> tuple[str, str, str]:
@@ -208,20 +238,42 @@ def _new_token() -> tuple[str, str, str]:
 # --------------------------------------------------------------------------- registry
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=HookCreated,
-             summary="Register an incoming alert webhook (its token is returned once)")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=HookCreated,
+    summary="Register an incoming alert webhook (its token is returned once)",
+)
 @audit_as("hook.create")
-async def create_hook(body: HookCreate, session: WriteSessionDep, principal: CanManage,
-                      request_id: RequestIdDep) -> HookCreated:
+async def create_hook(
+    body: HookCreate, session: WriteSessionDep, principal: CanManage, request_id: RequestIdDep
+) -> HookCreated:
     if await hooks.by_name(session=session, name=body.name) is not None:
         raise Conflict(f"a hook named {body.name!r} exists", details={"name": body.name})
     token, digest, prefix = _new_token()
     secret = new_secret() if "signature" in body.auth else None
-    row = await hooks.add(session=session, hook_id=f"hk_{uuid.uuid4().hex[:16]}", name=body.name, kind=body.kind,
-                          config=body.mapping(), token_hash=digest, token_prefix=prefix, created_by=principal.name,
-                          auth=body.auth, signing_secret=secret, force=body.force, dedupe_window=body.dedupe_window)
-    await record(session, principal, "hook.create", row.id, request_id,
-                 details={"name": row.name, "kind": row.kind, "auth": row.auth, "force": row.force})
+    row = await hooks.add(
+        session=session,
+        hook_id=f"hk_{uuid.uuid4().hex[:16]}",
+        name=body.name,
+        kind=body.kind,
+        config=body.mapping(),
+        token_hash=digest,
+        token_prefix=prefix,
+        created_by=principal.name,
+        auth=body.auth,
+        signing_secret=secret,
+        force=body.force,
+        dedupe_window=body.dedupe_window,
+    )
+    await record(
+        session,
+        principal,
+        "hook.create",
+        row.id,
+        request_id,
+        details={"name": row.name, "kind": row.kind, "auth": row.auth, "force": row.force},
+    )
     return HookCreated(**_public(row), token=token, signing_secret=secret)
 
 
@@ -230,8 +282,11 @@ async def list_hooks(session: ReadSessionDep, _: CanManage) -> list[HookPublic]:
     return [HookPublic(**_public(row)) for row in await hooks.get_all(session=session)]
 
 
-@router.post("/alertmanager", response_model=HookReceipt,
-             summary="Receive a Prometheus Alertmanager webhook (hook token in 'Authorization: Bearer')")
+@router.post(
+    "/alertmanager",
+    response_model=HookReceipt,
+    summary="Receive a Prometheus Alertmanager webhook (hook token in 'Authorization: Bearer')",
+)
 @audit_as("hook.receive")
 async def receive_alertmanager(request: Request, resources: ResourcesDep, request_id: RequestIdDep) -> HookReceipt:
     note(request, actor="hook:unknown", target="alertmanager")
@@ -250,28 +305,48 @@ async def get_hook(hook_id: str, session: ReadSessionDep, _: CanManage) -> HookP
 
 
 @router.get("/{hook_id}/alerts", response_model=list[AlertLogPublic], summary="Alerts received through a hook")
-async def list_hook_alerts(hook_id: str, session: ReadSessionDep, _: CanManage,
-                           limit: int = Query(100, ge=1, le=1000)) -> list[AlertLogPublic]:
+async def list_hook_alerts(
+    hook_id: str, session: ReadSessionDep, _: CanManage, limit: int = Query(100, ge=1, le=1000)
+) -> list[AlertLogPublic]:
     await hooks.require(session=session, hook_id=hook_id)
-    return [AlertLogPublic.model_validate(r, from_attributes=True)
-            for r in await alert_log.get_all(session=session, hook_id=hook_id, limit=limit)]
+    return [
+        AlertLogPublic.model_validate(r, from_attributes=True)
+        for r in await alert_log.get_all(session=session, hook_id=hook_id, limit=limit)
+    ]
 
 
-@router.patch("/{hook_id}", response_model=HookPublic,
-              summary="Change a hook: name, mapping (label or JSONPaths), force, dedupe window")
+@router.patch(
+    "/{hook_id}",
+    response_model=HookPublic,
+    summary="Change a hook: name, mapping (label or JSONPaths), force, dedupe window",
+)
 @audit_as("hook.update")
-async def update_hook(hook_id: str, body: HookUpdate, session: WriteSessionDep, principal: CanManage,
-                      request_id: RequestIdDep) -> HookPublic:
+async def update_hook(
+    hook_id: str, body: HookUpdate, session: WriteSessionDep, principal: CanManage, request_id: RequestIdDep
+) -> HookPublic:
     row = await hooks.require(session=session, hook_id=hook_id)
     changes = body.changes()
-    mapping_keys = {"label"} if row.kind == "alertmanager" else {
-        "service_path", "status_path", "firing_values", "resolved_values", "fingerprint_path"}
+    mapping_keys = (
+        {"label"}
+        if row.kind == "alertmanager"
+        else {"service_path", "status_path", "firing_values", "resolved_values", "fingerprint_path"}
+    )
     foreign = sorted(k for k in changes if k not in mapping_keys | {"name", "force", "dedupe_window"})
     if foreign:
-        raise RequestValidationError([{"loc": ("body", k), "msg": f"not a field of a {row.kind} hook",
-                                       "type": "extra_forbidden"} for k in foreign])
-    current = {"name": row.name, "kind": row.kind, **(row.config or {}), "auth": row.auth or "token",
-               "force": bool(row.force), "dedupe_window": float(row.dedupe_window or 0.0)}
+        raise RequestValidationError(
+            [
+                {"loc": ("body", k), "msg": f"not a field of a {row.kind} hook", "type": "extra_forbidden"}
+                for k in foreign
+            ]
+        )
+    current = {
+        "name": row.name,
+        "kind": row.kind,
+        **(row.config or {}),
+        "auth": row.auth or "token",
+        "force": bool(row.force),
+        "dedupe_window": float(row.dedupe_window or 0.0),
+    }
     try:  # the whole hook as it would be, checked as a new one is (a generic hook's paths compile)
         merged = HookCreate.model_validate({**current, **changes})
     except ValidationError as exc:
@@ -280,11 +355,16 @@ async def update_hook(hook_id: str, body: HookUpdate, session: WriteSessionDep, 
         raise Conflict(f"a hook named {merged.name!r} exists", details={"name": merged.name})
     changed = sorted(k for k in changes if changes[k] != current.get(k))
     if changed:
-        row.name, row.config, row.force, row.dedupe_window = (merged.name, merged.mapping(), merged.force,
-                                                              merged.dedupe_window)
+        row.name, row.config, row.force, row.dedupe_window = (
+            merged.name,
+            merged.mapping(),
+            merged.force,
+            merged.dedupe_window,
+        )
         await session.flush()
-        await record(session, principal, "hook.update", hook_id, request_id,
-                     details={"name": row.name, "changed": changed})
+        await record(
+            session, principal, "hook.update", hook_id, request_id, details={"name": row.name, "changed": changed}
+        )
     return HookPublic(**_public(row))
 
 
@@ -297,11 +377,15 @@ async def delete_hook(hook_id: str, session: WriteSessionDep, principal: CanMana
     await record(session, principal, "hook.delete", hook_id, request_id, details={"name": name})
 
 
-@router.post("/{hook_id}/rotate-token", response_model=HookCreated,
-             summary="Issue a new token for a webhook (the old one stops working at once)")
+@router.post(
+    "/{hook_id}/rotate-token",
+    response_model=HookCreated,
+    summary="Issue a new token for a webhook (the old one stops working at once)",
+)
 @audit_as("hook.rotate_token")
-async def rotate_hook_token(hook_id: str, session: WriteSessionDep, principal: CanManage,
-                            request_id: RequestIdDep) -> HookCreated:
+async def rotate_hook_token(
+    hook_id: str, session: WriteSessionDep, principal: CanManage, request_id: RequestIdDep
+) -> HookCreated:
     token, digest, prefix = _new_token()
     row = await hooks.set_token(session=session, hook_id=hook_id, token_hash=digest, token_prefix=prefix)
     secret = None
@@ -312,11 +396,15 @@ async def rotate_hook_token(hook_id: str, session: WriteSessionDep, principal: C
     return HookCreated(**_public(row), token=token, signing_secret=secret)
 
 
-@router.post("/{hook_id}", response_model=HookReceipt,
-             summary="Receive alerts for one hook (generic JSON mapped by the hook's paths, or Alertmanager's)")
+@router.post(
+    "/{hook_id}",
+    response_model=HookReceipt,
+    summary="Receive alerts for one hook (generic JSON mapped by the hook's paths, or Alertmanager's)",
+)
 @audit_as("hook.receive")
-async def receive_generic(hook_id: str, request: Request, resources: ResourcesDep,
-                          request_id: RequestIdDep) -> HookReceipt:
+async def receive_generic(
+    hook_id: str, request: Request, resources: ResourcesDep, request_id: RequestIdDep
+) -> HookReceipt:
     note(request, actor="hook:unknown", target=hook_id)
     async with resources.db.read() as session:
         row = await hooks.get(session=session, hook_id=hook_id)
@@ -335,8 +423,12 @@ async def receive_generic(hook_id: str, request: Request, resources: ResourcesDe
 def _presented_token(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "hook token required: send 'Authorization: Bearer wf_hook_...'", code="unauthorized",
-                       headers=_CHALLENGE)
+        raise ApiError(
+            401,
+            "hook token required: send 'Authorization: Bearer wf_hook_...'",
+            code="unauthorized",
+            headers=_CHALLENGE,
+        )
     return token.strip()
 
 
@@ -350,8 +442,9 @@ async def _payload(request: Request) -> Any:
 def _alerts(row: HookRow, payload: Any) -> list[IncomingAlert]:
     if row.kind == "alertmanager":
         if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
-            raise ApiError(422, "not an Alertmanager webhook payload: 'alerts' (a list) is missing",
-                           code="validation_error")
+            raise ApiError(
+                422, "not an Alertmanager webhook payload: 'alerts' (a list) is missing", code="validation_error"
+            )
         return alertmanager_alerts(payload, AlertmanagerConfig.model_validate(row.config or {}))
     return generic_alerts(payload, GenericConfig.model_validate(row.config))
 
@@ -361,9 +454,12 @@ async def _verify_signature(request: Request, row: HookRow) -> None:
         return
     body = await request.body()
     if not row.signing_secret or not verify_standard(row.signing_secret, body, request.headers):
-        raise ApiError(401, "invalid or missing signature: sign with the hook's secret (Standard Webhooks: "
-                            "webhook-id, webhook-timestamp within 5 minutes, webhook-signature)",
-                       code="invalid_signature")
+        raise ApiError(
+            401,
+            "invalid or missing signature: sign with the hook's secret (Standard Webhooks: "
+            "webhook-id, webhook-timestamp within 5 minutes, webhook-signature)",
+            code="invalid_signature",
+        )
 
 
 async def _creator_problem(session: AsyncSession, row: HookRow) -> str | None:
@@ -393,8 +489,9 @@ async def _rate_limit(resources: Resources, row: HookRow) -> None:
     settings = resources.settings
     key = f"hook:{row.id}"
     try:
-        wait = await _hook_limiter(resources).hit(key, limit=settings.hooks_rate_limit,
-                                                  window=settings.hooks_rate_window)
+        wait = await _hook_limiter(resources).hit(
+            key, limit=settings.hooks_rate_limit, window=settings.hooks_rate_window
+        )
     except Exception:  # Redis unreachable: count in this process rather than fail the alert
         fallback = resources.extras.get("hook_limiter_fallback")
         if fallback is None:
@@ -404,9 +501,13 @@ async def _rate_limit(resources: Resources, row: HookRow) -> None:
             fallback = resources.extras["hook_limiter_fallback"] = MemoryRateLimiter()
         wait = await fallback.hit(key, limit=settings.hooks_rate_limit, window=settings.hooks_rate_window)
     if wait is not None:
-        raise ApiError(429, f"hook {row.name!r} is over its rate limit ({settings.hooks_rate_limit} deliveries per "
-                            f"{settings.hooks_rate_window:g}s)", code="rate_limited",
-                       headers={"Retry-After": str(wait)})
+        raise ApiError(
+            429,
+            f"hook {row.name!r} is over its rate limit ({settings.hooks_rate_limit} deliveries per "
+            f"{settings.hooks_rate_window:g}s)",
+            code="rate_limited",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 async def _receive(request: Request, resources: Resources, row: HookRow, request_id: str) -> HookReceipt:
@@ -416,8 +517,12 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
     async with resources.db.read() as session:
         problem = await _creator_problem(session, row)
     if problem is not None:
-        raise ApiError(403, f"hook {row.name!r} is disabled: {problem}; recreate it as a user who holds "
-                            f"{Permission.RECOVERY_TRIGGER.value}", code="hook_disabled")
+        raise ApiError(
+            403,
+            f"hook {row.name!r} is disabled: {problem}; recreate it as a user who holds "
+            f"{Permission.RECOVERY_TRIGGER.value}",
+            code="hook_disabled",
+        )
     await _rate_limit(resources, row)
     alerts = _alerts(row, await _payload(request))
     delivery_id = request.headers.get(ID_HEADER) or None
@@ -425,8 +530,13 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
     window = float(row.dedupe_window if row.dedupe_window is not None else 300.0)
     async with resources.db.read() as session:
         known = set(await services.ids(session=session))
-        seen = (await alert_log.acted_since(session=session, hook_id=row.id, keys=keys,
-                                            since=utcnow() - timedelta(seconds=window)) if window > 0 else {})
+        seen = (
+            await alert_log.acted_since(
+                session=session, hook_id=row.id, keys=keys, since=utcnow() - timedelta(seconds=window)
+            )
+            if window > 0
+            else {}
+        )
     label = (row.config or {}).get("label", DEFAULT_LABEL) if row.kind == "alertmanager" else None
     outcomes: list[AlertOutcome] = []
     started: dict[str, tuple[str, bool, str]] = {}  # service → (workflow id, attached, run id) within this call
@@ -434,8 +544,9 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
     acted: set[str] = set()  # keys of this delivery's alerts that started or joined a recovery
     for i, alert in enumerate(alerts):
         run_ids.append(None)
-        out = AlertOutcome(index=i, service=alert.service, status=alert.status, fingerprint=alert.fingerprint,
-                           outcome="ignored")
+        out = AlertOutcome(
+            index=i, service=alert.service, status=alert.status, fingerprint=alert.fingerprint, outcome="ignored"
+        )
         if alert.status == "unknown":
             out.reason = f"status {alert.raw_status!r} is neither firing nor resolved"
         elif alert.service is None:
@@ -447,17 +558,26 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
         elif keys[i] in seen or keys[i] in acted:
             out.outcome = "duplicate"
             at = seen.get(keys[i])
-            out.reason = ("a repeat of an alert acted on " + (f"at {at.isoformat(timespec='seconds')} " if at else
-                                                               "in this delivery ")
-                          + f"(within {window:g}s): recorded, not acted on")
+            out.reason = (
+                "a repeat of an alert acted on "
+                + (f"at {at.isoformat(timespec='seconds')} " if at else "in this delivery ")
+                + f"(within {window:g}s): recorded, not acted on"
+            )
         elif alert.service in started:
             out.outcome, out.workflow_id = "attached", started[alert.service][0]
             run_ids[i] = started[alert.service][2]
             out.reason = "another alert of this call started or joined the recovery"
         else:
-            result = await start_recovery(await get_temporal(resources), task_queue=resources.settings.task_queue,
-                                          service_id=alert.service, reason=_reason(row, alert), actor=actor,
-                                          source="hook", request_id=request_id, confirm=not row.force)
+            result = await start_recovery(
+                await get_temporal(resources),
+                task_queue=resources.settings.task_queue,
+                service_id=alert.service,
+                reason=_reason(row, alert),
+                actor=actor,
+                source="hook",
+                request_id=request_id,
+                confirm=not row.force,
+            )
             started[alert.service] = (result.workflow_id, result.attached, result.run_id)
             out.outcome = "attached" if result.attached else "recovery_started"
             out.workflow_id = result.workflow_id
@@ -471,13 +591,29 @@ async def _receive(request: Request, resources: Resources, row: HookRow, request
         counts: dict[str, int] = {}
         for o in outcomes:
             counts[o.outcome] = counts.get(o.outcome, 0) + 1
-        await record(session, actor, "hook.receive", row.id, request_id,
-                     details={"hook": row.name, "kind": row.kind, "alerts": len(alerts), "outcomes": counts,
-                              "recoveries": sorted({w for w, _, _ in started.values()})})
+        await record(
+            session,
+            actor,
+            "hook.receive",
+            row.id,
+            request_id,
+            details={
+                "hook": row.name,
+                "kind": row.kind,
+                "alerts": len(alerts),
+                "outcomes": counts,
+                "recoveries": sorted({w for w, _, _ in started.values()}),
+            },
+        )
     if resources.relay is not None:
         resources.relay.notify()
-    return HookReceipt(hook_id=row.id, hook=row.name, received=len(alerts), outcomes=outcomes,
-                       recoveries=sorted({w for w, _, _ in started.values()}))
+    return HookReceipt(
+        hook_id=row.id,
+        hook=row.name,
+        received=len(alerts),
+        outcomes=outcomes,
+        recoveries=sorted({w for w, _, _ in started.values()}),
+    )
 
 
 def _reason(row: HookRow, alert: IncomingAlert) -> str:
@@ -486,11 +622,28 @@ def _reason(row: HookRow, alert: IncomingAlert) -> str:
     return f"alert from hook {row.name}" + (f": {name}" if name else "")
 
 
-async def _log(session: AsyncSession, row: HookRow, alerts: list[IncomingAlert], outcomes: list[AlertOutcome],
-               request_id: str, *, keys: list[str], run_ids: list[str | None]) -> list[AlertLogRow]:
-    entries = [{"fingerprint": (a.fingerprint or None) and a.fingerprint[:128],
-                "service_id": (a.service or None) and a.service[:64], "status": (a.raw_status or a.status)[:32],
-                "outcome": o.outcome, "reason": o.reason, "workflow_id": o.workflow_id,
-                "payload": truncate_excerpt(a.excerpt), "dedupe_key": key, "run_id": run_id}
-               for a, o, key, run_id in zip(alerts, outcomes, keys, run_ids, strict=True)]
+async def _log(
+    session: AsyncSession,
+    row: HookRow,
+    alerts: list[IncomingAlert],
+    outcomes: list[AlertOutcome],
+    request_id: str,
+    *,
+    keys: list[str],
+    run_ids: list[str | None],
+) -> list[AlertLogRow]:
+    entries = [
+        {
+            "fingerprint": (a.fingerprint or None) and a.fingerprint[:128],
+            "service_id": (a.service or None) and a.service[:64],
+            "status": (a.raw_status or a.status)[:32],
+            "outcome": o.outcome,
+            "reason": o.reason,
+            "workflow_id": o.workflow_id,
+            "payload": truncate_excerpt(a.excerpt),
+            "dedupe_key": key,
+            "run_id": run_id,
+        }
+        for a, o, key, run_id in zip(alerts, outcomes, keys, run_ids, strict=True)
+    ]
     return await alert_log.add_many(session=session, hook_id=row.id, request_id=request_id or None, entries=entries)

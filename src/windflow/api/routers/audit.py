@@ -25,8 +25,12 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     try:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise ApiError(422, f"{name}: instant out of range", code="validation_error",
-                       details=[{"loc": ["query", name], "msg": "out of range in UTC"}]) from None
+        raise ApiError(
+            422,
+            f"{name}: instant out of range",
+            code="validation_error",
+            details=[{"loc": ["query", name], "msg": "out of range in UTC"}],
+        ) from None
 
 
 @router.get("", response_model=PageOf[AuditPublic], summary="Audit records (filter, then page with `cursor`)")
@@ -42,7 +46,15 @@ async def list_audit(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[AuditPublic]:
-    page = await audit.get_all(session=session, limit=limit, cursor=cursor, actor=actor, action=action, target=target,
-                            outcome=outcome, since=_aware(since, "since"),
-                            until=_aware(until, "until"))
+    page = await audit.get_all(
+        session=session,
+        limit=limit,
+        cursor=cursor,
+        actor=actor,
+        action=action,
+        target=target,
+        outcome=outcome,
+        since=_aware(since, "since"),
+        until=_aware(until, "until"),
+    )
     return PageOf[AuditPublic](items=[AuditPublic.of(r) for r in page.items], next_cursor=page.next_cursor)

@@ -75,8 +75,13 @@ def _failure_key(kind: str, username: str, address: str) -> str:
 
 def _too_many(request: Request, wait: int, limit: str, what: str) -> ApiError:
     note(request, reason="rate_limited", limit=limit)
-    return ApiError(429, f"too many {what}; retry in {wait} s", code="rate_limited",
-                    headers={"Retry-After": str(wait)}, details={"retry_after": wait, "limit": limit})
+    return ApiError(
+        429,
+        f"too many {what}; retry in {wait} s",
+        code="rate_limited",
+        headers={"Retry-After": str(wait)},
+        details={"retry_after": wait, "limit": limit},
+    )
 
 
 async def throttle(request: Request, resources: Resources, *, kind: str, username: str) -> None:
@@ -90,8 +95,10 @@ async def throttle(request: Request, resources: Resources, *, kind: str, usernam
     if wait is not None:
         raise _too_many(request, wait, "failures", what)
     window = float(settings.login_window)
-    for key, limit, name in ((f"{kind}:addr:{address}", settings.login_attempts_per_address, "addr"),
-                             (f"{kind}:user:{username}|{address}", settings.login_attempts_per_user, "user")):
+    for key, limit, name in (
+        (f"{kind}:addr:{address}", settings.login_attempts_per_address, "addr"),
+        (f"{kind}:user:{username}|{address}", settings.login_attempts_per_user, "user"),
+    ):
         wait = await limiter.hit(key, limit=limit, window=window)
         if wait is not None:
             raise _too_many(request, wait, name, what)
@@ -101,8 +108,12 @@ async def failed_attempt(request: Request, resources: Resources, *, kind: str, u
     """Record a wrong password; returns the delay (seconds) it imposes on this user from this address."""
     settings = resources.settings
     return await login_limiter(resources).fail(
-        _failure_key(kind, username, client_address(request)), free=settings.login_free_failures, base=1.0,
-        cap=float(settings.login_delay_max), ttl=max(3600.0, 2.0 * settings.login_delay_max))
+        _failure_key(kind, username, client_address(request)),
+        free=settings.login_free_failures,
+        base=1.0,
+        cap=float(settings.login_delay_max),
+        ttl=max(3600.0, 2.0 * settings.login_delay_max),
+    )
 
 
 async def succeeded(request: Request, resources: Resources, *, kind: str, username: str) -> None:
@@ -135,7 +146,9 @@ async def login_credentials(request: Request) -> LoginRequest:
 
 
 async def limit_login(
-    request: Request, creds: Annotated[LoginRequest, Depends(login_credentials)], resources: ResourcesDep,
+    request: Request,
+    creds: Annotated[LoginRequest, Depends(login_credentials)],
+    resources: ResourcesDep,
 ) -> LoginRequest:
     """429 with Retry-After while this user is held at this address, or beyond the sliding windows."""
     await throttle(request, resources, kind="login", username=creds.username)
@@ -147,11 +160,17 @@ _LOGIN_BODY = {
         "required": True,
         "content": {
             "application/json": {"schema": LoginRequest.model_json_schema()},
-            "application/x-www-form-urlencoded": {"schema": {
-                "type": "object", "required": ["username", "password"],
-                "properties": {"grant_type": {"type": "string", "enum": ["password"]},
-                               "username": {"type": "string"}, "password": {"type": "string", "format": "password"}},
-            }},
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["username", "password"],
+                    "properties": {
+                        "grant_type": {"type": "string", "enum": ["password"]},
+                        "username": {"type": "string"},
+                        "password": {"type": "string", "format": "password"},
+                    },
+                }
+            },
         },
     }
 }
@@ -159,13 +178,23 @@ _LOGIN_BODY = {
 
 def _pair(issued: accounts.IssuedSession) -> TokenPair:
     expires_in = max(0, int((issued.access_expires_at - datetime.now(UTC)).total_seconds()))
-    return TokenPair(access_token=issued.access_token, expires_in=expires_in, expires_at=issued.access_expires_at,
-                     refresh_token=issued.refresh_token, refresh_expires_at=issued.refresh_expires_at,
-                     session_id=issued.session_id)
+    return TokenPair(
+        access_token=issued.access_token,
+        expires_in=expires_in,
+        expires_at=issued.access_expires_at,
+        refresh_token=issued.refresh_token,
+        refresh_expires_at=issued.refresh_expires_at,
+        session_id=issued.session_id,
+    )
 
 
-@router.post("/login", response_model=TokenPair, summary="Sign in: access token + refresh token",
-             openapi_extra=_LOGIN_BODY, responses=_RATE_LIMITED)
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    summary="Sign in: access token + refresh token",
+    openapi_extra=_LOGIN_BODY,
+    responses=_RATE_LIMITED,
+)
 @audit_as("auth.login")
 async def login(
     request: Request,
@@ -189,11 +218,18 @@ async def login(
             await users.set_password(session=session, user=row, password_hash=new_hash)
         await users.record_login(session=session, user_id=row.id)
         account = await users.with_roles(session=session, user=row)
-        issued = await accounts.open_session(session=session, settings=resources.settings, key=resources.jwt_key,
-                                             account=account)
+        issued = await accounts.open_session(
+            session=session, settings=resources.settings, key=resources.jwt_key, account=account
+        )
         await accounts.purge_expired(session=session)
-        await record(session, row.username, "auth.login", row.username, request_id,
-                     details={"session": issued.session_id, "client": client_address(request)})
+        await record(
+            session,
+            row.username,
+            "auth.login",
+            row.username,
+            request_id,
+            details={"session": issued.session_id, "client": client_address(request)},
+        )
     _notify(resources)
     await succeeded(request, resources, kind="login", username=creds.username)
     return _pair(issued)
@@ -202,7 +238,10 @@ async def login(
 @router.post("/refresh", response_model=TokenPair, summary="Rotate: a used refresh token is invalid afterwards")
 @audit_as("auth.refresh")
 async def refresh(
-    request: Request, body: RefreshRequest, resources: ResourcesDep, request_id: RequestIdDep,
+    request: Request,
+    body: RefreshRequest,
+    resources: ResourcesDep,
+    request_id: RequestIdDep,
 ) -> TokenPair:
     issued: accounts.IssuedSession | None = None
     async with resources.db.write() as session:
@@ -215,22 +254,38 @@ async def refresh(
             reason = "account_disabled"
         if result.family_id and reason != "ok":
             # reuse of a rotated token means it leaked: the whole family goes, access tokens included
-            await accounts.revoke_families(session=session, settings=resources.settings, families=[result.family_id],
-                                           reason=reason)
+            await accounts.revoke_families(
+                session=session, settings=resources.settings, families=[result.family_id], reason=reason
+            )
         if reason == "ok" and owner is not None:
             account = await users.with_roles(session=session, user=owner)
-            issued = await accounts.open_session(session=session, settings=resources.settings, key=resources.jwt_key,
-                                                 account=account, family_id=result.family_id)
-            await record(session, owner.username, "auth.refresh", owner.username, request_id,
-                         details={"session": result.family_id})
+            issued = await accounts.open_session(
+                session=session,
+                settings=resources.settings,
+                key=resources.jwt_key,
+                account=account,
+                family_id=result.family_id,
+            )
+            await record(
+                session,
+                owner.username,
+                "auth.refresh",
+                owner.username,
+                request_id,
+                details={"session": result.family_id},
+            )
     _notify(resources)
     if issued is None:
         note(request, reason=reason, session=result.family_id)
-        messages = {"reused": "refresh token already used: the session is revoked, sign in again",
-                    "expired": "refresh token expired", "revoked": "refresh token revoked",
-                    "account_disabled": "the account is disabled"}
-        raise ApiError(401, messages.get(reason, "invalid refresh token"), code="invalid_refresh_token",
-                       headers=_CHALLENGE)
+        messages = {
+            "reused": "refresh token already used: the session is revoked, sign in again",
+            "expired": "refresh token expired",
+            "revoked": "refresh token revoked",
+            "account_disabled": "the account is disabled",
+        }
+        raise ApiError(
+            401, messages.get(reason, "invalid refresh token"), code="invalid_refresh_token", headers=_CHALLENGE
+        )
     return _pair(issued)
 
 
@@ -244,8 +299,9 @@ async def logout(
     body: Annotated[LogoutRequest | None, Body()] = None,
 ) -> Response:
     if principal.kind != "user":
-        raise ApiError(400, "API tokens do not sign out; revoke them with DELETE /api/v1/auth/tokens/{id}",
-                       code="bad_request")
+        raise ApiError(
+            400, "API tokens do not sign out; revoke them with DELETE /api/v1/auth/tokens/{id}", code="bad_request"
+        )
     body = body or LogoutRequest()
     families: set[str] = {principal.session_id} if principal.session_id else set()
     user = await users.get(session=session, username=principal.name)
@@ -257,10 +313,17 @@ async def logout(
         families.update(await refresh_tokens.live_families(session=session, user_id=user.id))
     await accounts.revoke_families(session=session, settings=resources.settings, families=families, reason="logout")
     if principal.token_id:
-        await accounts.deny_access_token(session=session, jti=principal.token_id, expires_at=principal.expires_at,
-                                         settings=resources.settings)
-    await record(session, principal, "auth.logout", principal.name, request_id,
-                 details={"sessions": sorted(families), "all_sessions": body.all_sessions})
+        await accounts.deny_access_token(
+            session=session, jti=principal.token_id, expires_at=principal.expires_at, settings=resources.settings
+        )
+    await record(
+        session,
+        principal,
+        "auth.logout",
+        principal.name,
+        request_id,
+        details={"sessions": sorted(families), "all_sessions": body.all_sessions},
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -271,16 +334,30 @@ async def me(principal: AuthenticatedDep, session: ReadSessionDep) -> MePublic:
     if user is not None:
         account = await users.with_roles(session=session, user=user)
         public = UserPublic.of(user, account.roles, account.permissions)
-    return MePublic(username=principal.name, kind=principal.kind, roles=sorted(principal.roles),
-                    permissions=sorted(principal.permissions), token_id=principal.token_id,
-                    session_id=principal.session_id, expires_at=principal.expires_at, user=public)
+    return MePublic(
+        username=principal.name,
+        kind=principal.kind,
+        roles=sorted(principal.roles),
+        permissions=sorted(principal.permissions),
+        token_id=principal.token_id,
+        session_id=principal.session_id,
+        expires_at=principal.expires_at,
+        user=public,
+    )
 
 
-@router.post("/password", status_code=status.HTTP_204_NO_CONTENT,
-             summary="Change your password (all your sessions and API tokens end)", responses=_RATE_LIMITED)
+@router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Change your password (all your sessions and API tokens end)",
+    responses=_RATE_LIMITED,
+)
 @audit_as("auth.password_change")
 async def change_password(
-    request: Request, body: PasswordChange, principal: AuthenticatedDep, resources: ResourcesDep,
+    request: Request,
+    body: PasswordChange,
+    principal: AuthenticatedDep,
+    resources: ResourcesDep,
     request_id: RequestIdDep,
 ) -> Response:
     if principal.kind != "user":
@@ -300,11 +377,18 @@ async def change_password(
     async with resources.db.write() as session:
         row = await users.require(session=session, username=principal.name)
         await users.set_password(session=session, user=row, password_hash=new_hash)
-        ended = await accounts.revoke_user_sessions(session=session, settings=resources.settings, user_id=row.id,
-                                                    reason="password_change")
+        ended = await accounts.revoke_user_sessions(
+            session=session, settings=resources.settings, user_id=row.id, reason="password_change"
+        )
         tokens_revoked = await api_tokens.revoke_user(session=session, user_id=row.id)
-        await record(session, principal, "auth.password_change", principal.name, request_id,
-                     details={"sessions_ended": ended, "api_tokens_revoked": tokens_revoked})
+        await record(
+            session,
+            principal,
+            "auth.password_change",
+            principal.name,
+            request_id,
+            details={"sessions_ended": ended, "api_tokens_revoked": tokens_revoked},
+        )
     _notify(resources)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -312,16 +396,24 @@ async def change_password(
 # --------------------------------------------------------------------------- personal API tokens
 
 
-@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=ApiTokenCreated,
-             summary="Create a personal API token (the secret is shown only in this answer)")
+@router.post(
+    "/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiTokenCreated,
+    summary="Create a personal API token (the secret is shown only in this answer)",
+)
 @audit_as("token.create")
 async def create_token(
-    body: ApiTokenCreate, principal: AuthenticatedDep, session: WriteSessionDep, request_id: RequestIdDep,
+    body: ApiTokenCreate,
+    principal: AuthenticatedDep,
+    session: WriteSessionDep,
+    request_id: RequestIdDep,
     resources: ResourcesDep,
 ) -> ApiTokenCreated:
     if principal.kind != "user":
-        raise ApiError(403, "API tokens are created from a signed-in session, not with another API token",
-                       code="forbidden")
+        raise ApiError(
+            403, "API tokens are created from a signed-in session, not with another API token", code="forbidden"
+        )
     user = await users.get(session=session, username=principal.name)
     if user is None or user.disabled:
         raise ApiError(403, "API tokens belong to a stored, enabled user", code="forbidden")
@@ -330,27 +422,48 @@ async def create_token(
     wanted = set(body.permissions) if body.permissions is not None else set(held)
     unknown = unknown_permissions(wanted)
     if unknown:
-        raise ApiError(422, f"unknown permission(s): {', '.join(unknown)}", code="validation_error",
-                       details=[{"loc": ["body", "permissions"], "msg": f"unknown permission {p!r}"}
-                                for p in unknown])
+        raise ApiError(
+            422,
+            f"unknown permission(s): {', '.join(unknown)}",
+            code="validation_error",
+            details=[{"loc": ["body", "permissions"], "msg": f"unknown permission {p!r}"} for p in unknown],
+        )
     excess = sorted(wanted - held)
     if excess:
-        raise ApiError(403, f"a token cannot have permissions you do not hold: {', '.join(excess)}",
-                       code="forbidden", details={"not_held": excess})
+        raise ApiError(
+            403,
+            f"a token cannot have permissions you do not hold: {', '.join(excess)}",
+            code="forbidden",
+            details={"not_held": excess},
+        )
     settings = resources.settings
     days = body.expires_in_days or settings.api_token_ttl_days
     if days > settings.api_token_max_ttl_days:
-        raise ApiError(422, f"expires_in_days: at most {settings.api_token_max_ttl_days}", code="validation_error",
-                       details=[{"loc": ["body", "expires_in_days"],
-                                 "msg": f"at most {settings.api_token_max_ttl_days} days"}])
+        raise ApiError(
+            422,
+            f"expires_in_days: at most {settings.api_token_max_ttl_days}",
+            code="validation_error",
+            details=[{"loc": ["body", "expires_in_days"], "msg": f"at most {settings.api_token_max_ttl_days} days"}],
+        )
     expires = datetime.now(UTC) + timedelta(days=days)
     token, token_hash = new_opaque_token(API_TOKEN_PREFIX)
-    row = await api_tokens.create(session=session, user_id=user.id, name=body.name, token_hash=token_hash,
-                                  prefix=token[: len(API_TOKEN_PREFIX) + 6], permissions=sorted(wanted),
-                                  expires_at=expires)
-    await record(session, principal, "token.create", row.id, request_id,
-                 details={"name": row.name, "permissions": row.permissions,
-                          "expires_at": expires.isoformat()})
+    row = await api_tokens.create(
+        session=session,
+        user_id=user.id,
+        name=body.name,
+        token_hash=token_hash,
+        prefix=token[: len(API_TOKEN_PREFIX) + 6],
+        permissions=sorted(wanted),
+        expires_at=expires,
+    )
+    await record(
+        session,
+        principal,
+        "token.create",
+        row.id,
+        request_id,
+        details={"name": row.name, "permissions": row.permissions, "expires_at": expires.isoformat()},
+    )
     return ApiTokenCreated(**ApiTokenPublic.of(row, user.username).model_dump(), token=token)
 
 
@@ -363,8 +476,12 @@ async def list_tokens(
 ) -> list[ApiTokenPublic]:
     if all_users:
         if not principal.can(Permission.USERS_MANAGE.value):
-            raise ApiError(403, "listing every user's tokens needs users:manage", code="forbidden",
-                           details={"required": Permission.USERS_MANAGE.value})
+            raise ApiError(
+                403,
+                "listing every user's tokens needs users:manage",
+                code="forbidden",
+                details={"required": Permission.USERS_MANAGE.value},
+            )
         found = await api_tokens.get_all(session=session, include_revoked=include_revoked)
     else:
         user = await users.get(session=session, username=principal.name)
@@ -377,12 +494,21 @@ async def list_tokens(
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an API token")
 @audit_as("token.revoke")
 async def revoke_token(
-    token_id: str, principal: AuthenticatedDep, session: WriteSessionDep, request_id: RequestIdDep,
+    token_id: str,
+    principal: AuthenticatedDep,
+    session: WriteSessionDep,
+    request_id: RequestIdDep,
 ) -> Response:
     found = await api_tokens.get(session=session, token_id=token_id)
     if found is None or (found.user.username != principal.name and not principal.can(Permission.USERS_MANAGE.value)):
         raise NotFound(f"API token {token_id!r} not found", details={"token_id": token_id})
     changed = await api_tokens.revoke(session=session, token_id=token_id)
-    await record(session, principal, "token.revoke", token_id, request_id,
-                 details={"name": found.token.name, "owner": found.user.username, "already_revoked": not changed})
+    await record(
+        session,
+        principal,
+        "token.revoke",
+        token_id,
+        request_id,
+        details={"name": found.token.name, "owner": found.user.username, "already_revoked": not changed},
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

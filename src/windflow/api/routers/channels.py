@@ -103,28 +103,35 @@ def _settings_names(resources: Any) -> set[str]:
 def _validated(name: str, body: ChannelBody, old: ChannelConfig | None, resources: Any) -> ChannelConfig:
     """The channel as it will be stored: secrets sent back redacted restored from ``old``; checked whole
     (kind and url agree, headers, the outbound policy). 422 otherwise, nothing saved."""
-    doc, moved = restore_channel({"name": name, **body.model_dump(mode="json", exclude_unset=False)},
-                                 old.model_dump(mode="json") if old is not None else None)
+    doc, moved = restore_channel(
+        {"name": name, **body.model_dump(mode="json", exclude_unset=False)},
+        old.model_dump(mode="json") if old is not None else None,
+    )
     if moved:
-        raise ConfigInvalid("a redacted secret would go to another destination: re-enter it",
-                            details=[{"loc": ["body", *loc], "msg": msg, "type": "secret_destination"}
-                                     for loc, msg in moved])
+        raise ConfigInvalid(
+            "a redacted secret would go to another destination: re-enter it",
+            details=[{"loc": ["body", *loc], "msg": msg, "type": "secret_destination"} for loc, msg in moved],
+        )
     try:
         channel = ChannelConfig.model_validate(doc)
     except ValueError as exc:
         errors = exc.errors() if isinstance(exc, ValidationError) else []
-        raise ConfigInvalid(f"invalid channel: {errors[0]['msg'] if errors else exc}",
-                            details=[{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                                     for e in errors] or None) from None
+        raise ConfigInvalid(
+            f"invalid channel: {errors[0]['msg'] if errors else exc}",
+            details=[{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors] or None,
+        ) from None
     if contains_placeholder(channel.model_dump(mode="json")):
-        raise ConfigInvalid(f"{REDACTED!r} is a placeholder for a secret: give the real value",
-                            details=[{"loc": ["body"], "msg": "re-enter the redacted values",
-                                      "type": "secret_placeholder"}])
+        raise ConfigInvalid(
+            f"{REDACTED!r} is a placeholder for a secret: give the real value",
+            details=[{"loc": ["body"], "msg": "re-enter the redacted values", "type": "secret_placeholder"}],
+        )
     if channel.url:
         reason = resources.outbound.notify.refuse_url(channel.url)
         if reason:
-            raise ConfigInvalid(f"url refused by the outbound policy: {reason}",
-                                details=[{"loc": ["body", "url"], "msg": reason, "type": "outbound_refused"}])
+            raise ConfigInvalid(
+                f"url refused by the outbound policy: {reason}",
+                details=[{"loc": ["body", "url"], "msg": reason, "type": "outbound_refused"}],
+            )
     return channel
 
 
@@ -147,8 +154,7 @@ async def list_channels(session: ReadSessionDep, resources: ResourcesDep, _: Can
 
 
 @router.get("/{name}", response_model=ChannelPublic, summary="One notification channel (secrets redacted)")
-async def get_channel(name: ChannelPath, session: ReadSessionDep, resources: ResourcesDep,
-                      _: CanRead) -> ChannelPublic:
+async def get_channel(name: ChannelPath, session: ReadSessionDep, resources: ResourcesDep, _: CanRead) -> ChannelPublic:
     for c in resources.settings.notification_channels:
         if c.name == name:
             return _public(c, "settings")
@@ -158,11 +164,13 @@ async def get_channel(name: ChannelPath, session: ReadSessionDep, resources: Res
     return _public(channel, "stored")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ChannelPublic,
-             summary="Add a notification channel")
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=ChannelPublic, summary="Add a notification channel"
+)
 @audit_as("notification_channel.create")
-async def create_channel(body: ChannelCreate, request: Request, resources: ResourcesDep, principal: CanWrite,
-                         request_id: RequestIdDep) -> ChannelPublic:
+async def create_channel(
+    body: ChannelCreate, request: Request, resources: ResourcesDep, principal: CanWrite, request_id: RequestIdDep
+) -> ChannelPublic:
     note(request, target=body.name)
     if body.name in _settings_names(resources):
         raise Conflict(f"channel {body.name!r} is defined in settings", details={"name": body.name})
@@ -171,17 +179,27 @@ async def create_channel(body: ChannelCreate, request: Request, resources: Resou
         if await channels.get(session=session, name=body.name) is not None:
             raise Conflict(f"channel {body.name!r} exists", details={"name": body.name})
         await channels.put(session=session, channel=channel)
-        await record(session, principal, "notification_channel.create", body.name, request_id,
-                     details=_audit_details(channel))
+        await record(
+            session, principal, "notification_channel.create", body.name, request_id, details=_audit_details(channel)
+        )
     _committed(resources)
     return _public(channel, "stored")
 
 
-@router.put("/{name}", response_model=ChannelPublic,
-            summary="Replace a notification channel (redacted values sent back keep the stored secrets)")
+@router.put(
+    "/{name}",
+    response_model=ChannelPublic,
+    summary="Replace a notification channel (redacted values sent back keep the stored secrets)",
+)
 @audit_as("notification_channel.update")
-async def update_channel(name: ChannelPath, body: ChannelBody, request: Request, resources: ResourcesDep,
-                         principal: CanWrite, request_id: RequestIdDep) -> ChannelPublic:
+async def update_channel(
+    name: ChannelPath,
+    body: ChannelBody,
+    request: Request,
+    resources: ResourcesDep,
+    principal: CanWrite,
+    request_id: RequestIdDep,
+) -> ChannelPublic:
     note(request, target=name)
     if name in _settings_names(resources):
         raise Conflict(f"channel {name!r} is defined in settings: change it there", details={"name": name})
@@ -192,18 +210,26 @@ async def update_channel(name: ChannelPath, body: ChannelBody, request: Request,
         channel = _validated(name, body, old, resources)
         if channel != old:
             await channels.put(session=session, channel=channel)
-            changed = sorted(k for k, v in channel.model_dump(mode="json").items()
-                             if v != old.model_dump(mode="json").get(k))
-            await record(session, principal, "notification_channel.update", name, request_id,
-                         details=_audit_details(channel, changed=changed))
+            changed = sorted(
+                k for k, v in channel.model_dump(mode="json").items() if v != old.model_dump(mode="json").get(k)
+            )
+            await record(
+                session,
+                principal,
+                "notification_channel.update",
+                name,
+                request_id,
+                details=_audit_details(channel, changed=changed),
+            )
     _committed(resources)
     return _public(channel, "stored")
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a notification channel")
 @audit_as("notification_channel.delete")
-async def delete_channel(name: ChannelPath, request: Request, resources: ResourcesDep, principal: CanWrite,
-                         request_id: RequestIdDep) -> None:
+async def delete_channel(
+    name: ChannelPath, request: Request, resources: ResourcesDep, principal: CanWrite, request_id: RequestIdDep
+) -> None:
     note(request, target=name)
     if name in _settings_names(resources):
         raise Conflict(f"channel {name!r} is defined in settings: remove it there", details={"name": name})
@@ -211,16 +237,19 @@ async def delete_channel(name: ChannelPath, request: Request, resources: Resourc
         old = await channels.get(session=session, name=name)
         if old is None or not await channels.remove(session=session, name=name):
             raise NotFound(f"notification channel {name!r} not found", details={"name": name})
-        await record(session, principal, "notification_channel.delete", name, request_id,
-                     details=_audit_details(old))
+        await record(session, principal, "notification_channel.delete", name, request_id, details=_audit_details(old))
     _committed(resources)
 
 
-@router.post("/{name}/test", response_model=DeliveryResult,
-             summary="Send a test notification through a channel now (logged like any delivery)")
+@router.post(
+    "/{name}/test",
+    response_model=DeliveryResult,
+    summary="Send a test notification through a channel now (logged like any delivery)",
+)
 @audit_as("notification_channel.test")
-async def test_channel(name: ChannelPath, request: Request, resources: ResourcesDep, principal: CanWrite,
-                       request_id: RequestIdDep) -> DeliveryResult:
+async def test_channel(
+    name: ChannelPath, request: Request, resources: ResourcesDep, principal: CanWrite, request_id: RequestIdDep
+) -> DeliveryResult:
     note(request, target=name)
     channel = next((c for c in resources.settings.notification_channels if c.name == name), None)
     if channel is None:
@@ -229,10 +258,14 @@ async def test_channel(name: ChannelPath, request: Request, resources: Resources
     if channel is None:
         raise NotFound(f"notification channel {name!r} not found", details={"name": name})
     notification = Notification(
-        id=f"test-{uuid.uuid4().hex}", kind=channel.events[0] if channel.events else NotificationKind.ESCALATED,
-        service_id="windflow", title=f"Test notification from windflow (channel {name})",
+        id=f"test-{uuid.uuid4().hex}",
+        kind=channel.events[0] if channel.events else NotificationKind.ESCALATED,
+        service_id="windflow",
+        title=f"Test notification from windflow (channel {name})",
         text=f"Sent by {principal.name} to check the channel; nothing needs doing.",
-        details={"test": True, "requested_by": principal.name}, timestamp=datetime.now(UTC))
+        details={"test": True, "requested_by": principal.name},
+        timestamp=datetime.now(UTC),
+    )
     try:
         result = await build_channel(channel, resources.outbound.notify).send(notification)
     except Exception as exc:  # an adapter bug is a failed test, not a 500
@@ -240,22 +273,34 @@ async def test_channel(name: ChannelPath, request: Request, resources: Resources
     result = result.model_copy(update={"channel": name})
     async with resources.db.write() as session:
         await deliveries.add(session=session, notification=notification, result=result)
-        await record(session, principal, "notification_channel.test", name, request_id,
-                     outcome="success" if result.delivered else "failure",
-                     details={"delivered": result.delivered, "status_code": result.status_code,
-                              "error": result.error})
+        await record(
+            session,
+            principal,
+            "notification_channel.test",
+            name,
+            request_id,
+            outcome="success" if result.delivered else "failure",
+            details={"delivered": result.delivered, "status_code": result.status_code, "error": result.error},
+        )
     _committed(resources)
     return result
 
 
-@router.get("/{name}/deliveries", response_model=PageOf[ChannelDelivery],
-            summary="A channel's deliveries (tests included), newest first")
+@router.get(
+    "/{name}/deliveries",
+    response_model=PageOf[ChannelDelivery],
+    summary="A channel's deliveries (tests included), newest first",
+)
 async def list_channel_deliveries(
-    name: ChannelPath, session: ReadSessionDep, _: CanRead,
+    name: ChannelPath,
+    session: ReadSessionDep,
+    _: CanRead,
     delivered: bool | None = Query(None),
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[ChannelDelivery]:
     page = await deliveries.get_all(session=session, channel=name, delivered=delivered, limit=limit, cursor=cursor)
-    return PageOf[ChannelDelivery](items=[ChannelDelivery.model_validate(r, from_attributes=True)
-                                          for r in page.items], next_cursor=page.next_cursor)
+    return PageOf[ChannelDelivery](
+        items=[ChannelDelivery.model_validate(r, from_attributes=True) for r in page.items],
+        next_cursor=page.next_cursor,
+    )

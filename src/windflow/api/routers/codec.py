@@ -62,11 +62,15 @@ def _to_proto(body: CodecPayloads) -> list[Payload]:
 
 
 def _to_json(payloads: list[Payload]) -> CodecPayloads:
-    return CodecPayloads(payloads=[
-        CodecPayload(metadata={k: base64.b64encode(v).decode() for k, v in p.metadata.items()},
-                     data=base64.b64encode(p.data).decode())
-        for p in payloads
-    ])
+    return CodecPayloads(
+        payloads=[
+            CodecPayload(
+                metadata={k: base64.b64encode(v).decode() for k, v in p.metadata.items()},
+                data=base64.b64encode(p.data).decode(),
+            )
+            for p in payloads
+        ]
+    )
 
 
 async def _decode(body: CodecPayloads, settings: Settings) -> CodecPayloads:
@@ -80,14 +84,16 @@ async def _decode(body: CodecPayloads, settings: Settings) -> CodecPayloads:
         raise ApiError(422, str(exc), code="undecryptable_payload") from None
 
 
-@router.post("/decode", summary="Decrypt payloads (Temporal remote codec; codec:decode)",
-             response_model=CodecPayloads)
+@router.post("/decode", summary="Decrypt payloads (Temporal remote codec; codec:decode)", response_model=CodecPayloads)
 async def decode(body: CodecPayloads, settings: SettingsDep, _: CanDecode) -> CodecPayloads:
     return await _decode(body, settings)
 
 
-@router.post("/ui/{token}/decode", response_model=CodecPayloads,
-             summary="Decrypt payloads for the Temporal Web UI (the path's token is WINDFLOW_CODEC_AUTH_TOKEN)")
+@router.post(
+    "/ui/{token}/decode",
+    response_model=CodecPayloads,
+    summary="Decrypt payloads for the Temporal Web UI (the path's token is WINDFLOW_CODEC_AUTH_TOKEN)",
+)
 async def ui_decode(token: str, body: CodecPayloads, settings: SettingsDep) -> CodecPayloads:
     expected = settings.codec_auth_token
     if expected is None or not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
@@ -95,8 +101,7 @@ async def ui_decode(token: str, body: CodecPayloads, settings: SettingsDep) -> C
     return await _decode(body, settings)
 
 
-@router.post("/encode", summary="Encrypt payloads (Temporal remote codec; codec:encode)",
-             response_model=CodecPayloads)
+@router.post("/encode", summary="Encrypt payloads (Temporal remote codec; codec:encode)", response_model=CodecPayloads)
 async def encode(body: CodecPayloads, settings: SettingsDep, _: CanEncode) -> CodecPayloads:
     codec = payload_codec(settings)
     payloads = _to_proto(body)

@@ -60,8 +60,10 @@ class EventMessage(BaseModel):
 
 class EventPage(BaseModel):
     items: list[EventMessage]
-    next_after: str | None = Field(description="Pass as `after` to continue (the last position examined); "
-                                   "fewer than `limit` items means the end of the stream was reached")
+    next_after: str | None = Field(
+        description="Pass as `after` to continue (the last position examined); "
+        "fewer than `limit` items means the end of the stream was reached"
+    )
     gap: bool = Field(False, description="Events after `after` were trimmed by retention before this read")
 
 
@@ -76,8 +78,12 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
     try:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise ApiError(422, f"{name}: instant out of range", code="validation_error",
-                       details=[{"loc": ["query", name], "msg": "out of range in UTC"}]) from None
+        raise ApiError(
+            422,
+            f"{name}: instant out of range",
+            code="validation_error",
+            details=[{"loc": ["query", name], "msg": "out of range in UTC"}],
+        ) from None
 
 
 def _within(at: datetime, start: datetime | None, end: datetime | None) -> bool:
@@ -110,14 +116,19 @@ async def list_events(
     do not seek: page on with `next_after`)."""
     start, end = _utc(since, "since"), _utc(until, "until")
     if start is not None and end is not None and start >= end:
-        raise ApiError(422, "since must be before until", code="validation_error",
-                       details=[{"loc": ["query", "since"], "msg": "must be before until"}])
+        raise ApiError(
+            422,
+            "since must be before until",
+            code="validation_error",
+            details=[{"loc": ["query", "since"], "msg": "must be before until"}],
+        )
     if after is not None:
         try:
             parse_position(after)
         except InvalidPosition as exc:
-            raise ApiError(422, str(exc), code="validation_error",
-                           details=[{"loc": ["query", "after"], "msg": str(exc)}]) from None
+            raise ApiError(
+                422, str(exc), code="validation_error", details=[{"loc": ["query", "after"], "msg": str(exc)}]
+            ) from None
     try:
         flt = build_filter(types, services, principal)
     except PermissionError as exc:
@@ -144,6 +155,13 @@ async def list_events(
         log.warning("reading events failed: %s: %s", type(exc).__name__, exc)
         raise ServiceUnavailable(f"the event bus is unreachable: {type(exc).__name__}") from None
     next_after = cursor
-    body = ('{"items":[' + ",".join(items) + '],"next_after":' + (f'"{next_after}"' if next_after else "null")
-            + ',"gap":' + ("true" if gap else "false") + "}")
+    body = (
+        '{"items":['
+        + ",".join(items)
+        + '],"next_after":'
+        + (f'"{next_after}"' if next_after else "null")
+        + ',"gap":'
+        + ("true" if gap else "false")
+        + "}"
+    )
     return Response(content=body, media_type="application/json")

@@ -33,8 +33,11 @@ async def _redis_check(resources: Resources) -> str:
         return f"degraded: {type(exc).__name__}: {exc}"[:300]
 
 
-@router.get("/readyz", summary="Database and Temporal reachable (503 otherwise); Redis reported as degraded",
-            responses={503: {"model": ErrorEnvelope, "description": "not ready: details name what is unreachable"}})
+@router.get(
+    "/readyz",
+    summary="Database and Temporal reachable (503 otherwise); Redis reported as degraded",
+    responses={503: {"model": ErrorEnvelope, "description": "not ready: details name what is unreachable"}},
+)
 async def readyz(resources: ResourcesDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

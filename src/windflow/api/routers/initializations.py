@@ -85,8 +85,11 @@ class InitializationPublic(BaseModel):
     state: InitState | None = None
     started_at: datetime
     finished_at: datetime | None
-    error: str | None = Field(None, description="What keeps the run from going on, or how Temporal ended it, when "
-                              "its own records cannot say (a workflow task that keeps failing, a terminated run)")
+    error: str | None = Field(
+        None,
+        description="What keeps the run from going on, or how Temporal ended it, when "
+        "its own records cannot say (a workflow task that keeps failing, a terminated run)",
+    )
     links: Links
 
 
@@ -97,8 +100,9 @@ def _dry_run(summary: dict[str, Any] | None) -> bool:
 
 def links(resources: Any, run_id: str) -> Links:
     base = f"/api/v1/initializations/{run_id}"
-    return Links(self=base, cancel=f"{base}/cancel",
-                 temporal_ui=workflow_link(resources.settings, names.init_id(run_id)))
+    return Links(
+        self=base, cancel=f"{base}/cancel", temporal_ui=workflow_link(resources.settings, names.init_id(run_id))
+    )
 
 
 def _full(row: Any) -> bool:
@@ -140,8 +144,9 @@ async def _running_full_init(session: Any, ended: dict[str, InitStatus]) -> str 
     return None
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=InitializationAccepted,
-             summary="Start an initialization")
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=InitializationAccepted, summary="Start an initialization"
+)
 async def start_initialization(
     body: InitializationCreate,
     resources: ResourcesDep,
@@ -159,9 +164,14 @@ async def start_initialization(
             known = {r.id for r in await ServiceRepository().all(session=session)}
         unknown = [c for c in options.components if c not in known]
         if unknown:
-            raise ApiError(422, f"unknown services: {', '.join(unknown)}", code="validation_error",
-                           details=[{"loc": ["body", "components", c], "msg": "no such service",
-                                     "type": "value_error"} for c in unknown])
+            raise ApiError(
+                422,
+                f"unknown services: {', '.join(unknown)}",
+                code="validation_error",
+                details=[
+                    {"loc": ["body", "components", c], "msg": "no such service", "type": "value_error"} for c in unknown
+                ],
+            )
     client = await get_temporal(resources)  # after the checks: a bad request is a 422 even with Temporal down
     ended = await _ended_in_temporal(resources, client) if full else {}
     run_id = uuid.uuid4().hex[:16]
@@ -174,29 +184,49 @@ async def start_initialization(
         if full:
             running = await _running_full_init(session, ended)
             if running and not body.queue:
-                raise Conflict(f"initialization {running} is running; cancel it or ask to queue",
-                               details={"running": running, "links": links(resources, running).model_dump()})
+                raise Conflict(
+                    f"initialization {running} is running; cancel it or ask to queue",
+                    details={"running": running, "links": links(resources, running).model_dump()},
+                )
             queued_after = names.init_id(running) if running else None
-        state = InitState(run_id=run_id, workflow_id=workflow_id, actor=principal.name, options=options,
-                          started_at=started_at)
-        await runs.upsert(session=session, run_id=run_id, kind=KIND, workflow_id=workflow_id,
-                          status=InitStatus.PENDING.value, actor=principal.name, started_at=started_at,
-                          summary=state.model_dump(mode="json"))
+        state = InitState(
+            run_id=run_id, workflow_id=workflow_id, actor=principal.name, options=options, started_at=started_at
+        )
+        await runs.upsert(
+            session=session,
+            run_id=run_id,
+            kind=KIND,
+            workflow_id=workflow_id,
+            status=InitStatus.PENDING.value,
+            actor=principal.name,
+            started_at=started_at,
+            summary=state.model_dump(mode="json"),
+        )
     try:
         await handles.start_initialization(
-            client, task_queue=resources.settings.task_queue, request_id=request_id,
-            inp=InitInput(run_id=run_id, options=options, actor=principal.name, wait_for=queued_after))
+            client,
+            task_queue=resources.settings.task_queue,
+            request_id=request_id,
+            inp=InitInput(run_id=run_id, options=options, actor=principal.name, wait_for=queued_after),
+        )
     except BaseException:  # the run never started: nothing of it stays
         async with resources.db.write() as session:
             await runs.delete(session=session, run_id=run_id)
         raise
-    await record_now(resources.db, principal, "initialization.start", workflow_id, request_id,
-                     details={"options": options.model_dump(mode="json"), "queued_after": queued_after})
+    await record_now(
+        resources.db,
+        principal,
+        "initialization.start",
+        workflow_id,
+        request_id,
+        details={"options": options.model_dump(mode="json"), "queued_after": queued_after},
+    )
     _notify(resources)
     link = links(resources, run_id)
     response.headers["Location"] = link.self
-    return InitializationAccepted(run_id=run_id, workflow_id=workflow_id, status=InitStatus.PENDING,
-                                  queued_after=queued_after, links=link)
+    return InitializationAccepted(
+        run_id=run_id, workflow_id=workflow_id, status=InitStatus.PENDING, queued_after=queued_after, links=link
+    )
 
 
 @router.get("", response_model=PageOf[InitializationPublic], summary="Initialization history")
@@ -208,14 +238,22 @@ async def list_initializations(
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[InitializationPublic]:
-    page = await runs.get_all(session=session, kind=KIND, limit=limit, cursor=cursor,
-                           status=status_filter.value if status_filter else None)
+    page = await runs.get_all(
+        session=session, kind=KIND, limit=limit, cursor=cursor, status=status_filter.value if status_filter else None
+    )
     items = [
         InitializationPublic(
-            run_id=r.run_id, workflow_id=r.workflow_id, status=InitStatus(r.status),
-            progress=int((r.summary or {}).get("progress", 0)), actor=r.actor, live=False, state=None,
+            run_id=r.run_id,
+            workflow_id=r.workflow_id,
+            status=InitStatus(r.status),
+            progress=int((r.summary or {}).get("progress", 0)),
+            actor=r.actor,
+            live=False,
+            state=None,
             validate_only=_dry_run(r.summary),
-            started_at=r.started_at, finished_at=r.finished_at, links=links(resources, r.run_id),
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            links=links(resources, r.run_id),
         )
         for r in page.items
     ]
@@ -258,32 +296,41 @@ async def get_initialization(
     # asked alongside: a run whose workflow task keeps failing may still answer queries, wrongly "alive"
     trouble, read = await asyncio.gather(
         _trouble(resources, row.workflow_id, running=running),
-        live_or_stored(resources.temporal, row.workflow_id, InitState, stored=stored, running=running))
+        live_or_stored(resources.temporal, row.workflow_id, InitState, stored=stored, running=running),
+    )
     if isinstance(trouble, RunTrouble):
         error = trouble.message
         status = InitStatus(trouble.status) if trouble.closed and trouble.status else None
     state, live = read.state, read.live
     return InitializationPublic(
-        run_id=row.run_id, workflow_id=row.workflow_id,
+        run_id=row.run_id,
+        workflow_id=row.workflow_id,
         status=status or (state.status if state else InitStatus(row.status)),
         progress=state.progress if state else 0,
-        actor=row.actor, live=live, state=state, started_at=row.started_at,
+        actor=row.actor,
+        live=live,
+        state=state,
+        started_at=row.started_at,
         validate_only=state.options.validate_only if state else _dry_run(row.summary),
         finished_at=state.finished_at if state and state.status in TERMINAL_INIT else row.finished_at,
-        error=error, links=links(resources, run_id),
+        error=error,
+        links=links(resources, run_id),
     )
 
 
 @router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, summary="Cancel (rolls back by default)")
 async def cancel_initialization(
-    run_id: str, resources: ResourcesDep, client: TemporalDep, principal: CanInit, request_id: RequestIdDep,
+    run_id: str,
+    resources: ResourcesDep,
+    client: TemporalDep,
+    principal: CanInit,
+    request_id: RequestIdDep,
 ) -> dict[str, str]:
     row = await _stored_run(resources, run_id)
     handle = client.get_workflow_handle(row.workflow_id)
     trouble = await inspect_run(client, row.workflow_id)
     if trouble is not None and trouble.closed:  # the worker's run watchdog records how it ended
-        raise Conflict(f"initialization {run_id} has already ended ({trouble.message})",
-                       details={"status": row.status})
+        raise Conflict(f"initialization {run_id} has already ended ({trouble.message})", details={"status": row.status})
     if trouble is not None:
         # its workflow task keeps failing: it would never see a cancel request. End it in Temporal; what it started
         # is left as it is (no rollback runs), and the run records why
@@ -292,8 +339,14 @@ async def cancel_initialization(
         async with resources.db.write() as wsession:
             stored = await _run(wsession, run_id)
             await mark_run(wsession, stored, message=message, status=InitStatus.CANCELLED.value)
-            await record(wsession, principal, "initialization.cancel", row.workflow_id, request_id,
-                         details={"terminated": trouble.message})
+            await record(
+                wsession,
+                principal,
+                "initialization.cancel",
+                row.workflow_id,
+                request_id,
+                details={"terminated": trouble.message},
+            )
         _notify(resources)
         return {"run_id": run_id, "status": "cancelled"}
     await handle.cancel()
@@ -316,14 +369,16 @@ async def retry_component(
         result = await handles.retry_component(client, row.workflow_id, component)
     except WorkflowUpdateFailedError as exc:
         reason = str(exc.cause.message if hasattr(exc.cause, "message") else exc.cause)
-        raise ApiError(409, f"cannot retry {component}: {reason}", code="conflict",
-                       details={"component": component}) from None
+        raise ApiError(
+            409, f"cannot retry {component}: {reason}", code="conflict", details={"component": component}
+        ) from None
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise Conflict(f"initialization {run_id} is no longer running") from None
         raise
-    await record_now(resources.db, principal, "initialization.retry_component", f"{row.workflow_id}/{component}",
-                     request_id)
+    await record_now(
+        resources.db, principal, "initialization.retry_component", f"{row.workflow_id}/{component}", request_id
+    )
     _notify(resources)
     return {"run_id": run_id, "component": component, "accepted": result.accepted, "message": result.message}
 

@@ -53,13 +53,25 @@ async def _source(resources: Resources, service_id: str) -> FileLogSource | Redi
     bus = resources.bus
     if isinstance(bus, RedisStreamsBus):
         return RedisLogSource(bus.redis, prefix=resources.settings.logs_prefix)
-    raise ApiError(404, f"no logs of service {service_id!r} on this host; workers on other hosts ship their "
-                        "services' logs when WINDFLOW_REDIS_URL is set", code="not_found")
+    raise ApiError(
+        404,
+        f"no logs of service {service_id!r} on this host; workers on other hosts ship their "
+        "services' logs when WINDFLOW_REDIS_URL is set",
+        code="not_found",
+    )
 
 
-@router.get("/{service_id}/logs", response_model=LogTail, summary="Tail (and follow) a service's stdout and stderr",
-            responses={200: {"content": {"application/x-ndjson": {}},
-                             "description": "JSON; with follow=true, one JSON line per log line (NDJSON)"}})
+@router.get(
+    "/{service_id}/logs",
+    response_model=LogTail,
+    summary="Tail (and follow) a service's stdout and stderr",
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {}},
+            "description": "JSON; with follow=true, one JSON line per log line (NDJSON)",
+        }
+    },
+)
 async def service_logs(
     service_id: str,
     request: Request,
@@ -69,21 +81,36 @@ async def service_logs(
     lines: int = Query(100, ge=0, le=5000, description="How many of the last lines to return first"),
     stream: Literal["all", "stdout", "stderr"] = "all",
     follow: bool = Query(False, description="Keep the response open and send new lines as they are written"),
-    replica: int | None = Query(None, ge=0, le=99, description="A replicated service: the replica K (`SERVICE/K`) "
-                                "whose output to show (required for one)"),
+    replica: int | None = Query(
+        None,
+        ge=0,
+        le=99,
+        description="A replicated service: the replica K (`SERVICE/K`) whose output to show (required for one)",
+    ),
 ) -> LogTail | StreamingResponse:
     row = await services.get(session=session, service_id=service_id)
     if row is None:
         raise ApiError(404, f"service {service_id!r} not found", code="not_found")
     if replica is not None or row.replicated:
         count = int((row.spec or {}).get("replicas") or 0) if row.replicated else 0
-        if replica is None or not row.replicated or await services.get(
-                session=session, service_id=f"{service_id}/{replica}") is None:
-            why = (f"{service_id} has no replicas" if not row.replicated else
-                   f"{service_id} runs {count} replicas: name one with replica=0…{count - 1}" if replica is None else
-                   f"{service_id} has no replica {replica}")
-            raise ApiError(422, why, code="validation_error",
-                           details=[{"loc": ["query", "replica"], "msg": why, "type": "value_error"}])
+        if (
+            replica is None
+            or not row.replicated
+            or await services.get(session=session, service_id=f"{service_id}/{replica}") is None
+        ):
+            why = (
+                f"{service_id} has no replicas"
+                if not row.replicated
+                else f"{service_id} runs {count} replicas: name one with replica=0…{count - 1}"
+                if replica is None
+                else f"{service_id} has no replica {replica}"
+            )
+            raise ApiError(
+                422,
+                why,
+                code="validation_error",
+                details=[{"loc": ["query", "replica"], "msg": why, "type": "value_error"}],
+            )
         service_id = f"{service_id}/{replica}"
     await session.close()  # a follow may last hours: hold no database connection
     streams = _streams(stream)
@@ -98,8 +125,9 @@ async def service_logs(
         return LogTail(service=service_id, source=source.name, lines=[LogLinePublic(**t.as_dict()) for t in tail])
 
     body = _follow(request, resources, source, service_id, streams, tail)
-    return StreamingResponse(body, media_type="application/x-ndjson",
-                             headers={"Cache-Control": "no-store", "X-Log-Source": source.name})
+    return StreamingResponse(
+        body, media_type="application/x-ndjson", headers={"Cache-Control": "no-store", "X-Log-Source": source.name}
+    )
 
 
 async def _still_allowed(request: Request, resources: Resources, token: str | None) -> bool:
@@ -116,8 +144,14 @@ async def _still_allowed(request: Request, resources: Resources, token: str | No
     return principal.can(Permission.LOGS_READ.value)
 
 
-async def _follow(request: Request, resources: Resources, source: FileLogSource | RedisLogSource, service_id: str,
-                  streams: Sequence[Stream], tail: Sequence[LogLine]) -> AsyncIterator[bytes]:
+async def _follow(
+    request: Request,
+    resources: Resources,
+    source: FileLogSource | RedisLogSource,
+    service_id: str,
+    streams: Sequence[Stream],
+    tail: Sequence[LogLine],
+) -> AsyncIterator[bytes]:
     """The tail, then new lines as they are written (NDJSON), until the client goes or may no longer read."""
     token = bearer_token(request)
     for item in tail:

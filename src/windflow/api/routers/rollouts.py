@@ -54,10 +54,15 @@ CanWrite = Annotated[Principal, Depends(require(Permission.CONFIGS_WRITE))]
 class RolloutCreate(RequestBody):
     config: dict[str, Any] = Field(description="The service's full definition without its id (like PUT .../config)")
     comment: str = Field("", max_length=2000)
-    verify_window: float = Field(DEFAULT_VERIFY_WINDOW, gt=0, le=MAX_VERIFY_WINDOW,
-                                 description="Seconds the new version must stay healthy before it is marked good")
-    expected_version: int | None = Field(None, ge=1, le=VERSION_MAX,
-                                         description="Refuse unless the current version is this one")
+    verify_window: float = Field(
+        DEFAULT_VERIFY_WINDOW,
+        gt=0,
+        le=MAX_VERIFY_WINDOW,
+        description="Seconds the new version must stay healthy before it is marked good",
+    )
+    expected_version: int | None = Field(
+        None, ge=1, le=VERSION_MAX, description="Refuse unless the current version is this one"
+    )
     wait: bool = Field(False, description="Answer when the rollout has ended (or after `timeout`)")
     timeout: float = Field(600.0, gt=0, le=3600, description="With wait: seconds to wait at most")
 
@@ -92,26 +97,39 @@ class RolloutPublic(BaseModel):
 
 def _links(resources: Any, service_id: str, rollout_id: str) -> RolloutLinks:
     base = f"/api/v1/services/{service_id}/rollouts/{rollout_id}"
-    return RolloutLinks(self=base, cancel=f"{base}/cancel",
-                        temporal_ui=workflow_link(resources.settings, names.rollout_id(service_id)))
+    return RolloutLinks(
+        self=base, cancel=f"{base}/cancel", temporal_ui=workflow_link(resources.settings, names.rollout_id(service_id))
+    )
 
 
-def _public(resources: Any, row: ConfigRolloutRow, *, state: RolloutState | None = None, live: bool = False,
-            with_state: bool = True) -> RolloutPublic:
+def _public(
+    resources: Any,
+    row: ConfigRolloutRow,
+    *,
+    state: RolloutState | None = None,
+    live: bool = False,
+    with_state: bool = True,
+) -> RolloutPublic:
     if state is None and with_state and row.state:
         state = RolloutState.model_validate(row.state)
     return RolloutPublic(
-        rollout_id=row.id, service_id=row.service_id, workflow_id=row.workflow_id,
+        rollout_id=row.id,
+        service_id=row.service_id,
+        workflow_id=row.workflow_id,
         status=state.status if state else RolloutStatus(row.status),
         phase=state.phase if state else RolloutPhase(row.phase),
         progress=state.progress if state else int((row.state or {}).get("progress", 0)),
-        actor=row.actor, comment=row.comment, verify_window=row.verify_window,
+        actor=row.actor,
+        comment=row.comment,
+        verify_window=row.verify_window,
         message=state.message if state else row.message,
         previous_version=state.previous_version if state else row.previous_version,
         good_version=state.good_version if state else row.good_version,
         new_version=state.new_version if state else row.new_version,
         restored_version=state.restored_version if state else row.restored_version,
-        live=live, state=state if with_state else None, started_at=row.started_at,
+        live=live,
+        state=state if with_state else None,
+        started_at=row.started_at,
         finished_at=state.finished_at if state and state.terminal else row.finished_at,
         links=_links(resources, row.service_id, row.id),
     )
@@ -119,15 +137,15 @@ def _public(resources: Any, row: ConfigRolloutRow, *, state: RolloutState | None
 
 async def _live(temporal: Any, row: ConfigRolloutRow) -> RolloutState | None:
     """The running workflow's state, if it is this rollout's (a later rollout reuses the workflow id)."""
-    read = await live_or_stored(temporal, row.workflow_id, RolloutState, stored=None,
-                                accept=lambda state: state.rollout_id == row.id)
+    read = await live_or_stored(
+        temporal, row.workflow_id, RolloutState, stored=None, accept=lambda state: state.rollout_id == row.id
+    )
     return read.state
 
 
 async def _start(client: Client, resources: Any, inp: RolloutInput, request_id: str) -> WorkflowHandle[Any, Any]:
     """Start ``rollout/{service}``; raises WorkflowAlreadyStartedError while one runs."""
-    return await handles.start_rollout(client, task_queue=resources.settings.task_queue, inp=inp,
-                                       request_id=request_id)
+    return await handles.start_rollout(client, task_queue=resources.settings.task_queue, inp=inp, request_id=request_id)
 
 
 async def _closes(client: Client, workflow_id: str, timeout: float = 10.0) -> bool:
@@ -151,8 +169,9 @@ async def _running_rollout(client: Client, workflow_id: str) -> str | None:
     return str(value) if value else None
 
 
-async def _start_or_conflict(client: Client, resources: Any, inp: RolloutInput,
-                             request_id: str) -> WorkflowHandle[Any, Any]:
+async def _start_or_conflict(
+    client: Client, resources: Any, inp: RolloutInput, request_id: str
+) -> WorkflowHandle[Any, Any]:
     try:
         return await _start(client, resources, inp, request_id)
     except WorkflowAlreadyStartedError:
@@ -163,15 +182,21 @@ async def _start_or_conflict(client: Client, resources: Any, inp: RolloutInput,
             async with resources.db.read() as session:
                 previous = await rollouts.get(session=session, rollout_id=running)
         if previous is None or previous.finished_at is None or not await _closes(client, workflow_id):
-            raise Conflict(f"a rollout of {inp.service_id} is running; wait for it or cancel it",
-                           details={"workflow_id": workflow_id, "running_rollout": running}) from None
+            raise Conflict(
+                f"a rollout of {inp.service_id} is running; wait for it or cancel it",
+                details={"workflow_id": workflow_id, "running_rollout": running},
+            ) from None
     # the previous rollout had recorded its end and was closing: its id is free now
     return await _start(client, resources, inp, request_id)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=RolloutPublic,
-             summary="Roll out a new config: save, apply, verify health, roll back on failure",
-             responses={200: {"model": RolloutPublic, "description": "with wait: the rollout has ended"}})
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RolloutPublic,
+    summary="Roll out a new config: save, apply, verify health, roll back on failure",
+    responses={200: {"model": RolloutPublic, "description": "with wait: the rollout has ended"}},
+)
 @audit_as("config.rollout.start")
 async def start_rollout(
     service_id: str,
@@ -190,32 +215,67 @@ async def start_rollout(
         if body.expected_version is not None and body.expected_version != row.current_version:
             raise VersionConflict(
                 f"service {service_id!r} is at version {row.current_version}, not {body.expected_version}",
-                details={"current_version": row.current_version, "expected_version": body.expected_version})
+                details={"current_version": row.current_version, "expected_version": body.expected_version},
+            )
         spec = registry.merge_and_parse({**content, "id": service_id}, row, outbound=resources.outbound)
         if spec.replicated or row.replicated:  # a rollout restarts and verifies one process
-            raise ApiError(422, f"{service_id} is replicated: a rollout drives one process; save the config "
-                           "(PUT /config) and restart the service (its replicas restart one after the other)",
-                           code="validation_error", details=[{"loc": ["path", "service_id"], "type": "value_error",
-                                                              "msg": "rollouts of replicated services: not yet"}])
+            raise ApiError(
+                422,
+                f"{service_id} is replicated: a rollout drives one process; save the config "
+                "(PUT /config) and restart the service (its replicas restart one after the other)",
+                code="validation_error",
+                details=[
+                    {
+                        "loc": ["path", "service_id"],
+                        "type": "value_error",
+                        "msg": "rollouts of replicated services: not yet",
+                    }
+                ],
+            )
         check_exec(spec_of(row), spec, may_exec=principal.can(Permission.SERVICES_EXEC.value))
         await registry.check_graph_with(session=session, specs=[spec])
         pending = row.applied_version is not None and row.applied_version != row.current_version
         if spec.content() == row.spec and not pending:  # equal to a saved, pending version: this applies it
-            raise ApiError(422, "the proposed config equals the current one: nothing to roll out",
-                           code="config_unchanged", details={"current_version": row.current_version})
+            raise ApiError(
+                422,
+                "the proposed config equals the current one: nothing to roll out",
+                code="config_unchanged",
+                details={"current_version": row.current_version},
+            )
         # the workflow gets a reference: the proposal is stored with the rollout, from this caller, and the
         # worker loads it from there (a workflow started on Temporal directly, with a config, runs nothing)
-        inp = RolloutInput(rollout_id=rollout_id, service_id=service_id, comment=body.comment,
-                           actor=principal.name, verify_window=body.verify_window,
-                           expected_version=row.current_version)
+        inp = RolloutInput(
+            rollout_id=rollout_id,
+            service_id=service_id,
+            comment=body.comment,
+            actor=principal.name,
+            verify_window=body.verify_window,
+            expected_version=row.current_version,
+        )
         stored = await rollouts.upsert(
-            session=session, rollout_id=rollout_id, service_id=service_id, workflow_id=workflow_id,
-            status=RolloutStatus.PENDING.value, phase=RolloutPhase.PENDING.value, actor=principal.name,
-            verify_window=body.verify_window, comment=body.comment, message="accepted",
-            previous_version=row.current_version, proposal=spec.content(),
-            state=RolloutState(rollout_id=rollout_id, service_id=service_id, workflow_id=workflow_id,
-                               actor=principal.name, comment=body.comment, verify_window=body.verify_window,
-                               previous_version=row.current_version, message="accepted").model_dump(mode="json"))
+            session=session,
+            rollout_id=rollout_id,
+            service_id=service_id,
+            workflow_id=workflow_id,
+            status=RolloutStatus.PENDING.value,
+            phase=RolloutPhase.PENDING.value,
+            actor=principal.name,
+            verify_window=body.verify_window,
+            comment=body.comment,
+            message="accepted",
+            previous_version=row.current_version,
+            proposal=spec.content(),
+            state=RolloutState(
+                rollout_id=rollout_id,
+                service_id=service_id,
+                workflow_id=workflow_id,
+                actor=principal.name,
+                comment=body.comment,
+                verify_window=body.verify_window,
+                previous_version=row.current_version,
+                message="accepted",
+            ).model_dump(mode="json"),
+        )
     # committed before Temporal is called (no writer slot held across it), and gone again if the workflow does
     # not start: one rollout at a time, a running `rollout/{service}` makes the start a 409
     try:
@@ -224,10 +284,20 @@ async def start_rollout(
         async with resources.db.write() as session:
             await rollouts.delete(session=session, rollout_id=rollout_id)
         raise
-    await record_now(resources.db, principal, "config.rollout.start", service_id, request_id,
-                     details={"rollout_id": rollout_id, "workflow_id": workflow_id,
-                              "from_version": row.current_version, "verify_window": body.verify_window,
-                              "comment": body.comment})
+    await record_now(
+        resources.db,
+        principal,
+        "config.rollout.start",
+        service_id,
+        request_id,
+        details={
+            "rollout_id": rollout_id,
+            "workflow_id": workflow_id,
+            "from_version": row.current_version,
+            "verify_window": body.verify_window,
+            "comment": body.comment,
+        },
+    )
     if resources.relay is not None:
         resources.relay.notify()
     response.headers["Location"] = _links(resources, service_id, rollout_id).self
@@ -236,8 +306,14 @@ async def start_rollout(
     return _public(resources, stored)
 
 
-async def _waited(client: Client, resources: Any, handle: WorkflowHandle[Any, Any], stored: ConfigRolloutRow,
-                  timeout: float, response: Response) -> RolloutPublic:
+async def _waited(
+    client: Client,
+    resources: Any,
+    handle: WorkflowHandle[Any, Any],
+    stored: ConfigRolloutRow,
+    timeout: float,
+    response: Response,
+) -> RolloutPublic:
     """``wait``: the rollout once it ended (200), or as it stands after ``timeout`` (202, with its live state)."""
     try:
         await asyncio.wait_for(handle.result(), timeout=timeout)
@@ -263,22 +339,33 @@ async def list_rollouts(
     cursor: str | None = Query(None, max_length=512),
 ) -> PageOf[RolloutPublic]:
     await services.require(session=session, service_id=service_id)
-    page = await rollouts.get_all(session=session, service_id=service_id, limit=limit, cursor=cursor,
-                               status=status_filter.value if status_filter else None)
-    return PageOf[RolloutPublic](items=[_public(resources, r, with_state=False) for r in page.items],
-                                 next_cursor=page.next_cursor)
+    page = await rollouts.get_all(
+        session=session,
+        service_id=service_id,
+        limit=limit,
+        cursor=cursor,
+        status=status_filter.value if status_filter else None,
+    )
+    return PageOf[RolloutPublic](
+        items=[_public(resources, r, with_state=False) for r in page.items], next_cursor=page.next_cursor
+    )
 
 
 async def _row(session: Any, service_id: str, rollout_id: str) -> ConfigRolloutRow:
     row = await rollouts.get(session=session, rollout_id=rollout_id)
     if row is None or row.service_id != service_id:
-        raise NotFound(f"rollout {rollout_id!r} of service {service_id!r} not found",
-                       details={"service_id": service_id, "rollout_id": rollout_id})
+        raise NotFound(
+            f"rollout {rollout_id!r} of service {service_id!r} not found",
+            details={"service_id": service_id, "rollout_id": rollout_id},
+        )
     return row
 
 
-@router.get("/{rollout_id}", response_model=RolloutPublic,
-            summary="One rollout: live status and probe results while it runs, the stored result after")
+@router.get(
+    "/{rollout_id}",
+    response_model=RolloutPublic,
+    summary="One rollout: live status and probe results while it runs, the stored result after",
+)
 async def get_rollout(
     service_id: str, rollout_id: str, session: ReadSessionDep, resources: ResourcesDep, _: CanRead
 ) -> RolloutPublic:
@@ -289,13 +376,13 @@ async def get_rollout(
     return _public(resources, row)
 
 
-async def _cancel(service_id: str, rollout_id: str, client: Client, resources: Any, principal: Principal,
-                  request_id: str) -> dict[str, str]:
+async def _cancel(
+    service_id: str, rollout_id: str, client: Client, resources: Any, principal: Principal, request_id: str
+) -> dict[str, str]:
     async with resources.db.read() as session:
         row = await _row(session, service_id, rollout_id)
     if row.finished_at is not None or RolloutStatus(row.status) in TERMINAL_ROLLOUT:
-        raise Conflict(f"rollout {rollout_id} has already ended ({row.status})",
-                       details={"status": row.status})
+        raise Conflict(f"rollout {rollout_id} has already ended ({row.status})", details={"status": row.status})
     handle = client.get_workflow_handle(row.workflow_id)
     try:
         desc = await handle.describe()
@@ -307,29 +394,45 @@ async def _cancel(service_id: str, rollout_id: str, client: Client, resources: A
     if desc.status != WorkflowExecutionStatus.RUNNING or memo.get("rollout_id") != rollout_id:
         raise Conflict(f"rollout {rollout_id} is not running", details={"status": row.status})
     await client.get_workflow_handle(row.workflow_id, run_id=desc.run_id).cancel()
-    await record_now(resources.db, principal, "config.rollout.cancel", service_id, request_id,
-                     details={"rollout_id": rollout_id})
+    await record_now(
+        resources.db, principal, "config.rollout.cancel", service_id, request_id, details={"rollout_id": rollout_id}
+    )
     if resources.relay is not None:
         resources.relay.notify()
-    return {"rollout_id": rollout_id, "status": "cancelling",
-            "message": "cancel requested: the rollout rolls back to the last good version"}
+    return {
+        "rollout_id": rollout_id,
+        "status": "cancelling",
+        "message": "cancel requested: the rollout rolls back to the last good version",
+    }
 
 
-@router.post("/{rollout_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
-             summary="Cancel a running rollout (rolls back to the last good version)")
+@router.post(
+    "/{rollout_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Cancel a running rollout (rolls back to the last good version)",
+)
 @audit_as("config.rollout.cancel")
 async def cancel_rollout(
-    service_id: str, rollout_id: str, client: TemporalDep, resources: ResourcesDep, principal: CanWrite,
+    service_id: str,
+    rollout_id: str,
+    client: TemporalDep,
+    resources: ResourcesDep,
+    principal: CanWrite,
     request_id: RequestIdDep,
 ) -> dict[str, str]:
     return await _cancel(service_id, rollout_id, client, resources, principal, request_id)
 
 
-@router.delete("/{rollout_id}", status_code=status.HTTP_202_ACCEPTED,
-               summary="Cancel a running rollout (same as POST .../cancel)")
+@router.delete(
+    "/{rollout_id}", status_code=status.HTTP_202_ACCEPTED, summary="Cancel a running rollout (same as POST .../cancel)"
+)
 @audit_as("config.rollout.cancel")
 async def delete_rollout(
-    service_id: str, rollout_id: str, client: TemporalDep, resources: ResourcesDep, principal: CanWrite,
+    service_id: str,
+    rollout_id: str,
+    client: TemporalDep,
+    resources: ResourcesDep,
+    principal: CanWrite,
     request_id: RequestIdDep,
 ) -> dict[str, str]:
     return await _cancel(service_id, rollout_id, client, resources, principal, request_id)

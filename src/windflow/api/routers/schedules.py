@@ -61,7 +61,10 @@ async def _describe(client: Client, schedule_id: str) -> SchedulePublic:
     every = spec.intervals[0].every.total_seconds() if spec.intervals else None
     action = desc.schedule.action
     return SchedulePublic(
-        id=schedule_id, every_seconds=every, paused=desc.schedule.state.paused, note=desc.schedule.state.note or "",
+        id=schedule_id,
+        every_seconds=every,
+        paused=desc.schedule.state.paused,
+        note=desc.schedule.state.note or "",
         next_runs=[t.isoformat() for t in desc.info.next_action_times[:5]],
         recent_runs=[a.started_at.isoformat() for a in desc.info.recent_actions[-5:]],
         workflow_type=str(getattr(action, "workflow", "")),
@@ -83,12 +86,20 @@ async def get_schedule(schedule_id: str, client: TemporalDep, _: CanRead) -> Sch
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SchedulePublic, summary="Create a sweep schedule")
-async def create_schedule(body: ScheduleCreate, client: TemporalDep, resources: ResourcesDep, principal: CanManage,
-                          request_id: RequestIdDep) -> SchedulePublic:
+async def create_schedule(
+    body: ScheduleCreate, client: TemporalDep, resources: ResourcesDep, principal: CanManage, request_id: RequestIdDep
+) -> SchedulePublic:
     try:
-        await client.create_schedule(body.id, sweep_schedule(
-            task_queue=resources.settings.task_queue, every=timedelta(seconds=body.every_seconds),
-            schedule_id=body.id, paused=body.paused, note=body.note))
+        await client.create_schedule(
+            body.id,
+            sweep_schedule(
+                task_queue=resources.settings.task_queue,
+                every=timedelta(seconds=body.every_seconds),
+                schedule_id=body.id,
+                paused=body.paused,
+                note=body.note,
+            ),
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.ALREADY_EXISTS:
             raise Conflict(f"schedule {body.id!r} exists") from None
@@ -98,14 +109,19 @@ async def create_schedule(body: ScheduleCreate, client: TemporalDep, resources: 
             raise Conflict(f"schedule {body.id!r} exists") from None
         raise
     async with resources.db.write() as session:
-        await record(session, principal, "schedule.create", body.id, request_id,
-                     details=body.model_dump(mode="json"))
+        await record(session, principal, "schedule.create", body.id, request_id, details=body.model_dump(mode="json"))
     return await _describe(client, body.id)
 
 
 @router.patch("/{schedule_id}", response_model=SchedulePublic, summary="Change, pause/unpause or trigger")
-async def patch_schedule(schedule_id: str, body: SchedulePatch, client: TemporalDep, resources: ResourcesDep,
-                         principal: CanManage, request_id: RequestIdDep) -> SchedulePublic:
+async def patch_schedule(
+    schedule_id: str,
+    body: SchedulePatch,
+    client: TemporalDep,
+    resources: ResourcesDep,
+    principal: CanManage,
+    request_id: RequestIdDep,
+) -> SchedulePublic:
     if not any(v is not None for v in (body.every_seconds, body.paused, body.note)) and not body.trigger:
         raise ApiError(422, "nothing to change: give every_seconds, paused, note or trigger", code="validation_error")
     current = await _describe(client, schedule_id)
@@ -114,8 +130,13 @@ async def patch_schedule(schedule_id: str, body: SchedulePatch, client: Temporal
         every = body.every_seconds if body.every_seconds is not None else (current.every_seconds or 300.0)
         paused = body.paused if body.paused is not None else current.paused
         note = body.note if body.note is not None else current.note
-        fresh = sweep_schedule(task_queue=resources.settings.task_queue, every=timedelta(seconds=every),
-                               schedule_id=schedule_id, paused=paused, note=note)
+        fresh = sweep_schedule(
+            task_queue=resources.settings.task_queue,
+            every=timedelta(seconds=every),
+            schedule_id=schedule_id,
+            paused=paused,
+            note=note,
+        )
 
         def _update(_: ScheduleUpdateInput) -> ScheduleUpdate:
             return ScheduleUpdate(schedule=fresh)
@@ -124,14 +145,21 @@ async def patch_schedule(schedule_id: str, body: SchedulePatch, client: Temporal
     if body.trigger:
         await handle.trigger()
     async with resources.db.write() as session:
-        await record(session, principal, "schedule.update", schedule_id, request_id,
-                     details=body.model_dump(mode="json", exclude_none=True))
+        await record(
+            session,
+            principal,
+            "schedule.update",
+            schedule_id,
+            request_id,
+            details=body.model_dump(mode="json", exclude_none=True),
+        )
     return await _describe(client, schedule_id)
 
 
 @router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a schedule")
-async def delete_schedule(schedule_id: str, client: TemporalDep, resources: ResourcesDep, principal: CanManage,
-                          request_id: RequestIdDep) -> Response:
+async def delete_schedule(
+    schedule_id: str, client: TemporalDep, resources: ResourcesDep, principal: CanManage, request_id: RequestIdDep
+) -> Response:
     await _describe(client, schedule_id)
     await client.get_schedule_handle(schedule_id).delete()
     async with resources.db.write() as session:

@@ -62,8 +62,12 @@ def _labels(values: list[str]) -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ApiError(422, f"label filter {item!r} must look like key=value", code="validation_error",
-                           details=[{"loc": ["query", "label"], "msg": "expected key=value"}])
+            raise ApiError(
+                422,
+                f"label filter {item!r} must look like key=value",
+                code="validation_error",
+                details=[{"loc": ["query", "label"], "msg": "expected key=value"}],
+            )
         out[key] = value
     return out
 
@@ -75,7 +79,7 @@ def _expected(if_match: str | None, body_value: int | None) -> int | None:
         return None
     text = if_match.strip().removeprefix("W/").strip('"')
     if not text.isdigit() or len(text) > 10 or int(text) > VERSION_MAX:
-        raise ApiError(400, "If-Match must carry the version number, e.g. If-Match: \"3\"", code="bad_request")
+        raise ApiError(400, 'If-Match must carry the version number, e.g. If-Match: "3"', code="bad_request")
     return int(text)
 
 
@@ -102,8 +106,16 @@ async def list_services(
         if body is not None:
             return Response(body, media_type="application/json")
     async with resources.db.read() as session:
-        page = await services.get_all(session=session, limit=limit, cursor=cursor, labels=labels, driver=driver,
-                                   monitored=monitored, state=state, q=q)
+        page = await services.get_all(
+            session=session,
+            limit=limit,
+            cursor=cursor,
+            labels=labels,
+            driver=driver,
+            monitored=monitored,
+            state=state,
+            q=q,
+        )
         result = PageOf[ServicePublic](items=[ServicePublic.of(r) for r in page.items], next_cursor=page.next_cursor)
     body = result.model_dump_json().encode()
     if cache is not None and key is not None:
@@ -122,9 +134,14 @@ async def create_service(
     comment: str = Query("", max_length=2000),
 ) -> ServicePublic:
     spec = ServiceSpec.model_validate(body.model_dump())
-    await registry.create_service(session=session, spec=spec, author=principal.name, comment=comment,
-                                  outbound=resources.outbound,
-                                  may_exec=principal.can(Permission.SERVICES_EXEC.value))
+    await registry.create_service(
+        session=session,
+        spec=spec,
+        author=principal.name,
+        comment=comment,
+        outbound=resources.outbound,
+        may_exec=principal.can(Permission.SERVICES_EXEC.value),
+    )
     await record(session, principal, "service.create", spec.id, request_id)
     row = await services.require(session=session, service_id=spec.id)
     response.headers["ETag"] = f'"{row.current_version}"'
@@ -155,8 +172,9 @@ async def get_service(service_id: str, session: ReadSessionDep, _: CanRead, resp
     response.headers["ETag"] = f'"{row.current_version}"'
     public = ServicePublic.of(row)
     if row.replicated:
-        public.replica_list = [ReplicaPublic.of(r) for r in await services.replicas_of(session=session,
-                                                                                          service_id=row.id)]
+        public.replica_list = [
+            ReplicaPublic.of(r) for r in await services.replicas_of(session=session, service_id=row.id)
+        ]
     return public
 
 
@@ -164,8 +182,11 @@ async def get_service(service_id: str, session: ReadSessionDep, _: CanRead, resp
 # A replica's id is `SERVICE/K`; in URLs it is addressed under its service: /services/{id}/replicas/{k}
 
 
-@router.get("/{service_id}/replicas", response_model=list[ServicePublic],
-            summary="A replicated service's replicas (each a service of its own: `SERVICE/K`)")
+@router.get(
+    "/{service_id}/replicas",
+    response_model=list[ServicePublic],
+    summary="A replicated service's replicas (each a service of its own: `SERVICE/K`)",
+)
 async def list_replicas(service_id: str, session: ReadSessionDep, _: CanRead) -> list[ServicePublic]:
     row = await services.require(session=session, service_id=service_id)
     return [ServicePublic.of(r) for r in await services.replicas_of(session=session, service_id=row.id)]
@@ -178,18 +199,23 @@ async def get_replica(
     await services.require(session=session, service_id=service_id)
     row = await services.get(session=session, service_id=replica_id(service_id, index))
     if row is None or row.replica_of != service_id:
-        raise NotFound(f"service {service_id!r} has no replica {index}",
-                       details={"service_id": service_id, "replica": index})
+        raise NotFound(
+            f"service {service_id!r} has no replica {index}", details={"service_id": service_id, "replica": index}
+        )
     return ServicePublic.of(row)
 
 
-@router.patch("/{service_id}", status_code=status.HTTP_202_ACCEPTED, response_model=ScaleAccepted,
-              summary="Scale a replicated service",
-              description="Saves the new replica count (a new config version) and starts `ServiceScale` "
-                          "(`scale/{id}` in the Temporal UI): new replicas start in index order, each ready before "
-                          "the next; on the way down the highest indices stop first. One scale of a service at a "
-                          "time (409 while one runs). 422 for a service without `replicas` or a count out of "
-                          "bounds (1-100, not under `min_ready`).")
+@router.patch(
+    "/{service_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ScaleAccepted,
+    summary="Scale a replicated service",
+    description="Saves the new replica count (a new config version) and starts `ServiceScale` "
+    "(`scale/{id}` in the Temporal UI): new replicas start in index order, each ready before "
+    "the next; on the way down the highest indices stop first. One scale of a service at a "
+    "time (409 while one runs). 422 for a service without `replicas` or a count out of "
+    "bounds (1-100, not under `min_ready`).",
+)
 async def patch_service(
     service_id: str,
     body: ServicePatch,
@@ -202,30 +228,52 @@ async def patch_service(
     async with resources.db.write() as session:  # committed only once the run has started
         row = await services.require(session=session, service_id=service_id, for_update=True)
         if not row.replicated:
-            raise ApiError(422, f"{service_id} is not replicated: give it `replicas` in its config first",
-                           code="validation_error", details=[{"loc": ["body", "replicas"], "type": "value_error",
-                                                              "msg": "the service has no replicas"}])
+            raise ApiError(
+                422,
+                f"{service_id} is not replicated: give it `replicas` in its config first",
+                code="validation_error",
+                details=[{"loc": ["body", "replicas"], "type": "value_error", "msg": "the service has no replicas"}],
+            )
         previous = int(row.spec.get("replicas") or 0)
         row, version = await registry.update_service(
-            session=session, service_id=service_id, data={**row.spec, "replicas": body.replicas},
-            expected_version=None, author=principal.name, comment=f"scale {previous} → {body.replicas}",
-            outbound=resources.outbound, may_exec=principal.can(Permission.SERVICES_EXEC.value))
+            session=session,
+            service_id=service_id,
+            data={**row.spec, "replicas": body.replicas},
+            expected_version=None,
+            author=principal.name,
+            comment=f"scale {previous} → {body.replicas}",
+            outbound=resources.outbound,
+            may_exec=principal.can(Permission.SERVICES_EXEC.value),
+        )
         current = version.version if version is not None else row.current_version
         client = await get_temporal(resources)  # after every check of the request: a bad one is a 4xx all the same
         # one scale at a time: a running `scale/{id}` raises WorkflowAlreadyStartedError (409), and the new count
         # rolls back with the transaction
-        await handles.start_scale(client, task_queue=resources.settings.task_queue, request_id=request_id,
-                                  inp=ScaleInput(service_id=service_id, previous=previous, target=body.replicas,
-                                                 actor=principal.name))
-        await record(session, principal, "service.scale", service_id, request_id,
-                     details={"from": previous, "to": body.replicas, "workflow_id": workflow_id,
-                              "version": current})
+        await handles.start_scale(
+            client,
+            task_queue=resources.settings.task_queue,
+            request_id=request_id,
+            inp=ScaleInput(service_id=service_id, previous=previous, target=body.replicas, actor=principal.name),
+        )
+        await record(
+            session,
+            principal,
+            "service.scale",
+            service_id,
+            request_id,
+            details={"from": previous, "to": body.replicas, "workflow_id": workflow_id, "version": current},
+        )
     if resources.relay is not None:
         resources.relay.notify()
     response.headers["Location"] = f"/api/v1/services/{service_id}"
-    return ScaleAccepted(service_id=service_id, replicas=body.replicas, previous=previous, workflow_id=workflow_id,
-                         version=current, links={"service": f"/api/v1/services/{service_id}",
-                                                 "replicas": f"/api/v1/services/{service_id}/replicas"})
+    return ScaleAccepted(
+        service_id=service_id,
+        replicas=body.replicas,
+        previous=previous,
+        workflow_id=workflow_id,
+        version=current,
+        links={"service": f"/api/v1/services/{service_id}", "replicas": f"/api/v1/services/{service_id}/replicas"},
+    )
 
 
 def _instant(value: datetime | None, name: str) -> datetime | None:
@@ -235,19 +283,27 @@ def _instant(value: datetime | None, name: str) -> datetime | None:
     try:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except (OverflowError, ValueError):
-        raise ApiError(422, f"{name}: instant out of range", code="validation_error",
-                       details=[{"loc": ["query", name], "msg": "out of range in UTC"}]) from None
+        raise ApiError(
+            422,
+            f"{name}: instant out of range",
+            code="validation_error",
+            details=[{"loc": ["query", name], "msg": "out of range in UTC"}],
+        ) from None
 
 
-@router.get("/{service_id}/status-history", response_model=StatusHistory,
-            summary="A service's status over a time range (the state timeline)")
+@router.get(
+    "/{service_id}/status-history",
+    response_model=StatusHistory,
+    summary="A service's status over a time range (the state timeline)",
+)
 async def get_status_history(
     service_id: str,
     session: ReadSessionDep,
     resources: ResourcesDep,
     _: CanRead,
-    since: datetime | None = Query(None, description="From this instant (inclusive); default: an hour before "
-                                                      "`until`; no zone means UTC"),
+    since: datetime | None = Query(
+        None, description="From this instant (inclusive); default: an hour before `until`; no zone means UTC"
+    ),
     until: datetime | None = Query(None, description="To this instant (exclusive); default: now; no zone means UTC"),
     limit: int = Query(5000, ge=1, le=20000, description="At most this many changes"),
 ) -> StatusHistory:
@@ -257,20 +313,39 @@ async def get_status_history(
     try:
         start = _instant(since, "since") or end - timedelta(hours=1)
     except OverflowError:
-        raise ApiError(422, "since: instant out of range", code="validation_error",
-                       details=[{"loc": ["query", "until"], "msg": "too early to look an hour back from"}]) from None
+        raise ApiError(
+            422,
+            "since: instant out of range",
+            code="validation_error",
+            details=[{"loc": ["query", "until"], "msg": "too early to look an hour back from"}],
+        ) from None
     if start >= end:
-        raise ApiError(422, "since must be before until", code="validation_error",
-                       details=[{"loc": ["query", "since"], "msg": "must be before until",
-                                 "since": start.isoformat(), "until": end.isoformat()}])
+        raise ApiError(
+            422,
+            "since must be before until",
+            code="validation_error",
+            details=[
+                {
+                    "loc": ["query", "since"],
+                    "msg": "must be before until",
+                    "since": start.isoformat(),
+                    "until": end.isoformat(),
+                }
+            ],
+        )
     row = await services.require(session=session, service_id=service_id)
-    timeline = await status_history.timeline(session=session, service_id=service_id, since=start, until=end,
-                                             limit=limit)
+    timeline = await status_history.timeline(
+        session=session, service_id=service_id, since=start, until=end, limit=limit
+    )
     return StatusHistory(
-        service_id=service_id, since=start, until=end,
+        service_id=service_id,
+        since=start,
+        until=end,
         initial=StatusChange.model_validate(timeline.initial) if timeline.initial is not None else None,
-        changes=[StatusChange.model_validate(r) for r in timeline.changes], truncated=timeline.truncated,
-        current_state=row.state, retention_days=resources.settings.status_history_retention_days,
+        changes=[StatusChange.model_validate(r) for r in timeline.changes],
+        truncated=timeline.truncated,
+        current_state=row.state,
+        retention_days=resources.settings.status_history_retention_days,
     )
 
 
@@ -281,18 +356,24 @@ async def list_job_runs(
     """Each attempt of a `kind: job` service: exit code, duration and the last lines of its output. Reading them
     needs `configs:read`, as a job's output may hold what its config holds."""
     await services.require(session=session, service_id=service_id)
-    return [JobRunPublic.model_validate(r) for r in await job_runs.get_all(session=session, service_id=service_id,
-                                                                          limit=limit)]
+    return [
+        JobRunPublic.model_validate(r)
+        for r in await job_runs.get_all(session=session, service_id=service_id, limit=limit)
+    ]
 
 
 #: states in which windflow has no process of the service running
 _NO_PROCESS = frozenset({"unknown", "stopped", "gave_up"})
 
 
-@router.delete("/{service_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a service",
-               description="Stops the service's process first (an operator's stop, through `ServiceControl`), then "
-                           "removes it from the registry: no process of a deleted service is left running. "
-                           "Refused (409) while other services depend on it, unless `force`.")
+@router.delete(
+    "/{service_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a service",
+    description="Stops the service's process first (an operator's stop, through `ServiceControl`), then "
+    "removes it from the registry: no process of a deleted service is left running. "
+    "Refused (409) while other services depend on it, unless `force`.",
+)
 async def delete_service(
     service_id: str,
     principal: CanWriteConfigs,
@@ -308,10 +389,17 @@ async def delete_service(
     if may_run:
         await _stop_before_delete(resources, service_id, principal.name)
     async with resources.db.write() as session:
-        unlinked = await registry.delete_service(session=session, service_id=service_id, force=force,
-                                                 author=principal.name)
-        await record(session, principal, "service.delete", service_id, request_id,
-                     details={"force": force, "unlinked": unlinked, "stopped": may_run})
+        unlinked = await registry.delete_service(
+            session=session, service_id=service_id, force=force, author=principal.name
+        )
+        await record(
+            session,
+            principal,
+            "service.delete",
+            service_id,
+            request_id,
+            details={"force": force, "unlinked": unlinked, "stopped": may_run},
+        )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -319,13 +407,20 @@ async def _stop_before_delete(resources: Resources, service_id: str, actor: str)
     """An operator's stop (supervision paused first, so nothing restarts it), awaited."""
     client = await get_temporal(resources)
     handle = await handles.start_control(
-        client, task_queue=resources.settings.task_queue, nonce=uuid.uuid4().hex[:12],
+        client,
+        task_queue=resources.settings.task_queue,
+        nonce=uuid.uuid4().hex[:12],
         inp=ControlInput(service_id=service_id, action="stop", actor=actor),
-        summary=f"stop {service_id} before deleting it ({actor})")
+        summary=f"stop {service_id} before deleting it ({actor})",
+    )
     result = await handle.result()
     if not result.ok:
-        raise ApiError(409, f"service {service_id!r} could not be stopped, so it was not deleted: {result.message}",
-                       code="conflict", details={"service_id": service_id, "stop": result.message})
+        raise ApiError(
+            409,
+            f"service {service_id!r} could not be stopped, so it was not deleted: {result.message}",
+            code="conflict",
+            details={"service_id": service_id, "stop": result.message},
+        )
 
 
 # --------------------------------------------------------------------------- configs
@@ -360,27 +455,46 @@ async def put_config(
 ) -> ConfigVersionPublic:
     expected = _expected(if_match, body.expected_version)
     if expected is None:
-        raise ApiError(428, "send the expected current version (If-Match header or expected_version)",
-                       code="precondition_required")
+        raise ApiError(
+            428, "send the expected current version (If-Match header or expected_version)", code="precondition_required"
+        )
     content = {k: v for k, v in body.content.items() if k != "id"}
     row, version = await registry.update_service(
-        session=session, service_id=service_id, data=content, expected_version=expected, author=principal.name,
-        comment=body.comment, outbound=resources.outbound, may_exec=principal.can(Permission.SERVICES_EXEC.value),
+        session=session,
+        service_id=service_id,
+        data=content,
+        expected_version=expected,
+        author=principal.name,
+        comment=body.comment,
+        outbound=resources.outbound,
+        may_exec=principal.can(Permission.SERVICES_EXEC.value),
     )
     if version is None:
         version = await versions.get(session=session, service_id=service_id, version=row.current_version)
     else:
-        await record(session, principal, "config.update", service_id, request_id,
-                     details={"version": version.version, "comment": body.comment})
+        await record(
+            session,
+            principal,
+            "config.update",
+            service_id,
+            request_id,
+            details={"version": version.version, "comment": body.comment},
+        )
         background.add_task(ensure_watched, resources, [service_id])
     response.headers["ETag"] = f'"{version.version}"'
     return ConfigVersionPublic.of(version)
 
 
-@router.post("/{service_id}/config/validate", response_model=ValidationReport,
-             summary="Validate a proposed config (saves nothing)")
+@router.post(
+    "/{service_id}/config/validate",
+    response_model=ValidationReport,
+    summary="Validate a proposed config (saves nothing)",
+)
 async def validate_config(
-    service_id: str, session: ReadSessionDep, _: CanReadConfigs, body: Annotated[dict[str, Any], Body()],
+    service_id: str,
+    session: ReadSessionDep,
+    _: CanReadConfigs,
+    body: Annotated[dict[str, Any], Body()],
     resources: ResourcesDep,
 ) -> ValidationReport:
     row = await services.require(session=session, service_id=service_id)
@@ -405,8 +519,9 @@ async def list_versions(
 ) -> PageOf[ConfigVersionPublic]:
     await services.require(session=session, service_id=service_id)
     page = await versions.get_all(session=session, service_id=service_id, limit=limit, cursor=cursor)
-    return PageOf[ConfigVersionPublic](items=[ConfigVersionPublic.of(r) for r in page.items],
-                                       next_cursor=page.next_cursor)
+    return PageOf[ConfigVersionPublic](
+        items=[ConfigVersionPublic.of(r) for r in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.get("/{service_id}/config/versions/{version}", response_model=ConfigVersionPublic, summary="One version")
@@ -428,8 +543,12 @@ async def diff_versions(
     b = await versions.get(session=session, service_id=service_id, version=to_version)
     keys = set(a.content.get("secret_keys") or []) | set(b.content.get("secret_keys") or [])
     patch = jsonpatch.make_patch(a.content, b.content).patch
-    return ConfigDiff(service_id=service_id, from_version=from_version, to_version=to_version,
-                      patch=[_redact_op(op, keys) for op in patch])
+    return ConfigDiff(
+        service_id=service_id,
+        from_version=from_version,
+        to_version=to_version,
+        patch=[_redact_op(op, keys) for op in patch],
+    )
 
 
 def _redact_op(op: dict[str, Any], keys: set[str]) -> dict[str, Any]:
@@ -454,11 +573,22 @@ async def revert_config(
 ) -> ConfigVersionPublic:
     expected = _expected(if_match, body.expected_version)
     version = await registry.revert_service(
-        session=session, service_id=service_id, to_version=body.version, expected_version=expected,
-        author=principal.name, comment=body.comment, may_exec=principal.can(Permission.SERVICES_EXEC.value),
+        session=session,
+        service_id=service_id,
+        to_version=body.version,
+        expected_version=expected,
+        author=principal.name,
+        comment=body.comment,
+        may_exec=principal.can(Permission.SERVICES_EXEC.value),
     )
-    await record(session, principal, "config.revert", service_id, request_id,
-                 details={"to_version": body.version, "new_version": version.version})
+    await record(
+        session,
+        principal,
+        "config.revert",
+        service_id,
+        request_id,
+        details={"to_version": body.version, "new_version": version.version},
+    )
     background.add_task(ensure_watched, resources, [service_id])
     response.headers["ETag"] = f'"{version.version}"'
     return ConfigVersionPublic.of(version)

@@ -32,12 +32,15 @@ KIND = "shutdown"
 CanControl = Annotated[Principal, Depends(require(Permission.SERVICES_CONTROL))]
 CanRead = Annotated[Principal, Depends(require(Permission.SERVICES_READ))]
 
+
 class ShutdownCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    services: list[str] = Field(default_factory=list, max_length=10_000,
-                                description="Service ids to stop (their dependants are stopped first); "
-                                            "empty = every service")
+    services: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Service ids to stop (their dependants are stopped first); empty = every service",
+    )
     reason: str = Field("", max_length=500, description="Why (shown in the audit trail and the Temporal UI)")
 
 
@@ -69,12 +72,17 @@ class ShutdownPublic(BaseModel):
 
 def links(resources: Any, run_id: str) -> ShutdownLinks:
     base = f"/api/v1/shutdowns/{run_id}"
-    return ShutdownLinks(self=base, cancel=f"{base}/cancel",
-                         temporal_ui=workflow_link(resources.settings, names.down_id(run_id)))
+    return ShutdownLinks(
+        self=base, cancel=f"{base}/cancel", temporal_ui=workflow_link(resources.settings, names.down_id(run_id))
+    )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ShutdownAccepted,
-             summary="Shut down services in reverse dependency order")
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ShutdownAccepted,
+    summary="Shut down services in reverse dependency order",
+)
 async def start_shutdown(
     body: ShutdownCreate,
     client: TemporalDep,
@@ -89,32 +97,65 @@ async def start_shutdown(
         known = {r.id for r in await services.all(session=session)}
     unknown = [n for n in wanted if n not in known and n not in bad]
     if bad or unknown:
-        details = [{"loc": ["body", "services", n], "msg": "not a service id" if n in bad else "no such service",
-                    "type": "value_error"} for n in [*bad, *unknown]]
-        raise ApiError(422, f"unknown services: {', '.join([*bad, *unknown])}", code="validation_error",
-                       details=details)
+        details = [
+            {
+                "loc": ["body", "services", n],
+                "msg": "not a service id" if n in bad else "no such service",
+                "type": "value_error",
+            }
+            for n in [*bad, *unknown]
+        ]
+        raise ApiError(
+            422, f"unknown services: {', '.join([*bad, *unknown])}", code="validation_error", details=details
+        )
     if not known:
-        raise ApiError(422, "the registry has no services to shut down", code="validation_error",
-                       details=[{"loc": ["body", "services"], "msg": "no services", "type": "value_error"}])
+        raise ApiError(
+            422,
+            "the registry has no services to shut down",
+            code="validation_error",
+            details=[{"loc": ["body", "services"], "msg": "no services", "type": "value_error"}],
+        )
     run_id = uuid.uuid4().hex[:16]
     workflow_id = names.down_id(run_id)
     started = datetime.now(UTC)
-    state = ShutdownState(run_id=run_id, workflow_id=workflow_id, actor=principal.name, reason=body.reason,
-                          requested=wanted, started_at=started)
+    state = ShutdownState(
+        run_id=run_id,
+        workflow_id=workflow_id,
+        actor=principal.name,
+        reason=body.reason,
+        requested=wanted,
+        started_at=started,
+    )
     async with resources.db.write() as session:  # short: no Temporal call while the writer slot is held
-        await runs.upsert(session=session, run_id=run_id, kind=KIND, workflow_id=workflow_id,
-                          status=ShutdownStatus.PENDING.value, actor=principal.name, started_at=started,
-                          summary=state.model_dump(mode="json"))
+        await runs.upsert(
+            session=session,
+            run_id=run_id,
+            kind=KIND,
+            workflow_id=workflow_id,
+            status=ShutdownStatus.PENDING.value,
+            actor=principal.name,
+            started_at=started,
+            summary=state.model_dump(mode="json"),
+        )
     try:
         await handles.start_shutdown(
-            client, task_queue=resources.settings.task_queue, request_id=request_id,
-            inp=ShutdownInput(run_id=run_id, services=wanted, actor=principal.name, reason=body.reason))
+            client,
+            task_queue=resources.settings.task_queue,
+            request_id=request_id,
+            inp=ShutdownInput(run_id=run_id, services=wanted, actor=principal.name, reason=body.reason),
+        )
     except BaseException:  # the run never started: nothing of it stays
         async with resources.db.write() as session:
             await runs.delete(session=session, run_id=run_id)
         raise
-    await record_now(resources.db, principal, "shutdown.start", workflow_id, request_id,
-                     details={"services": wanted, "reason": body.reason})
+    await record_now(
+        resources.db,
+        principal,
+        "shutdown.start",
+        workflow_id,
+        request_id,
+        details={"services": wanted, "reason": body.reason},
+    )
     if resources.relay is not None:
         resources.relay.notify()
     link = links(resources, run_id)
@@ -124,11 +165,17 @@ async def start_shutdown(
 
 def _public(row: Any, resources: Any, state: ShutdownState | None, live: bool) -> ShutdownPublic:
     return ShutdownPublic(
-        run_id=row.run_id, workflow_id=row.workflow_id,
-        status=state.status if state else ShutdownStatus(row.status), progress=state.progress if state else 0,
-        actor=row.actor, live=live, state=state, started_at=row.started_at,
+        run_id=row.run_id,
+        workflow_id=row.workflow_id,
+        status=state.status if state else ShutdownStatus(row.status),
+        progress=state.progress if state else 0,
+        actor=row.actor,
+        live=live,
+        state=state,
+        started_at=row.started_at,
         finished_at=state.finished_at if state and state.status in TERMINAL_SHUTDOWN else row.finished_at,
-        links=links(resources, row.run_id))
+        links=links(resources, row.run_id),
+    )
 
 
 @router.get("", response_model=PageOf[ShutdownPublic], summary="Shutdown history")
@@ -141,9 +188,12 @@ async def list_shutdowns(
 ) -> PageOf[ShutdownPublic]:
     page = await runs.get_all(session=session, kind=KIND, limit=limit, cursor=cursor)
     return PageOf[ShutdownPublic](
-        items=[_public(r, resources, ShutdownState.model_validate(r.summary) if r.summary else None, False)
-               for r in page.items],
-        next_cursor=page.next_cursor)
+        items=[
+            _public(r, resources, ShutdownState.model_validate(r.summary) if r.summary else None, False)
+            for r in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get("/{run_id}", response_model=ShutdownPublic, summary="One shutdown (live while running)")
@@ -151,14 +201,21 @@ async def get_shutdown(run_id: str, session: ReadSessionDep, resources: Resource
     row = await runs.get(session=session, run_id=run_id)
     if row is None or row.kind != KIND:
         raise NotFound(f"shutdown {run_id!r} not found", details={"run_id": run_id})
-    read = await live_or_stored(resources.temporal, row.workflow_id, ShutdownState,
-                                stored=ShutdownState.model_validate(row.summary) if row.summary else None,
-                                running=row.finished_at is None)
+    read = await live_or_stored(
+        resources.temporal,
+        row.workflow_id,
+        ShutdownState,
+        stored=ShutdownState.model_validate(row.summary) if row.summary else None,
+        running=row.finished_at is None,
+    )
     return _public(row, resources, read.state, read.live)
 
 
-@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
-             summary="Cancel: what is stopped stays stopped, the rest keeps running")
+@router.post(
+    "/{run_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Cancel: what is stopped stays stopped, the rest keeps running",
+)
 async def cancel_shutdown(
     run_id: str, client: TemporalDep, resources: ResourcesDep, principal: CanControl, request_id: RequestIdDep
 ) -> dict[str, str]:

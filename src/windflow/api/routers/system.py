@@ -41,8 +41,10 @@ _BODY_DOC = {
 async def _document(request: Request) -> Any:
     raw = await request.body()
     if not raw.strip():
-        raise ConfigInvalid("empty body: send a system file (YAML or JSON)",
-                            details=[{"loc": [], "msg": "empty body: send a system file", "type": "missing"}])
+        raise ConfigInvalid(
+            "empty body: send a system file (YAML or JSON)",
+            details=[{"loc": [], "msg": "empty body: send a system file", "type": "missing"}],
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -57,8 +59,9 @@ async def _document(request: Request) -> Any:
     return parse_yaml(text)
 
 
-@router.put("", response_model=ApplyResultPublic, summary="Apply a system file (all-or-nothing)",
-            openapi_extra=_BODY_DOC)
+@router.put(
+    "", response_model=ApplyResultPublic, summary="Apply a system file (all-or-nothing)", openapi_extra=_BODY_DOC
+)
 async def apply(
     request: Request,
     session: WriteSessionDep,
@@ -69,9 +72,14 @@ async def apply(
     prune: bool = Query(False, description="Delete registered services that the file does not name"),
 ) -> ApplyResultPublic:
     system = load_system(await _document(request))
-    result = await registry.apply_system(session=session, system=system, author=principal.name, prune=prune,
-                                         outbound=resources.outbound,
-                                         may_exec=principal.can(Permission.SERVICES_EXEC.value))
+    result = await registry.apply_system(
+        session=session,
+        system=system,
+        author=principal.name,
+        prune=prune,
+        outbound=resources.outbound,
+        may_exec=principal.can(Permission.SERVICES_EXEC.value),
+    )
     await record(session, principal, "system.apply", "system", request_id, details=result.as_dict())
     # after the commit the watchers pick the change up by themselves (the change stamp: a changed probe reaches the
     # watch within a second); a queue that just got its first service gets its watcher
@@ -80,8 +88,12 @@ async def apply(
     return ApplyResultPublic(**result.as_dict())
 
 
-@router.post("/validate", response_model=ValidationReport, summary="Validate a system file (saves nothing)",
-             openapi_extra=_BODY_DOC)
+@router.post(
+    "/validate",
+    response_model=ValidationReport,
+    summary="Validate a system file (saves nothing)",
+    openapi_extra=_BODY_DOC,
+)
 async def validate(
     request: Request, _: Annotated[Principal, Depends(require(Permission.CONFIGS_READ))]
 ) -> ValidationReport:
@@ -89,12 +101,18 @@ async def validate(
         system = load_system(await _document(request))
     except ConfigInvalid as exc:
         return ValidationReport(valid=False, problems=list(exc.details or []))
-    return ValidationReport(valid=True, order=layers({s.id: list(s.depends_on) for s in system.services}),
-                            conditions={s.id: s.conditions() for s in system.services if s.depends_on})
+    return ValidationReport(
+        valid=True,
+        order=layers({s.id: list(s.depends_on) for s in system.services}),
+        conditions={s.id: s.conditions() for s in system.services if s.depends_on},
+    )
 
 
-@router.get("", summary="Export the registry as a system file",
-            responses={200: {"content": {"application/yaml": {}, "application/json": {}}}})
+@router.get(
+    "",
+    summary="Export the registry as a system file",
+    responses={200: {"content": {"application/yaml": {}, "application/json": {}}}},
+)
 async def export(
     request: Request,
     session: ReadSessionDep,
@@ -103,8 +121,10 @@ async def export(
     format: str | None = Query(None, pattern="^(yaml|json)$"),
 ) -> Response:
     stored_channels = await channels.get_all(session=session)
-    document = dump_system(await services.specs(session=session),
-                           notifications=NotificationsSection(channels=stored_channels) if stored_channels else None)
+    document = dump_system(
+        await services.specs(session=session),
+        notifications=NotificationsSection(channels=stored_channels) if stored_channels else None,
+    )
     principal: Principal = request.state.principal
     if secrets and not principal.can(Permission.CONFIGS_WRITE.value):
         raise ApiError(403, "exporting secrets needs configs:write", code="forbidden")
@@ -114,8 +134,11 @@ async def export(
         }
         if "notifications" in document:
             document["notifications"]["channels"] = [redact_channel(c) for c in document["notifications"]["channels"]]
-    wants_json = format == "json" or (format is None and "json" in request.headers.get("accept", "")
-                                      and "yaml" not in request.headers.get("accept", ""))
+    wants_json = format == "json" or (
+        format is None
+        and "json" in request.headers.get("accept", "")
+        and "yaml" not in request.headers.get("accept", "")
+    )
     if wants_json:
         return Response(json.dumps(document, indent=2), media_type="application/json")
     return Response(to_yaml(document), media_type="application/yaml")

@@ -84,10 +84,14 @@ async def instantiate(
         from windflow.api.errors import ApiError
 
         raise ApiError(403, "creating a service needs configs:write", code="forbidden")
-    await registry.create_service(session=session, spec=spec, author=principal.name,
-                                  comment=body.comment or f"from template {name}",
-                                  outbound=resources.outbound,
-                                  may_exec=principal.can(Permission.SERVICES_EXEC.value))
+    await registry.create_service(
+        session=session,
+        spec=spec,
+        author=principal.name,
+        comment=body.comment or f"from template {name}",
+        outbound=resources.outbound,
+        may_exec=principal.can(Permission.SERVICES_EXEC.value),
+    )
     await record(session, principal, "service.create", spec.id, request_id, details={"template": name})
     row = await services.require(session=session, service_id=spec.id)
     return {"service": ServicePublic.of(row).model_dump(mode="json"), "created": True}

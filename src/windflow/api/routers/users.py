@@ -38,15 +38,21 @@ async def _public(session: AsyncSession, row: UserRow) -> UserPublic:
 async def _check_roles(session: AsyncSession, names: list[str]) -> None:
     missing = sorted(set(names) - await roles.existing(session=session, names=names))
     if missing:
-        raise ApiError(422, f"unknown role(s): {', '.join(missing)}", code="validation_error",
-                       details=[{"loc": ["body", "roles"], "msg": f"unknown role {r!r}"} for r in missing])
+        raise ApiError(
+            422,
+            f"unknown role(s): {', '.join(missing)}",
+            code="validation_error",
+            details=[{"loc": ["body", "roles"], "msg": f"unknown role {r!r}"} for r in missing],
+        )
 
 
 async def _keep_a_manager(session: AsyncSession) -> None:
     """Refuse a change that would leave nobody able to manage users (lock-out)."""
     if not await users.enabled_holders(session=session, permission=Permission.USERS_MANAGE.value):
-        raise Conflict("refused: no enabled user would be left with users:manage",
-                       details={"required": Permission.USERS_MANAGE.value})
+        raise Conflict(
+            "refused: no enabled user would be left with users:manage",
+            details={"required": Permission.USERS_MANAGE.value},
+        )
 
 
 @router.get("", response_model=PageOf[UserPublic], summary="List users")
@@ -70,17 +76,32 @@ async def list_users(
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UserPublic, summary="Create a user")
 @audit_as("user.create")
 async def create_user(
-    body: UserCreate, principal: CanManage, resources: ResourcesDep, request_id: RequestIdDep, response: Response,
+    body: UserCreate,
+    principal: CanManage,
+    resources: ResourcesDep,
+    request_id: RequestIdDep,
+    response: Response,
 ) -> UserPublic:
     password_hash = await asyncio.to_thread(hash_password, body.password)  # outside the write transaction
     async with resources.db.write() as session:
         await _check_roles(session, body.roles)
         if await users.get(session=session, username=body.username) is not None:
             raise Conflict(f"user {body.username!r} exists already", details={"username": body.username})
-        row = await users.create(session=session, username=body.username, password_hash=password_hash,
-                                 roles=body.roles, disabled=body.disabled)
-        await record(session, principal, "user.create", row.username, request_id,
-                     details={"roles": sorted(set(body.roles)), "disabled": body.disabled})
+        row = await users.create(
+            session=session,
+            username=body.username,
+            password_hash=password_hash,
+            roles=body.roles,
+            disabled=body.disabled,
+        )
+        await record(
+            session,
+            principal,
+            "user.create",
+            row.username,
+            request_id,
+            details={"roles": sorted(set(body.roles)), "disabled": body.disabled},
+        )
         public = await _public(session, row)
     if resources.relay is not None:
         resources.relay.notify()
@@ -96,7 +117,11 @@ async def get_user(username: str, session: ReadSessionDep, _: CanManage) -> User
 @router.patch("/{username}", response_model=UserPublic, summary="Change roles, disable/enable, set password")
 @audit_as("user.update")
 async def update_user(
-    username: str, body: UserUpdate, principal: CanManage, resources: ResourcesDep, request_id: RequestIdDep,
+    username: str,
+    body: UserUpdate,
+    principal: CanManage,
+    resources: ResourcesDep,
+    request_id: RequestIdDep,
 ) -> UserPublic:
     password_hash = await asyncio.to_thread(hash_password, body.password) if body.password else None
     async with resources.db.write() as session:
@@ -118,7 +143,8 @@ async def update_user(
             if "roles" in changes or changes.get("disabled") is True or "password" in changes:
                 # sessions carry the old permissions (or belong to a disabled account): end them now
                 changes["sessions_ended"] = await accounts.revoke_user_sessions(
-                    session=session, settings=resources.settings, user_id=row.id, reason="user_update")
+                    session=session, settings=resources.settings, user_id=row.id, reason="user_update"
+                )
             if "password" in changes:  # a password reset (say, after a compromise) ends the API tokens too
                 changes["api_tokens_revoked"] = await api_tokens.revoke_user(session=session, user_id=row.id)
             await record(session, principal, "user.update", row.username, request_id, details=changes)
@@ -131,11 +157,16 @@ async def update_user(
 @router.delete("/{username}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a user (and their tokens)")
 @audit_as("user.delete")
 async def delete_user(
-    username: str, principal: CanManage, session: WriteSessionDep, resources: ResourcesDep, request_id: RequestIdDep,
+    username: str,
+    principal: CanManage,
+    session: WriteSessionDep,
+    resources: ResourcesDep,
+    request_id: RequestIdDep,
 ) -> Response:
     row = await users.require(session=session, username=username, for_update=True)
-    ended = await accounts.revoke_user_sessions(session=session, settings=resources.settings, user_id=row.id,
-                                                reason="user_deleted")
+    ended = await accounts.revoke_user_sessions(
+        session=session, settings=resources.settings, user_id=row.id, reason="user_deleted"
+    )
     await users.delete(session=session, user=row)
     await _keep_a_manager(session)
     await record(session, principal, "user.delete", username, request_id, details={"sessions_ended": ended})
@@ -153,17 +184,24 @@ async def list_roles(session: ReadSessionDep, _: CanManage) -> list[RolePublic]:
 @roles_router.post("", status_code=status.HTTP_201_CREATED, response_model=RolePublic, summary="Create a role")
 @audit_as("role.create")
 async def create_role(
-    body: RoleCreate, principal: CanManage, session: WriteSessionDep, request_id: RequestIdDep,
+    body: RoleCreate,
+    principal: CanManage,
+    session: WriteSessionDep,
+    request_id: RequestIdDep,
 ) -> RolePublic:
     unknown = unknown_permissions(body.permissions)
     if unknown:
-        raise ApiError(422, f"unknown permission(s): {', '.join(unknown)}", code="validation_error",
-                       details=[{"loc": ["body", "permissions"], "msg": f"unknown permission {p!r}"}
-                                for p in unknown])
+        raise ApiError(
+            422,
+            f"unknown permission(s): {', '.join(unknown)}",
+            code="validation_error",
+            details=[{"loc": ["body", "permissions"], "msg": f"unknown permission {p!r}"} for p in unknown],
+        )
     if body.name in BUILTIN_ROLES or await roles.get(session=session, name=body.name) is not None:
         raise Conflict(f"role {body.name!r} exists already", details={"role": body.name})
-    row = await roles.create(session=session, name=body.name, permissions=body.permissions,
-                             description=body.description)
+    row = await roles.create(
+        session=session, name=body.name, permissions=body.permissions, description=body.description
+    )
     await record(session, principal, "role.create", row.name, request_id, details={"permissions": row.permissions})
     return RolePublic.of(row)
 

@@ -102,13 +102,17 @@ async def _authenticate(websocket: WebSocket, timeout: float) -> tuple[Principal
             async with asyncio.timeout(timeout):
                 message = await _receive_message(websocket)
         except TimeoutError:
-            raise _Closing(CLOSE_UNAUTHORIZED, "authentication required: ?token=, Authorization: Bearer, "
-                                               "or a first message {\"type\": \"auth\", \"token\": ...}") from None
+            raise _Closing(
+                CLOSE_UNAUTHORIZED,
+                "authentication required: ?token=, Authorization: Bearer, "
+                'or a first message {"type": "auth", "token": ...}',
+            ) from None
         if isinstance(message, dict) and message.get("type") == "auth" and isinstance(message.get("token"), str):
             token = message["token"]
         else:
-            raise _Closing(CLOSE_UNAUTHORIZED, "authentication required: first message must be "
-                                               "{\"type\": \"auth\", \"token\": ...}")
+            raise _Closing(
+                CLOSE_UNAUTHORIZED, 'authentication required: first message must be {"type": "auth", "token": ...}'
+            )
     try:
         return await authenticate(websocket, token), token
     except ApiError as exc:
@@ -120,8 +124,15 @@ async def _authenticate(websocket: WebSocket, timeout: float) -> tuple[Principal
 class EventStream:
     """One client connection: replay, then live events from the hub, heartbeats, client messages."""
 
-    def __init__(self, websocket: WebSocket, resources: Resources, hub: EventHub, flt: EventFilter,
-                 principal: Principal, token: str) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        resources: Resources,
+        hub: EventHub,
+        flt: EventFilter,
+        principal: Principal,
+        token: str,
+    ) -> None:
         self.ws = websocket
         self.token = token
         self.revalidator = revalidator(websocket.app, resources.settings.ws_revalidate_interval)
@@ -177,15 +188,21 @@ class EventStream:
             if resume != (0, 0) and (last is None or resume > parse_position(last)):
                 # not a position of this log (it was reset, e.g. Redis lost its data): everything is new
                 self.cursor = "0-0"
-                await self.send_json({
-                    "type": "gap", "after": last_event_id,
-                    "message": "unknown position (the event log was reset); replaying all retained events",
-                })
+                await self.send_json(
+                    {
+                        "type": "gap",
+                        "after": last_event_id,
+                        "message": "unknown position (the event log was reset); replaying all retained events",
+                    }
+                )
             elif await self.bus.missed(last_event_id):
-                await self.send_json({
-                    "type": "gap", "after": last_event_id,
-                    "message": "some events after this id are no longer retained; showing all that remain",
-                })
+                await self.send_json(
+                    {
+                        "type": "gap",
+                        "after": last_event_id,
+                        "message": "some events after this id are no longer retained; showing all that remain",
+                    }
+                )
             await self.replay()
         else:
             self._register()
@@ -282,11 +299,15 @@ class EventStream:
         behind = self.sub.queue.qsize()
         while not self.sub.queue.empty():  # drop the backlog; the client re-reads it from the stream
             self.sub.queue.get_nowait()
-        await self.send_json({
-            "type": "lagging", "last_event_id": self.cursor, "behind": behind,
-            "message": f"client too slow: more than {self.hub.queue_size} events behind; "
-                       "reconnect with last_event_id to resume",
-        })
+        await self.send_json(
+            {
+                "type": "lagging",
+                "last_event_id": self.cursor,
+                "behind": behind,
+                "message": f"client too slow: more than {self.hub.queue_size} events behind; "
+                "reconnect with last_event_id to resume",
+            }
+        )
         raise _Closing(CLOSE_TOO_SLOW, "too slow; reconnect with last_event_id to resume")
 
     async def receiver(self) -> None:
@@ -311,7 +332,7 @@ class EventStream:
             elif kind in ("pong", "auth"):
                 continue
             else:
-                self._control({"type": "error", "message": "expected {\"type\": \"subscribe\" | \"ping\" | \"pong\"}"})
+                self._control({"type": "error", "message": 'expected {"type": "subscribe" | "ping" | "pong"}'})
 
     async def serve(self, last_event_id: str | None) -> tuple[int, str] | None:
         """Run until either side ends; returns the close code and reason (None: the client left)."""
@@ -361,8 +382,11 @@ async def events_ws(websocket: WebSocket) -> None:
             raise _Closing(CLOSE_FORBIDDEN, f"permission {Permission.SERVICES_READ.value!r} required")
         params = websocket.query_params
         try:
-            flt = build_filter(params.getlist("types") + params.getlist("type"),
-                               params.getlist("services") + params.getlist("service"), principal)
+            flt = build_filter(
+                params.getlist("types") + params.getlist("type"),
+                params.getlist("services") + params.getlist("service"),
+                principal,
+            )
         except PermissionError as exc:
             raise _Closing(CLOSE_FORBIDDEN, str(exc)) from None
         except ValueError as exc:

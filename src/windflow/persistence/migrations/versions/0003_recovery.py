@@ -46,8 +46,9 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_notification_log_notification_channel", "notification_log", ["notification_id", "channel"],
-                    unique=False)
+    op.create_index(
+        "ix_notification_log_notification_channel", "notification_log", ["notification_id", "channel"], unique=False
+    )
     op.create_index("ix_notification_log_at", "notification_log", ["at"], unique=False)
     op.create_index(op.f("ix_notification_log_service_id"), "notification_log", ["service_id"], unique=False)
     op.create_table(

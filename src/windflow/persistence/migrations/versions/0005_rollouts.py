@@ -44,8 +44,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["service_id"], ["services.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("ix_config_rollouts_service_started", "config_rollouts", ["service_id", "started_at"],
-                    unique=False)
+    op.create_index("ix_config_rollouts_service_started", "config_rollouts", ["service_id", "started_at"], unique=False)
     op.create_index("ix_config_rollouts_status", "config_rollouts", ["status"], unique=False)
 
 

@@ -63,8 +63,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedup_key"),
     )
     op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["state", "next_attempt_at"], unique=False)
-    op.create_index("ix_webhook_deliveries_subscription", "webhook_deliveries", ["subscription_id", "id"],
-                    unique=False)
+    op.create_index("ix_webhook_deliveries_subscription", "webhook_deliveries", ["subscription_id", "id"], unique=False)
 
 
 def downgrade() -> None:

@@ -31,15 +31,27 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("gave_up_version", sa.Integer(), nullable=True))
         batch_op.create_index("ix_services_desired", ["desired"], unique=False)
     # a service windflow brought up before desired state existed keeps running: what it runs is its current version
-    op.execute("UPDATE services SET desired = 'running', desired_by = 'migration', applied_version = current_version "
-               "WHERE state IN ('healthy', 'unhealthy', 'recovering', 'backing_off', 'blocked', 'gave_up', 'starting')")
-    op.execute("UPDATE services SET desired = 'stopped', desired_by = 'migration', applied_version = current_version "
-               "WHERE state = 'stopped'")
+    op.execute(
+        "UPDATE services SET desired = 'running', desired_by = 'migration', applied_version = current_version "
+        "WHERE state IN ('healthy', 'unhealthy', 'recovering', 'backing_off', 'blocked', 'gave_up', 'starting')"
+    )
+    op.execute(
+        "UPDATE services SET desired = 'stopped', desired_by = 'migration', applied_version = current_version "
+        "WHERE state = 'stopped'"
+    )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("services", schema=None) as batch_op:
         batch_op.drop_index("ix_services_desired")
-        for column in ("gave_up_version", "restarts_total", "pid", "applied_version", "desired_reason", "desired_at",
-                       "desired_by", "desired"):
+        for column in (
+            "gave_up_version",
+            "restarts_total",
+            "pid",
+            "applied_version",
+            "desired_reason",
+            "desired_at",
+            "desired_by",
+            "desired",
+        ):
             batch_op.drop_column(column)
