@@ -400,10 +400,12 @@ async def run_worker(settings: Settings) -> None:
                 take_over_watching(client, settings.task_queue, settings.worker_host, parts.watch)
             )
             watchdog = asyncio.create_task(watch_runs(client, db))
-            await stop.wait()
-            reclaiming.cancel()
-            taking_over.cancel()
-            watchdog.cancel()
+            try:
+                await stop.wait()
+            finally:  # also when the worker's own task is cancelled: no background task outlives it
+                reclaiming.cancel()
+                taking_over.cancel()
+                watchdog.cancel()
     finally:
         if ship_task is not None:
             ship_task.cancel()
